@@ -1,0 +1,88 @@
+"""Settings: defaults here, then `instance/config.py`, then environment variables.
+
+Secrets are read from configuration only; nothing in this module logs them.
+"""
+import os
+import secrets
+from pathlib import Path
+
+MAX_CALLBACK_BYTES = 64 * 1024
+
+# Written by `flask local-secret` (run by `make run`) for a local try without a Messente account.
+LOCAL_SECRET_FILE = "messente-shared-secret"
+SECRET_KEY_FILE = "secret-key"
+
+
+def defaults(instance_path: str) -> dict:
+    return {
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{Path(instance_path) / 'sms-inbox.sqlite3'}",
+        "MESSENTE_SHARED_SECRET": "",
+        "MAX_CONTENT_LENGTH": MAX_CALLBACK_BYTES,
+        "PAGE_SIZE": 50,
+        "POLL_SECONDS": 4,
+        "IDLE_TIMEOUT_SECONDS": 30 * 60,
+        "LOGIN_MAX_FAILURES": 5,
+        "LOGIN_LOCKOUT_SECONDS": 15 * 60,
+        # Number of reverse proxies in front of the app whose X-Forwarded-* headers we trust.
+        "PROXY_COUNT": 0,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": False,
+        "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session does
+    }
+
+
+def from_environment(environ=os.environ) -> dict:
+    """The settings a deployment gives as environment variables."""
+    found = {}
+    if environ.get("MESSENTE_SHARED_SECRET"):
+        found["MESSENTE_SHARED_SECRET"] = environ["MESSENTE_SHARED_SECRET"]
+    if environ.get("DATABASE_URL"):
+        found["SQLALCHEMY_DATABASE_URI"] = database_url(environ["DATABASE_URL"])
+    if environ.get("SECRET_KEY"):
+        found["SECRET_KEY"] = environ["SECRET_KEY"]
+    if environ.get("SESSION_COOKIE_SECURE"):
+        found["SESSION_COOKIE_SECURE"] = environ["SESSION_COOKIE_SECURE"].lower() in ("1", "true", "yes")
+    if environ.get("PROXY_COUNT"):
+        found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
+    return found
+
+
+def database_url(url: str) -> str:
+    """Accept the URLs hosting providers hand out and use psycopg 3 for PostgreSQL."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def shared_secrets(value) -> list[str]:
+    """One secret, or several comma-separated (or a list) while rotating."""
+    if isinstance(value, str):
+        value = value.split(",")
+    return [secret.strip() for secret in value or [] if secret.strip()]
+
+
+def read_instance_file(instance_path: str, name: str) -> str | None:
+    path = Path(instance_path) / name
+    return path.read_text().strip() if path.exists() else None
+
+
+def write_instance_file(instance_path: str, name: str, value: str) -> None:
+    """Create a private file in instance/ (mode 0600) holding one generated secret."""
+    Path(instance_path).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(instance_path) / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(value + "\n")
+
+
+def persistent_secret_key(instance_path: str) -> str:
+    """Generated once and kept in instance/, so sessions survive restarts."""
+    key = read_instance_file(instance_path, SECRET_KEY_FILE)
+    if key is None:
+        try:
+            write_instance_file(instance_path, SECRET_KEY_FILE, secrets.token_hex(32))
+        except FileExistsError:  # another worker wrote it first
+            pass
+        key = read_instance_file(instance_path, SECRET_KEY_FILE)
+    return key

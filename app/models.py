@@ -1,0 +1,102 @@
+"""The tables. Times are naive UTC datetimes on every backend."""
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+
+# Longest values we accept; longer ones are rejected at the door (and kept as dead letters).
+ID_LENGTH = 255
+NUMBER_LENGTH = 64
+CHANNEL_LENGTH = 32
+PREVIEW_LENGTH = 160
+USERNAME_LENGTH = 80
+
+
+class Message(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msg_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), unique=True)
+    sub_msg_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH))
+    sender: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
+    recipient: Mapped[str | None] = mapped_column(sa.String(NUMBER_LENGTH))
+    text: Mapped[str] = mapped_column(sa.Text)
+    sent_at: Mapped[datetime]  # the provider's `time`
+    received_at: Mapped[datetime]
+    raw_body: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+    __table_args__ = (sa.Index("ix_message_sender_id", "sender", "id"),)
+
+
+class Conversation(db.Model):
+    """One row per sender, kept current in the ingest transaction so lists never scan messages."""
+
+    sender: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH), primary_key=True)
+    # The sender without +, spaces, dashes or parentheses, lowercased: what search matches.
+    sender_key: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
+    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH))
+    last_message_id: Mapped[int] = mapped_column(unique=True)
+    last_sent_at: Mapped[datetime]
+    last_text: Mapped[str] = mapped_column(sa.String(PREVIEW_LENGTH))
+    message_count: Mapped[int]
+    unread_count: Mapped[int]
+
+    __table_args__ = (
+        sa.Index(
+            "ix_conversation_sender_key_trgm",
+            "sender_key",
+            postgresql_using="gin",
+            postgresql_ops={"sender_key": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        # Counting unread conversations (the page title) reads only the unread ones.
+        sa.Index(
+            "ix_conversation_unread",
+            "unread_count",
+            sqlite_where=sa.text("unread_count > 0"),
+            postgresql_where=sa.text("unread_count > 0"),
+        ),
+    )
+
+
+class DailyCount(db.Model):
+    """Messages received per UTC day, for the inbox chart."""
+
+    day: Mapped[date] = mapped_column(primary_key=True)
+    count: Mapped[int]
+
+
+class DeadLetter(db.Model):
+    """A correctly signed body we could not file, kept with the reason."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(sa.String(500))
+    raw_body: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class User(UserMixin, db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    # Part of the login cookie; replaced at logout so every copy of an old cookie stops working.
+    session_token: Mapped[str] = mapped_column(sa.String(64))
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_token}"
+
+
+class LoginThrottle(db.Model):
+    """Failed logins per username (known or not), shared by every worker and instance."""
+
+    username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH), primary_key=True)
+    failures: Mapped[int]
+    locked_until: Mapped[datetime | None]
+
+
+@sa.event.listens_for(db.Model.metadata, "before_create")
+def _create_trigram_extension(_metadata, connection, **_kw):
+    # The sender search index needs pg_trgm (a trusted extension since PostgreSQL 13).
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")

@@ -1,0 +1,94 @@
+"""Reading the inbox: conversations, search, threads, what is new, read state, the chart."""
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+
+from .extensions import db
+from .ingest import search_key, utcnow
+from .models import Conversation, DailyCount, Message
+
+THREAD_PAGE = 500
+LIKE_ESCAPE = "\\"
+
+
+def sender_matches(q: str) -> sa.ColumnElement[bool]:
+    """Senders whose number contains q, ignoring +, spaces, dashes, parentheses and case.
+
+    `%` and `_` in q are matched literally, never as wildcards.
+    """
+    key = search_key(q)
+    for special in (LIKE_ESCAPE, "%", "_"):
+        key = key.replace(special, LIKE_ESCAPE + special)
+    return Conversation.sender_key.like(f"%{key}%", escape=LIKE_ESCAPE)
+
+
+def conversations(q: str = "", before: int | None = None, limit: int = 50) -> tuple[list, int | None]:
+    """One page of conversations, newest activity first, and the cursor for the next page.
+
+    Keyset pagination on the last message id: page 500 costs what page 1 costs.
+    """
+    query = db.select(Conversation).order_by(Conversation.last_message_id.desc()).limit(limit + 1)
+    if q:
+        query = query.where(sender_matches(q))
+    if before is not None:
+        query = query.where(Conversation.last_message_id < before)
+    rows = list(db.session.scalars(query))
+    next_cursor = rows[limit - 1].last_message_id if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def unread_conversations() -> int:
+    return db.session.scalar(
+        db.select(sa.func.count()).select_from(Conversation).where(Conversation.unread_count > 0)
+    )
+
+
+def newest_message_id(sender: str | None = None) -> int:
+    """The highest message id, overall or for one sender: what a poll compares with."""
+    query = db.select(sa.func.max(Message.id))
+    if sender is not None:
+        query = query.where(Message.sender == sender)
+    return db.session.scalar(query) or 0
+
+
+def conversation(sender: str) -> Conversation | None:
+    return db.session.get(Conversation, sender)
+
+
+def thread(sender: str, before: int | None = None, after: int | None = None,
+           limit: int = THREAD_PAGE) -> tuple[list[Message], bool]:
+    """Messages of one sender, oldest first: the latest `limit` (before an id), or all after an id.
+
+    Also says whether older messages exist beyond this page.
+    """
+    query = db.select(Message).where(Message.sender == sender)
+    if after is not None:
+        return list(db.session.scalars(query.where(Message.id > after).order_by(Message.id))), False
+    if before is not None:
+        query = query.where(Message.id < before)
+    newest_first = list(db.session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+    return newest_first[:limit][::-1], len(newest_first) > limit
+
+
+def mark_read(sender: str) -> None:
+    db.session.execute(
+        sa.update(Conversation).where(Conversation.sender == sender, Conversation.unread_count != 0)
+        .values(unread_count=0)
+    )
+
+
+def mark_unread(sender: str) -> None:
+    db.session.execute(
+        sa.update(Conversation).where(Conversation.sender == sender, Conversation.unread_count == 0)
+        .values(unread_count=1)
+    )
+
+
+def daily_counts(days: int = 30, today: date | None = None) -> list[tuple[date, int]]:
+    """Messages received per UTC day over the last `days` days, oldest first, zeros included."""
+    today = today or utcnow().date()
+    first = today - timedelta(days=days - 1)
+    counts = dict(db.session.execute(
+        db.select(DailyCount.day, DailyCount.count).where(DailyCount.day >= first)
+    ).all())
+    return [(first + timedelta(n), counts.get(first + timedelta(n), 0)) for n in range(days)]

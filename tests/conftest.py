@@ -1,0 +1,249 @@
+"""Fixtures in the Flask tutorial's manner: app, client, runner, auth; plus real servers.
+
+Every test that uses `app` runs twice: on a fresh SQLite file and in a fresh PostgreSQL
+schema (the server on 127.0.0.1:5432). Where PostgreSQL can't be reached that leg skips,
+except in CI (CI=true), where it fails.
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from functools import cache
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app import accounts, create_app, signing
+from app.extensions import db
+from app.models import User
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = Path(__file__).parent / "vectors"
+SIGNATURES = json.loads((VECTORS / "signatures.json").read_text())
+SECRET = SIGNATURES["secret"]
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI") == "true"
+PASSWORD = "correct horse battery"
+
+
+@cache
+def password_hash() -> str:
+    return accounts.hash_password(PASSWORD)  # once per run: Argon2 is slow on purpose
+
+
+@cache
+def postgres_problem() -> str | None:
+    """Why PostgreSQL can't be used, or None when it can."""
+    try:
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+        engine.dispose()
+    except Exception as exc:  # any failure to connect means: no PostgreSQL here
+        return f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc.__class__.__name__}"
+    return None
+
+
+def require_postgres():
+    problem = postgres_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(problem + " (mandatory in CI)")
+        pytest.skip(problem)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database for one test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    require_postgres()
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema},public"
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+
+def make_app(database_url: str, **settings):
+    return create_app({
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "MESSENTE_SHARED_SECRET": SECRET,
+        **settings,
+    })
+
+
+@pytest.fixture
+def app(database_url):
+    app = make_app(database_url)
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def user(app):
+    with app.app_context():
+        db.session.add(User(username="alice", password_hash=password_hash(), session_token="t0"))
+        db.session.commit()
+    return "alice"
+
+
+def csrf_token(html: str) -> str:
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+
+
+class AuthActions:
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, username="alice", password=PASSWORD, next_page=None):
+        url = "/login" + (f"?next={next_page}" if next_page else "")
+        token = csrf_token(self.client.get(url).text)
+        return self.client.post(url, data={"username": username, "password": password, "csrf_token": token})
+
+    def csrf(self, page="/") -> str:
+        return csrf_token(self.client.get(page).text)
+
+    def logout(self):
+        return self.client.post("/logout", data={"csrf_token": self.csrf()})
+
+
+@pytest.fixture
+def auth(client, user):
+    return AuthActions(client)
+
+
+def body_for(**fields) -> bytes:
+    """A realistic inbound payload; keyword arguments replace fields (None removes one)."""
+    payload = {
+        "msg_id": str(uuid.uuid4()),
+        "sub_msg_id": str(uuid.uuid4()),
+        "channel": "sms",
+        "recipient": "+37250000000",
+        "time": "2024-06-01T08:00:00.000000Z",
+        "text": "Tere!",
+        "sender": "+37255512345",
+    }
+    payload.update(fields)
+    return json.dumps({k: v for k, v in payload.items() if v is not None}, ensure_ascii=False).encode()
+
+
+def signed_headers(body: bytes, secret: str = SECRET) -> dict:
+    return {"Content-Type": "application/json", "X-Messente-Signature": signing.sign(body, secret)}
+
+
+@pytest.fixture
+def deliver(client):
+    """POST a body to the callback, signed with the test secret unless told otherwise."""
+    def deliver(body: bytes, signature: str | None = "sign", **kwargs):
+        headers = {"Content-Type": "application/json"}
+        if signature == "sign":
+            headers = signed_headers(body)
+        elif signature is not None:
+            headers["X-Messente-Signature"] = signature
+        return client.post("/callbacks/inbound", data=body, headers=headers, **kwargs)
+    return deliver
+
+
+# --- real servers -------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """gunicorn serving the app in real worker processes on 127.0.0.1."""
+
+    def __init__(self, database_url: str, workers: int = 2, threads: int = 8, port: int | None = None,
+                 env: dict | None = None):
+        self.database_url, self.workers, self.threads = database_url, workers, threads
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env or {}
+        self.process = None
+
+    def start(self):
+        env = {**os.environ, "DATABASE_URL": self.database_url, "MESSENTE_SHARED_SECRET": SECRET,
+               "SECRET_KEY": "test-secret-key", **self.env}
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf",
+             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+             "--threads", str(self.threads), "--access-logfile", "/dev/null", "app:create_app()"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/login", timeout=1).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError("gunicorn exited: " + self.output()[-2000:])
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start within 30 s")
+
+    def output(self) -> str:
+        """What the server wrote to stderr so far (its error log)."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
+
+    def stop(self, sig=None):
+        if self.process and self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def server_factory(app):
+    """Start gunicorn servers on the test's database; all are stopped at the end."""
+    servers = []
+
+    def start(**options) -> Server:
+        server = Server(app.config["SQLALCHEMY_DATABASE_URI"], **options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
