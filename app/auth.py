@@ -50,7 +50,7 @@ def require_login():
     if not current_user.is_authenticated:
         return unauthorized()
 
-    now = int(time.time())
+    now = time.time()
     if now - session.get("last_active", 0) > current_app.config["IDLE_TIMEOUT_SECONDS"]:
         logout_user()
         session.clear()
@@ -88,7 +88,7 @@ def login():
             if user is not None:
                 session.clear()  # a fresh session at every login
                 login_user(user)
-                session["last_active"] = int(time.time())
+                session["last_active"] = time.time()
                 db.session.commit()
                 return redirect(next_page)
             error = "Invalid username or password."

@@ -10,18 +10,21 @@ from datetime import UTC, datetime
 import click
 import flask_migrate
 from flask import Flask, current_app
+from flask.cli import with_appcontext
+from sqlalchemy.exc import OperationalError
 
-from . import accounts, config, signing
+from . import accounts, config, copying, signing
 from .extensions import db
 from .models import User
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, create_user, send_test_message, local_secret):
+    for command in (init_db, create_user, send_test_message, local_secret, copy_db):
         app.cli.add_command(command)
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db():
     """Create or upgrade the database schema (safe to run again)."""
     flask_migrate.upgrade()
@@ -36,6 +39,7 @@ def init_db():
 
 
 @click.command("local-secret")
+@with_appcontext
 def local_secret():
     """Generate a shared secret in instance/ for a local try, unless one is configured."""
     if current_app.config["MESSENTE_SHARED_SECRETS"]:
@@ -59,6 +63,7 @@ def read_password() -> str:
 
 
 @click.command("create-user")
+@with_appcontext
 @click.argument("username")
 def create_user(username: str):
     """Create a login; asks for the password twice."""
@@ -72,6 +77,7 @@ def create_user(username: str):
 
 
 @click.command("send-test-message")
+@with_appcontext
 @click.option("--url", default="http://127.0.0.1:5000/callbacks/inbound", show_default=True)
 @click.option("--sender", default="+37255512345", show_default=True)
 @click.option("--text", default="Tere! This is a test message 📨", show_default=True)
@@ -105,3 +111,54 @@ def send_test_message(url: str, sender: str, text: str, channel: str):
     click.echo(f"{status} {answer.strip()}")
     if status != 200:
         sys.exit(1)
+
+
+@click.command("copy-db")
+@with_appcontext
+@click.option("--to", "target_url", required=True, metavar="URL",
+              help="The database to copy into, e.g. postgresql://user:password@host/dbname.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Rows per transaction.")
+def copy_db(target_url: str, batch_size: int):
+    """Copy every row of this app's database to another one, e.g. from SQLite to PostgreSQL.
+
+    Migrates the target first; keeps every id; resumes where an interrupted run stopped;
+    verifies counts and checksums at the end (exit status 1 when they differ).
+    """
+    source = db.engine
+    target = copying.open_database(target_url)
+    try:
+        copying.upgrade_schema(target)
+        click.echo(f"Schema of {target.url.render_as_string(hide_password=True)} is up to date.")
+        for table in copying.TABLES:
+            with click.progressbar(length=copying.rows_to_copy(source, target, table),
+                                   label=f"{table.name:<15}", show_pos=True) as bar:
+                for copied in copying.copy_table(source, target, table, batch_size):
+                    bar.update(copied)
+            click.echo(f"{table.name}: {bar.pos} rows copied, "
+                       f"{copying.count_rows(target, table) - bar.pos} were already there")
+        copying.reset_sequences(target)
+        checks = copying.verify(source, target, batch_size)
+    except OperationalError as exc:
+        raise click.ClickException(
+            f"{exc.orig}\nRun the same command again to continue where it stopped."
+        ) from exc
+    finally:
+        target.dispose()
+
+    click.echo("\nVerification (rows and sha256 on both sides):")
+    for check in checks:
+        if check.matches:
+            click.echo(f"  {check.table:<15} {check.source_rows:>9} rows  "
+                       f"{check.source_sha256[:16]}  same")
+        else:
+            click.echo(f"  {check.table:<15} DIFFERENT: source {check.source_rows} rows "
+                       f"{check.source_sha256[:16]}, target {check.target_rows} rows "
+                       f"{check.target_sha256[:16]}")
+    different = [check.table for check in checks if not check.matches]
+    if different:
+        raise click.ClickException(
+            f"The target differs from the source in: {', '.join(different)}. Copy into an empty "
+            "database, with the app stopped so that nothing changes during the copy."
+        )
+    click.echo("Copy verified: every table holds the same rows on both sides.")

@@ -8,6 +8,7 @@ from datetime import date, datetime, time, timedelta
 import sqlalchemy as sa
 
 from .extensions import db
+from .ingest import clean_text
 from .models import Conversation, Message
 from .queries import sender_matches
 
@@ -38,7 +39,7 @@ def export_query(q: str = "", sender: str | None = None,
         Message.msg_id, Message.sub_msg_id, Message.received_at,
     ).order_by(Message.id)
     if sender is not None:
-        query = query.where(Message.sender == sender)
+        query = query.where(Message.sender == clean_text(sender))
     if q:
         query = query.where(Message.sender.in_(db.select(Conversation.sender).where(sender_matches(q))))
     if first_day:

@@ -65,9 +65,16 @@ def begin_write() -> None:
 
     Writers then wait their turn instead of failing half-way, and ids are handed out in
     commit order, so "newer than id N" never misses a row that commits late.
-    Call it before anything else touches the session in this transaction.
+    Call it before the transaction writes anything; reads before it are fine.
     """
     if db.session.get_bind().dialect.name == "sqlite":
+        if db.session.in_transaction():
+            if db.session.connection().get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+                return  # this transaction holds the lock already
+            # It has only read (say, the logged-in user). A SQLite read snapshot can't become a
+            # write once another writer has committed: it fails at once with "database is
+            # locked" instead of waiting. So end it and begin again, holding the lock.
+            db.session.commit()
         db.session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
     else:
         db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))

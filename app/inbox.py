@@ -59,6 +59,7 @@ def index():
 @bp.get("/conversations/<sender>")
 def thread(sender: str):
     conversation = queries.conversation(sender) or abort(404)
+    sender = conversation.sender
     since = id_arg("since")
     if since is not None:
         messages, _ = queries.thread(sender, after=since)
@@ -80,8 +81,8 @@ def thread(sender: str):
 
 @bp.post("/conversations/<sender>/unread")
 def mark_unread(sender: str):
-    queries.conversation(sender) or abort(404)
-    queries.mark_unread(sender)
+    conversation = queries.conversation(sender) or abort(404)
+    queries.mark_unread(conversation.sender)
     db.session.commit()
     return redirect(url_for("inbox.index"))
 

@@ -3,8 +3,8 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from .extensions import db
-from .ingest import search_key, utcnow
+from .extensions import begin_write, db
+from .ingest import clean_text, search_key, utcnow
 from .models import Conversation, DailyCount, Message
 
 THREAD_PAGE = 500
@@ -16,7 +16,7 @@ def sender_matches(q: str) -> sa.ColumnElement[bool]:
 
     `%` and `_` in q are matched literally, never as wildcards.
     """
-    key = search_key(q)
+    key = search_key(clean_text(q))
     for special in (LIKE_ESCAPE, "%", "_"):
         key = key.replace(special, LIKE_ESCAPE + special)
     return Conversation.sender_key.like(f"%{key}%", escape=LIKE_ESCAPE)
@@ -52,7 +52,8 @@ def newest_message_id(sender: str | None = None) -> int:
 
 
 def conversation(sender: str) -> Conversation | None:
-    return db.session.get(Conversation, sender)
+    # Cleaned as stored senders were (no NUL, no lone surrogate), so any URL is a valid lookup.
+    return db.session.get(Conversation, clean_text(sender))
 
 
 def thread(sender: str, before: int | None = None, after: int | None = None,
@@ -71,6 +72,7 @@ def thread(sender: str, before: int | None = None, after: int | None = None,
 
 
 def mark_read(sender: str) -> None:
+    begin_write()
     db.session.execute(
         sa.update(Conversation).where(Conversation.sender == sender, Conversation.unread_count != 0)
         .values(unread_count=0)
@@ -78,6 +80,7 @@ def mark_read(sender: str) -> None:
 
 
 def mark_unread(sender: str) -> None:
+    begin_write()
     db.session.execute(
         sa.update(Conversation).where(Conversation.sender == sender, Conversation.unread_count == 0)
         .values(unread_count=1)

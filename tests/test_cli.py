@@ -1,0 +1,93 @@
+"""The flask commands a newcomer and an operator use."""
+import os
+import subprocess
+import sys
+
+import sqlalchemy as sa
+
+from app import accounts
+from app.extensions import db
+from app.models import Message, User
+
+from conftest import ROOT, SECRET
+
+
+def users(app) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(sa.select(User.username)))
+
+
+def test_create_user_asks_twice_and_stores_a_hash(app, runner):
+    result = runner.invoke(args=["create-user", "bob"], input="long enough\nlong enough\n")
+    assert result.exit_code == 0, result.output
+    assert "Created user 'bob'" in result.output
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.username == "bob"))
+        assert accounts.hasher.verify(user.password_hash, "long enough")
+
+
+def test_create_user_refuses_short_passwords_existing_names_and_mismatches(app, runner, user):
+    short = runner.invoke(args=["create-user", "bob"], input="short\nshort\n")
+    assert short.exit_code == 1 and "at least 8 characters" in short.output
+    taken = runner.invoke(args=["create-user", "alice"], input="long enough\nlong enough\n")
+    assert taken.exit_code == 1 and "already exists" in taken.output
+    mismatch = runner.invoke(args=["create-user", "carol"], input="long enough\nlong enougH\n")
+    assert mismatch.exit_code == 1 and "do not match" in mismatch.output
+    assert users(app) == ["alice"]
+
+
+def flask_command(database_url: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "MESSENTE_SHARED_SECRET": SECRET,
+           "SECRET_KEY": "test-secret-key"}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, **kwargs)
+
+
+def test_create_user_reads_a_piped_password(app, database_url):
+    result = flask_command(database_url, "create-user", "dora", input="piped password\npiped password\n")
+    assert result.returncode == 0, result.stderr
+    assert "dora" in users(app)
+
+
+def test_init_db_is_safe_to_run_twice_and_tells_what_to_do_next(database_url):
+    first = flask_command(database_url, "init-db")
+    assert first.returncode == 0, first.stderr
+    assert "create-user" in first.stdout and "send-test-message" in first.stdout
+    second = flask_command(database_url, "init-db")
+    assert second.returncode == 0, second.stderr
+    engine = sa.create_engine(database_url)
+    assert {"message", "conversation", "user", "dead_letter"} <= set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_send_test_message_arrives_in_the_running_app(app, server_factory):
+    server = server_factory(workers=1)
+    result = app.test_cli_runner().invoke(args=[
+        "send-test-message", "--url", server.url + "/callbacks/inbound",
+        "--sender", "+3725550000", "--text", "Tere, maailm! 👋", "--channel", "viber",
+    ])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("200 ") and '"stored"' in result.output
+    with app.app_context():
+        message = db.session.scalar(sa.select(Message))
+        assert (message.sender, message.text, message.channel) == ("+3725550000", "Tere, maailm! 👋", "viber")
+
+
+def test_send_test_message_says_when_the_app_is_not_running(runner):
+    result = runner.invoke(args=["send-test-message", "--url", "http://127.0.0.1:9/callbacks/inbound"])
+    assert result.exit_code == 1
+    assert "Could not reach" in result.output
+
+
+def test_local_secret_is_generated_once_when_none_is_configured(tmp_path, database_url):
+    from app import config
+    from conftest import make_app
+    app = make_app(database_url, MESSENTE_SHARED_SECRET="")
+    app.instance_path = str(tmp_path)
+    result = app.test_cli_runner().invoke(args=["local-secret"])
+    assert result.exit_code == 0 and "generated a local one" in result.output
+    secret = config.read_instance_file(str(tmp_path), config.LOCAL_SECRET_FILE)
+    assert len(secret) >= 32
+    assert (tmp_path / config.LOCAL_SECRET_FILE).stat().st_mode & 0o077 == 0  # private to its owner
+    with app.app_context():
+        db.engine.dispose()
