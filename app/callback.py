@@ -2,10 +2,10 @@
 import logging
 
 from flask import Blueprint, current_app, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from . import ingest, signing
+from . import group_commit, ingest, signing
 from .extensions import csrf, db
 
 bp = Blueprint("callback", __name__, url_prefix="/callbacks")
@@ -40,8 +40,7 @@ def inbound():
         log.warning("signed inbound callback kept as a dead letter: %s", exc)
         return error(400, str(exc))
 
-    [stored] = ingest.store_messages([message])
-    db.session.commit()
+    stored = group_commit.store(message)  # returns once the message is committed
     return {"status": "stored" if stored else "duplicate"}
 
 
@@ -50,9 +49,10 @@ def http_error(exc: HTTPException):
     return error(exc.code, exc.description if exc.code != 413 else "body is larger than 64 KiB")
 
 
-@bp.errorhandler(OperationalError)
-def storage_unavailable(exc: OperationalError):
+@bp.errorhandler(SQLAlchemyError)
+@bp.errorhandler(TimeoutError)
+def storage_unavailable(exc: Exception):
     # Nothing was acked, so the provider retries; the 503 tells it to.
     db.session.rollback()
-    log.error("inbound callback not stored, database unavailable: %s", exc.orig)
+    log.error("inbound callback not stored, database unavailable: %s", getattr(exc, "orig", exc))
     return error(503, "storage temporarily unavailable, retry later")

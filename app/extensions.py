@@ -68,7 +68,7 @@ def begin_write() -> None:
     Call it before the transaction writes anything; reads before it are fine.
     """
     if db.session.get_bind().dialect.name == "sqlite":
-        if db.session.in_transaction():
+        if db.session().in_transaction():
             if db.session.connection().get_execution_options().get("sqlite_begin") == "IMMEDIATE":
                 return  # this transaction holds the lock already
             # It has only read (say, the logged-in user). A SQLite read snapshot can't become a
@@ -80,7 +80,7 @@ def begin_write() -> None:
         db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
 
-def upsert(table) -> sa.Insert:
+def upsert(table, dialect: str | None = None) -> sa.Insert:
     """An INSERT that supports `on_conflict_do_nothing` / `on_conflict_do_update` on our dialects."""
-    dialect = db.session.get_bind().dialect.name
+    dialect = dialect or db.session.get_bind().dialect.name
     return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect](table)

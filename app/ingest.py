@@ -5,6 +5,7 @@ These functions flush but never commit: the caller commits once, then acknowledg
 import json
 import re
 from dataclasses import dataclass
+from functools import cache
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -115,54 +116,58 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
     """
     received_at = received_at or utcnow()
     begin_write()
-    return [_store_one(message, received_at) for message in messages]
+    connection = db.session.connection()
+    statements = _statements(connection.dialect.name)
+    return [_store_one(connection, statements, message, received_at) for message in messages]
 
 
-def _store_one(message: Inbound, received_at: datetime) -> bool:
-    insert = upsert(Message).values(
-        msg_id=message.msg_id,
-        sub_msg_id=message.sub_msg_id,
-        channel=message.channel,
-        recipient=message.recipient,
-        sender=message.sender,
-        text=message.text,
-        sent_at=message.sent_at,
-        received_at=received_at,
-        raw_body=message.raw_body,
+@cache
+def _statements(dialect: str) -> tuple[sa.Insert, sa.Insert, sa.Insert]:
+    """Built once per dialect: building SQLAlchemy statements costs more than running them."""
+    message = upsert(Message.__table__, dialect).on_conflict_do_nothing(index_elements=["msg_id"])
+    conversation = upsert(Conversation.__table__, dialect)
+    conversation = conversation.on_conflict_do_update(
+        index_elements=["sender"],
+        set_={
+            "channel": conversation.excluded.channel,
+            "last_message_id": conversation.excluded.last_message_id,
+            "last_sent_at": conversation.excluded.last_sent_at,
+            "last_text": conversation.excluded.last_text,
+            "message_count": Conversation.message_count + 1,
+            "unread_count": Conversation.unread_count + 1,
+        },
     )
-    message_id = db.session.scalar(
-        insert.on_conflict_do_nothing(index_elements=["msg_id"]).returning(Message.id)
-    )
+    daily = upsert(DailyCount.__table__, dialect)
+    daily = daily.on_conflict_do_update(index_elements=["day"], set_={"count": DailyCount.count + 1})
+    return message.returning(Message.id), conversation, daily
+
+
+def _store_one(connection: sa.Connection, statements, message: Inbound, received_at: datetime) -> bool:
+    insert_message, upsert_conversation, count_day = statements
+    message_id = connection.scalar(insert_message, {
+        "msg_id": message.msg_id,
+        "sub_msg_id": message.sub_msg_id,
+        "channel": message.channel,
+        "recipient": message.recipient,
+        "sender": message.sender,
+        "text": message.text,
+        "sent_at": message.sent_at,
+        "received_at": received_at,
+        "raw_body": message.raw_body,
+    })
     if message_id is None:
-        return False
-
-    conversation = upsert(Conversation).values(
-        sender=message.sender,
-        sender_key=search_key(message.sender),
-        channel=message.channel,
-        last_message_id=message_id,
-        last_sent_at=message.sent_at,
-        last_text=message.text[:PREVIEW_LENGTH],
-        message_count=1,
-        unread_count=1,
-    )
-    db.session.execute(
-        conversation.on_conflict_do_update(
-            index_elements=["sender"],
-            set_={
-                "channel": conversation.excluded.channel,
-                "last_message_id": conversation.excluded.last_message_id,
-                "last_sent_at": conversation.excluded.last_sent_at,
-                "last_text": conversation.excluded.last_text,
-                "message_count": Conversation.message_count + 1,
-                "unread_count": Conversation.unread_count + 1,
-            },
-        )
-    )
-    daily = upsert(DailyCount).values(day=received_at.date(), count=1)
-    db.session.execute(
-        daily.on_conflict_do_update(index_elements=["day"], set_={"count": DailyCount.count + 1})
-    )
+        return False  # a duplicate: the unique msg_id said so, with no check-then-insert race
+    connection.execute(upsert_conversation, {
+        "sender": message.sender,
+        "sender_key": search_key(message.sender),
+        "channel": message.channel,
+        "last_message_id": message_id,
+        "last_sent_at": message.sent_at,
+        "last_text": message.text[:PREVIEW_LENGTH],
+        "message_count": 1,
+        "unread_count": 1,
+    })
+    connection.execute(count_day, {"day": received_at.date(), "count": 1})
     return True
 
 
