@@ -13,13 +13,13 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError
 
-from . import accounts, config, copying, signing
+from . import accounts, config, copying, demo, signing
 from .extensions import db
 from .models import User
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, create_user, send_test_message, local_secret, copy_db):
+    for command in (init_db, create_user, send_test_message, local_secret, copy_db, seed_demo):
         app.cli.add_command(command)
 
 
@@ -138,6 +138,7 @@ def copy_db(target_url: str, batch_size: int):
             click.echo(f"{table.name}: {bar.pos} rows copied, "
                        f"{copying.count_rows(target, table) - bar.pos} were already there")
         copying.reset_sequences(target)
+        copying.analyze(target)
         checks = copying.verify(source, target, batch_size)
     except OperationalError as exc:
         raise click.ClickException(
@@ -162,3 +163,16 @@ def copy_db(target_url: str, batch_size: int):
             "database, with the app stopped so that nothing changes during the copy."
         )
     click.echo("Copy verified: every table holds the same rows on both sides.")
+
+
+@click.command("seed-demo")
+@with_appcontext
+@click.option("--messages", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="How many messages to add.")
+@click.option("--senders", default=500, show_default=True, type=click.IntRange(min=1),
+              help="How many new senders they come from (a few busy, most with a handful).")
+def seed_demo(messages: int, senders: int):
+    """Add realistic demo messages in bulk (over the last 60 days), to try the inbox at scale."""
+    with click.progressbar(length=messages, label="Seeding demo messages") as bar:
+        demo.seed(messages, senders, progress=bar.update)
+    click.echo(f"Added {messages:,} messages from {min(senders, messages):,} senders.")

@@ -5,11 +5,11 @@ all, each holding the write lock. Conversation rows and daily counts are built i
 while the messages are generated and merged into whatever the database already holds, so
 after every commit they are exactly what ingesting the same messages one by one would give.
 """
+import itertools
 import json
 import random
-import itertools
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -22,21 +22,19 @@ from .models import PREVIEW_LENGTH, Conversation, DailyCount, Message
 # One transaction per this many messages: each commit leaves the inbox consistent, and a
 # server receiving callbacks meanwhile never waits long for the write lock.
 MESSAGES_PER_TRANSACTION = 200_000
-ROWS_PER_INSERT = 10_000
+ROWS_PER_INSERT = 20_000
 DAYS = 60
 # Unread: what arrived since the team last looked, about a day ago.
 UNREAD_SINCE = timedelta(days=1)
 
 CHANNEL_WEIGHTS = {"sms": 55, "whatsapp": 20, "viber": 15, "telegram": 10}
-# Country code and mobile prefix, and how many subscriber digits follow.
-NUMBER_PLANS = [("+3725", 7), ("+3725", 6), ("+3716", 7), ("+3706", 7), ("+35840", 7),
+# Country code with mobile prefix, and how many subscriber digits follow.
+NUMBER_PLANS = [("+3725", 7), ("+3725", 6), ("+3712", 7), ("+3706", 7), ("+35840", 7),
                 ("+4479", 8), ("+79", 9)]
 NUMBER_PLAN_WEIGHTS = [50, 10, 8, 8, 10, 6, 8]
 RECIPIENTS = ["+37250000000", "+37250000001"]
 # The provider's time is a moment before ours.
 PROVIDER_DELAYS = [timedelta(milliseconds=50 + 61 * n) for n in range(47)]
-# Untyped columns: values go to the driver as given (see `seed`).
-MESSAGE_COLUMNS = sa.table("message", *(sa.column(column.name) for column in Message.__table__.c))
 # Activity by hour of day (UTC), night to evening.
 HOURLY_WEIGHTS = [1, 1, 1, 1, 1, 2, 4, 7, 9, 10, 10, 10, 9, 9, 10, 10, 9, 8, 7, 6, 5, 4, 3, 2]
 
@@ -79,11 +77,11 @@ class ConversationTotals:
 
 def seed(messages: int, senders: int, *, now: datetime | None = None, rng: random.Random | None = None,
          progress: Callable[[int], None] | None = None) -> None:
-    """Add `messages` demo messages from `senders` new senders, in a few transactions.
+    """Add `messages` demo messages from `senders` new senders; commits as it goes.
 
     Skewed like real traffic: message counts per sender follow Zipf's law, so a few senders
     have thousands of messages and most have a handful. Times spread over the last 60 days,
-    busier on weekdays and in daytime; ids follow arrival order, as ingest gives them.
+    busier on weekdays and in daytime; ids follow arrival order, as ingest hands them out.
     `progress` is called with the number of messages just inserted.
     """
     rng = rng or random.Random()
@@ -97,38 +95,32 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
     arrivals = arrival_times(messages, now, rng)
     texts = text_pool(rng)
     run = secrets.token_hex(4)  # demo msg_ids are "demo-<run>-<id>": never a provider's UUID
+    sub_msg_id_prefix = f"{run}-0000-4000-8000-"  # UUID-shaped, the id in the last group
+    unread_since = now - UNREAD_SINCE
 
     for first in range(0, messages, MESSAGES_PER_TRANSACTION):
         begin_write()
         connection = db.session.connection()
         next_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
-        # Write the dialect's own value for a datetime ourselves: typed columns would convert
-        # every value of every row in Python, which costs more than SQLite's own work.
-        to_db = Message.__table__.c.sent_at.type.dialect_impl(connection.dialect).bind_processor(
-            connection.dialect) or (lambda value: value)
+        chunk = order[first:first + MESSAGES_PER_TRANSACTION]
+        driver_datetime = datetime_for_driver(connection.dialect)
         conversations: dict[str, ConversationTotals] = {}
         days: dict[date, int] = {}
-        unread_since = now - UNREAD_SINCE
         rows = []
-        chunk = order[first:first + MESSAGES_PER_TRANSACTION]
         for message_id, s, received_at in zip(itertools.count(next_id), chunk, arrivals):
             sender, channel = numbers[s], channels[s]
-            text, text_json = rng.choice(texts)
+            text, text_json = texts[int(rng.random() * len(texts))]
             sent_at = received_at - PROVIDER_DELAYS[message_id % len(PROVIDER_DELAYS)]
-            msg_id = f"demo-{run}-{message_id:012d}"
-            sub_msg_id = uuid_text(rng)
+            msg_id = f"demo-{run}-{message_id:012d}"  # zero-padded: the unique index only appends
+            sub_msg_id = f"{sub_msg_id_prefix}{message_id:012x}"
             recipient = RECIPIENTS[message_id % len(RECIPIENTS)]
-            # The body as the provider would have sent it.
-            raw_body = (
+            raw_body = (  # the body as the provider would have sent it
                 f'{{"msg_id": "{msg_id}", "sub_msg_id": "{sub_msg_id}", "channel": "{channel}", '
                 f'"recipient": "{recipient}", "time": "{sent_at.isoformat()}Z", '
                 f'"text": {text_json}, "sender": "{sender}"}}'
             ).encode()
-            rows.append({
-                "id": message_id, "msg_id": msg_id, "sub_msg_id": sub_msg_id, "channel": channel,
-                "sender": sender, "recipient": recipient, "text": text, "sent_at": to_db(sent_at),
-                "received_at": to_db(received_at), "raw_body": raw_body,
-            })
+            rows.append((message_id, msg_id, sub_msg_id, channel, sender, recipient, text,
+                         driver_datetime(sent_at), driver_datetime(received_at), raw_body))
 
             totals = conversations.get(sender)
             if totals is None:
@@ -139,21 +131,47 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
             day = received_at.date()
             days[day] = days.get(day, 0) + 1
 
-            if len(rows) == ROWS_PER_INSERT or message_id == next_id + len(chunk) - 1:
-                connection.execute(sa.insert(MESSAGE_COLUMNS), rows)
-                if progress:
-                    progress(len(rows))
+            if len(rows) == ROWS_PER_INSERT:
+                insert_messages(connection, rows, progress)
                 rows = []
+        insert_messages(connection, rows, progress)
         if connection.dialect.name == "postgresql":
             # We chose the ids: move the id sequence past them for the next callback.
             connection.execute(sa.select(sa.func.setval(
                 sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1)))
-        _merge_conversations(connection, conversations)
-        _merge_daily_counts(connection, days)
+        merge_conversations(connection, conversations)
+        merge_daily_counts(connection, days)
         db.session.commit()
 
 
-def _merge_conversations(connection: sa.Connection, conversations: dict[str, ConversationTotals]) -> None:
+MESSAGE_COLUMNS = [column.name for column in Message.__table__.c]
+
+
+def insert_messages(connection: sa.Connection, rows: list[tuple], progress: Callable[[int], None] | None) -> None:
+    """One executemany of message rows, values in MESSAGE_COLUMNS order, as the driver takes them.
+
+    Core's typed executemany converts every value of every row in Python, which costs more
+    than SQLite's own work; the driver-level statement is compiled by SQLAlchemy all the same.
+    """
+    if not rows:
+        return
+    statement = sa.insert(sa.table("message", *map(sa.column, MESSAGE_COLUMNS))).compile(
+        dialect=connection.dialect, column_keys=MESSAGE_COLUMNS)
+    if not statement.positional:  # e.g. psycopg's %(name)s
+        rows = [dict(zip(MESSAGE_COLUMNS, row)) for row in rows]
+    connection.exec_driver_sql(statement.string, rows)
+    if progress:
+        progress(len(rows))
+
+
+def datetime_for_driver(dialect: sa.Dialect) -> Callable[[datetime], object]:
+    """What the driver is given for a DateTime column: on SQLite, the text SQLAlchemy stores."""
+    if dialect.name == "sqlite":
+        return lambda moment: moment.isoformat(" ", "microseconds")
+    return lambda moment: moment
+
+
+def merge_conversations(connection: sa.Connection, conversations: dict[str, ConversationTotals]) -> None:
     table = Conversation.__table__
     insert = upsert(table)
     # Our ids are above every existing one, so the "last" fields are ours.
@@ -174,18 +192,12 @@ def _merge_conversations(connection: sa.Connection, conversations: dict[str, Con
     ])
 
 
-def _merge_daily_counts(connection: sa.Connection, days: dict[date, int]) -> None:
+def merge_daily_counts(connection: sa.Connection, days: dict[date, int]) -> None:
     table = DailyCount.__table__
     insert = upsert(table)
     insert = insert.on_conflict_do_update(index_elements=["day"],
                                           set_={"count": table.c.count + insert.excluded.count})
     connection.execute(insert, [{"day": day, "count": count} for day, count in days.items()])
-
-
-def uuid_text(rng: random.Random) -> str:
-    """A random UUID-shaped string, several times cheaper than str(uuid.uuid4())."""
-    hex_digits = f"{rng.getrandbits(128):032x}"
-    return f"{hex_digits[:8]}-{hex_digits[8:12]}-4{hex_digits[13:16]}-{hex_digits[16:20]}-{hex_digits[20:]}"
 
 
 def messages_per_sender(messages: int, senders: int) -> list[int]:
@@ -216,24 +228,23 @@ def text_pool(rng: random.Random, size: int = 500) -> list[tuple[str, str]]:
     return pool
 
 
-def arrival_times(messages: int, now: datetime, rng: random.Random):
+def arrival_times(messages: int, now: datetime, rng: random.Random) -> Iterator[datetime]:
     """`messages` increasing times over the last DAYS days: fewer at night and at weekends."""
-    start = (now - timedelta(days=DAYS)).replace(minute=0, second=0, microsecond=0)
-    day_weights: dict[date, float] = {}
-    hours = []
-    moment = start
-    while moment < now:
-        if moment.date() not in day_weights:
-            day_weights[moment.date()] = rng.uniform(0.7, 1.3) * (0.5 if moment.weekday() >= 5 else 1.0)
-        hours.append((moment, min(3600.0, (now - moment).total_seconds()),
-                      HOURLY_WEIGHTS[moment.hour] * day_weights[moment.date()]))
-        moment += timedelta(hours=1)
-    total = sum(weight * seconds for _, seconds, weight in hours)
+    first_hour = (now - timedelta(days=DAYS)).replace(minute=0, second=0, microsecond=0)
+    hours = [first_hour + timedelta(hours=n) for n in range(DAYS * 24 + 1)]
+    day_weights = {hour.date(): rng.uniform(0.7, 1.3) * (0.5 if hour.weekday() >= 5 else 1.0)
+                   for hour in hours}
+    # Microseconds of each hour that are already past: the last one is cut off at `now`.
+    lengths = [min(3_600_000_000, (now - hour) // timedelta(microseconds=1)) for hour in hours]
+    weights = [HOURLY_WEIGHTS[hour.hour] * day_weights[hour.date()] * length
+               for hour, length in zip(hours, lengths)]
+    total = sum(weights)
     # Cumulative rounding hands out exactly `messages` over the hours.
     handed_out, cumulative = 0, 0.0
-    for hour_start, seconds, weight in hours:
-        cumulative += weight * seconds
+    for hour, length, weight in zip(hours, lengths, weights):
+        cumulative += weight
         count = round(messages * cumulative / total) - handed_out
         handed_out += count
-        for offset in sorted(rng.random() * seconds for _ in range(count)):
-            yield hour_start + timedelta(seconds=offset)
+        for offset in sorted(rng.randrange(length) for _ in range(count)):
+            yield datetime(hour.year, hour.month, hour.day, hour.hour, offset // 60_000_000,
+                           offset // 1_000_000 % 60, offset % 1_000_000)

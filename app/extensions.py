@@ -39,6 +39,12 @@ def sqlite_engine_options() -> dict:
     return {"connect_args": {"timeout": 30, "check_same_thread": False}}
 
 
+def postgresql_engine_options() -> dict:
+    # No server-side prepared statements: a generic plan for `sender_key LIKE $1` can't use the
+    # trigram index, and PostgreSQL may switch a prepared search to one after five runs.
+    return {"connect_args": {"prepare_threshold": None}}
+
+
 def configure_engine(engine: sa.Engine) -> None:
     if engine.dialect.name != "sqlite":
         return

@@ -56,18 +56,23 @@ def conversation(sender: str) -> Conversation | None:
     return db.session.get(Conversation, clean_text(sender))
 
 
+# What a thread shows of each message. Plain rows, not ORM objects: the views commit (mark
+# read) before rendering, and a commit would expire 500 objects into 500 reloading SELECTs.
+THREAD_COLUMNS = (Message.id, Message.sent_at, Message.channel, Message.recipient, Message.text)
+
+
 def thread(sender: str, before: int | None = None, after: int | None = None,
-           limit: int = THREAD_PAGE) -> tuple[list[Message], bool]:
+           limit: int = THREAD_PAGE) -> tuple[list[sa.Row], bool]:
     """Messages of one sender, oldest first: the latest `limit` (before an id), or all after an id.
 
     Also says whether older messages exist beyond this page.
     """
-    query = db.select(Message).where(Message.sender == sender)
+    query = db.select(*THREAD_COLUMNS).where(Message.sender == sender)
     if after is not None:
-        return list(db.session.scalars(query.where(Message.id > after).order_by(Message.id))), False
+        return list(db.session.execute(query.where(Message.id > after).order_by(Message.id))), False
     if before is not None:
         query = query.where(Message.id < before)
-    newest_first = list(db.session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+    newest_first = list(db.session.execute(query.order_by(Message.id.desc()).limit(limit + 1)))
     return newest_first[:limit][::-1], len(newest_first) > limit
 
 

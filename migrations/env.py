@@ -1,4 +1,5 @@
 import logging
+from contextlib import nullcontext
 from logging.config import fileConfig
 
 from flask import current_app
@@ -11,7 +12,8 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-fileConfig(config.config_file_name)
+# Keep the app's own loggers (and pytest's log capture) working when migrating in-process.
+fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
@@ -94,9 +96,9 @@ def run_migrations_online():
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
 
-    connectable = get_engine()
-
-    with connectable.connect() as connection:
+    # `copy-db` migrates another database than the app's own: it hands over that connection.
+    given = config.attributes.get("connection")
+    with nullcontext(given) if given is not None else get_engine().connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

@@ -1,7 +1,4 @@
 """The flask commands a newcomer and an operator use."""
-import os
-import subprocess
-import sys
 
 import sqlalchemy as sa
 
@@ -9,7 +6,7 @@ from app import accounts
 from app.extensions import db
 from app.models import Message, User
 
-from conftest import ROOT, SECRET
+from conftest import flask_command
 
 
 def users(app) -> list[str]:
@@ -34,13 +31,6 @@ def test_create_user_refuses_short_passwords_existing_names_and_mismatches(app, 
     mismatch = runner.invoke(args=["create-user", "carol"], input="long enough\nlong enougH\n")
     assert mismatch.exit_code == 1 and "do not match" in mismatch.output
     assert users(app) == ["alice"]
-
-
-def flask_command(database_url: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url, "MESSENTE_SHARED_SECRET": SECRET,
-           "SECRET_KEY": "test-secret-key"}
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, **kwargs)
 
 
 def test_create_user_reads_a_piped_password(app, database_url):

@@ -1,15 +1,12 @@
 """The inbox: conversations, search, threads, polling, read state, escaping, pagination."""
 import re
-from datetime import date, timedelta
+from datetime import timedelta
 from html import unescape
 from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 
-from app.extensions import db
 from app.ingest import utcnow
-from app.models import Conversation
 
 from conftest import body_for
 

@@ -80,7 +80,8 @@ def upgrade():
     )
     if op.get_bind().dialect.name == "postgresql":
         op.create_index('ix_conversation_sender_key_trgm', 'conversation', ['sender_key'],
-                        postgresql_using='gin', postgresql_ops={'sender_key': 'gin_trgm_ops'})
+                        postgresql_using='gin', postgresql_ops={'sender_key': 'gin_trgm_ops'},
+                        postgresql_with={'fastupdate': 'off'})
 
 
 def downgrade():

@@ -1,0 +1,86 @@
+"""Fresh databases made as `make run` makes them, and demo data seeded into them (timed)."""
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app import demo
+from app.extensions import db
+from app.models import Message
+
+from .app import create_bench_app
+from .report import Row, size_label
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-shared-secret"
+SEED_TARGET = 100_000  # messages a second into SQLite (issue 6)
+
+
+def server_environment(url: str) -> dict:
+    """What the app reads from the environment in the benchmarks (instance/ is left alone)."""
+    return {**os.environ, "DATABASE_URL": url, "MESSENTE_SHARED_SECRET": SECRET,
+            "SECRET_KEY": "bench-secret-key"}
+
+
+def fresh_database(directory: Path, name: str) -> str:
+    """An empty SQLite file with the schema from `flask init-db`, as `make run` creates it."""
+    path = directory / f"{name}.sqlite3"
+    url = f"sqlite:///{path}"
+    subprocess.run([sys.executable, "-m", "flask", "--app", "app", "init-db"], cwd=ROOT,
+                   env=server_environment(url), check=True, capture_output=True)
+    return url
+
+
+def bench_app(url: str):
+    return create_bench_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-secret-key",
+                             "MESSENTE_SHARED_SECRET": SECRET})
+
+
+def seed(url: str, messages: int, senders: int, log) -> list[Row]:
+    """Seed the database, and compare with SQLite copying the same rows into a fresh table."""
+    app = bench_app(url)
+    with app.app_context():
+        started = time.perf_counter()
+        demo.seed(messages, senders, rng=random.Random(messages))
+        seconds = time.perf_counter() - started
+        db.engine.dispose()
+    log(f"  seeded {messages:,} messages from {senders:,} senders in {seconds:.1f} s")
+    copy_seconds = copy_messages_seconds(url)
+    rate, ceiling = messages / seconds, messages / copy_seconds
+    return [Row("seed-demo: messages stored per second", size_label(messages), rate, "msg/s",
+                ceiling, rate / ceiling, f">= {SEED_TARGET:,} msg/s", rate >= SEED_TARGET,
+                "ceiling: SQLite's own INSERT ... SELECT of the same rows into the same table")]
+
+
+def copy_messages_seconds(url: str) -> float:
+    """Time SQLite itself takes to insert the seeded rows into an empty message table.
+
+    Same columns, indexes and synchronous=FULL, no Python per row: what any seeding in
+    Python can at best approach.
+    """
+    source = sa.make_url(url).database
+    target = f"{source}.copy"
+    engine = sa.create_engine(f"sqlite:///{target}")
+    try:
+        Message.__table__.create(engine)
+        with engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            raw.isolation_level = None
+            raw.execute("PRAGMA journal_mode=WAL")
+            raw.execute("PRAGMA synchronous=FULL")
+            raw.execute("ATTACH DATABASE ? AS seeded", (source,))
+            started = time.perf_counter()
+            raw.execute("BEGIN IMMEDIATE")
+            raw.execute("INSERT INTO main.message SELECT * FROM seeded.message")
+            raw.execute("COMMIT")
+            seconds = time.perf_counter() - started
+            raw.execute("DETACH DATABASE seeded")
+    finally:
+        engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(target + suffix).unlink(missing_ok=True)
+    return seconds

@@ -1,0 +1,107 @@
+"""CSV export of every message, against `sqlite3 -csv` running the same query.
+
+Both run as child processes writing their CSV to /dev/null; peak memory is the child's
+highest resident set size. Run as `python -m bench.export URL TIMING_FILE` it is the child.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from app.export import csv_chunks, export_query
+from app.extensions import db
+from app.models import Message
+
+from .data import bench_app
+from .report import Row, size_label
+
+RATIO_TARGET = 0.3
+MEMORY_TARGET_MB = 150
+
+
+def measure(url: str, messages: int, workdir: Path, log) -> list[Row]:
+    size = size_label(messages)
+    timing_file = workdir / "export-timing.json"
+    wall, peak_mb, status = run_measured([sys.executable, "-m", "bench.export", url, str(timing_file)])
+    if status != 0:
+        raise RuntimeError(f"the export child failed with exit code {status}")
+    child = json.loads(timing_file.read_text())
+    seconds = child["seconds"]  # the export itself, without the interpreter's start-up
+
+    ceiling_seconds = ceiling_mb = None
+    note = "ceiling: sqlite3 -csv, same query"
+    if shutil.which("sqlite3"):
+        command = ["sqlite3", "-csv", sa.make_url(url).database, export_sql()]
+        ceiling_seconds, ceiling_mb, status = run_measured(command)
+        if status != 0:
+            raise RuntimeError(f"sqlite3 -csv failed with exit code {status}")
+    else:
+        note = "ceiling tool missing: install the sqlite3 command-line shell (apt-get install sqlite3)"
+        log("  " + note)
+    ratio = ceiling_seconds / seconds if ceiling_seconds else None
+    log(f"  export of {child['rows']:,} rows: {seconds:.2f} s (process {wall:.2f} s), {peak_mb:.0f} MB;"
+        f" sqlite3 -csv: {ceiling_seconds or 0:.2f} s")
+    return [
+        Row("CSV export of all rows: time", size, seconds, "s", ceiling_seconds, ratio,
+            f">= {RATIO_TARGET} of sqlite3", None if ratio is None else ratio >= RATIO_TARGET, note),
+        Row("CSV export of all rows: peak memory", size, peak_mb, "MB", ceiling_mb,
+            None, f"< {MEMORY_TARGET_MB} MB", peak_mb < MEMORY_TARGET_MB, "whole process, ceiling: sqlite3"),
+    ]
+
+
+def run_measured(argv: list[str]) -> tuple[float, float, int]:
+    """Run a command with its output to /dev/null: wall seconds, peak memory in MB, exit code.
+
+    The peak is the process's VmHWM, read while it runs. (Its rusage maxrss would not do: a
+    child forked from this large process starts with our resident pages on its account.)
+    """
+    peak_kb = 0
+    with open(os.devnull, "wb") as devnull:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=devnull)
+        while process.poll() is None:
+            peak_kb = max(peak_kb, high_water_mark_kb(process.pid))
+            time.sleep(0.005)
+        seconds = time.perf_counter() - started
+    return seconds, peak_kb / 1024, process.returncode
+
+
+def high_water_mark_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # it has just exited
+        return 0
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def export_sql() -> str:
+    """The export's own SELECT (every message), as SQLite text."""
+    return str(export_query().compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+
+
+def export_child(url: str, timing_file: str) -> None:
+    """Stream the export to stdout as the download route does, and time it."""
+    app = bench_app(url)
+    with app.app_context():
+        out = sys.stdout.buffer
+        size = 0
+        started = time.perf_counter()
+        for chunk in csv_chunks(export_query()):
+            out.write(chunk)
+            size += len(chunk)
+        out.flush()
+        seconds = time.perf_counter() - started
+        rows = db.session.scalar(sa.select(sa.func.count()).select_from(Message))
+    Path(timing_file).write_text(json.dumps({"seconds": seconds, "bytes": size, "rows": rows}))
+
+
+if __name__ == "__main__":
+    export_child(*sys.argv[1:3])

@@ -1,0 +1,183 @@
+"""Ingest over HTTP: signed callbacks against the same server's no-op route, same load.
+
+gunicorn runs exactly as `make run` starts it (`--config python:app.gunicorn_conf`, its
+workers, threads and access log), on a fresh SQLite file and a free port; only the app spec
+differs, to add the no-op route. The load comes from separate processes, each with threads
+on keep-alive connections sending requests prepared (and signed) before the clock starts.
+"""
+import json
+import multiprocessing
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app import gunicorn_conf, signing
+
+from .app import NOOP
+from .data import ROOT, SECRET, fresh_database, server_environment
+from .report import Row
+
+CALLBACK = "/callbacks/inbound"
+RATIO_TARGET = 0.6
+SENDERS = [f"+3725{n:07d}" for n in range(1_000)]
+
+
+def measure(workdir: Path, requests: int, processes: int, threads: int, log) -> list[Row]:
+    url = fresh_database(workdir, "ingest")
+    port = free_port()
+    warm_up = max(100, requests // 20)
+    with Server(url, port) as server, multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_ready, range(processes))  # the load processes are up and have imported this module
+
+        def load(path: str, count: int) -> float:
+            return requests_per_second(pool, processes, threads, port, path, count)
+
+        load(NOOP, warm_up)
+        load(CALLBACK, warm_up)
+        noop_before = load(NOOP, requests)
+        callbacks = load(CALLBACK, requests)
+        noop_after = load(NOOP, requests)
+        errors = server.errors()
+    stored = stored_messages(url)
+    if stored != warm_up + requests:  # every "stored" answer must be on disk
+        raise RuntimeError(f"{warm_up + requests} callbacks answered 'stored' but {stored} rows are stored")
+    noop = (noop_before + noop_after) / 2
+    log(f"  ingest: {callbacks:,.0f} callbacks/s; no-op {noop_before:,.0f} and {noop_after:,.0f}/s"
+        + (f"; server log: {errors[-300:]}" if errors else ""))
+    note = (f"{gunicorn_conf.workers} workers x {gunicorn_conf.threads} threads, "
+            f"{processes * threads} connections, {requests:,} requests")
+    return [Row("ingest over HTTP: signed callbacks stored per second", "fresh DB", callbacks, "req/s",
+                noop, callbacks / noop, f">= {RATIO_TARGET} of no-op (aim 0.8)",
+                callbacks / noop >= RATIO_TARGET, note)]
+
+
+class Server:
+    """gunicorn as `make run` starts it, serving the app with the no-op route."""
+
+    def __init__(self, url: str, port: int):
+        self.url, self.port = url, port
+
+    def __enter__(self):
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf",
+             "--bind", f"127.0.0.1:{self.port}", "bench.app:create_bench_app()"],
+            cwd=ROOT, env=server_environment(self.url), stdout=subprocess.DEVNULL, stderr=self.log,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{NOOP}", timeout=2).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("gunicorn did not start: " + self.errors()[-2000:])
+
+    def errors(self) -> str:
+        """Error lines gunicorn logged (its start-up and shutdown lines are INFO)."""
+        self.log.seek(0)
+        lines = self.log.read().decode(errors="replace").splitlines()
+        return "\n".join(line for line in lines if "[INFO]" not in line)
+
+    def __exit__(self, *exc_info):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def requests_per_second(pool, processes: int, threads: int, port: int, path: str, requests: int) -> float:
+    """Send `requests` requests over the pool's processes x `threads` connections."""
+    prepared = [prepared_request(port, path) for _ in range(requests)]
+    start_at = time.monotonic() + 0.5  # CLOCK_MONOTONIC is one clock for all processes
+    results = pool.starmap(drive, [(port, prepared[n::processes], threads, start_at) for n in range(processes)])
+    failures = [failure for _, failure in results if failure]
+    if failures:
+        raise RuntimeError(f"{path}: {failures[0]}")
+    finished = max(finished_at for finished_at, _ in results)
+    return requests / (finished - start_at)
+
+
+def _ready(_n: int) -> None:
+    return None
+
+
+def prepared_request(port: int, path: str) -> bytes:
+    """A realistic signed callback; the no-op route gets the same bytes."""
+    body = json.dumps({
+        "msg_id": str(uuid.uuid4()), "sub_msg_id": str(uuid.uuid4()), "channel": "sms",
+        "recipient": "+37250000000", "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "text": "Tere! Kas minu tellimus 4711 on juba teel? 📦",
+        "sender": SENDERS[uuid.uuid4().int % len(SENDERS)],
+    }, ensure_ascii=False).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"X-Messente-Signature: {signing.sign(body, SECRET)}\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def drive(port: int, requests: list[bytes], threads: int, start_at: float) -> tuple[float, str | None]:
+    """In a load process: each thread sends its share on one keep-alive connection, in turn."""
+    failures = []
+
+    def send_all(share: list[bytes]) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as connection, \
+                    connection.makefile("rb") as responses:
+                time.sleep(max(0.0, start_at - time.monotonic()))
+                for request in share:
+                    connection.sendall(request)
+                    status, body = read_response(responses)
+                    if status != 200 or (b"/callbacks/" in request[:40] and b'"stored"' not in body):
+                        failures.append(f"answered {status} {body[:200]!r}")
+                        return
+        except OSError as exc:
+            failures.append(f"connection failed: {exc!r}")
+
+    workers = [threading.Thread(target=send_all, args=(requests[n::threads],)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.monotonic(), (failures[0] if failures else None)
+
+
+def read_response(responses) -> tuple[int, bytes]:
+    status_line = responses.readline()
+    if not status_line:
+        raise ConnectionResetError("the server closed the connection")
+    length = 0
+    while (line := responses.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return int(status_line.split()[1]), responses.read(length)
+
+
+def stored_messages(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(sa.text("SELECT count(*) FROM message"))
+    finally:
+        engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

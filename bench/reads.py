@@ -1,0 +1,118 @@
+"""Inbox reads at one data size: server time in-process (Flask test client, logged in).
+
+Each request is timed around the test client call: the app's whole work for the request
+(routing, login, queries, template) without a network. The ceiling is a logged-in no-op
+route through the same stack.
+"""
+import re
+import statistics
+import time
+
+import sqlalchemy as sa
+
+from app import accounts
+from app.extensions import db
+from app.models import Conversation
+
+from .app import NOOP_LOGGED_IN
+from .data import bench_app
+from .report import Row, size_label
+
+PAGE_SIZE = 50
+DEEP_PAGE = 500
+THREAD_LENGTH = 1_000
+PASSWORD = "bench password 1"
+# Every sub-resource an HTML page can make the browser fetch.
+SUB_RESOURCE = re.compile(r'<(?:link|script|img|iframe|source)\b[^>]*?\b(?:href|src)="([^"]+)"')
+
+
+def measure(url: str, messages: int, samples: int, log) -> list[Row]:
+    app = bench_app(url)
+    size = size_label(messages)
+    with app.app_context():
+        accounts.create_user("bench", PASSWORD)
+        db.session.commit()
+        deep_page, before = deep_page_cursor()
+        search = search_term()
+        sender, thread_length = thread_sender()
+    client = app.test_client()
+    log_in(client)
+
+    def median_ms(path: str, status: int = 200) -> float:
+        return median_request_ms(client, path, status, samples)
+
+    noop = median_ms(NOOP_LOGGED_IN)
+    first_page = client.get("/")
+    newest = re.search(r'since=(\d+)', first_page.text).group(1)
+    timings = [
+        ("inbox first page", median_ms("/"), 15, ""),
+        (f"inbox page {DEEP_PAGE}", median_ms(f"/?before={before}"), 15,
+         f"page {deep_page}" if deep_page != DEEP_PAGE else ""),
+        ("search by sender", median_ms(f"/?q={search}"), 15, f"q={search}"),
+        (f"thread of {THREAD_LENGTH:,} messages", median_ms(f"/conversations/{sender}"), 30,
+         f"{thread_length:,} messages" if thread_length != THREAD_LENGTH else ""),
+        ("poll, nothing new", median_ms(f"/?since={newest}", status=204), 3, ""),
+    ]
+    rows = [Row(f"{what}: server time, median", size, ms, "ms", noop, noop / ms,
+                f"< {target} ms", ms < target, note) for what, ms, target, note in timings]
+
+    page = client.get("/").data
+    sub_resources = sorted(set(SUB_RESOURCE.findall(page.decode())))
+    allowed = [path for path in sub_resources if "style" in path or "htmx" in path]
+    rows.append(Row("inbox page: HTML size for 50 rows", size, len(page) / 1024, "KB", target="< 40 KB",
+                    met=len(page) < 40 * 1024))
+    rows.append(Row("inbox page: sub-resources", size, len(sub_resources), "requests",
+                    target="only stylesheet and htmx", met=allowed == sub_resources,
+                    note=", ".join(sub_resources)))
+    log(f"  reads measured: first page {timings[0][1]:.1f} ms, noop {noop:.2f} ms")
+    with app.app_context():
+        db.engine.dispose()
+    return rows
+
+
+def median_request_ms(client, path: str, status: int, samples: int) -> float:
+    for _ in range(3):  # warm the caches and the connection pool
+        client.get(path)
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        response = client.get(path)
+        times.append(time.perf_counter() - started)
+        if response.status_code != status:
+            raise RuntimeError(f"GET {path} answered {response.status_code}, expected {status}")
+    return statistics.median(times) * 1000
+
+
+def log_in(client) -> None:
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/login").text).group(1)
+    response = client.post("/login", data={"username": "bench", "password": PASSWORD, "csrf_token": token})
+    if response.status_code != 302:
+        raise RuntimeError(f"login failed: {response.status_code}")
+
+
+def deep_page_cursor() -> tuple[int, int]:
+    """The `before` cursor of page 500 (or of the last page when there are fewer)."""
+    conversations = db.session.scalar(sa.select(sa.func.count()).select_from(Conversation))
+    page = max(2, min(DEEP_PAGE, -(-conversations // PAGE_SIZE)))
+    # The cursor a reader reaches after following "Older" page - 1 times: the id of the
+    # last conversation on the page before.
+    before = db.session.scalar(
+        sa.select(Conversation.last_message_id).order_by(Conversation.last_message_id.desc())
+        .offset((page - 1) * PAGE_SIZE - 1).limit(1))
+    return page, before
+
+
+def search_term() -> str:
+    """Six digits from the middle of a sender in the middle of the list: matches one or few."""
+    conversations = db.session.scalar(sa.select(sa.func.count()).select_from(Conversation))
+    key = db.session.scalar(sa.select(Conversation.sender_key).order_by(Conversation.sender)
+                            .offset(conversations // 2).limit(1))
+    return key[-8:-2]
+
+
+def thread_sender() -> tuple[str, int]:
+    """The sender whose message count is nearest to THREAD_LENGTH."""
+    sender, count = db.session.execute(
+        sa.select(Conversation.sender, Conversation.message_count)
+        .order_by(sa.func.abs(Conversation.message_count - THREAD_LENGTH)).limit(1)).one()
+    return sender, count

@@ -1,0 +1,330 @@
+"""End to end in headless Chromium (Debian's, driven by Playwright) against a real gunicorn.
+
+Each test starts its own server on the test's database (SQLite and PostgreSQL) and delivers
+messages the way Messente does: signed POSTs to /callbacks/inbound. Every page of every test
+is watched: a Content-Security-Policy violation or an uncaught script error fails the test.
+Screenshots go to test-output/ at the repository root.
+"""
+import csv
+import io
+import json
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import IN_CI, PASSWORD, ROOT, body_for, signed_headers
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+OUTPUT = ROOT / "test-output"
+# The inbox polls every POLL_SECONDS (4 s); a live update may take one interval plus the request.
+LIVE = 12_000
+CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at"]
+# Chromium's console wording for a blocked resource or script ("Refused to load/execute ...").
+CSP_SIGNS = ("Content Security Policy", "Refused to")
+# Reports a violation even where the browser's own console line would be missed.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error("Content Security Policy violation: " + event.violatedDirective + " " + event.blockedURI);
+});
+"""
+
+
+# --- browser fixtures -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the whole module; each test gets its own context (cookies, storage)."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium package (make browser)"
+        if IN_CI:
+            pytest.fail(reason + " (mandatory in CI)")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class PageWatch:
+    """Console lines about CSP and uncaught page errors, from every page of every context."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+
+    def watch(self, context):
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
+        context.on("console", self.on_console)
+        context.on("weberror", lambda web_error: self.problems.append(f"page error: {web_error.error}"))
+
+    def on_console(self, message):
+        if any(sign in message.text for sign in CSP_SIGNS):
+            self.problems.append(f"console {message.type}: {message.text} ({message.location.get('url')})")
+
+
+@pytest.fixture
+def page_watch():
+    return PageWatch()
+
+
+@pytest.fixture
+def server(server_factory, user):
+    # One worker keeps start-up quick; its threads serve the page, its polls and our deliveries.
+    return server_factory(workers=1, threads=4)
+
+
+@pytest.fixture
+def new_context(browser, page_watch, server):
+    """Open browser contexts that are watched; fail the test if any page misbehaved.
+
+    Depends on `server` so that the browser lets go of its connections before the server stops.
+    """
+    contexts = []
+
+    def new_context(**options):
+        options = {"timezone_id": "Europe/Tallinn", "locale": "en-GB", "accept_downloads": True, **options}
+        context = browser.new_context(**options)
+        page_watch.watch(context)
+        contexts.append(context)
+        return context
+
+    yield new_context
+    for context in contexts:
+        context.close()
+    if page_watch.problems:
+        pytest.fail("the browser reported problems:\n" + "\n".join(page_watch.problems))
+
+
+@pytest.fixture
+def page(new_context):
+    return new_context().new_page()
+
+
+@pytest.fixture
+def backend(database_url) -> str:
+    return database_url.split(":", 1)[0].split("+", 1)[0]
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def deliver(server, **fields) -> dict:
+    """POST a signed callback as Messente would; returns the payload that was sent."""
+    body = body_for(**fields)
+    request = urllib.request.Request(server.url + "/callbacks/inbound", data=body,
+                                     headers=signed_headers(body), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.load(response) == {"status": "stored"}
+    except urllib.error.HTTPError as error:
+        error.close()
+        pytest.fail(f"the callback answered {error.code}; server log:\n{server.output()[-3000:]}")
+    return json.loads(body)
+
+
+def log_in(page, server):
+    page.goto(server.url + "/login")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(server.url + "/")
+
+
+def conversation_rows(page):
+    return page.locator("#conversations tbody tr")
+
+
+def row_for(page, sender: str):
+    return conversation_rows(page).filter(has=page.get_by_role("link", name=sender, exact=True))
+
+
+def mark_page(page):
+    """A flag that a reload or navigation would wipe: proves an update came without one."""
+    page.evaluate("window.__sameDocument = true")
+
+
+def assert_same_page(page):
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+
+
+def download_rows(page, link_name: str) -> list[list[str]]:
+    """Click a download link; the file's rows as the csv module reads them."""
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name=link_name).click()
+    text = Path(download_info.value.path()).read_text(encoding="utf-8-sig")
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def screenshot(page, name: str):
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=OUTPUT / name, full_page=True)
+
+
+# --- tests --------------------------------------------------------------------------------
+
+def test_login_form_lands_on_inbox_and_anonymous_visitors_are_sent_to_login(page, server, backend):
+    page.goto(server.url + "/")
+    expect(page).to_have_url(re.compile(re.escape(server.url) + r"/login\?next=(/|%2F)$"))
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text("Invalid username or password.")
+
+    log_in(page, server)
+    expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+    expect(page.get_by_text("Signed in as alice")).to_be_visible()
+    expect(page.get_by_role("heading", name="No messages yet")).to_be_visible()
+    expect(page.get_by_text(server.url + "/callbacks/inbound")).to_be_visible()
+    screenshot(page, f"empty-inbox-{backend}.png")
+
+
+def test_message_delivered_while_inbox_is_open_appears_without_reload(page, server):
+    log_in(page, server)
+    expect(page).to_have_title("Inbox · sms-inbox")
+    mark_page(page)
+
+    deliver(server, sender="+37255512345", text="Tere! Kas pood on täna avatud? 🙂")
+    row = row_for(page, "+37255512345")
+    expect(row).to_be_visible(timeout=LIVE)
+    expect(row.locator(".preview")).to_have_text("Tere! Kas pood on täna avatud? 🙂")
+    expect(row.locator(".badge")).to_have_text("1 unread")
+    expect(page).to_have_title("(1) Inbox · sms-inbox")
+    assert_same_page(page)
+
+
+def test_search_narrows_as_you_type_and_works_as_a_plain_form(page, server, new_context):
+    for sender in ("+37255512345", "+37256600001", "+4915112345678"):
+        deliver(server, sender=sender, text=f"from {sender}")
+    log_in(page, server)
+    expect(conversation_rows(page)).to_have_count(3)
+    mark_page(page)
+
+    page.get_by_label("Search by sender").press_sequentially("372 555", delay=40)
+    expect(conversation_rows(page)).to_have_count(1)
+    expect(row_for(page, "+37255512345")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/\?q=372(\+|%20)555$"))
+    assert_same_page(page)
+
+    page.get_by_label("Search by sender").fill("")
+    expect(conversation_rows(page)).to_have_count(3)
+
+    # The same search with JavaScript off: the form submits and the server filters.
+    no_script = new_context(java_script_enabled=False, storage_state=page.context.storage_state())
+    plain = no_script.new_page()
+    plain.goto(server.url + "/")
+    expect(conversation_rows(plain)).to_have_count(3)
+    plain.get_by_label("Search by sender").fill("(555) 12")
+    plain.get_by_role("button", name="Search").click()
+    expect(plain).to_have_url(re.compile(r"/\?q=%28555%29(\+|%20)12$"))
+    expect(conversation_rows(plain)).to_have_count(1)
+    expect(row_for(plain, "+37255512345")).to_be_visible()
+    expect(plain.get_by_label("Search by sender")).to_have_value("(555) 12")
+
+
+def test_thread_is_oldest_first_clears_its_badge_and_updates_live(page, server, backend):
+    sender = "+37255512345"
+    for hour, text in ((8, "first"), (9, "second"), (10, "third")):
+        deliver(server, sender=sender, text=text, time=f"2024-06-01T{hour:02}:00:00.000000Z")
+    deliver(server, sender="+37256600001", text="Kas saame homme kokku?", time="2024-06-01T10:20:00Z")
+    deliver(server, sender="+4915112345678", channel="whatsapp", text="Hallo aus Berlin 👋",
+            time="2024-06-01T10:45:00Z")
+    log_in(page, server)
+    expect(page).to_have_title("(3) Inbox · sms-inbox")
+    expect(row_for(page, sender).locator(".badge")).to_have_text("3 unread")
+    screenshot(page, f"inbox-{backend}.png")
+
+    page.get_by_role("link", name=sender, exact=True).click()
+    expect(page.get_by_role("heading", name=sender)).to_be_visible()
+    messages = page.locator("#messages .message")
+    expect(messages.locator(".text")).to_have_text(["first", "second", "third"])
+    expect(page.get_by_text("3 messages", exact=True)).to_be_visible()
+    # Times in the browser's zone (Tallinn, UTC+3 in June), the UTC value in the tooltip.
+    first_time = messages.first.locator("time")
+    expect(first_time).to_contain_text("11:00")
+    expect(first_time).to_have_attribute("title", "2024-06-01 08:00:00 UTC")
+
+    mark_page(page)
+    deliver(server, sender=sender, text="fourth, while the thread is open", time="2024-06-01T11:00:00Z")
+    expect(messages.locator(".text")).to_have_text(
+        ["first", "second", "third", "fourth, while the thread is open"], timeout=LIVE)
+    expect(page.get_by_text("4 messages", exact=True)).to_be_visible()
+    assert_same_page(page)
+    screenshot(page, f"thread-{backend}.png")
+
+    page.get_by_role("link", name="All conversations").click()
+    expect(page).to_have_title("(2) Inbox · sms-inbox")
+    expect(row_for(page, sender)).to_have_class("read")
+    expect(row_for(page, sender).locator(".badge")).to_have_count(0)
+    expect(row_for(page, "+37256600001").locator(".badge")).to_have_text("1 unread")
+
+
+def test_export_downloads_a_csv_of_the_delivered_messages(page, server):
+    sent = [
+        deliver(server, sender="+37255512345", text="Tere, kuidas läheb? 🙂", time="2024-06-01T08:00:00.000000Z"),
+        deliver(server, sender="+37256600001", channel="viber", text='Comma, "quotes"\nand a new line',
+                time="2024-06-02T09:30:00.000000Z"),
+    ]
+    log_in(page, server)
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Export these conversations").click()
+    download = download_info.value
+    assert re.fullmatch(r"sms-inbox-\d{4}-\d{2}-\d{2}\.csv", download.suggested_filename)
+    data = Path(download.path()).read_bytes()
+
+    assert data.startswith(b"\xef\xbb\xbf")  # UTF-8's byte-order mark, for Excel
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    assert rows[0] == CSV_HEADER
+    assert [row[:7] for row in rows[1:]] == [
+        [m["time"], m["sender"], m["recipient"], m["channel"], m["text"], m["msg_id"], m["sub_msg_id"]]
+        for m in sent
+    ]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row[7]) for row in rows[1:])
+
+    # "These" conversations: after a search typed into the box, only the ones it found.
+    page.get_by_label("Search by sender").press_sequentially("566", delay=40)
+    expect(conversation_rows(page)).to_have_count(1)
+    rows = download_rows(page, "Export these conversations")
+    assert [row[1] for row in rows[1:]] == ["+37256600001"]
+
+
+def test_html_in_a_message_is_shown_as_text_and_runs_nothing(page, server, page_watch):
+    image = '<img src=x onerror="window.__pwned=1">'
+    script = "<script>window.__pwned=1</script>"
+    deliver(server, sender="+37255512345", text=image)
+    log_in(page, server)
+    mark_page(page)
+    # The second arrives through an htmx swap, the path a page load doesn't take.
+    deliver(server, sender="+37256600001", text=script)
+    expect(row_for(page, "+37256600001")).to_be_visible(timeout=LIVE)
+
+    expect(row_for(page, "+37255512345").locator(".preview")).to_have_text(image)
+    expect(row_for(page, "+37256600001").locator(".preview")).to_have_text(script)
+    assert page.locator("#conversations img, #conversations script").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    assert_same_page(page)
+
+    page.get_by_role("link", name="+37255512345", exact=True).click()
+    expect(page.locator("#messages .text")).to_have_text([image])
+    assert page.locator("#messages img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+    # Defence in depth: a script that did get into the page is refused by the CSP, and the
+    # watch every test relies on reports it (so it can fail).
+    with page.expect_console_message(lambda message: "Content Security Policy" in message.text):
+        page.evaluate("""() => {
+            const script = document.createElement("script");
+            script.textContent = "window.__pwned = 1";
+            document.body.append(script);
+        }""")
+    assert page.evaluate("window.__pwned") is None
+    assert any("Content Security Policy" in problem for problem in page_watch.problems), page_watch.problems
+    page_watch.problems.clear()  # expected here; any other problem still fails this test

@@ -1,0 +1,178 @@
+"""`flask copy-db`: from a SQLite database filled through the real callback to PostgreSQL.
+
+The copy is killed half-way, at a known batch, and resumed; the end result must be the same
+rows in every table, and the app must keep working on the copy.
+"""
+import subprocess
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Message, User
+
+from conftest import (flask_command, flask_process, AuthActions, body_for, make_app, password_hash,
+                      signed_headers)
+
+# The target of every copy here is a fresh PostgreSQL schema (conftest's database_url).
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+BATCH_SIZE = 20
+SENDERS = ["+37255512345", "+372 5551 2346", "+44 (20) 7946-0958", "+4915112345678",
+           "Ülle", "ABC", "abc", "Zürich", "東京", "Привет", "+15550100", "+15550101"]
+TEXTS = ["Tere! 👋", "Привет, мир", "日本語のメッセージ", "", "two\nlines", 'a "quote" and \\',
+         "Ω≈ç√∫ 🇪🇪", "x" * 500]
+MESSAGES = 300
+
+
+def run(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    return flask_command(database_url, *args)
+
+
+@pytest.fixture(scope="module")
+def source_url(tmp_path_factory):
+    """A SQLite database as `make run` makes it, filled through the signed callback."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('copy') / 'source.sqlite3'}"
+    migrated = run(url, "init-db")
+    assert migrated.returncode == 0, migrated.stderr
+
+    app = make_app(url)
+    with app.app_context():
+        db.session.add(User(username="alice", password_hash=password_hash(), session_token="t0"))
+        db.session.commit()
+    client = app.test_client()
+    assert AuthActions(client).login("mallory", "wrong password").status_code == 401  # a throttle row
+
+    def deliver(body: bytes):
+        return client.post("/callbacks/inbound", data=body, headers=signed_headers(body))
+
+    for n in range(MESSAGES):
+        body = body_for(msg_id=f"msg-{n:04d}", sender=SENDERS[n % len(SENDERS)],
+                        text=TEXTS[n % len(TEXTS)], time=f"2024-06-{1 + n % 28:02d}T08:{n % 60:02d}:00.123456Z",
+                        channel=["sms", "viber", "whatsapp"][n % 3])
+        assert deliver(body).json == {"status": "stored"}
+    assert deliver(body_for(msg_id="msg-0007")).json == {"status": "duplicate"}
+    assert deliver(body_for(sender=None)).status_code == 400  # dead letters
+    assert deliver(b'{"msg_id": "\xff\xfe not UTF-8"}').status_code == 400
+    with app.app_context():
+        db.engine.dispose()
+    return url
+
+
+def all_rows(url: str) -> dict[str, list[tuple]]:
+    """Every row of every table, in primary-key order."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table.name: sorted(tuple(row) for row in connection.execute(sa.select(table)))
+                for table in db.metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()
+
+
+def message_ids(url: str) -> list[int]:
+    return [row[0] for row in all_rows(url)["message"]]
+
+
+def test_interrupted_copy_resumes_and_ends_with_identical_data(source_url, database_url):
+    target_url = database_url
+    assert run(target_url, "init-db").returncode == 0
+    source = all_rows(source_url)
+    assert len(source["message"]) == MESSAGES and len(source["dead_letter"]) == 2
+    assert source["user"] and source["login_throttle"] and source["daily_count"]
+
+    # Hold the id of a message in the middle in an open transaction: the copy blocks on that
+    # batch, the batches before it are committed, and it is killed right there.
+    ids = message_ids(source_url)
+    held = ids[len(ids) // 2]
+    committed = ids.index(held) // BATCH_SIZE * BATCH_SIZE
+    target = sa.create_engine(target_url)
+    blocker = target.connect()
+    try:
+        blocker.execute(sa.insert(Message).values(
+            id=held, msg_id="holds-a-key", channel="sms", sender="x", text="", raw_body=b"",
+            sent_at=sa.func.now(), received_at=sa.func.now()))
+        blocker_pid = blocker.scalar(sa.select(sa.func.pg_backend_pid()))
+        copy = subprocess.Popen(**flask_process(source_url, "copy-db", "--to", target_url,
+                                                "--batch-size", str(BATCH_SIZE)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until_blocked_by(target, blocker_pid, copy)
+        finally:
+            copy.kill()
+            copy.wait()
+        blocker.rollback()
+    finally:
+        blocker.close()
+        target.dispose()
+
+    interrupted = all_rows(target_url)
+    assert interrupted["user"] == source["user"]
+    assert interrupted["message"] == source["message"][:committed]
+    assert 0 < committed < MESSAGES
+    assert interrupted["conversation"] == [] and interrupted["dead_letter"] == []
+
+    resumed = run(source_url, "copy-db", "--to", target_url, "--batch-size", str(BATCH_SIZE))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"message: {MESSAGES - committed} rows copied, {committed} were already there" in resumed.stdout
+    assert "Copy verified" in resumed.stdout
+    assert all_rows(target_url) == source
+
+    the_app_works_on_the_copy(target_url, highest_copied_id=max(ids))
+
+
+def wait_until_blocked_by(engine: sa.Engine, blocker_pid: int, process: subprocess.Popen) -> None:
+    query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "copy-db ended before it reached the held row"
+        with engine.connect() as connection:
+            if connection.scalar(query, {"pid": blocker_pid}):
+                return
+        time.sleep(0.05)
+    raise AssertionError("copy-db never reached the held row")
+
+
+def the_app_works_on_the_copy(target_url: str, highest_copied_id: int) -> None:
+    app = make_app(target_url)
+    try:
+        client = app.test_client()
+        assert AuthActions(client).login().status_code == 302  # the copied password hash works
+        inbox = client.get("/").text
+        for sender in ("+37255512345", "Ülle", "東京", "Привет"):
+            assert sender in inbox
+
+        body = body_for(msg_id="after-the-move", sender="+37255599999", text="Hello again")
+        assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {
+            "status": "stored"}
+        with app.app_context():
+            new_id = db.session.scalar(sa.select(Message.id).where(Message.msg_id == "after-the-move"))
+        assert new_id == highest_copied_id + 1  # the sequence continues after the copied ids
+        # A browser that saw the newest copied id learns that there is something new.
+        assert client.get(f"/?since={highest_copied_id}").status_code == 200
+        assert client.get(f"/?since={new_id}").status_code == 204
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_copy_creates_the_schema_and_fails_when_the_target_differs(source_url, database_url):
+    first = run(source_url, "copy-db", "--to", database_url.replace("postgresql+psycopg://", "postgres://"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Copy verified" in first.stdout
+    assert all_rows(database_url) == all_rows(source_url)
+
+    target = sa.create_engine(database_url)
+    with target.begin() as connection:
+        connection.execute(sa.update(Message).where(Message.msg_id == "msg-0042").values(text="changed"))
+    target.dispose()
+
+    again = run(source_url, "copy-db", "--to", database_url)
+    assert again.returncode == 1
+    [message_line] = [line for line in again.stdout.splitlines() if line.strip().startswith("message ")]
+    assert "DIFFERENT" in message_line
+    assert again.stdout.count(" same") == 5
+    assert "differs from the source in: message" in again.stderr

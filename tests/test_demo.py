@@ -1,0 +1,97 @@
+"""`flask seed-demo`: realistic bulk data whose conversations and chart stay exact."""
+import random
+import statistics
+from collections import Counter
+
+import sqlalchemy as sa
+
+from app import demo, ingest
+from app.extensions import db
+from app.models import Conversation, DailyCount, Message
+
+from conftest import body_for
+
+
+def assert_consistent() -> None:
+    """Conversations and daily counts are what the messages themselves say."""
+    per_sender = {sender: (count, newest) for sender, count, newest in db.session.execute(
+        sa.select(Message.sender, sa.func.count(), sa.func.max(Message.id)).group_by(Message.sender))}
+    conversations = {c.sender: c for c in db.session.scalars(sa.select(Conversation))}
+    assert conversations.keys() == per_sender.keys()
+    for sender, conversation in conversations.items():
+        count, newest = per_sender[sender]
+        last = db.session.get(Message, newest)
+        assert (conversation.message_count, conversation.last_message_id) == (count, newest), sender
+        assert (conversation.last_sent_at, conversation.channel) == (last.sent_at, last.channel)
+        assert conversation.last_text == last.text[:160]
+        assert conversation.sender_key == ingest.search_key(sender)
+        assert 0 <= conversation.unread_count <= count
+    received_days = Counter(moment.date() for moment in db.session.scalars(sa.select(Message.received_at)))
+    assert dict(db.session.execute(sa.select(DailyCount.day, DailyCount.count)).all()) == received_days
+
+
+def test_seed_demo_fills_a_realistic_consistent_inbox(app, runner):
+    result = runner.invoke(args=["seed-demo", "--messages", "3000", "--senders", "150"])
+    assert result.exit_code == 0, result.output
+    assert "Added 3,000 messages from 150 senders" in result.output
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 3000
+        assert_consistent()
+        counts = sorted(db.session.scalars(sa.select(Conversation.message_count)), reverse=True)
+        assert len(counts) == 150
+        assert counts[0] >= 20 * statistics.median(counts)  # a few busy senders, most with a handful
+        messages = db.session.scalars(sa.select(Message)).all()
+        assert {m.channel for m in messages} == {"sms", "viber", "whatsapp", "telegram"}
+        texts = " ".join({m.text for m in messages})
+        assert "ä" in texts and "Спасибо" in texts and "👍" in texts
+        days = {m.received_at.date() for m in messages}
+        assert (max(days) - min(days)).days >= 55  # spread over about 60 days: the chart has data
+        assert len({m.msg_id for m in messages}) == 3000
+        for message in random.Random(1).sample(messages, 50):
+            # The stored body is one the callback would have filed as this very row.
+            parsed = ingest.parse_payload(message.raw_body)
+            assert (parsed.msg_id, parsed.sender, parsed.text, parsed.channel, parsed.sent_at) == (
+                message.msg_id, message.sender, message.text, message.channel, message.sent_at)
+            assert message.sent_at <= message.received_at
+
+
+def test_seeding_a_database_in_use_merges_and_ingest_carries_on(app, deliver):
+    with app.app_context():
+        demo.seed(500, 40, rng=random.Random(7))
+        # The same generator gives the same senders: their conversations must add up.
+        demo.seed(700, 40, rng=random.Random(7))
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Conversation)) == 40
+        assert_consistent()
+        sender = db.session.scalar(sa.select(Conversation.sender).limit(1))
+        newest = db.session.scalar(sa.select(sa.func.max(Message.id)))
+
+    # A real callback afterwards gets the next id (PostgreSQL's sequence was moved past ours).
+    response = deliver(body_for(sender=sender, text="after the demo"))
+    assert response.json == {"status": "stored"}
+    with app.app_context():
+        conversation = db.session.get(Conversation, sender)
+        assert conversation.last_message_id > newest and conversation.last_text == "after the demo"
+        assert_consistent()
+
+
+def test_an_interrupted_seeding_leaves_the_inbox_consistent(app, monkeypatch):
+    class Interrupted(Exception):
+        pass
+
+    def interrupt_after_some_inserts(count: int) -> None:
+        inserted.append(count)
+        if len(inserted) == 3:
+            raise Interrupted  # as Ctrl-C would, half-way through a transaction
+
+    inserted: list[int] = []
+    monkeypatch.setattr(demo, "ROWS_PER_INSERT", 100)
+    with app.app_context():
+        demo.seed(300, 20, rng=random.Random(3))
+    with app.app_context():
+        try:
+            demo.seed(1_000, 20, progress=interrupt_after_some_inserts)
+        except Interrupted:
+            pass
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 300
+        assert_consistent()

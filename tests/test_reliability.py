@@ -1,0 +1,464 @@
+"""Load and faults against the real server: nothing acked is lost, nothing is stored twice.
+
+Every test starts gunicorn on the test's database (SQLite file or PostgreSQL schema), talks to it
+over HTTP like the provider and a browser would, then checks the database itself. Each test
+prints its figures (`pytest -s` shows them) and appends them as a JSON line to
+test-output/reliability.jsonl, which docs/reliability.md quotes.
+"""
+import csv
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from http.cookiejar import CookieJar
+
+import pytest
+import sqlalchemy as sa
+
+from app import ingest
+from app.export import COLUMNS
+from app.extensions import db
+from app.models import Conversation, DailyCount, Message
+from conftest import PASSWORD, ROOT, body_for, csrf_token, signed_headers
+
+pytestmark = pytest.mark.slow
+
+FIGURES = ROOT / "test-output" / "reliability.jsonl"
+# What the server must never say in its error log, whatever the load.
+LOG_ALARMS = ("database is locked", "Traceback", "Error handling request", "OperationalError")
+SLOW = 10.0  # seconds: far above a healthy answer, far below a client giving up
+
+
+# --- the provider: many keep-alive connections posting signed callbacks ---------------------
+
+def storm_plan(requests: int, prefix: str, senders: int = 40) -> list[tuple[str, bytes]]:
+    """`requests` signed callbacks, a fifth of them repeats of a msg_id.
+
+    Each repeat comes right after its original, so the two are dealt to neighbouring
+    connections at the same position and arrive at the same time.
+    """
+    repeats = requests // 5
+    plan = []
+    for n in range(requests - repeats):
+        msg_id = f"{prefix}-{n}"
+        body = body_for(msg_id=msg_id, sender=f"+3725{n % senders:05d}", text=f"storm message {n}")
+        plan.append((msg_id, body))
+        if n % 4 == 0 and n // 4 < repeats:
+            plan.append((msg_id, body))  # the provider's retry, byte for byte
+    assert len(plan) == requests
+    return plan
+
+
+class Storm:
+    """Send a plan over `connections` concurrent keep-alive connections; record every answer.
+
+    An answer is (msg_id, HTTP status or None when none came, "stored"/"duplicate" or the error).
+    A connection that breaks is replaced and the storm goes on, as the provider would.
+    """
+
+    def __init__(self, port: int, plan: list[tuple[str, bytes]], connections: int = 32,
+                 timeout: float = 30.0):
+        self.port, self.timeout = port, timeout
+        self.lanes = [plan[lane::connections] for lane in range(connections)]
+        self.answers: list[tuple[str, int | None, str]] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.send_lane, args=(lane,)) for lane in self.lanes]
+        self.seconds = 0.0
+        self.latencies: list[float] = []  # of the requests that got an answer
+
+    def latency(self, share: float) -> float:
+        """The time within which `share` of the answered requests were answered, in seconds."""
+        ordered = sorted(self.latencies)
+        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 3)
+
+    def start(self) -> "Storm":
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def join(self) -> "Storm":
+        for thread in self.threads:
+            thread.join(timeout=300)
+            assert not thread.is_alive(), "a storm connection hung"
+        self.seconds = time.monotonic() - self.started
+        return self
+
+    def run(self) -> "Storm":
+        return self.start().join()
+
+    def answered(self) -> int:
+        with self.lock:
+            return len(self.answers)
+
+    def wait_until_answered(self, count: int, limit: float = 120):
+        deadline = time.monotonic() + limit
+        while self.answered() < count:
+            assert time.monotonic() < deadline, f"only {self.answered()} answers after {limit} s"
+            time.sleep(0.01)
+
+    def send_lane(self, lane):
+        connection = None
+        for msg_id, body in lane:
+            started = time.monotonic()
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                answer = post_callback(connection, msg_id, body)
+                self.latencies.append(time.monotonic() - started)
+            except (OSError, http.client.HTTPException) as exc:
+                if connection is not None:
+                    connection.close()
+                connection = None
+                answer = (msg_id, None, exc.__class__.__name__)
+            with self.lock:
+                self.answers.append(answer)
+        if connection is not None:
+            connection.close()
+
+
+def post_callback(connection: http.client.HTTPConnection, msg_id: str, body: bytes):
+    connection.request("POST", "/callbacks/inbound", body, signed_headers(body))
+    response = connection.getresponse()
+    payload = response.read()
+    if response.status == 200:
+        return msg_id, 200, json.loads(payload)["status"]
+    return msg_id, response.status, payload[:200].decode(errors="replace")
+
+
+def replay_unacked(port: int, plan: list[tuple[str, bytes]], answers) -> list[tuple[str, int | None, str]]:
+    """Send again, one by one, every msg_id that never got a 200: what the provider's retries do."""
+    acked = {msg_id for msg_id, status, _ in answers if status == 200}
+    bodies = dict(plan)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        return [post_callback(connection, msg_id, bodies[msg_id]) for msg_id in bodies if msg_id not in acked]
+    finally:
+        connection.close()
+
+
+# --- what the database holds -------------------------------------------------------------
+
+def stored_msg_ids(app) -> Counter:
+    with app.app_context():
+        return Counter(db.session.scalars(sa.select(Message.msg_id)))
+
+
+def messages_in_id_order(app) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(sa.select(Message.msg_id).order_by(Message.id)))
+
+
+def message_count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(Message))
+
+
+def assert_counters_match_messages(app, unread_untouched: bool = True):
+    """Each conversation's counters and latest message agree with its messages; so does the chart."""
+    with app.app_context():
+        actual = {
+            sender: (count, newest)
+            for sender, count, newest in db.session.execute(
+                sa.select(Message.sender, sa.func.count(), sa.func.max(Message.id)).group_by(Message.sender)
+            )
+        }
+        conversations = list(db.session.scalars(sa.select(Conversation)))
+        daily_total = db.session.scalar(sa.select(sa.func.sum(DailyCount.count))) or 0
+    assert {c.sender for c in conversations} == set(actual)
+    for conversation in conversations:
+        count, newest = actual[conversation.sender]
+        assert conversation.message_count == count, conversation.sender
+        assert conversation.last_message_id == newest, conversation.sender
+        if unread_untouched:
+            assert conversation.unread_count == count, conversation.sender
+    total = sum(count for count, _ in actual.values())
+    if unread_untouched:
+        assert sum(c.unread_count for c in conversations) == total
+    assert daily_total == total
+
+
+def assert_quiet_log(server):
+    log = server.output()
+    for alarm in LOG_ALARMS:
+        assert alarm not in log, f"{alarm!r} in the server's log:\n{log[-3000:]}"
+
+
+def backend(app) -> str:
+    return app.config["SQLALCHEMY_DATABASE_URI"].split(":", 1)[0].split("+")[0]
+
+
+def record(test: str, app, **figures):
+    figures = {"test": test, "backend": backend(app), **figures,
+               "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    print(f"\n{test} [{figures['backend']}]: " + ", ".join(f"{k}={v}" for k, v in figures.items()
+                                                          if k not in ("test", "backend", "at")))
+    FIGURES.parent.mkdir(exist_ok=True)
+    with FIGURES.open("a") as out:
+        out.write(json.dumps(figures) + "\n")
+
+
+# --- a logged-in browser-like client ----------------------------------------------------
+
+class Reader:
+    """A logged-in user's client with its cookie jar; every request is timed."""
+
+    def __init__(self, server):
+        self.server, self.url = server, server.url
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        self.timings: list[tuple[str, int, float]] = []
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        started = time.monotonic()
+        try:
+            with self.opener.open(self.url + path, timeout=60) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            error.close()
+            raise AssertionError(f"GET {path}: {error.code}\n{self.server.output()[-3000:]}") from None
+        self.timings.append((path, status, time.monotonic() - started))
+        return status, body
+
+    def login(self, username="alice", password=PASSWORD):
+        _, page = self.get("/login")
+        form = {"username": username, "password": password, "csrf_token": csrf_token(page.decode())}
+        with self.opener.open(self.url + "/login", data=urllib.parse.urlencode(form).encode(),
+                              timeout=60) as response:
+            response.read()
+            assert urllib.parse.urlsplit(response.url).path == "/", "login failed"
+        return self
+
+
+def parse_export(body: bytes) -> list[list[str]]:
+    text = body.decode("utf-8")
+    assert text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text[1:], newline="")))
+    assert rows[0] == list(COLUMNS)
+    return rows[1:]
+
+
+# --- 1. the ingest storm ----------------------------------------------------------------
+
+def test_ingest_storm_stores_every_msg_id_exactly_once(app, server_factory):
+    server = server_factory(workers=4)
+    plan = storm_plan(5000, "storm")
+    storm = Storm(server.port, plan, connections=32).run()
+
+    failed = [answer for answer in storm.answers if answer[1] != 200]
+    assert not failed, f"{len(failed)} callbacks without a 200, e.g. {failed[:5]}"
+    assert len(storm.answers) == len(plan)
+    outcomes = Counter((msg_id, outcome) for msg_id, _, outcome in storm.answers)
+    distinct = {msg_id for msg_id, _ in plan}
+    for msg_id in distinct:
+        assert outcomes[msg_id, "stored"] == 1, msg_id
+    assert sum(outcomes.values()) == len(plan)
+
+    stored = stored_msg_ids(app)
+    assert set(stored) == distinct
+    assert max(stored.values()) == 1
+    assert_counters_match_messages(app)
+    assert_quiet_log(server)
+
+    duplicates = sum(1 for _, _, outcome in storm.answers if outcome == "duplicate")
+    assert duplicates == len(plan) - len(distinct)
+    record("ingest_storm", app, requests=len(plan), connections=32, workers=4,
+           distinct_msg_ids=len(distinct), stored=sum(stored.values()), duplicates_merged=duplicates,
+           server_errors=0, wall_seconds=round(storm.seconds, 2),
+           requests_per_second=round(len(plan) / storm.seconds),
+           latency_p50=storm.latency(0.5), latency_p99=storm.latency(0.99), latency_max=storm.latency(1))
+
+
+# --- 2. readers while the storm goes on ----------------------------------------------------
+
+def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_factory):
+    server = server_factory(workers=4)
+    plan = storm_plan(2000, "busy", senders=20)
+    storm = Storm(server.port, plan, connections=16)
+    reader = Reader(server).login()
+    storm.start()
+    storm.wait_until_answered(100)
+
+    exports = []
+    while storm.answered() < len(plan) or not exports:
+        assert reader.get("/")[0] == 200
+        assert reader.get("/?q=372500001")[0] == 200
+        assert reader.get(f"/?since={message_count(app) // 2}")[0] in (200, 204)
+        assert reader.get("/?since=999999999")[0] == 204
+        assert reader.get("/conversations/%2B372500001")[0] == 200
+        assert reader.get("/conversations/%2B372500001?since=0")[0] in (200, 204)
+
+        before = message_count(app)
+        status, body = reader.get("/export.csv")
+        after = message_count(app)
+        assert status == 200
+        exports.append((before, parse_export(body), after))
+    storm.join()
+
+    failed = [answer for answer in storm.answers if answer[1] != 200]
+    assert not failed, f"{len(failed)} callbacks without a 200, e.g. {failed[:5]}"
+    slowest = max(reader.timings, key=lambda timing: timing[2])
+    assert slowest[2] < SLOW, f"{slowest[0]} took {slowest[2]:.1f} s"
+
+    in_commit_order = messages_in_id_order(app)
+    for before, rows, after in exports:
+        assert all(len(row) == len(COLUMNS) for row in rows), "a partial row"
+        assert all(row[-1].endswith("Z") and row[0].endswith("Z") for row in rows)
+        msg_ids = [row[COLUMNS.index("msg_id")] for row in rows]
+        assert len(set(msg_ids)) == len(msg_ids), "a msg_id twice in one export"
+        assert before <= len(rows) <= after
+        # Ids follow commit order, so any snapshot is exactly the oldest N messages.
+        assert msg_ids == in_commit_order[:len(rows)]
+    assert_counters_match_messages(app, unread_untouched=False)
+    assert_quiet_log(server)
+    slowest_by_page = {}
+    for path, _, seconds in reader.timings:
+        page = path.split("?")[0] + ("?since" if "since=" in path else "?q" if "q=" in path else "")
+        slowest_by_page[page] = round(max(seconds, slowest_by_page.get(page, 0)), 2)
+    record("readers_during_storm", app, requests=len(plan), reader_requests=len(reader.timings),
+           exports=len(exports), largest_export_rows=max(len(rows) for _, rows, _ in exports),
+           slowest_read_seconds=slowest_by_page, storm_wall_seconds=round(storm.seconds, 2))
+
+
+# --- 3. crashes in the middle of a storm -----------------------------------------------------
+
+def assert_every_ack_survived(app, plan, answers, replayed):
+    acked = {msg_id for msg_id, status, _ in answers + replayed if status == 200}
+    assert acked == {msg_id for msg_id, _ in plan}, "a replay went unanswered"
+    assert not [answer for answer in answers + replayed if answer[1] is not None and answer[1] >= 500]
+    stored = stored_msg_ids(app)
+    assert set(stored) == acked
+    assert max(stored.values()) == 1
+    assert_counters_match_messages(app)
+
+
+def test_killing_a_worker_mid_storm_loses_no_acked_message(app, server_factory):
+    server = server_factory(workers=4)
+    plan = storm_plan(1500, "kill-worker")
+    storm = Storm(server.port, plan, connections=16).start()
+    storm.wait_until_answered(len(plan) // 3)
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    storm.join()
+
+    deadline = time.monotonic() + 30
+    while victim in server.worker_pids() or len(server.worker_pids()) < 4:
+        assert time.monotonic() < deadline, "gunicorn did not replace the killed worker"
+        time.sleep(0.1)
+    replayed = replay_unacked(server.port, plan, storm.answers)
+    assert_every_ack_survived(app, plan, storm.answers, replayed)
+
+    record("kill_worker_mid_storm", app, requests=len(plan),
+           unanswered_at_crash=len(replayed),
+           committed_but_unacked=sum(1 for *_, outcome in replayed if outcome == "duplicate"),
+           stored=message_count(app), crashes_survived=1)
+
+
+def test_killing_the_whole_server_mid_storm_loses_no_acked_message(app, server_factory):
+    server = server_factory(workers=4)
+    plan = storm_plan(1500, "kill-server")
+    storm = Storm(server.port, plan, connections=16, timeout=10).start()
+    storm.wait_until_answered(len(plan) // 3)
+    for pid in [server.process.pid, *server.worker_pids()]:
+        os.kill(pid, signal.SIGKILL)
+    server.process.wait(timeout=10)
+    storm.join()  # the rest of the storm finds the port closed
+
+    restarted = server_factory(workers=4)
+    replayed = replay_unacked(restarted.port, plan, storm.answers)
+    assert_every_ack_survived(app, plan, storm.answers, replayed)
+    assert_quiet_log(restarted)
+
+    record("kill_server_mid_storm", app, requests=len(plan),
+           acked_before_crash=sum(1 for answer in storm.answers if answer[1] == 200),
+           unanswered_at_crash=len(replayed),
+           committed_but_unacked=sum(1 for *_, outcome in replayed if outcome == "duplicate"),
+           stored=message_count(app), crashes_survived=1)
+
+
+# --- 4. slow and abandoned clients ------------------------------------------------------------
+
+def test_stalled_and_silent_connections_do_not_stop_others(app, user, server_factory):
+    server = server_factory(workers=2, threads=8)
+    hanging = []
+    try:
+        for n in range(4):  # a body that never finishes
+            body = body_for(msg_id=f"stalled-{n}")
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            head = "".join(f"{name}: {value}\r\n" for name, value in signed_headers(body).items())
+            sock.sendall(f"POST /callbacks/inbound HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                         f"{head}\r\n".encode() + body[: len(body) // 2])
+            hanging.append(sock)
+        for _ in range(8):  # connected, then nothing at all
+            hanging.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        time.sleep(0.5)  # let the server accept them all
+
+        started = time.monotonic()
+        plan = [(f"meanwhile-{n}", body_for(msg_id=f"meanwhile-{n}")) for n in range(40)]
+        storm = Storm(server.port, plan, connections=4, timeout=SLOW).run()
+        reader = Reader(server).login()
+        for _ in range(5):
+            assert reader.get("/")[0] == 200
+        elapsed = time.monotonic() - started
+    finally:
+        for sock in hanging:
+            sock.close()
+
+    assert all(status == 200 for _, status, _ in storm.answers), storm.answers
+    slowest = max(seconds for *_, seconds in reader.timings)
+    assert slowest < 2, f"a page took {slowest:.1f} s while connections hung"
+    assert storm.seconds < 5, f"40 callbacks took {storm.seconds:.1f} s while connections hung"
+    assert stored_msg_ids(app).keys() == {msg_id for msg_id, _ in plan}, "a stalled body was stored"
+    record("slow_clients", app, stalled_bodies=4, silent_connections=8, callbacks=len(plan),
+           callbacks_seconds=round(storm.seconds, 2), slowest_page_seconds=round(slowest, 2),
+           total_seconds=round(elapsed, 2))
+
+
+# --- 5. writers take the write lock up front ----------------------------------------------------
+
+def test_a_second_writer_waits_for_the_first_instead_of_failing(app):
+    first_has_written, let_first_commit = threading.Event(), threading.Event()
+    events, errors = [], []
+
+    def first():
+        try:
+            with app.app_context():
+                assert ingest.store_messages([ingest.parse_payload(body_for(msg_id="first"))]) == [True]
+                first_has_written.set()
+                let_first_commit.wait(10)
+                events.append("first committed")
+                db.session.commit()
+        except Exception as exc:  # reported below: a thread's exception would be lost
+            errors.append(exc)
+            first_has_written.set()
+
+    def second():
+        try:
+            with app.app_context():
+                first_has_written.wait(10)
+                assert ingest.store_messages([ingest.parse_payload(body_for(msg_id="second"))]) == [True]
+                events.append("second wrote")
+                db.session.commit()
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    first_has_written.wait(10)
+    time.sleep(0.5)  # the second writer is now trying to write
+    assert events == [], "the second writer did not wait for the first"
+    let_first_commit.set()
+    for thread in threads:
+        thread.join(timeout=40)
+    assert not errors, errors
+    assert events == ["first committed", "second wrote"]
+    assert messages_in_id_order(app) == ["first", "second"]  # ids in commit order
