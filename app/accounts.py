@@ -8,7 +8,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
-from .extensions import db, upsert
+from .extensions import begin_write, db, upsert
 from .ingest import utcnow
 from .models import USERNAME_LENGTH, LoginThrottle, User
 
@@ -63,6 +63,7 @@ def load_session_user(session_id: str) -> User | None:
 
 def end_sessions(user: User) -> None:
     """Invalidate every cookie issued to this user (logout)."""
+    begin_write()
     user.session_token = secrets.token_hex(16)
 
 
@@ -81,9 +82,12 @@ def authenticate(username: str, password: str) -> User | None:
     user = db.session.scalar(db.select(User).where(User.username == key))
     if _password_matches(user, password):
         if throttle:
-            db.session.delete(throttle)
+            begin_write()
+            db.session.execute(sa.delete(LoginThrottle).where(LoginThrottle.username == key))
         if hasher.check_needs_rehash(user.password_hash):
-            user.password_hash = hash_password(password)
+            password_hash = hash_password(password)  # slow on purpose: not while holding the lock
+            begin_write()
+            user.password_hash = password_hash
         return user
 
     _record_failure(key, now)
@@ -105,6 +109,7 @@ def _password_matches(user: User | None, password: str) -> bool:
 
 def _record_failure(key: str, now: datetime) -> None:
     limit = current_app.config["LOGIN_MAX_FAILURES"]
+    begin_write()
     insert = upsert(LoginThrottle).values(username=key, failures=1, locked_until=None)
     failures = db.session.scalar(
         insert.on_conflict_do_update(

@@ -24,7 +24,10 @@ def inbound():
         log.error("inbound callback refused: no MESSENTE_SHARED_SECRET is configured")
         return error(503, "no shared secret is configured on this server; see the README")
 
-    raw_body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH raises 413
+    try:
+        raw_body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH raises 413
+    except OSError:  # the client stalled mid-body (see gunicorn_conf) or went away
+        return error(408, "the request body did not arrive in time")
     if not signing.verify(raw_body, request.headers.get("X-Messente-Signature"), secrets):
         log.warning(
             "inbound callback rejected: missing or wrong X-Messente-Signature (%d bytes from %s)",

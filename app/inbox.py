@@ -70,12 +70,15 @@ def thread(sender: str):
         return fragment("inbox/_thread_update.html", conversation=conversation, messages=messages,
                         newest=messages[-1].id)
 
-    messages, has_older = queries.thread(sender, before=id_arg("before"))
+    # Marked read first, holding the write lock, so no message can arrive between what is
+    # shown and what is marked read.
     queries.mark_read(sender)
+    messages, has_older = queries.thread(sender, before=id_arg("before"))
+    newest, unread = queries.newest_message_id(sender), queries.unread_conversations()
     db.session.commit()
     return render_template(
         "inbox/thread.html", conversation=conversation, messages=messages, has_older=has_older,
-        newest=queries.newest_message_id(sender), unread=queries.unread_conversations(),
+        newest=newest, unread=unread,
     )
 
 

@@ -53,6 +53,9 @@ class Conversation(db.Model):
             # stay fast between vacuums instead of re-reading everything added since the last.
             postgresql_with={"fastupdate": "off"},
         ).ddl_if(dialect="postgresql"),
+        # Sender search walks this index alone, newest first, testing LIKE on the key it holds;
+        # only the page's matches are then read from the table (see queries.conversations).
+        sa.Index("ix_conversation_last_message_id_sender_key", "last_message_id", "sender_key"),
         # Counting unread conversations (the page title) reads only the unread ones.
         sa.Index(
             "ix_conversation_unread",

@@ -28,10 +28,14 @@ def conversations(q: str = "", before: int | None = None, limit: int = 50) -> tu
     Keyset pagination on the last message id: page 500 costs what page 1 costs.
     """
     query = db.select(Conversation).order_by(Conversation.last_message_id.desc()).limit(limit + 1)
-    if q:
-        query = query.where(sender_matches(q))
     if before is not None:
         query = query.where(Conversation.last_message_id < before)
+    if q:
+        # LIKE '%q%' can use no B-tree index. Pick the page's ids from the index on
+        # (last_message_id, sender_key) alone, then read just those rows: testing every row
+        # in list order would read the whole table, row by row, when few senders match.
+        page_ids = query.with_only_columns(Conversation.last_message_id).where(sender_matches(q))
+        query = query.where(Conversation.last_message_id.in_(page_ids.scalar_subquery()))
     rows = list(db.session.scalars(query))
     next_cursor = rows[limit - 1].last_message_id if len(rows) > limit else None
     return rows[:limit], next_cursor

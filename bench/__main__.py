@@ -4,6 +4,7 @@ Ingest first, on a fresh database; then, for each size, a fresh database seeded 
 data for the inbox reads and the CSV export. `--sizes 300` makes a smoke run of seconds.
 """
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows: list[Row] = []
     started = time.monotonic()
+    load_at_start = os.getloadavg()  # other work on a shared machine shows in the figures
     with tempfile.TemporaryDirectory(prefix="sms-inbox-bench-") as temporary:
         workdir = args.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     print(growth(rows))
     out = args.out or RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     settings = {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()}
+    settings["load_average_at_start"] = load_at_start
     write_json(rows, out, settings)
     print(f"\nFinished in {time.monotonic() - started:.0f} s; written to {out}")
 

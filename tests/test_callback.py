@@ -245,7 +245,7 @@ headers_strategy = st.dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=st.one_of(
            st.binary(max_size=2000),
            st.text(max_size=500).map(str.encode),
@@ -260,7 +260,7 @@ def test_fuzz_unsigned_input_is_refused_without_5xx(app, body, headers):
     assert count(app, Message) == 0 and count(app, DeadLetter) == 0
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=st.text(), sender=st.text(min_size=1, max_size=30).filter(str.strip),
        msg_id=st.text(min_size=1, max_size=60).filter(str.strip))
 def test_fuzz_signed_messages_are_always_stored(app, text, sender, msg_id):

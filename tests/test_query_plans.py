@@ -105,13 +105,19 @@ def test_inbox_pages_and_polls_use_indexes_only(app, client, auth, seeded):
 
 
 @SQLITE
-def test_search_scans_conversations_never_messages(app, client, auth, seeded):
-    # LIKE '%digits%' can use no B-tree index: the search walks the conversations (one row
-    # per sender, in last-message order, stopping at the page size), never the messages.
+def test_search_tests_the_sender_key_in_an_index_never_in_messages(app, client, auth, seeded):
+    # LIKE '%digits%' can use no B-tree index: the search walks the conversations in list
+    # order, stopping at the page size, but reads only an index (covering), not table rows.
     auth.login()
     digits = re.sub(r"\D", "", seeded["sender"])[3:8]
-    assert plans_of_requests(app, client, [f"/?q={digits}", f"/?q={digits}&before={seeded['cursor']}"],
-                             scannable=("conversation",)) == {}
+    paths = [f"/?q={digits}", f"/?q={digits}&before={seeded['cursor']}", "/?q=no-such-sender"]
+    assert plans_of_requests(app, client, paths, scannable=("conversation",)) == {}
+    with statements_run(app) as statements, app.app_context():
+        queries.conversations(q=digits)
+    [(statement, parameters)] = statements
+    conversation_scans = [line for line in sqlite_plan(app, statement, parameters)
+                          if line.startswith("SCAN conversation")]
+    assert conversation_scans and all("COVERING INDEX" in line for line in conversation_scans)
 
 
 def indexes_used(app, plan: list[str]) -> list[tuple[str, ...]]:

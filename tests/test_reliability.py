@@ -24,11 +24,11 @@ from http.cookiejar import CookieJar
 import pytest
 import sqlalchemy as sa
 
-from app import ingest
+from app import ingest, queries
 from app.export import COLUMNS
 from app.extensions import db
-from app.models import Conversation, DailyCount, Message
-from conftest import PASSWORD, ROOT, body_for, csrf_token, signed_headers
+from app.models import Conversation, DailyCount, Message, User
+from conftest import PASSWORD, ROOT, body_for, csrf_token, password_hash, signed_headers
 
 pytestmark = pytest.mark.slow
 
@@ -210,31 +210,43 @@ def record(test: str, app, **figures):
 # --- a logged-in browser-like client ----------------------------------------------------
 
 class Reader:
-    """A logged-in user's client with its cookie jar; every request is timed."""
+    """A browser-like client with its cookie jar; every request is timed.
+
+    A 5xx fails the test at once, with the server's log; other statuses are returned.
+    """
 
     def __init__(self, server):
         self.server, self.url = server, server.url
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
         self.timings: list[tuple[str, int, float]] = []
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def request(self, path: str, form: dict | None = None) -> tuple[int, str, bytes]:
+        """(status, path after redirects, body) of a GET, or of a form POST when `form` is given."""
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
         started = time.monotonic()
         try:
-            with self.opener.open(self.url + path, timeout=60) as response:
+            with self.opener.open(self.url + path, data=data, timeout=60) as response:
                 status, body = response.status, response.read()
+                final_path = urllib.parse.urlsplit(response.url).path
         except urllib.error.HTTPError as error:
-            error.close()
-            raise AssertionError(f"GET {path}: {error.code}\n{self.server.output()[-3000:]}") from None
+            with error:
+                status, final_path, body = error.code, path, error.read()
         self.timings.append((path, status, time.monotonic() - started))
+        assert status < 500, f"{path}: {status}\n{self.server.output()[-3000:]}"
+        return status, final_path, body
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        status, _, body = self.request(path)
         return status, body
 
-    def login(self, username="alice", password=PASSWORD):
-        _, page = self.get("/login")
-        form = {"username": username, "password": password, "csrf_token": csrf_token(page.decode())}
-        with self.opener.open(self.url + "/login", data=urllib.parse.urlencode(form).encode(),
-                              timeout=60) as response:
-            response.read()
-            assert urllib.parse.urlsplit(response.url).path == "/", "login failed"
+    def post_form(self, path: str, page: str, **fields) -> tuple[int, str, bytes]:
+        """Submit a form the way a browser does: with the CSRF token from `page`."""
+        _, _, html = self.request(page)
+        return self.request(path, {**fields, "csrf_token": csrf_token(html.decode())})
+
+    def login(self, username="alice", password=PASSWORD) -> "Reader":
+        status, landed_on, _ = self.post_form("/login", "/login", username=username, password=password)
+        assert (status, landed_on) == (200, "/"), f"login failed: {status} at {landed_on}"
         return self
 
 
@@ -280,6 +292,9 @@ def test_ingest_storm_stores_every_msg_id_exactly_once(app, server_factory):
 # --- 2. readers while the storm goes on ----------------------------------------------------
 
 def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_factory):
+    with app.app_context():  # a second user, whose logouts don't end alice's session
+        db.session.add(User(username="bob", password_hash=password_hash(), session_token="b0"))
+        db.session.commit()
     server = server_factory(workers=4)
     plan = storm_plan(2000, "busy", senders=20)
     storm = Storm(server.port, plan, connections=16)
@@ -289,18 +304,26 @@ def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_fac
 
     exports = []
     while storm.answered() < len(plan) or not exports:
+        before = message_count(app)
+        status, body = reader.get("/export.csv")
+        after = message_count(app)
+        assert status == 200
+        exports.append((before, parse_export(body), after))
+
         assert reader.get("/")[0] == 200
         assert reader.get("/?q=372500001")[0] == 200
         assert reader.get(f"/?since={message_count(app) // 2}")[0] in (200, 204)
         assert reader.get("/?since=999999999")[0] == 204
         assert reader.get("/conversations/%2B372500001")[0] == 200
         assert reader.get("/conversations/%2B372500001?since=0")[0] in (200, 204)
-
-        before = message_count(app)
-        status, body = reader.get("/export.csv")
-        after = message_count(app)
-        assert status == 200
-        exports.append((before, parse_export(body), after))
+        thread = "/conversations/%2B372500002"
+        assert reader.post_form(thread + "/unread", thread)[:2] == (200, "/")
+        # Writes besides messages: a failed login (throttle), a login and a logout (session token).
+        stranger = Reader(server)
+        assert stranger.post_form("/login", "/login", username=f"nobody-{len(exports)}",
+                                  password="wrong password")[0] == 401
+        assert stranger.login("bob").post_form("/logout", "/")[:2] == (200, "/login")
+        reader.timings += stranger.timings
     storm.join()
 
     failed = [answer for answer in storm.answers if answer[1] != 200]
@@ -309,6 +332,7 @@ def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_fac
     assert slowest[2] < SLOW, f"{slowest[0]} took {slowest[2]:.1f} s"
 
     in_commit_order = messages_in_id_order(app)
+    assert min(before for before, _, _ in exports) < len(in_commit_order), "no export ran mid-storm"
     for before, rows, after in exports:
         assert all(len(row) == len(COLUMNS) for row in rows), "a partial row"
         assert all(row[-1].endswith("Z") and row[0].endswith("Z") for row in rows)
@@ -342,7 +366,7 @@ def assert_every_ack_survived(app, plan, answers, replayed):
 
 def test_killing_a_worker_mid_storm_loses_no_acked_message(app, server_factory):
     server = server_factory(workers=4)
-    plan = storm_plan(1500, "kill-worker")
+    plan = storm_plan(1000, "kill-worker")
     storm = Storm(server.port, plan, connections=16).start()
     storm.wait_until_answered(len(plan) // 3)
     victim = server.worker_pids()[0]
@@ -355,6 +379,7 @@ def test_killing_a_worker_mid_storm_loses_no_acked_message(app, server_factory):
         time.sleep(0.1)
     replayed = replay_unacked(server.port, plan, storm.answers)
     assert_every_ack_survived(app, plan, storm.answers, replayed)
+    assert_quiet_log(server)  # the killed worker left no error behind in the others
 
     record("kill_worker_mid_storm", app, requests=len(plan),
            unanswered_at_crash=len(replayed),
@@ -364,7 +389,7 @@ def test_killing_a_worker_mid_storm_loses_no_acked_message(app, server_factory):
 
 def test_killing_the_whole_server_mid_storm_loses_no_acked_message(app, server_factory):
     server = server_factory(workers=4)
-    plan = storm_plan(1500, "kill-server")
+    plan = storm_plan(1000, "kill-server")
     storm = Storm(server.port, plan, connections=16, timeout=10).start()
     storm.wait_until_answered(len(plan) // 3)
     for pid in [server.process.pid, *server.worker_pids()]:
@@ -378,7 +403,7 @@ def test_killing_the_whole_server_mid_storm_loses_no_acked_message(app, server_f
     assert_quiet_log(restarted)
 
     record("kill_server_mid_storm", app, requests=len(plan),
-           acked_before_crash=sum(1 for answer in storm.answers if answer[1] == 200),
+           acked_before_crash=len({msg_id for msg_id, status, _ in storm.answers if status == 200}),
            unanswered_at_crash=len(replayed),
            committed_but_unacked=sum(1 for *_, outcome in replayed if outcome == "duplicate"),
            stored=message_count(app), crashes_survived=1)
@@ -386,40 +411,74 @@ def test_killing_the_whole_server_mid_storm_loses_no_acked_message(app, server_f
 
 # --- 4. slow and abandoned clients ------------------------------------------------------------
 
-def test_stalled_and_silent_connections_do_not_stop_others(app, user, server_factory):
-    server = server_factory(workers=2, threads=8)
-    hanging = []
-    try:
-        for n in range(4):  # a body that never finishes
-            body = body_for(msg_id=f"stalled-{n}")
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-            head = "".join(f"{name}: {value}\r\n" for name, value in signed_headers(body).items())
-            sock.sendall(f"POST /callbacks/inbound HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                         f"{head}\r\n".encode() + body[: len(body) // 2])
-            hanging.append(sock)
-        for _ in range(8):  # connected, then nothing at all
-            hanging.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
-        time.sleep(0.5)  # let the server accept them all
+def open_stalled_body(port: int, msg_id: str) -> socket.socket:
+    """A signed callback whose headers promise a body that only half arrives."""
+    body = body_for(msg_id=msg_id)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    headers = "".join(f"{name}: {value}\r\n" for name, value in signed_headers(body).items())
+    sock.sendall(f"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 f"Content-Length: {len(body)}\r\n{headers}\r\n".encode() + body[: len(body) // 2])
+    return sock
 
-        started = time.monotonic()
+
+# gunicorn 27's gthread worker hands each new connection to a thread at once: a stalled body
+# holds its thread until the client goes away, a silent connection for up to 5 s. The kernel
+# may give them all to one worker, so fewer than one worker's threads hang (see
+# docs/reliability.md for the limit and the buffering proxy that lifts it).
+STALLED_BODIES, SILENT_CONNECTIONS, THREADS = 3, 4, 8
+
+
+def test_stalled_and_silent_connections_do_not_stop_others(app, user, server_factory):
+    server = server_factory(workers=2, threads=THREADS)
+    hanging = [open_stalled_body(server.port, f"stalled-{n}") for n in range(STALLED_BODIES)]
+    try:
+        hanging += [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                    for _ in range(SILENT_CONNECTIONS)]
+        time.sleep(0.5)  # the server has accepted them all by now
+
         plan = [(f"meanwhile-{n}", body_for(msg_id=f"meanwhile-{n}")) for n in range(40)]
         storm = Storm(server.port, plan, connections=4, timeout=SLOW).run()
         reader = Reader(server).login()
         for _ in range(5):
             assert reader.get("/")[0] == 200
-        elapsed = time.monotonic() - started
     finally:
         for sock in hanging:
             sock.close()
 
-    assert all(status == 200 for _, status, _ in storm.answers), storm.answers
-    slowest = max(seconds for *_, seconds in reader.timings)
-    assert slowest < 2, f"a page took {slowest:.1f} s while connections hung"
-    assert storm.seconds < 5, f"40 callbacks took {storm.seconds:.1f} s while connections hung"
-    assert stored_msg_ids(app).keys() == {msg_id for msg_id, _ in plan}, "a stalled body was stored"
-    record("slow_clients", app, stalled_bodies=4, silent_connections=8, callbacks=len(plan),
-           callbacks_seconds=round(storm.seconds, 2), slowest_page_seconds=round(slowest, 2),
-           total_seconds=round(elapsed, 2))
+    assert [status for _, status, _ in storm.answers] == [200] * len(plan), storm.answers
+    slowest_page = max(seconds for *_, seconds in reader.timings)
+    assert storm.latency(1) < 2, f"a callback took {storm.latency(1)} s while connections hung"
+    assert slowest_page < 2, f"a page took {slowest_page:.1f} s while connections hung"
+    assert set(stored_msg_ids(app)) == {msg_id for msg_id, _ in plan}, "a half-sent body was stored"
+    assert_quiet_log(server)
+    record("slow_clients", app, stalled_bodies=STALLED_BODIES, silent_connections=SILENT_CONNECTIONS,
+           threads_per_worker=THREADS, callbacks=len(plan), slowest_callback_seconds=storm.latency(1),
+           slowest_page_seconds=round(slowest_page, 2))
+
+
+@pytest.mark.slow
+def test_more_stalled_clients_than_threads_delay_others_only_briefly(app, server_factory):
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("a property of the HTTP server, not of the database: the SQLite leg covers it")
+    server = server_factory(workers=1, threads=2)
+    hanging = [open_stalled_body(server.port, f"stalled-{n}") for n in range(2)]
+    try:
+        time.sleep(0.5)  # both threads now wait for a body that will not come
+        body = body_for(msg_id="after-the-stall")
+        request = urllib.request.Request(server.url + "/callbacks/inbound", data=body,
+                                         headers=signed_headers(body), method="POST")
+        started = time.monotonic()
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status = response.status
+        waited = time.monotonic() - started
+        stalled_answers = [sock.recv(12) for sock in hanging]
+    finally:
+        for sock in hanging:
+            sock.close()
+    assert status == 200
+    assert waited < 25, f"waited {waited:.1f} s behind stalled clients (their timeout is 10 s)"
+    assert all(answer.startswith(b"HTTP/1.1 4") for answer in stalled_answers), stalled_answers
+    assert set(stored_msg_ids(app)) == {"after-the-stall"}
 
 
 # --- 5. writers take the write lock up front ----------------------------------------------------
@@ -462,3 +521,25 @@ def test_a_second_writer_waits_for_the_first_instead_of_failing(app):
     assert not errors, errors
     assert events == ["first committed", "second wrote"]
     assert messages_in_id_order(app) == ["first", "second"]  # ids in commit order
+
+
+def store(app, msg_id: str, sender: str):
+    with app.app_context():
+        ingest.store_messages([ingest.parse_payload(body_for(msg_id=msg_id, sender=sender))])
+        db.session.commit()
+
+
+def test_a_request_that_has_read_can_still_write_after_another_commit(app):
+    # Opening a thread: the request reads (the user, the messages), a callback commits
+    # meanwhile, then the request marks the conversation read. On SQLite a read snapshot
+    # that is out of date cannot become a write: it must start again, holding the lock.
+    sender = "+37255500042"
+    store(app, "seen", sender)
+    with app.app_context():
+        assert queries.conversation(sender).unread_count == 1  # this transaction has read
+        store(app, "meanwhile", sender)  # another app context: another session and connection
+        queries.mark_read(sender)
+        db.session.commit()
+    with app.app_context():
+        conversation = queries.conversation(sender)
+        assert (conversation.message_count, conversation.unread_count) == (2, 0)

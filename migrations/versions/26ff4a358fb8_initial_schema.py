@@ -33,6 +33,7 @@ def upgrade():
     sa.UniqueConstraint('last_message_id', name=op.f('uq_conversation_last_message_id'))
     )
     with op.batch_alter_table('conversation', schema=None) as batch_op:
+        batch_op.create_index('ix_conversation_last_message_id_sender_key', ['last_message_id', 'sender_key'], unique=False)
         batch_op.create_index('ix_conversation_unread', ['unread_count'], unique=False, sqlite_where=sa.text('unread_count > 0'), postgresql_where=sa.text('unread_count > 0'))
 
     op.create_table('daily_count',
@@ -94,6 +95,7 @@ def downgrade():
     op.drop_table('dead_letter')
     op.drop_table('daily_count')
     with op.batch_alter_table('conversation', schema=None) as batch_op:
+        batch_op.drop_index('ix_conversation_last_message_id_sender_key')
         batch_op.drop_index('ix_conversation_unread', sqlite_where=sa.text('unread_count > 0'), postgresql_where=sa.text('unread_count > 0'))
 
     op.drop_table('conversation')
