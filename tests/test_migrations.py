@@ -2,7 +2,6 @@
 
 The upgrades run as users run them, `flask --app app init-db` in its own process.
 """
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +12,7 @@ from alembic.script import ScriptDirectory
 from app.extensions import db
 from app.models import Message
 
-from conftest import POSTGRES_URL, flask_command, ROOT, body_for, make_app, signed_headers
+from conftest import flask_command, fresh_database, ROOT, body_for, make_app, signed_headers
 
 TRIGRAM_INDEX = "ix_conversation_sender_key_trgm"  # declared for PostgreSQL only
 
@@ -21,17 +20,8 @@ TRIGRAM_INDEX = "ix_conversation_sender_key_trgm"  # declared for PostgreSQL onl
 @pytest.fixture
 def reference_url(database_url, tmp_path):
     """A second empty database of the same kind, for the schema `create_all` makes from the models."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'reference.sqlite3'}"
-        return
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema},public"
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+    with fresh_database(database_url.split(":")[0].split("+")[0], tmp_path, "reference") as url:
+        yield url
 
 
 @pytest.fixture
