@@ -112,13 +112,49 @@ def parse_payload(raw_body: bytes) -> Inbound:
 def store_messages(messages: list[Inbound], received_at: datetime | None = None) -> list[bool]:
     """Insert each message unless its msg_id is already stored; True where it was new.
 
+    One statement per table for the whole batch (group commit hands over many messages).
     Takes the write lock first, so this must open the session's transaction.
     """
     received_at = received_at or utcnow()
     begin_write()
     connection = db.session.connection()
-    statements = _statements(connection.dialect.name)
-    return [_store_one(connection, statements, message, received_at) for message in messages]
+    insert_messages, upsert_conversations, count_days = _statements(connection.dialect.name)
+
+    # ON CONFLICT DO NOTHING returns only the rows it inserted: what it skips is a duplicate,
+    # known by the unique msg_id, with no check-then-insert race.
+    new_ids = dict(connection.execute(insert_messages, [{
+        "msg_id": message.msg_id,
+        "sub_msg_id": message.sub_msg_id,
+        "channel": message.channel,
+        "recipient": message.recipient,
+        "sender": message.sender,
+        "text": message.text,
+        "sent_at": message.sent_at,
+        "received_at": received_at,
+        "raw_body": message.raw_body,
+    } for message in messages]).all())
+    stored = [new_ids.pop(message.msg_id, None) for message in messages]  # a repeat in the batch: None
+    if not any(stored):
+        return [False] * len(messages)
+
+    conversations = {}  # per sender: the newest message and how many arrived
+    for message, message_id in zip(messages, stored):
+        if message_id is not None:
+            previous = conversations.get(message.sender)
+            conversations[message.sender] = (message_id, message, 1 + (previous[2] if previous else 0))
+    connection.execute(upsert_conversations, [{
+        "sender": message.sender,
+        "sender_key": search_key(message.sender),
+        "channel": message.channel,
+        "last_message_id": message_id,
+        "last_sent_at": message.sent_at,
+        "last_text": message.text[:PREVIEW_LENGTH],
+        "message_count": count,
+        "unread_count": count,
+    } for message_id, message, count in conversations.values()])
+    new = sum(message_id is not None for message_id in stored)
+    connection.execute(count_days, {"day": received_at.date(), "count": new})
+    return [message_id is not None for message_id in stored]
 
 
 @cache
@@ -133,42 +169,14 @@ def _statements(dialect: str) -> tuple[sa.Insert, sa.Insert, sa.Insert]:
             "last_message_id": conversation.excluded.last_message_id,
             "last_sent_at": conversation.excluded.last_sent_at,
             "last_text": conversation.excluded.last_text,
-            "message_count": Conversation.message_count + 1,
-            "unread_count": Conversation.unread_count + 1,
+            "message_count": Conversation.message_count + conversation.excluded.message_count,
+            "unread_count": Conversation.unread_count + conversation.excluded.unread_count,
         },
     )
     daily = upsert(DailyCount.__table__, dialect)
-    daily = daily.on_conflict_do_update(index_elements=["day"], set_={"count": DailyCount.count + 1})
-    return message.returning(Message.id), conversation, daily
-
-
-def _store_one(connection: sa.Connection, statements, message: Inbound, received_at: datetime) -> bool:
-    insert_message, upsert_conversation, count_day = statements
-    message_id = connection.scalar(insert_message, {
-        "msg_id": message.msg_id,
-        "sub_msg_id": message.sub_msg_id,
-        "channel": message.channel,
-        "recipient": message.recipient,
-        "sender": message.sender,
-        "text": message.text,
-        "sent_at": message.sent_at,
-        "received_at": received_at,
-        "raw_body": message.raw_body,
-    })
-    if message_id is None:
-        return False  # a duplicate: the unique msg_id said so, with no check-then-insert race
-    connection.execute(upsert_conversation, {
-        "sender": message.sender,
-        "sender_key": search_key(message.sender),
-        "channel": message.channel,
-        "last_message_id": message_id,
-        "last_sent_at": message.sent_at,
-        "last_text": message.text[:PREVIEW_LENGTH],
-        "message_count": 1,
-        "unread_count": 1,
-    })
-    connection.execute(count_day, {"day": received_at.date(), "count": 1})
-    return True
+    daily = daily.on_conflict_do_update(index_elements=["day"],
+                                        set_={"count": DailyCount.count + daily.excluded.count})
+    return message.returning(Message.msg_id, Message.id), conversation, daily
 
 
 def store_dead_letter(raw_body: bytes, reason: str) -> None:
