@@ -270,3 +270,30 @@ def test_fuzz_signed_messages_are_always_stored(app, text, sender, msg_id):
     assert response.status_code == 200, response.data
     message = stored(app, clean_text(msg_id))
     assert message is not None and message.text == clean_text(text)
+
+
+@pytest.mark.parametrize("body, status, field", [
+    (b"[" * 30_000 + b"]" * 30_000, 400, "JSON"),  # deeper than any parser stack
+    (b'{"msg_id": "x", "sender": "+1", "time": "2024-06-01T08:00:00Z", "text": "\xff\xfe"}', 400, "JSON"),
+    (b'{"msg_id": "x", "sender": "+1", "time": "2024-06-01T08:00:00Z", "text": "a\x00b"}', 400, "JSON"),
+    (body_for(text="\U0001F600" * 20_000), 413, "64 KiB"),
+    (b"x" * 1024 * 1024, 413, "64 KiB"),
+])
+def test_hostile_signed_bodies_get_a_clear_4xx(app, deliver, body, status, field):
+    response = deliver(body)
+    assert response.status_code == status
+    assert field in response.json["error"]
+    assert count(app, Message) == 0
+
+
+def test_duplicate_signature_headers_are_refused_as_ambiguous(app, client):
+    """WSGI joins repeated headers into one value, which is no signature: 401, nothing stored."""
+    body = body_for(msg_id="dup-header")
+    good = signed_headers(body)["X-Messente-Signature"]
+    for pair in ((good, "0" * 64), ("0" * 64, good), (good, good)):
+        headers = [("Content-Type", "application/json"), ("X-Messente-Signature", pair[0]),
+                   ("x-messente-SIGNATURE", pair[1])]
+        assert client.post("/callbacks/inbound", data=body, headers=headers).status_code == 401
+    assert count(app, Message) == 0
+    headers = [("Content-Type", "application/json"), ("x-MESSENTE-signature", good)]
+    assert client.post("/callbacks/inbound", data=body, headers=headers).status_code == 200
