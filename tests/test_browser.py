@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from app import config
+
 from conftest import IN_CI, PASSWORD, ROOT, body_for, signed_headers
 
 pytestmark = pytest.mark.browser
@@ -26,6 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 OUTPUT = ROOT / "test-output"
 # The inbox polls every POLL_SECONDS (4 s); a live update may take one interval plus the request.
 LIVE = 12_000
+POLL_SECONDS = config.defaults("")["POLL_SECONDS"]
 CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at"]
 # Chromium's console wording for a blocked resource or script ("Refused to load/execute ...").
 CSP_SIGNS = ("Content Security Policy", "Refused to")
@@ -198,6 +201,36 @@ def test_message_delivered_while_inbox_is_open_appears_without_reload(page, serv
     expect(row.locator(".badge")).to_have_text("1 unread")
     expect(page).to_have_title("(1) Inbox · sms-inbox")
     assert_same_page(page)
+
+
+def set_tab_hidden(page, hidden: bool) -> None:
+    """What the browser does when the tab goes to the background or comes back."""
+    page.evaluate("""hidden => {
+        Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+        Object.defineProperty(document, "visibilityState",
+                              {value: hidden ? "hidden" : "visible", configurable: true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""", hidden)
+
+
+def test_polling_pauses_while_the_tab_is_hidden_and_resumes_when_shown(page, server):
+    log_in(page, server)
+    polls = []
+    page.on("request", lambda request: "since=" in request.url and polls.append(request.url))
+    page.wait_for_timeout(POLL_SECONDS * 1000 + 1500)
+    assert polls, "the open inbox polls"
+
+    set_tab_hidden(page, True)
+    page.wait_for_timeout(500)  # a poll already in flight may finish
+    polls.clear()
+    deliver(server, sender="+37255512345", text="arrived while hidden")
+    page.wait_for_timeout(2 * POLL_SECONDS * 1000 + 500)
+    assert polls == [], "no polling while the tab is hidden"
+    expect(row_for(page, "+37255512345")).to_have_count(0)
+
+    set_tab_hidden(page, False)  # shown again: one poll at once, not after the next interval
+    expect(row_for(page, "+37255512345")).to_be_visible(timeout=2000)
+    assert polls
 
 
 def test_search_narrows_as_you_type_and_works_as_a_plain_form(page, server, new_context):
