@@ -6,8 +6,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config
-from .extensions import (configure_engine, csrf, db, login_manager, migrate,
-                         postgresql_engine_options, sqlite_engine_options)
+from .extensions import configure_engine, csrf, db, engine_options, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,10 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     load_config(app, test_config)
 
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", sqlite_engine_options())
-    elif app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg"):
-        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", postgresql_engine_options())
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
     db.init_app(app)
     with app.app_context():
         configure_engine(db.engine)

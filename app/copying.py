@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from .config import database_url
-from .extensions import configure_engine, sqlite_engine_options
+from .extensions import configure_engine, engine_options
 from .models import Conversation, DailyCount, DeadLetter, LoginThrottle, Message, User
 
 TABLES = tuple(model.__table__ for model in
@@ -44,7 +44,7 @@ class TableCheck:
 def open_database(url: str) -> sa.Engine:
     """An engine for any URL the app accepts, set up as the app sets up its own (WAL on SQLite)."""
     url = database_url(url)
-    engine = sa.create_engine(url, **(sqlite_engine_options() if url.startswith("sqlite") else {}))
+    engine = sa.create_engine(url, **engine_options(url))
     configure_engine(engine)
     return engine
 

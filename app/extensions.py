@@ -34,15 +34,15 @@ migrate = Migrate()
 WRITE_LOCK_KEY = 0x5D5_1B0C
 
 
-def sqlite_engine_options() -> dict:
-    # Wait for the write lock rather than fail with "database is locked".
-    return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-
-
-def postgresql_engine_options() -> dict:
-    # No server-side prepared statements: a generic plan for `sender_key LIKE $1` can't use the
-    # trigram index, and PostgreSQL may switch a prepared search to one after five runs.
-    return {"connect_args": {"prepare_threshold": None}}
+def engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Wait for the write lock rather than fail with "database is locked".
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    if url.startswith("postgresql+psycopg"):
+        # No server-side prepared statements: a generic plan for `sender_key LIKE $1` can't use
+        # the trigram index, and PostgreSQL may switch a prepared search to one after five runs.
+        return {"connect_args": {"prepare_threshold": None}}
+    return {}
 
 
 def configure_engine(engine: sa.Engine) -> None:
