@@ -44,6 +44,16 @@ class Committer:
         return done.result(timeout=WAIT_SECONDS)
 
     def run(self) -> None:
+        try:
+            self.commit_batches()
+        except Exception as exc:  # could not even open the database: fail the waiting requests
+            with self.wakeup:
+                self.running = False  # and let the next request start a fresh thread
+                waiting, self.pending = self.pending, []
+            for _, done in waiting:
+                done.set_exception(exc)
+
+    def commit_batches(self) -> None:
         with self.app.app_context(), write_lock() as lock:
             while batch := self.next_batch():
                 try:
