@@ -1,8 +1,10 @@
 """Extensions as module globals, bound to the app by `create_app` through `init_app`.
 
-Also the two database behaviours every backend must share: a write transaction that takes
-the write lock up front, and an INSERT that can ignore or merge a conflicting row.
+Also what every backend must share: SQLite set up for durability and explicit BEGINs (the
+write lock is taken in `unit_of_work`), and an INSERT that can ignore or merge a conflict.
 """
+from pathlib import Path
+
 import sqlalchemy as sa
 from flask_login import LoginManager
 from flask_migrate import Migrate
@@ -30,9 +32,6 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 migrate = Migrate()
 
-# Any constant shared by every instance: PostgreSQL writers queue on this advisory lock.
-WRITE_LOCK_KEY = 0x5D5_1B0C
-
 
 def engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
@@ -51,6 +50,7 @@ def configure_engine(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):
+        make_private(engine.url.database)
         # We issue BEGIN ourselves (below), so the driver must not.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -66,27 +66,20 @@ def configure_engine(engine: sa.Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def begin_write() -> None:
-    """Start the session's transaction holding the database's write lock.
+def make_private(database: str | None) -> None:
+    """Messages, password hashes and session tokens: readable by the app's user only.
 
-    Writers then wait their turn instead of failing half-way, and ids are handed out in
-    commit order, so "newer than id N" never misses a row that commits late.
-    Call it before the transaction writes anything; reads before it are fine.
+    SQLite gives the -wal and -shm files the database file's mode, so this covers all three.
     """
-    if db.session.get_bind().dialect.name == "sqlite":
-        if db.session().in_transaction():
-            if db.session.connection().get_execution_options().get("sqlite_begin") == "IMMEDIATE":
-                return  # this transaction holds the lock already
-            # It has only read (say, the logged-in user). A SQLite read snapshot can't become a
-            # write once another writer has committed: it fails at once with "database is
-            # locked" instead of waiting. So end it and begin again, holding the lock.
-            db.session.commit()
-        db.session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
-    else:
-        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+    if not database or database == ":memory:":
+        return
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(database + suffix)
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
 
 
-def upsert(table, dialect: str | None = None) -> sa.Insert:
-    """An INSERT that supports `on_conflict_do_nothing` / `on_conflict_do_update` on our dialects."""
+def dialect_insert(table, dialect: str | None = None) -> sa.Insert:
+    """The dialect's own INSERT, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
     dialect = dialect or db.session.get_bind().dialect.name
     return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect](table)

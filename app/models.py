@@ -15,33 +15,30 @@ PREVIEW_LENGTH = 160
 USERNAME_LENGTH = 80
 
 
-class Message(db.Model):
-    id: Mapped[int] = mapped_column(primary_key=True)
-    msg_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), unique=True)
-    sub_msg_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
-    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH))
-    sender: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
-    recipient: Mapped[str | None] = mapped_column(sa.String(NUMBER_LENGTH))
-    text: Mapped[str] = mapped_column(sa.Text)
-    sent_at: Mapped[datetime]  # the provider's `time`
-    received_at: Mapped[datetime]
-    raw_body: Mapped[bytes] = mapped_column(sa.LargeBinary)
-
-    __table_args__ = (sa.Index("ix_message_sender_id", "sender", "id"),)
+# Ids that count messages (and changes) are 64-bit on PostgreSQL; SQLite's INTEGER already is,
+# and only a column declared exactly INTEGER PRIMARY KEY is its auto-incrementing rowid.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 class Conversation(db.Model):
-    """One row per sender, kept current in the ingest transaction so lists never scan messages."""
+    """One row per sender, kept current in the ingest transaction so lists never scan messages.
 
-    sender: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH), primary_key=True)
+    Addressed by its opaque `id` in URLs: a sender may be any text (`a/b`, `../export.csv`).
+    """
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sender: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH), unique=True)
     # The sender without +, spaces, dashes or parentheses, lowercased: what search matches.
     sender_key: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
     channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH))
-    last_message_id: Mapped[int] = mapped_column(unique=True)
+    # Empty only inside the transaction that creates the conversation with its first message.
+    last_message_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     last_sent_at: Mapped[datetime]
     last_text: Mapped[str] = mapped_column(sa.String(PREVIEW_LENGTH))
     message_count: Mapped[int]
     unread_count: Mapped[int]
+    # The change number of the last write that changed what the list or the thread shows.
+    change_seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
 
     __table_args__ = (
         sa.Index(
@@ -53,9 +50,10 @@ class Conversation(db.Model):
             # stay fast between vacuums instead of re-reading everything added since the last.
             postgresql_with={"fastupdate": "off"},
         ).ddl_if(dialect="postgresql"),
-        # Sender search walks this index alone, newest first, testing LIKE on the key it holds;
-        # only the page's matches are then read from the table (see queries.conversations).
-        sa.Index("ix_conversation_last_message_id_sender_key", "last_message_id", "sender_key"),
+        # The list's order (newest activity first) and, for sender search, the key it tests:
+        # search walks this index alone and reads only the page's matches from the table.
+        sa.Index("uq_conversation_last_message_id_sender_key", "last_message_id", "sender_key",
+                 unique=True),
         # Counting unread conversations (the page title) reads only the unread ones.
         sa.Index(
             "ix_conversation_unread",
@@ -66,6 +64,38 @@ class Conversation(db.Model):
     )
 
 
+class Message(db.Model):
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"))
+    msg_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), unique=True)
+    sub_msg_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH))
+    sender: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
+    recipient: Mapped[str | None] = mapped_column(sa.String(NUMBER_LENGTH))
+    text: Mapped[str] = mapped_column(sa.Text)
+    sent_at: Mapped[datetime]  # the provider's `time`
+    received_at: Mapped[datetime]
+    raw_body: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    change_seq: Mapped[int] = mapped_column(sa.BigInteger)
+
+    __table_args__ = (
+        sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),
+        # A thread's poll: its messages changed after the number the page last saw.
+        sa.Index("ix_message_conversation_id_change_seq", "conversation_id", "change_seq"),
+    )
+
+
+class ChangeCounter(db.Model):
+    """One row: the last change number handed out (see unit_of_work.change_number)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+sa.event.listen(ChangeCounter.__table__, "after_create",
+                sa.DDL("INSERT INTO change_counter (id, value) VALUES (1, 0)"))
+
+
 class DailyCount(db.Model):
     """Messages received per UTC day, for the inbox chart."""
 
@@ -74,12 +104,14 @@ class DailyCount(db.Model):
 
 
 class DeadLetter(db.Model):
-    """A correctly signed body we could not file, kept with the reason."""
+    """A correctly signed body we could not file, kept once with the reason."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
     received_at: Mapped[datetime]
     reason: Mapped[str] = mapped_column(sa.String(500))
     raw_body: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    # A provider retries a body we refused: one row per distinct body, however often it comes.
+    body_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
 
 
 class User(UserMixin, db.Model):

@@ -1,0 +1,112 @@
+"""The one way code writes: `with write_transaction(): ...` takes the write lock, then commits
+or rolls back. Views, the CLI and services never call `commit()` themselves.
+
+Holding the database's single write lock from the first statement means writers queue
+instead of failing half-way ("database is locked"), ids are handed out in commit order, and
+so are change numbers: "what changed after N" never misses a row that committed late.
+"""
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .extensions import db
+from .models import ChangeCounter
+
+# Any constant shared by every instance: PostgreSQL writers queue on this advisory lock.
+WRITE_LOCK_KEY = 0x5D5_1B0C
+
+
+@contextmanager
+def write_transaction() -> Iterator[Session]:
+    """A transaction holding the write lock; commits at the end, rolls back on any error.
+
+    Nested use joins the outer transaction, which commits. Reads made before it are ended
+    first: a SQLite read snapshot cannot become a write once another writer has committed.
+    """
+    session = db.session()
+    if session.info.get("writing"):
+        yield session
+        return
+    if session.in_transaction():
+        session.commit()  # only reads so far
+    with _file_lock():
+        _begin_holding_lock(session)
+        session.info["writing"] = True
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.info.pop("writing", None)
+            session.info.pop("change", None)
+
+
+def change_number() -> int:
+    """This transaction's change number: every row it changes for a list or thread gets it.
+
+    Taken from one counter on first use, so a transaction has one number and numbers follow
+    commit order (the write lock is held). Pollers ask for rows changed after the last they saw.
+    """
+    session = db.session()
+    if not session.info.get("writing"):
+        raise RuntimeError("change_number() is only for use inside write_transaction()")
+    if "change" not in session.info:
+        session.info["change"] = session.scalar(
+            sa.update(ChangeCounter).values(value=ChangeCounter.value + 1).returning(ChangeCounter.value)
+        )
+    return session.info["change"]
+
+
+def _begin_holding_lock(session: Session) -> None:
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    else:
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+
+
+class _WriteFileLock:
+    """Lets the processes and threads writing one SQLite file take turns without SQLite's
+    sleep-and-retry busy handler. One per database file, opened per process (an inherited
+    descriptor would be one lock shared by every forked worker, excluding nobody)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.threads = threading.Lock()
+        self.pid, self.file = None, None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.threads:
+            if self.pid != os.getpid():
+                self.file, self.pid = open(self.path, "a"), os.getpid()
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.file, fcntl.LOCK_UN)
+
+
+_file_locks: dict[str, _WriteFileLock] = {}
+_file_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _file_lock() -> Iterator[None]:
+    url = db.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        yield
+        return
+    with _file_locks_guard:
+        lock = _file_locks.get(url.database)
+        if lock is None:
+            lock = _file_locks[url.database] = _WriteFileLock(Path(url.database).with_suffix(".write-lock"))
+    with lock.held():
+        yield
