@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 
-.PHONY: run test bench browser clean
+.PHONY: run test bench test-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,15 +23,19 @@ run: $(VENV)/.installed
 	@echo "Serving on http://127.0.0.1:5000 (Ctrl-C stops)"
 	$(BIN)/gunicorn --config python:app.gunicorn_conf 'app:create_app()'
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Debian's Chromium for the browser tests, where we may install it (root with apt).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian's Chromium for the browser tests and LibreOffice Calc (no GUI) for the spreadsheet tests,
+# where we may install them (root with apt).
+test-tools:
+	@missing=; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v soffice >/dev/null 2>&1 || missing="$$missing libreoffice-calc-nogui"; \
+	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	  else echo "Chromium is not installed and cannot be installed here: browser tests will skip."; fi; }
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "Not installed and cannot be installed here:$$missing; their tests will skip."; fi; }
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -52,10 +52,14 @@ def export_query(q: str = "", sender: str | None = None,
 def csv_chunks(query: sa.Select) -> Iterator[bytes]:
     """UTF-8 with a byte-order mark (so Excel reads emoji and Estonian), RFC 4180 quoting.
 
+    Every cell is quoted, not only those holding a comma: a spreadsheet that splits on `;`, tab
+    or `|` (Europe's default list separator is `;`) would otherwise cut `Hello;=1+1;bye` into
+    cells and evaluate the middle one.
+
     One SELECT on one connection: the file is a consistent snapshot even while messages arrive.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     buffer.write("\ufeff")
     writer.writerow(COLUMNS)
     with db.engine.connect() as connection:

@@ -1,14 +1,18 @@
-"""CSV export: columns, encoding, quoting, formula safety, filters, streaming."""
+"""CSV export: columns, encoding, quoting, formula safety, filters, streaming, a real spreadsheet."""
 import csv
 import io
 import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from app.export import safe_cell
 from app.ingest import utcnow
 
-from conftest import body_for
+from conftest import IN_CI, body_for
 
 HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at"]
 
@@ -43,12 +47,12 @@ def test_download_headers(client, export, deliver):
         assert response.is_streamed
 
 
-def test_rfc4180_quoting_and_crlf(client, export, deliver):
-    deliver(body_for(text='a,b "c"\r\nd'))
+def test_every_cell_quoted_rfc4180_and_crlf(client, export, deliver):
+    deliver(body_for(text='a,b "c"\r\nd', channel="sms", msg_id="m1", sub_msg_id=None))
     with client.get("/export.csv") as response:
         raw = response.data.decode("utf-8-sig")
-    assert raw.startswith(",".join(HEADER) + "\r\n")
-    assert '"a,b ""c""\r\nd"' in raw
+    assert raw.startswith(",".join(f'"{name}"' for name in HEADER) + "\r\n")
+    assert '"sms","a,b ""c""\r\nd","m1","",' in raw
 
 
 # OWASP's CSV injection examples and their exact safe cells.
@@ -125,3 +129,127 @@ def test_a_large_export_streams_in_chunks(client, export, deliver, app):
     assert len(chunks) > 3  # rows go out as they are read, not as one string
     rows = list(csv.reader(io.StringIO(b"".join(chunks).decode("utf-8-sig"), newline="")))
     assert len(rows) == 3001 and len({row[5] for row in rows[1:]}) == 3000
+
+
+# --- a real spreadsheet: LibreOffice Calc opens the export ------------------------------------
+
+# (text as sent, what Calc shows in the text column): the first-character rule's `'` stays visible.
+SPREADSHEET_TEXTS = [
+    ("Hello;=1+1;bye", "Hello;=1+1;bye"),
+    ("Hello\t=2+2\tbye", "Hello\t=2+2\tbye"),
+    ("a|=3+3|b", "a|=3+3|b"),
+    ('=HYPERLINK("http://x.example","click")', '\'=HYPERLINK("http://x.example","click")'),
+    ("@SUM(1+1)", "'@SUM(1+1)"),
+    ("+1+1", "'+1+1"),
+    ("-1+1", "'-1+1"),
+    ('Ta ütles "tere"; siis "=1+1", head aega', 'Ta ütles "tere"; siis "=1+1", head aega'),
+    ("esimene rida\nteine rida", "esimene rida\nteine rida"),
+    ("Tere, sõber! 😀 Õun, äär, öö, üle, šokolaad, žürii", "Tere, sõber! 😀 Õun, äär, öö, üle, šokolaad, žürii"),
+]
+# The separators people pick when opening a CSV: `,`, `;` (the list separator in much of Europe),
+# tab and `|`; the text delimiter is always `"`.
+SEPARATORS = (",", ";", "\t", "|")
+ODF_TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
+ODF_TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
+
+
+def soffice() -> str:
+    path = shutil.which("soffice")
+    if path is None:
+        problem = "LibreOffice (soffice) is not installed; `make test` installs it as root with apt"
+        if IN_CI:
+            pytest.fail(problem + " (mandatory in CI)")
+        pytest.skip(problem)
+    return path
+
+
+def calc_filter_options(separator: str) -> str:
+    """LibreOffice's CSV import options: the tokens of the Text Import dialog, in its order."""
+    return ",".join((
+        str(ord(separator)),  # 1 field separator
+        "34",                 # 2 text delimiter "
+        "76",                 # 3 UTF-8
+        "1",                  # 4 from line 1
+        "",                   # 5 no column types: Standard, Calc detects numbers
+        "0",                  # 6 language of the UI
+        "false",              # 7 quoted field as text: no, as the dialog's default
+        "true",               # 8 detect special numbers
+        "true", "false",      # 9, 10 export-only
+        "false",              # 11 trim spaces: no
+        "0",                  # 12 export-only
+        "true",               # 13 evaluate formulas: yes, as the dialog's default
+    ))
+
+
+def odf_text(element) -> str:
+    """The visible text of an ODF paragraph: runs of spaces, tabs and line breaks spelled out."""
+    parts = [element.text or ""]
+    for child in element:
+        if child.tag == ODF_TEXT + "s":
+            parts.append(" " * int(child.get(ODF_TEXT + "c", "1")))
+        elif child.tag == ODF_TEXT + "tab":
+            parts.append("\t")
+        elif child.tag == ODF_TEXT + "line-break":
+            parts.append("\n")
+        else:
+            parts.append(odf_text(child))
+        parts.append(child.tail or "")
+    return "".join(parts)
+
+
+def open_in_calc(csv_file: Path, separator: str, workdir: Path) -> list[list[tuple[str, str | None]]]:
+    """Calc's rows for the file as (shown text, formula) cells, via a flat ODF spreadsheet."""
+    outdir = workdir / f"separator-{ord(separator)}"
+    result = subprocess.run(
+        [soffice(), f"-env:UserInstallation={(workdir / 'profile').as_uri()}", "--headless", "--norestore",
+         f"--infilter=CSV:{calc_filter_options(separator)}", "--convert-to", "fods", "--outdir", str(outdir),
+         str(csv_file)],
+        capture_output=True, text=True, timeout=120,
+    )
+    converted = outdir / (csv_file.stem + ".fods")
+    assert result.returncode == 0 and converted.exists(), result.stdout + result.stderr
+    sheet = ET.parse(converted).getroot()
+    rows = []
+    for row in sheet.iter(ODF_TABLE + "table-row"):
+        cells = []
+        for cell in row.findall(ODF_TABLE + "table-cell"):
+            shown = "\n".join(odf_text(paragraph) for paragraph in cell.findall(ODF_TEXT + "p"))
+            cells += [(shown, cell.get(ODF_TABLE + "formula"))] * int(cell.get(ODF_TABLE + "number-columns-repeated", "1"))
+        while cells and cells[-1] == ("", None):
+            cells.pop()
+        if cells:
+            rows.append(cells)
+    return rows
+
+
+def test_calc_evaluates_nothing_and_shows_every_text_with_any_separator(client, auth, deliver, tmp_path):
+    soffice()
+    auth.login()
+    for n, (text, _) in enumerate(SPREADSHEET_TEXTS):
+        assert deliver(body_for(msg_id=f"m{n}", sub_msg_id=f"s{n}", sender="+37255512345", channel="sms",
+                                text=text)).status_code == 200
+    csv_file = tmp_path / "export.csv"
+    with client.get("/export.csv") as response:
+        csv_file.write_bytes(response.data)
+
+    sheets = {separator: open_in_calc(csv_file, separator, tmp_path) for separator in SEPARATORS}
+
+    formulas = {separator: [(shown, formula) for row in rows for shown, formula in row if formula is not None]
+                for separator, rows in sheets.items()}
+    assert formulas == {separator: [] for separator in SEPARATORS}
+
+    header, *rows = sheets[","]
+    assert [shown for shown, _ in header] == HEADER
+    assert [row[4][0] for row in rows] == [shown for _, shown in SPREADSHEET_TEXTS]
+    assert [row[5][0] for row in rows] == [f"m{n}" for n in range(len(SPREADSHEET_TEXTS))]
+    # Calc reads a quoted phone number as a number (a plain phone number keeps no `'`): not a formula.
+    assert {row[1][0] for row in rows} == {"37255512345"}
+
+    # With any other separator the file's commas separate nothing: each line stays one cell, in which
+    # every text stands whole between its neighbours (a line break in a text starts a new row).
+    for separator in (";", "\t", "|"):
+        rows = sheets[separator]
+        assert all(len(row) == 1 for row in rows), f"Calc split a line with separator {separator!r}"
+        sheet = "\n".join(row[0][0] for row in rows)
+        for _, shown in SPREADSHEET_TEXTS:
+            assert f'","{shown}","' in sheet, (separator, shown)
