@@ -1,7 +1,7 @@
 """sms-inbox: a web inbox for Messente inbound messages."""
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -48,7 +48,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
 
     app.after_request(add_security_headers)
-    app.register_error_handler(HTTPException, json_errors_for_callbacks)
+    app.register_error_handler(HTTPException, callback.json_errors_on_callback_paths)
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
@@ -79,10 +79,3 @@ def add_security_headers(response):
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
-
-
-def json_errors_for_callbacks(exc: HTTPException):
-    """The provider gets short JSON even for routing errors (404, 405) on its path."""
-    if request.path.startswith("/callbacks/"):
-        return {"error": exc.description}, exc.code
-    return exc

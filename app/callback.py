@@ -6,6 +6,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from . import group_commit, ingest, signing
+from .config import MAX_CALLBACK_BYTES
 from .extensions import csrf, db
 
 bp = Blueprint("callback", __name__, url_prefix="/callbacks")
@@ -14,7 +15,37 @@ log = logging.getLogger(__name__)
 
 
 def error(status: int, message: str):
+    """Every answer to the provider is short JSON, errors included."""
     return {"error": message}, status
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyIncomplete(Exception):
+    pass
+
+
+def read_body(limit: int = MAX_CALLBACK_BYTES) -> bytes:
+    """The whole request body, chunked or not; BodyTooLarge past `limit` bytes.
+
+    Read here rather than through `request.get_data`, which cuts a chunked body at the limit
+    without saying so (and the signature would then be checked over a prefix).
+    """
+    expected = request.content_length
+    if expected is not None and expected > limit:
+        raise BodyTooLarge
+    stream = request.environ["wsgi.input"]
+    try:
+        body = stream.read(limit + 1 if expected is None else expected)
+    except OSError as exc:  # the client stalled mid-body, or went away
+        raise BodyIncomplete from exc
+    if len(body) > limit:
+        raise BodyTooLarge
+    if expected is not None and len(body) < expected:
+        raise BodyIncomplete
+    return body
 
 
 @bp.post("/inbound")
@@ -25,9 +56,11 @@ def inbound():
         return error(503, "no shared secret is configured on this server; see the README")
 
     try:
-        raw_body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH raises 413
-    except OSError:  # the client stalled mid-body (see gunicorn_conf) or went away
-        return error(408, "the request body did not arrive in time")
+        raw_body = read_body()
+    except BodyTooLarge:
+        return error(413, f"body is larger than {MAX_CALLBACK_BYTES // 1024} KiB")
+    except BodyIncomplete:
+        return error(408, "the request body did not arrive in full")
     if not signing.verify(raw_body, request.headers.get("X-Messente-Signature"), secrets):
         log.warning(
             "inbound callback rejected: missing or wrong X-Messente-Signature (%d bytes from %s)",
@@ -39,7 +72,6 @@ def inbound():
         message = ingest.parse_payload(raw_body)
     except ingest.InvalidPayload as exc:
         ingest.store_dead_letter(raw_body, str(exc))
-        db.session.commit()
         log.warning("signed inbound callback kept as a dead letter: %s", exc)
         return error(400, str(exc))
 
@@ -47,13 +79,15 @@ def inbound():
     return {"status": "stored" if stored else "duplicate"}
 
 
-@bp.errorhandler(HTTPException)
-def http_error(exc: HTTPException):
-    return error(exc.code, exc.description if exc.code != 413 else "body is larger than 64 KiB")
+def json_errors_on_callback_paths(exc: HTTPException):
+    """Registered app-wide: routing errors (404, 405) on the provider's path are JSON too."""
+    if request.path.startswith(bp.url_prefix + "/"):
+        return error(exc.code, exc.description)
+    return exc
 
 
 @bp.errorhandler(SQLAlchemyError)
-@bp.errorhandler(TimeoutError)
+@bp.errorhandler(OSError)  # the disk is full, the lock file can't be opened; TimeoutError too
 def storage_unavailable(exc: Exception):
     # Nothing was acked, so the provider retries; the 503 tells it to.
     db.session.rollback()

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from . import accounts, config, copying, demo, signing
 from .extensions import db
 from .models import User
+from .unit_of_work import write_transaction
 
 
 def init_app(app: Flask) -> None:
@@ -69,10 +70,10 @@ def create_user(username: str):
     """Create a login; asks for the password twice."""
     password = read_password()
     try:
-        accounts.create_user(username, password)
+        with write_transaction():
+            accounts.create_user(username, password)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    db.session.commit()
     click.echo(f"Created user {username.strip()!r}. Log in at http://127.0.0.1:5000/login")
 
 
@@ -137,7 +138,7 @@ def copy_db(target_url: str, batch_size: int):
                     bar.update(copied)
             click.echo(f"{table.name}: {bar.pos} rows copied, "
                        f"{copying.count_rows(target, table) - bar.pos} were already there")
-        copying.reset_sequences(target)
+        copying.continue_numbering(source, target)
         copying.analyze(target)
         checks = copying.verify(source, target, batch_size)
     except OperationalError as exc:

@@ -20,10 +20,11 @@ from flask import current_app
 
 from .config import database_url
 from .extensions import configure_engine, engine_options
-from .models import Conversation, DailyCount, DeadLetter, LoginThrottle, Message, User
+from .models import ChangeCounter, Conversation, DailyCount, DeadLetter, Message, User
 
+# Referenced tables first. Login throttling is not copied: its rows only matter for minutes.
 TABLES = tuple(model.__table__ for model in
-               (User, LoginThrottle, Message, Conversation, DailyCount, DeadLetter))
+               (User, Conversation, Message, DailyCount, DeadLetter, ChangeCounter))
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,16 @@ def copy_table(source: sa.Engine, target: sa.Engine, table: sa.Table, batch_size
         yield len(rows)
 
 
-def reset_sequences(target: sa.Engine) -> None:
-    """Make PostgreSQL hand out ids after the copied ones: explicit ids don't advance a sequence."""
+def continue_numbering(source: sa.Engine, target: sa.Engine) -> None:
+    """The target goes on where the source stopped: change numbers, and PostgreSQL's ids
+    (explicit ids don't advance a sequence; SQLite takes the next id from the table itself)."""
+    counter = ChangeCounter.__table__
+    with source.connect() as connection:
+        value = connection.scalar(sa.select(counter.c.value))
+    with target.begin() as connection:  # the migration made the row; copying skipped it
+        connection.execute(sa.update(counter).values(value=value))
     if target.dialect.name != "postgresql":
-        return  # SQLite takes the next id from the table itself
+        return
     with target.begin() as connection:
         for table in TABLES:
             column = table.autoincrement_column

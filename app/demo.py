@@ -10,14 +10,14 @@ import json
 import random
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from .extensions import begin_write, db, upsert
-from .ingest import search_key, utcnow
-from .models import PREVIEW_LENGTH, Conversation, DailyCount, Message
+from . import clock
+from .ingest import ConversationTotals, add_to_conversations, add_to_daily_counts, conversation_ids
+from .models import Message
+from .unit_of_work import change_number, write_transaction
 
 # One transaction per this many messages: each commit leaves the inbox consistent, and a
 # server receiving callbacks meanwhile never waits long for the write lock.
@@ -64,17 +64,6 @@ TEMPLATES = [
 ]
 
 
-@dataclass
-class ConversationTotals:
-    """What one sender's conversation row gains from a transaction's messages."""
-    channel: str
-    message_count: int = 0
-    unread_count: int = 0
-    last_message_id: int = 0
-    last_sent_at: datetime | None = None
-    last_text: str = ""
-
-
 def seed(messages: int, senders: int, *, now: datetime | None = None, rng: random.Random | None = None,
          progress: Callable[[int], None] | None = None) -> None:
     """Add `messages` demo messages from `senders` new senders; commits as it goes.
@@ -85,7 +74,7 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
     `progress` is called with the number of messages just inserted.
     """
     rng = rng or random.Random()
-    now = now or utcnow()
+    now = now or clock.now()
     senders = max(1, min(senders, messages))
     numbers = sender_numbers(senders, rng)
     channels = rng.choices(list(CHANNEL_WEIGHTS), weights=list(CHANNEL_WEIGHTS.values()), k=senders)
@@ -99,49 +88,49 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
     unread_since = now - UNREAD_SINCE
 
     for first in range(0, messages, MESSAGES_PER_TRANSACTION):
-        begin_write()
-        connection = db.session.connection()
-        next_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
-        chunk = order[first:first + MESSAGES_PER_TRANSACTION]
-        driver_datetime = datetime_for_driver(connection.dialect)
-        conversations: dict[str, ConversationTotals] = {}
-        days: dict[date, int] = {}
-        rows = []
-        for message_id, s, received_at in zip(itertools.count(next_id), chunk, arrivals):
-            sender, channel = numbers[s], channels[s]
-            text, text_json = texts[int(rng.random() * len(texts))]
-            sent_at = received_at - PROVIDER_DELAYS[message_id % len(PROVIDER_DELAYS)]
-            msg_id = f"demo-{run}-{message_id:012d}"  # zero-padded: the unique index only appends
-            sub_msg_id = f"{sub_msg_id_prefix}{message_id:012x}"
-            recipient = RECIPIENTS[message_id % len(RECIPIENTS)]
-            raw_body = (  # the body as the provider would have sent it
-                f'{{"msg_id": "{msg_id}", "sub_msg_id": "{sub_msg_id}", "channel": "{channel}", '
-                f'"recipient": "{recipient}", "time": "{sent_at.isoformat()}Z", '
-                f'"text": {text_json}, "sender": "{sender}"}}'
-            ).encode()
-            rows.append((message_id, msg_id, sub_msg_id, channel, sender, recipient, text,
-                         driver_datetime(sent_at), driver_datetime(received_at), raw_body))
+        with write_transaction() as session:
+            connection = session.connection()
+            next_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
+            chunk = order[first:first + MESSAGES_PER_TRANSACTION]
+            change = change_number()
+            conversation_of = conversation_ids(connection, {numbers[s]: channels[s] for s in set(chunk)}, change)
+            driver_datetime = datetime_for_driver(connection.dialect)
+            totals: dict[int, ConversationTotals] = {}
+            days: dict[date, int] = {}
+            rows = []
+            for message_id, s, received_at in zip(itertools.count(next_id), chunk, arrivals):
+                sender, channel = numbers[s], channels[s]
+                conversation_id = conversation_of[sender]
+                text, text_json = texts[int(rng.random() * len(texts))]
+                sent_at = received_at - PROVIDER_DELAYS[message_id % len(PROVIDER_DELAYS)]
+                msg_id = f"demo-{run}-{message_id:012d}"  # zero-padded: the unique index only appends
+                sub_msg_id = f"{sub_msg_id_prefix}{message_id:012x}"
+                recipient = RECIPIENTS[message_id % len(RECIPIENTS)]
+                raw_body = (  # the body as the provider would have sent it
+                    f'{{"msg_id": "{msg_id}", "sub_msg_id": "{sub_msg_id}", "channel": "{channel}", '
+                    f'"recipient": "{recipient}", "time": "{sent_at.isoformat()}Z", '
+                    f'"text": {text_json}, "sender": "{sender}"}}'
+                ).encode()
+                rows.append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient,
+                             text, driver_datetime(sent_at), driver_datetime(received_at), raw_body, change))
 
-            totals = conversations.get(sender)
-            if totals is None:
-                totals = conversations[sender] = ConversationTotals(channel)
-            totals.message_count += 1
-            totals.unread_count += received_at >= unread_since
-            totals.last_message_id, totals.last_sent_at, totals.last_text = message_id, sent_at, text
-            day = received_at.date()
-            days[day] = days.get(day, 0) + 1
+                conversation = totals.get(conversation_id)
+                if conversation is None:
+                    conversation = totals[conversation_id] = ConversationTotals(channel)
+                conversation.add(message_id, channel, sent_at, text, unread=received_at >= unread_since)
+                day = received_at.date()
+                days[day] = days.get(day, 0) + 1
 
-            if len(rows) == ROWS_PER_INSERT:
-                insert_messages(connection, rows, progress)
-                rows = []
-        insert_messages(connection, rows, progress)
-        if connection.dialect.name == "postgresql":
-            # We chose the ids: move the id sequence past them for the next callback.
-            connection.execute(sa.select(sa.func.setval(
-                sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1)))
-        merge_conversations(connection, conversations)
-        merge_daily_counts(connection, days)
-        db.session.commit()
+                if len(rows) == ROWS_PER_INSERT:
+                    insert_messages(connection, rows, progress)
+                    rows = []
+            insert_messages(connection, rows, progress)
+            if connection.dialect.name == "postgresql":
+                # We chose the ids: move the id sequence past them for the next callback.
+                connection.execute(sa.select(sa.func.setval(
+                    sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1)))
+            add_to_conversations(connection, totals, change)
+            add_to_daily_counts(connection, days)
 
 
 MESSAGE_COLUMNS = [column.name for column in Message.__table__.c]
@@ -169,35 +158,6 @@ def datetime_for_driver(dialect: sa.Dialect) -> Callable[[datetime], object]:
     if dialect.name == "sqlite":
         return lambda moment: moment.isoformat(" ", "microseconds")
     return lambda moment: moment
-
-
-def merge_conversations(connection: sa.Connection, conversations: dict[str, ConversationTotals]) -> None:
-    table = Conversation.__table__
-    insert = upsert(table)
-    # Our ids are above every existing one, so the "last" fields are ours.
-    insert = insert.on_conflict_do_update(index_elements=["sender"], set_={
-        "channel": insert.excluded.channel,
-        "last_message_id": insert.excluded.last_message_id,
-        "last_sent_at": insert.excluded.last_sent_at,
-        "last_text": insert.excluded.last_text,
-        "message_count": table.c.message_count + insert.excluded.message_count,
-        "unread_count": table.c.unread_count + insert.excluded.unread_count,
-    })
-    connection.execute(insert, [
-        {"sender": sender, "sender_key": search_key(sender), "channel": totals.channel,
-         "last_message_id": totals.last_message_id, "last_sent_at": totals.last_sent_at,
-         "last_text": totals.last_text[:PREVIEW_LENGTH], "message_count": totals.message_count,
-         "unread_count": totals.unread_count}
-        for sender, totals in conversations.items()
-    ])
-
-
-def merge_daily_counts(connection: sa.Connection, days: dict[date, int]) -> None:
-    table = DailyCount.__table__
-    insert = upsert(table)
-    insert = insert.on_conflict_do_update(index_elements=["day"],
-                                          set_={"count": table.c.count + insert.excluded.count})
-    connection.execute(insert, [{"day": day, "count": count} for day, count in days.items()])
 
 
 def messages_per_sender(messages: int, senders: int) -> list[int]:

@@ -7,8 +7,8 @@ from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 
+from .clock import utc_iso
 from .extensions import db
-from .ingest import clean_text
 from .models import Conversation, Message
 from .queries import sender_matches
 
@@ -27,24 +27,20 @@ def safe_cell(value: str | None) -> str:
     return value
 
 
-def iso_utc(moment: datetime) -> str:
-    return moment.isoformat(timespec="microseconds") + "Z"
-
-
-def export_query(q: str = "", sender: str | None = None,
+def export_query(q: str = "", conversation_id: int | None = None,
                  first_day: date | None = None, last_day: date | None = None) -> sa.Select:
     """Messages to export, in arrival order; days are UTC and inclusive, on the provider's time."""
     query = db.select(
         Message.sent_at, Message.sender, Message.recipient, Message.channel, Message.text,
         Message.msg_id, Message.sub_msg_id, Message.received_at,
     ).order_by(Message.id)
-    if sender is not None:
-        query = query.where(Message.sender == clean_text(sender))
+    if conversation_id is not None:
+        query = query.where(Message.conversation_id == conversation_id)
     if q:
-        query = query.where(Message.sender.in_(db.select(Conversation.sender).where(sender_matches(q))))
+        query = query.where(Message.conversation_id.in_(db.select(Conversation.id).where(sender_matches(q))))
     if first_day:
         query = query.where(Message.sent_at >= datetime.combine(first_day, time.min))
-    if last_day:
+    if last_day and last_day < date.max:  # the last day of year 9999 has no next day
         query = query.where(Message.sent_at < datetime.combine(last_day + timedelta(days=1), time.min))
     return query
 
@@ -67,8 +63,8 @@ def csv_chunks(query: sa.Select) -> Iterator[bytes]:
         for partition in result.partitions():
             for sent_at, sender, recipient, channel, text, msg_id, sub_msg_id, received_at in partition:
                 writer.writerow((
-                    iso_utc(sent_at), safe_cell(sender), safe_cell(recipient), safe_cell(channel),
-                    safe_cell(text), safe_cell(msg_id), safe_cell(sub_msg_id), iso_utc(received_at),
+                    utc_iso(sent_at, "microseconds"), safe_cell(sender), safe_cell(recipient), safe_cell(channel),
+                    safe_cell(text), safe_cell(msg_id), safe_cell(sub_msg_id), utc_iso(received_at, "microseconds"),
                 ))
             yield buffer.getvalue().encode()
             buffer.seek(0)

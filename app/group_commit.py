@@ -5,19 +5,15 @@ worker at a few hundred messages a second. Instead each request hands its messag
 process's committer thread and waits; the thread stores everything queued so far in one
 transaction, commits, and only then releases the waiting requests to answer 200.
 
-On SQLite the committer also holds a file lock for the whole transaction, so the worker
-processes take turns without SQLite's sleep-and-retry busy handler.
+When a batch fails, its messages are stored one by one, so one bad message never costs the
+others their first delivery.
 """
-import fcntl
 import threading
 from concurrent.futures import Future
-from contextlib import contextmanager, nullcontext
-from pathlib import Path
 
 from flask import Flask, current_app
 
 from . import ingest
-from .extensions import db
 
 MAX_BATCH = 256
 IDLE_SECONDS = 2.0  # the thread ends after this long without work, and restarts on demand
@@ -54,19 +50,30 @@ class Committer:
                 done.set_exception(exc)
 
     def commit_batches(self) -> None:
-        with self.app.app_context(), write_lock() as lock:
+        with self.app.app_context():
             while batch := self.next_batch():
                 try:
-                    with lock():
-                        stored = ingest.store_messages([message for message, _ in batch])
-                        db.session.commit()
-                except Exception as exc:  # nothing in the batch was acked: each request answers 503
-                    db.session.rollback()
-                    for _, done in batch:
-                        done.set_exception(exc)
+                    stored = ingest.store_messages([message for message, _ in batch])
+                except Exception as exc:
+                    if len(batch) == 1:
+                        batch[0][1].set_exception(exc)
+                        continue
+                    # Nothing in the batch was acked. Store each message on its own, so only a
+                    # message that fails alone answers 503 (and the provider retries it).
+                    for message, done in batch:
+                        self.store_alone(message, done)
                 else:
                     for (_, done), new in zip(batch, stored):
                         done.set_result(new)
+
+    @staticmethod
+    def store_alone(message: ingest.Inbound, done: Future) -> None:
+        try:
+            [new] = ingest.store_messages([message])
+        except Exception as exc:
+            done.set_exception(exc)
+        else:
+            done.set_result(new)
 
     def next_batch(self) -> list:
         with self.wakeup:
@@ -86,25 +93,3 @@ def store(message: ingest.Inbound) -> bool:
     if committer is None:
         committer = app.extensions.setdefault("group_commit", Committer(app))
     return committer.store(message)
-
-
-@contextmanager
-def write_lock():
-    """A lock shared by every process writing this SQLite file (a no-op elsewhere).
-
-    Opened in the committer thread, after gunicorn forked: a descriptor inherited across
-    fork would be one lock shared by all workers, excluding nobody.
-    """
-    url = db.engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        yield nullcontext
-        return
-    with open(Path(url.database).with_suffix(".write-lock"), "a") as lock_file:
-        @contextmanager
-        def held():
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
-        yield held

@@ -1,20 +1,22 @@
 """The inbox pages, the htmx fragments they poll, and the CSV download."""
-from datetime import date, datetime
+import re
+from datetime import date
 
 from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
 
-from . import export, queries
-from .extensions import db
-from .ingest import utcnow
+from . import clock, export, queries
 
 bp = Blueprint("inbox", __name__)
-LARGEST_ID = 2**62  # anything above is no id of ours (and would overflow a database integer)
+LARGEST_ID = 2**63 - 1  # a database BIGINT; anything larger is no id of ours
+DIGITS = re.compile(r"[0-9]{1,19}")
+CONVERSATION = f"/conversations/<int(max={LARGEST_ID}):conversation_id>"
 
 
 def id_arg(name: str) -> int | None:
+    """A non-negative id from the query string; anything else (², ①, -1, 2**64) is ignored."""
     value = request.args.get(name, "")
-    return int(value) if value.isdigit() and int(value) < LARGEST_ID else None
+    return int(value) if DIGITS.fullmatch(value) and int(value) <= LARGEST_ID else None
 
 
 def date_arg(name: str) -> date | None:
@@ -31,7 +33,8 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true" and not request.headers.get("HX-History-Restore-Request")
 
 
-def fragment(template: str, **context) -> Response:
+def render_varying_on_htmx(template: str, **context) -> Response:
+    """Render a page or a fragment of it: one URL answers both, so caches must tell them apart."""
     response = current_app.make_response(render_template(template, **context))
     response.vary.add("HX-Request")
     return response
@@ -41,62 +44,88 @@ def fragment(template: str, **context) -> Response:
 def index():
     q = request.args.get("q", "").strip()
     since = id_arg("since")
-    newest = queries.newest_message_id()
-    if since is not None and newest <= since:
+    latest = queries.latest_change()
+    if since is not None and latest <= since:
         return "", 204  # a poll when nothing changed: one indexed lookup, no body
 
-    rows, next_cursor = queries.conversations(q, before=id_arg("before"),
-                                              limit=current_app.config["PAGE_SIZE"])
+    before = id_arg("before")
+    rows, next_cursor = queries.conversations(q, before=before, limit=current_app.config["PAGE_SIZE"])
     context = dict(
-        q=q, rows=rows, next_cursor=next_cursor, newest=newest, live=id_arg("before") is None,
+        q=q, rows=rows, next_cursor=next_cursor, latest=latest, live=before is None,
         unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
     )
     if is_htmx():
-        return fragment("inbox/_conversations.html", partial=True, **context)
-    return fragment("inbox/index.html", chart=queries.daily_counts(), **context)
+        return render_varying_on_htmx("inbox/_conversations.html", partial=True, **context)
+    return render_varying_on_htmx("inbox/index.html", chart=queries.daily_counts(), **context)
+
+
+def conversation_or_404(conversation_id: int):
+    return queries.conversation(conversation_id) or abort(404)
+
+
+@bp.get(CONVERSATION)
+def thread(conversation_id: int):
+    conversation = queries.conversation(conversation_id)
+    if conversation is None:
+        # /conversations/37255512345: a sender's digits without the `+`, from an old link.
+        by_sender = queries.conversation_by_sender(str(conversation_id))
+        return redirect(url_for("inbox.thread", conversation_id=by_sender.id)) if by_sender else abort(404)
+
+    since = id_arg("since")
+    if since is not None:
+        page = queries.poll_thread(conversation, since, id_arg("since_id") or 0)
+        if page is None:
+            return "", 204
+        return render_template("inbox/_thread_update.html", page=page)
+
+    page = queries.open_thread(conversation, before=id_arg("before"))
+    return render_template("inbox/thread.html", page=page, unread=queries.unread_conversations())
 
 
 @bp.get("/conversations/<sender>")
-def thread(sender: str):
-    conversation = queries.conversation(sender) or abort(404)
-    sender = conversation.sender
-    since = id_arg("since")
-    if since is not None:
-        messages, _ = queries.thread(sender, after=since)
-        if not messages:
-            return "", 204
-        queries.mark_read(sender)  # they are on screen now
-        db.session.commit()
-        return fragment("inbox/_thread_update.html", conversation=conversation, messages=messages,
-                        newest=messages[-1].id)
-
-    # Marked read first, holding the write lock, so no message can arrive between what is
-    # shown and what is marked read.
-    queries.mark_read(sender)
-    messages, has_older = queries.thread(sender, before=id_arg("before"))
-    newest, unread = queries.newest_message_id(sender), queries.unread_conversations()
-    db.session.commit()
-    return render_template(
-        "inbox/thread.html", conversation=conversation, messages=messages, has_older=has_older,
-        newest=newest, unread=unread,
-    )
+def thread_by_sender(sender: str):
+    """Links and bookmarks from before conversations had ids: `/conversations/+372...`."""
+    conversation = queries.conversation_by_sender(sender) or abort(404)
+    return redirect(url_for("inbox.thread", conversation_id=conversation.id), 301)
 
 
-@bp.post("/conversations/<sender>/unread")
-def mark_unread(sender: str):
-    conversation = queries.conversation(sender) or abort(404)
-    queries.mark_unread(conversation.sender)
-    db.session.commit()
-    return redirect(url_for("inbox.index"))
+@bp.post(CONVERSATION + "/read")
+def mark_read(conversation_id: int):
+    conversation = conversation_or_404(conversation_id)
+    queries.mark_read(conversation.id, through_id=form_id("through"))
+    return read_state_response(conversation.id)
+
+
+@bp.post(CONVERSATION + "/unread")
+def mark_unread(conversation_id: int):
+    conversation = conversation_or_404(conversation_id)
+    queries.mark_unread(conversation.id)
+    if is_htmx():
+        return read_state_response(conversation.id)
+    return redirect(url_for("inbox.index"), 303)
+
+
+def form_id(name: str) -> int:
+    value = request.form.get(name, "")
+    if not (DIGITS.fullmatch(value) and int(value) <= LARGEST_ID):
+        abort(400, f"'{name}' must be a message id")
+    return int(value)
+
+
+def read_state_response(conversation_id: int):
+    """htmx swaps the read/unread control; a plain form goes back to the thread."""
+    if is_htmx():
+        return render_template("inbox/_read_state.html", conversation=queries.conversation(conversation_id))
+    return redirect(url_for("inbox.thread", conversation_id=conversation_id), 303)
 
 
 @bp.get("/export.csv")
 def export_csv():
     query = export.export_query(
-        q=request.args.get("q", "").strip(), sender=request.args.get("sender") or None,
+        q=request.args.get("q", "").strip(), conversation_id=id_arg("conversation"),
         first_day=date_arg("from"), last_day=date_arg("to"),
     )
-    filename = f"sms-inbox-{utcnow():%Y-%m-%d}.csv"
+    filename = f"sms-inbox-{clock.now():%Y-%m-%d}.csv"
     return Response(
         stream_with_context(export.csv_chunks(query)),
         mimetype="text/csv",
@@ -105,6 +134,4 @@ def export_csv():
     )
 
 
-@bp.app_template_filter("utc_iso")
-def utc_iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds") + "Z"
+bp.add_app_template_filter(clock.utc_iso, "utc_iso")

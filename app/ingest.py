@@ -1,20 +1,24 @@
 """Filing inbound messages: validate a signed body, insert it once, keep the conversation current.
 
-These functions flush but never commit: the caller commits once, then acknowledges.
+Each store is one write transaction (joined if the caller already holds one): a message, its
+conversation and the day's count commit together, before anyone answers 200.
 """
+import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from functools import cache
-from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from .extensions import begin_write, db, upsert
+from . import clock
+from .extensions import dialect_insert
 from .models import (
     CHANNEL_LENGTH, ID_LENGTH, NUMBER_LENGTH, PREVIEW_LENGTH,
     Conversation, DailyCount, DeadLetter, Message,
 )
+from .unit_of_work import change_number, write_transaction
 
 REQUIRED = ("msg_id", "sender", "text", "time")
 OPTIONAL = ("sub_msg_id", "channel", "recipient")
@@ -23,6 +27,7 @@ MAX_LENGTH = {
     "recipient": NUMBER_LENGTH, "channel": CHANNEL_LENGTH,
 }
 SEARCH_NOISE = re.compile(r"[+\s\-()]")
+LOOKUPS_PER_STATEMENT = 10_000
 
 
 class InvalidPayload(ValueError):
@@ -41,10 +46,6 @@ class Inbound:
     raw_body: bytes
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def clean_text(value: str) -> str:
     """Make any decoded JSON string storable: lone surrogates and NUL become U+FFFD.
 
@@ -56,18 +57,26 @@ def clean_text(value: str) -> str:
 
 
 def search_key(text: str) -> str:
-    """What sender search compares: no +, spaces, dashes or parentheses, lowercased."""
-    return SEARCH_NOISE.sub("", text).lower()
+    """What sender search compares: no +, spaces, dashes or parentheses, lowercased.
+
+    Cut to the column's length: lowercasing can lengthen a text ("İ" becomes two characters).
+    """
+    return SEARCH_NOISE.sub("", text).lower()[:NUMBER_LENGTH]
 
 
 def parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    """An ISO 8601 time as naive UTC; ValueError for anything else, out-of-range included."""
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError(str(exc)) from exc
     return parsed
 
 
 def parse_payload(raw_body: bytes) -> Inbound:
+    """The message a signed body holds; InvalidPayload naming the field if it holds none."""
     try:
         payload = json.loads(raw_body)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 is a ValueError too
@@ -82,25 +91,27 @@ def parse_payload(raw_body: bytes) -> Inbound:
             if name in REQUIRED:
                 raise InvalidPayload(f"field '{name}' is missing")
             fields[name] = None
-            continue
-        if not isinstance(value, str):
+        elif not isinstance(value, str):
             raise InvalidPayload(f"field '{name}' must be a string")
-        value = clean_text(value)
-        if name in MAX_LENGTH and len(value) > MAX_LENGTH[name]:
-            raise InvalidPayload(f"field '{name}' is longer than {MAX_LENGTH[name]} characters")
-        fields[name] = value
+        else:
+            fields[name] = clean_text(value)
+    # Normalised before the checks: lowercasing can lengthen a text ("İ" becomes two characters).
+    fields["channel"] = (fields["channel"] or "sms").lower()
+    for name, limit in MAX_LENGTH.items():
+        if fields[name] is not None and len(fields[name]) > limit:
+            raise InvalidPayload(f"field '{name}' is longer than {limit} characters")
     for name in ("msg_id", "sender"):
         if not fields[name].strip():
             raise InvalidPayload(f"field '{name}' is empty")
     try:
         sent_at = parse_time(fields["time"])
     except ValueError as exc:
-        raise InvalidPayload("field 'time' is not an ISO 8601 timestamp") from exc
+        raise InvalidPayload("field 'time' is not an ISO 8601 timestamp between years 1 and 9999") from exc
 
     return Inbound(
         msg_id=fields["msg_id"],
         sub_msg_id=fields["sub_msg_id"],
-        channel=(fields["channel"] or "sms").lower(),
+        channel=fields["channel"],
         recipient=fields["recipient"],
         sender=fields["sender"],
         text=fields["text"],
@@ -112,73 +123,126 @@ def parse_payload(raw_body: bytes) -> Inbound:
 def store_messages(messages: list[Inbound], received_at: datetime | None = None) -> list[bool]:
     """Insert each message unless its msg_id is already stored; True where it was new.
 
-    One statement per table for the whole batch (group commit hands over many messages).
-    Takes the write lock first, so this must open the session's transaction.
+    A few statements for the whole batch (group commit hands over many messages), all in one
+    write transaction, joined if the caller holds one.
     """
-    received_at = received_at or utcnow()
-    begin_write()
-    connection = db.session.connection()
-    insert_messages, upsert_conversations, count_days = _statements(connection.dialect.name)
+    received_at = received_at or clock.now()
+    with write_transaction() as session:
+        connection = session.connection()
+        # Under the write lock nobody else can insert in between: check, then insert.
+        known = set(connection.scalars(sa.select(Message.msg_id).where(
+            Message.msg_id.in_({message.msg_id for message in messages}))))
+        new = []
+        for message in messages:
+            if message.msg_id not in known:
+                known.add(message.msg_id)  # a repeat within the batch is a duplicate too
+                new.append(message)
+        if not new:
+            return [False] * len(messages)
 
-    # ON CONFLICT DO NOTHING returns only the rows it inserted: what it skips is a duplicate,
-    # known by the unique msg_id, with no check-then-insert race.
-    new_ids = dict(connection.execute(insert_messages, [{
-        "msg_id": message.msg_id,
-        "sub_msg_id": message.sub_msg_id,
-        "channel": message.channel,
-        "recipient": message.recipient,
-        "sender": message.sender,
-        "text": message.text,
-        "sent_at": message.sent_at,
-        "received_at": received_at,
-        "raw_body": message.raw_body,
-    } for message in messages]).all())
-    stored = [new_ids.pop(message.msg_id, None) for message in messages]  # a repeat in the batch: None
-    if not any(stored):
-        return [False] * len(messages)
+        change = change_number()
+        conversation_of = conversation_ids(connection, {m.sender: m.channel for m in new}, change)
+        ids = connection.execute(_insert_messages(), [{
+            "conversation_id": conversation_of[message.sender],
+            "msg_id": message.msg_id,
+            "sub_msg_id": message.sub_msg_id,
+            "channel": message.channel,
+            "sender": message.sender,
+            "recipient": message.recipient,
+            "text": message.text,
+            "sent_at": message.sent_at,
+            "received_at": received_at,
+            "raw_body": message.raw_body,
+            "change_seq": change,
+        } for message in new]).scalars().all()
 
-    conversations = {}  # per sender: the newest message and how many arrived
-    for message, message_id in zip(messages, stored):
-        if message_id is not None:
-            previous = conversations.get(message.sender)
-            conversations[message.sender] = (message_id, message, 1 + (previous[2] if previous else 0))
-    connection.execute(upsert_conversations, [{
-        "sender": message.sender,
-        "sender_key": search_key(message.sender),
-        "channel": message.channel,
-        "last_message_id": message_id,
-        "last_sent_at": message.sent_at,
-        "last_text": message.text[:PREVIEW_LENGTH],
-        "message_count": count,
-        "unread_count": count,
-    } for message_id, message, count in conversations.values()])
-    new = sum(message_id is not None for message_id in stored)
-    connection.execute(count_days, {"day": received_at.date(), "count": new})
-    return [message_id is not None for message_id in stored]
+        totals: dict[int, ConversationTotals] = {}
+        for message_id, message in zip(ids, new):
+            conversation_id = conversation_of[message.sender]
+            totals.setdefault(conversation_id, ConversationTotals(message.channel)).add(
+                message_id, message.channel, message.sent_at, message.text, unread=True)
+        add_to_conversations(connection, totals, change)
+        add_to_daily_counts(connection, {received_at.date(): len(new)})
+    stored = {id(message) for message in new}
+    return [id(message) in stored for message in messages]
+
+
+@dataclass
+class ConversationTotals:
+    """What one conversation gains from a transaction's messages."""
+    channel: str
+    message_count: int = 0
+    unread_count: int = 0
+    last_message_id: int = 0
+    last_sent_at: datetime | None = None
+    last_text: str = ""
+
+    def add(self, message_id: int, channel: str, sent_at: datetime, text: str, unread: bool) -> None:
+        """Count a message; messages are added in id order, so the last is the newest."""
+        self.message_count += 1
+        self.unread_count += unread
+        self.channel, self.last_message_id, self.last_sent_at, self.last_text = (
+            channel, message_id, sent_at, text[:PREVIEW_LENGTH])
+
+
+def conversation_ids(connection: sa.Connection, channels: dict[str, str], change: int) -> dict[str, int]:
+    """The conversation id of each sender, starting a conversation for each new sender.
+
+    A new conversation has no messages yet: `add_to_conversations` fills it in, in the same
+    transaction. Call it holding the write lock (between the look-up and the insert).
+    """
+    senders = list(channels)
+    found = {}
+    for start in range(0, len(senders), LOOKUPS_PER_STATEMENT):  # SQLite binds at most 32,766
+        found.update(connection.execute(sa.select(Conversation.sender, Conversation.id).where(
+            Conversation.sender.in_(senders[start:start + LOOKUPS_PER_STATEMENT]))).all())
+    missing = [sender for sender in channels if sender not in found]
+    if missing:
+        created = connection.execute(
+            sa.insert(Conversation).returning(Conversation.sender, Conversation.id, sort_by_parameter_order=True),
+            [{"sender": sender, "sender_key": search_key(sender), "channel": channels[sender],
+              "last_message_id": None, "last_sent_at": datetime.min, "last_text": "",
+              "message_count": 0, "unread_count": 0, "change_seq": change} for sender in missing])
+        found.update(created.all())
+    return found
+
+
+def add_to_conversations(connection: sa.Connection, totals: dict[int, ConversationTotals], change: int) -> None:
+    """Move each conversation to its newest message and add the new counts (one executemany)."""
+    table = Conversation.__table__
+    connection.execute(
+        sa.update(table).where(table.c.id == sa.bindparam("conversation_id")).values(
+            channel=sa.bindparam("new_channel"),
+            last_message_id=sa.bindparam("new_last_message_id"),
+            last_sent_at=sa.bindparam("new_last_sent_at"),
+            last_text=sa.bindparam("new_last_text"),
+            message_count=table.c.message_count + sa.bindparam("added", type_=sa.Integer),
+            unread_count=table.c.unread_count + sa.bindparam("added_unread", type_=sa.Integer),
+            change_seq=change,
+        ),
+        [{"conversation_id": conversation_id, "new_channel": t.channel,
+          "new_last_message_id": t.last_message_id, "new_last_sent_at": t.last_sent_at,
+          "new_last_text": t.last_text, "added": t.message_count, "added_unread": t.unread_count}
+         for conversation_id, t in totals.items()],
+    )
+
+
+def add_to_daily_counts(connection: sa.Connection, days: dict[date, int]) -> None:
+    insert = dialect_insert(DailyCount.__table__, connection.dialect.name)
+    insert = insert.on_conflict_do_update(index_elements=["day"],
+                                          set_={"count": DailyCount.count + insert.excluded.count})
+    connection.execute(insert, [{"day": day, "count": count} for day, count in days.items()])
 
 
 @cache
-def _statements(dialect: str) -> tuple[sa.Insert, sa.Insert, sa.Insert]:
-    """Built once per dialect: building SQLAlchemy statements costs more than running them."""
-    message = upsert(Message.__table__, dialect).on_conflict_do_nothing(index_elements=["msg_id"])
-    conversation = upsert(Conversation.__table__, dialect)
-    conversation = conversation.on_conflict_do_update(
-        index_elements=["sender"],
-        set_={
-            "channel": conversation.excluded.channel,
-            "last_message_id": conversation.excluded.last_message_id,
-            "last_sent_at": conversation.excluded.last_sent_at,
-            "last_text": conversation.excluded.last_text,
-            "message_count": Conversation.message_count + conversation.excluded.message_count,
-            "unread_count": Conversation.unread_count + conversation.excluded.unread_count,
-        },
-    )
-    daily = upsert(DailyCount.__table__, dialect)
-    daily = daily.on_conflict_do_update(index_elements=["day"],
-                                        set_={"count": DailyCount.count + daily.excluded.count})
-    return message.returning(Message.msg_id, Message.id), conversation, daily
+def _insert_messages() -> sa.Insert:
+    """Built once: building SQLAlchemy statements costs more than running them."""
+    return sa.insert(Message).returning(Message.id, sort_by_parameter_order=True)
 
 
 def store_dead_letter(raw_body: bytes, reason: str) -> None:
-    db.session.add(DeadLetter(received_at=utcnow(), reason=reason[:500], raw_body=raw_body))
-    db.session.flush()
+    """Keep a signed body we cannot file, once however often the provider retries it."""
+    insert = dialect_insert(DeadLetter.__table__).on_conflict_do_nothing(index_elements=["body_sha256"])
+    with write_transaction() as session:
+        session.execute(insert.values(received_at=clock.now(), reason=reason[:500], raw_body=raw_body,
+                                      body_sha256=hashlib.sha256(raw_body).hexdigest()))

@@ -1,11 +1,14 @@
-"""Reading the inbox: conversations, search, threads, what is new, read state, the chart."""
+"""Reading and working the inbox: conversations, search, threads, what changed, read state, chart."""
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from .extensions import begin_write, db
-from .ingest import clean_text, search_key, utcnow
+from . import clock
+from .ingest import clean_text, search_key
 from .models import Conversation, DailyCount, Message
+from .extensions import db
+from .unit_of_work import change_number, write_transaction
 
 THREAD_PAGE = 500
 LIKE_ESCAPE = "\\"
@@ -47,58 +50,101 @@ def unread_conversations() -> int:
     )
 
 
-def newest_message_id(sender: str | None = None) -> int:
-    """The highest message id, overall or for one sender: what a poll compares with."""
-    query = db.select(sa.func.max(Message.id))
-    if sender is not None:
-        query = query.where(Message.sender == sender)
-    return db.session.scalar(query) or 0
+def latest_change() -> int:
+    """The change number of the last change any list would show: what a list poll compares."""
+    return db.session.scalar(db.select(sa.func.max(Conversation.change_seq))) or 0
 
 
-def conversation(sender: str) -> Conversation | None:
-    # Cleaned as stored senders were (no NUL, no lone surrogate), so any URL is a valid lookup.
-    return db.session.get(Conversation, clean_text(sender))
+def conversation(conversation_id: int) -> Conversation | None:
+    return db.session.get(Conversation, conversation_id)
 
 
-# What a thread shows of each message. Plain rows, not ORM objects: the views commit (mark
-# read) before rendering, and a commit would expire 500 objects into 500 reloading SELECTs.
-THREAD_COLUMNS = (Message.id, Message.sent_at, Message.channel, Message.recipient, Message.text)
+def conversation_by_sender(sender: str) -> Conversation | None:
+    """For links made before conversations had ids: the sender as written, or with its `+`."""
+    sender = clean_text(sender)
+    for candidate in (sender, "+" + sender.lstrip()):
+        found = db.session.scalar(db.select(Conversation).where(Conversation.sender == candidate))
+        if found is not None:
+            return found
+    return None
 
 
-def thread(sender: str, before: int | None = None, after: int | None = None,
-           limit: int = THREAD_PAGE) -> tuple[list[sa.Row], bool]:
-    """Messages of one sender, oldest first: the latest `limit` (before an id), or all after an id.
+# What a thread shows of each message. Plain rows, not ORM objects: cheaper to load, and
+# nothing to expire when a write transaction commits.
+THREAD_COLUMNS = (Message.id, Message.sent_at, Message.channel, Message.recipient, Message.text,
+                  Message.change_seq)
 
-    Also says whether older messages exist beyond this page.
-    """
-    query = db.select(*THREAD_COLUMNS).where(Message.sender == sender)
-    if after is not None:
-        return list(db.session.execute(query.where(Message.id > after).order_by(Message.id))), False
+
+@dataclass
+class ThreadPage:
+    conversation: Conversation
+    messages: list[sa.Row]
+    has_older: bool
+    # The poll's cursor: the change number and message id it has seen up to.
+    seen_change: int
+    seen_id: int
+
+
+def open_thread(conversation: Conversation, before: int | None = None, limit: int = THREAD_PAGE) -> ThreadPage:
+    """The latest `limit` messages (before an id), oldest first; reading changes nothing."""
+    seen_change = conversation.change_seq
+    query = (db.select(*THREAD_COLUMNS)
+             .where(Message.conversation_id == conversation.id, Message.change_seq <= seen_change)
+             .order_by(Message.id.desc()).limit(limit + 1))
     if before is not None:
         query = query.where(Message.id < before)
-    newest_first = list(db.session.execute(query.order_by(Message.id.desc()).limit(limit + 1)))
-    return newest_first[:limit][::-1], len(newest_first) > limit
+    newest_first = list(db.session.execute(query))
+    messages = newest_first[:limit][::-1]
+    newest_id = messages[-1].id if messages and before is None else 0
+    return ThreadPage(conversation, messages, len(newest_first) > limit, seen_change, newest_id)
 
 
-def mark_read(sender: str) -> None:
-    begin_write()
-    db.session.execute(
-        sa.update(Conversation).where(Conversation.sender == sender, Conversation.unread_count != 0)
-        .values(unread_count=0)
-    )
+def poll_thread(conversation: Conversation, since_change: int, since_id: int,
+                limit: int = THREAD_PAGE) -> ThreadPage | None:
+    """What changed in a thread after the cursor: None when nothing did (one primary-key read).
+
+    At most one page; the cursor then stops at the last message returned, so the next poll
+    brings the rest.
+    """
+    seen_change = conversation.change_seq
+    if seen_change <= since_change:
+        return None
+    cursor = sa.tuple_(Message.change_seq, Message.id)
+    messages = list(db.session.execute(
+        db.select(*THREAD_COLUMNS)
+        .where(Message.conversation_id == conversation.id,
+               cursor > sa.tuple_(sa.literal(since_change), sa.literal(since_id)),
+               Message.change_seq <= seen_change)  # what committed since is for the next poll
+        .order_by(Message.change_seq, Message.id).limit(limit + 1)))
+    if len(messages) > limit:
+        messages = messages[:limit]
+        return ThreadPage(conversation, messages, False, messages[-1].change_seq, messages[-1].id)
+    return ThreadPage(conversation, messages, False, seen_change, messages[-1].id if messages else since_id)
 
 
-def mark_unread(sender: str) -> None:
-    begin_write()
-    db.session.execute(
-        sa.update(Conversation).where(Conversation.sender == sender, Conversation.unread_count == 0)
-        .values(unread_count=1)
-    )
+def mark_read(conversation_id: int, through_id: int) -> None:
+    """Messages up to `through_id` have been seen; any that arrived after it stay unread."""
+    with write_transaction() as session:
+        unread = db.select(sa.func.count()).where(
+            Message.conversation_id == conversation_id, Message.id > through_id).scalar_subquery()
+        session.execute(
+            sa.update(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.unread_count != unread)
+            .values(unread_count=unread, change_seq=change_number())
+        )
+
+
+def mark_unread(conversation_id: int) -> None:
+    with write_transaction() as session:
+        session.execute(
+            sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.unread_count == 0)
+            .values(unread_count=1, change_seq=change_number())
+        )
 
 
 def daily_counts(days: int = 30, today: date | None = None) -> list[tuple[date, int]]:
     """Messages received per UTC day over the last `days` days, oldest first, zeros included."""
-    today = today or utcnow().date()
+    today = today or clock.now().date()
     first = today - timedelta(days=days - 1)
     counts = dict(db.session.execute(
         db.select(DailyCount.day, DailyCount.count).where(DailyCount.day >= first)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from app import accounts, create_app, signing
 from app.extensions import db
-from app.models import User
+from app.models import Conversation, User
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).parent / "vectors"
@@ -162,6 +162,11 @@ def body_for(**fields) -> bytes:
     }
     payload.update(fields)
     return json.dumps({k: v for k, v in payload.items() if v is not None}, ensure_ascii=False).encode()
+
+
+def conversation_of(sender: str) -> Conversation | None:
+    """The conversation of a sender (inside an app context)."""
+    return db.session.scalar(sa.select(Conversation).where(Conversation.sender == sender))
 
 
 def signed_headers(body: bytes, secret: str = SECRET) -> dict:

@@ -2,7 +2,8 @@
 import json
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -11,10 +12,11 @@ import urllib.request
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from app.extensions import db
-from app.ingest import clean_text, utcnow
+from app import clock, group_commit, ingest
+from app.ingest import clean_text
 from app.models import Conversation, DailyCount, DeadLetter, Message
 
-from conftest import SECRET, SIGNATURES, VECTORS, body_for, make_app, signed_headers
+from conftest import SECRET, SIGNATURES, VECTORS, body_for, conversation_of, make_app, signed_headers
 
 
 def count(app, model) -> int:
@@ -52,7 +54,7 @@ def test_stores_every_field_of_the_providers_example(app, deliver):
     assert message.text == "This is a test message content"
     assert message.sender == "+44000000000"
     assert message.raw_body == body
-    assert (utcnow() - message.received_at).total_seconds() < 60
+    assert (clock.now() - message.received_at).total_seconds() < 60
 
 
 def test_same_msg_id_twice_is_one_row(app, deliver):
@@ -62,7 +64,7 @@ def test_same_msg_id_twice_is_one_row(app, deliver):
     assert again.status_code == 200 and again.json == {"status": "duplicate"}
     assert count(app, Message) == 1
     with app.app_context():
-        conversation = db.session.get(Conversation, "+37255512345")
+        conversation = conversation_of("+37255512345")
         assert (conversation.message_count, conversation.unread_count) == (1, 1)
 
 
@@ -71,7 +73,7 @@ def test_conversation_is_kept_current(app, deliver):
     deliver(body_for(sender="+3725551", text="second", channel="viber", time="2024-06-01T09:00:00Z"))
     deliver(body_for(sender="+4470000", text="other"))
     with app.app_context():
-        conversation = db.session.get(Conversation, "+3725551")
+        conversation = conversation_of("+3725551")
         assert conversation.message_count == 2 and conversation.unread_count == 2
         assert conversation.last_text == "second" and conversation.channel == "viber"
         assert conversation.last_sent_at == datetime(2024, 6, 1, 9)
@@ -187,6 +189,12 @@ def test_body_just_under_the_limit_is_stored(app, deliver):
     (body_for(channel=7), "channel"),
     (body_for(msg_id="x" * 300), "msg_id"),
     (body_for(sender="   "), "sender"),
+    # Out of range once moved to UTC: no OverflowError, no 500 that the provider retries for ever.
+    (body_for(time="0001-01-01T00:00:00+14:00"), "time"),
+    (body_for(time="9999-12-31T23:59:59-14:00"), "time"),
+    # Checked after lowercasing, which makes "İ" two characters.
+    (body_for(channel="İ" * 17), "channel"),
+    (body_for(channel="x" * 33), "channel"),
 ])
 def test_invalid_signed_body_is_400_naming_the_field_and_kept_as_dead_letter(app, deliver, body, field):
     response = deliver(body)
@@ -297,3 +305,56 @@ def test_duplicate_signature_headers_are_refused_as_ambiguous(app, client):
     assert count(app, Message) == 0
     headers = [("Content-Type", "application/json"), ("x-MESSENTE-signature", good)]
     assert client.post("/callbacks/inbound", data=body, headers=headers).status_code == 200
+
+
+def test_a_refused_body_sent_again_and_again_is_kept_once(app, deliver):
+    body = body_for(time="yesterday")
+    for _ in range(20):
+        assert deliver(body).status_code == 400
+    deliver(body_for(time="the day before"))
+    assert count(app, DeadLetter) == 2
+
+
+def test_a_sender_whose_lowercase_is_longer_is_stored_and_found(app, client, deliver, auth):
+    sender = "İ" * 64
+    assert deliver(body_for(sender=sender)).json == {"status": "stored"}
+    with app.app_context():
+        assert len(conversation_of(sender).sender_key) == 64
+    auth.login()
+    assert sender in client.get("/?q=" + "i̇" * 3).text
+
+
+def test_a_channel_at_the_limit_after_lowercasing_is_stored(app, deliver):
+    assert deliver(body_for(channel="İ" * 16)).json == {"status": "stored"}
+    with app.app_context():
+        assert db.session.scalar(sa.select(Message.channel)) == "i̇" * 16
+
+
+def test_one_bad_message_in_a_batch_does_not_fail_the_others(app):
+    """The batch fails as a whole, then each message is stored alone: only the guilty one
+    fails (and its request answers 503, for the provider to retry). A message without a
+    time, which the database refuses, stands in for any fault of one message."""
+    good = [ingest.parse_payload(body_for(sender=f"+37255500{n}")) for n in range(5)]
+    bad = replace(ingest.parse_payload(body_for()), sent_at=None)
+    futures = [Future() for _ in range(6)]
+    committer = group_commit.Committer(app)
+    committer.pending, committer.running = list(zip([*good[:3], bad, *good[3:]], futures)), True
+    committer.run()  # what the committer thread runs, here in the test's thread
+    assert [future.result() for future in futures[:3] + futures[4:]] == [True] * 5
+    assert isinstance(futures[3].exception(), sa.exc.IntegrityError)
+    assert count(app, Message) == 5
+
+
+def test_a_database_that_cannot_be_opened_answers_503_and_the_next_request_tries_again(
+        database_url, tmp_path, caplog):
+    if database_url.startswith("sqlite"):
+        unreachable = f"sqlite:///{tmp_path / 'no-such-directory' / 'inbox.sqlite3'}"
+    else:
+        unreachable = database_url.split("?")[0].rsplit("/", 1)[0] + "/no_such_database"
+    client = make_app(unreachable).test_client()
+    body = body_for()
+    for _ in range(2):  # the failed committer thread is gone; the second request starts anew
+        response = client.post("/callbacks/inbound", data=body, headers=signed_headers(body))
+        assert response.status_code == 503
+        assert response.json == {"error": "storage temporarily unavailable, retry later"}
+    assert "database unavailable" in caplog.text and SECRET not in caplog.text

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from app.ingest import utcnow
+from app import clock
 
 from conftest import body_for
 
@@ -16,6 +16,17 @@ def inbox(client, auth, deliver):
     """A logged-in client and a way to deliver messages."""
     auth.login()
     return deliver
+
+
+def thread_path(client, sender: str) -> str:
+    """A conversation's own URL, found as an old link finds it: through the redirect."""
+    response = client.get("/conversations/" + quote(sender, safe=""))
+    assert response.status_code == 301
+    return response.headers["Location"]
+
+
+def texts_shown(html: str) -> list[str]:
+    return [unescape(text) for text in re.findall(r'<p class="text">([^<]*)</p>', html)]
 
 
 def senders_listed(html: str) -> list[str]:
@@ -57,7 +68,7 @@ def test_empty_inbox_says_what_to_do(client, auth):
 
 def test_text_is_escaped_everywhere(client, inbox):
     inbox(body_for(sender="+1555", text='<script>alert(1)</script><img src=x onerror="alert(2)">'))
-    for url in ("/", "/conversations/%2B1555"):
+    for url in ("/", thread_path(client, "+1555")):
         page = client.get(url).text
         assert "<script>alert" not in page and "<img src=x" not in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -114,66 +125,193 @@ def test_poll_keeps_the_search(client, inbox):
     assert re.search(r'hx-get="/\?q=372&amp;since=\d+"', page)
 
 
-def test_thread_oldest_first_and_opening_it_marks_read(app, client, inbox):
+def test_thread_oldest_first_and_opening_it_changes_nothing(app, client, inbox):
     for text in ("first", "second", "third"):
         inbox(body_for(sender="+3725550001", text=text))
     assert unread_badge(client.get("/").text, "+3725550001") == "3"
-    thread = client.get("/conversations/%2B3725550001")
+    thread = client.get(thread_path(client, "+3725550001"))
     assert thread.status_code == 200
-    texts = re.findall(r'<p class="text">([^<]*)</p>', thread.text)
-    assert texts == ["first", "second", "third"]
+    assert texts_shown(thread.text) == ["first", "second", "third"]
     assert thread.text.count("<h1>") == 1 and "+3725550001</h1>" in thread.text
-    assert unread_badge(client.get("/").text, "+3725550001") is None
+    # A GET changes no state: another site could make a browser open this URL.
+    assert unread_badge(client.get("/").text, "+3725550001") == "3"
+    assert client.get(thread_path(client, "+3725550001") + "?since=0").status_code == 200
+    assert unread_badge(client.get("/").text, "+3725550001") == "3"
 
 
-def test_sender_with_plus_in_the_url_both_encoded_and_raw(client, inbox):
+def mark_read_form(html: str) -> tuple[str, dict]:
+    action = unescape(re.search(r'<form method="post" action="([^"]+/read)"', html).group(1))
+    through = re.search(r'name="through" value="(\d+)"', html).group(1)
+    return action, {"through": through, "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)}
+
+
+def mark_read(client, path: str):
+    action, form = mark_read_form(client.get(path).text)
+    assert client.post(action, data=form).status_code == 303
+
+
+def test_mark_read_by_post_through_the_newest_message_shown(app, client, inbox):
+    for text in ("first", "second"):
+        inbox(body_for(sender="+3725550001", text=text))
+    path = thread_path(client, "+3725550001")
+    action, form = mark_read_form(client.get(path).text)
+    assert 'hx-trigger="load, submit"' in client.get(path).text  # shown means read, with htmx
+    inbox(body_for(sender="+3725550001", text="arrived after the page was shown"))
+    response = client.post(action, data=form)
+    assert response.status_code == 303 and response.headers["Location"] == path
+    assert unread_badge(client.get("/").text, "+3725550001") == "1"  # the one not yet seen
+
+
+def test_mark_read_needs_csrf_and_a_message_id(client, inbox):
+    inbox(body_for(sender="+3725550001"))
+    action, form = mark_read_form(client.get(thread_path(client, "+3725550001")).text)
+    assert client.post(action, data={"through": form["through"]}).status_code == 400
+    assert client.post(action, data={**form, "through": "²"}).status_code == 400
+    assert unread_badge(client.get("/").text, "+3725550001") == "1"
+
+
+def test_mark_read_and_unread_with_htmx_swap_the_control(client, inbox):
+    inbox(body_for(sender="+3725550001"))
+    path = thread_path(client, "+3725550001")
+    action, form = mark_read_form(client.get(path).text)
+    read = client.post(action, data=form, headers={"HX-Request": "true"})
+    assert read.status_code == 200 and read.text.lstrip().startswith('<div id="read-state"')
+    assert "Mark unread" in read.text
+    unread = client.post(path + "/unread", data={"csrf_token": form["csrf_token"]}, headers={"HX-Request": "true"})
+    assert "Mark read" in unread.text
+    assert "load" not in re.search(r'hx-trigger="([^"]+)"', unread.text).group(1)  # stays unread
+    assert unread_badge(client.get("/").text, "+3725550001") == "1"
+
+
+def test_old_sender_links_redirect_to_the_conversation(client, inbox):
     inbox(body_for(sender="+3725550001", text="hello"))
-    assert "hello" in client.get("/conversations/+3725550001").text
-    assert "hello" in client.get("/conversations/%2B3725550001").text
-    assert 'href="/conversations/+3725550001"' in client.get("/").text
+    path = thread_path(client, "+3725550001")
+    assert re.fullmatch(r"/conversations/\d+", path)
+    for old in ("/conversations/+3725550001", "/conversations/%2B3725550001"):
+        assert client.get(old).headers["Location"] == path
+    digits_only = client.get("/conversations/3725550001")  # the + lost on the way
+    assert digits_only.status_code == 302 and digits_only.headers["Location"] == path
+    assert "hello" in client.get(path).text
+    assert f'href="{path}"' in client.get("/").text
+
+
+@pytest.mark.parametrize("sender", ["a/b", "<b>x</b>", "../export.csv", "..", "%2F", "x?y#z", "İ" * 64])
+def test_every_stored_sender_opens_its_thread_and_can_be_marked_read(client, inbox, sender):
+    inbox(body_for(sender=sender, text="odd sender"))
+    listing = client.get("/").text
+    [link] = re.findall(r'<th scope="row"><a href="([^"]+)">', listing)
+    assert re.fullmatch(r"/conversations/\d+", link)
+    thread = client.get(link)
+    assert thread.status_code == 200 and texts_shown(thread.text) == ["odd sender"]
+    assert f"<h1>{sender}</h1>".replace("<b>", "&lt;b&gt;").replace("</b>", "&lt;/b&gt;") in thread.text
+    action, form = mark_read_form(thread.text)
+    assert client.post(action, data=form).status_code == 303
+    assert 'class="badge"' not in client.get("/").text
 
 
 def test_mark_unread(app, client, auth, inbox):
     inbox(body_for(sender="+3725550001"))
-    client.get("/conversations/%2B3725550001")
-    response = client.post("/conversations/%2B3725550001/unread", data={"csrf_token": auth.csrf()})
-    assert response.status_code == 302
+    path = thread_path(client, "+3725550001")
+    mark_read(client, path)
+    response = client.post(path + "/unread", data={"csrf_token": auth.csrf()})
+    assert response.status_code == 303 and response.headers["Location"] == "/"
     assert unread_badge(client.get("/").text, "+3725550001") == "1"
 
 
 def test_mark_unread_needs_csrf(client, inbox):
     inbox(body_for(sender="+3725550001"))
-    client.get("/conversations/%2B3725550001")
-    assert client.post("/conversations/%2B3725550001/unread").status_code == 400
+    path = thread_path(client, "+3725550001")
+    mark_read(client, path)
+    assert client.post(path + "/unread").status_code == 400
     assert unread_badge(client.get("/").text, "+3725550001") is None
+
+
+def test_a_change_made_in_one_session_reaches_another_sessions_poll(app, client, inbox, auth):
+    from conftest import AuthActions
+    inbox(body_for(sender="+3725550001"))
+    other = app.test_client()
+    AuthActions(other).login()
+    path = thread_path(client, "+3725550001")
+    mark_read(client, path)
+    page = other.get("/").text
+    list_poll = unescape(re.search(r'hx-get="(/\?since=\d+)"', page).group(1))
+    thread_poll = unescape(re.search(r'id="thread-poller"[^>]*hx-get="([^"]+)"', other.get(path).text).group(1))
+    assert other.get(list_poll, headers={"HX-Request": "true"}).status_code == 204
+    assert other.get(thread_poll, headers={"HX-Request": "true"}).status_code == 204
+
+    client.post(path + "/unread", data={"csrf_token": auth.csrf()})  # no new message, only a change
+    listed = other.get(list_poll, headers={"HX-Request": "true"})
+    assert listed.status_code == 200 and unread_badge(listed.text, "+3725550001") == "1"
+    in_thread = other.get(thread_poll, headers={"HX-Request": "true"})
+    assert in_thread.status_code == 200 and texts_shown(in_thread.text) == []
+    assert "Mark read" in in_thread.text and 'id="read-state" hx-swap-oob="true"' in in_thread.text
 
 
 def test_thread_poll_appends_new_messages_and_moves_the_poller(client, inbox):
     inbox(body_for(sender="+3725550001", text="one"))
-    page = client.get("/conversations/%2B3725550001").text
+    page = client.get(thread_path(client, "+3725550001")).text
     poll_url = unescape(re.search(r'id="thread-poller"[^>]*hx-get="([^"]+)"', page).group(1))
     assert client.get(poll_url, headers={"HX-Request": "true"}).status_code == 204
     inbox(body_for(sender="+4400000000", text="someone else"))
     assert client.get(poll_url, headers={"HX-Request": "true"}).status_code == 204
     inbox(body_for(sender="+3725550001", text="two"))
     news = client.get(poll_url, headers={"HX-Request": "true"})
-    assert re.findall(r'<p class="text">([^<]*)</p>', news.text) == ["two"]
+    assert texts_shown(news.text) == ["two"]
     assert 'hx-swap-oob="true"' in news.text
+    next_poll = unescape(re.search(r'id="thread-poller"[^>]*hx-get="([^"]+)"', news.text).group(1))
+    assert client.get(next_poll, headers={"HX-Request": "true"}).status_code == 204
+
+
+def test_a_poll_brings_at_most_a_page_and_the_next_poll_the_rest(client, inbox):
+    inbox(body_for(sender="+3725550001", text="before"))
+    page = client.get(thread_path(client, "+3725550001")).text
+    poll_url = unescape(re.search(r'id="thread-poller"[^>]*hx-get="([^"]+)"', page).group(1))
+    for n in range(520):
+        inbox(body_for(sender="+3725550001", text=f"new {n}"))
+    first = client.get(poll_url, headers={"HX-Request": "true"})
+    assert texts_shown(first.text) == [f"new {n}" for n in range(500)]
+    poll_url = unescape(re.search(r'id="thread-poller"[^>]*hx-get="([^"]+)"', first.text).group(1))
+    second = client.get(poll_url, headers={"HX-Request": "true"})
+    assert texts_shown(second.text) == [f"new {n}" for n in range(500, 520)]
+    poll_url = unescape(re.search(r'id="thread-poller"[^>]*hx-get="([^"]+)"', second.text).group(1))
+    assert client.get(poll_url, headers={"HX-Request": "true"}).status_code == 204
 
 
 @pytest.mark.parametrize("path", [
-    "/conversations/..%2F..%2Fetc%2Fpasswd", "/conversations/../../etc/passwd",
-    "/conversations/%2B0000", "/conversations/%00", "/conversations/" + "9" * 500,
+    "/conversations/..%2F..%2Fetc%2Fpasswd", "/conversations/%2B0000", "/conversations/%00",
+    "/conversations/0", "/conversations/" + "9" * 500, "/conversations/9223372036854775808",
 ])
-def test_unknown_or_hostile_thread_paths_are_404(client, inbox, path):
+def test_unknown_threads_are_404(client, inbox, path):
+    inbox(body_for(sender="+3725550001"))
     assert client.get(path).status_code == 404
 
 
-@pytest.mark.parametrize("params", ["before=99999999999999999999999999", "before=-5", "before=abc",
-                                    "since=1e9", "since=99999999999999999999999999", "before=0"])
-def test_absurd_cursors_are_harmless(client, inbox, params):
-    inbox(body_for())
-    assert client.get("/?" + params).status_code in (200, 204)
+@pytest.mark.parametrize("params", [
+    "before=99999999999999999999999999", "before=-5", "before=abc", "before=%C2%B2", "before=①",
+    "before=2147483648", "before=9223372036854775808", "before=0",
+])
+def test_odd_list_cursors_are_ignored_or_empty(client, inbox, params):
+    inbox(body_for(sender="+3725550001"))
+    response = client.get("/?" + params)
+    assert response.status_code == 200
+    listed = senders_listed(response.text)
+    assert listed == ([] if params == "before=0" else ["+3725550001"])
+
+
+@pytest.mark.parametrize("params", ["since=1e9", "since=²", "since=%C2%B2", "since=-1",
+                                    "since=99999999999999999999999999"])
+def test_odd_poll_cursors_are_a_full_answer(client, inbox, params):
+    inbox(body_for(sender="+3725550001"))
+    response = client.get("/?" + params, headers={"HX-Request": "true"})
+    assert response.status_code == 200 and senders_listed(response.text) == ["+3725550001"]
+
+
+@pytest.mark.parametrize("params", ["before=①", "before=%C2%B2", "since=²", "since_id=①&since=0",
+                                    "before=9223372036854775808"])
+def test_odd_thread_cursors_are_ignored(client, inbox, params):
+    inbox(body_for(sender="+3725550001", text="hello"))
+    response = client.get(thread_path(client, "+3725550001") + "?" + params)
+    assert response.status_code == 200 and "hello" in response.text
 
 
 def test_pagination_50_a_page_with_a_cursor(app, client, inbox):
@@ -192,8 +330,8 @@ def test_pagination_50_a_page_with_a_cursor(app, client, inbox):
 def test_huge_conversation_shows_the_latest_and_links_to_earlier(client, inbox, app):
     for n in range(505):
         inbox(body_for(sender="+3725550001", text=f"message {n}"))
-    thread = client.get("/conversations/%2B3725550001").text
-    texts = re.findall(r'<p class="text">([^<]*)</p>', thread)
+    thread = client.get(thread_path(client, "+3725550001")).text
+    texts = texts_shown(thread)
     assert len(texts) == 500 and texts[0] == "message 5" and texts[-1] == "message 504"
     earlier = unescape(re.search(r'<a href="([^"]+)">Earlier messages</a>', thread).group(1))
     assert re.findall(r'<p class="text">([^<]*)</p>', client.get(earlier).text) == [f"message {n}" for n in range(5)]
@@ -203,7 +341,7 @@ def test_chart_counts_messages_per_day(client, inbox):
     for _ in range(3):
         inbox(body_for())
     page = client.get("/").text
-    today = utcnow().date()
+    today = clock.now().date()
     assert f"<title>{today}: 3</title>" in page
     assert f"<title>{today - timedelta(days=29)}: 0</title>" in page
     assert page.count("<rect ") == 30
@@ -211,14 +349,14 @@ def test_chart_counts_messages_per_day(client, inbox):
 
 def test_times_are_machine_readable_utc(client, inbox):
     inbox(body_for(sender="+1", time="2024-06-01T08:00:00.000000Z"))
-    thread = client.get("/conversations/%2B1").text
+    thread = client.get(thread_path(client, "+1")).text
     assert '<time datetime="2024-06-01T08:00:00Z" title="2024-06-01T08:00:00Z">2024-06-01 08:00 UTC</time>' in thread
 
 
 def test_unicode_senders_and_texts_render(client, inbox):
     inbox(body_for(sender="+3725550001", text="Tšau! Как дела? 😀"))
     assert "Tšau! Как дела? 😀" in client.get("/").text
-    assert "Tšau! Как дела? 😀" in client.get("/conversations/%2B3725550001").text
+    assert "Tšau! Как дела? 😀" in client.get(thread_path(client, "+3725550001")).text
 
 
 def test_every_response_has_security_headers(client, inbox):
@@ -235,7 +373,7 @@ def test_every_response_has_security_headers(client, inbox):
 
 def test_pages_have_no_inline_script_or_style(client, inbox):
     inbox(body_for())
-    for url in ("/", "/conversations/%2B37255512345", "/login"):
+    for url in ("/", thread_path(client, "+37255512345"), "/login"):
         page = client.get(url).text
         assert not re.search(r"<script(?![^>]*\ssrc=)", page)
         assert " style=" not in page and "<style" not in page and " hx-on" not in page
