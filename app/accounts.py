@@ -1,36 +1,106 @@
-"""Users, password hashing and login throttling (state in the database, shared by all workers)."""
+"""Users, password hashing and login throttling (state in the database, shared by all workers).
+
+Throttling counts failed logins per (username, client address), so nobody can lock a person
+out from elsewhere: after LOGIN_MAX_FAILURES failures the next attempt from that address
+waits LOGIN_DELAY_SECONDS, and each further failure doubles the wait up to
+LOGIN_MAX_DELAY_SECONDS. Failures across all usernames are also counted per address, which
+stops one address from guessing through many names. An attempt is counted before its password
+is checked (and forgiven if the password is right), so parallel guesses can't slip in
+between a check and a count.
+"""
 import logging
+import math
 import secrets
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app
+from flask import current_app, has_app_context
 
-from .extensions import begin_write, db, upsert
-from .ingest import utcnow
-from .models import USERNAME_LENGTH, LoginThrottle, User
+from . import clock
+from .extensions import db
+from .models import ADDRESS_LENGTH, USERNAME_LENGTH, LoginThrottle, User
+from .unit_of_work import write_transaction
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
-# Argon2id with argon2-cffi's RFC 9106 "low memory" profile (t=3, m=64 MiB, p=4),
-# above OWASP's minimum for Argon2id (m=19 MiB, t=2, p=1).
-hasher = PasswordHasher()
+# Argon2id at OWASP's floor (m=19 MiB, t=2, p=1): each hash holds its memory for its whole run,
+# so memory per process is this times PASSWORD_HASH_CONCURRENCY. Hashes made with other
+# parameters are rehashed with these at the next successful login.
+hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 log = logging.getLogger(__name__)
 _dummy_hash: str | None = None
+
+# Where attempts across usernames are counted: the row of an address with this username.
+# No login has it: names are stripped and must not be empty.
+ANY_USERNAME = ""
+# Old rows deleted per attempt at most: each attempt adds at most two, so purging keeps up.
+PURGE_BATCH = 100
 
 
 class LoginLocked(Exception):
     def __init__(self, until: datetime):
-        super().__init__(f"login locked until {until:%H:%M} UTC")
+        super().__init__(f"login locked until {until:%H:%M:%S} UTC")
         self.until = until
 
 
-def hash_password(password: str) -> str:
-    return hasher.hash(password)
+# --- bounded hashing --------------------------------------------------------------------
 
+class _HashingSlots:
+    """At most `bound` hashes at once in this process; the others wait their turn.
+
+    Keeps the peak it has seen (`peak`), so tests and operators can check the bound holds.
+    """
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._bound = None
+        self._semaphore = None
+        self.running = 0
+        self.peak = 0
+
+    def semaphore(self, bound: int) -> threading.Semaphore:
+        with self._guard:
+            if bound != self._bound:  # set once per process in practice; tests change it
+                self._bound, self._semaphore = bound, threading.BoundedSemaphore(bound)
+            return self._semaphore
+
+    @contextmanager
+    def held(self):
+        bound = current_app.config["PASSWORD_HASH_CONCURRENCY"] if has_app_context() else 2
+        with self.semaphore(max(1, bound)):
+            with self._guard:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            try:
+                yield
+            finally:
+                with self._guard:
+                    self.running -= 1
+
+    def reset_peak(self) -> None:
+        with self._guard:
+            self.peak = self.running
+
+
+hashing = _HashingSlots()
+
+
+def hash_password(password: str) -> str:
+    with hashing.held():
+        return hasher.hash(password)
+
+
+def _verify(stored: str, password: str) -> bool:
+    with hashing.held():
+        return hasher.verify(stored, password)
+
+
+# --- users and sessions -----------------------------------------------------------------
 
 def create_user(username: str, password: str) -> User:
     """Add a user (flushed, not committed). Raises ValueError with a message for people."""
@@ -63,34 +133,39 @@ def load_session_user(session_id: str) -> User | None:
 
 def end_sessions(user: User) -> None:
     """Invalidate every cookie issued to this user (logout)."""
-    begin_write()
-    user.session_token = secrets.token_hex(16)
+    with write_transaction():
+        user.session_token = secrets.token_hex(16)
 
 
-def authenticate(username: str, password: str) -> User | None:
+# --- logging in -------------------------------------------------------------------------
+
+def authenticate(username: str, password: str, address: str | None) -> User | None:
     """The user if the password is right; None if not. Raises LoginLocked while throttled.
 
+    `address` is the client's (the socket's, or the X-Forwarded-For hop PROXY_COUNT trusts).
     Unknown names are throttled and take as long to refuse as known ones, so neither
     the message, the lockout nor the timing tells whether an account exists.
     """
     key = username.strip()[:USERNAME_LENGTH]
-    now = utcnow()
-    throttle = db.session.get(LoginThrottle, key)
-    if throttle and throttle.locked_until and throttle.locked_until > now:
-        raise LoginLocked(throttle.locked_until)
+    address = (address or "unknown")[:ADDRESS_LENGTH]
+    now = clock.now()
+    with write_transaction():
+        refused_until, locks = _count_attempt(key, address, now)
+    if refused_until is not None:
+        raise LoginLocked(refused_until)
 
-    user = db.session.scalar(db.select(User).where(User.username == key))
+    user = db.session.scalar(db.select(User).where(User.username == key)) if key else None
     if _password_matches(user, password):
-        if throttle:
-            begin_write()
-            db.session.execute(sa.delete(LoginThrottle).where(LoginThrottle.username == key))
-        if hasher.check_needs_rehash(user.password_hash):
-            password_hash = hash_password(password)  # slow on purpose: not while holding the lock
-            begin_write()
-            user.password_hash = password_hash
+        # Slow on purpose: computed before taking the write lock.
+        new_hash = hash_password(password) if hasher.check_needs_rehash(user.password_hash) else None
+        with write_transaction():
+            _forgive_attempt(key, address)
+            if new_hash:
+                user.password_hash = new_hash
         return user
 
-    _record_failure(key, now)
+    for message, *args in locks:
+        log.warning(message, *args)
     return None
 
 
@@ -102,26 +177,86 @@ def _password_matches(user: User | None, password: str) -> bool:
     else:
         stored = user.password_hash
     try:
-        return hasher.verify(stored, password) and user is not None
+        return _verify(stored, password) and user is not None
     except (VerificationError, InvalidHashError):
         return False
 
 
-def _record_failure(key: str, now: datetime) -> None:
-    limit = current_app.config["LOGIN_MAX_FAILURES"]
-    begin_write()
-    insert = upsert(LoginThrottle).values(username=key, failures=1, locked_until=None)
-    failures = db.session.scalar(
-        insert.on_conflict_do_update(
-            index_elements=["username"],
-            set_={"failures": LoginThrottle.failures + 1},
-        ).returning(LoginThrottle.failures)
-    )
-    if failures >= limit:
-        until = now + timedelta(seconds=current_app.config["LOGIN_LOCKOUT_SECONDS"])
-        db.session.execute(
-            sa.update(LoginThrottle)
-            .where(LoginThrottle.username == key)
-            .values(failures=0, locked_until=until)
-        )
-        log.warning("login locked for %r until %s UTC after %d failed attempts", key, until, failures)
+def _count_attempt(key: str, address: str, now: datetime):
+    """Count one attempt as a failure, unless the name or address is throttled right now.
+
+    Runs holding the write lock, so attempts are counted one at a time. Returns the time a
+    refused attempt may be retried (None if counted), and the log lines for the locks this
+    attempt will have set if its password turns out wrong.
+    """
+    config = current_app.config
+    _purge(now)
+    rows = {row.username: row for row in db.session.scalars(
+        sa.select(LoginThrottle).where(LoginThrottle.address == address,
+                                       LoginThrottle.username.in_({key, ANY_USERNAME})))}
+    for row in rows.values():
+        if row.expires_at <= now:  # stale: counts as no row at all
+            row.failures, row.locked_until, row.expires_at = 0, None, now
+    locked = [row.locked_until for row in rows.values() if row.locked_until and row.locked_until > now]
+    if locked:
+        return max(locked), []
+
+    locks = []
+    if key:
+        row = rows.get(key) or _new_row(key, address, now)
+        row.failures += 1
+        if row.failures >= config["LOGIN_MAX_FAILURES"]:
+            doublings = min(row.failures - config["LOGIN_MAX_FAILURES"], 32)
+            delay = min(config["LOGIN_DELAY_SECONDS"] * 2 ** doublings, config["LOGIN_MAX_DELAY_SECONDS"])
+            row.locked_until = now + timedelta(seconds=delay)
+            locks.append(("login locked for %r from %s for %s s, until %s UTC, after %d failed "
+                          "attempts", key, address, delay, row.locked_until, row.failures))
+        row.expires_at = max(now + timedelta(seconds=config["LOGIN_FAILURE_MEMORY_SECONDS"]),
+                             row.locked_until or now)
+
+    row = rows.get(ANY_USERNAME)
+    if row is None or row.failures == 0:  # a new window begins with this attempt
+        row = row or _new_row(ANY_USERNAME, address, now)
+        row.expires_at = now + timedelta(seconds=config["LOGIN_ADDRESS_WINDOW_SECONDS"])
+    row.failures += 1
+    if row.failures >= config["LOGIN_ADDRESS_MAX_FAILURES"]:
+        row.locked_until = now + timedelta(seconds=config["LOGIN_ADDRESS_LOCKOUT_SECONDS"])
+        row.expires_at = max(row.expires_at, row.locked_until)
+        locks.append(("logins from %s locked until %s UTC after %d failed attempts across "
+                      "usernames", address, row.locked_until, row.failures))
+    return None, locks
+
+
+def _new_row(username: str, address: str, now: datetime) -> LoginThrottle:
+    row = LoginThrottle(username=username, address=address, failures=0, expires_at=now)
+    db.session.add(row)
+    return row
+
+
+def _forgive_attempt(key: str, address: str) -> None:
+    """The password was right: forget this name's failures from this address, and take this
+    attempt off the address's count (its failures with other names still count)."""
+    db.session.execute(sa.delete(LoginThrottle).where(
+        LoginThrottle.username == key, LoginThrottle.address == address, LoginThrottle.username != ANY_USERNAME))
+    row = db.session.scalar(sa.select(LoginThrottle).where(
+        LoginThrottle.username == ANY_USERNAME, LoginThrottle.address == address))
+    if row is None:
+        return
+    row.failures -= 1
+    if row.failures <= 0:
+        db.session.delete(row)
+    elif row.failures < current_app.config["LOGIN_ADDRESS_MAX_FAILURES"]:
+        row.locked_until = None  # set by this very attempt, if at all
+
+
+def _purge(now: datetime) -> None:
+    """Delete a batch of rows that no longer count (found by the index on `expires_at`)."""
+    stale = (sa.select(LoginThrottle.id).where(LoginThrottle.expires_at <= now)
+             .order_by(LoginThrottle.expires_at).limit(PURGE_BATCH))
+    db.session.execute(sa.delete(LoginThrottle).where(LoginThrottle.id.in_(stale.scalar_subquery())),
+                       execution_options={"synchronize_session": False})
+
+
+def retry_after_seconds(until: datetime) -> int:
+    """Whole seconds from now until a lock ends (at least 1)."""
+    return max(1, math.ceil((until - clock.now()).total_seconds()))

@@ -1,5 +1,4 @@
 """Login and logout; every other page and fragment requires a login (deny by default)."""
-import time
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, current_app, redirect, render_template, request, session,
@@ -9,14 +8,20 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from . import accounts
-from .extensions import db, login_manager
+from . import accounts, clock
+from .extensions import login_manager
 from .models import USERNAME_LENGTH
 
 bp = Blueprint("auth", __name__)
 
-# Everything else needs a login; the callback authenticates by signature instead.
-PUBLIC_ENDPOINTS = {"auth.login", "static"}
+
+def public(view):
+    """Mark a view as open to anonymous visitors; every other view requires a login.
+
+    The callback blueprint is public as a whole: it authenticates by signature instead.
+    """
+    view.public = True
+    return view
 
 
 class LoginForm(FlaskForm):
@@ -33,31 +38,59 @@ def load_user(session_id: str):
 
 @login_manager.unauthorized_handler
 def unauthorized():
-    login_url = url_for("auth.login", next=request.full_path.rstrip("?"))
     if request.headers.get("HX-Request"):
-        # Never swap the login page into a fragment: send the whole window there.
-        page = urlsplit(request.headers.get("HX-Current-URL", "")).path or "/"
+        # Never swap the login page into a fragment: send the whole window there, and back
+        # to the page it showed (not the fragment's URL) after logging in.
+        page = path_and_query(request.headers.get("HX-Current-URL"))
         return "", 401, {"HX-Redirect": url_for("auth.login", next=page)}
-    return redirect(login_url)
+    if request.method in ("GET", "HEAD"):
+        page = request.full_path.rstrip("?")
+    else:  # a form posted after the session ended: back to the page the form was on
+        page = path_and_query(request.referrer)
+    return redirect(url_for("auth.login", next=page))
+
+
+def path_and_query(url: str | None) -> str:
+    """The path and query of a URL this site's page gave us, for `next` (checked at login)."""
+    parts = urlsplit(url or "")
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def is_public() -> bool:
+    if request.endpoint is None or request.endpoint == "static" or request.blueprint == "callback":
+        return True
+    view = current_app.view_functions.get(request.endpoint)
+    return getattr(view, "public", False)
 
 
 @bp.before_app_request
 def require_login():
-    if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
-        return None
-    if request.blueprint == "callback":
+    if is_public():
         return None
     if not current_user.is_authenticated:
         return unauthorized()
 
-    now = time.time()
-    if now - session.get("last_active", 0) > current_app.config["IDLE_TIMEOUT_SECONDS"]:
+    config, now = current_app.config, clock.timestamp()
+    idle = now - session.get("last_active", 0) > config["IDLE_TIMEOUT_SECONDS"]
+    # Sessions from before the absolute lifetime existed have no start: they end now.
+    too_old = now - session.get("started", 0) > config["SESSION_LIFETIME_SECONDS"]
+    if idle or too_old:
         logout_user()
         session.clear()
         return unauthorized()
     if "since" not in request.args:  # background polls don't count as activity
         session["last_active"] = now
     return None
+
+
+@bp.after_app_request
+def no_store(response):
+    """Pages and fragments (logged-in ones, the login page, redirects) never go into a cache:
+    not a shared computer's back button, not a proxy. Static files and the callback's JSON
+    keep their own caching."""
+    if request.endpoint != "static" and request.blueprint != "callback":
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def local_path(target: str | None) -> str | None:
@@ -70,37 +103,44 @@ def local_path(target: str | None) -> str | None:
     return target
 
 
+def wait_text(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{-(-seconds // 60)} minutes"
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@public
 def login():
     next_page = local_path(request.args.get("next")) or url_for("inbox.index")
     if current_user.is_authenticated:
         return redirect(next_page)
 
     form = LoginForm()
-    error = None
+    error, headers = None, {}
     if form.validate_on_submit():
         try:
-            user = accounts.authenticate(form.username.data, form.password.data)
+            # The socket's address, or the X-Forwarded-For hop PROXY_COUNT trusts (ProxyFix).
+            user = accounts.authenticate(form.username.data, form.password.data, request.remote_addr)
         except accounts.LoginLocked as locked:
-            error = (f"Too many failed attempts: this login is locked until "
-                     f"{locked.until:%H:%M} UTC. Try again then.")
+            seconds = accounts.retry_after_seconds(locked.until)
+            error = (f"Too many failed attempts: logging in from here is locked for "
+                     f"{wait_text(seconds)}. Try again then.")
+            headers["Retry-After"] = str(seconds)
         else:
             if user is not None:
                 session.clear()  # a fresh session at every login
                 login_user(user)
-                session["last_active"] = time.time()
-                db.session.commit()
+                session["started"] = session["last_active"] = clock.timestamp()
                 return redirect(next_page)
             error = "Invalid username or password."
-        db.session.commit()
     status = 200 if error is None else 401
-    return render_template("auth/login.html", form=form, error=error), status
+    return render_template("auth/login.html", form=form, error=error), status, headers
 
 
 @bp.post("/logout")
 def logout():
     accounts.end_sessions(current_user)
-    db.session.commit()
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))

@@ -20,9 +20,24 @@ def defaults(instance_path: str) -> dict:
         "MAX_CONTENT_LENGTH": MAX_CALLBACK_BYTES,
         "PAGE_SIZE": 50,
         "POLL_SECONDS": 4,
-        "IDLE_TIMEOUT_SECONDS": 30 * 60,
+        # A login ends after this long without a page view (polls don't count) ...
+        "IDLE_TIMEOUT_SECONDS": 8 * 60 * 60,
+        # ... and this long after it began, however busy: a stolen cookie stops working.
+        "SESSION_LIFETIME_SECONDS": 7 * 24 * 60 * 60,
+        # Login throttling, per (username, client address): failures allowed before delays
+        # begin; then the delay doubles from LOGIN_DELAY_SECONDS up to LOGIN_MAX_DELAY_SECONDS.
+        # Failures are forgotten LOGIN_FAILURE_MEMORY_SECONDS after the last one.
         "LOGIN_MAX_FAILURES": 5,
-        "LOGIN_LOCKOUT_SECONDS": 15 * 60,
+        "LOGIN_DELAY_SECONDS": 1,
+        "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
+        "LOGIN_FAILURE_MEMORY_SECONDS": 24 * 60 * 60,
+        # Per client address, whatever the usernames: this many failures within the window
+        # refuse every login from that address for LOGIN_ADDRESS_LOCKOUT_SECONDS.
+        "LOGIN_ADDRESS_MAX_FAILURES": 50,
+        "LOGIN_ADDRESS_WINDOW_SECONDS": 15 * 60,
+        "LOGIN_ADDRESS_LOCKOUT_SECONDS": 15 * 60,
+        # Argon2 hashes computed at once per process (each takes 19 MiB and a core for a while).
+        "PASSWORD_HASH_CONCURRENCY": 2,
         # Number of reverse proxies in front of the app whose X-Forwarded-* headers we trust.
         "PROXY_COUNT": 0,
         "SESSION_COOKIE_HTTPONLY": True,
@@ -45,6 +60,9 @@ def from_environment(environ=os.environ) -> dict:
         found["SESSION_COOKIE_SECURE"] = environ["SESSION_COOKIE_SECURE"].lower() in ("1", "true", "yes")
     if environ.get("PROXY_COUNT"):
         found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
+    for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS"):
+        if environ.get(name):
+            found[name] = int(environ[name])
     return found
 
 

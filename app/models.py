@@ -13,6 +13,7 @@ NUMBER_LENGTH = 64
 CHANNEL_LENGTH = 32
 PREVIEW_LENGTH = 160
 USERNAME_LENGTH = 80
+ADDRESS_LENGTH = 64  # an IPv6 address with a zone, or what a proxy says
 
 
 # Ids that count messages (and changes) are 64-bit on PostgreSQL; SQLite's INTEGER already is,
@@ -126,11 +127,22 @@ class User(UserMixin, db.Model):
 
 
 class LoginThrottle(db.Model):
-    """Failed logins per username (known or not), shared by every worker and instance."""
+    """Recent failed logins, shared by every worker and instance (see accounts.authenticate).
 
-    username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH), primary_key=True)
+    One row per (username, client address), the username known or not; and one per address
+    across all usernames, with `username` empty. A row whose `expires_at` has passed no longer
+    counts, and is deleted by a later attempt.
+    """
+
+    # A surrogate key: `flask copy-db` copies every table in the order of a one-column key.
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH))
+    address: Mapped[str] = mapped_column(sa.String(ADDRESS_LENGTH))
     failures: Mapped[int]
     locked_until: Mapped[datetime | None]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (sa.UniqueConstraint("username", "address"),)
 
 
 @sa.event.listens_for(db.Model.metadata, "before_create")

@@ -1,16 +1,56 @@
 """Login, logout, throttling, sessions, and the rule that everything else needs a login."""
 import logging
 import re
-import time
+import threading
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import sqlalchemy as sa
+from argon2 import PasswordHasher
 
+from app import accounts, auth as auth_module, config
 from app.extensions import db
 from app.models import LoginThrottle, User
 
-from conftest import PASSWORD, csrf_token
+from conftest import PASSWORD, ROOT, AuthActions, csrf_token, make_app
+
+ATTACKER = "203.0.113.66"
+PERSON = "198.51.100.7"
+PROXY = "10.0.0.2"
+
+
+class Clock:
+    """A clock a test moves by hand: app.config["CLOCK"]."""
+
+    def __init__(self):
+        self.moment = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def advance(self, **delta) -> None:
+        self.moment += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(app):
+    app.config["CLOCK"] = Clock()
+    return app.config["CLOCK"]
+
+
+def from_address(app, address: str, forwarded_for: str | None = None) -> AuthActions:
+    """Log in as a client at `address` (the socket's), perhaps claiming an X-Forwarded-For."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    if forwarded_for is not None:
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = forwarded_for
+    return AuthActions(client)
+
+
+def throttle_rows(app) -> set[tuple[str, str]]:
+    with app.app_context():
+        return set(db.session.execute(sa.select(LoginThrottle.username, LoginThrottle.address)).tuples())
 
 
 def test_login_page_has_a_labelled_form_with_csrf(client):
@@ -68,11 +108,13 @@ def test_page_request_without_login_redirects_with_next(client):
     assert location.path == "/login" and parse_qs(location.query) == {"next": ["/export.csv?q=555"]}
 
 
-def test_htmx_request_without_login_gets_401_and_hx_redirect(client):
-    response = client.get("/?since=0", headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/?q=5"})
+def test_htmx_request_without_login_gets_401_and_hx_redirect_back_to_the_page(client):
+    response = client.get("/?since=0", headers={"HX-Request": "true",
+                                                "HX-Current-URL": "http://localhost/?q=5&before=9"})
     assert response.status_code == 401
     location = urlsplit(response.headers["HX-Redirect"])
-    assert location.path == "/login" and parse_qs(location.query) == {"next": ["/"]}
+    # The page the window shows, query and all; not the fragment's URL.
+    assert location.path == "/login" and parse_qs(location.query) == {"next": ["/?q=5&before=9"]}
     assert response.data == b""  # never the login page inside a fragment
 
 
@@ -84,7 +126,7 @@ def test_every_route_but_login_static_and_callback_requires_login(app, client):
     for rule in app.url_map.iter_rules():
         if rule.endpoint in public:
             continue
-        url = rule.rule.replace("<sender>", "%2B3725551")
+        url = re.sub(r"<(int(\([^)]*\))?:)?\w+>", "1", rule.rule)
         assert "<" not in url, f"teach this test the converter in {rule.rule}"
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             response = client.open(url, method=method, headers={"X-CSRFToken": token})
@@ -92,6 +134,38 @@ def test_every_route_but_login_static_and_callback_requires_login(app, client):
             assert response.headers["Location"].startswith("/login"), (method, url)
             checked.append((method, rule.endpoint))
     assert ("POST", "auth.logout") in checked and ("GET", "inbox.export_csv") in checked
+
+
+def test_a_view_marked_public_needs_no_login_and_others_do(database_url, app):
+    """`auth.public` is how a view opts out of the login; nothing changes auth at run time."""
+    other = make_app(database_url)
+
+    @other.get("/open", endpoint="open")
+    @auth_module.public
+    def open_view():
+        return "open"
+
+    @other.get("/closed", endpoint="closed")
+    def closed_view():
+        return "closed"
+
+    client = other.test_client()
+    assert (client.get("/open").status_code, client.get("/open").text) == (200, "open")
+    assert parse_qs(urlsplit(client.get("/closed").headers["Location"]).query) == {"next": ["/closed"]}
+    with other.app_context():
+        db.engine.dispose()
+
+
+def test_the_bench_noop_is_public_and_its_logged_in_twin_is_not(database_url, app, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.app import NOOP, NOOP_LOGGED_IN, create_bench_app
+    bench = create_bench_app({"TESTING": True, "SECRET_KEY": "k", "SQLALCHEMY_DATABASE_URI": database_url})
+    client = bench.test_client()
+    assert client.post(NOOP, data=b"x").text == "ok"
+    assert parse_qs(urlsplit(client.get(NOOP_LOGGED_IN).headers["Location"]).query) == {"next": [NOOP_LOGGED_IN]}
+    assert not hasattr(auth_module, "PUBLIC_ENDPOINTS")
+    with bench.app_context():
+        db.engine.dispose()
 
 
 def test_session_is_renewed_at_login(client, auth):
@@ -111,22 +185,108 @@ def test_logout_invalidates_every_copy_of_the_session_cookie(app, client, auth):
     assert thief.get("/").status_code == 302
 
 
-def test_idle_session_expires_and_polling_does_not_keep_it_alive(app, client, auth):
-    app.config["IDLE_TIMEOUT_SECONDS"] = 2
+# --- session ages (by the injected clock) ----------------------------------------------------
+
+def test_session_limits_default_to_eight_hours_idle_and_seven_days_in_all(app):
+    assert app.config["IDLE_TIMEOUT_SECONDS"] == 8 * 3600
+    assert app.config["SESSION_LIFETIME_SECONDS"] == 7 * 24 * 3600
+
+
+def test_session_limits_come_from_the_environment():
+    found = config.from_environment({"IDLE_TIMEOUT_SECONDS": "600", "SESSION_LIFETIME_SECONDS": "86400"})
+    assert found == {"IDLE_TIMEOUT_SECONDS": 600, "SESSION_LIFETIME_SECONDS": 86400}
+
+
+def test_idle_session_expires_back_to_the_same_page(app, client, auth, clock):
     auth.login()
-    assert client.get("/").status_code == 200
-    time.sleep(1.2)
-    assert client.get("/?since=999999").status_code in (200, 204)  # a background poll
-    time.sleep(1.2)
-    assert client.get("/").status_code == 302  # 2.4 s after the last real activity
+    clock.advance(hours=8)
+    assert client.get("/").status_code == 200  # exactly the idle limit: still in
+    clock.advance(hours=8, seconds=1)
+    response = client.get("/?q=555&before=7")
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/login" and parse_qs(location.query) == {"next": ["/?q=555&before=7"]}
+    assert client.get("/").status_code == 302  # the session is gone, not just this request
+    # Logging in again lands on the page the person was on.
+    assert auth.login(next_page=quote("/?q=555&before=7", safe="")).headers["Location"] == "/?q=555&before=7"
 
 
-def test_activity_keeps_the_session_alive(app, client, auth):
-    app.config["IDLE_TIMEOUT_SECONDS"] = 2
+def test_polling_does_not_keep_a_session_alive(app, client, auth, clock):
+    auth.login()
+    clock.advance(hours=5)
+    assert client.get("/?since=999999999").status_code == 204  # a background poll
+    clock.advance(hours=3, seconds=1)
+    assert client.get("/").status_code == 302  # 8 h 1 s after the last real activity
+
+
+def test_activity_keeps_the_session_alive(app, client, auth, clock):
     auth.login()
     for _ in range(3):
-        time.sleep(1)
+        clock.advance(hours=7)
         assert client.get("/").status_code == 200
+
+
+def test_idle_expiry_of_an_htmx_request_sends_the_window_back_to_its_page(app, client, auth, clock):
+    auth.login()
+    clock.advance(hours=9)
+    response = client.get("/?since=0", headers={"HX-Request": "true",
+                                                "HX-Current-URL": "http://localhost/?q=372"})
+    assert response.status_code == 401
+    assert parse_qs(urlsplit(response.headers["HX-Redirect"]).query) == {"next": ["/?q=372"]}
+
+
+def test_a_form_posted_after_expiry_returns_to_the_page_it_was_on(app, client, auth, clock):
+    auth.login()
+    token = auth.csrf("/?q=5")
+    clock.advance(hours=9)
+    response = client.post("/logout", data={"csrf_token": token},
+                           headers={"Referer": "http://localhost/?q=5"})
+    assert response.status_code == 302
+    assert parse_qs(urlsplit(response.headers["Location"]).query) == {"next": ["/?q=5"]}
+
+
+def test_a_session_ends_after_its_absolute_lifetime_however_busy(app, client, auth, clock):
+    auth.login()
+    for _ in range(24):  # a page every 7 hours for 7 days: never idle
+        clock.advance(hours=7)
+        assert client.get("/").status_code == 200
+    clock.advance(seconds=1)  # 7 days and 1 second after logging in
+    response = client.get("/?q=9")
+    assert response.status_code == 302
+    assert parse_qs(urlsplit(response.headers["Location"]).query) == {"next": ["/?q=9"]}
+    assert client.get("/").status_code == 302
+
+
+def test_a_stolen_cookie_stops_working_at_the_absolute_lifetime(app, client, auth, clock):
+    app.config["SESSION_LIFETIME_SECONDS"] = 3600
+    auth.login()
+    thief = app.test_client()
+    thief.set_cookie("session", client.get_cookie("session").value)
+    clock.advance(minutes=59)
+    assert thief.get("/").status_code == 200
+    clock.advance(minutes=1, seconds=1)
+    assert thief.get("/").status_code == 302
+
+
+# --- caching ---------------------------------------------------------------------------------
+
+def test_pages_fragments_and_the_login_page_are_never_cached(app, client, auth):
+    assert client.get("/login").headers["Cache-Control"] == "no-store"
+    assert client.get("/").headers["Cache-Control"] == "no-store"  # the redirect to the login
+    auth.login()
+    for url in ("/", "/?q=555", "/?since=999999999", "/export.csv"):
+        assert client.get(url).headers["Cache-Control"] == "no-store", url
+    hx = client.get("/?q=5", headers={"HX-Request": "true"})
+    assert hx.headers["Cache-Control"] == "no-store"
+    assert client.get("/conversations/1").headers["Cache-Control"] == "no-store"  # a 404
+    assert auth.logout().headers["Cache-Control"] == "no-store"
+
+
+def test_static_files_keep_their_caching(client, auth):
+    auth.login()
+    response = client.get("/static/style.css")
+    assert response.status_code == 200
+    assert "no-store" not in response.headers.get("Cache-Control", "")
 
 
 def test_session_cookie_flags(client, auth):
@@ -137,7 +297,6 @@ def test_session_cookie_flags(client, auth):
 
 
 def test_secure_cookie_when_configured(database_url, user):
-    from conftest import make_app
     app = make_app(database_url, SESSION_COOKIE_SECURE=True)
     client = app.test_client()
     response = client.get("/login", base_url="https://localhost")
@@ -146,45 +305,125 @@ def test_secure_cookie_when_configured(database_url, user):
         db.engine.dispose()
 
 
-def test_five_failures_lock_the_account_with_a_message_and_a_log_line(app, client, auth, caplog):
+# --- throttling ------------------------------------------------------------------------------
+
+def test_failures_from_elsewhere_do_not_lock_the_person_out(app, user, clock):
+    """The finding: five wrong passwords for a name from anywhere refused its owner too."""
+    attacker = from_address(app, ATTACKER)
+    for _ in range(10):
+        attacker.login(password="nope nope")
+    assert from_address(app, PERSON).login().headers["Location"] == "/"
+    assert "Too many failed attempts" in attacker.login().text  # but not the attacker
+
+
+def test_five_failures_delay_the_next_attempt_with_a_message_and_a_log_line(app, client, auth, clock,
+                                                                            caplog):
     caplog.set_level(logging.WARNING)
     for _ in range(5):
         assert "Invalid username or password." in auth.login(password="nope nope").text
     locked = auth.login()  # even the right password is refused while locked
     assert locked.status_code == 401
-    assert "Too many failed attempts" in locked.text
+    assert ("Too many failed attempts: logging in from here is locked for 1 second. "
+            "Try again then.") in locked.text
+    assert locked.headers["Retry-After"] == "1"
     assert client.get("/").status_code == 302
-    assert "login locked for 'alice'" in caplog.text
+    assert "login locked for 'alice' from 127.0.0.1" in caplog.text
     assert PASSWORD not in caplog.text
 
 
-def test_lockout_expires(app, client, auth):
-    app.config["LOGIN_LOCKOUT_SECONDS"] = 1
-    for _ in range(5):
+def test_delays_double_from_one_second_to_fifteen_minutes(app, auth, clock):
+    for _ in range(4):
         auth.login(password="nope nope")
-    assert "Too many" in auth.login().text
-    time.sleep(1.1)
-    assert auth.login().status_code == 302
+    delays = []
+    for _ in range(13):
+        assert auth.login(password="nope nope").text.count("Invalid username or password.") == 1
+        refused = auth.login(password="nope nope")
+        assert "Too many failed attempts" in refused.text
+        delays.append(int(refused.headers["Retry-After"]))
+        clock.advance(seconds=delays[-1] - 1)
+        assert "Too many failed attempts" in auth.login().text  # one second early: still refused
+        clock.advance(seconds=1)
+    assert delays == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900, 900]
+    assert auth.login().headers["Location"] == "/"  # the wait is over: the right password works
 
 
-def test_success_resets_the_failure_count(app, client, auth):
+def test_success_resets_the_count_for_that_name_and_address(app, client, auth, clock):
     for _ in range(4):
         auth.login(password="nope nope")
     assert auth.login().status_code == 302
-    with app.app_context():
-        assert db.session.get(LoginThrottle, "alice") is None
+    assert ("alice", "127.0.0.1") not in throttle_rows(app)
+    auth.logout()
+    for _ in range(4):  # four more failures are again just failures
+        assert auth.login(password="nope nope").status_code == 401
+    assert auth.login().status_code == 302
 
 
-def test_unknown_names_are_throttled_too(client, auth):
+def test_unknown_names_are_throttled_like_known_ones(client, auth, clock):
+    for name in ("alice", "mallory"):
+        for _ in range(5):
+            auth.login(name, "guess guess")
+        refused = auth.login(name, "guess guess")
+        assert (refused.status_code, refused.headers["Retry-After"]) == (401, "1")
+        assert "logging in from here is locked for 1 second" in refused.text
+
+
+def test_an_address_failing_across_many_names_is_refused_for_a_while(app, user, clock):
+    attacker = from_address(app, ATTACKER)
+    limit = app.config["LOGIN_ADDRESS_MAX_FAILURES"]
+    assert (limit, app.config["LOGIN_ADDRESS_WINDOW_SECONDS"]) == (50, 900)
+    for n in range(limit):
+        assert attacker.login(f"guess-{n}", "guess guess").status_code == 401
+        clock.advance(seconds=10)  # 50 failures in 8 min 20 s: within the window
+    refused = attacker.login()  # a name it never tried, with the right password
+    assert "Too many failed attempts" in refused.text
+    assert refused.headers["Retry-After"] == str(15 * 60 - 10)
+    assert from_address(app, PERSON).login().headers["Location"] == "/"
+    clock.advance(minutes=15)
+    assert attacker.login().headers["Location"] == "/"
+
+
+def test_failures_spread_beyond_the_window_do_not_lock_the_address(app, user, clock):
+    attacker = from_address(app, ATTACKER)
+    for n in range(60):
+        assert attacker.login(f"guess-{n}", "guess guess").status_code == 401
+        clock.advance(seconds=20)  # 45 failures per 15 minutes
+    assert attacker.login().headers["Location"] == "/"
+
+
+def test_without_proxy_count_x_forwarded_for_is_ignored(app, user, clock):
+    for n in range(5):  # a new claimed address each time: still the same socket
+        from_address(app, ATTACKER, forwarded_for=f"192.0.2.{n}").login(password="nope nope")
+    assert "Too many failed attempts" in from_address(app, ATTACKER, forwarded_for=PERSON).login().text
+    assert from_address(app, PERSON).login().headers["Location"] == "/"
+
+
+def test_behind_a_proxy_the_trusted_forwarded_address_is_throttled(database_url, app, user, clock):
+    proxied = make_app(database_url, PROXY_COUNT=1, CLOCK=clock)
+    try:
+        # Everyone comes from the proxy's socket; the hop it adds is the client's address.
+        # Claimed hops before it (spoofed by the client) change nothing.
+        for n in range(5):
+            from_address(proxied, PROXY, forwarded_for=f"192.0.2.{n}, {ATTACKER}").login(password="nope nope")
+        attacker = from_address(proxied, PROXY, forwarded_for=f"192.0.2.99, {ATTACKER}")
+        assert "Too many failed attempts" in attacker.login().text
+        assert from_address(proxied, PROXY, forwarded_for=PERSON).login().headers["Location"] == "/"
+        assert {address for _, address in throttle_rows(app)} == {ATTACKER}
+    finally:
+        with proxied.app_context():
+            db.engine.dispose()
+
+
+def test_lockout_expires(app, client, auth, clock):
     for _ in range(5):
-        auth.login("mallory", "guess guess")
-    assert "Too many failed attempts" in auth.login("mallory", "guess guess").text
+        auth.login(password="nope nope")
+    assert "Too many" in auth.login().text
+    clock.advance(seconds=1)
+    assert auth.login().status_code == 302
 
 
-def test_throttle_is_shared_between_app_instances(database_url, app, user):
+def test_throttle_is_shared_between_app_instances(database_url, app, user, clock):
     """Two app objects (as two workers or two servers) on one database see the same lockout."""
-    from conftest import AuthActions, make_app
-    other = make_app(database_url)
+    other = make_app(database_url, CLOCK=clock)
     for _ in range(5):
         AuthActions(app.test_client()).login(password="nope nope")
     assert "Too many" in AuthActions(other.test_client()).login().text
@@ -192,10 +431,68 @@ def test_throttle_is_shared_between_app_instances(database_url, app, user):
         db.engine.dispose()
 
 
-def test_passwords_are_stored_as_argon2id(app, runner):
+def test_throttle_rows_are_deleted_once_they_no_longer_matter(app, user, clock):
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        for n in range(10):
+            from_address(app, address).login(f"junk-{address}-{n}", "guess guess")
+    assert len(throttle_rows(app)) == 33  # a row per (name, address), and one per address
+
+    clock.advance(hours=20)
+    from_address(app, "192.0.2.4").login("recent", "guess guess")
+    clock.advance(hours=4, seconds=1)  # a day and a second after the junk
+    from_address(app, "192.0.2.5").login("latest", "guess guess")
+    # Left: the failures still remembered; the address rows of finished windows are gone too.
+    assert throttle_rows(app) == {("recent", "192.0.2.4"), ("latest", "192.0.2.5"), ("", "192.0.2.5")}
+
+
+def test_the_throttle_purges_by_an_index_on_its_expiry(app):
+    indexes = {index.name: [column.name for column in index.columns]
+               for index in LoginThrottle.__table__.indexes}
+    assert indexes["ix_login_throttle_expires_at"] == ["expires_at"]
+
+
+# --- password hashing ------------------------------------------------------------------------
+
+def test_passwords_are_stored_as_argon2id_with_owasp_parameters(app, runner):
     result = runner.invoke(args=["create-user", "bob"], input="s3cret-pass\ns3cret-pass\n")
     assert result.exit_code == 0, result.output
     with app.app_context():
         stored = db.session.scalar(sa.select(User.password_hash).where(User.username == "bob"))
-    assert stored.startswith("$argon2id$") and "s3cret-pass" not in stored
-    assert re.search(r"m=\d+,t=\d+,p=\d+", stored)
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and "s3cret-pass" not in stored
+
+
+def test_older_hashes_are_rehashed_at_the_next_login(app, client, clock):
+    old = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4).hash(PASSWORD)
+    with app.app_context():
+        db.session.add(User(username="carol", password_hash=old, session_token="c0"))
+        db.session.commit()
+    assert AuthActions(client).login("carol").headers["Location"] == "/"
+    with app.app_context():
+        stored = db.session.scalar(sa.select(User.password_hash).where(User.username == "carol"))
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert accounts.hasher.verify(stored, PASSWORD)
+
+
+@pytest.mark.parametrize("bound", [1, 2])
+def test_concurrent_logins_hash_at_most_the_configured_number_at_once(app, user, clock, bound):
+    app.config["PASSWORD_HASH_CONCURRENCY"] = bound
+    logins = [from_address(app, f"192.0.2.{n}") for n in range(8)]
+    for each in logins:  # the login pages first, so that the posts come together
+        each.token = csrf_token(each.client.get("/login").text)
+    start, statuses = threading.Barrier(len(logins)), []
+
+    def log_in(n: int, each: AuthActions):
+        start.wait()
+        for attempt in range(3):
+            statuses.append(each.client.post("/login", data={
+                "username": f"new-name-{n}-{attempt}", "password": "guess guess",
+                "csrf_token": each.token}).status_code)
+
+    accounts.hashing.reset_peak()
+    threads = [threading.Thread(target=log_in, args=(n, each)) for n, each in enumerate(logins)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [401] * 24
+    assert accounts.hashing.peak == bound
