@@ -87,16 +87,16 @@ class ThreadPage:
 
 def open_thread(conversation: Conversation, before: int | None = None, limit: int = THREAD_PAGE) -> ThreadPage:
     """The latest `limit` messages (before an id), oldest first; reading changes nothing."""
-    seen_change = conversation.change_seq
+    # Up to the conversation's newest message as read: what arrives meanwhile is for the poll.
     query = (db.select(*THREAD_COLUMNS)
-             .where(Message.conversation_id == conversation.id, Message.change_seq <= seen_change)
+             .where(Message.conversation_id == conversation.id, Message.id <= conversation.last_message_id)
              .order_by(Message.id.desc()).limit(limit + 1))
     if before is not None:
         query = query.where(Message.id < before)
     newest_first = list(db.session.execute(query))
     messages = newest_first[:limit][::-1]
     newest_id = messages[-1].id if messages and before is None else 0
-    return ThreadPage(conversation, messages, len(newest_first) > limit, seen_change, newest_id)
+    return ThreadPage(conversation, messages, len(newest_first) > limit, conversation.change_seq, newest_id)
 
 
 def poll_thread(conversation: Conversation, since_change: int, since_id: int,

@@ -9,7 +9,7 @@ from app import demo, ingest
 from app.extensions import db
 from app.models import Conversation, DailyCount, Message
 
-from conftest import body_for
+from conftest import body_for, conversation_of
 
 
 def assert_consistent() -> None:
@@ -18,6 +18,8 @@ def assert_consistent() -> None:
         sa.select(Message.sender, sa.func.count(), sa.func.max(Message.id)).group_by(Message.sender))}
     conversations = {c.sender: c for c in db.session.scalars(sa.select(Conversation))}
     assert conversations.keys() == per_sender.keys()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).join(Conversation).where(
+        Conversation.sender != Message.sender)) == 0
     for sender, conversation in conversations.items():
         count, newest = per_sender[sender]
         last = db.session.get(Message, newest)
@@ -69,7 +71,7 @@ def test_seeding_a_database_in_use_merges_and_ingest_carries_on(app, deliver):
     response = deliver(body_for(sender=sender, text="after the demo"))
     assert response.json == {"status": "stored"}
     with app.app_context():
-        conversation = db.session.get(Conversation, sender)
+        conversation = conversation_of(sender)
         assert conversation.last_message_id > newest and conversation.last_text == "after the demo"
         assert_consistent()
 

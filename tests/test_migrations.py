@@ -10,9 +10,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from app.extensions import db
-from app.models import Message
+from app.models import Conversation, DeadLetter, Message
 
-from conftest import flask_command, fresh_database, ROOT, body_for, make_app, signed_headers
+from conftest import ROOT, body_for, conversation_of, flask_command, fresh_database, make_app, signed_headers
 
 TRIGRAM_INDEX = "ix_conversation_sender_key_trgm"  # declared for PostgreSQL only
 
@@ -41,9 +41,23 @@ def engine():
 def schema_of(connection: sa.Connection) -> dict:
     """Tables, columns, constraints and indexes as the database itself describes them."""
     if connection.dialect.name == "sqlite":
-        return {"objects": connection.exec_driver_sql(
-            "SELECT type, name, tbl_name, sql FROM sqlite_master "
-            "WHERE tbl_name != 'alembic_version' ORDER BY name").all()}
+        # A table rebuilt by a migration keeps the text of its CREATE TABLE as written there,
+        # so tables are described by what SQLite reports of them; indexes by their SQL.
+        tables = connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'alembic_version' "
+            "ORDER BY name").scalars().all()
+        pragma = lambda name, table: connection.exec_driver_sql(f'PRAGMA {name}("{table}")').all()
+        return {
+            "tables": {table: {
+                "columns": pragma("table_xinfo", table),
+                "foreign_keys": pragma("foreign_key_list", table),
+                "indexes": sorted((name, unique, origin, partial, pragma("index_info", name))
+                                  for _, name, unique, origin, partial in pragma("index_list", table)),
+            } for table in tables},
+            "index_sql": connection.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                "ORDER BY name").all(),
+        }
     schema = connection.scalar(sa.text("SELECT current_schema()"))
 
     def rows(sql: str) -> list[tuple]:
@@ -115,3 +129,63 @@ def test_init_db_twice_keeps_the_data_and_ends_at_the_latest_revision(database_u
         assert stored == ("Tere, Ülle 👋", body)
         version = connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
     assert version == ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+
+
+def test_upgrading_a_database_in_use_keeps_its_data_and_ids_pass_two_billion(database_url, engine):
+    """A database made by the first schema, with messages in it, upgraded by `init-db`."""
+    first = flask_command(database_url, "db", "upgrade", "26ff4a358fb8")
+    assert first.returncode == 0, first.stderr
+    old = engine(database_url)
+    largest_int4 = 2**31 - 1
+    with old.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO message (id, msg_id, channel, sender, recipient, text, sent_at, received_at, raw_body) "
+            "VALUES (:id, :msg_id, 'sms', :sender, '+37250000000', :text, :at, :at, :raw)"), [
+            {"id": 7, "msg_id": "old-1", "sender": "+37255512345", "text": "first", "at": "2024-06-01 08:00:00", "raw": b"{}"},
+            {"id": 8, "msg_id": "old-2", "sender": "a/b", "text": "odd sender", "at": "2024-06-01 08:01:00", "raw": b"{}"},
+            {"id": largest_int4, "msg_id": "old-3", "sender": "+37255512345", "text": "second",
+             "at": "2024-06-01 08:02:00", "raw": b"{}"}])
+        connection.execute(sa.text(
+            "INSERT INTO conversation (sender, sender_key, channel, last_message_id, last_sent_at, last_text, "
+            "message_count, unread_count) VALUES (:sender, :key, 'sms', :last, :at, :text, :count, :count)"), [
+            {"sender": "+37255512345", "key": "37255512345", "last": largest_int4, "at": "2024-06-01 08:02:00",
+             "text": "second", "count": 2},
+            {"sender": "a/b", "key": "a/b", "last": 8, "at": "2024-06-01 08:01:00", "text": "odd sender", "count": 1}])
+        connection.execute(sa.text("INSERT INTO dead_letter (received_at, reason, raw_body) VALUES (:at, 'x', :raw)"),
+                           [{"at": "2024-06-01 08:00:00", "raw": raw} for raw in (b"retried", b"retried", b"other")])
+        if connection.dialect.name == "postgresql":
+            # The last id an int4 sequence can hand out has been handed out.
+            connection.execute(sa.text("SELECT setval('message_id_seq', :last)"), {"last": largest_int4})
+    old.dispose()
+
+    upgraded = flask_command(database_url, "init-db")
+    assert upgraded.returncode == 0, upgraded.stderr
+
+    app = make_app(database_url)
+    client = app.test_client()
+    body = body_for(msg_id="after-the-upgrade", sender="+37255512345", text="third")
+    assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
+    with app.app_context():
+        rows = db.session.execute(sa.select(Message.id, Message.text, Conversation.sender)
+                                  .join(Conversation).order_by(Message.id)).all()
+        assert rows == [(7, "first", "+37255512345"), (8, "odd sender", "a/b"),
+                        (largest_int4, "second", "+37255512345"), (largest_int4 + 1, "third", "+37255512345")]
+        conversation = conversation_of("+37255512345")
+        assert (conversation.message_count, conversation.unread_count) == (3, 3)
+        assert conversation.last_message_id == largest_int4 + 1
+        assert db.session.scalars(sa.select(DeadLetter.raw_body).order_by(DeadLetter.id)).all() == [b"retried", b"other"]
+        if db.engine.dialect.name == "postgresql":
+            types = dict(db.session.execute(sa.text(
+                "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND column_name IN ('id', 'last_message_id', "
+                "'conversation_id', 'change_seq')")).all())
+            assert {column: types[column] for column in (
+                "message.id", "message.conversation_id", "conversation.id", "conversation.last_message_id",
+                "message.change_seq", "conversation.change_seq")} == dict.fromkeys(
+                ("message.id", "message.conversation_id", "conversation.id", "conversation.last_message_id",
+                 "message.change_seq", "conversation.change_seq"), "bigint")
+            assert db.session.scalar(sa.text(
+                "SELECT data_type FROM pg_sequences WHERE sequencename = 'message_id_seq' "
+                "AND schemaname = current_schema()")) == "bigint"
+    with app.app_context():
+        db.engine.dispose()

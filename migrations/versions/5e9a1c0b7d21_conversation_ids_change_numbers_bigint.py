@@ -57,12 +57,13 @@ def upgrade_postgresql():
     op.create_unique_constraint(op.f('uq_conversation_sender'), 'conversation', ['sender'])
     op.execute("ALTER TABLE conversation ALTER COLUMN last_message_id TYPE bigint, "
                "ALTER COLUMN last_message_id DROP NOT NULL")
-    op.execute("ALTER TABLE conversation ADD COLUMN change_seq bigint NOT NULL DEFAULT 0, "
-               "ALTER COLUMN change_seq DROP DEFAULT")
+    op.execute("ALTER TABLE conversation ADD COLUMN change_seq bigint NOT NULL DEFAULT 0")
+    op.execute("ALTER TABLE conversation ALTER COLUMN change_seq DROP DEFAULT")
 
     op.drop_index('ix_message_sender_id', table_name='message')
     op.execute("ALTER TABLE message ADD COLUMN conversation_id bigint, "
-               "ADD COLUMN change_seq bigint NOT NULL DEFAULT 0, ALTER COLUMN change_seq DROP DEFAULT")
+               "ADD COLUMN change_seq bigint NOT NULL DEFAULT 0")
+    op.execute("ALTER TABLE message ALTER COLUMN change_seq DROP DEFAULT")
     op.execute("UPDATE message SET conversation_id = conversation.id FROM conversation "
                "WHERE conversation.sender = message.sender")
     op.execute("ALTER TABLE message ALTER COLUMN conversation_id SET NOT NULL")
