@@ -20,8 +20,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(FLASK) init-db
 	$(FLASK) local-secret
-	@echo "Serving on http://127.0.0.1:5000 (Ctrl-C stops)"
-	$(BIN)/gunicorn --config python:app.gunicorn_conf 'app:create_app()'
+	@echo "Serving on http://$${BIND:-127.0.0.1:5000} (Ctrl-C stops)"
+	$(BIN)/python -m app.server
 
 test: $(VENV)/.installed-test test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

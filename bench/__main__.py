@@ -1,7 +1,9 @@
 """`python -m bench` (what `make bench` runs): measure, print the table, write it as JSON.
 
 Ingest first, on a fresh database; then, for each size, a fresh database seeded with demo
-data for the inbox reads and the CSV export. `--sizes 300` makes a smoke run of seconds.
+data for the inbox reads and the CSV export; then slow clients (bench/slow_clients.py).
+`--sizes 300` makes a smoke run; `--only NAME` runs one part; `--only slow-clients --compare`
+measures the candidate HTTP servers side by side.
 """
 import argparse
 import os
@@ -11,10 +13,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import data, export, ingest, reads
+from . import data, export, ingest, reads, slow_clients
 from .report import Row, growth, table, write_json
 
 RESULTS = Path(__file__).parent / "results"
+PARTS = ["ingest", "inbox", "slow-clients"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,11 +33,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--load-processes", type=int, default=2, help="load generator processes (default: %(default)s)")
     parser.add_argument("--load-threads", type=int, default=16,
                         help="connections per load process (default: %(default)s)")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only this part (may be given more than once; default: all)")
+    parser.add_argument("--slow-client-seconds", type=float, default=20.0,
+                        help="how long each kind of slow client stays connected (default: %(default)s)")
+    parser.add_argument("--slow-clients", type=int, default=slow_clients.CLIENTS,
+                        help="slow clients of each kind at once (default: %(default)s)")
+    parser.add_argument("--compare", nargs="?", const=",".join(slow_clients.CANDIDATES),
+                        help="with slow-clients: also measure these servers, comma-separated "
+                             f"(default: all of {', '.join(slow_clients.CANDIDATES)})")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default: bench/results/<time>.json)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the databases in this directory (default: a temporary one, removed)")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+    parts = args.only or PARTS
 
     rows: list[Row] = []
     started = time.monotonic()
@@ -42,15 +55,23 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="sms-inbox-bench-") as temporary:
         workdir = args.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
-        log(f"ingest over HTTP: {args.ingest_requests:,} requests per run")
-        rows += ingest.measure(workdir, args.ingest_requests, args.load_processes, args.load_threads, log)
-        for messages in sizes:
+        if "ingest" in parts:
+            log(f"ingest over HTTP: {args.ingest_requests:,} requests per run")
+            rows += ingest.measure(workdir, args.ingest_requests, args.load_processes, args.load_threads, log)
+        for messages in sizes if "inbox" in parts else []:
             senders = max(1, round(messages * args.senders_per_million / 1_000_000))
             log(f"{messages:,} messages from {senders:,} senders")
             url = data.fresh_database(workdir, f"inbox-{messages}")
             rows += data.seed(url, messages, senders, log)
             rows += reads.measure(url, messages, args.samples, log)
             rows += export.measure(url, messages, workdir, log)
+        if "slow-clients" in parts:
+            log(f"slow clients: {args.slow_clients} of each kind for {args.slow_client_seconds:g} s")
+            if args.compare:
+                rows += slow_clients.compare(workdir, args.compare.split(","), args.slow_client_seconds,
+                                             args.slow_clients, args.ingest_requests, log)
+            else:
+                rows += slow_clients.measure(workdir, args.slow_client_seconds, args.slow_clients, log)
 
     print(table(rows))
     print()

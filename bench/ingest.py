@@ -1,12 +1,14 @@
 """Ingest over HTTP: signed callbacks against the same server's no-op route, same load.
 
-gunicorn runs exactly as `make run` starts it (`--config python:app.gunicorn_conf`, its
-workers, threads and access log), on a fresh SQLite file and a free port; only the app spec
-differs, to add the no-op route. The load comes from separate processes, each with threads
-on keep-alive connections sending requests prepared (and signed) before the clock starts.
+The server runs exactly as `make run` starts it (`app.server.command`: its workers, threads
+and settings), on a fresh SQLite file and a free port; only the app spec differs, to add the
+no-op route (`bench/slow_clients.py --compare` runs the same measurement on other servers).
+The load comes from separate processes, each with threads on keep-alive connections sending
+requests prepared (and signed) before the clock starts.
 """
 import json
 import multiprocessing
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app import gunicorn_conf, signing
+from app import server as make_run_server
+from app import signing
 
 from .app import NOOP
 from .data import ROOT, SECRET, fresh_database, server_environment
@@ -28,14 +31,20 @@ from .report import Row
 
 CALLBACK = "/callbacks/inbound"
 RATIO_TARGET = 0.6
+# Start-up, shutdown and access-log lines, as gunicorn, granian and waitress write them.
+INFORMATIONAL = re.compile(r"\binfo\b|\"(GET|POST) ", re.IGNORECASE)
 SENDERS = [f"+3725{n:07d}" for n in range(1_000)]
 
 
-def measure(workdir: Path, requests: int, processes: int, threads: int, log) -> list[Row]:
-    url = fresh_database(workdir, "ingest")
+def measure(workdir: Path, requests: int, processes: int, threads: int, log, command=None,
+            label: str = "make run") -> list[Row]:
+    """Callbacks per second into the server `command(port, app_spec)` starts (default: `make run`'s)."""
+    url = fresh_database(workdir, "ingest-" + label.replace(" ", "-").replace(",", ""))
     port = free_port()
     warm_up = max(100, requests // 20)
-    with Server(url, port) as server, multiprocessing.get_context("spawn").Pool(processes) as pool:
+    command = command or make_run
+    with Server(command(port, "bench.app:create_bench_app"), url, port) as server, \
+            multiprocessing.get_context("spawn").Pool(processes) as pool:
         pool.map(_ready, range(processes))  # the load processes are up and have imported this module
 
         def load(path: str, count: int) -> float:
@@ -51,28 +60,28 @@ def measure(workdir: Path, requests: int, processes: int, threads: int, log) -> 
     if stored != warm_up + requests:  # every "stored" answer must be on disk
         raise RuntimeError(f"{warm_up + requests} callbacks answered 'stored' but {stored} rows are stored")
     noop = (noop_before + noop_after) / 2
-    log(f"  ingest: {callbacks:,.0f} callbacks/s; no-op {noop_before:,.0f} and {noop_after:,.0f}/s"
+    log(f"  ingest, {label}: {callbacks:,.0f} callbacks/s; no-op {noop_before:,.0f} and {noop_after:,.0f}/s"
         + (f"; server log: {errors[-300:]}" if errors else ""))
-    note = (f"{gunicorn_conf.workers} workers x {gunicorn_conf.threads} threads, "
-            f"{processes * threads} connections, {requests:,} requests")
+    note = f"{label}, {processes * threads} connections, {requests:,} requests"
     return [Row("ingest over HTTP: signed callbacks stored per second", "fresh DB", callbacks, "req/s",
                 noop, callbacks / noop, f">= {RATIO_TARGET} of no-op (aim 0.8)",
                 callbacks / noop >= RATIO_TARGET, note)]
 
 
-class Server:
-    """gunicorn as `make run` starts it, serving the app with the no-op route."""
+def make_run(port: int, app_spec: str) -> list[str]:
+    return make_run_server.command(f"127.0.0.1:{port}", app_spec)
 
-    def __init__(self, url: str, port: int):
-        self.url, self.port = url, port
+
+class Server:
+    """A server process serving the app with the no-op route."""
+
+    def __init__(self, command: list[str], url: str, port: int):
+        self.command, self.url, self.port = command, url, port
 
     def __enter__(self):
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf",
-             "--bind", f"127.0.0.1:{self.port}", "bench.app:create_bench_app()"],
-            cwd=ROOT, env=server_environment(self.url), stdout=subprocess.DEVNULL, stderr=self.log,
-        )
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=server_environment(self.url),
+                                        stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -83,13 +92,13 @@ class Server:
                     break
                 time.sleep(0.2)
         self.__exit__()
-        raise RuntimeError("gunicorn did not start: " + self.errors()[-2000:])
+        raise RuntimeError("the server did not start: " + self.errors()[-2000:])
 
     def errors(self) -> str:
-        """Error lines gunicorn logged (its start-up and shutdown lines are INFO)."""
+        """What the server logged, less its informational lines."""
         self.log.seek(0)
         lines = self.log.read().decode(errors="replace").splitlines()
-        return "\n".join(line for line in lines if "[INFO]" not in line)
+        return "\n".join(line for line in lines if not INFORMATIONAL.search(line))
 
     def __exit__(self, *exc_info):
         self.process.terminate()

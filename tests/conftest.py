@@ -210,7 +210,7 @@ def free_port() -> int:
 
 
 class Server:
-    """gunicorn serving the app in real worker processes on 127.0.0.1."""
+    """The server as `make run` starts it (app/server.py), in real worker processes on 127.0.0.1."""
 
     def __init__(self, database_url: str, workers: int = 2, threads: int = 8, port: int | None = None,
                  env: dict | None = None):
@@ -224,12 +224,11 @@ class Server:
         env = {**os.environ, "DATABASE_URL": self.database_url, "MESSENTE_SHARED_SECRET": SECRET,
                "SECRET_KEY": "test-secret-key", **self.env}
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-             "--threads", str(self.threads), "--access-logfile", "/dev/null", "app:create_app()"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log,
-        )
+        from app import server  # what `make run` starts
+        argv = server.command(f"127.0.0.1:{self.port}")
+        argv[-1:-1] = ["--workers", str(self.workers), "--threads", str(self.threads),
+                       "--access-logfile", "/dev/null"]
+        self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -237,9 +236,9 @@ class Server:
                 return self
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError("gunicorn exited: " + self.output()[-2000:])
+                    raise RuntimeError("the server exited: " + self.output()[-2000:])
                 time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start within 30 s")
+        raise RuntimeError("the server did not start within 30 s")
 
     def output(self) -> str:
         """What the server wrote to stderr so far (its error log)."""
@@ -266,7 +265,7 @@ class Server:
 
 @pytest.fixture
 def server_factory(app):
-    """Start gunicorn servers on the test's database; all are stopped at the end."""
+    """Start servers on the test's database; all are stopped at the end."""
     servers = []
 
     def start(**options) -> Server:
