@@ -6,8 +6,6 @@ instead of failing half-way ("database is locked"), ids are handed out in commit
 so are change numbers: "what changed after N" never misses a row that committed late.
 """
 import fcntl
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,41 +70,18 @@ def _begin_holding_lock(session: Session) -> None:
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
 
-class _WriteFileLock:
-    """Lets the processes and threads writing one SQLite file take turns without SQLite's
-    sleep-and-retry busy handler. One per database file, opened per process (an inherited
-    descriptor would be one lock shared by every forked worker, excluding nobody)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.threads = threading.Lock()
-        self.pid, self.file = None, None
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        with self.threads:
-            if self.pid != os.getpid():
-                self.file, self.pid = open(self.path, "a"), os.getpid()
-            fcntl.flock(self.file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self.file, fcntl.LOCK_UN)
-
-
-_file_locks: dict[str, _WriteFileLock] = {}
-_file_locks_guard = threading.Lock()
-
-
 @contextmanager
 def _file_lock() -> Iterator[None]:
+    """Lets the processes and threads writing one SQLite file take turns without SQLite's
+    sleep-and-retry busy handler (a no-op on other databases).
+
+    Each use opens the lock file anew: flock excludes every other open file, in this process
+    or another, and nothing is inherited across a fork or left open.
+    """
     url = db.engine.url
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         yield
         return
-    with _file_locks_guard:
-        lock = _file_locks.get(url.database)
-        if lock is None:
-            lock = _file_locks[url.database] = _WriteFileLock(Path(url.database).with_suffix(".write-lock"))
-    with lock.held():
-        yield
+    with open(Path(url.database).with_suffix(".write-lock"), "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock

@@ -361,3 +361,35 @@ def test_html_in_a_message_is_shown_as_text_and_runs_nothing(page, server, page_
     assert page.evaluate("window.__pwned") is None
     assert any("Content Security Policy" in problem for problem in page_watch.problems), page_watch.problems
     page_watch.problems.clear()  # expected here; any other problem still fails this test
+
+
+def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_poll(
+        page, server, new_context, backend):
+    sender = "+37255512345"
+    deliver(server, sender=sender, text="Tere! Kas tellimus on teel?")
+    deliver(server, sender="+37256600001", text="Aitäh!")
+    log_in(page, server)  # the first person watches the list
+    mark_page(page)
+
+    colleague = new_context().new_page()
+    log_in(colleague, server)
+    colleague.get_by_role("link", name=sender, exact=True).click()
+    # Shown means read: the thread marks itself read by a POST, and the list follows.
+    expect(colleague.get_by_role("button", name="Mark unread")).to_be_visible()
+    expect(row_for(page, sender).locator(".badge")).to_have_count(0, timeout=LIVE)
+    for width, height in ((1280, 800), (390, 844)):
+        colleague.set_viewport_size({"width": width, "height": height})
+        screenshot(colleague, f"thread-read-{width}x{height}-{backend}.png")
+
+    colleague.get_by_role("button", name="Mark unread").click()
+    expect(colleague.get_by_role("button", name="Mark read")).to_be_visible()
+    # No new message, only a change: the other session's poll brings it.
+    expect(row_for(page, sender).locator(".badge")).to_have_text("1 unread", timeout=LIVE)
+    expect(page).to_have_title("(2) Inbox · sms-inbox")
+    assert_same_page(page)
+    # And it stays unread in the colleague's open thread: polls do not mark it read again.
+    colleague.wait_for_timeout(POLL_SECONDS * 1000 + 1000)
+    expect(colleague.get_by_role("button", name="Mark read")).to_be_visible()
+    for width, height in ((1280, 800), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        screenshot(page, f"inbox-marked-unread-{width}x{height}-{backend}.png")

@@ -1,6 +1,7 @@
 """POST /callbacks/inbound: signatures, storage exactly once, and every refusal."""
 import json
 import logging
+import socket
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -358,3 +359,38 @@ def test_a_database_that_cannot_be_opened_answers_503_and_the_next_request_tries
         assert response.status_code == 503
         assert response.json == {"error": "storage temporarily unavailable, retry later"}
     assert "database unavailable" in caplog.text and SECRET not in caplog.text
+
+
+def raw_exchange(server, head: bytes, body_parts: list[bytes]) -> int:
+    """Send a request as bytes over one connection; the status code of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        try:
+            connection.sendall(head)
+            for part in body_parts:
+                connection.sendall(part)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer and close before it has read everything
+        answer = connection.makefile("rb").readline()
+    return int(answer.split()[1])
+
+
+def chunked(body: bytes, size: int = 8192) -> list[bytes]:
+    parts = [body[start:start + size] for start in range(0, len(body), size)]
+    return [b"%x\r\n%s\r\n" % (len(part), part) for part in parts] + [b"0\r\n\r\n"]
+
+
+def chunked_head(body: bytes) -> bytes:
+    return (b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+            b"X-Messente-Signature: " + signed_headers(body)["X-Messente-Signature"].encode() + b"\r\n\r\n")
+
+
+def test_a_chunked_body_is_read_whole_and_over_the_limit_is_413(app, server_factory):
+    server = server_factory(workers=1)
+    fits = body_for(msg_id="chunked-fits", text="y" * 40_000)
+    assert raw_exchange(server, chunked_head(fits), chunked(fits)) == 200
+    # Signed over the whole body: were it cut at 64 KiB, the signature would be checked over a prefix.
+    too_large = body_for(msg_id="chunked-too-large", text="x" * (64 * 1024 + 100))
+    assert raw_exchange(server, chunked_head(too_large), chunked(too_large)) == 413
+    with app.app_context():
+        assert db.session.scalars(sa.select(Message.msg_id)).all() == ["chunked-fits"]

@@ -6,7 +6,7 @@ from app import accounts
 from app.extensions import db
 from app.models import Message, User
 
-from conftest import flask_command
+from conftest import body_for, flask_command, make_app, signed_headers
 
 
 def users(app) -> list[str]:
@@ -81,3 +81,22 @@ def test_local_secret_is_generated_once_when_none_is_configured(tmp_path, databa
     assert (tmp_path / config.LOCAL_SECRET_FILE).stat().st_mode & 0o077 == 0  # private to its owner
     with app.app_context():
         db.engine.dispose()
+
+
+def test_the_database_files_are_private_to_their_owner(tmp_path):
+    """Messages, password hashes and session tokens: mode 0600 under the usual umask 022."""
+    path = tmp_path / "inbox.sqlite3"
+    url = f"sqlite:///{path}"
+    result = flask_command(url, "init-db", umask=0o022)
+    assert result.returncode == 0, result.stderr
+    assert path.stat().st_mode & 0o777 == 0o600
+
+    app = make_app(url)
+    body = body_for()
+    assert app.test_client().post("/callbacks/inbound", data=body, headers=signed_headers(body)).status_code == 200
+    with app.app_context():
+        with db.engine.connect():  # while a connection is open, SQLite keeps -wal and -shm
+            modes = {suffix: (tmp_path / f"inbox.sqlite3{suffix}").stat().st_mode & 0o777
+                     for suffix in ("", "-wal", "-shm")}
+        db.engine.dispose()
+    assert modes == {"": 0o600, "-wal": 0o600, "-shm": 0o600}

@@ -6,6 +6,7 @@ moment as the original, and a person's requests to either instance.
 import http.cookiejar
 import json
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -13,6 +14,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -141,6 +143,14 @@ def test_login_throttling_sessions_and_read_state_are_shared_by_instances(app, u
     for attempt in range(limit):
         status, _, _ = attacker.login((first, second)[attempt % 2].url, "wrong password")
         assert status == 401
+    with app.app_context():
+        failures, locked_until = db.session.execute(sa.text(
+            "SELECT failures, locked_until FROM login_throttle WHERE username = 'alice'")).one()
+        assert failures == limit and locked_until is not None
+        # Held for a minute, so that both instances are asked while it holds.
+        db.session.execute(sa.text("UPDATE login_throttle SET locked_until = :until WHERE username = 'alice'"),
+                           {"until": locked_until + timedelta(minutes=1)})
+        db.session.commit()
     for server in (first, second):
         status, _, page = attacker.login(server.url, PASSWORD)
         assert status == 401 and "locked" in page
@@ -160,7 +170,9 @@ def test_login_throttling_sessions_and_read_state_are_shared_by_instances(app, u
     body = body_for(sender="+37255512345", text="read me")
     assert post_callback(first.url, body) == (200, "stored")
     assert "<title>(1) Inbox" in person.get(first.url + "/")[2]
-    person.get(second.url + "/conversations/" + urllib.parse.quote("+37255512345"))
+    _, _, thread = person.get(second.url + "/conversations/" + urllib.parse.quote("+37255512345"))
+    read_form = re.search(r'action="([^"]+/read)".*?name="through" value="(\d+)"', thread, re.S)
+    person.post(second.url + read_form.group(1), {"through": read_form.group(2), "csrf_token": csrf_token(thread)})
     assert "<title>Inbox" in person.get(first.url + "/")[2]
 
     # Logging out through one instance ends the session on both, even for a copy of the cookie.
