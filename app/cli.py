@@ -5,7 +5,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from datetime import UTC, datetime
+
 
 import click
 import flask_migrate
@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError
 
-from . import accounts, config, copying, demo, signing
+from . import accounts, clock, config, copying, demo, signing
 from .extensions import db
 from .models import User
 from .unit_of_work import write_transaction
@@ -74,18 +74,19 @@ def create_user(username: str):
             accounts.create_user(username, password)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"Created user {username.strip()!r}. Log in at http://127.0.0.1:5000/login")
+    click.echo(f"Created user {username.strip()!r}. Log in at {config.site_url(current_app.config)}/login")
 
 
 @click.command("send-test-message")
 @with_appcontext
-@click.option("--url", default="http://127.0.0.1:5000/callbacks/inbound", show_default=True)
+@click.option("--url", help="The callback's address. Default: PUBLIC_URL or BIND, /callbacks/inbound.")
 @click.option("--sender", default="+37255512345", show_default=True)
 @click.option("--text", default="Tere! This is a test message 📨", show_default=True)
 @click.option("--channel", default="sms", show_default=True,
               type=click.Choice(["sms", "viber", "whatsapp", "telegram"]))
-def send_test_message(url: str, sender: str, text: str, channel: str):
+def send_test_message(url: str | None, sender: str, text: str, channel: str):
     """Sign a realistic inbound message with the configured secret and POST it to the app."""
+    url = url or config.site_url(current_app.config) + "/callbacks/inbound"
     configured = current_app.config["MESSENTE_SHARED_SECRETS"]
     if not configured:
         raise click.ClickException("No shared secret: set MESSENTE_SHARED_SECRET or run `make run` once.")
@@ -94,7 +95,7 @@ def send_test_message(url: str, sender: str, text: str, channel: str):
         "sub_msg_id": str(uuid.uuid4()),
         "channel": channel,
         "recipient": "+37250000000",
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "text": text,
         "sender": sender,
     }, ensure_ascii=False).encode()

@@ -20,6 +20,9 @@ def defaults(instance_path: str) -> dict:
         "MAX_CONTENT_LENGTH": MAX_CALLBACK_BYTES,
         "PAGE_SIZE": 50,
         "POLL_SECONDS": 4,
+        # Where `make run` serves, and the address people and Messente reach it at, if another.
+        "BIND": "127.0.0.1:5000",
+        "PUBLIC_URL": "",
         # A login ends after this long without a page view (polls don't count) ...
         "IDLE_TIMEOUT_SECONDS": 8 * 60 * 60,
         # ... and this long after it began, however busy: a stolen cookie stops working.
@@ -60,10 +63,21 @@ def from_environment(environ=os.environ) -> dict:
         found["SESSION_COOKIE_SECURE"] = environ["SESSION_COOKIE_SECURE"].lower() in ("1", "true", "yes")
     if environ.get("PROXY_COUNT"):
         found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
+    for name in ("BIND", "PUBLIC_URL"):
+        if environ.get(name):
+            found[name] = environ[name]
     for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS"):
         if environ.get(name):
             found[name] = int(environ[name])
     return found
+
+
+def site_url(settings) -> str:
+    """The app's address for links printed by commands: PUBLIC_URL, else where it serves."""
+    if settings["PUBLIC_URL"]:
+        return settings["PUBLIC_URL"].rstrip("/")
+    host, _, port = settings["BIND"].rpartition(":")
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{port}"
 
 
 def database_url(url: str) -> str:

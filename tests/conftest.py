@@ -188,16 +188,17 @@ def deliver(client):
 
 # --- real processes ---------------------------------------------------------------------
 
-def flask_process(database_url: str, *args: str) -> dict:
+def flask_process(database_url: str, *args: str, env_extra: dict | None = None) -> dict:
     """Arguments for subprocess.run or Popen that run `flask --app app ...` on a database."""
     env = {**os.environ, "DATABASE_URL": database_url, "MESSENTE_SHARED_SECRET": SECRET,
-           "SECRET_KEY": "test-secret-key"}
+           "SECRET_KEY": "test-secret-key", **(env_extra or {})}
     return dict(args=[sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env)
 
 
-def flask_command(database_url: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+def flask_command(database_url: str, *args: str, env_extra: dict | None = None,
+                  **kwargs) -> subprocess.CompletedProcess:
     """Run a flask command to completion in its own process, as an operator would."""
-    return subprocess.run(**flask_process(database_url, *args), capture_output=True, text=True,
+    return subprocess.run(**flask_process(database_url, *args, env_extra=env_extra), capture_output=True, text=True,
                           timeout=120, **kwargs)
 
 

@@ -100,3 +100,13 @@ def test_the_database_files_are_private_to_their_owner(tmp_path):
                      for suffix in ("", "-wal", "-shm")}
         db.engine.dispose()
     assert modes == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+
+
+def test_commands_print_the_address_the_server_is_really_at(app, database_url):
+    result = flask_command(database_url, "create-user", "erin", input="long enough\nlong enough\n",
+                           env_extra={"BIND": "0.0.0.0:8000"})
+    assert result.returncode == 0, result.stderr
+    assert "Log in at http://127.0.0.1:8000/login" in result.stdout
+    public = flask_command(database_url, "send-test-message",
+                           env_extra={"PUBLIC_URL": "http://127.0.0.1:9/inbox/"})
+    assert "Could not reach http://127.0.0.1:9/inbox/callbacks/inbound" in public.stderr
