@@ -42,7 +42,8 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
     assert ("ingest over HTTP: signed callbacks stored per second", "fresh DB") in measured
     for row in rows:
         assert row["figure"] > 0, row
-        assert row["met"] in (True, False), row
+        # A verdict exactly where there is a target to meet, and none where there is not.
+        assert isinstance(row["met"], bool) if row["target"] else row["met"] is None, row
         if row["what"] in WITH_CEILING and (shutil.which("sqlite3") or "export" not in row["what"]):
             assert row["ceiling"] > 0, row
     # The printed table names every row too, and the machine is recorded beside the figures.
