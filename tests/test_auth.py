@@ -50,7 +50,7 @@ def from_address(app, address: str, forwarded_for: str | None = None) -> AuthAct
 
 def throttle_rows(app) -> set[tuple[str, str]]:
     with app.app_context():
-        return set(db.session.execute(sa.select(LoginThrottle.username, LoginThrottle.address)).tuples())
+        return set(map(tuple, db.session.execute(sa.select(LoginThrottle.username, LoginThrottle.address))))
 
 
 def test_login_page_has_a_labelled_form_with_csrf(client):
@@ -284,9 +284,9 @@ def test_pages_fragments_and_the_login_page_are_never_cached(app, client, auth):
 
 def test_static_files_keep_their_caching(client, auth):
     auth.login()
-    response = client.get("/static/style.css")
-    assert response.status_code == 200
-    assert "no-store" not in response.headers.get("Cache-Control", "")
+    with client.get("/static/style.css") as response:
+        assert response.status_code == 200
+        assert "no-store" not in response.headers.get("Cache-Control", "")
 
 
 def test_session_cookie_flags(client, auth):
