@@ -11,6 +11,7 @@ import time
 import sqlalchemy as sa
 
 from app import accounts
+from app.unit_of_work import write_transaction
 from app.extensions import db
 from app.models import Conversation
 
@@ -30,8 +31,8 @@ def measure(url: str, messages: int, samples: int, log) -> list[Row]:
     app = bench_app(url)
     size = size_label(messages)
     with app.app_context():
-        accounts.create_user("bench", PASSWORD)
-        db.session.commit()
+        with write_transaction():
+            accounts.create_user("bench", PASSWORD)
         deep_page, before = deep_page_cursor()
         search = search_term()
         sender, thread_length = thread_sender()
@@ -110,9 +111,9 @@ def search_term() -> str:
     return key[-8:-2]
 
 
-def thread_sender() -> tuple[str, int]:
-    """The sender whose message count is nearest to THREAD_LENGTH."""
+def thread_sender() -> tuple[int, int]:
+    """The conversation whose message count is nearest to THREAD_LENGTH."""
     sender, count = db.session.execute(
-        sa.select(Conversation.sender, Conversation.message_count)
+        sa.select(Conversation.id, Conversation.message_count)
         .order_by(sa.func.abs(Conversation.message_count - THREAD_LENGTH)).limit(1)).one()
     return sender, count
