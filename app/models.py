@@ -40,6 +40,15 @@ class Conversation(db.Model):
     unread_count: Mapped[int]
     # The change number of the last write that changed what the list or the thread shows.
     change_seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+    # "in" when the newest message came from the customer, "out" when it is our reply ("You: ...").
+    last_direction: Mapped[str] = mapped_column(sa.String(3), server_default="in")
+    # When the customer last wrote: WhatsApp takes free text only within 24 hours of it.
+    last_inbound_at: Mapped[datetime | None]
+    opted_out: Mapped[bool] = mapped_column(server_default=sa.false())
+    # Messente's account blacklist, kept in step with opt-outs when MESSENTE_BLACKLIST_SYNC is on:
+    # "add" or "remove" while a call is due, "added" once this app added the number.
+    blacklist: Mapped[str | None] = mapped_column(sa.String(8))
+    blacklist_problem: Mapped[str | None] = mapped_column(sa.String(500))
 
     __table_args__ = (
         sa.Index(
@@ -78,12 +87,56 @@ class Message(db.Model):
     received_at: Mapped[datetime]
     raw_body: Mapped[bytes] = mapped_column(sa.LargeBinary)
     change_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    # Replies are messages too: "out", with who wrote them and how far they got. For a reply,
+    # `sender` is our sender (a number or a name), `recipient` the customer, `msg_id` our own
+    # "reply-<key>" (the form's one-time key: a resubmitted form cannot store it twice).
+    direction: Mapped[str] = mapped_column(sa.String(3), server_default="in")
+    author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+    # queued -> sending -> sent | failed | unconfirmed (see replies.py); None for inbound.
+    status: Mapped[str | None] = mapped_column(sa.String(12))
+    # The best delivery report so far (DELIVRD, SEEN, FAILED, ...): see DELIVERY_RANK.
+    delivery: Mapped[str | None] = mapped_column(sa.String(8))
+    problem: Mapped[str | None] = mapped_column(sa.String(500))  # why it failed, in the API's words
+    omnimessage_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), index=True)
+    claimed_at: Mapped[datetime | None]  # when a process took it to send
 
     __table_args__ = (
         sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),
         # A thread's poll: its messages changed after the number the page last saw.
         sa.Index("ix_message_conversation_id_change_seq", "conversation_id", "change_seq"),
     )
+
+
+# Delivery statuses by how far they got: a report never moves a reply backwards, and with
+# fallback channels the best leg wins (WhatsApp FAILED, then SMS DELIVRD: delivered).
+DELIVERY_RANK = {"ACCEPTD": 1, "ACK": 2, "UNKNOWN": 3, "NACK": 3, "REJECTD": 3, "UNDELIV": 3,
+                 "FAILED": 3, "EXPIRED": 3, "DELETED": 3, "DELIVRD": 4, "SEEN": 5}
+
+
+def better_delivery(current: str | None, reported: str) -> bool:
+    return DELIVERY_RANK.get(reported, 0) > DELIVERY_RANK.get(current, 0)
+
+
+class OptOut(db.Model):
+    """Each time a conversation was opted out or back in, and who or what did it."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"), index=True)
+    opted_out: Mapped[bool]
+    at: Mapped[datetime]
+    # The customer's keyword message, or the person who changed it by hand.
+    message_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("message.id"))
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+
+
+class UnmatchedDeliveryReport(db.Model):
+    """A report for a reply we don't know yet (it can beat the send call's answer); a day at most."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    omnimessage_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
+    status: Mapped[str] = mapped_column(sa.String(8))
+    problem: Mapped[str | None] = mapped_column(sa.String(500))
+    received_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class ChangeCounter(db.Model):

@@ -50,7 +50,7 @@ def schema_of(connection: sa.Connection) -> dict:
         return {
             "tables": {table: {
                 "columns": pragma("table_xinfo", table),
-                "foreign_keys": pragma("foreign_key_list", table),
+                "foreign_keys": sorted(row[2:] for row in pragma("foreign_key_list", table)),
                 "indexes": sorted((name, unique, origin, partial, pragma("index_info", name))
                                   for _, name, unique, origin, partial in pragma("index_list", table)),
             } for table in tables},
