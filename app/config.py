@@ -17,6 +17,14 @@ def defaults(instance_path: str) -> dict:
     return {
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{Path(instance_path) / 'sms-inbox.sqlite3'}",
         "MESSENTE_SHARED_SECRET": "",
+        # Sending (replies, blacklist): Omnichannel API address and the API key's username and
+        # password (dashboard: API keys); without both, nothing is sent. Senders per channel.
+        "MESSENTE_API_URL": "https://api.messente.com/v1",
+        "MESSENTE_API_USERNAME": "",
+        "MESSENTE_API_PASSWORD": "",
+        "MESSENTE_SMS_SENDER": "",
+        "MESSENTE_VIBER_SENDER": "",
+        "MESSENTE_WHATSAPP_SENDER": "",
         "MAX_CONTENT_LENGTH": MAX_CALLBACK_BYTES,
         "PAGE_SIZE": 50,
         "POLL_SECONDS": 4,
@@ -43,6 +51,13 @@ def defaults(instance_path: str) -> dict:
         "PASSWORD_HASH_CONCURRENCY": 2,
         # Number of reverse proxies in front of the app whose X-Forwarded-* headers we trust.
         "PROXY_COUNT": 0,
+        # Replies: also put opted-out numbers on Messente's account-wide blacklist (it covers
+        # every message the account sends, one-time passwords included: off unless asked for).
+        "MESSENTE_BLACKLIST_SYNC": False,
+        # Messente allows 150 requests/s per IP; each worker process keeps under this many.
+        "MESSENTE_REQUESTS_PER_SECOND": 30,
+        # Threads per process sending replies, so a slow API call doesn't hold up the next reply.
+        "REPLY_SENDERS": 4,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": False,
@@ -55,6 +70,10 @@ def from_environment(environ=os.environ) -> dict:
     found = {}
     if environ.get("MESSENTE_SHARED_SECRET"):
         found["MESSENTE_SHARED_SECRET"] = environ["MESSENTE_SHARED_SECRET"]
+    for name in ("MESSENTE_API_URL", "MESSENTE_API_USERNAME", "MESSENTE_API_PASSWORD",
+                 "MESSENTE_SMS_SENDER", "MESSENTE_VIBER_SENDER", "MESSENTE_WHATSAPP_SENDER"):
+        if environ.get(name):
+            found[name] = environ[name]
     if environ.get("DATABASE_URL"):
         found["SQLALCHEMY_DATABASE_URI"] = database_url(environ["DATABASE_URL"])
     if environ.get("SECRET_KEY"):
@@ -63,6 +82,8 @@ def from_environment(environ=os.environ) -> dict:
         found["SESSION_COOKIE_SECURE"] = environ["SESSION_COOKIE_SECURE"].lower() in ("1", "true", "yes")
     if environ.get("PROXY_COUNT"):
         found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
+    if environ.get("MESSENTE_BLACKLIST_SYNC"):
+        found["MESSENTE_BLACKLIST_SYNC"] = environ["MESSENTE_BLACKLIST_SYNC"].lower() in ("1", "true", "yes")
     for name in ("BIND", "PUBLIC_URL"):
         if environ.get(name):
             found[name] = environ[name]

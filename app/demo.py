@@ -117,7 +117,7 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
                 conversation = totals.get(conversation_id)
                 if conversation is None:
                     conversation = totals[conversation_id] = ConversationTotals(channel)
-                conversation.add(message_id, channel, sent_at, text, unread=received_at >= unread_since)
+                conversation.add(message_id, channel, sent_at, received_at, text, unread=received_at >= unread_since)
                 day = received_at.date()
                 days[day] = days.get(day, 0) + 1
 
@@ -133,7 +133,9 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
             add_to_daily_counts(connection, days)
 
 
-MESSAGE_COLUMNS = [column.name for column in Message.__table__.c]
+# What a demo message has; the reply columns keep their defaults (inbound, no status).
+MESSAGE_COLUMNS = ["id", "conversation_id", "msg_id", "sub_msg_id", "channel", "sender", "recipient", "text",
+                   "sent_at", "received_at", "raw_body", "change_seq"]
 
 
 def insert_messages(connection: sa.Connection, rows: list[tuple], progress: Callable[[int], None] | None) -> None:

@@ -12,7 +12,7 @@ from functools import cache
 
 import sqlalchemy as sa
 
-from . import clock
+from . import clock, optouts
 from .extensions import dialect_insert
 from .models import (
     CHANNEL_LENGTH, ID_LENGTH, NUMBER_LENGTH, PREVIEW_LENGTH,
@@ -160,8 +160,10 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
         for message_id, message in zip(ids, new):
             conversation_id = conversation_of[message.sender]
             totals.setdefault(conversation_id, ConversationTotals(message.channel)).add(
-                message_id, message.channel, message.sent_at, message.text, unread=True)
+                message_id, message.channel, message.sent_at, received_at, message.text, unread=True)
         add_to_conversations(connection, totals, change)
+        optouts.record_keywords(connection, [(conversation_of[message.sender], message_id, message.text)
+                                             for message_id, message in zip(ids, new)], received_at, change)
         add_to_daily_counts(connection, {received_at.date(): len(new)})
     stored = {id(message) for message in new}
     return [id(message) in stored for message in messages]
@@ -176,13 +178,15 @@ class ConversationTotals:
     last_message_id: int = 0
     last_sent_at: datetime | None = None
     last_text: str = ""
+    last_inbound_at: datetime | None = None
 
-    def add(self, message_id: int, channel: str, sent_at: datetime, text: str, unread: bool) -> None:
-        """Count a message; messages are added in id order, so the last is the newest."""
+    def add(self, message_id: int, channel: str, sent_at: datetime, received_at: datetime, text: str,
+            unread: bool) -> None:
+        """Count an inbound message; they are added in id order, so the last is the newest."""
         self.message_count += 1
         self.unread_count += unread
-        self.channel, self.last_message_id, self.last_sent_at, self.last_text = (
-            channel, message_id, sent_at, text[:PREVIEW_LENGTH])
+        self.channel, self.last_message_id, self.last_sent_at, self.last_text, self.last_inbound_at = (
+            channel, message_id, sent_at, text[:PREVIEW_LENGTH], received_at)
 
 
 def conversation_ids(connection: sa.Connection, channels: dict[str, str], change: int) -> dict[str, int]:
@@ -208,7 +212,7 @@ def conversation_ids(connection: sa.Connection, channels: dict[str, str], change
 
 
 def add_to_conversations(connection: sa.Connection, totals: dict[int, ConversationTotals], change: int) -> None:
-    """Move each conversation to its newest message and add the new counts (one executemany)."""
+    """Move each conversation to its newest inbound message and add the new counts (one executemany)."""
     table = Conversation.__table__
     connection.execute(
         sa.update(table).where(table.c.id == sa.bindparam("conversation_id")).values(
@@ -218,11 +222,14 @@ def add_to_conversations(connection: sa.Connection, totals: dict[int, Conversati
             last_text=sa.bindparam("new_last_text"),
             message_count=table.c.message_count + sa.bindparam("added", type_=sa.Integer),
             unread_count=table.c.unread_count + sa.bindparam("added_unread", type_=sa.Integer),
+            last_direction="in",
+            last_inbound_at=sa.bindparam("new_last_inbound_at"),
             change_seq=change,
         ),
         [{"conversation_id": conversation_id, "new_channel": t.channel,
           "new_last_message_id": t.last_message_id, "new_last_sent_at": t.last_sent_at,
-          "new_last_text": t.last_text, "added": t.message_count, "added_unread": t.unread_count}
+          "new_last_text": t.last_text, "added": t.message_count, "added_unread": t.unread_count,
+          "new_last_inbound_at": t.last_inbound_at}
          for conversation_id, t in totals.items()],
     )
 

@@ -1,0 +1,81 @@
+"""Opt-outs: a customer's STOP is honoured at once, START undoes it, and a person can do either.
+
+Messente does not act on inbound STOP messages: the business must. A message opts out only
+when it is, as a whole, one of the usual keywords ("Stop.", "OPT OUT"); a sentence that merely
+contains one ("We must STOP this bill") is for a person to judge, with the thread's buttons.
+Every change is kept in `opt_out`, with the message or the person that caused it.
+"""
+import re
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask import current_app
+
+from . import clock
+from .models import Conversation, OptOut
+from .unit_of_work import change_number, write_transaction
+
+OPT_OUT_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out",
+                 "stopp"}  # Estonian
+OPT_IN_WORDS = {"start", "unstop"}
+TRAILING_PUNCTUATION = re.compile(r"[\s.!?,;:…。！]+$")
+
+
+def keyword(text: str) -> bool | None:
+    """True for an opt-out keyword, False for an opt-in one, None for anything else."""
+    word = " ".join(TRAILING_PUNCTUATION.sub("", text).split()).casefold()
+    if word in OPT_OUT_WORDS:
+        return True
+    if word in OPT_IN_WORDS:
+        return False
+    return None
+
+
+def record_keywords(connection: sa.Connection, messages: list[tuple[int, int, str]], at: datetime,
+                    change: int) -> None:
+    """Opt conversations out (or back in) for the keyword messages among new inbound ones.
+
+    `messages` are (conversation id, message id, text) in arrival order; runs inside the
+    ingest transaction, so the opt-out is stored with the message that asked for it.
+    """
+    events = [(conversation_id, message_id, wants_out) for conversation_id, message_id, text in messages
+              if (wants_out := keyword(text)) is not None]
+    if not events:
+        return
+    connection.execute(sa.insert(OptOut), [
+        {"conversation_id": conversation_id, "message_id": message_id, "opted_out": wants_out, "at": at}
+        for conversation_id, message_id, wants_out in events])
+    final = {conversation_id: wants_out for conversation_id, _, wants_out in events}  # the last one counts
+    for conversation_id, wants_out in final.items():
+        _set(connection, conversation_id, wants_out, change)
+
+
+def set_opted_out(conversation_id: int, opted_out: bool, user_id: int) -> bool:
+    """A person's decision ("please stop texting me"); False when it was so already."""
+    with write_transaction() as session:
+        connection = session.connection()
+        current = connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation_id))
+        if current is None or current == opted_out:
+            return False
+        connection.execute(sa.insert(OptOut).values(conversation_id=conversation_id, opted_out=opted_out,
+                                                    user_id=user_id, at=clock.now()))
+        _set(connection, conversation_id, opted_out, change_number())
+    return True
+
+
+def history(session, conversation_id: int) -> list[OptOut]:
+    return list(session.scalars(sa.select(OptOut).where(OptOut.conversation_id == conversation_id)
+                                .order_by(OptOut.id)))
+
+
+def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, change: int) -> None:
+    values = {"opted_out": opted_out, "change_seq": change}
+    if current_app.config["MESSENTE_BLACKLIST_SYNC"]:
+        # The number joins Messente's account blacklist when opted out; on opting back in it
+        # leaves only if this app put it there (see replies.sync_blacklist).
+        values["blacklist"] = sa.case(
+            (sa.literal(opted_out), sa.case((Conversation.blacklist == "added", "added"), else_="add")),
+            else_=sa.case((Conversation.blacklist.in_(["added", "remove"]), "remove"), else_=None),
+        )
+        values["blacklist_problem"] = None
+    connection.execute(sa.update(Conversation).where(Conversation.id == conversation_id).values(**values))
