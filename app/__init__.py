@@ -40,13 +40,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import auth, callback, cli, inbox
+    from . import auth, callback, cli, inbox, replies
 
     app.register_blueprint(callback.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(inbox.bp)
     cli.init_app(app)
 
+    app.before_request(replies.start_outbox)  # each worker's reply senders, from its first request
     app.after_request(add_security_headers)
     app.register_error_handler(HTTPException, callback.json_errors_on_callback_paths)
     if app.config["PROXY_COUNT"]:

@@ -1,11 +1,11 @@
-"""POST /callbacks/inbound: Messente's signed inbound-message callback."""
+"""Messente's signed callbacks: inbound messages and delivery reports for our replies."""
 import logging
 
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from . import group_commit, ingest, signing
+from . import delivery, group_commit, ingest, signing
 from .config import MAX_CALLBACK_BYTES
 from .extensions import csrf, db
 
@@ -84,6 +84,31 @@ def json_errors_on_callback_paths(exc: HTTPException):
     if request.path.startswith(bp.url_prefix + "/"):
         return error(exc.code, exc.description)
     return exc
+
+
+@bp.post("/delivery")
+def delivery_report():
+    """Messente's delivery reports for our replies, signed with the API key's password."""
+    password = current_app.config["MESSENTE_API_PASSWORD"]
+    if not password:
+        log.error("delivery report refused: no MESSENTE_API_PASSWORD is configured")
+        return error(503, "no MESSENTE_API_PASSWORD is configured on this server")
+    try:
+        raw_body = read_body()
+    except BodyTooLarge:
+        return error(413, f"body is larger than {MAX_CALLBACK_BYTES // 1024} KiB")
+    except BodyIncomplete:
+        return error(408, "the request body did not arrive in full")
+    if not signing.verify(raw_body, request.headers.get("X-Messente-Signature"), [password]):
+        log.warning("delivery report rejected: missing or wrong X-Messente-Signature (from %s)",
+                    request.remote_addr)
+        return error(401, "missing or invalid X-Messente-Signature")
+    try:
+        report = delivery.parse_report(raw_body)
+    except delivery.InvalidReport as exc:
+        return error(400, str(exc))
+    matched = delivery.apply_report(report)
+    return {"status": "applied" if matched else "kept until its reply is known"}
 
 
 @bp.errorhandler(SQLAlchemyError)

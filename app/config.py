@@ -58,6 +58,11 @@ def defaults(instance_path: str) -> dict:
         "MESSENTE_REQUESTS_PER_SECOND": 30,
         # Threads per process sending replies, so a slow API call doesn't hold up the next reply.
         "REPLY_SENDERS": 4,
+        # Messente's client has no timeouts of its own: seconds to connect, and to wait for the answer.
+        "MESSENTE_CONNECT_TIMEOUT": 5.0,
+        "MESSENTE_READ_TIMEOUT": 15.0,
+        # Pauses after each 429 (rate limited) before the reply is tried again; then it fails.
+        "MESSENTE_RATE_LIMIT_BACKOFF": (1.0, 2.0, 4.0, 8.0),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": False,

@@ -5,7 +5,9 @@ from datetime import date
 from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
 
-from . import clock, export, queries
+from flask_login import current_user
+
+from . import clock, delivery, export, optouts, queries, replies
 
 bp = Blueprint("inbox", __name__)
 LARGEST_ID = 2**63 - 1  # a database BIGINT; anything larger is no id of ours
@@ -73,13 +75,59 @@ def thread(conversation_id: int):
 
     since = id_arg("since")
     if since is not None:
-        page = queries.poll_thread(conversation, since, id_arg("since_id") or 0)
+        page = queries.poll_thread(conversation, since, id_arg("since_id") or 0, id_arg("shown") or 0)
         if page is None:
             return "", 204
-        return render_template("inbox/_thread_update.html", page=page)
+        # The reply box changes only when the opt-out does: otherwise it keeps what is typed.
+        opted = "1" if conversation.opted_out else "0"
+        composer = replies.composer(conversation) if request.args.get("opted") != opted else None
+        return render_template("inbox/_thread_update.html", page=page, composer=composer)
 
     page = queries.open_thread(conversation, before=id_arg("before"))
-    return render_template("inbox/thread.html", page=page, unread=queries.unread_conversations())
+    return thread_page(page)
+
+
+def thread_page(page: queries.ThreadPage, error: str | None = None, text: str | None = None, status: int = 200):
+    return render_template("inbox/thread.html", page=page, unread=queries.unread_conversations(),
+                           composer=replies.composer(page.conversation), error=error, text=text), status
+
+
+@bp.post(CONVERSATION + "/replies")
+def reply(conversation_id: int):
+    conversation = conversation_or_404(conversation_id)
+    form = request.form
+    try:
+        reply_id = replies.queue_reply(conversation, form.get("text", ""), form.get("route", ""),
+                                       form.get("sms_sender"), current_user.id, form.get("key", ""))
+    except replies.ReplyRefused as refused:
+        if is_htmx():  # the box again, with what was typed and why it was not sent
+            return render_template("inbox/_composer.html", conversation=conversation, error=str(refused),
+                                   text=form.get("text"), composer=replies.composer(conversation))
+        return thread_page(queries.open_thread(conversation), str(refused), form.get("text"), 400)
+    replies.outbox().submit(reply_id)
+    if is_htmx():
+        response = current_app.make_response(render_template(
+            "inbox/_composer.html", conversation=conversation, composer=replies.composer(conversation)))
+        response.headers["HX-Trigger"] = "poll-now"  # the thread's poller brings the new bubble
+        return response
+    return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
+
+
+@bp.post(CONVERSATION + "/replies/<int(max=%d):reply_id>/retry" % LARGEST_ID)
+def retry_reply(conversation_id: int, reply_id: int):
+    conversation = conversation_or_404(conversation_id)
+    if replies.retry(conversation.id, reply_id):
+        replies.outbox().submit(reply_id)
+    if is_htmx():
+        return "", 204, {"HX-Trigger": "poll-now"}
+    return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
+
+
+@bp.post(CONVERSATION + "/opt-out")
+def set_opt_out(conversation_id: int):
+    conversation = conversation_or_404(conversation_id)
+    optouts.set_opted_out(conversation.id, request.form.get("opted_out") == "yes", current_user.id)
+    return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
 
 
 @bp.get("/conversations/<sender>")
@@ -135,3 +183,13 @@ def export_csv():
 
 
 bp.add_app_template_filter(clock.utc_iso, "utc_iso")
+bp.add_app_template_global(replies.MAX_TEXT, "max_reply_length")
+
+
+@bp.app_template_global()
+def reply_status(message) -> str:
+    """A reply's state in words: delivery reports, once there are any, say the most."""
+    if message.status == "sent" and message.delivery:
+        return delivery.STATUS_WORDS[message.delivery]
+    return {"queued": "Queued", "sending": "Sending…", "sent": "Sent", "failed": "Not sent",
+            "unconfirmed": "Unconfirmed: it may or may not have been sent"}.get(message.status, "")

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from . import clock
 from .ingest import clean_text, search_key
-from .models import Conversation, DailyCount, Message
+from .models import Conversation, DailyCount, Message, User
 from .extensions import db
 from .unit_of_work import change_number, write_transaction
 
@@ -71,8 +71,13 @@ def conversation_by_sender(sender: str) -> Conversation | None:
 
 # What a thread shows of each message. Plain rows, not ORM objects: cheaper to load, and
 # nothing to expire when a write transaction commits.
-THREAD_COLUMNS = (Message.id, Message.sent_at, Message.channel, Message.recipient, Message.text,
-                  Message.change_seq)
+THREAD_COLUMNS = (Message.id, Message.sent_at, Message.channel, Message.sender, Message.recipient,
+                  Message.text, Message.change_seq, Message.direction, Message.status, Message.delivery,
+                  Message.problem, User.username.label("author"))
+
+
+def thread_select():
+    return db.select(*THREAD_COLUMNS).outerjoin(User, User.id == Message.author_id)
 
 
 @dataclass
@@ -82,13 +87,17 @@ class ThreadPage:
     has_older: bool
     # The poll's cursor: the change number and message id it has seen up to.
     seen_change: int
-    seen_id: int
+    cursor_id: int
+    # The newest message on the page once this is shown (0 for an older page: no polling), and
+    # before: a changed message at or below it replaces its old self, a newer one is appended.
+    newest_shown: int
+    previously_shown: int = 0
 
 
 def open_thread(conversation: Conversation, before: int | None = None, limit: int = THREAD_PAGE) -> ThreadPage:
     """The latest `limit` messages (before an id), oldest first; reading changes nothing."""
     # Up to the conversation's newest message as read: what arrives meanwhile is for the poll.
-    query = (db.select(*THREAD_COLUMNS)
+    query = (thread_select()
              .where(Message.conversation_id == conversation.id, Message.id <= conversation.last_message_id)
              .order_by(Message.id.desc()).limit(limit + 1))
     if before is not None:
@@ -96,10 +105,11 @@ def open_thread(conversation: Conversation, before: int | None = None, limit: in
     newest_first = list(db.session.execute(query))
     messages = newest_first[:limit][::-1]
     newest_id = messages[-1].id if messages and before is None else 0
-    return ThreadPage(conversation, messages, len(newest_first) > limit, conversation.change_seq, newest_id)
+    return ThreadPage(conversation, messages, len(newest_first) > limit, conversation.change_seq, newest_id,
+                      newest_shown=newest_id)
 
 
-def poll_thread(conversation: Conversation, since_change: int, since_id: int,
+def poll_thread(conversation: Conversation, since_change: int, since_id: int, shown: int,
                 limit: int = THREAD_PAGE) -> ThreadPage | None:
     """What changed in a thread after the cursor: None when nothing did (one primary-key read).
 
@@ -111,22 +121,26 @@ def poll_thread(conversation: Conversation, since_change: int, since_id: int,
         return None
     cursor = sa.tuple_(Message.change_seq, Message.id)
     messages = list(db.session.execute(
-        db.select(*THREAD_COLUMNS)
+        thread_select()
         .where(Message.conversation_id == conversation.id,
                cursor > sa.tuple_(sa.literal(since_change), sa.literal(since_id)),
                Message.change_seq <= seen_change)  # what committed since is for the next poll
         .order_by(Message.change_seq, Message.id).limit(limit + 1)))
+    newest_shown = max([shown, *(message.id for message in messages[:limit])])
     if len(messages) > limit:
         messages = messages[:limit]
-        return ThreadPage(conversation, messages, False, messages[-1].change_seq, messages[-1].id)
-    return ThreadPage(conversation, messages, False, seen_change, messages[-1].id if messages else since_id)
+        return ThreadPage(conversation, messages, False, messages[-1].change_seq, messages[-1].id,
+                          newest_shown, shown)
+    return ThreadPage(conversation, messages, False, seen_change, messages[-1].id if messages else since_id,
+                      newest_shown, shown)
 
 
 def mark_read(conversation_id: int, through_id: int) -> None:
     """Messages up to `through_id` have been seen; any that arrived after it stay unread."""
     with write_transaction() as session:
         unread = db.select(sa.func.count()).where(
-            Message.conversation_id == conversation_id, Message.id > through_id).scalar_subquery()
+            Message.conversation_id == conversation_id, Message.id > through_id,
+            Message.direction == "in").scalar_subquery()
         session.execute(
             sa.update(Conversation)
             .where(Conversation.id == conversation_id, Conversation.unread_count != unread)

@@ -116,11 +116,21 @@ def runner(app):
     return app.test_cli_runner()
 
 
+def add_user(username: str = "alice") -> None:
+    """A login with PASSWORD, inside an app context."""
+    db.session.add(User(username=username, password_hash=password_hash(), session_token="t0"))
+    db.session.commit()
+
+
+@pytest.fixture
+def user_row():
+    return add_user
+
+
 @pytest.fixture
 def user(app):
     with app.app_context():
-        db.session.add(User(username="alice", password_hash=password_hash(), session_token="t0"))
-        db.session.commit()
+        add_user()
     return "alice"
 
 
@@ -277,3 +287,17 @@ def server_factory(app):
     yield start
     for server in servers:
         server.stop()
+
+
+# --- a fake Messente API ------------------------------------------------------------------
+
+@pytest.fixture
+def messente():
+    """A fake Messente API on 127.0.0.1 (tests/fake_messente.py), started; stopped afterwards.
+
+    Its API username is "api-user" and password "api-password"; give the app `messente.url`
+    as MESSENTE_API_URL.
+    """
+    from fake_messente import FakeMessente
+    with FakeMessente("api-user", "api-password") as fake:
+        yield fake

@@ -1,0 +1,303 @@
+"""Replies from the inbox, through the fake Omnichannel API (a real HTTP server), on both databases.
+
+The app's own reply senders (its outbox threads) do the sending, as in production; tests wait
+for the outcome in the database, never for a fixed time.
+"""
+import re
+import time
+from datetime import timedelta
+from html import unescape
+
+import pytest
+import sqlalchemy as sa
+
+from app import replies
+from app.extensions import db
+from app.models import Conversation, Message
+
+from conftest import AuthActions, body_for, conversation_of, make_app, signed_headers
+
+CUSTOMER = "+37255512345"
+OUR_NUMBER = "+37250000000"
+
+
+@pytest.fixture
+def reply_app(database_url, messente, user_row):
+    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
+                   MESSENTE_API_PASSWORD="api-password", MESSENTE_READ_TIMEOUT=0.5,
+                   MESSENTE_CONNECT_TIMEOUT=0.5, MESSENTE_RATE_LIMIT_BACKOFF=(0.05, 0.1),
+                   PUBLIC_URL="https://inbox.example.com")
+    with app.app_context():
+        db.create_all()
+        user_row()
+    yield app
+    if "outbox" in app.extensions:
+        app.extensions["outbox"].stop()
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def person(reply_app):
+    client = reply_app.test_client()
+    assert AuthActions(client).login().status_code == 302
+    return client
+
+
+def deliver(app, **fields) -> None:
+    body = body_for(**{"sender": CUSTOMER, "recipient": OUR_NUMBER, **fields})
+    response = app.test_client().post("/callbacks/inbound", data=body, headers=signed_headers(body))
+    assert response.status_code == 200, response.json
+
+
+def thread_path(app, sender: str = CUSTOMER) -> str:
+    with app.app_context():
+        return f"/conversations/{conversation_of(sender).id}"
+
+
+def reply_form(html: str) -> dict:
+    form = re.search(r'<form method="post" action="([^"]+/replies)".*?</form>', html, re.S)
+    assert form, "no reply box on the page"
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form.group(0)))
+    return {"action": unescape(form.group(1)), **{name: unescape(value) for name, value in fields.items()}}
+
+
+def send_reply(person, app, text: str, **choices) -> dict:
+    path = thread_path(app)
+    form = reply_form(person.get(path).text)
+    action = form.pop("action")
+    response = person.post(action, data={**form, "text": text, **choices}, headers={"HX-Request": "true"})
+    assert response.status_code == 200, response.text
+    return form
+
+
+def replies_in(app) -> list[Message]:
+    with app.app_context():
+        found = db.session.scalars(sa.select(Message).where(Message.direction == "out").order_by(Message.id)).all()
+        db.session.expunge_all()
+        return found
+
+
+def wait_for_status(app, status: str, count: int = 1, timeout: float = 10.0) -> list[Message]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = replies_in(app)
+        if len(found) >= count and all(reply.status == status for reply in found[:count]):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"replies did not become {status!r}: {[(r.status, r.problem) for r in found]}")
+        time.sleep(0.02)
+
+
+def test_a_reply_reaches_the_api_once_with_the_right_body_and_credentials(reply_app, person, messente):
+    deliver(reply_app, text="Tere! Kas pood on avatud?")
+    response_form = send_reply(person, reply_app, "Jah, kella 18-ni. 🙂")
+    [reply] = wait_for_status(reply_app, "sent")
+    [request] = messente.wait_for_requests(1)
+    assert request.method == "POST" and request.path == "/v1/omnimessage"
+    assert request.basic_auth == ("api-user", "api-password")
+    assert request.json == {
+        "to": CUSTOMER,
+        "messages": [{"channel": "sms", "text": "Jah, kella 18-ni. 🙂", "sender": OUR_NUMBER, "autoconvert": "off"}],
+        "dlr_url": "https://inbox.example.com/callbacks/delivery",
+    }
+    assert reply.omnimessage_id == request.answer["omnimessage_id"]
+    assert (reply.text, reply.sender, reply.recipient, reply.channel) == ("Jah, kella 18-ni. 🙂", OUR_NUMBER, CUSTOMER, "sms")
+    with reply_app.app_context():
+        conversation = conversation_of(CUSTOMER)
+        assert (conversation.last_direction, conversation.last_text) == ("out", "Jah, kella 18-ni. 🙂")
+        assert (conversation.message_count, conversation.unread_count) == (2, 1)  # replies are never unread
+    assert "<span class=\"you\">You:</span> Jah, kella 18-ni. 🙂" in person.get("/").text
+    page = person.get(thread_path(reply_app)).text
+    assert 'class="message out"' in page and "alice" in page and ">Sent<" in page
+    assert response_form["key"] != reply_form(page)["key"]  # a new one-time key for the next reply
+
+
+def test_a_resubmitted_form_sends_once(reply_app, person, messente):
+    deliver(reply_app)
+    path = thread_path(reply_app)
+    form = reply_form(person.get(path).text)
+    action = form.pop("action")
+    for _ in range(3):  # a double click, then the browser's resubmit
+        assert person.post(action, data={**form, "text": "Once only"}).status_code == 303
+    wait_for_status(reply_app, "sent")
+    assert len(replies_in(reply_app)) == 1
+    assert len(messente.requests) == 1
+
+
+def test_without_javascript_the_form_posts_and_returns_to_the_thread(reply_app, person, messente):
+    deliver(reply_app)
+    path = thread_path(reply_app)
+    form = reply_form(person.get(path).text)
+    response = person.post(form.pop("action"), data={**form, "text": "Plain form"})
+    assert response.status_code == 303 and response.headers["Location"] == path
+    wait_for_status(reply_app, "sent")
+    assert "Plain form" in person.get(path).text
+
+
+@pytest.mark.parametrize("behaviour, words", [
+    ("400", "Invalid data"),
+    ("401", "Unauthorized"),
+    ("500", "500"),
+])
+def test_a_refused_reply_keeps_its_text_says_why_and_can_be_retried(reply_app, person, messente, behaviour, words):
+    deliver(reply_app)
+    messente.behave(behaviour, times=1)
+    send_reply(person, reply_app, "Kept whatever happens")
+    [reply] = wait_for_status(reply_app, "failed")
+    assert reply.text == "Kept whatever happens" and words in reply.problem
+    page = person.get(thread_path(reply_app)).text
+    assert "Not sent" in page and "Retry" in page
+
+    retry = re.search(r'action="([^"]+/retry)"', page).group(1)
+    assert person.post(retry, data={"csrf_token": reply_form(page)["csrf_token"]}).status_code == 303
+    [reply] = wait_for_status(reply_app, "sent")
+    assert reply.problem is None and len(messente.requests) == 2
+
+
+def test_messente_down_is_a_failure_with_the_reason(reply_app, person, messente):
+    deliver(reply_app)
+    messente.down()
+    send_reply(person, reply_app, "Nobody listening")
+    [reply] = wait_for_status(reply_app, "failed")
+    assert "connection refused" in reply.problem.lower()
+
+
+def test_rate_limited_replies_are_retried_with_backoff(reply_app, person, messente):
+    deliver(reply_app)
+    messente.behave("429", times=2)
+    send_reply(person, reply_app, "Third time lucky")
+    wait_for_status(reply_app, "sent")
+    assert [request.status for request in messente.requests] == [429, 429, 201]
+
+
+def test_a_reply_that_times_out_is_unconfirmed_and_never_resent_by_itself(reply_app, person, messente):
+    deliver(reply_app)
+    messente.behave("slow", times=1)
+    send_reply(person, reply_app, "Did it go?")
+    [reply] = wait_for_status(reply_app, "unconfirmed")
+    with reply_app.app_context():
+        replies.outbox().sweep()  # what the sweeper does every few seconds: nothing for this one
+    assert len(messente.requests) == 1 and replies_in(reply_app)[0].status == "unconfirmed"
+    page = person.get(thread_path(reply_app)).text
+    assert "Unconfirmed" in page and "Send again" in page
+
+
+def test_an_opted_out_customer_gets_nothing(reply_app, person, messente):
+    deliver(reply_app, text="Tere!")
+    path = thread_path(reply_app)
+    form = reply_form(person.get(path).text)
+    deliver(reply_app, text="  Stop. ")
+    page = person.get(path).text
+    assert "opted out" in page and 'action="' + form["action"] + '"' not in page
+    response = person.post(form.pop("action"), data={**form, "text": "Are you sure?"})
+    assert response.status_code == 400 and "opted out" in response.text
+    assert replies_in(reply_app) == [] and messente.requests == []
+    assert "opted out" in person.get("/").text
+
+
+def test_a_queued_reply_is_not_sent_if_the_customer_opts_out_before_it_goes(reply_app, messente):
+    deliver(reply_app)
+    with reply_app.app_context():
+        conversation = conversation_of(CUSTOMER)
+        reply_id = replies.queue_reply(conversation, "Queued", "sms", None, 1, "k" * 16)
+    deliver(reply_app, text="STOP")
+    with reply_app.app_context():
+        assert replies.send(reply_id, replies_client(reply_app), replies.RateLimiter(100)) == "failed"
+    assert replies_in(reply_app)[0].problem == "the customer opted out: not sent"
+    assert messente.requests == []
+
+
+def replies_client(app):
+    from app import messente
+    return messente.from_config(app.config)
+
+
+def test_start_opts_back_in_and_a_sentence_with_stop_does_not_opt_out(reply_app, person):
+    deliver(reply_app, text="STOP")
+    deliver(reply_app, text="Count me in! We must STOP this bill")
+    with reply_app.app_context():
+        assert conversation_of(CUSTOMER).opted_out is True
+    deliver(reply_app, text="start")
+    with reply_app.app_context():
+        assert conversation_of(CUSTOMER).opted_out is False
+    assert reply_form(person.get(thread_path(reply_app)).text)
+
+
+def test_a_person_can_opt_a_customer_out_and_back_in(reply_app, person):
+    deliver(reply_app, text="please stop texting me")
+    path = thread_path(reply_app)
+    token = reply_form(person.get(path).text)["csrf_token"]
+    assert person.post(path + "/opt-out", data={"csrf_token": token, "opted_out": "yes"}).status_code == 303
+    assert "Opt back in" in person.get(path).text and '/replies"' not in person.get(path).text
+    assert person.post(path + "/opt-out", data={"csrf_token": token, "opted_out": "no"}).status_code == 303
+    with reply_app.app_context():
+        from app import optouts
+        history = optouts.history(db.session, conversation_of(CUSTOMER).id)
+        assert [(event.opted_out, event.user_id is not None) for event in history] == [(True, True), (False, True)]
+
+
+def test_whatsapp_inside_its_window_with_sms_as_fallback(database_url, messente, user_row):
+    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
+                   MESSENTE_API_PASSWORD="api-password", MESSENTE_WHATSAPP_SENDER="+37250000009")
+    with app.app_context():
+        db.create_all()
+        user_row()
+    try:
+        client = app.test_client()
+        AuthActions(client).login()
+        deliver(app, channel="whatsapp", text="Hi from WhatsApp")
+        page = client.get(thread_path(app)).text
+        assert "WhatsApp window open until" in page
+        assert '<option value="whatsapp+sms">' in page
+        send_reply(client, app, "Hello on WhatsApp", route="whatsapp+sms")
+        [request] = messente.wait_for_requests(1)
+        assert request.json["messages"] == [
+            {"channel": "whatsapp", "sender": "+37250000009", "text": {"body": "Hello on WhatsApp", "preview_url": False}},
+            {"channel": "sms", "sender": OUR_NUMBER, "text": "Hello on WhatsApp", "autoconvert": "off"},
+        ]
+
+        with app.app_context():  # the customer wrote 25 hours ago: the window has closed
+            conversation = conversation_of(CUSTOMER)
+            conversation.last_inbound_at -= timedelta(hours=25)
+            db.session.commit()
+        page = client.get(thread_path(app)).text
+        assert "only within 24 hours" in page and "whatsapp" not in reply_form(page)["route"]
+    finally:
+        if "outbox" in app.extensions:
+            app.extensions["outbox"].stop()
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.mark.parametrize("fields, note", [
+    ({"channel": "telegram"}, "cannot send Telegram"),
+    ({"sender": "MyShop"}, "cannot receive replies"),
+    ({"sender": "1234"}, "cannot receive replies"),
+])
+def test_channels_and_senders_that_cannot_be_answered_say_so(reply_app, person, fields, note):
+    deliver(reply_app, **fields)
+    sender = fields.get("sender", CUSTOMER)
+    page = person.get(thread_path(reply_app, sender)).text
+    assert note in page
+    if "sender" in fields:
+        assert '/replies"' not in page
+
+
+def test_several_of_our_numbers_let_the_person_pick(reply_app, person, messente):
+    deliver(reply_app, recipient="+37250000001", text="to sales")
+    deliver(reply_app, recipient=OUR_NUMBER, text="to support")
+    page = person.get(thread_path(reply_app)).text
+    assert re.findall(r"<option>(\+\d+)</option>", page) == [OUR_NUMBER, "+37250000001"]
+    send_reply(person, reply_app, "From sales", sms_sender="+37250000001")
+    [request] = messente.wait_for_requests(1)
+    assert request.json["messages"][0]["sender"] == "+37250000001"
+
+
+def test_without_api_credentials_the_box_says_what_to_set(app, client, auth, deliver):
+    deliver(body_for(sender=CUSTOMER))
+    auth.login()
+    with app.app_context():
+        path = f"/conversations/{conversation_of(CUSTOMER).id}"
+    page = client.get(path).text
+    assert "set MESSENTE_API_USERNAME and MESSENTE_API_PASSWORD" in page and '/replies"' not in page
