@@ -14,7 +14,7 @@ Blacklist calls answer `Done` when the number ends up where asked (409 "already 
 404 "not there" on delete count as done); both calls are idempotent, so a caller may repeat them
 after `Unconfirmed`.
 
-Facts relied on are in the project's Omnichannel notes (shared/spec/omnichannel.md). Two things
+Facts relied on are from Messente's public Omnichannel and Phonebook API documentation. Two things
 about the library (2.7.0) shape this module:
 
 - Its `SMS` model only accepts `autoconvert` "full", "true" or "false", while the API documents
