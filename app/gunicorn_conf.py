@@ -4,9 +4,9 @@ gunicorn's own `gthread` worker gives a connection to a thread as soon as its fi
 arrive, and the thread then blocks until the request is whole: a few dozen clients that
 trickle their headers or body take every thread. `WholeRequestWorker` is `gthread` whose event
 loop (one thread, non-blocking sockets) first reads the whole request, head and body, and only
-then hands it to a thread. A request that is not whole within REQUEST_SECONDS of its first
-byte (or of the connection, for a silent one) is answered 408 and closed, without having cost a
-thread; so is the next request on a kept-alive connection.
+then hands it to a thread. A request not whole within REQUEST_SECONDS (of the connection, or of
+the first byte of a later request on a kept-alive one) is answered 408 and closed without having
+cost a thread; a connection that sent nothing is just closed.
 """
 import errno
 import multiprocessing
@@ -33,22 +33,34 @@ keepalive = 5
 accesslog = "-"
 
 REQUEST_SECONDS = 10.0  # for the whole request: request line, headers and body
-HEAD_LIMIT = 64 * 1024  # a longer head goes to gunicorn's parser, which refuses it
-BODY_LIMIT = 1024 * 1024  # a larger announced body is refused with 413 (the callback's own is 64 KiB)
+HEAD_LIMIT = 64 * 1024  # a longer request line and headers are refused with 431
+BODY_LIMIT = 1024 * 1024  # a larger body is refused with 413 (the callback's own limit is 64 KiB)
+# A client that stops reading its response (a large CSV export) for this long frees its thread.
+SEND_STALL_SECONDS = 30.0
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?=\r\n)", re.IGNORECASE)
 CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r\n]*chunked", re.IGNORECASE)
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect:[ \t]*100-continue", re.IGNORECASE)
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 TOO_LARGE = b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+                  b"Content-Length: 0\r\n\r\n")
 
-WAIT, WHOLE, REFUSE = "wait", "whole", "refuse"
+# What to do with the bytes received so far: wait for more, hand them to a thread, or refuse.
+WAIT, WHOLE = "wait", "whole"
+REFUSALS = {"body too large": TOO_LARGE, "head too large": HEAD_TOO_LARGE}
+
+
+def pre_request(worker, req):
+    sock = getattr(req.unreader, "sock", None)
+    if sock is not None:
+        sock.settimeout(SEND_STALL_SECONDS)
 
 
 def request_state(received: bytes) -> str:
-    """WAIT for more bytes, the request is WHOLE (or malformed: the parser says so), or REFUSE it."""
+    """WAIT for more bytes, the request is WHOLE (or malformed: the parser says so), or a refusal."""
     head_end = received.find(b"\r\n\r\n")
     if head_end < 0:
-        return WHOLE if len(received) > HEAD_LIMIT else WAIT
+        return "head too large" if len(received) > HEAD_LIMIT else WAIT
     head = b"\r\n" + received[:head_end + 2]
     body = received[head_end + 4:]
     if CHUNKED.search(head):
@@ -57,7 +69,7 @@ def request_state(received: bytes) -> str:
     if length is None:
         return WHOLE
     if int(length.group(1)) > BODY_LIMIT:
-        return REFUSE
+        return "body too large"
     return WHOLE if len(body) >= int(length.group(1)) else WAIT
 
 
@@ -77,7 +89,7 @@ def chunked_state(body: bytes) -> str:
             return WHOLE if trailers.startswith(b"\r\n") or b"\r\n\r\n" in trailers else WAIT
         position = line_end + 2 + size + 2
         if position > BODY_LIMIT:
-            return REFUSE
+            return "body too large"
         if position > len(body):
             return WAIT
 
@@ -131,8 +143,8 @@ class WholeRequestWorker(ThreadWorker):
                 self.send_quietly(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         self.stop_reading(conn)
-        if state == REFUSE:
-            self.send_quietly(conn, TOO_LARGE)
+        if state in REFUSALS:
+            self.send_quietly(conn, REFUSALS[state])
             self.drop(conn)
             return
         conn.sock.setblocking(True)

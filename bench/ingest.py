@@ -91,8 +91,9 @@ class Server:
                 if self.process.poll() is not None:
                     break
                 time.sleep(0.2)
+        errors = self.errors()
         self.__exit__()
-        raise RuntimeError("the server did not start: " + self.errors()[-2000:])
+        raise RuntimeError("the server did not start: " + errors[-2000:])
 
     def errors(self) -> str:
         """What the server logged, less its informational lines."""

@@ -53,8 +53,17 @@ def make_run(port: int, spec: str) -> list[str]:
     return make_run_server.command(f"127.0.0.1:{port}", spec)
 
 
+def whole_request_worker(workers: int, threads: int):
+    """`make run`'s server with another number of processes and threads."""
+    def command(port: int, spec: str) -> list[str]:
+        argv = make_run(port, spec)
+        argv[-1:-1] = ["--workers", str(workers), "--threads", str(threads)]
+        return argv
+    return command
+
+
 def gunicorn_gthread(port: int, spec: str) -> list[str]:
-    """gunicorn's threaded worker as `make run` used to serve it (without the per-read timeout hook)."""
+    """gunicorn's own threaded worker, 4 processes of 8 threads."""
     return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "4",
             "--threads", "8", "--timeout", "30", "--graceful-timeout", "10", "--keep-alive", "5",
             "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", f"{spec}()"]
@@ -69,17 +78,21 @@ def gunicorn_many_threads(port: int, spec: str) -> list[str]:
 
 
 def waitress(port: int, spec: str) -> list[str]:
-    return [sys.executable, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", "32",
+    """One process (waitress has no workers), as many threads as the others have in all."""
+    return [sys.executable, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", "64",
             "--connection-limit", "1000", "--channel-timeout", "30", "--call", spec]
 
 
 def granian(port: int, spec: str) -> list[str]:
+    """Two processes of 32 Python threads; its Rust front end reads the headers, not the body."""
     return [sys.executable, "-m", "granian", "--interface", "wsgi", "--factory", "--workers", "2",
             "--blocking-threads", "32", "--host", "127.0.0.1", "--port", str(port), spec]
 
 
 CANDIDATES = {
     "make run": make_run,
+    "make run 2x32": whole_request_worker(2, 32),
+    "make run 4x8": whole_request_worker(4, 8),
     "gunicorn gthread": gunicorn_gthread,
     "gunicorn gthread 64 threads": gunicorn_many_threads,
     "waitress": waitress,
@@ -106,14 +119,17 @@ class Server:
                 if self.process.poll() is not None:
                     break
                 time.sleep(0.2)
+        output = self.output()
         self.__exit__()
-        raise RuntimeError(f"{self.command[:4]} did not start: " + self.output()[-2000:])
+        raise RuntimeError(f"{self.command[:4]} did not start: " + output[-2000:])
 
     def output(self) -> str:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
     def __exit__(self, *exc_info):
+        if exc_info and exc_info[0] is not None:
+            print(f"{self.command[:4]} failed; its log ends:\n" + self.output()[-3000:], file=sys.stderr)
         self.process.terminate()
         try:
             self.process.wait(timeout=30)
@@ -129,11 +145,11 @@ def create_app_with_wait_route():
     app = create_app()
 
     @app.get(WAIT, endpoint="bench_wait")
+    @auth.public
     def wait():
         time.sleep(min(float(request.args.get("seconds", "3")), 10.0))
         return Response("waited", mimetype="text/plain")
 
-    auth.PUBLIC_ENDPOINTS.add("bench_wait")
     return app
 
 
