@@ -322,9 +322,11 @@ class Outbox:
             if self.started:
                 return
             self.started = True
-        for n in range(self.app.config["REPLY_SENDERS"]):
-            threading.Thread(target=self.send_forever, name=f"reply-sender-{n}", daemon=True).start()
-        threading.Thread(target=self.sweep_forever, name="reply-sweeper", daemon=True).start()
+        self.threads = [threading.Thread(target=self.send_forever, name=f"reply-sender-{n}", daemon=True)
+                        for n in range(self.app.config["REPLY_SENDERS"])]
+        self.threads.append(threading.Thread(target=self.sweep_forever, name="reply-sweeper", daemon=True))
+        for thread in self.threads:
+            thread.start()
 
     def submit(self, reply_id: int) -> None:
         self.start()
@@ -334,11 +336,13 @@ class Outbox:
             self.waiting.add(reply_id)
         self.ids.put(reply_id)
 
-    def stop(self) -> None:
-        """End the threads (tests; a server process just exits)."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the threads once they finish what they are doing (tests; a server just exits)."""
         self.stopping.set()
         for _ in range(self.app.config["REPLY_SENDERS"]):
             self.ids.put(None)
+        for thread in getattr(self, "threads", []):
+            thread.join(timeout)
 
     def send_forever(self) -> None:
         while (reply_id := self.ids.get()) is not None:

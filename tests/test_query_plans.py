@@ -142,7 +142,7 @@ def test_query_functions_use_the_intended_indexes(app, seeded):
         db.session.expunge(conversation)  # read once, outside the statements captured
     calls = {
         "thread": (lambda: queries.open_thread(conversation), ("conversation_id", "id")),
-        "thread poll": (lambda: queries.poll_thread(conversation, seeded["latest_change"] - 1, 0),
+        "thread poll": (lambda: queries.poll_thread(conversation, seeded["latest_change"] - 1, 0, seeded["newest"]),
                         ("conversation_id", "change_seq")),
         "latest change": (lambda: queries.latest_change(), ("change_seq",)),
         "export of a conversation": (lambda: list(export.csv_chunks(export.export_query(
@@ -179,7 +179,7 @@ def test_postgresql_poll_and_thread_use_indexes(app, seeded):
         db.session.expunge(conversation)
     for name, call in {"poll": lambda: queries.latest_change(),
                        "thread": lambda: queries.open_thread(conversation),
-                       "thread poll": lambda: queries.poll_thread(conversation, seeded["latest_change"] - 1, 0),
+                       "thread poll": lambda: queries.poll_thread(conversation, seeded["latest_change"] - 1, 0, seeded["newest"]),
                        }.items():
         with statements_run(app) as statements, app.app_context():
             call()
