@@ -102,6 +102,14 @@ def app(database_url):
     with app.app_context():
         db.create_all()
     yield app
+    close_app(app)
+
+
+def close_app(app) -> None:
+    """Stop the app's reply senders (if a request started them), then close its connections."""
+    outbox = app.extensions.get("outbox")
+    if outbox is not None:
+        outbox.stop()
     with app.app_context():
         db.engine.dispose()
 

@@ -13,9 +13,10 @@ import sqlalchemy as sa
 
 from app import replies
 from app.extensions import db
+from app.unit_of_work import write_transaction
 from app.models import Conversation, Message
 
-from conftest import AuthActions, body_for, conversation_of, make_app, signed_headers
+from conftest import close_app, AuthActions, body_for, conversation_of, make_app, signed_headers
 
 CUSTOMER = "+37255512345"
 OUR_NUMBER = "+37250000000"
@@ -31,10 +32,7 @@ def reply_app(database_url, messente, user_row):
         db.create_all()
         user_row()
     yield app
-    if "outbox" in app.extensions:
-        app.extensions["outbox"].stop()
-    with app.app_context():
-        db.engine.dispose()
+    close_app(app)
 
 
 @pytest.fixture
@@ -257,17 +255,13 @@ def test_whatsapp_inside_its_window_with_sms_as_fallback(database_url, messente,
             {"channel": "sms", "sender": OUR_NUMBER, "text": "Hello on WhatsApp", "autoconvert": "off"},
         ]
 
-        with app.app_context():  # the customer wrote 25 hours ago: the window has closed
+        with app.app_context(), write_transaction():  # the customer wrote 25 hours ago: the window closed
             conversation = conversation_of(CUSTOMER)
             conversation.last_inbound_at -= timedelta(hours=25)
-            db.session.commit()
         page = client.get(thread_path(app)).text
         assert "only within 24 hours" in page and "whatsapp" not in reply_form(page)["route"]
     finally:
-        if "outbox" in app.extensions:
-            app.extensions["outbox"].stop()
-        with app.app_context():
-            db.engine.dispose()
+        close_app(app)
 
 
 @pytest.mark.parametrize("fields, note", [
