@@ -29,7 +29,8 @@ OUTPUT = ROOT / "test-output"
 # The inbox polls every POLL_SECONDS (4 s); a live update may take one interval plus the request.
 LIVE = 12_000
 POLL_SECONDS = config.defaults("")["POLL_SECONDS"]
-CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at"]
+CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
+              "direction", "status"]
 # Chromium's console wording for a blocked resource or script ("Refused to load/execute ...").
 CSP_SIGNS = ("Content Security Policy", "Refused to")
 # Reports a violation even where the browser's own console line would be missed.
@@ -78,9 +79,11 @@ def page_watch():
 
 
 @pytest.fixture
-def server(server_factory, user):
+def server(request, server_factory, user):
     # One worker keeps start-up quick; its threads serve the page, its polls and our deliveries.
-    return server_factory(workers=1, threads=4)
+    # A test that asks for `messente_env` gets a server that sends replies through the fake Messente.
+    env = request.getfixturevalue("messente_env") if "messente_env" in request.fixturenames else None
+    return server_factory(workers=1, threads=4, env=env)
 
 
 @pytest.fixture
@@ -393,3 +396,144 @@ def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_p
     for width, height in ((1280, 800), (390, 844)):
         page.set_viewport_size({"width": width, "height": height})
         screenshot(page, f"inbox-marked-unread-{width}x{height}-{backend}.png")
+
+
+# --- replies --------------------------------------------------------------------------------
+
+CUSTOMER = "+37255512345"
+OUR_NUMBER = "+37250000000"  # the number the customer wrote to: SMS replies go from it
+API_PASSWORD = "api-password"  # the fake's; it also signs delivery reports
+SMS_VECTORS = json.loads((Path(__file__).parent / "vectors" / "sms-length.json").read_text())["cases"]
+
+
+@pytest.fixture
+def messente_env(messente) -> dict:
+    """The server's environment for sending through the fake Messente (see the `server` fixture)."""
+    return {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
+            "MESSENTE_API_PASSWORD": API_PASSWORD, "MESSENTE_CONNECT_TIMEOUT": "2", "MESSENTE_READ_TIMEOUT": "2",
+            "PUBLIC_URL": "https://inbox.example.com",
+            # Empty is unset: replies go from the number the customer wrote to, whatever the shell has.
+            "MESSENTE_SMS_SENDER": "", "MESSENTE_VIBER_SENDER": "", "MESSENTE_WHATSAPP_SENDER": ""}
+
+
+def deliver_report(server, **fields) -> dict:
+    """POST a delivery report as Messente does, signed with the API key's password; its answer."""
+    report = {"status": "DELIVRD", "err": 0, "omnimessage_id": None, "message_id": None, "to": CUSTOMER,
+              "channel": "sms", "sender": OUR_NUMBER, "timestamp": "2024-06-01T08:09:42.389630",
+              "price_info": None, "error": None, **fields}
+    body = json.dumps(report).encode()
+    request = urllib.request.Request(server.url + "/callbacks/delivery", data=body,
+                                     headers=signed_headers(body, API_PASSWORD), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def open_thread(page, server, sender: str = CUSTOMER):
+    log_in(page, server)
+    page.get_by_role("link", name=sender, exact=True).click()
+    expect(page.get_by_role("heading", name=sender)).to_be_visible()
+
+
+def screenshots(page, name: str, backend: str):
+    """The page at a desktop and a phone size; the desktop size again afterwards."""
+    for width, height in ((1280, 800), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        screenshot(page, f"{name}-{width}x{height}-{backend}.png")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_a_reply_typed_in_the_browser_is_sent_once_and_its_delivery_report_shows_live(
+        messente_env, messente, page, server, backend):
+    deliver(server, sender=CUSTOMER, recipient=OUR_NUMBER, text="Tere! Kas mu tellimus on juba teel?",
+            time="2024-06-01T08:00:00.000000Z")
+    open_thread(page, server)
+    mark_page(page)
+
+    box = page.get_by_label(f"Reply to {CUSTOMER}")
+    counter = page.locator("#reply-length")
+    box.press_sequentially("Tere!")
+    expect(counter).to_have_text("5 characters · 1 SMS (GSM-7)")
+    box.press_sequentially(" 👋")  # one emoji and the whole text goes as UCS-2
+    expect(counter).to_have_text("7 characters · 1 SMS (UCS-2)")
+    box.press("Enter")  # a new line, not a send
+    box.press_sequentially("Jah, homme on kohal.")
+    expect(box).to_have_value("Tere! 👋\nJah, homme on kohal.")
+    expect(page.locator("#messages .message")).to_have_count(1)
+
+    box.press("Control+Enter")
+    reply = page.locator("#messages .message.out")
+    expect(reply).to_have_count(1, timeout=LIVE)
+    expect(reply.locator(".text")).to_have_text("Tere! 👋\nJah, homme on kohal.")
+    expect(reply.locator(".author")).to_have_text("alice")
+    expect(reply.locator(".status")).to_have_text("Sent", timeout=LIVE)
+    expect(page.get_by_label(f"Reply to {CUSTOMER}")).to_have_value("")  # a fresh box for the next one
+    assert_same_page(page)
+    # Ours on the right, the customer's on the left.
+    theirs = page.locator("#messages .message.in").bounding_box()
+    ours = reply.bounding_box()
+    assert ours["x"] > theirs["x"] and ours["x"] + ours["width"] > theirs["x"] + theirs["width"]
+
+    [request] = messente.requests
+    assert (request.method, request.path, request.basic_auth) == ("POST", "/v1/omnimessage", ("api-user", API_PASSWORD))
+    assert request.json == {
+        "to": CUSTOMER,
+        "messages": [{"channel": "sms", "text": "Tere! 👋\nJah, homme on kohal.", "sender": OUR_NUMBER,
+                      "autoconvert": "off"}],
+        "dlr_url": "https://inbox.example.com/callbacks/delivery",
+    }
+
+    [leg] = request.answer["messages"]
+    answer = deliver_report(server, omnimessage_id=request.answer["omnimessage_id"], message_id=leg["message_id"])
+    assert answer == {"status": "applied"}
+    expect(reply.locator(".status")).to_have_text("Delivered", timeout=LIVE)
+    assert_same_page(page)
+    screenshots(page, "thread-replies", backend)
+
+    deliver(server, sender=CUSTOMER, recipient=OUR_NUMBER, text="STOP", time="2024-06-01T08:20:00.000000Z")
+    expect(page.locator("#composer .cannot-reply")).to_have_text(
+        "This customer opted out: nothing can be sent to them until they write START or someone opts them "
+        "back in.", timeout=LIVE)
+    expect(page.get_by_label(f"Reply to {CUSTOMER}")).to_have_count(0)
+    expect(page.locator("#opt-out").get_by_role("button")).to_have_text("Opt back in")
+    expect(page.locator("#messages .message .text")).to_have_text(
+        ["Tere! Kas mu tellimus on juba teel?", "Tere! 👋\nJah, homme on kohal.", "STOP"])
+    assert_same_page(page)
+    assert len(messente.requests) == 1
+    screenshots(page, "thread-opted-out", backend)
+
+
+def test_a_refused_reply_says_why_in_the_apis_words_and_retry_sends_it(
+        messente_env, messente, page, server, backend):
+    deliver(server, sender=CUSTOMER, recipient=OUR_NUMBER, text="Palun saatke arve.",
+            time="2024-06-01T08:00:00.000000Z")
+    open_thread(page, server)
+    mark_page(page)
+    messente.behave("400", times=1)
+
+    page.get_by_label(f"Reply to {CUSTOMER}").fill("Arve on teel, aitäh!")
+    page.get_by_role("button", name="Send", exact=True).click()
+    reply = page.locator("#messages .message.out")
+    expect(reply.locator(".status")).to_have_text(
+        "Not sent: Invalid data: Invalid phone number (payload[to])", timeout=LIVE)
+    expect(reply).to_have_class(re.compile(r"\btrouble\b"))
+    retry = reply.get_by_role("button", name="Retry")
+    expect(retry).to_be_visible()
+    screenshots(page, "thread-reply-failed", backend)
+
+    retry.click()
+    expect(reply.locator(".status")).to_have_text("Sent", timeout=LIVE)
+    expect(reply.get_by_role("button")).to_have_count(0)
+    expect(reply).not_to_have_class(re.compile(r"\btrouble\b"))
+    expect(page.locator("#messages .message.out")).to_have_count(1)
+    assert_same_page(page)
+    first, second = messente.requests
+    assert (first.status, second.status) == (400, 201)
+    assert first.json == second.json and second.json["messages"][0]["text"] == "Arve on teel, aitäh!"
+
+
+def test_the_browser_counts_sms_parts_like_the_server(page, server):
+    page.goto(server.url + "/login")  # every page has app.js
+    counted = page.evaluate("texts => texts.map(text => window.smsLength(text))",
+                            [case["text"] for case in SMS_VECTORS])
+    assert {case["name"]: got for case, got in zip(SMS_VECTORS, counted)} == {
+        case["name"]: {key: case[key] for key in ("encoding", "units", "parts")} for case in SMS_VECTORS}

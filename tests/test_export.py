@@ -14,7 +14,8 @@ from app import clock
 
 from conftest import IN_CI, body_for, conversation_of
 
-HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at"]
+HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
+          "direction", "status"]
 
 
 @pytest.fixture
@@ -38,6 +39,28 @@ def test_columns_times_and_unicode(export, deliver):
     assert row[:7] == ["2024-06-01T08:00:00.123456Z", "+3725550001", "+37250000000", "whatsapp",
                        'Tere, "sõber"! 😀\nrida 2', "m1", "s1"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row[7])
+    assert row[8:] == ["in", "received"]
+
+
+def test_replies_are_exported_with_their_direction_and_status(app, export, deliver):
+    from app import replies
+    deliver(body_for(msg_id="m1", sender="+3725550001", recipient="+37250000000", text="Tere!"))
+    with app.app_context():
+        app.config.update(MESSENTE_API_USERNAME="u", MESSENTE_API_PASSWORD="p")
+        conversation = conversation_of("+3725550001")
+        first = replies.queue_reply(conversation, "Aitäh!", "sms", None, 1, "a" * 16)
+        replies.record(first, conversation.id, "sent", omnimessage_id="omni-1")
+        second = replies.queue_reply(conversation, "=1+1", "sms", None, 1, "b" * 16)
+        replies.record(second, conversation.id, "failed", problem="Invalid data")
+    from app import delivery
+    with app.app_context():
+        delivery.apply_report(delivery.Report("omni-1", "DELIVRD", None))
+    rows = export()[1:]
+    assert [(row[1], row[2], row[4], row[8], row[9]) for row in rows] == [
+        ("+3725550001", "+37250000000", "Tere!", "in", "received"),
+        ("+37250000000", "+3725550001", "Aitäh!", "out", "DELIVRD"),
+        ("+37250000000", "+3725550001", "'=1+1", "out", "failed"),
+    ]
 
 
 def test_download_headers(client, export, deliver):
