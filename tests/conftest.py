@@ -4,6 +4,7 @@ Every test that uses `app` runs twice: on a fresh SQLite file and in a fresh Pos
 schema (the server on 127.0.0.1:5432). Where PostgreSQL can't be reached that leg skips,
 except in CI (CI=true), where it fails.
 """
+import http.cookiejar
 import json
 import os
 import re
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from contextlib import contextmanager
@@ -295,6 +298,46 @@ def server_factory(app):
     yield start
     for server in servers:
         server.stop()
+
+
+# --- a person's browser, without a browser ---------------------------------------------
+
+class Browser:
+    """One person's cookies over plain HTTP, sent to whichever server (or instance) is asked."""
+
+    def __init__(self, cookies=()):
+        self.jar = http.cookiejar.CookieJar()
+        for cookie in cookies:
+            self.jar.set_cookie(cookie)
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def copy(self) -> "Browser":
+        """Another browser holding the same cookies, as a copied or stolen cookie would."""
+        return Browser(list(self.jar))
+
+    def get(self, url: str) -> tuple[int, str, str]:
+        """Status, final URL (after redirects) and page text."""
+        try:
+            with self.opener.open(url, timeout=30) as response:
+                return response.status, response.url, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.url, exc.read().decode()
+
+    def post(self, url: str, form: dict) -> tuple[int, str, str]:
+        data = urllib.parse.urlencode(form).encode()
+        try:
+            with self.opener.open(url, data=data, timeout=30) as response:
+                return response.status, response.url, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.url, exc.read().decode()
+
+    def login(self, base_url: str, password: str) -> tuple[int, str, str]:
+        _, _, page = self.get(base_url + "/login")
+        return self.post(base_url + "/login", {"username": "alice", "password": password,
+                                               "csrf_token": csrf_token(page)})
+
 
 
 # --- a fake Messente API ------------------------------------------------------------------

@@ -3,7 +3,6 @@
 A load balancer may send the provider's retry of a message to the other instance at the same
 moment as the original, and a person's requests to either instance.
 """
-import http.cookiejar
 import json
 import random
 import re
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Conversation, DailyCount, Message
 
-from conftest import PASSWORD, body_for, csrf_token, signed_headers
+from conftest import PASSWORD, Browser, body_for, csrf_token, signed_headers
 
 # Several instances need a database server: PostgreSQL only.
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -95,43 +94,6 @@ def test_callback_storm_split_across_two_instances_stores_each_message_once(app,
         assert db.session.scalar(sa.select(sa.func.sum(DailyCount.count))) == unique
     for server in (first, second):
         assert "Traceback" not in server.output()
-
-
-class Browser:
-    """One person's cookies, sent to whichever instance the load balancer picks."""
-
-    def __init__(self, cookies=()):
-        self.jar = http.cookiejar.CookieJar()
-        for cookie in cookies:
-            self.jar.set_cookie(cookie)
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-
-    def copy(self) -> "Browser":
-        """Another browser holding the same cookies, as a copied or stolen cookie would."""
-        return Browser(list(self.jar))
-
-    def get(self, url: str) -> tuple[int, str, str]:
-        """Status, final URL (after redirects) and page text."""
-        try:
-            with self.opener.open(url, timeout=30) as response:
-                return response.status, response.url, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, exc.url, exc.read().decode()
-
-    def post(self, url: str, form: dict) -> tuple[int, str, str]:
-        data = urllib.parse.urlencode(form).encode()
-        try:
-            with self.opener.open(url, data=data, timeout=30) as response:
-                return response.status, response.url, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, exc.url, exc.read().decode()
-
-    def login(self, base_url: str, password: str) -> tuple[int, str, str]:
-        _, _, page = self.get(base_url + "/login")
-        return self.post(base_url + "/login", {"username": "alice", "password": password,
-                                               "csrf_token": csrf_token(page)})
 
 
 def test_login_throttling_sessions_and_read_state_are_shared_by_instances(app, user, server_factory):

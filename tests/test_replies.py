@@ -3,7 +3,9 @@
 The app's own reply senders (its outbox threads) do the sending, as in production; tests wait
 for the outcome in the database, never for a fixed time.
 """
+import os
 import re
+import signal
 import time
 from datetime import timedelta
 from html import unescape
@@ -16,7 +18,7 @@ from app.extensions import db
 from app.unit_of_work import write_transaction
 from app.models import Conversation, Message
 
-from conftest import close_app, AuthActions, body_for, conversation_of, make_app, signed_headers
+from conftest import PASSWORD, AuthActions, Browser, body_for, close_app, conversation_of, make_app, signed_headers
 
 CUSTOMER = "+37255512345"
 OUR_NUMBER = "+37250000000"
@@ -295,3 +297,77 @@ def test_without_api_credentials_the_box_says_what_to_set(app, client, auth, del
         path = f"/conversations/{conversation_of(CUSTOMER).id}"
     page = client.get(path).text
     assert "set MESSENTE_API_USERNAME and MESSENTE_API_PASSWORD" in page and '/replies"' not in page
+
+
+def test_replies_left_queued_are_sent_once_however_many_processes_sweep(reply_app, messente):
+    deliver(reply_app)
+    with reply_app.app_context():
+        conversation = conversation_of(CUSTOMER)
+        for n in range(5):  # stored, and then the process died before its outbox took them
+            replies.queue_reply(conversation, f"Left queued {n}", "sms", None, 1, f"{n}" * 16)
+    # Two processes' outboxes (every worker has one) sweep at the same moment.
+    outboxes = [replies.Outbox(reply_app), replies.Outbox(reply_app)]
+    try:
+        with reply_app.app_context():
+            for outbox in outboxes:
+                outbox.sweep()
+        wait_for_status(reply_app, "sent", count=5)
+        assert sorted(request.json["messages"][0]["text"] for request in messente.requests) == [
+            f"Left queued {n}" for n in range(5)]
+    finally:
+        for outbox in outboxes:
+            outbox.stop()
+
+
+def test_a_reply_left_sending_by_a_dead_process_becomes_unconfirmed_and_is_not_resent(reply_app, messente):
+    deliver(reply_app)
+    with reply_app.app_context():
+        reply_id = replies.queue_reply(conversation_of(CUSTOMER), "Was it sent?", "sms", None, 1, "d" * 16)
+        with write_transaction() as session:  # claimed by a process that then died
+            session.execute(sa.update(Message).where(Message.id == reply_id)
+                            .values(status="sending", claimed_at=replies.clock.now()))
+        assert replies.abandon_stale_sends(replies.clock.now()) == 0  # it may still be on its way
+        later = replies.clock.now() + timedelta(minutes=5)
+        assert replies.abandon_stale_sends(later) == 1
+        replies.outbox().sweep()
+    [reply] = replies_in(reply_app)
+    assert reply.status == "unconfirmed" and "may or may not" in reply.problem
+    assert messente.requests == []
+
+
+@pytest.mark.slow
+def test_killing_the_server_while_a_reply_is_sending_never_sends_it_twice(app, user, server_factory, messente):
+    """kill -9 while the API call is in flight; a new server on the same database carries on."""
+    messente.behave("silent")  # Messente has the request and never answers
+    env = {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
+           "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_READ_TIMEOUT": "60"}
+    first = server_factory(workers=1, threads=4, env=env)
+    deliver(app)
+    person = Browser()
+    assert person.login(first.url, PASSWORD)[0] == 200
+    _, _, page = person.get(first.url + thread_path(app))
+    form = reply_form(page)
+    assert person.post(first.url + form.pop("action"), {**form, "text": "In flight"})[0] == 200
+    messente.wait_for_requests(1)
+    for pid in [first.process.pid, *first.worker_pids()]:
+        os.kill(pid, signal.SIGKILL)
+    first.process.wait(timeout=10)
+
+    # Another reply was stored but never taken by an outbox: when the new server's sweep sends
+    # it, the sweep has run, and it left the one in flight alone.
+    app.config.update(MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD="api-password")
+    with app.app_context():
+        replies.queue_reply(conversation_of(CUSTOMER), "Left queued", "sms", None, 1, "q" * 16)
+    messente.behave("ok")
+    second = server_factory(workers=2, threads=4, env=env)
+    assert person.get(second.url + "/login")[0] == 200  # a worker's first request starts its outbox
+    messente.wait_until(lambda requests: any(r.json["messages"][0]["text"] == "Left queued" for r in requests),
+                        timeout=30, what="the queued reply")
+    texts = [request.json["messages"][0]["text"] for request in messente.requests]
+    assert sorted(texts) == ["In flight", "Left queued"]  # nothing twice
+    statuses = {reply.text: reply.status for reply in replies_in(app)}
+    assert statuses["In flight"] == "sending"  # never resent
+    with app.app_context():
+        # Once its claim is older than any live call could be, it is shown unconfirmed.
+        assert replies.abandon_stale_sends(replies.clock.now() + timedelta(minutes=10)) == 1
+    assert {reply.text: reply.status for reply in replies_in(app)}["In flight"] == "unconfirmed"
