@@ -315,7 +315,7 @@ def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_fac
 
         assert reader.get("/")[0] == 200
         assert reader.get("/?q=372500001")[0] == 200
-        assert reader.get(f"/?since={message_count(app) // 2}")[0] == 200  # ids reach the count
+        assert reader.get("/?since=0")[0] == 200  # every stored message is news to a first poll
         assert reader.get("/?since=999999999")[0] == 204
         assert reader.get("/conversations/%2B372500001")[0] == 200
         assert reader.get("/conversations/%2B372500001?since=0")[0] == 200  # it has messages
