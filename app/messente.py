@@ -105,7 +105,9 @@ class Unconfirmed:
 
 @dataclass(frozen=True)
 class Done:
-    """A blacklist call that did what was asked."""
+    """A blacklist call that did what was asked; `already` when it was so before the call
+    (409 on add, 404 on delete): an entry this call did not make is not ours to remove later."""
+    already: bool = False
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ def _done(answer: _Answer | Refused | Unconfirmed, also: int) -> Done | Refused 
     if not isinstance(answer, _Answer):
         return answer
     if 200 <= answer.status <= 299 or answer.status == also:
-        return Done()
+        return Done(already=answer.status == also)
     if answer.status == 504:
         return Unconfirmed(f"a gateway timed out waiting for Messente (504){_words(answer, ': ')}")
     return _refused(answer)

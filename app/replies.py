@@ -280,10 +280,12 @@ def sync_blacklist(client: "messente.Messente") -> None:
         call = client.add_to_blacklist if wanted == "add" else client.remove_from_blacklist
         outcome = call(phone)
         done = isinstance(outcome, messente.Done)
+        # Only an entry this app made is "added", and so removed again when the customer opts back in.
+        added = "added" if wanted == "add" and done and not outcome.already else None
         with write_transaction() as session:
             session.execute(
                 sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.blacklist == wanted)
-                .values(blacklist=("added" if wanted == "add" else None) if done else wanted,
+                .values(blacklist=added if done else wanted,
                         blacklist_problem=None if done else f"Messente's blacklist: {outcome.reason}",
                         change_seq=change_number()))
 

@@ -215,10 +215,10 @@ def test_blacklist_add_and_remove_count_already_there_and_already_gone_as_done(m
 
     assert sender.add_to_blacklist(TO) == Done()
     assert messente.blacklist == {TO}
-    assert sender.add_to_blacklist(TO) == Done()  # 409
+    assert sender.add_to_blacklist(TO) == Done(already=True)  # 409
     assert sender.remove_from_blacklist(TO) == Done()
     assert messente.blacklist == set()
-    assert sender.remove_from_blacklist(TO) == Done()  # 404
+    assert sender.remove_from_blacklist(TO) == Done(already=True)  # 404
 
     requests = messente.requests
     assert [(r.method, r.path, r.status) for r in requests] == [

@@ -371,3 +371,86 @@ def test_killing_the_server_while_a_reply_is_sending_never_sends_it_twice(app, u
         # Once its claim is older than any live call could be, it is shown unconfirmed.
         assert replies.abandon_stale_sends(replies.clock.now() + timedelta(minutes=10)) == 1
     assert {reply.text: reply.status for reply in replies_in(app)}["In flight"] == "unconfirmed"
+
+
+@pytest.fixture
+def blacklist_app(database_url, messente, user_row):
+    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
+                   MESSENTE_API_PASSWORD="api-password", MESSENTE_BLACKLIST_SYNC=True)
+    with app.app_context():
+        db.create_all()
+        user_row()
+    yield app
+    close_app(app)
+
+
+def sweep(app) -> None:
+    with app.app_context():
+        replies.outbox().sweep()
+
+
+def test_blacklist_sync_adds_on_stop_and_removes_only_what_it_added(blacklist_app, messente):
+    deliver(blacklist_app, text="STOP")
+    assert messente.requests == []  # never on the callback's path
+    sweep(blacklist_app)
+    assert messente.blacklist == {CUSTOMER}
+    deliver(blacklist_app, text="START")
+    sweep(blacklist_app)
+    assert messente.blacklist == set()
+
+    # A number someone else put on the blacklist stays there when the customer opts back in.
+    other = "+37255500000"
+    messente.add_to_blacklist(other)
+    deliver(blacklist_app, sender=other, text="STOP")
+    sweep(blacklist_app)  # 409, already there: done, but not ours
+    deliver(blacklist_app, sender=other, text="START")
+    sweep(blacklist_app)
+    assert messente.blacklist == {other}
+    with blacklist_app.app_context():
+        assert conversation_of(other).blacklist is None
+
+
+def test_a_failed_blacklist_call_is_shown_retried_and_the_local_opt_out_holds(blacklist_app, person_of, messente):
+    messente.behave("500", times=1)
+    deliver(blacklist_app, text="stop")
+    sweep(blacklist_app)
+    with blacklist_app.app_context():
+        conversation = conversation_of(CUSTOMER)
+        assert conversation.opted_out and conversation.blacklist == "add"
+        assert "Messente's blacklist" in conversation.blacklist_problem
+    page = person_of(blacklist_app).get(thread_path(blacklist_app)).text
+    assert "(retrying)" in page and "opted out" in page
+    sweep(blacklist_app)
+    assert messente.blacklist == {CUSTOMER}
+    with blacklist_app.app_context():
+        assert conversation_of(CUSTOMER).blacklist_problem is None
+
+
+@pytest.fixture
+def person_of():
+    def logged_in(app):
+        client = app.test_client()
+        assert AuthActions(client).login().status_code == 302
+        return client
+    return logged_in
+
+
+def test_a_burst_of_replies_stays_under_the_rate_limit(database_url, messente, user_row):
+    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
+                   MESSENTE_API_PASSWORD="api-password", MESSENTE_REQUESTS_PER_SECOND=20)
+    with app.app_context():
+        db.create_all()
+        user_row()
+    try:
+        deliver(app)
+        with app.app_context():
+            conversation = conversation_of(CUSTOMER)
+            for n in range(30):
+                replies.queue_reply(conversation, f"Burst {n}", "sms", None, 1, f"burst-{n:02d}" * 2)
+            replies.outbox().sweep()
+        wait_for_status(app, "sent", count=30)
+        times = sorted(request.at for request in messente.requests)
+        busiest_second = max(sum(1 for other in times if start <= other < start + 1) for start in times)
+        assert len(times) == 30 and busiest_second <= 21  # 20 a second, and one on the window's edge
+    finally:
+        close_app(app)
