@@ -11,6 +11,7 @@ callbacks, one after another; the figures are the page's p95 and how many callba
 hundred keep-alive pollers and streamed CSV exports.
 """
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -92,7 +93,6 @@ def granian(port: int, spec: str) -> list[str]:
 CANDIDATES = {
     "make run": make_run,
     "make run 2x32": whole_request_worker(2, 32),
-    "make run 4x8": whole_request_worker(4, 8),
     "gunicorn gthread": gunicorn_gthread,
     "gunicorn gthread 64 threads": gunicorn_many_threads,
     "waitress": waitress,
@@ -464,6 +464,10 @@ def compare(workdir: Path, names: list[str], seconds: float, clients: int, inges
     rows = []
     for name in names:
         command = CANDIDATES[name]
+        module = command(0, SPEC)[2]
+        if importlib.util.find_spec(module) is None:
+            log(f"candidate: {name}: not installed (pip install -e '.[compare-servers]'), skipped")
+            continue
         log(f"candidate: {name}")
         results = under_slow_clients(command, workdir, name.replace(" ", "-").replace(",", ""),
                                      seconds, clients, log)
