@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError
 
-from . import accounts, clock, config, copying, demo, signing
+from . import accounts, clock, config, copying, delivery, demo, replies, signing
 from .extensions import db
 from .models import User
 from .unit_of_work import write_transaction
@@ -79,14 +79,31 @@ def create_user(username: str):
 
 @click.command("send-test-message")
 @with_appcontext
-@click.option("--url", help="The callback's address. Default: PUBLIC_URL or BIND, /callbacks/inbound.")
+@click.option("--url", help="The app's address. Default: PUBLIC_URL, or where BIND serves.")
 @click.option("--sender", default="+37255512345", show_default=True)
 @click.option("--text", default="Tere! This is a test message 📨", show_default=True)
 @click.option("--channel", default="sms", show_default=True,
               type=click.Choice(["sms", "viber", "whatsapp", "telegram"]))
-def send_test_message(url: str | None, sender: str, text: str, channel: str):
-    """Sign a realistic inbound message with the configured secret and POST it to the app."""
-    url = url or config.site_url(current_app.config) + "/callbacks/inbound"
+@click.option("--delivery-report", "report_status", type=click.Choice(sorted(delivery.STATUS_WORDS)),
+              help="Instead of a message, send a delivery report with this status for the newest sent "
+                   "reply, signed with MESSENTE_API_PASSWORD as Messente signs them.")
+def send_test_message(url: str | None, sender: str, text: str, channel: str, report_status: str | None):
+    """Sign a realistic inbound message (or delivery report) and POST it to the app, as Messente would."""
+    url = (url or config.site_url(current_app.config)).rstrip("/")
+    if report_status:
+        password = current_app.config["MESSENTE_API_PASSWORD"]
+        newest = replies.newest_sent_reply()
+        if not password or newest is None:
+            raise click.ClickException("A test delivery report needs MESSENTE_API_PASSWORD and a sent reply.")
+        omnimessage_id, to, reply_channel = newest
+        body = json.dumps({
+            "status": report_status, "err": 0 if report_status in ("DELIVRD", "SEEN", "ACK", "ACCEPTD") else 1,
+            "error": None, "message_id": str(uuid.uuid4()), "omnimessage_id": omnimessage_id, "to": to,
+            "channel": reply_channel, "sender": "sms-inbox test",
+            "timestamp": clock.now().isoformat(timespec="microseconds"), "price_info": None,
+        }).encode()
+        post_signed(f"{url}/callbacks/delivery", body, password)
+        return
     configured = current_app.config["MESSENTE_SHARED_SECRETS"]
     if not configured:
         raise click.ClickException("No shared secret: set MESSENTE_SHARED_SECRET or run `make run` once.")
@@ -99,9 +116,13 @@ def send_test_message(url: str | None, sender: str, text: str, channel: str):
         "text": text,
         "sender": sender,
     }, ensure_ascii=False).encode()
+    post_signed(f"{url}/callbacks/inbound", body, configured[0])
+
+
+def post_signed(url: str, body: bytes, key: str) -> None:
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json",
-        "X-Messente-Signature": signing.sign(body, configured[0]),
+        "X-Messente-Signature": signing.sign(body, key),
     })
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

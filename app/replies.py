@@ -266,6 +266,14 @@ def abandon_stale_sends(now: datetime) -> int:
     return len(stale)
 
 
+def newest_sent_reply() -> tuple[str, str, str] | None:
+    """(omnimessage id, customer, channel) of the newest reply Messente accepted."""
+    return db.session.execute(
+        sa.select(Message.omnimessage_id, Message.recipient, Message.channel)
+        .where(Message.direction == "out", Message.omnimessage_id.is_not(None))
+        .order_by(Message.id.desc()).limit(1)).first()
+
+
 def queued_replies(limit: int = 500) -> list[int]:
     return list(db.session.scalars(sa.select(Message.id).where(Message.status == "queued")
                                    .order_by(Message.id).limit(limit)))

@@ -53,7 +53,7 @@ def test_init_db_is_safe_to_run_twice_and_tells_what_to_do_next(database_url):
 def test_send_test_message_arrives_in_the_running_app(app, server_factory):
     server = server_factory(workers=1)
     result = app.test_cli_runner().invoke(args=[
-        "send-test-message", "--url", server.url + "/callbacks/inbound",
+        "send-test-message", "--url", server.url,
         "--sender", "+3725550000", "--text", "Tere, maailm! 👋", "--channel", "viber",
     ])
     assert result.exit_code == 0, result.output
@@ -64,7 +64,7 @@ def test_send_test_message_arrives_in_the_running_app(app, server_factory):
 
 
 def test_send_test_message_says_when_the_app_is_not_running(runner):
-    result = runner.invoke(args=["send-test-message", "--url", "http://127.0.0.1:9/callbacks/inbound"])
+    result = runner.invoke(args=["send-test-message", "--url", "http://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "Could not reach" in result.output
 
@@ -110,3 +110,24 @@ def test_commands_print_the_address_the_server_is_really_at(app, database_url):
     public = flask_command(database_url, "send-test-message",
                            env_extra={"PUBLIC_URL": "http://127.0.0.1:9/inbox/"})
     assert "Could not reach http://127.0.0.1:9/inbox/callbacks/inbound" in public.stderr
+
+
+def test_send_test_message_can_send_a_delivery_report_for_the_newest_reply(app, user, server_factory):
+    from app import replies
+    from app.models import Message
+    from conftest import conversation_of
+    env = {"MESSENTE_API_USERNAME": "api-user", "MESSENTE_API_PASSWORD": "api-password",
+           "MESSENTE_API_URL": "http://127.0.0.1:9/v1"}
+    app.config.update(env)
+    server = server_factory(workers=1, env=env)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["send-test-message", "--url", server.url]).exit_code == 0
+    with app.app_context():
+        conversation = conversation_of("+37255512345")
+        reply_id = replies.queue_reply(conversation, "Aitäh!", "sms", None, 1, "t" * 16)
+        replies.record(reply_id, conversation.id, "sent", omnimessage_id="omni-test")
+    result = runner.invoke(args=["send-test-message", "--url", server.url, "--delivery-report", "DELIVRD"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == '200 {"status":"applied"}'
+    with app.app_context():
+        assert db.session.get(Message, reply_id).delivery == "DELIVRD"
