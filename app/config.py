@@ -92,9 +92,12 @@ def from_environment(environ=os.environ) -> dict:
     for name in ("BIND", "PUBLIC_URL"):
         if environ.get(name):
             found[name] = environ[name]
-    for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS"):
+    for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS", "REPLY_SENDERS"):
         if environ.get(name):
             found[name] = int(environ[name])
+    for name in ("MESSENTE_CONNECT_TIMEOUT", "MESSENTE_READ_TIMEOUT", "MESSENTE_REQUESTS_PER_SECOND"):
+        if environ.get(name):
+            found[name] = float(environ[name])
     return found
 
 

@@ -20,21 +20,37 @@
   var GSM_EXTENSION = "^{}\\[]~|€\f";
 
   function smsLength(text) {
-    var septets = 0;
+    var gsm = [], ucs = [];  // each character's size in either encoding
     for (var character of text) {
-      if (GSM_BASIC.indexOf(character) >= 0) {
-        septets += 1;
-      } else if (GSM_EXTENSION.indexOf(character) >= 0) {
-        septets += 2;
-      } else {  // one character outside GSM-7 makes the whole message UCS-2, in UTF-16 units
-        return { encoding: "UCS-2", units: text.length, parts: parts(text.length, 70, 67) };
-      }
+      gsm.push(GSM_BASIC.indexOf(character) >= 0 ? 1 : GSM_EXTENSION.indexOf(character) >= 0 ? 2 : 0);
+      ucs.push(character.length);  // UTF-16 units: 2 for a character outside the BMP (most emoji)
     }
-    return { encoding: "GSM-7", units: septets, parts: parts(septets, 160, 153) };
+    // One character outside GSM-7 makes the whole message UCS-2.
+    if (gsm.indexOf(0) >= 0) {
+      return { encoding: "UCS-2", units: text.length, parts: parts(ucs, 70, 67) };
+    }
+    return { encoding: "GSM-7", units: sum(gsm), parts: parts(gsm, 160, 153) };
   }
 
-  function parts(units, single, perPart) {
-    return units === 0 ? 0 : units <= single ? 1 : Math.ceil(units / perPart);
+  function sum(sizes) {
+    return sizes.reduce(function (total, size) { return total + size; }, 0);
+  }
+
+  // A part never ends inside a character (an escape and its extension character, or the two
+  // halves of a surrogate pair): one that doesn't fit starts the next part.
+  function parts(sizes, single, perPart) {
+    var units = sum(sizes);
+    if (units === 0) return 0;
+    if (units <= single) return 1;
+    var count = 1, used = 0;
+    sizes.forEach(function (size) {
+      if (used + size > perPart) {
+        count += 1;
+        used = 0;
+      }
+      used += size;
+    });
+    return count;
   }
 
   window.smsLength = smsLength;
