@@ -61,15 +61,19 @@ def apply_report(report: Report) -> bool:
             sa.select(Message.id, Message.conversation_id, Message.delivery)
             .where(Message.omnimessage_id == report.omnimessage_id)).first()
         if reply is None:
-            now = clock.now()
-            connection.execute(sa.delete(UnmatchedDeliveryReport)
-                               .where(UnmatchedDeliveryReport.received_at < now - KEEP_UNMATCHED))
             connection.execute(sa.insert(UnmatchedDeliveryReport).values(
                 omnimessage_id=report.omnimessage_id, status=report.status, problem=report.problem,
-                received_at=now))
+                received_at=clock.now()))
             return False
         _raise_delivery(connection, reply, [report])
     return True
+
+
+def drop_stale_reports(now) -> None:
+    """Reports no reply claimed within a day are for messages this app never sent (the outbox's sweep)."""
+    with write_transaction() as session:
+        session.execute(sa.delete(UnmatchedDeliveryReport)
+                        .where(UnmatchedDeliveryReport.received_at < now - KEEP_UNMATCHED))
 
 
 def apply_unmatched(connection: sa.Connection, message_id: int, omnimessage_id: str) -> None:

@@ -184,6 +184,7 @@ def export_csv():
 
 bp.add_app_template_filter(clock.utc_iso, "utc_iso")
 bp.add_app_template_global(replies.MAX_TEXT, "max_reply_length")
+bp.add_app_template_global(replies.can_send_again)
 
 
 @bp.app_template_global()

@@ -8,7 +8,7 @@ answers and exceptions into three small results that say what a caller may do ne
   no connection) or not (400, 401: the request or the credentials must change first).
 - `Unconfirmed`: the request may have reached Messente (no answer within the read timeout, the
   connection dropped after the request was written, 504 from a gateway). Never resend one
-  automatically: a person decides, or a delivery report settles it.
+  automatically: a person decides.
 
 Blacklist calls answer `Done` when the number ends up where asked (409 "already there" on add and
 404 "not there" on delete count as done); both calls are idempotent, so a caller may repeat them

@@ -113,6 +113,9 @@ DELIVERY_RANK = {"ACCEPTD": 1, "ACK": 2, "UNKNOWN": 3, "NACK": 3, "REJECTD": 3, 
                  "FAILED": 3, "EXPIRED": 3, "DELETED": 3, "DELIVRD": 4, "SEEN": 5}
 
 
+DELIVERY_FAILURES = tuple(status for status, rank in DELIVERY_RANK.items() if rank == 3)
+
+
 def better_delivery(current: str | None, reported: str) -> bool:
     return DELIVERY_RANK.get(reported, 0) > DELIVERY_RANK.get(current, 0)
 

@@ -31,7 +31,7 @@ from flask import Flask, current_app
 
 from . import clock, delivery, messente
 from .extensions import db
-from .models import PREVIEW_LENGTH, Conversation, Message
+from .models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
 from .unit_of_work import change_number, write_transaction
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,10 @@ def composer(conversation: Conversation) -> Composer:
             if sms_possible:
                 routes.append(Route(f"{channel}+sms", f"{name}, then SMS if that fails", (channel, "sms")))
             if channel == "whatsapp":
-                closes = conversation.last_inbound_at + WHATSAPP_WINDOW
-                note = f"WhatsApp window open until {clock.utc_iso(closes)}."
+                left = conversation.last_inbound_at + WHATSAPP_WINDOW - clock.now()
+                hours = int(left.total_seconds() // 3600)
+                note = (f"WhatsApp window open for another {hours} hour{'s' if hours != 1 else ''}."
+                        if hours else "WhatsApp window closes within the hour.")
     elif channel == "telegram":
         note = "Messente's API cannot send Telegram messages: this reply goes by SMS."
     if sms_possible and not any(route.channels == ("whatsapp",) or route.channels == ("viber",)
@@ -175,14 +177,21 @@ def sender_for(channel: str, sms_sender: str | None) -> str | None:
     return configured or (sms_sender if channel == "sms" else None)
 
 
+def can_send_again(status: str | None, delivery: str | None) -> bool:
+    """Not sent, not known to be sent, or sent and reported undelivered: a person may send again."""
+    return status in ("failed", "unconfirmed") or (status == "sent" and delivery in DELIVERY_FAILURES)
+
+
 def retry(conversation_id: int, reply_id: int) -> bool:
-    """Queue a failed or unconfirmed reply again (a person's decision); False if it was neither."""
+    """Queue a reply again (a person's decision); False if it is not one to send again."""
     with write_transaction() as session:
         updated = session.execute(
             sa.update(Message)
-            .where(Message.id == reply_id, Message.conversation_id == conversation_id,
-                   Message.direction == "out", Message.status.in_(["failed", "unconfirmed"]))
-            .values(status="queued", problem=None, claimed_at=None, change_seq=change_number())).rowcount
+            .where(Message.id == reply_id, Message.conversation_id == conversation_id, Message.direction == "out",
+                   Message.status.in_(["failed", "unconfirmed"])
+                   | ((Message.status == "sent") & Message.delivery.in_(DELIVERY_FAILURES)))
+            .values(status="queued", problem=None, delivery=None, omnimessage_id=None, claimed_at=None,
+                    change_seq=change_number())).rowcount
         if updated:
             session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
                             .values(change_seq=change_number()))
@@ -380,6 +389,7 @@ class Outbox:
         if client is None:
             return
         abandon_stale_sends(clock.now())
+        delivery.drop_stale_reports(clock.now())
         for reply_id in queued_replies():
             self.submit(reply_id)
         if self.app.config["MESSENTE_BLACKLIST_SYNC"]:

@@ -119,11 +119,30 @@ def test_a_report_that_beats_the_send_call_is_kept_and_applied_when_the_id_is_kn
 
 def test_unmatched_reports_are_dropped_after_a_day(dlr_app):
     post_report(dlr_app, report("DELIVRD", omnimessage_id="never-ours"))
-    dlr_app.moved(hours=25)
+    dlr_app.moved(hours=23)
     post_report(dlr_app, report("ACK", omnimessage_id="another"))
+    dlr_app.moved(hours=2)
     with dlr_app.app_context():
+        replies.outbox().sweep()  # what every outbox does every few seconds
         kept = db.session.scalars(sa.select(UnmatchedDeliveryReport.omnimessage_id)).all()
     assert kept == ["another"]
+
+
+def test_a_reply_reported_undelivered_can_be_sent_again(dlr_app):
+    reply_id = a_sent_reply(dlr_app)
+    post_report(dlr_app, report("UNDELIV", err=1))
+    person = dlr_app.test_client()
+    AuthActions(person).login()
+    with dlr_app.app_context():
+        path = f"/conversations/{conversation_of(CUSTOMER).id}"
+    page = person.get(path).text
+    assert 'class="message out trouble"' in page and "Send again" in page
+    retry = re.search(r'action="([^"]+/retry)"', page).group(1)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert person.post(retry, data={"csrf_token": token}).status_code == 303
+    reply = reply_row(dlr_app, reply_id)
+    assert (reply.status, reply.delivery, reply.omnimessage_id) in {("queued", None, None), ("sending", None, None),
+                                                                     ("failed", None, None)}
 
 
 @pytest.mark.parametrize("body, words", [
