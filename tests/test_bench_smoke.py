@@ -29,7 +29,7 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
     out = tmp_path / "results.json"
     finished = subprocess.run(
         [sys.executable, "-m", "bench", "--sizes", "300", "--samples", "3", "--ingest-requests", "200",
-         "--load-threads", "4", "--out", str(out), "--workdir", str(tmp_path / "work")],
+         "--load-threads", "4", "--slow-client-seconds", "2", "--slow-clients", "5", "--out", str(out), "--workdir", str(tmp_path / "work")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -40,6 +40,7 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
     for what in EXPECTED_ROWS[1:]:
         assert (what, "300 msgs") in measured
     assert ("ingest over HTTP: signed callbacks stored per second", "fresh DB") in measured
+    assert ("ingest without group commit: one commit per message, per second", "fresh DB") in measured
     for row in rows:
         assert row["figure"] > 0, row
         # A verdict exactly where there is a target to meet, and none where there is not.
