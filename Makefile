@@ -26,11 +26,12 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Debian's Chromium for the browser tests and LibreOffice Calc (no GUI) for the spreadsheet tests,
-# where we may install them (root with apt).
+# Debian's Chromium for the browser tests (with an emoji font for their screenshots) and
+# LibreOffice Calc (no GUI) for the spreadsheet tests, where we may install them (root with apt).
 test-tools:
 	@missing=; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || missing="$$missing fonts-noto-color-emoji"; \
 	command -v soffice >/dev/null 2>&1 || missing="$$missing libreoffice-calc-nogui"; \
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
