@@ -4,10 +4,11 @@ from datetime import date
 
 from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
+from markupsafe import Markup, escape
 
 from flask_login import current_user
 
-from . import clock, delivery, export, optouts, queries, replies
+from . import callback, clock, delivery, export, optouts, queries, replies
 
 bp = Blueprint("inbox", __name__)
 LARGEST_ID = 2**63 - 1  # a database BIGINT; anything larger is no id of ours
@@ -55,6 +56,7 @@ def index():
     context = dict(
         q=q, rows=rows, next_cursor=next_cursor, latest=latest, live=before is None,
         unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
+        arrived=queries.arrived_since(since, latest) if since is not None else 0,
     )
     if is_htmx():
         return render_varying_on_htmx("inbox/_conversations.html", partial=True, **context)
@@ -194,3 +196,34 @@ def reply_status(message) -> str:
         return delivery.STATUS_WORDS[message.delivery]
     return {"queued": "Queued", "sending": "Sending…", "sent": "Sent", "failed": "Not sent",
             "unconfirmed": "Unconfirmed: it may or may not have been sent"}.get(message.status, "")
+
+
+# http(s) addresses in message texts; what may end a sentence after one is not part of it.
+WEB_ADDRESS = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+TRAILING = ".,;:!?'\")]}"
+
+
+@bp.app_template_filter()
+def linkify(text: str | None) -> Markup:
+    """A message's text, escaped, with its http and https addresses as links (nothing else is)."""
+    text, parts, last = text or "", [], 0
+    for match in WEB_ADDRESS.finditer(text):
+        address = match.group(0)
+        while address and address[-1] in TRAILING and not (address[-1] == ")" and address.count("(") >= address.count(")")):
+            address = address[:-1]
+        if len(address) <= len(match.group(0).split("://", 1)[0]) + 3:
+            continue
+        parts += [escape(text[last:match.start()]),
+                  Markup('<a href="{0}" rel="noopener noreferrer nofollow" target="_blank">{0}</a>').format(address)]
+        last = match.start() + len(address)
+    parts.append(escape(text[last:]))
+    return Markup("").join(parts)
+
+
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(500)
+def error_page(exc):
+    """People get a page with a way back; Messente's paths keep their JSON answers."""
+    if request.path.startswith(callback.bp.url_prefix + "/"):
+        return callback.json_errors_on_callback_paths(exc)
+    return render_template(f"errors/{exc.code}.html"), exc.code

@@ -55,6 +55,20 @@ def latest_change() -> int:
     return db.session.scalar(db.select(sa.func.max(Conversation.change_seq))) or 0
 
 
+def arrived_since(since_change: int, latest: int) -> int:
+    """Messages received after a list poll's change number, up to `latest`: what it announces.
+
+    Only the conversations that changed are looked into (the change_seq indexes on both tables).
+    """
+    changed = db.select(Conversation.id).where(Conversation.change_seq > since_change,
+                                               Conversation.change_seq <= latest)
+    return db.session.scalar(
+        db.select(sa.func.count()).select_from(Message)
+        .where(Message.conversation_id.in_(changed.scalar_subquery()), Message.direction == "in",
+               Message.change_seq > since_change, Message.change_seq <= latest)
+    ) or 0
+
+
 def conversation(conversation_id: int) -> Conversation | None:
     return db.session.get(Conversation, conversation_id)
 

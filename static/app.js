@@ -1,13 +1,32 @@
-// Our only script: local times, polling that pauses while the tab is hidden, and the reply
-// box's SMS counter and Ctrl/Cmd+Enter.
+// Our only script: local times, polling that pauses while the tab is hidden, a thread that
+// opens at its newest message (with a "New messages" pill), and the reply box's SMS counter
+// and Ctrl/Cmd+Enter.
 (function () {
   "use strict";
+
+  // Times in the reader's zone: today's as "14:05", other days with their date; the exact UTC
+  // moment in the tooltip. The list (data-format="list") shows only the day for other days.
+  function sameDay(a, b) {
+    return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+  }
+
+  function localTime(moment, listOnly) {
+    var now = new Date();
+    var yesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
+    var time = moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (sameDay(moment, now)) return time;
+    var day = sameDay(moment, yesterday) ? "Yesterday"
+      : moment.getFullYear() === now.getFullYear()
+        ? moment.toLocaleDateString([], { day: "numeric", month: "short" })
+        : moment.toLocaleDateString([], { day: "numeric", month: "short", year: "numeric" });
+    return listOnly ? day : day + ", " + time;
+  }
 
   function showLocalTimes(root) {
     root.querySelectorAll("time[datetime]").forEach(function (element) {
       var moment = new Date(element.getAttribute("datetime"));
       if (!isNaN(moment)) {
-        element.textContent = moment.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+        element.textContent = localTime(moment, element.getAttribute("data-format") === "list");
         element.title = element.getAttribute("datetime").replace("T", " ").replace("Z", " UTC");
       }
     });
@@ -75,6 +94,72 @@
       });
       update();
     });
+  }
+
+  // The thread opens at its newest message. Messages that arrive while the reader is at the
+  // bottom scroll into view; further up, a "New messages" pill appears instead of a jump.
+  var NEAR_BOTTOM = 120;  // pixels: close enough to the end to count as reading the newest
+
+  function atBottom() {
+    var page = document.scrollingElement || document.documentElement;
+    return page.scrollHeight - (page.scrollTop + window.innerHeight) <= NEAR_BOTTOM;
+  }
+
+  function toBottom() {
+    var page = document.scrollingElement || document.documentElement;
+    page.scrollTop = page.scrollHeight;
+  }
+
+  function pill() {
+    return document.getElementById("new-messages");
+  }
+
+  var wasAtBottom = true, countBefore = 0;
+
+  function openThread() {
+    var messages = document.getElementById("messages");
+    if (!messages || location.hash) return;
+    if ("scrollRestoration" in history) history.scrollRestoration = "manual";
+    toBottom();
+    window.addEventListener("load", function () { if (window.scrollY === 0 || atBottom()) toBottom(); });
+    var button = pill();
+    if (button) {
+      button.addEventListener("click", function () {
+        button.hidden = true;
+        toBottom();
+        var last = messages.lastElementChild;
+        if (last) {
+          last.setAttribute("tabindex", "-1");
+          last.focus({ preventScroll: true });
+        }
+      });
+    }
+    window.addEventListener("scroll", function () {
+      if (pill() && atBottom()) pill().hidden = true;
+    }, { passive: true });
+  }
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.target && event.detail.target.id === "messages") {
+      wasAtBottom = atBottom();
+      countBefore = event.detail.target.children.length;
+    }
+  });
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (!event.detail.target || event.detail.target.id !== "messages") return;
+    if (event.detail.target.children.length <= countBefore) return;  // nothing new, only changes
+    if (wasAtBottom) {
+      toBottom();
+    } else if (pill()) {
+      pill().hidden = false;
+    }
+  });
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", openThread);
+  } else {
+    openThread();
   }
 
   htmx.onLoad(showLocalTimes);

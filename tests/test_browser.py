@@ -537,3 +537,134 @@ def test_the_browser_counts_sms_parts_like_the_server(page, server):
                             [case["text"] for case in SMS_VECTORS])
     assert {case["name"]: got for case, got in zip(SMS_VECTORS, counted)} == {
         case["name"]: {key: case[key] for key in ("encoding", "units", "parts")} for case in SMS_VECTORS}
+
+
+# --- an inbox people would choose (issue 11) ---------------------------------------------------
+
+DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
+LONG_TEXT = ("Tere! Tellisin eelmisel nädalal kolm paari saapaid ja tahaksin teada, millal need kohale jõuavad, "
+             "sest tracking-number ei tööta: https://kauplus.example.com/tellimused/123456789?lang=et")
+
+
+def overflow(page) -> int:
+    """How many pixels the page is wider than the window (0: no horizontal scrolling)."""
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+def failed_requests(page) -> list[str]:
+    """Collect every answer of 400 or more this page gets from now on (a missing favicon included)."""
+    failed = []
+    page.on("response", lambda response: response.status >= 400 and failed.append(f"{response.status} {response.url}"))
+    return failed
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_screen_fits_a_phone_and_a_desktop_without_sideways_scrolling(new_context, server, backend, scheme):
+    deliver(server, sender="+37255512345", text=LONG_TEXT)
+    deliver(server, sender="+4915112345678901", channel="whatsapp", text="Hallo aus Berlin 👋 " * 12)
+    deliver(server, sender="Kaubamaja-Info-Teenus", channel="viber", text="Teie pakk on teel")
+    deliver(server, sender="+37256600001", text="שלום, מה שלומך?")
+    page = new_context(color_scheme=scheme).new_page()
+    failed = failed_requests(page)
+    page.set_viewport_size(PHONE)
+    page.goto(server.url + "/login")
+    assert overflow(page) <= 0, "login"
+    screenshot(page, f"login-390x844-{scheme}-{backend}.png")
+    page.set_viewport_size(DESKTOP)
+    screenshot(page, f"login-1280x800-{scheme}-{backend}.png")
+    log_in(page, server)
+
+    screens = {"list": server.url + "/", "search": server.url + "/?q=372",
+               "thread": server.url + "/conversations/" + page.get_attribute(
+                   "#conversations tbody tr:first-child th a", "href").rsplit("/", 1)[1],
+               "404": server.url + "/conversations/123456789012345"}
+    for name, url in screens.items():
+        for size in (PHONE, DESKTOP):
+            page.set_viewport_size(size)
+            page.goto(url)
+            expect(page.locator("h1")).to_be_visible()
+            assert overflow(page) <= 0, f"{name} at {size['width']}x{size['height']}"
+            screenshot(page, f"screen-{name}-{size['width']}x{size['height']}-{scheme}-{backend}.png")
+    expect(page.get_by_role("link", name="Back to the inbox")).to_be_visible()
+    assert set(failed) == {f"404 {screens['404']}"}, "only the missing page is missing (the favicon is there)"
+
+    # On a phone a conversation is one compact row: sender, time, preview and badge all in view.
+    page.set_viewport_size(PHONE)
+    page.goto(server.url + "/")
+    row = row_for(page, "+37255512345")
+    for part in ("th a", ".when", ".preview", ".badge"):
+        box = row.locator(part).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], part
+    assert row.bounding_box()["height"] < 80
+
+
+def test_focus_stays_on_the_focused_row_across_a_poll_and_new_messages_are_announced(page, server):
+    for n in range(4):
+        deliver(server, sender=f"+3725551000{n}", text=f"message {n}")
+    log_in(page, server)
+    mark_page(page)
+    third = conversation_rows(page).nth(2).locator("th a")
+    third.focus()
+    focused_id = page.evaluate("document.activeElement.id")
+    assert focused_id.startswith("conversation-link-")
+
+    deliver(server, sender="+37255519999", text="a new conversation")
+    deliver(server, sender="+37255510000", text="and another message")
+    expect(row_for(page, "+37255519999")).to_be_visible(timeout=LIVE)
+    expect(page.locator("#announcer")).to_have_text("2 new messages")
+    expect(page.locator("#announcer")).to_have_attribute("aria-live", "polite")
+    assert page.evaluate("document.activeElement.id") == focused_id
+    assert page.evaluate("document.activeElement.textContent") == "+37255510001"
+    assert_same_page(page)
+
+
+def test_a_thread_opens_at_its_newest_message_and_new_ones_wait_behind_a_pill_when_scrolled_up(page, server):
+    sender = "+37255512345"
+    for n in range(60):
+        deliver(server, sender=sender, text=f"message {n}\nwith a second line", time=f"2024-06-01T08:{n:02}:00Z")
+    open_thread(page, server, sender)
+    messages = page.locator("#messages .message")
+    expect(messages.last).to_be_in_viewport()
+    expect(messages.first).not_to_be_in_viewport()
+    mark_page(page)
+
+    # At the bottom: a new message scrolls into view.
+    deliver(server, sender=sender, text="while reading the newest", time="2024-06-01T09:01:00Z")
+    expect(messages.last.locator(".text")).to_have_text("while reading the newest", timeout=LIVE)
+    expect(messages.last).to_be_in_viewport()
+    expect(page.locator("#new-messages")).to_be_hidden()
+
+    # Scrolled up: no jump, a pill instead; it takes the reader down.
+    page.evaluate("window.scrollTo(0, 0)")
+    deliver(server, sender=sender, text="while reading older ones", time="2024-06-01T09:02:00Z")
+    pill = page.get_by_role("button", name="New messages ↓")
+    expect(pill).to_be_visible(timeout=LIVE)
+    expect(messages.last.locator(".text")).to_have_text("while reading older ones")
+    assert page.evaluate("window.scrollY") == 0
+    expect(messages.last).not_to_be_in_viewport()
+    screenshot(page, "thread-new-messages-pill.png")
+    pill.click()
+    expect(messages.last).to_be_in_viewport()
+    expect(pill).to_be_hidden()
+    assert_same_page(page)
+
+
+def test_times_today_are_short_and_other_days_have_their_date(page, server):
+    from datetime import datetime, timezone
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    deliver(server, sender="+37255512345", text="today", time=now)
+    deliver(server, sender="+37256600001", text="long ago", time="2024-06-01T08:00:00Z")
+    log_in(page, server)
+    expect(row_for(page, "+37255512345").locator("time")).to_have_text(re.compile(r"^\d\d:\d\d$"))
+    expect(row_for(page, "+37256600001").locator("time")).to_have_text("1 Jun 2024")
+    page.get_by_role("link", name="+37256600001", exact=True).click()
+    expect(page.locator("#messages time")).to_have_text("1 Jun 2024, 11:00")
+
+
+def test_searching_replaces_the_history_entry_instead_of_adding_one_per_keystroke(page, server):
+    deliver(server, sender="+37255512345")
+    log_in(page, server)
+    before = page.evaluate("history.length")
+    page.get_by_label("Search by sender").press_sequentially("372 5", delay=300)
+    expect(page).to_have_url(re.compile(r"/\?q=372(\+|%20)5$"))
+    assert page.evaluate("history.length") == before

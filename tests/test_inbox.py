@@ -26,16 +26,21 @@ def thread_path(client, sender: str) -> str:
     return response.headers["Location"]
 
 
+# A row's link to its conversation, with the stable id that keeps focus across polls.
+ROW_LINK = r'<th scope="row"><a href="[^"]+" id="conversation-link-\d+">'
+
+
 def texts_shown(html: str) -> list[str]:
-    return [unescape(text) for text in re.findall(r'<p class="text">([^<]*)</p>', html)]
+    return [unescape(text) for text in re.findall(r'<p class="text" dir="auto">([^<]*)</p>', html)]
 
 
 def senders_listed(html: str) -> list[str]:
-    return [unescape(s) for s in re.findall(r'<th scope="row"><a href="[^"]+">([^<]+)</a>', html)]
+    return [unescape(s) for s in re.findall(ROW_LINK + r'<bdi>([^<]+)</bdi></a>', html)]
 
 
 def unread_badge(html: str, sender: str) -> str | None:
-    row = re.search(rf'<tr class="\w+">\s*<th scope="row"><a href="[^"]+">{re.escape(sender)}</a>.*?</tr>', html, re.S)
+    row = re.search(rf'<tr id="conversation-\d+" class="\w+">\s*{ROW_LINK}<bdi>{re.escape(sender)}</bdi></a>.*?</tr>',
+                    html, re.S)
     badge = re.search(r'<span class="badge">(\d+)', row.group(0))
     return badge.group(1) if badge else None
 
@@ -198,7 +203,7 @@ def test_thread_oldest_first_and_opening_it_changes_nothing(app, client, inbox):
     thread = client.get(thread_path(client, "+3725550001"))
     assert thread.status_code == 200
     assert texts_shown(thread.text) == ["first", "second", "third"]
-    assert thread.text.count("<h1>") == 1 and "+3725550001</h1>" in thread.text
+    assert thread.text.count("<h1") == 1 and '<h1 dir="auto">+3725550001</h1>' in thread.text
     # A GET changes no state: another site could make a browser open this URL.
     assert unread_badge(client.get("/").text, "+3725550001") == "3"
     assert client.get(thread_path(client, "+3725550001") + "?since=0").status_code == 200
@@ -265,11 +270,11 @@ def test_old_sender_links_redirect_to_the_conversation(client, inbox):
 def test_every_stored_sender_opens_its_thread_and_can_be_marked_read(client, inbox, sender):
     inbox(body_for(sender=sender, text="odd sender"))
     listing = client.get("/").text
-    [link] = re.findall(r'<th scope="row"><a href="([^"]+)">', listing)
+    [link] = re.findall(r'<th scope="row"><a href="([^"]+)" id="conversation-link-\d+">', listing)
     assert re.fullmatch(r"/conversations/\d+", link)
     thread = client.get(link)
     assert thread.status_code == 200 and texts_shown(thread.text) == ["odd sender"]
-    assert f"<h1>{sender}</h1>".replace("<b>", "&lt;b&gt;").replace("</b>", "&lt;/b&gt;") in thread.text
+    assert f'<h1 dir="auto">{sender}</h1>'.replace("<b>", "&lt;b&gt;").replace("</b>", "&lt;/b&gt;") in thread.text
     action, form = mark_read_form(thread.text)
     assert client.post(action, data=form).status_code == 303
     assert 'class="badge"' not in client.get("/").text
@@ -400,7 +405,7 @@ def test_huge_conversation_shows_the_latest_and_links_to_earlier(client, inbox, 
     texts = texts_shown(thread)
     assert len(texts) == 500 and texts[0] == "message 5" and texts[-1] == "message 504"
     earlier = unescape(re.search(r'<a href="([^"]+)">Earlier messages</a>', thread).group(1))
-    assert re.findall(r'<p class="text">([^<]*)</p>', client.get(earlier).text) == [f"message {n}" for n in range(5)]
+    assert texts_shown(client.get(earlier).text) == [f"message {n}" for n in range(5)]
 
 
 def test_chart_counts_messages_per_day(client, inbox):
@@ -443,3 +448,113 @@ def test_pages_have_no_inline_script_or_style(client, inbox):
         page = client.get(url).text
         assert not re.search(r"<script(?![^>]*\ssrc=)", page)
         assert " style=" not in page and "<style" not in page and " hx-on" not in page
+
+
+# --- the small things (issue 11) ------------------------------------------------------------
+
+def test_web_addresses_in_texts_are_safe_links_and_nothing_else_is(client, inbox):
+    inbox(body_for(sender="+3725550001", text='See https://example.com/a?b=1&c=2. Or javascript:alert(1) '
+                                               'and <a href="http://evil.example">x</a> (http://kauplus.ee/tee)'))
+    thread = client.get(thread_path(client, "+3725550001")).text
+    text = re.search(r'<p class="text" dir="auto">(.*?)</p>', thread, re.S).group(1)
+    links = re.findall(r'<a href="([^"]+)" rel="noopener noreferrer nofollow" target="_blank">([^<]+)</a>', text)
+    assert links == [("https://example.com/a?b=1&amp;c=2", "https://example.com/a?b=1&amp;c=2"),
+                     ("http://evil.example", "http://evil.example"),
+                     ("http://kauplus.ee/tee", "http://kauplus.ee/tee")]
+    assert text.count("<a ") == 3  # the customer's own <a> is text, and javascript: is no link
+    assert "&lt;a href=&#34;" in text and "javascript:alert(1)" in text and "</a>. Or" in text
+    assert text.endswith("(<a href=\"http://kauplus.ee/tee\" rel=\"noopener noreferrer nofollow\" "
+                         "target=\"_blank\">http://kauplus.ee/tee</a>)")
+
+
+def test_outside_text_is_isolated_so_it_cannot_reorder_the_page(client, inbox):
+    sender, text = "+372\u202e5550001", "\u05e9\u05dc\u05d5\u05dd https://example.com"
+    inbox(body_for(sender=sender, text=text))
+    listing = client.get("/").text
+    assert f"<bdi>{sender}</bdi></a>" in listing and '<td class="preview" dir="auto">' in listing
+    thread = client.get(re.search(r'<th scope="row"><a href="([^"]+)"', listing).group(1)).text
+    assert f'<h1 dir="auto">{sender}</h1>' in thread and f"<title>\u2068{sender}\u2069 · " in thread
+    assert '<p class="text" dir="auto">\u05e9' in thread
+
+
+def test_unknown_pages_are_a_styled_404_with_a_way_back(client, inbox):
+    for path in ("/conversations/0", "/no-such-page", "/conversations/1/nothing"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.mimetype == "text/html", path
+        assert "<h1>Page not found</h1>" in response.text and 'href="/">Back to the inbox</a>' in response.text
+        assert Structure(response.text).problems() == []
+    client.post("/logout", data={"csrf_token": csrf_token_of(client.get("/").text)})
+    anonymous = client.get("/no-such-page")
+    assert anonymous.status_code == 404 and "Page not found" in anonymous.text and "Signed in" not in anonymous.text
+    # Messente's paths keep their short JSON answers.
+    callback = client.get("/callbacks/no-such-thing")
+    assert callback.status_code == 404 and callback.is_json and "error" in callback.json
+
+
+def csrf_token_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def test_a_server_error_is_a_styled_500_page(database_url):
+    from app.auth import public
+    from conftest import close_app, make_app
+    app = make_app(database_url, PROPAGATE_EXCEPTIONS=False)
+
+    @app.get("/callbacks/broken")
+    @app.get("/broken")
+    @public
+    def broken():
+        raise RuntimeError("a bug")
+
+    try:
+        with app.test_client() as client:
+            response = client.get("/broken")
+            assert response.status_code == 500 and "<h1>Something went wrong</h1>" in response.text
+            assert 'href="/">Back to the inbox</a>' in response.text and "a bug" not in response.text
+            callback = client.get("/callbacks/broken")
+            assert callback.status_code == 500 and callback.is_json
+    finally:
+        close_app(app)
+
+
+def test_every_page_links_a_favicon_that_is_served(app, client, inbox):
+    inbox(body_for(sender="+3725550001"))
+    anonymous = app.test_client()
+    for who, path in ((client, "/"), (client, thread_path(client, "+3725550001")), (anonymous, "/login"),
+                      (client, "/no-such-page")):
+        icon = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', who.get(path).text)
+        assert icon, path
+    with client.get(icon.group(1)) as response:
+        assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+
+
+def test_a_list_poll_says_how_many_messages_arrived(client, inbox):
+    inbox(body_for(sender="+3725550001"))
+    page = client.get("/").text
+    assert '<p id="announcer" class="visually-hidden" role="status" aria-live="polite"></p>' in page
+    poll_url = unescape(re.search(r'hx-get="(/\?since=\d+)"', page).group(1))
+    inbox(body_for(sender="+3725550002", text="one"))
+    inbox(body_for(sender="+3725550001", text="two"))
+    news = client.get(poll_url, headers={"HX-Request": "true"}).text
+    assert '<p id="announcer" hx-swap-oob="innerHTML">2 new messages</p>' in news
+    # A change that brings no message (read state) announces nothing, nor does a search.
+    mark_read(client, thread_path(client, "+3725550002"))
+    next_poll = unescape(re.search(r'hx-get="(/\?since=\d+)"', news).group(1))
+    changed = client.get(next_poll, headers={"HX-Request": "true"})
+    assert changed.status_code == 200 and "announcer" not in changed.text
+    assert "announcer" not in client.get("/?q=372", headers={"HX-Request": "true"}).text
+
+
+def test_rows_have_stable_ids_and_search_replaces_the_history_entry(client, inbox):
+    inbox(body_for(sender="+3725550001"))
+    first, second = client.get("/").text, client.get("/?q=372", headers={"HX-Request": "true"}).text
+    ids = re.findall(r'id="(conversation-link-\d+)"', first)
+    assert len(ids) == 1 and ids == re.findall(r'id="(conversation-link-\d+)"', second)
+    assert 'hx-replace-url="true"' in first and "hx-push-url" not in first
+
+
+def test_mark_unread_is_a_quiet_secondary_action(client, inbox):
+    inbox(body_for(sender="+3725550001"))
+    path = thread_path(client, "+3725550001")
+    mark_read(client, path)
+    assert '<button type="submit" class="quiet">Mark unread</button>' in client.get(path).text
