@@ -48,26 +48,36 @@ def read_body(limit: int = MAX_CALLBACK_BYTES) -> bytes:
     return body
 
 
+class Refused(Exception):
+    """Answered with its status and a short reason; nothing is stored."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def signed_body(keys: list[str], what: str) -> bytes:
+    """The whole body, once its X-Messente-Signature verifies under one of `keys`."""
+    try:
+        raw_body = read_body()
+    except BodyTooLarge:
+        raise Refused(413, f"body is larger than {MAX_CALLBACK_BYTES // 1024} KiB") from None
+    except BodyIncomplete:
+        raise Refused(408, "the request body did not arrive in full") from None
+    if not signing.verify(raw_body, request.headers.get("X-Messente-Signature"), keys):
+        log.warning("%s rejected: missing or wrong X-Messente-Signature (%d bytes from %s)",
+                    what, len(raw_body), request.remote_addr)
+        raise Refused(401, "missing or invalid X-Messente-Signature")
+    return raw_body
+
+
 @bp.post("/inbound")
 def inbound():
     secrets = current_app.config["MESSENTE_SHARED_SECRETS"]
     if not secrets:
         log.error("inbound callback refused: no MESSENTE_SHARED_SECRET is configured")
         return error(503, "no shared secret is configured on this server; see the README")
-
-    try:
-        raw_body = read_body()
-    except BodyTooLarge:
-        return error(413, f"body is larger than {MAX_CALLBACK_BYTES // 1024} KiB")
-    except BodyIncomplete:
-        return error(408, "the request body did not arrive in full")
-    if not signing.verify(raw_body, request.headers.get("X-Messente-Signature"), secrets):
-        log.warning(
-            "inbound callback rejected: missing or wrong X-Messente-Signature (%d bytes from %s)",
-            len(raw_body), request.remote_addr,
-        )
-        return error(401, "missing or invalid X-Messente-Signature")
-
+    raw_body = signed_body(secrets, "inbound callback")
     try:
         message = ingest.parse_payload(raw_body)
     except ingest.InvalidPayload as exc:
@@ -79,13 +89,6 @@ def inbound():
     return {"status": "stored" if stored else "duplicate"}
 
 
-def json_errors_on_callback_paths(exc: HTTPException):
-    """Registered app-wide: routing errors (404, 405) on the provider's path are JSON too."""
-    if request.path.startswith(bp.url_prefix + "/"):
-        return error(exc.code, exc.description)
-    return exc
-
-
 @bp.post("/delivery")
 def delivery_report():
     """Messente's delivery reports for our replies, signed with the API key's password."""
@@ -93,16 +96,7 @@ def delivery_report():
     if not password:
         log.error("delivery report refused: no MESSENTE_API_PASSWORD is configured")
         return error(503, "no MESSENTE_API_PASSWORD is configured on this server")
-    try:
-        raw_body = read_body()
-    except BodyTooLarge:
-        return error(413, f"body is larger than {MAX_CALLBACK_BYTES // 1024} KiB")
-    except BodyIncomplete:
-        return error(408, "the request body did not arrive in full")
-    if not signing.verify(raw_body, request.headers.get("X-Messente-Signature"), [password]):
-        log.warning("delivery report rejected: missing or wrong X-Messente-Signature (from %s)",
-                    request.remote_addr)
-        return error(401, "missing or invalid X-Messente-Signature")
+    raw_body = signed_body([password], "delivery report")
     try:
         report = delivery.parse_report(raw_body)
     except delivery.InvalidReport as exc:
@@ -111,10 +105,22 @@ def delivery_report():
     return {"status": "applied" if matched else "kept until its reply is known"}
 
 
+def json_errors_on_callback_paths(exc: HTTPException):
+    """Registered app-wide: routing errors (404, 405) on the provider's path are JSON too."""
+    if request.path.startswith(bp.url_prefix + "/"):
+        return error(exc.code, exc.description)
+    return exc
+
+
+@bp.errorhandler(Refused)
+def refused(exc: Refused):
+    return error(exc.status, exc.reason)
+
+
 @bp.errorhandler(SQLAlchemyError)
 @bp.errorhandler(OSError)  # the disk is full, the lock file can't be opened; TimeoutError too
 def storage_unavailable(exc: Exception):
     # Nothing was acked, so the provider retries; the 503 tells it to.
     db.session.rollback()
-    log.error("inbound callback not stored, database unavailable: %s", getattr(exc, "orig", exc))
+    log.error("%s not stored, database unavailable: %s", request.path, getattr(exc, "orig", exc))
     return error(503, "storage temporarily unavailable, retry later")
