@@ -28,6 +28,10 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+# How long a writer waits for the database's write lock (held by another writer, an export on
+# PostgreSQL, an admin's shell) before it gives up: a callback then answers 503 and is retried.
+WRITE_LOCK_WAIT_SECONDS = 10
 login_manager = LoginManager()
 csrf = CSRFProtect()
 migrate = Migrate()
@@ -35,12 +39,13 @@ migrate = Migrate()
 
 def engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
-        # Wait for the write lock rather than fail with "database is locked".
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # Wait for the write lock rather than fail with "database is locked", but not for ever.
+        return {"connect_args": {"timeout": WRITE_LOCK_WAIT_SECONDS, "check_same_thread": False}}
     if url.startswith("postgresql+psycopg"):
         # No server-side prepared statements: a generic plan for `sender_key LIKE $1` can't use
         # the trigram index, and PostgreSQL may switch a prepared search to one after five runs.
-        return {"connect_args": {"prepare_threshold": None}}
+        # Pre-ping: after a server restart, pooled connections are found dead before use.
+        return {"connect_args": {"prepare_threshold": None}, "pool_pre_ping": True}
     return {}
 
 
@@ -56,7 +61,7 @@ def configure_engine(engine: sa.Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # an acked message is on disk
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={WRITE_LOCK_WAIT_SECONDS * 1000}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -14,10 +14,13 @@ from concurrent.futures import Future
 from flask import Flask, current_app
 
 from . import ingest
+from .extensions import WRITE_LOCK_WAIT_SECONDS
 
 MAX_BATCH = 256
 IDLE_SECONDS = 2.0  # the thread ends after this long without work, and restarts on demand
-WAIT_SECONDS = 25.0  # below gunicorn's timeout, so a stuck commit becomes a 503, not a killed worker
+# Past the write lock's wait, so its error is what the request reports; well below gunicorn's
+# timeout, so a stuck commit becomes a 503 (retried by Messente), never a killed worker.
+WAIT_SECONDS = WRITE_LOCK_WAIT_SECONDS + 5.0
 
 
 class Committer:

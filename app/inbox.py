@@ -1,4 +1,5 @@
 """The inbox pages, the htmx fragments they poll, and the CSV download."""
+import logging
 import re
 from datetime import date
 
@@ -7,10 +8,13 @@ from flask import (Blueprint, Response, abort, current_app, redirect, render_tem
 from markupsafe import Markup, escape
 
 from flask_login import current_user
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import callback, clock, delivery, export, optouts, queries, replies
+from .extensions import db
 
 bp = Blueprint("inbox", __name__)
+log = logging.getLogger(__name__)
 LARGEST_ID = 2**63 - 1  # a database BIGINT; anything larger is no id of ours
 DIGITS = re.compile(r"[0-9]{1,19}")
 CONVERSATION = f"/conversations/<int(max={LARGEST_ID}):conversation_id>"
@@ -227,3 +231,17 @@ def error_page(exc):
     if request.path.startswith(callback.bp.url_prefix + "/"):
         return callback.json_errors_on_callback_paths(exc)
     return render_template(f"errors/{exc.code}.html"), exc.code
+
+
+@bp.app_errorhandler(OperationalError)
+@bp.app_errorhandler(InterfaceError)
+def storage_unavailable(exc):
+    """The database is away (restarting, full, locked too long): a page that retries, not a traceback.
+
+    htmx polls get the bare status and simply poll again; the callback answers its own JSON 503.
+    """
+    db.session.rollback()
+    log.error("%s: database unavailable: %s", request.path, getattr(exc, "orig", exc))
+    if is_htmx():
+        return "", 503, {"Retry-After": "5"}
+    return render_template("errors/503.html"), 503, {"Retry-After": "5"}

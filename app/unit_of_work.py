@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .extensions import db
+from .extensions import WRITE_LOCK_WAIT_SECONDS, db
 from .models import ChangeCounter
 
 # Any constant shared by every instance: PostgreSQL writers queue on this advisory lock.
@@ -65,8 +65,9 @@ def change_number() -> int:
 
 def _begin_holding_lock(session: Session) -> None:
     if session.get_bind().dialect.name == "sqlite":
-        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})  # waits busy_timeout
     else:
+        session.execute(sa.text(f"SET LOCAL lock_timeout = '{WRITE_LOCK_WAIT_SECONDS}s'"))
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
 
