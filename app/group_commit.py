@@ -11,11 +11,15 @@ others their first delivery.
 import threading
 from concurrent.futures import Future
 
+import sqlalchemy as sa
 from flask import Flask, current_app
 
 from . import ingest
 from .extensions import WRITE_LOCK_WAIT_SECONDS
 
+# Failures of the database itself (down, locked too long, disk full): storing the batch's
+# messages one by one would only fail again, each after its own wait.
+DATABASE_AWAY = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
 MAX_BATCH = 256
 IDLE_SECONDS = 2.0  # the thread ends after this long without work, and restarts on demand
 # Past the write lock's wait, so its error is what the request reports; well below gunicorn's
@@ -58,8 +62,9 @@ class Committer:
                 try:
                     stored = ingest.store_messages([message for message, _ in batch])
                 except Exception as exc:
-                    if len(batch) == 1:
-                        batch[0][1].set_exception(exc)
+                    if len(batch) == 1 or isinstance(exc, DATABASE_AWAY):
+                        for _, done in batch:  # the database, not a message: all answer 503
+                            done.set_exception(exc)
                         continue
                     # Nothing in the batch was acked. Store each message on its own, so only a
                     # message that fails alone answers 503 (and the provider retries it).

@@ -3,7 +3,7 @@ import logging
 import re
 from datetime import date
 
-from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
+from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request,
                    stream_with_context, url_for)
 from markupsafe import Markup, escape
 
@@ -11,7 +11,7 @@ from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import callback, clock, delivery, export, optouts, queries, replies
-from .extensions import db
+from .extensions import db, login_manager
 
 bp = Blueprint("inbox", __name__)
 log = logging.getLogger(__name__)
@@ -241,6 +241,7 @@ def storage_unavailable(exc):
     htmx polls get the bare status and simply poll again; the callback answers its own JSON 503.
     """
     db.session.rollback()
+    g._login_user = login_manager.anonymous_user()  # the page must not ask the database who is asking
     log.error("%s: database unavailable: %s", request.path, getattr(exc, "orig", exc))
     if is_htmx():
         return "", 503, {"Retry-After": "5"}
