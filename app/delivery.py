@@ -6,7 +6,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from . import clock
-from .models import ID_LENGTH, Conversation, Message, UnmatchedDeliveryReport, better_delivery
+from .models import (DELIVERY_FAILURES, ID_LENGTH, Conversation, Message, UnmatchedDeliveryReport,
+                     better_delivery)
 from .unit_of_work import change_number, write_transaction
 
 # What people read for each status and error code (Messente's delivery report documentation).
@@ -32,6 +33,7 @@ class Report:
     omnimessage_id: str
     status: str
     problem: str | None  # the error code in words, with Messente's own text when it gives one
+    channel: str | None = None  # the leg it is about, with fallback channels
 
 
 def parse_report(raw_body: bytes) -> Report:
@@ -50,7 +52,8 @@ def parse_report(raw_body: bytes) -> Report:
     words = [ERROR_WORDS.get(err)] if isinstance(err, int) and err not in (0, 10) else []
     if isinstance(error, str) and error.strip():
         words.append(error.strip())
-    return Report(omnimessage_id, status, ": ".join(word for word in words if word)[:500] or None)
+    channel = payload.get("channel") if isinstance(payload.get("channel"), str) else None
+    return Report(omnimessage_id, status, ": ".join(word for word in words if word)[:500] or None, channel)
 
 
 def apply_report(report: Report) -> bool:
@@ -58,7 +61,7 @@ def apply_report(report: Report) -> bool:
     with write_transaction() as session:
         connection = session.connection()
         reply = connection.execute(
-            sa.select(Message.id, Message.conversation_id, Message.delivery)
+            sa.select(Message.id, Message.conversation_id, Message.delivery, Message.raw_body)
             .where(Message.omnimessage_id == report.omnimessage_id)).first()
         if reply is None:
             connection.execute(sa.insert(UnmatchedDeliveryReport).values(
@@ -83,7 +86,7 @@ def apply_unmatched(connection: sa.Connection, message_id: int, omnimessage_id: 
         .where(UnmatchedDeliveryReport.omnimessage_id == omnimessage_id)).all()
     if not reports:
         return
-    reply = connection.execute(sa.select(Message.id, Message.conversation_id, Message.delivery)
+    reply = connection.execute(sa.select(Message.id, Message.conversation_id, Message.delivery, Message.raw_body)
                                .where(Message.id == message_id)).one()
     _raise_delivery(connection, reply, [Report(omnimessage_id, status, problem) for status, problem in reports])
     connection.execute(sa.delete(UnmatchedDeliveryReport)
@@ -91,8 +94,11 @@ def apply_unmatched(connection: sa.Connection, message_id: int, omnimessage_id: 
 
 
 def _raise_delivery(connection: sa.Connection, reply, reports: list[Report]) -> None:
+    legs = [leg["channel"] for leg in json.loads(reply.raw_body).get("legs", [])]
     best, problem = reply.delivery, None
     for report in reports:
+        if report.status in DELIVERY_FAILURES and report.channel in legs[:-1]:
+            continue  # a leg with a fallback after it failed: Messente tries the next one
         if better_delivery(best, report.status):
             best, problem = report.status, report.problem
     if best == reply.delivery:

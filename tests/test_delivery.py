@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from app import clock, replies, signing
 from app.extensions import db
+from app.unit_of_work import write_transaction
 from app.models import Message, UnmatchedDeliveryReport
 
 from conftest import close_app, SECRET, AuthActions, body_for, conversation_of, make_app, signed_headers
@@ -89,15 +90,29 @@ def test_a_report_moves_the_reply_forward_and_never_back(dlr_app):
 
 def test_with_fallback_channels_the_best_leg_wins(dlr_app):
     reply_id = a_sent_reply(dlr_app)
-    post_report(dlr_app, report("FAILED", err=1, channel="whatsapp"))
-    assert (reply_row(dlr_app, reply_id).delivery, reply_row(dlr_app, reply_id).problem) == ("FAILED", "delivery failure")
+    with dlr_app.app_context(), write_transaction() as session:  # sent as WhatsApp, then SMS
+        session.execute(sa.update(Message).where(Message.id == reply_id).values(
+            raw_body=json.dumps({"legs": [{"channel": "whatsapp", "sender": None},
+                                          {"channel": "sms", "sender": "+37250000000"}]}).encode()))
+    post_report(dlr_app, report("FAILED", err=1, channel="whatsapp"))  # the SMS leg is still to come
+    assert reply_row(dlr_app, reply_id).delivery is None
+    post_report(dlr_app, report("ACCEPTD", channel="sms"))
+    assert reply_row(dlr_app, reply_id).delivery == "ACCEPTD"
     post_report(dlr_app, report("DELIVRD", channel="sms"))
     post_report(dlr_app, report("UNDELIV", err=3, channel="sms"))  # out of order: DELIVRD stands
     reply = reply_row(dlr_app, reply_id)
     assert (reply.delivery, reply.problem) == ("DELIVRD", None)
 
 
-def test_error_codes_are_shown_in_words(dlr_app, client_for=None):
+def test_a_failed_last_leg_is_a_failure(dlr_app):
+    reply_id = a_sent_reply(dlr_app)  # one leg, SMS
+    post_report(dlr_app, report("ACK"))
+    post_report(dlr_app, report("FAILED", err=1))
+    reply = reply_row(dlr_app, reply_id)
+    assert (reply.delivery, reply.problem) == ("FAILED", "delivery failure")
+
+
+def test_error_codes_are_shown_in_words(dlr_app):
     reply_id = a_sent_reply(dlr_app)
     post_report(dlr_app, report("UNDELIV", err=3, error="Subscriber unknown"))
     assert reply_row(dlr_app, reply_id).problem == "invalid number: Subscriber unknown"
