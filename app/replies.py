@@ -119,13 +119,18 @@ def composer(conversation: Conversation) -> Composer:
     return Composer(True, note, routes, sms_senders, key)
 
 
-def our_numbers(conversation_id: int, limit: int = 10) -> list[str]:
-    """The numbers of ours this customer wrote to, most recent first: SMS replies go from one."""
+def our_numbers(conversation_id: int, limit: int = 10, recent: int = 500) -> list[str]:
+    """The numbers of ours this customer wrote to lately, most recent first: SMS replies go from one.
+
+    Only the latest `recent` messages are looked at, so a long thread costs what a short one does.
+    """
+    latest = (sa.select(Message.id, Message.recipient)
+              .where(Message.conversation_id == conversation_id, Message.direction == "in")
+              .order_by(Message.id.desc()).limit(recent).subquery())
     rows = db.session.execute(
-        sa.select(Message.recipient, sa.func.max(Message.id).label("latest"))
-        .where(Message.conversation_id == conversation_id, Message.direction == "in",
-               Message.recipient.is_not(None))
-        .group_by(Message.recipient).order_by(sa.desc("latest")).limit(limit))
+        sa.select(latest.c.recipient, sa.func.max(latest.c.id).label("newest"))
+        .where(latest.c.recipient.is_not(None))
+        .group_by(latest.c.recipient).order_by(sa.desc("newest")).limit(limit))
     return [recipient for recipient, _ in rows if recipient.strip()]
 
 
