@@ -26,7 +26,10 @@
     root.querySelectorAll("time[datetime]").forEach(function (element) {
       var moment = new Date(element.getAttribute("datetime"));
       if (!isNaN(moment)) {
-        element.textContent = localTime(moment, element.getAttribute("data-format") === "list");
+        // In a thread the day separators say the day: a message says only its time.
+        element.textContent = element.closest("#messages")
+          ? moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+          : localTime(moment, element.getAttribute("data-format") === "list");
         element.title = element.getAttribute("datetime").replace("T", " ").replace("Z", " UTC");
       }
     });
@@ -96,6 +99,39 @@
     });
   }
 
+  // A thread reads like a chat: a separator where the day changes ("Today", "Yesterday", a
+  // date, in the reader's zone), and a message's channel and number only where they change.
+  function dayLabel(moment) {
+    var now = new Date();
+    if (sameDay(moment, now)) return "Today";
+    if (sameDay(moment, new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1))) return "Yesterday";
+    return moment.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long",
+      year: moment.getFullYear() === now.getFullYear() ? undefined : "numeric" });
+  }
+
+  function markDaysAndRoutes() {
+    var list = document.getElementById("messages");
+    if (!list) return;
+    list.querySelectorAll(":scope > li.day").forEach(function (separator) { separator.remove(); });
+    var previousDay = null, previousRoute = null;
+    list.querySelectorAll(":scope > li.message").forEach(function (item) {
+      var time = item.querySelector(".meta time");
+      var moment = time ? new Date(time.getAttribute("datetime")) : null;
+      if (moment && !isNaN(moment) && moment.toDateString() !== previousDay) {
+        previousDay = moment.toDateString();
+        previousRoute = null;  // a new day says again how the conversation goes
+        var separator = document.createElement("li");
+        separator.className = "day";
+        separator.textContent = dayLabel(moment);
+        list.insertBefore(separator, item);
+      }
+      var route = item.querySelector(".meta .route");
+      var key = route ? (item.classList.contains("out") ? "out " : "in ") + route.textContent.trim() : null;
+      item.classList.toggle("same-route", key !== null && key === previousRoute);
+      previousRoute = key;
+    });
+  }
+
   // The thread opens at its newest message. Messages that arrive while the reader is at the
   // bottom scroll into view; further up, a "New messages" pill appears instead of a jump.
   var NEAR_BOTTOM = 120;  // pixels: close enough to the end to count as reading the newest
@@ -118,7 +154,9 @@
 
   function openThread() {
     var messages = document.getElementById("messages");
-    if (!messages || location.hash) return;
+    if (!messages) return;
+    markDaysAndRoutes();
+    if (location.hash) return;
     if ("scrollRestoration" in history) history.scrollRestoration = "manual";
     toBottom();
     window.addEventListener("load", function () { if (window.scrollY === 0 || atBottom()) toBottom(); });
@@ -142,13 +180,14 @@
   document.addEventListener("htmx:beforeSwap", function (event) {
     if (event.detail.target && event.detail.target.id === "messages") {
       wasAtBottom = atBottom();
-      countBefore = event.detail.target.children.length;
+      countBefore = event.detail.target.querySelectorAll(":scope > li.message").length;
     }
   });
 
   document.addEventListener("htmx:afterSwap", function (event) {
     if (!event.detail.target || event.detail.target.id !== "messages") return;
-    if (event.detail.target.children.length <= countBefore) return;  // nothing new, only changes
+    markDaysAndRoutes();
+    if (event.detail.target.querySelectorAll(":scope > li.message").length <= countBefore) return;  // only changes
     if (wasAtBottom) {
       toBottom();
     } else if (pill()) {

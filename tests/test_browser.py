@@ -658,7 +658,33 @@ def test_times_today_are_short_and_other_days_have_their_date(page, server):
     expect(row_for(page, "+37255512345").locator("time")).to_have_text(re.compile(r"^\d\d:\d\d$"))
     expect(row_for(page, "+37256600001").locator("time")).to_have_text("1 Jun 2024")
     page.get_by_role("link", name="+37256600001", exact=True).click()
-    expect(page.locator("#messages time")).to_have_text("1 Jun 2024, 11:00")
+    expect(page.locator("#messages time")).to_have_text("11:00")
+    expect(page.locator("#messages .day")).to_have_text([re.compile(r"^Saturday,? 1 June 2024$")])
+
+
+def test_a_thread_reads_like_a_chat_with_day_separators_and_the_channel_where_it_changes(page, server):
+    from datetime import datetime, timedelta, timezone
+    now = datetime.now(timezone.utc)
+    stamp = lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%S.000000Z")  # noqa: E731
+    sender = "+37255512345"
+    deliver(server, sender=sender, text="long ago", time="2024-06-01T08:00:00Z")
+    deliver(server, sender=sender, text="long ago, again", time="2024-06-01T08:05:00Z")
+    deliver(server, sender=sender, text="yesterday", time=stamp(now - timedelta(days=1)))
+    deliver(server, sender=sender, text="today by sms", time=stamp(now - timedelta(minutes=2)))
+    deliver(server, sender=sender, channel="whatsapp", text="today by whatsapp", time=stamp(now - timedelta(minutes=1)))
+    open_thread(page, server, sender)
+    days = page.locator("#messages .day")
+    expect(days).to_have_count(3)
+    expect(days.nth(0)).to_have_text(re.compile(r"^Saturday,? 1 June 2024$"))
+    expect(days.nth(2)).to_have_text("Today")
+    routes = page.locator("#messages .message .route")
+    # The first of each day, and the one that came by another channel, say how it came.
+    assert [route.is_visible() for route in routes.all()] == [True, False, True, True, True]
+    expect(page.locator("#messages .message").last.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d$"))
+    deliver(server, sender=sender, channel="whatsapp", text="and again", time=stamp(now))
+    expect(page.locator("#messages .message")).to_have_count(6, timeout=LIVE)
+    expect(days).to_have_count(3)
+    assert not routes.last.is_visible()
 
 
 def test_searching_replaces_the_history_entry_instead_of_adding_one_per_keystroke(page, server):
