@@ -19,7 +19,7 @@ COLUMNS = ("time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_
            "direction", "status")
 # Spreadsheets treat a cell starting with one of these as a formula (OWASP CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
-PHONE_NUMBER = re.compile(r"\+\d+")
+PHONE_NUMBER = re.compile(r"\+[0-9]+")  # ASCII digits, as the SQL below tests
 ROWS_PER_CHUNK = 500
 QUOTE = '"'
 
@@ -58,24 +58,77 @@ def csv_chunks(query: sa.Select) -> Iterator[bytes]:
     or `|` (Europe's default list separator is `;`) would otherwise cut `Hello;=1+1;bye` into
     cells and evaluate the middle one.
 
-    One SELECT on one connection: the file is a consistent snapshot even while messages arrive.
+    The database builds each line (`csv_line_sql`: the quoting, the formula rule and the times),
+    so Python only joins lines. One SELECT on one connection: the file is a consistent snapshot
+    even while messages arrive.
     """
-    lines = ["\ufeff" + csv_line(COLUMNS)]
+    yield ("\ufeff" + csv_line(COLUMNS)).encode()
     with db.engine.connect() as connection:
-        result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_CHUNK).execute(query)
-        for partition in result.partitions():
-            for (sent_at, sender, recipient, channel, text, msg_id, sub_msg_id, received_at, direction,
-                 status) in partition:
-                lines.append(csv_line((
-                    utc_iso(sent_at, "microseconds"), safe_cell(sender), safe_cell(recipient), safe_cell(channel),
-                    safe_cell(text), safe_cell(msg_id), safe_cell(sub_msg_id), utc_iso(received_at, "microseconds"),
-                    direction, status or "received",
-                )))
-            yield "".join(lines).encode()
-            lines = []
-    yield "".join(lines).encode()
+        lines = query.with_only_columns(csv_line_sql(query.selected_columns, connection.dialect.name),
+                                        maintain_column_froms=True)
+        result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_CHUNK).execute(lines)
+        for partition in result.scalars().partitions():
+            yield "".join(partition).encode()
 
 
 def csv_line(cells) -> str:
     """One RFC 4180 line, every cell quoted with its quotes doubled."""
     return ",".join(f'"{cell.replace(QUOTE, QUOTE * 2)}"' for cell in cells) + "\r\n"
+
+
+def csv_line_sql(columns, dialect: str) -> sa.ColumnElement[str]:
+    """`csv_line` in SQL, with its CRLF, over export_query's columns: the same bytes on either
+    database as `csv_line` of what `safe_cell` and `utc_iso(..., "microseconds")` give.
+
+    One printf (SQLite) or format (PostgreSQL) builds the line: a chain of `||` copies it each time.
+    """
+    (sent_at, sender, recipient, channel, text, msg_id, sub_msg_id, received_at, direction,
+     status) = columns
+    cells = [_cell_sql(column, dialect) for column in (sender, recipient, channel, text, msg_id, sub_msg_id)]
+    cells += [_cell_sql(direction, dialect, safe=False),
+              _cell_sql(sa.func.coalesce(sa.func.nullif(status, _sql("''")), _sql("'received'")), dialect,
+                        safe=False)]  # never empty
+    # A time has no quotes to double. SQLite holds SQLAlchemy's "2024-06-01 08:00:00.123456":
+    # its first 10 characters, T, the rest, Z; PostgreSQL formats its timestamp.
+    if dialect == "sqlite":
+        time, times = "%.10sT%sZ", lambda t: [t, sa.func.substr(sa.type_coerce(t, sa.String), 12)]
+        function, crlf = sa.func.printf, "char(13, 10)"
+    else:
+        time, times = "%s", lambda t: [sa.func.to_char(t, _sql("""'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""))]
+        function, crlf = sa.func.format, "chr(13) || chr(10)"
+    line = '"' + '","'.join([time] + ["%s"] * 6 + [time] + ["%s"] * 2) + '"'
+    arguments = [*times(sent_at), *cells[:6], *times(received_at), *cells[6:]]
+    return sa.type_coerce(function(_sql(f"'{line}' || {crlf}"), *arguments), sa.String)
+
+
+def _sql(text: str) -> sa.ColumnElement[str]:
+    return sa.literal_column(text, sa.String)
+
+
+def _cell_sql(column, dialect: str, safe: bool = True) -> sa.ColumnElement[str]:
+    """A cell's text with its quotes doubled; with `safe`, the `'` that `safe_cell` adds."""
+    value = sa.type_coerce(column, sa.String)
+    doubled = sa.func.replace(value, _sql("""'"'"""), _sql("""'""'"""))
+    whens = []
+    if safe:
+        formula = sa.and_(_formula_start(value, dialect), sa.not_(_phone_number(value, dialect)))
+        whens.append((formula, sa.type_coerce(_sql("''''").op("||")(doubled), sa.String)))
+    has_quote = (sa.func.instr if dialect == "sqlite" else sa.func.strpos)(value, _sql("""'"'""")) > 0
+    whens.append((has_quote, doubled))
+    return sa.case(*whens, else_=sa.func.coalesce(value, _sql("''")))
+
+
+def _formula_start(value, dialect: str) -> sa.ColumnElement[bool]:
+    """FORMULA_START: on SQLite by code point. A cell starting with NUL, whose code point SQLite's
+    text functions can't see (they stop at a NUL), sorts below char(1). PostgreSQL holds no NUL."""
+    if dialect == "sqlite":
+        return sa.or_(sa.func.unicode(value).bool_op("IN")(_sql("(61, 43, 45, 64, 9, 13, 10)")),
+                      sa.and_(value < _sql("char(1)"), value != _sql("''")))
+    return sa.func.substr(value, 1, 1).bool_op("IN")(_sql("('=', '+', '-', '@', chr(9), chr(13), chr(10))"))
+
+
+def _phone_number(value, dialect: str) -> sa.ColumnElement[bool]:
+    """PHONE_NUMBER: a + and ASCII digits only."""
+    if dialect == "sqlite":
+        return sa.and_(value.bool_op("GLOB")(_sql("'+[0-9]*'")), sa.not_(value.bool_op("GLOB")(_sql("'+*[^0-9]*'"))))
+    return value.bool_op("~")(_sql("'^[+][0-9]+$'"))

@@ -109,6 +109,33 @@ def test_nul_start_is_defused():
     assert safe_cell("\0=1") == "'\0=1"
 
 
+# Cells the database's own line-building must treat exactly as `safe_cell` and `csv_line` do.
+AWKWARD_CELLS = ["+", "+1", "+12a", "+1 2", "+٣", "=", "-", "@", "\t", "\r\n", '"', '""=1', "'=1", "a\"b", "é=1",
+                 "😀", "+372\n", " =1", "x" * 300 + '"']
+
+
+def test_the_database_builds_the_very_lines_python_would(app, client, auth, deliver):
+    from app.clock import utc_iso
+    from app.export import COLUMNS, csv_line
+    auth.login()
+    for n, cell in enumerate(AWKWARD_CELLS):
+        short = cell[:12]
+        assert deliver(body_for(msg_id=f"{short}#{n}", sub_msg_id=short, sender=f"{short}{n}", recipient=short,
+                                channel=short, text=cell, time=f"0001-01-0{1 + n % 9}T00:00:0{n % 10}.00000{n % 10}Z",
+                                )).json == {"status": "stored"}
+    deliver(body_for(recipient=None, sub_msg_id=None, time="9999-12-31T23:59:59.999999Z"))
+    with app.app_context():
+        from app.extensions import db
+        from app.export import export_query
+        rows = db.session.execute(export_query()).all()
+    expected = "\ufeff" + csv_line(COLUMNS) + "".join(csv_line((
+        utc_iso(sent_at, "microseconds"), *(safe_cell(cell) for cell in cells), utc_iso(received_at, "microseconds"),
+        direction, status or "received")) for sent_at, *cells, received_at, direction, status in rows)
+    assert len(rows) == len(AWKWARD_CELLS) + 1
+    with client.get("/export.csv") as response:
+        assert response.data.decode() == expected
+
+
 def test_sender_phone_numbers_stay_as_they_are(export, deliver):
     deliver(body_for(sender="+37255512345", recipient="+37250000000"))
     assert export()[1][1:3] == ["+37255512345", "+37250000000"]
