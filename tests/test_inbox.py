@@ -396,6 +396,11 @@ def test_pagination_50_a_page_with_a_cursor(app, client, inbox):
     assert senders_listed(second) == [f"+3725550{n:03d}" for n in range(4, -1, -1)]
     assert "Older conversations" not in second
     assert "data-poll" not in second  # only the first page follows new messages
+    assert "Back to latest" not in first
+    latest = unescape(re.search(r'<a href="([^"]+)">Back to latest</a>', second).group(1))
+    assert latest == "/" and client.get(latest).text == client.get("/").text
+    searched = client.get("/?q=3725550&before=" + older.rsplit("=", 1)[1]).text
+    assert 'href="/?q=3725550">Back to latest</a>' in searched
 
 
 def test_huge_conversation_shows_the_latest_and_links_to_earlier(client, inbox, app):
@@ -405,7 +410,11 @@ def test_huge_conversation_shows_the_latest_and_links_to_earlier(client, inbox, 
     texts = texts_shown(thread)
     assert len(texts) == 500 and texts[0] == "message 5" and texts[-1] == "message 504"
     earlier = unescape(re.search(r'<a href="([^"]+)">Earlier messages</a>', thread).group(1))
-    assert texts_shown(client.get(earlier).text) == [f"message {n}" for n in range(5)]
+    older_page = client.get(earlier).text
+    assert texts_shown(older_page) == [f"message {n}" for n in range(5)]
+    assert "Back to latest" not in thread
+    latest = unescape(re.search(r'<a href="([^"]+)">Back to latest</a>', older_page).group(1))
+    assert latest == thread_path(client, "+3725550001") and texts_shown(client.get(latest).text)[-1] == "message 504"
 
 
 def test_chart_counts_messages_per_day(client, inbox):
