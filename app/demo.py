@@ -5,24 +5,31 @@ all, each holding the write lock. Conversation rows and daily counts are built i
 while the messages are generated and merged into whatever the database already holds, so
 after every commit they are exactly what ingesting the same messages one by one would give.
 """
+import bisect
+import gc
 import itertools
 import json
 import random
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
 from . import clock
 from .ingest import ConversationTotals, add_to_conversations, add_to_daily_counts, conversation_ids
-from .models import Message
+from .models import PREVIEW_LENGTH, Message
 from .unit_of_work import change_number, write_transaction
 
 # One transaction per this many messages: each commit leaves the inbox consistent, and a
 # server receiving callbacks meanwhile never waits long for the write lock.
 MESSAGES_PER_TRANSACTION = 200_000
 ROWS_PER_INSERT = 20_000
+# SQLite's page cache while seeding, in KiB: the random inserts into the conversation indexes
+# stay in memory until the commit writes each page once (restored afterwards).
+SQLITE_CACHE_KIB = 256 * 1024
 DAYS = 60
 # Unread: what arrived since the team last looked, about a day ago.
 UNREAD_SINCE = timedelta(days=1)
@@ -87,50 +94,101 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
     sub_msg_id_prefix = f"{run}-0000-4000-8000-"  # UUID-shaped, the id in the last group
     unread_since = now - UNREAD_SINCE
 
-    for first in range(0, messages, MESSAGES_PER_TRANSACTION):
-        with write_transaction() as session:
-            connection = session.connection()
-            next_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
+    with no_cyclic_gc():  # millions of tuples, no cycles: a collection would find nothing
+        for first in range(0, messages, MESSAGES_PER_TRANSACTION):
             chunk = order[first:first + MESSAGES_PER_TRANSACTION]
-            change = change_number()
-            conversation_of = conversation_ids(connection, {numbers[s]: channels[s] for s in set(chunk)}, change)
-            driver_datetime = datetime_for_driver(connection.dialect)
-            totals: dict[int, ConversationTotals] = {}
-            days: dict[date, int] = {}
-            rows = []
-            for message_id, s, received_at in zip(itertools.count(next_id), chunk, arrivals):
-                sender, channel = numbers[s], channels[s]
-                conversation_id = conversation_of[sender]
-                text, text_json = texts[int(rng.random() * len(texts))]
-                sent_at = received_at - PROVIDER_DELAYS[message_id % len(PROVIDER_DELAYS)]
-                msg_id = f"demo-{run}-{message_id:012d}"  # zero-padded: the unique index only appends
-                sub_msg_id = f"{sub_msg_id_prefix}{message_id:012x}"
-                recipient = RECIPIENTS[message_id % len(RECIPIENTS)]
-                raw_body = (  # the body as the provider would have sent it
-                    f'{{"msg_id": "{msg_id}", "sub_msg_id": "{sub_msg_id}", "channel": "{channel}", '
-                    f'"recipient": "{recipient}", "time": "{sent_at.isoformat()}Z", '
-                    f'"text": {text_json}, "sender": "{sender}"}}'
-                ).encode()
-                rows.append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient,
-                             text, driver_datetime(sent_at), driver_datetime(received_at), raw_body, change))
+            times = list(itertools.islice(arrivals, len(chunk)))  # increasing
+            picks = [int(pick * len(texts)) for pick in [rng.random() for _ in chunk]]
+            with write_transaction() as session:
+                connection = session.connection()
+                sqlite = connection.dialect.name == "sqlite"
+                with large_page_cache(connection):
+                    next_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
+                    change = change_number()
+                    conversation_of = conversation_ids(connection, {numbers[s]: channels[s] for s in set(chunk)}, change)
+                    # What a row needs of its sender, looked up once per sender.
+                    who = {s: (numbers[s], channels[s], conversation_of[numbers[s]]) for s in set(chunk)}
+                    for start in range(0, len(chunk), ROWS_PER_INSERT):
+                        insert_messages(connection, message_rows(
+                            next_id + start, chunk[start:start + ROWS_PER_INSERT], times[start:start + ROWS_PER_INSERT],
+                            picks[start:start + ROWS_PER_INSERT], who, texts, run, sub_msg_id_prefix, change, sqlite), progress)
+                    if connection.dialect.name == "postgresql":
+                        # We chose the ids: move the id sequence past them for the next callback.
+                        connection.execute(sa.select(sa.func.setval(
+                            sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1)))
+                    add_to_conversations(connection, conversation_totals(next_id, chunk, times, picks, who, texts,
+                                                                         bisect.bisect_left(times, unread_since)), change)
+                    add_to_daily_counts(connection, dict(Counter(map(datetime.date, times))))
 
-                conversation = totals.get(conversation_id)
-                if conversation is None:
-                    conversation = totals[conversation_id] = ConversationTotals(channel)
-                conversation.add(message_id, channel, sent_at, received_at, text, unread=received_at >= unread_since)
-                day = received_at.date()
-                days[day] = days.get(day, 0) + 1
 
-                if len(rows) == ROWS_PER_INSERT:
-                    insert_messages(connection, rows, progress)
-                    rows = []
-            insert_messages(connection, rows, progress)
-            if connection.dialect.name == "postgresql":
-                # We chose the ids: move the id sequence past them for the next callback.
-                connection.execute(sa.select(sa.func.setval(
-                    sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1)))
-            add_to_conversations(connection, totals, change)
-            add_to_daily_counts(connection, days)
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextmanager
+def large_page_cache(connection: sa.Connection) -> Iterator[None]:
+    """On SQLite, SQLITE_CACHE_KIB of page cache for the connection, then its own size again."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    size = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size={int(size)}")
+
+
+def message_rows(next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
+                 who: dict[int, tuple[str, str, int]], texts: list[tuple[str, str]], run: str,
+                 sub_msg_id_prefix: str, change: int, sqlite: bool) -> list[tuple]:
+    """Message rows in MESSAGE_COLUMNS order, with the body the provider would have sent."""
+    rows = []
+    append = rows.append
+    delays, recipients = PROVIDER_DELAYS, RECIPIENTS
+    for message_id, s, received_at, pick in zip(itertools.count(next_id), chunk, times, picks):
+        sender, channel, conversation_id = who[s]
+        text, text_json = texts[pick]
+        sent_at = received_at - delays[message_id % len(delays)]
+        sent_iso = sent_at.isoformat(timespec="microseconds")
+        msg_id = f"demo-{run}-{message_id:012d}"  # zero-padded: the unique index only appends
+        sub_msg_id = f"{sub_msg_id_prefix}{message_id:012x}"
+        recipient = recipients[message_id % len(recipients)]
+        raw_body = (
+            f'{{"msg_id": "{msg_id}", "sub_msg_id": "{sub_msg_id}", "channel": "{channel}", '
+            f'"recipient": "{recipient}", "time": "{sent_iso}Z", "text": {text_json}, "sender": "{sender}"}}'
+        ).encode()
+        if sqlite:  # the text SQLAlchemy stores for a DateTime
+            append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text,
+                    sent_iso.replace("T", " "), received_at.isoformat(" ", "microseconds"), raw_body, change))
+        else:
+            append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text,
+                    sent_at, received_at, raw_body, change))
+    return rows
+
+
+def conversation_totals(next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
+                        who: dict[int, tuple[str, str, int]], texts: list[tuple[str, str]],
+                        first_unread: int) -> dict[int, ConversationTotals]:
+    """What each conversation gains from the chunk's messages (ids from next_id, in order), as
+    ConversationTotals.add would sum them: counted in C, each sender's last message looked up once."""
+    counts, unread = Counter(chunk), Counter(chunk[first_unread:])
+    totals = {}
+    for s, position in dict(zip(chunk, range(len(chunk)))).items():  # each sender's last position
+        _, channel, conversation_id = who[s]
+        message_id, received_at = next_id + position, times[position]
+        totals[conversation_id] = ConversationTotals(
+            channel, message_count=counts[s], unread_count=unread[s], last_message_id=message_id,
+            last_sent_at=received_at - PROVIDER_DELAYS[message_id % len(PROVIDER_DELAYS)],
+            last_text=texts[picks[position]][0][:PREVIEW_LENGTH], last_inbound_at=received_at)
+    return totals
 
 
 # What a demo message has; the reply columns keep their defaults (inbound, no status).
@@ -153,13 +211,6 @@ def insert_messages(connection: sa.Connection, rows: list[tuple], progress: Call
     connection.exec_driver_sql(statement.string, rows)
     if progress:
         progress(len(rows))
-
-
-def datetime_for_driver(dialect: sa.Dialect) -> Callable[[datetime], object]:
-    """What the driver is given for a DateTime column: on SQLite, the text SQLAlchemy stores."""
-    if dialect.name == "sqlite":
-        return lambda moment: moment.isoformat(" ", "microseconds")
-    return lambda moment: moment
 
 
 def messages_per_sender(messages: int, senders: int) -> list[int]:
