@@ -16,6 +16,7 @@ import socket
 import time
 from functools import partial
 
+from gunicorn.glogging import Logger
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -31,6 +32,7 @@ graceful_timeout = 10
 keepalive = 5
 # Request headers (and so signatures) are not in the default access log format.
 accesslog = "-"
+logger_class = "app.gunicorn_conf.QuietPollsLogger"
 
 REQUEST_SECONDS = 10.0  # for the whole request: request line, headers and body
 HEAD_LIMIT = 64 * 1024  # a longer request line and headers are refused with 431
@@ -183,3 +185,12 @@ class WholeRequestWorker(ThreadWorker):
                 if conn.received:
                     self.send_quietly(conn, TIMED_OUT)
                 self.drop(conn)
+
+
+class QuietPollsLogger(Logger):
+    """gunicorn's logger without access lines for the background polls (`?since=`): every open
+    page asks every few seconds, which would bury every other line of the access log."""
+
+    def access(self, resp, req, environ, request_time):
+        if "since=" not in environ.get("QUERY_STRING", ""):
+            super().access(resp, req, environ, request_time)

@@ -154,9 +154,7 @@ def mark_read(conversation_id: int):
 def mark_unread(conversation_id: int):
     conversation = conversation_or_404(conversation_id)
     queries.mark_unread(conversation.id)
-    if is_htmx():
-        return read_state_response(conversation.id)
-    return redirect(url_for("inbox.index"), 303)
+    return read_state_response(conversation.id)  # stays on the page, htmx or not
 
 
 def form_id(name: str) -> int:

@@ -235,8 +235,9 @@ class Server:
     """The server as `make run` starts it (app/server.py), in real worker processes on 127.0.0.1."""
 
     def __init__(self, database_url: str, workers: int = 2, threads: int = 8, port: int | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, access_log: str = "/dev/null"):
         self.database_url, self.workers, self.threads = database_url, workers, threads
+        self.access_log = access_log
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env or {}
@@ -249,7 +250,7 @@ class Server:
         from app import server  # what `make run` starts
         argv = server.command(f"127.0.0.1:{self.port}")
         argv[-1:-1] = ["--workers", str(self.workers), "--threads", str(self.threads),
-                       "--access-logfile", "/dev/null"]
+                       "--access-logfile", self.access_log]
         self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

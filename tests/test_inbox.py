@@ -285,7 +285,7 @@ def test_mark_unread(app, client, auth, inbox):
     path = thread_path(client, "+3725550001")
     mark_read(client, path)
     response = client.post(path + "/unread", data={"csrf_token": auth.csrf()})
-    assert response.status_code == 303 and response.headers["Location"] == "/"
+    assert response.status_code == 303 and response.headers["Location"] == path  # stays on the page
     assert unread_badge(client.get("/").text, "+3725550001") == "1"
 
 

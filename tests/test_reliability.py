@@ -325,7 +325,7 @@ def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_fac
         assert reader.get("/conversations/%2B372500001")[0] == 200
         assert reader.get("/conversations/%2B372500001?since=0")[0] == 200  # it has messages
         thread = reader.thread_path("+372500002")
-        assert reader.post_form(thread + "/unread", thread)[:2] == (200, "/")
+        assert reader.post_form(thread + "/unread", thread)[:2] == (200, thread)
         # Writes besides messages: a failed login (throttle), a login and a logout (session token).
         stranger = Reader(server)
         assert stranger.post_form("/login", "/login", username=f"nobody-{len(exports)}",
@@ -661,3 +661,19 @@ def test_a_request_that_has_read_can_still_write_after_another_commit(app):
         conversation = conversation_of(sender)
         # What arrived after the page was shown stays unread.
         assert (conversation.message_count, conversation.unread_count) == (2, 1)
+
+
+def test_background_polls_stay_out_of_the_access_log(app, user, server_factory, tmp_path):
+    access_log = tmp_path / "access.log"
+    server = server_factory(workers=1, access_log=str(access_log))
+    reader = Reader(server).login()
+    assert reader.get("/")[0] == 200
+    assert reader.get("/?since=999999999")[0] == 204
+    assert reader.get("/export.csv")[0] == 200
+    deadline = time.monotonic() + 10
+    while "/export.csv" not in access_log.read_text():  # written after each response
+        assert time.monotonic() < deadline, access_log.read_text()
+        time.sleep(0.05)
+    lines = access_log.read_text().splitlines()
+    assert any('"GET / HTTP/1.1" 200' in line for line in lines)
+    assert not any("since=" in line for line in lines)
