@@ -217,17 +217,19 @@ def set_tab_hidden(page, hidden: bool) -> None:
 
 
 def test_polling_pauses_while_the_tab_is_hidden_and_resumes_when_shown(page, server):
+    page.clock.install()  # the page's timers run when the test moves its clock, not by waiting
     log_in(page, server)
     polls = []
     page.on("request", lambda request: "since=" in request.url and polls.append(request.url))
-    page.wait_for_timeout(POLL_SECONDS * 1000 + 1500)
-    assert polls, "the open inbox polls"
+    with page.expect_request(lambda request: "since=" in request.url):
+        page.clock.run_for(POLL_SECONDS * 1000 + 100)  # the open inbox polls
 
     set_tab_hidden(page, True)
-    page.wait_for_timeout(500)  # a poll already in flight may finish
+    page.wait_for_load_state("networkidle")  # the poll in flight has finished
     polls.clear()
     deliver(server, sender="+37255512345", text="arrived while hidden")
-    page.wait_for_timeout(2 * POLL_SECONDS * 1000 + 500)
+    page.clock.run_for(2 * POLL_SECONDS * 1000 + 500)  # two intervals pass
+    page.wait_for_load_state("networkidle")
     assert polls == [], "no polling while the tab is hidden"
     expect(row_for(page, "+37255512345")).to_have_count(0)
 
@@ -375,6 +377,7 @@ def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_p
     mark_page(page)
 
     colleague = new_context().new_page()
+    colleague.clock.install()  # its polls run when the test moves its clock
     log_in(colleague, server)
     colleague.get_by_role("link", name=sender, exact=True).click()
     # Shown means read: the thread marks itself read by a POST, and the list follows.
@@ -391,7 +394,9 @@ def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_p
     expect(page).to_have_title("(2) Inbox · sms-inbox")
     assert_same_page(page)
     # And it stays unread in the colleague's open thread: polls do not mark it read again.
-    colleague.wait_for_timeout(POLL_SECONDS * 1000 + 1000)
+    with colleague.expect_response(lambda response: "since=" in response.url):
+        colleague.clock.run_for(POLL_SECONDS * 1000 + 100)
+    colleague.wait_for_load_state("networkidle")
     expect(colleague.get_by_role("button", name="Mark read")).to_be_visible()
     for width, height in ((1280, 800), (390, 844)):
         page.set_viewport_size({"width": width, "height": height})

@@ -104,9 +104,16 @@ class Storm:
             return len(self.answers)
 
     def wait_until_answered(self, count: int, limit: float = 120):
+        self.wait_until(lambda answers: len(answers) >= count, limit)
+
+    def wait_until(self, condition, limit: float = 120):
+        """Until condition(answers so far) holds; AssertionError after `limit` seconds."""
         deadline = time.monotonic() + limit
-        while self.answered() < count:
-            assert time.monotonic() < deadline, f"only {self.answered()} answers after {limit} s"
+        while True:
+            with self.lock:
+                if condition(list(self.answers)):
+                    return
+            assert time.monotonic() < deadline, f"not after {limit} s, with {self.answered()} answers"
             time.sleep(0.01)
 
     def send_lane(self, lane):
