@@ -5,7 +5,6 @@ from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 
-from .clock import utc_iso
 from .extensions import db
 from .models import Conversation, Message
 from .queries import sender_matches

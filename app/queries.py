@@ -116,9 +116,6 @@ class ThreadPage:
     previously_shown: int = 0
     authors: dict[int, str] = field(default_factory=dict)
 
-    def __post_init__(self):
-        self.authors = authors_of(self.messages)
-
 
 def open_thread(conversation: Conversation, before: int | None = None, limit: int = THREAD_PAGE) -> ThreadPage:
     """The latest `limit` messages (before an id), oldest first; reading changes nothing."""
@@ -132,7 +129,7 @@ def open_thread(conversation: Conversation, before: int | None = None, limit: in
     messages = newest_first[:limit][::-1]
     newest_id = messages[-1].id if messages and before is None else 0
     return ThreadPage(conversation, messages, len(newest_first) > limit, conversation.change_seq, newest_id,
-                      newest_shown=newest_id)
+                      newest_shown=newest_id, authors=authors_of(messages))
 
 
 def poll_thread(conversation: Conversation, since_change: int, since_id: int, shown: int,
@@ -156,9 +153,9 @@ def poll_thread(conversation: Conversation, since_change: int, since_id: int, sh
     if len(messages) > limit:
         messages = messages[:limit]
         return ThreadPage(conversation, messages, False, messages[-1].change_seq, messages[-1].id,
-                          newest_shown, shown)
+                          newest_shown, shown, authors_of(messages))
     return ThreadPage(conversation, messages, False, seen_change, messages[-1].id if messages else since_id,
-                      newest_shown, shown)
+                      newest_shown, shown, authors_of(messages))
 
 
 def mark_read(conversation_id: int, through_id: int) -> None:

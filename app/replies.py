@@ -342,6 +342,8 @@ class Outbox:
         self.lock = threading.Lock()
 
     def start(self) -> None:
+        if self.started:  # every request asks: the answer is almost always yes, without a lock
+            return
         with self.lock:
             if self.started:
                 return

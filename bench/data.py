@@ -1,9 +1,12 @@
 """Fresh databases made as `make run` makes them, and demo data seeded into them (timed)."""
 import os
 import random
+import re
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -18,6 +21,53 @@ from .report import Row, size_label
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-shared-secret"
 SEED_TARGET = 100_000  # messages a second into SQLite (issue 6)
+
+
+# Start-up, shutdown and access-log lines, as gunicorn, granian and waitress write them.
+INFORMATIONAL = re.compile(r"\binfo\b|\"(GET|POST) ", re.IGNORECASE)
+
+
+class Server:
+    """A server process on 127.0.0.1:port, serving the benchmark app on a database."""
+
+    def __init__(self, command: list[str], url: str, port: int):
+        self.command, self.url, self.port = command, url, port
+
+    def __enter__(self):
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=server_environment(self.url),
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/login", timeout=2).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.2)
+        output = self.output()
+        self.__exit__()
+        raise RuntimeError(f"{self.command[:4]} did not start: " + output[-2000:])
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def errors(self) -> str:
+        """What the server logged, less its informational lines."""
+        return "\n".join(line for line in self.output().splitlines() if not INFORMATIONAL.search(line))
+
+    def __exit__(self, *exc_info):
+        if exc_info and exc_info[0] is not None:
+            print(f"{self.command[:4]} failed; its log ends:\n" + self.output()[-3000:], file=sys.stderr)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
 
 
 def server_environment(url: str) -> dict:

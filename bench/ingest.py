@@ -8,14 +8,10 @@ requests prepared (and signed) before the clock starts.
 """
 import json
 import multiprocessing
-import re
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,13 +22,11 @@ from app import server as make_run_server
 from app import signing
 
 from .app import INBOUND_WITHOUT_GROUP_COMMIT, NOOP
-from .data import ROOT, SECRET, fresh_database, server_environment
+from .data import SECRET, Server, fresh_database
 from .report import Row
 
 CALLBACK = "/callbacks/inbound"
 RATIO_TARGET = 0.6
-# Start-up, shutdown and access-log lines, as gunicorn, granian and waitress write them.
-INFORMATIONAL = re.compile(r"\binfo\b|\"(GET|POST) ", re.IGNORECASE)
 SENDERS = [f"+3725{n:07d}" for n in range(1_000)]
 
 
@@ -80,35 +74,6 @@ def measure(workdir: Path, requests: int, processes: int, threads: int, log, com
 def make_run(port: int, app_spec: str) -> list[str]:
     return make_run_server.command(f"127.0.0.1:{port}", app_spec)
 
-
-class Server:
-    """A server process serving the app with the no-op route."""
-
-    def __init__(self, command: list[str], url: str, port: int):
-        self.command, self.url, self.port = command, url, port
-
-    def __enter__(self):
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=server_environment(self.url),
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{NOOP}", timeout=2).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.2)
-        errors = self.errors()
-        self.__exit__()
-        raise RuntimeError("the server did not start: " + errors[-2000:])
-
-    def errors(self) -> str:
-        """What the server logged, less its informational lines."""
-        self.log.seek(0)
-        lines = self.log.read().decode(errors="replace").splitlines()
-        return "\n".join(line for line in lines if not INFORMATIONAL.search(line))
 
     def __exit__(self, *exc_info):
         self.process.terminate()

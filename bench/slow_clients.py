@@ -13,14 +13,11 @@ hundred keep-alive pollers and streamed CSV exports.
 import http.client
 import importlib.util
 import json
-import os
 import re
 import select
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -36,7 +33,7 @@ from flask import Response, request
 from app import server as make_run_server
 from app import signing
 
-from .data import ROOT, SECRET, fresh_database, server_environment
+from .data import SECRET, Server, fresh_database
 from .report import Row
 
 KINDS = ("header-trickle", "request-line-stall", "body-trickle")
@@ -98,45 +95,6 @@ CANDIDATES = {
     "waitress": waitress,
     "granian": granian,
 }
-
-
-class Server:
-    """A server process on 127.0.0.1:port, serving the benchmark app on a database."""
-
-    def __init__(self, command: list[str], url: str, port: int):
-        self.command, self.url, self.port = command, url, port
-
-    def __enter__(self):
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=server_environment(self.url),
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/login", timeout=2).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.2)
-        output = self.output()
-        self.__exit__()
-        raise RuntimeError(f"{self.command[:4]} did not start: " + output[-2000:])
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def __exit__(self, *exc_info):
-        if exc_info and exc_info[0] is not None:
-            print(f"{self.command[:4]} failed; its log ends:\n" + self.output()[-3000:], file=sys.stderr)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 def create_app_with_wait_route():

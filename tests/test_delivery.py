@@ -7,7 +7,7 @@ from html import unescape
 import pytest
 import sqlalchemy as sa
 
-from app import clock, replies, signing
+from app import replies, signing
 from app.extensions import db
 from app.unit_of_work import write_transaction
 from app.models import Message, UnmatchedDeliveryReport

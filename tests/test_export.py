@@ -179,7 +179,6 @@ def test_export_links_in_the_pages(app, client, export, deliver):
 
 def test_a_large_export_streams_in_chunks(client, export, deliver, app):
     from app import ingest
-    from app.extensions import db
     with app.app_context():
         ingest.store_messages([ingest.parse_payload(body_for(msg_id=f"bulk-{n}")) for n in range(3000)])
     with client.get("/export.csv") as response:

@@ -3,7 +3,7 @@ import sqlalchemy as sa
 
 from app import ingest
 from app.extensions import db
-from app.models import Conversation, DailyCount, Message
+from app.models import DailyCount, Message
 
 from conftest import body_for, conversation_of
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from app import replies
 from app.extensions import db
 from app.unit_of_work import write_transaction
-from app.models import Conversation, Message
+from app.models import Message
 
 from conftest import PASSWORD, AuthActions, Browser, body_for, close_app, conversation_of, make_app, signed_headers
 
