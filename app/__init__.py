@@ -1,7 +1,8 @@
 """sms-inbox: a web inbox for Messente inbound messages."""
+import hashlib
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -49,6 +50,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.before_request(replies.start_outbox)  # each worker's reply senders, from its first request
     app.after_request(add_security_headers)
+    fingerprint_static_files(app)
     app.register_error_handler(HTTPException, callback.json_errors_on_callback_paths)
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]
@@ -72,6 +74,32 @@ def load_config(app: Flask, test_config: dict | None) -> None:
             config.read_instance_file(app.instance_path, config.LOCAL_SECRET_FILE) or ""
         )
     app.config["MESSENTE_SHARED_SECRETS"] = secrets
+
+
+# A fingerprinted static URL names one version of the file for ever: cache it for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def fingerprint_static_files(app: Flask) -> None:
+    """`url_for('static', ...)` adds `v=<sha256 prefix of the file>`, and a response to a URL
+    whose `v` is the file's own is cached for a year: a repeat visit fetches no static file,
+    and a changed file gets a new URL. Hashed once, at start-up (static files ship with the code).
+    """
+    folder = Path(app.static_folder)
+    versions = {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+                for path in folder.rglob("*") if path.is_file()}
+
+    @app.url_defaults
+    def add_version(endpoint, values):
+        if endpoint == "static" and "v" not in values and values.get("filename") in versions:
+            values["v"] = versions[values["filename"]]
+
+    @app.after_request
+    def cache_fingerprinted(response):
+        if (request.endpoint == "static" and response.status_code in (200, 304)
+                and request.args.get("v", "") == versions.get((request.view_args or {}).get("filename"))):
+            response.headers["Cache-Control"] = IMMUTABLE
+        return response
 
 
 def add_security_headers(response):
