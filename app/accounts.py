@@ -8,6 +8,7 @@ stops one address from guessing through many names. An attempt is counted before
 is checked (and forgiven if the password is right), so parallel guesses can't slip in
 between a check and a count.
 """
+import hashlib
 import logging
 import math
 import secrets
@@ -20,9 +21,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, has_app_context
 
-from . import clock
+from . import audit, clock
 from .extensions import db
-from .models import ADDRESS_LENGTH, USERNAME_LENGTH, LoginThrottle, User
+from .models import (ADDRESS_LENGTH, ROLES, USER_AGENT_LENGTH, USERNAME_LENGTH, LoginSession,
+                     LoginThrottle, User)
 from .unit_of_work import write_transaction
 
 MIN_PASSWORD_LENGTH = 8
@@ -105,41 +107,214 @@ def _verify(stored: str, password: str) -> bool:
     return hashing.run(hasher.verify, stored, password)
 
 
-# --- users and sessions -----------------------------------------------------------------
+# --- users -------------------------------------------------------------------------------
 
-def create_user(username: str, password: str) -> User:
-    """Add a user (flushed, not committed). Raises ValueError with a message for people."""
-    username = username.strip()
-    if not username or len(username) > USERNAME_LENGTH:
-        raise ValueError(f"The username must be 1 to {USERNAME_LENGTH} characters.")
+def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise ValueError(f"The password must be at most {MAX_PASSWORD_LENGTH} characters.")
+
+
+def create_user(username: str, password: str | None, admin: bool = False) -> User:
+    """Add a user (flushed, not committed). Raises ValueError with a message for people.
+
+    The first user is an admin whatever is asked: someone must be able to add the others.
+    Without a password, nobody can log in as the user until a set-password link is used.
+    """
+    username = username.strip()
+    if not username or len(username) > USERNAME_LENGTH:
+        raise ValueError(f"The username must be 1 to {USERNAME_LENGTH} characters.")
+    if password is not None:
+        check_password(password)
     if db.session.scalar(db.select(User.id).where(User.username == username)) is not None:
         raise ValueError(f"A user named {username!r} already exists.")
-    user = User(username=username, password_hash=hash_password(password),
-                session_token=secrets.token_hex(16))
+    first = db.session.scalar(db.select(User.id).limit(1)) is None
+    user = User(username=username, role="admin" if admin or first else "agent",
+                password_hash=hash_password(password) if password is not None else NO_PASSWORD)
     db.session.add(user)
     db.session.flush()
     return user
 
 
-def load_session_user(session_id: str) -> User | None:
-    """The user a login cookie names, if its token is still current (not logged out since)."""
-    user_id, _, token = session_id.partition(":")
-    if not user_id.isdigit():
+# Stored instead of a hash for an account whose password is still to be set: no password matches.
+NO_PASSWORD = "!"
+
+
+def user_named(username: str) -> User | None:
+    return db.session.scalar(db.select(User).where(User.username == username.strip()))
+
+
+def active_admins() -> int:
+    return db.session.scalar(db.select(sa.func.count()).select_from(User)
+                             .where(User.role == "admin", User.disabled == sa.false()))
+
+
+def set_role(user: User, role: str) -> None:
+    """Change a role (inside a write transaction); the last active admin stays one."""
+    if role not in ROLES:
+        raise ValueError(f"The role must be one of: {', '.join(ROLES)}.")
+    if user.role == "admin" and role != "admin" and not user.disabled and active_admins() <= 1:
+        raise ValueError("This is the only admin: make someone else an admin first.")
+    user.role = role
+
+
+def set_disabled(user: User, disabled: bool) -> None:
+    """Disable (ending every session at once) or re-enable an account, inside a write transaction."""
+    if disabled and user.is_admin and not user.disabled and active_admins() <= 1:
+        raise ValueError("This is the only admin: make someone else an admin first.")
+    user.disabled = disabled
+    if disabled:
+        _delete_sessions(user.id)
+
+
+def change_password(user: User, old: str, new: str, keep_token: str | None) -> None:
+    """A person's own change: the old password first. Ends the person's other sessions."""
+    check_password(new)
+    if not _password_matches(user, old):
+        raise ValueError("The current password is not right.")
+    new_hash = hash_password(new)
+    with write_transaction():
+        user.password_hash = new_hash
+        _delete_sessions(user.id, keep=keep_token)
+
+
+# --- one-time links to set a password ---------------------------------------------------
+
+def issue_reset_link(user: User, now: datetime) -> str:
+    """A new one-time token for `user` (inside a write transaction), replacing any earlier one.
+
+    Only its sha256 is stored. The account's password and sessions stay as they are until the
+    link is used, so a reset nobody asked for locks nobody out.
+    """
+    token = secrets.token_urlsafe(32)
+    user.reset_token_hash = token_hash(token)
+    user.reset_expires_at = now + timedelta(seconds=current_app.config["RESET_LINK_SECONDS"])
+    return token
+
+
+def user_for_reset_token(token: str) -> User | None:
+    """The user a link is for, while it is unused and unexpired (and the account enabled)."""
+    if not token:
         return None
-    user = db.session.get(User, int(user_id))
-    if user is None or not secrets.compare_digest(user.session_token, token):
+    user = db.session.scalar(db.select(User).where(User.reset_token_hash == token_hash(token)))
+    if user is None or user.disabled or user.reset_expires_at <= clock.now():
         return None
     return user
 
 
-def end_sessions(user: User) -> None:
-    """Invalidate every cookie issued to this user (logout)."""
+def set_password_with_link(token: str, password: str) -> User | None:
+    """Use a link: the new password, the link spent, every session of the account ended."""
+    check_password(password)
+    new_hash = hash_password(password)
     with write_transaction():
-        user.session_token = secrets.token_hex(16)
+        user = user_for_reset_token(token)
+        if user is None:
+            return None
+        user.password_hash = new_hash
+        user.reset_token_hash = user.reset_expires_at = None
+        _delete_sessions(user.id)
+    return user
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- sessions: one row per login ---------------------------------------------------------
+
+# How stale `last_seen_at` may get before a request writes it again (each write takes the lock).
+LAST_SEEN_RESOLUTION = timedelta(minutes=5)
+
+
+def start_session(user: User, address: str | None, user_agent: str | None) -> str:
+    """Record a new login; returns the token its cookie carries."""
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    with write_transaction():
+        db.session.add(LoginSession(user_id=user.id, token_hash=token_hash(token), created_at=now,
+                                    last_seen_at=now, address=(address or "unknown")[:ADDRESS_LENGTH],
+                                    user_agent=describe_user_agent(user_agent)))
+    user.login_token = token
+    return token
+
+
+def load_session_user(session_id: str) -> User | None:
+    """The user a login cookie names, while its session row exists and the account is enabled."""
+    user_id, _, token = session_id.partition(":")
+    if not user_id.isdigit() or not token:
+        return None
+    row = db.session.scalar(db.select(LoginSession).where(LoginSession.token_hash == token_hash(token)))
+    if row is None or row.user_id != int(user_id):
+        return None
+    user = db.session.get(User, row.user_id)
+    if user is None or user.disabled:
+        return None
+    user.login_token = token
+    now = clock.now()
+    if now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
+        with write_transaction():
+            db.session.execute(sa.update(LoginSession).where(LoginSession.id == row.id)
+                               .values(last_seen_at=now))
+    return user
+
+
+def sessions_of(user: User) -> list[LoginSession]:
+    return list(db.session.scalars(db.select(LoginSession).where(LoginSession.user_id == user.id)
+                                   .order_by(LoginSession.last_seen_at.desc(), LoginSession.id.desc())))
+
+
+def end_session(user: User, session_row_id: int | None = None) -> None:
+    """End one session of the user's: the given row, or the one this request belongs to."""
+    where = (LoginSession.id == session_row_id if session_row_id is not None
+             else LoginSession.token_hash == token_hash(user.login_token or ""))
+    with write_transaction():
+        db.session.execute(sa.delete(LoginSession).where(LoginSession.user_id == user.id, where))
+
+
+def end_sessions(user: User) -> None:
+    """End every session of the user's, everywhere ("Sign out everywhere")."""
+    with write_transaction():
+        _delete_sessions(user.id)
+
+
+def _delete_sessions(user_id: int, keep: str | None = None) -> None:
+    query = sa.delete(LoginSession).where(LoginSession.user_id == user_id)
+    if keep:
+        query = query.where(LoginSession.token_hash != token_hash(keep))
+    db.session.execute(query)
+
+
+def describe_user_agent(user_agent: str | None) -> str:
+    """"Firefox on Linux": enough to recognise one's own devices, without storing the whole header."""
+    text = user_agent or ""
+    browser = next((name for marker, name in BROWSERS if marker in text), None)
+    system = next((name for marker, name in SYSTEMS if marker in text), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return (browser or system or text or "Unknown browser")[:USER_AGENT_LENGTH]
+
+
+# First match wins: Edge and Opera say "Chrome" too, Chrome says "Safari", Android says "Linux".
+BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("HeadlessChrome", "Chromium"),
+            ("Chrome/", "Chrome"), ("Safari/", "Safari"), ("curl/", "curl"))
+SYSTEMS = (("Android", "Android"), ("iPhone", "iPhone"), ("iPad", "iPad"), ("Windows", "Windows"),
+           ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"), ("Linux", "Linux"))
+
+
+# --- unlocking throttled logins ---------------------------------------------------------
+
+def locked_logins(now: datetime) -> list[LoginThrottle]:
+    return list(db.session.scalars(db.select(LoginThrottle).where(LoginThrottle.locked_until > now)
+                                   .order_by(LoginThrottle.locked_until.desc())))
+
+
+def unlock(throttle_id: int) -> LoginThrottle | None:
+    """Forget one row's failures (inside a write transaction): its name or address may log in now."""
+    row = db.session.get(LoginThrottle, throttle_id)
+    if row is not None:
+        db.session.delete(row)
+    return row
 
 
 # --- logging in -------------------------------------------------------------------------
@@ -160,7 +335,7 @@ def authenticate(username: str, password: str, address: str | None) -> User | No
         raise LoginLocked(refused_until)
 
     user = db.session.scalar(db.select(User).where(User.username == key)) if key else None
-    if _password_matches(user, password):
+    if _password_matches(user, password) and not user.disabled:
         # Slow on purpose: computed before taking the write lock.
         new_hash = hash_password(password) if hasher.check_needs_rehash(user.password_hash) else None
         with write_transaction():
@@ -171,6 +346,7 @@ def authenticate(username: str, password: str, address: str | None) -> User | No
 
     for message, *args in locks:
         log.warning(message, *args)
+        audit.record("lockout", {"reason": message % tuple(args)}, username=None, address=address)
     return None
 
 

@@ -1,14 +1,16 @@
-"""Login and logout; every other page and fragment requires a login (deny by default)."""
+"""Login and logout; every other page and fragment requires a login (deny by default), and
+admin pages an admin (`admin_required`)."""
+import functools
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, current_app, redirect, render_template, request, session,
+from flask import (Blueprint, abort, current_app, redirect, render_template, request, session,
                    url_for)
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from . import accounts, clock
+from . import accounts, audit, clock
 from .extensions import login_manager
 from .models import USERNAME_LENGTH
 
@@ -22,6 +24,20 @@ def public(view):
     """
     view.public = True
     return view
+
+
+def admin_required(view):
+    """Only admins may use this view; others (logged in: the login check comes first) get 403.
+
+    Marked `admin_only`, so tests can walk the URL map and check every such view refuses agents.
+    """
+    @functools.wraps(view)
+    def checked(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+    checked.admin_only = True
+    return checked
 
 
 class LoginForm(FlaskForm):
@@ -130,9 +146,13 @@ def login():
         else:
             if user is not None:
                 session.clear()  # a fresh session at every login
+                accounts.start_session(user, request.remote_addr, request.user_agent.string)
                 login_user(user)
                 session["started"] = session["last_active"] = clock.timestamp()
+                audit.record("login", username=user.username)
                 return redirect(next_page)
+            # Tried names are kept (a typo'd password is no secret); passwords never are.
+            audit.record("login_failed", {"username": form.username.data.strip()[:80]}, username=None)
             error = "Invalid username or password."
     status = 200 if error is None else 401
     return render_template("auth/login.html", form=form, error=error), status, headers
@@ -140,7 +160,14 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    accounts.end_sessions(current_user)
+    """Ends this session only; "Sign out everywhere" (account pages) ends the others too."""
+    audit.record("logout")
+    accounts.end_session(current_user)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+@bp.app_errorhandler(403)
+def forbidden(exc):
+    return render_template("errors/403.html"), 403

@@ -13,14 +13,15 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError
 
-from . import accounts, clock, config, copying, delivery, demo, replies, signing
+from . import accounts, audit, clock, config, copying, delivery, demo, replies, signing
 from .extensions import db
 from .models import User
 from .unit_of_work import write_transaction
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, create_user, send_test_message, local_secret, copy_db, seed_demo):
+    for command in (init_db, create_user, list_users, reset_password, disable_user, enable_user,
+                    send_test_message, local_secret, copy_db, seed_demo):
         app.cli.add_command(command)
 
 
@@ -66,15 +67,73 @@ def read_password() -> str:
 @click.command("create-user")
 @with_appcontext
 @click.argument("username")
-def create_user(username: str):
+@click.option("--admin", is_flag=True, help="An admin (users, settings, audit trail). The first user always is.")
+def create_user(username: str, admin: bool):
     """Create a login; asks for the password twice."""
     password = read_password()
     try:
         with write_transaction():
-            accounts.create_user(username, password)
+            user = accounts.create_user(username, password, admin=admin)
+            audit.record("user_added", {"user": user.username, "role": user.role, "by": "command line"})
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"Created user {username.strip()!r}. Log in at {config.site_url(current_app.config)}/login")
+    click.echo(f"Created {user.role} {user.username!r}. Log in at {config.site_url(current_app.config)}/login")
+
+
+@click.command("list-users")
+@with_appcontext
+def list_users():
+    """List the logins: name, role, and whether disabled."""
+    for user in db.session.scalars(db.select(User).order_by(User.username)):
+        click.echo("\t".join([user.username, user.role] + (["disabled"] if user.disabled else [])))
+
+
+def named_user(username: str) -> User:
+    user = accounts.user_named(username)
+    if user is None:
+        raise click.ClickException(f"No user named {username!r}. See `list-users`.")
+    return user
+
+
+@click.command("reset-password")
+@with_appcontext
+@click.argument("username")
+def reset_password(username: str):
+    """Print a one-time link that sets a new password (for when nobody can log in)."""
+    user = named_user(username)
+    with write_transaction():
+        token = accounts.issue_reset_link(user, clock.now())
+        audit.record("password_reset", {"user": user.username, "by": "command line"})
+    hours = current_app.config["RESET_LINK_SECONDS"] / 3600
+    click.echo(f"Give {user.username} this link; it works once, for {hours:g} hours:\n"
+               f"{config.site_url(current_app.config)}/set-password/{token}")
+
+
+@click.command("disable-user")
+@with_appcontext
+@click.argument("username")
+def disable_user(username: str):
+    """Disable a login and end its sessions at once."""
+    user = named_user(username)
+    try:
+        with write_transaction():
+            accounts.set_disabled(user, True)
+            audit.record("user_disabled", {"user": user.username, "by": "command line"})
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Disabled {user.username!r}; their sessions have ended.")
+
+
+@click.command("enable-user")
+@with_appcontext
+@click.argument("username")
+def enable_user(username: str):
+    """Re-enable a disabled login."""
+    user = named_user(username)
+    with write_transaction():
+        accounts.set_disabled(user, False)
+        audit.record("user_enabled", {"user": user.username, "by": "command line"})
+    click.echo(f"Enabled {user.username!r}.")
 
 
 @click.command("send-test-message")

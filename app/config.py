@@ -49,6 +49,11 @@ def defaults(instance_path: str) -> dict:
         "LOGIN_ADDRESS_LOCKOUT_SECONDS": 15 * 60,
         # Argon2 hashes computed at once per process (each takes 19 MiB and a core for a while).
         "PASSWORD_HASH_CONCURRENCY": 2,
+        # How long a one-time link to set a password works (an admin passes it on by hand).
+        "RESET_LINK_SECONDS": 24 * 60 * 60,
+        # Days to keep messages (None: for ever; an admin can change it in the app), and the audit trail.
+        "RETENTION_DAYS": None,
+        "AUDIT_RETENTION_DAYS": 365,
         # Number of reverse proxies in front of the app whose X-Forwarded-* headers we trust.
         "PROXY_COUNT": 0,
         # Replies: also put opted-out numbers on Messente's account-wide blacklist (it covers
@@ -93,7 +98,8 @@ def from_environment(environ=os.environ) -> dict:
     for name in ("BIND", "PUBLIC_URL"):
         if environ.get(name):
             found[name] = environ[name]
-    for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS", "REPLY_SENDERS"):
+    for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS", "REPLY_SENDERS",
+                 "RETENTION_DAYS", "AUDIT_RETENTION_DAYS"):
         if environ.get(name):
             found[name] = int(environ[name])
     for name in ("MESSENTE_CONNECT_TIMEOUT", "MESSENTE_READ_TIMEOUT", "MESSENTE_REQUESTS_PER_SECOND"):

@@ -171,15 +171,81 @@ class DeadLetter(db.Model):
     body_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
 
 
+ROLES = ("admin", "agent")
+TOKEN_HASH_LENGTH = 64  # a sha256 in hex
+USER_AGENT_LENGTH = 120
+
+
 class User(UserMixin, db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH), unique=True)
     password_hash: Mapped[str] = mapped_column(sa.String(255))
-    # Part of the login cookie; replaced at logout so every copy of an old cookie stops working.
-    session_token: Mapped[str] = mapped_column(sa.String(64))
+    # "admin" (users, settings, audit trail, erasure) or "agent" (the inbox: read, reply, export).
+    role: Mapped[str] = mapped_column(sa.String(8), server_default="agent")
+    # A disabled account cannot log in and has no sessions; it stays as the author of its replies.
+    disabled: Mapped[bool] = mapped_column(server_default=sa.false())
+    # A one-time link to set a password (reset or new account): the sha256 of its token only,
+    # so a copy of the database opens nothing; and until when it works.
+    reset_token_hash: Mapped[str | None] = mapped_column(sa.String(TOKEN_HASH_LENGTH), unique=True)
+    reset_expires_at: Mapped[datetime | None]
+
+    # The token of the login this request belongs to (see accounts.load_session_user): not stored.
+    login_token = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_active(self) -> bool:
+        return not self.disabled
 
     def get_id(self) -> str:
-        return f"{self.id}:{self.session_token}"
+        return f"{self.id}:{self.login_token}"
+
+
+class LoginSession(db.Model):
+    """One row per login; the cookie holds its random token, this table only the token's sha256.
+
+    Deleting a row ends that login at its next request: logout, "Sign out everywhere",
+    a disabled account, a password reset.
+    """
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH), unique=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    address: Mapped[str] = mapped_column(sa.String(ADDRESS_LENGTH))
+    user_agent: Mapped[str] = mapped_column(sa.String(USER_AGENT_LENGTH))
+
+
+class AuditEvent(db.Model):
+    """Who did what, when, from where: appended by the app, never changed; see audit.py."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    # The username at the time (accounts are disabled, never deleted); None for the app itself.
+    username: Mapped[str | None] = mapped_column(sa.String(USERNAME_LENGTH))
+    address: Mapped[str | None] = mapped_column(sa.String(ADDRESS_LENGTH))
+    action: Mapped[str] = mapped_column(sa.String(32))
+    details: Mapped[str] = mapped_column(sa.Text)  # JSON
+
+    __table_args__ = (sa.Index("ix_audit_event_action_at", "action", "at"),)
+
+
+class Setting(db.Model):
+    """Settings an admin changes in the app (retention days), and the purge's lease."""
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(255))
+
+
+class Suppression(db.Model):
+    """A number erased after it had opted out: kept only as a keyed hash, so replies stay blocked."""
+
+    number_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH), primary_key=True)
+    created_at: Mapped[datetime]
 
 
 class LoginThrottle(db.Model):

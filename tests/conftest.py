@@ -127,9 +127,9 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def add_user(username: str = "alice") -> None:
-    """A login with PASSWORD, inside an app context."""
-    db.session.add(User(username=username, password_hash=password_hash(), session_token="t0"))
+def add_user(username: str = "alice", role: str = "admin") -> None:
+    """A login with PASSWORD, inside an app context (alice, the first user, is an admin)."""
+    db.session.add(User(username=username, password_hash=password_hash(), role=role))
     db.session.commit()
 
 

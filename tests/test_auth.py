@@ -464,7 +464,7 @@ def test_passwords_are_stored_as_argon2id_with_owasp_parameters(app, runner):
 def test_older_hashes_are_rehashed_at_the_next_login(app, client, clock):
     old = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4).hash(PASSWORD)
     with app.app_context():
-        db.session.add(User(username="carol", password_hash=old, session_token="c0"))
+        db.session.add(User(username="carol", password_hash=old, role="agent"))
         db.session.commit()
     assert AuthActions(client).login("carol").headers["Location"] == "/"
     with app.app_context():

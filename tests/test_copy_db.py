@@ -40,7 +40,7 @@ def source_url(tmp_path_factory):
 
     app = make_app(url)
     with app.app_context():
-        db.session.add(User(username="alice", password_hash=password_hash(), session_token="t0"))
+        db.session.add(User(username="alice", password_hash=password_hash()))
         db.session.commit()
     client = app.test_client()
     assert AuthActions(client).login("mallory", "wrong password").status_code == 401  # a throttle row

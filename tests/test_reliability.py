@@ -308,7 +308,7 @@ def test_ingest_storm_stores_every_msg_id_exactly_once(app, server_factory):
 
 def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_factory):
     with app.app_context():  # a second user, whose logouts don't end alice's session
-        db.session.add(User(username="bob", password_hash=password_hash(), session_token="b0"))
+        db.session.add(User(username="bob", password_hash=password_hash()))
         db.session.commit()
     server = server_factory(workers=4)
     plan = storm_plan(2000, "busy", senders=20)

@@ -1,0 +1,100 @@
+"""The audit trail: who did what, when and from which address.
+
+`record` appends one event, in the caller's write transaction when there is one (so the event
+and what it describes commit together) or in its own. The app never changes or deletes an event,
+except the audit trail's own retention (retention.py). Phone numbers never go in as they are:
+`number_hash` is a keyed hash (HMAC with SECRET_KEY) that matches the same number again
+without revealing it.
+"""
+import hashlib
+import hmac
+import json
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app, has_request_context, request
+from flask_login import current_user
+
+from . import clock
+from .extensions import db
+from .models import ADDRESS_LENGTH, USERNAME_LENGTH, AuditEvent
+from .unit_of_work import write_transaction
+
+# What is recorded, in the words the audit page shows.
+ACTIONS = {
+    "login": "Logged in",
+    "login_failed": "Failed login",
+    "lockout": "Login locked",
+    "logout": "Logged out",
+    "export": "Exported messages",
+    "reply": "Sent a reply",
+    "contact_edited": "Edited a contact",
+    "conversation_deleted": "Deleted a conversation",
+    "user_added": "Added a user",
+    "user_changed": "Changed a user",
+    "user_disabled": "Disabled a user",
+    "user_enabled": "Re-enabled a user",
+    "password_reset": "Password reset link",
+    "password_set": "Set a password",
+    "password_changed": "Changed own password",
+    "sessions_ended": "Ended sessions",
+    "login_unlocked": "Unlocked a login",
+    "settings_changed": "Changed settings",
+    "retention_purge": "Retention purge",
+}
+
+UNSET = object()
+
+
+def record(action: str, details: dict | None = None, username=UNSET, address=UNSET) -> None:
+    """Append an event. `username` defaults to the person logged in (None outside a request:
+    the app itself, e.g. the daily purge); `address` to the request's client address (the
+    socket's, or the X-Forwarded-For hop that PROXY_COUNT trusts)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    if username is UNSET:
+        username = current_user.username if has_request_context() and current_user.is_authenticated else None
+    if address is UNSET:
+        address = request.remote_addr if has_request_context() else None
+    event = AuditEvent(at=clock.now(), username=username[:USERNAME_LENGTH] if username else None,
+                       address=address[:ADDRESS_LENGTH] if address else None, action=action,
+                       details=json.dumps(details or {}, ensure_ascii=False, sort_keys=True, default=str))
+    with write_transaction():
+        db.session.add(event)
+
+
+def number_hash(number: str) -> str:
+    """A keyed hash of a phone number: the same number gives the same hash, and without
+    SECRET_KEY the hash cannot be turned back into the number by trying every number."""
+    digits = "".join(ch for ch in number if ch.isalnum()).lower()
+    return hmac.new(current_app.config["SECRET_KEY"].encode(), digits.encode(), hashlib.sha256).hexdigest()
+
+
+def events_query(action: str | None = None, username: str | None = None,
+                 first_day: date | None = None, last_day: date | None = None) -> sa.Select:
+    """Events newest first, filtered by action, user and days (UTC, both ends included)."""
+    query = sa.select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if username:
+        query = query.where(AuditEvent.username == username)
+    if first_day:
+        query = query.where(AuditEvent.at >= datetime.combine(first_day, datetime.min.time()))
+    if last_day:
+        query = query.where(AuditEvent.at < datetime.combine(last_day + timedelta(days=1), datetime.min.time()))
+    return query
+
+
+def usernames() -> list[str]:
+    """Everyone who appears in the trail, for the filter."""
+    return list(db.session.scalars(sa.select(AuditEvent.username).where(AuditEvent.username.is_not(None))
+                                   .distinct().order_by(AuditEvent.username)))
+
+
+def details_of(event: AuditEvent) -> dict:
+    return json.loads(event.details)
+
+
+def describe_details(event: AuditEvent) -> str:
+    """The details as `key: value` pairs for people."""
+    return "; ".join(f"{key}: {value}" for key, value in details_of(event).items() if value not in (None, "", []))
