@@ -43,25 +43,49 @@ def is_htmx() -> bool:
 def render_varying_on_htmx(template: str, **context) -> Response:
     """Render a page or a fragment of it: one URL answers both, so caches must tell them apart."""
     response = current_app.make_response(render_template(template, **context))
-    response.vary.add("HX-Request")
+    response.vary.update(("HX-Request", "HX-Target"))
     return response
+
+
+def wants_pane() -> bool:
+    """htmx asks for the conversation pane alone (a row clicked, Esc, paging in a thread)."""
+    return is_htmx() and request.headers.get("HX-Target") == "conversation-pane"
+
+
+# The list's state in the query string: kept in every conversation URL, so a link, a reload or
+# the back button shows the same list beside the conversation. Cursors and polls are not state.
+LIST_PARAMS = ("q",)
+
+
+@bp.app_template_global()
+def list_params() -> dict[str, str]:
+    return {name: request.args[name] for name in LIST_PARAMS if request.args.get(name, "").strip()}
+
+
+@bp.app_template_global()
+def thread_url(conversation_id: int, **args) -> str:
+    """A conversation's URL that keeps the list's search and filters beside it."""
+    return url_for("inbox.thread", conversation_id=conversation_id, **list_params(), **args)
+
+
+def list_context(before: int | None = None, after: int | None = None, since: int | None = None) -> dict:
+    q = request.args.get("q", "").strip()
+    latest = queries.latest_change()
+    page = queries.conversations(q, before=before, after=after, limit=current_app.config["PAGE_SIZE"])
+    return dict(q=q, rows=page.rows, list_page=page, latest=latest, live=page.live,
+                unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
+                arrived=queries.arrived_since(since, latest) if since is not None else 0)
 
 
 @bp.get("/")
 def index():
-    q = request.args.get("q", "").strip()
     since = id_arg("since")
-    latest = queries.latest_change()
-    if since is not None and latest <= since:
+    if since is not None and queries.latest_change() <= since:
         return "", 204  # a poll when nothing changed: one indexed lookup, no body
-
-    before = id_arg("before")
-    rows, next_cursor = queries.conversations(q, before=before, limit=current_app.config["PAGE_SIZE"])
-    context = dict(
-        q=q, rows=rows, next_cursor=next_cursor, latest=latest, live=before is None,
-        unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
-        arrived=queries.arrived_since(since, latest) if since is not None else 0,
-    )
+    if wants_pane():  # back to the list: the pane says so
+        return render_varying_on_htmx("inbox/_no_conversation.html", partial=True,
+                                      unread=queries.unread_conversations())
+    context = list_context(before=id_arg("before"), after=id_arg("after"), since=since)
     if is_htmx():
         return render_varying_on_htmx("inbox/_conversations.html", partial=True, **context)
     return render_varying_on_htmx("inbox/index.html", chart=queries.daily_counts(), **context)
@@ -89,13 +113,20 @@ def thread(conversation_id: int):
         composer = replies.composer(conversation) if request.args.get("opted") != opted else None
         return render_template("inbox/_thread_update.html", page=page, composer=composer)
 
-    page = queries.open_thread(conversation, before=id_arg("before"))
+    page = queries.open_thread(conversation, before=id_arg("before"), after=id_arg("after"),
+                               around=id_arg("around"))
+    if wants_pane():
+        return render_varying_on_htmx("inbox/_conversation.html", page=page, partial=True,
+                                      unread=queries.unread_conversations(),
+                                      composer=replies.composer(conversation))
     return thread_page(page)
 
 
 def thread_page(page: queries.ThreadPage, error: str | None = None, text: str | None = None, status: int = 200):
-    return render_template("inbox/thread.html", page=page, unread=queries.unread_conversations(),
-                           composer=replies.composer(page.conversation), error=error, text=text), status
+    """The whole page: the list beside the conversation."""
+    response = render_varying_on_htmx("inbox/thread.html", page=page, composer=replies.composer(page.conversation),
+                                      error=error, text=text, chart=queries.daily_counts(), **list_context())
+    return response, status
 
 
 @bp.post(CONVERSATION + "/replies")

@@ -5,7 +5,9 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 
 from . import clock
+from . import numbers
 from .ingest import clean_text, search_key
+from .list_views import ListFilter
 from .models import Conversation, DailyCount, Message, User
 from .extensions import db
 from .unit_of_work import change_number, write_transaction
@@ -25,23 +27,60 @@ def sender_matches(q: str) -> sa.ColumnElement[bool]:
     return Conversation.sender_key.like(f"%{key}%", escape=LIKE_ESCAPE)
 
 
-def conversations(q: str = "", before: int | None = None, limit: int = 50) -> tuple[list, int | None]:
-    """One page of conversations, newest activity first, and the cursor for the next page.
+def conversations(q: str = "", before: int | None = None, after: int | None = None,
+                  limit: int = 50, list_filter: ListFilter | None = None) -> "ConversationPage":
+    """One page of conversations, newest arrival first, with the cursors to the pages around it.
 
-    Keyset pagination on the last message id: page 500 costs what page 1 costs.
+    Keyset pagination on the last message id (the order messages arrived in): page 500 costs
+    what page 1 costs. `before` pages towards older conversations, `after` towards newer ones;
+    an `after` page that reaches the newest is the first page, live again.
+    Each row carries `arrived_at`, when its last message arrived: the time the order follows.
+    `list_filter` picks a view (Open, Done, ...) and narrows it to a channel or one of our numbers.
     """
-    query = db.select(Conversation).order_by(Conversation.last_message_id.desc()).limit(limit + 1)
-    if before is not None:
-        query = query.where(Conversation.last_message_id < before)
+    in_view = list_filter.conditions() if list_filter is not None else []
+    query = (db.select(Conversation, Message.received_at)
+             .join(Message, Message.id == Conversation.last_message_id).where(*in_view))
     if q:
         # LIKE '%q%' can use no B-tree index. Pick the page's ids from the index on
         # (last_message_id, sender_key) alone, then read just those rows: testing every row
         # in list order would read the whole table, row by row, when few senders match.
-        page_ids = query.with_only_columns(Conversation.last_message_id).where(sender_matches(q))
-        query = query.where(Conversation.last_message_id.in_(page_ids.scalar_subquery()))
-    rows = list(db.session.scalars(query))
-    next_cursor = rows[limit - 1].last_message_id if len(rows) > limit else None
-    return rows[:limit], next_cursor
+        keys = db.select(Conversation.last_message_id).where(sender_matches(q), *in_view)
+        keys = keys.where(Conversation.last_message_id > after) if after is not None else keys
+        keys = keys.where(Conversation.last_message_id < before) if before is not None else keys
+        order = Conversation.last_message_id.asc() if after is not None else Conversation.last_message_id.desc()
+        query = query.where(Conversation.last_message_id.in_(keys.order_by(order).limit(limit + 1).scalar_subquery()))
+    if after is not None:
+        rows = list(db.session.execute(query.where(Conversation.last_message_id > after)
+                                       .order_by(Conversation.last_message_id.asc()).limit(limit + 1)))
+        if len(rows) <= limit:
+            return conversations(q, limit=limit, list_filter=list_filter)
+        rows = rows[:limit][::-1]
+        return ConversationPage(with_arrival(rows), older=rows[-1][0].last_message_id,
+                                newer=rows[0][0].last_message_id)
+    if before is not None:
+        query = query.where(Conversation.last_message_id < before)
+    rows = list(db.session.execute(query.order_by(Conversation.last_message_id.desc()).limit(limit + 1)))
+    older = rows[limit - 1][0].last_message_id if len(rows) > limit else None
+    rows = rows[:limit]
+    newer = None if before is None else rows[0][0].last_message_id if rows else before
+    return ConversationPage(with_arrival(rows), older=older, newer=newer)
+
+
+@dataclass
+class ConversationPage:
+    rows: list[Conversation]
+    older: int | None  # the `before` cursor of the next older page, if there is one
+    newer: int | None  # the `after` cursor of the next newer page; None on the first (live) page
+
+    @property
+    def live(self) -> bool:
+        return self.newer is None
+
+
+def with_arrival(rows: list[sa.Row]) -> list[Conversation]:
+    for conversation, received_at in rows:
+        conversation.arrived_at = received_at  # not a column: read with the page, shown in the row
+    return [conversation for conversation, _ in rows]
 
 
 def unread_conversations() -> int:
@@ -76,7 +115,7 @@ def conversation(conversation_id: int) -> Conversation | None:
 def conversation_by_sender(sender: str) -> Conversation | None:
     """For links made before conversations had ids: the sender as written, or with its `+`."""
     sender = clean_text(sender)
-    for candidate in (sender, "+" + sender.lstrip()):
+    for candidate in dict.fromkeys((sender, "+" + sender.lstrip(), numbers.normalise(sender))):
         found = db.session.scalar(db.select(Conversation).where(Conversation.sender == candidate))
         if found is not None:
             return found
@@ -85,7 +124,7 @@ def conversation_by_sender(sender: str) -> Conversation | None:
 
 # What a thread shows of each message. Plain rows, not ORM objects: cheaper to load, and
 # nothing to expire when a write transaction commits.
-THREAD_COLUMNS = (Message.id, Message.sent_at, Message.channel, Message.sender, Message.recipient,
+THREAD_COLUMNS = (Message.id, Message.sent_at, Message.received_at, Message.channel, Message.sender, Message.recipient,
                   Message.text, Message.change_seq, Message.direction, Message.status, Message.delivery,
                   Message.problem, Message.author_id)
 
@@ -115,21 +154,44 @@ class ThreadPage:
     newest_shown: int
     previously_shown: int = 0
     authors: dict[int, str] = field(default_factory=dict)
+    has_newer: bool = False
+    around: int | None = None  # the message a page was opened around (a search hit, a link)
 
 
-def open_thread(conversation: Conversation, before: int | None = None, limit: int = THREAD_PAGE) -> ThreadPage:
-    """The latest `limit` messages (before an id), oldest first; reading changes nothing."""
+def open_thread(conversation: Conversation, before: int | None = None, after: int | None = None,
+                around: int | None = None, limit: int = THREAD_PAGE) -> ThreadPage:
+    """A page of a thread, oldest first; reading changes nothing.
+
+    The latest `limit` messages; or those before an id (earlier), after an id (newer), or
+    around one message (half before it, half after). Keyset on the message id, the order
+    messages arrived in. Only a page that reaches the newest message is live (polled).
+    """
     # Up to the conversation's newest message as read: what arrives meanwhile is for the poll.
-    query = (thread_select()
-             .where(Message.conversation_id == conversation.id, Message.id <= conversation.last_message_id)
-             .order_by(Message.id.desc()).limit(limit + 1))
-    if before is not None:
-        query = query.where(Message.id < before)
-    newest_first = list(db.session.execute(query))
-    messages = newest_first[:limit][::-1]
-    newest_id = messages[-1].id if messages and before is None else 0
-    return ThreadPage(conversation, messages, len(newest_first) > limit, conversation.change_seq, newest_id,
-                      newest_shown=newest_id, authors=authors_of(messages))
+    in_thread = thread_select().where(Message.conversation_id == conversation.id,
+                                      Message.id <= conversation.last_message_id)
+    if around is not None:
+        older = list(db.session.execute(in_thread.where(Message.id <= around)
+                                        .order_by(Message.id.desc()).limit(limit // 2 + 1)))
+        newer = list(db.session.execute(in_thread.where(Message.id > around)
+                                        .order_by(Message.id.asc()).limit(limit - limit // 2 + 1)))
+        has_older, has_newer = len(older) > limit // 2, len(newer) > limit - limit // 2
+        messages = older[:limit // 2][::-1] + newer[:limit - limit // 2]
+    elif after is not None:
+        newer = list(db.session.execute(in_thread.where(Message.id > after)
+                                        .order_by(Message.id.asc()).limit(limit + 1)))
+        if len(newer) <= limit:  # the newest page after all: open it live, full
+            return open_thread(conversation, limit=limit)
+        messages, has_older, has_newer = newer[:limit], True, True
+    else:
+        query = in_thread.order_by(Message.id.desc()).limit(limit + 1)
+        if before is not None:
+            query = query.where(Message.id < before)
+        newest_first = list(db.session.execute(query))
+        messages, has_older, has_newer = newest_first[:limit][::-1], len(newest_first) > limit, before is not None
+    newest_id = messages[-1].id if messages and not has_newer else 0
+    return ThreadPage(conversation, messages, has_older, conversation.change_seq, newest_id,
+                      newest_shown=newest_id, authors=authors_of(messages), has_newer=has_newer,
+                      around=around if any(message.id == around for message in messages) else None)
 
 
 def poll_thread(conversation: Conversation, since_change: int, since_id: int, shown: int,

@@ -1,6 +1,6 @@
-// Our only script: local times, polling that pauses while the tab is hidden, a thread that
+// Our only script: local times, two panes, polling (slower while the tab is hidden), a thread that
 // opens at its newest message (with a "New messages" pill), and the reply box's SMS counter
-// and Ctrl/Cmd+Enter.
+// and Ctrl/Cmd+Enter, drafts, keyboard shortcuts and optional notifications.
 (function () {
   "use strict";
 
@@ -30,7 +30,11 @@
         element.textContent = element.closest("#messages")
           ? moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
           : localTime(moment, element.getAttribute("data-format") === "list");
-        element.title = element.getAttribute("datetime").replace("T", " ").replace("Z", " UTC");
+        var utc = function (value) { return value.replace("T", " ").replace("Z", " UTC"); };
+        var sent = element.getAttribute("data-sent");
+        // The list and the thread show when a message arrived; the provider's clock may differ.
+        element.title = "Arrived " + utc(element.getAttribute("datetime")) +
+          (sent && sent.slice(0, 16) !== element.getAttribute("datetime").slice(0, 16) ? "; sent " + utc(sent) + " by the provider's clock" : "");
       }
     });
   }
@@ -84,11 +88,28 @@
       (length.parts === 1 ? " SMS" : " SMS parts") + " (" + length.encoding + ")";
   }
 
+  // What is typed in a conversation's reply box stays in this browser until it is sent: across
+  // switching conversations, a reload and a forced re-login.
+  function keepDraft(box) {
+    var pane = box.closest("[data-conversation]");
+    if (!pane) return;
+    var name = "draft:" + pane.getAttribute("data-conversation");
+    var save = function () { setting(name, box.value.trim() ? box.value : null); };
+    if (box.value) {
+      save();  // the server gave the text back (a refused reply): that is the draft now
+    } else if (setting(name)) {
+      box.value = setting(name);
+    }
+    box.addEventListener("input", save);
+    box.form.addEventListener("submit", function () { setting(name, null); });
+  }
+
   function enhanceReplyBox(root) {
     root.querySelectorAll("textarea[data-sms-counter]").forEach(function (box) {
       var counter = document.getElementById(box.getAttribute("data-sms-counter"));
       var update = function () { counter.textContent = describeLength(box.value); };
       box.addEventListener("input", update);
+      keepDraft(box);
       box.addEventListener("keydown", function (event) {
         if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
           event.preventDefault();
@@ -132,50 +153,124 @@
     });
   }
 
+  // Two panes: the list, and the conversation htmx swaps in beside it (`#conversation-pane`).
+  // On a phone one shows at a time; `has-conversation` on #inbox says which.
+  function inbox() {
+    return document.getElementById("inbox");
+  }
+
+  function openConversationId() {
+    var pane = document.getElementById("conversation-pane");
+    return pane ? pane.getAttribute("data-conversation") : null;
+  }
+
+  function visible(element) {
+    return !!element && element.getClientRects().length > 0;
+  }
+
+  // The open conversation's row says so (aria-current), whichever pane or poll drew it.
+  function markCurrent() {
+    var id = openConversationId();
+    document.querySelectorAll(".conversation-list a.sender").forEach(function (link) {
+      if (link.id === "conversation-link-" + id) {
+        link.setAttribute("aria-current", "page");
+      } else {
+        link.removeAttribute("aria-current");
+      }
+    });
+  }
+
   // The thread opens at its newest message. Messages that arrive while the reader is at the
   // bottom scroll into view; further up, a "New messages" pill appears instead of a jump.
+  // A page opened around one message (a search hit) opens there; a page of newer messages at
+  // its top.
   var NEAR_BOTTOM = 120;  // pixels: close enough to the end to count as reading the newest
 
+  function scroller() {
+    return document.getElementById("thread-scroll");
+  }
+
   function atBottom() {
-    var page = document.scrollingElement || document.documentElement;
-    return page.scrollHeight - (page.scrollTop + window.innerHeight) <= NEAR_BOTTOM;
+    var box = scroller();
+    return !box || box.scrollHeight - (box.scrollTop + box.clientHeight) <= NEAR_BOTTOM;
   }
 
   function toBottom() {
-    var page = document.scrollingElement || document.documentElement;
-    page.scrollTop = page.scrollHeight;
+    var box = scroller();
+    if (box) box.scrollTop = box.scrollHeight;
   }
 
   function pill() {
     return document.getElementById("new-messages");
   }
 
-  var wasAtBottom = true, countBefore = 0;
+  function placeReader(pane) {
+    var box = scroller();
+    if (!box) return;
+    var around = pane.getAttribute("data-around");
+    var target = around && document.getElementById(around);
+    if (target) {
+      target.scrollIntoView({ block: "center" });
+    } else if (pane.getAttribute("data-start") === "top") {
+      box.scrollTop = 0;
+    } else {
+      toBottom();
+    }
+  }
 
-  function openThread() {
-    var messages = document.getElementById("messages");
-    if (!messages) return;
+  var lastOpened = null;
+
+  function paneLoaded(pane) {
+    var id = pane.getAttribute("data-conversation");
+    if (inbox()) inbox().classList.toggle("has-conversation", !!id);
+    markCurrent();
+    if (!id) {
+      // Back to the list: focus the row of the conversation that was open.
+      var row = lastOpened && document.getElementById("conversation-link-" + lastOpened);
+      if (row && (document.activeElement === document.body || !visible(document.activeElement))) row.focus();
+      lastOpened = null;
+      return;
+    }
+    lastOpened = id;
     markDaysAndRoutes();
-    if (location.hash) return;
     if ("scrollRestoration" in history) history.scrollRestoration = "manual";
-    toBottom();
-    window.addEventListener("load", function () { if (window.scrollY === 0 || atBottom()) toBottom(); });
+    placeReader(pane);
+    var box = scroller();
+    box.addEventListener("scroll", function () {
+      if (pill() && atBottom()) pill().hidden = true;
+    }, { passive: true });
     var button = pill();
     if (button) {
       button.addEventListener("click", function () {
         button.hidden = true;
         toBottom();
-        var last = messages.lastElementChild;
+        var last = document.getElementById("messages").lastElementChild;
         if (last) {
           last.setAttribute("tabindex", "-1");
           last.focus({ preventScroll: true });
         }
       });
     }
-    window.addEventListener("scroll", function () {
-      if (pill() && atBottom()) pill().hidden = true;
-    }, { passive: true });
+    // Focus stays where it was (a row in the list); when that is gone or hidden (a pager link
+    // replaced with the pane, a phone's hidden list) the conversation's heading takes it.
+    if (document.activeElement === document.body || !visible(document.activeElement)) {
+      var heading = document.getElementById("conversation-heading");
+      if (heading) heading.focus({ preventScroll: true });
+    }
   }
+
+  htmx.onLoad(function (root) {
+    var pane = root.id === "conversation-pane" ? root : root.querySelector("#conversation-pane");
+    if (pane) paneLoaded(pane);
+  });
+
+  window.addEventListener("load", function () {
+    var pane = document.getElementById("conversation-pane");
+    if (pane && pane.hasAttribute("data-conversation") && !pane.hasAttribute("data-around") &&
+        !pane.hasAttribute("data-start") && atBottom()) toBottom();
+  });
+
+  var wasAtBottom = true, countBefore = 0;
 
   document.addEventListener("htmx:beforeSwap", function (event) {
     if (event.detail.target && event.detail.target.id === "messages") {
@@ -185,7 +280,11 @@
   });
 
   document.addEventListener("htmx:afterSwap", function (event) {
-    if (!event.detail.target || event.detail.target.id !== "messages") return;
+    if (!event.detail.target) return;
+    if (event.detail.target.id === "conversations" || event.detail.target.closest && event.detail.target.closest("#conversations")) {
+      markCurrent();
+    }
+    if (event.detail.target.id !== "messages") return;
     markDaysAndRoutes();
     if (event.detail.target.querySelectorAll(":scope > li.message").length <= countBefore) return;  // only changes
     if (wasAtBottom) {
@@ -195,26 +294,157 @@
     }
   });
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", openThread);
-  } else {
-    openThread();
-  }
-
   htmx.onLoad(showLocalTimes);
   htmx.onLoad(enhanceReplyBox);
 
+  // A hidden tab polls, slowly (so the title's count and notifications keep up); shown again,
+  // it asks at once.
+  var HIDDEN_POLL_MS = 30000;
+  var lastHiddenPoll = {};
+
   document.addEventListener("htmx:beforeRequest", function (event) {
-    if (document.hidden && event.detail.elt.hasAttribute("data-poll")) {
+    var poller = event.detail.elt;
+    if (!document.hidden || !poller.hasAttribute("data-poll")) return;
+    var now = Date.now();
+    if (now - (lastHiddenPoll[poller.id] || 0) < HIDDEN_POLL_MS) {
       event.preventDefault();
+    } else {
+      lastHiddenPoll[poller.id] = now;
     }
   });
 
   document.addEventListener("visibilitychange", function () {
-    if (!document.hidden) {
+    if (document.hidden) {
+      // The first poll of a hidden tab waits a whole slow interval.
+      var now = Date.now();
+      document.querySelectorAll("[data-poll]").forEach(function (poller) { lastHiddenPoll[poller.id] = now; });
+    } else {
       document.querySelectorAll("[data-poll]").forEach(function (poller) {
         htmx.trigger(poller, "poll-now");
       });
     }
   });
+
+  // Settings kept in this browser.
+  function setting(name, value) {
+    try {
+      if (value === undefined) return window.localStorage.getItem("sms-inbox:" + name);
+      if (value === null) {
+        window.localStorage.removeItem("sms-inbox:" + name);
+      } else {
+        window.localStorage.setItem("sms-inbox:" + name, value);
+      }
+    } catch (error) {
+      return null;  // storage off (a private window's quota): the feature simply forgets
+    }
+    return null;
+  }
+
+  // Optional desktop notifications: asked for only when the person clicks, shown only while
+  // the tab is hidden, with what the live region announces.
+  function setUpNotifications() {
+    var button = document.getElementById("notify");
+    if (!button || !("Notification" in window)) return;
+    var show = function () {
+      var on = setting("notify") === "on" && Notification.permission === "granted";
+      button.textContent = on ? "Notifications on" : "Notifications off";
+      button.setAttribute("aria-pressed", on ? "true" : "false");
+    };
+    button.hidden = false;
+    show();
+    button.addEventListener("click", function () {
+      if (button.getAttribute("aria-pressed") === "true") {
+        setting("notify", null);
+        show();
+        return;
+      }
+      Notification.requestPermission().then(function (permission) {
+        setting("notify", permission === "granted" ? "on" : null);
+        show();
+      });
+    });
+    var announcer = document.getElementById("announcer");
+    if (!announcer) return;
+    new MutationObserver(function () {
+      var text = announcer.textContent.trim();
+      if (text && document.hidden && setting("notify") === "on" && Notification.permission === "granted") {
+        new Notification(text, { body: document.title, tag: "sms-inbox" });
+      }
+    }).observe(announcer, { childList: true, characterData: true, subtree: true });
+  }
+
+  // Keyboard: `/` search, `j`/`k` through the list, Enter opens (a link does), Esc back to the
+  // list, `?` the help. Single keys never act while typing, and can be turned off.
+  function typing(element) {
+    return !!element && (element.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(element.tagName));
+  }
+
+  function singleKeysOn() {
+    return setting("single-key-shortcuts") !== "off";
+  }
+
+  function openHelp() {
+    var dialog = document.getElementById("keyboard-help");
+    if (!dialog || dialog.open) return;
+    document.getElementById("single-key-shortcuts").checked = singleKeysOn();
+    dialog.showModal();
+  }
+
+  function moveInList(step) {
+    var links = Array.prototype.filter.call(document.querySelectorAll(".conversation-list a.sender"), visible);
+    if (!links.length) return;
+    var index = links.indexOf(document.activeElement);
+    if (index < 0) index = links.findIndex(function (link) { return link.hasAttribute("aria-current"); });
+    var next = index < 0 ? (step > 0 ? 0 : links.length - 1) : Math.min(links.length - 1, Math.max(0, index + step));
+    links[next].focus();
+    links[next].scrollIntoView({ block: "nearest" });
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    var dialog = document.getElementById("keyboard-help");
+    if ((dialog && dialog.open) || typing(document.activeElement)) return;
+    if (event.key === "Escape") {
+      var back = document.getElementById("back-to-list");
+      if (back) {
+        event.preventDefault();
+        back.click();
+      }
+      return;
+    }
+    if (!singleKeysOn()) return;
+    if (event.key === "/") {
+      var search = document.getElementById("q");
+      if (search && visible(search)) {
+        event.preventDefault();
+        search.focus();
+        search.select();
+      }
+    } else if (event.key === "?") {
+      event.preventDefault();
+      openHelp();
+    } else if (event.key === "j" || event.key === "k") {
+      event.preventDefault();
+      moveInList(event.key === "j" ? 1 : -1);
+    }
+  });
+
+  function setUpHelp() {
+    document.querySelectorAll("[data-open-dialog='keyboard-help']").forEach(function (button) {
+      button.addEventListener("click", openHelp);
+    });
+    var toggle = document.getElementById("single-key-shortcuts");
+    if (toggle) {
+      toggle.addEventListener("change", function () {
+        setting("single-key-shortcuts", toggle.checked ? null : "off");
+      });
+    }
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () { setUpNotifications(); setUpHelp(); });
+  } else {
+    setUpNotifications();
+    setUpHelp();
+  }
 })();
