@@ -12,11 +12,11 @@ from functools import cache
 
 import sqlalchemy as sa
 
-from . import clock, optouts
+from . import clock, numbers, optouts
 from .extensions import dialect_insert
 from .models import (
     CHANNEL_LENGTH, ID_LENGTH, NUMBER_LENGTH, PREVIEW_LENGTH,
-    Conversation, DailyCount, DeadLetter, Message,
+    Conversation, ConversationRecipient, DailyCount, DeadLetter, Message,
 )
 from .unit_of_work import change_number, write_transaction
 
@@ -141,9 +141,12 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             return [False] * len(messages)
 
         change = change_number()
-        conversation_of = conversation_ids(connection, {m.sender: m.channel for m in new}, change)
+        # One conversation per person: `+44 7700 900123` and `+447700900123` are one number.
+        # Each message keeps the sender as it came.
+        keys = [numbers.normalise(message.sender) for message in new]
+        conversation_of = conversation_ids(connection, dict(zip(keys, (m.channel for m in new))), change)
         ids = connection.execute(_insert_messages(), [{
-            "conversation_id": conversation_of[message.sender],
+            "conversation_id": conversation_of[key],
             "msg_id": message.msg_id,
             "sub_msg_id": message.sub_msg_id,
             "channel": message.channel,
@@ -154,16 +157,18 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             "received_at": received_at,
             "raw_body": message.raw_body,
             "change_seq": change,
-        } for message in new]).scalars().all()
+        } for key, message in zip(keys, new)]).scalars().all()
 
         totals: dict[int, ConversationTotals] = {}
-        for message_id, message in zip(ids, new):
-            conversation_id = conversation_of[message.sender]
+        for message_id, key, message in zip(ids, keys, new):
+            conversation_id = conversation_of[key]
             totals.setdefault(conversation_id, ConversationTotals(message.channel)).add(
                 message_id, message.channel, message.sent_at, received_at, message.text, unread=True)
         add_to_conversations(connection, totals, change)
-        optouts.record_keywords(connection, [(conversation_of[message.sender], message_id, message.text)
-                                             for message_id, message in zip(ids, new)], received_at, change)
+        add_recipients(connection, {(conversation_of[key], message.recipient)
+                                    for key, message in zip(keys, new) if message.recipient})
+        optouts.record_keywords(connection, [(conversation_of[key], message_id, message.text)
+                                             for message_id, key, message in zip(ids, keys, new)], received_at, change)
         add_to_daily_counts(connection, {received_at.date(): len(new)})
     stored = {id(message) for message in new}
     return [id(message) in stored for message in messages]
@@ -224,6 +229,7 @@ def add_to_conversations(connection: sa.Connection, totals: dict[int, Conversati
             unread_count=table.c.unread_count + sa.bindparam("added_unread", type_=sa.Integer),
             last_direction="in",
             last_inbound_at=sa.bindparam("new_last_inbound_at"),
+            status="open",  # the customer wrote again: a conversation put aside comes back
             change_seq=change,
         ),
         [{"conversation_id": conversation_id, "new_channel": t.channel,
@@ -232,6 +238,16 @@ def add_to_conversations(connection: sa.Connection, totals: dict[int, Conversati
           "new_last_inbound_at": t.last_inbound_at}
          for conversation_id, t in totals.items()],
     )
+
+
+def add_recipients(connection: sa.Connection, pairs: set[tuple[int, str]]) -> None:
+    """Remember which of our numbers each conversation's customer wrote to (pairs already known stay)."""
+    if not pairs:
+        return
+    insert = dialect_insert(ConversationRecipient.__table__, connection.dialect.name)
+    connection.execute(insert.on_conflict_do_nothing(index_elements=["recipient", "conversation_id"]),
+                       [{"conversation_id": conversation_id, "recipient": recipient}
+                        for conversation_id, recipient in pairs])
 
 
 def add_to_daily_counts(connection: sa.Connection, days: dict[date, int]) -> None:

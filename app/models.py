@@ -14,6 +14,9 @@ CHANNEL_LENGTH = 32
 PREVIEW_LENGTH = 160
 USERNAME_LENGTH = 80
 ADDRESS_LENGTH = 64  # an IPv6 address with a zone, or what a proxy says
+CONTACT_NAME_LENGTH = 120
+CONTACT_NOTE_LENGTH = 2000
+SAVED_REPLY_TITLE_LENGTH = 80
 
 
 # Ids that count messages (and changes) are 64-bit on PostgreSQL; SQLite's INTEGER already is,
@@ -49,6 +52,11 @@ class Conversation(db.Model):
     # "add" or "remove" while a call is due, "added" once this app added the number.
     blacklist: Mapped[str | None] = mapped_column(sa.String(8))
     blacklist_problem: Mapped[str | None] = mapped_column(sa.String(500))
+    # Who the customer is, as the team knows them: shown instead of the bare number, searched.
+    contact_name: Mapped[str | None] = mapped_column(sa.String(CONTACT_NAME_LENGTH))
+    contact_note: Mapped[str | None] = mapped_column(sa.Text)
+    # "open" or "done" (put aside); a new inbound message opens it again.
+    status: Mapped[str] = mapped_column(sa.String(4), server_default="open")
 
     __table_args__ = (
         sa.Index(
@@ -64,6 +72,8 @@ class Conversation(db.Model):
         # search walks this index alone and reads only the page's matches from the table.
         sa.Index("uq_conversation_last_message_id_sender_key", "last_message_id", "sender_key",
                  unique=True),
+        # The Open and Done views, newest activity first.
+        sa.Index("ix_conversation_status_last_message_id", "status", "last_message_id"),
         # Counting unread conversations (the page title) reads only the unread ones.
         sa.Index(
             "ix_conversation_unread",
@@ -151,6 +161,26 @@ class ChangeCounter(db.Model):
 
 sa.event.listen(ChangeCounter.__table__, "after_create",
                 sa.DDL("INSERT INTO change_counter (id, value) VALUES (1, 0)"))
+
+
+class ConversationRecipient(db.Model):
+    """Which of our numbers a conversation's customer wrote to: what the "to our number" filter
+    reads, kept by ingest (one row per pair, however many messages)."""
+
+    # A surrogate key: `flask copy-db` copies every table in the order of a one-column key.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    recipient: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"), index=True)
+
+    __table_args__ = (sa.UniqueConstraint("recipient", "conversation_id"),)
+
+
+class SavedReply(db.Model):
+    """A team's canned response; `{name}` in its text becomes the contact's name."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(SAVED_REPLY_TITLE_LENGTH), unique=True)
+    text: Mapped[str] = mapped_column(sa.Text)
 
 
 class DailyCount(db.Model):

@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from app.extensions import db
-from app.models import Conversation, DeadLetter, Message
+from app.models import Conversation, ConversationRecipient, DeadLetter, Message, OptOut
 
 from conftest import ROOT, body_for, conversation_of, flask_command, fresh_database, make_app, signed_headers
 
@@ -189,3 +189,112 @@ def test_upgrading_a_database_in_use_keeps_its_data_and_ids_pass_two_billion(dat
                 "AND schemaname = current_schema()")) == "bigint"
     with app.app_context():
         db.engine.dispose()
+
+
+def test_upgrading_merges_conversations_that_are_one_number(database_url, engine):
+    """A database made by the previous revision, with one person under two spellings of a number."""
+    previous = flask_command(database_url, "db", "upgrade", "9b8d7e6f5a43")
+    assert previous.returncode == 0, previous.stderr
+    old = engine(database_url)
+    with old.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO conversation (id, sender, sender_key, channel, last_message_id, last_sent_at, last_text, "
+            "message_count, unread_count, change_seq, last_direction, last_inbound_at, opted_out) "
+            "VALUES (:id, :sender, :key, :channel, :last, :at, :text, :count, :unread, 1, :direction, :at, :out)"), [
+            {"id": 1, "sender": "+44 7700 900123", "key": "447700900123", "channel": "sms", "last": 11,
+             "at": "2024-06-01 08:01:00", "text": "second", "count": 2, "unread": 2, "direction": "in", "out": False},
+            {"id": 2, "sender": "+447700900123", "key": "447700900123", "channel": "whatsapp", "last": 13,
+             "at": "2024-06-01 08:03:00", "text": "our answer", "count": 2, "unread": 1, "direction": "out",
+             "out": True},
+            {"id": 3, "sender": "MyShop", "key": "myshop", "channel": "sms", "last": 14,
+             "at": "2024-06-01 08:04:00", "text": "sale", "count": 1, "unread": 0, "direction": "in", "out": False},
+            {"id": 4, "sender": "0044 7700 900456", "key": "004477009004 56", "channel": "sms", "last": 15,
+             "at": "2024-06-01 08:05:00", "text": "hi", "count": 1, "unread": 1, "direction": "in", "out": False}])
+        connection.execute(sa.text(
+            "INSERT INTO message (id, conversation_id, msg_id, channel, sender, recipient, text, sent_at, "
+            "received_at, raw_body, change_seq, direction) "
+            "VALUES (:id, :conversation, :msg_id, :channel, :sender, :recipient, :text, :at, :at, :raw, 1, :direction)"), [
+            {"id": 10, "conversation": 1, "msg_id": "m10", "channel": "sms", "sender": "+44 7700 900123",
+             "recipient": "+37250000001", "text": "first", "at": "2024-06-01 08:00:00", "raw": b"{}", "direction": "in"},
+            {"id": 11, "conversation": 1, "msg_id": "m11", "channel": "sms", "sender": "+44 7700 900123",
+             "recipient": "+37250000001", "text": "second", "at": "2024-06-01 08:01:00", "raw": b"{}", "direction": "in"},
+            {"id": 12, "conversation": 2, "msg_id": "m12", "channel": "whatsapp", "sender": "+447700900123",
+             "recipient": "+37250000002", "text": "STOP", "at": "2024-06-01 08:02:00", "raw": b"{}", "direction": "in"},
+            {"id": 13, "conversation": 2, "msg_id": "reply-13", "channel": "whatsapp", "sender": "+37250000002",
+             "recipient": "+447700900123", "text": "our answer", "at": "2024-06-01 08:03:00", "raw": b"{}",
+             "direction": "out"},
+            {"id": 14, "conversation": 3, "msg_id": "m14", "channel": "sms", "sender": "MyShop",
+             "recipient": "+37250000001", "text": "sale", "at": "2024-06-01 08:04:00", "raw": b"{}", "direction": "in"},
+            {"id": 15, "conversation": 4, "msg_id": "m15", "channel": "sms", "sender": "0044 7700 900456",
+             "recipient": None, "text": "hi", "at": "2024-06-01 08:05:00", "raw": b"{}", "direction": "in"}])
+        connection.execute(sa.text("INSERT INTO opt_out (conversation_id, opted_out, at, message_id) "
+                                   "VALUES (2, :yes, '2024-06-01 08:02:00', 12)"), {"yes": True})
+        connection.execute(sa.text("UPDATE change_counter SET value = 1"))
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT setval('message_id_seq', 15)"))
+            connection.execute(sa.text("SELECT setval('conversation_id_seq', 4)"))
+    old.dispose()
+
+    upgraded = flask_command(database_url, "init-db")
+    assert upgraded.returncode == 0, upgraded.stderr
+
+    app = make_app(database_url)
+    client = app.test_client()
+    body = body_for(msg_id="after-the-merge", sender="+44 (7700) 900123", recipient="+37250000001", text="third")
+    assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
+    with app.app_context():
+        conversations = db.session.execute(sa.select(
+            Conversation.id, Conversation.sender, Conversation.sender_key, Conversation.message_count,
+            Conversation.unread_count, Conversation.opted_out, Conversation.status).order_by(Conversation.id)).all()
+        assert conversations == [
+            (2, "+447700900123", "447700900123", 4 + 1, 3 + 1, True, "open"),
+            (3, "MyShop", "myshop", 1, 0, False, "open"),
+            (4, "+447700900456", "447700900456", 1, 1, False, "open"),
+        ]
+        # Every message kept, in the merged conversation, with the sender as it came.
+        messages = db.session.execute(sa.select(Message.msg_id, Message.conversation_id, Message.sender)
+                                      .order_by(Message.id)).all()
+        assert messages == [
+            ("m10", 2, "+44 7700 900123"), ("m11", 2, "+44 7700 900123"), ("m12", 2, "+447700900123"),
+            ("reply-13", 2, "+37250000002"), ("m14", 3, "MyShop"), ("m15", 4, "0044 7700 900456"),
+            ("after-the-merge", 2, "+44 (7700) 900123")]
+        assert db.session.scalars(sa.select(OptOut.conversation_id)).all() == [2]
+        merged = db.session.get(Conversation, 2)
+        assert merged.last_text == "third"
+        # Our numbers each customer wrote to, for the number filter: filled from the old messages.
+        assert sorted(db.session.execute(sa.select(ConversationRecipient.conversation_id,
+                                                   ConversationRecipient.recipient)).all()) == [
+            (2, "+37250000001"), (2, "+37250000002"), (3, "+37250000001")]
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_the_merge_keeps_the_newest_message_and_a_new_change_number(database_url, engine):
+    """Merged without new messages: the newest of both is the preview, and polls see the change."""
+    previous = flask_command(database_url, "db", "upgrade", "9b8d7e6f5a43")
+    assert previous.returncode == 0, previous.stderr
+    old = engine(database_url)
+    with old.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO conversation (id, sender, sender_key, channel, last_message_id, last_sent_at, last_text, "
+            "message_count, unread_count, change_seq, last_direction, last_inbound_at, opted_out) "
+            "VALUES (:id, :sender, :sender, 'sms', :last, :at, :text, 1, 0, 5, 'in', :at, :out)"), [
+            {"id": 1, "sender": "447700900123", "last": 21, "at": "2024-06-02 09:00:00", "text": "newer", "out": False},
+            {"id": 2, "sender": "+44-7700-900123", "last": 20, "at": "2024-06-01 09:00:00", "text": "older",
+             "out": False}])
+        connection.execute(sa.text(
+            "INSERT INTO message (id, conversation_id, msg_id, channel, sender, recipient, text, sent_at, "
+            "received_at, raw_body, change_seq, direction) "
+            "VALUES (:id, :conversation, :id, 'sms', 'x', NULL, :text, :at, :at, :raw, 5, 'in')"), [
+            {"id": 20, "conversation": 2, "text": "older", "at": "2024-06-01 09:00:00", "raw": b"{}"},
+            {"id": 21, "conversation": 1, "text": "newer", "at": "2024-06-02 09:00:00", "raw": b"{}"}])
+        connection.execute(sa.text("UPDATE change_counter SET value = 5"))
+    old.dispose()
+
+    upgraded = flask_command(database_url, "init-db")
+    assert upgraded.returncode == 0, upgraded.stderr
+    with engine(database_url).connect() as connection:
+        rows = connection.execute(sa.text(
+            "SELECT id, sender, last_message_id, last_text, message_count, change_seq FROM conversation")).all()
+        assert rows == [(1, "+447700900123", 21, "newer", 2, 6)]
+        assert connection.scalar(sa.text("SELECT value FROM change_counter")) == 6

@@ -1,0 +1,70 @@
+"""Phone numbers: one key per number (E.164), shown the way people read them.
+
+`+44 7700 900123`, `+447700900123` and `447700900123` are one person: senders that parse as a
+*possible* number (the right length for their country code) are stored as E.164. Possible,
+not valid: whether a number is valid depends on the numbering plans in the library's data,
+which change with every release, and a key must not. Sender names (`MyShop`) and short codes
+(`1234`) stay as they came.
+"""
+import re
+from functools import lru_cache
+
+import phonenumbers
+
+# What people and providers put between digits.
+SEPARATORS = re.compile(r"[\s\-().]")
+# An international number written with `+`, `00` or neither (Messente sends some without `+`).
+INTERNATIONAL = re.compile(r"(\+|00)?([0-9]{7,17})")
+
+
+@lru_cache(maxsize=100_000)
+def normalise(sender: str) -> str:
+    """E.164 (`+447700900123`) for a sender that is a possible phone number; else the sender as is."""
+    match = INTERNATIONAL.fullmatch(SEPARATORS.sub("", sender))
+    if match is None:
+        return sender
+    try:
+        number = phonenumbers.parse("+" + match.group(2), None)
+    except phonenumbers.NumberParseException:
+        return sender
+    if not phonenumbers.is_possible_number(number):
+        return sender
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@lru_cache(maxsize=10_000)
+def _parsed(key: str) -> phonenumbers.PhoneNumber | None:
+    if not key.startswith("+"):
+        return None
+    try:
+        number = phonenumbers.parse(key, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.is_possible_number(number) else None
+
+
+def readable(key: str) -> str:
+    """`+372 5566 4418` for `+37255664418`; a sender name or short code unchanged."""
+    number = _parsed(key)
+    if number is None:
+        return key
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def region(key: str) -> str | None:
+    """The number's country as an ISO 3166 code (`EE`), or None for names, short codes and
+    numbers whose country code is shared by no one region (`+800`)."""
+    number = _parsed(key)
+    if number is None:
+        return None
+    code = phonenumbers.region_code_for_number(number)
+    if code in (None, "ZZ", "001"):  # a number no plan knows keeps its country code's main region
+        code = phonenumbers.region_code_for_country_code(number.country_code)
+    return None if code in (None, "ZZ", "001") else code
+
+
+def flag(region_code: str | None) -> str:
+    """The flag emoji of a two-letter region code (`EE` gives 🇪🇪): regional indicator letters."""
+    if not region_code or len(region_code) != 2 or not region_code.isalpha():
+        return ""
+    return "".join(chr(0x1F1E6 + ord(letter) - ord("A")) for letter in region_code.upper())
