@@ -1,6 +1,6 @@
 """The inbox: conversations, search, threads, polling, read state, escaping, pagination."""
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import quote
@@ -27,7 +27,12 @@ def thread_path(client, sender: str) -> str:
 
 
 # A row's link to its conversation, with the stable id that keeps focus across polls.
-ROW_LINK = r'<th scope="row"><a href="[^"]+" id="conversation-link-\d+">'
+ROW_LINK = r'<a id="conversation-link-\d+" class="sender" href="[^"]+"[^>]*>'
+
+
+def heading(sender: str) -> str:
+    """The open conversation's heading, its sender isolated from the text around it."""
+    return f'<h2 id="conversation-heading" tabindex="-1"><bdi>{sender}</bdi></h2>'
 
 
 def texts_shown(html: str) -> list[str]:
@@ -39,7 +44,7 @@ def senders_listed(html: str) -> list[str]:
 
 
 def unread_badge(html: str, sender: str) -> str | None:
-    row = re.search(rf'<tr id="conversation-\d+" class="\w+">\s*{ROW_LINK}<bdi>{re.escape(sender)}</bdi></a>.*?</tr>',
+    row = re.search(rf'<li id="conversation-\d+" class="conversation \w+">\s*<p class="line">\s*{ROW_LINK}<bdi>{re.escape(sender)}</bdi></a>.*?</li>',
                     html, re.S)
     badge = re.search(r'<span class="badge">(\d+)', row.group(0))
     return badge.group(1) if badge else None
@@ -52,7 +57,7 @@ def test_conversations_one_row_per_sender_newest_first_with_counts(client, inbox
     page = client.get("/")
     assert senders_listed(page.text) == ["+3725550001", "+3725550002"]
     assert unread_badge(page.text, "+3725550001") == "2"
-    assert "newest" in page.text and "old</td>" not in page.text
+    assert "newest" in page.text and "old</bdi>" not in page.text
     assert "<title>(2) Inbox · sms-inbox</title>" in page.text
 
 
@@ -193,7 +198,7 @@ def test_poll_answers_204_when_nothing_is_new_and_the_rows_when_something_is(cli
 def test_poll_keeps_the_search(client, inbox):
     inbox(body_for(sender="+3725550001"))
     page = client.get("/?q=372").text
-    assert re.search(r'hx-get="/\?q=372&amp;since=\d+"', page)
+    assert re.search(r'hx-get="/\?since=\d+&amp;q=372"', page)
 
 
 def test_thread_oldest_first_and_opening_it_changes_nothing(app, client, inbox):
@@ -203,7 +208,7 @@ def test_thread_oldest_first_and_opening_it_changes_nothing(app, client, inbox):
     thread = client.get(thread_path(client, "+3725550001"))
     assert thread.status_code == 200
     assert texts_shown(thread.text) == ["first", "second", "third"]
-    assert thread.text.count("<h1") == 1 and '<h1 dir="auto">+3725550001</h1>' in thread.text
+    assert thread.text.count("<h1") == 1 and heading("+3725550001") in thread.text
     # A GET changes no state: another site could make a browser open this URL.
     assert unread_badge(client.get("/").text, "+3725550001") == "3"
     assert client.get(thread_path(client, "+3725550001") + "?since=0").status_code == 200
@@ -270,11 +275,11 @@ def test_old_sender_links_redirect_to_the_conversation(client, inbox):
 def test_every_stored_sender_opens_its_thread_and_can_be_marked_read(client, inbox, sender):
     inbox(body_for(sender=sender, text="odd sender"))
     listing = client.get("/").text
-    [link] = re.findall(r'<th scope="row"><a href="([^"]+)" id="conversation-link-\d+">', listing)
+    [link] = re.findall(r'<a id="conversation-link-\d+" class="sender" href="([^"]+)"', listing)
     assert re.fullmatch(r"/conversations/\d+", link)
     thread = client.get(link)
     assert thread.status_code == 200 and texts_shown(thread.text) == ["odd sender"]
-    assert f'<h1 dir="auto">{sender}</h1>'.replace("<b>", "&lt;b&gt;").replace("</b>", "&lt;/b&gt;") in thread.text
+    assert heading(sender).replace("<b>x", "&lt;b&gt;x").replace("</b></bdi>", "&lt;/b&gt;</bdi>") in thread.text
     action, form = mark_read_form(thread.text)
     assert client.post(action, data=form).status_code == 303
     assert 'class="badge"' not in client.get("/").text
@@ -409,11 +414,11 @@ def test_huge_conversation_shows_the_latest_and_links_to_earlier(client, inbox, 
     thread = client.get(thread_path(client, "+3725550001")).text
     texts = texts_shown(thread)
     assert len(texts) == 500 and texts[0] == "message 5" and texts[-1] == "message 504"
-    earlier = unescape(re.search(r'<a href="([^"]+)">Earlier messages</a>', thread).group(1))
+    earlier = unescape(re.search(r'<a href="([^"]+)"[^>]*>Earlier messages</a>', thread).group(1))
     older_page = client.get(earlier).text
     assert texts_shown(older_page) == [f"message {n}" for n in range(5)]
     assert "Back to latest" not in thread
-    latest = unescape(re.search(r'<a href="([^"]+)">Back to latest</a>', older_page).group(1))
+    latest = unescape(re.search(r'<a href="([^"]+)"[^>]*>Back to latest</a>', older_page).group(1))
     assert latest == thread_path(client, "+3725550001") and texts_shown(client.get(latest).text)[-1] == "message 504"
 
 
@@ -427,10 +432,21 @@ def test_chart_counts_messages_per_day(client, inbox):
     assert page.count("<rect ") == 30
 
 
-def test_times_are_machine_readable_utc(client, inbox):
-    inbox(body_for(sender="+1", time="2024-06-01T08:00:00.000000Z"))
+def test_times_are_machine_readable_utc_and_say_when_each_message_arrived(app, client, inbox):
+    # The list and the thread are in the order messages arrived, so that is the time they show:
+    # a message the provider stamped long ago but that arrived last is on top, at its arrival.
+    arrival = iter([datetime(2024, 6, 1, 9, 0, tzinfo=UTC), datetime(2024, 6, 1, 9, 30, tzinfo=UTC)])
+    app.config["CLOCK"] = lambda: arrival_now
+    arrival_now = next(arrival)
+    inbox(body_for(sender="+2", time="2024-06-01T08:50:00.000000Z"))
+    arrival_now = next(arrival)
+    inbox(body_for(sender="+1", time="2024-05-01T08:00:00.000000Z"))  # stamped a month earlier
+    listing = client.get("/").text
+    assert senders_listed(listing) == ["+1", "+2"]
+    assert re.findall(r'<time class="when" datetime="([^"]+)"', listing) == ["2024-06-01T09:30:00Z", "2024-06-01T09:00:00Z"]
     thread = client.get(thread_path(client, "+1")).text
-    assert '<time datetime="2024-06-01T08:00:00Z" title="2024-06-01T08:00:00Z">2024-06-01 08:00 UTC</time>' in thread
+    assert ('<time datetime="2024-06-01T09:30:00Z" data-sent="2024-05-01T08:00:00Z">2024-06-01 09:30 UTC</time>'
+            in thread)
 
 
 def test_unicode_senders_and_texts_render(client, inbox):
@@ -480,9 +496,9 @@ def test_outside_text_is_isolated_so_it_cannot_reorder_the_page(client, inbox):
     sender, text = "+372\u202e5550001", "\u05e9\u05dc\u05d5\u05dd https://example.com"
     inbox(body_for(sender=sender, text=text))
     listing = client.get("/").text
-    assert f"<bdi>{sender}</bdi></a>" in listing and '<td class="preview" dir="auto">' in listing
-    thread = client.get(re.search(r'<th scope="row"><a href="([^"]+)"', listing).group(1)).text
-    assert f'<h1 dir="auto">{sender}</h1>' in thread and f"<title>\u2068{sender}\u2069 · " in thread
+    assert f"<bdi>{sender}</bdi></a>" in listing and '<span class="preview" dir="auto"><bdi>\u05e9' in listing
+    thread = client.get(re.search(r'class="sender" href="([^"]+)"', listing).group(1)).text
+    assert heading(sender) in thread and f"Conversation with <bdi>{sender}</bdi></h1>" in thread and f"<title>\u2068{sender}\u2069 · " in thread
     assert '<p class="text" dir="auto">\u05e9' in thread
 
 
@@ -559,7 +575,8 @@ def test_rows_have_stable_ids_and_search_replaces_the_history_entry(client, inbo
     first, second = client.get("/").text, client.get("/?q=372", headers={"HX-Request": "true"}).text
     ids = re.findall(r'id="(conversation-link-\d+)"', first)
     assert len(ids) == 1 and ids == re.findall(r'id="(conversation-link-\d+)"', second)
-    assert 'hx-replace-url="true"' in first and "hx-push-url" not in first
+    search = re.search(r'<input id="q"[^>]*>', first).group(0)
+    assert 'hx-replace-url="true"' in search and "hx-push-url" not in search
 
 
 def test_mark_unread_is_a_quiet_secondary_action(client, inbox):

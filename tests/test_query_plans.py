@@ -29,7 +29,7 @@ def seeded(app):
     with app.app_context():
         demo.seed(3_000, 150, rng=random.Random(6))
         busiest = db.session.scalar(sa.select(Conversation).order_by(Conversation.message_count.desc()))
-        _, cursor = queries.conversations(limit=50)
+        cursor = queries.conversations(limit=50).older
         return {"sender": busiest.sender, "conversation": busiest.id, "cursor": cursor,
                 "newest": busiest.last_message_id, "latest_change": queries.latest_change()}
 
