@@ -41,14 +41,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
+    from . import admin, retention
     from . import auth, callback, cli, inbox, replies
 
     app.register_blueprint(callback.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(inbox.bp)
+    app.register_blueprint(admin.bp)
     cli.init_app(app)
 
     app.before_request(replies.start_outbox)  # each worker's reply senders, from its first request
+    app.before_request(retention.start_purger)  # and its daily purge (one process at a time runs it)
     app.after_request(add_security_headers)
     fingerprint_static_files(app)
     app.register_error_handler(HTTPException, callback.json_errors_on_callback_paths)

@@ -47,6 +47,24 @@ class LoginForm(FlaskForm):
     )
 
 
+class SetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)])
+    confirm = PasswordField("New password again", validators=[DataRequired()])
+
+    def problem(self) -> str | None:
+        if self.password.data != self.confirm.data:
+            return "The two passwords do not match."
+        try:
+            accounts.check_password(self.password.data)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+
+class ChangePasswordForm(SetPasswordForm):
+    current = PasswordField("Current password", validators=[DataRequired()])
+
+
 @login_manager.user_loader
 def load_user(session_id: str):
     return accounts.load_session_user(session_id)
@@ -171,3 +189,71 @@ def logout():
 @bp.app_errorhandler(403)
 def forbidden(exc):
     return render_template("errors/403.html"), 403
+
+
+# --- one's own account --------------------------------------------------------------------
+
+@bp.get("/account")
+def account(form: ChangePasswordForm | None = None, message: str | None = None, error: str | None = None,
+            status: int = 200):
+    return render_template("account/account.html", form=form or ChangePasswordForm(formdata=None),
+                           sessions=accounts.sessions_of(current_user),
+                           this_session=accounts.token_hash(current_user.login_token or ""),
+                           message=message, error=error), status
+
+
+@bp.post("/account/password")
+def change_password():
+    form = ChangePasswordForm()
+    error = form.problem() if form.validate_on_submit() else "Fill in all three fields."
+    if error is None:
+        try:
+            accounts.change_password(current_user, form.current.data, form.password.data,
+                                     keep_token=current_user.login_token)
+        except ValueError as exc:
+            error = str(exc)
+    if error is not None:
+        return account(ChangePasswordForm(formdata=None), error=error, status=400)
+    audit.record("password_changed")
+    return account(message="Your password is changed. Your other sessions have ended.")
+
+
+@bp.post("/account/sessions/<int:session_id>/end")
+def end_session(session_id: int):
+    accounts.end_session(current_user, session_id)
+    audit.record("sessions_ended", {"user": current_user.username, "sessions": "one"})
+    return redirect(url_for("auth.account"), 303)
+
+
+@bp.post("/account/sessions/end-all")
+def sign_out_everywhere():
+    audit.record("sessions_ended", {"user": current_user.username, "sessions": "all"})
+    accounts.end_sessions(current_user)
+    logout_user()
+    session.clear()
+    return redirect(url_for("auth.login"), 303)
+
+
+# --- one-time links to set a password (public: the token is the credential) ---------------
+
+@bp.route("/set-password/<token>", methods=["GET", "POST"])
+@public
+def set_password(token: str):
+    user = accounts.user_for_reset_token(token)
+    if user is None:
+        return render_template("auth/set_password.html", form=None), 404
+    form, error = SetPasswordForm(), None
+    if form.validate_on_submit():
+        error = form.problem()
+        if error is None:
+            user = accounts.set_password_with_link(token, form.password.data)
+            if user is None:  # used or expired meanwhile
+                return render_template("auth/set_password.html", form=None), 404
+            audit.record("password_set", {"user": user.username}, username=user.username)
+            if current_user.is_authenticated:
+                logout_user()
+            session.clear()
+            return redirect(url_for("auth.login", set="1"), 303)
+    elif request.method == "POST":
+        error = "Fill in both fields."
+    return render_template("auth/set_password.html", form=form, user=user, error=error), 200 if error is None else 400

@@ -13,14 +13,14 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError
 
-from . import accounts, audit, clock, config, copying, delivery, demo, replies, signing
+from . import accounts, audit, clock, config, copying, delivery, demo, replies, retention, signing
 from .extensions import db
 from .models import User
 from .unit_of_work import write_transaction
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, create_user, list_users, reset_password, disable_user, enable_user,
+    for command in (init_db, create_user, list_users, reset_password, disable_user, enable_user, purge,
                     send_test_message, local_secret, copy_db, seed_demo):
         app.cli.add_command(command)
 
@@ -258,3 +258,33 @@ def seed_demo(messages: int, senders: int):
     with click.progressbar(length=messages, label="Seeding demo messages") as bar:
         demo.seed(messages, senders, progress=bar.update)
     click.echo(f"Added {messages:,} messages from {min(senders, messages):,} senders.")
+
+
+@click.command("purge")
+@with_appcontext
+@click.option("--yes", is_flag=True, help="Don't ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Messages per transaction: callbacks wait at most one batch.")
+def purge(yes: bool, dry_run: bool, batch_size: int):
+    """Delete what is older than the retention settings now (the app also does it daily)."""
+    days, audit_days, now = retention.days(), retention.audit_days(), clock.now()
+    plan = retention.purge(now, days, audit_days, dry_run=True)
+    kept = f"older than {days} days" if days else "none (messages are kept for ever)"
+    click.echo(f"Messages to delete: {plan.messages:,} ({kept}); dead letters: {plan.dead_letters:,}; "
+               f"audit events older than {audit_days} days: {plan.audit_events:,}.")
+    if dry_run:
+        return
+    if not yes:
+        if sys.stdin.isatty():
+            click.confirm("Delete them?", abort=True)
+        elif sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise click.ClickException("Not confirmed: pipe `y` or pass --yes.")
+    with click.progressbar(length=plan.messages, label="Deleting messages", show_pos=True) as bar:
+        result = retention.run_scheduled(f"command-{uuid.uuid4().hex[:8]}", force=True,
+                                         batch_size=batch_size, progress=bar.update)
+    if result is None:
+        raise click.ClickException("Another process is purging right now; try again in a few minutes.")
+    click.echo(f"Deleted {result.messages:,} messages ({result.conversations_removed:,} conversations left "
+               f"empty and removed), {result.dead_letters:,} dead letters, {result.audit_events:,} audit "
+               f"events, {result.login_rows + result.sessions:,} old login rows.")

@@ -1,0 +1,389 @@
+"""Keeping personal data only as long as allowed: retention by age, and erasure on request.
+
+`purge` deletes what arrived more than the configured days ago (messages both ways, their
+delivery reports, dead letters, stale login rows and sessions, and audit events past their own
+limit) in small batches, each its own write transaction: callbacks wait at most one batch, and
+an interrupted purge resumes by simply running again. `erase_conversation` deletes one
+conversation and everything about its number at once. Both count on SQLite's `secure_delete`
+(freed pages zeroed) and a WAL checkpoint so that no copy stays in the files; see docs/privacy.md.
+
+The app purges by itself once a day (`Purger`, a thread per process; a lease row in `setting`
+lets one process at a time run it); `flask --app app purge` runs it by hand.
+"""
+import logging
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+
+from . import audit, clock
+from .extensions import db
+from .models import (AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message, OptOut,
+                     Setting, Suppression, UnmatchedDeliveryReport)
+from .unit_of_work import change_number, write_transaction
+
+log = logging.getLogger(__name__)
+
+RETENTION_DAYS, AUDIT_RETENTION_DAYS = "retention_days", "audit_retention_days"
+LAST_PURGE, PURGE_LEASE = "last_purge_at", "purge_lease"
+FOREVER = ""  # the stored value for "keep messages for ever"
+PURGE_INTERVAL = timedelta(days=1)
+LEASE = timedelta(minutes=10)  # renewed after every batch; a crashed holder's lease runs out
+CHECK_SECONDS = 15 * 60
+
+
+# --- settings ----------------------------------------------------------------------------
+
+def _setting(name: str) -> str | None:
+    return db.session.scalar(sa.select(Setting.value).where(Setting.name == name))
+
+
+def _store(name: str, value: str) -> None:
+    row = db.session.get(Setting, name)
+    if row is None:
+        db.session.add(Setting(name=name, value=value))
+    else:
+        row.value = value
+
+
+def days() -> int | None:
+    """Days to keep messages: the admin's setting, else RETENTION_DAYS; None keeps them for ever."""
+    stored = _setting(RETENTION_DAYS)
+    if stored is None:
+        return current_app.config["RETENTION_DAYS"]
+    return int(stored) if stored != FOREVER else None
+
+
+def audit_days() -> int:
+    stored = _setting(AUDIT_RETENTION_DAYS)
+    return int(stored) if stored else current_app.config["AUDIT_RETENTION_DAYS"]
+
+
+def set_days(message_days: int | None, audit_event_days: int) -> None:
+    """Inside a write transaction."""
+    _store(RETENTION_DAYS, str(message_days) if message_days else FOREVER)
+    _store(AUDIT_RETENTION_DAYS, str(audit_event_days))
+
+
+def last_purge() -> datetime | None:
+    stored = _setting(LAST_PURGE)
+    return datetime.fromisoformat(stored) if stored else None
+
+
+# --- the SQLite files keep no copy ---------------------------------------------------------
+
+def is_sqlite() -> bool:
+    return db.engine.dialect.name == "sqlite"
+
+
+def secure_delete() -> None:
+    """Zero what this transaction deletes (SQLite; a connection setting, harmless to leave on)."""
+    if is_sqlite():
+        db.session.execute(sa.text("PRAGMA secure_delete = ON"))
+
+
+def scrub_files() -> None:
+    """After deleting on SQLite: rewrite the text index without the deleted entries, then copy the
+    WAL into the database and empty it, so the deleted rows' old pages are gone from both files.
+
+    FTS5 keeps a deleted entry's trigrams in its old segment until segments merge ('optimize'
+    merges them all now; SQLite 3.42's secure-delete option would do it at each delete).
+    A reader holding an old snapshot (a long export) keeps the checkpoint from finishing:
+    then the WAL is emptied at a later checkpoint.
+    """
+    if not is_sqlite():
+        return
+    with write_transaction() as session:
+        secure_delete()
+        if session.scalar(sa.text("SELECT 1 FROM sqlite_master WHERE name = 'message_fts'")):
+            session.execute(sa.text("INSERT INTO message_fts (message_fts) VALUES ('optimize')"))
+    with db.engine.connect() as connection:
+        busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    if busy:
+        log.warning("WAL checkpoint after a deletion was held back by a reader; a later one completes it")
+
+
+# --- erasure on request ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    id: int
+    sender: str
+    name: str | None
+    messages: int
+    opted_out: bool
+
+
+def conversation_summary(conversation_id: int) -> ConversationSummary | None:
+    conversation = db.session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    count = db.session.scalar(sa.select(sa.func.count()).where(Message.conversation_id == conversation_id))
+    return ConversationSummary(conversation.id, conversation.sender, getattr(conversation, "contact_name", None),
+                               count, conversation.opted_out)
+
+
+def erase_conversation(conversation_id: int) -> int:
+    """Delete a conversation and everything about its number; returns the messages deleted.
+
+    The audit trail keeps that it happened, with the number as a keyed hash; a number that had
+    opted out stays blocked from replies by a hashed suppression entry.
+    """
+    with write_transaction() as session:
+        secure_delete()
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is None:
+            return 0
+        number, opted_out = conversation.sender, conversation.opted_out
+        ids = list(session.scalars(sa.select(Message.id).where(Message.conversation_id == conversation_id)))
+        omnimessage_ids = [value for value in session.scalars(
+            sa.select(Message.omnimessage_id).where(Message.conversation_id == conversation_id,
+                                                    Message.omnimessage_id.is_not(None)))]
+        for chunk in chunks(omnimessage_ids):
+            session.execute(sa.delete(UnmatchedDeliveryReport).where(UnmatchedDeliveryReport.omnimessage_id.in_(chunk)))
+        session.execute(sa.delete(OptOut).where(OptOut.conversation_id == conversation_id))
+        session.execute(sa.delete(Message).where(Message.conversation_id == conversation_id))
+        session.delete(conversation)
+        dead_letters = delete_dead_letters_mentioning(number)
+        number_hash = audit.number_hash(number)
+        if opted_out and session.get(Suppression, number_hash) is None:
+            session.add(Suppression(number_hash=number_hash, created_at=clock.now()))
+        change_number()  # lists polling for changes redraw without it
+        audit.record("conversation_deleted", {"number_hash": number_hash, "messages": len(ids),
+                                              "dead_letters": dead_letters, "was_opted_out": opted_out})
+    scrub_files()
+    return len(ids)
+
+
+def delete_dead_letters_mentioning(number: str) -> int:
+    """Dead letters whose body holds the number (in its JSON, as the provider sent it)."""
+    needle = number.encode()
+    found = [letter_id for letter_id, body in db.session.execute(sa.select(DeadLetter.id, DeadLetter.raw_body))
+             if needle in bytes(body)]
+    for chunk in chunks(found):
+        db.session.execute(sa.delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
+    return len(found)
+
+
+def is_suppressed(number: str) -> bool:
+    """Whether replies to this number are blocked because it was erased after opting out."""
+    return db.session.get(Suppression, audit.number_hash(number)) is not None
+
+
+def chunks(values: list, size: int = 500):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+# --- retention by age --------------------------------------------------------------------
+
+@dataclass
+class PurgeResult:
+    messages: int = 0
+    conversations_removed: int = 0
+    delivery_reports: int = 0
+    dead_letters: int = 0
+    login_rows: int = 0
+    sessions: int = 0
+    audit_events: int = 0
+    dry_run: bool = False
+    cutoff: datetime | None = None
+    audit_cutoff: datetime | None = None
+
+    def as_dict(self) -> dict:
+        return {name: value for name, value in self.__dict__.items()
+                if name not in ("dry_run", "cutoff", "audit_cutoff")}
+
+
+def old_messages(cutoff: datetime) -> sa.Select:
+    return sa.select(Message.id).where(Message.received_at < cutoff)
+
+
+def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: int = 500,
+          dry_run: bool = False, progress=None, between_batches=None) -> PurgeResult:
+    """Delete what arrived before now minus `days` (None: keep messages), and audit events
+    older than `audit_days`. `progress(n)` is told each batch's messages; `between_batches()`
+    is called after each batch (the daily purge renews its lease there)."""
+    result = PurgeResult(dry_run=dry_run)
+    result.cutoff = now - timedelta(days=days) if days else None
+    result.audit_cutoff = now - timedelta(days=audit_days) if audit_days else None
+    lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_SECONDS"])
+    if dry_run:
+        count = lambda query: db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
+        if result.cutoff:
+            result.messages = count(old_messages(result.cutoff))
+            result.dead_letters = count(sa.select(DeadLetter.id).where(DeadLetter.received_at < result.cutoff))
+        if result.audit_cutoff:
+            result.audit_events = count(sa.select(AuditEvent.id).where(AuditEvent.at < result.audit_cutoff))
+        return result
+
+    if result.cutoff:
+        while True:
+            deleted = _purge_message_batch(result, batch_size)
+            if progress:
+                progress(deleted)
+            if between_batches:
+                between_batches()
+            if deleted < batch_size:
+                break
+        result.dead_letters = _delete_in_batches(DeadLetter, DeadLetter.received_at < result.cutoff, batch_size)
+    result.login_rows = _delete_in_batches(LoginThrottle, LoginThrottle.expires_at <= now, batch_size)
+    result.sessions = _delete_in_batches(LoginSession, LoginSession.created_at < now - lifetime, batch_size)
+    if result.audit_cutoff:
+        result.audit_events = _delete_in_batches(AuditEvent, AuditEvent.at < result.audit_cutoff, batch_size)
+    with write_transaction():
+        audit.record("retention_purge", {
+            "older_than": clock.utc_iso(result.cutoff) if result.cutoff else "kept for ever",
+            **result.as_dict()})
+    scrub_files()
+    return result
+
+
+def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
+    with write_transaction() as session:
+        secure_delete()
+        rows = session.execute(
+            sa.select(Message.id, Message.conversation_id, Message.omnimessage_id)
+            .where(Message.received_at < result.cutoff).order_by(Message.id).limit(batch_size)).all()
+        if not rows:
+            return 0
+        ids = [row.id for row in rows]
+        omnimessage_ids = [row.omnimessage_id for row in rows if row.omnimessage_id]
+        if omnimessage_ids:
+            result.delivery_reports += session.execute(sa.delete(UnmatchedDeliveryReport).where(
+                UnmatchedDeliveryReport.omnimessage_id.in_(omnimessage_ids))).rowcount
+        # An opt-out stays recorded; only the keyword message it points to goes.
+        session.execute(sa.update(OptOut).where(OptOut.message_id.in_(ids)).values(message_id=None))
+        session.execute(sa.delete(Message).where(Message.id.in_(ids)))
+        result.messages += len(ids)
+        change = change_number()
+        for conversation_id in {row.conversation_id for row in rows}:
+            result.conversations_removed += _recount(conversation_id, change)
+    return len(ids)
+
+
+def _recount(conversation_id: int, change: int) -> int:
+    """A conversation after some of its (oldest) messages went: its counts follow; with none left
+    it goes too, an opt-out leaving a hashed suppression entry. Returns 1 if it was removed."""
+    session = db.session
+    conversation = session.get(Conversation, conversation_id)
+    remaining, inbound = session.execute(
+        sa.select(sa.func.count(), sa.func.count().filter(Message.direction == "in"))
+        .where(Message.conversation_id == conversation_id)).one()
+    if remaining == 0:
+        if conversation.opted_out:
+            number_hash = audit.number_hash(conversation.sender)
+            if session.get(Suppression, number_hash) is None:
+                session.add(Suppression(number_hash=number_hash, created_at=clock.now()))
+        session.execute(sa.delete(OptOut).where(OptOut.conversation_id == conversation_id))
+        session.delete(conversation)
+        return 1
+    # The newest messages are the ones kept, so the preview stays; only the counts shrink.
+    conversation.message_count = remaining
+    conversation.unread_count = min(conversation.unread_count, inbound)
+    conversation.change_seq = change
+    return 0
+
+
+def _delete_in_batches(model, condition, batch_size: int) -> int:
+    total = 0
+    key = sa.inspect(model).primary_key[0]
+    while True:
+        with write_transaction() as session:
+            secure_delete()
+            batch = sa.select(key).where(condition).limit(batch_size)
+            deleted = session.execute(sa.delete(model).where(key.in_(batch.scalar_subquery())),
+                                      execution_options={"synchronize_session": False}).rowcount
+        total += deleted
+        if deleted < batch_size:
+            return total
+
+
+# --- once a day, by itself ---------------------------------------------------------------
+
+def take_lease(now: datetime, holder: str, force: bool = False) -> bool:
+    """Take (or renew) the purge lease if it is free, expired or ours; and, unless `force`,
+    only once a day. Inside its own write transaction: the write lock makes it atomic."""
+    with write_transaction():
+        if not force:
+            last = last_purge()
+            if last is not None and now - last < PURGE_INTERVAL:
+                return False
+        current = _setting(PURGE_LEASE)
+        if current:
+            owner, _, until = current.partition(" ")
+            if owner != holder and datetime.fromisoformat(until) > now:
+                return False
+        _store(PURGE_LEASE, f"{holder} {(now + LEASE).isoformat()}")
+        return True
+
+
+def release_lease(holder: str, finished_at: datetime | None) -> None:
+    with write_transaction():
+        current = _setting(PURGE_LEASE)
+        if current and current.partition(" ")[0] == holder:
+            _store(PURGE_LEASE, "")
+        if finished_at is not None:
+            _store(LAST_PURGE, finished_at.isoformat())
+
+
+def run_scheduled(holder: str, force: bool = False, **options) -> PurgeResult | None:
+    """The purge with the configured days, if this holder gets the lease (else None)."""
+    now = clock.now()
+    if not take_lease(now, holder, force):
+        return None
+    finished = None
+    try:
+        result = purge(now, days(), audit_days(),
+                       between_batches=lambda: take_lease(clock.now(), holder, force=True), **options)
+        finished = clock.now()
+        return result
+    finally:
+        release_lease(holder, finished)
+
+
+class Purger:
+    """This process's daily purge: a thread that checks every CHECK_SECONDS whether one is due."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.holder = f"process-{secrets.token_hex(6)}"
+        self.started = False
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        if self.started:
+            return
+        with self.lock:
+            if self.started:
+                return
+            self.started = True
+        self.thread = threading.Thread(target=self.run_forever, name="retention-purge", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.started:
+            self.thread.join(30)
+
+    def run_forever(self) -> None:
+        while not self.stopping.is_set():
+            with self.app.app_context():
+                try:
+                    run_scheduled(self.holder)
+                except Exception:
+                    log.exception("retention purge failed; trying again later")
+            self.stopping.wait(CHECK_SECONDS)
+
+
+def start_purger() -> None:
+    """Registered by the factory to run before each request: the worker's first one starts it."""
+    app = current_app._get_current_object()
+    if app.testing:
+        return  # tests run purges themselves, with their own clock
+    purger = app.extensions.get("purger") or app.extensions.setdefault("purger", Purger(app))
+    purger.start()
