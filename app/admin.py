@@ -10,7 +10,7 @@ from flask import (Blueprint, Response, abort, current_app, redirect, render_tem
                    stream_with_context, url_for)
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, SelectField, StringField
+from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from . import accounts, audit, clock, config, retention
@@ -26,8 +26,6 @@ AUDIT_PAGE_SIZE = 100
 
 class AddUserForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=USERNAME_LENGTH)])
-    role = SelectField("Role", choices=[("agent", "Agent: the inbox"), ("admin", "Admin: everything")],
-                       default="agent")
 
 
 class RetentionForm(FlaskForm):
@@ -59,12 +57,12 @@ def users(form: AddUserForm | None = None, error: str | None = None, status: int
 @bp.post("/users")
 @admin_required
 def add_user():
-    form = AddUserForm()
-    if not form.validate_on_submit():
+    form, role = AddUserForm(), request.form.get("role")
+    if not form.validate_on_submit() or role not in ROLES:
         return users(form, "Give a username of 1 to 80 characters and a role.", 400)
     try:
         with write_transaction():
-            user = accounts.create_user(form.username.data, None, admin=form.role.data == "admin")
+            user = accounts.create_user(form.username.data, None, admin=role == "admin")
             token = accounts.issue_reset_link(user, clock.now())
             audit.record("user_added", {"user": user.username, "role": user.role})
     except ValueError as exc:

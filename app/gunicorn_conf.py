@@ -189,8 +189,22 @@ class WholeRequestWorker(ThreadWorker):
 
 class QuietPollsLogger(Logger):
     """gunicorn's logger without access lines for the background polls (`?since=`): every open
-    page asks every few seconds, which would bury every other line of the access log."""
+    page asks every few seconds, which would bury every other line of the access log.
+
+    Lines carry paths without their query strings, and no referrer: a search or an export
+    filter may be a customer's number or words from a message. A set-password link's token
+    (a credential) is cut from its path.
+    """
 
     def access(self, resp, req, environ, request_time):
         if "since=" not in environ.get("QUERY_STRING", ""):
             super().access(resp, req, environ, request_time)
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        path = SET_PASSWORD_TOKEN.sub("/set-password/…", atoms["U"])
+        atoms.update(U=path, q="", f="-", r=f"{atoms['m']} {path} {atoms['H']}")
+        return atoms
+
+
+SET_PASSWORD_TOKEN = re.compile(r"/set-password/[^/?]+")

@@ -10,7 +10,8 @@ from markupsafe import Markup, escape
 from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import callback, clock, delivery, export, optouts, queries, replies
+from . import callback, clock, contacts, delivery, export, numbers, optouts, queries, replies, saved_replies
+from .list_views import VIEWS, ListFilter, view_facts
 from .extensions import db, login_manager
 
 bp = Blueprint("inbox", __name__)
@@ -54,7 +55,7 @@ def wants_pane() -> bool:
 
 # The list's state in the query string: kept in every conversation URL, so a link, a reload or
 # the back button shows the same list beside the conversation. Cursors and polls are not state.
-LIST_PARAMS = ("q",)
+LIST_PARAMS = ("q", "view", "channel", "to")
 
 
 @bp.app_template_global()
@@ -71,8 +72,11 @@ def thread_url(conversation_id: int, **args) -> str:
 def list_context(before: int | None = None, after: int | None = None, since: int | None = None) -> dict:
     q = request.args.get("q", "").strip()
     latest = queries.latest_change()
-    page = queries.conversations(q, before=before, after=after, limit=current_app.config["PAGE_SIZE"])
+    list_filter = ListFilter.from_args(request.args)
+    page = queries.conversations(q, before=before, after=after, limit=current_app.config["PAGE_SIZE"],
+                                 list_filter=list_filter)
     return dict(q=q, rows=page.rows, list_page=page, latest=latest, live=page.live,
+                list_filter=list_filter, views=VIEWS, view_facts=view_facts(list_filter, latest),
                 unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
                 arrived=queries.arrived_since(since, latest) if since is not None else 0)
 
@@ -115,17 +119,20 @@ def thread(conversation_id: int):
 
     page = queries.open_thread(conversation, before=id_arg("before"), after=id_arg("after"),
                                around=id_arg("around"))
+    # A saved reply picked from the menu without JavaScript: the reply box opens with its text.
+    text = saved_replies.text_for(conversation, id_arg("saved_reply"))
     if wants_pane():
         return render_varying_on_htmx("inbox/_conversation.html", page=page, partial=True,
                                       unread=queries.unread_conversations(),
-                                      composer=replies.composer(conversation))
-    return thread_page(page)
+                                      composer=replies.composer(conversation), text=text)
+    return thread_page(page, text=text)
 
 
-def thread_page(page: queries.ThreadPage, error: str | None = None, text: str | None = None, status: int = 200):
+def thread_page(page: queries.ThreadPage, error: str | None = None, text: str | None = None, status: int = 200,
+                **extra):
     """The whole page: the list beside the conversation."""
     response = render_varying_on_htmx("inbox/thread.html", page=page, composer=replies.composer(page.conversation),
-                                      error=error, text=text, chart=queries.daily_counts(), **list_context())
+                                      error=error, text=text, chart=queries.daily_counts(), **list_context(), **extra)
     return response, status
 
 
@@ -165,6 +172,38 @@ def set_opt_out(conversation_id: int):
     conversation = conversation_or_404(conversation_id)
     optouts.set_opted_out(conversation.id, request.form.get("opted_out") == "yes", current_user.id)
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
+
+
+@bp.post(CONVERSATION + "/contact")
+def set_contact(conversation_id: int):
+    """Name and note, edited in the conversation's header (htmx swaps it; a plain form reloads)."""
+    conversation = conversation_or_404(conversation_id)
+    name, note = request.form.get("contact_name", ""), request.form.get("contact_note", "")
+    try:
+        contacts.set_contact(conversation.id, name, note)
+    except contacts.ContactRefused as refused:
+        typed = {"contact_name": name, "contact_note": note, "error": str(refused)}
+        if is_htmx():  # the form again, open, with what was typed and why it was not saved
+            return render_template("inbox/_contact.html", conversation=conversation, contact_form=typed)
+        return thread_page(queries.open_thread(conversation), status=400, contact_form=typed)
+    if is_htmx():
+        conversation = queries.conversation(conversation.id)
+        return render_template("inbox/_contact.html", conversation=conversation), {"HX-Trigger": "conversation-changed"}
+    return redirect(thread_url(conversation.id), 303)
+
+
+@bp.post(CONVERSATION + "/status")
+def set_status(conversation_id: int):
+    """Done puts a conversation aside (it leaves the Open view); Reopen brings it back."""
+    conversation = conversation_or_404(conversation_id)
+    status = request.form.get("status", "")
+    if status not in contacts.STATUSES:
+        abort(400, "'status' must be 'open' or 'done'")
+    contacts.set_status(conversation.id, status)
+    if is_htmx():
+        return (render_template("inbox/_status.html", conversation=queries.conversation(conversation.id)),
+                {"HX-Trigger": "conversation-changed"})
+    return redirect(thread_url(conversation.id), 303)
 
 
 @bp.get("/conversations/<sender>")
@@ -218,6 +257,10 @@ def export_csv():
 
 
 bp.add_app_template_filter(clock.utc_iso, "utc_iso")
+bp.add_app_template_filter(numbers.readable, "phone")
+bp.add_app_template_filter(numbers.region, "region")
+bp.add_app_template_filter(numbers.flag, "flag")
+bp.add_app_template_global(saved_replies.for_conversation, "saved_replies_for")
 bp.add_app_template_global(replies.MAX_TEXT, "max_reply_length")
 bp.add_app_template_global(replies.can_send_again)
 

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from . import clock, delivery, messente
+from . import clock, delivery, messente, retention
 from .extensions import db
 from .models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
 from .unit_of_work import change_number, write_transaction
@@ -79,6 +79,9 @@ def composer(conversation: Conversation) -> Composer:
     if conversation.opted_out:
         return Composer(False, "This customer opted out: nothing can be sent to them until they "
                                "write START or someone opts them back in.", [], [], key)
+    if retention.is_suppressed(conversation.sender):
+        return Composer(False, "This number opted out before its earlier messages were deleted: "
+                               "nothing can be sent to it.", [], [], key)
     if not can_receive_replies(conversation.sender):
         return Composer(False, f"{conversation.sender} is a sender name or a short code: it cannot "
                                "receive replies.", [], [], key)

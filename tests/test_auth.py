@@ -120,7 +120,8 @@ def test_htmx_request_without_login_gets_401_and_hx_redirect_back_to_the_page(cl
 
 def test_every_route_but_login_static_and_callback_requires_login(app, client):
     """Walks the URL map, so a new route cannot forget its login."""
-    public = {"auth.login", "static", "callback.inbound", "callback.delivery_report"}  # signed instead
+    # Callbacks are signed instead; a set-password link's token is its credential.
+    public = {"auth.login", "auth.set_password", "static", "callback.inbound", "callback.delivery_report"}
     token = csrf_token(client.get("/login").text)  # so POSTs are refused for the login, not CSRF
     checked = []
     for rule in app.url_map.iter_rules():
