@@ -42,12 +42,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager.init_app(app)
 
     from . import admin, retention
-    from . import auth, callback, cli, inbox, replies
+    from . import auth, callback, cli, inbox, replies, saved_replies
 
     app.register_blueprint(callback.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(inbox.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(saved_replies.bp)
     cli.init_app(app)
 
     app.before_request(replies.start_outbox)  # each worker's reply senders, from its first request

@@ -1,0 +1,67 @@
+"""Numbers: one conversation per person however the number is written, shown as people read it."""
+import pytest
+import sqlalchemy as sa
+
+from app import numbers
+from app.extensions import db
+from app.models import Conversation, ConversationRecipient, Message
+
+from conftest import body_for
+
+
+@pytest.mark.parametrize("written", ["+447700900123", "+44 7700 900123", "447700900123", "0044 7700 900123",
+                                     "+44 (7700) 900-123", "+4407700900123"])
+def test_a_possible_number_is_stored_in_e164_however_it_is_written(written):
+    assert numbers.normalise(written) == "+447700900123"
+
+
+@pytest.mark.parametrize("sender", ["MyShop", "Kaubamaja-Info-Teenus", "1234", "13330", "+1555", "=evil()",
+                                    "+4915112345678901234", "1-800-FLOWERS", "   "])
+def test_sender_names_short_codes_and_impossible_numbers_stay_as_they_came(sender):
+    assert numbers.normalise(sender) == sender
+
+
+def test_possible_is_enough_a_valid_number_is_not_required():
+    # 7700 900xxx is the UK's drama range: never valid, but the right length for +44.
+    assert numbers.normalise("+44 7700 900123") == "+447700900123"
+    assert numbers.readable("+447700900123") == "+44 7700 900123"
+
+
+def test_numbers_are_shown_grouped_with_their_country():
+    assert numbers.readable("+37255664418") == "+372 5566 4418"
+    assert numbers.region("+37255664418") == "EE"
+    assert numbers.flag("EE") == "🇪🇪"
+    assert numbers.region("+447700900123") == "GB"  # no region's plan has it: its country code's
+    assert (numbers.readable("MyShop"), numbers.region("MyShop"), numbers.flag(None)) == ("MyShop", None, "")
+    assert numbers.region("+80012345678") is None  # international freephone: no country
+
+
+def test_one_person_writing_the_number_two_ways_is_one_conversation(app, deliver):
+    for sender, recipient in (("+44 7700 900123", "+37250000001"), ("+447700900123", "+37250000002"),
+                              ("MyShop", "+37250000001")):
+        assert deliver(body_for(sender=sender, recipient=recipient)).json == {"status": "stored"}
+    with app.app_context():
+        conversations = db.session.execute(sa.select(Conversation.sender, Conversation.sender_key,
+                                                     Conversation.message_count).order_by(Conversation.id)).all()
+        assert conversations == [("+447700900123", "447700900123", 2), ("MyShop", "myshop", 1)]
+        # Each message keeps the sender as Messente sent it.
+        assert db.session.scalars(sa.select(Message.sender).order_by(Message.id)).all() == [
+            "+44 7700 900123", "+447700900123", "MyShop"]
+        person = db.session.scalar(sa.select(Conversation.id).where(Conversation.sender == "+447700900123"))
+        assert db.session.scalars(sa.select(ConversationRecipient.recipient)
+                                  .where(ConversationRecipient.conversation_id == person)
+                                  .order_by(ConversationRecipient.recipient)).all() == ["+37250000001", "+37250000002"]
+
+
+def test_the_list_and_thread_show_the_readable_number_and_which_of_our_numbers_it_reached(app, auth, client,
+                                                                                        deliver):
+    deliver(body_for(sender="+37255664418", recipient="+37250000001", text="to support"))
+    deliver(body_for(sender="+372 5566 4418", recipient="+37250000002", text="to sales"))
+    auth.login()
+    page = client.get("/?view=all").text
+    assert "+372 5566 4418" in page and "🇪🇪" in page
+    with app.app_context():
+        conversation_id = db.session.scalar(sa.select(Conversation.id))
+    thread = client.get(f"/conversations/{conversation_id}").text
+    assert "+372 5566 4418" in thread
+    assert "+37250000001" in thread and "+37250000002" in thread  # two of our numbers: each message says which
