@@ -10,7 +10,8 @@ from markupsafe import Markup, escape
 from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import callback, clock, contacts, delivery, export, numbers, optouts, queries, replies, saved_replies
+from . import (audit, callback, clock, contacts, delivery, export, numbers, optouts, queries, replies,
+               saved_replies)
 from .list_views import VIEWS, ListFilter, view_facts
 from .extensions import db, login_manager
 
@@ -148,6 +149,7 @@ def reply(conversation_id: int):
             return render_template("inbox/_composer.html", conversation=conversation, error=str(refused),
                                    text=form.get("text"), composer=replies.composer(conversation))
         return thread_page(queries.open_thread(conversation), str(refused), form.get("text"), 400)
+    audit.record("reply", {"conversation": conversation.id, "reply": reply_id})
     replies.outbox().submit(reply_id)
     if is_htmx():
         response = current_app.make_response(render_template(
@@ -186,6 +188,7 @@ def set_contact(conversation_id: int):
         if is_htmx():  # the form again, open, with what was typed and why it was not saved
             return render_template("inbox/_contact.html", conversation=conversation, contact_form=typed)
         return thread_page(queries.open_thread(conversation), status=400, contact_form=typed)
+    audit.record("contact_edited", {"conversation": conversation.id})
     if is_htmx():
         conversation = queries.conversation(conversation.id)
         return render_template("inbox/_contact.html", conversation=conversation), {"HX-Trigger": "conversation-changed"}

@@ -148,6 +148,7 @@ def erase_conversation(conversation_id: int) -> int:
         session.execute(sa.delete(Message).where(Message.conversation_id == conversation_id))
         session.delete(conversation)
         dead_letters = delete_dead_letters_mentioning(number)
+        redact_audit_trail(number)
         number_hash = audit.number_hash(number)
         if opted_out and session.get(Suppression, number_hash) is None:
             session.add(Suppression(number_hash=number_hash, created_at=clock.now()))
@@ -166,6 +167,15 @@ def delete_dead_letters_mentioning(number: str) -> int:
     for chunk in chunks(found):
         db.session.execute(sa.delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
     return len(found)
+
+
+def redact_audit_trail(number: str) -> None:
+    """The one change the app makes to recorded events: an erased number typed into an export's
+    search goes from their details (the event itself stays)."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    for form in {number, digits} if len(digits) >= 5 else {number}:
+        db.session.execute(sa.update(AuditEvent).where(AuditEvent.details.contains(form, autoescape=True))
+                           .values(details=sa.func.replace(AuditEvent.details, form, "[erased]")))
 
 
 def is_suppressed(number: str) -> bool:
