@@ -1,21 +1,28 @@
-"""CSV export: formula-safe cells, streamed from a server-side cursor in constant memory."""
+"""Exports: CSV (formula-safe cells, streamed from a server-side cursor in constant memory) and
+XLSX (text cells and real dates, built on disk in constant memory, then sent)."""
 import re
+import tempfile
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
+from typing import IO
 
 import sqlalchemy as sa
+import xlsxwriter
 
 from .extensions import db
+from .list_views import ListFilter
 from .models import Conversation, Message
 from .queries import sender_matches
 
 # Appended columns go last, so files read by column position keep working. For a reply, `status`
 # is its delivery report (DELIVRD, ...) once there is one, else how far sending got (sent, failed,
-# ...); for an inbound message "received". Never empty: LibreOffice, reading the file with `;`
-# as the separator, pairs the quotes of a line that ends in an empty cell the wrong way and
-# evaluates a formula inside a text (tests/test_export.py opens the file in Calc).
+# ...); for an inbound message "received". `contact_name` is the name the team gave the
+# conversation (empty when none); `conversation_id` groups a person's messages whatever spelling
+# of their number each came with. The last column is never empty: LibreOffice, reading the file
+# with `;` as the separator, pairs the quotes of a line that ends in an empty cell the wrong way
+# and evaluates a formula inside a text (tests/test_export.py opens the file in Calc).
 COLUMNS = ("time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-           "direction", "status")
+           "direction", "status", "contact_name", "conversation_id")
 # Spreadsheets treat a cell starting with one of these as a formula (OWASP CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 PHONE_NUMBER = re.compile(r"\+[0-9]+")  # ASCII digits, as the SQL below tests
@@ -32,17 +39,27 @@ def safe_cell(value: str | None) -> str:
 
 
 def export_query(q: str = "", conversation_id: int | None = None,
-                 first_day: date | None = None, last_day: date | None = None) -> sa.Select:
-    """Messages to export, in arrival order; days are UTC and inclusive, on the provider's time."""
+                 first_day: date | None = None, last_day: date | None = None,
+                 list_filter: ListFilter | None = None) -> sa.Select:
+    """Messages to export, in arrival order; days are UTC and inclusive, on the provider's time.
+
+    `q` keeps the conversations search finds by number or name; `list_filter` those of a view
+    (Open, Done, ...) and its channel and number filters.
+    """
+    # The name by the conversation's primary key, per row: a join could make the database read
+    # conversations first and then sort every message.
+    contact_name = (sa.select(Conversation.contact_name).where(Conversation.id == Message.conversation_id)
+                    .scalar_subquery())
     query = db.select(
         Message.sent_at, Message.sender, Message.recipient, Message.channel, Message.text,
         Message.msg_id, Message.sub_msg_id, Message.received_at, Message.direction,
-        sa.func.coalesce(Message.delivery, Message.status),
+        sa.func.coalesce(Message.delivery, Message.status), contact_name, Message.conversation_id,
     ).order_by(Message.id)
     if conversation_id is not None:
         query = query.where(Message.conversation_id == conversation_id)
-    if q:
-        query = query.where(Message.conversation_id.in_(db.select(Conversation.id).where(sender_matches(q))))
+    conversations = ([sender_matches(q)] if q else []) + (list_filter.conditions() if list_filter else [])
+    if conversations:
+        query = query.where(Message.conversation_id.in_(db.select(Conversation.id).where(*conversations)))
     if first_day:
         query = query.where(Message.sent_at >= datetime.combine(first_day, time.min))
     if last_day and last_day < date.max:  # the last day of year 9999 has no next day
@@ -82,11 +99,13 @@ def csv_line_sql(columns, dialect: str) -> sa.ColumnElement[str]:
     One printf (SQLite) or format (PostgreSQL) builds the line: a chain of `||` copies it each time.
     """
     (sent_at, sender, recipient, channel, text, msg_id, sub_msg_id, received_at, direction,
-     status) = columns
+     status, contact_name, conversation_id) = columns
     cells = [_cell_sql(column, dialect) for column in (sender, recipient, channel, text, msg_id, sub_msg_id)]
     cells += [_cell_sql(direction, dialect, safe=False),
               _cell_sql(sa.func.coalesce(sa.func.nullif(status, _sql("''")), _sql("'received'")), dialect,
-                        safe=False)]  # never empty
+                        safe=False),  # never empty
+              _cell_sql(contact_name, dialect),
+              _cell_sql(sa.cast(conversation_id, sa.String), dialect, safe=False)]
     # A time has no quotes to double. SQLite holds SQLAlchemy's "2024-06-01 08:00:00.123456":
     # its first 10 characters, T, the rest, Z; PostgreSQL formats its timestamp.
     if dialect == "sqlite":
@@ -95,7 +114,7 @@ def csv_line_sql(columns, dialect: str) -> sa.ColumnElement[str]:
     else:
         time, times = "%s", lambda t: [sa.func.to_char(t, _sql("""'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""))]
         function, crlf = sa.func.format, "chr(13) || chr(10)"
-    line = '"' + '","'.join([time] + ["%s"] * 6 + [time] + ["%s"] * 2) + '"'
+    line = '"' + '","'.join([time] + ["%s"] * 6 + [time] + ["%s"] * 4) + '"'
     arguments = [*times(sent_at), *cells[:6], *times(received_at), *cells[6:]]
     return sa.type_coerce(function(_sql(f"'{line}' || {crlf}"), *arguments), sa.String)
 
@@ -131,3 +150,89 @@ def _phone_number(value, dialect: str) -> sa.ColumnElement[bool]:
     if dialect == "sqlite":
         return sa.and_(value.bool_op("GLOB")(_sql("'+[0-9]*'")), sa.not_(value.bool_op("GLOB")(_sql("'+*[^0-9]*'"))))
     return value.bool_op("~")(_sql("'^[+][0-9]+$'"))
+
+
+# --- XLSX ---------------------------------------------------------------------------------
+
+# A worksheet holds 1,048,576 rows: the header and this many messages; the rest go on to the next.
+XLSX_ROWS_PER_SHEET = 1_048_575
+# Excel's dates start at 1900 (and its cells hold at most 32,767 characters): a time outside the
+# dates a spreadsheet can show is written as its ISO text instead.
+XLSX_FIRST_DAY = datetime(1900, 3, 1)  # Excel counts a 29 February 1900 that never was: start after it
+XLSX_TEXT_WIDTHS = {"time": 22, "received_at": 22, "text": 60, "msg_id": 38, "sub_msg_id": 38}
+XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# Messages per second xlsx_file writes, measured on a 2-core server (docs/search.md): what the
+# export dialog's estimate of the wait is based on.
+XLSX_ROWS_PER_SECOND = 25_000
+
+
+def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_ROWS_PER_SHEET) -> int:
+    """Write the query's rows (export_query's columns) as an .xlsx workbook into `output`; the
+    number of messages written.
+
+    Every text is a text cell (`write_string`): `+37255512345` keeps its `+`, `=1+1` is shown as
+    typed, and nothing becomes a formula or a link. Times are date cells (UTC). The header row is
+    frozen and filtered. xlsxwriter's constant_memory mode writes each row to a temporary file as
+    it goes, so memory stays flat however many rows; the workbook is zipped into `output` at the
+    end. One SELECT on one connection: a consistent snapshot, as for CSV.
+    """
+    workbook = xlsxwriter.Workbook(output, {
+        "constant_memory": True,
+        "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
+        "tmpdir": tempfile.gettempdir(),
+    })
+    time_format = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+    header_format = workbook.add_format({"bold": True})
+    times = {COLUMNS.index("time"), COLUMNS.index("received_at")}
+    sheet, row, written = None, rows_per_sheet, 0
+    with db.engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_CHUNK).execute(query)
+        for values in result:
+            if row == rows_per_sheet:  # the sheet is full (or there is none yet): start the next
+                _filter_rows(sheet, row)
+                sheet = _xlsx_sheet(workbook, header_format, time_format)
+                row = 0
+            row += 1
+            written += 1
+            for column, value in enumerate(values):
+                if value is None:
+                    continue
+                if column in times and isinstance(value, datetime) and value >= XLSX_FIRST_DAY:
+                    sheet.write_datetime(row, column, value, time_format)
+                elif column in times:
+                    sheet.write_string(row, column, value.isoformat(timespec="microseconds") + "Z")
+                else:
+                    sheet.write_string(row, column, value if isinstance(value, str) else str(value))
+    if sheet is None:
+        sheet, row = _xlsx_sheet(workbook, header_format, time_format), 0
+    _filter_rows(sheet, row)
+    workbook.close()
+    return written
+
+
+def _xlsx_sheet(workbook, header_format, time_format):
+    number = len(workbook.worksheets()) + 1
+    sheet = workbook.add_worksheet("Messages" if number == 1 else f"Messages {number}")
+    for column, name in enumerate(COLUMNS):
+        sheet.set_column(column, column, XLSX_TEXT_WIDTHS.get(name, 16),
+                         time_format if name in ("time", "received_at") else None)
+        sheet.write_string(0, column, name, header_format)
+    sheet.freeze_panes(1, 0)
+    return sheet
+
+
+def _filter_rows(sheet, last_row: int) -> None:
+    """The header's filter buttons, over the sheet's rows (kept by xlsxwriter until it closes)."""
+    if sheet is not None:
+        sheet.autofilter(0, 0, last_row, len(COLUMNS) - 1)
+
+
+def xlsx_seconds(messages: int) -> int:
+    """About how long building an XLSX of this many messages takes here (docs/search.md)."""
+    return round(messages / XLSX_ROWS_PER_SECOND)
+
+
+def count_messages(query: sa.Select) -> int:
+    """How many messages an export will hold (what the export dialog says)."""
+    return db.session.scalar(sa.select(sa.func.count()).select_from(
+        query.with_only_columns(Message.id, maintain_column_froms=True).order_by(None).subquery()))

@@ -1,17 +1,18 @@
 """The inbox pages, the htmx fragments they poll, and the CSV download."""
 import logging
 import re
+import tempfile
 from datetime import date
 
 from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request,
-                   stream_with_context, url_for)
+                   send_file, stream_with_context, url_for)
 from markupsafe import Markup, escape
 
 from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import (audit, callback, clock, contacts, delivery, export, numbers, optouts, queries, replies,
-               saved_replies)
+from . import (callback, clock, contacts, delivery, export, numbers, optouts, queries, replies, saved_replies,
+               search)
 from .list_views import VIEWS, ListFilter, view_facts
 from .extensions import db, login_manager
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 LARGEST_ID = 2**63 - 1  # a database BIGINT; anything larger is no id of ours
 DIGITS = re.compile(r"[0-9]{1,19}")
 CONVERSATION = f"/conversations/<int(max={LARGEST_ID}):conversation_id>"
+SEARCH_PAGE = 20  # messages found by their text, under the list's conversations
 
 
 def id_arg(name: str) -> int | None:
@@ -76,10 +78,13 @@ def list_context(before: int | None = None, after: int | None = None, since: int
     list_filter = ListFilter.from_args(request.args)
     page = queries.conversations(q, before=before, after=after, limit=current_app.config["PAGE_SIZE"],
                                  list_filter=list_filter)
+    found, found_older = search.search_messages(q, limit=SEARCH_PAGE, before=id_arg("found_before"))
     return dict(q=q, rows=page.rows, list_page=page, latest=latest, live=page.live,
                 list_filter=list_filter, views=VIEWS, view_facts=view_facts(list_filter, latest),
                 unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
-                arrived=queries.arrived_since(since, latest) if since is not None else 0)
+                arrived=queries.arrived_since(since, latest) if since is not None else 0,
+                found=found, found_older=found_older, found_before=id_arg("found_before"),
+                searchable=search.searchable(q))
 
 
 @bp.get("/")
@@ -149,7 +154,6 @@ def reply(conversation_id: int):
             return render_template("inbox/_composer.html", conversation=conversation, error=str(refused),
                                    text=form.get("text"), composer=replies.composer(conversation))
         return thread_page(queries.open_thread(conversation), str(refused), form.get("text"), 400)
-    audit.record("reply", {"conversation": conversation.id, "reply": reply_id})
     replies.outbox().submit(reply_id)
     if is_htmx():
         response = current_app.make_response(render_template(
@@ -188,7 +192,6 @@ def set_contact(conversation_id: int):
         if is_htmx():  # the form again, open, with what was typed and why it was not saved
             return render_template("inbox/_contact.html", conversation=conversation, contact_form=typed)
         return thread_page(queries.open_thread(conversation), status=400, contact_form=typed)
-    audit.record("contact_edited", {"conversation": conversation.id})
     if is_htmx():
         conversation = queries.conversation(conversation.id)
         return render_template("inbox/_contact.html", conversation=conversation), {"HX-Trigger": "conversation-changed"}
@@ -244,12 +247,37 @@ def read_state_response(conversation_id: int):
     return redirect(url_for("inbox.thread", conversation_id=conversation_id), 303)
 
 
+def export_filters() -> dict:
+    """What an export holds, from its query string: the search, a conversation, UTC days from/to,
+    a view with its channel and our `number` (the list calls that one `to`, the export's last day)."""
+    view, channel, number = (request.args.get(name, "").strip() for name in ("view", "channel", "number"))
+    list_filter = None
+    if view or channel or number:
+        list_filter = ListFilter(view if view in VIEWS else "all", channel or None, number or None)
+    return dict(q=request.args.get("q", "").strip(), conversation_id=id_arg("conversation"),
+                first_day=date_arg("from"), last_day=date_arg("to"), list_filter=list_filter)
+
+
+@bp.get("/export")
+def export_dialog():
+    """The export's choices as a plain GET form, with how many messages they hold."""
+    filters = export_filters()
+    messages = export.count_messages(export.export_query(**filters))
+    return render_template("inbox/export.html", messages=messages, filters=filters, views=VIEWS,
+                           seconds=export.xlsx_seconds(messages), unread=queries.unread_conversations(),
+                           conversation=queries.conversation(filters["conversation_id"])
+                           if filters["conversation_id"] is not None else None)
+
+
+@bp.get("/export/download")
+def export_download():
+    """The dialog's Download button: the chosen format, with the same choices."""
+    return export_xlsx() if request.args.get("format") == "xlsx" else export_csv()
+
+
 @bp.get("/export.csv")
 def export_csv():
-    query = export.export_query(
-        q=request.args.get("q", "").strip(), conversation_id=id_arg("conversation"),
-        first_day=date_arg("from"), last_day=date_arg("to"),
-    )
+    query = export.export_query(**export_filters())
     filename = f"sms-inbox-{clock.now():%Y-%m-%d}.csv"
     return Response(
         stream_with_context(export.csv_chunks(query)),
@@ -259,7 +287,24 @@ def export_csv():
     )
 
 
+@bp.get("/export.xlsx")
+def export_xlsx():
+    """Built whole on disk first (see export.xlsx_file), then sent with its length."""
+    output = tempfile.TemporaryFile()  # deleted when closed, once sent
+    try:
+        export.xlsx_file(export.export_query(**export_filters()), output)
+    except BaseException:
+        output.close()
+        raise
+    output.seek(0)
+    response = send_file(output, mimetype=export.XLSX_MIMETYPE, as_attachment=True,
+                         download_name=f"sms-inbox-{clock.now():%Y-%m-%d}.xlsx", max_age=0)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 bp.add_app_template_filter(clock.utc_iso, "utc_iso")
+bp.add_app_template_global(search.highlight)
 bp.add_app_template_filter(numbers.readable, "phone")
 bp.add_app_template_filter(numbers.region, "region")
 bp.add_app_template_filter(numbers.flag, "flag")

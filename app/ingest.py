@@ -12,7 +12,7 @@ from functools import cache
 
 import sqlalchemy as sa
 
-from . import clock, numbers, optouts
+from . import clock, numbers, optouts, search
 from .extensions import dialect_insert
 from .models import (
     CHANNEL_LENGTH, ID_LENGTH, NUMBER_LENGTH, PREVIEW_LENGTH,
@@ -153,6 +153,7 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             "sender": message.sender,
             "recipient": message.recipient,
             "text": message.text,
+            "folded_text": search.fold(message.text),
             "sent_at": message.sent_at,
             "received_at": received_at,
             "raw_body": message.raw_body,

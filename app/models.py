@@ -109,12 +109,45 @@ class Message(db.Model):
     problem: Mapped[str | None] = mapped_column(sa.String(500))  # why it failed, in the API's words
     omnimessage_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), index=True)
     claimed_at: Mapped[datetime | None]  # when a process took it to send
+    # What text search matches: the text without accents, case folded (search.fold). Written by
+    # the app with the text, so the indexes below need no accent-stripping function in SQL (SQLite's
+    # trigram tokenizer can't drop them before 3.45; PostgreSQL's unaccent is not IMMUTABLE).
+    # Empty: not searchable (a text erased).
+    folded_text: Mapped[str] = mapped_column(sa.Text, server_default="")
 
     __table_args__ = (
         sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),
         # A thread's poll: its messages changed after the number the page last saw.
         sa.Index("ix_message_conversation_id_change_seq", "conversation_id", "change_seq"),
+        # Text search on PostgreSQL: LIKE '%part%' through pg_trgm (SQLite: MESSAGE_FTS below).
+        sa.Index(
+            "ix_message_folded_text_trgm",
+            "folded_text",
+            postgresql_using="gin",
+            postgresql_ops={"folded_text": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
+
+
+# Text search on SQLite: an FTS5 trigram index over message.folded_text (external content: the
+# text is stored once, in message), kept in step by triggers, so a deleted message leaves the
+# index with it. detail=none keeps the index about half the size of detail=full; search uses
+# GLOB, which the trigram index serves and SQLite then checks against the text itself.
+MESSAGE_FTS = (
+    "CREATE VIRTUAL TABLE message_fts USING fts5(folded_text, content='message', content_rowid='id', "
+    "tokenize='trigram', detail='none')",
+    "CREATE TRIGGER message_fts_insert AFTER INSERT ON message BEGIN "
+    "INSERT INTO message_fts (rowid, folded_text) VALUES (new.id, new.folded_text); END",
+    "CREATE TRIGGER message_fts_delete AFTER DELETE ON message BEGIN "
+    "INSERT INTO message_fts (message_fts, rowid, folded_text) VALUES ('delete', old.id, old.folded_text); END",
+    "CREATE TRIGGER message_fts_update AFTER UPDATE OF folded_text ON message BEGIN "
+    "INSERT INTO message_fts (message_fts, rowid, folded_text) VALUES ('delete', old.id, old.folded_text); "
+    "INSERT INTO message_fts (rowid, folded_text) VALUES (new.id, new.folded_text); END",
+)
+for _statement in MESSAGE_FTS:
+    sa.event.listen(Message.__table__, "after_create", sa.DDL(_statement).execute_if(dialect="sqlite"))
+sa.event.listen(Message.__table__, "before_drop",
+                sa.DDL("DROP TABLE IF EXISTS message_fts").execute_if(dialect="sqlite"))
 
 
 # Delivery statuses by how far they got: a report never moves a reply backwards, and with
@@ -128,6 +161,26 @@ DELIVERY_FAILURES = tuple(status for status, rank in DELIVERY_RANK.items() if ra
 
 def better_delivery(current: str | None, reported: str) -> bool:
     return DELIVERY_RANK.get(reported, 0) > DELIVERY_RANK.get(current, 0)
+
+
+class ConversationRecipient(db.Model):
+    """Which of our numbers a conversation's customer wrote to: what the "to our number" filter
+    reads, kept by ingest (one row per pair, however many messages)."""
+
+    # A surrogate key: `flask copy-db` copies every table in the order of a one-column key.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    recipient: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"), index=True)
+
+    __table_args__ = (sa.UniqueConstraint("recipient", "conversation_id"),)
+
+
+class SavedReply(db.Model):
+    """A team's canned response; `{name}` in its text becomes the contact's name."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(SAVED_REPLY_TITLE_LENGTH), unique=True)
+    text: Mapped[str] = mapped_column(sa.Text)
 
 
 class OptOut(db.Model):
@@ -161,26 +214,6 @@ class ChangeCounter(db.Model):
 
 sa.event.listen(ChangeCounter.__table__, "after_create",
                 sa.DDL("INSERT INTO change_counter (id, value) VALUES (1, 0)"))
-
-
-class ConversationRecipient(db.Model):
-    """Which of our numbers a conversation's customer wrote to: what the "to our number" filter
-    reads, kept by ingest (one row per pair, however many messages)."""
-
-    # A surrogate key: `flask copy-db` copies every table in the order of a one-column key.
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    recipient: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
-    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"), index=True)
-
-    __table_args__ = (sa.UniqueConstraint("recipient", "conversation_id"),)
-
-
-class SavedReply(db.Model):
-    """A team's canned response; `{name}` in its text becomes the contact's name."""
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(sa.String(SAVED_REPLY_TITLE_LENGTH), unique=True)
-    text: Mapped[str] = mapped_column(sa.Text)
 
 
 class DailyCount(db.Model):

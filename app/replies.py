@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from . import clock, delivery, messente, retention
+from . import clock, delivery, messente, retention, search
 from .extensions import db
 from .models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
 from .unit_of_work import change_number, write_transaction
@@ -171,7 +171,7 @@ def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sen
         reply_id = connection.scalar(sa.insert(Message).values(
             conversation_id=conversation.id, msg_id=msg_id, channel=route.channels[0],
             sender=legs[0]["sender"] or "", recipient=conversation.sender, text=text, sent_at=now,
-            received_at=now, raw_body=json.dumps({"legs": legs}).encode(), change_seq=change,
+            folded_text=search.fold(text), received_at=now, raw_body=json.dumps({"legs": legs}).encode(), change_seq=change,
             direction="out", author_id=author_id, status="queued",
         ).returning(Message.id))
         connection.execute(sa.update(Conversation).where(Conversation.id == conversation.id).values(

@@ -15,7 +15,7 @@ from app import clock
 from conftest import IN_CI, body_for, conversation_of
 
 HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-          "direction", "status"]
+          "direction", "status", "contact_name", "conversation_id"]
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def export(client, auth, deliver):
     return export
 
 
-def test_columns_times_and_unicode(export, deliver):
+def test_columns_times_and_unicode(app, export, deliver):
     deliver(body_for(msg_id="m1", sub_msg_id="s1", sender="+3725550001", recipient="+37250000000",
                      channel="whatsapp", time="2024-06-01T08:00:00.123456Z", text='Tere, "sõber"! 😀\nrida 2'))
     header, row = export()
@@ -39,7 +39,8 @@ def test_columns_times_and_unicode(export, deliver):
     assert row[:7] == ["2024-06-01T08:00:00.123456Z", "+3725550001", "+37250000000", "whatsapp",
                        'Tere, "sõber"! 😀\nrida 2', "m1", "s1"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row[7])
-    assert row[8:] == ["in", "received"]
+    assert row[8:11] == ["in", "received", ""]
+    assert row[11] == str(conversation_id(app, "+3725550001"))
 
 
 def test_replies_are_exported_with_their_direction_and_status(app, export, deliver):
@@ -130,7 +131,8 @@ def test_the_database_builds_the_very_lines_python_would(app, client, auth, deli
         rows = db.session.execute(export_query()).all()
     expected = "\ufeff" + csv_line(COLUMNS) + "".join(csv_line((
         utc_iso(sent_at, "microseconds"), *(safe_cell(cell) for cell in cells), utc_iso(received_at, "microseconds"),
-        direction, status or "received")) for sent_at, *cells, received_at, direction, status in rows)
+        direction, status or "received", safe_cell(name), str(conversation)))
+        for sent_at, *cells, received_at, direction, status, name, conversation in rows)
     assert len(rows) == len(AWKWARD_CELLS) + 1
     with client.get("/export.csv") as response:
         assert response.data.decode() == expected
@@ -172,7 +174,7 @@ def test_bad_dates_are_a_clear_400(client, export):
 
 def test_export_links_in_the_pages(app, client, export, deliver):
     deliver(body_for(sender="+37255512345"))
-    assert 'href="/export.csv?q=372"' in client.get("/?q=372").text
+    assert 'href="/export?q=372&amp;view=open"' in client.get("/?q=372").text  # the dialog, on the list's choices
     path = f"/conversations/{conversation_id(app, '+37255512345')}"
     assert f'href="/export.csv?conversation={path.rsplit("/", 1)[1]}"' in client.get(path).text
 

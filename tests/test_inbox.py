@@ -170,7 +170,7 @@ def test_search_by_any_part_of_the_digits(client, inbox, query, expected):
     assert sorted(senders_listed(page.text)) == sorted(expected)
     assert f'value="{query}"'.replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;") in page.text
     if not expected:
-        assert "No sender matches" in page.text
+        assert "No conversation matches" in page.text
 
 
 def test_search_as_you_type_returns_the_fragment_only(client, inbox):

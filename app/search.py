@@ -1,0 +1,162 @@
+"""Text search: messages by any part of their text, accents and case aside, on either database.
+
+Every message carries `folded_text`, its text folded by `fold` (accents dropped, case folded),
+written by the app in the statement that stores the message (ingest, replies, demo data). The
+databases' own trigram indexes then find any part of it:
+
+- SQLite: the FTS5 table `message_fts` (tokenizer `trigram`, see models.MESSAGE_FTS), kept in
+  step with `message` by triggers, asked with `GLOB '*part*'`.
+- PostgreSQL: a `pg_trgm` GIN index on `message.folded_text`, asked with `LIKE '%part%'`.
+
+Either way the match is exact on the folded text: the index narrows the rows down by the
+query's trigrams, the pattern then checks each. A trigram index can't serve a query shorter
+than three characters, so `search_messages` finds no messages for those; the inbox then
+matches senders' numbers and contact names only.
+
+Forgetting: deleting a message removes it from search by itself (SQLite's triggers,
+PostgreSQL's index). Code that erases a message's text but keeps the row calls
+`forget_messages` (or `forget_conversation`) in the same transaction.
+"""
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from markupsafe import Markup, escape
+
+from .extensions import db
+from .models import Conversation, Message
+from .unit_of_work import write_transaction
+
+MIN_QUERY = 3  # a trigram index needs three characters to narrow anything down
+PAGE = 50
+LIKE_ESCAPE = "\\"
+# What a hit shows of a long text: this many characters, the first match near the start.
+SNIPPET_LENGTH = 240
+SNIPPET_LEAD = 60
+IDS_PER_STATEMENT = 5_000
+
+_FTS = sa.table("message_fts", sa.column("rowid", sa.Integer), sa.column("folded_text", sa.Text))
+
+
+def fold(text: str) -> str:
+    """The text as search compares it: compatibility forms unified (ﬁ, ２), accents dropped, case
+    folded (ß is ss). "Tellimus" and "tellimus", "café" and "cafe" fold to the same text."""
+    if text.isascii():
+        return text.lower()  # what the rest gives for ASCII, much faster
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def searchable(query: str) -> bool:
+    """Whether a query is long enough to search message texts (see MIN_QUERY)."""
+    return len(fold(query.strip())) >= MIN_QUERY
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A message whose text matches, with what the result list shows of it."""
+    id: int
+    conversation_id: int
+    sender: str
+    contact_name: str | None
+    direction: str
+    channel: str
+    received_at: datetime  # when it arrived: the order results are in
+    text: str
+
+
+HIT_COLUMNS = (sa.select(Message.id, Message.conversation_id, Conversation.sender, Conversation.contact_name,
+                         Message.direction, Message.channel, Message.received_at, Message.text)
+               .join(Conversation, Conversation.id == Message.conversation_id))
+
+
+def search_messages(query: str, limit: int = PAGE, before: int | None = None) -> tuple[list[Hit], int | None]:
+    """Messages whose text contains the query (accents and case aside), newest first, at most
+    `limit`, and the cursor for the next page (None on the last). Keyset paged on the message id:
+    `before` is the cursor a previous page gave. A query under MIN_QUERY characters finds nothing.
+    """
+    folded = fold(query.strip())
+    if len(folded) < MIN_QUERY:
+        return [], None
+    if db.session.get_bind().dialect.name == "sqlite":
+        ids = (sa.select(_FTS.c.rowid).where(_FTS.c.folded_text.op("GLOB")(f"*{glob_escape(folded)}*"))
+               .order_by(_FTS.c.rowid.desc()).limit(limit + 1))
+        if before is not None:
+            ids = ids.where(_FTS.c.rowid < before)
+        # The FTS table picks the page's ids, newest first; the messages are then read by primary
+        # key (and put in order here: sorting in SQL could make SQLite walk the message table).
+        query = HIT_COLUMNS.where(Message.id.in_(ids.scalar_subquery()))
+    else:
+        query = (HIT_COLUMNS.where(Message.folded_text.like(f"%{like_escape(folded)}%", escape=LIKE_ESCAPE))
+                 .order_by(Message.id.desc()).limit(limit + 1))
+        if before is not None:
+            query = query.where(Message.id < before)
+    rows = db.session.execute(query).all()
+    hits = sorted((Hit(*row) for row in rows), key=lambda hit: hit.id, reverse=True)
+    next_cursor = hits[limit - 1].id if len(hits) > limit else None
+    return hits[:limit], next_cursor
+
+
+def glob_escape(text: str) -> str:
+    """`*`, `?` and `[` in a GLOB pattern as themselves."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in text)
+
+
+def like_escape(text: str) -> str:
+    for special in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, LIKE_ESCAPE + special)
+    return text
+
+
+def highlight(text: str, query: str, length: int = SNIPPET_LENGTH) -> Markup:
+    """The text, escaped, with each match of the query (as search compares) in <mark>; a long
+    text is cut to `length` characters around its first match, with … where it was cut."""
+    needle = fold(query.strip())
+    # Fold character by character, remembering which character of the text each folded one
+    # came from: folding can change lengths ("ß" is "ss", "é" one character either way).
+    folded, origin = [], []
+    for position, char in enumerate(text):
+        part = fold(char)
+        folded.append(part)
+        origin.extend([position] * len(part))
+    folded = "".join(folded)
+    spans, start = [], folded.find(needle) if needle else -1
+    while start >= 0:
+        end = start + len(needle)
+        spans.append((origin[start], origin[end - 1] + 1))
+        start = folded.find(needle, end)
+
+    first = max(0, spans[0][0] - SNIPPET_LEAD) if spans and len(text) > length else 0
+    last = min(len(text), first + length)
+    parts = [Markup("…")] if first else []
+    position = first
+    for span_start, span_end in spans:
+        if span_end <= first or span_start >= last:
+            continue
+        span_start, span_end = max(span_start, first), min(span_end, last)
+        parts += [escape(text[position:span_start]), Markup("<mark>%s</mark>") % text[span_start:span_end]]
+        position = span_end
+    parts.append(escape(text[position:last]))
+    if last < len(text):
+        parts.append(Markup("…"))
+    return Markup("").join(parts)
+
+
+def forget_messages(ids: list[int]) -> None:
+    """Take these messages out of search, keeping the rows: for erasing a text in place.
+
+    Joins the caller's write transaction. Deleting messages needs no call: the index follows.
+    """
+    with write_transaction() as session:
+        for start in range(0, len(ids), IDS_PER_STATEMENT):
+            session.execute(sa.update(Message).where(Message.id.in_(ids[start:start + IDS_PER_STATEMENT]))
+                            .values(folded_text=""))
+
+
+def forget_conversation(conversation_id: int) -> None:
+    """Take a conversation's messages out of search (see forget_messages)."""
+    with write_transaction() as session:
+        session.execute(sa.update(Message).where(Message.conversation_id == conversation_id)
+                        .values(folded_text=""))
+
