@@ -144,9 +144,12 @@ def erase_conversation(conversation_id: int) -> int:
                                                     Message.omnimessage_id.is_not(None)))]
         for chunk in chunks(omnimessage_ids):
             session.execute(sa.delete(UnmatchedDeliveryReport).where(UnmatchedDeliveryReport.omnimessage_id.in_(chunk)))
-        session.execute(sa.delete(OptOut).where(OptOut.conversation_id == conversation_id))
+        for chunk in chunks(ids):
+            for column in referring_columns(Message.__table__):
+                session.execute(sa.delete(column.table).where(column.in_(chunk)))
+        delete_rows_referring_to(conversation_id)
         session.execute(sa.delete(Message).where(Message.conversation_id == conversation_id))
-        session.delete(conversation)
+        session.execute(sa.delete(Conversation).where(Conversation.id == conversation_id))
         dead_letters = delete_dead_letters_mentioning(number)
         redact_audit_trail(number)
         number_hash = audit.number_hash(number)
@@ -157,6 +160,20 @@ def erase_conversation(conversation_id: int) -> int:
                                               "dead_letters": dead_letters, "was_opted_out": opted_out})
     scrub_files()
     return len(ids)
+
+
+def referring_columns(table: sa.Table) -> list[sa.Column]:
+    """Columns of other tables whose foreign key points at `table` (opt-outs, per-conversation
+    rows other modules add), so that deleting a row takes what hangs on it along."""
+    return [key.parent for other in db.metadata.sorted_tables if other is not table
+            for key in other.foreign_keys if key.column.table is table]
+
+
+def delete_rows_referring_to(conversation_id: int) -> None:
+    """Every row of another table that belongs to this conversation, its messages aside."""
+    for column in referring_columns(Conversation.__table__):
+        if column.table is not Message.__table__:
+            db.session.execute(sa.delete(column.table).where(column == conversation_id))
 
 
 def delete_dead_letters_mentioning(number: str) -> int:
@@ -265,8 +282,12 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
         if omnimessage_ids:
             result.delivery_reports += session.execute(sa.delete(UnmatchedDeliveryReport).where(
                 UnmatchedDeliveryReport.omnimessage_id.in_(omnimessage_ids))).rowcount
-        # An opt-out stays recorded; only the keyword message it points to goes.
-        session.execute(sa.update(OptOut).where(OptOut.message_id.in_(ids)).values(message_id=None))
+        # Rows that point at a message lose the pointer when they can (an opt-out stays recorded
+        # without its keyword message), else go with it.
+        for column in referring_columns(Message.__table__):
+            matching = column.in_(ids)
+            session.execute(sa.update(column.table).where(matching).values({column.name: None}) if column.nullable
+                            else sa.delete(column.table).where(matching))
         session.execute(sa.delete(Message).where(Message.id.in_(ids)))
         result.messages += len(ids)
         change = change_number()
@@ -288,8 +309,8 @@ def _recount(conversation_id: int, change: int) -> int:
             number_hash = audit.number_hash(conversation.sender)
             if session.get(Suppression, number_hash) is None:
                 session.add(Suppression(number_hash=number_hash, created_at=clock.now()))
-        session.execute(sa.delete(OptOut).where(OptOut.conversation_id == conversation_id))
-        session.delete(conversation)
+        delete_rows_referring_to(conversation_id)
+        session.execute(sa.delete(Conversation).where(Conversation.id == conversation_id))
         return 1
     # The newest messages are the ones kept, so the preview stays; only the counts shrink.
     conversation.message_count = remaining
