@@ -1,0 +1,158 @@
+"""Every screen, as people with different screens, settings and abilities meet it.
+
+One seeded inbox and one server for the module (SQLite: the database changes nothing here), one
+Chromium. Each screen at 1280x800 and 390x844, in the light and the dark scheme: no sideways
+scrolling, no serious or critical axe-core violation (a pinned copy in tests/vendor, injected
+by Playwright, no network), no console error or CSP violation, and a screenshot in test-output/.
+"""
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from app import ingest
+from app.extensions import db
+
+from conftest import IN_CI, PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
+from test_browser import CHROMIUM, CHROMIUM_ARGS, REPORT_CSP_VIOLATIONS
+
+pytestmark = pytest.mark.browser
+
+AXE = Path(__file__).parent / "vendor" / "axe-core-4.11.0.min.js"
+AXE_SHA256 = "e9e5863c33a874f09bc01acd9234b7e3c871479f5eef8802fa582544465e6d01"  # tests/vendor/README.md
+OUTPUT = ROOT / "test-output"
+SIZES = {"1280x800": {"width": 1280, "height": 800}, "390x844": {"width": 390, "height": 844}}
+BUSY = "+37255512345"  # a thread of 1,000 messages
+LONG_TEXT = ("Tere! Tellisin eelmisel nädalal kolm paari saapaid ja tahaksin teada, millal need kohale jõuavad, "
+             "sest tracking-number ei tööta: https://kauplus.example.com/tellimused/123456789?lang=et")
+
+
+def arrive(at: datetime, payloads: list[dict]) -> None:
+    ingest.store_messages([ingest.parse_payload(body_for(**fields)) for fields in payloads],
+                          received_at=at.astimezone(UTC).replace(tzinfo=None))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """An inbox as a team has it after a while, served as `make run` serves it."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('accessibility') / 'inbox.sqlite3'}"
+    app = make_app(url)
+    now = datetime.now(UTC)
+    with app.app_context():
+        db.create_all()
+        add_user()
+        # 1,000 messages over ten days, a hundred a day.
+        for day in range(10):
+            arrive(now - timedelta(days=9 - day, minutes=30), [
+                {"sender": BUSY, "text": f"Sõnum {day * 100 + n}: kas tellimus 4{n:03} on teel?" + (" 🙂" if n % 7 == 0 else "")}
+                for n in range(100)])
+        arrive(now - timedelta(minutes=20), [{"sender": "+4915112345678901", "channel": "whatsapp",
+                                              "text": "Hallo aus Berlin 👋 " * 12}])
+        arrive(now - timedelta(minutes=15), [{"sender": "Kaubamaja-Info-Teenus", "channel": "viber",
+                                              "text": "Teie pakk on teel"}])
+        arrive(now - timedelta(minutes=10), [{"sender": "+37256600001", "text": "שלום, מה שלומך?"}])
+        arrive(now - timedelta(minutes=5), [{"sender": "+3725\u202e5566001", "text": "\u202eright-to-left override"}])
+        arrive(now - timedelta(minutes=1), [{"sender": "+37253300002", "text": LONG_TEXT}])
+        busy_id = ingest_conversation_id(BUSY)
+    # Replies configured (the API is never called here), so the reply box is there to be seen.
+    server = Server(url, workers=1, threads=4, env={
+        "MESSENTE_API_URL": "http://127.0.0.1:9", "MESSENTE_API_USERNAME": "user", "MESSENTE_API_PASSWORD": "pass",
+        "MESSENTE_SMS_SENDER": "", "MESSENTE_VIBER_SENDER": "", "MESSENTE_WHATSAPP_SENDER": ""}).start()
+    yield {"url": server.url, "busy": busy_id}
+    server.stop()
+    close_app(app)
+
+
+def ingest_conversation_id(sender: str) -> int:
+    from app.models import Conversation
+    return db.session.scalar(db.select(Conversation.id).where(Conversation.sender == sender))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium package (make browser)"
+        if IN_CI:
+            pytest.fail(reason + " (mandatory in CI)")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    source = AXE.read_bytes()
+    assert hashlib.sha256(source).hexdigest() == AXE_SHA256, "tests/vendor's axe-core is not the pinned copy"
+    return source.decode()
+
+
+def serious_violations(page, axe_source: str) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    # evaluate() runs as the browser's own tooling does, outside the page's CSP (no inline script).
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(axe_source)
+    results = page.evaluate("""() => axe.run(document, {resultTypes: ["violations"]}).then(result =>
+        result.violations.filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => v.id + ": " + v.help + " [" + v.nodes.slice(0, 3).map(n => n.target.join(" ")).join(", ") + "]"))""")
+    return results
+
+
+def overflow(page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+def log_in(page, url: str) -> None:
+    page.goto(url + "/login")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(url + "/")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, site, axe_source, scheme):
+    url = site["url"]
+    context = browser.new_context(color_scheme=scheme, timezone_id="Europe/Tallinn", locale="en-GB")
+    problems = []
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
+    context.on("weberror", lambda error: problems.append(f"page error: {error.error}"))
+    page = context.new_page()
+    page.on("console", lambda message: message.type == "error" and problems.append(
+        f"console error on {page.url}: {message.text}"))
+    OUTPUT.mkdir(exist_ok=True)
+    try:
+        page.goto(url + "/login")
+        for size_name, size in SIZES.items():
+            page.set_viewport_size(size)
+            check(page, axe_source, f"login-{size_name}-{scheme}")
+        log_in(page, url)
+        thread = f"{url}/conversations/{site['busy']}"
+        screens = {
+            "list": (url + "/", lambda: expect(page.locator("#conversations li.conversation")).to_have_count(6)),
+            "search": (url + "/?q=372", lambda: expect(page.locator("#conversations li.conversation")).to_have_count(4)),
+            "thread-1000": (thread, lambda: expect(page.locator("#messages .message").last).to_be_in_viewport()),
+            "composer": (thread, lambda: page.locator("#reply-text").fill("Tere! Jah, tellimus on teel ja jõuab homme 🙂")),
+            "keyboard-help": (url + "/", lambda: (page.keyboard.press("?"), expect(page.locator("#keyboard-help")).to_be_visible())),
+            "404": (url + "/conversations/123456789012345", lambda: expect(page.get_by_role("link", name="Back to the inbox")).to_be_visible()),
+        }
+        for name, (address, prepare) in screens.items():
+            for size_name, size in SIZES.items():
+                page.set_viewport_size(size)
+                page.goto(address)
+                prepare()
+                check(page, axe_source, f"{name}-{size_name}-{scheme}")
+    finally:
+        context.close()
+    problems = [p for p in problems if not re.search(r"404 \(NOT FOUND\)|status of 404", p) or "favicon" in p]
+    assert problems == []
+
+
+def check(page, axe_source: str, name: str) -> None:
+    assert overflow(page) <= 0, f"{name} scrolls sideways"
+    assert serious_violations(page, axe_source) == [], name
+    page.screenshot(path=OUTPUT / f"{name}.png")
