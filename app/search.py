@@ -127,7 +127,7 @@ def highlight(text: str, query: str, length: int = SNIPPET_LENGTH) -> Markup:
         spans.append((origin[start], origin[end - 1] + 1))
         start = folded.find(needle, end)
 
-    first = max(0, spans[0][0] - SNIPPET_LEAD) if spans and len(text) > length else 0
+    first = max(0, spans[0][0] - min(SNIPPET_LEAD, length // 4)) if spans and len(text) > length else 0
     last = min(len(text), first + length)
     parts = [Markup("…")] if first else []
     position = first

@@ -1,0 +1,210 @@
+"""Text search: any part of a message's text, accents and case aside, on SQLite and PostgreSQL."""
+import re
+from html import unescape
+
+import pytest
+import sqlalchemy as sa
+
+from app import ingest, replies, search
+from app.extensions import db
+from app.models import Message
+from app.unit_of_work import write_transaction
+
+from conftest import body_for, close_app, conversation_of, flask_command, make_app
+
+TEXTS = {
+    "order": "Tere! Kas minu Tellimus 4418 on juba teel? 📦",
+    "cafe": "Kohtume CAFÉ Ülemistes kell 12",
+    "street": "Die Straße ist gesperrt",
+    "percent": "50% off_today [sale] *now*?",
+    "html": "<script>alert('parcel')</script> & parcel",
+    "other": "Aitäh, sain kätte 👍",
+}
+
+
+def store(texts: dict[str, str], sender: str = "+37255664418") -> dict[str, int]:
+    """Store messages (inside an app context); their ids by key."""
+    ingest.store_messages([ingest.parse_payload(body_for(msg_id=key, sender=sender, text=text))
+                           for key, text in texts.items()])
+    return dict(db.session.execute(sa.select(Message.msg_id, Message.id)).all())
+
+
+def found(query: str, **kwargs) -> list[str]:
+    hits, _ = search.search_messages(query, **kwargs)
+    return [msg_id_of(hit.id) for hit in hits]
+
+
+def msg_id_of(message_id: int) -> str:
+    return db.session.scalar(sa.select(Message.msg_id).where(Message.id == message_id))
+
+
+def test_fold_drops_accents_and_case_and_unifies_forms():
+    assert search.fold("Tellimus") == "tellimus"
+    assert search.fold("Café CRÈME") == "cafe creme"
+    assert search.fold("Ülemiste šokolaad Žürii") == "ulemiste sokolaad zurii"
+    assert search.fold("Straße") == "strasse"
+    assert search.fold("ﬁne ２０２４ İstanbul") == "fine 2024 istanbul"
+    assert search.fold("Привет Ёлка") == "привет елка"
+    assert search.fold("📦 +372 (555)") == "📦 +372 (555)"
+
+
+def test_highlight_escapes_first_then_marks_every_match():
+    assert search.highlight("<b>Tellimus</b> & tellimus", "TELLIMUS") == (
+        "&lt;b&gt;<mark>Tellimus</mark>&lt;/b&gt; &amp; <mark>tellimus</mark>")
+    # The mark covers the text as written, whatever folding did to its length.
+    assert search.highlight("Kohtume CAFÉ juures", "cafe") == "Kohtume <mark>CAFÉ</mark> juures"
+    assert search.highlight("Die Straße ist", "strasse") == "Die <mark>Straße</mark> ist"
+    assert search.highlight("no match <i>", "xyz") == "no match &lt;i&gt;"
+    # A long text is cut around its first match.
+    text = "a" * 300 + " parcel " + "b" * 300
+    shown = str(search.highlight(text, "parcel", length=40))
+    assert shown.startswith("…") and shown.endswith("…") and "<mark>parcel</mark>" in shown
+
+
+def test_finds_any_part_of_a_text_accents_and_case_aside(app):
+    with app.app_context():
+        store(TEXTS)
+        assert found("tellimus") == ["order"]
+        assert found("TELLIMUS 44") == ["order"]
+        assert found("4418") == ["order"]
+        assert found("limu") == ["order"]  # part of a word
+        assert found("cafe") == ["cafe"]
+        assert found("Ülemiste") == ["cafe"] and found("ulemiste") == ["cafe"]
+        assert found("strasse") == ["street"] and found("STRASSE") == ["street"]
+        assert found("parcel") == ["html"]
+        assert found("<script>") == ["html"]
+        assert found("📦") == []  # one character: too short for a trigram index
+        assert found("teel? 📦") == ["order"]
+        assert found("nothing like it") == []
+
+
+def test_wildcards_in_a_query_match_themselves(app):
+    with app.app_context():
+        store(TEXTS)
+        assert found("50%") == ["percent"]
+        assert found("% o") == ["percent"]
+        assert found("f_t") == ["percent"]
+        assert found("[sale]") == ["percent"]
+        assert found("*now*?") == ["percent"]
+        assert found("%%%") == [] and found("___") == [] and found("***") == [] and found("???") == []
+
+
+def test_under_three_characters_finds_no_messages(app):
+    with app.app_context():
+        store({"short": "ok ok ab"})
+        assert found("ok") == [] and found("ab") == [] and found(" a ") == []
+        assert not search.searchable("ok") and search.searchable("oka")
+
+
+def test_newest_first_in_keyset_pages(app):
+    with app.app_context():
+        store({f"m{n}": f"parcel number {n}" for n in range(5)} | {"x": "nothing"})
+        first, cursor = search.search_messages("parcel", limit=2)
+        assert [msg_id_of(hit.id) for hit in first] == ["m4", "m3"]
+        second, cursor = search.search_messages("parcel", limit=2, before=cursor)
+        assert [msg_id_of(hit.id) for hit in second] == ["m2", "m1"]
+        last, cursor = search.search_messages("parcel", limit=2, before=cursor)
+        assert [msg_id_of(hit.id) for hit in last] == ["m0"] and cursor is None
+        hit = first[0]
+        assert (hit.sender, hit.direction, hit.channel, hit.text) == ("+37255664418", "in", "sms", "parcel number 4")
+        assert hit.conversation_id == conversation_of("+37255664418").id
+
+
+def test_replies_are_found_and_deleted_or_forgotten_messages_are_not(app, user):
+    app.config.update(MESSENTE_API_USERNAME="u", MESSENTE_API_PASSWORD="p")
+    with app.app_context():
+        ids = store({"in": "Where is my parcel?", "keep": "parcel arrived"})
+        conversation = conversation_of("+37255664418")
+        reply = replies.queue_reply(conversation, "Your PARCEL left today", "sms", None, 1, "k" * 16)
+        assert [hit.id for hit in search.search_messages("parcel")[0]] == [reply, ids["keep"], ids["in"]]
+        assert search.search_messages("parcel")[0][0].direction == "out"
+
+        with write_transaction() as session:
+            session.execute(sa.delete(Message).where(Message.id == ids["in"]))
+        search.forget_messages([reply])
+        assert found("parcel") == ["keep"]
+        search.forget_conversation(conversation.id)
+        assert found("parcel") == []
+        if db.engine.dialect.name == "sqlite":  # the index agrees with the table, entry by entry
+            with write_transaction() as session:
+                session.execute(sa.text("INSERT INTO message_fts (message_fts, rank) VALUES ('integrity-check', 1)"))
+
+
+def hits_shown(html: str) -> list[tuple[str, str]]:
+    """The search results on a page: (link, text as shown with its marks)."""
+    return [(unescape(link), text) for link, text in re.findall(
+        r'<li id="found-\d+" class="found">.*?<a id="found-link-\d+" class="sender" href="([^"]*)".*?'
+        r'<p class="snippet" dir="auto">(.*?)</p>', html, re.S)]
+
+
+def test_the_search_box_shows_matching_messages_each_linking_into_its_thread(app, client, auth, deliver):
+    auth.login()
+    for key, text in TEXTS.items():
+        deliver(body_for(msg_id=key, sender="+37255664418", text=text))
+    with app.app_context():
+        ids = dict(db.session.execute(sa.select(Message.msg_id, Message.id)).all())
+        conversation = conversation_of("+37255664418").id
+
+    page = client.get("/?q=parcel").text
+    assert hits_shown(page) == [(f"/conversations/{conversation}?q=parcel&around={ids['html']}#message-{ids['html']}",
+                                 "<bdi>&lt;script&gt;alert(&#39;<mark>parcel</mark>&#39;)&lt;/script&gt; &amp; "
+                                 "<mark>parcel</mark></bdi>")]
+    # The search as you type swaps the list with its results.
+    fragment = client.get("/?q=CAFE", headers={"HX-Request": "true"}).text
+    assert [text for _, text in hits_shown(fragment)] == ["<bdi>Kohtume <mark>CAFÉ</mark> Ülemistes kell 12</bdi>"]
+    # The link opens the thread there.
+    link = hits_shown(page)[0][0].split("#")[0]
+    thread = client.get(link).text
+    assert f'id="message-{ids["html"]}" class="message in target' in thread
+
+    short = client.get("/?q=44").text
+    assert hits_shown(short) == []
+    assert "Type at least 3 characters to search message texts: shorter searches match numbers and names only." in short
+    assert "No message text contains “<bdi>nothing like it</bdi>”" in client.get("/?q=nothing+like+it").text
+
+
+def test_results_page_back_with_the_cursor(app, client, auth, deliver):
+    auth.login()
+    with app.app_context():
+        ids = store({f"m{n}": f"parcel {n}" for n in range(25)})
+    page = client.get("/?q=parcel").text
+    assert len(hits_shown(page)) == 20
+    older = unescape(re.search(r'<a href="([^"]*found_before=[^"]*)">Older matching messages</a>', page).group(1))
+    assert older == f"/?found_before={ids['m5']}&q=parcel"
+    rest = hits_shown(client.get(older).text)
+    assert [text for _, text in rest] == [f"<bdi><mark>parcel</mark> {n}</bdi>" for n in range(4, -1, -1)]
+
+
+def test_upgrading_fills_in_the_search_text_of_messages_already_stored(database_url):
+    """A database made by the revision before text search, with messages, upgraded by init-db."""
+    previous = flask_command(database_url, "db", "upgrade", "a7c41e2b9d30")
+    assert previous.returncode == 0, previous.stderr
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO conversation (id, sender, sender_key, channel, last_message_id, last_sent_at, last_text, "
+            "message_count, unread_count, change_seq) VALUES (1, '+37255664418', '37255664418', 'sms', 3, "
+            "'2024-06-01 08:00:00', 'x', 3, 3, 1)"))
+        connection.execute(sa.text(
+            "INSERT INTO message (id, conversation_id, msg_id, channel, sender, text, sent_at, received_at, raw_body, "
+            "change_seq) VALUES (:id, 1, :id, 'sms', '+37255664418', :text, '2024-06-01 08:00:00', "
+            "'2024-06-01 08:00:00', :raw, 1)"),
+            [{"id": 1, "text": "Tellimus on teel", "raw": b"{}"}, {"id": 2, "text": "", "raw": b"{}"},
+             {"id": 3, "text": "Kohtume Café juures", "raw": b"{}"}])
+        if connection.dialect.name == "postgresql":  # the ids chosen above are taken
+            connection.execute(sa.text("SELECT setval('message_id_seq', 3), setval('conversation_id_seq', 1)"))
+    engine.dispose()
+
+    upgraded = flask_command(database_url, "init-db")
+    assert upgraded.returncode == 0, upgraded.stderr
+    app = make_app(database_url)
+    with app.app_context():
+        assert [hit.id for hit in search.search_messages("tellimus")[0]] == [1]
+        assert [hit.id for hit in search.search_messages("cafe")[0]] == [3]
+        ingest.store_messages([ingest.parse_payload(body_for(msg_id="new", text="Uus tellimus"))])
+        assert len(search.search_messages("tellimus")[0]) == 2
+        if db.engine.dialect.name == "sqlite":
+            with write_transaction() as session:
+                session.execute(sa.text("INSERT INTO message_fts (message_fts, rank) VALUES ('integrity-check', 1)"))
+    close_app(app)
+
