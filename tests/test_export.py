@@ -312,3 +312,147 @@ def test_calc_evaluates_nothing_and_shows_every_text_with_any_separator(client, 
         sheet = "\n".join(row[0][0] for row in rows)
         for _, shown in SPREADSHEET_TEXTS:
             assert f'","{shown}","' in sheet, (separator, shown)
+
+
+# --- XLSX: a spreadsheet that stays one ---------------------------------------------------------
+
+XLSX_TEXTS = ["+37255512345", "=1+1", '=HYPERLINK("http://x.example","click")', "@SUM(1+1)", "-1+1",
+              "http://example.com/track", "0012", "1e5", "Tere, sõber! 😀 Õun, äär", "esimene rida\nteine rida"]
+
+
+def open_xlsx(data: bytes):
+    import openpyxl
+    return openpyxl.load_workbook(io.BytesIO(data))
+
+
+def download(client, path: str) -> bytes:
+    """The file a path answers with (closed after, as a server closes it: its temporary file goes)."""
+    with client.get(path) as response:
+        assert response.status_code == 200, path
+        return response.data
+
+
+def xlsx_messages(app, deliver):
+    """One message per XLSX_TEXTS, from a contact whose name looks like a formula; then one from
+    year 1 (before any spreadsheet date)."""
+    from app import contacts
+    for n, text in enumerate(XLSX_TEXTS):
+        deliver(body_for(msg_id=f"m{n}", sender="+37255512345", text=text, time=f"2024-06-01T08:00:0{n}.250000Z"))
+    with app.app_context():
+        contacts.set_contact(conversation_id(app, "+37255512345"), "=Mari()", "")
+    deliver(body_for(msg_id="old", sender="+37255512345", text="old", time="0001-01-01T00:00:00Z"))
+
+
+def test_xlsx_keeps_every_text_as_typed_in_text_cells_and_times_as_dates(app, client, export, deliver):
+    from datetime import datetime
+    xlsx_messages(app, deliver)
+    with client.get("/export.xlsx") as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        assert response.headers["Content-Disposition"] == f"attachment; filename=sms-inbox-{clock.now():%Y-%m-%d}.xlsx"
+        sheet = open_xlsx(response.data).active
+    rows = list(sheet.iter_rows())
+    assert [cell.value for cell in rows[0]] == HEADER
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == f"A1:L{len(rows)}"
+    texts = rows[1:len(XLSX_TEXTS) + 1]
+    # Text cells ('s'), exactly as typed: the `+` kept, no formula ('f'), no number, no link.
+    assert [(row[4].value, row[4].data_type) for row in texts] == [(text, "s") for text in XLSX_TEXTS]
+    assert all(cell.data_type in ("s", "d") and cell.hyperlink is None for row in rows for cell in row
+               if cell.value is not None)
+    assert {(row[1].value, row[1].data_type) for row in texts} == {("+37255512345", "s")}
+    assert {row[10].value for row in texts} == {"=Mari()"}
+    assert {row[11].value for row in texts} == {str(conversation_id(app, "+37255512345"))}
+    # Times are date cells in UTC (to the second, as shown).
+    assert [(row[0].value.replace(microsecond=0), row[0].data_type) for row in texts[:2]] == [
+        (datetime(2024, 6, 1, 8, 0, 0), "d"), (datetime(2024, 6, 1, 8, 0, 1), "d")]
+    assert rows[-1][0].value == "0001-01-01T00:00:00.000000Z"  # before 1900: no spreadsheet date, its text
+
+
+def test_xlsx_filters_as_the_csv_does(app, client, export, deliver):
+    deliver(body_for(msg_id="a", sender="+37255512345", time="2024-06-01T00:00:00Z"))
+    deliver(body_for(msg_id="b", sender="+4470001", time="2024-06-03T00:00:00Z"))
+    sheet = open_xlsx(download(client, "/export.xlsx?q=372555&to=2024-06-02")).active
+    assert [row[5] for row in sheet.iter_rows(min_row=2, values_only=True)] == ["a"]
+    empty = open_xlsx(download(client, "/export.xlsx?q=no-such")).active
+    assert [list(row) for row in empty.iter_rows(values_only=True)] == [HEADER]
+
+
+def test_a_full_sheet_continues_on_the_next(app, export, deliver):
+    from app.export import export_query, xlsx_file
+    for n in range(5):
+        deliver(body_for(msg_id=f"m{n}"))
+    output = io.BytesIO()
+    with app.app_context():
+        assert xlsx_file(export_query(), output, rows_per_sheet=2) == 5
+    workbook = open_xlsx(output.getvalue())
+    assert workbook.sheetnames == ["Messages", "Messages 2", "Messages 3"]
+    assert [[row[5] for row in sheet.iter_rows(values_only=True)] for sheet in workbook.worksheets] == [
+        ["msg_id", "m0", "m1"], ["msg_id", "m2", "m3"], ["msg_id", "m4"]]
+    assert all(sheet.freeze_panes == "A2" for sheet in workbook.worksheets)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the file is the same from either
+def test_calc_opens_the_xlsx_with_text_cells_dates_and_no_formula(app, client, export, deliver, tmp_path):
+    soffice()
+    xlsx_messages(app, deliver)
+    xlsx = tmp_path / "export.xlsx"
+    xlsx.write_bytes(download(client, "/export.xlsx"))
+    result = subprocess.run(
+        [soffice(), f"-env:UserInstallation={(tmp_path / 'profile').as_uri()}", "--headless", "--norestore",
+         "--convert-to", "fods", "--outdir", str(tmp_path / "calc"), str(xlsx)],
+        capture_output=True, text=True, timeout=120)
+    converted = tmp_path / "calc" / "export.fods"
+    assert result.returncode == 0 and converted.exists(), result.stdout + result.stderr
+    office = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
+    rows = []
+    for row in ET.parse(converted).getroot().iter(ODF_TABLE + "table-row"):
+        cells = []
+        for cell in row.findall(ODF_TABLE + "table-cell"):
+            shown = "\n".join(odf_text(paragraph) for paragraph in cell.findall(ODF_TEXT + "p"))
+            cells += [(shown, cell.get(office + "value-type"), cell.get(ODF_TABLE + "formula"))] * int(
+                cell.get(ODF_TABLE + "number-columns-repeated", "1"))
+        if any(shown for shown, _, _ in cells):
+            rows.append(cells)
+    assert [shown for shown, _, _ in rows[0][:len(HEADER)]] == HEADER
+    texts = rows[1:len(XLSX_TEXTS) + 1]
+    assert [formula for row in rows for _, _, formula in row if formula] == []
+    assert [row[4][:2] for row in texts] == [(text, "string") for text in XLSX_TEXTS]
+    assert {row[1][:2] for row in texts} == {("+37255512345", "string")}
+    assert {row[10][:2] for row in texts} == {("=Mari()", "string")}
+    assert [row[0][1] for row in texts] == ["date"] * len(XLSX_TEXTS)
+    assert texts[0][0][0] == "2024-06-01 08:00:00"
+
+
+# --- the export dialog ---------------------------------------------------------------------------
+
+def test_the_dialog_counts_what_the_choices_hold_and_downloads_them(app, client, export, deliver):
+    from app import contacts
+    deliver(body_for(msg_id="a", sender="+37255512345", time="2024-06-01T00:00:00Z"))
+    deliver(body_for(msg_id="b", sender="+37255512345", time="2024-06-02T00:00:00Z"))
+    deliver(body_for(msg_id="c", sender="+4470001", time="2024-06-03T00:00:00Z"))
+    with app.app_context():
+        contacts.set_status(conversation_id(app, "+4470001"), "done")
+
+    page = client.get("/export?q=372&view=open&from=2024-06-02")
+    assert page.status_code == 200
+    assert "<h1 id=\"export-heading\">Export messages</h1>" in page.text
+    assert re.search(r'<p class="export-count" role="status">\s*1 message with these choices', page.text)
+    for field in ('name="q" type="search" value="372"', 'name="from" type="date" value="2024-06-02"',
+                  'name="to" type="date" value=""', '<option value="open" selected>Open</option>',
+                  'type="radio" name="format" value="xlsx" checked'):
+        assert field in page.text
+    assert 'formaction="/export/download"' in page.text
+    assert re.search(r"3 messages with these choices", client.get("/export").text)
+    assert re.search(r"1 message with these choices", client.get("/export?view=done").text)
+
+    csv_rows = list(csv.reader(io.StringIO(
+        download(client, "/export/download?view=open&format=csv").decode("utf-8-sig"), newline="")))
+    assert [row[5] for row in csv_rows[1:]] == ["a", "b"]
+    xlsx = download(client, "/export/download?view=done&format=xlsx")
+    assert [row[5] for row in open_xlsx(xlsx).active.iter_rows(min_row=2, values_only=True)] == ["c"]
+
+
+def test_the_dialog_and_the_xlsx_need_a_login(client):
+    for path in ("/export", "/export.xlsx", "/export/download?format=xlsx"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.headers["Location"].startswith("/login"), path
