@@ -6,7 +6,8 @@ change number: every open list and thread picks it up at its next poll.
 import sqlalchemy as sa
 
 from .ingest import clean_text
-from .models import CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
+from .models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
+from .search import fold
 from .unit_of_work import change_number, write_transaction
 
 STATUSES = ("open", "done")
@@ -32,7 +33,9 @@ def set_contact(conversation_id: int, name: str, note: str) -> None:
     name, note = clean_contact(name, note)
     with write_transaction() as session:
         session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
-                        .values(contact_name=name, contact_note=note, change_seq=change_number()))
+                        .values(contact_name=name, contact_note=note,
+                                contact_key=fold(name)[:CONTACT_KEY_LENGTH] if name else None,
+                                change_seq=change_number()))
 
 
 def set_status(conversation_id: int, status: str) -> bool:

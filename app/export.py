@@ -12,7 +12,7 @@ import xlsxwriter
 from .extensions import db
 from .list_views import ListFilter
 from .models import Conversation, Message
-from .queries import sender_matches
+from .queries import conversation_matches
 
 # Appended columns go last, so files read by column position keep working. For a reply, `status`
 # is its delivery report (DELIVRD, ...) once there is one, else how far sending got (sent, failed,
@@ -57,7 +57,7 @@ def export_query(q: str = "", conversation_id: int | None = None,
     ).order_by(Message.id)
     if conversation_id is not None:
         query = query.where(Message.conversation_id == conversation_id)
-    conversations = ([sender_matches(q)] if q else []) + (list_filter.conditions() if list_filter else [])
+    conversations = ([conversation_matches(q)] if q else []) + (list_filter.conditions() if list_filter else [])
     if conversations:
         query = query.where(Message.conversation_id.in_(db.select(Conversation.id).where(*conversations)))
     if first_day:

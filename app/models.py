@@ -15,6 +15,7 @@ PREVIEW_LENGTH = 160
 USERNAME_LENGTH = 80
 ADDRESS_LENGTH = 64  # an IPv6 address with a zone, or what a proxy says
 CONTACT_NAME_LENGTH = 120
+CONTACT_KEY_LENGTH = 3 * CONTACT_NAME_LENGTH  # folding can lengthen a name (ß is ss, ﬃ is ffi)
 CONTACT_NOTE_LENGTH = 2000
 SAVED_REPLY_TITLE_LENGTH = 80
 
@@ -57,6 +58,8 @@ class Conversation(db.Model):
     contact_note: Mapped[str | None] = mapped_column(sa.Text)
     # "open" or "done" (put aside); a new inbound message opens it again.
     status: Mapped[str] = mapped_column(sa.String(4), server_default="open")
+    # The name as search compares it (search.fold: accents and case aside), None without a name.
+    contact_key: Mapped[str | None] = mapped_column(sa.String(CONTACT_KEY_LENGTH))
 
     __table_args__ = (
         sa.Index(
@@ -74,6 +77,10 @@ class Conversation(db.Model):
                  unique=True),
         # The Open and Done views, newest activity first.
         sa.Index("ix_conversation_status_last_message_id", "status", "last_message_id"),
+        # Search by name reads only the conversations that have one.
+        sa.Index("ix_conversation_contact_key", "contact_key",
+                 sqlite_where=sa.text("contact_key IS NOT NULL"),
+                 postgresql_where=sa.text("contact_key IS NOT NULL")),
         # Counting unread conversations (the page title) reads only the unread ones.
         sa.Index(
             "ix_conversation_unread",

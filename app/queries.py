@@ -5,7 +5,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 
 from . import clock
-from . import numbers
+from . import numbers, search
 from .ingest import clean_text, search_key
 from .list_views import ListFilter
 from .models import Conversation, DailyCount, Message, User
@@ -27,6 +27,17 @@ def sender_matches(q: str) -> sa.ColumnElement[bool]:
     return Conversation.sender_key.like(f"%{key}%", escape=LIKE_ESCAPE)
 
 
+def conversation_matches(q: str) -> sa.ColumnElement[bool]:
+    """Conversations whose number contains q (see sender_matches) or whose contact's name does,
+    accents and case aside ("ulle" finds "Ülle Tamm")."""
+    key = search.fold(clean_text(q).strip())
+    for special in (LIKE_ESCAPE, "%", "_"):
+        key = key.replace(special, LIKE_ESCAPE + special)
+    named = (db.select(Conversation.id)
+             .where(Conversation.contact_key.is_not(None), Conversation.contact_key.like(f"%{key}%", escape=LIKE_ESCAPE)))
+    return sa.or_(sender_matches(q), Conversation.id.in_(named.scalar_subquery()))
+
+
 def conversations(q: str = "", before: int | None = None, after: int | None = None,
                   limit: int = 50, list_filter: ListFilter | None = None) -> "ConversationPage":
     """One page of conversations, newest arrival first, with the cursors to the pages around it.
@@ -44,7 +55,7 @@ def conversations(q: str = "", before: int | None = None, after: int | None = No
         # LIKE '%q%' can use no B-tree index. Pick the page's ids from the index on
         # (last_message_id, sender_key) alone, then read just those rows: testing every row
         # in list order would read the whole table, row by row, when few senders match.
-        keys = db.select(Conversation.last_message_id).where(sender_matches(q), *in_view)
+        keys = db.select(Conversation.last_message_id).where(conversation_matches(q), *in_view)
         keys = keys.where(Conversation.last_message_id > after) if after is not None else keys
         keys = keys.where(Conversation.last_message_id < before) if before is not None else keys
         order = Conversation.last_message_id.asc() if after is not None else Conversation.last_message_id.desc()

@@ -53,7 +53,10 @@ def upgrade():
     op.add_column('conversation', sa.Column('contact_name', sa.String(length=120), nullable=True))
     op.add_column('conversation', sa.Column('contact_note', sa.Text(), nullable=True))
     op.add_column('conversation', sa.Column('status', sa.String(length=4), server_default='open', nullable=False))
+    op.add_column('conversation', sa.Column('contact_key', sa.String(length=360), nullable=True))
     op.create_index('ix_conversation_status_last_message_id', 'conversation', ['status', 'last_message_id'])
+    op.create_index('ix_conversation_contact_key', 'conversation', ['contact_key'],
+                    sqlite_where=sa.text('contact_key IS NOT NULL'), postgresql_where=sa.text('contact_key IS NOT NULL'))
     op.create_table(
         'conversation_recipient',
         sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
