@@ -188,3 +188,53 @@ def test_postgresql_poll_and_thread_use_indexes(app, seeded):
             plan = "\n".join(row[0] for row in db.session.connection().exec_driver_sql(
                 "EXPLAIN " + statement, parameters))
         assert "Index" in plan and "Seq Scan" not in plan, f"{name}:\n{plan}"
+
+
+# --- text search: the databases' trigram indexes, never a walk through the messages ----------------
+
+@pytest.fixture
+def texts(app):
+    """Two thousand messages, one of them the only one to hold "zqx"."""
+    from app import ingest
+    from conftest import body_for
+    words = ["tere", "tellimus", "pakk", "order", "parcel", "homme", "kell", "aitäh", "café"]
+    rng = random.Random(7)
+    bodies = [body_for(sender=f"+3725{n % 300:07d}", text=" ".join(rng.choices(words, k=6)) + f" {n}")
+              for n in range(2000)]
+    bodies[1234] = body_for(sender="+37255664418", text="Kas zqx jõudis kohale?")
+    with app.app_context():
+        ingest.store_messages([ingest.parse_payload(body) for body in bodies])
+
+
+def search_statement(app, query: str):
+    from app import search
+    with statements_run(app) as statements, app.app_context():
+        hits, _ = search.search_messages(query)
+    [(statement, parameters)] = statements
+    return hits, statement, parameters
+
+
+@SQLITE
+def test_sqlite_text_search_reads_the_fts_index_then_messages_by_key(app, texts):
+    for query in ("zqx", "tellimus", "café"):  # rare, common, folded
+        hits, statement, parameters = search_statement(app, query)
+        assert hits
+        plan = sqlite_plan(app, statement, parameters)
+        assert any(re.match(r"SCAN message_fts VIRTUAL TABLE INDEX \d+:G", line) for line in plan), plan
+        assert "SEARCH message USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+        assert unindexed_reads(plan, scannable=("message_fts",)) == [], plan
+
+
+@POSTGRESQL
+def test_postgresql_text_search_uses_the_trigram_index(app, texts):
+    with app.app_context():
+        # As autovacuum leaves it: the index's pending list of new entries merged, statistics fresh.
+        db.session.execute(sa.text("SELECT gin_clean_pending_list('ix_message_folded_text_trgm')"))
+        db.session.execute(sa.text("ANALYZE"))
+        db.session.commit()
+    hits, statement, parameters = search_statement(app, "zqx")
+    assert [hit.text for hit in hits] == ["Kas zqx jõudis kohale?"]
+    with app.app_context():
+        plan = "\n".join(row[0] for row in db.session.connection().exec_driver_sql(
+            "EXPLAIN " + statement, parameters))
+    assert "Bitmap Index Scan on ix_message_folded_text_trgm" in plan and "Seq Scan on message" not in plan, plan
