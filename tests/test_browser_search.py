@@ -1,0 +1,59 @@
+"""Text search in headless Chromium against a real server: a word typed in the search box finds
+the message, and its link opens the conversation at that message, however far back it is."""
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from app import ingest
+from app.extensions import db
+
+from conftest import body_for
+from test_browser import (browser, new_context, page, page_watch, server, backend,  # noqa: F401 (fixtures)
+                          log_in, screenshot)
+
+pytestmark = pytest.mark.browser
+
+SENDER = "+37255664418"
+
+
+@pytest.fixture
+def long_thread(app):
+    """600 messages from one customer, the 100th the only one about a parcel machine; the id of it."""
+    texts = [f"Sõnum {n}: kas kõik on korras?" for n in range(600)]
+    texts[99] = "Kas PAKIAUTOMAAT Ülemistes on <b>avatud</b>? 📦"
+    with app.app_context():
+        ingest.store_messages([ingest.parse_payload(body_for(msg_id=f"m{n}", sender=SENDER, text=text))
+                               for n, text in enumerate(texts)])
+        from app.models import Message
+        return db.session.scalar(db.select(Message.id).where(Message.msg_id == "m99"))
+
+
+def test_a_word_typed_in_search_opens_its_message_in_the_thread(long_thread, page, new_context, server, backend):
+    log_in(page, server)
+    page.locator("#q").fill("pakiautomaat ulemistes")
+    hit = page.locator("#conversations li.found")
+    expect(hit).to_have_count(1)
+    # The text as sent, escaped, the match marked in it (accents and case aside).
+    expect(hit.locator(".snippet")).to_have_text("Kas PAKIAUTOMAAT Ülemistes on <b>avatud</b>? 📦")
+    expect(hit.locator("mark")).to_have_text("PAKIAUTOMAAT Ülemistes")
+    expect(page).to_have_url(re.compile(r"\?q=pakiautomaat(\+|%20)ulemistes$"))
+    screenshot(page, f"search-messages-{backend}.png")
+
+    hit.locator("a.sender").click()
+    target = page.locator(f"#message-{long_thread}")
+    expect(target).to_have_class(re.compile(r"\btarget\b"))
+    expect(target).to_be_in_viewport()
+    expect(page).to_have_url(re.compile(rf"/conversations/\d+\?q=pakiautomaat(\+|%20)ulemistes&around={long_thread}$"))
+    # 600 messages: the latest page (500) would not hold it; the page around it does.
+    expect(page.locator("#message-" + str(long_thread - 1))).to_be_attached()
+    screenshot(page, f"search-landed-{backend}.png")
+
+    # Without JavaScript: a plain form and a plain link, to the same place.
+    plain = new_context(java_script_enabled=False).new_page()
+    log_in(plain, server)
+    plain.get_by_label("Search by sender").fill("pakiautomaat")
+    plain.get_by_label("Search by sender").press("Enter")
+    plain.locator("#conversations li.found a.sender").click()
+    expect(plain).to_have_url(re.compile(rf"around={long_thread}#message-{long_thread}$"))
+    expect(plain.locator(f"#message-{long_thread}")).to_have_class(re.compile(r"\btarget\b"))
