@@ -270,6 +270,16 @@
         !pane.hasAttribute("data-start") && atBottom()) toBottom();
   });
 
+  // A list poll brings the inbox's title ("(3) Inbox"); with a conversation open it keeps its name
+  // in front, with the new count.
+  document.addEventListener("htmx:afterSettle", function () {
+    var pane = document.getElementById("conversation-pane");
+    var title = pane && pane.getAttribute("data-title");
+    if (!title || document.title === title) return;
+    var name = title.slice(0, title.indexOf(" · ") + 3);
+    if (document.title.indexOf(name) !== 0) document.title = name + document.title;
+  });
+
   var wasAtBottom = true, countBefore = 0;
 
   document.addEventListener("htmx:beforeSwap", function (event) {
@@ -374,7 +384,12 @@
         var option = document.createElement("li");
         option.id = "saved-reply-option-" + n;
         option.setAttribute("role", "option");
-        option.textContent = link.getAttribute("data-saved-title");
+        var title = document.createElement("strong");
+        title.textContent = link.getAttribute("data-saved-title");
+        var preview = document.createElement("span");
+        preview.className = "saved-preview";
+        preview.textContent = " " + link.getAttribute("data-saved-text");
+        option.append(title, preview);
         option.addEventListener("mousedown", function (event) {
           event.preventDefault();  // keep the focus in the reply box
           pick(n);
@@ -409,6 +424,7 @@
   htmx.onLoad(function (root) {
     root.querySelectorAll("form[data-submit-on-change]").forEach(function (form) {
       form.addEventListener("change", function () { form.requestSubmit(); });
+      form.querySelectorAll("[data-without-script]").forEach(function (button) { button.hidden = true; });
     });
   });
 

@@ -780,13 +780,17 @@ def test_two_panes_open_a_conversation_beside_the_list_and_a_phone_shows_one_at_
     expect(page.locator("#messages .text")).to_have_text(["Tere!"])
     expect(conversation_rows(page)).to_have_count(2)
     expect(page.get_by_label("Search by sender")).to_have_value("372")
+    # A poll that brings a new conversation keeps the open one's name in the title.
+    deliver(server, sender="+37255599999", text="new")
+    expect(conversation_rows(page)).to_have_count(3, timeout=LIVE)
+    expect(page).to_have_title(re.compile(r"^\u2068\+372[ 0-9]+\u2069 · \(\d\) Inbox · sms-inbox$"))
 
     # A phone: the conversation alone, with a way back to the (searched) list.
     page.set_viewport_size(PHONE)
     assert not page.locator(".list-pane").is_visible()
     page.get_by_role("link", name="All conversations").click()
     expect(page).to_have_url(re.compile(r"/\?q=372$"))
-    expect(conversation_rows(page)).to_have_count(2)
+    expect(conversation_rows(page)).to_have_count(3)
     assert not page.locator("#conversation-pane").is_visible()
     # Focus goes back to the row of the conversation that was open.
     assert page.evaluate("document.activeElement.closest('li').dataset.sender") == "+37255512345"
