@@ -161,9 +161,9 @@ XLSX_ROWS_PER_SHEET = 1_048_575
 XLSX_FIRST_DAY = datetime(1900, 3, 1)  # Excel counts a 29 February 1900 that never was: start after it
 XLSX_TEXT_WIDTHS = {"time": 22, "received_at": 22, "text": 60, "msg_id": 38, "sub_msg_id": 38}
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-# Messages per second xlsx_file writes, measured on a 2-core server (docs/search.md): what the
-# export dialog's estimate of the wait is based on.
-XLSX_ROWS_PER_SECOND = 25_000
+# Messages per second xlsx_file writes on one free core (about 17,000 measured, docs/search.md),
+# a little less: what the export dialog's estimate of the wait is based on.
+XLSX_ROWS_PER_SECOND = 15_000
 
 
 def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_ROWS_PER_SHEET) -> int:
