@@ -1,0 +1,141 @@
+"""Working the inbox in headless Chromium against a real gunicorn: naming a contact and finding
+it by name, putting a conversation aside until the customer writes again, saved replies.
+
+Uses test_browser's fixtures (one Chromium per module, a watched context per test, a server per
+test) and its helpers; screenshots of these screens go to test-output/.
+"""
+import json
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from test_browser import (  # noqa: F401  (fixtures, used by name)
+    DESKTOP, LIVE, PHONE, ROOT, backend, browser, deliver, log_in, new_context, open_row, overflow, page,
+    page_watch, row_for, screenshot, server,
+)
+
+pytestmark = pytest.mark.browser
+
+AXE = (ROOT / "tests" / "vendor" / "axe-core-4.11.0.min.js").read_text()
+
+
+def serious_accessibility_problems(page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    page.evaluate(AXE)  # evaluated by the driver, so the page's CSP does not apply
+    found = page.evaluate("""async () => (await axe.run(document)).violations
+        .filter(v => v.impact === "serious" || v.impact === "critical")
+        .map(v => v.id + ": " + v.nodes.map(n => n.target.join(" ")).join(", "))""")
+    return found
+
+
+def screens(page, name: str, backend: str) -> None:
+    """The page at a desktop and a phone size, light and dark; no sideways scrolling in any."""
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for size in (DESKTOP, PHONE):
+            page.set_viewport_size(size)
+            assert overflow(page) <= 0, f"{name} at {size['width']}px, {scheme}"
+            if backend == "sqlite":  # the same screens on either database: one set is enough
+                screenshot(page, f"{name}-{size['width']}x{size['height']}-{scheme}.png")
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size(DESKTOP)
+
+
+def test_name_a_contact_in_the_header_and_find_it_by_name(page, server, backend):
+    deliver(server, sender="+37255664418", recipient="+37250000001", text="Kus mu pakk on?")
+    deliver(server, sender="+44 7700 900123", recipient="+37250000002", text="Hello from London")
+    log_in(page, server)
+    expect(row_for(page, "+37255664418").locator("a.sender")).to_have_text("🇪🇪 +372 5566 4418")
+    open_row(page, "+37255664418")
+
+    page.get_by_text("Add name or note").click()
+    page.get_by_label("Name", exact=True).fill("Ülle Tamm")
+    page.get_by_label(re.compile("^Note")).fill("Orders every Friday; prefers SMS.")
+    page.get_by_role("button", name="Save contact").click()
+    expect(page.locator("#conversation-heading")).to_have_text("Ülle Tamm")
+    expect(page.locator("#contact .contact-note")).to_have_text("Orders every Friday; prefers SMS.")
+    # The list follows at once (the save asks it to poll), without a reload.
+    expect(row_for(page, "+37255664418").locator("a.sender")).to_have_text("🇪🇪 Ülle Tamm", timeout=LIVE)
+    assert serious_accessibility_problems(page) == []
+    screens(page, "contact-header", backend)
+    page.get_by_text("Edit name and note").click()
+    screens(page, "contact-editing", backend)
+
+    page.get_by_role("searchbox").fill("ulle")
+    expect(page.locator("#conversations li.conversation")).to_have_count(1)
+    expect(row_for(page, "+37255664418")).to_be_visible()
+    page.get_by_role("searchbox").fill("tamm")
+    expect(page.locator("#conversations li.conversation")).to_have_count(1)
+
+
+def test_done_leaves_the_open_view_and_a_new_message_brings_it_back(page, server, backend):
+    deliver(server, sender="+37255664418", recipient="+37250000001", channel="sms", text="Aitäh!")
+    deliver(server, sender="+3725550002", recipient="+37250000002", channel="whatsapp", text="Hi")
+    log_in(page, server)
+    tabs = page.get_by_role("navigation", name="Views")
+    expect(tabs.get_by_role("link", name="Open 2")).to_have_attribute("aria-current", "page")
+    open_row(page, "+37255664418")
+
+    page.get_by_role("button", name="Mark done").click()
+    expect(page.get_by_role("button", name="Reopen")).to_be_visible()
+    expect(row_for(page, "+37255664418")).to_have_count(0, timeout=LIVE)  # left the Open view, no reload
+    expect(tabs.get_by_role("link", name="Done 1")).to_be_visible()
+    expect(tabs.get_by_role("link", name="Open 1")).to_be_visible()
+
+    deliver(server, sender="+372 5566 4418", recipient="+37250000001", text="One more question")
+    expect(row_for(page, "+37255664418")).to_be_visible(timeout=LIVE)  # back in Open by itself
+    expect(tabs.get_by_role("link", name="Open 2")).to_be_visible()
+    expect(page.get_by_role("button", name="Mark done")).to_be_visible(timeout=LIVE)  # the open thread too
+
+    # The filters narrow the view; the choice stays in the URL and in the polls.
+    page.get_by_label("To our number").select_option("+37250000002")
+    expect(page).to_have_url(re.compile(r"to=%2B37250000002"))
+    expect(page.locator("#conversations li.conversation")).to_have_count(1)
+    expect(row_for(page, "+3725550002")).to_be_visible()
+    assert "to=%2B37250000002" in page.get_attribute("#conversations", "hx-get")
+    tabs.get_by_role("link", name=re.compile("^Done")).click()
+    expect(page).to_have_url(re.compile(r"view=done.*to=%2B37250000002|to=%2B37250000002.*view=done"))
+    assert serious_accessibility_problems(page) == []
+    page.get_by_role("navigation", name="Views").get_by_role("link", name=re.compile("^All")).click()
+    screens(page, "views", backend)
+
+
+def test_saved_replies_are_managed_on_their_page_and_typed_with_a_slash(new_context, server, backend, messente_env):
+    deliver(server, sender="+37255664418", recipient="+37250000001", text="When are you open?")
+    page = new_context().new_page()
+    log_in(page, server)
+    page.get_by_role("link", name="Saved replies").click()
+    page.get_by_label("Title").fill("Opening hours")
+    page.get_by_label("Text").fill("Hi {name}, we are open 9–17 on weekdays.")
+    page.get_by_role("button", name="Add saved reply").click()
+    page.get_by_label("Title").fill("Thanks")
+    page.get_by_label("Text").fill("Thank you for writing!")
+    page.get_by_role("button", name="Add saved reply").click()
+    expect(page.get_by_role("heading", name="2 saved replies")).to_be_visible()
+    assert serious_accessibility_problems(page) == []
+    screens(page, "saved-replies", backend)
+
+    page.goto(server.url + "/")
+    open_row(page, "+37255664418")
+    page.get_by_text("Add name or note").click()
+    page.get_by_label("Name", exact=True).fill("Ülle")
+    page.get_by_role("button", name="Save contact").click()
+    expect(page.locator("#conversation-heading")).to_have_text("Ülle")
+    page.goto(page.url)  # the reply box fills {name} when it is rendered
+    box = page.get_by_label(re.compile("^Reply to"))
+    box.fill("Tere! /open")
+    expect(page.get_by_role("option", name="Opening hours")).to_be_visible()
+    screens(page, "saved-reply-suggestions", backend)
+    box.press("Enter")
+    expect(box).to_have_value("Tere! Hi Ülle, we are open 9–17 on weekdays.")
+    page.locator(".saved-replies-menu summary").click()
+    page.get_by_role("link", name=re.compile("^Thanks")).click()
+    expect(box).to_have_value("Tere! Hi Ülle, we are open 9–17 on weekdays.Thank you for writing!")
+
+
+@pytest.fixture
+def messente_env(messente) -> dict:
+    """Reply boxes are offered: the server has API credentials (of the fake Messente)."""
+    return {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
+            "MESSENTE_API_PASSWORD": "api-password"}
