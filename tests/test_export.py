@@ -106,6 +106,16 @@ def test_formula_in_every_column_is_defused(export, deliver):
     assert row[1:7] == ["'=evil()", "'-1", "'+sms", "Tere!", "'=1+1", "'@x"]
 
 
+def test_the_contact_name_is_exported_defused_and_found_by_the_export_search(app, export, deliver):
+    from app import contacts
+    deliver(body_for(msg_id="named", sender="+37255512345"))
+    deliver(body_for(msg_id="other", sender="+4470001"))
+    with app.app_context():
+        contacts.set_contact(conversation_id(app, "+37255512345"), "=Ülle()", "")
+    rows = export("?q=ulle")
+    assert [(row[5], row[10]) for row in rows[1:]] == [("named", "'=Ülle()")]
+
+
 def test_nul_start_is_defused():
     assert safe_cell("\0=1") == "'\0=1"
 
