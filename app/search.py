@@ -53,6 +53,13 @@ def searchable(query: str) -> bool:
     return len(fold(query.strip())) >= MIN_QUERY
 
 
+def folded_query(query: str) -> str:
+    """A query as search compares it; NUL and lone surrogates (which no stored text holds, and
+    PostgreSQL can't take as a parameter) become U+FFFD, as ingest.clean_text makes them."""
+    query = query.encode("utf-16", "surrogatepass").decode("utf-16", "replace").replace("\x00", "\ufffd")
+    return fold(query.strip())
+
+
 @dataclass(frozen=True)
 class Hit:
     """A message whose text matches, with what the result list shows of it."""
@@ -76,7 +83,7 @@ def search_messages(query: str, limit: int = PAGE, before: int | None = None) ->
     `limit`, and the cursor for the next page (None on the last). Keyset paged on the message id:
     `before` is the cursor a previous page gave. A query under MIN_QUERY characters finds nothing.
     """
-    folded = fold(query.strip())
+    folded = folded_query(query)
     if len(folded) < MIN_QUERY:
         return [], None
     if db.session.get_bind().dialect.name == "sqlite":
@@ -112,15 +119,18 @@ def like_escape(text: str) -> str:
 def highlight(text: str, query: str, length: int = SNIPPET_LENGTH) -> Markup:
     """The text, escaped, with each match of the query (as search compares) in <mark>; a long
     text is cut to `length` characters around its first match, with … where it was cut."""
-    needle = fold(query.strip())
-    # Fold character by character, remembering which character of the text each folded one
-    # came from: folding can change lengths ("ß" is "ss", "é" one character either way).
-    folded, origin = [], []
-    for position, char in enumerate(text):
-        part = fold(char)
-        folded.append(part)
-        origin.extend([position] * len(part))
-    folded = "".join(folded)
+    needle = folded_query(query)
+    if text.isascii():  # folding keeps every character in its place
+        folded, origin = text.lower(), range(len(text))
+    else:
+        # Fold character by character, remembering which character of the text each folded one
+        # came from: folding can change lengths ("ß" is "ss", "é" one character either way).
+        parts, origin = [], []
+        for position, char in enumerate(text):
+            part = fold(char)
+            parts.append(part)
+            origin.extend([position] * len(part))
+        folded = "".join(parts)
     spans, start = [], folded.find(needle) if needle else -1
     while start >= 0:
         end = start + len(needle)

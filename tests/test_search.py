@@ -161,6 +161,10 @@ def test_the_search_box_shows_matching_messages_each_linking_into_its_thread(app
     assert hits_shown(short) == []
     assert "Type at least 3 characters to search message texts: shorter searches match numbers and names only." in short
     assert "No message text contains “<bdi>nothing like it</bdi>”" in client.get("/?q=nothing+like+it").text
+    # What no text holds is simply not found.
+    for odd in ("par%00cel", "%ED%A0%80parcel", "%FF%FE%FD"):
+        response = client.get("/?q=" + odd)
+        assert response.status_code == 200 and hits_shown(response.text) == [], odd
 
 
 def test_results_page_back_with_the_cursor(app, client, auth, deliver):
