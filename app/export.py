@@ -1,7 +1,6 @@
 """Exports: CSV (formula-safe cells, streamed from a server-side cursor in constant memory) and
 XLSX (text cells and real dates, built on disk in constant memory, then sent)."""
 import re
-import tempfile
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import IO
@@ -156,9 +155,9 @@ def _phone_number(value, dialect: str) -> sa.ColumnElement[bool]:
 
 # A worksheet holds 1,048,576 rows: the header and this many messages; the rest go on to the next.
 XLSX_ROWS_PER_SHEET = 1_048_575
-# Excel's dates start at 1900 (and its cells hold at most 32,767 characters): a time outside the
-# dates a spreadsheet can show is written as its ISO text instead.
-XLSX_FIRST_DAY = datetime(1900, 3, 1)  # Excel counts a 29 February 1900 that never was: start after it
+# Excel's dates start at 1900: a time before the dates a spreadsheet can show is written as its ISO
+# text instead. (Excel counts a 29 February 1900 that never was: the dates start after it.)
+XLSX_FIRST_DAY = datetime(1900, 3, 1)
 XLSX_TEXT_WIDTHS = {"time": 22, "received_at": 22, "text": 60, "msg_id": 38, "sub_msg_id": 38}
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # Messages per second xlsx_file writes on one free core (about 17,000 measured, docs/search.md),
@@ -174,12 +173,12 @@ def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_RO
     typed, and nothing becomes a formula or a link. Times are date cells (UTC). The header row is
     frozen and filtered. xlsxwriter's constant_memory mode writes each row to a temporary file as
     it goes, so memory stays flat however many rows; the workbook is zipped into `output` at the
-    end. One SELECT on one connection: a consistent snapshot, as for CSV.
+    end. One SELECT on one connection: a consistent snapshot, as for CSV. A cell holds at most
+    32,767 characters (Excel's limit): a longer text is cut there (the CSV has it whole).
     """
     workbook = xlsxwriter.Workbook(output, {
         "constant_memory": True,
         "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
-        "tmpdir": tempfile.gettempdir(),
     })
     time_format = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
     header_format = workbook.add_format({"bold": True})
