@@ -130,8 +130,7 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
     with write_transaction() as session:
         connection = session.connection()
         # Under the write lock nobody else can insert in between: check, then insert.
-        known = set(connection.scalars(sa.select(Message.msg_id).where(
-            Message.msg_id.in_({message.msg_id for message in messages}))))
+        known = set(connection.scalars(_known_msg_ids(), {"msg_ids": list({m.msg_id for m in messages})}))
         new = []
         for message in messages:
             if message.msg_id not in known:
@@ -204,8 +203,8 @@ def conversation_ids(connection: sa.Connection, channels: dict[str, str], change
     senders = list(channels)
     found = {}
     for start in range(0, len(senders), LOOKUPS_PER_STATEMENT):  # SQLite binds at most 32,766
-        found.update(connection.execute(sa.select(Conversation.sender, Conversation.id).where(
-            Conversation.sender.in_(senders[start:start + LOOKUPS_PER_STATEMENT]))).all())
+        found.update(connection.execute(_conversations_of(),
+                                        {"senders": senders[start:start + LOOKUPS_PER_STATEMENT]}).all())
     missing = [sender for sender in channels if sender not in found]
     if missing:
         created = connection.execute(
@@ -219,21 +218,9 @@ def conversation_ids(connection: sa.Connection, channels: dict[str, str], change
 
 def add_to_conversations(connection: sa.Connection, totals: dict[int, ConversationTotals], change: int) -> None:
     """Move each conversation to its newest inbound message and add the new counts (one executemany)."""
-    table = Conversation.__table__
     connection.execute(
-        sa.update(table).where(table.c.id == sa.bindparam("conversation_id")).values(
-            channel=sa.bindparam("new_channel"),
-            last_message_id=sa.bindparam("new_last_message_id"),
-            last_sent_at=sa.bindparam("new_last_sent_at"),
-            last_text=sa.bindparam("new_last_text"),
-            message_count=table.c.message_count + sa.bindparam("added", type_=sa.Integer),
-            unread_count=table.c.unread_count + sa.bindparam("added_unread", type_=sa.Integer),
-            last_direction="in",
-            last_inbound_at=sa.bindparam("new_last_inbound_at"),
-            status="open",  # the customer wrote again: a conversation put aside comes back
-            change_seq=change,
-        ),
-        [{"conversation_id": conversation_id, "new_channel": t.channel,
+        _move_conversations(),
+        [{"conversation_id": conversation_id, "change": change, "new_channel": t.channel,
           "new_last_message_id": t.last_message_id, "new_last_sent_at": t.last_sent_at,
           "new_last_text": t.last_text, "added": t.message_count, "added_unread": t.unread_count,
           "new_last_inbound_at": t.last_inbound_at}
@@ -252,10 +239,45 @@ def add_recipients(connection: sa.Connection, pairs: set[tuple[int, str]]) -> No
 
 
 def add_to_daily_counts(connection: sa.Connection, days: dict[date, int]) -> None:
-    insert = dialect_insert(DailyCount.__table__, connection.dialect.name)
-    insert = insert.on_conflict_do_update(index_elements=["day"],
-                                          set_={"count": DailyCount.count + insert.excluded.count})
-    connection.execute(insert, [{"day": day, "count": count} for day, count in days.items()])
+    connection.execute(_add_daily_counts(connection.dialect.name),
+                       [{"day": day, "count": count} for day, count in days.items()])
+
+
+# Statements built once: building SQLAlchemy statements (and their cache keys) costs more
+# than running them, for a batch of a few messages.
+@cache
+def _known_msg_ids() -> sa.Select:
+    return sa.select(Message.msg_id).where(Message.msg_id.in_(sa.bindparam("msg_ids", expanding=True)))
+
+
+@cache
+def _conversations_of() -> sa.Select:
+    return sa.select(Conversation.sender, Conversation.id).where(
+        Conversation.sender.in_(sa.bindparam("senders", expanding=True)))
+
+
+@cache
+def _move_conversations() -> sa.Update:
+    table = Conversation.__table__
+    return sa.update(table).where(table.c.id == sa.bindparam("conversation_id")).values(
+        channel=sa.bindparam("new_channel"),
+        last_message_id=sa.bindparam("new_last_message_id"),
+        last_sent_at=sa.bindparam("new_last_sent_at"),
+        last_text=sa.bindparam("new_last_text"),
+        message_count=table.c.message_count + sa.bindparam("added", type_=sa.Integer),
+        unread_count=table.c.unread_count + sa.bindparam("added_unread", type_=sa.Integer),
+        last_direction="in",
+        last_inbound_at=sa.bindparam("new_last_inbound_at"),
+        status="open",  # the customer wrote again: a conversation put aside comes back
+        change_seq=sa.bindparam("change", type_=sa.BigInteger),
+    )
+
+
+@cache
+def _add_daily_counts(dialect: str) -> sa.Insert:
+    insert = dialect_insert(DailyCount.__table__, dialect)
+    return insert.on_conflict_do_update(index_elements=["day"],
+                                        set_={"count": DailyCount.count + insert.excluded.count})
 
 
 @cache
