@@ -1,9 +1,17 @@
 """Demo data in bulk: realistic inbound messages for trying the inbox and for the benchmarks.
 
-The rows go straight into the tables with large executemany INSERTs, a few transactions in
-all, each holding the write lock. Conversation rows and daily counts are built in Python
-while the messages are generated and merged into whatever the database already holds, so
-after every commit they are exactly what ingesting the same messages one by one would give.
+The rows go straight into the tables with large executemany INSERTs (COPY on PostgreSQL).
+Conversation rows, the numbers each customer wrote to and the daily counts are counted in
+Python while the messages are generated, and merged into whatever the database already holds
+with ingest's own functions, so after every commit they are exactly what ingesting the same
+messages one by one would give. Each message carries its search text (`search.fold`).
+
+Into an empty inbox everything goes in one transaction, and on SQLite the message table's
+secondary indexes and the text search index are built once at its end, from sorted data,
+rather than entry by entry (building an index once is several times cheaper than keeping it
+up to date row by row). A server running meanwhile waits for the write lock until then; its
+callbacks answer 503 and the provider retries them. Into an inbox in use, the messages go in
+transactions of MESSAGES_PER_TRANSACTION, each short enough for a live server's writers.
 """
 import bisect
 import gc
@@ -13,32 +21,39 @@ import random
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from . import clock
+from . import clock, ingest, search
 from .ingest import ConversationTotals, add_to_conversations, add_to_daily_counts, conversation_ids
+from .extensions import db
 from .models import PREVIEW_LENGTH, Message
 from .unit_of_work import change_number, write_transaction
 
-# One transaction per this many messages: each commit leaves the inbox consistent, and a
-# server receiving callbacks meanwhile never waits long for the write lock.
+# Into an inbox in use: one transaction per this many messages, so each commit leaves the inbox
+# consistent and a server receiving callbacks meanwhile never waits long for the write lock.
 MESSAGES_PER_TRANSACTION = 200_000
 ROWS_PER_INSERT = 20_000
 # SQLite's page cache while seeding, in KiB: the random inserts into the conversation indexes
 # stay in memory until the commit writes each page once (restored afterwards).
-SQLITE_CACHE_KIB = 256 * 1024
+SQLITE_CACHE_KIB = 512 * 1024
+# SQLite's text search index (see app/search.py): filled by a trigger for each message stored
+# anywhere else; here, for a whole transaction's messages at once, in one statement.
+FTS_TABLE, FTS_INSERT_TRIGGER = "message_fts", "message_fts_insert"
 DAYS = 60
 # Unread: what arrived since the team last looked, about a day ago.
 UNREAD_SINCE = timedelta(days=1)
 
 CHANNEL_WEIGHTS = {"sms": 55, "whatsapp": 20, "viber": 15, "telegram": 10}
-# Country code with mobile prefix, and how many subscriber digits follow.
+# Country code with mobile prefix, and how many subscriber digits follow: every number is a
+# possible one in E.164, so it is its own conversation key (numbers.normalise).
 NUMBER_PLANS = [("+3725", 7), ("+3725", 6), ("+3712", 7), ("+3706", 7), ("+35840", 7),
                 ("+4479", 8), ("+79", 9)]
 NUMBER_PLAN_WEIGHTS = [50, 10, 8, 8, 10, 6, 8]
+# Our numbers: each customer writes to one of them.
 RECIPIENTS = ["+37250000000", "+37250000001"]
 # The provider's time is a moment before ours.
 PROVIDER_DELAYS = [timedelta(milliseconds=50 + 61 * n) for n in range(47)]
@@ -90,35 +105,139 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
     rng.shuffle(order)
     arrivals = arrival_times(messages, now, rng)
     texts = text_pool(rng)
-    run = secrets.token_hex(4)  # demo msg_ids are "demo-<run>-<id>": never a provider's UUID
-    sub_msg_id_prefix = f"{run}-0000-4000-8000-"  # UUID-shaped, the id in the last group
-    unread_since = now - UNREAD_SINCE
+    picks = [int(pick * len(texts)) for pick in [rng.random() for _ in range(messages)]]
+    plan = Plan(numbers, channels, texts, secrets.token_hex(4), now - UNREAD_SINCE)
 
     with no_cyclic_gc():  # millions of tuples, no cycles: a collection would find nothing
-        for first in range(0, messages, MESSAGES_PER_TRANSACTION):
-            chunk = order[first:first + MESSAGES_PER_TRANSACTION]
-            times = list(itertools.islice(arrivals, len(chunk)))  # increasing
-            picks = [int(pick * len(texts)) for pick in [rng.random() for _ in chunk]]
-            with write_transaction() as session:
-                connection = session.connection()
-                sqlite = connection.dialect.name == "sqlite"
-                with large_page_cache(connection):
-                    next_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
-                    change = change_number()
-                    conversation_of = conversation_ids(connection, {numbers[s]: channels[s] for s in set(chunk)}, change)
-                    # What a row needs of its sender, looked up once per sender.
-                    who = {s: (numbers[s], channels[s], conversation_of[numbers[s]]) for s in set(chunk)}
-                    for start in range(0, len(chunk), ROWS_PER_INSERT):
-                        insert_messages(connection, message_rows(
-                            next_id + start, chunk[start:start + ROWS_PER_INSERT], times[start:start + ROWS_PER_INSERT],
-                            picks[start:start + ROWS_PER_INSERT], who, texts, run, sub_msg_id_prefix, change, sqlite), progress)
-                    if connection.dialect.name == "postgresql":
-                        # We chose the ids: move the id sequence past them for the next callback.
-                        connection.execute(sa.select(sa.func.setval(
-                            sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1)))
-                    add_to_conversations(connection, conversation_totals(next_id, chunk, times, picks, who, texts,
-                                                                         bisect.bisect_left(times, unread_since)), change)
-                    add_to_daily_counts(connection, dict(Counter(map(datetime.date, times))))
+        # (An inbox filled meanwhile would only make the rebuild cover its rows too.)
+        empty = db.session.scalar(sa.select(Message.id).limit(1)) is None
+        db.session.rollback()  # the read ends: no snapshot held while the journal mode changes
+        per_transaction = messages if empty else MESSAGES_PER_TRANSACTION
+        with rollback_journal(empty):
+            for first in range(0, messages, per_transaction):
+                count = min(per_transaction, messages - first)
+                with write_transaction() as session:
+                    connection = session.connection()
+                    with large_page_cache(connection), indexes_built_at_the_end(connection, rebuild=empty):
+                        plan.store(connection, order[first:first + count], list(itertools.islice(arrivals, count)),
+                                   picks[first:first + count], progress)
+
+
+class Plan:
+    """What every transaction's messages share: senders, texts, and the run's msg_id prefix."""
+
+    def __init__(self, numbers: list[str], channels: list[str], texts: list[tuple[str, str, str]], run: str,
+                 unread_since: datetime):
+        self.numbers, self.channels, self.texts, self.unread_since = numbers, channels, texts, unread_since
+        self.run = run  # demo msg_ids are "demo-<run>-<id>": never a provider's UUID
+        self.sub_msg_id_prefix = f"{run}-0000-4000-8000-"  # UUID-shaped, the id in the last group
+
+    def store(self, connection: sa.Connection, chunk: list[int], times: list[datetime], picks: list[int],
+              progress: Callable[[int], None] | None) -> None:
+        """One transaction's messages (senders, increasing times, texts), with everything they change."""
+        numbers, channels = self.numbers, self.channels
+        next_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
+        change = change_number()
+        distinct = set(chunk)
+        conversation_of = conversation_ids(connection, {numbers[s]: channels[s] for s in distinct}, change)
+        # What a row needs of its sender, looked up once per sender.
+        who = {s: (numbers[s], channels[s], conversation_of[numbers[s]], RECIPIENTS[s % len(RECIPIENTS)])
+               for s in distinct}
+        insert, sqlite = message_inserter(connection), connection.dialect.name == "sqlite"
+
+        def rows(start: int) -> list[tuple]:
+            stop = start + ROWS_PER_INSERT
+            return self.rows(next_id + start, chunk[start:stop], times[start:stop], picks[start:stop], who,
+                             change, sqlite)
+
+        # The next rows are built while the database stores these: it lets go of the GIL meanwhile.
+        with ThreadPoolExecutor(1) as builder:
+            upcoming = builder.submit(rows, 0)
+            for start in range(0, len(chunk), ROWS_PER_INSERT):
+                batch = upcoming.result()
+                if start + ROWS_PER_INSERT < len(chunk):
+                    upcoming = builder.submit(rows, start + ROWS_PER_INSERT)
+                insert(batch)
+                if progress:
+                    progress(len(batch))
+        if connection.dialect.name == "postgresql":
+            # We chose the ids: move the id sequence past them for the next callback.
+            connection.execute(sa.select(sa.func.setval(
+                sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1)))
+        first_unread = bisect.bisect_left(times, self.unread_since)
+        add_to_conversations(connection, self.totals(next_id, chunk, times, picks, who, first_unread), change)
+        add_to_daily_counts(connection, dict(Counter(map(datetime.date, times))))
+        if hasattr(ingest, "add_recipients"):
+            ingest.add_recipients(connection, {(conversation_id, recipient)
+                                               for _, _, conversation_id, recipient in who.values()})
+
+    def rows(self, next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
+             who: dict[int, tuple[str, str, int, str]], change: int, sqlite: bool) -> list[tuple]:
+        """Message rows in MESSAGE_COLUMNS order, with the body the provider would have sent."""
+        rows = []
+        append = rows.append
+        delays, texts, run, sub_prefix = PROVIDER_DELAYS, self.texts, self.run, self.sub_msg_id_prefix
+        for message_id, s, received_at, pick in zip(itertools.count(next_id), chunk, times, picks):
+            sender, channel, conversation_id, recipient = who[s]
+            text, text_json, folded = texts[pick]
+            sent_at = received_at - delays[message_id % 47]
+            sent_iso = sent_at.isoformat(timespec="microseconds")
+            msg_id = f"demo-{run}-{message_id:012d}"  # zero-padded: the unique index only appends
+            sub_msg_id = f"{sub_prefix}{message_id:012x}"
+            raw_body = (
+                f'{{"msg_id": "{msg_id}", "sub_msg_id": "{sub_msg_id}", "channel": "{channel}", '
+                f'"recipient": "{recipient}", "time": "{sent_iso}Z", "text": {text_json}, "sender": "{sender}"}}'
+            ).encode()
+            if sqlite:  # the text SQLAlchemy stores for a DateTime
+                append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text, folded,
+                        sent_iso.replace("T", " "), received_at.isoformat(" ", "microseconds"), raw_body, change))
+            else:
+                append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text, folded,
+                        sent_at, received_at, raw_body, change))
+        return rows
+
+    def totals(self, next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
+               who: dict[int, tuple[str, str, int, str]], first_unread: int) -> dict[int, ConversationTotals]:
+        """What each conversation gains from the chunk's messages (ids from next_id, in order), as
+        ConversationTotals.add would sum them: counted in C, each sender's last message looked up once."""
+        counts, unread = Counter(chunk), Counter(chunk[first_unread:])
+        totals = {}
+        for s, position in dict(zip(chunk, range(len(chunk)))).items():  # each sender's last position
+            _, channel, conversation_id, _ = who[s]
+            message_id, received_at = next_id + position, times[position]
+            totals[conversation_id] = ConversationTotals(
+                channel, message_count=counts[s], unread_count=unread[s], last_message_id=message_id,
+                last_sent_at=received_at - PROVIDER_DELAYS[message_id % len(PROVIDER_DELAYS)],
+                last_text=self.texts[picks[position]][0][:PREVIEW_LENGTH], last_inbound_at=received_at)
+        return totals
+
+
+# What a demo message has; the reply columns keep their defaults (inbound, no status).
+MESSAGE_COLUMNS = ["id", "conversation_id", "msg_id", "sub_msg_id", "channel", "sender", "recipient", "text",
+                   "folded_text", "sent_at", "received_at", "raw_body", "change_seq"]
+
+
+def message_inserter(connection: sa.Connection) -> Callable[[list[tuple]], None]:
+    """A function storing message rows (values in MESSAGE_COLUMNS order, as the driver takes them).
+
+    Straight to the driver: SQLAlchemy's typed executemany converts every value of every row in
+    Python, which costs more than the database's own work. PostgreSQL takes them by COPY.
+    """
+    driver = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        copy_sql = f"COPY message ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN"
+
+        def copy(rows: list[tuple]) -> None:
+            with driver.cursor() as cursor, cursor.copy(copy_sql) as stream:
+                for row in rows:
+                    stream.write_row(row)
+        return copy
+    statement = sa.insert(sa.table("message", *map(sa.column, MESSAGE_COLUMNS))).compile(
+        dialect=connection.dialect, column_keys=MESSAGE_COLUMNS).string
+
+    def insert(rows: list[tuple]) -> None:
+        driver.executemany(statement, rows)
+    return insert
 
 
 @contextmanager
@@ -130,6 +249,34 @@ def no_cyclic_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+@contextmanager
+def rollback_journal(empty: bool) -> Iterator[None]:
+    """Into an empty SQLite file: a rollback journal rather than the WAL while seeding, then WAL again.
+
+    In WAL mode every page is written twice (to the WAL, then checkpointed into the file); pages a
+    transaction adds at the end of the file need no rollback journal, so they are written once.
+    SQLite only switches when no other connection has the file open (no server running): otherwise
+    the mode stays WAL, and so does the seeding.
+    """
+    if not empty or db.engine.dialect.name != "sqlite":
+        yield
+        return
+    db.engine.dispose()  # our own idle pooled connections would keep the file in WAL mode
+
+    def journal_mode(mode: str) -> None:
+        connection = db.engine.raw_connection()
+        try:
+            connection.driver_connection.execute(f"PRAGMA journal_mode={mode}").fetchall()
+        finally:
+            connection.close()
+
+    journal_mode("DELETE")
+    try:
+        yield
+    finally:
+        journal_mode("WAL")
 
 
 @contextmanager
@@ -146,71 +293,29 @@ def large_page_cache(connection: sa.Connection) -> Iterator[None]:
         connection.exec_driver_sql(f"PRAGMA cache_size={int(size)}")
 
 
-def message_rows(next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
-                 who: dict[int, tuple[str, str, int]], texts: list[tuple[str, str]], run: str,
-                 sub_msg_id_prefix: str, change: int, sqlite: bool) -> list[tuple]:
-    """Message rows in MESSAGE_COLUMNS order, with the body the provider would have sent."""
-    rows = []
-    append = rows.append
-    delays, recipients = PROVIDER_DELAYS, RECIPIENTS
-    for message_id, s, received_at, pick in zip(itertools.count(next_id), chunk, times, picks):
-        sender, channel, conversation_id = who[s]
-        text, text_json = texts[pick]
-        sent_at = received_at - delays[message_id % len(delays)]
-        sent_iso = sent_at.isoformat(timespec="microseconds")
-        msg_id = f"demo-{run}-{message_id:012d}"  # zero-padded: the unique index only appends
-        sub_msg_id = f"{sub_msg_id_prefix}{message_id:012x}"
-        recipient = recipients[message_id % len(recipients)]
-        raw_body = (
-            f'{{"msg_id": "{msg_id}", "sub_msg_id": "{sub_msg_id}", "channel": "{channel}", '
-            f'"recipient": "{recipient}", "time": "{sent_iso}Z", "text": {text_json}, "sender": "{sender}"}}'
-        ).encode()
-        if sqlite:  # the text SQLAlchemy stores for a DateTime
-            append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text,
-                    sent_iso.replace("T", " "), received_at.isoformat(" ", "microseconds"), raw_body, change))
-        else:
-            append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text,
-                    sent_at, received_at, raw_body, change))
-    return rows
-
-
-def conversation_totals(next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
-                        who: dict[int, tuple[str, str, int]], texts: list[tuple[str, str]],
-                        first_unread: int) -> dict[int, ConversationTotals]:
-    """What each conversation gains from the chunk's messages (ids from next_id, in order), as
-    ConversationTotals.add would sum them: counted in C, each sender's last message looked up once."""
-    counts, unread = Counter(chunk), Counter(chunk[first_unread:])
-    totals = {}
-    for s, position in dict(zip(chunk, range(len(chunk)))).items():  # each sender's last position
-        _, channel, conversation_id = who[s]
-        message_id, received_at = next_id + position, times[position]
-        totals[conversation_id] = ConversationTotals(
-            channel, message_count=counts[s], unread_count=unread[s], last_message_id=message_id,
-            last_sent_at=received_at - PROVIDER_DELAYS[message_id % len(PROVIDER_DELAYS)],
-            last_text=texts[picks[position]][0][:PREVIEW_LENGTH], last_inbound_at=received_at)
-    return totals
-
-
-# What a demo message has; the reply columns keep their defaults (inbound, no status).
-MESSAGE_COLUMNS = ["id", "conversation_id", "msg_id", "sub_msg_id", "channel", "sender", "recipient", "text",
-                   "sent_at", "received_at", "raw_body", "change_seq"]
-
-
-def insert_messages(connection: sa.Connection, rows: list[tuple], progress: Callable[[int], None] | None) -> None:
-    """One executemany of message rows, values in MESSAGE_COLUMNS order, as the driver takes them.
-
-    Core's typed executemany converts every value of every row in Python, which costs more
-    than SQLite's own work; the driver-level statement is compiled by SQLAlchemy all the same.
-    """
-    if not rows:
+@contextmanager
+def indexes_built_at_the_end(connection: sa.Connection, rebuild: bool) -> Iterator[None]:
+    """On SQLite: the text search index filled once for the transaction's messages, and with
+    `rebuild` (an empty inbox) the message table's secondary indexes dropped and built again at
+    the end. All of it is DDL inside the transaction: a rollback puts every index back as it was."""
+    if connection.dialect.name != "sqlite":
+        yield
         return
-    statement = sa.insert(sa.table("message", *map(sa.column, MESSAGE_COLUMNS))).compile(
-        dialect=connection.dialect, column_keys=MESSAGE_COLUMNS)
-    if not statement.positional:  # e.g. psycopg's %(name)s
-        rows = [dict(zip(MESSAGE_COLUMNS, row)) for row in rows]
-    connection.exec_driver_sql(statement.string, rows)
-    if progress:
-        progress(len(rows))
+    trigger = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                                         (FTS_INSERT_TRIGGER,)).scalar()
+    indexes = [index for index in Message.__table__.indexes if not index.unique] if rebuild else []
+    first_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
+    for index in indexes:
+        index.drop(connection)
+    if trigger:
+        connection.exec_driver_sql(f"DROP TRIGGER {FTS_INSERT_TRIGGER}")
+    yield
+    for index in indexes:
+        index.create(connection)
+    if trigger:
+        connection.exec_driver_sql(f"INSERT INTO {FTS_TABLE} (rowid, folded_text) "
+                                   "SELECT id, folded_text FROM message WHERE id >= ?", (first_id,))
+        connection.exec_driver_sql(trigger)
 
 
 def messages_per_sender(messages: int, senders: int) -> list[int]:
@@ -232,12 +337,12 @@ def sender_numbers(senders: int, rng: random.Random) -> list[str]:
     return [f"{prefix}{subscriber:0{digits}d}" for (prefix, digits), subscriber in zip(plans, subscribers)]
 
 
-def text_pool(rng: random.Random, size: int = 500) -> list[tuple[str, str]]:
-    """Message texts with their JSON encoding, filled in from the templates."""
+def text_pool(rng: random.Random, size: int = 500) -> list[tuple[str, str, str]]:
+    """Message texts with their JSON encoding and search text, filled in from the templates."""
     pool = []
     for _ in range(size):
         text = rng.choice(TEMPLATES).format(n=rng.randrange(1000, 99999), h=rng.randrange(8, 20))
-        pool.append((text, json.dumps(text, ensure_ascii=False)))
+        pool.append((text, json.dumps(text, ensure_ascii=False), search.fold(text)))
     return pool
 
 

@@ -5,9 +5,9 @@ from collections import Counter
 
 import sqlalchemy as sa
 
-from app import demo, ingest
+from app import demo, ingest, search
 from app.extensions import db
-from app.models import Conversation, DailyCount, Message
+from app.models import Conversation, ConversationRecipient, DailyCount, Message
 
 from conftest import body_for, conversation_of
 
@@ -30,6 +30,24 @@ def assert_consistent() -> None:
         assert 0 <= conversation.unread_count <= count
     received_days = Counter(moment.date() for moment in db.session.scalars(sa.select(Message.received_at)))
     assert dict(db.session.execute(sa.select(DailyCount.day, DailyCount.count)).all()) == received_days
+    recipients = set(db.session.execute(sa.select(Message.conversation_id, Message.recipient).distinct()).all())
+    assert set(db.session.execute(sa.select(ConversationRecipient.conversation_id,
+                                            ConversationRecipient.recipient)).all()) == recipients
+    assert_searchable()
+
+
+def assert_searchable() -> None:
+    """Text search finds exactly the messages whose text holds a word, newest first, as for ingested ones."""
+    for word in ("tellimus", "спасибо", "aitah"):  # "Aitäh" folds to "aitah"
+        expected = [id_ for id_, folded in db.session.execute(sa.select(Message.id, Message.folded_text)
+                                                              .order_by(Message.id.desc()))
+                    if word in folded][:search.PAGE]
+        hits, _ = search.search_messages(word)
+        assert [hit.id for hit in hits] == expected, word
+    if db.session.get_bind().dialect.name == "sqlite":  # the trigram index holds every message once
+        assert db.session.execute(sa.text("SELECT count(*) FROM message_fts WHERE message_fts MATCH 'tel'")
+                                  ).scalar() == db.session.scalar(sa.select(sa.func.count()).select_from(Message)
+                                                                  .where(Message.folded_text.contains("tel")))
 
 
 def test_seed_demo_fills_a_realistic_consistent_inbox(app, runner):
@@ -88,6 +106,16 @@ def test_an_interrupted_seeding_leaves_the_inbox_consistent(app, monkeypatch):
     inserted: list[int] = []
     monkeypatch.setattr(demo, "ROWS_PER_INSERT", 100)
     with app.app_context():
+        # Into the empty inbox (indexes dropped and built at the end): stopped, nothing is left
+        # of it, and every index is back.
+        indexes = index_names()
+        try:
+            demo.seed(1_000, 20, progress=interrupt_after_some_inserts)
+        except Interrupted:
+            pass
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+        assert index_names() == indexes
+        inserted.clear()
         demo.seed(300, 20, rng=random.Random(3))
     with app.app_context():
         try:
@@ -97,3 +125,12 @@ def test_an_interrupted_seeding_leaves_the_inbox_consistent(app, monkeypatch):
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 300
         assert_consistent()
+
+
+def index_names() -> set[str]:
+    """The message table's indexes and triggers, as the database lists them."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE tbl_name IN ('message', 'message_fts')"
+    else:
+        query = "SELECT indexname FROM pg_indexes WHERE tablename = 'message' AND schemaname = current_schema()"
+    return set(db.session.scalars(sa.text(query)))
