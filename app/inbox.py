@@ -11,8 +11,8 @@ from markupsafe import Markup, escape
 from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import (callback, clock, contacts, delivery, export, numbers, optouts, queries, replies, saved_replies,
-               search)
+from . import (audit, callback, clock, contacts, delivery, export, numbers, optouts, queries, replies,
+               saved_replies, search)
 from .list_views import VIEWS, ListFilter, view_facts
 from .extensions import db, login_manager
 
@@ -52,8 +52,9 @@ def render_varying_on_htmx(template: str, **context) -> Response:
 
 
 def wants_pane() -> bool:
-    """htmx asks for the conversation pane alone (a row clicked, Esc, paging in a thread)."""
-    return is_htmx() and request.headers.get("HX-Target") == "conversation-pane"
+    """htmx asks for the conversation pane alone (a row clicked, Esc, paging in a thread), or for
+    earlier messages to put above the ones shown (it picks them out of the pane)."""
+    return is_htmx() and request.headers.get("HX-Target") in ("conversation-pane", "messages")
 
 
 # The list's state in the query string: kept in every conversation URL, so a link, a reload or
@@ -154,6 +155,7 @@ def reply(conversation_id: int):
             return render_template("inbox/_composer.html", conversation=conversation, error=str(refused),
                                    text=form.get("text"), composer=replies.composer(conversation))
         return thread_page(queries.open_thread(conversation), str(refused), form.get("text"), 400)
+    audit.record("reply", {"conversation": conversation.id, "reply": reply_id})
     replies.outbox().submit(reply_id)
     if is_htmx():
         response = current_app.make_response(render_template(
@@ -192,6 +194,7 @@ def set_contact(conversation_id: int):
         if is_htmx():  # the form again, open, with what was typed and why it was not saved
             return render_template("inbox/_contact.html", conversation=conversation, contact_form=typed)
         return thread_page(queries.open_thread(conversation), status=400, contact_form=typed)
+    audit.record("contact_edited", {"conversation": conversation.id})
     if is_htmx():
         conversation = queries.conversation(conversation.id)
         return render_template("inbox/_contact.html", conversation=conversation), {"HX-Trigger": "conversation-changed"}
@@ -275,9 +278,19 @@ def export_download():
     return export_xlsx() if request.args.get("format") == "xlsx" else export_csv()
 
 
+def audited_export_query(file_format: str):
+    """The export's query, its filters and row count recorded in the audit trail first."""
+    filters = export_filters()
+    query = export.export_query(**filters)
+    list_filter = filters.pop("list_filter")
+    audit.record("export", {**filters, "format": file_format, "rows": export.count_messages(query),
+                            **(vars(list_filter) if list_filter else {})})
+    return query
+
+
 @bp.get("/export.csv")
 def export_csv():
-    query = export.export_query(**export_filters())
+    query = audited_export_query("csv")
     filename = f"sms-inbox-{clock.now():%Y-%m-%d}.csv"
     return Response(
         stream_with_context(export.csv_chunks(query)),
@@ -292,7 +305,7 @@ def export_xlsx():
     """Built whole on disk first (see export.xlsx_file), then sent with its length."""
     output = tempfile.TemporaryFile()  # deleted when closed, once sent
     try:
-        export.xlsx_file(export.export_query(**export_filters()), output)
+        export.xlsx_file(audited_export_query("xlsx"), output)
     except BaseException:
         output.close()
         raise

@@ -280,12 +280,16 @@
     if (document.title.indexOf(name) !== 0) document.title = name + document.title;
   });
 
-  var wasAtBottom = true, countBefore = 0;
+  var wasAtBottom = true, countBefore = 0, earlierFromBottom = null;
 
   document.addEventListener("htmx:beforeSwap", function (event) {
     if (event.detail.target && event.detail.target.id === "messages") {
       wasAtBottom = atBottom();
       countBefore = event.detail.target.querySelectorAll(":scope > li.message").length;
+      var elt = event.detail.requestConfig && event.detail.requestConfig.elt;  // what asked
+      // Earlier messages go above: remember the distance from the bottom, which they don't change.
+      earlierFromBottom = elt && elt.hasAttribute && elt.hasAttribute("data-earlier") && scroller()
+        ? scroller().scrollHeight - scroller().scrollTop : null;
     }
   });
 
@@ -296,6 +300,14 @@
     }
     if (event.detail.target.id !== "messages") return;
     markDaysAndRoutes();
+    showLocalTimes(event.detail.target);
+    if (earlierFromBottom !== null) {
+      scroller().scrollTop = scroller().scrollHeight - earlierFromBottom;
+      earlierFromBottom = null;
+      var more = document.querySelector("#earlier-pager a");
+      (more || document.getElementById("conversation-heading")).focus({ preventScroll: true });
+      return;
+    }
     if (event.detail.target.querySelectorAll(":scope > li.message").length <= countBefore) return;  // only changes
     if (wasAtBottom) {
       toBottom();

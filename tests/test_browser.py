@@ -783,28 +783,38 @@ def test_paging_goes_both_ways_in_the_list_and_in_a_thread_and_a_thread_opens_ar
     expect(texts).to_have_count(500)
     expect(texts.last).to_have_text("message 999")
     expect(page.locator("#messages .message").last).to_be_in_viewport()
+    # Earlier messages load above without moving what the reader sees; the thread stays live.
+    page.evaluate("document.getElementById('thread-scroll').scrollTop = 0")
+    reading = page.locator("#messages .message").first.get_attribute("id")  # message 500
     page.get_by_role("link", name="Earlier messages").click()
+    expect(texts).to_have_count(1_000)
     expect(texts.first).to_have_text("message 0")
-    expect(texts).to_have_count(500)
-    expect(page.locator("#thread-poller")).to_have_count(0)  # an earlier page stands still
-    page.get_by_role("link", name="Newer messages").click()
-    expect(texts.first).to_have_text("message 500")
-    expect(texts.last).to_have_text("message 999")
-    expect(page.locator("#thread-poller")).to_have_count(1)  # the newest page again, live
-    expect(page).to_have_url(re.compile(r"/conversations/\d+\?after=\d+$"))
+    expect(page.locator("#" + reading)).to_be_in_viewport()
+    assert page.evaluate("document.getElementById('thread-scroll').scrollTop") > 0
+    expect(page.get_by_role("link", name="Earlier messages")).to_have_count(0)  # that was the first
+    expect(page.locator("#thread-poller")).to_have_count(1)
+    expect(page.locator("#messages .day")).to_have_count(1)  # one separator, not one per load
 
     # Around one message (a search hit's link): it is in view and marked, with paging both ways.
-    target = page.locator("#messages .message").nth(100).get_attribute("id")  # message 600
+    target = page.locator("#messages .message").nth(600).get_attribute("id")
     around = target.split("-")[1]
     page.goto(page.url.split("?")[0] + f"?around={around}")
     expect(page.locator(f"#{target}")).to_be_in_viewport()
     expect(page.locator(f"#{target}")).to_have_class(re.compile(r"\btarget\b"))
     expect(texts.first).to_have_text("message 351")  # 250 up to it, 250 after it
     expect(texts.last).to_have_text("message 850")
+    expect(page.locator("#thread-poller")).to_have_count(0)  # a page in the middle stands still
+    reading = page.locator("#messages .message").first.get_attribute("id")  # message 351
     page.get_by_role("link", name="Earlier messages").click()
-    expect(texts.last).to_have_text("message 350")
-    page.get_by_role("link", name="Newer messages").click()
-    expect(texts.first).to_have_text("message 351")
+    expect(texts.first).to_have_text("message 0")
+    expect(page.locator("#" + reading)).to_be_in_viewport()
+    page.get_by_role("link", name="Newer messages").click()  # the rest, which is the newest page
+    expect(page).to_have_url(re.compile(r"/conversations/\d+\?after=\d+$"))
+    expect(texts.first).to_have_text("message 500")
+    expect(texts.last).to_have_text("message 999")
+    expect(page.locator("#thread-poller")).to_have_count(1)  # live again
+    expect(page.locator("#messages .message").last).to_be_in_viewport()
+    page.go_back()
     page.get_by_role("link", name="Back to latest").click()
     expect(texts.last).to_have_text("message 999")
     expect(page.locator("#messages .message").last).to_be_in_viewport()
