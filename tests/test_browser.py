@@ -677,8 +677,14 @@ def test_a_thread_reads_like_a_chat_with_day_separators_and_the_channel_where_it
     # The first of each day, and the one that came by another channel, say how it came.
     assert [route.is_visible() for route in routes.all()] == [True, False, True, True, True]
     expect(page.locator("#messages .message").last.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d$"))
+    read_state = page.locator("#read-state button")
+    expect(read_state).to_have_text("Mark unread")  # shown means read
+    read_state.focus()
     deliver(server, sender=sender, channel="whatsapp", text="and again")
     expect(page.locator("#messages .message")).to_have_count(6, timeout=LIVE)
+    # The poll swapped the read control (and the new message marked itself read): focus stayed.
+    expect(read_state).to_have_text("Mark unread")
+    expect(read_state).to_be_focused()
     expect(days).to_have_count(3)
     assert not routes.last.is_visible()
 

@@ -583,4 +583,4 @@ def test_mark_unread_is_a_quiet_secondary_action(client, inbox):
     inbox(body_for(sender="+3725550001"))
     path = thread_path(client, "+3725550001")
     mark_read(client, path)
-    assert '<button type="submit" class="quiet">Mark unread</button>' in client.get(path).text
+    assert '<button type="submit" id="read-state-button" class="quiet">Mark unread</button>' in client.get(path).text
