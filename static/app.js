@@ -270,6 +270,16 @@
         !pane.hasAttribute("data-start") && atBottom()) toBottom();
   });
 
+  // A search typed beside an open conversation keeps the conversation in the URL (with the new
+  // search), so a reload or a shared link shows both again.
+  document.addEventListener("htmx:beforeHistoryUpdate", function (event) {
+    var history = event.detail.history;
+    var asker = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (!openConversationId() || !history || !asker || asker.id !== "q") return;
+    var query = history.path.indexOf("?");
+    history.path = location.pathname + (query >= 0 ? history.path.slice(query) : "");
+  });
+
   // A list poll brings the inbox's title ("(3) Inbox"); with a conversation open it keeps its name
   // in front, with the new count.
   document.addEventListener("htmx:afterSettle", function () {

@@ -741,6 +741,13 @@ def test_two_panes_open_a_conversation_beside_the_list_and_a_phone_shows_one_at_
     expect(page.locator("#messages .text")).to_have_text(["Tere!"])
     expect(conversation_rows(page)).to_have_count(2)
     expect(page.get_by_label("Search by sender")).to_have_value("372")
+    # A search typed beside it keeps it open, in the URL too.
+    page.get_by_label(re.compile("^Search by sender")).fill("3725551")
+    expect(conversation_rows(page)).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"/conversations/\d+\?q=3725551$"))
+    expect(page.locator("#messages .text")).to_have_text(["Tere!"])
+    page.get_by_label(re.compile("^Search by sender")).fill("372")
+    expect(conversation_rows(page)).to_have_count(2)
     # A poll that brings a new conversation keeps the open one's name in the title.
     deliver(server, sender="+37255599999", text="new")
     expect(conversation_rows(page)).to_have_count(3, timeout=LIVE)
