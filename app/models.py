@@ -75,8 +75,17 @@ class Conversation(db.Model):
         # search walks this index alone and reads only the page's matches from the table.
         sa.Index("uq_conversation_last_message_id_sender_key", "last_message_id", "sender_key",
                  unique=True),
-        # The Open and Done views, newest activity first.
-        sa.Index("ix_conversation_status_last_message_id", "status", "last_message_id"),
+        # The Open and Done views, newest activity first; with the sender key, so that a search
+        # in them, like one in all conversations, reads the index alone.
+        sa.Index("ix_conversation_status_last_message_id", "status", "last_message_id", "sender_key"),
+        # The channel filter, newest activity first; and the channels there are, from it alone.
+        sa.Index("ix_conversation_channel_last_message_id", "channel", "last_message_id"),
+        # The Unread and Opted out views, newest activity first, and their counts: each reads
+        # only the conversations it shows.
+        sa.Index("ix_conversation_unread_last_message_id", "last_message_id",
+                 sqlite_where=sa.text("unread_count > 0"), postgresql_where=sa.text("unread_count > 0")),
+        sa.Index("ix_conversation_opted_out_last_message_id", "last_message_id",
+                 sqlite_where=sa.text("opted_out = 1"), postgresql_where=sa.text("opted_out")),
         # Search by name reads only the conversations that have one.
         sa.Index("ix_conversation_contact_key", "contact_key",
                  sqlite_where=sa.text("contact_key IS NOT NULL"),

@@ -11,6 +11,7 @@ from app.list_views import ListFilter
 from app.models import Conversation
 
 from conftest import body_for, csrf_token
+from test_query_plans import seeded  # noqa: F401  (a fixture: demo data)
 
 SUPPORT, SALES = "+37250000001", "+37250000002"
 TO_SUPPORT, TO_SALES = "to=%2B37250000001", "to=%2B37250000002"  # as a form sends them
@@ -148,3 +149,18 @@ def test_counts_are_counted_once_per_change_number(app, inbox):
     inbox(body_for(sender="+3725550009", recipient=SUPPORT))
     with app.test_request_context():
         assert list_views.view_facts(ListFilter(), queries.latest_change()).counts["open"] == 4
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_view_and_filter_reads_through_an_index(app, client, auth, seeded):
+    """No view, filter or count reads a whole table or sorts a whole result (see test_query_plans)."""
+    from test_query_plans import plans_of_requests  # the plan checker, shared
+
+    with app.app_context():
+        db.session.execute(sa.update(Conversation).where(Conversation.id % 7 == 0).values(status="done"))
+        db.session.commit()
+    auth.login()
+    paths = [(f"/?view={view}", 200) for view in list_views.VIEWS] + [
+        ("/?view=all&channel=telegram", 200), ("/?channel=sms&to=%2B37250000000", 200),
+        ("/?view=done&q=372", 200)]
+    assert plans_of_requests(app, client, paths) == {}

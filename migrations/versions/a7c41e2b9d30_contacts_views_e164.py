@@ -54,7 +54,12 @@ def upgrade():
     op.add_column('conversation', sa.Column('contact_note', sa.Text(), nullable=True))
     op.add_column('conversation', sa.Column('status', sa.String(length=4), server_default='open', nullable=False))
     op.add_column('conversation', sa.Column('contact_key', sa.String(length=360), nullable=True))
-    op.create_index('ix_conversation_status_last_message_id', 'conversation', ['status', 'last_message_id'])
+    op.create_index('ix_conversation_status_last_message_id', 'conversation', ['status', 'last_message_id', 'sender_key'])
+    op.create_index('ix_conversation_channel_last_message_id', 'conversation', ['channel', 'last_message_id'])
+    op.create_index('ix_conversation_unread_last_message_id', 'conversation', ['last_message_id'],
+                    sqlite_where=sa.text('unread_count > 0'), postgresql_where=sa.text('unread_count > 0'))
+    op.create_index('ix_conversation_opted_out_last_message_id', 'conversation', ['last_message_id'],
+                    sqlite_where=sa.text('opted_out = 1'), postgresql_where=sa.text('opted_out'))
     op.create_index('ix_conversation_contact_key', 'conversation', ['contact_key'],
                     sqlite_where=sa.text('contact_key IS NOT NULL'), postgresql_where=sa.text('contact_key IS NOT NULL'))
     op.create_table(
