@@ -1,7 +1,11 @@
 """Text search in headless Chromium against a real server: a word typed in the search box finds
-the message, and its link opens the conversation at that message, however far back it is."""
+the message, and its link opens the conversation at that message, however far back it is; the
+export dialog then downloads what the list holds as a workbook."""
+import io
 import re
+from pathlib import Path
 
+import openpyxl
 import pytest
 from playwright.sync_api import expect
 
@@ -29,7 +33,7 @@ def long_thread(app):
         return db.session.scalar(db.select(Message.id).where(Message.msg_id == "m99"))
 
 
-def test_a_word_typed_in_search_opens_its_message_in_the_thread(long_thread, page, new_context, server, backend):
+def test_a_word_typed_in_search_opens_its_message_in_the_thread_and_the_export_holds_it(long_thread, page, new_context, server, backend):
     log_in(page, server)
     page.locator("#q").fill("pakiautomaat ulemistes")
     hit = page.locator("#conversations li.found")
@@ -48,6 +52,21 @@ def test_a_word_typed_in_search_opens_its_message_in_the_thread(long_thread, pag
     # 600 messages: the latest page (500) would not hold it; the page around it does.
     expect(page.locator("#message-" + str(long_thread - 1))).to_be_attached()
     screenshot(page, f"search-landed-{backend}.png")
+
+    # The list's export link opens the dialog on its search; the workbook comes from the real server.
+    page.get_by_role("link", name="Export…").click()
+    expect(page.get_by_role("heading", name="Export messages")).to_be_visible()
+    expect(page.get_by_label("Conversations matching")).to_have_value("pakiautomaat ulemistes")
+    page.get_by_label("Conversations matching").fill("")
+    page.get_by_role("button", name="Count again").click()
+    expect(page.get_by_role("status")).to_contain_text("600 messages with these choices")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download").click()
+    assert download_info.value.suggested_filename.endswith(".xlsx")
+    workbook = openpyxl.load_workbook(io.BytesIO(Path(download_info.value.path()).read_bytes()))
+    rows = list(workbook.active.iter_rows(values_only=True))
+    assert len(rows) == 601 and {row[1] for row in rows[1:]} == {SENDER}
+    assert rows[100][4] == "Kas PAKIAUTOMAAT Ülemistes on <b>avatud</b>? 📦"
 
     # Without JavaScript: a plain form and a plain link, to the same place.
     plain = new_context(java_script_enabled=False).new_page()
