@@ -1,6 +1,7 @@
 """Numbers: one conversation per person however the number is written, shown as people read it."""
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, strategies as st
 
 from app import numbers
 from app.extensions import db
@@ -65,3 +66,11 @@ def test_the_list_and_thread_show_the_readable_number_and_which_of_our_numbers_i
     thread = client.get(f"/conversations/{conversation_id}").text
     assert "+372 5566 4418" in thread
     assert "+37250000001" in thread and "+37250000002" in thread  # two of our numbers: each message says which
+
+
+@given(st.from_regex(r"\+?[0-9 ()\-]{1,24}", fullmatch=True) | st.text(max_size=30))
+def test_normalising_is_stable_and_reading_back_the_shown_number_gives_the_same_key(sender):
+    key = numbers.normalise(sender)
+    assert numbers.normalise(key) == key  # a key stays itself: upgrades and re-ingests agree
+    assert numbers.normalise(numbers.readable(key)) == key  # what people copy from the page finds it
+    assert key == sender or key.startswith("+") and key[1:].isdigit()
