@@ -1,4 +1,5 @@
 """The flask commands a newcomer and an operator use."""
+import re
 
 import sqlalchemy as sa
 
@@ -6,7 +7,7 @@ from app import accounts
 from app.extensions import db
 from app.models import Message, User
 
-from conftest import body_for, flask_command, make_app, signed_headers
+from conftest import AuthActions, add_user, body_for, csrf_token, flask_command, make_app, signed_headers
 
 
 def users(app) -> list[str]:
@@ -17,7 +18,7 @@ def users(app) -> list[str]:
 def test_create_user_asks_twice_and_stores_a_hash(app, runner):
     result = runner.invoke(args=["create-user", "bob"], input="long enough\nlong enough\n")
     assert result.exit_code == 0, result.output
-    assert "Created user 'bob'" in result.output
+    assert "Created admin 'bob'" in result.output  # the first user is an admin
     with app.app_context():
         user = db.session.scalar(sa.select(User).where(User.username == "bob"))
         assert accounts.hasher.verify(user.password_hash, "long enough")
@@ -131,3 +132,50 @@ def test_send_test_message_can_send_a_delivery_report_for_the_newest_reply(app, 
     assert result.output.strip() == '200 {"status":"applied"}'
     with app.app_context():
         assert db.session.get(Message, reply_id).delivery == "DELIVRD"
+
+
+# --- users when nobody can log in -------------------------------------------------------------
+
+def roles(app) -> dict:
+    with app.app_context():
+        return {user.username: (user.role, user.disabled) for user in db.session.scalars(sa.select(User))}
+
+
+def test_the_first_user_is_an_admin_and_later_ones_agents_unless_asked(app, runner):
+    for args in (["create-user", "ann"], ["create-user", "ben"], ["create-user", "cid", "--admin"]):
+        result = runner.invoke(args=args, input="long enough\nlong enough\n")
+        assert result.exit_code == 0, result.output
+    assert roles(app) == {"ann": ("admin", False), "ben": ("agent", False), "cid": ("admin", False)}
+    assert runner.invoke(args=["list-users"]).output == "ann\tadmin\nben\tagent\ncid\tadmin\n"
+
+
+def test_reset_password_prints_a_working_one_time_link(app, runner, user):
+    result = runner.invoke(args=["reset-password", "alice"])
+    assert result.exit_code == 0 and "it works once, for 24 hours" in result.output
+    path = re.search(r"http://127\.0\.0\.1:5000(/set-password/\S+)", result.output).group(1)
+    client = app.test_client()
+    page = client.get(path)
+    assert page.status_code == 200
+    done = client.post(path, data={"password": "a fresh password", "confirm": "a fresh password",
+                                   "csrf_token": csrf_token(page.text)})
+    assert done.status_code == 303
+    assert AuthActions(app.test_client()).login(password="a fresh password").status_code == 302
+    assert runner.invoke(args=["reset-password", "nobody"]).exit_code == 1
+
+
+def test_disable_and_enable_user(app, runner, user):
+    with app.app_context():
+        add_user("bob", role="admin")
+    session = AuthActions(app.test_client())
+    session.login("bob")
+    result = runner.invoke(args=["disable-user", "bob"])
+    assert result.exit_code == 0 and "their sessions have ended" in result.output
+    assert session.client.get("/account").status_code == 302
+    assert roles(app)["bob"] == ("admin", True)
+    assert runner.invoke(args=["list-users"]).output == "alice\tadmin\nbob\tadmin\tdisabled\n"
+    assert runner.invoke(args=["enable-user", "bob"]).exit_code == 0
+    assert session.login("bob").status_code == 302
+    last = runner.invoke(args=["disable-user", "alice"])  # bob is an admin too: allowed
+    assert last.exit_code == 0
+    alone = runner.invoke(args=["disable-user", "bob"])
+    assert alone.exit_code == 1 and "only admin" in alone.output

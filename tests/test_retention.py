@@ -1,0 +1,227 @@
+"""Retention by age: the purge, its settings, its daily run by one process, and `flask purge`."""
+import threading
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from app import queries, retention
+from app.extensions import db
+from app.models import (AuditEvent, Conversation, DeadLetter, LoginThrottle, Message, OptOut,
+                        Suppression, UnmatchedDeliveryReport)
+from app.unit_of_work import write_transaction
+
+from conftest import body_for, close_app, conversation_of, make_app, signed_headers
+from test_admin import admin, post  # noqa: F401 (fixtures)
+from test_auth import Clock
+
+OLD, BOTH, NEW = "+37255500001", "+37255500002", "+37255500003"
+
+
+@pytest.fixture
+def clock(app):
+    app.config["CLOCK"] = Clock()
+    return app.config["CLOCK"]
+
+
+@pytest.fixture
+def history(app, clock, deliver, user):
+    """OLD wrote 100 days ago (and opted out), BOTH then and now, NEW only now; a reply and a
+    delivery report from back then, a dead letter and a login failure too."""
+    for sender in (OLD, OLD, BOTH):
+        assert deliver(body_for(sender=sender, text="long ago")).status_code == 200
+    with app.app_context():
+        old = conversation_of(OLD)
+        now = clock().replace(tzinfo=None)
+        with write_transaction() as session:
+            session.add(Message(conversation_id=old.id, msg_id="reply-old", channel="sms", sender="Shop",
+                                recipient=OLD, text="an old reply", sent_at=now, received_at=now, raw_body=b"{}",
+                                change_seq=0, direction="out", status="sent", omnimessage_id="omni-old"))
+            session.add(UnmatchedDeliveryReport(omnimessage_id="omni-old", status="DELIVRD", received_at=now))
+            session.add(DeadLetter(received_at=now, reason="old", raw_body=b"{}", body_sha256="c" * 64))
+        from app import optouts
+        optouts.set_opted_out(old.id, True, 1)
+    clock.advance(days=100)
+    for sender in (BOTH, NEW):
+        assert deliver(body_for(sender=sender, text="this week")).status_code == 200
+    return clock().replace(tzinfo=None)
+
+
+def count(app, model, *where) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(model).where(*where))
+
+
+def test_a_purge_deletes_what_is_older_than_the_days_and_lists_follow(app, history):
+    with app.app_context():
+        before = queries.latest_change()
+        result = retention.purge(history, days=30, audit_days=365, batch_size=2)
+        assert (result.messages, result.conversations_removed, result.delivery_reports, result.dead_letters) == (4, 1, 1, 1)
+        assert conversation_of(OLD) is None
+        both = conversation_of(BOTH)
+        assert (both.message_count, both.unread_count, both.last_text) == (1, 1, "this week")
+        assert both.change_seq > before and queries.latest_change() > before  # lists redraw
+        assert conversation_of(NEW).message_count == 1
+        assert [m.text for m in db.session.scalars(sa.select(Message))] == ["this week", "this week"]
+        # OLD had opted out: its number stays blocked, as a keyed hash only.
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 1
+        assert retention.is_suppressed(OLD)
+    assert count(app, UnmatchedDeliveryReport) == count(app, DeadLetter) == count(app, OptOut) == 0
+
+
+def test_without_days_messages_are_kept_for_ever(app, history):
+    with app.app_context():
+        result = retention.purge(history, days=None, audit_days=365)
+    assert result.messages == 0 and count(app, Message) == 6
+
+
+def test_a_dry_run_counts_and_deletes_nothing(app, history):
+    with app.app_context():
+        result = retention.purge(history, days=30, audit_days=365, dry_run=True)
+    assert (result.messages, result.dead_letters) == (4, 1)
+    assert count(app, Message) == 6
+
+
+def test_an_interrupted_purge_resumes_where_it_stopped(app, history):
+    batches = []
+
+    def stop_after_one(deleted: int):
+        batches.append(deleted)
+        raise KeyboardInterrupt
+
+    with app.app_context(), pytest.raises(KeyboardInterrupt):
+        retention.purge(history, days=30, audit_days=365, batch_size=2, progress=stop_after_one)
+    assert batches == [2] and count(app, Message) == 4  # the first batch stays done
+    with app.app_context():
+        assert conversation_of(OLD).message_count == 1  # and its counts are right meanwhile
+        assert retention.purge(history, days=30, audit_days=365, batch_size=2).messages == 2
+    assert count(app, Message) == 2
+
+
+def test_the_audit_trail_keeps_its_own_days_and_records_each_purge(app, clock, user):
+    from app import audit
+    with app.app_context():
+        audit.record("login", username="alice", address="192.0.2.1")
+        clock.advance(days=200)
+        audit.record("login", username="alice", address="192.0.2.2")
+        result = retention.purge(clock().replace(tzinfo=None), days=None, audit_days=180)
+        assert result.audit_events == 1
+        events = db.session.execute(sa.select(AuditEvent.action, AuditEvent.address, AuditEvent.username)
+                                    .order_by(AuditEvent.id)).all()
+    assert events == [("login", "192.0.2.2", "alice"), ("retention_purge", None, None)]
+
+
+def test_expired_login_rows_go_too(app, clock, user):
+    from test_auth import from_address
+    from_address(app, "192.0.2.7").login("alice", "wrong password")
+    assert count(app, LoginThrottle) == 2
+    clock.advance(days=2)
+    with app.app_context():
+        assert retention.purge(clock().replace(tzinfo=None), days=None, audit_days=365).login_rows == 2
+    assert count(app, LoginThrottle) == 0
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+def test_days_come_from_the_environment_until_an_admin_sets_them(database_url, app, admin):
+    with app.app_context():
+        assert (retention.days(), retention.audit_days()) == (None, 365)
+    configured = make_app(database_url, RETENTION_DAYS=90)
+    with configured.app_context():
+        assert retention.days() == 90
+    page = admin.client.get("/admin/retention")
+    assert page.status_code == 200 and 'name="audit_days"' in page.text
+    assert post(admin, "/admin/retention", "/admin/retention", days="30", audit_days="400").status_code == 200
+    with configured.app_context():
+        assert (retention.days(), retention.audit_days()) == (30, 400)
+    post(admin, "/admin/retention", "/admin/retention", days="", audit_days="400")
+    with configured.app_context():
+        assert retention.days() is None  # emptied by an admin: for ever, whatever the environment says
+    close_app(configured)
+    refused = post(admin, "/admin/retention", "/admin/retention", days="-3", audit_days="400")
+    assert refused.status_code == 400 and "whole days" in refused.text
+
+
+def test_the_environment_gives_the_defaults():
+    from app import config
+    assert config.from_environment({"RETENTION_DAYS": "90", "AUDIT_RETENTION_DAYS": "730"}) == {
+        "RETENTION_DAYS": 90, "AUDIT_RETENTION_DAYS": 730}
+
+
+# --- once a day, one process at a time ----------------------------------------------------------
+
+def test_one_holder_at_a_time_and_once_a_day(app, clock, history):
+    app.config["RETENTION_DAYS"] = 30
+    with app.app_context():
+        now = clock().replace(tzinfo=None)
+        assert retention.take_lease(now, "worker-a")
+        assert not retention.take_lease(now, "worker-b")  # held
+        assert retention.run_scheduled("worker-b") is None
+        clock.advance(minutes=11)  # worker-a died holding it: the lease runs out
+        result = retention.run_scheduled("worker-b")
+        assert result.messages == 4 and retention.last_purge() == clock().replace(tzinfo=None)
+        clock.advance(hours=23)
+        assert retention.run_scheduled("worker-a") is None  # done today
+        clock.advance(hours=1)
+        assert retention.run_scheduled("worker-a") is not None
+
+
+# --- flask purge ----------------------------------------------------------------------------------
+
+def test_purge_command_dry_run_confirmation_and_yes(app, history, runner):
+    app.config["RETENTION_DAYS"] = 30
+    dry = runner.invoke(args=["purge", "--dry-run"])
+    assert dry.exit_code == 0 and "Messages to delete: 4 (older than 30 days)" in dry.output
+    refused = runner.invoke(args=["purge"], input="n\n")
+    assert refused.exit_code == 1 and "Not confirmed" in refused.output
+    assert count(app, Message) == 6
+    done = runner.invoke(args=["purge"], input="y\n")
+    assert done.exit_code == 0, done.output
+    assert "Deleted 4 messages (1 conversations left empty and removed), 1 dead letters" in done.output
+    assert count(app, Message) == 2
+    again = runner.invoke(args=["purge", "--yes"])
+    assert again.exit_code == 0 and "Deleted 0 messages" in again.output
+
+
+# --- nothing new is lost ----------------------------------------------------------------------------
+
+def test_a_purge_during_a_callback_storm_loses_no_new_message(app, clock, deliver, server_factory):
+    """Old messages from the same senders the storm writes as: a conversation may empty and
+    come back while new messages arrive; every new one must stay, with counts that match."""
+    senders = [f"+3725560{n:04d}" for n in range(20)]
+    for n in range(300):
+        assert deliver(body_for(sender=senders[n % 20], text=f"old {n}")).status_code == 200
+    server = server_factory(workers=2, threads=4)
+    stored, stop = [], threading.Event()
+
+    def storm(worker: int):
+        n = 0
+        while not stop.is_set() or n < 20:
+            body = body_for(sender=senders[(n + worker) % 20], text=f"new {worker}-{n}")
+            request = urllib.request.Request(server.url + "/callbacks/inbound", data=body,
+                                             headers=signed_headers(body))
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+            stored.append(f"new {worker}-{n}")
+            n += 1
+
+    threads = [threading.Thread(target=storm, args=(worker,)) for worker in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        app.config["CLOCK"] = None  # the server's and this purge's: the real one, months after the old messages
+        with app.app_context():
+            result = retention.purge(datetime.now(UTC).replace(tzinfo=None), days=30, audit_days=365, batch_size=25)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    with app.app_context():
+        texts = list(db.session.scalars(sa.select(Message.text)))
+        assert result.messages >= 300
+        assert not any(text.startswith("old") for text in texts)
+        assert sorted(stored) == sorted(text for text in texts if text.startswith("new"))
+        for conversation in db.session.scalars(sa.select(Conversation)):
+            actual = db.session.scalar(sa.select(sa.func.count()).where(Message.conversation_id == conversation.id))
+            assert conversation.message_count == actual, conversation.sender
