@@ -186,7 +186,9 @@ def test_export_links_in_the_pages(app, client, export, deliver):
     deliver(body_for(sender="+37255512345"))
     assert 'href="/export?q=372&amp;view=open"' in client.get("/?q=372").text  # the dialog, on the list's choices
     path = f"/conversations/{conversation_id(app, '+37255512345')}"
-    assert f'href="/export.csv?conversation={path.rsplit("/", 1)[1]}"' in client.get(path).text
+    assert f'href="/export?conversation={path.rsplit("/", 1)[1]}"' in client.get(path).text
+    dialog = client.get(f'/export?conversation={path.rsplit("/", 1)[1]}').text
+    assert "Only the conversation with" in dialog and "1 message with these choices" in dialog
 
 
 def test_a_large_export_streams_in_chunks(client, export, deliver, app):
