@@ -32,7 +32,7 @@ LIVE = 12_000
 POLL_SECONDS = config.defaults("")["POLL_SECONDS"]
 HIDDEN_POLL_SECONDS = 30  # app.js: a hidden tab's interval
 CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-              "direction", "status"]
+              "direction", "status", "contact_name", "conversation_id"]
 # Chromium's console wording for a blocked resource or script ("Refused to load/execute ...").
 CSP_SIGNS = ("Content Security Policy", "Refused to")
 # Reports a violation even where the browser's own console line would be missed.
@@ -170,11 +170,18 @@ def assert_same_page(page):
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
 
 
-def download_rows(page, link_name: str) -> list[list[str]]:
-    """Click a download link; the file's rows as the csv module reads them."""
+def export_csv(page):
+    """From the list: Export…, then CSV in the export dialog, then Download; the download."""
+    page.get_by_role("link", name="Export…").click()
+    page.get_by_role("radio", name=re.compile(r"^CSV")).check()
     with page.expect_download() as download_info:
-        page.get_by_role("link", name=link_name).click()
-    text = Path(download_info.value.path()).read_text(encoding="utf-8-sig")
+        page.get_by_role("button", name="Download").click()
+    return download_info.value
+
+
+def download_rows(page) -> list[list[str]]:
+    """The list's export as CSV; the file's rows as the csv module reads them."""
+    text = Path(export_csv(page).path()).read_text(encoding="utf-8-sig")
     return list(csv.reader(io.StringIO(text, newline="")))
 
 
@@ -347,9 +354,7 @@ def test_export_downloads_a_csv_of_the_delivered_messages(page, server):
     ]
     log_in(page, server)
 
-    with page.expect_download() as download_info:
-        page.get_by_role("link", name="Export these conversations").click()
-    download = download_info.value
+    download = export_csv(page)
     assert re.fullmatch(r"sms-inbox-\d{4}-\d{2}-\d{2}\.csv", download.suggested_filename)
     data = Path(download.path()).read_bytes()
 
@@ -363,9 +368,10 @@ def test_export_downloads_a_csv_of_the_delivered_messages(page, server):
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row[7]) for row in rows[1:])
 
     # "These" conversations: after a search typed into the box, only the ones it found.
+    page.goto(server.url + "/")
     page.get_by_label("Search by sender").press_sequentially("566", delay=40)
     expect(conversation_rows(page)).to_have_count(1)
-    rows = download_rows(page, "Export these conversations")
+    rows = download_rows(page)
     assert [row[1] for row in rows[1:]] == ["+37256600001"]
 
 
