@@ -134,7 +134,10 @@ def highlight(text: str, query: str, length: int = SNIPPET_LENGTH) -> Markup:
     spans, start = [], folded.find(needle) if needle else -1
     while start >= 0:
         end = start + len(needle)
-        spans.append((origin[start], origin[end - 1] + 1))
+        span_end = origin[end - 1] + 1
+        while span_end < len(text) and not fold(text[span_end]):  # the accents on its last letter
+            span_end += 1
+        spans.append((origin[start], span_end))
         start = folded.find(needle, end)
 
     first = max(0, spans[0][0] - min(SNIPPET_LEAD, length // 4)) if spans and len(text) > length else 0

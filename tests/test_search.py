@@ -54,6 +54,7 @@ def test_highlight_escapes_first_then_marks_every_match():
     # The mark covers the text as written, whatever folding did to its length.
     assert search.highlight("Kohtume CAFÉ juures", "cafe") == "Kohtume <mark>CAFÉ</mark> juures"
     assert search.highlight("Die Straße ist", "strasse") == "Die <mark>Straße</mark> ist"
+    assert search.highlight("cafe\u0301 (decomposed)", "CAFÉ") == "<mark>cafe\u0301</mark> (decomposed)"
     assert search.highlight("no match <i>", "xyz") == "no match &lt;i&gt;"
     # A long text is cut around its first match.
     text = "a" * 300 + " parcel " + "b" * 300
