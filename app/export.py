@@ -8,6 +8,7 @@ from typing import IO
 import sqlalchemy as sa
 import xlsxwriter
 
+from . import search
 from .extensions import db
 from .list_views import ListFilter
 from .models import Conversation, Message
@@ -39,11 +40,12 @@ def safe_cell(value: str | None) -> str:
 
 def export_query(q: str = "", conversation_id: int | None = None,
                  first_day: date | None = None, last_day: date | None = None,
-                 list_filter: ListFilter | None = None) -> sa.Select:
+                 list_filter: ListFilter | None = None, text: str = "") -> sa.Select:
     """Messages to export, in arrival order; days are UTC and inclusive, on the provider's time.
 
     `q` keeps the conversations search finds by number or name; `list_filter` those of a view
-    (Open, Done, ...) and its channel and number filters.
+    (Open, Done, ...) and its channel and number filters; `text` the messages whose text holds it
+    (as text search finds them).
     """
     # The name by the conversation's primary key, per row: a join could make the database read
     # conversations first and then sort every message.
@@ -59,6 +61,8 @@ def export_query(q: str = "", conversation_id: int | None = None,
     conversations = ([conversation_matches(q)] if q else []) + (list_filter.conditions() if list_filter else [])
     if conversations:
         query = query.where(Message.conversation_id.in_(db.select(Conversation.id).where(*conversations)))
+    if text:
+        query = query.where(search.text_matches(text, db.session.get_bind().dialect.name))
     if first_day:
         query = query.where(Message.sent_at >= datetime.combine(first_day, time.min))
     if last_day and last_day < date.max:  # the last day of year 9999 has no next day

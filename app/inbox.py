@@ -252,12 +252,15 @@ def read_state_response(conversation_id: int):
 
 def export_filters() -> dict:
     """What an export holds, from its query string: the search, a conversation, UTC days from/to,
-    a view with its channel and our `number` (the list calls that one `to`, the export's last day)."""
+    a view with its channel and our `number` (the list calls that one `to`, the export's last day);
+    with `match=text` the search picks messages by their text rather than conversations."""
     view, channel, number = (request.args.get(name, "").strip() for name in ("view", "channel", "number"))
     list_filter = None
     if view or channel or number:
         list_filter = ListFilter(view if view in VIEWS else "all", channel or None, number or None)
-    return dict(q=request.args.get("q", "").strip(), conversation_id=id_arg("conversation"),
+    q = request.args.get("q", "").strip()
+    in_texts = request.args.get("match") == "text"  # the search in message texts, not numbers and names
+    return dict(q="" if in_texts else q, text=q if in_texts else "", conversation_id=id_arg("conversation"),
                 first_day=date_arg("from"), last_day=date_arg("to"), list_filter=list_filter)
 
 

@@ -105,6 +105,18 @@ def search_messages(query: str, limit: int = PAGE, before: int | None = None) ->
     return hits[:limit], next_cursor
 
 
+def text_matches(query: str, dialect: str) -> sa.ColumnElement[bool]:
+    """Messages whose text contains the query, as a condition on `message` (for the export);
+    none for a query under MIN_QUERY characters."""
+    folded = folded_query(query)
+    if len(folded) < MIN_QUERY:
+        return sa.false()
+    if dialect == "sqlite":
+        return Message.id.in_(sa.select(_FTS.c.rowid).where(
+            _FTS.c.folded_text.op("GLOB")(f"*{glob_escape(folded)}*")).scalar_subquery())
+    return Message.folded_text.like(f"%{like_escape(folded)}%", escape=LIKE_ESCAPE)
+
+
 def glob_escape(text: str) -> str:
     """`*`, `?` and `[` in a GLOB pattern as themselves."""
     return "".join(f"[{char}]" if char in "*?[" else char for char in text)

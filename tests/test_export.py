@@ -463,6 +463,15 @@ def test_the_dialog_counts_what_the_choices_hold_and_downloads_them(app, client,
     xlsx = download(client, "/export/download?view=done&format=xlsx")
     assert [row[5] for row in open_xlsx(xlsx).active.iter_rows(min_row=2, values_only=True)] == ["c"]
 
+    # The search in message texts instead: only the messages that hold it.
+    deliver(body_for(msg_id="d", sender="+4470001", text="Kas Tellimus jõudis?"))
+    by_text = client.get("/export?q=tellimus&match=text&view=all").text
+    assert re.search(r"1 message with these choices", by_text)
+    assert 'name="match" value="text" checked' in by_text and 'name="q" type="search" value="tellimus"' in by_text
+    assert re.search(r"0 messages with these choices", client.get("/export?q=te&match=text").text)
+    assert [row[5] for row in list(csv.reader(io.StringIO(download(
+        client, "/export.csv?q=TELLIMUS&match=text").decode("utf-8-sig"), newline="")))[1:]] == ["d"]
+
 
 def test_the_dialog_and_the_xlsx_need_a_login(client):
     for path in ("/export", "/export.xlsx", "/export/download?format=xlsx"):
