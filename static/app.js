@@ -500,8 +500,7 @@
     if (!button || !("Notification" in window)) return;
     var show = function () {
       var on = setting("notify") === "on" && Notification.permission === "granted";
-      button.textContent = on ? "Notifications on" : "Notifications off";
-      button.setAttribute("aria-pressed", on ? "true" : "false");
+      button.setAttribute("aria-pressed", on ? "true" : "false");  // a toggle: one name, its state
     };
     button.hidden = false;
     show();
