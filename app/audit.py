@@ -97,4 +97,5 @@ def details_of(event: AuditEvent) -> dict:
 
 def describe_details(event: AuditEvent) -> str:
     """The details as `key: value` pairs for people."""
-    return "; ".join(f"{key}: {value}" for key, value in details_of(event).items() if value not in (None, "", []))
+    return "; ".join(f"{key.replace('_', ' ')}: {value}" for key, value in details_of(event).items()
+                     if value not in (None, "", [], 0))

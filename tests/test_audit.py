@@ -111,7 +111,7 @@ def test_the_audit_page_filters_by_action_user_and_day(app, admin):
     AuthActions(app.test_client()).login("bob", "wrong password")
     page = admin.client.get("/admin/audit?action=login&user=bob").text
     assert page.count("<tr>") == 2  # the heading and bob's login
-    assert "<td><bdi>bob</bdi></td>" in page and "<td>Logged in</td>" in page
+    assert '<td data-label="Who"><bdi>bob</bdi></td>' in page and '<td data-label="What">Logged in</td>' in page
     assert admin.client.get("/admin/audit?action=login_failed").text.count("Failed login") == 2  # option + row
     assert "Nothing recorded matches" in admin.client.get("/admin/audit?from=2000-01-01&to=2000-01-02").text
     assert admin.client.get("/admin/audit?from=yesterday").status_code == 400
