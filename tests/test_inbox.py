@@ -446,7 +446,9 @@ def test_times_are_machine_readable_utc_and_say_when_each_message_arrived(app, c
     assert re.findall(r'<time class="when" id="[^"]+" datetime="([^"]+)"', listing) == [
         "2024-06-01T09:30:00Z", "2024-06-01T09:00:00Z"]
     # A screen reader on a row's link hears that time, the last message and the count with it.
-    for described_by in re.findall(r'class="sender"[^>]* aria-describedby="([^"]+)"', listing):
+    descriptions = re.findall(r'class="sender"[^>]* aria-describedby="([^"]+)"', listing)
+    assert len(descriptions) == 2
+    for described_by in descriptions:
         assert all(f'id="{part}"' in listing for part in described_by.split()) and len(described_by.split()) == 2
     thread = client.get(thread_path(client, "+1")).text
     assert ('<time datetime="2024-06-01T09:30:00Z" data-sent="2024-05-01T08:00:00Z">2024-06-01 09:30 UTC</time>'
