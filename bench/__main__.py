@@ -13,11 +13,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import data, export, ingest, reads, slow_clients
+from . import data, export, ingest, live, reads, replies, slow_clients, watchers
 from .report import Row, growth, table, write_json
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ["ingest", "inbox", "slow-clients"]
+PARTS = ["ingest", "inbox", "slow-clients", "watchers", "replies", "live"]
+XLSX_UP_TO = 1_000_000  # the XLSX export row at sizes up to this (about a minute per million rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,6 +43,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", nargs="?", const=",".join(slow_clients.CANDIDATES),
                         help="with slow-clients: also measure these servers, comma-separated "
                              f"(default: all of {', '.join(slow_clients.CANDIDATES)})")
+    parser.add_argument("--watchers", type=int, default=200,
+                        help="logged-in clients polling the inbox at once (default: %(default)s)")
+    parser.add_argument("--most-watchers", type=int, default=3200,
+                        help="double the watchers up to this many to find where a target breaks (default: %(default)s)")
+    parser.add_argument("--callbacks-per-second", type=int, default=200,
+                        help="callbacks a second while they watch (default: %(default)s)")
+    parser.add_argument("--watchers-seed", type=int, default=100_000,
+                        help="demo messages in the inbox they watch (default: %(default)s)")
+    parser.add_argument("--watch-seconds", type=float, default=20.0,
+                        help="how long each watchers run lasts (default: %(default)s)")
+    parser.add_argument("--replies", type=int, default=1_000, help="replies queued at once (default: %(default)s)")
+    parser.add_argument("--live-messages", type=int, default=30,
+                        help="messages timed from callback to browser (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default: bench/results/<time>.json)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the databases in this directory (default: a temporary one, removed)")
@@ -64,7 +78,10 @@ def main(argv: list[str] | None = None) -> None:
             url = data.fresh_database(workdir, f"inbox-{messages}")
             rows += data.seed(url, messages, senders, log)
             rows += reads.measure(url, messages, args.samples, log)
-            rows += export.measure(url, messages, workdir, log)
+            rows += export.measure(url, messages, workdir, log, xlsx=messages <= XLSX_UP_TO)
+            if not args.workdir:
+                for leftover in workdir.glob(f"inbox-{messages}.*"):
+                    leftover.unlink()  # 10^7 messages take about 8 GB
         if "slow-clients" in parts:
             log(f"slow clients: {args.slow_clients} of each kind for {args.slow_client_seconds:g} s")
             if args.compare:
@@ -72,6 +89,17 @@ def main(argv: list[str] | None = None) -> None:
                                              args.slow_clients, args.ingest_requests, log)
             else:
                 rows += slow_clients.measure(workdir, args.slow_client_seconds, args.slow_clients, log)
+
+        if "watchers" in parts:
+            log(f"many watchers: {args.watchers} polling while {args.callbacks_per_second} callbacks/s arrive")
+            rows += watchers.measure(workdir, args.watchers, args.callbacks_per_second, args.watch_seconds,
+                                     args.most_watchers, log, seed=args.watchers_seed)
+        if "replies" in parts:
+            log(f"replies: {args.replies:,} queued at once")
+            rows += replies.measure(workdir, args.replies, log)
+        if "live" in parts:
+            log(f"live latency: {args.live_messages} messages into an open inbox in Chromium")
+            rows += live.measure(workdir, args.live_messages, log)
 
     print(table(rows))
     print()

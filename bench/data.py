@@ -30,12 +30,12 @@ INFORMATIONAL = re.compile(r"\binfo\b|\"(GET|POST) ", re.IGNORECASE)
 class Server:
     """A server process on 127.0.0.1:port, serving the benchmark app on a database."""
 
-    def __init__(self, command: list[str], url: str, port: int):
-        self.command, self.url, self.port = command, url, port
+    def __init__(self, command: list[str], url: str, port: int, env: dict | None = None):
+        self.command, self.url, self.port, self.env = command, url, port, env or {}
 
     def __enter__(self):
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=server_environment(self.url),
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env={**server_environment(self.url), **self.env},
                                         stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -101,9 +101,13 @@ def seed(url: str, messages: int, senders: int, log) -> list[Row]:
     log(f"  seeded {messages:,} messages from {senders:,} senders in {seconds:.1f} s")
     copy_seconds = copy_messages_seconds(url)
     rate, ceiling = messages / seconds, messages / copy_seconds
+    database = Path(sa.make_url(url).database)
+    size = sum(path.stat().st_size for path in (database, Path(f"{database}-wal")) if path.exists())
     return [Row("seed-demo: messages stored per second", size_label(messages), rate, "msg/s",
                 ceiling, rate / ceiling, f">= {SEED_TARGET:,} msg/s", rate >= SEED_TARGET,
-                "ceiling: SQLite's own INSERT ... SELECT of the same rows, indexes built as seed-demo builds them")]
+                "ceiling: SQLite's own INSERT ... SELECT of the same rows, indexes built as seed-demo builds them"),
+            Row("database size per message", size_label(messages), size / messages, "bytes",
+                note=f"{size / 1e9:.2f} GB in all, indexes and text search included")]
 
 
 def copy_messages_seconds(url: str) -> float:

@@ -1,0 +1,278 @@
+"""Many people watching: logged-in clients polling the inbox while callbacks arrive.
+
+The server as `make run` starts it, on a SQLite file seeded with demo data. One load process
+sends signed callbacks at a fixed rate (each on a schedule, so a slow answer does not slow the
+rate down); another runs the watchers, each polling `GET /?since=<latest>` as the open page
+does (HX-Request, every POLL_SECONDS, keep-alive, starts spread over the interval), plus one
+person loading the whole inbox page every second. Every answer's latency is kept; afterwards
+the rows stored must equal the callbacks answered "stored". The server's CPU time (master and
+workers, from /proc) says what the watchers cost.
+
+Then the same with more watchers (doubling) until a target breaks, and once with half the
+poll interval.
+"""
+import http.client
+import multiprocessing
+import os
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+from app import accounts, demo
+from app.config import defaults as config_defaults
+from app.extensions import db
+from app.unit_of_work import write_transaction
+
+from . import ingest
+from .data import Server, bench_app, fresh_database
+from .report import Row
+
+POLL_SECONDS = config_defaults("instance")["POLL_SECONDS"]
+POLL_P95_MS, PAGE_P95_MS, CALLBACK_P95_MS = 50, 200, 1000
+PASSWORD = "bench password 1"
+SEED_MESSAGES, SEED_SENDERS = 100_000, 5_000
+
+
+def measure(workdir: Path, watchers: int, callbacks_per_second: int, seconds: float, most_watchers: int,
+            log, seed: int = SEED_MESSAGES) -> list[Row]:
+    url = fresh_database(workdir, "watchers")
+    app = bench_app(url)
+    with app.app_context():
+        demo.seed(seed, max(1, seed * SEED_SENDERS // SEED_MESSAGES))
+        with write_transaction():
+            accounts.create_user("bench", PASSWORD)
+        db.engine.dispose()
+    port = ingest.free_port()
+    rows: list[Row] = []
+    with Server(ingest.make_run(port, "bench.app:create_bench_app"), url, port) as server, \
+            multiprocessing.get_context("spawn").Pool(2) as pool:
+        cookie = log_in(port)
+
+        def run(count: int, interval: float) -> dict:
+            stored_before = ingest.stored_messages(url)
+            result = one_run(pool, server, port, cookie, count, interval, callbacks_per_second, seconds)
+            result["lost"] = result["stored_answers"] - (ingest.stored_messages(url) - stored_before)
+            log(f"  {count} watchers every {interval:g} s, {callbacks_per_second} callbacks/s: "
+                f"poll p95 {result['poll_p95']:.0f} ms, page p95 {result['page_p95']:.0f} ms, "
+                f"callback p95 {result['callback_p95']:.0f} ms, server CPU {result['cpu']:.0%}, "
+                f"{result['errors']} errors, {result['lost']} lost")
+            return result
+
+        first = run(watchers, POLL_SECONDS)
+        label = f"{watchers} watchers"
+        note = f"{watchers} watchers polling every {POLL_SECONDS:g} s, {callbacks_per_second} callbacks/s, {seconds:g} s"
+        rows += [
+            Row("watchers: poll p95", label, first["poll_p95"], "ms", target=f"< {POLL_P95_MS} ms",
+                met=first["poll_p95"] < POLL_P95_MS, note=note + f", {first['polls']:,} polls"),
+            Row("watchers: inbox page p95", label, first["page_p95"], "ms", target=f"< {PAGE_P95_MS} ms",
+                met=first["page_p95"] < PAGE_P95_MS, note=f"{first['pages']} loads"),
+            Row("watchers: callback p95", label, first["callback_p95"], "ms", target=f"< {CALLBACK_P95_MS} ms",
+                met=first["callback_p95"] < CALLBACK_P95_MS,
+                note=f"{first['callbacks']:,} sent at {first['callback_rate']:,.0f}/s"),
+            Row("watchers: callbacks lost or failed", label, first["lost"] + first["errors"], "messages",
+                target="0", met=first["lost"] == 0 and first["errors"] == 0),
+            Row("watchers: server CPU", label, first["cpu"] * 100, "% of one CPU"),
+        ]
+        halved = run(watchers, POLL_SECONDS / 2)
+        rows.append(Row("watchers: server CPU with POLL_SECONDS halved", label, halved["cpu"] * 100, "% of one CPU",
+                        first["cpu"] * 100, note=f"poll p95 {halved['poll_p95']:.0f} ms, page p95 "
+                                                 f"{halved['page_p95']:.0f} ms, every {POLL_SECONDS / 2:g} s"))
+        count, breaking = watchers, None
+        broken = broken_targets(first)
+        while not broken and count * 2 <= most_watchers:
+            count *= 2
+            broken = broken_targets(run(count, POLL_SECONDS))
+        if broken:
+            breaking = count
+        rows.append(Row("watchers: where the first target breaks", label, breaking or count, "watchers",
+                        note=(f"{broken[0]} first, at {breaking} watchers (doubling from {watchers})" if broken
+                              else f"none broken up to {count} watchers")))
+        errors = server.errors()
+        if errors.strip():
+            log("  server log: " + errors[-500:])
+    return rows
+
+
+def broken_targets(result: dict) -> list[str]:
+    checks = [("poll p95", result["poll_p95"] < POLL_P95_MS), ("page p95", result["page_p95"] < PAGE_P95_MS),
+              ("callback p95", result["callback_p95"] < CALLBACK_P95_MS),
+              ("nothing lost", result["lost"] == 0 and result["errors"] == 0)]
+    return [name for name, met in checks if not met]
+
+
+def one_run(pool, server: Server, port: int, cookie: str, watchers: int, interval: float,
+            callbacks_per_second: int, seconds: float) -> dict:
+    prepared = [ingest.prepared_request(port, ingest.CALLBACK) for _ in range(int(callbacks_per_second * seconds))]
+    start_at = time.monotonic() + 1.0
+    cpu_before = server_cpu_seconds(server.process.pid)
+    sent = pool.apply_async(send_callbacks, (port, prepared, callbacks_per_second, start_at))
+    watched = pool.apply_async(watch, (port, cookie, watchers, interval, start_at, seconds))
+    callbacks, poll_times, page_times = sent.get(), *watched.get()
+    cpu = (server_cpu_seconds(server.process.pid) - cpu_before) / (time.monotonic() - start_at)
+    callback_times, stored_answers, errors, finished = callbacks
+    return {"poll_p95": p95(poll_times), "page_p95": p95(page_times), "callback_p95": p95(callback_times),
+            "polls": len(poll_times), "pages": len(page_times), "callbacks": len(prepared),
+            "callback_rate": len(prepared) / max(finished - start_at, 1e-9), "stored_answers": stored_answers,
+            "errors": errors, "cpu": cpu}
+
+
+def p95(times: list[float]) -> float:
+    if not times:
+        return float("inf")
+    ordered = sorted(times)
+    return ordered[int(0.95 * (len(ordered) - 1))] * 1000
+
+
+def send_callbacks(port: int, prepared: list[bytes], per_second: int, start_at: float):
+    """In a load process: request i leaves at start_at + i / per_second, on one of several connections."""
+    lanes = max(4, per_second // 10)  # enough connections that a slow answer does not hold the schedule
+    times: list[float] = []
+    counts = {"stored": 0, "errors": 0}
+    lock = threading.Lock()
+
+    def lane(n: int) -> None:
+        connection = None
+        for i in range(n, len(prepared), lanes):
+            due = start_at + i / per_second
+            time.sleep(max(0.0, due - time.monotonic()))
+            started = time.monotonic()
+            try:
+                if connection is None:
+                    connection = _connect(port)
+                connection.sendall(prepared[i])
+                status, body = ingest.read_response(connection.responses)
+            except OSError:
+                connection = None
+                with lock:
+                    counts["errors"] += 1
+                continue
+            with lock:
+                times.append(time.monotonic() - started)
+                if status == 200 and b'"stored"' in body:
+                    counts["stored"] += 1
+                else:
+                    counts["errors"] += 1
+        if connection is not None:
+            connection.close()
+
+    threads = [threading.Thread(target=lane, args=(n,)) for n in range(lanes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return times, counts["stored"], counts["errors"], time.monotonic()
+
+
+class _Connection:
+    def __init__(self, sock):
+        self.sock, self.responses = sock, sock.makefile("rb")
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.responses.close()
+        self.sock.close()
+
+
+def _connect(port: int) -> _Connection:
+    return _Connection(socket.create_connection(("127.0.0.1", port), timeout=30))
+
+
+def watch(port: int, cookie: str, watchers: int, interval: float, start_at: float, seconds: float):
+    """In a load process: `watchers` pollers and one person reloading the page, for `seconds`."""
+    poll_times: list[float] = []
+    page_times: list[float] = []
+    lock = threading.Lock()
+    stop_at = start_at + seconds
+    headers = {"Cookie": cookie}
+
+    def get(connection: http.client.HTTPConnection, path: str, extra: dict) -> tuple[int, bytes]:
+        connection.request("GET", path, headers={**headers, **extra})
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    def poller(n: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        since = latest(get(connection, "/", {})[1])
+        due = start_at + interval * n / watchers  # spread over the interval, as pages opened at random
+        while due < stop_at:
+            time.sleep(max(0.0, due - time.monotonic()))
+            started = time.monotonic()
+            try:
+                status, body = get(connection, f"/?since={since}", {"HX-Request": "true"})
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            with lock:
+                poll_times.append(time.monotonic() - started)
+            if status == 200:
+                since = latest(body, since)
+            due += interval
+        connection.close()
+
+    def reader() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        due = start_at
+        while due < stop_at:
+            time.sleep(max(0.0, due - time.monotonic()))
+            started = time.monotonic()
+            status, _ = get(connection, "/", {})
+            if status == 200:
+                page_times.append(time.monotonic() - started)
+            due += 1.0
+        connection.close()
+
+    threads = [threading.Thread(target=poller, args=(n,)) for n in range(watchers)]
+    threads.append(threading.Thread(target=reader))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return poll_times, page_times
+
+
+def latest(page: bytes, default: int = 0) -> int:
+    found = re.search(rb"[?&;]since=(\d+)", page)
+    return int(found.group(1)) if found else default
+
+
+def log_in(port: int) -> str:
+    """One login's session cookie, shared by every watcher (each login would cost an Argon2 hash)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/login")
+    response = connection.getresponse()
+    page = response.read().decode()
+    jar = cookies(response)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"username": "bench", "password": PASSWORD, "csrf_token": token})
+    connection.request("POST", "/login", body=form, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": jar})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 302:
+        raise RuntimeError(f"login failed: {response.status}")
+    connection.close()
+    return cookies(response) or jar
+
+
+def cookies(response: http.client.HTTPResponse) -> str:
+    return "; ".join(header.split(";", 1)[0] for name, header in response.getheaders() if name.lower() == "set-cookie")
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User and system time of the server process and its workers so far."""
+    ticks = 0
+    pids = [pid] + [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
