@@ -183,5 +183,5 @@ def test_copy_creates_the_schema_and_fails_when_the_target_differs(source_url, d
     assert again.returncode == 1
     [message_line] = [line for line in again.stdout.splitlines() if line.strip().startswith("message ")]
     assert "DIFFERENT" in message_line
-    assert again.stdout.count(" same") == 5
+    assert again.stdout.count(" same") == len(copying.TABLES) - 1
     assert "differs from the source in: message" in again.stderr
