@@ -408,7 +408,7 @@ def test_pagination_50_a_page_with_a_cursor(app, client, inbox):
     assert 'href="/?q=3725550">Back to latest</a>' in searched
 
 
-def test_huge_conversation_shows_the_latest_and_links_to_earlier(client, inbox, app):
+def test_huge_conversation_shows_the_latest_and_pages_both_ways(client, inbox, app):
     for n in range(505):
         inbox(body_for(sender="+3725550001", text=f"message {n}"))
     thread = client.get(thread_path(client, "+3725550001")).text
@@ -420,6 +420,30 @@ def test_huge_conversation_shows_the_latest_and_links_to_earlier(client, inbox, 
     assert "Back to latest" not in thread
     latest = unescape(re.search(r'<a href="([^"]+)"[^>]*>Back to latest</a>', older_page).group(1))
     assert latest == thread_path(client, "+3725550001") and texts_shown(client.get(latest).text)[-1] == "message 504"
+    # Newer messages from the earlier page: the rest, which is the newest page, live again.
+    newer = unescape(re.search(r'<a href="([^"]+)"[^>]*>Newer messages</a>', older_page).group(1))
+    newest = client.get(newer).text
+    assert texts_shown(newest) == texts and 'id="thread-poller"' in newest
+    # Around one message (a search hit's link): half the page up to it, half after, both ways on.
+    message_id = re.findall(r'<li id="message-(\d+)"', thread)[245]  # message 250
+    around = client.get(f"{thread_path(client, '+3725550001')}?around={message_id}").text
+    assert texts_shown(around) == [f"message {n}" for n in range(1, 501)]
+    assert f'<li id="message-{message_id}" class="message in target' in around
+    assert "Earlier messages" in around and "Newer messages" in around and 'id="thread-poller"' not in around
+
+
+def test_the_list_pages_both_ways_and_newer_reaches_the_live_first_page(client, inbox):
+    for n in range(105):
+        inbox(body_for(sender=f"+3725550{n:03d}"))
+    pages = [client.get("/").text]
+    for _ in range(2):
+        pages.append(client.get(unescape(re.search(r'<a href="([^"]+)">Older conversations</a>', pages[-1]).group(1))).text)
+    assert senders_listed(pages[2]) == [f"+3725550{n:03d}" for n in range(4, -1, -1)]
+    newer = unescape(re.search(r'<a href="([^"]+)">Newer</a>', pages[2]).group(1))
+    assert senders_listed(client.get(newer).text) == senders_listed(pages[1])
+    newest = client.get(unescape(re.search(r'<a href="([^"]+)">Newer</a>', pages[1]).group(1))).text
+    assert senders_listed(newest) == senders_listed(pages[0]) and "data-poll" in newest
+    assert "data-poll" not in pages[1] and "Newer</a>" not in newest
 
 
 def test_chart_counts_messages_per_day(client, inbox):
