@@ -197,7 +197,10 @@ def set_contact(conversation_id: int):
     audit.record("contact_edited", {"conversation": conversation.id})
     if is_htmx():
         conversation = queries.conversation(conversation.id)
-        return render_template("inbox/_contact.html", conversation=conversation), {"HX-Trigger": "conversation-changed"}
+        return (render_template("inbox/_contact_saved.html", conversation=conversation,
+                                page={"conversation": conversation},  # all the title and heading read
+                                unread=queries.unread_conversations()),
+                {"HX-Trigger": "conversation-changed"})
     return redirect(thread_url(conversation.id), 303)
 
 
