@@ -593,6 +593,15 @@
     }
   }
 
+  // The export dialog: a workbook is built whole before its download starts, which can take a
+  // minute or more; say so once Download is pressed.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("[data-building-notice]") : null;
+    if (!button || !button.form) return;
+    var notice = document.getElementById(button.getAttribute("data-building-notice"));
+    if (notice) notice.hidden = !button.form.querySelector('input[name="format"][value="xlsx"]:checked');
+  });
+
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", function () { setUpNotifications(); setUpHelp(); });
   } else {

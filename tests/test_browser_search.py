@@ -62,6 +62,7 @@ def test_a_word_typed_in_search_opens_its_message_in_the_thread_and_the_export_h
     expect(page.get_by_role("status")).to_contain_text("600 messages with these choices")
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download").click()
+    expect(page.get_by_text("Building the workbook")).to_be_visible()  # a large one takes minutes
     assert download_info.value.suggested_filename.endswith(".xlsx")
     workbook = openpyxl.load_workbook(io.BytesIO(Path(download_info.value.path()).read_bytes()))
     rows = list(workbook.active.iter_rows(values_only=True))
