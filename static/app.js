@@ -442,6 +442,16 @@
 
   htmx.onLoad(enhanceSavedReplies);
 
+  // A contact's name saved in the header renames the page; the pane remembers the new title,
+  // so that list polls keep the new name in front.
+  htmx.onLoad(function (root) {
+    var pane = document.getElementById("conversation-pane");
+    if (pane && root.id === "contact" && root.hasAttribute("data-page-title")) {
+      pane.setAttribute("data-title", root.getAttribute("data-page-title"));
+      document.title = root.getAttribute("data-page-title");
+    }
+  });
+
   // The view filters (channel, our number) apply as soon as one is chosen.
   htmx.onLoad(function (root) {
     root.querySelectorAll("form[data-submit-on-change]").forEach(function (form) {

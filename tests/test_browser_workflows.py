@@ -58,6 +58,7 @@ def test_name_a_contact_in_the_header_and_find_it_by_name(page, server, backend)
     expect(page.locator("#contact .contact-note")).to_have_text("Orders every Friday; prefers SMS.")
     # The list follows at once (the save asks it to poll), without a reload.
     expect(row_for(page, "+37255664418").locator("a.sender")).to_have_text("🇪🇪 Ülle Tamm", timeout=LIVE)
+    expect(page).to_have_title(re.compile("^\u2068Ülle Tamm\u2069 · "))  # a list poll keeps the new name
     assert serious_accessibility_problems(page) == []
     screens(page, "contact-header", backend)
     page.get_by_text("Edit name and note").click()
