@@ -13,13 +13,14 @@ lets one process at a time run it); `flask --app app purge` runs it by hand.
 import logging
 import secrets
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from . import audit, clock
+from . import audit, clock, numbers
 from .extensions import db
 from .models import (AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message, OptOut,
                      Setting, Suppression, UnmatchedDeliveryReport)
@@ -89,21 +90,33 @@ def scrub_files() -> None:
     """After deleting on SQLite: rewrite the text index without the deleted entries, then copy the
     WAL into the database and empty it, so the deleted rows' old pages are gone from both files.
 
-    FTS5 keeps a deleted entry's trigrams in its old segment until segments merge ('optimize'
-    merges them all now; SQLite 3.42's secure-delete option would do it at each delete).
+    FTS5 keeps a deleted entry's trigrams in its old segment until segments merge (SQLite 3.42's
+    secure-delete option would drop them at each delete; this is 3.40). Merging everything into
+    one segment at once ('optimize') would hold the write lock for as long as rewriting the
+    whole index takes; 'merge' with a negative amount does the same work in steps of
+    FTS_MERGE_PAGES pages, each its own transaction, so callbacks go in between.
     A reader holding an old snapshot (a long export) keeps the checkpoint from finishing:
     then the WAL is emptied at a later checkpoint.
     """
     if not is_sqlite():
         return
     with write_transaction() as session:
-        secure_delete()
-        if session.scalar(sa.text("SELECT 1 FROM sqlite_master WHERE name = 'message_fts'")):
-            session.execute(sa.text("INSERT INTO message_fts (message_fts) VALUES ('optimize')"))
+        has_index = session.scalar(sa.text("SELECT 1 FROM sqlite_master WHERE name = 'message_fts'"))
+    while has_index:
+        with write_transaction() as session:
+            secure_delete()
+            before = session.scalar(sa.text("SELECT total_changes()"))
+            session.execute(sa.text("INSERT INTO message_fts (message_fts, rank) VALUES ('merge', :pages)"),
+                            {"pages": -FTS_MERGE_PAGES})
+            if session.scalar(sa.text("SELECT total_changes()")) - before < 2:  # SQLite's "nothing left"
+                break
     with db.engine.connect() as connection:
         busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
     if busy:
         log.warning("WAL checkpoint after a deletion was held back by a reader; a later one completes it")
+
+
+FTS_MERGE_PAGES = 200
 
 
 # --- erasure on request ------------------------------------------------------------------
@@ -177,10 +190,10 @@ def delete_rows_referring_to(conversation_id: int) -> None:
 
 
 def delete_dead_letters_mentioning(number: str) -> int:
-    """Dead letters whose body holds the number (in its JSON, as the provider sent it)."""
-    needle = number.encode()
+    """Dead letters whose body holds the number, however the provider wrote it."""
+    mentioned = numbers.mentions(number)
     found = [letter_id for letter_id, body in db.session.execute(sa.select(DeadLetter.id, DeadLetter.raw_body))
-             if needle in bytes(body)]
+             if mentioned(bytes(body))]
     for chunk in chunks(found):
         db.session.execute(sa.delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
     return len(found)
@@ -270,13 +283,21 @@ def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: i
 
 
 def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
+    """Delete one batch of old messages and bring their conversations up to date.
+
+    The batch is found by a read before the write lock is taken (finding the last few can mean
+    reading the whole table: no index on arrival time), then deleted holding it; a message is
+    only deleted if it is still old, whatever happened between.
+    """
+    candidates = db.session.execute(
+        sa.select(Message.id).where(Message.received_at < result.cutoff).order_by(Message.id).limit(batch_size)
+    ).scalars().all()
+    if not candidates:
+        return 0
     with write_transaction() as session:
         secure_delete()
-        rows = session.execute(
-            sa.select(Message.id, Message.conversation_id, Message.omnimessage_id)
-            .where(Message.received_at < result.cutoff).order_by(Message.id).limit(batch_size)).all()
-        if not rows:
-            return 0
+        rows = session.execute(sa.select(Message.id, Message.conversation_id, Message.omnimessage_id)
+                               .where(Message.id.in_(candidates), Message.received_at < result.cutoff)).all()
         ids = [row.id for row in rows]
         omnimessage_ids = [row.omnimessage_id for row in rows if row.omnimessage_id]
         if omnimessage_ids:
@@ -290,33 +311,41 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
                             else sa.delete(column.table).where(matching))
         session.execute(sa.delete(Message).where(Message.id.in_(ids)))
         result.messages += len(ids)
-        change = change_number()
-        for conversation_id in {row.conversation_id for row in rows}:
-            result.conversations_removed += _recount(conversation_id, change)
-    return len(ids)
+        deleted = Counter(row.conversation_id for row in rows)
+        if deleted:
+            result.conversations_removed += _recount(deleted, change_number())
+    return len(candidates)
 
 
-def _recount(conversation_id: int, change: int) -> int:
-    """A conversation after some of its (oldest) messages went: its counts follow; with none left
-    it goes too, an opt-out leaving a hashed suppression entry. Returns 1 if it was removed."""
+def _recount(deleted: Counter, change: int) -> int:
+    """Conversations after some of their (oldest) messages went: the counts shrink (the newest
+    messages are the ones kept, so previews stay); those left with none go, an opted-out one
+    leaving a hashed suppression entry. Returns how many went. A few statements per batch,
+    however many conversations it touched."""
     session = db.session
-    conversation = session.get(Conversation, conversation_id)
-    remaining, inbound = session.execute(
-        sa.select(sa.func.count(), sa.func.count().filter(Message.direction == "in"))
-        .where(Message.conversation_id == conversation_id)).one()
-    if remaining == 0:
-        if conversation.opted_out:
-            number_hash = audit.number_hash(conversation.sender)
+    table = Conversation.__table__  # Core, so the statement runs once per conversation (executemany)
+    inbound_left = (sa.select(sa.func.count()).where(Message.conversation_id == table.c.id,
+                                                     Message.direction == "in").scalar_subquery())
+    session.execute(
+        sa.update(table).where(table.c.id == sa.bindparam("conversation"))
+        .values(message_count=table.c.message_count - sa.bindparam("gone"),
+                unread_count=sa.case((table.c.unread_count == 0, 0),
+                                     (table.c.unread_count <= inbound_left, table.c.unread_count),
+                                     else_=inbound_left),
+                change_seq=change),
+        [{"conversation": conversation_id, "gone": gone} for conversation_id, gone in deleted.items()])
+    emptied = session.execute(
+        sa.select(Conversation.id, Conversation.sender, Conversation.opted_out)
+        .where(Conversation.id.in_(list(deleted)),
+               ~sa.exists().where(Message.conversation_id == Conversation.id))).all()
+    for conversation_id, sender, opted_out in emptied:
+        if opted_out:
+            number_hash = audit.number_hash(sender)
             if session.get(Suppression, number_hash) is None:
                 session.add(Suppression(number_hash=number_hash, created_at=clock.now()))
         delete_rows_referring_to(conversation_id)
         session.execute(sa.delete(Conversation).where(Conversation.id == conversation_id))
-        return 1
-    # The newest messages are the ones kept, so the preview stays; only the counts shrink.
-    conversation.message_count = remaining
-    conversation.unread_count = min(conversation.unread_count, inbound)
-    conversation.change_seq = change
-    return 0
+    return len(emptied)
 
 
 def _delete_in_batches(model, condition, batch_size: int) -> int:

@@ -1,12 +1,13 @@
 """Retention by age: the purge, its settings, its daily run by one process, and `flask purge`."""
 import threading
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from app import queries, retention
+from app import demo, queries, retention
 from app.extensions import db
 from app.models import (AuditEvent, Conversation, DeadLetter, LoginThrottle, Message, OptOut,
                         Suppression, UnmatchedDeliveryReport)
@@ -40,6 +41,7 @@ def history(app, clock, deliver, user):
                                 change_seq=0, direction="out", status="sent", omnimessage_id="omni-old"))
             session.add(UnmatchedDeliveryReport(omnimessage_id="omni-old", status="DELIVRD", received_at=now))
             session.add(DeadLetter(received_at=now, reason="old", raw_body=b"{}", body_sha256="c" * 64))
+            session.get(Conversation, old.id).message_count += 1  # as storing a reply counts it
         from app import optouts
         optouts.set_opted_out(old.id, True, 1)
     clock.advance(days=100)
@@ -225,3 +227,20 @@ def test_a_purge_during_a_callback_storm_loses_no_new_message(app, clock, delive
         for conversation in db.session.scalars(sa.select(Conversation)):
             actual = db.session.scalar(sa.select(sa.func.count()).where(Message.conversation_id == conversation.id))
             assert conversation.message_count == actual, conversation.sender
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: autovacuum's job
+def test_on_sqlite_the_space_purged_is_reused_so_the_file_does_not_grow_without_bound(app):
+    """Freed pages go on SQLite's free list and the next messages fill them (no VACUUM needed)."""
+    url = sa.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    sizes = []
+    moment = datetime(2026, 1, 1)
+    with app.app_context():
+        for _ in range(4):
+            demo.seed(2000, 100, now=moment)
+            moment += timedelta(days=100)
+            assert retention.purge(moment, days=30, audit_days=365, batch_size=1000).messages == 2000
+            sizes.append(Path(url.database).stat().st_size)
+            free = db.session.execute(sa.text("PRAGMA freelist_count")).scalar()
+    assert free > 0  # the purged pages wait on the free list for the next messages
+    assert sizes[-1] <= sizes[0] * 1.05, sizes
