@@ -7,6 +7,7 @@ which change with every release, and a key must not. Sender names (`MyShop`) and
 (`1234`) stay as they came.
 """
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 import phonenumbers
@@ -68,3 +69,19 @@ def flag(region_code: str | None) -> str:
     if not region_code or len(region_code) != 2 or not region_code.isalpha():
         return ""
     return "".join(chr(0x1F1E6 + ord(letter) - ord("A")) for letter in region_code.upper())
+
+
+# Separators between digits in a raw body, removed before looking for a number in it.
+BETWEEN_DIGITS = re.compile(rb"(?<=[0-9+])[\s\-().]+(?=[0-9])")
+
+
+def mentions(key: str) -> Callable[[bytes], bool]:
+    """A test of whether raw bytes (a dead letter's body) mention this number, however written:
+    `+44 7700 900123`, `447700900123`, `0044...`, `07700 900123`. A sender name must appear as is."""
+    number = _parsed(key)
+    if number is None:
+        needle = key.encode()
+        return lambda raw: needle in raw
+    national = phonenumbers.national_significant_number(number)
+    pattern = re.compile(rb"(?<![0-9])(?:\+|00)?(?:%d)?0?%s(?![0-9])" % (number.country_code, national.encode()))
+    return lambda raw: pattern.search(BETWEEN_DIGITS.sub(b"", raw)) is not None

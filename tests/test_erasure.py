@@ -42,6 +42,9 @@ def customer(app, deliver):
                                    raw_body=json.dumps({"sender": NUMBER, "text": "4711-zebra"}).encode()))
             session.add(DeadLetter(received_at=now, reason="bad time", body_sha256="b" * 64,
                                    raw_body=json.dumps({"sender": OTHER}).encode()))
+            for n, spelling in enumerate(["372 5559 8765", "0037255598765", "(5559) 8765"]):
+                session.add(DeadLetter(received_at=now, reason="bad time", body_sha256=f"{n}" * 64,
+                                       raw_body=json.dumps({"sender": spelling, "text": "x"}).encode()))
         optouts.set_opted_out(conversation.id, True, 1)
         return conversation.id
 
@@ -72,7 +75,7 @@ def test_erasure_deletes_everything_about_the_number_and_nothing_else(app, admin
         assert conversation_of(OTHER).message_count == 1
         [event] = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "conversation_deleted"))
         assert (event.username, json.loads(event.details)) == ("alice", {
-            "number_hash": audit.number_hash(NUMBER), "messages": 3, "dead_letters": 1, "was_opted_out": True})
+            "number_hash": audit.number_hash(NUMBER), "messages": 3, "dead_letters": 4, "was_opted_out": True})
         assert not db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)
                                      .where(AuditEvent.details.contains("55598765")))
     export = admin.client.get("/export.csv").text

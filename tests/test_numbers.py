@@ -1,4 +1,6 @@
 """Numbers: one conversation per person however the number is written, shown as people read it."""
+import re
+
 import pytest
 import sqlalchemy as sa
 from hypothesis import given, strategies as st
@@ -65,7 +67,20 @@ def test_the_list_and_thread_show_the_readable_number_and_which_of_our_numbers_i
         conversation_id = db.session.scalar(sa.select(Conversation.id))
     thread = client.get(f"/conversations/{conversation_id}").text
     assert "+372 5566 4418" in thread
-    assert "+37250000001" in thread and "+37250000002" in thread  # two of our numbers: each message says which
+    # Two of our numbers: each message says which it reached, as people read numbers.
+    messages = re.findall(r'<p class="text" dir="auto">([^<]*)</p>.*?<span class="route">(.*?)</span></p>', thread, re.S)
+    assert [(text, " ".join(re.sub(r"<[^>]+>", " ", route).split())) for text, route in messages] == [
+        ("to support", "sms to +372 5000 0001"), ("to sales", "sms to +372 5000 0002")]
+
+
+def test_a_number_is_found_in_raw_bodies_however_it_was_written():
+    mentioned = numbers.mentions("+37255598765")
+    for body in ['{"sender": "+37255598765"}', '{"sender": "372 5559 8765"}', '{"sender": "0037255598765"}',
+                 '{"text": "call (5559) 8765"}', '{"sender": "+372-5559-8765"}']:
+        assert mentioned(body.encode()), body
+    for body in ['{"sender": "+372555987650"}', '{"sender": "+37255598766"}', '{"msg_id": "1255598765"}']:
+        assert not mentioned(body.encode()), body
+    assert numbers.mentions("MyShop")(b'{"sender": "MyShop"}') and not numbers.mentions("MyShop")(b'"myshop"')
 
 
 @given(st.from_regex(r"\+?[0-9 ()\-]{1,24}", fullmatch=True) | st.text(max_size=30))
