@@ -93,25 +93,30 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
     Skewed like real traffic: message counts per sender follow Zipf's law, so a few senders
     have thousands of messages and most have a handful. Times spread over the last 60 days,
     busier on weekdays and in daytime; ids follow arrival order, as ingest hands them out.
-    `progress` is called with the number of messages just inserted.
+    Into an inbox in use they arrive after its newest message, so that the list, ordered by
+    arrival, shows the times in the same order. `progress` is called with the number of
+    messages just inserted.
     """
     rng = rng or random.Random()
     now = now or clock.now()
+    latest = db.session.scalar(sa.select(sa.func.max(Message.received_at)))
+    db.session.rollback()  # the read ends: no snapshot held while the journal mode changes
+    empty = latest is None
+    if latest is not None and latest > now - timedelta(seconds=1):
+        now = latest + timedelta(seconds=1)  # room for them after it
     senders = max(1, min(senders, messages))
     numbers = sender_numbers(senders, rng)
     channels = rng.choices(list(CHANNEL_WEIGHTS), weights=list(CHANNEL_WEIGHTS.values()), k=senders)
     # The sender of each message, in arrival order.
     order = [s for s, count in enumerate(messages_per_sender(messages, senders)) for _ in range(count)]
     rng.shuffle(order)
-    arrivals = arrival_times(messages, now, rng)
+    arrivals = arrival_times(messages, now, rng, since=latest)
     texts = text_pool(rng)
     picks = [int(pick * len(texts)) for pick in [rng.random() for _ in range(messages)]]
     plan = Plan(numbers, channels, texts, secrets.token_hex(4), now - UNREAD_SINCE)
 
     with no_cyclic_gc():  # millions of tuples, no cycles: a collection would find nothing
         # (An inbox filled meanwhile would only make the rebuild cover its rows too.)
-        empty = db.session.scalar(sa.select(Message.id).limit(1)) is None
-        db.session.rollback()  # the read ends: no snapshot held while the journal mode changes
         per_transaction = messages if empty else MESSAGES_PER_TRANSACTION
         with rollback_journal(empty):
             for first in range(0, messages, per_transaction):
@@ -346,23 +351,28 @@ def text_pool(rng: random.Random, size: int = 500) -> list[tuple[str, str, str]]
     return pool
 
 
-def arrival_times(messages: int, now: datetime, rng: random.Random) -> Iterator[datetime]:
-    """`messages` increasing times over the last DAYS days: fewer at night and at weekends."""
-    first_hour = (now - timedelta(days=DAYS)).replace(minute=0, second=0, microsecond=0)
-    hours = [first_hour + timedelta(hours=n) for n in range(DAYS * 24 + 1)]
+def arrival_times(messages: int, now: datetime, rng: random.Random,
+                  since: datetime | None = None) -> Iterator[datetime]:
+    """`messages` increasing times over the last DAYS days (after `since`, if later): fewer at
+    night and at weekends."""
+    start = max(now - timedelta(days=DAYS), since or now - timedelta(days=DAYS))
+    first_hour = start.replace(minute=0, second=0, microsecond=0)
+    hours = [first_hour + timedelta(hours=n) for n in range((now - first_hour) // timedelta(hours=1) + 1)]
     day_weights = {hour.date(): rng.uniform(0.7, 1.3) * (0.5 if hour.weekday() >= 5 else 1.0)
                    for hour in hours}
-    # Microseconds of each hour that are already past: the last one is cut off at `now`.
-    lengths = [min(3_600_000_000, (now - hour) // timedelta(microseconds=1)) for hour in hours]
-    weights = [HOURLY_WEIGHTS[hour.hour] * day_weights[hour.date()] * length
-               for hour, length in zip(hours, lengths)]
+    # Microseconds of each hour that are after `start` and already past: the first and last are cut.
+    micro = timedelta(microseconds=1)
+    firsts = [max(0, (start - hour) // micro) + 1 for hour in hours]
+    ends = [min(3_600_000_000, (now - hour) // micro) for hour in hours]
+    weights = [HOURLY_WEIGHTS[hour.hour] * day_weights[hour.date()] * max(0, end - first)
+               for hour, first, end in zip(hours, firsts, ends)]
     total = sum(weights)
     # Cumulative rounding hands out exactly `messages` over the hours.
     handed_out, cumulative = 0, 0.0
-    for hour, length, weight in zip(hours, lengths, weights):
+    for hour, first, end, weight in zip(hours, firsts, ends, weights):
         cumulative += weight
         count = round(messages * cumulative / total) - handed_out
         handed_out += count
-        for offset in sorted(rng.randrange(length) for _ in range(count)):
+        for offset in sorted(rng.randrange(first, end) for _ in range(count)):
             yield datetime(hour.year, hour.month, hour.day, hour.hour, offset // 60_000_000,
                            offset // 1_000_000 % 60, offset % 1_000_000)

@@ -94,6 +94,22 @@ def test_seeding_a_database_in_use_merges_and_ingest_carries_on(app, deliver):
         assert_consistent()
 
 
+def test_seeding_an_inbox_in_use_keeps_the_lists_order_and_its_times_in_step(app, deliver):
+    """After a test message, a demo's messages arrive after it: the list, newest arrival first,
+    shows its times newest first too (the demo used to go back 60 days with higher ids)."""
+    assert deliver(body_for(sender="+37255664418", text="the test message")).json == {"status": "stored"}
+    with app.app_context():
+        demo.seed(2_000, 100, rng=random.Random(5))
+        arrivals = list(db.session.scalars(sa.select(Message.received_at).order_by(Message.id)))
+        assert arrivals == sorted(arrivals)
+        shown = list(db.session.scalars(sa.select(Message.received_at).join(
+            Conversation, Conversation.last_message_id == Message.id).order_by(Conversation.last_message_id.desc())))
+        assert shown == sorted(shown, reverse=True)
+        assert conversation_of("+37255664418").last_message_id == min(
+            db.session.scalars(sa.select(Conversation.last_message_id)))
+        assert_consistent()
+
+
 def test_an_interrupted_seeding_leaves_the_inbox_consistent(app, monkeypatch):
     class Interrupted(Exception):
         pass
