@@ -618,6 +618,34 @@ def test_focus_stays_on_the_focused_row_across_a_poll_and_new_messages_are_annou
     assert_same_page(page)
 
 
+def test_the_skip_link_when_focused_takes_its_own_line_above_the_brand(page, server):
+    log_in(page, server)
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    skip_box, brand_box = skip.bounding_box(), page.locator(".brand").bounding_box()
+    assert skip_box["y"] + skip_box["height"] <= brand_box["y"]
+    page.keyboard.press("Enter")
+    assert page.evaluate("location.hash") == "#main"
+
+
+def test_on_a_phone_new_messages_are_announced_while_a_conversation_is_open(new_context, server):
+    """The list is hidden behind the open conversation there; its announcements are not."""
+    page = new_context(viewport={"width": 390, "height": 844}).new_page()
+    deliver(server, sender="+37255510000", text="the one being read")
+    log_in(page, server)
+    open_row(page, "+37255510000")
+    expect(page.locator(".list-pane")).to_be_hidden()
+
+    deliver(server, sender="+37255519999", text="meanwhile, elsewhere")
+    expect(page.locator("#announcer")).to_have_text("1 new message", timeout=LIVE)
+    assert page.evaluate("""() => {
+        for (let node = document.getElementById("announcer"); node; node = node.parentElement)
+            if (getComputedStyle(node).display === "none") return false;
+        return true;
+    }""")
+
+
 def test_a_thread_opens_at_its_newest_message_and_new_ones_wait_behind_a_pill_when_scrolled_up(page, server):
     sender = "+37255512345"
     for n in range(60):

@@ -454,6 +454,12 @@ def test_chart_counts_messages_per_day(client, inbox):
     assert f"<title>{today}: 3</title>" in page
     assert f"<title>{today - timedelta(days=29)}: 0</title>" in page
     assert page.count("<rect ") == 30
+    # Dates on its axis, folded away under the list, and on no other page.
+    first, last = today - timedelta(days=29), today
+    assert f'<p class="axis" aria-hidden="true"><span>{first:%-d %b}</span><span>{last:%-d %b}</span></p>' in page
+    assert '<details class="chart-box">' in page
+    for other in ("/account", "/export"):
+        assert 'class="chart-box"' not in client.get(other).text, other
 
 
 def test_times_are_machine_readable_utc_and_say_when_each_message_arrived(app, client, inbox):

@@ -683,4 +683,5 @@ def test_background_polls_stay_out_of_the_access_log(app, user, server_factory, 
         time.sleep(0.05)
     lines = access_log.read_text().splitlines()
     assert any('"GET / HTTP/1.1" 200' in line for line in lines)
+    assert not any('"GET / HTTP/1.1" 204' in line for line in lines)  # the poll
     assert not any("since=" in line for line in lines)
