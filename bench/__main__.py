@@ -13,11 +13,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import data, export, ingest, live, reads, replies, slow_clients, watchers
+from . import data, export, ingest, live, purge, reads, replies, slow_clients, watchers
 from .report import Row, growth, table, write_json
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ["ingest", "inbox", "slow-clients", "watchers", "replies", "live"]
+PARTS = ["ingest", "inbox", "slow-clients", "watchers", "replies", "live", "purge"]
 XLSX_UP_TO = 1_000_000  # the XLSX export row at sizes up to this (about a minute per million rows)
 
 
@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replies", type=int, default=1_000, help="replies queued at once (default: %(default)s)")
     parser.add_argument("--live-messages", type=int, default=30,
                         help="messages timed from callback to browser (default: %(default)s)")
+    parser.add_argument("--purge-messages", type=int, default=100_000,
+                        help="old messages a retention purge deletes while callbacks arrive (default: %(default)s)")
+    parser.add_argument("--purge-callbacks-per-second", type=float, default=50,
+                        help="callbacks a second during the purge (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default: bench/results/<time>.json)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the databases in this directory (default: a temporary one, removed)")
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         if "live" in parts:
             log(f"live latency: {args.live_messages} messages into an open inbox in Chromium")
             rows += live.measure(workdir, args.live_messages, log)
+        if "purge" in parts:
+            log(f"retention purge of {args.purge_messages:,} messages while callbacks arrive")
+            rows += purge.measure(workdir, args.purge_messages, args.purge_callbacks_per_second, log)
 
     print(table(rows))
     print()

@@ -45,9 +45,11 @@ ELSEWHERE = [
     ("replies: most API requests in one second", "20 replies"),
     ("live latency, callback's 200 to the row in the browser: p95", "1 messages"),
     ("repeat visit: static files fetched again (browser)", "1 messages"),
+    ("purge: callback delay it adds, p99", "300 msgs"),
+    ("purge: messages deleted per second", "300 msgs"),
 ]
 # Figures that are rightly zero when all is well.
-MAY_BE_ZERO = ("static files", "lost or failed")
+MAY_BE_ZERO = ("static files", "lost or failed", "delay it adds")
 
 
 @pytest.mark.slow
@@ -57,7 +59,8 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
         [sys.executable, "-m", "bench", "--sizes", "300", "--samples", "3", "--ingest-requests", "200",
          "--load-threads", "4", "--slow-client-seconds", "2", "--slow-clients", "5", "--watchers", "3",
          "--most-watchers", "3", "--callbacks-per-second", "10", "--watch-seconds", "1", "--watchers-seed", "300",
-         "--replies", "20", "--live-messages", "1", "--out", str(out), "--workdir", str(tmp_path / "work")],
+         "--replies", "20", "--live-messages", "1", "--purge-messages", "300", "--purge-callbacks-per-second", "20",
+         "--out", str(out), "--workdir", str(tmp_path / "work")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
