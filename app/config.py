@@ -60,8 +60,8 @@ def defaults(instance_path: str) -> dict:
         # every message the account sends, one-time passwords included: off unless asked for).
         "MESSENTE_BLACKLIST_SYNC": False,
         # Messente allows 150 requests/s per IP; each worker process keeps under this many, so the
-        # 2 workers per CPU that `make run` starts stay at 120 a second together.
-        "MESSENTE_REQUESTS_PER_SECOND": max(1, 120 // (2 * (os.cpu_count() or 1))),
+        # one worker per CPU that `make run` starts stay at 120 a second together.
+        "MESSENTE_REQUESTS_PER_SECOND": max(1, 120 // (os.cpu_count() or 1)),
         # Threads per process sending replies, so a slow API call doesn't hold up the next reply.
         "REPLY_SENDERS": 4,
         # Messente's client has no timeouts of its own: seconds to connect, and to wait for the answer.

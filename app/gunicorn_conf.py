@@ -196,7 +196,8 @@ class QuietPollsLogger(Logger):
 
     Lines carry paths without their query strings, and no referrer: a search or an export
     filter may be a customer's number or words from a message. A set-password link's token
-    (a credential) is cut from its path.
+    (a credential) is cut from its path, and so is the number in an old link to a conversation
+    by its sender (`/conversations/+372...`, redirected to its id).
     """
 
     def access(self, resp, req, environ, request_time):
@@ -205,9 +206,10 @@ class QuietPollsLogger(Logger):
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
-        path = SET_PASSWORD_TOKEN.sub("/set-password/…", atoms["U"])
+        path = SET_PASSWORD_TOKEN.sub("/set-password/…", CONVERSATION_BY_SENDER.sub("/conversations/…", atoms["U"]))
         atoms.update(U=path, q="", f="-", r=f"{atoms['m']} {path} {atoms['H']}")
         return atoms
 
 
 SET_PASSWORD_TOKEN = re.compile(r"/set-password/[^/?]+")
+CONVERSATION_BY_SENDER = re.compile(r"^/conversations/(?![0-9]+(?:/|$))[^/?]+")

@@ -130,6 +130,8 @@ def test_access_log_lines_carry_no_query_strings_or_link_tokens(app, user, serve
     assert browser.login(server.url, PASSWORD)[0] == 200
     browser.get(f"{server.url}/?q={NUMBER[1:]}")
     browser.get(f"{server.url}/export.csv?q=tellimus+4711")
+    browser.get(f"{server.url}/conversations/{NUMBER}")  # an old link by number
+    browser.get(f"{server.url}/conversations/1/export")
     browser.get(f"{server.url}/set-password/secret-link-token")
     deadline = time.monotonic() + 10
     while "/set-password/" not in access_log.read_text():  # written after each response
@@ -139,3 +141,4 @@ def test_access_log_lines_carry_no_query_strings_or_link_tokens(app, user, serve
     assert '"GET /export.csv HTTP/1.1" 200' in text and '"GET / HTTP/1.1" 200' in text
     assert "55598765" not in text and "tellimus" not in text and "secret-link-token" not in text
     assert "?" not in text
+    assert '"GET /conversations/… HTTP/1.1" 404' in text and '"GET /conversations/1/export HTTP' in text
