@@ -300,4 +300,4 @@ def test_a_provider_time_years_off_is_shown_but_pins_nothing(app, client, auth, 
     with app.app_context():
         from conftest import conversation_of
         path = f"/conversations/{conversation_of('+3725550001').id}"
-    assert 'datetime="2035-01-01T00:00:00Z"' in client.get(path).text  # shown as sent
+    assert 'data-sent="2035-01-01T00:00:00Z"' in client.get(path).text  # kept as sent

@@ -403,7 +403,7 @@ def test_pagination_50_a_page_with_a_cursor(app, client, inbox):
     assert "data-poll" not in second  # only the first page follows new messages
     assert "Back to latest" not in first
     latest = unescape(re.search(r'<a href="([^"]+)">Back to latest</a>', second).group(1))
-    assert latest == "/" and client.get(latest).text == client.get("/").text
+    assert latest == "/" and senders_listed(client.get(latest).text) == senders_listed(first)
     searched = client.get("/?q=3725550&before=" + older.rsplit("=", 1)[1]).text
     assert 'href="/?q=3725550">Back to latest</a>' in searched
 

@@ -107,7 +107,7 @@ def test_a_reply_reaches_the_api_once_with_the_right_body_and_credentials(reply_
         conversation = conversation_of(CUSTOMER)
         assert (conversation.last_direction, conversation.last_text) == ("out", "Jah, kella 18-ni. 🙂")
         assert (conversation.message_count, conversation.unread_count) == (2, 1)  # replies are never unread
-    assert "<span class=\"you\">You:</span> Jah, kella 18-ni. 🙂" in person.get("/").text
+    assert "<span class=\"you\">You:</span> <bdi>Jah, kella 18-ni. 🙂</bdi>" in person.get("/").text
     page = person.get(thread_path(reply_app)).text
     assert 'class="message out"' in page and "alice" in page and ">Sent<" in page
     assert response_form["key"] != reply_form(page)["key"]  # a new one-time key for the next reply
