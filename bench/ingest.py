@@ -75,16 +75,6 @@ def make_run(port: int, app_spec: str) -> list[str]:
     return make_run_server.command(f"127.0.0.1:{port}", app_spec)
 
 
-    def __exit__(self, *exc_info):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-
 def requests_per_second(pool, processes: int, threads: int, port: int, path: str, requests: int) -> float:
     """Send `requests` requests over the pool's processes x `threads` connections."""
     prepared = [prepared_request(port, path) for _ in range(requests)]

@@ -303,3 +303,20 @@ def test_the_merge_keeps_the_newest_message_and_a_new_change_number(database_url
             "SELECT id, sender, last_message_id, last_text, message_count, change_seq FROM conversation")).all()
         assert rows == [(1, "+447700900123", 21, "newer", 2, 6)]
         assert connection.scalar(sa.text("SELECT value FROM change_counter")) == 6
+
+
+def test_users_from_before_roles_become_admins_and_log_in_again(database_url, engine):
+    """A database made by the revision before roles, with two users who could do everything."""
+    previous = flask_command(database_url, "db", "upgrade", "c9f2d4a6e81b")
+    assert previous.returncode == 0, previous.stderr
+    with engine(database_url).begin() as connection:
+        connection.execute(sa.text('INSERT INTO "user" (id, username, password_hash, session_token) '
+                                   "VALUES (:id, :name, 'x', :token)"),
+                           [{"id": 1, "name": "alice", "token": "a" * 64}, {"id": 2, "name": "bob", "token": "b" * 64}])
+    upgraded = flask_command(database_url, "init-db")
+    assert upgraded.returncode == 0, upgraded.stderr
+    with engine(database_url).connect() as connection:
+        users = connection.execute(sa.text('SELECT username, role, disabled FROM "user" ORDER BY id')).all()
+        assert [(name, role, bool(disabled)) for name, role, disabled in users] == [
+            ("alice", "admin", False), ("bob", "admin", False)]
+        assert connection.scalar(sa.text("SELECT count(*) FROM login_session")) == 0  # everyone logs in again
