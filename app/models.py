@@ -165,6 +165,28 @@ for _statement in MESSAGE_FTS:
 sa.event.listen(Message.__table__, "before_drop",
                 sa.DDL("DROP TABLE IF EXISTS message_fts").execute_if(dialect="sqlite"))
 
+# Search by number or name on SQLite: an FTS5 trigram index over the conversations' two search
+# keys, so that a rare match is found without walking every conversation. Its triggers fire only
+# when a key changes (a new conversation, a contact named, a merge), never on the updates every
+# message makes to its conversation.
+CONVERSATION_FTS = (
+    "CREATE VIRTUAL TABLE conversation_fts USING fts5(sender_key, contact_key, content='conversation', "
+    "content_rowid='id', tokenize='trigram', detail='none')",
+    "CREATE TRIGGER conversation_fts_insert AFTER INSERT ON conversation BEGIN "
+    "INSERT INTO conversation_fts (rowid, sender_key, contact_key) VALUES (new.id, new.sender_key, new.contact_key); END",
+    "CREATE TRIGGER conversation_fts_delete AFTER DELETE ON conversation BEGIN "
+    "INSERT INTO conversation_fts (conversation_fts, rowid, sender_key, contact_key) "
+    "VALUES ('delete', old.id, old.sender_key, old.contact_key); END",
+    "CREATE TRIGGER conversation_fts_update AFTER UPDATE OF sender_key, contact_key ON conversation BEGIN "
+    "INSERT INTO conversation_fts (conversation_fts, rowid, sender_key, contact_key) "
+    "VALUES ('delete', old.id, old.sender_key, old.contact_key); "
+    "INSERT INTO conversation_fts (rowid, sender_key, contact_key) VALUES (new.id, new.sender_key, new.contact_key); END",
+)
+for _statement in CONVERSATION_FTS:
+    sa.event.listen(Conversation.__table__, "after_create", sa.DDL(_statement).execute_if(dialect="sqlite"))
+sa.event.listen(Conversation.__table__, "before_drop",
+                sa.DDL("DROP TABLE IF EXISTS conversation_fts").execute_if(dialect="sqlite"))
+
 
 # Delivery statuses by how far they got: a report never moves a reply backwards, and with
 # fallback channels the best leg wins (WhatsApp FAILED, then SMS DELIVRD: delivered).

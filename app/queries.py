@@ -14,6 +14,11 @@ from .unit_of_work import change_number, write_transaction
 
 THREAD_PAGE = 500
 LIKE_ESCAPE = "\\"
+# Up to this many conversations found through the text index are sorted into list order; more,
+# and walking the list in order finds a page of them sooner.
+FEW_MATCHES = 1_000
+_CONVERSATION_FTS = sa.table("conversation_fts", sa.column("rowid", sa.Integer),
+                             sa.column("sender_key", sa.String), sa.column("contact_key", sa.String))
 
 
 def sender_matches(q: str) -> sa.ColumnElement[bool]:
@@ -38,6 +43,22 @@ def conversation_matches(q: str) -> sa.ColumnElement[bool]:
     return sa.or_(sender_matches(q), Conversation.id.in_(named.scalar_subquery()))
 
 
+def few_matching_conversations(q: str) -> list[int] | None:
+    """The ids of the conversations whose number or contact name contains q, found through the
+    conversation text index (SQLite) when there are at most FEW_MATCHES of them; else None: on
+    PostgreSQL (its trigram index serves the LIKE), for a query under three characters (a
+    trigram index cannot narrow those down), or when many match."""
+    number, name = search_key(clean_text(q)), search.fold(clean_text(q).strip())
+    if db.session.get_bind().dialect.name != "sqlite" or min(len(number), len(name)) < search.MIN_QUERY:
+        return None
+    fts = _CONVERSATION_FTS
+    matching = sa.union(
+        sa.select(fts.c.rowid).where(fts.c.sender_key.op("GLOB")(f"*{search.glob_escape(number)}*")),
+        sa.select(fts.c.rowid).where(fts.c.contact_key.op("GLOB")(f"*{search.glob_escape(name)}*"))).subquery()
+    ids = db.session.scalars(sa.select(matching.c.rowid).limit(FEW_MATCHES + 1)).all()
+    return ids if len(ids) <= FEW_MATCHES else None
+
+
 def conversations(q: str = "", before: int | None = None, after: int | None = None,
                   limit: int = 50, list_filter: ListFilter | None = None) -> "ConversationPage":
     """One page of conversations, newest arrival first, with the cursors to the pages around it.
@@ -52,13 +73,21 @@ def conversations(q: str = "", before: int | None = None, after: int | None = No
     query = (db.select(Conversation, Message.received_at)
              .join(Message, Message.id == Conversation.last_message_id).where(*in_view))
     if q:
-        # LIKE '%q%' can use no B-tree index. Pick the page's ids from the index on
-        # (last_message_id, sender_key) alone, then read just those rows: testing every row
-        # in list order would read the whole table, row by row, when few senders match.
-        keys = db.select(Conversation.last_message_id).where(conversation_matches(q), *in_view)
-        keys = keys.where(Conversation.last_message_id > after) if after is not None else keys
-        keys = keys.where(Conversation.last_message_id < before) if before is not None else keys
-        order = Conversation.last_message_id.asc() if after is not None else Conversation.last_message_id.desc()
+        few = few_matching_conversations(q)
+        if few is not None:
+            # Few matches, found by the text index: read them by id and sort them (the `+ 0`
+            # keeps SQLite from walking the list's index instead, testing every conversation).
+            keys = db.select(Conversation.last_message_id).where(Conversation.id.in_(few), *in_view)
+            in_order = Conversation.last_message_id + 0
+        else:
+            # LIKE '%q%' can use no B-tree index. Pick the page's ids from the index on
+            # (last_message_id, sender_key) alone, then read just those rows: testing every row
+            # in list order would read the whole table, row by row, when few senders match.
+            keys = db.select(Conversation.last_message_id).where(conversation_matches(q), *in_view)
+            in_order = Conversation.last_message_id
+        keys = keys.where(in_order > after) if after is not None else keys
+        keys = keys.where(in_order < before) if before is not None else keys
+        order = in_order.asc() if after is not None else in_order.desc()
         query = query.where(Conversation.last_message_id.in_(keys.order_by(order).limit(limit + 1).scalar_subquery()))
     if after is not None:
         rows = list(db.session.execute(query.where(Conversation.last_message_id > after)

@@ -34,6 +34,9 @@ FOREVER = ""  # the stored value for "keep messages for ever"
 PURGE_INTERVAL = timedelta(days=1)
 LEASE = timedelta(minutes=10)  # renewed after every batch; a crashed holder's lease runs out
 CHECK_SECONDS = 15 * 60
+# Messages per purge transaction: each holds the write lock while it deletes, so callbacks
+# arriving meanwhile wait up to one batch (see docs/performance.md for what it costs them).
+BATCH_SIZE = 100
 
 
 # --- settings ----------------------------------------------------------------------------
@@ -87,8 +90,9 @@ def secure_delete() -> None:
 
 
 def scrub_files() -> None:
-    """After deleting on SQLite: rewrite the text index without the deleted entries, then copy the
-    WAL into the database and empty it, so the deleted rows' old pages are gone from both files.
+    """After deleting on SQLite: rewrite the text indexes (messages', conversations') without the
+    deleted entries, then copy the WAL into the database and empty it, so the deleted rows' old
+    pages are gone from both files.
 
     FTS5 keeps a deleted entry's trigrams in its old segment until segments merge (SQLite 3.42's
     secure-delete option would drop them at each delete; this is 3.40). Merging everything into
@@ -101,15 +105,17 @@ def scrub_files() -> None:
     if not is_sqlite():
         return
     with write_transaction() as session:
-        has_index = session.scalar(sa.text("SELECT 1 FROM sqlite_master WHERE name = 'message_fts'"))
-    while has_index:
-        with write_transaction() as session:
-            secure_delete()
-            before = session.scalar(sa.text("SELECT total_changes()"))
-            session.execute(sa.text("INSERT INTO message_fts (message_fts, rank) VALUES ('merge', :pages)"),
-                            {"pages": -FTS_MERGE_PAGES})
-            if session.scalar(sa.text("SELECT total_changes()")) - before < 2:  # SQLite's "nothing left"
-                break
+        indexes = session.scalars(sa.text("SELECT name FROM sqlite_master WHERE name IN "
+                                          "('message_fts', 'conversation_fts')")).all()
+    for index in indexes:
+        while True:
+            with write_transaction() as session:
+                secure_delete()
+                before = session.scalar(sa.text("SELECT total_changes()"))
+                session.execute(sa.text(f"INSERT INTO {index} ({index}, rank) VALUES ('merge', :pages)"),
+                                {"pages": -FTS_MERGE_PAGES})
+                if session.scalar(sa.text("SELECT total_changes()")) - before < 2:  # SQLite's "nothing left"
+                    break
     with db.engine.connect() as connection:
         busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
     if busy:
@@ -242,7 +248,7 @@ def old_messages(cutoff: datetime) -> sa.Select:
     return sa.select(Message.id).where(Message.received_at < cutoff)
 
 
-def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: int = 500,
+def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: int = BATCH_SIZE,
           dry_run: bool = False, progress=None, between_batches=None) -> PurgeResult:
     """Delete what arrived before now minus `days` (None: keep messages), and audit events
     older than `audit_days`. `progress(n)` is told each batch's messages; `between_batches()`

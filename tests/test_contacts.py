@@ -58,7 +58,8 @@ def test_editing_with_htmx_swaps_the_header_in_place_and_asks_the_list_to_poll(c
     response = client.post(action, data={"csrf_token": token, "contact_name": "Ülle", "contact_note": ""},
                            headers={"HX-Request": "true"})
     assert response.status_code == 200
-    assert '<div id="contact" class="who">' in response.text
+    # The header, which also tells the page its new title (kept there across list polls).
+    assert '<div id="contact" class="who" data-page-title="\u2068Ülle\u2069 · (2) Inbox · sms-inbox">' in response.text
     assert "<bdi>Ülle</bdi>" in response.text and "Edit name and note" in response.text
     # The page's title and its heading name the person too.
     assert "<title>\u2068Ülle\u2069 · (2) Inbox · sms-inbox</title>" in response.text

@@ -57,7 +57,7 @@ def schema_of(connection: sa.Connection) -> dict:
             } for table in tables},
             # Indexes, triggers (text search's) and the FTS5 table by the SQL that made them.
             "index_sql": connection.exec_driver_sql(
-                "SELECT name, sql FROM sqlite_master WHERE (type IN ('index', 'trigger') OR name = 'message_fts') "
+                "SELECT name, sql FROM sqlite_master WHERE (type IN ('index', 'trigger') OR name IN ('message_fts', 'conversation_fts')) "
                 "AND sql IS NOT NULL ORDER BY name").all(),
         }
     schema = connection.scalar(sa.text("SELECT current_schema()"))
@@ -95,7 +95,7 @@ def test_upgrading_an_empty_database_gives_exactly_the_models_schema(database_ur
     dialect = migrated.dialect.name
 
     def include(_object, name, type_, _reflected, _compare_to) -> bool:
-        if type_ == "table" and name.startswith("message_fts"):
+        if type_ == "table" and name.startswith(("message_fts", "conversation_fts")):
             return False  # SQLite's FTS5 table and its own tables: made by DDL, compared by schema_of
         return not (type_ == "index" and name in (TRIGRAM_INDEX, TEXT_TRIGRAM_INDEX) and dialect != "postgresql")
 

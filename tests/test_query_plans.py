@@ -106,16 +106,40 @@ def test_inbox_pages_and_polls_use_indexes_only(app, client, auth, seeded):
     assert plans_of_requests(app, client, paths) == {}
 
 
+def text_index_reads(plan: list[str]) -> list[str]:
+    """Plan lines that read the conversation text index, and the sorts of what it found."""
+    return [line for line in plan if "conversation_fts VIRTUAL TABLE INDEX" in line
+            or "TEMP B-TREE" in line or line.startswith(("SCAN anon_", "COMPOUND", "LEFT-MOST"))
+            or line == "SCAN CONSTANT ROW"]  # none found: an empty list of ids
+
+
 @SQLITE
-def test_search_tests_the_sender_key_in_an_index_never_in_messages(app, client, auth, seeded):
-    # LIKE '%digits%' can use no B-tree index: the search walks the conversations in list
-    # order, stopping at the page size, but reads only an index (covering), not table rows.
+def test_search_finds_few_conversations_through_the_text_index_never_in_messages(app, client, auth, seeded):
+    # LIKE '%digits%' can use no B-tree index: the conversation text index (FTS5 trigram) finds
+    # the ids of a number or name that few conversations match, and only those are read and
+    # sorted into list order (at most FEW_MATCHES); no conversation is walked, no message read.
     auth.login()
     digits = re.sub(r"\D", "", seeded["sender"])[3:8]
     paths = [(f"/?q={digits}", 200), (f"/?q={digits}&before={seeded['cursor']}", 200), ("/?q=no-such-sender", 200)]
-    assert plans_of_requests(app, client, paths, scannable=("conversation",)) == {}
+    for (path, statement), bad in plans_of_requests(app, client, paths).items():
+        assert bad == text_index_reads(bad), (path, statement, bad)
     with statements_run(app) as statements, app.app_context():
         queries.conversations(q=digits)
+    [(found, found_parameters), (page, page_parameters)] = statements
+    assert any("conversation_fts VIRTUAL TABLE INDEX" in line for line in sqlite_plan(app, found, found_parameters))
+    page_plan = sqlite_plan(app, page, page_parameters)
+    assert not [line for line in page_plan if line.startswith("SCAN conversation")], page_plan
+    assert "SEARCH conversation USING INTEGER PRIMARY KEY (rowid=?)" in page_plan
+
+
+@SQLITE
+def test_search_under_three_characters_walks_an_index_never_the_table(app, client, auth, seeded):
+    # A trigram index cannot narrow two characters down: the search walks the conversations in
+    # list order, stopping at the page size, but reads only an index (covering), not table rows.
+    auth.login()
+    assert plans_of_requests(app, client, [("/?q=37", 200)], scannable=("conversation",)) == {}
+    with statements_run(app) as statements, app.app_context():
+        queries.conversations(q="37")
     [(statement, parameters)] = statements
     conversation_scans = [line for line in sqlite_plan(app, statement, parameters)
                           if line.startswith("SCAN conversation")]

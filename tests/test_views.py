@@ -154,7 +154,7 @@ def test_counts_are_counted_once_per_change_number(app, inbox):
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_every_view_and_filter_reads_through_an_index(app, client, auth, seeded):
     """No view, filter or count reads a whole table or sorts a whole result (see test_query_plans)."""
-    from test_query_plans import plans_of_requests  # the plan checker, shared
+    from test_query_plans import plans_of_requests, text_index_reads  # the plan checker, shared
 
     with app.app_context():
         db.session.execute(sa.update(Conversation).where(Conversation.id % 7 == 0).values(status="done"))
@@ -163,4 +163,6 @@ def test_every_view_and_filter_reads_through_an_index(app, client, auth, seeded)
     paths = [(f"/?view={view}", 200) for view in list_views.VIEWS] + [
         ("/?view=all&channel=telegram", 200), ("/?channel=sms&to=%2B37250000000", 200),
         ("/?view=done&q=372", 200)]
-    assert plans_of_requests(app, client, paths) == {}
+    # A search's matches come from the conversation text index, sorted (at most FEW_MATCHES).
+    assert {key: bad for key, bad in plans_of_requests(app, client, paths).items()
+            if bad != text_index_reads(bad)} == {}
