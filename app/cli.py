@@ -264,7 +264,7 @@ def seed_demo(messages: int, senders: int):
 @with_appcontext
 @click.option("--yes", is_flag=True, help="Don't ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+@click.option("--batch-size", default=retention.BATCH_SIZE, show_default=True, type=click.IntRange(min=1),
               help="Messages per transaction: callbacks wait at most one batch.")
 def purge(yes: bool, dry_run: bool, batch_size: int):
     """Delete what is older than the retention settings now (the app also does it daily)."""

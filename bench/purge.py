@@ -22,7 +22,6 @@ from .data import SECRET, Server, bench_app, fresh_database
 from .report import Row, size_label
 
 TARGET_MS = 100
-BATCH_SIZE = 500  # retention.purge's default, as the daily purge runs it
 
 
 def callback(base: str) -> float:
@@ -68,7 +67,7 @@ def measure(workdir: Path, messages: int, per_second: float, log) -> list[Row]:
         try:
             with app.app_context():
                 started = time.perf_counter()
-                result = retention.purge(clock.now(), days=30, audit_days=365, batch_size=BATCH_SIZE)
+                result = retention.purge(clock.now(), days=30, audit_days=365, batch_size=retention.BATCH_SIZE)
                 seconds = time.perf_counter() - started
                 db.engine.dispose()
         finally:
@@ -80,7 +79,7 @@ def measure(workdir: Path, messages: int, per_second: float, log) -> list[Row]:
     size = size_label(messages)
     return [
         Row("purge: messages deleted per second", size, result.messages / seconds, "/s",
-            note=f"batches of {BATCH_SIZE}, while {per_second:g} callbacks/s arrive"),
+            note=f"batches of {retention.BATCH_SIZE}, while {per_second:g} callbacks/s arrive"),
         Row("purge: callback p99 before it", size, p99(before), "ms"),
         Row("purge: callback p99 during it", size, p99(during), "ms", note=f"{len(during)} callbacks"),
         Row("purge: callback delay it adds, p99", size, max(0.0, delay), "ms",
