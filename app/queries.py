@@ -52,11 +52,13 @@ def few_matching_conversations(q: str) -> list[int] | None:
     if db.session.get_bind().dialect.name != "sqlite" or min(len(number), len(name)) < search.MIN_QUERY:
         return None
     fts = _CONVERSATION_FTS
-    matching = sa.union(
+    # UNION ALL streams, so the LIMIT stops the index reads early (a common match stops at
+    # FEW_MATCHES); a conversation matching by both number and name comes twice, harmlessly.
+    matching = sa.union_all(
         sa.select(fts.c.rowid).where(fts.c.sender_key.op("GLOB")(f"*{search.glob_escape(number)}*")),
         sa.select(fts.c.rowid).where(fts.c.contact_key.op("GLOB")(f"*{search.glob_escape(name)}*"))).subquery()
     ids = db.session.scalars(sa.select(matching.c.rowid).limit(FEW_MATCHES + 1)).all()
-    return ids if len(ids) <= FEW_MATCHES else None
+    return sorted(set(ids)) if len(ids) <= FEW_MATCHES else None
 
 
 def conversations(q: str = "", before: int | None = None, after: int | None = None,

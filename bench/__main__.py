@@ -18,7 +18,6 @@ from .report import Row, growth, table, write_json
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ["ingest", "inbox", "slow-clients", "watchers", "replies", "live", "purge"]
-XLSX_UP_TO = 1_000_000  # the XLSX export row at sizes up to this (about a minute per million rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", nargs="?", const=",".join(slow_clients.CANDIDATES),
                         help="with slow-clients: also measure these servers, comma-separated "
                              f"(default: all of {', '.join(slow_clients.CANDIDATES)})")
+    parser.add_argument("--xlsx-up-to", type=int, default=1_000_000,
+                        help="the XLSX export at sizes up to this many messages, 0 for none (minutes per million "
+                             "rows; default: %(default)s)")
     parser.add_argument("--watchers", type=int, default=200,
                         help="logged-in clients polling the inbox at once (default: %(default)s)")
     parser.add_argument("--most-watchers", type=int, default=3200,
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             url = data.fresh_database(workdir, f"inbox-{messages}")
             rows += data.seed(url, messages, senders, log)
             rows += reads.measure(url, messages, args.samples, log)
-            rows += export.measure(url, messages, workdir, log, xlsx=messages <= XLSX_UP_TO)
+            rows += export.measure(url, messages, workdir, log, xlsx=messages <= args.xlsx_up_to)
             if not args.workdir:
                 for leftover in workdir.glob(f"inbox-{messages}.*"):
                     leftover.unlink()  # 10^7 messages take about 8 GB
