@@ -14,9 +14,10 @@ from .unit_of_work import change_number, write_transaction
 
 THREAD_PAGE = 500
 LIKE_ESCAPE = "\\"
-# Up to this many conversations found through the text index are sorted into list order; more,
-# and walking the list in order finds a page of them sooner.
-FEW_MATCHES = 1_000
+# Up to this many conversations found through the text index are read by id and sorted into list
+# order; more, and walking the list's index in order finds a page of them sooner (measured at
+# 50,000 senders: a three-digit query matching 450 took 61 ms by id, 41 ms by the walk).
+FEW_MATCHES = 200
 _CONVERSATION_FTS = sa.table("conversation_fts", sa.column("rowid", sa.Integer),
                              sa.column("sender_key", sa.String), sa.column("contact_key", sa.String))
 
