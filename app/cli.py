@@ -33,7 +33,7 @@ def init_db():
     click.echo("Database schema is up to date.")
     if db.session.scalar(db.select(User.id).limit(1)) is None:
         click.echo(
-            "\nNo login yet. Create one with:\n"
+            "\nNo login yet. Create the first one (an admin, who adds everyone else in the app) with:\n"
             "    .venv/bin/flask --app app create-user YOUR_NAME\n"
             "Then, with the server running, send yourself a test message:\n"
             "    .venv/bin/flask --app app send-test-message --text 'Hello 👋'"
