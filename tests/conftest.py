@@ -207,6 +207,19 @@ def deliver(client):
     return deliver
 
 
+def wait_until(condition, what, timeout: float = 10.0, interval: float = 0.05):
+    """Check `condition()` every `interval` seconds until it gives something true, and return
+    that; AssertionError after `timeout` seconds, saying `what` (a text, or a callable giving
+    one then) never came about. The one place tests wait for something another process does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what() if callable(what) else what}"
+        time.sleep(interval)
+
+
 # --- real processes ---------------------------------------------------------------------
 
 def flask_process(database_url: str, *args: str, env_extra: dict | None = None) -> dict:
@@ -252,16 +265,17 @@ class Server:
         argv[-1:-1] = ["--workers", str(self.workers), "--threads", str(self.threads),
                        "--access-logfile", self.access_log]
         self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.url + "/login", timeout=1).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError("the server exited: " + self.output()[-2000:])
-                time.sleep(0.1)
-        raise RuntimeError("the server did not start within 30 s")
+        wait_until(self.answers, "the server answers", timeout=30, interval=0.1)
+        return self
+
+    def answers(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + "/login", timeout=1).close()
+            return True
+        except OSError:
+            if self.process.poll() is not None:
+                raise RuntimeError("the server exited: " + self.output()[-2000:])
+            return False
 
     def output(self) -> str:
         """What the server wrote to stderr so far (its error log)."""

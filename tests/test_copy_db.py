@@ -4,7 +4,6 @@ The copy is killed half-way, at a known batch, and resumed; the end result must 
 rows in every table, and the app must keep working on the copy.
 """
 import subprocess
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +13,7 @@ from app.extensions import db
 from app.models import Message, User
 
 from conftest import (flask_command, flask_process, AuthActions, body_for, make_app, password_hash,
-                      signed_headers)
+                      signed_headers, wait_until)
 
 # The target of every copy here is a fresh PostgreSQL schema (conftest's database_url).
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -130,14 +129,13 @@ def test_interrupted_copy_resumes_and_ends_with_identical_data(source_url, datab
 
 def wait_until_blocked_by(engine: sa.Engine, blocker_pid: int, process: subprocess.Popen) -> None:
     query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def blocked() -> bool:
         assert process.poll() is None, "copy-db ended before it reached the held row"
         with engine.connect() as connection:
-            if connection.scalar(query, {"pid": blocker_pid}):
-                return
-        time.sleep(0.05)
-    raise AssertionError("copy-db never reached the held row")
+            return connection.scalar(query, {"pid": blocker_pid}) > 0
+
+    wait_until(blocked, "copy-db reaches the held row", timeout=60)
 
 
 def the_app_works_on_the_copy(target_url: str, highest_copied_id: int) -> None:

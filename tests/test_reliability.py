@@ -31,7 +31,7 @@ from app.unit_of_work import write_transaction
 from app.export import COLUMNS
 from app.extensions import db
 from app.models import Conversation, DailyCount, Message, User
-from conftest import PASSWORD, ROOT, body_for, conversation_of, csrf_token, password_hash, signed_headers
+from conftest import PASSWORD, ROOT, body_for, conversation_of, csrf_token, password_hash, signed_headers, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -108,13 +108,11 @@ class Storm:
 
     def wait_until(self, condition, limit: float = 120):
         """Until condition(answers so far) holds; AssertionError after `limit` seconds."""
-        deadline = time.monotonic() + limit
-        while True:
+        def holds() -> bool:
             with self.lock:
-                if condition(list(self.answers)):
-                    return
-            assert time.monotonic() < deadline, f"not after {limit} s, with {self.answered()} answers"
-            time.sleep(0.01)
+                return condition(list(self.answers))
+
+        wait_until(holds, lambda: f"the storm's condition, with {self.answered()} answers", timeout=limit, interval=0.01)
 
     def send_lane(self, lane):
         connection = None
@@ -389,10 +387,8 @@ def test_killing_a_worker_mid_storm_loses_no_acked_message(app, server_factory):
     os.kill(victim, signal.SIGKILL)
     storm.join()
 
-    deadline = time.monotonic() + 30
-    while victim in server.worker_pids() or len(server.worker_pids()) < 4:
-        assert time.monotonic() < deadline, "gunicorn did not replace the killed worker"
-        time.sleep(0.1)
+    wait_until(lambda: victim not in server.worker_pids() and len(server.worker_pids()) >= 4,
+               "gunicorn replaces the killed worker", timeout=30, interval=0.1)
     replayed = replay_unacked(server.port, plan, storm.answers)
     assert_every_ack_survived(app, plan, storm.answers, replayed)
     assert_quiet_log(server)  # the killed worker left no error behind in the others
@@ -449,10 +445,8 @@ def accepted_connections(port: int) -> int:
 
 
 def wait_until_accepted(port: int, count: int, limit: float = 10):
-    deadline = time.monotonic() + limit
-    while accepted_connections(port) < count:
-        assert time.monotonic() < deadline, f"{accepted_connections(port)} of {count} connections accepted"
-        time.sleep(0.02)
+    wait_until(lambda: accepted_connections(port) >= count,
+               lambda: f"{accepted_connections(port)} of {count} connections accepted", timeout=limit, interval=0.02)
 
 
 # The server (app/gunicorn_conf.py's WholeRequestWorker) reads each request whole in its event
@@ -642,10 +636,7 @@ def wait_until_a_writer_waits_for_the_lock(app, timeout: float = 10.0) -> None:
             with app.app_context():
                 return db.session.scalar(sa.text(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")) > 0
-    deadline = time.monotonic() + timeout
-    while not waiting():
-        assert time.monotonic() < deadline, "no writer is waiting for the write lock"
-        time.sleep(0.01)
+    wait_until(waiting, "a writer waits for the write lock", timeout=timeout, interval=0.01)
 
 
 def store(app, msg_id: str, sender: str):
@@ -677,10 +668,7 @@ def test_background_polls_stay_out_of_the_access_log(app, user, server_factory, 
     assert reader.get("/")[0] == 200
     assert reader.get("/?since=999999999")[0] == 204
     assert reader.get("/export.csv")[0] == 200
-    deadline = time.monotonic() + 10
-    while "/export.csv" not in access_log.read_text():  # written after each response
-        assert time.monotonic() < deadline, access_log.read_text()
-        time.sleep(0.05)
+    wait_until(lambda: "/export.csv" in access_log.read_text(), access_log.read_text)  # written after each response
     lines = access_log.read_text().splitlines()
     assert any('"GET / HTTP/1.1" 200' in line for line in lines)
     assert not any('"GET / HTTP/1.1" 204' in line for line in lines)  # the poll

@@ -6,7 +6,6 @@ for the outcome in the database, never for a fixed time.
 import os
 import re
 import signal
-import time
 from datetime import timedelta
 from html import unescape
 
@@ -18,7 +17,7 @@ from app.extensions import db
 from app.unit_of_work import write_transaction
 from app.models import Message
 
-from conftest import PASSWORD, AuthActions, Browser, body_for, close_app, conversation_of, make_app, signed_headers
+from conftest import PASSWORD, AuthActions, Browser, body_for, close_app, conversation_of, make_app, signed_headers, wait_until
 
 CUSTOMER = "+37255512345"
 OUR_NUMBER = "+37250000000"
@@ -79,14 +78,12 @@ def replies_in(app) -> list[Message]:
 
 
 def wait_for_status(app, status: str, count: int = 1, timeout: float = 10.0) -> list[Message]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def became() -> list[Message] | None:
         found = replies_in(app)
-        if len(found) >= count and all(reply.status == status for reply in found[:count]):
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"replies did not become {status!r}: {[(r.status, r.problem) for r in found]}")
-        time.sleep(0.02)
+        return found if len(found) >= count and all(reply.status == status for reply in found[:count]) else None
+
+    return wait_until(became, lambda: f"replies become {status!r}: {[(r.status, r.problem) for r in replies_in(app)]}",
+                      timeout=timeout, interval=0.02)
 
 
 def test_a_reply_reaches_the_api_once_with_the_right_body_and_credentials(reply_app, person, messente):
@@ -384,12 +381,7 @@ def blacklist_app(database_url, messente, user_row):
     close_app(app)
 
 
-def eventually(condition, what: str, timeout: float = 15.0):
-    """Wait for the app's own outbox (it sweeps every few seconds) to bring something about."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.05)
+OUTBOX_SWEEP = 15.0  # seconds to wait for the app's own outbox (it sweeps every few seconds)
 
 
 def blacklist_state(app, sender: str = CUSTOMER) -> tuple[str | None, str | None]:
@@ -400,16 +392,17 @@ def blacklist_state(app, sender: str = CUSTOMER) -> tuple[str | None, str | None
 
 def test_blacklist_sync_adds_on_stop_and_removes_only_what_it_added(blacklist_app, messente):
     deliver(blacklist_app, text="STOP")  # answered at once: the blacklist call is the outbox's job
-    eventually(lambda: messente.blacklist == {CUSTOMER}, "the number is blacklisted")
-    eventually(lambda: blacklist_state(blacklist_app) == ("added", None), "it is known as ours")
+    wait_until(lambda: messente.blacklist == {CUSTOMER}, "the number is blacklisted", timeout=OUTBOX_SWEEP)
+    wait_until(lambda: blacklist_state(blacklist_app) == ("added", None), "it is known as ours", timeout=OUTBOX_SWEEP)
     deliver(blacklist_app, text="START")
-    eventually(lambda: messente.blacklist == set(), "the number is removed")
+    wait_until(lambda: messente.blacklist == set(), "the number is removed", timeout=OUTBOX_SWEEP)
 
     # A number someone else put on the blacklist stays there when the customer opts back in.
     other = "+37255500000"
     messente.add_to_blacklist(other)
     deliver(blacklist_app, sender=other, text="STOP")
-    eventually(lambda: blacklist_state(blacklist_app, other) == (None, None), "409: there already, not ours")
+    wait_until(lambda: blacklist_state(blacklist_app, other) == (None, None), "409: there already, not ours",
+               timeout=OUTBOX_SWEEP)
     deliver(blacklist_app, sender=other, text="START")
     with blacklist_app.app_context():
         replies.outbox().sweep()
@@ -420,15 +413,15 @@ def test_blacklist_sync_adds_on_stop_and_removes_only_what_it_added(blacklist_ap
 def test_a_failed_blacklist_call_is_shown_retried_and_the_local_opt_out_holds(blacklist_app, person_of, messente):
     messente.behave("500")
     deliver(blacklist_app, text="stop")
-    eventually(lambda: (blacklist_state(blacklist_app)[1] or "").startswith("Messente's blacklist"),
-               "the failure is recorded")
+    wait_until(lambda: (blacklist_state(blacklist_app)[1] or "").startswith("Messente's blacklist"),
+               "the failure is recorded", timeout=OUTBOX_SWEEP)
     with blacklist_app.app_context():
         assert conversation_of(CUSTOMER).opted_out and blacklist_state(blacklist_app)[0] == "add"
     page = person_of(blacklist_app).get(thread_path(blacklist_app)).text
     assert "(retrying)" in page and "opted out" in page
     messente.behave("ok")
-    eventually(lambda: messente.blacklist == {CUSTOMER}, "the retry succeeds")
-    eventually(lambda: blacklist_state(blacklist_app) == ("added", None), "the problem is cleared")
+    wait_until(lambda: messente.blacklist == {CUSTOMER}, "the retry succeeds", timeout=OUTBOX_SWEEP)
+    wait_until(lambda: blacklist_state(blacklist_app) == ("added", None), "the problem is cleared", timeout=OUTBOX_SWEEP)
 
 
 @pytest.fixture
