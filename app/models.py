@@ -145,47 +145,36 @@ class Message(db.Model):
     )
 
 
-# Text search on SQLite: an FTS5 trigram index over message.folded_text (external content: the
-# text is stored once, in message), kept in step by triggers, so a deleted message leaves the
-# index with it. detail=none keeps the index about half the size of detail=full; search uses
-# GLOB, which the trigram index serves and SQLite then checks against the text itself.
-MESSAGE_FTS = (
-    "CREATE VIRTUAL TABLE message_fts USING fts5(folded_text, content='message', content_rowid='id', "
-    "tokenize='trigram', detail='none')",
-    "CREATE TRIGGER message_fts_insert AFTER INSERT ON message BEGIN "
-    "INSERT INTO message_fts (rowid, folded_text) VALUES (new.id, new.folded_text); END",
-    "CREATE TRIGGER message_fts_delete AFTER DELETE ON message BEGIN "
-    "INSERT INTO message_fts (message_fts, rowid, folded_text) VALUES ('delete', old.id, old.folded_text); END",
-    "CREATE TRIGGER message_fts_update AFTER UPDATE OF folded_text ON message BEGIN "
-    "INSERT INTO message_fts (message_fts, rowid, folded_text) VALUES ('delete', old.id, old.folded_text); "
-    "INSERT INTO message_fts (rowid, folded_text) VALUES (new.id, new.folded_text); END",
-)
-for _statement in MESSAGE_FTS:
-    sa.event.listen(Message.__table__, "after_create", sa.DDL(_statement).execute_if(dialect="sqlite"))
-sa.event.listen(Message.__table__, "before_drop",
-                sa.DDL("DROP TABLE IF EXISTS message_fts").execute_if(dialect="sqlite"))
+def trigram_index(table: sa.Table, columns: list[str]) -> tuple[str, ...]:
+    """SQLite text search over some of a table's columns: an FTS5 trigram table `<table>_fts` with
+    external content (the text is stored once, in the table), kept in step by triggers that fire
+    only when those columns change, so that a deleted row leaves the index with it. detail=none
+    keeps the index about half the size of detail=full; search asks it with GLOB, which the
+    trigram index serves and SQLite then checks against the text itself. Made when the table is
+    (the migrations that add one to an existing database keep the same SQL)."""
+    name, index, listed = table.name, f"{table.name}_fts", ", ".join(columns)
+    new, old = (", ".join(f"{row}.{column}" for column in columns) for row in ("new", "old"))
+    insert = f"INSERT INTO {index} (rowid, {listed}) VALUES (new.id, {new}); "
+    delete = f"INSERT INTO {index} ({index}, rowid, {listed}) VALUES ('delete', old.id, {old}); "
+    statements = (
+        f"CREATE VIRTUAL TABLE {index} USING fts5({listed}, content='{name}', content_rowid='id', "
+        "tokenize='trigram', detail='none')",
+        f"CREATE TRIGGER {index}_insert AFTER INSERT ON {name} BEGIN {insert}END",
+        f"CREATE TRIGGER {index}_delete AFTER DELETE ON {name} BEGIN {delete}END",
+        f"CREATE TRIGGER {index}_update AFTER UPDATE OF {listed} ON {name} BEGIN {delete}{insert}END",
+    )
+    for statement in statements:
+        sa.event.listen(table, "after_create", sa.DDL(statement).execute_if(dialect="sqlite"))
+    sa.event.listen(table, "before_drop", sa.DDL(f"DROP TABLE IF EXISTS {index}").execute_if(dialect="sqlite"))
+    return statements
 
-# Search by number or name on SQLite: an FTS5 trigram index over the conversations' two search
-# keys, so that a rare match is found without walking every conversation. Its triggers fire only
-# when a key changes (a new conversation, a contact named, a merge), never on the updates every
-# message makes to its conversation.
-CONVERSATION_FTS = (
-    "CREATE VIRTUAL TABLE conversation_fts USING fts5(sender_key, contact_key, content='conversation', "
-    "content_rowid='id', tokenize='trigram', detail='none')",
-    "CREATE TRIGGER conversation_fts_insert AFTER INSERT ON conversation BEGIN "
-    "INSERT INTO conversation_fts (rowid, sender_key, contact_key) VALUES (new.id, new.sender_key, new.contact_key); END",
-    "CREATE TRIGGER conversation_fts_delete AFTER DELETE ON conversation BEGIN "
-    "INSERT INTO conversation_fts (conversation_fts, rowid, sender_key, contact_key) "
-    "VALUES ('delete', old.id, old.sender_key, old.contact_key); END",
-    "CREATE TRIGGER conversation_fts_update AFTER UPDATE OF sender_key, contact_key ON conversation BEGIN "
-    "INSERT INTO conversation_fts (conversation_fts, rowid, sender_key, contact_key) "
-    "VALUES ('delete', old.id, old.sender_key, old.contact_key); "
-    "INSERT INTO conversation_fts (rowid, sender_key, contact_key) VALUES (new.id, new.sender_key, new.contact_key); END",
-)
-for _statement in CONVERSATION_FTS:
-    sa.event.listen(Conversation.__table__, "after_create", sa.DDL(_statement).execute_if(dialect="sqlite"))
-sa.event.listen(Conversation.__table__, "before_drop",
-                sa.DDL("DROP TABLE IF EXISTS conversation_fts").execute_if(dialect="sqlite"))
+
+# Message texts (app/search.py), folded.
+MESSAGE_FTS = trigram_index(Message.__table__, ["folded_text"])
+# Conversations by number or contact name: a rare match found without walking every conversation.
+# Its triggers fire when a key changes (a new conversation, a contact named, a merge), never on
+# the updates every message makes to its conversation.
+CONVERSATION_FTS = trigram_index(Conversation.__table__, ["sender_key", "contact_key"])
 
 
 # Delivery statuses by how far they got: a report never moves a reply backwards, and with

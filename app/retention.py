@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from flask import Flask, current_app
 
 from . import audit, clock, numbers
 from .extensions import db
-from .models import (AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message, OptOut,
+from .models import (AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message,
                      Setting, Suppression, UnmatchedDeliveryReport)
 from .unit_of_work import change_number, write_transaction
 
@@ -37,6 +37,9 @@ CHECK_SECONDS = 15 * 60
 # Messages per purge transaction: each holds the write lock while it deletes, so callbacks
 # arriving meanwhile wait up to one batch (see docs/performance.md for what it costs them).
 BATCH_SIZE = 100
+# SQLite's text indexes (app/models.py, trigram_index), merged after a deletion in steps of pages.
+TEXT_INDEXES = ("message_fts", "conversation_fts")
+FTS_MERGE_PAGES = 200
 
 
 # --- settings ----------------------------------------------------------------------------
@@ -104,10 +107,7 @@ def scrub_files() -> None:
     """
     if not is_sqlite():
         return
-    with write_transaction() as session:
-        indexes = session.scalars(sa.text("SELECT name FROM sqlite_master WHERE name IN "
-                                          "('message_fts', 'conversation_fts')")).all()
-    for index in indexes:
+    for index in TEXT_INDEXES:
         while True:
             with write_transaction() as session:
                 secure_delete()
@@ -120,9 +120,6 @@ def scrub_files() -> None:
         busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
     if busy:
         log.warning("WAL checkpoint after a deletion was held back by a reader; a later one completes it")
-
-
-FTS_MERGE_PAGES = 200
 
 
 # --- erasure on request ------------------------------------------------------------------

@@ -9,7 +9,6 @@ requests prepared (and signed) before the clock starts.
 import json
 import multiprocessing
 import socket
-import subprocess
 import threading
 import time
 import uuid

@@ -3,13 +3,12 @@ import csv
 import io
 import json
 
-import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEvent
 
-from conftest import PASSWORD, AuthActions, add_user, body_for, conversation_of, make_app, signed_headers
+from conftest import PASSWORD, AuthActions, add_user, body_for, conversation_of, make_app
 from test_admin import admin, post, user_id  # noqa: F401 (fixtures)
 from test_auth import Clock, from_address
 from test_replies import person, reply_app, send_reply, wait_for_status  # noqa: F401 (fixtures)

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from conftest import PASSWORD, ROOT
+from conftest import ROOT
 from test_browser import browser, deliver, log_in, new_context, overflow, page_watch, screenshot, server  # noqa: F401
 
 pytestmark = pytest.mark.browser

@@ -4,7 +4,6 @@ it by name, putting a conversation aside until the customer writes again, saved 
 Uses test_browser's fixtures (one Chromium per module, a watched context per test, a server per
 test) and its helpers; screenshots of these screens go to test-output/.
 """
-import json
 import re
 
 import pytest

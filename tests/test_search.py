@@ -2,7 +2,6 @@
 import re
 from html import unescape
 
-import pytest
 import sqlalchemy as sa
 
 from app import ingest, replies, search
