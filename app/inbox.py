@@ -11,8 +11,8 @@ from markupsafe import Markup, escape
 from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import (audit, callback, clock, contacts, delivery, export, numbers, optouts, queries, replies,
-               saved_replies, search)
+from . import (audit, callback, clock, contacts, delivery, export, list_polls, numbers, optouts, queries,
+               replies, saved_replies, search)
 from .list_views import VIEWS, ListFilter, view_facts
 from .extensions import db, login_manager
 
@@ -73,7 +73,7 @@ def thread_url(conversation_id: int, **args) -> str:
     return url_for("inbox.thread", conversation_id=conversation_id, **list_params(), **args)
 
 
-def list_context(before: int | None = None, after: int | None = None, since: int | None = None) -> dict:
+def list_context(before: int | None = None, after: int | None = None) -> dict:
     q = request.args.get("q", "").strip()
     latest = queries.latest_change()
     list_filter = ListFilter.from_args(request.args)
@@ -83,7 +83,6 @@ def list_context(before: int | None = None, after: int | None = None, since: int
     return dict(q=q, rows=page.rows, list_page=page, latest=latest, live=page.live,
                 list_filter=list_filter, views=VIEWS, view_facts=view_facts(list_filter, latest),
                 unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
-                arrived=queries.arrived_since(since, latest) if since is not None else 0,
                 found=found, found_older=found_older, found_before=id_arg("found_before"),
                 searchable=search.searchable(q))
 
@@ -96,10 +95,28 @@ def index():
     if wants_pane():  # back to the list: the pane says so
         return render_varying_on_htmx("inbox/_no_conversation.html", partial=True,
                                       unread=queries.unread_conversations())
-    context = list_context(before=id_arg("before"), after=id_arg("after"), since=since)
+    if since is not None and is_htmx():
+        return list_poll(since)
+    context = list_context(before=id_arg("before"), after=id_arg("after"))
     if is_htmx():
         return render_varying_on_htmx("inbox/_conversations.html", partial=True, **context)
     return render_varying_on_htmx("inbox/index.html", chart=queries.daily_counts(), **context)
+
+
+def list_poll(since: int) -> Response:
+    """A poll that found changes: the list as everyone watching it shares it, and how many
+    messages arrived since this page last looked, for its live region."""
+    def render() -> tuple[int, str]:
+        context = list_context(before=id_arg("before"), after=id_arg("after"))
+        return context["latest"], render_template("inbox/_conversations.html", partial=True, **context)
+
+    list_key = (request.host, *sorted((name, value) for name, value in request.args.items(multi=True)
+                                      if name != "since"))
+    latest, body = list_polls.shared(list_key, since, render)
+    announcer = render_template("inbox/_announcer.html", arrived=queries.arrived_since(since, latest))
+    response = current_app.make_response(announcer + body)
+    response.vary.update(("HX-Request", "HX-Target"))
+    return response
 
 
 def conversation_or_404(conversation_id: int):

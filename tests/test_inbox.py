@@ -10,6 +10,7 @@ import pytest
 from app import clock
 
 from conftest import body_for
+from test_auth import Clock
 
 
 @pytest.fixture
@@ -193,6 +194,26 @@ def test_poll_answers_204_when_nothing_is_new_and_the_rows_when_something_is(cli
     next_poll = unescape(re.search(r'hx-get="(/\?since=\d+)"', news.text).group(1))
     assert next_poll != poll_url
     assert client.get(next_poll, headers={"HX-Request": "true"}).status_code == 204
+
+
+def test_watchers_of_one_list_share_its_rendering_for_a_quarter_second(app, client, inbox):
+    """Under steady traffic every poll finds news: one rendering serves all who are behind it."""
+    app.config["CLOCK"] = moment = Clock()
+    inbox(body_for(sender="+3725550001"))
+    poll_url = unescape(re.search(r'hx-get="(/\?since=\d+)"', client.get("/").text).group(1))
+    inbox(body_for(sender="+3725550002", text="first news"))
+    first = client.get(poll_url, headers={"HX-Request": "true"}).text
+    inbox(body_for(sender="+3725550003", text="second news"))
+    # Another page as far behind, a moment later: the same list, and its next poll brings the rest.
+    other = client.get(poll_url, headers={"HX-Request": "true"}).text
+    assert "first news" in other and "second news" not in other
+    assert other == first
+    next_poll = unescape(re.search(r'hx-get="(/\?since=\d+)"', other).group(1))
+    caught_up = client.get(next_poll, headers={"HX-Request": "true"}).text
+    assert "second news" in caught_up and '<p id="announcer" hx-swap-oob="innerHTML">1 new message</p>' in caught_up
+    # Once the quarter second has passed, a page that far behind gets a rendering of its own.
+    moment.advance(seconds=0.25)
+    assert "second news" in client.get(poll_url, headers={"HX-Request": "true"}).text
 
 
 def test_poll_keeps_the_search(client, inbox):
