@@ -90,20 +90,21 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
 @bp.get("/")
 def index():
     since = id_arg("since")
-    if since is not None and queries.latest_change() <= since:
+    latest = queries.latest_change() if since is not None else None
+    if since is not None and latest <= since:
         return "", 204  # a poll when nothing changed: one indexed lookup, no body
     if wants_pane():  # back to the list: the pane says so
         return render_varying_on_htmx("inbox/_no_conversation.html", partial=True,
                                       unread=queries.unread_conversations())
     if since is not None and is_htmx():
-        return list_poll(since)
+        return list_poll(since, latest)
     context = list_context(before=id_arg("before"), after=id_arg("after"))
     if is_htmx():
         return render_varying_on_htmx("inbox/_conversations.html", partial=True, **context)
     return render_varying_on_htmx("inbox/index.html", chart=queries.daily_counts(), **context)
 
 
-def list_poll(since: int) -> Response:
+def list_poll(since: int, latest: int) -> Response:
     """A poll that found changes: the list as everyone watching it shares it, and how many
     messages arrived since this page last looked, for its live region."""
     def render() -> tuple[int, str]:
@@ -112,8 +113,8 @@ def list_poll(since: int) -> Response:
 
     list_key = (request.host, *sorted((name, value) for name, value in request.args.items(multi=True)
                                       if name != "since"))
-    latest, body = list_polls.shared(list_key, since, render)
-    announcer = render_template("inbox/_announcer.html", arrived=queries.arrived_since(since, latest))
+    body, arrived = list_polls.shared(list_key, since, latest, render, queries.arrived_since)
+    announcer = render_template("inbox/_announcer.html", arrived=arrived)
     response = current_app.make_response(announcer + body)
     response.vary.update(("HX-Request", "HX-Target"))
     return response

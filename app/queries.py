@@ -140,10 +140,10 @@ def latest_change() -> int:
 def arrived_since(since_change: int, latest: int) -> int:
     """Messages received after a list poll's change number, up to `latest`: what it announces.
 
-    Only the conversations that changed are looked into (the change_seq indexes on both tables).
+    Only the conversations that changed are looked into (the change_seq indexes on both tables);
+    one that changed again after `latest` still holds messages from before it.
     """
-    changed = db.select(Conversation.id).where(Conversation.change_seq > since_change,
-                                               Conversation.change_seq <= latest)
+    changed = db.select(Conversation.id).where(Conversation.change_seq > since_change)
     return db.session.scalar(
         db.select(sa.func.count()).select_from(Message)
         .where(Message.conversation_id.in_(changed.scalar_subquery()), Message.direction == "in",

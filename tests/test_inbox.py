@@ -211,9 +211,27 @@ def test_watchers_of_one_list_share_its_rendering_for_a_quarter_second(app, clie
     next_poll = unescape(re.search(r'hx-get="(/\?since=\d+)"', other).group(1))
     caught_up = client.get(next_poll, headers={"HX-Request": "true"}).text
     assert "second news" in caught_up and '<p id="announcer" hx-swap-oob="innerHTML">1 new message</p>' in caught_up
-    # Once the quarter second has passed, a page that far behind gets a rendering of its own.
+    # Once the quarter second has passed, a page that far behind gets a rendering of its own,
+    # which serves for as long as nothing changes.
     moment.advance(seconds=0.25)
-    assert "second news" in client.get(poll_url, headers={"HX-Request": "true"}).text
+    latest = client.get(poll_url, headers={"HX-Request": "true"}).text
+    assert "second news" in latest
+    moment.advance(minutes=5)
+    assert client.get(poll_url, headers={"HX-Request": "true"}).text == latest
+
+
+def test_a_shared_list_announces_every_message_it_shows(app, client, inbox):
+    """A conversation that changed again after the shared rendering still counts what it shows."""
+    app.config["CLOCK"] = Clock()
+    since_empty = unescape(re.search(r'hx-get="(/\?since=\d+)"', client.get("/").text).group(1))
+    inbox(body_for(sender="+3725550001"))
+    since_one = unescape(re.search(r'hx-get="(/\?since=\d+)"', client.get("/").text).group(1))
+    inbox(body_for(sender="+3725550002", text="first"))
+    assert "1 new message<" in client.get(since_one, headers={"HX-Request": "true"}).text
+    inbox(body_for(sender="+3725550002", text="second"))
+    behind = client.get(since_empty, headers={"HX-Request": "true"}).text
+    assert "first" in behind and "second" not in behind
+    assert '<p id="announcer" hx-swap-oob="innerHTML">2 new messages</p>' in behind
 
 
 def test_poll_keeps_the_search(client, inbox):
