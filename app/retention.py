@@ -36,7 +36,7 @@ LEASE = timedelta(minutes=10)  # renewed after every batch; a crashed holder's l
 CHECK_SECONDS = 15 * 60
 # Messages per purge transaction: each holds the write lock while it deletes, so callbacks
 # arriving meanwhile wait up to one batch (see docs/performance.md for what it costs them).
-BATCH_SIZE = 100
+BATCH_SIZE = 50
 # SQLite's text indexes (app/models.py, trigram_index), merged after a deletion in steps of pages.
 TEXT_INDEXES = ("message_fts", "conversation_fts")
 FTS_MERGE_PAGES = 200
