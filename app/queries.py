@@ -12,7 +12,7 @@ from .models import Conversation, DailyCount, Message, User
 from .extensions import db
 from .unit_of_work import change_number, write_transaction
 
-THREAD_PAGE = 500
+THREAD_PAGE = 100
 LIKE_ESCAPE = "\\"
 # Up to this many conversations found through the text index are read by id and sorted into list
 # order; more, and walking the list's index in order finds a page of them sooner (measured at

@@ -808,7 +808,7 @@ def test_paging_goes_both_ways_in_the_list_and_in_a_thread_and_a_thread_opens_ar
     arrive_many(app, now - timedelta(hours=1), [{"sender": f"+3725551{n:04}", "text": f"conversation {n}"}
                                                 for n in range(55)])
     sender = "+37255519999"
-    arrive_many(app, now, [{"sender": sender, "text": f"message {n}"} for n in range(1_000)])
+    arrive_many(app, now, [{"sender": sender, "text": f"message {n}"} for n in range(200)])
     log_in(page, server)
 
     # The list: older, newer, and back to the first page, which is live again.
@@ -825,17 +825,17 @@ def test_paging_goes_both_ways_in_the_list_and_in_a_thread_and_a_thread_opens_ar
     page.get_by_role("link", name="Back to latest").click()
     expect(page.locator("#conversations[data-poll]")).to_have_count(1)
 
-    # A thread of 1,000: its latest 500 at their newest; earlier, newer, and back to latest.
+    # A thread of 200: its latest 100 at their newest; earlier, newer, and back to latest.
     open_row(page, sender)
     texts = page.locator("#messages .message .text")
-    expect(texts).to_have_count(500)
-    expect(texts.last).to_have_text("message 999")
+    expect(texts).to_have_count(100)
+    expect(texts.last).to_have_text("message 199")
     expect(page.locator("#messages .message").last).to_be_in_viewport()
     # Earlier messages load above without moving what the reader sees; the thread stays live.
     page.evaluate("document.getElementById('thread-scroll').scrollTop = 0")
-    reading = page.locator("#messages .message").first.get_attribute("id")  # message 500
+    reading = page.locator("#messages .message").first.get_attribute("id")  # message 100
     page.get_by_role("link", name="Earlier messages").click()
-    expect(texts).to_have_count(1_000)
+    expect(texts).to_have_count(200)
     expect(texts.first).to_have_text("message 0")
     expect(page.locator("#" + reading)).to_be_in_viewport()
     assert page.evaluate("document.getElementById('thread-scroll').scrollTop") > 0
@@ -844,29 +844,29 @@ def test_paging_goes_both_ways_in_the_list_and_in_a_thread_and_a_thread_opens_ar
     expect(page.locator("#messages .day")).to_have_count(1)  # one separator, not one per load
 
     # Around one message (a search hit's link): it is in view and marked, with paging both ways.
-    target = page.locator("#messages .message").nth(600).get_attribute("id")
+    target = page.locator("#messages .message").nth(120).get_attribute("id")
     around = target.split("-")[1]
     page.goto(page.url.split("?")[0] + f"?around={around}")
     expect(page.locator(f"#{target}")).to_be_in_viewport()
     expect(page.locator(f"#{target}")).to_have_class(re.compile(r"\btarget\b"))
-    expect(texts.first).to_have_text("message 351")  # 250 up to it, 250 after it
-    expect(texts.last).to_have_text("message 850")
+    expect(texts.first).to_have_text("message 71")  # 50 up to it, 50 after it
+    expect(texts.last).to_have_text("message 170")
     expect(page.locator("#thread-poller")).to_have_count(0)  # a page in the middle stands still
-    reading = page.locator("#messages .message").first.get_attribute("id")  # message 351
+    reading = page.locator("#messages .message").first.get_attribute("id")  # message 71
     page.get_by_role("link", name="Earlier messages").click()
     expect(texts.first).to_have_text("message 0")
     expect(page.locator("#" + reading)).to_be_in_viewport()
     page.get_by_role("link", name="Newer messages").click()  # the rest, which is the newest page
     expect(page).to_have_url(re.compile(r"/conversations/\d+\?after=\d+$"))
-    expect(texts.first).to_have_text("message 500")
-    expect(texts.last).to_have_text("message 999")
+    expect(texts.first).to_have_text("message 100")
+    expect(texts.last).to_have_text("message 199")
     expect(page.locator("#thread-poller")).to_have_count(1)  # live again
     expect(page.locator("#messages .message").last).to_be_in_viewport()
     page.go_back()
     page.get_by_role("link", name="Back to latest").click()
-    expect(texts.last).to_have_text("message 999")
+    expect(texts.last).to_have_text("message 199")
     expect(page.locator("#messages .message").last).to_be_in_viewport()
-    screenshot(page, "thread-1000-after-paging.png")
+    screenshot(page, "thread-200-after-paging.png")
 
 
 @SQLITE_ONLY

@@ -49,7 +49,7 @@ def test_a_word_typed_in_search_opens_its_message_in_the_thread_and_the_export_h
     expect(target).to_have_class(re.compile(r"\btarget\b"))
     expect(target).to_be_in_viewport()
     expect(page).to_have_url(re.compile(rf"/conversations/\d+\?q=pakiautomaat(\+|%20)ulemistes&around={long_thread}$"))
-    # 600 messages: the latest page (500) would not hold it; the page around it does.
+    # 600 messages: the latest page (100) would not hold it; the page around it does.
     expect(page.locator("#message-" + str(long_thread - 1))).to_be_attached()
     screenshot(page, f"search-landed-{backend}.png")
 
