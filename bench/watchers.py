@@ -2,12 +2,11 @@
 
 The server as `make run` starts it, on a SQLite file seeded with demo data. One load process
 sends signed callbacks at a fixed rate (each on a schedule, so a slow answer does not slow the
-rate down); three others run the watchers, each polling `GET /?since=<latest>` as the open
-page does (HX-Request, every POLL_SECONDS, keep-alive, starts spread over the interval, from
-the change number of one page load), plus one person loading the whole inbox page every
-second. Every answer's latency is kept; afterwards the rows stored must equal the callbacks
-answered "stored". The server's CPU time (master and workers, from /proc) says what the
-watchers cost, and the whole machine's how busy it was (the load processes share it).
+rate down); another runs the watchers, each polling `GET /?since=<latest>` as the open page
+does (HX-Request, every POLL_SECONDS, keep-alive, starts spread over the interval), plus one
+person loading the whole inbox page every second. Every answer's latency is kept; afterwards
+the rows stored must equal the callbacks answered "stored". The server's CPU time (master and
+workers, from /proc) says what the watchers cost.
 
 Then the same with more watchers (doubling) until a target breaks, and once with half the
 poll interval.
@@ -35,9 +34,6 @@ POLL_SECONDS = config_defaults("instance")["POLL_SECONDS"]
 POLL_P95_MS, PAGE_P95_MS, CALLBACK_P95_MS = 50, 200, 1000
 PASSWORD = "bench password 1"
 SEED_MESSAGES, SEED_SENDERS = 100_000, 5_000
-# Watchers are spread over processes: hundreds of threads under one GIL would add their own
-# waiting to the latencies they measure.
-WATCH_PROCESSES = 3
 
 
 def measure(workdir: Path, watchers: int, callbacks_per_second: int, seconds: float, most_watchers: int,
@@ -52,7 +48,7 @@ def measure(workdir: Path, watchers: int, callbacks_per_second: int, seconds: fl
     port = ingest.free_port()
     rows: list[Row] = []
     with Server(ingest.make_run(port, "bench.app:create_bench_app"), url, port) as server, \
-            multiprocessing.get_context("spawn").Pool(1 + WATCH_PROCESSES) as pool:
+            multiprocessing.get_context("spawn").Pool(2) as pool:
         cookie = log_in(port)
 
         def run(count: int, interval: float) -> dict:
@@ -115,13 +111,8 @@ def one_run(pool, server: Server, port: int, cookie: str, watchers: int, interva
     start_at = time.monotonic() + 1.0
     cpu_before, machine_before = server_cpu_seconds(server.process.pid), machine_cpu()
     sent = pool.apply_async(send_callbacks, (port, prepared, callbacks_per_second, start_at))
-    watched = [pool.apply_async(watch, (port, cookie, range(first, watchers, WATCH_PROCESSES), watchers, interval,
-                                        start_at, seconds, first == 0)) for first in range(WATCH_PROCESSES)]
-    callbacks = sent.get()
-    poll_times, page_times = [], []
-    for polls, pages in (one.get() for one in watched):
-        poll_times += polls
-        page_times += pages
+    watched = pool.apply_async(watch, (port, cookie, watchers, interval, start_at, seconds))
+    callbacks, poll_times, page_times = sent.get(), *watched.get()
     cpu = (server_cpu_seconds(server.process.pid) - cpu_before) / (time.monotonic() - start_at)
     busy, total = (after - before for after, before in zip(machine_cpu(), machine_before))
     callback_times, stored_answers, errors, finished = callbacks
@@ -194,10 +185,8 @@ def _connect(port: int) -> _Connection:
     return _Connection(socket.create_connection(("127.0.0.1", port), timeout=30))
 
 
-def watch(port: int, cookie: str, numbers: range, watchers: int, interval: float, start_at: float, seconds: float,
-          with_reader: bool):
-    """In a load process: the pollers numbered `numbers` of `watchers`, and perhaps the one person
-    reloading the page, for `seconds`."""
+def watch(port: int, cookie: str, watchers: int, interval: float, start_at: float, seconds: float):
+    """In a load process: `watchers` pollers and one person reloading the page, for `seconds`."""
     poll_times: list[float] = []
     page_times: list[float] = []
     lock = threading.Lock()
@@ -247,9 +236,8 @@ def watch(port: int, cookie: str, numbers: range, watchers: int, interval: float
             due += 1.0
         connection.close()
 
-    threads = [threading.Thread(target=poller, args=(n,)) for n in numbers]
-    if with_reader:
-        threads.append(threading.Thread(target=reader))
+    threads = [threading.Thread(target=poller, args=(n,)) for n in range(watchers)]
+    threads.append(threading.Thread(target=reader))
     for thread in threads:
         thread.start()
     for thread in threads:
