@@ -24,7 +24,7 @@ run: $(VENV)/.installed
 	$(BIN)/python -m app.server
 
 test: $(VENV)/.installed-test test-tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 # Debian's Chromium for the browser tests (with an emoji font for their screenshots) and
 # LibreOffice Calc (no GUI) for the spreadsheet tests, where we may install them (root with apt).
