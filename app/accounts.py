@@ -244,17 +244,21 @@ def load_session_user(session_id: str) -> User | None:
     user_id, _, token = session_id.partition(":")
     if not user_id.isdigit() or not token:
         return None
-    row = db.session.scalar(db.select(LoginSession).where(LoginSession.token_hash == token_hash(token)))
-    if row is None or row.user_id != int(user_id):
+    # One statement for the session and its user: every logged-in request and poll pays it.
+    found = db.session.execute(
+        db.select(User, LoginSession.id, LoginSession.last_seen_at)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(LoginSession.token_hash == token_hash(token))).first()
+    if found is None:
         return None
-    user = db.session.get(User, row.user_id)
-    if user is None or user.disabled:
+    user, session_row_id, last_seen_at = found
+    if user.id != int(user_id) or user.disabled:
         return None
     user.login_token = token
     now = clock.now()
-    if now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
+    if now - last_seen_at >= LAST_SEEN_RESOLUTION:
         with write_transaction():
-            db.session.execute(sa.update(LoginSession).where(LoginSession.id == row.id)
+            db.session.execute(sa.update(LoginSession).where(LoginSession.id == session_row_id)
                                .values(last_seen_at=now))
     return user
 

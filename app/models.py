@@ -90,6 +90,10 @@ class Conversation(db.Model):
         sa.Index("ix_conversation_contact_key", "contact_key",
                  sqlite_where=sa.text("contact_key IS NOT NULL"),
                  postgresql_where=sa.text("contact_key IS NOT NULL")),
+        # ... and on PostgreSQL finds the names containing a query (SQLite: CONVERSATION_FTS).
+        sa.Index("ix_conversation_contact_key_trgm", "contact_key", postgresql_using="gin",
+                 postgresql_ops={"contact_key": "gin_trgm_ops"},
+                 postgresql_with={"fastupdate": "off"}).ddl_if(dialect="postgresql"),
         # Counting unread conversations (the page title) reads only the unread ones.
         sa.Index(
             "ix_conversation_unread",

@@ -16,6 +16,8 @@ import phonenumbers
 SEPARATORS = re.compile(r"[\s\-().]")
 # An international number written with `+`, `00` or neither (Messente sends some without `+`).
 INTERNATIONAL = re.compile(r"(\+|00)?([0-9]{7,17})")
+# A number as people write it to dial it: `0044 7700 900123`, `+44 (0)7700 900123`, `07700 900123`.
+DIALLED = re.compile(r"\s*\+?[0-9\s\-().]*[0-9][0-9\s\-().]*")
 
 
 @lru_cache(maxsize=100_000)
@@ -30,7 +32,12 @@ def normalise(sender: str) -> str:
         return sender
     if not phonenumbers.is_possible_number(number):
         return sender
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    key = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # A national part of only zeros can format to a key that formats differently again
+    # (310000000 -> +31000000 -> +3100000): such a sender keeps its own form, as a key must not change.
+    if phonenumbers.format_number(phonenumbers.parse(key, None), phonenumbers.PhoneNumberFormat.E164) != key:
+        return sender
+    return key
 
 
 @lru_cache(maxsize=10_000)

@@ -22,44 +22,70 @@ _CONVERSATION_FTS = sa.table("conversation_fts", sa.column("rowid", sa.Integer),
                              sa.column("sender_key", sa.String), sa.column("contact_key", sa.String))
 
 
+def searched_number(q: str) -> str:
+    """The part of a sender's key a search looks for: q without +, spaces, dashes, parentheses
+    and case; a number written for dialling without its leading zeros (`0044 7700 900123`,
+    `+44 (0)7700 900123` and `07700 900123` look for `447700900123` or `7700900123`).
+
+    Keys hold numbers without an international prefix or trunk 0, and a shorter start finds all
+    that the longer one did.
+    """
+    if numbers.DIALLED.fullmatch(q):
+        digits = search_key(q.replace("(0)", "")).lstrip("0")
+        if len(digits) >= search.MIN_QUERY:
+            return digits
+    return search_key(clean_text(q))
+
+
 def sender_matches(q: str) -> sa.ColumnElement[bool]:
-    """Senders whose number contains q, ignoring +, spaces, dashes, parentheses and case.
+    """Senders whose number contains q (see searched_number).
 
     `%` and `_` in q are matched literally, never as wildcards.
     """
-    key = search_key(clean_text(q))
+    key = searched_number(q)
     for special in (LIKE_ESCAPE, "%", "_"):
         key = key.replace(special, LIKE_ESCAPE + special)
     return Conversation.sender_key.like(f"%{key}%", escape=LIKE_ESCAPE)
 
 
-def conversation_matches(q: str) -> sa.ColumnElement[bool]:
-    """Conversations whose number contains q (see sender_matches) or whose contact's name does,
-    accents and case aside ("ulle" finds "Ülle Tamm")."""
+def name_matches(q: str) -> sa.ColumnElement[bool]:
+    """Conversations whose contact's name contains q, accents and case aside ("ulle" finds "Ülle Tamm")."""
     key = search.fold(clean_text(q).strip())
     for special in (LIKE_ESCAPE, "%", "_"):
         key = key.replace(special, LIKE_ESCAPE + special)
-    named = (db.select(Conversation.id)
-             .where(Conversation.contact_key.is_not(None), Conversation.contact_key.like(f"%{key}%", escape=LIKE_ESCAPE)))
+    return sa.and_(Conversation.contact_key.is_not(None), Conversation.contact_key.like(f"%{key}%", escape=LIKE_ESCAPE))
+
+
+def conversation_matches(q: str) -> sa.ColumnElement[bool]:
+    """Conversations whose number contains q (see sender_matches) or whose contact's name does."""
+    named = db.select(Conversation.id).where(name_matches(q))
     return sa.or_(sender_matches(q), Conversation.id.in_(named.scalar_subquery()))
 
 
-def few_matching_conversations(q: str) -> list[int] | None:
-    """The ids of the conversations whose number or contact name contains q, found through the
-    conversation text index (SQLite) when there are at most FEW_MATCHES of them; else None: on
-    PostgreSQL (its trigram index serves the LIKE), for a query under three characters (a
-    trigram index cannot narrow those down), or when many match."""
-    number, name = search_key(clean_text(q)), search.fold(clean_text(q).strip())
-    if db.session.get_bind().dialect.name != "sqlite" or min(len(number), len(name)) < search.MIN_QUERY:
-        return None
-    fts = _CONVERSATION_FTS
-    # UNION ALL streams, so the LIMIT stops the index reads early (a common match stops at
-    # FEW_MATCHES); a conversation matching by both number and name comes twice, harmlessly.
-    matching = sa.union_all(
-        sa.select(fts.c.rowid).where(fts.c.sender_key.op("GLOB")(f"*{search.glob_escape(number)}*")),
-        sa.select(fts.c.rowid).where(fts.c.contact_key.op("GLOB")(f"*{search.glob_escape(name)}*"))).subquery()
-    ids = db.session.scalars(sa.select(matching.c.rowid).limit(FEW_MATCHES + 1)).all()
-    return sorted(set(ids)) if len(ids) <= FEW_MATCHES else None
+def few_matching_conversations(q: str) -> tuple[list[int] | None, list[int] | None]:
+    """The ids of the conversations whose number contains q, and of those whose contact name does,
+    found through the trigram indexes (SQLite: the conversation text index; PostgreSQL: pg_trgm on
+    both keys). Either is None when more than FEW_MATCHES match; both are for a query under three
+    characters, which a trigram index cannot narrow down."""
+    number, name = searched_number(q), search.fold(clean_text(q).strip())
+    if min(len(number), len(name)) < search.MIN_QUERY:
+        return None, None
+    if db.session.get_bind().dialect.name == "sqlite":
+        fts = _CONVERSATION_FTS
+        by_number = sa.select(fts.c.rowid.label("id")).where(fts.c.sender_key.op("GLOB")(f"*{search.glob_escape(number)}*"))
+        by_name = sa.select(fts.c.rowid.label("id")).where(fts.c.contact_key.op("GLOB")(f"*{search.glob_escape(name)}*"))
+    else:
+        # One OR over both keys would make PostgreSQL walk the list instead of either index.
+        by_number = sa.select(Conversation.id).where(sender_matches(q))
+        by_name = sa.select(Conversation.id).where(name_matches(q))
+    # One statement; each key's LIMIT stops its index read early when many match.
+    parts = [sa.select(sa.literal(key).label("key"), lookup.c.id)
+             for key, lookup in enumerate(part.limit(FEW_MATCHES + 1).subquery() for part in (by_number, by_name))]
+    found: tuple[list[int], list[int]] = ([], [])
+    for key, conversation_id in db.session.execute(sa.union_all(*parts)):
+        found[key].append(conversation_id)
+    numbers, names = (ids if len(ids) <= FEW_MATCHES else None for ids in found)
+    return numbers, names
 
 
 def conversations(q: str = "", before: int | None = None, after: int | None = None,
@@ -76,24 +102,14 @@ def conversations(q: str = "", before: int | None = None, after: int | None = No
     query = (db.select(Conversation, Message.received_at)
              .join(Message, Message.id == Conversation.last_message_id).where(*in_view))
     if q:
-        few = few_matching_conversations(q)
-        if few is not None:
-            # Few matches, found by the text index: read them by id and sort them (the `+ 0`
-            # keeps SQLite from walking the list's index instead, testing every conversation).
-            keys = db.select(Conversation.last_message_id).where(Conversation.id.in_(few), *in_view)
-            in_order = Conversation.last_message_id + 0
-        else:
-            # LIKE '%q%' can use no B-tree index. Pick the page's ids from the index on
-            # (last_message_id, sender_key) alone, then read just those rows: testing every row
-            # in list order would read the whole table, row by row, when few senders match.
-            keys = db.select(Conversation.last_message_id).where(conversation_matches(q), *in_view)
-            in_order = Conversation.last_message_id
-        keys = keys.where(in_order > after) if after is not None else keys
-        keys = keys.where(in_order < before) if before is not None else keys
-        order = in_order.asc() if after is not None else in_order.desc()
-        query = query.where(Conversation.last_message_id.in_(keys.order_by(order).limit(limit + 1).scalar_subquery()))
+        keys = matching_page_keys(q, in_view, before, after, limit)
+        if keys is None:  # no number or name matches: nothing to walk the list for
+            return ConversationPage([], older=None, newer=before)
+        query = query.where(Conversation.last_message_id.in_(keys.scalar_subquery()))
+    # Each bound is also put on the joined message's id (the same value): PostgreSQL then starts
+    # its walk of the message key there instead of at the newest message.
     if after is not None:
-        rows = list(db.session.execute(query.where(Conversation.last_message_id > after)
+        rows = list(db.session.execute(query.where(Conversation.last_message_id > after, Message.id > after)
                                        .order_by(Conversation.last_message_id.asc()).limit(limit + 1)))
         if len(rows) <= limit:
             return conversations(q, limit=limit, list_filter=list_filter)
@@ -101,12 +117,53 @@ def conversations(q: str = "", before: int | None = None, after: int | None = No
         return ConversationPage(with_arrival(rows), older=rows[-1][0].last_message_id,
                                 newer=rows[0][0].last_message_id)
     if before is not None:
-        query = query.where(Conversation.last_message_id < before)
+        query = query.where(Conversation.last_message_id < before, Message.id < before)
     rows = list(db.session.execute(query.order_by(Conversation.last_message_id.desc()).limit(limit + 1)))
     older = rows[limit - 1][0].last_message_id if len(rows) > limit else None
     rows = rows[:limit]
     newer = None if before is None else rows[0][0].last_message_id if rows else before
     return ConversationPage(with_arrival(rows), older=older, newer=newer)
+
+
+def matching_page_keys(q: str, in_view: list, before: int | None, after: int | None,
+                       limit: int) -> sa.Select | None:
+    """The list keys (last message ids) of a search's page; None when nothing matches.
+
+    Few matches, found by the text index, are read by id and sorted (the `+ 0` keeps SQLite from
+    walking the list's index instead, testing every conversation). LIKE '%q%' can use no B-tree
+    index, so many matching numbers walk the list in order, stopping at a page, on its index on
+    (..., last_message_id, sender_key) alone, and the few names found join that page. Only when
+    names are many too (or the query too short to look up) does one walk test both keys, reading
+    each walked conversation for its name on PostgreSQL.
+    """
+    def walked(matches: sa.ColumnElement[bool]) -> sa.Select:
+        return in_page_order(db.select(Conversation.last_message_id).where(matches, *in_view),
+                             Conversation.last_message_id, before, after, limit)
+
+    def by_id(ids: list[int]) -> sa.Select:
+        return in_page_order(db.select(Conversation.last_message_id).where(Conversation.id.in_(sorted(set(ids))), *in_view),
+                             Conversation.last_message_id + 0, before, after, limit)
+
+    numbers, names = few_matching_conversations(q)
+    if numbers == [] and names == []:
+        return None
+    if numbers is not None and names is not None:
+        return by_id(numbers + names)
+    if names is None:
+        return walked(conversation_matches(q))
+    if not names:
+        return walked(sender_matches(q))
+    merged = sa.union(*(sa.select(part.subquery().c.last_message_id)
+                        for part in (walked(sender_matches(q)), by_id(names)))).subquery()
+    return in_page_order(sa.select(merged.c.last_message_id), merged.c.last_message_id, None, after, limit)
+
+
+def in_page_order(select: sa.Select, key: sa.ColumnElement[int], before: int | None, after: int | None,
+                  limit: int) -> sa.Select:
+    """A page's keys: past the cursor, in the direction of paging, one more than a page."""
+    select = select.where(key > after) if after is not None else select
+    select = select.where(key < before) if before is not None else select
+    return select.order_by(key.asc() if after is not None else key.desc()).limit(limit + 1)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """`python -m bench` (what `make bench` runs): measure, print the table, write it as JSON.
 
 Ingest first, on a fresh database; then, for each size, a fresh database seeded with demo
-data for the inbox reads and the CSV export; then slow clients (bench/slow_clients.py).
+data for the inbox reads and the CSV export, and a fresh PostgreSQL schema for the same reads;
+then slow clients (bench/slow_clients.py).
 `--sizes 300` makes a smoke run; `--only NAME` runs one part; `--only slow-clients --compare`
 measures the candidate HTTP servers side by side.
 """
@@ -17,7 +18,7 @@ from . import data, export, ingest, live, purge, reads, replies, slow_clients, w
 from .report import Row, growth, table, write_json
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ["ingest", "inbox", "slow-clients", "watchers", "replies", "live", "purge"]
+PARTS = ["ingest", "inbox", "inbox-postgresql", "slow-clients", "watchers", "replies", "live", "purge"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="old messages a retention purge deletes while callbacks arrive (default: %(default)s)")
     parser.add_argument("--purge-callbacks-per-second", type=float, default=50,
                         help="callbacks a second during the purge (default: %(default)s)")
+    parser.add_argument("--postgresql-url", default=data.POSTGRESQL_URL,
+                        help="the PostgreSQL server for the inbox-postgresql part (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default: bench/results/<time>.json)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the databases in this directory (default: a temporary one, removed)")
@@ -88,6 +91,12 @@ def main(argv: list[str] | None = None) -> None:
             if not args.workdir:
                 for leftover in workdir.glob(f"inbox-{messages}.*"):
                     leftover.unlink()  # 10^7 messages take about 8 GB
+        for messages in sizes if "inbox-postgresql" in parts else []:
+            senders = max(1, round(messages * args.senders_per_million / 1_000_000))
+            log(f"PostgreSQL: {messages:,} messages from {senders:,} senders")
+            with data.postgresql_database(args.postgresql_url, f"inbox_{messages}") as url:
+                rows += data.seed_postgresql(url, messages, senders, log)
+                rows += reads.measure(url, messages, args.samples, log)
         if "slow-clients" in parts:
             log(f"slow clients: {args.slow_clients} of each kind for {args.slow_client_seconds:g} s")
             if args.compare:

@@ -5,7 +5,7 @@
   "use strict";
 
   // Times in the reader's zone: today's as "14:05", other days with their date; the exact UTC
-  // moment in the tooltip. The list (data-format="list") shows only the day for other days.
+  // moment in the tooltip. The list (#conversations) shows only the day for other days.
   function sameDay(a, b) {
     return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
   }
@@ -29,7 +29,7 @@
         // In a thread the day separators say the day: a message says only its time.
         element.textContent = element.closest("#messages")
           ? moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-          : localTime(moment, element.getAttribute("data-format") === "list");
+          : localTime(moment, !!element.closest("#conversations"));
         var utc = function (value) { return value.replace("T", " ").replace("Z", " UTC"); };
         var sent = element.getAttribute("data-sent");
         // The list and the thread show when a message arrived; the provider's clock may differ.

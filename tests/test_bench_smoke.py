@@ -28,6 +28,11 @@ EXPECTED_ROWS = [
     "CSV export of all rows: peak memory",
     "XLSX export of all rows: rows per second",
     "XLSX export of all rows: peak memory",
+    "PostgreSQL: seed-demo, messages stored per second",
+    "PostgreSQL: inbox first page: server time, median",
+    "PostgreSQL: search, three common digits: server time, p95",
+    "PostgreSQL: thread of 1,000 messages: server time, median",
+    "PostgreSQL: poll, nothing new: server time, median",
 ]
 WITH_CEILING = [row for row in EXPECTED_ROWS if row.startswith(("seed", "inbox first", "poll", "thread", "CSV"))]
 # Measured against no size: (what, the label it is measured at).

@@ -120,7 +120,7 @@ def test_search_finds_a_conversation_by_the_contact_name_accents_and_case_aside(
     client.post(action, data={"csrf_token": token, "contact_name": "Ülle Tamm", "contact_note": ""})
     named = int(inbox.rsplit("/", 1)[1])
     for query in ("ülle", "ULLE", "tamm", "Ülle T"):
-        rows = [int(found) for found in re.findall(r'<li id="conversation-(\d+)"', client.get(f"/?q={query}").text)]
+        rows = [int(found) for found in re.findall(r'id="conversation-link-(\d+)"', client.get(f"/?q={query}").text)]
         assert rows == [named], query
-    assert re.findall(r'<li id="conversation-(\d+)"', client.get("/?q=%25").text) == []  # % is no wildcard
-    assert re.findall(r'<li id="conversation-(\d+)"', client.get("/?q=5566").text) == [str(named)]  # digits still
+    assert re.findall(r'id="conversation-link-(\d+)"', client.get("/?q=%25").text) == []  # % is no wildcard
+    assert re.findall(r'id="conversation-link-(\d+)"', client.get("/?q=5566").text) == [str(named)]  # digits still

@@ -41,11 +41,11 @@ def texts_shown(html: str) -> list[str]:
 
 
 def senders_listed(html: str) -> list[str]:
-    return [unescape(s) for s in re.findall(r'<li id="conversation-\d+" data-sender="([^"]*)"', html)]
+    return [unescape(s) for s in re.findall(r'<li data-sender="([^"]*)"', html)]
 
 
 def unread_badge(html: str, sender: str) -> str | None:
-    row = re.search(rf'<li id="conversation-\d+" data-sender="{re.escape(escape(sender))}".*?</li>',
+    row = re.search(rf'<li data-sender="{re.escape(escape(sender))}".*?</li>',
                     html, re.S)
     badge = re.search(r'<span class="badge">(\d+)', row.group(0))
     return badge.group(1) if badge else None
@@ -156,6 +156,9 @@ def test_text_is_escaped_everywhere(client, inbox):
     ("(555) 12", ["+37255512345"]),
     ("+372-555-123", ["+37255512345"]),
     ("4470", ["+447000111"]),
+    ("0044 7000 111", ["+447000111"]),  # as dialled from abroad, with a trunk 0, or at home
+    ("+44 (0)7000 111", ["+447000111"]),
+    ("07000 111", ["+447000111"]),
     ("555", ["+37255512345", "+15550100"]),
     ("99999", []),
     ("%", []),
@@ -659,3 +662,13 @@ def test_mark_unread_is_a_quiet_secondary_action(client, inbox):
     path = thread_path(client, "+3725550001")
     mark_read(client, path)
     assert '<button type="submit" id="read-state-button" class="quiet">Mark unread</button>' in client.get(path).text
+
+
+@pytest.mark.parametrize("query", ["/", "/?q=041&view=open",
+                                   "/?q=%2B372+55%2F%3A%C3%BClle+%26x%3Dy&channel=sms&to=%2B37250000000&view=done&before=5"])
+def test_a_conversation_link_is_what_url_for_builds_with_the_lists_search_and_filters(app, query):
+    from flask import url_for
+    from app.inbox import list_params, thread_url
+    with app.test_request_context(query):
+        for args in ({}, {"around": 77}, {"before": 3, "saved_reply": 2}):
+            assert thread_url(12345, **args) == url_for("inbox.thread", conversation_id=12345, **list_params(), **args)

@@ -3,7 +3,7 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from app import numbers
 from app.extensions import db
@@ -84,6 +84,7 @@ def test_a_number_is_found_in_raw_bodies_however_it_was_written():
 
 
 @given(st.from_regex(r"\+?[0-9 ()\-]{1,24}", fullmatch=True) | st.text(max_size=30))
+@example("310000000")  # found by hypothesis: leading zeros formatted away one at a time
 def test_normalising_is_stable_and_reading_back_the_shown_number_gives_the_same_key(sender):
     key = numbers.normalise(sender)
     assert numbers.normalise(key) == key  # a key stays itself: upgrades and re-ingests agree

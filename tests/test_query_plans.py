@@ -15,8 +15,9 @@ from contextlib import contextmanager
 import pytest
 import sqlalchemy as sa
 
-from app import demo, export, queries
+from app import contacts, demo, export, queries
 from app.extensions import db
+from app.list_views import ListFilter
 from app.models import Conversation
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -56,6 +57,11 @@ def sqlite_plan(app, statement: str, parameters) -> list[str]:
     with app.app_context():
         rows = db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
         return [row[-1] for row in rows]
+
+
+def postgresql_plan(app, statement: str, parameters) -> str:
+    with app.app_context():
+        return "\n".join(row[0] for row in db.session.connection().exec_driver_sql("EXPLAIN " + statement, parameters))
 
 
 def unindexed_reads(plan: list[str], scannable: tuple[str, ...] = ()) -> list[str]:
@@ -130,6 +136,14 @@ def test_search_finds_few_conversations_through_the_text_index_never_in_messages
     page_plan = sqlite_plan(app, page, page_parameters)
     assert not [line for line in page_plan if line.startswith("SCAN conversation")], page_plan
     assert "SEARCH conversation USING INTEGER PRIMARY KEY (rowid=?)" in page_plan
+
+
+def test_a_search_no_number_or_name_matches_reads_no_conversation(app, seeded):
+    # A word from message texts usually matches no number or name: its list must cost nothing,
+    # not a walk through every conversation in the view.
+    with statements_run(app) as statements, app.app_context():
+        page = queries.conversations(q="no-such-sender")
+    assert page.rows == [] and page.live and len(statements) == 1, statements  # the trigram lookup alone
 
 
 @SQLITE
@@ -208,9 +222,7 @@ def test_postgresql_poll_and_thread_use_indexes(app, seeded):
         with statements_run(app) as statements, app.app_context():
             call()
         [(statement, parameters)] = statements
-        with app.app_context():
-            plan = "\n".join(row[0] for row in db.session.connection().exec_driver_sql(
-                "EXPLAIN " + statement, parameters))
+        plan = postgresql_plan(app, statement, parameters)
         assert "Index" in plan and "Seq Scan" not in plan, f"{name}:\n{plan}"
 
 
@@ -258,7 +270,78 @@ def test_postgresql_text_search_uses_the_trigram_index(app, texts):
         db.session.commit()
     hits, statement, parameters = search_statement(app, "zqx")
     assert [hit.text for hit in hits] == ["Kas zqx jõudis kohale?"]
-    with app.app_context():
-        plan = "\n".join(row[0] for row in db.session.connection().exec_driver_sql(
-            "EXPLAIN " + statement, parameters))
+    plan = postgresql_plan(app, statement, parameters)
     assert "Bitmap Index Scan on ix_message_folded_text_trgm" in plan and "Seq Scan on message" not in plan, plan
+
+
+# --- PostgreSQL: list pages and search by number or name, on thousands of conversations --------
+
+@pytest.fixture
+def many_senders(app):
+    """Twenty thousand messages from five thousand senders, half of them named; analysed."""
+    with app.app_context():
+        demo.seed(20_000, 5_000, rng=random.Random(8))
+        db.session.execute(sa.text("UPDATE conversation SET contact_name = 'Kask ' || id, contact_key = 'kask ' || id "
+                                   "WHERE id % 2 = 0"))
+        named = db.session.scalar(sa.select(Conversation).where(Conversation.id % 2 == 1).offset(1_250).limit(1))
+        db.session.commit()
+        contacts.set_contact(named.id, "Ülle Tamm", "")
+        db.session.execute(sa.text("ANALYZE"))
+        db.session.commit()
+        return {"sender": named.sender, "name": "ülle", "deep": queries.conversations(limit=2_000).older}
+
+
+def unbounded_message_walks(plan: str) -> list[str]:
+    """Reads of `message` with no index condition: walks of its key from one end."""
+    lines = plan.splitlines()
+    return [line for n, line in enumerate(lines) if re.search(r"Scan\b.* on message\b", line)
+            and not (n + 1 < len(lines) and "Index Cond" in lines[n + 1])]
+
+
+@POSTGRESQL
+def test_postgresql_list_pages_start_their_walk_at_the_cursor(app, many_senders):
+    # The first page may walk the message key from the newest end: it stops after a page.
+    for page, bounded in ((lambda: queries.conversations(), False),
+                          (lambda: queries.conversations(before=many_senders["deep"]), True),
+                          (lambda: queries.conversations(after=many_senders["deep"]), True)):
+        with statements_run(app) as statements, app.app_context():
+            page()
+        for statement, parameters in statements:
+            plan = postgresql_plan(app, statement, parameters)
+            assert "Seq Scan" not in plan, plan
+            assert not bounded or unbounded_message_walks(plan) == [], plan
+
+
+@POSTGRESQL
+def test_postgresql_search_finds_numbers_and_names_through_their_trigram_indexes(app, many_senders):
+    digits = re.sub(r"\D", "", many_senders["sender"])[-6:]
+    for query, index in ((digits, "ix_conversation_sender_key_trgm"), (many_senders["name"], "ix_conversation_contact_key_trgm")):
+        with statements_run(app) as statements, app.app_context():
+            page = queries.conversations(q=query)
+        assert [c.sender for c in page.rows] == [many_senders["sender"]]
+        [(found, found_parameters), (rows, rows_parameters)] = statements
+        found_plan, rows_plan = postgresql_plan(app, found, found_parameters), postgresql_plan(app, rows, rows_parameters)
+        assert f"Bitmap Index Scan on {index}" in found_plan and "Seq Scan" not in found_plan, found_plan
+        assert "Seq Scan" not in rows_plan and unbounded_message_walks(rows_plan) == [], rows_plan
+
+
+@POSTGRESQL
+def test_postgresql_search_matching_many_numbers_walks_them_apart_from_names(app, many_senders):
+    # Many numbers match (the country code): they walk the list in order, on the view's index
+    # alone, and the few names found join that page. One OR with the names would test each
+    # walked conversation against them, reading its row.
+    with app.app_context():
+        everyone = db.session.scalars(sa.select(Conversation).order_by(Conversation.last_message_id.desc())).all()
+    with statements_run(app) as statements, app.app_context():
+        page = queries.conversations(q="372", list_filter=ListFilter("open"))
+    matching = [c.id for c in everyone if "372" in c.sender_key or "372" in (c.contact_key or "")]
+    assert [c.id for c in page.rows] == matching[:50]
+    [_, (statement, parameters)] = statements  # the trigram look-up, then the page
+    plan = postgresql_plan(app, statement, parameters)
+    assert "SubPlan" not in plan, plan
+    assert re.search(r"Index (Only )?Scan Backward using ix_conversation_status_last_message_id", plan), plan
+    with app.app_context():  # and the pages after it, both ways
+        older = queries.conversations(q="372", before=page.older, list_filter=ListFilter("open"))
+        back = queries.conversations(q="372", after=older.newer, list_filter=ListFilter("open"))
+    assert [c.id for c in older.rows] == matching[50:100]
+    assert [c.id for c in back.rows] == matching[:50]

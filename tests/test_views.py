@@ -35,7 +35,7 @@ def conversation_id(client, sender: str) -> int:
 
 def listed(html: str) -> list[int]:
     """The conversations a list page shows, in order."""
-    return [int(found) for found in re.findall(r'<li id="conversation-(\d+)"', html)]
+    return [int(found) for found in re.findall(r'id="conversation-link-(\d+)"', html)]
 
 
 def counts(html: str) -> dict[str, int]:
