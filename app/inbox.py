@@ -151,7 +151,11 @@ def thread(conversation_id: int):
         # The reply box changes only when the opt-out does: otherwise it keeps what is typed.
         opted = "1" if conversation.opted_out else "0"
         composer = replies.composer(conversation) if request.args.get("opted") != opted else None
-        return render_template("inbox/_thread_update.html", page=page, composer=composer)
+        # The header's buttons are swapped only when what they show changed: a button replaced
+        # for nothing would lose a click landing as the poll does.
+        stale = {name for name, shown in header_states(conversation).items()
+                 if request.args.get("showing_" + name) != shown}
+        return render_template("inbox/_thread_update.html", page=page, composer=composer, stale=stale)
 
     page = queries.open_thread(conversation, before=id_arg("before"), after=id_arg("after"),
                                around=id_arg("around"))
@@ -162,6 +166,15 @@ def thread(conversation_id: int):
                                       unread=queries.unread_conversations(),
                                       composer=replies.composer(conversation), text=text)
     return thread_page(page, text=text)
+
+
+@bp.app_template_global()
+def header_states(conversation) -> dict[str, str]:
+    """What the thread header's buttons show. Each one carries its state in a hidden `showing_...`
+    input, which the thread's poll sends back."""
+    return {"unread": "1" if conversation.unread_count else "0",
+            "status": conversation.status,
+            "opt_out": ("out" if conversation.opted_out else "in") + ("-retrying" if conversation.blacklist_problem else "")}
 
 
 def thread_page(page: queries.ThreadPage, error: str | None = None, text: str | None = None, status: int = 200,

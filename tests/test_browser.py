@@ -439,7 +439,7 @@ def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_p
     mark_page(page)
 
     colleague = new_context().new_page()
-    colleague.clock.install()  # its polls run when the test moves its clock
+    colleague.clock.install()  # its clock runs, and the test moves it on to bring a poll at once
     log_in(colleague, server)
     open_row(colleague, sender)
     # Shown means read: the thread marks itself read by a POST, and the list follows.
@@ -463,6 +463,27 @@ def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_p
     for width, height in ((1280, 800), (390, 844)):
         page.set_viewport_size({"width": width, "height": height})
         screenshot(page, f"inbox-marked-unread-{width}x{height}-{backend}.png")
+
+
+def test_a_poll_leaves_alone_the_header_buttons_whose_state_did_not_change(page, server, new_context):
+    sender = "+37255512345"
+    deliver(server, sender=sender, text="Tere!")
+    page.clock.install()
+    log_in(page, server)
+    open_row(page, sender)
+    expect(page.get_by_role("button", name="Mark unread")).to_be_visible()  # shown means read
+    page.evaluate("window.heldButton = document.getElementById('read-state-button')")
+
+    colleague = new_context().new_page()
+    log_in(colleague, server)
+    open_row(colleague, sender)
+    colleague.get_by_role("button", name="Mark done").click()
+    expect(colleague.get_by_role("button", name="Reopen")).to_be_visible()
+
+    page.clock.run_for(POLL_SECONDS * 1000 + 100)
+    expect(page.get_by_role("button", name="Reopen")).to_be_visible()  # the poll brought the change
+    # ... and left the read button the element it was: a click landing as the poll did is kept.
+    assert page.evaluate("document.getElementById('read-state-button') === window.heldButton")
 
 
 # --- replies --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from html import escape, unescape
 from html.parser import HTMLParser
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -363,6 +363,36 @@ def test_a_change_made_in_one_session_reaches_another_sessions_poll(app, client,
     in_thread = other.get(thread_poll, headers={"HX-Request": "true"})
     assert in_thread.status_code == 200 and texts_shown(in_thread.text) == []
     assert "Mark read" in in_thread.text and 'id="read-state" hx-swap-oob="true"' in in_thread.text
+
+
+def showing(html: str) -> dict[str, str]:
+    """What the page's header buttons show, as its thread poll sends it (`hx-include`)."""
+    return dict(re.findall(r'<input type="hidden" name="(showing_\w+)" value="([^"]*)" data-showing>', html))
+
+
+def test_a_poll_swaps_only_the_header_buttons_whose_state_changed(app, client, inbox, auth):
+    from conftest import AuthActions
+    inbox(body_for(sender="+3725550001"))
+    path = thread_path(client, "+3725550001")
+    mark_read(client, path)
+    other = app.test_client()
+    AuthActions(other).login()
+    page = other.get(path).text
+    thread_poll = unescape(re.search(r'id="thread-poller"[^>]*hx-get="([^"]+)"', page).group(1))
+    shown = showing(page)
+    assert shown == {"showing_status": "open", "showing_unread": "0", "showing_opt_out": "in"}
+
+    client.post(path + "/status", data={"csrf_token": auth.csrf(), "status": "done"})
+    update = other.get(thread_poll + "&" + urlencode(shown), headers={"HX-Request": "true"})
+    assert update.status_code == 200 and "Reopen" in update.text
+    # The read and opt-out buttons stay the elements they were: a click landing on one is kept.
+    assert 'id="read-state"' not in update.text and 'id="opt-out"' not in update.text
+
+    client.post(path + "/unread", data={"csrf_token": auth.csrf()})
+    shown["showing_status"] = "done"  # the page now shows what the last poll brought
+    update = other.get(thread_poll + "&" + urlencode(shown), headers={"HX-Request": "true"})
+    assert "Mark read" in update.text and 'id="read-state" hx-swap-oob="true"' in update.text
+    assert 'id="status"' not in update.text and 'id="opt-out"' not in update.text
 
 
 def test_thread_poll_appends_new_messages_and_moves_the_poller(client, inbox):
