@@ -162,10 +162,15 @@ def audit_filters() -> dict:
 @admin_required
 def audit_trail():
     filters = audit_filters()
-    events = db.session.scalars(audit.events_query(**filters).limit(AUDIT_PAGE_SIZE + 1)).all()
+    before = request.args.get("before", "")
+    if before and not before.isdigit():
+        abort(400, "'before' must be an event id")
+    query = audit.events_query(**filters, before_id=int(before) if before else None)
+    events = db.session.scalars(query.limit(AUDIT_PAGE_SIZE + 1)).all()
+    filter_args = {name: value for name, value in request.args.items() if name != "before" and value}
     return render_template("admin/audit.html", events=events[:AUDIT_PAGE_SIZE], more=len(events) > AUDIT_PAGE_SIZE,
-                           filters=filters, actions=audit.ACTIONS, usernames=audit.usernames(),
-                           describe=audit.describe_details)
+                           paged=bool(before), filter_args=filter_args, filters=filters, actions=audit.ACTIONS,
+                           usernames=audit.usernames(), describe=audit.describe_details)
 
 
 @bp.get("/audit.csv")

@@ -71,9 +71,14 @@ def number_hash(number: str) -> str:
 
 
 def events_query(action: str | None = None, username: str | None = None,
-                 first_day: date | None = None, last_day: date | None = None) -> sa.Select:
-    """Events newest first, filtered by action, user and days (UTC, both ends included)."""
+                 first_day: date | None = None, last_day: date | None = None,
+                 before_id: int | None = None) -> sa.Select:
+    """Events newest first, filtered by action, user and days (UTC, both ends included); with
+    `before_id`, those after that event in this order (the next page)."""
     query = sa.select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+    if before_id is not None:
+        anchor = sa.select(AuditEvent.at).where(AuditEvent.id == before_id).scalar_subquery()
+        query = query.where(sa.tuple_(AuditEvent.at, AuditEvent.id) < sa.tuple_(anchor, before_id))
     if action:
         query = query.where(AuditEvent.action == action)
     if username:

@@ -2,6 +2,8 @@
 import csv
 import io
 import json
+import re
+from html import unescape
 
 import sqlalchemy as sa
 
@@ -114,6 +116,25 @@ def test_the_audit_page_filters_by_action_user_and_day(app, admin):
     assert admin.client.get("/admin/audit?action=login_failed").text.count("Failed login") == 2  # option + row
     assert "Nothing recorded matches" in admin.client.get("/admin/audit?from=2000-01-01&to=2000-01-02").text
     assert admin.client.get("/admin/audit?from=yesterday").status_code == 400
+
+
+def test_the_audit_page_pages_back_through_every_event_with_its_filters(app, admin):
+    from app import audit
+    with app.app_context():
+        for n in range(1, 231):
+            audit.record("settings_changed", {"n": n}, username="carol", address="192.0.2.1")
+    shown, path, pages = [], "/admin/audit?action=settings_changed&user=carol", 0
+    while path:
+        page = admin.client.get(unescape(path)).text
+        shown += [int(n) for n in re.findall(r"<td data-label=\"Details\" class=\"details\">n: (\d+)</td>", page)]
+        pages += 1
+        assert ("Newest events" in page) == (pages > 1)
+        older = re.search(r'<a href="([^"]+)">Older events</a>', page)
+        path = older and older.group(1)
+        if path:
+            assert "action=settings_changed" in path and "user=carol" in path  # the filters stay
+    assert pages == 3 and shown == list(range(230, 0, -1))  # each once, newest first
+    assert admin.client.get("/admin/audit?before=x").status_code == 400
 
 
 def test_the_audit_csv_is_formula_safe_and_follows_the_filters(app, admin):
