@@ -29,8 +29,7 @@ class AddUserForm(FlaskForm):
 
 class RetentionForm(FlaskForm):
     days = IntegerField("Keep messages for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)])
-    audit_days = IntegerField("Keep the audit trail for (days)",
-                              validators=[DataRequired(), NumberRange(min=1, max=100_000)])
+    audit_days = IntegerField("Keep the audit trail for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)])
 
 
 def user_or_404(user_id: int) -> User:
@@ -206,7 +205,7 @@ def retention_settings():
         with write_transaction():
             retention.set_days(form.days.data, form.audit_days.data)
             audit.record("settings_changed", {"retention_days": form.days.data or "for ever",
-                                              "audit_retention_days": form.audit_days.data})
+                                              "audit_retention_days": form.audit_days.data or "for ever"})
         message = "Saved. The next daily purge follows the new setting."
     elif request.method == "POST":
         status = 400

@@ -271,8 +271,9 @@ def purge(yes: bool, dry_run: bool, batch_size: int):
     days, audit_days, now = retention.days(), retention.audit_days(), clock.now()
     plan = retention.purge(now, days, audit_days, dry_run=True)
     kept = f"older than {days} days" if days else "none (messages are kept for ever)"
+    audit_kept = f"older than {audit_days} days" if audit_days else "none, kept for ever"
     click.echo(f"Messages to delete: {plan.messages:,} ({kept}); dead letters: {plan.dead_letters:,}; "
-               f"audit events older than {audit_days} days: {plan.audit_events:,}.")
+               f"audit events: {plan.audit_events:,} ({audit_kept}).")
     if dry_run:
         return
     if not yes:

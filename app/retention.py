@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 RETENTION_DAYS, AUDIT_RETENTION_DAYS = "retention_days", "audit_retention_days"
 LAST_PURGE, PURGE_LEASE = "last_purge_at", "purge_lease"
-FOREVER = ""  # the stored value for "keep messages for ever"
+FOREVER = ""  # the stored value for "keep for ever"
 PURGE_INTERVAL = timedelta(days=1)
 LEASE = timedelta(minutes=10)  # renewed after every batch; a crashed holder's lease runs out
 CHECK_SECONDS = 15 * 60
@@ -64,15 +64,18 @@ def days() -> int | None:
     return int(stored) if stored != FOREVER else None
 
 
-def audit_days() -> int:
+def audit_days() -> int | None:
+    """Days to keep audit events: the admin's setting, else AUDIT_RETENTION_DAYS; None keeps them for ever."""
     stored = _setting(AUDIT_RETENTION_DAYS)
-    return int(stored) if stored else current_app.config["AUDIT_RETENTION_DAYS"]
+    if stored is None:
+        return current_app.config["AUDIT_RETENTION_DAYS"] or None
+    return int(stored) if stored != FOREVER else None
 
 
-def set_days(message_days: int | None, audit_event_days: int) -> None:
-    """Inside a write transaction."""
+def set_days(message_days: int | None, audit_event_days: int | None) -> None:
+    """Inside a write transaction; None (or 0) keeps for ever."""
     _store(RETENTION_DAYS, str(message_days) if message_days else FOREVER)
-    _store(AUDIT_RETENTION_DAYS, str(audit_event_days))
+    _store(AUDIT_RETENTION_DAYS, str(audit_event_days) if audit_event_days else FOREVER)
 
 
 def last_purge() -> datetime | None:

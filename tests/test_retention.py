@@ -145,6 +145,23 @@ def test_days_come_from_the_environment_until_an_admin_sets_them(database_url, a
     assert refused.status_code == 400 and "whole days" in refused.text
 
 
+def test_an_admin_can_keep_the_audit_trail_for_ever(app, admin, clock, runner):
+    from app import audit
+    app.config["AUDIT_RETENTION_DAYS"] = 0  # as AUDIT_RETENTION_DAYS=0 in the environment gives
+    with app.app_context():
+        assert retention.audit_days() is None
+        audit.record("login", username="alice", address="192.0.2.1")
+    app.config["AUDIT_RETENTION_DAYS"] = 365
+    assert post(admin, "/admin/retention", "/admin/retention", days="", audit_days="").status_code == 200
+    clock.advance(days=20 * 365)
+    with app.app_context():
+        assert retention.audit_days() is None
+        assert retention.purge(clock().replace(tzinfo=None), retention.days(), retention.audit_days()).audit_events == 0
+        assert db.session.scalar(sa.select(sa.func.count()).where(AuditEvent.address == "192.0.2.1")) == 1
+    dry = runner.invoke(args=["purge", "--dry-run"])
+    assert "audit events: 0 (none, kept for ever)" in dry.output
+
+
 def test_the_environment_gives_the_defaults():
     from app import config
     assert config.from_environment({"RETENTION_DAYS": "90", "AUDIT_RETENTION_DAYS": "730"}) == {
