@@ -241,7 +241,7 @@ def set_contact(conversation_id: int):
         conversation = queries.conversation(conversation.id)
         return (render_template("inbox/_contact_saved.html", conversation=conversation,
                                 page={"conversation": conversation},  # all the title and heading read
-                                unread=queries.unread_conversations()),
+                                unread=queries.unread_conversations(), composer=replies.composer(conversation)),
                 {"HX-Trigger": "conversation-changed"})
     return redirect(thread_url(conversation.id), 303)
 
