@@ -11,8 +11,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from flask import current_app
 
-from . import clock
-from .models import Conversation, OptOut
+from . import audit, clock
+from .models import Conversation, OptOut, Suppression
 from .unit_of_work import change_number, write_transaction
 
 OPT_OUT_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out",
@@ -79,3 +79,6 @@ def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, chang
         )
         values["blacklist_problem"] = None
     connection.execute(sa.update(Conversation).where(Conversation.id == conversation_id).values(**values))
+    if not opted_out:  # asking for messages again also lifts the block an erasure left on the number
+        sender = connection.scalar(sa.select(Conversation.sender).where(Conversation.id == conversation_id))
+        connection.execute(sa.delete(Suppression).where(Suppression.number_hash == audit.number_hash(sender)))

@@ -149,7 +149,7 @@ def erase_conversation(conversation_id: int) -> int:
     """Delete a conversation and everything about its number; returns the messages deleted.
 
     The audit trail keeps that it happened, with the number as a keyed hash; a number that had
-    opted out stays blocked from replies by a hashed suppression entry.
+    opted out stays blocked from replies by a hashed suppression entry, until it opts back in.
     """
     with write_transaction() as session:
         secure_delete()

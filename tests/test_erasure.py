@@ -99,6 +99,10 @@ def test_a_number_erased_after_opting_out_gets_no_replies_when_it_writes_again(a
         composer = replies.composer(conversation_of(NUMBER))
         assert not composer.can_reply and "opted out before" in composer.note
         assert replies.composer(conversation_of(OTHER)).note != composer.note
+    deliver(body_for(sender=NUMBER, text="START"))  # asking for messages again lifts the block
+    with app.app_context():
+        assert "opted out before" not in replies.composer(conversation_of(NUMBER)).note
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 0
 
 
 def test_the_sqlite_files_keep_no_copy_of_the_texts_or_the_number(app, admin, customer):
