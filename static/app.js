@@ -104,6 +104,15 @@
     box.form.addEventListener("submit", function () { setting(name, null); });
   }
 
+  // A reply box renewed out of band (a contact's name saved, an opt-out changed) keeps what is
+  // typed in it, also where this browser keeps no drafts.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    if (event.detail.target.id !== "composer") return;
+    var typed = event.detail.target.querySelector("textarea[name=text]");
+    var fresh = event.detail.fragment.querySelector("textarea[name=text]");
+    if (typed && fresh && typed.value && !fresh.value) fresh.textContent = typed.value;
+  });
+
   function enhanceReplyBox(root) {
     root.querySelectorAll("textarea[data-sms-counter]").forEach(function (box) {
       var counter = document.getElementById(box.getAttribute("data-sms-counter"));
