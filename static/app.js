@@ -497,6 +497,23 @@
     }
   });
 
+  // A poll's news waits while a pointer is pressed: replacing what is under it between the press
+  // and the release would lose the click. The next poll brings the news (a poller's cursor moves
+  // only when its answer is swapped in). One poll at most per press, so a release never seen
+  // (outside the window) holds back no more.
+  var pressed = false;
+  document.addEventListener("pointerdown", function () { pressed = true; }, true);
+  ["pointerup", "pointercancel"].forEach(function (type) {
+    document.addEventListener(type, function () { pressed = false; }, true);
+  });
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var asker = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (!pressed || !event.detail.shouldSwap || !asker || !asker.hasAttribute("data-poll")) return;
+    pressed = false;
+    event.preventDefault();
+  });
+
   // Settings kept in this browser.
   function setting(name, value) {
     try {

@@ -486,6 +486,27 @@ def test_a_poll_leaves_alone_the_header_buttons_whose_state_did_not_change(page,
     assert page.evaluate("document.getElementById('read-state-button') === window.heldButton")
 
 
+def test_a_click_in_progress_lands_though_a_poll_brings_news_meanwhile(page, server):
+    deliver(server, sender="+37255512345", text="Tere!")
+    page.clock.install()
+    log_in(page, server)
+    page.evaluate("""() => document.addEventListener("htmx:beforeSwap", event => {
+        if (event.detail.requestConfig.elt.hasAttribute("data-poll") && event.detail.shouldSwap)
+            document.body.dataset.pollAnswers = Number(document.body.dataset.pollAnswers || 0) + 1;
+    })""")
+    link = row_for(page, "+37255512345").locator("a.sender").bounding_box()
+    page.mouse.move(link["x"] + link["width"] / 2, link["y"] + link["height"] / 2)
+    page.mouse.down()  # a click's press ...
+    deliver(server, sender="+37256600001", text="Uus sõnum")
+    page.clock.run_for(POLL_SECONDS * 1000 + 100)  # ... as the list's poll brings a new row
+    expect(page.locator("body")).to_have_attribute("data-poll-answers", "1")
+    page.mouse.up()  # ... and its release: the click lands on the row pressed
+    expect(page.locator("#conversation-pane")).to_have_attribute(
+        "data-conversation", row_for(page, "+37255512345").locator("a.sender").get_attribute("id").rsplit("-", 1)[1])
+    page.clock.run_for(POLL_SECONDS * 1000 + 100)  # the news comes with the next poll
+    expect(row_for(page, "+37256600001")).to_be_visible()
+
+
 # --- replies --------------------------------------------------------------------------------
 
 CUSTOMER = "+37255512345"
