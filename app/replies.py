@@ -316,7 +316,11 @@ def sync_blacklist(client: "messente.Messente") -> None:
 
 
 class RateLimiter:
-    """At most `per_second` calls a second from this process, spaced evenly."""
+    """At most `per_second` calls a second from this process, spaced evenly.
+
+    Each call returns at least one interval after the previous one returned. Slots booked ahead
+    on a schedule would all fall due at once after a stall (a busy machine), and the calls
+    behind it would go in a burst."""
 
     def __init__(self, per_second: float):
         self.interval = 1.0 / per_second
@@ -324,12 +328,11 @@ class RateLimiter:
         self.lock = threading.Lock()
 
     def wait(self) -> None:
-        with self.lock:
-            now = time.monotonic()
-            slot = max(now, self.next_slot)
-            self.next_slot = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
+        with self.lock:  # the others wait their turn here
+            delay = self.next_slot - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.next_slot = time.monotonic() + self.interval
 
 
 class Outbox:
