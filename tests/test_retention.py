@@ -1,4 +1,5 @@
 """Retention by age: the purge, its settings, its daily run by one process, and `flask purge`."""
+import random
 import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -253,12 +254,14 @@ def test_on_sqlite_the_space_purged_is_reused_so_the_file_does_not_grow_without_
     sizes = []
     moment = datetime(2026, 1, 1)
     with app.app_context():
-        for _ in range(4):
-            demo.seed(2000, 100, now=moment)
+        for cycle in range(4):
+            demo.seed(2000, 100, now=moment, rng=random.Random(cycle))
             moment += timedelta(days=100)
             assert retention.purge(moment, days=30, audit_days=365, batch_size=1000).messages == 2000
             sizes.append(Path(url.database).stat().st_size)
             free = db.session.execute(sa.text("PRAGMA freelist_count")).scalar()
     assert free > 0  # the purged pages wait on the free list for the next messages
-    # The first refill may settle the file a little larger (page layout); after that it stays put.
-    assert sizes[-1] <= sizes[1] * 1.05 and sizes[1] <= sizes[0] * 1.1, sizes
+    # The first refill may settle the file a little larger (page layout); after that it stays
+    # within a few percent (the text indexes' layout varies with the data). Without reuse each
+    # cycle would add the whole seed again: about +100 % a cycle here.
+    assert sizes[-1] <= sizes[1] * 1.15 and sizes[1] <= sizes[0] * 1.1, sizes
