@@ -78,7 +78,7 @@ def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, chang
             else_=sa.case((Conversation.blacklist.in_(["added", "remove"]), "remove"), else_=None),
         )
         values["blacklist_problem"] = None
-    connection.execute(sa.update(Conversation).where(Conversation.id == conversation_id).values(**values))
+    sender = connection.scalar(sa.update(Conversation).where(Conversation.id == conversation_id)
+                               .values(**values).returning(Conversation.sender))
     if not opted_out:  # asking for messages again also lifts the block an erasure left on the number
-        sender = connection.scalar(sa.select(Conversation.sender).where(Conversation.id == conversation_id))
         connection.execute(sa.delete(Suppression).where(Suppression.number_hash == audit.number_hash(sender)))
