@@ -1,4 +1,5 @@
 """Commands for `flask --app app ...`, registered by the factory."""
+import functools
 import json
 import secrets
 import sys
@@ -11,9 +12,9 @@ import click
 import flask_migrate
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from . import accounts, audit, clock, config, copying, delivery, demo, replies, retention, signing
+from . import accounts, audit, clock, config, copying, delivery, demo, replies, retention, servers, signing
 from .extensions import db
 from .models import User
 from .unit_of_work import write_transaction
@@ -22,7 +23,33 @@ from .unit_of_work import write_transaction
 def init_app(app: Flask) -> None:
     for command in (init_db, create_user, list_users, reset_password, disable_user, enable_user, purge,
                     send_test_message, local_secret, copy_db, seed_demo):
-        app.cli.add_command(command)
+        app.cli.add_command(one_line_database_errors(command))
+
+
+def one_line_database_errors(command: click.Command) -> click.Command:
+    """A database without its tables, locked for too long or out of reach: one line, not a traceback."""
+    run = command.callback
+
+    @functools.wraps(run)
+    def run_explaining_database_errors(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        except (OperationalError, ProgrammingError) as exc:
+            problem = str(exc.orig).strip().splitlines()[0]
+            if "no such table" in problem or problem.startswith("relation") and "does not exist" in problem:
+                raise click.ClickException(
+                    f"The database has no tables yet, or not this version's ({problem}): run "
+                    "`.venv/bin/flask --app app init-db` (`make run` does) first.") from exc
+            if isinstance(exc, ProgrammingError):
+                raise
+            if "locked" in problem:
+                raise click.ClickException(
+                    "The database stayed locked: another process is writing to it (a seed-demo, a purge?). "
+                    "Try again when it is done.") from exc
+            raise click.ClickException(f"The database could not be used: {problem}") from exc
+
+    command.callback = run_explaining_database_errors
+    return command
 
 
 @click.command("init-db")
@@ -77,7 +104,11 @@ def create_user(username: str, admin: bool):
             audit.record("user_added", {"user": user.username, "role": user.role, "by": "command line"})
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"Created {user.role} {user.username!r}. Log in at {config.site_url(current_app.config)}/login")
+    site = servers.site_address(current_app.config)
+    if site.server_running or current_app.config["PUBLIC_URL"]:
+        click.echo(f"Created {user.role} {user.username!r}. Log in at {site.url}/login")
+    else:
+        click.echo(f"Created {user.role} {user.username!r}. {servers.NO_SERVER}, then log in at {site.url}/login")
 
 
 @click.command("list-users")
@@ -106,7 +137,7 @@ def reset_password(username: str):
         audit.record("password_reset", {"user": user.username, "by": "command line"})
     hours = current_app.config["RESET_LINK_SECONDS"] / 3600
     click.echo(f"Give {user.username} this link; it works once, for {hours:g} hours:\n"
-               f"{config.site_url(current_app.config)}/set-password/{token}")
+               f"{servers.site_address(current_app.config).url}/set-password/{token}")
 
 
 @click.command("disable-user")
@@ -138,7 +169,8 @@ def enable_user(username: str):
 
 @click.command("send-test-message")
 @with_appcontext
-@click.option("--url", help="The app's address. Default: PUBLIC_URL, or where BIND serves.")
+@click.option("--url", help="The app's address. Default: PUBLIC_URL, else where the running server listens, "
+                             "else BIND.")
 @click.option("--sender", default="+37255512345", show_default=True)
 @click.option("--text", default="Tere! This is a test message 📨", show_default=True)
 @click.option("--channel", default="sms", show_default=True,
@@ -148,7 +180,10 @@ def enable_user(username: str):
                    "reply, signed with MESSENTE_API_PASSWORD as Messente signs them.")
 def send_test_message(url: str | None, sender: str, text: str, channel: str, report_status: str | None):
     """Sign a realistic inbound message (or delivery report) and POST it to the app, as Messente would."""
-    url = (url or config.site_url(current_app.config)).rstrip("/")
+    site = servers.site_address(current_app.config)
+    # Where nobody said where to send it and no server is known to run, say so if it fails.
+    hint = "" if url or site.server_running else f" {servers.NO_SERVER}."
+    url = (url or site.url).rstrip("/")
     if report_status:
         password = current_app.config["MESSENTE_API_PASSWORD"]
         newest = replies.newest_sent_reply()
@@ -161,7 +196,7 @@ def send_test_message(url: str | None, sender: str, text: str, channel: str, rep
             "channel": reply_channel, "sender": "sms-inbox test",
             "timestamp": clock.now().isoformat(timespec="microseconds"), "price_info": None,
         }).encode()
-        post_signed(f"{url}/callbacks/delivery", body, password)
+        post_signed(f"{url}/callbacks/delivery", body, password, hint)
         return
     configured = current_app.config["MESSENTE_SHARED_SECRETS"]
     if not configured:
@@ -175,10 +210,10 @@ def send_test_message(url: str | None, sender: str, text: str, channel: str, rep
         "text": text,
         "sender": sender,
     }, ensure_ascii=False).encode()
-    post_signed(f"{url}/callbacks/inbound", body, configured[0])
+    post_signed(f"{url}/callbacks/inbound", body, configured[0], hint)
 
 
-def post_signed(url: str, body: bytes, key: str) -> None:
+def post_signed(url: str, body: bytes, key: str, hint: str = "") -> None:
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json",
         "X-Messente-Signature": signing.sign(body, key),
@@ -188,8 +223,9 @@ def post_signed(url: str, body: bytes, key: str) -> None:
             status, answer = response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         status, answer = exc.code, exc.read().decode()
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"Could not reach {url}: {exc.reason}. Is `make run` running?")
+    except OSError as exc:  # URLError (refused, unknown host) or a timeout or reset while reading
+        reason = getattr(exc, "reason", None) or exc
+        raise click.ClickException(f"Could not reach {url}: {reason}.{hint or ' Is the server running?'}")
     click.echo(f"{status} {answer.strip()}")
     if status != 200:
         sys.exit(1)

@@ -361,6 +361,20 @@ class LoginThrottle(db.Model):
     __table_args__ = (sa.UniqueConstraint("username", "address"),)
 
 
+class Server(db.Model):
+    """A running server process (the gunicorn master `make run` starts), where it listens: commands
+    sharing the database find the server by it (app/servers.py). Written when the server is ready,
+    deleted when it stops cleanly; a crashed server's row stays until a server on its host starts."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255))  # socket.gethostname()
+    pid: Mapped[int]
+    bind: Mapped[str] = mapped_column(sa.String(255))  # host:port, as BIND is written
+    public_url: Mapped[str | None] = mapped_column(sa.String(2000))
+    started_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+
 @sa.event.listens_for(db.Model.metadata, "before_create")
 def _create_trigram_extension(_metadata, connection, **_kw):
     # The sender search index needs pg_trgm (a trusted extension since PostgreSQL 13).

@@ -1,11 +1,15 @@
 """The flask commands a newcomer and an operator use."""
 import re
+import socket
+import subprocess
+import sys
+from datetime import timedelta
 
 import sqlalchemy as sa
 
-from app import accounts
+from app import accounts, clock, servers
 from app.extensions import db
-from app.models import Message, User
+from app.models import Message, Server, User
 
 from conftest import AuthActions, add_user, body_for, csrf_token, flask_command, make_app, signed_headers
 
@@ -64,10 +68,83 @@ def test_send_test_message_arrives_in_the_running_app(app, server_factory):
         assert (message.sender, message.text, message.channel) == ("+3725550000", "Tere, maailm! 👋", "viber")
 
 
-def test_send_test_message_says_when_the_app_is_not_running(runner):
+def test_send_test_message_says_when_the_app_is_not_running(app, runner):
     result = runner.invoke(args=["send-test-message", "--url", "http://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "Could not reach" in result.output
+    app.config["BIND"] = "127.0.0.1:9"  # nothing listens there
+    result = runner.invoke(args=["send-test-message"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: Could not reach http://127.0.0.1:9/callbacks/inbound: ")
+    assert result.output.rstrip().endswith("No server is running: start it with `make run`.")
+
+
+# No BIND or PUBLIC_URL in the commands' environment: they find the server by its row.
+UNSET = {"BIND": "", "PUBLIC_URL": ""}
+
+
+def test_commands_follow_a_server_started_on_another_port(app, server_factory):
+    database_url = app.config["SQLALCHEMY_DATABASE_URI"]
+    server = server_factory(workers=1)  # on a free port, not 5000
+    created = flask_command(database_url, "create-user", "fay", input="long enough\nlong enough\n",
+                            env_extra=UNSET)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == f"Created admin 'fay'. Log in at {server.url}/login\n"
+    sent = flask_command(database_url, "send-test-message", "--text", "found it", env_extra=UNSET)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("200 ")
+    with app.app_context():
+        assert db.session.scalar(sa.select(Message.text)) == "found it"
+
+    server.stop()  # a clean shutdown deletes its row: the commands say so and fall back to BIND
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Server)) == 0
+    created = flask_command(database_url, "create-user", "gus", input="long enough\nlong enough\n",
+                            env_extra=UNSET)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == ("Created agent 'gus'. No server is running: start it with `make run`, "
+                              "then log in at http://127.0.0.1:5000/login\n")
+
+
+def test_public_url_wins_over_the_running_servers_address(app, server_factory):
+    server_factory(workers=1)
+    created = flask_command(app.config["SQLALCHEMY_DATABASE_URI"], "create-user", "hal",
+                            input="long enough\nlong enough\n",
+                            env_extra={"BIND": "", "PUBLIC_URL": "https://inbox.example.com/"})
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == "Created admin 'hal'. Log in at https://inbox.example.com/login\n"
+
+
+def test_only_live_servers_count_the_newest_first(app):
+    here, now = socket.gethostname(), clock.now()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a crashed server's pid: no longer running
+    rows = [
+        Server(host=here, pid=dead.pid, bind="127.0.0.1:5101", started_at=now, last_seen_at=now),
+        Server(host="elsewhere", pid=1, bind="10.0.0.2:5102", started_at=now - timedelta(hours=1),
+               last_seen_at=now - servers.LIVE_ELSEWHERE - timedelta(seconds=1)),
+    ]
+    with app.app_context():
+        db.session.add_all(rows)
+        db.session.commit()
+        assert servers.newest_live() is None
+        assert servers.site_address(app.config) == servers.SiteAddress("http://127.0.0.1:5000", False)
+        db.session.add(Server(host="elsewhere", pid=1, bind="0.0.0.0:5103", started_at=now - timedelta(minutes=1),
+                              last_seen_at=now - timedelta(minutes=1)))
+        db.session.commit()
+        assert servers.site_address(app.config) == servers.SiteAddress("http://127.0.0.1:5103", True)
+        # A server starting on this host replaces the rows of this host's servers that are gone.
+        servers.record("127.0.0.1:5104", "https://inbox.example.com")
+        assert sorted(db.session.scalars(sa.select(Server.bind))) == ["0.0.0.0:5103", "10.0.0.2:5102",
+                                                                      "127.0.0.1:5104"]
+
+
+def test_commands_on_a_database_without_tables_say_what_to_run(database_url):
+    result = flask_command(database_url, "create-user", "ida", input="long enough\nlong enough\n")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: The database has no tables yet")
+    assert "init-db" in result.stderr
 
 
 def test_local_secret_is_generated_once_when_none_is_configured(tmp_path, database_url):
@@ -107,7 +184,7 @@ def test_commands_print_the_address_the_server_is_really_at(app, database_url):
     result = flask_command(database_url, "create-user", "erin", input="long enough\nlong enough\n",
                            env_extra={"BIND": "0.0.0.0:8000"})
     assert result.returncode == 0, result.stderr
-    assert "Log in at http://127.0.0.1:8000/login" in result.stdout
+    assert "log in at http://127.0.0.1:8000/login" in result.stdout
     public = flask_command(database_url, "send-test-message",
                            env_extra={"PUBLIC_URL": "http://127.0.0.1:9/inbox/"})
     assert "Could not reach http://127.0.0.1:9/inbox/callbacks/inbound" in public.stderr

@@ -1,0 +1,58 @@
+"""gunicorn's configuration for the server app/server.py starts: every setting and the worker of
+app/gunicorn_conf.py, and two hooks in the master process that record the server in the database
+(app/servers.py), so that commands sharing the database find where it listens.
+"""
+import socket
+
+from app import gunicorn_conf
+from app.gunicorn_conf import *  # noqa: F401,F403 (gunicorn reads the settings from this module)
+
+# Hooks app/gunicorn_conf.py may define itself still run, before ours.
+_inherited = {name: getattr(gunicorn_conf, name, None) for name in ("when_ready", "on_exit")}
+_recorded: dict = {}  # the app that wrote this server's row, and the row's id
+
+
+def when_ready(server):
+    """Listening, before the workers start: add this server's row, with the address it really got."""
+    if _inherited["when_ready"]:
+        _inherited["when_ready"](server)
+    binds = [listening_address(listener.sock) for listener in server.LISTENERS
+             if listener.sock.family in (socket.AF_INET, socket.AF_INET6)]
+    if not binds:
+        return  # a Unix socket only: a proxy in front has PUBLIC_URL
+    from app import create_app, servers
+    from app.extensions import db
+    try:
+        app = create_app()
+        with app.app_context():
+            try:
+                _recorded.update(app=app, id=servers.record(binds[0], app.config["PUBLIC_URL"]))
+            finally:
+                db.engine.dispose()  # no connection of the master's is open when the workers fork
+    except Exception as exc:  # it serves all the same; commands fall back to BIND
+        server.log.warning("Could not record this server in the database, so commands will not find it: %s",
+                           str(exc).splitlines()[0])
+
+
+def on_exit(server):
+    """Stopping cleanly: delete this server's row."""
+    if _inherited["on_exit"]:
+        _inherited["on_exit"](server)
+    if not _recorded:
+        return
+    from app import servers
+    from app.extensions import db
+    try:
+        with _recorded["app"].app_context():
+            try:
+                servers.remove(_recorded["id"])
+            finally:
+                db.engine.dispose()
+    except Exception as exc:  # the row stays; once the process is gone it is not live
+        server.log.warning("Could not delete this server's row: %s", str(exc).splitlines()[0])
+
+
+def listening_address(sock: socket.socket) -> str:
+    """host:port as BIND is written ([host]:port for IPv6)."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"

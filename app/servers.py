@@ -1,0 +1,104 @@
+"""Running servers, recorded in the database they share with the commands.
+
+Each server process (the gunicorn master; see app/server_conf.py) adds a `server` row when it is
+ready to serve and deletes it when it stops cleanly. Commands read the rows to find the address
+to print in a link or to send a test message to (`site_address`): PUBLIC_URL if set, else the
+newest live server's own address, else BIND, else the default 127.0.0.1:5000.
+
+A row is live when its process still runs (checked by pid on the host that wrote it) or, for a
+row of another host, when it was seen within LIVE_ELSEWHERE. A crashed server's row stays, not
+live, until a server starts on its host again and deletes it.
+"""
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from . import clock, config
+from .extensions import db
+from .models import Server
+from .unit_of_work import write_transaction
+
+# A server on another host can't be checked by its pid: its row counts as live this long after
+# it was last seen.
+LIVE_ELSEWHERE = timedelta(minutes=2)
+NO_SERVER = "No server is running: start it with `make run`"
+
+
+@dataclass(frozen=True)
+class SiteAddress:
+    """Where commands reach the app, and whether a running server was found."""
+
+    url: str
+    server_running: bool
+
+
+def record(bind: str, public_url: str | None, pid: int | None = None) -> int:
+    """Add this process's row (replacing the rows of servers on this host that are gone); its id."""
+    host, pid, now = socket.gethostname(), pid or os.getpid(), clock.now()
+    with write_transaction():
+        gone = [row.id for row in db.session.scalars(sa.select(Server).where(Server.host == host))
+                if row.pid == pid or not process_running(row.pid)]
+        if gone:
+            db.session.execute(sa.delete(Server).where(Server.id.in_(gone)))
+        row = Server(host=host, pid=pid, bind=bind, public_url=public_url or None, started_at=now,
+                     last_seen_at=now)
+        db.session.add(row)
+        db.session.flush()
+        return row.id
+
+
+def remove(server_id: int) -> None:
+    with write_transaction():
+        db.session.execute(sa.delete(Server).where(Server.id == server_id))
+
+
+def newest_live() -> Server | None:
+    """The most recently seen server that is still running, or None."""
+    try:
+        rows = db.session.scalars(sa.select(Server).order_by(Server.last_seen_at.desc(), Server.id.desc())).all()
+    except DBAPIError:  # a database from before the table (init-db not run since): no server known
+        db.session.rollback()
+        return None
+    db.session.rollback()  # the read ends here; the rows stay readable
+    host, now = socket.gethostname(), clock.now()
+    return next((row for row in rows if is_live(row, host, now)), None)
+
+
+def is_live(row: Server, host: str, now) -> bool:
+    if row.host == host:
+        return process_running(row.pid)
+    return now - row.last_seen_at <= LIVE_ELSEWHERE
+
+
+def process_running(pid: int) -> bool:
+    """Whether a server's process still runs here (a pid reused by another program doesn't count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")  # Linux: also the right program
+    try:
+        return b"gunicorn" in cmdline.read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc here: the pid alone has to do
+    except OSError:
+        return True
+
+
+def site_address(settings) -> SiteAddress:
+    """The app's address for commands: PUBLIC_URL, else the newest live server's, else BIND."""
+    server = newest_live()
+    if settings["PUBLIC_URL"]:
+        url = settings["PUBLIC_URL"].rstrip("/")
+    elif server is not None:
+        url = config.site_url({"PUBLIC_URL": server.public_url or "", "BIND": server.bind})
+    else:
+        url = config.site_url(settings)
+    return SiteAddress(url, server is not None)
