@@ -12,6 +12,9 @@ rather than entry by entry (building an index once is several times cheaper than
 up to date row by row). A server running meanwhile waits for the write lock until then; its
 callbacks answer 503 and the provider retries them. Into an inbox in use, the messages go in
 transactions of MESSAGES_PER_TRANSACTION, each short enough for a live server's writers.
+
+Seeding waits for the write lock as the server does (the busy timeout), and changes SQLite's
+journal mode only when nothing else has the database open (see `rollback_journal`).
 """
 import bisect
 import gc
@@ -19,6 +22,8 @@ import itertools
 import json
 import random
 import secrets
+import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +32,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from . import clock, ingest, search
+from . import clock, ingest, search, servers
 from .ingest import ConversationTotals, add_to_conversations, add_to_daily_counts, conversation_ids
-from .extensions import db
+from .extensions import WRITE_LOCK_WAIT_SECONDS, db
 from .models import PREVIEW_LENGTH, Message
 from .unit_of_work import change_number, write_transaction
 
@@ -93,24 +98,22 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
     Skewed like real traffic: message counts per sender follow Zipf's law, so a few senders
     have thousands of messages and most have a handful. Times spread over the last 60 days,
     busier on weekdays and in daytime; ids follow arrival order, as ingest hands them out.
-    Into an inbox in use they arrive after its newest message, so that the list, ordered by
-    arrival, shows the times in the same order. `progress` is called with the number of
-    messages just inserted.
+    Into an inbox in use too (after a test message, say) they spread over the 60 days: their ids
+    come after the messages already there, so the list, ordered by arrival, shows those
+    conversations below the demo's until they get a new message. `progress` is called with the
+    number of messages just inserted.
     """
     rng = rng or random.Random()
     now = now or clock.now()
-    latest = db.session.scalar(sa.select(sa.func.max(Message.received_at)))
+    empty = db.session.scalar(sa.select(Message.id).limit(1)) is None
     db.session.rollback()  # the read ends: no snapshot held while the journal mode changes
-    empty = latest is None
-    if latest is not None and latest > now - timedelta(seconds=1):
-        now = latest + timedelta(seconds=1)  # room for them after it
     senders = max(1, min(senders, messages))
     numbers = sender_numbers(senders, rng)
     channels = rng.choices(list(CHANNEL_WEIGHTS), weights=list(CHANNEL_WEIGHTS.values()), k=senders)
     # The sender of each message, in arrival order.
     order = [s for s, count in enumerate(messages_per_sender(messages, senders)) for _ in range(count)]
     rng.shuffle(order)
-    arrivals = arrival_times(messages, now, rng, since=latest)
+    arrivals = arrival_times(messages, now, rng)
     texts = text_pool(rng)
     picks = [int(pick * len(texts)) for pick in [rng.random() for _ in range(messages)]]
     plan = Plan(numbers, channels, texts, secrets.token_hex(4), now - UNREAD_SINCE)
@@ -262,26 +265,47 @@ def rollback_journal(empty: bool) -> Iterator[None]:
 
     In WAL mode every page is written twice (to the WAL, then checkpointed into the file); pages a
     transaction adds at the end of the file need no rollback journal, so they are written once.
-    SQLite only switches when no other connection has the file open (no server running): otherwise
-    the mode stays WAL, and so does the seeding.
+    Only when nothing else uses the file: with a server running (its `server` row is live) it may
+    connect at any moment, and a connection can't switch a file in rollback-journal mode that
+    another one is writing to back to WAL; and SQLite refuses the switch at once ("database is
+    locked", without waiting) while any other connection has the file open. Then the seeding
+    stays in WAL mode.
     """
-    if not empty or db.engine.dialect.name != "sqlite":
+    if not empty or db.engine.dialect.name != "sqlite" or servers.newest_live() is not None:
         yield
         return
     db.engine.dispose()  # our own idle pooled connections would keep the file in WAL mode
-
-    def journal_mode(mode: str) -> None:
-        connection = db.engine.raw_connection()
-        try:
-            connection.driver_connection.execute(f"PRAGMA journal_mode={mode}").fetchall()
-        finally:
-            connection.close()
-
-    journal_mode("DELETE")
+    if not set_journal_mode("DELETE"):
+        yield
+        return
     try:
         yield
     finally:
-        journal_mode("WAL")
+        # Another process may have opened the file meanwhile; if it still holds it after the wait,
+        # the file stays in rollback-journal mode until the next connection opens it (every
+        # connection sets WAL, app/extensions.py).
+        set_journal_mode("WAL", wait_seconds=WRITE_LOCK_WAIT_SECONDS)
+
+
+def set_journal_mode(mode: str, wait_seconds: float = 0) -> bool:
+    """Switch the SQLite file's journal mode; False when other connections kept it from switching
+    (retried for `wait_seconds`: SQLite's busy timeout does not cover this)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            connection = db.engine.raw_connection()
+            try:
+                result = connection.driver_connection.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
+            finally:
+                connection.close()
+            if result.lower() == mode.lower():
+                return True
+        except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:  # from connecting, or the PRAGMA
+            if "locked" not in str(exc):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 @contextmanager
@@ -351,11 +375,9 @@ def text_pool(rng: random.Random, size: int = 500) -> list[tuple[str, str, str]]
     return pool
 
 
-def arrival_times(messages: int, now: datetime, rng: random.Random,
-                  since: datetime | None = None) -> Iterator[datetime]:
-    """`messages` increasing times over the last DAYS days (after `since`, if later): fewer at
-    night and at weekends."""
-    start = max(now - timedelta(days=DAYS), since or now - timedelta(days=DAYS))
+def arrival_times(messages: int, now: datetime, rng: random.Random) -> Iterator[datetime]:
+    """`messages` increasing times over the last DAYS days: fewer at night and at weekends."""
+    start = now - timedelta(days=DAYS)
     first_hour = start.replace(minute=0, second=0, microsecond=0)
     hours = [first_hour + timedelta(hours=n) for n in range((now - first_hour) // timedelta(hours=1) + 1)]
     day_weights = {hour.date(): rng.uniform(0.7, 1.3) * (0.5 if hour.weekday() >= 5 else 1.0)
