@@ -2,6 +2,7 @@
 app/gunicorn_conf.py, and two hooks in the master process that record the server in the database
 (app/servers.py), so that commands sharing the database find where it listens.
 """
+import os
 import socket
 
 from app import gunicorn_conf
@@ -22,6 +23,10 @@ def when_ready(server):
         return  # a Unix socket only: a proxy in front has PUBLIC_URL
     from app import create_app, servers
     from app.extensions import db
+    # PostgreSQL out of reach must not keep the server from starting (libpq waits for ever).
+    no_connect_timeout = "PGCONNECT_TIMEOUT" not in os.environ
+    if no_connect_timeout:
+        os.environ["PGCONNECT_TIMEOUT"] = "5"
     try:
         app = create_app()
         with app.app_context():
@@ -32,6 +37,9 @@ def when_ready(server):
     except Exception as exc:  # it serves all the same; commands fall back to BIND
         server.log.warning("Could not record this server in the database, so commands will not find it: %s",
                            str(exc).splitlines()[0])
+    finally:
+        if no_connect_timeout:
+            del os.environ["PGCONNECT_TIMEOUT"]  # the workers' own connections as configured
 
 
 def on_exit(server):

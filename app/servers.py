@@ -11,6 +11,8 @@ live, until a server starts on its host again and deletes it.
 """
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from . import clock, config
-from .extensions import db
+from .extensions import WRITE_LOCK_WAIT_SECONDS, db
 from .models import Server
-from .unit_of_work import write_transaction
 
 # A server on another host can't be checked by its pid: its row counts as live this long after
 # it was last seen.
@@ -40,7 +41,7 @@ class SiteAddress:
 def record(bind: str, public_url: str | None, pid: int | None = None) -> int:
     """Add this process's row (replacing the rows of servers on this host that are gone); its id."""
     host, pid, now = socket.gethostname(), pid or os.getpid(), clock.now()
-    with write_transaction():
+    with bounded_write():
         gone = [row.id for row in db.session.scalars(sa.select(Server).where(Server.host == host))
                 if row.pid == pid or not process_running(row.pid)]
         if gone:
@@ -53,8 +54,31 @@ def record(bind: str, public_url: str | None, pid: int | None = None) -> int:
 
 
 def remove(server_id: int) -> None:
-    with write_transaction():
+    with bounded_write():
         db.session.execute(sa.delete(Server).where(Server.id == server_id))
+
+
+@contextmanager
+def bounded_write() -> Iterator[None]:
+    """A transaction that waits for the database's write lock at most WRITE_LOCK_WAIT_SECONDS.
+
+    Not write_transaction(): on SQLite it queues on a lock file for as long as the writer before
+    it takes (a seed-demo into an empty inbox takes minutes), and a server starting or stopping
+    must not wait that long. These rows take no change number: no page shows them.
+    """
+    session = db.session()
+    if session.in_transaction():
+        session.commit()  # only reads so far
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})  # waits busy_timeout
+    else:
+        session.execute(sa.text(f"SET LOCAL lock_timeout = '{WRITE_LOCK_WAIT_SECONDS}s'"))
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def newest_live() -> Server | None:

@@ -5,11 +5,13 @@ import subprocess
 import sys
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from app import accounts, clock, servers
 from app.extensions import db
-from app.models import Message, Server, User
+from app.models import ChangeCounter, Message, Server, User
+from app.unit_of_work import write_transaction
 
 from conftest import AuthActions, add_user, body_for, csrf_token, flask_command, make_app, signed_headers
 
@@ -256,3 +258,14 @@ def test_disable_and_enable_user(app, runner, user):
     assert last.exit_code == 0
     alone = runner.invoke(args=["disable-user", "bob"])
     assert alone.exit_code == 1 and "only admin" in alone.output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_server_starts_while_a_long_write_holds_the_database(app, server_factory):
+    """A seed-demo's transaction can hold SQLite's write lock for minutes: the server stops waiting
+    to record itself after the lock wait, serves, and says why commands won't find it."""
+    with app.app_context(), write_transaction():
+        db.session.execute(sa.update(ChangeCounter).values(value=ChangeCounter.value))  # the lock is taken
+        server = server_factory(workers=1)
+    assert "Could not record this server in the database" in server.output()
+    assert "database is locked" in server.output()
