@@ -81,19 +81,22 @@ def bounded_write() -> Iterator[None]:
         raise
 
 
-def newest_live() -> Server | None:
-    """The most recently seen server that is still running, or None."""
+def newest_live() -> sa.Row | None:
+    """The most recently seen server that is still running (its host, pid, bind, public_url and
+    last_seen_at), or None."""
     try:
-        rows = db.session.scalars(sa.select(Server).order_by(Server.last_seen_at.desc(), Server.id.desc())).all()
+        rows = db.session.execute(
+            sa.select(Server.host, Server.pid, Server.bind, Server.public_url, Server.last_seen_at)
+            .order_by(Server.last_seen_at.desc(), Server.id.desc())).all()
     except DBAPIError:  # a database from before the table (init-db not run since): no server known
         db.session.rollback()
         return None
-    db.session.rollback()  # the read ends here; the rows stay readable
+    db.session.rollback()  # the read ends here
     host, now = socket.gethostname(), clock.now()
     return next((row for row in rows if is_live(row, host, now)), None)
 
 
-def is_live(row: Server, host: str, now) -> bool:
+def is_live(row: sa.Row, host: str, now) -> bool:
     if row.host == host:
         return process_running(row.pid)
     return now - row.last_seen_at <= LIVE_ELSEWHERE
