@@ -7,7 +7,8 @@ newest live server's own address, else BIND, else the default 127.0.0.1:5000.
 
 A row is live when its process still runs (checked by pid on the host that wrote it) or, for a
 row of another host, when it was seen within LIVE_ELSEWHERE. A crashed server's row stays, not
-live, until a server starts on its host again and deletes it.
+live, until a server starts on its host again and deletes it. `last_seen_at` is the start for
+now: nothing refreshes it yet, so a server on another host counts only in its first minutes.
 """
 import os
 import socket
