@@ -265,11 +265,11 @@ def rollback_journal(empty: bool) -> Iterator[None]:
 
     In WAL mode every page is written twice (to the WAL, then checkpointed into the file); pages a
     transaction adds at the end of the file need no rollback journal, so they are written once.
-    Only when nothing else uses the file: with a server running (its `server` row is live) it may
-    connect at any moment, and a connection can't switch a file in rollback-journal mode that
-    another one is writing to back to WAL; and SQLite refuses the switch at once ("database is
-    locked", without waiting) while any other connection has the file open. Then the seeding
-    stays in WAL mode.
+    Only when nothing else uses the file. SQLite refuses to leave WAL mode ("database is locked",
+    at once, without waiting) while another connection has the file open. And while the seeding
+    writes with a rollback journal, a new connection's `PRAGMA journal_mode=WAL` (every connection
+    sets it) fails at once too: so a running server (its `server` row is live), which may connect
+    at any moment, keeps the seeding in WAL mode as well.
     """
     if not empty or db.engine.dialect.name != "sqlite" or servers.newest_live() is not None:
         yield
