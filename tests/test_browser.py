@@ -602,7 +602,7 @@ def test_a_reply_typed_in_the_browser_is_sent_once_and_its_delivery_report_shows
         "This customer opted out: nothing can be sent to them until they write START or someone opts them "
         "back in.", timeout=LIVE)
     expect(page.locator("#reply-text")).to_have_count(0)
-    expect(page.locator("#opt-out").get_by_role("button")).to_have_text("Opt back in")
+    expect(page.locator("#opt-out-button")).to_have_text("Opt back in")  # in the header's More menu
     expect(page.locator("#messages .message .text")).to_have_text(
         ["Tere! Kas mu tellimus on juba teel?", "Tere! 👋\nJah, homme on kohal.", "STOP"])
     assert_same_page(page)
