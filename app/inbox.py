@@ -278,7 +278,11 @@ def mark_read(conversation_id: int):
 def mark_unread(conversation_id: int):
     conversation = conversation_or_404(conversation_id)
     queries.mark_unread(conversation.id)
-    return read_state_response(conversation.id)  # stays on the page, htmx or not
+    response = read_state_response(conversation.id)  # stays on the page, htmx or not
+    if is_htmx():  # the list's badge and the views' counts follow at once, as after Mark done
+        response = current_app.make_response(response)
+        response.headers["HX-Trigger"] = "conversation-changed"
+    return response
 
 
 def form_id(name: str) -> int:

@@ -59,6 +59,23 @@ def readable(key: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
+# The most digits a phone number has (E.164); fewer than seven make a short code.
+MOST_DIGITS, FEWEST_DIGITS = 15, 7
+
+
+def sender_kind(sender: str) -> str:
+    """What a sender that is no phone number is, in words: `a sender name` (`MyShop`), `a short
+    code` (`1234`), or a number with more digits than a phone number has."""
+    digits = SEPARATORS.sub("", sender).removeprefix("+")
+    if not digits.isascii() or not digits.isdigit():
+        return "a sender name"
+    if len(digits) < FEWEST_DIGITS:
+        return "a short code"
+    if len(digits) > MOST_DIGITS:
+        return f"a number of {len(digits)} digits, more than a phone number has ({MOST_DIGITS})"
+    return "a number that is not a possible phone number"
+
+
 def region(key: str) -> str | None:
     """The number's country as an ISO 3166 code (`EE`), or None for names, short codes and
     numbers whose country code is shared by no one region (`+800`)."""

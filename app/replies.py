@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from . import clock, delivery, messente, retention, search
+from . import clock, delivery, messente, numbers, retention, search
 from .extensions import db
 from .models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
 from .unit_of_work import change_number, write_transaction
@@ -83,7 +83,7 @@ def composer(conversation: Conversation) -> Composer:
         return Composer(False, "This number opted out before its earlier messages were deleted: "
                                "nothing can be sent to it.", [], [], key)
     if not can_receive_replies(conversation.sender):
-        return Composer(False, f"{conversation.sender} is a sender name or a short code: it cannot "
+        return Composer(False, f"{conversation.sender} is {numbers.sender_kind(conversation.sender)}: it cannot "
                                "receive replies.", [], [], key)
     if not (config["MESSENTE_API_USERNAME"] and config["MESSENTE_API_PASSWORD"]):
         return Composer(False, "Replies need Messente API credentials: set MESSENTE_API_USERNAME and "

@@ -33,7 +33,9 @@
         var utc = function (value) { return value.replace("T", " ").replace("Z", " UTC"); };
         var sent = element.getAttribute("data-sent");
         // The list and the thread show when a message arrived; the provider's clock may differ.
-        element.title = "Arrived " + utc(element.getAttribute("datetime")) +
+        // Other times (the audit trail's events, sessions) are simply the moment.
+        var arrival = !!element.closest("#messages, #conversations");
+        element.title = (arrival ? "Arrived " : "At ") + utc(element.getAttribute("datetime")) +
           (sent && sent.slice(0, 16) !== element.getAttribute("datetime").slice(0, 16) ? "; sent " + utc(sent) + " by the provider's clock" : "");
       }
     });
@@ -81,19 +83,59 @@
 
   window.smsLength = smsLength;
 
-  function describeLength(text) {
-    var length = smsLength(text);
+  // SMS parts only when the reply may go by SMS (the chosen route is SMS or falls back to it,
+  // `data-sms`): WhatsApp and Viber carry a text whole.
+  function describeLength(text, bySms) {
     var characters = Array.from(text).length;
-    return characters + (characters === 1 ? " character" : " characters") + " · " + length.parts +
-      (length.parts === 1 ? " SMS" : " SMS parts") + " (" + length.encoding + ")";
+    var described = characters + (characters === 1 ? " character" : " characters");
+    if (!bySms) return described;
+    var length = smsLength(text);
+    return described + " · " + length.parts + (length.parts === 1 ? " SMS" : " SMS parts") + " (" + length.encoding + ")";
+  }
+
+  function routeMaySendSms(form) {
+    var route = form.elements.namedItem("route");
+    if (!route) return true;
+    var chosen = route.tagName === "SELECT" ? route.options[route.selectedIndex] : route;
+    return !!chosen && chosen.hasAttribute("data-sms");
   }
 
   // What is typed in a conversation's reply box stays in this browser until it is sent: across
-  // switching conversations, a reload and a forced re-login.
+  // switching conversations, a reload and a forced re-login of the same person. Drafts are
+  // kept per person (`data-user` on <body>) and conversation; logging out removes the person's
+  // own, and any page of a signed-in person removes everyone else's (left by a session that
+  // expired instead of logging out), so one person's draft never reaches another's reply box.
+  var DRAFT = "draft:";
+
+  function currentUser() {
+    return document.body ? document.body.getAttribute("data-user") : null;
+  }
+
+  function draftKeys() {
+    var keys = [];
+    try {
+      for (var n = 0; n < window.localStorage.length; n++) {
+        var key = window.localStorage.key(n);
+        if (key && key.indexOf("sms-inbox:" + DRAFT) === 0) keys.push(key.slice("sms-inbox:".length));
+      }
+    } catch (error) {
+      return [];  // storage off: there are no drafts
+    }
+    return keys;
+  }
+
+  // Drafts whose owner `keep` says to remove; `keep(user)` is true for the ones to leave.
+  function removeDrafts(keep) {
+    draftKeys().forEach(function (name) {
+      if (!keep(name.slice(DRAFT.length).split(":")[0])) setting(name, null);
+    });
+  }
+
   function keepDraft(box) {
     var pane = box.closest("[data-conversation]");
-    if (!pane) return;
-    var name = "draft:" + pane.getAttribute("data-conversation");
+    var user = currentUser();
+    if (!pane || !user) return;
+    var name = DRAFT + user + ":" + pane.getAttribute("data-conversation");
     var save = function () { setting(name, box.value.trim() ? box.value : null); };
     if (box.value) {
       save();  // the server gave the text back (a refused reply): that is the draft now
@@ -102,6 +144,16 @@
     }
     box.addEventListener("input", save);
     box.form.addEventListener("submit", function () { setting(name, null); });
+  }
+
+  function setUpDrafts() {
+    var user = currentUser();
+    if (user) removeDrafts(function (owner) { return owner === user; });
+    document.querySelectorAll("form[data-logout]").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        removeDrafts(function (owner) { return owner !== user; });
+      });
+    });
   }
 
   // A reply box renewed out of band (a contact's name saved, an opt-out changed) keeps what is
@@ -116,8 +168,11 @@
   function enhanceReplyBox(root) {
     root.querySelectorAll("textarea[data-sms-counter]").forEach(function (box) {
       var counter = document.getElementById(box.getAttribute("data-sms-counter"));
-      var update = function () { counter.textContent = describeLength(box.value); };
+      var update = function () { counter.textContent = describeLength(box.value, routeMaySendSms(box.form)); };
       box.addEventListener("input", update);
+      box.form.addEventListener("change", function (event) {
+        if (event.target.name === "route") update();
+      });
       keepDraft(box);
       box.addEventListener("keydown", function (event) {
         if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
@@ -337,6 +392,63 @@
 
   htmx.onLoad(showLocalTimes);
   htmx.onLoad(enhanceReplyBox);
+
+  // The reply box grows with what is typed (style.css's max-height stops it): CSS does it where
+  // the browser knows `field-sizing`; elsewhere its height follows the text here.
+  htmx.onLoad(function (root) {
+    if (window.CSS && CSS.supports("field-sizing", "content")) return;
+    root.querySelectorAll("textarea[data-grow]").forEach(function (box) {
+      var grow = function () {
+        box.style.height = "auto";
+        box.style.height = (box.scrollHeight + box.offsetHeight - box.clientHeight) + "px";
+      };
+      box.addEventListener("input", grow);
+      grow();
+    });
+  });
+
+  // The thread header's "More" menu (a <details>): on a phone, read/unread joins it, so the
+  // header is one row. It closes on Escape, on a click elsewhere and once an action in it is sent.
+  var PHONE = window.matchMedia("(max-width: 48rem)");
+
+  function placeReadState() {
+    var menu = document.getElementById("more-actions-menu");
+    var readState = document.getElementById("read-state");
+    if (!menu || !readState) return;
+    if (PHONE.matches && readState.parentElement !== menu) {
+      menu.insertBefore(readState, menu.firstChild);
+    } else if (!PHONE.matches && readState.parentElement === menu) {
+      menu.parentElement.parentElement.insertBefore(readState, menu.parentElement);
+    }
+  }
+
+  function closeMenu(menu, focusSummary) {
+    if (!menu || !menu.open) return;
+    menu.open = false;
+    if (focusSummary) menu.querySelector("summary").focus();
+  }
+
+  htmx.onLoad(function (root) {
+    if (root.id === "conversation-pane" || root.querySelector("#more-actions") || root.id === "read-state") placeReadState();
+  });
+  PHONE.addEventListener("change", placeReadState);
+
+  document.addEventListener("click", function (event) {
+    var menu = document.getElementById("more-actions");
+    if (menu && menu.open && !menu.contains(event.target)) closeMenu(menu, false);
+  });
+
+  document.addEventListener("submit", function (event) {
+    var menu = event.target.closest && event.target.closest("#more-actions");
+    if (menu) closeMenu(menu, true);
+  });
+
+  document.addEventListener("keydown", function (event) {
+    var menu = document.getElementById("more-actions");
+    if (event.key !== "Escape" || !menu || !menu.open) return;
+    event.preventDefault();  // closes the menu, not the conversation
+    closeMenu(menu, true);
+  });
 
   // Saved replies in the reply box: picked from its menu, or by typing `/` and a few letters of
   // a title (arrow keys choose, Enter or Tab inserts, Escape closes). The menu's links work
@@ -639,8 +751,9 @@
   });
 
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", function () { setUpNotifications(); setUpHelp(); });
+    document.addEventListener("DOMContentLoaded", function () { setUpDrafts(); setUpNotifications(); setUpHelp(); });
   } else {
+    setUpDrafts();
     setUpNotifications();
     setUpHelp();
   }

@@ -52,15 +52,18 @@ def site(tmp_path_factory):
                                               "text": "Hallo aus Berlin 👋 " * 12}])
         arrive(now - timedelta(minutes=15), [{"sender": "Kaubamaja-Info-Teenus", "channel": "viber",
                                               "text": "Teie pakk on teel"}])
+        # 30 messages: more than a screen holds, fewer than a page (no "Earlier messages" link).
+        arrive(now - timedelta(days=2), [{"sender": "+37256600001", "text": f"Küsimus {n}"} for n in range(29)])
         arrive(now - timedelta(minutes=10), [{"sender": "+37256600001", "text": "שלום, מה שלומך?"}])
         arrive(now - timedelta(minutes=5), [{"sender": "+3725\u202e5566001", "text": "\u202eright-to-left override"}])
         arrive(now - timedelta(minutes=1), [{"sender": "+37253300002", "text": LONG_TEXT}])
         busy_id = ingest_conversation_id(BUSY)
+        short_id = ingest_conversation_id("+37256600001")
     # Replies configured (the API is never called here), so the reply box is there to be seen.
     server = Server(url, workers=1, threads=4, env={
         "MESSENTE_API_URL": "http://127.0.0.1:9", "MESSENTE_API_USERNAME": "user", "MESSENTE_API_PASSWORD": "pass",
         "MESSENTE_SMS_SENDER": "", "MESSENTE_VIBER_SENDER": "", "MESSENTE_WHATSAPP_SENDER": ""}).start()
-    yield {"url": server.url, "busy": busy_id}
+    yield {"url": server.url, "busy": busy_id, "short": short_id}
     server.stop()
     close_app(app)
 
@@ -138,6 +141,10 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
             "search": (url + "/?q=372", lambda: expect(page.locator("#conversations li.conversation")).to_have_count(4)),
             "thread-1000": (thread, lambda: expect(page.locator("#messages .message").last).to_be_in_viewport()),
             "composer": (thread, lambda: page.locator("#reply-text").fill("Tere! Jah, tellimus on teel ja jõuab homme 🙂")),
+            # Nothing in the messages to focus: their scrolling region must take focus itself.
+            "thread-30": (f"{url}/conversations/{site['short']}", lambda: expect(page.locator("#messages .message")).to_have_count(30)),
+            "thread-menu": (thread, lambda: (page.locator("#more-actions summary").click(),
+                                             expect(page.locator("#more-actions-menu")).to_be_visible())),
             "keyboard-help": (url + "/", lambda: (page.keyboard.press("?"), expect(page.locator("#keyboard-help")).to_be_visible())),
             "search-messages": (url + "/?q=Tellimus", lambda: expect(page.locator("#conversations li.found")).to_have_count(20)),
             "export": (url + "/export?view=open", lambda: expect(page.get_by_role("status")).to_contain_text("messages with these choices")),

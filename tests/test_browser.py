@@ -19,7 +19,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from app import config, ingest
 
-from conftest import IN_CI, PASSWORD, ROOT, body_for, signed_headers
+from conftest import IN_CI, PASSWORD, ROOT, add_user, body_for, signed_headers
 
 pytestmark = pytest.mark.browser
 # Two test processes share two cores with their servers and browsers: an answer can take longer
@@ -448,6 +448,7 @@ def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_p
     for width, height in ((1280, 800), (390, 844)):
         colleague.set_viewport_size({"width": width, "height": height})
         screenshot(colleague, f"thread-read-{width}x{height}-{backend}.png")
+    colleague.set_viewport_size(DESKTOP)  # where Mark unread sits beside Mark done (a phone has it under More)
 
     colleague.get_by_role("button", name="Mark unread").click()
     expect(colleague.get_by_role("button", name="Mark read")).to_be_visible()
@@ -516,8 +517,13 @@ SMS_VECTORS = json.loads((Path(__file__).parent / "vectors" / "sms-length.json")
 
 
 @pytest.fixture
-def messente_env(messente) -> dict:
-    """The server's environment for sending through the fake Messente (see the `server` fixture)."""
+def messente_env(request, messente) -> dict:
+    """The server's environment for sending through the fake Messente (see the `server` fixture);
+    a test parametrizes it (indirect) to add settings of its own."""
+    return {**messente_defaults(messente), **getattr(request, "param", {})}
+
+
+def messente_defaults(messente) -> dict:
     return {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
             "MESSENTE_API_PASSWORD": API_PASSWORD, "MESSENTE_CONNECT_TIMEOUT": "2", "MESSENTE_READ_TIMEOUT": "2",
             "PUBLIC_URL": "https://inbox.example.com",
@@ -602,7 +608,7 @@ def test_a_reply_typed_in_the_browser_is_sent_once_and_its_delivery_report_shows
         "This customer opted out: nothing can be sent to them until they write START or someone opts them "
         "back in.", timeout=LIVE)
     expect(page.locator("#reply-text")).to_have_count(0)
-    expect(page.locator("#opt-out").get_by_role("button")).to_have_text("Opt back in")
+    expect(page.locator("#opt-out-button")).to_have_text("Opt back in")  # in the header's More menu
     expect(page.locator("#messages .message .text")).to_have_text(
         ["Tere! Kas mu tellimus on juba teel?", "Tere! 👋\nJah, homme on kohal.", "STOP"])
     assert_same_page(page)
@@ -1020,3 +1026,163 @@ def test_a_draft_survives_switching_conversations_a_reload_and_a_new_login_and_g
     expect(page.locator("#reply-text")).to_have_value("")
     page.reload()
     expect(page.locator("#reply-text")).to_have_value("")
+
+
+# --- drafts, the phone thread, the compact list (issue 22) ------------------------------------
+
+def log_in_as(page, server, username: str):
+    page.goto(server.url + "/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(server.url + "/")
+
+
+def drafts_kept(page) -> dict:
+    return page.evaluate("""() => Object.fromEntries(Object.keys(localStorage)
+        .filter(key => key.startsWith("sms-inbox:draft:")).map(key => [key, localStorage.getItem(key)]))""")
+
+
+@SQLITE_ONLY
+def test_a_draft_belongs_to_its_writer_and_leaves_the_browser_with_them(messente_env, app, page, server):
+    with app.app_context():
+        add_user("carol", "agent")
+    arrive_many(app, datetime.now(UTC), [{"sender": CUSTOMER, "recipient": OUR_NUMBER, "text": "Tere!"}])
+    open_thread(page, server, CUSTOMER)  # alice
+    page.locator("#reply-text").fill("Alice's half-written answer")
+    assert list(drafts_kept(page).values()) == ["Alice's half-written answer"]
+
+    page.get_by_role("button", name="Log out").click()  # logging out takes her drafts along
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.wait_for_load_state()
+    assert drafts_kept(page) == {}
+    log_in_as(page, server, "carol")  # the next person on the same browser
+    open_row(page, CUSTOMER)
+    expect(page.locator("#reply-text")).to_have_value("")
+
+    # A session that ends without "Log out" (it expired): the next person's first page removes
+    # the drafts of everyone else, before any reply box could show them.
+    page.locator("#reply-text").fill("Carol's draft")
+    page.context.clear_cookies()
+    log_in_as(page, server, "alice")
+    page.wait_for_load_state()  # app.js has run
+    assert drafts_kept(page) == {}
+    open_row(page, CUSTOMER)
+    expect(page.locator("#reply-text")).to_have_value("")
+
+
+def test_mark_unread_updates_the_lists_badge_and_the_views_counts_at_once(page, server):
+    deliver(server, sender=CUSTOMER, text="Tere!")
+    deliver(server, sender="+37256600001", text="Hei")
+    page.clock.install()
+    log_in(page, server)
+    open_row(page, CUSTOMER)
+    expect(page.get_by_role("button", name="Mark unread")).to_be_visible()  # shown means read
+    tabs = page.get_by_role("navigation", name="Views")
+    page.clock.run_for(POLL_SECONDS * 1000 + 100)  # a poll shows it read in the list
+    expect(row_for(page, CUSTOMER).locator(".badge")).to_have_count(0)
+    expect(tabs.get_by_role("link", name="Unread 1")).to_be_visible()
+    page.clock.pause_at(datetime.now() + timedelta(seconds=10))  # no poll from here on
+
+    page.get_by_role("button", name="Mark unread").click()
+    expect(row_for(page, CUSTOMER).locator(".badge")).to_have_text("1 unread")
+    expect(tabs.get_by_role("link", name="Unread 2")).to_be_visible()
+    expect(page).to_have_title(re.compile(r"\(2\) Inbox"))
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("messente_env", [{"MESSENTE_WHATSAPP_SENDER": "MyShop"}], indirect=True)
+def test_the_counter_counts_sms_parts_only_when_the_reply_may_go_by_sms(messente_env, page, server):
+    deliver(server, sender=CUSTOMER, recipient=OUR_NUMBER, channel="whatsapp", text="Hallo!")
+    open_thread(page, server, CUSTOMER)
+    route = page.get_by_label("Send by")
+    expect(route).to_have_value("whatsapp")
+    page.locator("#reply-text").fill("Tere! 👋")
+    expect(page.locator("#reply-length")).to_have_text("7 characters")
+    route.select_option("whatsapp+sms")  # WhatsApp, then SMS if that fails: parts matter again
+    expect(page.locator("#reply-length")).to_have_text("7 characters · 1 SMS (UCS-2)")
+    route.select_option("whatsapp")
+    expect(page.locator("#reply-length")).to_have_text("7 characters")
+
+
+def box_of(page, selector: str) -> dict:
+    return page.locator(selector).bounding_box()
+
+
+@SQLITE_ONLY
+def test_on_a_phone_the_messages_get_most_of_the_screen_and_a_short_thread_sits_by_the_reply_box(
+        messente_env, app, new_context, server):
+    now = datetime.now(UTC)
+    for n in range(40):
+        arrive_many(app, now - timedelta(minutes=60 - n), [{"sender": CUSTOMER, "recipient": OUR_NUMBER,
+                                                            "text": f"Sõnum {n}: kas tellimus on teel?"}])
+    arrive_many(app, now, [{"sender": "+37256600001", "recipient": OUR_NUMBER, "text": "Tere!"}])
+    page = new_context(viewport=PHONE).new_page()
+    log_in(page, server)
+    open_row(page, CUSTOMER)
+    expect(page.locator("#messages .message").last).to_be_in_viewport()
+    header, composer = box_of(page, ".thread-header"), box_of(page, "#composer")
+    messages, site = box_of(page, "#thread-scroll"), box_of(page, "header.site")
+    assert messages["height"] > header["height"] + composer["height"] + site["height"], (messages, header, composer, site)
+    screenshot(page, "thread-phone-long.png")
+
+    # The actions are one menu: Done stays out, the rest (read/unread included) are under More.
+    expect(page.get_by_role("button", name="Mark done")).to_be_visible()
+    expect(page.get_by_role("button", name="Mark unread")).to_be_hidden()
+    page.locator("#more-actions summary").focus()
+    page.keyboard.press("Enter")  # a disclosure: opens by keyboard, without script too
+    expect(page.get_by_role("button", name="Mark unread")).to_be_visible()
+    expect(page.get_by_role("button", name="Opt out")).to_be_visible()
+    expect(page.get_by_role("link", name="Export…")).to_be_visible()
+    screenshot(page, "thread-phone-menu.png")
+    page.get_by_role("button", name="Mark unread").click()
+    expect(page.locator("#more-actions")).not_to_have_attribute("open", "")  # sent: the menu closes
+    expect(page.locator("#read-state-button")).to_have_text("Mark read")
+    page.locator("#more-actions summary").click()
+    page.keyboard.press("Escape")
+    expect(page.locator("#more-actions")).not_to_have_attribute("open", "")
+    expect(page.locator("#conversation-pane")).to_have_attribute("data-conversation", re.compile("."))  # still here
+
+    # A short thread sits at the bottom, next to the reply box, at either size.
+    for size in (PHONE, DESKTOP):
+        page.set_viewport_size(size)
+        page.goto(server.url + "/")
+        open_row(page, "+37256600001")
+        last, reply_box = box_of(page, "#messages .message >> nth=-1"), box_of(page, "#composer")
+        assert 0 <= reply_box["y"] - (last["y"] + last["height"]) < 48, (last, reply_box)
+        screenshot(page, f"thread-short-{size['width']}x{size['height']}.png")
+
+
+def test_unread_rows_are_bold_with_a_badge_and_not_tinted(page, server):
+    deliver(server, sender=CUSTOMER, text="Tere!")
+    log_in(page, server)
+    row = row_for(page, CUSTOMER)
+    expect(row).to_have_class(re.compile(r"\bunread\b"))
+    expect(row.locator(".badge")).to_have_text("1 unread")
+    page.mouse.move(0, 0)  # no hover colour
+    assert row.evaluate("row => getComputedStyle(row).backgroundColor") == "rgba(0, 0, 0, 0)"  # the pane's own
+    assert row.locator("a.sender").evaluate("link => Number(getComputedStyle(link).fontWeight)") >= 700
+
+
+@pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_the_lists_controls_are_compact(new_context, server, size):
+    for n, channel in enumerate(("sms", "whatsapp")):
+        deliver(server, sender=f"+3725551000{n}", recipient=f"+3725000000{n}", channel=channel, text="Tere!")
+    page = new_context(viewport=size).new_page()
+    log_in(page, server)
+    expect(page.get_by_label("Channel")).to_be_visible()  # filters are offered
+    tabs = page.get_by_role("navigation", name="Views").get_by_role("link")
+    expect(tabs).to_have_count(5)
+    assert len({round(tab.bounding_box()["y"]) for tab in tabs.all()}) == 1, "the views on one line"
+    pane, first_row = box_of(page, ".list-pane"), box_of(page, "#conversations li.conversation >> nth=0")
+    assert first_row["y"] - pane["y"] < 180, "controls before the first row"
+    assert overflow(page) <= 0
+    # htmx adds no <style> of its own (the CSP would refuse it): style.css styles its indicator.
+    assert page.evaluate("document.querySelectorAll('style').length") == 0
+
+
+def test_times_other_than_arrivals_say_at_in_their_tooltip(page, server):
+    log_in(page, server)
+    page.goto(server.url + "/admin/audit")
+    expect(page.locator("table.audit time").first).to_have_attribute(
+        "title", re.compile(r"^At \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))

@@ -687,11 +687,41 @@ def test_rows_have_stable_ids_and_search_replaces_the_history_entry(client, inbo
     assert 'hx-replace-url="true"' in search and "hx-push-url" not in search
 
 
-def test_mark_unread_is_a_quiet_secondary_action(client, inbox):
+def test_mark_unread_is_a_secondary_action_beside_the_main_one_and_the_rare_ones_are_under_more(client, inbox):
     inbox(body_for(sender="+3725550001"))
     path = thread_path(client, "+3725550001")
     mark_read(client, path)
-    assert '<button type="submit" id="read-state-button" class="quiet">Mark unread</button>' in client.get(path).text
+    page = client.get(path).text
+    assert '<button type="submit" id="read-state-button" class="secondary">Mark unread</button>' in page
+    header = re.search(r'<div class="thread-header">.*?(?=<div id="thread-scroll")', page, re.S).group(0)
+    # One main action; opting out, the export and deleting in a disclosure that needs no script.
+    assert re.search(r'<button type="submit" title="[^"]*">Mark done</button>', header)
+    more = re.search(r'<details class="more-actions" id="more-actions">.*?</details>', header, re.S).group(0)
+    assert 'id="opt-out"' in more and "Export…" in more
+    assert 'id="status"' not in more and 'id="read-state"' not in more
+
+
+def test_mark_unread_with_htmx_asks_the_list_to_follow_at_once(client, inbox):
+    """As Mark done does: the list's badge and the views' counts come with a poll at once."""
+    inbox(body_for(sender="+3725550001"))
+    path = thread_path(client, "+3725550001")
+    mark_read(client, path)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text).group(1)
+    unread = client.post(path + "/unread", data={"csrf_token": csrf}, headers={"HX-Request": "true"})
+    assert unread.headers["HX-Trigger"] == "conversation-changed"
+    assert 'hx-trigger="every 4s, poll-now, conversation-changed from:body"' in client.get("/").text
+
+
+@pytest.mark.parametrize("sender, kind", [
+    ("+4915112345678901", "a number of 16 digits, more than a phone number has (15)"),
+    ("MyShop", "a sender name"),
+    ("1234", "a short code"),
+])
+def test_a_sender_that_cannot_be_answered_is_called_what_it_is(client, inbox, sender, kind):
+    inbox(body_for(sender=sender))
+    [link] = re.findall(r'<a id="conversation-link-\d+" class="sender" href="([^"]+)"', client.get("/").text)
+    page = client.get(link).text
+    assert f"{sender} is {kind}: it cannot receive replies." in page
 
 
 @pytest.mark.parametrize("query", ["/", "/?q=041&view=open",
