@@ -41,8 +41,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import admin, retention
-    from . import auth, callback, cli, inbox, replies, saved_replies
+    from . import admin, retention  # noqa: F401 (retention and replies register their kinds of job)
+    from . import auth, callback, cli, inbox, replies, saved_replies  # noqa: F401
 
     app.register_blueprint(callback.bp)
     app.register_blueprint(auth.bp)
@@ -51,8 +51,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(saved_replies.bp)
     cli.init_app(app)
 
-    app.before_request(replies.start_outbox)  # each worker's reply senders, from its first request
-    app.before_request(retention.start_purger)  # and its daily purge (one process at a time runs it)
     app.after_request(add_security_headers)
     fingerprint_static_files(app)
     app.register_error_handler(HTTPException, callback.json_errors_on_callback_paths)

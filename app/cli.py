@@ -2,7 +2,9 @@
 import functools
 import json
 import secrets
+import signal
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -22,7 +24,7 @@ from .unit_of_work import write_transaction
 
 def init_app(app: Flask) -> None:
     for command in (init_db, create_user, list_users, reset_password, disable_user, enable_user, purge,
-                    send_test_message, local_secret, copy_db, seed_demo):
+                    send_test_message, local_secret, copy_db, seed_demo, worker):
         app.cli.add_command(one_line_database_errors(command))
 
 
@@ -325,3 +327,26 @@ def purge(yes: bool, dry_run: bool, batch_size: int):
     click.echo(f"Deleted {result.messages:,} messages ({result.conversations_removed:,} conversations left "
                f"empty and removed), {result.dead_letters:,} dead letters, {result.audit_events:,} audit "
                f"events, {result.login_rows + result.sessions:,} old login rows.")
+
+
+@click.command("worker")
+@with_appcontext
+def worker():
+    """Run background jobs (replies, blacklist sync, the daily purge) in this process until stopped.
+
+    Every server process runs them already; this is for a deployment that wants them elsewhere.
+    """
+    from .jobs import runner
+    app = current_app._get_current_object()
+    server_id = servers.record_worker()
+    stopped = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopped.set())
+    click.echo(f"Running jobs with {app.config['JOB_THREADS']} threads; Ctrl-C stops.")
+    runner.start(app, server_id)
+    try:
+        stopped.wait()
+    finally:
+        click.echo("Stopping: waiting for the jobs running now to finish.")
+        runner.stop(app, timeout=app.config["MESSENTE_CONNECT_TIMEOUT"] + app.config["MESSENTE_READ_TIMEOUT"] + 5)
+        servers.remove(server_id)

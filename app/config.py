@@ -59,16 +59,20 @@ def defaults(instance_path: str) -> dict:
         # Replies: also put opted-out numbers on Messente's account-wide blacklist (it covers
         # every message the account sends, one-time passwords included: off unless asked for).
         "MESSENTE_BLACKLIST_SYNC": False,
-        # Messente allows 150 requests/s per IP; each worker process keeps under this many, so the
-        # one worker per CPU that `make run` starts stay at 120 a second together.
-        "MESSENTE_REQUESTS_PER_SECOND": max(1, 120 // (os.cpu_count() or 1)),
-        # Threads per process sending replies, so a slow API call doesn't hold up the next reply.
-        "REPLY_SENDERS": 4,
+        # Messente allows 150 requests/s per IP: every process and instance sharing the database
+        # together starts at most this many calls a second (one budget, app/jobs/rate_budget.py).
+        "MESSENTE_REQUESTS_PER_SECOND": 120,
+        # Threads per process running background jobs (replies among them), so a slow API call
+        # doesn't hold up the next reply.
+        "JOB_THREADS": 4,
+        # A runner looks for jobs other processes enqueued at least this often (its own at once).
+        "JOBS_POLL_SECONDS": 2.0,
+        # A reply whose send never reached Messente (no connection, 429) is tried again with
+        # backoff for this long before it is shown failed.
+        "REPLY_RETRY_SECONDS": 600,
         # Messente's client has no timeouts of its own: seconds to connect, and to wait for the answer.
         "MESSENTE_CONNECT_TIMEOUT": 5.0,
         "MESSENTE_READ_TIMEOUT": 15.0,
-        # Pauses after each 429 (rate limited) before the reply is tried again; then it fails.
-        "MESSENTE_RATE_LIMIT_BACKOFF": (1.0, 2.0, 4.0, 8.0),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": False,
@@ -98,11 +102,12 @@ def from_environment(environ=os.environ) -> dict:
     for name in ("BIND", "PUBLIC_URL"):
         if environ.get(name):
             found[name] = environ[name]
-    for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS", "REPLY_SENDERS",
+    for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS", "JOB_THREADS", "REPLY_RETRY_SECONDS",
                  "RETENTION_DAYS", "AUDIT_RETENTION_DAYS"):
         if environ.get(name):
             found[name] = int(environ[name])
-    for name in ("MESSENTE_CONNECT_TIMEOUT", "MESSENTE_READ_TIMEOUT", "MESSENTE_REQUESTS_PER_SECOND"):
+    for name in ("MESSENTE_CONNECT_TIMEOUT", "MESSENTE_READ_TIMEOUT", "MESSENTE_REQUESTS_PER_SECOND",
+                 "JOBS_POLL_SECONDS"):
         if environ.get(name):
             found[name] = float(environ[name])
     return found

@@ -198,7 +198,6 @@ def reply(conversation_id: int):
                                    text=form.get("text"), composer=replies.composer(conversation))
         return thread_page(queries.open_thread(conversation), str(refused), form.get("text"), 400)
     audit.record("reply", {"conversation": conversation.id, "reply": reply_id})
-    replies.outbox().submit(reply_id)
     if is_htmx():
         response = current_app.make_response(render_template(
             "inbox/_composer.html", conversation=conversation, composer=replies.composer(conversation)))
@@ -210,8 +209,7 @@ def reply(conversation_id: int):
 @bp.post(CONVERSATION + "/replies/<int(max=%d):reply_id>/retry" % LARGEST_ID)
 def retry_reply(conversation_id: int, reply_id: int):
     conversation = conversation_or_404(conversation_id)
-    if replies.retry(conversation.id, reply_id):
-        replies.outbox().submit(reply_id)
+    replies.retry(conversation.id, reply_id)
     if is_htmx():
         return "", 204, {"HX-Trigger": "poll-now"}
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
@@ -384,7 +382,7 @@ def reply_status(message) -> str:
     if message.status == "sent" and message.delivery:
         return delivery.STATUS_WORDS[message.delivery]
     return {"queued": "Queued", "sending": "Sending…", "sent": "Sent", "failed": "Not sent",
-            "unconfirmed": "Unconfirmed: it may or may not have been sent"}.get(message.status, "")
+            "unconfirmed": "Unconfirmed: it may or may not have been sent", "retrying": "Retrying"}.get(message.status, "")
 
 
 # http(s) addresses in message texts; what may end a sentence after one is not part of it.

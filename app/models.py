@@ -373,6 +373,44 @@ class Server(db.Model):
     public_url: Mapped[str | None] = mapped_column(sa.String(2000))
     started_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
+    # "server" (a gunicorn master; its workers run jobs) or "worker" (`flask --app app worker`,
+    # which serves nothing: its bind is empty). Commands look for a server's address only.
+    kind: Mapped[str] = mapped_column(sa.String(10), server_default="server")
+    # Its job runners' latest heartbeat (app/jobs/runner.py); None when none has run.
+    runner_seen_at: Mapped[datetime | None]
+
+
+class Job(db.Model):
+    """Background work, committed with the change that causes it (app/jobs/). The payload holds
+    ids only, never personal data: an erasure has nothing to find here."""
+
+    __table_args__ = (
+        sa.Index("ix_job_state_due_at", "state", "due_at"),
+        sa.Index("ix_job_key_id", "key", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    payload: Mapped[str] = mapped_column(sa.Text, server_default="{}")  # JSON: ids only
+    # Jobs with one key run one at a time, in the order they were enqueued (None: no order).
+    key: Mapped[str | None] = mapped_column(sa.String(80))
+    state: Mapped[str] = mapped_column(sa.String(8), server_default="due")  # due | running | done | dead
+    due_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    leased_until: Mapped[datetime | None]  # while running: the holder's; past it the holder is gone
+    holder: Mapped[str | None] = mapped_column(sa.String(64))
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class RateBudget(db.Model):
+    """Calls to an API spaced across every process and instance: the earliest moment (seconds
+    since the epoch) the next call may start (app/jobs/rate_budget.py)."""
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    next_at: Mapped[float] = mapped_column(sa.Float)
 
 
 @sa.event.listens_for(db.Model.metadata, "before_create")

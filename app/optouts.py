@@ -11,7 +11,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from flask import current_app
 
-from . import audit, clock
+from . import audit, clock, jobs
 from .models import Conversation, OptOut, Suppression
 from .unit_of_work import change_number, write_transaction
 
@@ -78,6 +78,7 @@ def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, chang
             else_=sa.case((Conversation.blacklist.in_(["added", "remove"]), "remove"), else_=None),
         )
         values["blacklist_problem"] = None
+        jobs.enqueue("sync_blacklist", key="blacklist")  # replies.sync_blacklist_job, once this commits
     sender = connection.scalar(sa.update(Conversation).where(Conversation.id == conversation_id)
                                .values(**values).returning(Conversation.sender))
     if not opted_out:  # asking for messages again also lifts the block an erasure left on the number

@@ -4,32 +4,34 @@ A reply moves through states, each committed before the next step, and no networ
 ever made inside a database transaction (SQLite has one writer; a slow API must not hold up
 callbacks):
 
-    queued (stored, with who wrote it) -> sending (claimed by one process) ->
+    queued (stored, with who wrote it, and its `send_reply` job in the same commit) ->
+        sending (claimed by one job runner) ->
         sent (with Messente's ids) | failed (with the API's own words; Retry) |
         unconfirmed (timed out after the request may have reached Messente; never resent
-        automatically, a person may resend)
+        automatically, a person may resend) |
+        retrying (no connection could be made, or 429: nothing reached Messente; the job runs
+        again with backoff for up to REPLY_RETRY_SECONDS, then the reply fails)
 
-Sending is done by each worker process's outbox threads (`Outbox`), started with the worker's
-first request. The outbox also sweeps every few seconds: it sends replies left `queued` (by a
-process that died, say), marks replies left `sending` by a dead process `unconfirmed`, keeps
-the Messente blacklist in step with opt-outs when asked to, and drops stale delivery reports.
-A claim is one UPDATE ... WHERE status = 'queued' under the write lock: whichever process
-runs it first sends, every other finds nothing to claim.
+Sending is a job (app/jobs/): the runner in every server process (or a `flask worker`) claims it
+and calls `send_reply_job`, which runs at most once: a runner that dies mid-send leaves the
+reply `unconfirmed` (`abandon_send`), never sent twice. The reply's own claim is one UPDATE ...
+WHERE status IN ('queued', 'retrying') under the write lock, so even two jobs for one reply send
+it once. Calls to Messente take turns from one rate budget shared by every process
+(app/jobs/rate_budget.py). Keeping the blacklist in step with opt-outs is a job too
+(`sync_blacklist`), and dropping stale delivery reports a periodic one.
 """
 import json
 import logging
-import queue
 import re
 import secrets
-import threading
-import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import current_app
 
-from . import clock, delivery, messente, numbers, retention, search
+from . import clock, delivery, jobs, messente, numbers, retention, search
+from .jobs import rate_budget
 from .extensions import db
 from .models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
 from .unit_of_work import change_number, write_transaction
@@ -38,10 +40,10 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 1600  # ten SMS parts and more: longer is more likely a paste gone wrong
 WHATSAPP_WINDOW = timedelta(hours=24)
-# Beyond the client's own timeouts: a reply still `sending` this long after its claim was left
-# by a process that died (or hangs) and is shown `unconfirmed`.
+# Beyond the client's own timeouts (and a turn of the rate budget): a send job holding its claim
+# this long was left by a runner that died (or hangs), and its reply is shown `unconfirmed`.
 STALE_MARGIN = timedelta(seconds=30)
-SWEEP_SECONDS = 5.0
+SEND_REPLY, SYNC_BLACKLIST = "send_reply", "sync_blacklist"
 PHONE_NUMBER = re.compile(r"\+?[0-9]{7,15}")
 NOISE = re.compile(r"[\s\-().]")
 
@@ -177,6 +179,7 @@ def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sen
         connection.execute(sa.update(Conversation).where(Conversation.id == conversation.id).values(
             last_message_id=reply_id, last_sent_at=now, last_text=text[:PREVIEW_LENGTH], last_direction="out",
             message_count=Conversation.message_count + 1, change_seq=change))
+        jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
     return reply_id
 
 
@@ -191,7 +194,7 @@ def can_send_again(status: str | None, delivery: str | None) -> bool:
 
 
 def retry(conversation_id: int, reply_id: int) -> bool:
-    """Queue a reply again (a person's decision); False if it is not one to send again."""
+    """Queue a reply again (a person's decision): a new send job; False if it is not one to send again."""
     with write_transaction() as session:
         updated = session.execute(
             sa.update(Message)
@@ -203,43 +206,101 @@ def retry(conversation_id: int, reply_id: int) -> bool:
         if updated:
             session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
                             .values(change_seq=change_number()))
+            jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
     return bool(updated)
 
 
-def send(reply_id: int, client: "messente.Messente", limiter: "RateLimiter") -> str | None:
-    """Claim a queued reply, send it, record the outcome; the new status, or None if not ours."""
+def send_key(conversation_id: int) -> str:
+    """A conversation's replies go out one at a time, in the order they were written."""
+    return f"conversation:{conversation_id}"
+
+
+def send_lease(config) -> timedelta:
+    """How long a send may hold its job: past the client's timeouts, its runner is gone."""
+    return timedelta(seconds=config["MESSENTE_CONNECT_TIMEOUT"] + config["MESSENTE_READ_TIMEOUT"]) + STALE_MARGIN
+
+
+def abandon_send(payload: dict, reason: str) -> None:
+    """A send job that ended without an outcome (its runner died, or it failed unexpectedly): a
+    reply it may have sent is shown unconfirmed, one it never took is shown failed; never resent."""
+    reply_id = payload["reply"]
+    with write_transaction() as session:
+        row = session.execute(sa.select(Message.status, Message.conversation_id).where(Message.id == reply_id)).first()
+        if row is None or row.status not in ("sending", "queued", "retrying"):
+            return
+        status, problem = (("unconfirmed", "the app stopped while sending: it may or may not have reached Messente")
+                           if row.status == "sending" else ("failed", f"not sent: {reason}"))
+        session.execute(sa.update(Message).where(Message.id == reply_id)
+                        .values(status=status, problem=problem[:500], change_seq=change_number()))
+        touch_conversation(session.connection(), row.conversation_id)
+
+
+@jobs.kind(SEND_REPLY, at_most_once=True, lease=send_lease, on_abandon=abandon_send)
+def send_reply_job(payload: dict, attempt: "jobs.Attempt") -> "jobs.Retry | None":
+    client = messente.from_config(current_app.config)
+    if client is None:
+        record_unsent(payload["reply"], "Replies need Messente API credentials: set MESSENTE_API_USERNAME and "
+                                        "MESSENTE_API_PASSWORD")
+        return None
+    return send(payload["reply"], client, attempt)
+
+
+def send(reply_id: int, client: "messente.Messente", attempt: "jobs.Attempt") -> "jobs.Retry | None":
+    """Claim a queued reply, send it once, record the outcome. Only a send that cannot have reached
+    Messente (no connection, 429) asks for another attempt, within REPLY_RETRY_SECONDS of the job's start."""
+    config = current_app.config
     now = clock.now()
     with write_transaction() as session:
         connection = session.connection()
         claimed = connection.execute(
-            sa.update(Message).where(Message.id == reply_id, Message.status == "queued")
+            sa.update(Message).where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
             .values(status="sending", claimed_at=now, change_seq=change_number())
             .returning(Message.conversation_id, Message.recipient, Message.text, Message.raw_body)).first()
         if claimed is None:
-            return None  # another process claimed it, or it is no longer queued
+            return None  # no longer waiting to be sent
         opted_out = connection.scalar(sa.select(Conversation.opted_out)
                                       .where(Conversation.id == claimed.conversation_id))
         touch_conversation(connection, claimed.conversation_id)
     if opted_out:  # checked again just before the call: a STOP may have come meanwhile
-        return record(reply_id, claimed.conversation_id, "failed", problem="the customer opted out: not sent")
+        record(reply_id, claimed.conversation_id, "failed", problem="the customer opted out: not sent")
+        return None
 
     legs = [messente.Leg(leg["channel"], claimed.text, leg["sender"])
             for leg in json.loads(claimed.raw_body)["legs"]]
-    for pause in (*current_app.config["MESSENTE_RATE_LIMIT_BACKOFF"], None):
-        limiter.wait()
-        outcome = client.send(claimed.recipient, legs, dlr_url=delivery_url())
-        if not (isinstance(outcome, messente.Refused) and outcome.status == 429 and pause is not None):
-            break
-        time.sleep(pause)
+    rate_budget.wait_turn(rate_budget.MESSENTE, config["MESSENTE_REQUESTS_PER_SECOND"])
+    outcome = client.send(claimed.recipient, legs, dlr_url=delivery_url())
     if isinstance(outcome, messente.Sent):
-        return record(reply_id, claimed.conversation_id, "sent", omnimessage_id=outcome.omnimessage_id)
-    if isinstance(outcome, messente.Unconfirmed):
-        return record(reply_id, claimed.conversation_id, "unconfirmed", problem=outcome.reason)
-    return record(reply_id, claimed.conversation_id, "failed", problem=outcome.reason)
+        record(reply_id, claimed.conversation_id, "sent", omnimessage_id=outcome.omnimessage_id)
+    elif isinstance(outcome, messente.Unconfirmed):
+        record(reply_id, claimed.conversation_id, "unconfirmed", problem=outcome.reason)
+    elif never_reached(outcome) and (
+            clock.now() + jobs.backoff(attempt.number)
+            <= attempt.created_at + timedelta(seconds=config["REPLY_RETRY_SECONDS"])):
+        record(reply_id, claimed.conversation_id, "retrying", problem=outcome.reason)
+        return jobs.Retry(jobs.backoff(attempt.number), outcome.reason)
+    else:
+        record(reply_id, claimed.conversation_id, "failed", problem=outcome.reason)
+    return None
+
+
+def never_reached(outcome: "messente.Refused") -> bool:
+    """No connection was made, or Messente turned the call away unread (429): sending again
+    cannot send twice. A 5xx may have been sent: never."""
+    return outcome.retryable and outcome.status in (None, 429)
+
+
+def record_unsent(reply_id: int, problem: str) -> None:
+    with write_transaction() as session:
+        conversation_id = session.scalar(
+            sa.update(Message).where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
+            .values(status="failed", problem=problem, change_seq=change_number()).returning(Message.conversation_id))
+        if conversation_id is not None:
+            touch_conversation(session.connection(), conversation_id)
 
 
 def record(reply_id: int, conversation_id: int, status: str, problem: str | None = None,
            omnimessage_id: str | None = None) -> str:
+    """A send's outcome (or "retrying"), on the reply and its conversation."""
     with write_transaction() as session:
         connection = session.connection()
         connection.execute(sa.update(Message).where(Message.id == reply_id).values(
@@ -264,25 +325,6 @@ def delivery_url() -> str | None:
     return f"{base.rstrip('/')}/callbacks/delivery" if base else None
 
 
-def abandon_stale_sends(now: datetime) -> int:
-    """Replies left `sending` by a process that died: shown `unconfirmed`, never resent by us."""
-    config = current_app.config
-    client_timeout = timedelta(seconds=config["MESSENTE_CONNECT_TIMEOUT"] + config["MESSENTE_READ_TIMEOUT"])
-    # Each rate-limit pause adds a call: a live sender may hold its claim this long at most.
-    longest = client_timeout * (len(config["MESSENTE_RATE_LIMIT_BACKOFF"]) + 1) + timedelta(
-        seconds=sum(config["MESSENTE_RATE_LIMIT_BACKOFF"]))
-    stale_before = now - longest - STALE_MARGIN
-    with write_transaction() as session:
-        stale = session.execute(
-            sa.update(Message).where(Message.status == "sending", Message.claimed_at < stale_before)
-            .values(status="unconfirmed", change_seq=change_number(),
-                    problem="the app stopped while sending: it may or may not have reached Messente")
-            .returning(Message.conversation_id)).scalars().all()
-        for conversation_id in set(stale):
-            touch_conversation(session.connection(), conversation_id)
-    return len(stale)
-
-
 def newest_sent_reply() -> tuple[str, str, str] | None:
     """(omnimessage id, customer, channel) of the newest reply Messente accepted."""
     return db.session.execute(
@@ -291,20 +333,19 @@ def newest_sent_reply() -> tuple[str, str, str] | None:
         .order_by(Message.id.desc()).limit(1)).first()
 
 
-def queued_replies(limit: int = 500) -> list[int]:
-    return list(db.session.scalars(sa.select(Message.id).where(Message.status == "queued")
-                                   .order_by(Message.id).limit(limit)))
-
-
-def sync_blacklist(client: "messente.Messente") -> None:
-    """Carry opt-outs to Messente's blacklist (MESSENTE_BLACKLIST_SYNC); a failure is shown and retried."""
+def sync_blacklist(client: "messente.Messente") -> int:
+    """Carry opt-outs to Messente's blacklist (MESSENTE_BLACKLIST_SYNC); how many calls failed
+    (each failure is shown on its conversation, and the job tries again)."""
     pending = db.session.execute(sa.select(Conversation.id, Conversation.sender, Conversation.blacklist)
                                  .where(Conversation.blacklist.in_(["add", "remove"])).limit(100)).all()
     db.session.rollback()  # no read transaction held across the calls
+    failures = 0
     for conversation_id, phone, wanted in pending:
         call = client.add_to_blacklist if wanted == "add" else client.remove_from_blacklist
+        rate_budget.wait_turn(rate_budget.MESSENTE, current_app.config["MESSENTE_REQUESTS_PER_SECOND"])
         outcome = call(phone)
         done = isinstance(outcome, messente.Done)
+        failures += not done
         # Only an entry this app made is "added", and so removed again when the customer opts back in.
         added = "added" if wanted == "add" and done and not outcome.already else None
         with write_transaction() as session:
@@ -313,109 +354,20 @@ def sync_blacklist(client: "messente.Messente") -> None:
                 .values(blacklist=added if done else wanted,
                         blacklist_problem=None if done else f"Messente's blacklist: {outcome.reason}",
                         change_seq=change_number()))
+    return failures
 
 
-class RateLimiter:
-    """At most `per_second` calls a second from this process, spaced evenly.
-
-    Each call returns at least one interval after the previous one returned. Slots booked ahead
-    on a schedule would all fall due at once after a stall (a busy machine), and the calls
-    behind it would go in a burst."""
-
-    def __init__(self, per_second: float):
-        self.interval = 1.0 / per_second
-        self.next_slot = 0.0
-        self.lock = threading.Lock()
-
-    def wait(self) -> None:
-        with self.lock:  # the others wait their turn here
-            delay = self.next_slot - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.next_slot = time.monotonic() + self.interval
+@jobs.kind(SYNC_BLACKLIST)
+def sync_blacklist_job(payload: dict, attempt: "jobs.Attempt") -> None:
+    """Both calls are idempotent: a failed sync is simply run again, with backoff."""
+    client = messente.from_config(current_app.config)
+    if client is None:
+        return
+    failures = sync_blacklist(client)
+    if failures:
+        raise RuntimeError(f"{failures} blacklist call{'s' if failures != 1 else ''} failed (shown on the conversations)")
 
 
-class Outbox:
-    """This process's reply senders: a few threads taking reply ids, and a sweeper."""
-
-    def __init__(self, app: Flask):
-        self.app = app
-        self.ids: queue.Queue[int] = queue.Queue()
-        self.waiting: set[int] = set()  # ids in the queue: the sweeper doesn't add them twice
-        self.limiter = RateLimiter(app.config["MESSENTE_REQUESTS_PER_SECOND"])
-        self.started = False
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-
-    def start(self) -> None:
-        if self.started:  # every request asks: the answer is almost always yes, without a lock
-            return
-        with self.lock:
-            if self.started:
-                return
-            self.started = True
-        self.threads = [threading.Thread(target=self.send_forever, name=f"reply-sender-{n}", daemon=True)
-                        for n in range(self.app.config["REPLY_SENDERS"])]
-        self.threads.append(threading.Thread(target=self.sweep_forever, name="reply-sweeper", daemon=True))
-        for thread in self.threads:
-            thread.start()
-
-    def submit(self, reply_id: int) -> None:
-        self.start()
-        with self.lock:
-            if reply_id in self.waiting:
-                return
-            self.waiting.add(reply_id)
-        self.ids.put(reply_id)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """End the threads once they finish what they are doing (tests; a server just exits)."""
-        self.stopping.set()
-        for _ in range(self.app.config["REPLY_SENDERS"]):
-            self.ids.put(None)
-        for thread in getattr(self, "threads", []):
-            thread.join(timeout)
-
-    def send_forever(self) -> None:
-        while (reply_id := self.ids.get()) is not None:
-            with self.lock:
-                self.waiting.discard(reply_id)
-            with self.app.app_context():
-                client = messente.from_config(self.app.config)
-                try:
-                    if client is not None:
-                        send(reply_id, client, self.limiter)
-                except Exception:  # the database is away: the sweeper tries again later
-                    log.exception("reply %d not sent for now", reply_id)
-
-    def sweep_forever(self) -> None:
-        while not self.stopping.is_set():
-            with self.app.app_context():
-                try:
-                    self.sweep()
-                except Exception:
-                    log.exception("reply sweep failed; trying again")
-            self.stopping.wait(SWEEP_SECONDS)
-
-    def sweep(self) -> None:
-        client = messente.from_config(self.app.config)
-        if client is None:
-            return
-        abandon_stale_sends(clock.now())
-        delivery.drop_stale_reports(clock.now())
-        for reply_id in queued_replies():
-            self.submit(reply_id)
-        if self.app.config["MESSENTE_BLACKLIST_SYNC"]:
-            sync_blacklist(client)
-
-
-def start_outbox() -> None:
-    """Registered by the factory to run before each request: the worker's first one starts it."""
-    if current_app.config["MESSENTE_API_USERNAME"] and current_app.config["MESSENTE_API_PASSWORD"]:
-        outbox().start()
-
-
-def outbox(app: Flask | None = None) -> Outbox:
-    app = app or current_app._get_current_object()
-    found = app.extensions.get("outbox")
-    return found if found is not None else app.extensions.setdefault("outbox", Outbox(app))
+@jobs.kind("drop_stale_delivery_reports", every=timedelta(hours=1))
+def drop_stale_reports_job(payload: dict, attempt: "jobs.Attempt") -> None:
+    delivery.drop_stale_reports(attempt.now)

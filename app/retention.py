@@ -7,20 +7,19 @@ an interrupted purge resumes by simply running again. `erase_conversation` delet
 conversation and everything about its number at once. Both count on SQLite's `secure_delete`
 (freed pages zeroed) and a WAL checkpoint so that no copy stays in the files; see docs/privacy.md.
 
-The app purges by itself once a day (`Purger`, a thread per process; a lease row in `setting`
-lets one process at a time run it); `flask --app app purge` runs it by hand.
+The app purges by itself once a day (the periodic `daily_purge` job, app/jobs/; a lease row in
+`setting` lets one process at a time run it); `flask --app app purge` runs it by hand.
 """
 import logging
 import secrets
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import current_app
 
-from . import audit, clock, numbers
+from . import audit, clock, jobs, numbers
 from .extensions import db
 from .models import (AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message,
                      Setting, Suppression, UnmatchedDeliveryReport)
@@ -411,45 +410,8 @@ def run_scheduled(holder: str, force: bool = False, **options) -> PurgeResult | 
         release_lease(holder, finished)
 
 
-class Purger:
-    """This process's daily purge: a thread that checks every CHECK_SECONDS whether one is due."""
-
-    def __init__(self, app: Flask):
-        self.app = app
-        self.holder = f"process-{secrets.token_hex(6)}"
-        self.started = False
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-
-    def start(self) -> None:
-        if self.started:
-            return
-        with self.lock:
-            if self.started:
-                return
-            self.started = True
-        self.thread = threading.Thread(target=self.run_forever, name="retention-purge", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.started:
-            self.thread.join(30)
-
-    def run_forever(self) -> None:
-        while not self.stopping.is_set():
-            with self.app.app_context():
-                try:
-                    run_scheduled(self.holder)
-                except Exception:
-                    log.exception("retention purge failed; trying again later")
-            self.stopping.wait(CHECK_SECONDS)
-
-
-def start_purger() -> None:
-    """Registered by the factory to run before each request: the worker's first one starts it."""
-    app = current_app._get_current_object()
-    if app.testing:
-        return  # tests run purges themselves, with their own clock
-    purger = app.extensions.get("purger") or app.extensions.setdefault("purger", Purger(app))
-    purger.start()
+@jobs.kind("daily_purge", every=timedelta(seconds=CHECK_SECONDS))
+def scheduled_purge(payload: dict, attempt: "jobs.Attempt") -> None:
+    """A periodic job: whichever runner claims it checks whether a day has passed since the last
+    purge, and if so purges (holding the purge lease, which `flask purge` respects too)."""
+    run_scheduled(f"job-{attempt.job_id}-{secrets.token_hex(4)}")

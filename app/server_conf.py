@@ -1,6 +1,7 @@
 """gunicorn's configuration for the server app/server.py starts: every setting and the worker of
-app/gunicorn_conf.py, and two hooks in the master process that record the server in the database
-(app/servers.py), so that commands sharing the database find where it listens.
+app/gunicorn_conf.py, two hooks in the master process that record the server in the database
+(app/servers.py), so that commands sharing the database find where it listens, and two in each
+worker process that start and stop its job runner (app/jobs/runner.py).
 """
 import os
 import socket
@@ -9,8 +10,42 @@ from app import gunicorn_conf
 from app.gunicorn_conf import *  # noqa: F401,F403 (gunicorn reads the settings from this module)
 
 # Hooks app/gunicorn_conf.py may define itself still run, before ours.
-_inherited = {name: getattr(gunicorn_conf, name, None) for name in ("when_ready", "on_exit")}
-_recorded: dict = {}  # the app that wrote this server's row, and the row's id
+_inherited = {name: getattr(gunicorn_conf, name, None)
+              for name in ("when_ready", "on_exit", "post_worker_init", "worker_exit")}
+_recorded: dict = {}  # the app that wrote this server's row, and the row's id (the workers inherit it)
+
+
+def _longest_send() -> float:
+    from app import config
+    settings = {**config.defaults(""), **config.from_environment()}
+    return float(settings["MESSENTE_CONNECT_TIMEOUT"]) + float(settings["MESSENTE_READ_TIMEOUT"])
+
+
+# A restart lets a worker finish the sends in progress (connect plus read timeout) before it is
+# killed, instead of leaving them unconfirmed.
+graceful_timeout = max(getattr(gunicorn_conf, "graceful_timeout", 30), _longest_send() + 10)
+
+
+def post_worker_init(worker):
+    """Each worker process runs jobs (replies, the purge ...) from the start, not on a first request."""
+    if _inherited["post_worker_init"]:
+        _inherited["post_worker_init"](worker)
+    from flask import Flask
+
+    from app.jobs import runner
+    if isinstance(worker.wsgi, Flask):
+        runner.start(worker.wsgi, _recorded.get("id"))
+
+
+def worker_exit(server, worker):
+    """Stopping: the running jobs finish (within graceful_timeout); no new one is taken."""
+    if _inherited["worker_exit"]:
+        _inherited["worker_exit"](server, worker)
+    from flask import Flask
+
+    from app.jobs import runner
+    if isinstance(getattr(worker, "wsgi", None), Flask):
+        runner.stop(worker.wsgi, timeout=_longest_send() + 5)
 
 
 def when_ready(server):

@@ -7,8 +7,9 @@ newest live server's own address, else BIND, else the default 127.0.0.1:5000.
 
 A row is live when its process still runs (checked by pid on the host that wrote it) or, for a
 row of another host, when it was seen within LIVE_ELSEWHERE. A crashed server's row stays, not
-live, until a server starts on its host again and deletes it. `last_seen_at` is the start for
-now: nothing refreshes it yet, so a server on another host counts only in its first minutes.
+live, until a server starts on its host again and deletes it. `last_seen_at` is refreshed by the
+server's job runners' heartbeats (app/jobs/runner.py), as is `runner_seen_at`; a `flask worker`
+has a row of kind "worker" for its heartbeats, which commands never take for a server.
 """
 import os
 import socket
@@ -28,6 +29,7 @@ from .models import Server
 # A server on another host can't be checked by its pid: its row counts as live this long after
 # it was last seen.
 LIVE_ELSEWHERE = timedelta(minutes=2)
+PROGRAMS = {"server": b"gunicorn", "worker": b"worker"}  # in the command line of a row's process
 NO_SERVER = "No server is running: start it with `make run`"
 
 
@@ -44,7 +46,7 @@ def record(bind: str, public_url: str | None, pid: int | None = None) -> int:
     host, pid, now = socket.gethostname(), pid or os.getpid(), clock.now()
     with bounded_write():
         gone = [row.id for row in db.session.scalars(sa.select(Server).where(Server.host == host))
-                if row.pid == pid or not process_running(row.pid)]
+                if row.pid == pid or not process_running(row.pid, PROGRAMS.get(row.kind, b"gunicorn"))]
         if gone:
             db.session.execute(sa.delete(Server).where(Server.id.in_(gone)))
         row = Server(host=host, pid=pid, bind=bind, public_url=public_url or None, started_at=now,
@@ -88,7 +90,7 @@ def newest_live() -> sa.Row | None:
     try:
         rows = db.session.execute(
             sa.select(Server.host, Server.pid, Server.bind, Server.public_url, Server.last_seen_at)
-            .order_by(Server.last_seen_at.desc(), Server.id.desc())).all()
+            .where(Server.kind == "server").order_by(Server.last_seen_at.desc(), Server.id.desc())).all()
     except DBAPIError:  # a database from before the table (init-db not run since): no server known
         db.session.rollback()
         return None
@@ -103,7 +105,7 @@ def is_live(row: sa.Row, host: str, now) -> bool:
     return now - row.last_seen_at <= LIVE_ELSEWHERE
 
 
-def process_running(pid: int) -> bool:
+def process_running(pid: int, program: bytes = b"gunicorn") -> bool:
     """Whether a server's process still runs here (a pid reused by another program doesn't count)."""
     try:
         os.kill(pid, 0)
@@ -113,7 +115,7 @@ def process_running(pid: int) -> bool:
         return True
     cmdline = Path(f"/proc/{pid}/cmdline")  # Linux: also the right program
     try:
-        return b"gunicorn" in cmdline.read_bytes()
+        return program in cmdline.read_bytes()
     except FileNotFoundError:
         return not Path("/proc/self").exists()  # no /proc here: the pid alone has to do
     except OSError:
@@ -130,3 +132,36 @@ def site_address(settings) -> SiteAddress:
     else:
         url = config.site_url(settings)
     return SiteAddress(url, server is not None)
+
+
+def heartbeat(server_id: int, now) -> None:
+    """A runner of this server is alive (at most one write per runner every 15 s; no change number)."""
+    with bounded_write():
+        db.session.execute(sa.update(Server).where(Server.id == server_id)
+                           .values(last_seen_at=now, runner_seen_at=now))
+
+
+def record_worker() -> int:
+    """`flask --app app worker`: a row of its own (it listens nowhere), for its heartbeats."""
+    now = clock.now()
+    with bounded_write():
+        row = Server(host=socket.gethostname(), pid=os.getpid(), bind="", kind="worker", started_at=now,
+                     last_seen_at=now, runner_seen_at=now)
+        db.session.add(row)
+        db.session.flush()
+        return row.id
+
+
+def runner_rows() -> list[Server]:
+    """Servers and workers with their runners' heartbeats, most recently heard from first."""
+    rows = list(db.session.scalars(sa.select(Server).order_by(Server.runner_seen_at.desc().nulls_last(),
+                                                              Server.id.desc())))
+    return rows
+
+
+def newest_runner_heartbeat():
+    try:
+        return db.session.scalar(sa.select(sa.func.max(Server.runner_seen_at)))
+    except DBAPIError:
+        db.session.rollback()
+        return None

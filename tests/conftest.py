@@ -109,10 +109,9 @@ def app(database_url):
 
 
 def close_app(app) -> None:
-    """Stop the app's reply senders (if a request started them), then close its connections."""
-    outbox = app.extensions.get("outbox")
-    if outbox is not None:
-        outbox.stop()
+    """Stop the app's job runner (if a test started one), then close its connections."""
+    from app.jobs import runner
+    runner.stop(app)
     with app.app_context():
         db.engine.dispose()
 
