@@ -217,11 +217,30 @@ def retry_reply(conversation_id: int, reply_id: int):
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
 
 
+OPT_IN_REASON_LENGTH = 500
+
+
 @bp.post(CONVERSATION + "/opt-out")
 def set_opt_out(conversation_id: int):
+    """Opt out, or back in. A customer's own STOP is lifted only by an admin, with a reason
+    (kept in the audit trail): messages they asked not to get are the business's risk."""
     conversation = conversation_or_404(conversation_id)
-    optouts.set_opted_out(conversation.id, request.form.get("opted_out") == "yes", current_user.id)
+    opting_out = request.form.get("opted_out") == "yes"
+    reason = " ".join(request.form.get("reason", "").split())[:OPT_IN_REASON_LENGTH]
+    if not opting_out and optouts.needs_admin(conversation):
+        if not current_user.is_admin:
+            abort(403)
+        if not reason:
+            page = queries.open_thread(conversation)
+            return thread_page(page, status=400,
+                               opt_out_error="Say why the customer's STOP is lifted: the reason goes in the audit trail.")
+    optouts.set_opted_out(conversation.id, opting_out, current_user.id, reason)
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
+
+
+@bp.app_template_global()
+def opt_in_needs_admin(conversation) -> bool:
+    return optouts.needs_admin(conversation)
 
 
 @bp.post(CONVERSATION + "/contact")

@@ -40,6 +40,17 @@ def normalise(sender: str) -> str:
     return key
 
 
+def key(sender: str) -> str:
+    """The one key of a sender everywhere: its conversation, an opt-out, a suppression after
+    erasure (hashed). A possible number's E.164 form, anything else exactly as it came."""
+    return normalise(sender)
+
+
+def is_number_key(key: str) -> bool:
+    """Whether a key is a phone number in E.164 (`+` and digits), not a sender name or short code."""
+    return key.startswith("+") and key[1:].isdigit()
+
+
 @lru_cache(maxsize=10_000)
 def _parsed(key: str) -> phonenumbers.PhoneNumber | None:
     if not key.startswith("+"):
