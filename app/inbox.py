@@ -13,7 +13,7 @@ from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import (audit, callback, clock, contacts, delivery, export, list_polls, numbers, optouts, queries,
-               replies, saved_replies, search)
+               replies, retention, saved_replies, search)
 from .list_views import VIEWS, ListFilter, view_facts
 from .extensions import db, login_manager
 
@@ -351,7 +351,9 @@ def audited_export_query(file_format: str):
     query = export.export_query(**filters)
     list_filter = filters.pop("list_filter")
     audit.record("export", {**filters, "format": file_format, "rows": export.count_messages(query),
-                            **(vars(list_filter) if list_filter else {})})
+                            **(vars(list_filter) if list_filter else {}),
+                            # whom a search named, if few: an erasure finds it by them (retention.py)
+                            retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])})
     return query
 
 
