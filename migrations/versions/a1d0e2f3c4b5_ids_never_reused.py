@@ -23,8 +23,8 @@ existing table is, whatever its columns, copied with the same ids, swapped), wit
 off meanwhile, and its indexes and text-search triggers made again from their own SQL. The
 text-search tables (message_fts, conversation_fts) index rows by id, and the ids are kept, so they
 stay as they are. Each table's `sqlite_sequence` starts above both its largest id and the largest
-id of it the audit trail mentions (the ids of rows deleted before this migration). About 40 s per
-million messages (docs/deploy.md): run it with the app stopped.
+id of it the audit trail mentions (the ids of rows deleted before this migration). About a minute
+per million messages (docs/deploy.md): run it with the app stopped.
 
 PostgreSQL's sequences never hand an id out twice: nothing changes there.
 """
