@@ -74,9 +74,12 @@ def record_keywords(connection: sa.Connection, messages: list[tuple[int, int, st
 
 def needs_admin(conversation: Conversation) -> bool:
     """Whether opting this conversation back in takes an admin and a reason: it is opted out by
-    the customer's own STOP (or by no one known), not by a person of the team."""
+    the customer's own STOP (or by no one known), not by a person of the team; or its number
+    opted out before an erasure (opting back in would lift that block too)."""
     if not conversation.opted_out:
         return False
+    if db.session.get(Suppression, audit.number_hash(conversation.sender)) is not None:
+        return True
     last = db.session.execute(sa.select(OptOut.user_id).where(
         OptOut.conversation_id == conversation.id, OptOut.opted_out).order_by(OptOut.id.desc()).limit(1)).first()
     return last is None or last.user_id is None

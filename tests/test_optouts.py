@@ -97,3 +97,18 @@ def test_an_agent_may_undo_an_opt_out_a_person_made_and_every_change_is_audited(
     assert [(action, username, details["by"]) for action, username, details in opt_events(app)] == [
         ("opted_out", "bob", "user"), ("opted_in", "bob", "user"),
         ("opted_out", None, "the customer"), ("opted_in", None, "the customer")]
+
+
+def test_an_agent_cannot_lift_the_block_an_erasure_left_by_opting_out_and_back_in(app, admin, agent, deliver):
+    deliver(body_for(sender=NUMBER, text="STOP"))
+    erase(admin, conversation_id(app))
+    deliver(body_for(sender=NUMBER, text="Tere jälle"))
+    path = f"/conversations/{conversation_id(app)}"
+    assert post(agent, path + "/opt-out", path, opted_out="yes").status_code == 303
+    assert post(agent, path + "/opt-out", path, opted_out="no").status_code == 403
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 1
+    assert post(admin, path + "/opt-out", path, opted_out="no", reason="Asked in the shop").status_code == 303
+    assert opt_events(app)[-1] == ("opted_in", "alice", {
+        "conversation": conversation_id(app), "by": "user", "reason": "Asked in the shop",
+        "erasure_block_lifted": True})
