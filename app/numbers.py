@@ -53,7 +53,9 @@ def is_number_key(key: str) -> bool:
 
 @lru_cache(maxsize=10_000)
 def _parsed(key: str) -> phonenumbers.PhoneNumber | None:
-    if not key.startswith("+"):
+    # Only what normalise makes a number is one (`+82000` is too short: a sender kept as it came,
+    # shown as it came, so that what people copy from the page finds the same key).
+    if not key.startswith("+") or INTERNATIONAL.fullmatch(key) is None:
         return None
     try:
         number = phonenumbers.parse(key, None)
