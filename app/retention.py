@@ -217,9 +217,12 @@ class ErasedPerson:
         return cls(conversation.id, conversation.sender, conversation.sender_key,
                    name if name and len(name) >= search.MIN_QUERY else None, list(texts))
 
+    def __post_init__(self):
+        self.mentions_number = numbers.mentions(self.key)
+
     def mentioned_in(self, value: str) -> bool:
         """Whether a text holds the number (any spelling that dials it) or the contact's name."""
-        if numbers.mentions(self.key)(value.encode("utf-8", "surrogatepass")):
+        if self.mentions_number(value.encode("utf-8", "surrogatepass")):
             return True
         return self.folded_name is not None and self.folded_name in search.fold(value)
 
