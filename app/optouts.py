@@ -65,9 +65,10 @@ def record_keywords(connection: sa.Connection, messages: list[tuple[int, int, st
             for conversation_id, message_id, wants_out in audited]
     # START from a new conversation of a number erased after it opted out: not an opt-out change
     # of this conversation, but the end of the block the erasure left.
+    changed = {conversation_id for conversation_id, _, _ in audited}
     rows += [audit.event_row("opted_in", {"conversation": conversation_id, "by": "the customer",
                                           "erasure_block_lifted": True}, username=None, address=None)
-             for conversation_id in lifted if conversation_id not in {row[0] for row in audited}]
+             for conversation_id in lifted - changed]
     if rows:
         connection.execute(sa.insert(AuditEvent), rows)
 
