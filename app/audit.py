@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import current_app, has_request_context, request
 from flask_login import current_user
 
-from . import clock
+from . import clock, numbers
 from .extensions import db
 from .models import ADDRESS_LENGTH, USERNAME_LENGTH, AuditEvent
 from .unit_of_work import write_transaction
@@ -41,6 +41,8 @@ ACTIONS = {
     "login_unlocked": "Unlocked a login",
     "settings_changed": "Changed settings",
     "retention_purge": "Retention purge",
+    "opted_out": "Opted out",
+    "opted_in": "Opted back in",
 }
 
 UNSET = object()
@@ -50,24 +52,35 @@ def record(action: str, details: dict | None = None, username=UNSET, address=UNS
     """Append an event. `username` defaults to the person logged in (None outside a request:
     the app itself, e.g. the daily purge); `address` to the request's client address (the
     socket's, or the X-Forwarded-For hop that PROXY_COUNT trusts)."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown audit action {action!r}")
     if username is UNSET:
         username = current_user.username if has_request_context() and current_user.is_authenticated else None
     if address is UNSET:
         address = request.remote_addr if has_request_context() else None
-    event = AuditEvent(at=clock.now(), username=username[:USERNAME_LENGTH] if username else None,
-                       address=address[:ADDRESS_LENGTH] if address else None, action=action,
-                       details=json.dumps(details or {}, ensure_ascii=False, sort_keys=True, default=str))
     with write_transaction():
-        db.session.add(event)
+        db.session.add(AuditEvent(**event_row(action, details, username, address)))
+
+
+def event_row(action: str, details: dict | None, username: str | None, address: str | None) -> dict:
+    """An event's columns, for `record` and for code that writes through a Core connection
+    (ingest records a customer's STOP in its own transaction)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    return dict(at=clock.now(), username=username[:USERNAME_LENGTH] if username else None,
+                address=address[:ADDRESS_LENGTH] if address else None, action=action,
+                details=json.dumps(details or {}, ensure_ascii=False, sort_keys=True, default=str))
 
 
 def number_hash(number: str) -> str:
     """A keyed hash of a phone number: the same number gives the same hash, and without
-    SECRET_KEY the hash cannot be turned back into the number by trying every number."""
-    digits = "".join(ch for ch in number if ch.isalnum()).lower()
-    return hmac.new(current_app.config["SECRET_KEY"].encode(), digits.encode(), hashlib.sha256).hexdigest()
+    SECRET_KEY the hash cannot be turned back into the number by trying every number.
+
+    The number is first made the key its conversation has (numbers.key: `+372 5557 7003` and
+    `37255577003` are one number, `37255577003#` another sender), so a hash matches exactly
+    the conversations of that number. A number's hash is of its digits (E.164 without `+`).
+    """
+    key = numbers.key(number)
+    hashed = key[1:] if numbers.is_number_key(key) else key
+    return hmac.new(current_app.config["SECRET_KEY"].encode(), hashed.encode(), hashlib.sha256).hexdigest()
 
 
 def events_query(action: str | None = None, username: str | None = None,

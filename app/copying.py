@@ -20,14 +20,14 @@ from flask import current_app
 
 from .config import database_url
 from .extensions import configure_engine, engine_options
-from .models import (AuditEvent, ChangeCounter, Conversation, DailyCount, DeadLetter, Message, Setting,
-                     Suppression, User)
+from .models import (AuditEvent, ChangeCounter, Conversation, ConversationRecipient, DailyCount, DeadLetter,
+                     Message, OptOut, SavedReply, Setting, Suppression, User)
 
 # Referenced tables first. Login throttling and sessions are not copied: their rows only matter
 # for minutes, and everyone logs in again on the new database.
 TABLES = tuple(model.__table__ for model in
-               (User, Conversation, Message, DailyCount, DeadLetter, ChangeCounter, AuditEvent, Setting,
-                Suppression))
+               (User, Conversation, Message, ConversationRecipient, OptOut, SavedReply, DailyCount, DeadLetter,
+                ChangeCounter, AuditEvent, Setting, Suppression))
 
 
 @dataclass(frozen=True)
@@ -120,27 +120,58 @@ def copy_table(source: sa.Engine, target: sa.Engine, table: sa.Table, batch_size
 
 
 def continue_numbering(source: sa.Engine, target: sa.Engine) -> None:
-    """The target goes on where the source stopped: change numbers, and PostgreSQL's ids
-    (explicit ids don't advance a sequence; SQLite takes the next id from the table itself)."""
+    """The target goes on where the source stopped: change numbers, and ids from where the
+    source's sequences are, not from the largest id copied: the rows with the largest ids may
+    have been deleted (an erased conversation), and their ids must not be handed out again."""
     counter = ChangeCounter.__table__
     with source.connect() as connection:
         value = connection.scalar(sa.select(counter.c.value))
     with target.begin() as connection:  # the migration made the row; copying skipped it
         connection.execute(sa.update(counter).values(value=value))
-    if target.dialect.name != "postgresql":
-        return
+    with source.connect() as connection:
+        handed_out = {table.name: last_id_handed_out(connection, table) for table in TABLES
+                      if table.autoincrement_column is not None}
     with target.begin() as connection:
         for table in TABLES:
-            column = table.autoincrement_column
-            if column is None:
-                continue
-            quoted_table = target.dialect.identifier_preparer.format_table(table)
-            highest = sa.select(sa.func.max(column)).scalar_subquery()
-            connection.execute(sa.select(sa.func.setval(
-                sa.func.pg_get_serial_sequence(quoted_table, column.name),
-                sa.func.coalesce(highest, 0) + 1,
-                False,  # the next id handed out is exactly max + 1
-            )))
+            if table.name in handed_out:
+                # Never below what the target itself already holds (a re-run after new rows).
+                last = max(handed_out[table.name], last_id_handed_out(connection, table))
+                continue_ids_after(connection, table, last)
+
+
+def last_id_handed_out(connection: sa.Connection, table: sa.Table) -> int:
+    """The largest id the table ever handed out: its sequence's position (SQLite's
+    sqlite_sequence for AUTOINCREMENT tables, PostgreSQL's sequence), and at least its largest id."""
+    column = table.autoincrement_column
+    largest = connection.scalar(sa.select(sa.func.max(column))) or 0
+    if connection.dialect.name == "sqlite":
+        if connection.scalar(sa.text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'")):
+            position = connection.scalar(sa.text("SELECT seq FROM sqlite_sequence WHERE name = :name"),
+                                         {"name": table.name})
+            largest = max(largest, position or 0)
+        return largest
+    sequence = connection.scalar(sa.select(sa.func.pg_get_serial_sequence(
+        connection.dialect.identifier_preparer.format_table(table), column.name)))
+    if sequence is not None:
+        # last_value is the last id handed out once is_called; before that, nothing was.
+        last_value, is_called = connection.execute(sa.text(f"SELECT last_value, is_called FROM {sequence}")).one()
+        largest = max(largest, last_value if is_called else 0)
+    return largest
+
+
+def continue_ids_after(connection: sa.Connection, table: sa.Table, last: int) -> None:
+    """Make the next id the table hands out `last` + 1."""
+    if connection.dialect.name == "sqlite":
+        connection.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = :name"), {"name": table.name})
+        connection.execute(sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES (:name, :last)"),
+                           {"name": table.name, "last": last})
+        return
+    quoted_table = connection.dialect.identifier_preparer.format_table(table)
+    connection.execute(sa.select(sa.func.setval(
+        sa.func.pg_get_serial_sequence(quoted_table, table.autoincrement_column.name),
+        max(last, 1),
+        last > 0,  # is_called: the next id is last + 1 (with nothing handed out yet: 1)
+    )))
 
 
 def analyze(target: sa.Engine) -> None:

@@ -13,7 +13,7 @@ from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import (audit, callback, clock, contacts, delivery, export, list_polls, numbers, optouts, queries,
-               replies, saved_replies, search)
+               replies, retention, saved_replies, search)
 from .list_views import VIEWS, ListFilter, view_facts
 from .extensions import db, login_manager
 
@@ -215,11 +215,30 @@ def retry_reply(conversation_id: int, reply_id: int):
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
 
 
+OPT_IN_REASON_LENGTH = 500
+
+
 @bp.post(CONVERSATION + "/opt-out")
 def set_opt_out(conversation_id: int):
+    """Opt out, or back in. A customer's own STOP is lifted only by an admin, with a reason
+    (kept in the audit trail): messages they asked not to get are the business's risk."""
     conversation = conversation_or_404(conversation_id)
-    optouts.set_opted_out(conversation.id, request.form.get("opted_out") == "yes", current_user.id)
+    opting_out = request.form.get("opted_out") == "yes"
+    reason = " ".join(request.form.get("reason", "").split())[:OPT_IN_REASON_LENGTH]
+    if not opting_out and optouts.needs_admin(conversation):
+        if not current_user.is_admin:
+            abort(403)
+        if not reason:
+            page = queries.open_thread(conversation)
+            return thread_page(page, status=400,
+                               opt_out_error="Say why the customer's STOP is lifted: the reason goes in the audit trail.")
+    optouts.set_opted_out(conversation.id, opting_out, current_user.id, reason)
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
+
+
+@bp.app_template_global()
+def opt_in_needs_admin(conversation) -> bool:
+    return optouts.needs_admin(conversation)
 
 
 @bp.post(CONVERSATION + "/contact")
@@ -334,7 +353,9 @@ def audited_export_query(file_format: str):
     query = export.export_query(**filters)
     list_filter = filters.pop("list_filter")
     audit.record("export", {**filters, "format": file_format, "rows": export.count_messages(query),
-                            **(vars(list_filter) if list_filter else {})})
+                            **(vars(list_filter) if list_filter else {}),
+                            # whom a search named, if few: an erasure finds it by them (retention.py)
+                            retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])})
     return query
 
 

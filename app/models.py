@@ -24,6 +24,12 @@ SAVED_REPLY_TITLE_LENGTH = 80
 # and only a column declared exactly INTEGER PRIMARY KEY is its auto-incrementing rowid.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+# Tables whose ids people and records refer to (URLs, audit events, a browser's saved drafts):
+# on SQLite a plain rowid table hands the largest id out again once its row is deleted (an erased
+# conversation's id would go to the next new customer); AUTOINCREMENT never reuses one.
+# PostgreSQL's sequences never go back anyway. Listed in migration a1d0e2f3c4b5.
+IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+
 
 class Conversation(db.Model):
     """One row per sender, kept current in the ingest transaction so lists never scan messages.
@@ -101,6 +107,7 @@ class Conversation(db.Model):
             sqlite_where=sa.text("unread_count > 0"),
             postgresql_where=sa.text("unread_count > 0"),
         ),
+        IDS_NEVER_REUSED,
     )
 
 
@@ -146,6 +153,7 @@ class Message(db.Model):
             postgresql_using="gin",
             postgresql_ops={"folded_text": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
+        IDS_NEVER_REUSED,
     )
 
 
@@ -213,6 +221,8 @@ class SavedReply(db.Model):
     title: Mapped[str] = mapped_column(sa.String(SAVED_REPLY_TITLE_LENGTH), unique=True)
     text: Mapped[str] = mapped_column(sa.Text)
 
+    __table_args__ = IDS_NEVER_REUSED
+
 
 class OptOut(db.Model):
     """Each time a conversation was opted out or back in, and who or what did it."""
@@ -224,6 +234,8 @@ class OptOut(db.Model):
     # The customer's keyword message, or the person who changed it by hand.
     message_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("message.id"))
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+
+    __table_args__ = IDS_NEVER_REUSED
 
 
 class UnmatchedDeliveryReport(db.Model):
@@ -264,6 +276,8 @@ class DeadLetter(db.Model):
     # A provider retries a body we refused: one row per distinct body, however often it comes.
     body_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
 
+    __table_args__ = IDS_NEVER_REUSED
+
 
 ROLES = ("admin", "agent")
 TOKEN_HASH_LENGTH = 64  # a sha256 in hex
@@ -282,6 +296,8 @@ class User(UserMixin, db.Model):
     # so a copy of the database opens nothing; and until when it works.
     reset_token_hash: Mapped[str | None] = mapped_column(sa.String(TOKEN_HASH_LENGTH), unique=True)
     reset_expires_at: Mapped[datetime | None]
+
+    __table_args__ = IDS_NEVER_REUSED
 
     # The token of the login this request belongs to (see accounts.load_session_user): not stored.
     login_token = None
@@ -313,6 +329,8 @@ class LoginSession(db.Model):
     address: Mapped[str] = mapped_column(sa.String(ADDRESS_LENGTH))
     user_agent: Mapped[str] = mapped_column(sa.String(USER_AGENT_LENGTH))
 
+    __table_args__ = IDS_NEVER_REUSED
+
 
 class AuditEvent(db.Model):
     """Who did what, when, from where: appended by the app, never changed; see audit.py."""
@@ -325,7 +343,7 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(sa.String(32))
     details: Mapped[str] = mapped_column(sa.Text)  # JSON
 
-    __table_args__ = (sa.Index("ix_audit_event_action_at", "action", "at"),)
+    __table_args__ = (sa.Index("ix_audit_event_action_at", "action", "at"), IDS_NEVER_REUSED)
 
 
 class Setting(db.Model):
@@ -387,7 +405,7 @@ class Job(db.Model):
     __table_args__ = (
         sa.Index("ix_job_state_due_at", "state", "due_at"),
         sa.Index("ix_job_key_id", "key", "id"),
-        {"sqlite_autoincrement": True},
+        IDS_NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -40,9 +40,22 @@ def normalise(sender: str) -> str:
     return key
 
 
+def key(sender: str) -> str:
+    """The one key of a sender everywhere: its conversation, an opt-out, a suppression after
+    erasure (hashed). A possible number's E.164 form, anything else exactly as it came."""
+    return normalise(sender)
+
+
+def is_number_key(key: str) -> bool:
+    """Whether a key is a phone number in E.164 (`+` and digits), not a sender name or short code."""
+    return key.startswith("+") and key[1:].isdigit()
+
+
 @lru_cache(maxsize=10_000)
 def _parsed(key: str) -> phonenumbers.PhoneNumber | None:
-    if not key.startswith("+"):
+    # Only what normalise makes a number is one (`+82000` is too short: a sender kept as it came,
+    # shown as it came, so that what people copy from the page finds the same key).
+    if not key.startswith("+") or INTERNATIONAL.fullmatch(key) is None:
         return None
     try:
         number = phonenumbers.parse(key, None)

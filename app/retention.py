@@ -10,6 +10,7 @@ conversation and everything about its number at once. Both count on SQLite's `se
 The app purges by itself once a day (the periodic `daily_purge` job, app/jobs/; a lease row in
 `setting` lets one process at a time run it); `flask --app app purge` runs it by hand.
 """
+import json
 import logging
 import secrets
 from collections import Counter
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from . import audit, clock, jobs, numbers
+from . import audit, clock, jobs, numbers, queries, search
 from .extensions import db
 from .models import (AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message,
                      Setting, Suppression, UnmatchedDeliveryReport)
@@ -147,8 +148,9 @@ def conversation_summary(conversation_id: int) -> ConversationSummary | None:
 def erase_conversation(conversation_id: int) -> int:
     """Delete a conversation and everything about its number; returns the messages deleted.
 
-    The audit trail keeps that it happened, with the number as a keyed hash; a number that had
-    opted out stays blocked from replies by a hashed suppression entry, until it opts back in.
+    The audit trail keeps that it happened, with the number as a keyed hash; what the trail and
+    the dead letters held about the person goes (see `ErasedPerson`). A number that had opted out
+    stays blocked from replies by a hashed suppression entry, until it opts back in.
     """
     with write_transaction() as session:
         secure_delete()
@@ -156,6 +158,9 @@ def erase_conversation(conversation_id: int) -> int:
         if conversation is None:
             return 0
         number, opted_out = conversation.sender, conversation.opted_out
+        # Found while the person's messages are still there: a search matched "only them".
+        person = ErasedPerson.of(conversation)
+        redacted = redact_audit_trail(person)
         ids = list(session.scalars(sa.select(Message.id).where(Message.conversation_id == conversation_id)))
         omnimessage_ids = [value for value in session.scalars(
             sa.select(Message.omnimessage_id).where(Message.conversation_id == conversation_id,
@@ -168,16 +173,113 @@ def erase_conversation(conversation_id: int) -> int:
         delete_rows_referring_to(conversation_id)
         session.execute(sa.delete(Message).where(Message.conversation_id == conversation_id))
         session.execute(sa.delete(Conversation).where(Conversation.id == conversation_id))
-        dead_letters = delete_dead_letters_mentioning(number)
-        redact_audit_trail(number)
+        dead_letters = delete_dead_letters_mentioning(person)
         number_hash = audit.number_hash(number)
         if opted_out and session.get(Suppression, number_hash) is None:
             session.add(Suppression(number_hash=number_hash, created_at=clock.now()))
         change_number()  # lists polling for changes redraw without it
-        audit.record("conversation_deleted", {"number_hash": number_hash, "messages": len(ids),
-                                              "dead_letters": dead_letters, "was_opted_out": opted_out})
+        audit.record("conversation_deleted", {"conversation": conversation_id, "number_hash": number_hash,
+                                              "messages": len(ids), "dead_letters": dead_letters,
+                                              "was_opted_out": opted_out, "audit_events_redacted": redacted})
     scrub_files()
     return len(ids)
+
+
+ERASED = "[erased]"
+# Audit details that hold what a person typed (an export's searches, why a STOP was lifted),
+# rather than the app's own codes; erased from the events about the erased conversation.
+TYPED_DETAILS = ("q", "text", "reason")
+# Searches recorded with the few conversations they matched (see search_subjects).
+MATCHED = "matched_conversations"
+FEW_SUBJECTS = 3
+
+
+@dataclass
+class ErasedPerson:
+    """Everything that identifies a person being erased, and the tests that find it elsewhere:
+    their number however written, their contact name, and searches that matched only them.
+
+    Past contact names are stored nowhere (editing a contact records only the conversation's
+    id); a search by one is found through the conversations it matched when it ran (MATCHED).
+    """
+    conversation_id: int
+    key: str  # the conversation's sender (numbers.key)
+    sender_key: str
+    folded_name: str | None
+    folded_texts: list[str]
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> "ErasedPerson":
+        texts = db.session.scalars(sa.select(Message.folded_text).where(
+            Message.conversation_id == conversation.id, Message.folded_text != ""))
+        name = search.fold(conversation.contact_name.strip()) if conversation.contact_name else None
+        return cls(conversation.id, conversation.sender, conversation.sender_key,
+                   name if name and len(name) >= search.MIN_QUERY else None, list(texts))
+
+    def __post_init__(self):
+        self.mentions_number = numbers.mentions(self.key)
+
+    def mentioned_in(self, value: str) -> bool:
+        """Whether a text holds the number (any spelling that dials it) or the contact's name."""
+        if self.mentions_number(value.encode("utf-8", "surrogatepass")):
+            return True
+        return self.folded_name is not None and self.folded_name in search.fold(value)
+
+    def only_match_of(self, field: str, query: str) -> bool:
+        """Whether an export's search (`q`: numbers and names; `text`: message texts) matches
+        this person and nobody else now."""
+        if field == "q":
+            folded = search.fold(query.strip())
+            number = queries.searched_number(query)
+            if not ((len(number) >= search.MIN_QUERY and number in self.sender_key)
+                    or (self.folded_name is not None and len(folded) >= search.MIN_QUERY and folded in self.folded_name)):
+                return False
+            others = sa.select(Conversation.id).where(queries.conversation_matches(query),
+                                                      Conversation.id != self.conversation_id)
+        elif field == "text":
+            folded = search.folded_query(query)
+            if len(folded) < search.MIN_QUERY or not any(folded in text for text in self.folded_texts):
+                return False
+            others = sa.select(Message.id).where(search.text_matches(query, db.session.get_bind().dialect.name),
+                                                 Message.conversation_id != self.conversation_id)
+        else:
+            return False
+        return not db.session.scalar(sa.select(sa.exists(others.limit(1))))
+
+    def erase_from(self, details: dict) -> bool:
+        """Erase what identifies this person from an audit event's details, in place; True if
+        anything was."""
+        about_them = self.conversation_id in (details.get("conversation"), details.get("conversation_id"))
+        matched = details.get(MATCHED) or []
+        changed = False
+        for name, value in details.items():
+            if not isinstance(value, str) or not value or value == ERASED:
+                continue
+            if (self.mentioned_in(value)
+                    or (name in TYPED_DETAILS and (about_them or matched == [self.conversation_id]
+                                                   or self.only_match_of(name, value)))):
+                details[name] = ERASED
+                changed = True
+        return changed
+
+
+def search_subjects(q: str, text: str) -> list[int] | None:
+    """The conversations an export's search matches, when they are few (up to FEW_SUBJECTS):
+    recorded with the export, so that erasing one of them later finds a search that named only
+    them, even by a contact name since changed. None without a search or with many matches."""
+    conditions = []
+    if q:
+        conditions.append(Conversation.id.in_(sa.select(Conversation.id).where(queries.conversation_matches(q))
+                                              .limit(FEW_SUBJECTS + 1).scalar_subquery()))
+    if text:
+        matching = sa.select(Message.conversation_id).where(
+            search.text_matches(text, db.session.get_bind().dialect.name)).distinct().limit(FEW_SUBJECTS + 1)
+        conditions.append(Conversation.id.in_(matching.scalar_subquery()))
+    if not conditions:
+        return None
+    found = list(db.session.scalars(sa.select(Conversation.id).where(*conditions).order_by(Conversation.id)
+                                    .limit(FEW_SUBJECTS + 1)))
+    return found if 0 < len(found) <= FEW_SUBJECTS else None
 
 
 def referring_columns(table: sa.Table) -> list[sa.Column]:
@@ -194,23 +296,53 @@ def delete_rows_referring_to(conversation_id: int) -> None:
             db.session.execute(sa.delete(column.table).where(column == conversation_id))
 
 
-def delete_dead_letters_mentioning(number: str) -> int:
-    """Dead letters whose body holds the number, however the provider wrote it."""
-    mentioned = numbers.mentions(number)
+def delete_dead_letters_mentioning(person: ErasedPerson) -> int:
+    """Dead letters that mention the person, however the provider wrote the number: in the raw
+    bytes, or in any string of the body once decoded as JSON (`"\\u002b372..."` is `+372...`)."""
     found = [letter_id for letter_id, body in db.session.execute(sa.select(DeadLetter.id, DeadLetter.raw_body))
-             if mentioned(bytes(body))]
+             if any(person.mentioned_in(text) for text in texts_of(bytes(body)))]
     for chunk in chunks(found):
         db.session.execute(sa.delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
     return len(found)
 
 
-def redact_audit_trail(number: str) -> None:
-    """The one change the app makes to recorded events: an erased number typed into an export's
-    search goes from their details (the event itself stays)."""
-    digits = "".join(ch for ch in number if ch.isdigit())
-    for form in {number, digits} if len(digits) >= 5 else {number}:
-        db.session.execute(sa.update(AuditEvent).where(AuditEvent.details.contains(form, autoescape=True))
-                           .values(details=sa.func.replace(AuditEvent.details, form, "[erased]")))
+def texts_of(raw: bytes) -> list[str]:
+    """A body as text, and every key and string in it once decoded, if it is JSON."""
+    texts = [raw.decode("utf-8", "replace")]
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return texts
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            texts.extend(key for key in value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return texts
+
+
+def redact_audit_trail(person: ErasedPerson, batch_size: int = 1000) -> int:
+    """The one change the app makes to recorded events: what identifies an erased person goes
+    from their details (the event itself stays); returns how many events changed. Reads every
+    event's details: an erasure is rare, and the trail is kept a year by default."""
+    redacted, after = 0, 0
+    while True:
+        rows = db.session.execute(sa.select(AuditEvent.id, AuditEvent.details).where(AuditEvent.id > after)
+                                  .order_by(AuditEvent.id).limit(batch_size)).all()
+        if not rows:
+            return redacted
+        for event_id, text in rows:
+            details = json.loads(text)
+            if isinstance(details, dict) and person.erase_from(details):
+                db.session.execute(sa.update(AuditEvent).where(AuditEvent.id == event_id).values(
+                    details=json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)))
+                redacted += 1
+        after = rows[-1].id
 
 
 def is_suppressed(number: str) -> bool:

@@ -183,3 +183,38 @@ def test_copy_creates_the_schema_and_fails_when_the_target_differs(source_url, d
     assert "DIFFERENT" in message_line
     assert again.stdout.count(" same") == len(copying.TABLES) - 1
     assert "differs from the source in: message" in again.stderr
+
+
+def test_ids_of_rows_deleted_before_the_copy_are_not_handed_out_again(tmp_path, database_url):
+    """The newest conversation was erased on SQLite before the move: on PostgreSQL the next
+    conversation and message get new ids, not the erased ones (which audit events still name)."""
+    url = f"sqlite:///{tmp_path / 'erased.sqlite3'}"
+    assert run(url, "init-db").returncode == 0
+    app = make_app(url)
+    client = app.test_client()
+    for n, sender in enumerate(["+37255510001", "+37255510002", "+37255510003"]):
+        body = body_for(msg_id=f"m{n}", sender=sender)
+        assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
+    with app.app_context():
+        from app import retention
+        from app.models import Conversation
+        erased = db.session.scalar(sa.select(Conversation.id).where(Conversation.sender == "+37255510003"))
+        retention.erase_conversation(erased)
+        db.engine.dispose()
+    copied = run(url, "copy-db", "--to", database_url)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+
+    target = make_app(database_url)
+    try:
+        body = body_for(msg_id="after-the-move", sender="+37255510004")
+        target_client = target.test_client()
+        assert target_client.post("/callbacks/inbound", data=body,
+                                  headers=signed_headers(body)).json == {"status": "stored"}
+        with target.app_context():
+            from app.models import Conversation
+            new = db.session.execute(sa.select(Conversation.id, Conversation.last_message_id)
+                                     .where(Conversation.sender == "+37255510004")).one()
+        assert new == (erased + 1, 4)  # neither the erased conversation's id nor its message's (3)
+    finally:
+        with target.app_context():
+            db.engine.dispose()

@@ -74,7 +74,8 @@ def test_erasure_deletes_everything_about_the_number_and_nothing_else(app, admin
         assert conversation_of(OTHER).message_count == 1
         [event] = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "conversation_deleted"))
         assert (event.username, json.loads(event.details)) == ("alice", {
-            "number_hash": audit.number_hash(NUMBER), "messages": 3, "dead_letters": 4, "was_opted_out": True})
+            "conversation": customer, "number_hash": audit.number_hash(NUMBER), "messages": 3, "dead_letters": 4,
+            "was_opted_out": True, "audit_events_redacted": 0})
         assert not db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)
                                      .where(AuditEvent.details.contains("55598765")))
     export = admin.client.get("/export.csv").text
@@ -145,3 +146,100 @@ def test_access_log_lines_carry_no_query_strings_or_link_tokens(app, user, serve
     assert "55598765" not in text and "tellimus" not in text and "secret-link-token" not in text
     assert "?" not in text
     assert '"GET /conversations/… HTTP/1.1" 404' in text and '"GET /conversations/1/export HTTP' in text
+
+
+ERASED_NUMBER = "+37255577777"
+
+
+@pytest.fixture
+def named_customer(app, deliver, customer):
+    """ERASED_NUMBER's conversation, its contact named Mari Maasikas (once Mari Tamm), beside
+    NUMBER's and OTHER's; with the id of ERASED_NUMBER's conversation."""
+    assert deliver(body_for(sender=ERASED_NUMBER, text="Minu kood on kaelkirjak 12")).status_code == 200
+    assert deliver(body_for(sender=OTHER, text="Kas kaelkirjak on laos?")).status_code == 200  # not only theirs
+    with app.app_context():
+        conversation = conversation_of(ERASED_NUMBER)
+        with write_transaction():
+            conversation.contact_name, conversation.contact_key = "Mari Tamm", "mari tamm"
+        return conversation.id
+
+
+def rename(app, conversation_id: int, name: str) -> None:
+    with app.app_context():
+        with write_transaction() as session:
+            conversation = session.get(Conversation, conversation_id)
+            conversation.contact_name, conversation.contact_key = name, name.lower()
+
+
+def export_searches(app) -> list[tuple[str, str]]:
+    with app.app_context():
+        return [(details.get("q"), details.get("text")) for details in map(json.loads, db.session.scalars(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "export").order_by(AuditEvent.id)))]
+
+
+def test_erasure_finds_the_person_in_every_recorded_export_search(app, admin, named_customer):
+    """The finding: after erasing +37255577777, exports searched by other spellings of the number,
+    the contact's name (current and past) and a word only their messages had still said whom."""
+    searches = ["+372 5557 7777", "55577777", "5557-7777", "0037255577777", "(5557) 7777", "Mari Tamm"]
+    for q in searches:
+        admin.client.get("/export.csv", query_string={"q": q}).close()
+    rename(app, named_customer, "Mari Maasikas")  # "Mari Tamm" is now a past name
+    for q in ["maasikas", "5557777"]:  # a part of the name; a part of the number only they have
+        admin.client.get("/export.csv", query_string={"q": q}).close()
+    admin.client.get("/export.csv", query_string={"q": "kood on", "match": "text"}).close()  # only their text
+    kept = [("Tere", ""), ("", "kaelkirjak"), ("5559", "")]  # match others too: say nothing of whom
+    for q, text in kept:
+        admin.client.get("/export.csv", query_string={"q": q or text, **({"match": "text"} if text else {})}).close()
+    url = f"/admin/conversations/{named_customer}/delete"
+    post(admin, url, url)
+    assert export_searches(app) == [("[erased]", "")] * 8 + [("", "[erased]")] + kept
+    with app.app_context():
+        [event] = db.session.scalars(sa.select(AuditEvent.details).where(AuditEvent.action == "conversation_deleted"))
+        assert json.loads(event)["audit_events_redacted"] == 9
+    url = sa.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite":  # nor do the files keep the searches' old bytes
+        files = b"".join(path.read_bytes() for path in Path(url.database).parent.glob(Path(url.database).name + "*"))
+        for typed in (b"5557 7777", b"5557-7777", b"Mari Tamm", b"kood on", b"maasikas"):
+            assert typed not in files, typed
+
+
+def test_erasure_removes_a_dead_letter_whose_number_is_written_with_json_escapes(app, admin, named_customer):
+    escaped = b'{"sender": "\\u002b\\u0033\\u0037\\u0032\\u0035\\u0035\\u0035\\u0037\\u0037\\u0037\\u0037\\u0037"}'
+    assert json.loads(escaped)["sender"] == ERASED_NUMBER
+    named = json.dumps({"sender": "Shop", "text": "from Mari Tamm"}).encode()
+    with app.app_context():
+        with write_transaction() as session:
+            for n, body in enumerate([escaped, named]):
+                session.add(DeadLetter(received_at=datetime(2026, 3, 2), reason="bad time", body_sha256=f"e{n}" * 32,
+                                       raw_body=body))
+    url = f"/admin/conversations/{named_customer}/delete"
+    post(admin, url, url)
+    with app.app_context():
+        bodies = set(db.session.scalars(sa.select(DeadLetter.raw_body)))
+    assert escaped not in bodies and named not in bodies and len(bodies) == 5  # NUMBER's and OTHER's stay
+
+
+def test_a_reason_given_for_lifting_their_stop_is_erased_with_them(app, admin, deliver, named_customer):
+    deliver(body_for(sender=ERASED_NUMBER, text="STOP"))
+    path = f"/conversations/{named_customer}"
+    post(admin, path + "/opt-out", path, opted_out="no", reason="Mari called back")
+    post(admin, f"/admin/conversations/{named_customer}/delete", f"/admin/conversations/{named_customer}/delete")
+    with app.app_context():
+        [reason] = [json.loads(details)["reason"] for details in db.session.scalars(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "opted_in"))]
+    assert reason == "[erased]"
+
+
+def test_an_erased_conversations_id_goes_to_no_one_else(app, admin, deliver):
+    """On SQLite an erased newest conversation's id went to the next new customer, so that old
+    audit events (and a browser's draft for that id) pointed at them."""
+    deliver(body_for(sender="+37255511111"))
+    deliver(body_for(sender="+37255522222"))
+    with app.app_context():
+        newest = conversation_of("+37255522222")
+        newest_id, newest_message = newest.id, newest.last_message_id
+    post(admin, f"/admin/conversations/{newest_id}/delete", f"/admin/conversations/{newest_id}/delete")
+    deliver(body_for(sender="+37255533333"))
+    with app.app_context():
+        new = conversation_of("+37255533333")
+        assert new.id > newest_id and new.last_message_id > newest_message

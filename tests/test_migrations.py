@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from app.extensions import db
 from app.models import Conversation, ConversationRecipient, DeadLetter, Message, OptOut
 
-from conftest import ROOT, body_for, conversation_of, flask_command, fresh_database, make_app, signed_headers
+from conftest import ROOT, body_for, close_app, conversation_of, flask_command, fresh_database, make_app, signed_headers
 
 TRIGRAM_INDEX = "ix_conversation_sender_key_trgm"  # declared for PostgreSQL only
 TEXT_TRIGRAM_INDEX = "ix_message_folded_text_trgm"  # PostgreSQL's; SQLite has the message_fts table
@@ -57,6 +57,10 @@ def schema_of(connection: sa.Connection) -> dict:
                                   for _, name, unique, origin, partial in pragma("index_list", table)),
             } for table in tables},
             # Indexes, triggers (text search's) and the FTS5 table by the SQL that made them.
+            # Which tables never reuse an id (AUTOINCREMENT, said only in the table's SQL).
+            "autoincrement": connection.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%AUTOINCREMENT%' "
+                "ORDER BY name").scalars().all(),
             "index_sql": connection.exec_driver_sql(
                 "SELECT name, sql FROM sqlite_master WHERE (type IN ('index', 'trigger') OR name IN ('message_fts', 'conversation_fts')) "
                 "AND sql IS NOT NULL ORDER BY name").all(),
@@ -321,3 +325,66 @@ def test_users_from_before_roles_become_admins_and_log_in_again(database_url, en
         assert [(name, role, bool(disabled)) for name, role, disabled in users] == [
             ("alice", "admin", False), ("bob", "admin", False)]
         assert connection.scalar(sa.text("SELECT count(*) FROM login_session")) == 0  # everyone logs in again
+
+
+def test_ids_are_never_handed_out_again_after_the_upgrade(database_url, engine):
+    """A database made by the revision before AUTOINCREMENT, with data, upgraded by `init-db`:
+    the data and text search stay, and a new conversation's id is above every id the audit trail
+    mentions (conversation 7 was deleted before the upgrade; an event still names it)."""
+    previous = flask_command(database_url, "db", "upgrade", "f3a8d2c5b9e7")
+    assert previous.returncode == 0, previous.stderr
+    old = engine(database_url)
+    with old.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO conversation (id, sender, sender_key, channel, last_message_id, last_sent_at, last_text, "
+            "message_count, unread_count, change_seq, contact_name, contact_key) "
+            "VALUES (:id, :sender, :key, 'sms', :id, '2026-11-01 08:00:00', :text, 1, 1, 1, :name, :name_key)"), [
+            {"id": 1, "sender": "+37255511111", "key": "37255511111", "text": "Tere zebra", "name": None,
+             "name_key": None},
+            {"id": 2, "sender": "+37255522222", "key": "37255522222", "text": "Kas pood on avatud?",
+             "name": "Ülle Tamm", "name_key": "ulle tamm"}])
+        connection.execute(sa.text(
+            "INSERT INTO message (id, conversation_id, msg_id, channel, sender, text, folded_text, sent_at, "
+            "received_at, raw_body, change_seq) VALUES (:id, :id, :msg_id, 'sms', :sender, :text, :folded, "
+            "'2026-11-01 08:00:00', '2026-11-01 08:00:00', :raw, 1)"), [
+            {"id": 1, "msg_id": "m1", "sender": "+37255511111", "text": "Tere zebra", "folded": "tere zebra",
+             "raw": b"{}"},
+            {"id": 2, "msg_id": "m2", "sender": "+37255522222", "text": "Kas pood on avatud?",
+             "folded": "kas pood on avatud?", "raw": b"{}"}])
+        connection.execute(sa.text('INSERT INTO "user" (id, username, password_hash, role) '
+                                   "VALUES (1, 'alice', 'x', 'admin')"))
+        connection.execute(sa.text("INSERT INTO audit_event (at, username, action, details) "
+                                   "VALUES ('2026-11-01 09:00:00', 'alice', 'reply', :details)"),
+                           {"details": '{"conversation": 7, "reply": 40}'})
+        connection.execute(sa.text("UPDATE change_counter SET value = 1"))
+        if connection.dialect.name == "postgresql":  # where ids 7 and 40 were handed out
+            connection.execute(sa.text("SELECT setval('conversation_id_seq', 7)"))
+            connection.execute(sa.text("SELECT setval('message_id_seq', 40)"))
+    old.dispose()
+
+    upgraded = flask_command(database_url, "init-db")
+    assert upgraded.returncode == 0, upgraded.stderr
+
+    app = make_app(database_url)
+    client = app.test_client()
+
+    def deliver(sender: str, text: str) -> None:
+        db.session.rollback()  # this test's reads see what the request stored
+        body = body_for(sender=sender, text=text)
+        assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
+
+    with app.app_context():
+        from app import queries, retention, search
+        assert db.session.execute(sa.select(Message.id, Message.text).order_by(Message.id)).all() == [
+            (1, "Tere zebra"), (2, "Kas pood on avatud?")]
+        assert [hit.id for hit in search.search_messages("zebra")[0]] == [1]
+        assert [row.id for row in db.session.scalars(sa.select(Conversation).where(
+            queries.conversation_matches("ulle")))] == [2]
+        deliver("+37255533333", "Uus klient zebra")
+        newest = conversation_of("+37255533333")
+        assert newest.id > 7 and newest.last_message_id > 40
+        assert [hit.id for hit in search.search_messages("zebra")[0]] == [newest.last_message_id, 1]
+        retention.erase_conversation(newest.id)
+        deliver("+37255544444", "Veel üks")
+        assert conversation_of("+37255544444").id > newest.id
+    close_app(app)

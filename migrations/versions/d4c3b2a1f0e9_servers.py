@@ -1,7 +1,7 @@
 """servers: where each running server listens
 
 Revision ID: d4c3b2a1f0e9
-Revises: f3a8d2c5b9e7
+Revises: a1d0e2f3c4b5
 Create Date: 2026-12-06 03:00:00
 
 One row per running server process (its host, pid, the address it listens on, PUBLIC_URL, when
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "d4c3b2a1f0e9"
-down_revision = "f3a8d2c5b9e7"
+down_revision = "a1d0e2f3c4b5"
 branch_labels = None
 depends_on = None
 
