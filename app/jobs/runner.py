@@ -43,6 +43,7 @@ class Runner:
         self.threads: list[threading.Thread] = []
         self.condition = threading.Condition()
         self.signals = 0  # wake-ups so far: a thread waits only if none came since it last looked
+        self.looks = 0  # times its threads looked for work (the admin page; tests wait on it)
         self.stopping = False
         self.last_heartbeat = None
         self.last_housekeeping = None
@@ -92,6 +93,7 @@ class Runner:
         """Heartbeat and housekeeping when due, then one job if there is one: whether one ran."""
         now = clock.now()
         with self.condition:  # one thread of the runner does these at a time
+            self.looks += 1
             heartbeat = self.last_heartbeat is None or now - self.last_heartbeat >= HEARTBEAT
             if heartbeat:
                 self.last_heartbeat = now
