@@ -23,7 +23,7 @@ def _longest_send() -> float:
 
 # A restart lets a worker finish the sends in progress (connect plus read timeout) before it is
 # killed, instead of leaving them unconfirmed.
-graceful_timeout = max(getattr(gunicorn_conf, "graceful_timeout", 30), _longest_send() + 10)
+graceful_timeout = int(max(getattr(gunicorn_conf, "graceful_timeout", 30), _longest_send() + 10))
 
 
 def post_worker_init(worker):

@@ -1,23 +1,27 @@
 """Replies from the inbox, through the fake Omnichannel API (a real HTTP server), on both databases.
 
-The app's own reply senders (its outbox threads) do the sending, as in production; tests wait
-for the outcome in the database, never for a fixed time.
+The app's own job runner (its threads, started as a server process starts them) does the sending,
+as in production; tests wait for the outcome in the database, never for a fixed time. Retries with
+backoff are driven by `jobs.run_due` and the app's clock instead.
 """
 import os
 import re
 import signal
-from datetime import timedelta
+import socket
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
 import sqlalchemy as sa
 
-from app import replies
+from app import jobs, replies
+from app.jobs import runner
 from app.extensions import db
 from app.unit_of_work import write_transaction
-from app.models import Message
+from app.models import Job, Message
 
-from conftest import PASSWORD, AuthActions, Browser, body_for, close_app, conversation_of, make_app, signed_headers, wait_until
+from conftest import (PASSWORD, AuthActions, Browser, Server, body_for, close_app, conversation_of, make_app,
+                      signed_headers, wait_until)
 
 CUSTOMER = "+37255512345"
 OUR_NUMBER = "+37250000000"
@@ -27,13 +31,34 @@ OUR_NUMBER = "+37250000000"
 def reply_app(database_url, messente, user_row):
     app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
                    MESSENTE_API_PASSWORD="api-password", MESSENTE_READ_TIMEOUT=0.5,
-                   MESSENTE_CONNECT_TIMEOUT=0.5, MESSENTE_RATE_LIMIT_BACKOFF=(0.05, 0.1),
-                   PUBLIC_URL="https://inbox.example.com")
+                   MESSENTE_CONNECT_TIMEOUT=0.5, PUBLIC_URL="https://inbox.example.com")
+    with app.app_context():
+        db.create_all()
+        user_row()
+    runner.start(app)  # as every server process does
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def clocked_app(database_url, messente, user_row):
+    """Replies sent by `jobs.run_due` at the test's clock (no runner threads): for retries."""
+    now = {"moment": datetime(2026, 3, 2, 10, 0)}
+    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
+                   MESSENTE_API_PASSWORD="api-password", MESSENTE_READ_TIMEOUT=0.5,
+                   MESSENTE_CONNECT_TIMEOUT=0.5, CLOCK=lambda: now["moment"].replace(tzinfo=UTC))
+    app.now = now
     with app.app_context():
         db.create_all()
         user_row()
     yield app
     close_app(app)
+
+
+def run_jobs_at(app, moment: datetime) -> None:
+    app.now["moment"] = moment
+    with app.app_context():
+        jobs.run_due(moment)
 
 
 @pytest.fixture
@@ -152,20 +177,58 @@ def test_a_refused_reply_keeps_its_text_says_why_and_can_be_retried(reply_app, p
     assert reply.problem is None and len(messente.requests) == 2
 
 
-def test_messente_down_is_a_failure_with_the_reason(reply_app, person, messente):
-    deliver(reply_app)
+def test_messente_down_is_retried_with_backoff_then_a_failure_with_the_reason(clocked_app, messente):
+    """Connection refused: nothing reached Messente, so the reply is tried again (the thread says
+    Retrying) for REPLY_RETRY_SECONDS, then fails with the reason."""
+    person = AuthActions(clocked_app.test_client())
+    person.login()
+    start = clocked_app.now["moment"]
+    deliver(clocked_app)
     messente.down()
-    send_reply(person, reply_app, "Nobody listening")
-    [reply] = wait_for_status(reply_app, "failed")
-    assert "connection refused" in reply.problem.lower()
+    send_reply(person.client, clocked_app, "Nobody listening")
+    run_jobs_at(clocked_app, start)
+    [reply] = replies_in(clocked_app)
+    assert reply.status == "retrying" and "connection refused" in reply.problem.lower()
+    assert "Retrying" in person.client.get(thread_path(clocked_app)).text
+    run_jobs_at(clocked_app, start + timedelta(seconds=4))  # the first pause is 5 s
+    with clocked_app.app_context():
+        [job] = db.session.scalars(sa.select(Job).where(Job.kind == "send_reply")).all()
+        assert (job.attempts, job.state) == (1, "due")
+    moment = start
+    for pause in (5, 10, 20, 40, 80, 160):  # backoff, within ten minutes of the first try
+        moment += timedelta(seconds=pause)
+        run_jobs_at(clocked_app, moment)
+    [reply] = replies_in(clocked_app)
+    assert reply.status == "failed" and "connection refused" in reply.problem.lower()
+    with clocked_app.app_context():
+        [job] = db.session.scalars(sa.select(Job).where(Job.kind == "send_reply")).all()
+        assert (job.attempts, job.state) == (7, "done")
 
 
-def test_rate_limited_replies_are_retried_with_backoff(reply_app, person, messente):
-    deliver(reply_app)
+def test_rate_limited_replies_are_retried_with_backoff(clocked_app, messente):
+    deliver(clocked_app)
+    start = clocked_app.now["moment"]
     messente.behave("429", times=2)
-    send_reply(person, reply_app, "Third time lucky")
-    wait_for_status(reply_app, "sent")
+    with clocked_app.app_context():
+        replies.queue_reply(conversation_of(CUSTOMER), "Third time lucky", "sms", None, 1, "t" * 16)
+    for seconds in (0, 5, 15):
+        run_jobs_at(clocked_app, start + timedelta(seconds=seconds))
+    assert replies_in(clocked_app)[0].status == "sent"
     assert [request.status for request in messente.requests] == [429, 429, 201]
+
+
+@pytest.mark.parametrize("behaviour", ["500", "slow"])
+def test_a_send_that_may_have_reached_messente_is_never_resent(clocked_app, messente, behaviour):
+    """A 5xx or no answer within the read timeout: the send ran once and is never run again."""
+    deliver(clocked_app)
+    start = clocked_app.now["moment"]
+    messente.behave(behaviour, times=1)
+    with clocked_app.app_context():
+        replies.queue_reply(conversation_of(CUSTOMER), "Only once", "sms", None, 1, "o" * 16)
+    for minutes in (0, 1, 5, 11, 60):
+        run_jobs_at(clocked_app, start + timedelta(minutes=minutes))
+    assert replies_in(clocked_app)[0].status == ("failed" if behaviour == "500" else "unconfirmed")
+    assert len(messente.requests) == 1
 
 
 def test_a_reply_that_times_out_is_unconfirmed_and_never_resent_by_itself(reply_app, person, messente):
@@ -174,7 +237,7 @@ def test_a_reply_that_times_out_is_unconfirmed_and_never_resent_by_itself(reply_
     send_reply(person, reply_app, "Did it go?")
     [reply] = wait_for_status(reply_app, "unconfirmed")
     with reply_app.app_context():
-        replies.outbox().sweep()  # what the sweeper does every few seconds: nothing for this one
+        jobs.run_due(replies.clock.now() + timedelta(hours=1))  # whatever comes due later: not this one
     assert len(messente.requests) == 1 and replies_in(reply_app)[0].status == "unconfirmed"
     page = person.get(thread_path(reply_app)).text
     assert "Unconfirmed" in page and "Send again" in page
@@ -193,14 +256,16 @@ def test_an_opted_out_customer_gets_nothing(reply_app, person, messente):
     assert "opted out" in person.get("/").text
 
 
-def test_a_queued_reply_is_not_sent_if_the_customer_opts_out_before_it_goes(reply_app, messente):
+def test_a_queued_reply_is_not_sent_if_the_customer_opts_out_before_it_goes(clocked_app, messente):
+    reply_app = clocked_app  # no runner: the job waits until run_due
     deliver(reply_app)
     with reply_app.app_context():
         conversation = conversation_of(CUSTOMER)
-        reply_id = replies.queue_reply(conversation, "Queued", "sms", None, 1, "k" * 16)
+        replies.queue_reply(conversation, "Queued", "sms", None, 1, "k" * 16)
     deliver(reply_app, text="STOP")
     with reply_app.app_context():
-        assert replies.send(reply_id, replies_client(reply_app), replies.RateLimiter(100)) == "failed"
+        jobs.run_due()
+    assert replies_in(reply_app)[0].status == "failed"
     assert replies_in(reply_app)[0].problem == "the customer opted out: not sent"
     assert messente.requests == []
 
@@ -296,40 +361,88 @@ def test_without_api_credentials_the_box_says_what_to_set(app, client, auth, del
     assert "set MESSENTE_API_USERNAME and MESSENTE_API_PASSWORD" in page and '/replies"' not in page
 
 
-def test_replies_left_queued_are_sent_once_however_many_processes_sweep(reply_app, messente):
-    deliver(reply_app)
-    with reply_app.app_context():
+def test_replies_are_sent_once_however_many_runners_look(clocked_app, messente):
+    deliver(clocked_app)
+    with clocked_app.app_context():
         conversation = conversation_of(CUSTOMER)
-        for n in range(5):  # stored, and then the process died before its outbox took them
-            replies.queue_reply(conversation, f"Left queued {n}", "sms", None, 1, f"{n}" * 16)
-    # Two processes' outboxes (every worker has one) sweep at the same moment.
-    outboxes = [replies.Outbox(reply_app), replies.Outbox(reply_app)]
+        for n in range(5):
+            replies.queue_reply(conversation, f"Queued {n}", "sms", None, 1, f"{n}" * 16)
+    # Two processes' runners (each its own app, engine and connections) at the same moment.
+    other = make_app(clocked_app.config["SQLALCHEMY_DATABASE_URI"], **{
+        name: clocked_app.config[name] for name in ("MESSENTE_API_URL", "MESSENTE_API_USERNAME",
+                                                    "MESSENTE_API_PASSWORD", "CLOCK")})
     try:
-        with reply_app.app_context():
-            for outbox in outboxes:
-                outbox.sweep()
-        wait_for_status(reply_app, "sent", count=5)
-        assert sorted(request.json["messages"][0]["text"] for request in messente.requests) == [
-            f"Left queued {n}" for n in range(5)]
+        import threading
+
+        def run(app):
+            with app.app_context():
+                jobs.run_due(clocked_app.now["moment"])
+                db.session.remove()
+
+        threads = [threading.Thread(target=run, args=(app,)) for app in (clocked_app, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [reply.status for reply in replies_in(clocked_app)] == ["sent"] * 5
+        # In the order written: one conversation's replies go one at a time.
+        assert [request.json["messages"][0]["text"] for request in messente.requests] == [
+            f"Queued {n}" for n in range(5)]
     finally:
-        for outbox in outboxes:
-            outbox.stop()
+        close_app(other)
 
 
-def test_a_reply_left_sending_by_a_dead_process_becomes_unconfirmed_and_is_not_resent(reply_app, messente):
-    deliver(reply_app)
-    with reply_app.app_context():
+def test_a_reply_whose_runner_died_while_sending_becomes_unconfirmed_and_is_not_resent(clocked_app, messente):
+    deliver(clocked_app)
+    start = clocked_app.now["moment"]
+    with clocked_app.app_context():
         reply_id = replies.queue_reply(conversation_of(CUSTOMER), "Was it sent?", "sms", None, 1, "d" * 16)
-        with write_transaction() as session:  # claimed by a process that then died
+        [job] = jobs.find_due(start)
+        claimed = jobs.claim(job.id, job.kind, start, "a-runner-that-dies", clocked_app.config)
+        with write_transaction() as session:  # it took the reply, and died before recording anything
             session.execute(sa.update(Message).where(Message.id == reply_id)
-                            .values(status="sending", claimed_at=replies.clock.now()))
-        assert replies.abandon_stale_sends(replies.clock.now()) == 0  # it may still be on its way
-        later = replies.clock.now() + timedelta(minutes=5)
-        assert replies.abandon_stale_sends(later) == 1
-        replies.outbox().sweep()
-    [reply] = replies_in(reply_app)
+                            .values(status="sending", claimed_at=start))
+    assert claimed is not None
+    run_jobs_at(clocked_app, start + timedelta(seconds=20))  # it may still be on its way
+    assert replies_in(clocked_app)[0].status == "sending"
+    run_jobs_at(clocked_app, start + timedelta(minutes=5))  # its lease ran out
+    [reply] = replies_in(clocked_app)
     assert reply.status == "unconfirmed" and "may or may not" in reply.problem
+    run_jobs_at(clocked_app, start + timedelta(hours=1))
     assert messente.requests == []
+
+
+class QuietServer(Server):
+    """A server whose start is awaited without a request: a TCP connection made and closed."""
+
+    def answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            if self.process.poll() is not None:
+                raise RuntimeError("the server exited: " + self.output()[-2000:])
+            return False
+
+
+def test_a_reply_queued_before_a_restart_is_sent_by_a_server_that_gets_no_request(app, user, messente, tmp_path):
+    app.config.update(MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
+                      MESSENTE_API_PASSWORD="api-password", MESSENTE_SMS_SENDER="Shop")
+    deliver(app)
+    with app.app_context():  # stored while no server ran
+        replies.queue_reply(conversation_of(CUSTOMER), "Waiting for a server", "sms", None, 1, "w" * 16)
+    access_log = tmp_path / "access.log"
+    server = QuietServer(app.config["SQLALCHEMY_DATABASE_URI"], workers=1, threads=2, access_log=str(access_log),
+                         env={"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
+                              "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_SMS_SENDER": "Shop"})
+    try:
+        server.start()
+        [request] = messente.wait_for_requests(1, timeout=20)
+        assert request.json["messages"][0]["text"] == "Waiting for a server"
+        wait_for_status(app, "sent")
+    finally:
+        server.stop()
+    assert access_log.read_text() == ""  # it served no request at all
 
 
 @pytest.mark.slow
@@ -350,14 +463,13 @@ def test_killing_the_server_while_a_reply_is_sending_never_sends_it_twice(app, u
         os.kill(pid, signal.SIGKILL)
     first.process.wait(timeout=10)
 
-    # Another reply was stored but never taken by an outbox: when the new server's sweep sends
-    # it, the sweep has run, and it left the one in flight alone.
+    # Another reply was stored meanwhile: the new server's runner sends it, and leaves the one in
+    # flight alone.
     app.config.update(MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD="api-password")
     with app.app_context():
         replies.queue_reply(conversation_of(CUSTOMER), "Left queued", "sms", None, 1, "q" * 16)
     messente.behave("ok")
-    second = server_factory(workers=2, threads=4, env=env)
-    assert person.get(second.url + "/login")[0] == 200  # a worker's first request starts its outbox
+    server_factory(workers=2, threads=4, env=env)
     messente.wait_until(lambda requests: any(r.json["messages"][0]["text"] == "Left queued" for r in requests),
                         timeout=30, what="the queued reply")
     texts = [request.json["messages"][0]["text"] for request in messente.requests]
@@ -365,8 +477,8 @@ def test_killing_the_server_while_a_reply_is_sending_never_sends_it_twice(app, u
     statuses = {reply.text: reply.status for reply in replies_in(app)}
     assert statuses["In flight"] == "sending"  # never resent
     with app.app_context():
-        # Once its claim is older than any live call could be, it is shown unconfirmed.
-        assert replies.abandon_stale_sends(replies.clock.now() + timedelta(minutes=10)) == 1
+        # Once its job's lease is older than any live call could be, it is shown unconfirmed.
+        jobs.run_due(replies.clock.now() + timedelta(minutes=10))
     assert {reply.text: reply.status for reply in replies_in(app)}["In flight"] == "unconfirmed"
 
 
@@ -377,11 +489,12 @@ def blacklist_app(database_url, messente, user_row):
     with app.app_context():
         db.create_all()
         user_row()
+    runner.start(app)
     yield app
     close_app(app)
 
 
-OUTBOX_SWEEP = 15.0  # seconds to wait for the app's own outbox (it sweeps every few seconds)
+OUTBOX_SWEEP = 15.0  # seconds to wait for the app's own runner (a failed sync is tried again after 5 s)
 
 
 def blacklist_state(app, sender: str = CUSTOMER) -> tuple[str | None, str | None]:
@@ -391,7 +504,7 @@ def blacklist_state(app, sender: str = CUSTOMER) -> tuple[str | None, str | None
 
 
 def test_blacklist_sync_adds_on_stop_and_removes_only_what_it_added(blacklist_app, messente):
-    deliver(blacklist_app, text="STOP")  # answered at once: the blacklist call is the outbox's job
+    deliver(blacklist_app, text="STOP")  # answered at once: the blacklist call is a job
     wait_until(lambda: messente.blacklist == {CUSTOMER}, "the number is blacklisted", timeout=OUTBOX_SWEEP)
     wait_until(lambda: blacklist_state(blacklist_app) == ("added", None), "it is known as ours", timeout=OUTBOX_SWEEP)
     deliver(blacklist_app, text="START")
@@ -405,7 +518,12 @@ def test_blacklist_sync_adds_on_stop_and_removes_only_what_it_added(blacklist_ap
                timeout=OUTBOX_SWEEP)
     deliver(blacklist_app, sender=other, text="START")
     with blacklist_app.app_context():
-        replies.outbox().sweep()
+        def sync_pending() -> int:
+            pending = db.session.scalar(sa.select(sa.func.count()).select_from(Job).where(
+                Job.kind == "sync_blacklist", Job.state.in_(["due", "running"])))
+            db.session.rollback()
+            return pending
+        wait_until(lambda: sync_pending() == 0, "the sync has run")
     assert messente.blacklist == {other}
     assert [request.method for request in messente.requests].count("DELETE") == 1  # ours only
 
@@ -433,22 +551,27 @@ def person_of():
     return logged_in
 
 
-def test_a_burst_of_replies_stays_under_the_rate_limit(database_url, messente, user_row):
-    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
-                   MESSENTE_API_PASSWORD="api-password", MESSENTE_REQUESTS_PER_SECOND=20)
+def test_a_burst_of_replies_from_two_processes_stays_under_one_rate_limit(database_url, messente, user_row):
+    settings = dict(MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
+                    MESSENTE_API_PASSWORD="api-password", MESSENTE_REQUESTS_PER_SECOND=20)
+    app, other = make_app(database_url, **settings), make_app(database_url, **settings)
     with app.app_context():
         db.create_all()
         user_row()
     try:
-        deliver(app)
+        senders = [f"+3725551000{n}" for n in range(6)]
+        for sender in senders:
+            deliver(app, sender=sender)
         with app.app_context():
-            conversation = conversation_of(CUSTOMER)
             for n in range(30):
-                replies.queue_reply(conversation, f"Burst {n}", "sms", None, 1, f"burst-{n:02d}" * 2)
-            replies.outbox().sweep()
+                replies.queue_reply(conversation_of(senders[n % 6]), f"Burst {n}", "sms", None, 1,
+                                    f"burst-{n:02d}" * 2)
+        runner.start(app)  # two processes' runners, one budget
+        runner.start(other)
         wait_for_status(app, "sent", count=30)
         times = sorted(request.at for request in messente.requests)
         busiest_second = max(sum(1 for other in times if start <= other < start + 1) for start in times)
         assert len(times) == 30 and busiest_second <= 21  # 20 a second, and one on the window's edge
     finally:
         close_app(app)
+        close_app(other)

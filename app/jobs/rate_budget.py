@@ -1,10 +1,11 @@
 """One rate budget for calls to an API, shared by every process and instance using the database.
 
-A row per budget holds the earliest moment the next call may start. Taking a turn is one atomic
-UPDATE: next_at = max(next_at, now) + interval, RETURNING it; the caller then sleeps until its
-turn (next_at - interval). Calls are so spaced evenly, at most `per_second` a second across all
-processes. A stall books nothing ahead: after one, next_at is in the past and starts from now,
-so the calls behind it don't go in a burst.
+A row per budget holds the earliest moment (seconds since the epoch) the next call may start. A
+caller takes its turn with one conditional UPDATE, next_at = now + interval WHERE next_at <= now,
+right before its call; if another caller's turn is still running out, it sleeps until then and
+tries again. Turns are so at least one interval apart however many processes and instances ask:
+at most `per_second` calls a second in all. Nothing is booked ahead, so after a stall the calls
+behind it don't go in a burst.
 """
 import time
 
@@ -17,19 +18,22 @@ MESSENTE = "messente"
 
 
 def take_turn(name: str, per_second: float) -> float:
-    """Book the next call's slot; seconds to wait until it (0 when it is now)."""
+    """Take the turn if it is free (0.0), else the seconds until it may be."""
     interval = 1.0 / per_second
     now = time.time()  # the wall clock, as the sleep is real (not the app's settable clock)
     with write_transaction() as session:
-        next_at = session.scalar(
-            sa.update(RateBudget).where(RateBudget.name == name)
-            .values(next_at=sa.case((RateBudget.next_at > now, RateBudget.next_at), else_=now) + interval)
-            .returning(RateBudget.next_at))
+        taken = session.execute(sa.update(RateBudget).where(RateBudget.name == name, RateBudget.next_at <= now)
+                                .values(next_at=now + interval)).rowcount
+        if taken:
+            return 0.0
+        next_at = session.scalar(sa.select(RateBudget.next_at).where(RateBudget.name == name))
         if next_at is None:  # the first call ever
-            next_at = now + interval
-            session.execute(sa.insert(RateBudget).values(name=name, next_at=next_at))
-    return max(0.0, next_at - interval - now)
+            session.execute(sa.insert(RateBudget).values(name=name, next_at=now + interval))
+            return 0.0
+    return max(next_at - now, 0.001)
 
 
 def wait_turn(name: str, per_second: float) -> None:
-    time.sleep(take_turn(name, per_second))
+    """Return when this caller may make its call."""
+    while (wait := take_turn(name, per_second)) > 0:
+        time.sleep(wait)
