@@ -7,7 +7,7 @@ from html import unescape
 import pytest
 import sqlalchemy as sa
 
-from app import replies, signing
+from app import jobs, replies, signing
 from app.extensions import db
 from app.unit_of_work import write_transaction
 from app.models import Message, UnmatchedDeliveryReport
@@ -21,10 +21,10 @@ CUSTOMER = "+37255512345"
 @pytest.fixture
 def dlr_app(database_url, user_row):
     now = {"moment": datetime(2024, 6, 1, 8, 0, tzinfo=UTC)}
-    # No reply senders: the tests set each reply's state themselves, and a sender racing them to
+    # No job runner: the tests set each reply's state themselves, and a runner racing them to
     # the unreachable API would change it underneath.
     app = make_app(database_url, MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD=API_PASSWORD,
-                   MESSENTE_API_URL="http://127.0.0.1:9/v1", CLOCK=lambda: now["moment"], REPLY_SENDERS=0)
+                   MESSENTE_API_URL="http://127.0.0.1:9/v1", CLOCK=lambda: now["moment"])
     app.moved = lambda **delta: now.update(moment=now["moment"] + timedelta(**delta))
     with app.app_context():
         db.create_all()
@@ -34,7 +34,7 @@ def dlr_app(database_url, user_row):
 
 
 def a_sent_reply(app, omnimessage_id: str = "omni-1") -> int:
-    """A reply as the outbox leaves it after Messente's 201 (the sending itself is tested elsewhere)."""
+    """A reply as its send job leaves it after Messente's 201 (the sending itself is tested elsewhere)."""
     body = body_for(sender=CUSTOMER, recipient="+37250000000")
     assert app.test_client().post("/callbacks/inbound", data=body, headers=signed_headers(body)).status_code == 200
     with app.app_context():
@@ -140,7 +140,7 @@ def test_unmatched_reports_are_dropped_after_a_day(dlr_app):
     post_report(dlr_app, report("ACK", omnimessage_id="another"))
     dlr_app.moved(hours=2)
     with dlr_app.app_context():
-        replies.outbox().sweep()  # what every outbox does every few seconds
+        jobs.run_due()  # the hourly drop_stale_delivery_reports job is due
         kept = db.session.scalars(sa.select(UnmatchedDeliveryReport.omnimessage_id)).all()
     assert kept == ["another"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import demo, queries, retention
+from app import demo, jobs, queries, retention
 from app.extensions import db
 from app.models import (AuditEvent, Conversation, DeadLetter, LoginThrottle, Message, OptOut,
                         Suppression, UnmatchedDeliveryReport)
@@ -185,6 +185,24 @@ def test_one_holder_at_a_time_and_once_a_day(app, clock, history):
         assert retention.run_scheduled("worker-a") is None  # done today
         clock.advance(hours=1)
         assert retention.run_scheduled("worker-a") is not None
+
+
+def test_the_daily_purge_is_a_periodic_job_that_runs_once_however_many_runners(app, clock, history):
+    """No thread of its own and no `app.testing` skip: the runner's `daily_purge` job, as in production."""
+    app.config["RETENTION_DAYS"] = 30
+    purges = lambda: count(app, AuditEvent, AuditEvent.action == "retention_purge")  # noqa: E731
+    with app.app_context():
+        first = clock().replace(tzinfo=None)
+        for holder in ("runner-a", "runner-b"):  # two processes' runners, at the same moment
+            jobs.run_due(first, holder=holder)
+        assert retention.last_purge() == first and purges() == 1
+        assert count(app, Message, Message.received_at < first - timedelta(days=30)) == 0
+        clock.advance(hours=1)
+        jobs.run_due(clock().replace(tzinfo=None))  # its job comes round every 15 minutes: not yet a day
+        assert retention.last_purge() == first
+        clock.advance(days=1)
+        jobs.run_due(clock().replace(tzinfo=None))
+        assert retention.last_purge() == clock().replace(tzinfo=None)
 
 
 # --- flask purge ----------------------------------------------------------------------------------
