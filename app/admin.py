@@ -1,4 +1,4 @@
-"""Admin pages: users and roles, locked logins, the audit trail, retention, erasure.
+"""Admin pages: users and roles, locked logins, the audit trail, retention, erasure, background jobs.
 
 Every view here is `admin_required` (tests walk the URL map as an agent to check it).
 """
@@ -12,7 +12,7 @@ from flask_wtf import FlaskForm
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from . import accounts, audit, clock, config, retention
+from . import accounts, audit, clock, config, jobs, retention, servers
 from .auth import admin_required
 from .export import safe_cell
 from .extensions import db
@@ -30,6 +30,13 @@ class AddUserForm(FlaskForm):
 class RetentionForm(FlaskForm):
     days = IntegerField("Keep messages for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)])
     audit_days = IntegerField("Keep the audit trail for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)])
+
+
+@bp.context_processor
+def runner_banner() -> dict:
+    """Every admin page says so when no job runner has been heard from within a minute."""
+    from .jobs import runner
+    return {"no_runner_alive": lambda: not runner.runners_alive(clock.now())}
 
 
 def user_or_404(user_id: int) -> User:
@@ -223,3 +230,26 @@ def delete_conversation(conversation_id: int):
         retention.erase_conversation(conversation_id)
         return render_template("admin/deleted.html", summary=summary)
     return render_template("admin/delete_conversation.html", summary=summary)
+
+
+# --- background jobs ---------------------------------------------------------------------
+
+@bp.get("/jobs")
+@admin_required
+def job_list():
+    from .jobs import runner
+    now = clock.now()
+    found = jobs.listing()
+    return render_template("admin/jobs.html", now=now, alive_within=runner.ALIVE_WITHIN,
+                           runners=servers.runner_rows(),
+                           jobs_by_state={state: [job for job in found if job.state == state]
+                                          for state in ("running", "due", "dead")})
+
+
+@bp.post("/jobs/<int(max=%d):job_id>/retry" % (2**63 - 1))
+@admin_required
+def retry_job(job_id: int):
+    with write_transaction():  # the retry and its audit event commit together
+        if jobs.retry_dead(job_id):
+            audit.record("job_retried", {"job": job_id})
+    return redirect(url_for("admin.job_list"), 303)

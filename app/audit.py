@@ -41,6 +41,7 @@ ACTIONS = {
     "login_unlocked": "Unlocked a login",
     "settings_changed": "Changed settings",
     "retention_purge": "Retention purge",
+    "job_retried": "Retried a job",
     "opted_out": "Opted out",
     "opted_in": "Opted back in",
 }

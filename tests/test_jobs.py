@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from app import jobs
 from app.extensions import db
 from app.jobs import rate_budget, runner
-from app.models import ChangeCounter, Job, Server, Setting
+from app.models import AuditEvent, ChangeCounter, Job, Server, Setting
 from app.unit_of_work import write_transaction
 
-from conftest import body_for, close_app, make_app, signed_headers, wait_until
+from conftest import AuthActions, body_for, close_app, make_app, signed_headers, wait_until
 
 START = datetime(2026, 1, 5, 9, 0)
 ran: list[tuple[str, dict]] = []  # what the test kinds below were asked to do
@@ -235,7 +235,6 @@ def test_an_idle_runner_moves_no_change_number_and_polls_answer_204(database_url
         db.create_all()
         user_row()
     client = app.test_client()
-    from conftest import AuthActions
     assert AuthActions(client).login().status_code == 302
     body = body_for(sender="+37255500009")
     assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).status_code == 200
@@ -284,3 +283,65 @@ def test_the_rate_budget_is_shared_by_every_process(job_app):
             assert 0.5 < rate_budget.take_turn("test", per_second=1) <= 1  # and so does the first
     finally:
         close_app(other)
+
+
+# --- the admin's view ---------------------------------------------------------------------------
+
+@pytest.fixture
+def admin_client(job_app, user_row):
+    with job_app.app_context():
+        user_row()
+        user_row("bob", role="agent")
+    client = job_app.test_client()
+    assert AuthActions(client).login().status_code == 302
+    return client
+
+
+def test_a_dead_job_is_shown_and_an_admin_retries_it_audited(job_app, admin_client, clock_now):
+    with job_app.app_context():
+        with write_transaction():
+            jobs.enqueue("test_flaky", {"n": 9})
+        failures[9] = 3
+        for seconds in (0, 5, 15):
+            clock_now["moment"] = START + timedelta(seconds=seconds)
+            jobs.run_due(clock_now["moment"])
+        [job] = job_rows()
+        assert job.state == "dead"
+    page = admin_client.get("/admin/jobs").text
+    assert "test_flaky" in page and "RuntimeError: the far end is away" in page and "Retry job" in page
+    retry_url = f"/admin/jobs/{job.id}/retry"
+
+    agent = job_app.test_client()
+    assert AuthActions(agent).login("bob").status_code == 302
+    assert agent.post(retry_url, data={"csrf_token": AuthActions(agent).csrf("/")}).status_code == 403
+    assert admin_client.post(retry_url).status_code == 400  # no CSRF token
+    with job_app.app_context():
+        assert job_rows()[0].state == "dead"
+
+    token = AuthActions(admin_client).csrf("/admin/jobs")
+    assert admin_client.post(retry_url, data={"csrf_token": token}).status_code == 303
+    failures[9] = 0
+    with job_app.app_context():
+        assert job_rows()[0].state == "due"
+        jobs.run_due(clock_now["moment"])
+        assert job_rows()[0].state == "done"
+        events = db.session.execute(sa.select(AuditEvent.action, AuditEvent.username)
+                                    .where(AuditEvent.action == "job_retried")).all()
+        assert events == [("job_retried", "alice")]
+
+
+def test_every_admin_page_says_when_no_runner_is_alive(job_app, admin_client, clock_now):
+    banner = "No job runner has been heard from for a minute"
+    for path in ("/admin/users", "/admin/audit", "/admin/retention", "/admin/jobs"):
+        page = admin_client.get(path).text
+        assert banner in page and "flask --app app worker" in page and "make run" in page
+    with job_app.app_context():
+        with write_transaction() as session:
+            server = Server(host="h", pid=1, bind="127.0.0.1:1", started_at=START, last_seen_at=START)
+            session.add(server)
+            session.flush()
+            server_id = server.id
+        runner.Runner(job_app, server_id=server_id, threads=0).step()  # a heartbeat
+    assert banner not in admin_client.get("/admin/users").text
+    clock_now["moment"] = START + timedelta(seconds=61)  # and nothing since
+    assert banner in admin_client.get("/admin/users").text
