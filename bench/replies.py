@@ -2,14 +2,13 @@
 
 The server as `make run` starts it, its Messente API pointed at the fake (tests/fake_messente.py,
 a real HTTP server in this process). The replies are queued in one transaction, as that many
-people pressing Send at the same moment would leave them; the workers' outboxes find them (their
-sweep) and send them at the configured rate. Figures: the time from the commit until the fake
+people pressing Send at the same moment would leave them, each with its send job; the workers' job
+runners find them (within JOBS_POLL_SECONDS) and send them at the configured rate. Figures: the time from the commit until the fake
 has seen the last one, each reply sent exactly once (one API request per reply, every reply
 `sent`), and the most requests the fake saw in any one-second window (Messente allows 150).
 """
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -47,8 +46,6 @@ def measure(workdir: Path, count: int, log) -> list[Row]:
             db.session.expunge_all()
         port = ingest.free_port()
         with Server(ingest.make_run(port, "bench.app:create_bench_app"), url, port, settings) as server:
-            for _ in range(8):  # requests reach every worker: each starts its outbox on its first
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10).close()
             with app.app_context():
                 started = time.monotonic()
                 with write_transaction():  # queue_reply joins it: all committed at once
