@@ -53,7 +53,8 @@ def user_id(app, name: str) -> int:
 
 
 def one_time_link(html: str) -> str:
-    return re.search(r'value="http://localhost(/set-password/[^"]+)"', html).group(1)
+    """The link's path; links are made from BIND (no PUBLIC_URL in tests), never the request's Host."""
+    return re.search(r'value="http://127\.0\.0\.1:5000(/set-password/[^"]+)"', html).group(1)
 
 
 def set_password(app, link: str, password: str, confirm: str | None = None):
@@ -182,7 +183,8 @@ def test_unlocking_a_throttled_login(app, clock, admin):
     page = admin.client.get("/admin/users").text
     assert "Locked logins" in page and "<bdi>alice</bdi>" in page
     with app.app_context():
-        row = db.session.scalar(sa.select(LoginThrottle.id).where(LoginThrottle.username == "alice"))
+        row = db.session.scalar(sa.select(LoginThrottle.id).where(LoginThrottle.username == "alice",
+                                                                  LoginThrottle.locked_until.is_not(None)))
     assert post(admin, f"/admin/locked-logins/{row}/unlock", "/admin/users").status_code == 303
     assert locked_out.login().status_code == 302
 

@@ -48,9 +48,12 @@ def from_address(app, address: str, forwarded_for: str | None = None) -> AuthAct
     return AuthActions(client)
 
 
-def throttle_rows(app) -> set[tuple[str, str]]:
+def throttle_rows(app, kind: str = "address") -> set[tuple[str, str]]:
+    """(username, address) of the throttle's rows of one kind: by default those counted per
+    address (the per-account and per-device rows are tests/test_login_devices.py's)."""
     with app.app_context():
-        return set(map(tuple, db.session.execute(sa.select(LoginThrottle.username, LoginThrottle.address))))
+        return set(map(tuple, db.session.execute(sa.select(LoginThrottle.username, LoginThrottle.address)
+                                                 .where(LoginThrottle.kind == kind))))
 
 
 def test_login_page_has_a_labelled_form_with_csrf(client):
