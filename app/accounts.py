@@ -28,7 +28,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, has_app_context
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from . import audit, clock
+from . import audit, clock, two_factor
 from .extensions import db
 from .models import (ADDRESS_LENGTH, ROLES, USER_AGENT_LENGTH, USERNAME_LENGTH, LoginSession,
                      LoginThrottle, User)
@@ -387,7 +387,9 @@ def authenticate(username: str, password: str, address: str | None, device: str 
     def right_password() -> bool:
         return _password_matches(user, password) and not user.disabled
 
-    if not _throttled_check(key, address, device, right_password):
+    # With a code step to come, the password's success forgives only itself: code guesses
+    # made between right passwords still add up.
+    if not _throttled_check(key, address, device, right_password, complete=not (user and user.totp_secret)):
         return None
     if hasher.check_needs_rehash(user.password_hash):
         new_hash = hash_password(password)  # slow on purpose: computed before taking the write lock
@@ -399,7 +401,6 @@ def authenticate(username: str, password: str, address: str | None, device: str 
 def check_second_factor(user: User, code: str, address: str | None, device: str | None) -> str | None:
     """The login's second step: "code" or "backup" for the kind of code that was right, None if
     wrong. Throttled with the password attempts of the same name, address and device."""
-    from . import two_factor
     used = []
 
     def right_code() -> bool:
@@ -411,9 +412,10 @@ def check_second_factor(user: User, code: str, address: str | None, device: str 
     return used[-1]
 
 
-def _throttled_check(key: str, address: str | None, device: str | None, check) -> bool:
+def _throttled_check(key: str, address: str | None, device: str | None, check, complete: bool = True) -> bool:
     """Count an attempt, run `check` (True when the password or code is right), forgive a right
-    one; log and audit the locks a wrong one sets. Raises LoginLocked while throttled."""
+    one (`complete`: a whole login, which forgets earlier failures too); log and audit the locks
+    a wrong one sets. Raises LoginLocked while throttled."""
     address = (address or "unknown")[:ADDRESS_LENGTH]
     now = clock.now()
     with write_transaction():
@@ -422,7 +424,7 @@ def _throttled_check(key: str, address: str | None, device: str | None, check) -
         raise refused
     if check():
         with write_transaction():
-            _forgive_attempt(key, address, device)
+            _forgive_attempt(key, address, device, complete)
         return True
     for message, *args in locks:
         log.warning(message, *args)
@@ -433,7 +435,6 @@ def _throttled_check(key: str, address: str | None, device: str | None, check) -
 def confirm_identity(user: User, code_or_password: str, address: str | None) -> bool:
     """A logged-in person's current two-factor code, backup code or password, before changing
     their two-factor sign-in. Throttled as logins are (a stolen session must not guess)."""
-    from . import two_factor
 
     def right() -> bool:
         return (two_factor.use_code(user, code_or_password) is not None
@@ -543,31 +544,29 @@ def _new_row(username: str, address: str, now: datetime, kind: str = "address") 
     return row
 
 
-def _forgive_attempt(key: str, address: str, device: str | None) -> None:
-    """The password (or code) was right. From a known device: forget that device's failures.
-    From an unknown one: forget this name's failures from this address, and take this attempt
-    off the address's and the account's counts (their other failures still count)."""
+def _forgive_attempt(key: str, address: str, device: str | None, complete: bool) -> None:
+    """The password (or code) was right. A whole login forgets this device's failures (from a
+    known device) or this name's from this address (from an unknown one); else (a password with
+    a code to come) only this attempt is taken back. The address's and the account's counts
+    lose this attempt only: their other failures still count."""
     if device is not None:
-        db.session.execute(sa.delete(LoginThrottle).where(
-            LoginThrottle.username == key, LoginThrottle.address == device))
+        _take_back(key, device, everything=complete)
         return
-    db.session.execute(sa.delete(LoginThrottle).where(
-        LoginThrottle.username == key, LoginThrottle.address == address, LoginThrottle.username != ANY_USERNAME))
-    config = current_app.config
-    _take_back(ANY_USERNAME, address, config["LOGIN_ADDRESS_MAX_FAILURES"])
-    _take_back(key, ANY_ADDRESS, config["LOGIN_ACCOUNT_MAX_FAILURES"])
+    _take_back(key, address, everything=complete)
+    _take_back(ANY_USERNAME, address)
+    _take_back(key, ANY_ADDRESS)
 
 
-def _take_back(username: str, address: str, limit: int) -> None:
+def _take_back(username: str, address: str, everything: bool = False) -> None:
     row = db.session.scalar(sa.select(LoginThrottle).where(
         LoginThrottle.username == username, LoginThrottle.address == address))
     if row is None:
         return
     row.failures -= 1
-    if row.failures <= 0:
+    if everything or row.failures <= 0:
         db.session.delete(row)
-    elif row.failures < limit:
-        row.locked_until = None  # set by this very attempt, if at all
+    else:
+        row.locked_until = None  # the row was not locked before this attempt: any lock is its own
 
 
 def _purge(now: datetime) -> None:
