@@ -134,20 +134,20 @@ WILDCARD = ("", "0.0.0.0", "::", "[::]")
 
 
 def trusted_hosts(settings) -> list[str] | None:
-    """The host names requests may give (Flask's TRUSTED_HOSTS; others get 400): PUBLIC_URL's and
-    BIND's, with the loopback names when serving on one, so local checks still work. None (any
-    host) when BIND listens everywhere and no PUBLIC_URL says which name people use."""
-    hosts = []
-    if settings["PUBLIC_URL"]:
-        hosts.append(urlsplit(settings["PUBLIC_URL"]).hostname)
+    """The host names requests may give (Flask's TRUSTED_HOSTS; others get 400), when the app knows
+    them: PUBLIC_URL's (with BIND's, and the loopback names so local checks still work), or, with
+    no PUBLIC_URL and no proxy in front, the loopback names when BIND is a loopback address.
+    Otherwise None (any host): the name people use is not known. Links never come from the
+    request's host either way (`site_url`)."""
     bind_host = settings["BIND"].rpartition(":")[0].strip("[]")
-    if bind_host in WILDCARD or bind_host in LOOPBACK:
-        if not hosts:
-            return None if bind_host in WILDCARD else list(LOOPBACK)
-        hosts.extend(LOOPBACK)
-    else:
-        hosts.append(bind_host)
-    return list(dict.fromkeys(host for host in hosts if host))
+    if settings["PUBLIC_URL"]:
+        hosts = [urlsplit(settings["PUBLIC_URL"]).hostname, *LOOPBACK]
+        if bind_host not in WILDCARD:
+            hosts.append(bind_host)
+        return list(dict.fromkeys(host for host in hosts if host))
+    if bind_host in LOOPBACK and not settings.get("PROXY_COUNT"):
+        return list(LOOPBACK)
+    return None
 
 
 def database_url(url: str) -> str:
