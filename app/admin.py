@@ -12,7 +12,7 @@ from flask_wtf import FlaskForm
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from . import accounts, audit, clock, config, retention
+from . import accounts, audit, clock, config, retention, two_factor
 from .auth import admin_required
 from .export import safe_cell
 from .extensions import db
@@ -48,8 +48,19 @@ def users(form: AddUserForm | None = None, error: str | None = None, status: int
     return render_template(
         "admin/users.html", form=form or AddUserForm(formdata=None), error=error,
         users=db.session.scalars(db.select(User).order_by(User.username)).all(),
-        locked=accounts.locked_logins(clock.now()),
+        locked=accounts.locked_logins(clock.now()), two_factor_required=two_factor.required(),
     ), status
+
+
+@bp.post("/two-factor-requirement")
+@admin_required
+def two_factor_requirement():
+    required = request.form.get("required") == "1"
+    with write_transaction():
+        if required != two_factor.required():
+            two_factor.set_required(required)
+            audit.record("two_factor_required", {"required": "yes" if required else "no"})
+    return redirect(url_for("admin.users"), 303)
 
 
 @bp.post("/users")
@@ -69,9 +80,8 @@ def add_user():
 
 
 def link_page(user: User, token: str, new: bool = False):
-    link = url_for("auth.set_password", token=token, _external=True)
-    if current_app.config["PUBLIC_URL"]:
-        link = config.site_url(current_app.config) + url_for("auth.set_password", token=token)
+    # From PUBLIC_URL (or BIND), never from the request's Host header, which the client chooses.
+    link = config.site_url(current_app.config) + url_for("auth.set_password", token=token)
     return render_template("admin/link.html", user=user, link=link, new=new,
                            hours=current_app.config["RESET_LINK_SECONDS"] / 3600)
 
@@ -81,6 +91,7 @@ def link_page(user: User, token: str, new: bool = False):
 def user(user_id: int, error: str | None = None, status: int = 200):
     account = user_or_404(user_id)
     return render_template("admin/user.html", account=account, error=error, roles=ROLES,
+                           two_factor_required=two_factor.required(),
                            sessions=accounts.sessions_of(account), now=clock.now()), status
 
 
@@ -107,6 +118,19 @@ def reset_password(user_id: int):
         token = accounts.issue_reset_link(account, clock.now())
         audit.record("password_reset", {"user": account.username})
     return link_page(account, token)
+
+
+@bp.post("/users/<int:user_id>/reset-two-factor")
+@admin_required
+def reset_two_factor(user_id: int):
+    """For a person who lost their phone and backup codes: their password alone logs them in
+    again (or, where two-factor is required, leads them to set it up anew)."""
+    account = user_or_404(user_id)
+    with write_transaction():
+        if account.totp_secret:
+            two_factor.turn_off(account)
+            audit.record("two_factor_reset", {"user": account.username})
+    return redirect(url_for("admin.user", user_id=user_id), 303)
 
 
 @bp.post("/users/<int:user_id>/disable")
