@@ -2,7 +2,6 @@
 import logging
 import re
 import tempfile
-from datetime import date
 from urllib.parse import urlencode
 
 from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request,
@@ -15,30 +14,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from . import (audit, callback, clock, contacts, delivery, export, list_polls, numbers, optouts, queries,
                replies, saved_replies, search)
 from .list_views import VIEWS, ListFilter, view_facts
+from .request_args import LARGEST_ID, date_arg, id_arg, parse_id
 from .extensions import db, login_manager
 
 bp = Blueprint("inbox", __name__)
 log = logging.getLogger(__name__)
-LARGEST_ID = 2**63 - 1  # a database BIGINT; anything larger is no id of ours
-DIGITS = re.compile(r"[0-9]{1,19}")
 CONVERSATION = f"/conversations/<int(max={LARGEST_ID}):conversation_id>"
 SEARCH_PAGE = 20  # messages found by their text, under the list's conversations
-
-
-def id_arg(name: str) -> int | None:
-    """A non-negative id from the query string; anything else (², ①, -1, 2**64) is ignored."""
-    value = request.args.get(name, "")
-    return int(value) if DIGITS.fullmatch(value) and int(value) <= LARGEST_ID else None
-
-
-def date_arg(name: str) -> date | None:
-    value = request.args.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        abort(400, f"'{name}' must be a date like 2024-06-01")
 
 
 def is_htmx() -> bool:
@@ -282,10 +264,10 @@ def mark_unread(conversation_id: int):
 
 
 def form_id(name: str) -> int:
-    value = request.form.get(name, "")
-    if not (DIGITS.fullmatch(value) and int(value) <= LARGEST_ID):
+    value = parse_id(request.form.get(name, ""))
+    if value is None:
         abort(400, f"'{name}' must be a message id")
-    return int(value)
+    return value
 
 
 def read_state_response(conversation_id: int):
