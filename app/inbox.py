@@ -20,7 +20,7 @@ from .extensions import db, login_manager
 bp = Blueprint("inbox", __name__)
 log = logging.getLogger(__name__)
 CONVERSATION = f"/conversations/<int(max={LARGEST_ID}):conversation_id>"
-SEARCH_PAGE = 20  # messages found by their text, under the list's conversations
+SEARCH_PAGE = 20  # conversations found by their messages' text, under the list's conversations
 
 
 def is_htmx() -> bool:
@@ -72,7 +72,7 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
     list_filter = ListFilter.from_args(request.args)
     page = queries.conversations(q, before=before, after=after, limit=current_app.config["PAGE_SIZE"],
                                  list_filter=list_filter)
-    found, found_older = search.search_messages(q, limit=SEARCH_PAGE, before=id_arg("found_before"))
+    found, found_older = search.search_conversations(q, limit=SEARCH_PAGE, before=id_arg("found_before"))
     return dict(q=q, rows=page.rows, list_page=page, latest=latest, live=page.live,
                 list_filter=list_filter, views=VIEWS, view_facts=view_facts(list_filter, latest),
                 unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
