@@ -11,18 +11,23 @@ import xlsxwriter
 from . import search
 from .extensions import db
 from .list_views import ListFilter
-from .models import Conversation, Message
+from .models import Conversation, Message, User
 from .queries import conversation_matches
 
-# Appended columns go last, so files read by column position keep working. For a reply, `status`
-# is its delivery report (DELIVRD, ...) once there is one, else how far sending got (sent, failed,
-# ...); for an inbound message "received". `contact_name` is the name the team gave the
-# conversation (empty when none); `conversation_id` groups a person's messages whatever spelling
-# of their number each came with. The last column is never empty: LibreOffice, reading the file
-# with `;` as the separator, pairs the quotes of a line that ends in an empty cell the wrong way
-# and evaluates a formula inside a text (tests/test_export.py opens the file in Calc).
+# The export's columns, in this order, in both formats (docs/search.md says what each holds). New
+# columns take their place in this list and existing ones keep their names and values, so files
+# read by column name keep working. `status`: for a reply its delivery report (DELIVRD, ...) once
+# there is one, else how far sending got (sent, failed, ...); for an inbound message "received".
+# `agent`: who wrote a reply; `problem`: why a reply failed, or its delivery error. `assignee` and
+# `labels` are kept empty for now: the format is fixed before the features that fill them.
+# The last column is never empty: LibreOffice, reading the file with `;` as the separator, pairs
+# the quotes of a line that ends in an empty cell the wrong way and evaluates a formula inside a
+# text (tests/test_export.py opens the file in Calc).
 COLUMNS = ("time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-           "direction", "status", "contact_name", "conversation_id")
+           "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id")
+TIME_COLUMNS = ("time", "received_at")
+# Cells the app writes itself from a few known words or digits: no formula rule needed.
+PLAIN_COLUMNS = ("direction", "status", "conversation_id")
 # Spreadsheets treat a cell starting with one of these as a formula (OWASP CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 PHONE_NUMBER = re.compile(r"\+[0-9]+")  # ASCII digits, as the SQL below tests
@@ -47,14 +52,19 @@ def export_query(q: str = "", conversation_id: int | None = None,
     (Open, Done, ...) and its channel and number filters; `text` the messages whose text holds it
     (as text search finds them).
     """
-    # The name by the conversation's primary key, per row: a join could make the database read
+    # The name and the author by their primary keys, per row: a join could make the database read
     # conversations first and then sort every message.
     contact_name = (sa.select(Conversation.contact_name).where(Conversation.id == Message.conversation_id)
                     .scalar_subquery())
+    agent = sa.select(User.username).where(User.id == Message.author_id).scalar_subquery()
+    status = sa.func.coalesce(sa.func.nullif(Message.delivery, ""), sa.func.nullif(Message.status, ""),
+                              sa.literal("received", sa.String))  # inbound messages have neither
+    not_yet = sa.cast(sa.null(), sa.String)  # assignee, labels: empty until their features exist
     query = db.select(
         Message.sent_at, Message.sender, Message.recipient, Message.channel, Message.text,
         Message.msg_id, Message.sub_msg_id, Message.received_at, Message.direction,
-        sa.func.coalesce(Message.delivery, Message.status), contact_name, Message.conversation_id,
+        status, contact_name, agent, not_yet, not_yet, Message.problem,
+        sa.cast(Message.conversation_id, sa.String),
     ).order_by(Message.id)
     if conversation_id is not None:
         query = query.where(Message.conversation_id == conversation_id)
@@ -101,14 +111,6 @@ def csv_line_sql(columns, dialect: str) -> sa.ColumnElement[str]:
 
     One printf (SQLite) or format (PostgreSQL) builds the line: a chain of `||` copies it each time.
     """
-    (sent_at, sender, recipient, channel, text, msg_id, sub_msg_id, received_at, direction,
-     status, contact_name, conversation_id) = columns
-    cells = [_cell_sql(column, dialect) for column in (sender, recipient, channel, text, msg_id, sub_msg_id)]
-    cells += [_cell_sql(direction, dialect, safe=False),
-              _cell_sql(sa.func.coalesce(sa.func.nullif(status, _sql("''")), _sql("'received'")), dialect,
-                        safe=False),  # never empty
-              _cell_sql(contact_name, dialect),
-              _cell_sql(sa.cast(conversation_id, sa.String), dialect, safe=False)]
     # A time has no quotes to double. SQLite holds SQLAlchemy's "2024-06-01 08:00:00.123456":
     # its first 10 characters, T, the rest, Z; PostgreSQL formats its timestamp.
     if dialect == "sqlite":
@@ -117,8 +119,15 @@ def csv_line_sql(columns, dialect: str) -> sa.ColumnElement[str]:
     else:
         time, times = "%s", lambda t: [sa.func.to_char(t, _sql("""'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""))]
         function, crlf = sa.func.format, "chr(13) || chr(10)"
-    line = '"' + '","'.join([time] + ["%s"] * 6 + [time] + ["%s"] * 4) + '"'
-    arguments = [*times(sent_at), *cells[:6], *times(received_at), *cells[6:]]
+    formats, arguments = [], []
+    for name, column in zip(COLUMNS, columns, strict=True):
+        if name in TIME_COLUMNS:
+            formats.append(time)
+            arguments += times(column)
+        else:
+            formats.append("%s")
+            arguments.append(_cell_sql(column, dialect, safe=name not in PLAIN_COLUMNS))
+    line = '"' + '","'.join(formats) + '"'
     return sa.type_coerce(function(_sql(f"'{line}' || {crlf}"), *arguments), sa.String)
 
 
@@ -186,7 +195,7 @@ def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_RO
     })
     time_format = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
     header_format = workbook.add_format({"bold": True})
-    times = {COLUMNS.index("time"), COLUMNS.index("received_at")}
+    times = {COLUMNS.index(name) for name in TIME_COLUMNS}
     sheet, row, written = None, rows_per_sheet, 0
     with db.engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_CHUNK).execute(query)
@@ -218,7 +227,7 @@ def _xlsx_sheet(workbook, header_format, time_format):
     sheet = workbook.add_worksheet("Messages" if number == 1 else f"Messages {number}")
     for column, name in enumerate(COLUMNS):
         sheet.set_column(column, column, XLSX_TEXT_WIDTHS.get(name, 16),
-                         time_format if name in ("time", "received_at") else None)
+                         time_format if name in TIME_COLUMNS else None)
         sheet.write_string(0, column, name, header_format)
     sheet.freeze_panes(1, 0)
     return sheet
