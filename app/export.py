@@ -1,7 +1,7 @@
 """Exports: CSV (formula-safe cells, streamed from a server-side cursor in constant memory) and
 XLSX (text cells and real dates, built on disk in constant memory, then sent)."""
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, time, timedelta
 from typing import IO
 
@@ -80,7 +80,7 @@ def export_query(q: str = "", conversation_id: int | None = None,
     return query
 
 
-def csv_chunks(query: sa.Select) -> Iterator[bytes]:
+def csv_chunks(query: sa.Select, on_chunk: Callable[[], None] = lambda: None) -> Iterator[bytes]:
     """UTF-8 with a byte-order mark (so Excel reads emoji and Estonian), RFC 4180 quoting.
 
     Every cell is quoted, not only those holding a comma: a spreadsheet that splits on `;`, tab
@@ -89,7 +89,8 @@ def csv_chunks(query: sa.Select) -> Iterator[bytes]:
 
     The database builds each line (`csv_line_sql`: the quoting, the formula rule and the times),
     so Python only joins lines. One SELECT on one connection: the file is a consistent snapshot
-    even while messages arrive.
+    even while messages arrive. `on_chunk` is called after each chunk of rows (the export's lease
+    is renewed there).
     """
     yield ("\ufeff" + csv_line(COLUMNS)).encode()
     with db.engine.connect() as connection:
@@ -98,6 +99,7 @@ def csv_chunks(query: sa.Select) -> Iterator[bytes]:
         result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_CHUNK).execute(lines)
         for partition in result.scalars().partitions():
             yield "".join(partition).encode()
+            on_chunk()
 
 
 def csv_line(cells) -> str:
@@ -178,7 +180,8 @@ XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.she
 XLSX_ROWS_PER_SECOND = 15_000
 
 
-def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_ROWS_PER_SHEET) -> int:
+def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_ROWS_PER_SHEET,
+              on_chunk: Callable[[], None] = lambda: None) -> int:
     """Write the query's rows (export_query's columns) as an .xlsx workbook into `output`; the
     number of messages written.
 
@@ -188,6 +191,7 @@ def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_RO
     it goes, so memory stays flat however many rows; the workbook is zipped into `output` at the
     end. One SELECT on one connection: a consistent snapshot, as for CSV. A cell holds at most
     32,767 characters (Excel's limit): a longer text is cut there (the CSV has it whole).
+    `on_chunk` is called every ROWS_PER_CHUNK rows (the export's lease is renewed there).
     """
     workbook = xlsxwriter.Workbook(output, {
         "constant_memory": True,
@@ -206,6 +210,8 @@ def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_RO
                 row = 0
             row += 1
             written += 1
+            if written % ROWS_PER_CHUNK == 0:
+                on_chunk()
             for column, value in enumerate(values):
                 if value is None:
                     continue

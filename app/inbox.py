@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import (audit, callback, clock, contacts, delivery, export, list_polls, numbers, optouts, queries,
+from . import (audit, callback, clock, contacts, delivery, export, leases, list_polls, numbers, optouts, queries,
                replies, saved_replies, search)
 from .list_views import VIEWS, ListFilter, view_facts
 from .request_args import LARGEST_ID, date_arg, id_arg, parse_id
@@ -318,27 +318,63 @@ def audited_export_query(file_format: str):
     return query
 
 
+# An export holds its person's lease while it runs (one at a time per person, across processes):
+# renewed as rows go out, so a process that died frees it within this many seconds.
+EXPORT_LEASE_SECONDS = 120
+
+
+def export_lease_or_busy_page() -> tuple[leases.Lease | None, Response | None]:
+    """The person's export lease, or the 429 page that says an export of theirs is running."""
+    lease = leases.take(f"export:{current_user.id}", EXPORT_LEASE_SECONDS)
+    if lease is not None:
+        return lease, None
+    choices = {name: value for name, value in request.args.items() if value}
+    response = current_app.make_response((render_template("inbox/export_busy.html", choices=choices), 429))
+    response.headers["Retry-After"] = "30"
+    return None, response
+
+
 @bp.get("/export.csv")
 def export_csv():
-    query = audited_export_query("csv")
+    lease, busy = export_lease_or_busy_page()
+    if busy:
+        return busy
+    try:
+        query = audited_export_query("csv")
+    except BaseException:
+        lease.release()
+        raise
     filename = f"sms-inbox-{clock.now():%Y-%m-%d}.csv"
-    return Response(
-        stream_with_context(export.csv_chunks(query)),
+    response = Response(
+        stream_with_context(export.csv_chunks(query, on_chunk=lease.keep)),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"',
                  "Cache-Control": "no-store"},
     )
+    # Released once the body is sent or the download is cancelled (the server closes the response).
+    app = current_app._get_current_object()
+
+    def release():
+        with app.app_context():
+            lease.release()
+    response.call_on_close(release)
+    return response
 
 
 @bp.get("/export.xlsx")
 def export_xlsx():
     """Built whole on disk first (see export.xlsx_file), then sent with its length."""
+    lease, busy = export_lease_or_busy_page()
+    if busy:
+        return busy
     output = tempfile.TemporaryFile()  # deleted when closed, once sent
     try:
-        export.xlsx_file(audited_export_query("xlsx"), output)
+        export.xlsx_file(audited_export_query("xlsx"), output, on_chunk=lease.keep)
     except BaseException:
         output.close()
         raise
+    finally:
+        lease.release()  # the work is the building: sending the file costs little
     output.seek(0)
     response = send_file(output, mimetype=export.XLSX_MIMETYPE, as_attachment=True,
                          download_name=f"sms-inbox-{clock.now():%Y-%m-%d}.xlsx", max_age=0)
