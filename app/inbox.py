@@ -345,13 +345,25 @@ def export_csv():
         lease.release()
         raise
     filename = f"sms-inbox-{clock.now():%Y-%m-%d}.csv"
+
+    def released_before_the_last_chunk():
+        """The chunks, the lease released before the last one goes out: a download that has
+        finished can be followed at once by the next, in any process."""
+        chunks = export.csv_chunks(query, on_chunk=lease.keep)
+        previous = next(chunks)
+        for chunk in chunks:
+            yield previous
+            previous = chunk
+        lease.release()
+        yield previous
+
     response = Response(
-        stream_with_context(export.csv_chunks(query, on_chunk=lease.keep)),
+        stream_with_context(released_before_the_last_chunk()),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"',
                  "Cache-Control": "no-store"},
     )
-    # Released once the body is sent or the download is cancelled (the server closes the response).
+    # And when the download is cancelled (the server closes the response); releasing twice is harmless.
     app = current_app._get_current_object()
 
     def release():

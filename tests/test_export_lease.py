@@ -37,10 +37,17 @@ def test_a_second_export_by_the_same_person_waits_for_the_first(app, two_process
         assert busy.status_code == 429 and BUSY in busy.text, path
         assert busy.headers["Retry-After"]
     assert 'href="/export?q=55&amp;format=xlsx"' in second.get("/export/download?q=55&format=xlsx").text
-    assert b"Tere!" in b"".join(running.response)
-    running.close()  # the download ends: the lease goes with it
+    assert b"Tere!" in b"".join(running.response)  # the download ends: the lease goes with it
     with second.get("/export.xlsx") as workbook:
         assert workbook.status_code == 200
+    assert second.get("/export.csv").status_code == 200
+
+
+def test_a_cancelled_download_releases_the_lease(app, two_processes):
+    first, second = two_processes
+    running = first.get("/export.csv", buffered=False)
+    assert second.get("/export.csv").status_code == 429
+    running.close()  # the browser went away before the end
     assert second.get("/export.csv").status_code == 200
 
 
