@@ -1,12 +1,12 @@
 """Exports: CSV (formula-safe cells, streamed from a server-side cursor in constant memory) and
-XLSX (text cells and real dates, built on disk in constant memory, then sent)."""
+XLSX (text cells and real dates, written as XML into a zip on disk in constant memory, then sent)."""
 import re
+import zipfile
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time, timedelta
 from typing import IO
 
 import sqlalchemy as sa
-import xlsxwriter
 
 from . import search
 from .extensions import db
@@ -173,11 +173,22 @@ XLSX_ROWS_PER_SHEET = 1_048_575
 # Excel's dates start at 1900: a time before the dates a spreadsheet can show is written as its ISO
 # text instead. (Excel counts a 29 February 1900 that never was: the dates start after it.)
 XLSX_FIRST_DAY = datetime(1900, 3, 1)
+XLSX_EPOCH = datetime(1899, 12, 30)  # day 0 of a spreadsheet's dates, as counted from 1 March 1900
 XLSX_TEXT_WIDTHS = {"time": 22, "received_at": 22, "text": 60, "msg_id": 38, "sub_msg_id": 38}
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-# Messages per second xlsx_file writes on one free core (about 17,000 measured, docs/search.md),
-# a little less: what the export dialog's estimate of the wait is based on.
-XLSX_ROWS_PER_SECOND = 15_000
+XLSX_CELL_LIMIT = 32_767  # characters in a cell (Excel's limit)
+# Messages per second xlsx_file writes on one free core (measured, docs/search.md), a little
+# less: what the export dialog's estimate of the wait is based on.
+XLSX_ROWS_PER_SECOND = 40_000
+# Characters XML 1.0 cannot carry (and the carriage return, which XML readers turn into a line
+# feed): a spreadsheet reads `_xHHHH_` as the character; a `_xHHHH_` in a text is itself escaped.
+_XML_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\ufffe\uffff]|_x[0-9A-Fa-f]{4}_")
+_XML_SPECIAL = re.compile(r"[&<>\x00-\x08\x0b-\x1f\ufffe\uffff]|_x[0-9A-Fa-f]{4}_")
+_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_RELATIONSHIPS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_PACKAGE = "http://schemas.openxmlformats.org/package/2006/relationships"
+_XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_DATE_STYLE, _HEADER_STYLE = 1, 2  # cellXfs in _STYLES
 
 
 def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_ROWS_PER_SHEET,
@@ -185,64 +196,157 @@ def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_RO
     """Write the query's rows (export_query's columns) as an .xlsx workbook into `output`; the
     number of messages written.
 
-    Every text is a text cell (`write_string`): `+37255512345` keeps its `+`, `=1+1` is shown as
-    typed, and nothing becomes a formula or a link. Times are date cells (UTC). The header row is
-    frozen and filtered. xlsxwriter's constant_memory mode writes each row to a temporary file as
-    it goes, so memory stays flat however many rows; the workbook is zipped into `output` at the
-    end. One SELECT on one connection: a consistent snapshot, as for CSV. A cell holds at most
-    32,767 characters (Excel's limit): a longer text is cut there (the CSV has it whole).
-    `on_chunk` is called every ROWS_PER_CHUNK rows (the export's lease is renewed there).
+    Every text is an inline text cell: `+37255512345` keeps its `+`, `=1+1` is shown as typed,
+    and nothing becomes a formula, a number or a link. Times are date cells (UTC). The header row
+    is frozen and filtered. Each row's XML is written as one string straight into the zip as it
+    goes (a workbook is a zip of XML parts), so memory stays flat however many rows; cell by cell
+    through a general library cost three times the CPU. One SELECT on one connection: a
+    consistent snapshot, as for CSV. A cell holds at most 32,767 characters (Excel's limit): a
+    longer text is cut there (the CSV has it whole). `on_chunk` is called every ROWS_PER_CHUNK
+    rows (the export's lease is renewed there).
     """
-    workbook = xlsxwriter.Workbook(output, {
-        "constant_memory": True,
-        "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
-    })
-    time_format = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
-    header_format = workbook.add_format({"bold": True})
-    times = {COLUMNS.index(name) for name in TIME_COLUMNS}
+    times = [COLUMNS.index(name) for name in TIME_COLUMNS]
+    letters = [_column_letter(column) for column in range(len(COLUMNS))]
+    sheets: list[tuple[str, int]] = []  # each sheet's name and its last row
     sheet, row, written = None, rows_per_sheet, 0
-    with db.engine.connect() as connection:
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as package, db.engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_CHUNK).execute(query)
-        for values in result:
-            if row == rows_per_sheet:  # the sheet is full (or there is none yet): start the next
-                _filter_rows(sheet, row)
-                sheet = _xlsx_sheet(workbook, header_format, time_format)
-                row = 0
-            row += 1
-            written += 1
-            if written % ROWS_PER_CHUNK == 0:
-                on_chunk()
-            for column, value in enumerate(values):
-                if value is None:
-                    continue
-                if column in times and isinstance(value, datetime) and value >= XLSX_FIRST_DAY:
-                    sheet.write_datetime(row, column, value, time_format)
-                elif column in times:
-                    sheet.write_string(row, column, value.isoformat(timespec="microseconds") + "Z")
-                else:
-                    sheet.write_string(row, column, value if isinstance(value, str) else str(value))
-    if sheet is None:
-        sheet, row = _xlsx_sheet(workbook, header_format, time_format), 0
-    _filter_rows(sheet, row)
-    workbook.close()
+        for chunk in result.partitions():
+            lines = []
+            for values in chunk:
+                if row == rows_per_sheet:  # the sheet is full (or there is none yet): start the next
+                    if sheet is not None:
+                        sheet.write("".join(lines).encode())
+                        lines = []
+                        _end_sheet(sheet, row)
+                        sheets[-1] = (sheets[-1][0], row)
+                    sheets.append(("Messages" if not sheets else f"Messages {len(sheets) + 1}", 0))
+                    sheet = _start_sheet(package, len(sheets), letters)
+                    row = 0
+                row += 1
+                cells = []
+                for column, value in enumerate(values):
+                    if value is None:
+                        continue
+                    if column in times and isinstance(value, datetime):
+                        if value >= XLSX_FIRST_DAY:
+                            days = (value - XLSX_EPOCH) / timedelta(days=1)
+                            cells.append(f'<c r="{letters[column]}{row + 1}" s="{_DATE_STYLE}"><v>{days:.16G}</v></c>')
+                            continue
+                        value = value.isoformat(timespec="microseconds") + "Z"
+                    cells.append(_text_cell(f"{letters[column]}{row + 1}", value if isinstance(value, str) else str(value)))
+                lines.append(f'<row r="{row + 1}">{"".join(cells)}</row>')
+            written += len(chunk)
+            sheet.write("".join(lines).encode())
+            on_chunk()
+        if sheet is None:
+            sheets.append(("Messages", 0))
+            sheet, row = _start_sheet(package, 1, letters), 0
+        _end_sheet(sheet, row)
+        sheets[-1] = (sheets[-1][0], row)
+        _write_workbook(package, sheets)
     return written
 
 
-def _xlsx_sheet(workbook, header_format, time_format):
-    number = len(workbook.worksheets()) + 1
-    sheet = workbook.add_worksheet("Messages" if number == 1 else f"Messages {number}")
-    for column, name in enumerate(COLUMNS):
-        sheet.set_column(column, column, XLSX_TEXT_WIDTHS.get(name, 16),
-                         time_format if name in TIME_COLUMNS else None)
-        sheet.write_string(0, column, name, header_format)
-    sheet.freeze_panes(1, 0)
+def _text_cell(reference: str, text: str, style: int = 0) -> str:
+    if len(text) > XLSX_CELL_LIMIT:
+        text = text[:XLSX_CELL_LIMIT]
+    if _XML_SPECIAL.search(text):
+        text = _XML_UNSAFE.sub(_xml_escape_one, text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    space = ' xml:space="preserve"' if text[:1].isspace() or text[-1:].isspace() else ""
+    styled = f' s="{style}"' if style else ""
+    return f'<c r="{reference}"{styled} t="inlineStr"><is><t{space}>{text}</t></is></c>'
+
+
+def _xml_escape_one(match: re.Match) -> str:
+    found = match.group(0)
+    return "_x005F" + found if found.startswith("_x") else f"_x{ord(found):04X}_"
+
+
+def _column_letter(column: int) -> str:
+    letters = ""
+    column += 1
+    while column:
+        column, remainder = divmod(column - 1, 26)
+        letters = chr(65 + remainder) + letters
+    return letters
+
+
+def _start_sheet(package: zipfile.ZipFile, number: int, letters: list[str]) -> IO[bytes]:
+    """A worksheet's XML up to its rows: the frozen header row, the column widths, the header."""
+    sheet = package.open(f"xl/worksheets/sheet{number}.xml", "w", force_zip64=True)
+    date_style = f' style="{_DATE_STYLE}"'
+    columns = "".join(
+        f'<col min="{column + 1}" max="{column + 1}" width="{XLSX_TEXT_WIDTHS.get(name, 16) + 0.7109375}"'
+        f'{date_style if name in TIME_COLUMNS else ""} customWidth="1"/>'
+        for column, name in enumerate(COLUMNS))
+    selected = ' tabSelected="1"' if number == 1 else ""
+    header = "".join(_text_cell(f"{letters[column]}1", name, _HEADER_STYLE) for column, name in enumerate(COLUMNS))
+    sheet.write((
+        f'{_XML_HEAD}<worksheet xmlns="{_MAIN}" xmlns:r="{_RELATIONSHIPS}">'
+        f'<sheetViews><sheetView{selected} workbookViewId="0">'
+        '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
+        '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>'
+        f'<sheetFormatPr defaultRowHeight="15"/><cols>{columns}</cols>'
+        f'<sheetData><row r="1">{header}</row>').encode())
     return sheet
 
 
-def _filter_rows(sheet, last_row: int) -> None:
-    """The header's filter buttons, over the sheet's rows (kept by xlsxwriter until it closes)."""
-    if sheet is not None:
-        sheet.autofilter(0, 0, last_row, len(COLUMNS) - 1)
+def _end_sheet(sheet: IO[bytes], last_row: int) -> None:
+    """The rows' end and the header's filter buttons over them."""
+    sheet.write((f'</sheetData><autoFilter ref="A1:{_column_letter(len(COLUMNS) - 1)}{last_row + 1}"/>'
+                 '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
+                 '</worksheet>').encode())
+    sheet.close()
+
+
+_STYLES = (
+    f'{_XML_HEAD}<styleSheet xmlns="{_MAIN}">'
+    '<numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy\\-mm\\-dd\\ hh:mm:ss"/></numFmts>'
+    '<fonts count="2"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
+    '<font><b/><sz val="11"/><name val="Calibri"/><family val="2"/></font></fonts>'
+    '<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills>'
+    '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+    '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+    '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+    '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs>'
+    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+    '</styleSheet>')
+
+
+def _write_workbook(package: zipfile.ZipFile, sheets: list[tuple[str, int]]) -> None:
+    """The parts around the worksheets: the workbook and its sheets' names, styles, relationships."""
+    sheet_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
+    package.writestr("[Content_Types].xml", (
+        f'{_XML_HEAD}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/styles.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+        + "".join(f'<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="{sheet_type}"/>'
+                  for n in range(1, len(sheets) + 1)) + '</Types>'))
+    package.writestr("_rels/.rels", (
+        f'{_XML_HEAD}<Relationships xmlns="{_PACKAGE}"><Relationship Id="rId1" '
+        f'Type="{_RELATIONSHIPS}/officeDocument" Target="xl/workbook.xml"/></Relationships>'))
+    package.writestr("xl/_rels/workbook.xml.rels", (
+        f'{_XML_HEAD}<Relationships xmlns="{_PACKAGE}">'
+        + "".join(f'<Relationship Id="rId{n}" Type="{_RELATIONSHIPS}/worksheet" Target="worksheets/sheet{n}.xml"/>'
+                  for n in range(1, len(sheets) + 1))
+        + f'<Relationship Id="rId{len(sheets) + 1}" Type="{_RELATIONSHIPS}/styles" Target="styles.xml"/>'
+        '</Relationships>'))
+    package.writestr("xl/styles.xml", _STYLES)
+    package.writestr("xl/workbook.xml", (
+        f'{_XML_HEAD}<workbook xmlns="{_MAIN}" xmlns:r="{_RELATIONSHIPS}">'
+        '<bookViews><workbookView/></bookViews><sheets>'
+        + "".join(f'<sheet name="{name}" sheetId="{n}" r:id="rId{n}"/>' for n, (name, _) in enumerate(sheets, 1))
+        + '</sheets><definedNames>'
+        + "".join(f'<definedName name="_xlnm._FilterDatabase" localSheetId="{n}" hidden="1">'
+                  f"'{name}'!$A$1:${_column_letter(len(COLUMNS) - 1)}${last_row + 1}</definedName>"
+                  for n, (name, last_row) in enumerate(sheets))
+        + '</definedNames></workbook>'))
 
 
 def xlsx_seconds(messages: int) -> int:
