@@ -177,9 +177,9 @@ XLSX_EPOCH = datetime(1899, 12, 30)  # day 0 of a spreadsheet's dates, as counte
 XLSX_TEXT_WIDTHS = {"time": 22, "received_at": 22, "text": 60, "msg_id": 38, "sub_msg_id": 38}
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 XLSX_CELL_LIMIT = 32_767  # characters in a cell (Excel's limit)
-# Messages per second xlsx_file writes on one free core (measured, docs/search.md), a little
-# less: what the export dialog's estimate of the wait is based on.
-XLSX_ROWS_PER_SECOND = 40_000
+# Messages per CPU second xlsx_file writes (about 30,000 measured on a loaded machine,
+# docs/search.md): what the export dialog's estimate of the wait is based on.
+XLSX_ROWS_PER_SECOND = 30_000
 # Characters XML 1.0 cannot carry (and the carriage return, which XML readers turn into a line
 # feed): a spreadsheet reads `_xHHHH_` as the character; a `_xHHHH_` in a text is itself escaped.
 _XML_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\ufffe\uffff]|_x[0-9A-Fa-f]{4}_")
