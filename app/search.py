@@ -147,21 +147,25 @@ def search_conversations(query: str, limit: int = PAGE, before: int | None = Non
     while len(newest_of) <= limit and walked < WALK_MOST:
         batch = sorted(db.session.execute(_newest_matches(sa.select(Message.id, Message.conversation_id), folded,
                                                           WALK_BATCH, walk_from)).all(), reverse=True)
-        walked += len(batch)
-        new = {}
+        new: dict[int, int] = {}
+        examined = 0
         for message_id, conversation_id in batch:
+            if len(newest_of) + len(new) > limit:  # enough to fill the page: count no more
+                break
+            examined += 1
+            walk_from = message_id
             if conversation_id not in newest_of and conversation_id not in skipped and conversation_id not in new:
                 new[conversation_id] = message_id
+        walked += examined
         if new:
             for conversation_id, (matches, newest) in _match_counts(list(new), folded).items():
                 if newest > new[conversation_id]:  # a newer match: shown before this page
                     skipped.add(conversation_id)
                 else:
                     newest_of[conversation_id], counts[conversation_id] = new[conversation_id], matches
-        if len(batch) < WALK_BATCH:
+        if len(batch) < WALK_BATCH and examined == len(batch):
             exhausted = True
             break
-        walk_from = batch[-1][0]
     page = sorted(newest_of.items(), key=lambda item: item[1], reverse=True)
     if len(page) > limit:
         next_cursor = page[limit - 1][1]

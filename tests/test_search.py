@@ -228,6 +228,17 @@ def test_a_conversation_with_very_many_matches_does_not_make_a_page_read_them_al
     assert pages[1:-1] == [[]]  # 21 matches, 8 a page: three pages
 
 
+def test_a_page_counts_the_matches_of_its_own_conversations_only(app):
+    with app.app_context():
+        for n in range(30):
+            store({f"m{n}": f"parcel {n}"}, sender=f"+3725550{n:04d}")
+    with statements_run(app) as statements, app.app_context():
+        found, cursor = search.search_conversations("parcel", limit=5)
+    assert [hit.newest.text for hit in found] == [f"parcel {n}" for n in range(29, 24, -1)] and cursor
+    [counts] = [parameters for statement, parameters in statements if "count(" in statement]
+    assert len(counts) - 1 == 6  # the page's five and the one that shows there is more (and the pattern)
+
+
 def test_queries_without_three_letters_or_digits_never_reach_the_text_index(app, client, auth):
     auth.login()
     with app.app_context():
