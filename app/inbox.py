@@ -350,12 +350,15 @@ def export_csv():
         """The chunks, the lease released before the last one goes out: a download that has
         finished can be followed at once by the next, in any process."""
         chunks = export.csv_chunks(query, on_chunk=lease.keep)
-        previous = next(chunks)
+        yield next(chunks)  # the header line, before the query runs
+        previous = None
         for chunk in chunks:
-            yield previous
+            if previous is not None:
+                yield previous
             previous = chunk
         lease.release()
-        yield previous
+        if previous is not None:
+            yield previous
 
     response = Response(
         stream_with_context(released_before_the_last_chunk()),
