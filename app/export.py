@@ -274,7 +274,9 @@ def _column_letter(column: int) -> str:
 
 def _start_sheet(package: zipfile.ZipFile, number: int, letters: list[str]) -> IO[bytes]:
     """A worksheet's XML up to its rows: the frozen header row, the column widths, the header."""
-    sheet = package.open(f"xl/worksheets/sheet{number}.xml", "w", force_zip64=True)
+    # No Zip64 records (not every spreadsheet app reads them), as xlsxwriter wrote none: a sheet's XML
+    # must stay under 2 GiB (a full sheet of 1,048,575 messages averaging under 2,000 bytes each).
+    sheet = package.open(f"xl/worksheets/sheet{number}.xml", "w")
     date_style = f' style="{_DATE_STYLE}"'
     columns = "".join(
         f'<col min="{column + 1}" max="{column + 1}" width="{XLSX_TEXT_WIDTHS.get(name, 16) + 0.7109375}"'
