@@ -43,7 +43,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import admin, retention
     from . import auth, callback, cli, inbox, replies, saved_replies
+    from .request_args import IdConverter
 
+    app.url_map.converters["int"] = IdConverter  # ids beyond their column's range are 404s
     app.register_blueprint(callback.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(inbox.bp)

@@ -4,7 +4,6 @@ Every view here is `admin_required` (tests walk the URL map as an agent to check
 """
 import csv
 import io
-from datetime import date
 
 from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
@@ -16,6 +15,7 @@ from . import accounts, audit, clock, config, retention, two_factor
 from .auth import admin_required
 from .export import safe_cell
 from .extensions import db
+from .request_args import LARGEST_ID, date_arg, id_arg
 from .models import ROLES, USERNAME_LENGTH, User
 from .unit_of_work import write_transaction
 
@@ -169,30 +169,22 @@ def unlock(throttle_id: int):
 # --- the audit trail ---------------------------------------------------------------------
 
 def audit_filters() -> dict:
-    def day(name: str) -> date | None:
-        value = request.args.get(name, "").strip()
-        try:
-            return date.fromisoformat(value) if value else None
-        except ValueError:
-            abort(400, f"'{name}' must be a date like 2024-06-01")
     action = request.args.get("action", "")
     return {"action": action if action in audit.ACTIONS else None,
             "username": request.args.get("user", "").strip() or None,
-            "first_day": day("from"), "last_day": day("to")}
+            "first_day": date_arg("from"), "last_day": date_arg("to")}
 
 
 @bp.get("/audit")
 @admin_required
 def audit_trail():
     filters = audit_filters()
-    before = request.args.get("before", "")
-    if before and not before.isdigit():
-        abort(400, "'before' must be an event id")
-    query = audit.events_query(**filters, before_id=int(before) if before else None)
+    before = id_arg("before", required=True)
+    query = audit.events_query(**filters, before_id=before)
     events = db.session.scalars(query.limit(AUDIT_PAGE_SIZE + 1)).all()
     filter_args = {name: value for name, value in request.args.items() if name != "before" and value}
     return render_template("admin/audit.html", events=events[:AUDIT_PAGE_SIZE], more=len(events) > AUDIT_PAGE_SIZE,
-                           paged=bool(before), filter_args=filter_args, filters=filters, actions=audit.ACTIONS,
+                           paged=before is not None, filter_args=filter_args, filters=filters, actions=audit.ACTIONS,
                            usernames=audit.usernames(), describe=audit.describe_details)
 
 
@@ -239,7 +231,7 @@ def retention_settings():
                            last_purge=retention.last_purge()), status
 
 
-@bp.route("/conversations/<int:conversation_id>/delete", methods=["GET", "POST"])
+@bp.route("/conversations/<int(max=%d):conversation_id>/delete" % LARGEST_ID, methods=["GET", "POST"])
 @admin_required
 def delete_conversation(conversation_id: int):
     summary = retention.conversation_summary(conversation_id) or abort(404)

@@ -311,7 +311,7 @@ def change_password():
     return account(message="Your password is changed. Your other sessions have ended.")
 
 
-@bp.post("/account/sessions/<int:session_id>/end")
+@bp.post("/account/sessions/<int(max=%d):session_id>/end" % (2**63 - 1))  # a BIGINT id
 def end_session(session_id: int):
     accounts.end_session(current_user, session_id)
     audit.record("sessions_ended", {"user": current_user.username, "sessions": "one"})

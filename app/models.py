@@ -409,6 +409,16 @@ class BackupCode(db.Model):
     code_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH))
 
 
+class Lease(db.Model):
+    """A named lease, shared by every process: one holder at a time until it releases it or
+    `expires_at` passes (the holder renews it while it works; a process that died lets it lapse).
+    See app/leases.py."""
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # what it guards: "export:7"
+    holder: Mapped[str] = mapped_column(sa.String(64))  # a token the holder picked
+    expires_at: Mapped[datetime]
+
+
 @sa.event.listens_for(db.Model.metadata, "before_create")
 def _create_trigram_extension(_metadata, connection, **_kw):
     # The sender search index needs pg_trgm (a trusted extension since PostgreSQL 13).
