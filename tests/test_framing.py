@@ -113,7 +113,9 @@ def test_slow_chunk_size_lines_on_many_connections_leave_pages_answering(app, se
                    lambda: f"{served_connections(server.port)} connections accepted", interval=0.02)
         for sock in short_lines:
             sock.sendall(b"0")  # the byte now and then
-        wait_until(lambda: login_page_answers(server), "/login answers while the lines hang", timeout=30)
+        # A thread that waits for the rest of a line would wait SEND_STALL_SECONDS (30) per byte.
+        wait_until(lambda: login_page_answers(server), "/login answers while the lines hang",
+                   timeout=ANSWER_SECONDS)
         assert {status_line(sock) for sock in long_lines} == {b"HTTP/1.1 400 Bad Request"}
     finally:
         for sock in long_lines + short_lines:
