@@ -255,8 +255,7 @@ class WholeRequestWorker(ThreadWorker):
     def enqueue_req(self, conn):
         """Every way a request reaches a thread (a new connection, a kept-alive one, pipelined
         bytes left after a response) comes through here: read it whole first."""
-        if getattr(conn, "whole", False) or not self.can_buffer(conn):
-            conn.whole = False
+        if not self.can_buffer(conn):
             super().enqueue_req(conn)
             return
         received = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
@@ -299,8 +298,7 @@ class WholeRequestWorker(ThreadWorker):
         conn.init()
         conn.parser.unreader = BufferedRequest(conn.sock, bytes(framing.buffer))
         conn.framing = None
-        conn.whole = True
-        super().enqueue_req(conn)
+        super().enqueue_req(conn)  # gthread's: to a thread
 
     def handle(self, conn):
         """Runs in a thread."""
