@@ -134,7 +134,7 @@ class RequestFraming:
         if not self.head_done:
             return min(LINE_LIMIT, HEAD_LIMIT - self.parsed)  # the head ends within HEAD_LIMIT
         if self.chunked:
-            return LINE_LIMIT + 1 - (0 if self.in_body_data else self.line_so_far())
+            return max(1, LINE_LIMIT + 1 - (0 if self.in_body_data else self.line_so_far()))
         return HEAD_LIMIT + BODY_LIMIT  # a body of known length: llhttp counts it down
 
     def _parse(self, data):

@@ -182,7 +182,6 @@ def test_limits_continue_and_pipelining_still_work(app, server_factory):
         while chunk := sock.recv(65536):
             answers += chunk
     assert answers.count(b"HTTP/1.1 200 OK\r\n") == 3
-    # A request that stops halfway is answered 408 when its time is up (not waited for here).
     assert "Traceback" not in server.output()
 
 
@@ -226,7 +225,9 @@ PLAIN_HEADERS = [b"Accept: */*", b"Expect: 100-continue", b"Connection: close", 
 header_lines = st.sampled_from(PLAIN_HEADERS + [
     b"Connection: upgrade", b"Upgrade: h2c", b"Transfer-Encoding: gzip, chunked", b"Content-Length: 3"])
 GOOD_CHUNK_SIZES = [b"%x", b"%X", b"0%x", b"00000000%x", b"%x;name=value", b"%x;a=\"q s\""]
-chunk_size_forms = st.sampled_from(GOOD_CHUNK_SIZES + [b"-%x", b"+%x", b"0x%x", b"%x ", b" %x", b"%x_0", b"%x\t"])
+# The attacks, and a chunk-size line longer than every limit together (valid, but never ending).
+chunk_size_forms = st.sampled_from(GOOD_CHUNK_SIZES + [b"-%x", b"+%x", b"0x%x", b"%x ", b" %x", b"%x_0", b"%x\t",
+                                                       b"0" * 3000 + b"%x"])
 noise = st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"0", b";", b":", b"\x00", b"\xff", b"a", b"-"])
 
 
@@ -292,33 +293,46 @@ def read_as_the_thread_does(received: bytes):
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request_bytes())
-def test_framing_never_hands_a_thread_a_request_it_would_wait_on(monkeypatch_limits, generated):
-    pieces, well_formed = generated
+def test_framing_never_hands_a_thread_a_request_it_would_wait_on(generated):
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SMALL_LIMITS.items():
+            patch.setattr(gunicorn_conf, name, value)
+        check_framing(*generated)
+
+
+def check_framing(pieces: list[bytes], well_formed: bool):
     limits = gunicorn_conf
-    most_bytes = (limits.HEAD_LIMIT + limits.BODY_LIMIT + (limits.MAX_CHUNKS + 2) * (limits.LINE_LIMIT + 8))
+    # A head, a body, and every chunk-size line or trailer field at its longest (with its CRLFs).
+    most_bytes = limits.HEAD_LIMIT + limits.BODY_LIMIT + (limits.MAX_CHUNKS + 2) * (limits.LINE_LIMIT + 8)
     framing = RequestFraming()
     for piece in pieces:
         state = framing.feed(piece)  # returns: no endless loop
         assert state in (WAIT, WHOLE, *gunicorn_conf.REFUSALS)
         if state != WAIT:
             break
+        assert len(framing.buffer) <= most_bytes, "more bytes held for one request than the limits allow"
     event(f"verdict: {state}")
     if state == WAIT:
-        assert len(framing.buffer) <= most_bytes, "more bytes held for one request than the limits allow"
         assert not well_formed, f"a whole request waits for more: {b''.join(pieces)!r}"
     elif state == WHOLE:
         body = read_as_the_thread_does(bytes(framing.buffer))
         assert body is None or len(body) <= limits.BODY_LIMIT
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_limits():
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in SMALL_LIMITS.items():
-            patch.setattr(gunicorn_conf, name, value)
-        yield
-
-
 @pytest.mark.parametrize("size", BAD_CHUNK_SIZES)
 def test_each_attack_chunk_size_is_malformed_at_once(size):
     assert RequestFraming().feed(chunked_get(size)) == "malformed"
+
+
+def test_a_chunk_size_line_over_the_limit_is_malformed_before_it_ends():
+    framing = RequestFraming()
+    assert framing.feed(SLOW_LINE_HEAD) == WAIT
+    assert framing.feed(b"0" * gunicorn_conf.LINE_LIMIT) == WAIT
+    assert framing.feed(b"0") == "malformed"
+
+
+def test_many_chunks_are_refused_however_they_arrive():
+    whole = SLOW_LINE_HEAD + b"1\r\na\r\n" * gunicorn_conf.MAX_CHUNKS + b"0\r\n\r\n"
+    assert RequestFraming().feed(whole) == "body too large"
+    framing = RequestFraming()
+    assert [framing.feed(whole[n:n + 1]) for n in range(len(whole))][-1] == "body too large"
