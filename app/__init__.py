@@ -2,7 +2,7 @@
 import hashlib
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -43,7 +43,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import admin, retention  # noqa: F401 (retention and replies register their kinds of job)
     from . import auth, callback, cli, inbox, replies, saved_replies  # noqa: F401
+    from .request_args import IdConverter
 
+    app.url_map.converters["int"] = IdConverter  # ids beyond their column's range are 404s
     app.register_blueprint(callback.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(inbox.bp)
@@ -68,6 +70,8 @@ def load_config(app: Flask, test_config: dict | None) -> None:
     else:
         app.config.from_mapping(test_config)
 
+    if app.config["TRUSTED_HOSTS"] is None:
+        app.config["TRUSTED_HOSTS"] = config.trusted_hosts(app.config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = config.persistent_secret_key(app.instance_path)
     secrets = config.shared_secrets(app.config["MESSENTE_SHARED_SECRET"])
@@ -109,4 +113,6 @@ def add_security_headers(response):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    if current_app.config["SESSION_COOKIE_SECURE"]:  # served over HTTPS: browsers should only use HTTPS
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     return response

@@ -4,7 +4,6 @@ Every view here is `admin_required` (tests walk the URL map as an agent to check
 """
 import csv
 import io
-from datetime import date
 
 from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
@@ -12,10 +11,11 @@ from flask_wtf import FlaskForm
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from . import accounts, audit, clock, config, jobs, retention, servers
+from . import accounts, audit, clock, config, jobs, retention, servers, two_factor
 from .auth import admin_required
 from .export import safe_cell
 from .extensions import db
+from .request_args import LARGEST_ID, date_arg, id_arg
 from .models import ROLES, USERNAME_LENGTH, User
 from .unit_of_work import write_transaction
 
@@ -55,8 +55,19 @@ def users(form: AddUserForm | None = None, error: str | None = None, status: int
     return render_template(
         "admin/users.html", form=form or AddUserForm(formdata=None), error=error,
         users=db.session.scalars(db.select(User).order_by(User.username)).all(),
-        locked=accounts.locked_logins(clock.now()),
+        locked=accounts.locked_logins(clock.now()), two_factor_required=two_factor.required(),
     ), status
+
+
+@bp.post("/two-factor-requirement")
+@admin_required
+def two_factor_requirement():
+    required = request.form.get("required") == "1"
+    with write_transaction():
+        if required != two_factor.required():
+            two_factor.set_required(required)
+            audit.record("two_factor_required", {"required": "yes" if required else "no"})
+    return redirect(url_for("admin.users"), 303)
 
 
 @bp.post("/users")
@@ -76,9 +87,8 @@ def add_user():
 
 
 def link_page(user: User, token: str, new: bool = False):
-    link = url_for("auth.set_password", token=token, _external=True)
-    if current_app.config["PUBLIC_URL"]:
-        link = config.site_url(current_app.config) + url_for("auth.set_password", token=token)
+    # From PUBLIC_URL (or BIND), never from the request's Host header, which the client chooses.
+    link = config.site_url(current_app.config) + url_for("auth.set_password", token=token)
     return render_template("admin/link.html", user=user, link=link, new=new,
                            hours=current_app.config["RESET_LINK_SECONDS"] / 3600)
 
@@ -88,6 +98,7 @@ def link_page(user: User, token: str, new: bool = False):
 def user(user_id: int, error: str | None = None, status: int = 200):
     account = user_or_404(user_id)
     return render_template("admin/user.html", account=account, error=error, roles=ROLES,
+                           two_factor_required=two_factor.required(),
                            sessions=accounts.sessions_of(account), now=clock.now()), status
 
 
@@ -114,6 +125,19 @@ def reset_password(user_id: int):
         token = accounts.issue_reset_link(account, clock.now())
         audit.record("password_reset", {"user": account.username})
     return link_page(account, token)
+
+
+@bp.post("/users/<int:user_id>/reset-two-factor")
+@admin_required
+def reset_two_factor(user_id: int):
+    """For a person who lost their phone and backup codes: their password alone logs them in
+    again (or, where two-factor is required, leads them to set it up anew)."""
+    account = user_or_404(user_id)
+    with write_transaction():
+        if account.totp_secret:
+            two_factor.turn_off(account)
+            audit.record("two_factor_reset", {"user": account.username})
+    return redirect(url_for("admin.user", user_id=user_id), 303)
 
 
 @bp.post("/users/<int:user_id>/disable")
@@ -152,30 +176,22 @@ def unlock(throttle_id: int):
 # --- the audit trail ---------------------------------------------------------------------
 
 def audit_filters() -> dict:
-    def day(name: str) -> date | None:
-        value = request.args.get(name, "").strip()
-        try:
-            return date.fromisoformat(value) if value else None
-        except ValueError:
-            abort(400, f"'{name}' must be a date like 2024-06-01")
     action = request.args.get("action", "")
     return {"action": action if action in audit.ACTIONS else None,
             "username": request.args.get("user", "").strip() or None,
-            "first_day": day("from"), "last_day": day("to")}
+            "first_day": date_arg("from"), "last_day": date_arg("to")}
 
 
 @bp.get("/audit")
 @admin_required
 def audit_trail():
     filters = audit_filters()
-    before = request.args.get("before", "")
-    if before and not before.isdigit():
-        abort(400, "'before' must be an event id")
-    query = audit.events_query(**filters, before_id=int(before) if before else None)
+    before = id_arg("before", required=True)
+    query = audit.events_query(**filters, before_id=before)
     events = db.session.scalars(query.limit(AUDIT_PAGE_SIZE + 1)).all()
     filter_args = {name: value for name, value in request.args.items() if name != "before" and value}
     return render_template("admin/audit.html", events=events[:AUDIT_PAGE_SIZE], more=len(events) > AUDIT_PAGE_SIZE,
-                           paged=bool(before), filter_args=filter_args, filters=filters, actions=audit.ACTIONS,
+                           paged=before is not None, filter_args=filter_args, filters=filters, actions=audit.ACTIONS,
                            usernames=audit.usernames(), describe=audit.describe_details)
 
 
@@ -222,7 +238,7 @@ def retention_settings():
                            last_purge=retention.last_purge()), status
 
 
-@bp.route("/conversations/<int:conversation_id>/delete", methods=["GET", "POST"])
+@bp.route("/conversations/<int(max=%d):conversation_id>/delete" % LARGEST_ID, methods=["GET", "POST"])
 @admin_required
 def delete_conversation(conversation_id: int):
     summary = retention.conversation_summary(conversation_id) or abort(404)

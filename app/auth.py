@@ -10,9 +10,10 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from . import accounts, audit, clock
-from .extensions import login_manager
-from .models import USERNAME_LENGTH
+from . import accounts, audit, clock, two_factor
+from .extensions import db, login_manager
+from .models import USERNAME_LENGTH, User
+from .unit_of_work import write_transaction
 
 bp = Blueprint("auth", __name__)
 
@@ -65,6 +66,16 @@ class ChangePasswordForm(SetPasswordForm):
     current = PasswordField("Current password", validators=[DataRequired()])
 
 
+class CodeForm(FlaskForm):
+    code = StringField("Code", validators=[DataRequired(), Length(max=64)])
+
+
+class ConfirmForm(FlaskForm):
+    """Changes to one's two-factor sign-in: a current code, a backup code or the password."""
+    secret = PasswordField("Your current code or your password",
+                           validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)])
+
+
 @login_manager.user_loader
 def load_user(session_id: str):
     return accounts.load_session_user(session_id)
@@ -114,7 +125,17 @@ def require_login():
         return unauthorized()
     if "since" not in request.args:  # background polls don't count as activity
         session["last_active"] = now
+    if session.get("set_up_two_factor") and request.endpoint not in SETUP_ONLY:
+        # Two-factor sign-in is required and this person has none yet: nothing else until then.
+        setup = url_for("auth.two_factor_setup")
+        if request.headers.get("HX-Request"):
+            return "", 204, {"HX-Redirect": setup}
+        return redirect(setup)
     return None
+
+
+# What a person who must set up two-factor sign-in may do before they have.
+SETUP_ONLY = {"auth.two_factor_setup", "auth.logout"}
 
 
 @bp.after_app_request
@@ -143,6 +164,22 @@ def wait_text(seconds: int) -> str:
     return f"{-(-seconds // 60)} minutes"
 
 
+def locked_message(locked: accounts.LoginLocked) -> tuple[str, dict]:
+    seconds = accounts.retry_after_seconds(locked.until)
+    if locked.kind == "account":
+        text = (f"Too many failed attempts for this account: logging in to it from a new device is "
+                f"locked for {wait_text(seconds)}. A browser that has logged in to it before still can.")
+    else:
+        text = (f"Too many failed attempts: logging in from here is locked for "
+                f"{wait_text(seconds)}. Try again then.")
+    return text, {"Retry-After": str(seconds)}
+
+
+def device_for(username: str) -> str | None:
+    """The device this browser is for `username`, by its device cookie (None: unknown)."""
+    return accounts.device_of(username, request.cookies.get(accounts.device_cookie_name(username)))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login():
@@ -155,25 +192,78 @@ def login():
     if form.validate_on_submit():
         try:
             # The socket's address, or the X-Forwarded-For hop PROXY_COUNT trusts (ProxyFix).
-            user = accounts.authenticate(form.username.data, form.password.data, request.remote_addr)
+            user = accounts.authenticate(form.username.data, form.password.data, request.remote_addr,
+                                         device_for(form.username.data))
         except accounts.LoginLocked as locked:
-            seconds = accounts.retry_after_seconds(locked.until)
-            error = (f"Too many failed attempts: logging in from here is locked for "
-                     f"{wait_text(seconds)}. Try again then.")
-            headers["Retry-After"] = str(seconds)
+            error, headers = locked_message(locked)
         else:
+            if user is not None and user.totp_secret:
+                # Half logged in: the password was right, the code is still to come.
+                session.clear()
+                session["second_step"] = {"user": user.id, "next": next_page,
+                                          "until": clock.timestamp() + current_app.config["LOGIN_CODE_SECONDS"]}
+                return redirect(url_for("auth.login_code"))
             if user is not None:
-                session.clear()  # a fresh session at every login
-                accounts.start_session(user, request.remote_addr, request.user_agent.string)
-                login_user(user)
-                session["started"] = session["last_active"] = clock.timestamp()
-                audit.record("login", username=user.username)
-                return redirect(next_page)
+                return finish_login(user, next_page)
             # Tried names are kept (a typo'd password is no secret); passwords never are.
             audit.record("login_failed", {"username": form.username.data.strip()[:80]}, username=None)
             error = "Invalid username or password."
     status = 200 if error is None else 401
     return render_template("auth/login.html", form=form, error=error), status, headers
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@public
+def login_code():
+    """The second step for people with two-factor sign-in: a code from their app, or a backup code."""
+    if current_user.is_authenticated:
+        return redirect(url_for("inbox.index"))
+    pending = session.get("second_step")
+    user = db.session.get(User, pending["user"]) if pending else None
+    if (user is None or user.disabled or not user.totp_secret
+            or clock.timestamp() > pending["until"]):
+        session.pop("second_step", None)
+        return redirect(url_for("auth.login", again="1"))
+
+    form, error, headers = CodeForm(), None, {}
+    if form.validate_on_submit():
+        try:
+            used = accounts.check_second_factor(user, form.code.data, request.remote_addr,
+                                                device_for(user.username))
+        except accounts.LoginLocked as locked:
+            error, headers = locked_message(locked)
+        else:
+            if used == "backup":
+                audit.record("backup_code_used", {"user": user.username,
+                                                  "left": two_factor.backup_codes_left(user)},
+                             username=user.username)
+            if used is not None:
+                return finish_login(user, pending["next"])
+            audit.record("login_failed", {"username": user.username, "step": "code"}, username=None)
+            error = "That code is not right. Codes change every 30 seconds: try the one your app shows now."
+    elif request.method == "POST":
+        error = "Enter the code."
+    status = 200 if error is None else 401
+    return render_template("auth/code.html", form=form, error=error), status, headers
+
+
+def finish_login(user: User, next_page: str):
+    """A full login: a fresh session, and a new device cookie that makes this browser known."""
+    session.clear()  # a fresh session at every login
+    accounts.start_session(user, request.remote_addr, request.user_agent.string)
+    login_user(user)
+    session["started"] = session["last_active"] = clock.timestamp()
+    audit.record("login", username=user.username)
+    if not user.totp_secret and two_factor.required():
+        session["set_up_two_factor"] = True
+        next_page = url_for("auth.two_factor_setup")
+    response = redirect(next_page)
+    config = current_app.config
+    # Sent only to the login pages, never readable by scripts or sent by other sites.
+    response.set_cookie(accounts.device_cookie_name(user.username), accounts.new_device_cookie(user.username),
+                        max_age=config["DEVICE_COOKIE_SECONDS"], path=url_for("auth.login"),
+                        secure=config["SESSION_COOKIE_SECURE"], httponly=True, samesite="Strict")
+    return response
 
 
 @bp.post("/logout")
@@ -199,6 +289,9 @@ def account(form: ChangePasswordForm | None = None, message: str | None = None, 
     return render_template("account/account.html", form=form or ChangePasswordForm(formdata=None),
                            sessions=accounts.sessions_of(current_user),
                            this_session=accounts.token_hash(current_user.login_token or ""),
+                           confirm_form=ConfirmForm(formdata=None),
+                           backup_codes_left=two_factor.backup_codes_left(current_user),
+                           two_factor_required=two_factor.required(),
                            message=message, error=error), status
 
 
@@ -218,7 +311,7 @@ def change_password():
     return account(message="Your password is changed. Your other sessions have ended.")
 
 
-@bp.post("/account/sessions/<int:session_id>/end")
+@bp.post("/account/sessions/<int(max=%d):session_id>/end" % (2**63 - 1))  # a BIGINT id
 def end_session(session_id: int):
     accounts.end_session(current_user, session_id)
     audit.record("sessions_ended", {"user": current_user.username, "sessions": "one"})
@@ -232,6 +325,70 @@ def sign_out_everywhere():
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"), 303)
+
+
+# --- one's own two-factor sign-in -----------------------------------------------------------
+
+@bp.route("/account/two-factor", methods=["GET", "POST"])
+def two_factor_setup():
+    """Turn on two-factor sign-in: a new key (kept in the session until confirmed), shown as a
+    QR code and as text, takes effect once a code made from it is entered."""
+    if current_user.totp_secret:
+        return redirect(url_for("auth.account"))
+    key = session.setdefault("new_totp_key", two_factor.new_key())
+    form, error = CodeForm(), None
+    if form.validate_on_submit():
+        codes = two_factor.turn_on(current_user, key, form.code.data)
+        if codes is not None:
+            session.pop("new_totp_key", None)
+            session.pop("set_up_two_factor", None)
+            audit.record("two_factor_on", {"user": current_user.username})
+            return render_template("account/backup_codes.html", codes=codes, new=True)
+        error = "That code is not right. Check the key in your app, then enter the code it shows now."
+    elif request.method == "POST":
+        error = "Enter the code from your app."
+    return render_template("account/two_factor.html", form=CodeForm(formdata=None), error=error,
+                           key=two_factor.grouped(key), qr_code=two_factor.qr_code(key, current_user.username),
+                           required=session.get("set_up_two_factor", False)), 200 if error is None else 400
+
+
+def confirmed_by_person(form: ConfirmForm) -> str | None:
+    """None when the form carries a right code or password; else what to tell the person."""
+    if not form.validate_on_submit():
+        return "Enter your current code or your password."
+    try:
+        if accounts.confirm_identity(current_user, form.secret.data, request.remote_addr):
+            return None
+    except accounts.LoginLocked as locked:
+        return locked_message(locked)[0]
+    return "That is neither your current code nor your password."
+
+
+@bp.post("/account/two-factor/off")
+def two_factor_off():
+    if not current_user.totp_secret:
+        return redirect(url_for("auth.account"), 303)
+    if two_factor.required():
+        return account(error="Two-factor sign-in is required for everyone here: it stays on.", status=400)
+    error = confirmed_by_person(ConfirmForm())
+    if error is not None:
+        return account(error=error, status=400)
+    with write_transaction():
+        two_factor.turn_off(current_user)
+        audit.record("two_factor_off", {"user": current_user.username})
+    return account(message="Two-factor sign-in is off. Your password alone logs you in.")
+
+
+@bp.post("/account/two-factor/backup-codes")
+def new_backup_codes():
+    if not current_user.totp_secret:
+        return redirect(url_for("auth.account"), 303)
+    error = confirmed_by_person(ConfirmForm())
+    if error is not None:
+        return account(error=error, status=400)
+    codes = two_factor.new_backup_codes(current_user)
+    audit.record("backup_codes_new", {"user": current_user.username})
+    return render_template("account/backup_codes.html", codes=codes, new=False)
 
 
 # --- one-time links to set a password (public: the token is the credential) ---------------

@@ -5,6 +5,7 @@ Secrets are read from configuration only; nothing in this module logs them.
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 MAX_CALLBACK_BYTES = 64 * 1024
 
@@ -31,6 +32,8 @@ def defaults(instance_path: str) -> dict:
         # Where `make run` serves, and the address people and Messente reach it at, if another.
         "BIND": "127.0.0.1:5000",
         "PUBLIC_URL": "",
+        # Host names requests may name (a list); None: derived from PUBLIC_URL and BIND (trusted_hosts).
+        "TRUSTED_HOSTS": None,
         # A login ends after this long without a page view (polls don't count) ...
         "IDLE_TIMEOUT_SECONDS": 8 * 60 * 60,
         # ... and this long after it began, however busy: a stolen cookie stops working.
@@ -42,6 +45,14 @@ def defaults(instance_path: str) -> dict:
         "LOGIN_DELAY_SECONDS": 1,
         "LOGIN_MAX_DELAY_SECONDS": 15 * 60,
         "LOGIN_FAILURE_MEMORY_SECONDS": 24 * 60 * 60,
+        # Per username from unknown devices (no valid device cookie for it), whatever the address:
+        # failures allowed before the same doubling delays begin for unknown devices only. A
+        # browser that logged in before (its device cookie) is counted on its own instead.
+        "LOGIN_ACCOUNT_MAX_FAILURES": 10,
+        # How long a device cookie (given at each login) keeps a browser known.
+        "DEVICE_COOKIE_SECONDS": 365 * 24 * 60 * 60,
+        # How long the two-factor code step waits after the password before it starts over.
+        "LOGIN_CODE_SECONDS": 5 * 60,
         # Per client address, whatever the usernames: this many failures within the window
         # refuse every login from that address for LOGIN_ADDRESS_LOCKOUT_SECONDS.
         "LOGIN_ADDRESS_MAX_FAILURES": 50,
@@ -102,6 +113,8 @@ def from_environment(environ=os.environ) -> dict:
     for name in ("BIND", "PUBLIC_URL"):
         if environ.get(name):
             found[name] = environ[name]
+    if environ.get("TRUSTED_HOSTS"):
+        found["TRUSTED_HOSTS"] = [host.strip() for host in environ["TRUSTED_HOSTS"].split(",") if host.strip()]
     for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS", "JOB_THREADS", "REPLY_RETRY_SECONDS",
                  "RETENTION_DAYS", "AUDIT_RETENTION_DAYS"):
         if environ.get(name):
@@ -119,6 +132,27 @@ def site_url(settings) -> str:
         return settings["PUBLIC_URL"].rstrip("/")
     host, _, port = settings["BIND"].rpartition(":")
     return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{port}"
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("", "0.0.0.0", "::", "[::]")
+
+
+def trusted_hosts(settings) -> list[str] | None:
+    """The host names requests may give (Flask's TRUSTED_HOSTS; others get 400), when the app knows
+    them: PUBLIC_URL's (with BIND's, and the loopback names so local checks still work), or, with
+    no PUBLIC_URL and no proxy in front, the loopback names when BIND is a loopback address.
+    Otherwise None (any host): the name people use is not known. Links never come from the
+    request's host either way (`site_url`)."""
+    bind_host = settings["BIND"].rpartition(":")[0].strip("[]")
+    if settings["PUBLIC_URL"]:
+        hosts = [urlsplit(settings["PUBLIC_URL"]).hostname, *LOOPBACK]
+        if bind_host not in WILDCARD:
+            hosts.append(bind_host)
+        return list(dict.fromkeys(host for host in hosts if host))
+    if bind_host in LOOPBACK and not settings.get("PROXY_COUNT"):
+        return list(LOOPBACK)
+    return None
 
 
 def database_url(url: str) -> str:

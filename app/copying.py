@@ -20,14 +20,14 @@ from flask import current_app
 
 from .config import database_url
 from .extensions import configure_engine, engine_options
-from .models import (AuditEvent, ChangeCounter, Conversation, ConversationRecipient, DailyCount, DeadLetter,
-                     Message, OptOut, SavedReply, Setting, Suppression, User)
+from .models import (AuditEvent, BackupCode, ChangeCounter, Conversation, ConversationRecipient, DailyCount,
+                     DeadLetter, Message, OptOut, SavedReply, Setting, Suppression, User)
 
 # Referenced tables first. Login throttling and sessions are not copied: their rows only matter
 # for minutes, and everyone logs in again on the new database.
 TABLES = tuple(model.__table__ for model in
-               (User, Conversation, Message, ConversationRecipient, OptOut, SavedReply, DailyCount, DeadLetter,
-                ChangeCounter, AuditEvent, Setting, Suppression))
+               (User, BackupCode, Conversation, Message, ConversationRecipient, OptOut, SavedReply, DailyCount,
+                DeadLetter, ChangeCounter, AuditEvent, Setting, Suppression))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 import logging
 import re
 import tempfile
-from datetime import date
 from urllib.parse import urlencode
 
 from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request,
@@ -12,33 +11,16 @@ from markupsafe import Markup, escape
 from flask_login import current_user
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from . import (audit, callback, clock, contacts, delivery, export, list_polls, numbers, optouts, queries,
+from . import (audit, callback, clock, contacts, delivery, export, leases, list_polls, numbers, optouts, queries,
                replies, retention, saved_replies, search)
 from .list_views import VIEWS, ListFilter, view_facts
+from .request_args import LARGEST_ID, date_arg, id_arg, parse_id
 from .extensions import db, login_manager
 
 bp = Blueprint("inbox", __name__)
 log = logging.getLogger(__name__)
-LARGEST_ID = 2**63 - 1  # a database BIGINT; anything larger is no id of ours
-DIGITS = re.compile(r"[0-9]{1,19}")
 CONVERSATION = f"/conversations/<int(max={LARGEST_ID}):conversation_id>"
-SEARCH_PAGE = 20  # messages found by their text, under the list's conversations
-
-
-def id_arg(name: str) -> int | None:
-    """A non-negative id from the query string; anything else (², ①, -1, 2**64) is ignored."""
-    value = request.args.get(name, "")
-    return int(value) if DIGITS.fullmatch(value) and int(value) <= LARGEST_ID else None
-
-
-def date_arg(name: str) -> date | None:
-    value = request.args.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        abort(400, f"'{name}' must be a date like 2024-06-01")
+SEARCH_PAGE = 20  # conversations found by their messages' text, under the list's conversations
 
 
 def is_htmx() -> bool:
@@ -90,7 +72,7 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
     list_filter = ListFilter.from_args(request.args)
     page = queries.conversations(q, before=before, after=after, limit=current_app.config["PAGE_SIZE"],
                                  list_filter=list_filter)
-    found, found_older = search.search_messages(q, limit=SEARCH_PAGE, before=id_arg("found_before"))
+    found, found_older = search.search_conversations(q, limit=SEARCH_PAGE, before=id_arg("found_before"))
     return dict(q=q, rows=page.rows, list_page=page, latest=latest, live=page.live,
                 list_filter=list_filter, views=VIEWS, view_facts=view_facts(list_filter, latest),
                 unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
@@ -303,10 +285,10 @@ def mark_unread(conversation_id: int):
 
 
 def form_id(name: str) -> int:
-    value = request.form.get(name, "")
-    if not (DIGITS.fullmatch(value) and int(value) <= LARGEST_ID):
+    value = parse_id(request.form.get(name, ""))
+    if value is None:
         abort(400, f"'{name}' must be a message id")
-    return int(value)
+    return value
 
 
 def read_state_response(conversation_id: int):
@@ -359,27 +341,78 @@ def audited_export_query(file_format: str):
     return query
 
 
+# An export holds its person's lease while it runs (one at a time per person, across processes):
+# renewed as rows go out, so a process that died frees it within this many seconds.
+EXPORT_LEASE_SECONDS = 120
+
+
+def export_lease_or_busy_page() -> tuple[leases.Lease | None, Response | None]:
+    """The person's export lease, or the 429 page that says an export of theirs is running."""
+    lease = leases.take(f"export:{current_user.id}", EXPORT_LEASE_SECONDS)
+    if lease is not None:
+        return lease, None
+    choices = {name: value for name, value in request.args.items() if value}
+    response = current_app.make_response((render_template("inbox/export_busy.html", choices=choices), 429))
+    response.headers["Retry-After"] = "30"
+    return None, response
+
+
 @bp.get("/export.csv")
 def export_csv():
-    query = audited_export_query("csv")
+    lease, busy = export_lease_or_busy_page()
+    if busy:
+        return busy
+    try:
+        query = audited_export_query("csv")
+    except BaseException:
+        lease.release()
+        raise
     filename = f"sms-inbox-{clock.now():%Y-%m-%d}.csv"
-    return Response(
-        stream_with_context(export.csv_chunks(query)),
+
+    def released_before_the_last_chunk():
+        """The chunks, the lease released before the last one goes out: a download that has
+        finished can be followed at once by the next, in any process."""
+        chunks = export.csv_chunks(query, on_chunk=lease.keep)
+        yield next(chunks)  # the header line, before the query runs
+        previous = None
+        for chunk in chunks:
+            if previous is not None:
+                yield previous
+            previous = chunk
+        lease.release()
+        if previous is not None:
+            yield previous
+
+    response = Response(
+        stream_with_context(released_before_the_last_chunk()),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"',
                  "Cache-Control": "no-store"},
     )
+    # And when the download is cancelled (the server closes the response); releasing twice is harmless.
+    app = current_app._get_current_object()
+
+    def release():
+        with app.app_context():
+            lease.release()
+    response.call_on_close(release)
+    return response
 
 
 @bp.get("/export.xlsx")
 def export_xlsx():
     """Built whole on disk first (see export.xlsx_file), then sent with its length."""
+    lease, busy = export_lease_or_busy_page()
+    if busy:
+        return busy
     output = tempfile.TemporaryFile()  # deleted when closed, once sent
     try:
-        export.xlsx_file(audited_export_query("xlsx"), output)
+        export.xlsx_file(audited_export_query("xlsx"), output, on_chunk=lease.keep)
     except BaseException:
         output.close()
         raise
+    finally:
+        lease.release()  # the work is the building: sending the file costs little
     output.seek(0)
     response = send_file(output, mimetype=export.XLSX_MIMETYPE, as_attachment=True,
                          download_name=f"sms-inbox-{clock.now():%Y-%m-%d}.xlsx", max_age=0)

@@ -296,6 +296,10 @@ class User(UserMixin, db.Model):
     # so a copy of the database opens nothing; and until when it works.
     reset_token_hash: Mapped[str | None] = mapped_column(sa.String(TOKEN_HASH_LENGTH), unique=True)
     reset_expires_at: Mapped[datetime | None]
+    # Two-factor sign-in (see two_factor.py): the TOTP key (base32) while it is on, and the time
+    # step of the last code used, so that no code works twice.
+    totp_secret: Mapped[str | None] = mapped_column(sa.String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
 
     __table_args__ = IDS_NEVER_REUSED
 
@@ -375,6 +379,10 @@ class LoginThrottle(db.Model):
     failures: Mapped[int]
     locked_until: Mapped[datetime | None]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    # "address": a (username, address) row or an address's row across usernames; "account": the
+    # failures of a username from unknown devices, any address (`address` empty); "device": the
+    # failures of one device cookie (`address` the sha256 of its nonce).
+    kind: Mapped[str] = mapped_column(sa.String(8), server_default="address")
 
     __table_args__ = (sa.UniqueConstraint("username", "address"),)
 
@@ -429,6 +437,24 @@ class RateBudget(db.Model):
 
     name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     next_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class BackupCode(db.Model):
+    """One-time codes for two-factor sign-in without the phone: their sha256 only, deleted when used."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH))
+
+
+class Lease(db.Model):
+    """A named lease, shared by every process: one holder at a time until it releases it or
+    `expires_at` passes (the holder renews it while it works; a process that died lets it lapse).
+    See app/leases.py."""
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # what it guards: "export:7"
+    holder: Mapped[str] = mapped_column(sa.String(64))  # a token the holder picked
+    expires_at: Mapped[datetime]
 
 
 @sa.event.listens_for(db.Model.metadata, "before_create")

@@ -60,10 +60,10 @@ def conversation_matches(q: str) -> sa.ColumnElement[bool]:
 def few_matching_conversations(q: str) -> tuple[list[int] | None, list[int] | None]:
     """The ids of the conversations whose number contains q, and of those whose contact name does,
     found through the trigram indexes (SQLite: the conversation text index; PostgreSQL: pg_trgm on
-    both keys). Either is None when more than FEW_MATCHES match; both are for a query under three
-    characters, which a trigram index cannot narrow down."""
+    both keys). Either is None when more than FEW_MATCHES match; both are for a query with fewer
+    than three letters or digits (`ab`, `***`), which a trigram index cannot narrow down."""
     number, name = searched_number(q), search.fold(clean_text(q).strip())
-    if min(len(number), len(name)) < search.MIN_QUERY:
+    if not (search.searchable(number) and search.searchable(name)):
         return None, None
     if db.session.get_bind().dialect.name == "sqlite":
         fts = _CONVERSATION_FTS

@@ -62,10 +62,11 @@ def measure(url: str, messages: int, workdir: Path, log, xlsx: bool = True) -> l
             raise RuntimeError(f"the XLSX export child failed with exit code {status}")
         child = json.loads(timing_file.read_text())
         workbook.unlink(missing_ok=True)
-        log(f"  XLSX export of {child['rows']:,} rows: {child['seconds']:.1f} s, {xlsx_peak_mb:.0f} MB")
+        log(f"  XLSX export of {child['rows']:,} rows: {child['seconds']:.1f} s ({child['cpu_seconds']:.1f} s of CPU),"
+            f" {xlsx_peak_mb:.0f} MB")
         rows += [
             Row("XLSX export of all rows: rows per second", size, child["rows"] / child["seconds"], "rows/s",
-                note=f"{child['seconds']:.1f} s, {child['bytes'] / 1e6:.0f} MB file"),
+                note=f"{child['seconds']:.1f} s ({child['cpu_seconds']:.1f} s of CPU), {child['bytes'] / 1e6:.0f} MB file"),
             Row("XLSX export of all rows: peak memory", size, xlsx_peak_mb, "MB", target=f"< {MEMORY_TARGET_MB} MB",
                 met=xlsx_peak_mb < MEMORY_TARGET_MB, note="whole process"),
         ]
@@ -108,11 +109,11 @@ def export_child(url: str, timing_file: str, workbook: str | None = None) -> Non
     app = bench_app(url)
     if workbook:
         with app.app_context(), open(workbook, "wb") as output:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             rows = xlsx_file(export_query(), output)
-            seconds = time.perf_counter() - started
-        Path(timing_file).write_text(json.dumps({"seconds": seconds, "bytes": Path(workbook).stat().st_size,
-                                                 "rows": rows}))
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        Path(timing_file).write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds,
+                                                 "bytes": Path(workbook).stat().st_size, "rows": rows}))
         return
     with app.app_context():
         out = sys.stdout.buffer

@@ -256,8 +256,9 @@ class Server:
         self.process = None
 
     def start(self):
+        # BIND as `make run` sets it: the app makes its links (set-password) from it.
         env = {**os.environ, "DATABASE_URL": self.database_url, "MESSENTE_SHARED_SECRET": SECRET,
-               "SECRET_KEY": "test-secret-key", **self.env}
+               "SECRET_KEY": "test-secret-key", "BIND": f"127.0.0.1:{self.port}", **self.env}
         self.log = tempfile.TemporaryFile()
         from app import server  # what `make run` starts
         argv = server.command(f"127.0.0.1:{self.port}")

@@ -146,7 +146,7 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
             "thread-menu": (thread, lambda: (page.locator("#more-actions summary").click(),
                                              expect(page.locator("#more-actions-menu")).to_be_visible())),
             "keyboard-help": (url + "/", lambda: (page.keyboard.press("?"), expect(page.locator("#keyboard-help")).to_be_visible())),
-            "search-messages": (url + "/?q=Tellimus", lambda: expect(page.locator("#conversations li.found")).to_have_count(20)),
+            "search-messages": (url + "/?q=Tellimus", lambda: expect(page.locator("#conversations li.found")).to_have_count(2)),  # one entry a conversation
             "export": (url + "/export?view=open", lambda: expect(page.get_by_role("status")).to_contain_text("messages with these choices")),
             "404": (url + "/conversations/123456789012345", lambda: expect(page.get_by_role("link", name="Back to the inbox")).to_be_visible()),
         }

@@ -6,11 +6,11 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from app import accounts
+from app import accounts, config
 from app.extensions import db
 from app.models import LoginSession, LoginThrottle, User
 
-from conftest import PASSWORD, AuthActions, add_user, csrf_token
+from conftest import PASSWORD, AuthActions, add_user, close_app, csrf_token, make_app
 from test_auth import Clock
 
 
@@ -53,7 +53,8 @@ def user_id(app, name: str) -> int:
 
 
 def one_time_link(html: str) -> str:
-    return re.search(r'value="http://localhost(/set-password/[^"]+)"', html).group(1)
+    """The link's path; links are made from BIND (no PUBLIC_URL in tests), never the request's Host."""
+    return re.search(r'value="http://127\.0\.0\.1:5000(/set-password/[^"]+)"', html).group(1)
 
 
 def set_password(app, link: str, password: str, confirm: str | None = None):
@@ -144,6 +145,62 @@ def test_a_reset_ends_the_users_sessions_once_used(app, admin, agent):
     assert AuthActions(app.test_client()).login("bob", "bobs new password").status_code == 302
 
 
+def test_a_password_link_issued_before_disabling_is_dead_after_re_enabling(app, admin):
+    with app.app_context():
+        add_user("bob", role="agent")
+    bob = user_id(app, "bob")
+    link = one_time_link(post(admin, f"/admin/users/{bob}/reset-password", "/admin/users").text)
+    post(admin, f"/admin/users/{bob}/disable", "/admin/users")
+    post(admin, f"/admin/users/{bob}/enable", "/admin/users")
+    refused = set_password(app, link, "a password bob chose")
+    assert refused.status_code == 404 and "This link does not work" in refused.text
+    assert AuthActions(app.test_client()).login("bob", "a password bob chose").status_code == 401
+    assert AuthActions(app.test_client()).login("bob").status_code == 302  # his old password still works
+
+
+def test_a_foreign_host_header_is_refused(app, client):
+    """TRUSTED_HOSTS (here BIND's loopback names): a request naming another host gets 400."""
+    assert client.get("/login", headers={"Host": "localhost:5000"}).status_code == 200
+    refused = client.get("/login", headers={"Host": "evil.example"})
+    assert refused.status_code == 400 and 'name="password"' not in refused.text
+
+
+@pytest.mark.parametrize("settings, site", [
+    ({"BIND": "0.0.0.0:5111"}, "http://127.0.0.1:5111"),  # any host allowed: links still from BIND
+    ({"BIND": "0.0.0.0:5111", "TRUSTED_HOSTS": []}, "http://127.0.0.1:5111"),
+    ({"PUBLIC_URL": "https://inbox.example.com/", "TRUSTED_HOSTS": []}, "https://inbox.example.com"),
+])
+def test_password_links_never_come_from_the_host_header(database_url, app, settings, site):
+    other = make_app(database_url, **settings)
+    try:
+        with other.app_context():
+            add_user()
+        actions = AuthActions(other.test_client())
+        actions.client.environ_base["HTTP_HOST"] = "evil.example"
+        assert actions.login().status_code == 302
+        page = post(actions, "/admin/users", "/admin/users", username="carol", role="agent")
+        assert page.status_code == 200
+        link = re.search(r'id="link" class="link-box" type="text" readonly value="([^"]+)"', page.text).group(1)
+        assert link.startswith(f"{site}/set-password/")
+    finally:
+        close_app(other)
+
+
+def test_trusted_hosts_come_from_public_url_and_bind_or_the_environment():
+    derive = lambda **given: config.trusted_hosts({"PUBLIC_URL": "", "BIND": "127.0.0.1:5000",
+                                                   "PROXY_COUNT": 0, **given})
+    assert derive() == ["127.0.0.1", "localhost", "::1"]
+    # The name people use is unknown (listening everywhere, or behind a proxy): any host.
+    assert derive(BIND="0.0.0.0:8000") is None and derive(BIND="10.1.2.3:8000") is None
+    assert derive(PROXY_COUNT=1) is None
+    assert derive(BIND="0.0.0.0:8000", PUBLIC_URL="https://inbox.example.com") == [
+        "inbox.example.com", "127.0.0.1", "localhost", "::1"]
+    assert derive(BIND="10.1.2.3:8000", PUBLIC_URL="https://inbox.example.com:8443/", PROXY_COUNT=1) == [
+        "inbox.example.com", "127.0.0.1", "localhost", "::1", "10.1.2.3"]
+    assert config.from_environment({"TRUSTED_HOSTS": "inbox.example.com, .example.org"}) == {
+        "TRUSTED_HOSTS": ["inbox.example.com", ".example.org"]}
+
+
 def test_adding_a_taken_or_empty_name_says_why(app, admin):
     taken = post(admin, "/admin/users", "/admin/users", username="alice", role="agent")
     assert taken.status_code == 400 and "already exists" in taken.text
@@ -182,7 +239,8 @@ def test_unlocking_a_throttled_login(app, clock, admin):
     page = admin.client.get("/admin/users").text
     assert "Locked logins" in page and "<bdi>alice</bdi>" in page
     with app.app_context():
-        row = db.session.scalar(sa.select(LoginThrottle.id).where(LoginThrottle.username == "alice"))
+        row = db.session.scalar(sa.select(LoginThrottle.id).where(LoginThrottle.username == "alice",
+                                                                  LoginThrottle.locked_until.is_not(None)))
     assert post(admin, f"/admin/locked-logins/{row}/unlock", "/admin/users").status_code == 303
     assert locked_out.login().status_code == 302
 

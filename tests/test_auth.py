@@ -48,9 +48,12 @@ def from_address(app, address: str, forwarded_for: str | None = None) -> AuthAct
     return AuthActions(client)
 
 
-def throttle_rows(app) -> set[tuple[str, str]]:
+def throttle_rows(app, kind: str = "address") -> set[tuple[str, str]]:
+    """(username, address) of the throttle's rows of one kind: by default those counted per
+    address (the per-account and per-device rows are tests/test_login_devices.py's)."""
     with app.app_context():
-        return set(map(tuple, db.session.execute(sa.select(LoginThrottle.username, LoginThrottle.address))))
+        return set(map(tuple, db.session.execute(sa.select(LoginThrottle.username, LoginThrottle.address)
+                                                 .where(LoginThrottle.kind == kind))))
 
 
 def test_login_page_has_a_labelled_form_with_csrf(client):
@@ -121,7 +124,9 @@ def test_htmx_request_without_login_gets_401_and_hx_redirect_back_to_the_page(cl
 def test_every_route_but_login_static_and_callback_requires_login(app, client):
     """Walks the URL map, so a new route cannot forget its login."""
     # Callbacks are signed instead; a set-password link's token is its credential.
-    public = {"auth.login", "auth.set_password", "static", "callback.inbound", "callback.delivery_report"}
+    # The two-factor code step is public too: its credential is the half-login in the session.
+    public = {"auth.login", "auth.login_code", "auth.set_password", "static", "callback.inbound",
+              "callback.delivery_report"}
     token = csrf_token(client.get("/login").text)  # so POSTs are refused for the login, not CSRF
     checked = []
     for rule in app.url_map.iter_rules():
@@ -304,6 +309,36 @@ def test_secure_cookie_when_configured(database_url, user):
     assert "Secure" in response.headers["Set-Cookie"]
     with app.app_context():
         db.engine.dispose()
+
+
+def test_hsts_when_the_session_cookie_is_secure(database_url, app):
+    """Served over HTTPS (the cookie says so): browsers are told to use nothing else for a year."""
+    secure = make_app(database_url, SESSION_COOKIE_SECURE=True)
+    try:
+        response = secure.test_client().get("/login", base_url="https://localhost")
+        assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+    finally:
+        with secure.app_context():
+            db.engine.dispose()
+    assert "Strict-Transport-Security" not in app.test_client().get("/login").headers  # plain HTTP
+
+
+# --- password hashes for accounts without one --------------------------------------------------
+
+@pytest.mark.parametrize("username", ["carol", "nobody"])
+def test_an_invited_account_and_an_unknown_name_verify_a_real_hash(app, client, user, clock, monkeypatch,
+                                                                    username):
+    """An account whose link is unused (no password yet) and an unknown name each cost one Argon2
+    verify, as a wrong password for a real account does: the timing tells nothing."""
+    with app.app_context():
+        db.session.add(User(username="carol", password_hash=accounts.NO_PASSWORD, role="agent"))
+        db.session.commit()
+    verified = []
+    real_verify = accounts._verify
+    monkeypatch.setattr(accounts, "_verify", lambda stored, password: verified.append(stored)
+                        or real_verify(stored, password))
+    assert AuthActions(client).login(username, "some guess!").status_code == 401
+    assert len(verified) == 1 and verified[0].startswith("$argon2id$v=19$m=19456,t=2,p=1$")
 
 
 # --- throttling ------------------------------------------------------------------------------

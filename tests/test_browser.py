@@ -35,7 +35,7 @@ LIVE = 12_000
 POLL_SECONDS = config.defaults("")["POLL_SECONDS"]
 HIDDEN_POLL_SECONDS = 30  # app.js: a hidden tab's interval
 CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-              "direction", "status", "contact_name", "conversation_id"]
+              "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id"]
 # Chromium's console wording for a blocked resource or script ("Refused to load/execute ...").
 CSP_SIGNS = ("Content Security Policy", "Refused to")
 # Reports a violation even where the browser's own console line would be missed.

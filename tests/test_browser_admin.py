@@ -4,10 +4,11 @@ clicks through work: add a colleague, pass on their link, they set a password an
 import hashlib
 import re
 
+import pyotp
 import pytest
 from playwright.sync_api import expect
 
-from conftest import ROOT
+from conftest import PASSWORD, ROOT
 from test_browser import browser, deliver, log_in, new_context, overflow, page_watch, screenshot, server  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -92,3 +93,37 @@ def test_an_admin_adds_a_colleague_who_sets_a_password_and_the_screens_fit(new_c
     check_screen(admin, page, "delete", backend)
     page.get_by_role("button", name=re.compile("Delete 1 message for good")).click()
     expect(page.get_by_role("status")).to_contain_text("are gone")
+
+
+def test_two_factor_sign_in_set_up_with_an_app_and_the_screens_fit(new_context, server, database_url):
+    """Set up with the key typed in as into an authenticator app; then the code step at login."""
+    backend = database_url.split(":", 1)[0].split("+", 1)[0]
+    context = new_context()
+    page = context.new_page()
+    log_in(page, server)
+    page.goto(server.url + "/account")
+    page.get_by_role("link", name="Turn on two-factor sign-in").click()
+    expect(page.get_by_role("heading", name="Turn on two-factor sign-in", level=1)).to_be_visible()
+    expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
+    check_screen(context, page, "two-factor", backend)
+    secret = page.locator("#totp-key").inner_text().replace(" ", "")
+    page.get_by_label("Enter the code the app shows").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Turn on").click()
+    expect(page.get_by_role("heading", name="Two-factor sign-in is on")).to_be_visible()
+    codes = page.locator(".backup-codes code").all_inner_texts()
+    assert len(codes) == 10
+    check_screen(context, page, "backup-codes", backend)
+    page.goto(server.url + "/account")
+    expect(page.get_by_text("10 backup codes left")).to_be_visible()
+    check_screen(context, page, "account-two-factor", backend)
+
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Enter your code", level=1)).to_be_visible()
+    check_screen(context, page, "code", backend)
+    # The app's code of this moment was spent turning it on: a backup code, as without the phone.
+    page.get_by_label("Code").fill(codes[0])
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(server.url + "/")

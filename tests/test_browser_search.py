@@ -35,9 +35,14 @@ def long_thread(app):
 
 def test_a_word_typed_in_search_opens_its_message_in_the_thread_and_the_export_holds_it(long_thread, page, new_context, server, backend):
     log_in(page, server)
+    # 599 of the customer's messages hold "korras": one entry for the conversation, with the count.
+    page.locator("#q").fill("korras")
+    expect(page.locator("#conversations li.found")).to_have_count(1)
+    expect(page.locator("#conversations li.found .matches")).to_have_text("599 messages")
     page.locator("#q").fill("pakiautomaat ulemistes")
     hit = page.locator("#conversations li.found")
-    expect(hit).to_have_count(1)
+    expect(hit).to_have_count(1)  # one entry for its conversation, with how many of its messages match
+    expect(hit.locator(".matches")).to_have_text("1 message")
     # The text as sent, escaped, the match marked in it (accents and case aside).
     expect(hit.locator(".snippet")).to_have_text("Kas PAKIAUTOMAAT Ülemistes on <b>avatud</b>? 📦")
     expect(hit.locator("mark")).to_have_text("PAKIAUTOMAAT Ülemistes")

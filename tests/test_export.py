@@ -15,7 +15,7 @@ from app import clock
 from conftest import IN_CI, body_for, conversation_of
 
 HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-          "direction", "status", "contact_name", "conversation_id"]
+          "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id"]
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def test_columns_times_and_unicode(app, export, deliver):
     assert row[:7] == ["2024-06-01T08:00:00.123456Z", "+3725550001", "+37250000000", "whatsapp",
                        'Tere, "sõber"! 😀\nrida 2', "m1", "s1"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row[7])
-    assert row[8:11] == ["in", "received", ""]
-    assert row[11] == str(conversation_id(app, "+3725550001"))
+    assert row[8:15] == ["in", "received", "", "", "", "", ""]
+    assert row[15] == str(conversation_id(app, "+3725550001"))
 
 
 def test_replies_are_exported_with_their_direction_and_status(app, export, deliver):
@@ -62,6 +62,53 @@ def test_replies_are_exported_with_their_direction_and_status(app, export, deliv
         ("+37250000000", "+3725550001", "Aitäh!", "out", "DELIVRD"),
         ("+37250000000", "+3725550001", "'=1+1", "out", "failed"),
     ]
+
+
+def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(app, client, export, deliver):
+    from datetime import datetime, timedelta
+    from app import contacts, delivery, replies
+    deliver(body_for(msg_id="m1", sender="+3725550001", recipient="+37250000000", text="Tere!",
+                     time="2024-06-01T08:00:00.123456Z"))
+    with app.app_context():
+        app.config.update(MESSENTE_API_USERNAME="u", MESSENTE_API_PASSWORD="p")
+        conversation = conversation_of("+3725550001")
+        contacts.set_contact(conversation.id, "Mari", "")
+        delivered = replies.queue_reply(conversation, "Aitäh!", "sms", None, 1, "a" * 16)
+        replies.record(delivered, conversation.id, "sent", omnimessage_id="omni-1")
+        refused = replies.queue_reply(conversation, "=1+1", "sms", None, 1, "b" * 16)
+        replies.record(refused, conversation.id, "failed", problem="Invalid data")
+        undelivered = replies.queue_reply(conversation, "Kas said?", "sms", None, 1, "c" * 16)
+        replies.record(undelivered, conversation.id, "sent", omnimessage_id="omni-3")
+        delivery.apply_report(delivery.Report("omni-1", "DELIVRD", None))
+        delivery.apply_report(delivery.Report("omni-3", "FAILED", "=the number does not exist"))
+    csv_header, *csv_rows = export()
+    xlsx_header, *xlsx_rows = open_xlsx(download(client, "/export.xlsx")).active.iter_rows(values_only=True)
+    assert csv_header == list(xlsx_header) == HEADER
+    where = {name: HEADER.index(name) for name in HEADER}
+    assert [[row[where[name]] for name in ("direction", "status", "contact_name", "agent", "assignee", "labels",
+                                            "problem")] for row in csv_rows] == [
+        ["in", "received", "Mari", "", "", "", ""],
+        ["out", "DELIVRD", "Mari", "alice", "", "", ""],
+        ["out", "failed", "Mari", "alice", "", "", "Invalid data"],
+        ["out", "FAILED", "Mari", "alice", "", "", "'=the number does not exist"],
+    ]
+    assert all(row[-1] for row in csv_rows)  # the last cell is never empty
+
+    def comparable(row, from_xlsx: bool) -> list:
+        cells = []
+        for name, cell in zip(HEADER, row, strict=True):
+            if name in ("time", "received_at"):  # a date cell in the workbook, its ISO text in the CSV
+                cells.append(cell if from_xlsx else datetime.fromisoformat(cell.removesuffix("Z")))
+            else:  # text cells hold the text itself: the CSV's formula guard is its own
+                cells.append(safe_cell(cell) if from_xlsx else cell)
+        return cells
+    xlsx_cells, csv_cells = [comparable(row, True) for row in xlsx_rows], [comparable(row, False) for row in csv_rows]
+    times = [HEADER.index("time"), HEADER.index("received_at")]
+    assert [[cell for n, cell in enumerate(row) if n not in times] for row in xlsx_cells] == [
+        [cell for n, cell in enumerate(row) if n not in times] for row in csv_cells]
+    # The same instants (a spreadsheet date holds a fraction of a day: equal to the millisecond).
+    assert all(abs(xlsx_row[n] - csv_row[n]) < timedelta(milliseconds=1)
+               for xlsx_row, csv_row in zip(xlsx_cells, csv_cells, strict=True) for n in times)
 
 
 def test_download_headers(client, export, deliver):
@@ -140,9 +187,9 @@ def test_the_database_builds_the_very_lines_python_would(app, client, auth, deli
         from app.export import export_query
         rows = db.session.execute(export_query()).all()
     expected = "\ufeff" + csv_line(COLUMNS) + "".join(csv_line((
-        utc_iso(sent_at, "microseconds"), *(safe_cell(cell) for cell in cells), utc_iso(received_at, "microseconds"),
-        direction, status or "received", safe_cell(name), str(conversation)))
-        for sent_at, *cells, received_at, direction, status, name, conversation in rows)
+        utc_iso(row[0], "microseconds"), *(safe_cell(cell) for cell in row[1:7]), utc_iso(row[7], "microseconds"),
+        *row[8:10], *(safe_cell(cell) for cell in row[10:15]), row[15]))
+        for row in rows)
     assert len(rows) == len(AWKWARD_CELLS) + 1
     with client.get("/export.csv") as response:
         assert response.data.decode() == expected
@@ -365,7 +412,7 @@ def test_xlsx_keeps_every_text_as_typed_in_text_cells_and_times_as_dates(app, cl
         sheet = open_xlsx(response.data).active
     rows = list(sheet.iter_rows())
     assert [cell.value for cell in rows[0]] == HEADER
-    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == f"A1:L{len(rows)}"
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == f"A1:P{len(rows)}"
     texts = rows[1:len(XLSX_TEXTS) + 1]
     # Text cells ('s'), exactly as typed: the `+` kept, no formula ('f'), no number, no link.
     assert [(row[4].value, row[4].data_type) for row in texts] == [(text, "s") for text in XLSX_TEXTS]
@@ -373,11 +420,24 @@ def test_xlsx_keeps_every_text_as_typed_in_text_cells_and_times_as_dates(app, cl
                if cell.value is not None)
     assert {(row[1].value, row[1].data_type) for row in texts} == {("+37255512345", "s")}
     assert {row[10].value for row in texts} == {"=Mari()"}
-    assert {row[11].value for row in texts} == {str(conversation_id(app, "+37255512345"))}
+    assert {row[15].value for row in texts} == {str(conversation_id(app, "+37255512345"))}
     # Times are date cells in UTC (to the second, as shown).
     assert [(row[0].value.replace(microsecond=0), row[0].data_type) for row in texts[:2]] == [
         (datetime(2024, 6, 1, 8, 0, 0), "d"), (datetime(2024, 6, 1, 8, 0, 1), "d")]
     assert rows[-1][0].value == "0001-01-01T00:00:00.000000Z"  # before 1900: no spreadsheet date, its text
+
+
+def test_xlsx_keeps_texts_that_xml_must_escape_as_typed(app, client, export, deliver):
+    texts = ["a & b < c > d", "  spaces around  ", "bell \x07 and \x1f", "_x0041_ stays", "tab\tand\r\nCRLF",
+             "</t></is></c>", "x" * 40_000]
+    for n, text in enumerate(texts):
+        deliver(body_for(msg_id=f"m{n}", sender="+37255512345", text=text))
+    stored = [row[4] for row in export()[1:]]
+    cells = [row[4] for row in open_xlsx(download(client, "/export.xlsx")).active.iter_rows(min_row=2, values_only=True)]
+    # What XML cannot carry is written `_xHHHH_` (and a `_x` of the text's own escaped), which
+    # spreadsheets read back as the character; openpyxl leaves that to its reader.
+    shown = [re.sub(r"_x([0-9A-Fa-f]{4})_", lambda escaped: chr(int(escaped.group(1), 16)), cell) for cell in cells]
+    assert shown == [text[:32_767] for text in stored]  # a cell holds at most 32,767 characters
 
 
 def test_xlsx_filters_as_the_csv_does(app, client, export, deliver):

@@ -274,6 +274,67 @@ def test_postgresql_text_search_uses_the_trigram_index(app, texts):
     assert "Bitmap Index Scan on ix_message_folded_text_trgm" in plan and "Seq Scan on message" not in plan, plan
 
 
+def grouped_search_statements(app, query: str):
+    from app import search
+    with statements_run(app) as statements, app.app_context():
+        found, _ = search.search_conversations(query, limit=20)
+    return found, statements
+
+
+@SQLITE
+def test_sqlite_search_by_conversation_walks_the_fts_index_and_counts_in_each_conversation(app, texts):
+    for query in ("zqx", "tellimus"):  # one conversation; many (a walk, then more than one batch of counts)
+        found, statements = grouped_search_statements(app, query)
+        assert found
+        *walks_and_counts, hits = statements
+        walks = [each for each in walks_and_counts if "message_fts" in each[0]]
+        counts = [each for each in walks_and_counts if "count(" in each[0]]
+        assert walks and counts and len(walks) + len(counts) == len(walks_and_counts)
+        for statement, parameters in walks:
+            plan = sqlite_plan(app, statement, parameters)
+            assert any(re.match(r"SCAN message_fts VIRTUAL TABLE INDEX \d+:G", line) for line in plan), plan
+            assert unindexed_reads(plan, scannable=("message_fts",)) == [], plan
+        for statement, parameters in counts:  # a conversation's messages, by their index
+            plan = sqlite_plan(app, statement, parameters)
+            assert re.fullmatch(r"SEARCH message USING INDEX ix_message_conversation_id_\w+ \(conversation_id=\?\)",
+                                " ".join(plan)), plan
+        assert sqlite_plan(app, *hits) == ["SEARCH message USING INTEGER PRIMARY KEY (rowid=?)",
+                                           "SEARCH conversation USING INTEGER PRIMARY KEY (rowid=?)"]
+
+
+@POSTGRESQL
+def test_postgresql_search_by_conversation_uses_the_trigram_index_then_each_conversation(app, texts):
+    with app.app_context():
+        db.session.execute(sa.text("SELECT gin_clean_pending_list('ix_message_folded_text_trgm')"))
+        db.session.execute(sa.text("ANALYZE"))
+        db.session.commit()
+    found, [walk, counts, hits] = grouped_search_statements(app, "zqx")
+    assert [(group.newest.text, group.matches) for group in found] == [("Kas zqx jõudis kohale?", 1)]
+    plan = postgresql_plan(app, *walk)
+    assert "Bitmap Index Scan on ix_message_folded_text_trgm" in plan and "Seq Scan on message" not in plan, plan
+    assert "Seq Scan on message" not in postgresql_plan(app, *counts)
+
+
+def test_searches_without_three_letters_or_digits_never_use_a_text_index(app, client, auth, texts):
+    """`***`, `[[[`, `!!!` hold no trigram: asked of the text index, they read all of it (or the
+    message table on PostgreSQL). They look up numbers and names only, walking the list."""
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(sa.text("ANALYZE"))
+            db.session.commit()
+    auth.login()
+    for query in ("***", "[[[", "!!!", "ab"):
+        with statements_run(app) as statements:
+            assert client.get("/", query_string={"q": query}).status_code == 200
+        for statement, parameters in statements:
+            if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+                plan = " ".join(sqlite_plan(app, statement, parameters))
+                assert "message_fts" not in plan and "conversation_fts" not in plan, (query, statement, plan)
+            else:
+                plan = postgresql_plan(app, statement, parameters)
+                assert "trgm" not in plan and "Seq Scan on message" not in plan, (query, statement, plan)
+
+
 # --- PostgreSQL: list pages and search by number or name, on thousands of conversations --------
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from app.extensions import db
 from app.models import Message
 from app.unit_of_work import write_transaction
 
+from test_query_plans import statements_run
+
 from conftest import body_for, close_app, conversation_of, flask_command, make_app
 
 TEXTS = {
@@ -81,9 +83,9 @@ def test_finds_any_part_of_a_text_accents_and_case_aside(app):
 def test_wildcards_in_a_query_match_themselves(app):
     with app.app_context():
         store(TEXTS)
-        assert found("50%") == ["percent"]
-        assert found("% o") == ["percent"]
-        assert found("f_t") == ["percent"]
+        assert found("50% o") == ["percent"]
+        assert found("% off") == ["percent"]
+        assert found("ff_to") == ["percent"]
         assert found("[sale]") == ["percent"]
         assert found("*now*?") == ["percent"]
         assert found("%%%") == [] and found("___") == [] and found("***") == [] and found("???") == []
@@ -130,6 +132,9 @@ def test_replies_are_found_and_deleted_or_forgotten_messages_are_not(app, user):
                 session.execute(sa.text("INSERT INTO message_fts (message_fts, rank) VALUES ('integrity-check', 1)"))
 
 
+HINT = "Type at least three letters or digits to search messages' text: shorter searches match numbers and names only."
+
+
 def hits_shown(html: str) -> list[tuple[str, str]]:
     """The search results on a page: (link, text as shown with its marks)."""
     return [(unescape(link), text) for link, text in re.findall(
@@ -159,7 +164,7 @@ def test_the_search_box_shows_matching_messages_each_linking_into_its_thread(app
 
     short = client.get("/?q=44").text
     assert hits_shown(short) == []
-    assert "Type at least 3 characters to search message texts: shorter searches match numbers and names only." in short
+    assert HINT in short
     assert "No message text contains “<bdi>nothing like it</bdi>”" in client.get("/?q=nothing+like+it").text
     # What no text holds is simply not found.
     for odd in ("par%00cel", "%ED%A0%80parcel", "%FF%FE%FD"):
@@ -167,16 +172,87 @@ def test_the_search_box_shows_matching_messages_each_linking_into_its_thread(app
         assert response.status_code == 200 and hits_shown(response.text) == [], odd
 
 
-def test_results_page_back_with_the_cursor(app, client, auth, deliver):
+def matches_shown(html: str) -> list[str]:
+    """How many matching messages each result says its conversation has."""
+    return re.findall(r'<span class="matches">([^<]*)</span>', html)
+
+
+def test_results_come_one_per_conversation_with_its_count_and_newest_match(app, client, auth):
     auth.login()
     with app.app_context():
-        ids = store({f"m{n}": f"parcel {n}" for n in range(25)})
+        ids = store({"a1": "parcel one", "a2": "no match here", "a3": "Parcel two"}, sender="+37255500001")
+        ids |= store({"b1": "my parcel"}, sender="+37255500002")
+        ids |= store({"a4": "third PARCEL", "a5": "thanks"}, sender="+37255500001")
+        first, second = conversation_of("+37255500001").id, conversation_of("+37255500002").id
     page = client.get("/?q=parcel").text
-    assert len(hits_shown(page)) == 20
+    assert hits_shown(page) == [
+        (f"/conversations/{first}?q=parcel&around={ids['a4']}#message-{ids['a4']}", "<bdi>third <mark>PARCEL</mark></bdi>"),
+        (f"/conversations/{second}?q=parcel&around={ids['b1']}#message-{ids['b1']}", "<bdi>my <mark>parcel</mark></bdi>"),
+    ]
+    assert matches_shown(page) == ["3 messages", "1 message"]
+
+
+def test_results_page_back_with_the_cursor_each_conversation_once(app, client, auth):
+    auth.login()
+    with app.app_context():  # 25 conversations, two matches each, interleaved: 0, 1, ..., 24, 0, 1, ...
+        for round_ in (1, 2):
+            for n in range(25):
+                store({f"m{n}-{round_}": f"parcel {n} {round_}"}, sender=f"+3725550{n:04d}")
+        ids = dict(db.session.execute(sa.select(Message.msg_id, Message.id)).all())
+    page = client.get("/?q=parcel").text
+    assert [text for _, text in hits_shown(page)] == [f"<bdi><mark>parcel</mark> {n} 2</bdi>" for n in range(24, 4, -1)]
+    assert matches_shown(page) == ["2 messages"] * 20
     older = unescape(re.search(r'<a href="([^"]*found_before=[^"]*)">Older matching messages</a>', page).group(1))
-    assert older == f"/?found_before={ids['m5']}&q=parcel"
-    rest = hits_shown(client.get(older).text)
-    assert [text for _, text in rest] == [f"<bdi><mark>parcel</mark> {n}</bdi>" for n in range(4, -1, -1)]
+    assert older == f"/?found_before={ids['m5-2']}&q=parcel"
+    rest = client.get(older).text
+    # The conversations shown above are not shown again for their older matches.
+    assert [text for _, text in hits_shown(rest)] == [f"<bdi><mark>parcel</mark> {n} 2</bdi>" for n in range(4, -1, -1)]
+    assert "Older matching messages" not in rest
+
+
+def test_a_conversation_with_very_many_matches_does_not_make_a_page_read_them_all(app, monkeypatch):
+    monkeypatch.setattr(search, "WALK_BATCH", 4)
+    monkeypatch.setattr(search, "WALK_MOST", 8)
+    with app.app_context():
+        store({"old": "parcel long ago"}, sender="+37255500002")
+        store({f"m{n}": f"parcel {n}" for n in range(20)}, sender="+37255500001")
+        pages, cursor = [], None
+        while True:
+            found, cursor = search.search_conversations("parcel", limit=5, before=cursor)
+            pages.append([(hit.newest.sender, hit.matches) for hit in found])
+            if cursor is None:
+                break
+    # Each page reads at most 8 matches: the busy conversation first, then pages that skip its
+    # older matches, until the other one.
+    assert pages[0] == [("+37255500001", 20)] and pages[-1] == [("+37255500002", 1)]
+    assert pages[1:-1] == [[]]  # 21 matches, 8 a page: three pages
+
+
+def test_a_page_counts_the_matches_of_its_own_conversations_only(app):
+    with app.app_context():
+        for n in range(30):
+            store({f"m{n}": f"parcel {n}"}, sender=f"+3725550{n:04d}")
+    with statements_run(app) as statements, app.app_context():
+        found, cursor = search.search_conversations("parcel", limit=5)
+    assert [hit.newest.text for hit in found] == [f"parcel {n}" for n in range(29, 24, -1)] and cursor
+    [counts] = [parameters for statement, parameters in statements if "count(" in statement]
+    assert len(counts) - 1 == 6  # the page's five and the one that shows there is more (and the pattern)
+
+
+def test_queries_without_three_letters_or_digits_never_reach_the_text_index(app, client, auth):
+    auth.login()
+    with app.app_context():
+        store({"stars": "*** [[[ !!! ab"})
+    for query in ("***", "[[[", "!!!", "ab", "a-b", " x! "):
+        assert not search.searchable(query)
+        with statements_run(app) as statements:
+            page = client.get("/", query_string={"q": query}).text
+        assert HINT in page and hits_shown(page) == []
+        assert statements and not [statement for statement, _ in statements
+                                   if "message_fts" in statement or "folded_text" in statement], query
+        with app.app_context():
+            assert search.search_conversations(query) == ([], None) and search.search_messages(query) == ([], None)
+    assert search.searchable("a-b-c") and search.searchable("Ülé") and search.searchable("２０２")
 
 
 def test_upgrading_fills_in_the_search_text_of_messages_already_stored(database_url):

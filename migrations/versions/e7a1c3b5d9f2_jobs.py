@@ -1,7 +1,7 @@
 """jobs: the job table, a shared rate budget, runner heartbeats on server rows
 
 Revision ID: e7a1c3b5d9f2
-Revises: d4c3b2a1f0e9
+Revises: c3f2e1d0b9a8
 Create Date: 2026-12-06 03:45:00
 
 Background work as rows committed with their cause (app/jobs/). Replies left queued by the
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "e7a1c3b5d9f2"
-down_revision = "d4c3b2a1f0e9"
+down_revision = "c3f2e1d0b9a8"
 branch_labels = None
 depends_on = None
 
