@@ -320,8 +320,7 @@ def purge(yes: bool, dry_run: bool, batch_size: int):
         elif sys.stdin.readline().strip().lower() not in ("y", "yes"):
             raise click.ClickException("Not confirmed: pipe `y` or pass --yes.")
     with click.progressbar(length=plan.messages, label="Deleting messages", show_pos=True) as bar:
-        result = retention.run_scheduled(f"command-{uuid.uuid4().hex[:8]}", force=True,
-                                         batch_size=batch_size, progress=bar.update)
+        result = retention.run_scheduled(force=True, batch_size=batch_size, progress=bar.update)
     if result is None:
         raise click.ClickException("Another process is purging right now; try again in a few minutes.")
     click.echo(f"Deleted {result.messages:,} messages ({result.conversations_removed:,} conversations left "

@@ -7,12 +7,11 @@ an interrupted purge resumes by simply running again. `erase_conversation` delet
 conversation and everything about its number at once. Both count on SQLite's `secure_delete`
 (freed pages zeroed) and a WAL checkpoint so that no copy stays in the files; see docs/privacy.md.
 
-The app purges by itself once a day (the periodic `daily_purge` job, app/jobs/; a lease row in
-`setting` lets one process at a time run it); `flask --app app purge` runs it by hand.
+The app purges by itself once a day (the periodic `daily_purge` job, app/jobs/; a lease,
+app/leases.py, lets one process at a time purge); `flask --app app purge` runs it by hand.
 """
 import json
 import logging
-import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from . import audit, clock, jobs, numbers, queries, search
+from . import audit, clock, jobs, leases, numbers, queries, search
 from .extensions import db
 from .models import (AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message,
                      Setting, Suppression, UnmatchedDeliveryReport)
@@ -29,7 +28,8 @@ from .unit_of_work import change_number, write_transaction
 log = logging.getLogger(__name__)
 
 RETENTION_DAYS, AUDIT_RETENTION_DAYS = "retention_days", "audit_retention_days"
-LAST_PURGE, PURGE_LEASE = "last_purge_at", "purge_lease"
+LAST_PURGE = "last_purge_at"
+PURGE_LEASE = "retention_purge"  # the lease's name (app/leases.py): one purge at a time
 FOREVER = ""  # the stored value for "keep for ever"
 PURGE_INTERVAL = timedelta(days=1)
 LEASE = timedelta(minutes=10)  # renewed after every batch; a crashed holder's lease runs out
@@ -501,49 +501,36 @@ def _delete_in_batches(model, condition, batch_size: int) -> int:
 
 # --- once a day, by itself ---------------------------------------------------------------
 
-def take_lease(now: datetime, holder: str, force: bool = False) -> bool:
-    """Take (or renew) the purge lease if it is free, expired or ours; and, unless `force`,
-    only once a day. Inside its own write transaction: the write lock makes it atomic."""
-    with write_transaction():
-        if not force:
-            last = last_purge()
-            if last is not None and now - last < PURGE_INTERVAL:
-                return False
-        current = _setting(PURGE_LEASE)
-        if current:
-            owner, _, until = current.partition(" ")
-            if owner != holder and datetime.fromisoformat(until) > now:
-                return False
-        _store(PURGE_LEASE, f"{holder} {(now + LEASE).isoformat()}")
-        return True
-
-
-def release_lease(holder: str, finished_at: datetime | None) -> None:
-    with write_transaction():
-        current = _setting(PURGE_LEASE)
-        if current and current.partition(" ")[0] == holder:
-            _store(PURGE_LEASE, "")
-        if finished_at is not None:
-            _store(LAST_PURGE, finished_at.isoformat())
-
-
-def run_scheduled(holder: str, force: bool = False, **options) -> PurgeResult | None:
-    """The purge with the configured days, if this holder gets the lease (else None)."""
-    now = clock.now()
-    if not take_lease(now, holder, force):
+def run_scheduled(force: bool = False, **options) -> PurgeResult | None:
+    """The purge with the configured days, unless another process is purging (the lease) or,
+    without `force`, the last purge was less than a day ago; then None."""
+    if not force and _purged_lately():
+        return None
+    lease = leases.take(PURGE_LEASE, LEASE.total_seconds())
+    if lease is None:
         return None
     finished = None
     try:
-        result = purge(now, days(), audit_days(),
-                       between_batches=lambda: take_lease(clock.now(), holder, force=True), **options)
+        if not force and _purged_lately():  # by the process that held the lease a moment ago
+            return None
+        result = purge(clock.now(), days(), audit_days(), between_batches=lease.keep, **options)
         finished = clock.now()
         return result
     finally:
-        release_lease(holder, finished)
+        with write_transaction():
+            if finished is not None:
+                _store(LAST_PURGE, finished.isoformat())
+            lease.release()
+
+
+def _purged_lately() -> bool:
+    last = last_purge()
+    db.session.rollback()  # the read ends here
+    return last is not None and clock.now() - last < PURGE_INTERVAL
 
 
 @jobs.kind("daily_purge", every=timedelta(seconds=CHECK_SECONDS))
 def scheduled_purge(payload: dict, attempt: "jobs.Attempt") -> None:
     """A periodic job: whichever runner claims it checks whether a day has passed since the last
     purge, and if so purges (holding the purge lease, which `flask purge` respects too)."""
-    run_scheduled(f"job-{attempt.job_id}-{secrets.token_hex(4)}")
+    run_scheduled()

@@ -439,6 +439,7 @@ def test_a_reply_queued_before_a_restart_is_sent_by_a_server_that_gets_no_reques
         server.start()
         [request] = messente.wait_for_requests(1, timeout=20)
         assert request.json["messages"][0]["text"] == "Waiting for a server"
+        assert "jobs_runner" not in app.extensions  # the server sent it: this test process runs no jobs
         wait_for_status(app, "sent")
     finally:
         server.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import demo, jobs, queries, retention
+from app import demo, jobs, leases, queries, retention
 from app.extensions import db
 from app.models import (AuditEvent, Conversation, DeadLetter, LoginThrottle, Message, OptOut,
                         Suppression, UnmatchedDeliveryReport)
@@ -174,17 +174,15 @@ def test_the_environment_gives_the_defaults():
 def test_one_holder_at_a_time_and_once_a_day(app, clock, history):
     app.config["RETENTION_DAYS"] = 30
     with app.app_context():
-        now = clock().replace(tzinfo=None)
-        assert retention.take_lease(now, "worker-a")
-        assert not retention.take_lease(now, "worker-b")  # held
-        assert retention.run_scheduled("worker-b") is None
-        clock.advance(minutes=11)  # worker-a died holding it: the lease runs out
-        result = retention.run_scheduled("worker-b")
+        assert leases.take(retention.PURGE_LEASE, retention.LEASE.total_seconds())  # another process
+        assert retention.run_scheduled() is None  # held
+        clock.advance(minutes=11)  # that process died holding it: the lease runs out
+        result = retention.run_scheduled()
         assert result.messages == 4 and retention.last_purge() == clock().replace(tzinfo=None)
         clock.advance(hours=23)
-        assert retention.run_scheduled("worker-a") is None  # done today
+        assert retention.run_scheduled() is None  # done today
         clock.advance(hours=1)
-        assert retention.run_scheduled("worker-a") is not None
+        assert retention.run_scheduled() is not None
 
 
 def test_the_daily_purge_is_a_periodic_job_that_runs_once_however_many_runners(app, clock, history):
