@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 from datetime import UTC, datetime, timedelta
 from html import unescape
 
@@ -19,8 +20,10 @@ from app.jobs import runner
 from app.extensions import db
 from app.unit_of_work import write_transaction
 from app.models import Job, Message
+from app.models import Server as ServerRow
 
-from conftest import (PASSWORD, AuthActions, Browser, Server, body_for, close_app, conversation_of, make_app,
+from conftest import (PASSWORD, AuthActions, Browser, Server, body_for, close_app, conversation_of, flask_process,
+                      make_app,
                       signed_headers, wait_until)
 
 CUSTOMER = "+37255512345"
@@ -444,6 +447,31 @@ def test_a_reply_queued_before_a_restart_is_sent_by_a_server_that_gets_no_reques
     finally:
         server.stop()
     assert access_log.read_text() == ""  # it served no request at all
+
+
+def test_flask_worker_runs_the_jobs_in_its_own_process_and_shows_as_a_runner(app, user, messente):
+    settings = {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
+                "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_SMS_SENDER": "Shop"}
+    app.config.update(settings)
+    deliver(app)
+    with app.app_context():
+        replies.queue_reply(conversation_of(CUSTOMER), "From the worker", "sms", None, 1, "f" * 16)
+    worker = subprocess.Popen(**flask_process(app.config["SQLALCHEMY_DATABASE_URI"], "worker", env_extra=settings),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        [request] = messente.wait_for_requests(1, timeout=20)
+        assert request.json["messages"][0]["text"] == "From the worker"
+        wait_for_status(app, "sent")
+        with app.app_context():
+            [row] = db.session.scalars(sa.select(ServerRow)).all()
+            assert (row.kind, row.pid, row.bind) == ("worker", worker.pid, "")
+            assert row.runner_seen_at is not None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, errors = worker.communicate(timeout=30)
+    assert worker.returncode == 0, errors
+    with app.app_context():
+        assert db.session.scalars(sa.select(ServerRow)).all() == []  # it removed its row
 
 
 @pytest.mark.slow
