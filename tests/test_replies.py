@@ -492,11 +492,14 @@ def test_killing_the_server_while_a_reply_is_sending_never_sends_it_twice(app, u
         os.kill(pid, signal.SIGKILL)
     first.process.wait(timeout=10)
 
-    # Another reply was stored meanwhile: the new server's runner sends it, and leaves the one in
-    # flight alone.
+    # Another reply was stored meanwhile, to another customer (this one's next reply would wait
+    # for the one in flight: a conversation's replies go in order): the new server's runner sends
+    # it, and leaves the one in flight alone.
     app.config.update(MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD="api-password")
+    other = "+37255599999"
+    deliver(app, sender=other)
     with app.app_context():
-        replies.queue_reply(conversation_of(CUSTOMER), "Left queued", "sms", None, 1, "q" * 16)
+        replies.queue_reply(conversation_of(other), "Left queued", "sms", None, 1, "q" * 16)
     messente.behave("ok")
     server_factory(workers=2, threads=4, env=env)
     messente.wait_until(lambda requests: any(r.json["messages"][0]["text"] == "Left queued" for r in requests),
