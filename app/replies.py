@@ -365,7 +365,8 @@ def sync_blacklist_job(payload: dict, attempt: "jobs.Attempt") -> None:
         return
     failures = sync_blacklist(client)
     if failures:
-        raise RuntimeError(f"{failures} blacklist call{'s' if failures != 1 else ''} failed (shown on the conversations)")
+        plural = "s" if failures != 1 else ""
+        raise RuntimeError(f"{failures} blacklist call{plural} failed (shown on the conversations)")
 
 
 @jobs.kind("drop_stale_delivery_reports", every=timedelta(hours=1))

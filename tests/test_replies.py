@@ -444,6 +444,9 @@ def test_a_reply_queued_before_a_restart_is_sent_by_a_server_that_gets_no_reques
         assert request.json["messages"][0]["text"] == "Waiting for a server"
         assert "jobs_runner" not in app.extensions  # the server sent it: this test process runs no jobs
         wait_for_status(app, "sent")
+        with app.app_context():  # its runner's heartbeat is on the server's row (the admin's Jobs page)
+            [row] = db.session.scalars(sa.select(ServerRow)).all()
+            assert (row.kind, row.bind, row.runner_seen_at is not None) == ("server", f"127.0.0.1:{server.port}", True)
     finally:
         server.stop()
     assert access_log.read_text() == ""  # it served no request at all

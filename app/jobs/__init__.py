@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.orm import Session, aliased
 
 from .. import clock
@@ -47,7 +48,6 @@ from ..unit_of_work import write_transaction
 
 log = logging.getLogger(__name__)
 
-STATES = ("due", "running", "done", "dead")
 BACKOFF_FIRST = timedelta(seconds=5)
 BACKOFF_MOST = timedelta(minutes=10)
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -284,7 +284,6 @@ def ensure_periodic(now: datetime) -> None:
 
 def run_due(now: datetime | None = None, holder: str | None = None) -> int:
     """Run every job due at `now` once (the tests' step, and a runner's catch-up); how many ran."""
-    from flask import current_app
     now = now or clock.now()
     holder = holder or f"run_due-{secrets.token_hex(4)}"
     config = current_app.config
