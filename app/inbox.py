@@ -354,10 +354,12 @@ def audited_export_query(file_format: str):
     filters = export_filters()
     query = export.export_query(**filters)
     list_filter = filters.pop("list_filter")
+    searched = filters["q"] or filters["text"]
     audit.record("export", {**filters, "format": file_format, "rows": export.count_messages(query),
                             **(vars(list_filter) if list_filter else {}),
                             # whom a search named, if few: an erasure finds it by them (retention.py)
-                            retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])})
+                            **({retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])}
+                               if searched else {})})
     return query
 
 

@@ -279,13 +279,12 @@ def search_subjects(q: str, text: str) -> list[int] | None:
     """The conversations an export's search matches, when they are few (up to FEW_SUBJECTS):
     recorded with the export, so that erasing one of them later finds a search that named only
     them, even by a contact name since changed. None without a search or with many matches."""
-    conditions = []
+    conditions = []  # each whole: only the combined query is cut, or a few shared ones go unseen
     if q:
-        conditions.append(Conversation.id.in_(sa.select(Conversation.id).where(queries.conversation_matches(q))
-                                              .limit(FEW_SUBJECTS + 1).scalar_subquery()))
+        conditions.append(queries.conversation_matches(q))
     if text:
         matching = sa.select(Message.conversation_id).where(
-            search.text_matches(text, db.session.get_bind().dialect.name)).distinct().limit(FEW_SUBJECTS + 1)
+            search.text_matches(text, db.session.get_bind().dialect.name))
         conditions.append(Conversation.id.in_(matching.scalar_subquery()))
     if not conditions:
         return None

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import audit, optouts, replies
+from app import audit, optouts, replies, retention
 from app.extensions import db
 from app.models import (AuditEvent, Conversation, DeadLetter, Message, OptOut, Suppression,
                         UnmatchedDeliveryReport)
@@ -293,3 +293,23 @@ def test_a_short_name_is_erased_as_a_whole_word_and_nothing_else_changes(app, ad
               for action, details in mentions["Ann"] + mentions["Min"]]
     assert events() == UNRELATED_EVENTS + erased
     assert letters() == UNRELATED_LETTERS
+
+
+def test_the_conversations_a_search_matched_are_all_recorded_when_few(app, admin, deliver):
+    """A number-and-name search and a text search each matching many conversations, together only
+    one: the last. Each was cut to four before they were combined, so that one went unseen."""
+    numbers = [f"+3725557000{n}" for n in range(6)]
+    for n, number in enumerate(numbers):
+        assert deliver(body_for(sender=number, text="ainulaadne" if n == 5 else "Tere")).status_code == 200
+    for n in range(5):
+        assert deliver(body_for(sender=f"+3725558000{n}", text="ainulaadne")).status_code == 200
+    with app.app_context():
+        last = conversation_of(numbers[-1]).id
+        assert retention.search_subjects("5557000", "ainulaadne") == [last]
+    admin.client.get("/export.csv").close()  # no search: nothing to say whom it matched
+    admin.client.get("/export.csv", query_string={"q": "55570005"}).close()
+    with app.app_context():
+        recorded = [json.loads(details) for details in db.session.scalars(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "export").order_by(AuditEvent.id))]
+    assert "matched_conversations" not in recorded[0]
+    assert recorded[1]["matched_conversations"] == [last]
