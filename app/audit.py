@@ -76,11 +76,11 @@ def number_hash(number: str) -> str:
     """A keyed hash of a phone number: the same number gives the same hash, and without
     SECRET_KEY the hash cannot be turned back into the number by trying every number.
 
-    The number is first made the key its conversation has (numbers.key: `+372 5557 7003` and
+    The number is first made the key its conversation has (numbers.normalise: `+372 5557 7003` and
     `37255577003` are one number, `37255577003#` another sender), so a hash matches exactly
     the conversations of that number. A number's hash is of its digits (E.164 without `+`).
     """
-    key = numbers.key(number)
+    key = numbers.normalise(number)
     hashed = key[1:] if numbers.is_number_key(key) else key
     return hmac.new(current_app.config["SECRET_KEY"].encode(), hashed.encode(), hashlib.sha256).hexdigest()
 
