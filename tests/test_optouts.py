@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from app import audit, optouts, replies
 from app.extensions import db
-from app.models import AuditEvent, Suppression
+from app.models import AuditEvent, OptOut, Suppression
 
 from conftest import body_for, conversation_of
 from test_admin import admin, agent, post  # noqa: F401 (fixtures)
@@ -86,6 +86,10 @@ def test_an_agent_cannot_lift_a_customers_stop_and_an_admin_needs_a_reason(app, 
         ("opted_in", "alice", {"conversation": conversation, "by": "user",
                                "reason": "She called: wants delivery texts again"}),
     ]
+    with app.app_context():  # each event is at its opt-out's own time
+        assert (db.session.execute(sa.select(OptOut.at).order_by(OptOut.id)).scalars().all()
+                == db.session.execute(sa.select(AuditEvent.at).where(AuditEvent.action.in_(["opted_out", "opted_in"]))
+                                      .order_by(AuditEvent.id)).scalars().all())
 
 
 def test_a_stop_arriving_after_the_page_was_shown_is_not_lifted_by_an_agent(app, agent, deliver):
