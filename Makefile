@@ -4,18 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 
-.PHONY: run test bench bench-big test-tools clean
+.PHONY: run test bench bench-big test-tools clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+# Every package at the version and hashes the lock files name (`make lock` writes them anew from
+# pyproject.toml), then the app itself on top, without its dependencies.
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements.lock
+	$(PIP) --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+$(VENV)/.installed-test: requirements-test.lock pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements-test.lock
+	$(PIP) --no-deps -e .
 	touch $@ $(VENV)/.installed
+
+lock: | $(BIN)/python
+	$(PIP) pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --extra test --output-file requirements-test.lock pyproject.toml
 
 run: $(VENV)/.installed
 	$(FLASK) init-db

@@ -55,24 +55,26 @@ ACTIONS = {
 UNSET = object()
 
 
-def record(action: str, details: dict | None = None, username=UNSET, address=UNSET) -> None:
+def record(action: str, details: dict | None = None, username=UNSET, address=UNSET,
+           at: datetime | None = None) -> None:
     """Append an event. `username` defaults to the person logged in (None outside a request:
     the app itself, e.g. the daily purge); `address` to the request's client address (the
-    socket's, or the X-Forwarded-For hop that PROXY_COUNT trusts)."""
+    socket's, or the X-Forwarded-For hop that PROXY_COUNT trusts); `at` to now."""
     if username is UNSET:
         username = current_user.username if has_request_context() and current_user.is_authenticated else None
     if address is UNSET:
         address = request.remote_addr if has_request_context() else None
     with write_transaction():
-        db.session.add(AuditEvent(**event_row(action, details, username, address)))
+        db.session.add(AuditEvent(**event_row(action, details, username, address, at)))
 
 
-def event_row(action: str, details: dict | None, username: str | None, address: str | None) -> dict:
+def event_row(action: str, details: dict | None, username: str | None, address: str | None,
+              at: datetime | None = None) -> dict:
     """An event's columns, for `record` and for code that writes through a Core connection
-    (ingest records a customer's STOP in its own transaction)."""
+    (ingest records a customer's STOP in its own transaction); `at` defaults to now."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    return dict(at=clock.now(), username=username[:USERNAME_LENGTH] if username else None,
+    return dict(at=at or clock.now(), username=username[:USERNAME_LENGTH] if username else None,
                 address=address[:ADDRESS_LENGTH] if address else None, action=action,
                 details=json.dumps(details or {}, ensure_ascii=False, sort_keys=True, default=str))
 
@@ -81,11 +83,11 @@ def number_hash(number: str) -> str:
     """A keyed hash of a phone number: the same number gives the same hash, and without
     SECRET_KEY the hash cannot be turned back into the number by trying every number.
 
-    The number is first made the key its conversation has (numbers.key: `+372 5557 7003` and
+    The number is first made the key its conversation has (numbers.normalise: `+372 5557 7003` and
     `37255577003` are one number, `37255577003#` another sender), so a hash matches exactly
     the conversations of that number. A number's hash is of its digits (E.164 without `+`).
     """
-    key = numbers.key(number)
+    key = numbers.normalise(number)
     hashed = key[1:] if numbers.is_number_key(key) else key
     return hmac.new(current_app.config["SECRET_KEY"].encode(), hashed.encode(), hashlib.sha256).hexdigest()
 

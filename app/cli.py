@@ -25,12 +25,13 @@ from .unit_of_work import write_transaction
 def init_app(app: Flask) -> None:
     for command in (init_db, create_user, list_users, reset_password, disable_user, enable_user, purge,
                     send_test_message, local_secret, copy_db, seed_demo, worker):
-        app.cli.add_command(one_line_database_errors(command))
+        app.cli.add_command(command)
 
 
-def one_line_database_errors(command: click.Command) -> click.Command:
-    """A database without its tables, locked for too long or out of reach: one line, not a traceback."""
-    run = command.callback
+def one_line_database_errors(run):
+    """A database without its tables, locked for too long or out of reach: one line, not a
+    traceback. For the commands that use the app's database as it is: not init-db (which makes
+    the tables) nor copy-db (whose problem may be the other database; it says which itself)."""
 
     @functools.wraps(run)
     def run_explaining_database_errors(*args, **kwargs):
@@ -50,8 +51,7 @@ def one_line_database_errors(command: click.Command) -> click.Command:
                     "Try again when it is done.") from exc
             raise click.ClickException(f"The database could not be used: {problem}") from exc
 
-    command.callback = run_explaining_database_errors
-    return command
+    return run_explaining_database_errors
 
 
 @click.command("init-db")
@@ -71,6 +71,7 @@ def init_db():
 
 @click.command("local-secret")
 @with_appcontext
+@one_line_database_errors
 def local_secret():
     """Generate a shared secret in instance/ for a local try, unless one is configured."""
     if current_app.config["MESSENTE_SHARED_SECRETS"]:
@@ -97,6 +98,7 @@ def read_password() -> str:
 @with_appcontext
 @click.argument("username")
 @click.option("--admin", is_flag=True, help="An admin (users, settings, audit trail). The first user always is.")
+@one_line_database_errors
 def create_user(username: str, admin: bool):
     """Create a login; asks for the password twice."""
     password = read_password()
@@ -115,6 +117,7 @@ def create_user(username: str, admin: bool):
 
 @click.command("list-users")
 @with_appcontext
+@one_line_database_errors
 def list_users():
     """List the logins: name, role, and whether disabled."""
     for user in db.session.scalars(db.select(User).order_by(User.username)):
@@ -131,6 +134,7 @@ def named_user(username: str) -> User:
 @click.command("reset-password")
 @with_appcontext
 @click.argument("username")
+@one_line_database_errors
 def reset_password(username: str):
     """Print a one-time link that sets a new password (for when nobody can log in)."""
     user = named_user(username)
@@ -145,6 +149,7 @@ def reset_password(username: str):
 @click.command("disable-user")
 @with_appcontext
 @click.argument("username")
+@one_line_database_errors
 def disable_user(username: str):
     """Disable a login and end its sessions at once."""
     user = named_user(username)
@@ -160,6 +165,7 @@ def disable_user(username: str):
 @click.command("enable-user")
 @with_appcontext
 @click.argument("username")
+@one_line_database_errors
 def enable_user(username: str):
     """Re-enable a disabled login."""
     user = named_user(username)
@@ -180,6 +186,7 @@ def enable_user(username: str):
 @click.option("--delivery-report", "report_status", type=click.Choice(sorted(delivery.STATUS_WORDS)),
               help="Instead of a message, send a delivery report with this status for the newest sent "
                    "reply, signed with MESSENTE_API_PASSWORD as Messente signs them.")
+@one_line_database_errors
 def send_test_message(url: str | None, sender: str, text: str, channel: str, report_status: str | None):
     """Sign a realistic inbound message (or delivery report) and POST it to the app, as Messente would."""
     site = servers.site_address(current_app.config)
@@ -291,6 +298,7 @@ def copy_db(target_url: str, batch_size: int):
               help="How many messages to add.")
 @click.option("--senders", default=500, show_default=True, type=click.IntRange(min=1),
               help="How many new senders they come from (a few busy, most with a handful).")
+@one_line_database_errors
 def seed_demo(messages: int, senders: int):
     """Add realistic demo messages in bulk (over the last 60 days), to try the inbox at scale."""
     with click.progressbar(length=messages, label="Seeding demo messages") as bar:
@@ -304,6 +312,7 @@ def seed_demo(messages: int, senders: int):
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
 @click.option("--batch-size", default=retention.BATCH_SIZE, show_default=True, type=click.IntRange(min=1),
               help="Messages per transaction: callbacks wait at most one batch.")
+@one_line_database_errors
 def purge(yes: bool, dry_run: bool, batch_size: int):
     """Delete what is older than the retention settings now (the app also does it daily)."""
     days, audit_days, now = retention.days(), retention.audit_days(), clock.now()
@@ -330,6 +339,7 @@ def purge(yes: bool, dry_run: bool, batch_size: int):
 
 @click.command("worker")
 @with_appcontext
+@one_line_database_errors
 def worker():
     """Run background jobs (replies, blacklist sync, the daily purge) in this process until stopped.
 

@@ -206,15 +206,15 @@ def set_opt_out(conversation_id: int):
     (kept in the audit trail): messages they asked not to get are the business's risk."""
     conversation = conversation_or_404(conversation_id)
     opting_out = request.form.get("opted_out") == "yes"
-    reason = " ".join(request.form.get("reason", "").split())[:OPT_IN_REASON_LENGTH]
-    if not opting_out and optouts.needs_admin(conversation):
+    reason = " ".join(request.form.get("reason", "").split())[:OPT_IN_REASON_LENGTH]  # spaces only: none
+    try:
+        optouts.set_opted_out(conversation.id, opting_out, current_user.id, reason,
+                              may_lift_stop=current_user.is_admin)
+    except optouts.LiftRefused:  # the customer's own STOP (or an erasure's block)
         if not current_user.is_admin:
             abort(403)
-        if not reason:
-            page = queries.open_thread(conversation)
-            return thread_page(page, status=400,
-                               opt_out_error="Say why the customer's STOP is lifted: the reason goes in the audit trail.")
-    optouts.set_opted_out(conversation.id, opting_out, current_user.id, reason)
+        return thread_page(queries.open_thread(conversation), status=400,
+                           opt_out_error="Say why the customer's STOP is lifted: the reason goes in the audit trail.")
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
 
 
@@ -334,10 +334,12 @@ def audited_export_query(file_format: str):
     filters = export_filters()
     query = export.export_query(**filters)
     list_filter = filters.pop("list_filter")
+    searched = filters["q"] or filters["text"]
     audit.record("export", {**filters, "format": file_format, "rows": export.count_messages(query),
                             **(vars(list_filter) if list_filter else {}),
                             # whom a search named, if few: an erasure finds it by them (retention.py)
-                            retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])})
+                            **({retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])}
+                               if searched else {})})
     return query
 
 

@@ -28,7 +28,9 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # on SQLite a plain rowid table hands the largest id out again once its row is deleted (an erased
 # conversation's id would go to the next new customer); AUTOINCREMENT never reuses one.
 # PostgreSQL's sequences never go back anyway. Listed in migration a1d0e2f3c4b5.
-IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+def ids_never_reused() -> dict:
+    """Table options; a dict of its own for each table (SQLAlchemy may add to it)."""
+    return {"sqlite_autoincrement": True}
 
 
 class Conversation(db.Model):
@@ -107,7 +109,7 @@ class Conversation(db.Model):
             sqlite_where=sa.text("unread_count > 0"),
             postgresql_where=sa.text("unread_count > 0"),
         ),
-        IDS_NEVER_REUSED,
+        ids_never_reused(),
     )
 
 
@@ -153,7 +155,7 @@ class Message(db.Model):
             postgresql_using="gin",
             postgresql_ops={"folded_text": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
-        IDS_NEVER_REUSED,
+        ids_never_reused(),
     )
 
 
@@ -221,7 +223,7 @@ class SavedReply(db.Model):
     title: Mapped[str] = mapped_column(sa.String(SAVED_REPLY_TITLE_LENGTH), unique=True)
     text: Mapped[str] = mapped_column(sa.Text)
 
-    __table_args__ = IDS_NEVER_REUSED
+    __table_args__ = ids_never_reused()
 
 
 class OptOut(db.Model):
@@ -235,7 +237,7 @@ class OptOut(db.Model):
     message_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("message.id"))
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
 
-    __table_args__ = IDS_NEVER_REUSED
+    __table_args__ = ids_never_reused()
 
 
 class UnmatchedDeliveryReport(db.Model):
@@ -276,7 +278,7 @@ class DeadLetter(db.Model):
     # A provider retries a body we refused: one row per distinct body, however often it comes.
     body_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
 
-    __table_args__ = IDS_NEVER_REUSED
+    __table_args__ = ids_never_reused()
 
 
 ROLES = ("admin", "agent")
@@ -301,7 +303,7 @@ class User(UserMixin, db.Model):
     totp_secret: Mapped[str | None] = mapped_column(sa.String(64))
     totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
 
-    __table_args__ = IDS_NEVER_REUSED
+    __table_args__ = ids_never_reused()
 
     # The token of the login this request belongs to (see accounts.load_session_user): not stored.
     login_token = None
@@ -333,7 +335,7 @@ class LoginSession(db.Model):
     address: Mapped[str] = mapped_column(sa.String(ADDRESS_LENGTH))
     user_agent: Mapped[str] = mapped_column(sa.String(USER_AGENT_LENGTH))
 
-    __table_args__ = IDS_NEVER_REUSED
+    __table_args__ = ids_never_reused()
 
 
 class AuditEvent(db.Model):
@@ -347,7 +349,7 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(sa.String(32))
     details: Mapped[str] = mapped_column(sa.Text)  # JSON
 
-    __table_args__ = (sa.Index("ix_audit_event_action_at", "action", "at"), IDS_NEVER_REUSED)
+    __table_args__ = (sa.Index("ix_audit_event_action_at", "action", "at"), ids_never_reused())
 
 
 class Setting(db.Model):
@@ -413,7 +415,7 @@ class Job(db.Model):
     __table_args__ = (
         sa.Index("ix_job_state_due_at", "state", "due_at"),
         sa.Index("ix_job_key_id", "key", "id"),
-        IDS_NEVER_REUSED,
+        ids_never_reused(),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

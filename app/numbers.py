@@ -22,7 +22,9 @@ DIALLED = re.compile(r"\s*\+?[0-9\s\-().]*[0-9][0-9\s\-().]*")
 
 @lru_cache(maxsize=100_000)
 def normalise(sender: str) -> str:
-    """E.164 (`+447700900123`) for a sender that is a possible phone number; else the sender as is."""
+    """The one key of a sender everywhere: its conversation, an opt-out, a suppression after
+    erasure (hashed). E.164 (`+447700900123`) for a sender that is a possible phone number; else
+    the sender exactly as it came."""
     match = INTERNATIONAL.fullmatch(SEPARATORS.sub("", sender))
     if match is None:
         return sender
@@ -38,12 +40,6 @@ def normalise(sender: str) -> str:
     if phonenumbers.format_number(phonenumbers.parse(key, None), phonenumbers.PhoneNumberFormat.E164) != key:
         return sender
     return key
-
-
-def key(sender: str) -> str:
-    """The one key of a sender everywhere: its conversation, an opt-out, a suppression after
-    erasure (hashed). A possible number's E.164 form, anything else exactly as it came."""
-    return normalise(sender)
 
 
 def is_number_key(key: str) -> bool:

@@ -59,15 +59,15 @@ def record_keywords(connection: sa.Connection, messages: list[tuple[int, int, st
     lifted = {conversation_id for conversation_id, wants_out in final.items()
               if _set(connection, conversation_id, wants_out, change)}
     rows = [audit.event_row("opted_out" if wants_out else "opted_in",
-                            {"conversation": conversation_id, "by": "the customer", "message": message_id}
+                            {"conversation": conversation_id, "by": "customer", "message": message_id}
                             | ({"erasure_block_lifted": True} if conversation_id in lifted and not wants_out else {}),
-                            username=None, address=None)
+                            username=None, address=None, at=at)
             for conversation_id, message_id, wants_out in audited]
     # START from a new conversation of a number erased after it opted out: not an opt-out change
     # of this conversation, but the end of the block the erasure left.
     changed = {conversation_id for conversation_id, _, _ in audited}
-    rows += [audit.event_row("opted_in", {"conversation": conversation_id, "by": "the customer",
-                                          "erasure_block_lifted": True}, username=None, address=None)
+    rows += [audit.event_row("opted_in", {"conversation": conversation_id, "by": "customer",
+                                          "erasure_block_lifted": True}, username=None, address=None, at=at)
              for conversation_id in lifted - changed]
     if rows:
         connection.execute(sa.insert(AuditEvent), rows)
@@ -86,21 +86,32 @@ def needs_admin(conversation: Conversation) -> bool:
     return last is None or last.user_id is None
 
 
-def set_opted_out(conversation_id: int, opted_out: bool, user_id: int, reason: str = "") -> bool:
-    """A person's decision ("please stop texting me"); False when it was so already. The caller
-    checks `needs_admin` first; the reason goes in the audit event."""
+class LiftRefused(Exception):
+    """Opting back in takes an admin and a reason here (see `needs_admin`), and this had not both."""
+
+
+def set_opted_out(conversation_id: int, opted_out: bool, user_id: int, reason: str = "",
+                  may_lift_stop: bool = False) -> bool:
+    """A person's decision ("please stop texting me"); False when it was so already. The reason
+    goes in the audit event. Opting back in where `needs_admin` raises LiftRefused unless
+    `may_lift_stop` (the person is an admin) and there is a reason: checked here, holding the
+    write lock, as a STOP may have arrived since the page was shown."""
     with write_transaction() as session:
         connection = session.connection()
         current = connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation_id))
         if current is None or current == opted_out:
             return False
+        if (not opted_out and not (may_lift_stop and reason)
+                and needs_admin(session.get(Conversation, conversation_id, populate_existing=True))):
+            raise LiftRefused()
+        now = clock.now()
         connection.execute(sa.insert(OptOut).values(conversation_id=conversation_id, opted_out=opted_out,
-                                                    user_id=user_id, at=clock.now()))
+                                                    user_id=user_id, at=now))
         lifted = _set(connection, conversation_id, opted_out, change_number())
         audit.record("opted_out" if opted_out else "opted_in",
                      {"conversation": conversation_id, "by": "user"}
                      | ({"reason": reason} if reason else {})
-                     | ({"erasure_block_lifted": True} if lifted else {}))
+                     | ({"erasure_block_lifted": True} if lifted else {}), at=now)
     return True
 
 

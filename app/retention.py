@@ -12,6 +12,7 @@ app/leases.py, lets one process at a time purge); `flask --app app purge` runs i
 """
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -186,9 +187,11 @@ def erase_conversation(conversation_id: int) -> int:
 
 
 ERASED = "[erased]"
-# Audit details that hold what a person typed (an export's searches, why a STOP was lifted),
-# rather than the app's own codes; erased from the events about the erased conversation.
+# Audit details that hold what a person typed (an export's searches, why a STOP was lifted):
+# the only ones that can hold a customer's number, name or words. Every other detail is the
+# app's own (a role, a format, a username, who acted), which an erasure never touches.
 TYPED_DETAILS = ("q", "text", "reason")
+WORD = re.compile(r"\w+")
 # Searches recorded with the few conversations they matched (see search_subjects).
 MATCHED = "matched_conversations"
 FEW_SUBJECTS = 3
@@ -203,7 +206,7 @@ class ErasedPerson:
     id); a search by one is found through the conversations it matched when it ran (MATCHED).
     """
     conversation_id: int
-    key: str  # the conversation's sender (numbers.key)
+    number_key: str  # the conversation's sender (numbers.normalise)
     sender_key: str
     folded_name: str | None
     folded_texts: list[str]
@@ -217,13 +220,21 @@ class ErasedPerson:
                    name if name and len(name) >= search.MIN_QUERY else None, list(texts))
 
     def __post_init__(self):
-        self.mentions_number = numbers.mentions(self.key)
+        self.mentions_number = numbers.mentions(self.number_key)
+        self.name_words = words(self.folded_name) if self.folded_name else []
 
     def mentioned_in(self, value: str) -> bool:
         """Whether a text holds the number (any spelling that dials it) or the contact's name."""
-        if self.mentions_number(value.encode("utf-8", "surrogatepass")):
-            return True
-        return self.folded_name is not None and self.folded_name in search.fold(value)
+        return self.mentions_number(value.encode("utf-8", "surrogatepass")) or self.names(value)
+
+    def names(self, value: str) -> bool:
+        """Whether a text holds the contact's name as whole words, accents and case aside:
+        "Ann" is in "ann called" and "Mari Tamm" in "mari  tamm!", but not in "channel" or
+        "Joanna", nor "Mari" in "primary"."""
+        if not self.name_words:
+            return False
+        found, size = words(search.fold(value)), len(self.name_words)
+        return any(found[start:start + size] == self.name_words for start in range(len(found) - size + 1))
 
     def only_match_of(self, field: str, query: str) -> bool:
         """Whether an export's search (`q`: numbers and names; `text`: message texts) matches
@@ -253,7 +264,7 @@ class ErasedPerson:
         matched = details.get(MATCHED) or []
         changed = False
         for name, value in details.items():
-            if not isinstance(value, str) or not value or value == ERASED:
+            if name not in TYPED_DETAILS or not isinstance(value, str) or not value or value == ERASED:
                 continue
             if (self.mentioned_in(value)
                     or (name in TYPED_DETAILS and (about_them or matched == [self.conversation_id]
@@ -267,13 +278,12 @@ def search_subjects(q: str, text: str) -> list[int] | None:
     """The conversations an export's search matches, when they are few (up to FEW_SUBJECTS):
     recorded with the export, so that erasing one of them later finds a search that named only
     them, even by a contact name since changed. None without a search or with many matches."""
-    conditions = []
+    conditions = []  # each whole: only the combined query is cut, or a few shared ones go unseen
     if q:
-        conditions.append(Conversation.id.in_(sa.select(Conversation.id).where(queries.conversation_matches(q))
-                                              .limit(FEW_SUBJECTS + 1).scalar_subquery()))
+        conditions.append(queries.conversation_matches(q))
     if text:
         matching = sa.select(Message.conversation_id).where(
-            search.text_matches(text, db.session.get_bind().dialect.name)).distinct().limit(FEW_SUBJECTS + 1)
+            search.text_matches(text, db.session.get_bind().dialect.name))
         conditions.append(Conversation.id.in_(matching.scalar_subquery()))
     if not conditions:
         return None
@@ -300,30 +310,44 @@ def delete_dead_letters_mentioning(person: ErasedPerson) -> int:
     """Dead letters that mention the person, however the provider wrote the number: in the raw
     bytes, or in any string of the body once decoded as JSON (`"\\u002b372..."` is `+372...`)."""
     found = [letter_id for letter_id, body in db.session.execute(sa.select(DeadLetter.id, DeadLetter.raw_body))
-             if any(person.mentioned_in(text) for text in texts_of(bytes(body)))]
+             if dead_letter_mentions(person, bytes(body))]
     for chunk in chunks(found):
         db.session.execute(sa.delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
     return len(found)
 
 
-def texts_of(raw: bytes) -> list[str]:
-    """A body as text, and every key and string in it once decoded, if it is JSON."""
-    texts = [raw.decode("utf-8", "replace")]
+def dead_letter_mentions(person: ErasedPerson, raw: bytes) -> bool:
+    """The number anywhere in the body; the name in a JSON body's string values (its keys are
+    the provider's field names: a contact named "Text" is not in every body), or anywhere in a
+    body that is not JSON."""
+    if person.mentions_number(raw):
+        return True
+    values = json_strings(raw)
+    if values is None:
+        return person.names(raw.decode("utf-8", "replace"))
+    return any(person.mentioned_in(value) for value in values)
+
+
+def json_strings(raw: bytes) -> list[str] | None:
+    """Every string value in a JSON body, once decoded; None if the body is not JSON."""
     try:
         document = json.loads(raw)
     except ValueError:
-        return texts
-    pending = [document]
+        return None
+    texts, pending = [], [document]
     while pending:
         value = pending.pop()
         if isinstance(value, str):
             texts.append(value)
         elif isinstance(value, dict):
-            texts.extend(key for key in value)
             pending.extend(value.values())
         elif isinstance(value, list):
             pending.extend(value)
     return texts
+
+
+def words(folded: str) -> list[str]:
+    return WORD.findall(folded)
 
 
 def redact_audit_trail(person: ErasedPerson, batch_size: int = 1000) -> int:

@@ -23,14 +23,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from . import clock, config
-from .extensions import WRITE_LOCK_WAIT_SECONDS, db
+from .extensions import db
 from .models import Server
+from .unit_of_work import _begin_holding_lock
 
 # A server on another host can't be checked by its pid: its row counts as live this long after
 # it was last seen.
 LIVE_ELSEWHERE = timedelta(minutes=2)
 PROGRAMS = {"server": b"gunicorn", "worker": b"worker"}  # in the command line of a row's process
 NO_SERVER = "No server is running: start it with `make run`"
+LOOPBACK = ("127.0.0.1", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,8 @@ def bounded_write() -> Iterator[None]:
     session = db.session()
     if session.in_transaction():
         session.commit()  # only reads so far
-    if session.get_bind().dialect.name == "sqlite":
-        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})  # waits busy_timeout
-    else:
-        session.execute(sa.text(f"SET LOCAL lock_timeout = '{WRITE_LOCK_WAIT_SECONDS}s'"))
+    # PostgreSQL: no queueing behind the app's writers (their advisory lock); no row here is theirs.
+    _begin_holding_lock(session, queue_with_writers=False)
     try:
         yield
         session.commit()
@@ -128,10 +128,19 @@ def site_address(settings) -> SiteAddress:
     if settings["PUBLIC_URL"]:
         url = settings["PUBLIC_URL"].rstrip("/")
     elif server is not None:
-        url = config.site_url({"PUBLIC_URL": server.public_url or "", "BIND": server.bind})
+        url = config.site_url({"PUBLIC_URL": server.public_url or "", "BIND": reachable_bind(server)})
     else:
         url = config.site_url(settings)
     return SiteAddress(url, server is not None)
+
+
+def reachable_bind(server: sa.Row) -> str:
+    """A server's bind as this host reaches it: a server on another host listening on every
+    address (0.0.0.0) or on its own loopback is reached by its host's name, not 127.0.0.1."""
+    host, _, port = server.bind.rpartition(":")
+    if server.host != socket.gethostname() and host in ("", "0.0.0.0", "[::]", "::", "localhost") + LOOPBACK:
+        return f"{server.host}:{port}"
+    return server.bind
 
 
 def heartbeat(server_id: int, now) -> None:

@@ -69,12 +69,15 @@ def _next_change() -> sa.Update:
     return sa.update(counter).values(value=counter.c.value + 1).returning(counter.c.value)
 
 
-def _begin_holding_lock(session: Session) -> None:
+def _begin_holding_lock(session: Session, queue_with_writers: bool = True) -> None:
+    """Begin a write: SQLite's write lock (waiting busy_timeout); on PostgreSQL a lock timeout
+    of WRITE_LOCK_WAIT_SECONDS and, with `queue_with_writers`, the writers' advisory lock."""
     if session.get_bind().dialect.name == "sqlite":
         session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})  # waits busy_timeout
     else:
         session.execute(sa.text(f"SET LOCAL lock_timeout = '{WRITE_LOCK_WAIT_SECONDS}s'"))
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        if queue_with_writers:
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
 
 @contextmanager

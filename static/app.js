@@ -124,10 +124,12 @@
     return keys;
   }
 
-  // Drafts whose owner `keep` says to remove; `keep(user)` is true for the ones to leave.
+  // Drafts whose owner `keep` says to remove; `keep(user)` is true for the ones to leave. A key
+  // without a person ("draft:<conversation>") is whose nobody knows: it always goes.
   function removeDrafts(keep) {
     draftKeys().forEach(function (name) {
-      if (!keep(name.slice(DRAFT.length).split(":")[0])) setting(name, null);
+      var parts = name.slice(DRAFT.length).split(":");
+      if (parts.length < 2 || !keep(parts[0])) setting(name, null);
     });
   }
 

@@ -1051,6 +1051,8 @@ def test_a_draft_belongs_to_its_writer_and_leaves_the_browser_with_them(messente
     open_thread(page, server, CUSTOMER)  # alice
     page.locator("#reply-text").fill("Alice's half-written answer")
     assert list(drafts_kept(page).values()) == ["Alice's half-written answer"]
+    # A draft kept by conversation only, without its writer, is nobody's: it goes too.
+    page.evaluate("""() => localStorage.setItem("sms-inbox:draft:7", "whose?")""")
 
     page.get_by_role("button", name="Log out").click()  # logging out takes her drafts along
     expect(page).to_have_url(re.compile(r"/login"))

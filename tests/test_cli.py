@@ -134,11 +134,16 @@ def test_only_live_servers_count_the_newest_first(app):
         db.session.add(Server(host="elsewhere", pid=1, bind="0.0.0.0:5103", started_at=now - timedelta(minutes=1),
                               last_seen_at=now - timedelta(minutes=1)))
         db.session.commit()
-        assert servers.site_address(app.config) == servers.SiteAddress("http://127.0.0.1:5103", True)
+        # Another host's server listening on every address is reached by that host's name.
+        assert servers.site_address(app.config) == servers.SiteAddress("http://elsewhere:5103", True)
+        db.session.add(Server(host="elsewhere", pid=2, bind="127.0.0.1:5105", public_url="https://inbox.example.org",
+                              started_at=now, last_seen_at=now - timedelta(seconds=30)))
+        db.session.commit()
+        assert servers.site_address(app.config) == servers.SiteAddress("https://inbox.example.org", True)
         # A server starting on this host replaces the rows of this host's servers that are gone.
         servers.record("127.0.0.1:5104", "https://inbox.example.com")
         assert sorted(db.session.scalars(sa.select(Server.bind))) == ["0.0.0.0:5103", "10.0.0.2:5102",
-                                                                      "127.0.0.1:5104"]
+                                                                      "127.0.0.1:5104", "127.0.0.1:5105"]
 
 
 def test_commands_on_a_database_without_tables_say_what_to_run(database_url):
@@ -147,6 +152,26 @@ def test_commands_on_a_database_without_tables_say_what_to_run(database_url):
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("Error: The database has no tables yet")
     assert "init-db" in result.stderr
+
+
+def test_making_apps_leaves_each_command_wrapped_once(database_url):
+    """Each app's factory wrapped the shared commands again: three apps, four layers."""
+    from app import cli
+    from conftest import make_app
+
+    def layers(command) -> int:
+        found, function = 0, command.callback
+        while function is not None:
+            found += function.__code__.co_name == "run_explaining_database_errors"
+            function = getattr(function, "__wrapped__", None)
+        return found
+
+    for _ in range(3):
+        make_app(database_url)
+    assert layers(cli.create_user) == layers(cli.purge) == 1
+    # init-db makes the tables, and copy-db's trouble may be the other database: "run init-db"
+    # would be the wrong advice for both.
+    assert layers(cli.init_db) == layers(cli.copy_db) == 0
 
 
 def test_local_secret_is_generated_once_when_none_is_configured(tmp_path, database_url):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import audit, optouts, replies
+from app import audit, optouts, replies, retention
 from app.extensions import db
 from app.models import (AuditEvent, Conversation, DeadLetter, Message, OptOut, Suppression,
                         UnmatchedDeliveryReport)
@@ -243,3 +243,73 @@ def test_an_erased_conversations_id_goes_to_no_one_else(app, admin, deliver):
     with app.app_context():
         new = conversation_of("+37255533333")
         assert new.id > newest_id and new.last_message_id > newest_message
+
+
+SHORT_NAMED = {"+37255561111": "Ann", "+37255562222": "Min"}
+UNRELATED_EVENTS = [  # the short names inside other words, and in the app's own details
+    ("user_added", {"user": "joanna", "role": "admin"}),
+    ("user_changed", {"user": "minna", "role": "admin", "was": "agent"}),
+    ("export", {"q": "channel", "text": "", "format": "csv", "rows": 1}),
+    ("opted_in", {"conversation": 999, "by": "user", "reason": "Joanna's channel was wrong"}),
+]
+UNRELATED_LETTERS = [{"channel": "sms", "text": "hello"}, {"sender": "Shop", "text": "Joanna here"},
+                     {"sender": "Shop", "text": "admin"}, {"Ann": "a key, not a value"}]
+
+
+def test_a_short_name_is_erased_as_a_whole_word_and_nothing_else_changes(app, admin, deliver):
+    """A contact named "Ann" matched "joanna" and every dead letter with a "channel" field (which
+    then went); "Min" turned {"role": "admin"} into "[erased]"."""
+    ids = {}
+    for number, name in SHORT_NAMED.items():
+        assert deliver(body_for(sender=number, text="Tere")).status_code == 200
+        with app.app_context():
+            ids[name] = conversation_of(number).id
+        rename(app, ids[name], name)
+    mentions = {name: [("opted_in", {"conversation": 999, "by": "user", "reason": f"{name} called back"}),
+                       ("export", {"q": "", "text": f"from {name.upper()}!", "format": "csv", "rows": 0})]
+                for name in SHORT_NAMED.values()}
+    with app.app_context():
+        with write_transaction() as session:
+            for action, details in UNRELATED_EVENTS + mentions["Ann"] + mentions["Min"]:
+                audit.record(action, details)
+            for n, body in enumerate(UNRELATED_LETTERS + [{"text": "Ann here"}, {"text": "hi, min"}]):
+                session.add(DeadLetter(received_at=datetime(2026, 3, 2), reason="bad time", body_sha256=f"{n}" * 64,
+                                       raw_body=json.dumps(body).encode()))
+
+    def events() -> list:
+        with app.app_context():
+            return [(event.action, json.loads(event.details)) for event in db.session.scalars(
+                sa.select(AuditEvent).where(AuditEvent.action.in_(["user_added", "user_changed", "export", "opted_in"]))
+                .order_by(AuditEvent.id))]
+
+    def letters() -> list:
+        with app.app_context():
+            return [json.loads(body) for body in db.session.scalars(sa.select(DeadLetter.raw_body).order_by(DeadLetter.id))]
+
+    for name in SHORT_NAMED.values():
+        url = f"/admin/conversations/{ids[name]}/delete"
+        post(admin, url, url)
+    erased = [(action, {**details, **{field: "[erased]" for field in ("reason", "text") if field in details}})
+              for action, details in mentions["Ann"] + mentions["Min"]]
+    assert events() == UNRELATED_EVENTS + erased
+    assert letters() == UNRELATED_LETTERS
+
+
+def test_the_conversations_a_search_matched_are_all_recorded_when_few(app, admin, deliver):
+    """A number-and-name search and a text search each matching many conversations, together only
+    one: the last. Each was cut to four before they were combined, so that one went unseen."""
+    numbers = [f"+3725557000{n}" for n in range(6)]
+    for n, number in enumerate(numbers):
+        assert deliver(body_for(sender=number, text="ainulaadne" if n == 5 else "Tere")).status_code == 200
+    for n in range(5):
+        assert deliver(body_for(sender=f"+3725558000{n}", text="ainulaadne")).status_code == 200
+    with app.app_context():
+        last = conversation_of(numbers[-1]).id
+        assert retention.search_subjects("5557000", "ainulaadne") == [last]
+    admin.client.get("/export.csv").close()  # no search: nothing to say whom it matched
+    admin.client.get("/export.csv", query_string={"q": "55570005"}).close()
+    with app.app_context():
+        recorded = [json.loads(details) for details in db.session.scalars(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "export").order_by(AuditEvent.id))]
+    assert "matched_conversations" not in recorded[0]
+    assert recorded[1]["matched_conversations"] == [last]

@@ -1,11 +1,12 @@
 """Opt-outs: one key for a number everywhere, who may lift a customer's STOP, and the audit trail."""
 import json
 
+import pytest
 import sqlalchemy as sa
 
-from app import audit, replies
+from app import audit, optouts, replies
 from app.extensions import db
-from app.models import AuditEvent, Suppression
+from app.models import AuditEvent, OptOut, Suppression
 
 from conftest import body_for, conversation_of
 from test_admin import admin, agent, post  # noqa: F401 (fixtures)
@@ -50,7 +51,7 @@ def test_a_start_from_another_sender_does_not_lift_the_block_an_erasure_left(app
         assert "opted out before" not in replies.composer(conversation_of(NUMBER)).note
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 0
     assert opt_events(app)[-1] == ("opted_in", None, {
-        "conversation": conversation_id(app), "by": "the customer", "erasure_block_lifted": True})
+        "conversation": conversation_id(app), "by": "customer", "erasure_block_lifted": True})
 
 
 def test_the_hash_of_a_number_is_its_conversations_key(app):
@@ -71,6 +72,8 @@ def test_an_agent_cannot_lift_a_customers_stop_and_an_admin_needs_a_reason(app, 
     assert 'name="reason" required' in admin.client.get(path).text
     refused = post(admin, path + "/opt-out", path, opted_out="no", reason="  ")
     assert refused.status_code == 400 and "Say why the customer" in refused.text
+    # The form sits in the header's "More" menu: open, or the admin sees no error at all.
+    assert '<details class="more-actions" id="more-actions" open>' in refused.text
     with app.app_context():
         assert conversation_of(NUMBER).opted_out
     assert post(admin, path + "/opt-out", path, opted_out="no",
@@ -78,11 +81,32 @@ def test_an_agent_cannot_lift_a_customers_stop_and_an_admin_needs_a_reason(app, 
     with app.app_context():
         assert not conversation_of(NUMBER).opted_out
     assert opt_events(app) == [
-        ("opted_out", None, {"conversation": conversation, "by": "the customer",
+        ("opted_out", None, {"conversation": conversation, "by": "customer",
                              "message": stop_message}),
         ("opted_in", "alice", {"conversation": conversation, "by": "user",
                                "reason": "She called: wants delivery texts again"}),
     ]
+    with app.app_context():  # each event is at its opt-out's own time
+        assert (db.session.execute(sa.select(OptOut.at).order_by(OptOut.id)).scalars().all()
+                == db.session.execute(sa.select(AuditEvent.at).where(AuditEvent.action.in_(["opted_out", "opted_in"]))
+                                      .order_by(AuditEvent.id)).scalars().all())
+
+
+def test_a_stop_arriving_after_the_page_was_shown_is_not_lifted_by_an_agent(app, agent, deliver):
+    """The route checked who may opt back in before the write: a STOP arriving in between was
+    lifted like a person's opt-out. The check is made again holding the write lock."""
+    deliver(body_for(sender=NUMBER, text="Tere"))
+    conversation = conversation_id(app)
+    path = f"/conversations/{conversation}"
+    assert post(agent, path + "/opt-out", path, opted_out="yes").status_code == 303
+    assert "Opt back in" in agent.client.get(path).text  # the page an agent has open
+    deliver(body_for(sender=NUMBER, text="STOP"))  # already out: the customer's STOP is the newer word
+    with app.app_context():
+        with pytest.raises(optouts.LiftRefused):
+            optouts.set_opted_out(conversation, False, 2, may_lift_stop=False)
+        with pytest.raises(optouts.LiftRefused):  # an admin too needs a reason
+            optouts.set_opted_out(conversation, False, 1, may_lift_stop=True)
+        assert conversation_of(NUMBER).opted_out
 
 
 def test_an_agent_may_undo_an_opt_out_a_person_made_and_every_change_is_audited(app, agent, deliver):
@@ -96,7 +120,7 @@ def test_an_agent_may_undo_an_opt_out_a_person_made_and_every_change_is_audited(
     deliver(body_for(sender=NUMBER, text="START"))
     assert [(action, username, details["by"]) for action, username, details in opt_events(app)] == [
         ("opted_out", "bob", "user"), ("opted_in", "bob", "user"),
-        ("opted_out", None, "the customer"), ("opted_in", None, "the customer")]
+        ("opted_out", None, "customer"), ("opted_in", None, "customer")]
 
 
 def test_an_agent_cannot_lift_the_block_an_erasure_left_by_opting_out_and_back_in(app, admin, agent, deliver):
