@@ -88,6 +88,10 @@ def test_an_admin_adds_a_colleague_who_sets_a_password_and_the_screens_fit(new_c
     check_screen(admin, page, "audit", backend)
     page.goto(server.url + "/admin/retention")
     check_screen(admin, page, "retention", backend)
+    page.goto(server.url + "/admin/jobs")  # the server's own runners, heard from: no banner
+    expect(page.get_by_role("heading", name="Background jobs", level=1)).to_be_visible()
+    expect(page.get_by_text("No job runner has been heard from")).to_have_count(0)
+    check_screen(admin, page, "jobs", backend)
     page.goto(server.url + "/admin/conversations/1/delete")
     expect(page.get_by_text("1 message", exact=True)).to_be_visible()
     check_screen(admin, page, "delete", backend)
