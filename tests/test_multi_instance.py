@@ -143,3 +143,40 @@ def test_login_throttling_sessions_and_read_state_are_shared_by_instances(app, u
     person.post(second.url + "/logout", {"csrf_token": csrf_token(page)})
     assert urllib.parse.urlsplit(old_cookie.get(second.url + "/")[1]).path == "/login"
     assert urllib.parse.urlsplit(old_cookie.get(first.url + "/")[1]).path == "/login"
+
+
+def test_replies_queued_while_two_instances_run_are_each_sent_once_within_one_rate(app, user, server_factory,
+                                                                                   messente):
+    """Every worker of both instances runs jobs: each reply goes once, all within one rate budget,
+    and each instance's runners heartbeat on its own row (the admin's Jobs page)."""
+    from app import replies
+    from app.models import Server
+    from app.unit_of_work import write_transaction
+    from conftest import conversation_of, wait_until
+
+    settings = {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
+                "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_SMS_SENDER": "Shop",
+                "MESSENTE_REQUESTS_PER_SECOND": "10"}
+    first, second = (server_factory(workers=2, threads=4, env=settings) for _ in range(2))
+    senders = SENDERS[:10]
+    for sender in senders:
+        assert post_callback(first.url, body_for(sender=sender))[0] == 200
+    app.config.update({name: value for name, value in settings.items() if name != "MESSENTE_REQUESTS_PER_SECOND"})
+    with app.app_context():
+        with write_transaction():  # committed at once: every runner finds them together
+            for n in range(20):
+                replies.queue_reply(conversation_of(senders[n % 10]), f"Reply {n}", "sms", None, 1,
+                                    f"multi-{n:04d}" * 2)
+    messente.wait_until(lambda requests: len(requests) >= 20, timeout=30, what="20 replies")
+    def sent() -> int:
+        with app.app_context():
+            return db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.status == "sent"))
+
+    wait_until(lambda: sent() == 20, "every reply is recorded sent")
+    with app.app_context():
+        rows = db.session.scalars(sa.select(Server)).all()
+        assert len(rows) == 2 and all(row.runner_seen_at is not None for row in rows)
+    texts = sorted(request.json["messages"][0]["text"] for request in messente.requests)
+    assert texts == sorted(f"Reply {n}" for n in range(20))  # each once
+    times = sorted(request.at for request in messente.requests)
+    assert max(sum(1 for other in times if start <= other < start + 1) for start in times) <= 11
