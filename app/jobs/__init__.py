@@ -119,7 +119,7 @@ def enqueue(kind_name: str, payload: dict | None = None, due_at: datetime | None
 @sa.event.listens_for(Session, "after_commit")
 def _wake_after_commit(session: Session) -> None:
     if session.info.pop("wake_jobs", False):
-        from .runner import wake_local_runners
+        from .runner import wake_local_runners  # here: the runner module imports this one
         wake_local_runners()
 
 
