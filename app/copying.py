@@ -21,13 +21,14 @@ from flask import current_app
 from .config import database_url
 from .extensions import configure_engine, engine_options
 from .models import (AuditEvent, BackupCode, ChangeCounter, Conversation, ConversationRecipient, DailyCount,
-                     DeadLetter, Message, OptOut, SavedReply, Setting, Suppression, User)
+                     DeadLetter, Job, Message, OptOut, SavedReply, Setting, Suppression, User)
 
 # Referenced tables first. Login throttling and sessions are not copied: their rows only matter
-# for minutes, and everyone logs in again on the new database.
+# for minutes, and everyone logs in again on the new database. Jobs are: a reply queued in the
+# old database is sent from the new one.
 TABLES = tuple(model.__table__ for model in
                (User, BackupCode, Conversation, Message, ConversationRecipient, OptOut, SavedReply, DailyCount,
-                DeadLetter, ChangeCounter, AuditEvent, Setting, Suppression))
+                DeadLetter, ChangeCounter, AuditEvent, Setting, Suppression, Job))
 
 
 @dataclass(frozen=True)
