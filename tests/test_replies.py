@@ -314,7 +314,7 @@ def test_whatsapp_inside_its_window_with_sms_as_fallback(database_url, messente,
         deliver(app, channel="whatsapp", text="Hi from WhatsApp")
         page = client.get(thread_path(app)).text
         assert "WhatsApp window open for another 23 hours" in page
-        assert '<option value="whatsapp+sms">' in page
+        assert '<option value="whatsapp+sms" data-sms>' in page
         send_reply(client, app, "Hello on WhatsApp", route="whatsapp+sms")
         [request] = messente.wait_for_requests(1)
         assert request.json["messages"] == [
