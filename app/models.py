@@ -131,7 +131,7 @@ class Message(db.Model):
     # "reply-<key>" (the form's one-time key: a resubmitted form cannot store it twice).
     direction: Mapped[str] = mapped_column(sa.String(3), server_default="in")
     author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
-    # queued -> sending -> sent | failed | unconfirmed (see replies.py); None for inbound.
+    # queued -> sending -> sent | failed | unconfirmed | retrying (see replies.py); None for inbound.
     status: Mapped[str | None] = mapped_column(sa.String(12))
     # The best delivery report so far (DELIVRD, SEEN, FAILED, ...): see DELIVERY_RANK.
     delivery: Mapped[str | None] = mapped_column(sa.String(8))
