@@ -308,6 +308,7 @@ def test_whatsapp_inside_its_window_with_sms_as_fallback(database_url, messente,
     with app.app_context():
         db.create_all()
         user_row()
+    runner.start(app)  # as every server process does
     try:
         client = app.test_client()
         AuthActions(client).login()

@@ -178,6 +178,15 @@ def claim(job_id: int, kind_name: str, now: datetime, holder: str, config) -> Cl
 
 # --- running and recording ----------------------------------------------------------------------
 
+def log_failure(exc: Exception, message: str, *args) -> None:
+    """A busy or unreachable database is expected now and then (a long seed-demo, a restart of
+    PostgreSQL) and the work is tried again: one line for it; a traceback for anything else."""
+    if isinstance(exc, sa.exc.OperationalError):
+        log.warning(message + ": %s; trying again", *args, str(exc.orig).splitlines()[0])
+    else:
+        log.exception(message, *args)
+
+
 def backoff(attempts: int) -> timedelta:
     """5 s, 10 s, 20 s ... at most 10 minutes."""
     return min(BACKOFF_FIRST * 2 ** max(attempts - 1, 0), BACKOFF_MOST)
@@ -194,7 +203,7 @@ def run(job: Claimed, now: datetime) -> str:
     except Exception as exc:
         db.session.rollback()
         error = f"{exc.__class__.__name__}: {exc}"
-        log.exception("job %d (%s) failed", job.id, job.kind)
+        log_failure(exc, "job %d (%s) failed", job.id, job.kind)
         if found.at_most_once:
             _abandon(job, found, error)
             return "dead"

@@ -8,7 +8,6 @@ due, or JOBS_POLL_SECONDS pass (work another process enqueued). Waiting reads, n
 idle runner moves no change number. It writes one heartbeat at most every HEARTBEAT seconds, on
 its server's row (app/servers.py), which the admin's jobs page shows.
 """
-import logging
 import os
 import secrets
 import socket
@@ -21,7 +20,6 @@ from flask import Flask
 from .. import clock, jobs, servers
 from ..extensions import db
 
-log = logging.getLogger(__name__)
 
 HEARTBEAT = timedelta(seconds=15)
 ALIVE_WITHIN = timedelta(minutes=1)  # a runner not heard from this long is taken to be gone
@@ -80,8 +78,8 @@ class Runner:
             with self.app.app_context():
                 try:
                     wait = 0.0 if self.step() else self.idle_wait()
-                except Exception:  # the database is away, say: look again in a while
-                    log.exception("job runner step failed; trying again")
+                except Exception as exc:  # the database is away, say: look again in a while
+                    jobs.log_failure(exc, "job runner step failed")
                 finally:
                     db.session.remove()
             if wait:
