@@ -130,7 +130,8 @@ def check_password(password: str) -> None:
 
 
 def create_user(username: str, password: str | None, admin: bool = False) -> User:
-    """Add a user (flushed, not committed). Raises ValueError with a message for people.
+    """Add a user, in a write transaction (the caller's, if open). Raises ValueError with a
+    message for people.
 
     The first user is an admin whatever is asked: someone must be able to add the others.
     Without a password, nobody can log in as the user until a set-password link is used.
@@ -140,13 +141,15 @@ def create_user(username: str, password: str | None, admin: bool = False) -> Use
         raise ValueError(f"The username must be 1 to {USERNAME_LENGTH} characters.")
     if password is not None:
         check_password(password)
-    if db.session.scalar(db.select(User.id).where(User.username == username)) is not None:
-        raise ValueError(f"A user named {username!r} already exists.")
-    first = db.session.scalar(db.select(User.id).limit(1)) is None
-    user = User(username=username, role="admin" if admin or first else "agent",
-                password_hash=hash_password(password) if password is not None else NO_PASSWORD)
-    db.session.add(user)
-    db.session.flush()
+    # Slow on purpose: hashed before taking the write lock.
+    password_hash = hash_password(password) if password is not None else NO_PASSWORD
+    with write_transaction():
+        if db.session.scalar(db.select(User.id).where(User.username == username)) is not None:
+            raise ValueError(f"A user named {username!r} already exists.")
+        first = db.session.scalar(db.select(User.id).limit(1)) is None
+        user = User(username=username, role="admin" if admin or first else "agent", password_hash=password_hash)
+        db.session.add(user)
+        db.session.flush()
     return user
 
 
@@ -164,23 +167,26 @@ def active_admins() -> int:
 
 
 def set_role(user: User, role: str) -> None:
-    """Change a role (inside a write transaction); the last active admin stays one."""
+    """Change a role, in a write transaction (the caller's, if open); the last active admin stays one."""
     if role not in ROLES:
         raise ValueError(f"The role must be one of: {', '.join(ROLES)}.")
-    if user.role == "admin" and role != "admin" and not user.disabled and active_admins() <= 1:
-        raise ValueError("This is the only admin: make someone else an admin first.")
-    user.role = role
+    with write_transaction():
+        if user.role == "admin" and role != "admin" and not user.disabled and active_admins() <= 1:
+            raise ValueError("This is the only admin: make someone else an admin first.")
+        user.role = role
 
 
 def set_disabled(user: User, disabled: bool) -> None:
-    """Disable (ending every session at once) or re-enable an account, inside a write transaction."""
-    if disabled and user.is_admin and not user.disabled and active_admins() <= 1:
-        raise ValueError("This is the only admin: make someone else an admin first.")
-    user.disabled = disabled
-    if disabled:
-        _delete_sessions(user.id)
-        # An outstanding set-password link dies too: re-enabling must not revive it.
-        user.reset_token_hash = user.reset_expires_at = None
+    """Disable (ending every session at once) or re-enable an account, in a write transaction
+    (the caller's, if open)."""
+    with write_transaction():
+        if disabled and user.is_admin and not user.disabled and active_admins() <= 1:
+            raise ValueError("This is the only admin: make someone else an admin first.")
+        user.disabled = disabled
+        if disabled:
+            _delete_sessions(user.id)
+            # An outstanding set-password link dies too: re-enabling must not revive it.
+            user.reset_token_hash = user.reset_expires_at = None
 
 
 def change_password(user: User, old: str, new: str, keep_token: str | None) -> None:
@@ -192,19 +198,22 @@ def change_password(user: User, old: str, new: str, keep_token: str | None) -> N
     with write_transaction():
         user.password_hash = new_hash
         _delete_sessions(user.id, keep=keep_token)
+        audit.record("password_changed")
 
 
 # --- one-time links to set a password ---------------------------------------------------
 
 def issue_reset_link(user: User, now: datetime) -> str:
-    """A new one-time token for `user` (inside a write transaction), replacing any earlier one.
+    """A new one-time token for `user` (in a write transaction, the caller's if open), replacing
+    any earlier one.
 
     Only its sha256 is stored. The account's password and sessions stay as they are until the
     link is used, so a reset nobody asked for locks nobody out.
     """
     token = secrets.token_urlsafe(32)
-    user.reset_token_hash = token_hash(token)
-    user.reset_expires_at = now + timedelta(seconds=current_app.config["RESET_LINK_SECONDS"])
+    with write_transaction():
+        user.reset_token_hash = token_hash(token)
+        user.reset_expires_at = now + timedelta(seconds=current_app.config["RESET_LINK_SECONDS"])
     return token
 
 
@@ -229,6 +238,7 @@ def set_password_with_link(token: str, password: str) -> User | None:
         user.password_hash = new_hash
         user.reset_token_hash = user.reset_expires_at = None
         _delete_sessions(user.id)
+        audit.record("password_set", {"user": user.username}, username=user.username)
     return user
 
 
@@ -329,10 +339,12 @@ def locked_logins(now: datetime) -> list[LoginThrottle]:
 
 
 def unlock(throttle_id: int) -> LoginThrottle | None:
-    """Forget one row's failures (inside a write transaction): its name or address may log in now."""
-    row = db.session.get(LoginThrottle, throttle_id)
-    if row is not None:
-        db.session.delete(row)
+    """Forget one row's failures (in a write transaction, the caller's if open): its name or
+    address may log in now."""
+    with write_transaction():
+        row = db.session.get(LoginThrottle, throttle_id)
+        if row is not None:
+            db.session.delete(row)
     return row
 
 
@@ -400,11 +412,16 @@ def authenticate(username: str, password: str, address: str | None, device: str 
 
 def check_second_factor(user: User, code: str, address: str | None, device: str | None) -> str | None:
     """The login's second step: "code" or "backup" for the kind of code that was right, None if
-    wrong. Throttled with the password attempts of the same name, address and device."""
+    wrong. Throttled with the password attempts of the same name, address and device. A backup
+    code is spent in one transaction with its audit event."""
     used = []
 
     def right_code() -> bool:
-        used.append(two_factor.use_code(user, code))
+        with write_transaction():
+            used.append(two_factor.use_code(user, code))
+            if used[-1] == "backup":
+                audit.record("backup_code_used", {"user": user.username, "left": two_factor.backup_codes_left(user)},
+                             username=user.username)
         return used[-1] is not None
 
     if not _throttled_check(user.username, address, device, right_code):

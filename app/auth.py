@@ -233,10 +233,6 @@ def login_code():
         except accounts.LoginLocked as locked:
             error, headers = locked_message(locked)
         else:
-            if used == "backup":
-                audit.record("backup_code_used", {"user": user.username,
-                                                  "left": two_factor.backup_codes_left(user)},
-                             username=user.username)
             if used is not None:
                 return finish_login(user, pending["next"])
             audit.record("login_failed", {"username": user.username, "step": "code"}, username=None)
@@ -250,10 +246,11 @@ def login_code():
 def finish_login(user: User, next_page: str):
     """A full login: a fresh session, and a new device cookie that makes this browser known."""
     session.clear()  # a fresh session at every login
-    accounts.start_session(user, request.remote_addr, request.user_agent.string)
+    with write_transaction():  # the login and its audit event commit together
+        accounts.start_session(user, request.remote_addr, request.user_agent.string)
+        audit.record("login", username=user.username)
     login_user(user)
     session["started"] = session["last_active"] = clock.timestamp()
-    audit.record("login", username=user.username)
     if not user.totp_secret and two_factor.required():
         session["set_up_two_factor"] = True
         next_page = url_for("auth.two_factor_setup")
@@ -269,8 +266,9 @@ def finish_login(user: User, next_page: str):
 @bp.post("/logout")
 def logout():
     """Ends this session only; "Sign out everywhere" (account pages) ends the others too."""
-    audit.record("logout")
-    accounts.end_session(current_user)
+    with write_transaction():
+        accounts.end_session(current_user)
+        audit.record("logout")
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
@@ -307,21 +305,22 @@ def change_password():
             error = str(exc)
     if error is not None:
         return account(ChangePasswordForm(formdata=None), error=error, status=400)
-    audit.record("password_changed")
     return account(message="Your password is changed. Your other sessions have ended.")
 
 
 @bp.post("/account/sessions/<int(max=%d):session_id>/end" % (2**63 - 1))  # a BIGINT id
 def end_session(session_id: int):
-    accounts.end_session(current_user, session_id)
-    audit.record("sessions_ended", {"user": current_user.username, "sessions": "one"})
+    with write_transaction():
+        accounts.end_session(current_user, session_id)
+        audit.record("sessions_ended", {"user": current_user.username, "sessions": "one"})
     return redirect(url_for("auth.account"), 303)
 
 
 @bp.post("/account/sessions/end-all")
 def sign_out_everywhere():
-    audit.record("sessions_ended", {"user": current_user.username, "sessions": "all"})
-    accounts.end_sessions(current_user)
+    with write_transaction():
+        accounts.end_sessions(current_user)
+        audit.record("sessions_ended", {"user": current_user.username, "sessions": "all"})
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"), 303)
@@ -338,11 +337,13 @@ def two_factor_setup():
     key = session.setdefault("new_totp_key", two_factor.new_key())
     form, error = CodeForm(), None
     if form.validate_on_submit():
-        codes = two_factor.turn_on(current_user, key, form.code.data)
+        with write_transaction():
+            codes = two_factor.turn_on(current_user, key, form.code.data)
+            if codes is not None:
+                audit.record("two_factor_on", {"user": current_user.username})
         if codes is not None:
             session.pop("new_totp_key", None)
             session.pop("set_up_two_factor", None)
-            audit.record("two_factor_on", {"user": current_user.username})
             return render_template("account/backup_codes.html", codes=codes, new=True)
         error = "That code is not right. Check the key in your app, then enter the code it shows now."
     elif request.method == "POST":
@@ -386,8 +387,9 @@ def new_backup_codes():
     error = confirmed_by_person(ConfirmForm())
     if error is not None:
         return account(error=error, status=400)
-    codes = two_factor.new_backup_codes(current_user)
-    audit.record("backup_codes_new", {"user": current_user.username})
+    with write_transaction():
+        codes = two_factor.new_backup_codes(current_user)
+        audit.record("backup_codes_new", {"user": current_user.username})
     return render_template("account/backup_codes.html", codes=codes, new=False)
 
 
@@ -406,7 +408,6 @@ def set_password(token: str):
             user = accounts.set_password_with_link(token, form.password.data)
             if user is None:  # used or expired meanwhile
                 return render_template("auth/set_password.html", form=None), 404
-            audit.record("password_set", {"user": user.username}, username=user.username)
             if current_user.is_authenticated:
                 logout_user()
             session.clear()

@@ -7,6 +7,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .extensions import WRITE_LOCK_WAIT_SECONDS
+
 MAX_CALLBACK_BYTES = 64 * 1024
 
 # Written by `flask local-secret` (run by `make run`) for a local try without a Messente account.
@@ -27,6 +29,9 @@ def defaults(instance_path: str) -> dict:
         "MESSENTE_VIBER_SENDER": "",
         "MESSENTE_WHATSAPP_SENDER": "",
         "MAX_CONTENT_LENGTH": MAX_CALLBACK_BYTES,
+        # Seconds a writer waits for the database's write lock before it gives up ("database is
+        # locked": pages answer 503, a callback 503 that Messente retries).
+        "WRITE_LOCK_WAIT_SECONDS": WRITE_LOCK_WAIT_SECONDS,
         "PAGE_SIZE": 50,
         "POLL_SECONDS": 4,
         # Where `make run` serves, and the address people and Messente reach it at, if another.

@@ -5,6 +5,7 @@ change number: every open list and thread picks it up at its next poll.
 """
 import sqlalchemy as sa
 
+from . import audit
 from .ingest import clean_text
 from .models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
 from .search import fold
@@ -29,13 +30,14 @@ def clean_contact(name: str, note: str) -> tuple[str | None, str | None]:
 
 
 def set_contact(conversation_id: int, name: str, note: str) -> None:
-    """Name the person behind a conversation and keep a note; ContactRefused if too long."""
+    """Name the person behind a conversation and keep a note (audited); ContactRefused if too long."""
     name, note = clean_contact(name, note)
     with write_transaction() as session:
         session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
                         .values(contact_name=name, contact_note=note,
                                 contact_key=fold(name)[:CONTACT_KEY_LENGTH] if name else None,
                                 change_seq=change_number()))
+        audit.record("contact_edited", {"conversation": conversation_id})
 
 
 def set_status(conversation_id: int, status: str) -> bool:

@@ -31,16 +31,17 @@ db = SQLAlchemy(model_class=Base)
 
 # How long a writer waits for the database's write lock (held by another writer, an export on
 # PostgreSQL, an admin's shell) before it gives up: a callback then answers 503 and is retried.
+# The default of the WRITE_LOCK_WAIT_SECONDS setting.
 WRITE_LOCK_WAIT_SECONDS = 10
 login_manager = LoginManager()
 csrf = CSRFProtect()
 migrate = Migrate()
 
 
-def engine_options(url: str) -> dict:
+def engine_options(url: str, lock_wait_seconds: float = WRITE_LOCK_WAIT_SECONDS) -> dict:
     if url.startswith("sqlite"):
         # Wait for the write lock rather than fail with "database is locked", but not for ever.
-        return {"connect_args": {"timeout": WRITE_LOCK_WAIT_SECONDS, "check_same_thread": False}}
+        return {"connect_args": {"timeout": lock_wait_seconds, "check_same_thread": False}}
     if url.startswith("postgresql+psycopg"):
         # No server-side prepared statements: a generic plan for `sender_key LIKE $1` can't use
         # the trigram index, and PostgreSQL may switch a prepared search to one after five runs.
@@ -49,7 +50,7 @@ def engine_options(url: str) -> dict:
     return {}
 
 
-def configure_engine(engine: sa.Engine) -> None:
+def configure_engine(engine: sa.Engine, lock_wait_seconds: float = WRITE_LOCK_WAIT_SECONDS) -> None:
     if engine.dialect.name != "sqlite":
         return
 
@@ -61,7 +62,7 @@ def configure_engine(engine: sa.Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # an acked message is on disk
-        cursor.execute(f"PRAGMA busy_timeout={WRITE_LOCK_WAIT_SECONDS * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_wait_seconds * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -15,16 +15,16 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from . import ingest
-from .extensions import WRITE_LOCK_WAIT_SECONDS
 
 # Failures of the database itself (down, locked too long, disk full): storing the batch's
 # messages one by one would only fail again, each after its own wait.
 DATABASE_AWAY = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
 MAX_BATCH = 256
 IDLE_SECONDS = 2.0  # the thread ends after this long without work, and restarts on demand
-# Past the write lock's wait, so its error is what the request reports; well below gunicorn's
-# timeout, so a stuck commit becomes a 503 (retried by Messente), never a killed worker.
-WAIT_SECONDS = WRITE_LOCK_WAIT_SECONDS + 5.0
+# A request waits this much past the write lock's wait (WRITE_LOCK_WAIT_SECONDS), so the lock's
+# error is what it reports; well below gunicorn's timeout, so a stuck commit becomes a 503
+# (retried by Messente), never a killed worker.
+WAIT_MARGIN_SECONDS = 5.0
 
 
 class Committer:
@@ -33,6 +33,7 @@ class Committer:
         self.pending: list[tuple[ingest.Inbound, Future]] = []
         self.wakeup = threading.Condition()
         self.running = False
+        self.wait_seconds = app.config["WRITE_LOCK_WAIT_SECONDS"] + WAIT_MARGIN_SECONDS
 
     def store(self, message: ingest.Inbound) -> bool:
         """Store the message (True if new, False if a duplicate) once it is committed."""
@@ -44,7 +45,7 @@ class Committer:
             else:
                 self.running = True
                 threading.Thread(target=self.run, name="group-commit", daemon=True).start()
-        return done.result(timeout=WAIT_SECONDS)
+        return done.result(timeout=self.wait_seconds)
 
     def run(self) -> None:
         try:

@@ -179,7 +179,6 @@ def reply(conversation_id: int):
             return render_template("inbox/_composer.html", conversation=conversation, error=str(refused),
                                    text=form.get("text"), composer=replies.composer(conversation))
         return thread_page(queries.open_thread(conversation), str(refused), form.get("text"), 400)
-    audit.record("reply", {"conversation": conversation.id, "reply": reply_id})
     if is_htmx():
         response = current_app.make_response(render_template(
             "inbox/_composer.html", conversation=conversation, composer=replies.composer(conversation)))
@@ -235,7 +234,6 @@ def set_contact(conversation_id: int):
         if is_htmx():  # the form again, open, with what was typed and why it was not saved
             return render_template("inbox/_contact.html", conversation=conversation, contact_form=typed)
         return thread_page(queries.open_thread(conversation), status=400, contact_form=typed)
-    audit.record("contact_edited", {"conversation": conversation.id})
     if is_htmx():
         conversation = queries.conversation(conversation.id)
         return (render_template("inbox/_contact_saved.html", conversation=conversation,

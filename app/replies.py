@@ -30,7 +30,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from . import clock, delivery, jobs, messente, numbers, retention, search
+from . import audit, clock, delivery, jobs, messente, numbers, retention, search
 from .jobs import rate_budget
 from .extensions import db
 from .models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
@@ -141,7 +141,8 @@ def our_numbers(conversation_id: int, limit: int = 10, recent: int = 500) -> lis
 
 def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sender: str | None,
                 author_id: int, key: str) -> int:
-    """Store a reply as `queued` and return its id; the outbox sends it. Raises ReplyRefused.
+    """Store a reply as `queued`, with its audit event, and return its id; the outbox sends it.
+    Raises ReplyRefused.
 
     The same key again (a resubmitted form) returns the reply stored the first time.
     """
@@ -180,6 +181,7 @@ def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sen
             last_message_id=reply_id, last_sent_at=now, last_text=text[:PREVIEW_LENGTH], last_direction="out",
             message_count=Conversation.message_count + 1, change_seq=change))
         jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
+        audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
     return reply_id
 
 

@@ -74,9 +74,10 @@ def audit_days() -> int | None:
 
 
 def set_days(message_days: int | None, audit_event_days: int | None) -> None:
-    """Inside a write transaction; None (or 0) keeps for ever."""
-    _store(RETENTION_DAYS, str(message_days) if message_days else FOREVER)
-    _store(AUDIT_RETENTION_DAYS, str(audit_event_days) if audit_event_days else FOREVER)
+    """In a write transaction (the caller's, if open); None (or 0) keeps for ever."""
+    with write_transaction():
+        _store(RETENTION_DAYS, str(message_days) if message_days else FOREVER)
+        _store(AUDIT_RETENTION_DAYS, str(audit_event_days) if audit_event_days else FOREVER)
 
 
 def last_purge() -> datetime | None:

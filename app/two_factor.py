@@ -72,9 +72,11 @@ def turn_on(user: User, key: str, code: str) -> list[str] | None:
 
 
 def turn_off(user: User) -> None:
-    """Inside a write transaction: the key and backup codes are gone (an admin's reset too)."""
-    user.totp_secret = user.totp_last_step = None
-    db.session.execute(sa.delete(BackupCode).where(BackupCode.user_id == user.id))
+    """The key and backup codes are gone (an admin's reset too), in a write transaction (the
+    caller's, if open)."""
+    with write_transaction():
+        user.totp_secret = user.totp_last_step = None
+        db.session.execute(sa.delete(BackupCode).where(BackupCode.user_id == user.id))
 
 
 def new_backup_codes(user: User) -> list[str]:
@@ -128,9 +130,10 @@ def required() -> bool:
 
 
 def set_required(value: bool) -> None:
-    """Inside a write transaction."""
-    row = db.session.get(Setting, REQUIRED_SETTING)
-    if row is None:
-        db.session.add(Setting(name=REQUIRED_SETTING, value="1" if value else "0"))
-    else:
-        row.value = "1" if value else "0"
+    """In a write transaction (the caller's, if open)."""
+    with write_transaction():
+        row = db.session.get(Setting, REQUIRED_SETTING)
+        if row is None:
+            db.session.add(Setting(name=REQUIRED_SETTING, value="1" if value else "0"))
+        else:
+            row.value = "1" if value else "0"

@@ -2,16 +2,26 @@
 or rolls back. Views, the CLI and services never call `commit()` themselves.
 
 Holding the database's single write lock from the first statement means writers queue
-instead of failing half-way ("database is locked"), ids are handed out in commit order, and
-so are change numbers: "what changed after N" never misses a row that committed late.
+instead of failing half-way, ids are handed out in commit order, and so are change numbers:
+"what changed after N" never misses a row that committed late. A writer waits for the lock at
+most WRITE_LOCK_WAIT_SECONDS (a setting), then fails with "database is locked" (an
+OperationalError: pages and callbacks answer 503, and the provider retries).
+
+Service functions that write open `write_transaction()` themselves; nested, it joins the
+transaction already open, so a caller can put several of them (an action and its audit event)
+in one commit.
 """
 import fcntl
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import IO
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.orm import Session
 
 from .extensions import WRITE_LOCK_WAIT_SECONDS, db
@@ -35,9 +45,9 @@ def write_transaction() -> Iterator[Session]:
     if session.in_transaction():
         session.commit()  # only reads so far
     with _file_lock():
-        _begin_holding_lock(session)
-        session.info["writing"] = True
         try:
+            _begin_holding_lock(session)  # may give up waiting: the session is rolled back then too
+            session.info["writing"] = True
             yield session
             session.commit()
         except BaseException:
@@ -69,13 +79,18 @@ def _next_change() -> sa.Update:
     return sa.update(counter).values(value=counter.c.value + 1).returning(counter.c.value)
 
 
+def lock_wait_seconds() -> float:
+    """How long a writer waits for the write lock before giving up (the app's setting)."""
+    return current_app.config.get("WRITE_LOCK_WAIT_SECONDS", WRITE_LOCK_WAIT_SECONDS)
+
+
 def _begin_holding_lock(session: Session, queue_with_writers: bool = True) -> None:
     """Begin a write: SQLite's write lock (waiting busy_timeout); on PostgreSQL a lock timeout
-    of WRITE_LOCK_WAIT_SECONDS and, with `queue_with_writers`, the writers' advisory lock."""
+    of `lock_wait_seconds()` and, with `queue_with_writers`, the writers' advisory lock."""
     if session.get_bind().dialect.name == "sqlite":
         session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})  # waits busy_timeout
     else:
-        session.execute(sa.text(f"SET LOCAL lock_timeout = '{WRITE_LOCK_WAIT_SECONDS}s'"))
+        session.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_wait_seconds() * 1000)}ms'"))
         if queue_with_writers:
             session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
@@ -86,12 +101,69 @@ def _file_lock() -> Iterator[None]:
     sleep-and-retry busy handler (a no-op on other databases).
 
     Each use opens the lock file anew: flock excludes every other open file, in this process
-    or another, and nothing is inherited across a fork or left open.
+    or another, and nothing is inherited across a fork or left open. Gives up as SQLite's busy
+    timeout does, after `lock_wait_seconds()`, with the same "database is locked" error.
     """
     url = db.engine.url
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         yield
         return
-    with open(Path(url.database).with_suffix(".write-lock"), "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
+    lock_file = _locked_file(Path(url.database).with_suffix(".write-lock"), lock_wait_seconds())
+    try:
+        yield
+    finally:
+        lock_file.close()  # releases the lock
+
+
+def _locked_file(path: Path, wait_seconds: float) -> IO:
+    """The lock file, opened and locked for this writer; "database is locked" after `wait_seconds`.
+
+    flock has no timeout. When the lock is taken, a helper thread waits in a blocking flock
+    (woken the moment the lock is free, no polling) and this thread waits for it at most
+    `wait_seconds`; a helper that gets the lock after its writer gave up releases it at once.
+    """
+    lock_file = open(path, "a")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return lock_file  # nobody else was writing
+    except BlockingIOError:
+        pass
+    except BaseException:
+        lock_file.close()
+        raise
+    if _LockWaiter(lock_file).wait(wait_seconds):
+        return lock_file
+    raise sa.exc.OperationalError("waiting for the write lock file", None,
+                                  sqlite3.OperationalError("database is locked"))
+
+
+class _LockWaiter:
+    def __init__(self, lock_file: IO):
+        self.lock_file = lock_file
+        self.settled = threading.Lock()  # the waiter's give-up and the helper's success don't cross
+        self.locked = threading.Event()
+        self.error: OSError | None = None
+        self.abandoned = False
+        threading.Thread(target=self.take_lock, name="write-lock-wait", daemon=True).start()
+
+    def take_lock(self) -> None:
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX)
+        except OSError as exc:
+            self.error = exc
+        with self.settled:
+            self.locked.set()
+            if self.abandoned:
+                self.lock_file.close()
+
+    def wait(self, seconds: float) -> bool:
+        """True once the lock is held; False (and the file closed) if not within `seconds`."""
+        self.locked.wait(seconds)
+        with self.settled:
+            if not self.locked.is_set():
+                self.abandoned = True  # the helper closes the file when its flock returns
+                return False
+        if self.error is not None:
+            self.lock_file.close()
+            raise self.error
+        return True
