@@ -13,7 +13,7 @@ in one commit.
 """
 import fcntl
 import sqlite3
-import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session
 
 from .extensions import WRITE_LOCK_WAIT_SECONDS, db
 from .models import ChangeCounter
+
+LOCK_POLL_FIRST, LOCK_POLL_MOST = 0.001, 0.01  # seconds between tries for the write lock file
 
 # Any constant shared by every instance: PostgreSQL writers queue on this advisory lock.
 WRITE_LOCK_KEY = 0x5D5_1B0C
@@ -118,52 +120,23 @@ def _file_lock() -> Iterator[None]:
 def _locked_file(path: Path, wait_seconds: float) -> IO:
     """The lock file, opened and locked for this writer; "database is locked" after `wait_seconds`.
 
-    flock has no timeout. When the lock is taken, a helper thread waits in a blocking flock
-    (woken the moment the lock is free, no polling) and this thread waits for it at most
-    `wait_seconds`; a helper that gets the lock after its writer gave up releases it at once.
+    flock has no timeout: like SQLite's own busy handler, try without blocking and again after
+    short sleeps (1 ms, doubling to 10 ms), so a freed lock is taken within 10 ms.
     """
     lock_file = open(path, "a")
+    deadline, pause = time.monotonic() + wait_seconds, LOCK_POLL_FIRST
     try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return lock_file  # nobody else was writing
-    except BlockingIOError:
-        pass
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return lock_file
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise sa.exc.OperationalError("waiting for the write lock file", None,
+                                                  sqlite3.OperationalError("database is locked")) from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, LOCK_POLL_MOST)
     except BaseException:
         lock_file.close()
         raise
-    if _LockWaiter(lock_file).wait(wait_seconds):
-        return lock_file
-    raise sa.exc.OperationalError("waiting for the write lock file", None,
-                                  sqlite3.OperationalError("database is locked"))
-
-
-class _LockWaiter:
-    def __init__(self, lock_file: IO):
-        self.lock_file = lock_file
-        self.settled = threading.Lock()  # the waiter's give-up and the helper's success don't cross
-        self.locked = threading.Event()
-        self.error: OSError | None = None
-        self.abandoned = False
-        threading.Thread(target=self.take_lock, name="write-lock-wait", daemon=True).start()
-
-    def take_lock(self) -> None:
-        try:
-            fcntl.flock(self.lock_file, fcntl.LOCK_EX)
-        except OSError as exc:
-            self.error = exc
-        with self.settled:
-            self.locked.set()
-            if self.abandoned:
-                self.lock_file.close()
-
-    def wait(self, seconds: float) -> bool:
-        """True once the lock is held; False (and the file closed) if not within `seconds`."""
-        self.locked.wait(seconds)
-        with self.settled:
-            if not self.locked.is_set():
-                self.abandoned = True  # the helper closes the file when its flock returns
-                return False
-        if self.error is not None:
-            self.lock_file.close()
-            raise self.error
-        return True
