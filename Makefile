@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 
-.PHONY: run test bench bench-big test-tools clean lock
+.PHONY: run test test-fast bench bench-big test-tools clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test test-tools
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+# The quick loop while coding: SQLite only, without the browser and the real-server load and crash
+# tests (under 3 minutes on 2 cores). `make test` before a commit runs everything.
+test-fast: $(VENV)/.installed-test
+	TEST_DATABASES=sqlite $(BIN)/python -m pytest -n auto -m "not slow and not browser" $(PYTEST_ARGS)
 
 # Debian's Chromium for the browser tests (with an emoji font for their screenshots) and
 # LibreOffice Calc (no GUI) for the spreadsheet tests, where we may install them (root with apt).

@@ -1,12 +1,17 @@
 """Fixtures in the Flask tutorial's manner: app, client, runner, auth; plus real servers.
 
-Every test that uses `app` runs twice: on a fresh SQLite file and in a fresh PostgreSQL
-schema (the server on 127.0.0.1:5432). Where PostgreSQL can't be reached that leg skips,
-except in CI (CI=true), where it fails.
+Every test that uses `app` runs twice (once with ONE_DATABASE): on a fresh SQLite file and in
+a fresh PostgreSQL schema (the server on 127.0.0.1:5432). Where PostgreSQL can't be reached
+that leg skips, except in CI (CI=true), where it fails. TEST_DATABASES=sqlite (as `make test-fast` sets it)
+runs only the SQLite leg: the PostgreSQL tests are deselected, not skipped.
+
+Fixtures several modules use are here; plain helpers they share are in helpers.py (and
+browser_helpers.py for the browser tests). No test module imports another.
 """
 import http.cookiejar
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -18,13 +23,14 @@ import urllib.parse
 import urllib.request
 import uuid
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from app import accounts, create_app, signing
+from app import accounts, create_app, demo, queries, signing
 from app.extensions import db
 from app.models import Conversation, User
 
@@ -34,7 +40,10 @@ SIGNATURES = json.loads((VECTORS / "signatures.json").read_text())
 SECRET = SIGNATURES["secret"]
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI") == "true"
+# The database kinds to test on: "sqlite,postgresql" unless TEST_DATABASES names fewer.
+DATABASES = os.environ.get("TEST_DATABASES", "sqlite,postgresql").replace(" ", "").split(",")
 PASSWORD = "correct horse battery"
+API_PASSWORD = "api-password"  # the fake Messente's; it also signs delivery reports
 
 
 @cache
@@ -87,6 +96,26 @@ def database_url(request, tmp_path):
     """A fresh, empty database for one test."""
     with fresh_database(request.param, tmp_path) as url:
         yield url
+
+
+# For a test that needs an app but sends it no query (a URL-map walk, a page shown to a visitor
+# who is not logged in, a setting): it runs on SQLite only, once instead of once per database.
+ONE_DATABASE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the tests on a database kind TEST_DATABASES leaves out (see DATABASES)."""
+    unknown = set(DATABASES) - {"sqlite", "postgresql"}
+    if unknown:
+        raise pytest.UsageError(f"TEST_DATABASES names unknown kinds: {', '.join(sorted(unknown))}")
+
+    def kind(item) -> str | None:
+        return item.callspec.params.get("database_url") if hasattr(item, "callspec") else None
+
+    left_out = [item for item in items if kind(item) not in (None, *DATABASES)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if kind(item) in (None, *DATABASES)]
 
 
 def make_app(database_url: str, **settings):
@@ -354,7 +383,6 @@ class Browser:
                                                "csrf_token": csrf_token(page)})
 
 
-
 # --- a fake Messente API ------------------------------------------------------------------
 
 @pytest.fixture
@@ -367,3 +395,139 @@ def messente():
     from fake_messente import FakeMessente
     with FakeMessente("api-user", "api-password") as fake:
         yield fake
+
+
+# --- logged-in people and apps several modules share ---------------------------------------
+
+@pytest.fixture
+def admin(app, client, user):
+    """alice, an admin, logged in."""
+    actions = AuthActions(client)
+    assert actions.login().status_code == 302
+    return actions
+
+
+@pytest.fixture
+def agent(app, user):
+    """bob, an agent, logged in on his own client."""
+    with app.app_context():
+        add_user("bob", role="agent")
+    actions = AuthActions(app.test_client())
+    assert actions.login("bob").status_code == 302
+    return actions
+
+
+@pytest.fixture
+def reply_app(database_url, messente, user_row):
+    """An app that sends replies through the fake Messente, its job runner started; alice in it."""
+    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
+                   MESSENTE_API_PASSWORD="api-password", MESSENTE_READ_TIMEOUT=0.5,
+                   MESSENTE_CONNECT_TIMEOUT=0.5, PUBLIC_URL="https://inbox.example.com")
+    with app.app_context():
+        db.create_all()
+        user_row()
+    from app.jobs import runner as job_runner  # (`runner` here is the CLI runner fixture)
+    job_runner.start(app)  # as every server process does
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def person(reply_app):
+    """alice's logged-in client on `reply_app`."""
+    client = reply_app.test_client()
+    assert AuthActions(client).login().status_code == 302
+    return client
+
+
+@pytest.fixture
+def dlr_app(database_url, user_row):
+    """An app for delivery reports, at a clock the test moves (`app.moved(minutes=5)`)."""
+    now = {"moment": datetime(2024, 6, 1, 8, 0, tzinfo=UTC)}
+    # No job runner: the tests set each reply's state themselves, and a runner racing them to
+    # the unreachable API would change it underneath.
+    app = make_app(database_url, MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD=API_PASSWORD,
+                   MESSENTE_API_URL="http://127.0.0.1:9/v1", CLOCK=lambda: now["moment"])
+    app.moved = lambda **delta: now.update(moment=now["moment"] + timedelta(**delta))
+    with app.app_context():
+        db.create_all()
+        user_row()
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def seeded(app):
+    """Demo data; the busiest conversation (thread) and the cursor of page 2."""
+    with app.app_context():
+        demo.seed(3_000, 150, rng=random.Random(6))
+        busiest = db.session.scalar(sa.select(Conversation).order_by(Conversation.message_count.desc()))
+        cursor = queries.conversations(limit=50).older
+        return {"sender": busiest.sender, "conversation": busiest.id, "cursor": cursor,
+                "newest": busiest.last_message_id, "latest_change": queries.latest_change()}
+
+
+# --- a browser (tests/browser_helpers.py; the modules marked `browser`) ----------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the whole module; each test gets its own context (cookies, storage)."""
+    from playwright.sync_api import sync_playwright
+
+    from browser_helpers import CHROMIUM, CHROMIUM_ARGS
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium package (make browser)"
+        if IN_CI:
+            pytest.fail(reason + " (mandatory in CI)")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page_watch():
+    from browser_helpers import PageWatch
+    return PageWatch()
+
+
+@pytest.fixture
+def server(request, server_factory, user):
+    # One worker keeps start-up quick; its threads serve the page, its polls and our deliveries.
+    # A test that asks for `messente_env` gets a server that sends replies through the fake Messente.
+    env = request.getfixturevalue("messente_env") if "messente_env" in request.fixturenames else None
+    return server_factory(workers=1, threads=4, env=env)
+
+
+@pytest.fixture
+def new_context(browser, page_watch, server):
+    """Open browser contexts that are watched; fail the test if any page misbehaved.
+
+    Depends on `server` so that the browser lets go of its connections before the server stops.
+    """
+    contexts = []
+
+    def new_context(**options):
+        options = {"timezone_id": "Europe/Tallinn", "locale": "en-GB", "accept_downloads": True, **options}
+        context = browser.new_context(**options)
+        page_watch.watch(context)
+        contexts.append(context)
+        return context
+
+    yield new_context
+    for context in contexts:
+        context.close()
+    if page_watch.problems:
+        pytest.fail("the browser reported problems:\n" + "\n".join(page_watch.problems))
+
+
+@pytest.fixture
+def page(new_context):
+    return new_context().new_page()
+
+
+@pytest.fixture
+def backend(database_url) -> str:
+    return database_url.split(":", 1)[0].split("+", 1)[0]
+

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from app import ingest
 from app.extensions import db
 
-from conftest import IN_CI, PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
-from test_browser import CHROMIUM, CHROMIUM_ARGS, REPORT_CSP_VIOLATIONS
+from conftest import PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
+from browser_helpers import REPORT_CSP_VIOLATIONS, overflow
 
 pytestmark = pytest.mark.browser
 
@@ -74,19 +74,6 @@ def ingest_conversation_id(sender: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium package (make browser)"
-        if IN_CI:
-            pytest.fail(reason + " (mandatory in CI)")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
 def axe_source() -> str:
     source = AXE.read_bytes()
     assert hashlib.sha256(source).hexdigest() == AXE_SHA256, "tests/vendor's axe-core is not the pinned copy"
@@ -102,10 +89,6 @@ def serious_violations(page, axe_source: str) -> list[str]:
         result.violations.filter(v => v.impact === "serious" || v.impact === "critical")
             .map(v => v.id + ": " + v.help + " [" + v.nodes.slice(0, 3).map(n => n.target.join(" ")).join(", ") + "]"))""")
     return results
-
-
-def overflow(page) -> int:
-    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
 
 
 def log_in(page, url: str) -> None:

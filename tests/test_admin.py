@@ -10,8 +10,8 @@ from app import accounts, config
 from app.extensions import db
 from app.models import LoginSession, LoginThrottle, User
 
-from conftest import PASSWORD, AuthActions, add_user, close_app, csrf_token, make_app
-from test_auth import Clock
+from conftest import ONE_DATABASE, PASSWORD, AuthActions, add_user, close_app, csrf_token, make_app
+from helpers import Clock, post, user_id
 
 
 @pytest.fixture
@@ -20,36 +20,10 @@ def clock(app):
     return app.config["CLOCK"]
 
 
-@pytest.fixture
-def admin(app, client, user):
-    """alice, an admin, logged in."""
-    actions = AuthActions(client)
-    assert actions.login().status_code == 302
-    return actions
-
-
-@pytest.fixture
-def agent(app, user):
-    """bob, an agent, logged in on his own client."""
-    with app.app_context():
-        add_user("bob", role="agent")
-    actions = AuthActions(app.test_client())
-    assert actions.login("bob").status_code == 302
-    return actions
-
-
-def post(actions: AuthActions, url: str, page: str = "/account", **form):
-    return actions.client.post(url, data={"csrf_token": actions.csrf(page), **form})
-
-
 def user_row(app, name: str) -> SimpleNamespace:
     with app.app_context():
         user = db.session.scalar(sa.select(User).where(User.username == name))
         return SimpleNamespace(**{column.key: getattr(user, column.key) for column in User.__table__.columns})
-
-
-def user_id(app, name: str) -> int:
-    return user_row(app, name).id
 
 
 def one_time_link(html: str) -> str:
@@ -158,6 +132,7 @@ def test_a_password_link_issued_before_disabling_is_dead_after_re_enabling(app, 
     assert AuthActions(app.test_client()).login("bob").status_code == 302  # his old password still works
 
 
+@ONE_DATABASE
 def test_a_foreign_host_header_is_refused(app, client):
     """TRUSTED_HOSTS (here BIND's loopback names): a request naming another host gets 400."""
     assert client.get("/login", headers={"Host": "localhost:5000"}).status_code == 200

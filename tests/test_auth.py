@@ -2,7 +2,6 @@
 import logging
 import re
 import threading
-from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -13,39 +12,18 @@ from app import accounts, auth as auth_module, config
 from app.extensions import db
 from app.models import LoginThrottle, User
 
-from conftest import PASSWORD, ROOT, AuthActions, csrf_token, make_app
+from conftest import ONE_DATABASE, PASSWORD, ROOT, AuthActions, csrf_token, make_app
+from helpers import Clock, from_address
 
 ATTACKER = "203.0.113.66"
 PERSON = "198.51.100.7"
 PROXY = "10.0.0.2"
 
 
-class Clock:
-    """A clock a test moves by hand: app.config["CLOCK"]."""
-
-    def __init__(self):
-        self.moment = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-    def advance(self, **delta) -> None:
-        self.moment += timedelta(**delta)
-
-
 @pytest.fixture
 def clock(app):
     app.config["CLOCK"] = Clock()
     return app.config["CLOCK"]
-
-
-def from_address(app, address: str, forwarded_for: str | None = None) -> AuthActions:
-    """Log in as a client at `address` (the socket's), perhaps claiming an X-Forwarded-For."""
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = address
-    if forwarded_for is not None:
-        client.environ_base["HTTP_X_FORWARDED_FOR"] = forwarded_for
-    return AuthActions(client)
 
 
 def throttle_rows(app, kind: str = "address") -> set[tuple[str, str]]:
@@ -56,6 +34,7 @@ def throttle_rows(app, kind: str = "address") -> set[tuple[str, str]]:
                                                  .where(LoginThrottle.kind == kind))))
 
 
+@ONE_DATABASE
 def test_login_page_has_a_labelled_form_with_csrf(client):
     page = client.get("/login")
     assert page.status_code == 200
@@ -104,6 +83,7 @@ def test_next_only_to_a_local_path(auth, next_page, expected):
     assert response.headers["Location"] == expected
 
 
+@ONE_DATABASE
 def test_page_request_without_login_redirects_with_next(client):
     response = client.get("/export.csv?q=555")
     assert response.status_code == 302
@@ -111,6 +91,7 @@ def test_page_request_without_login_redirects_with_next(client):
     assert location.path == "/login" and parse_qs(location.query) == {"next": ["/export.csv?q=555"]}
 
 
+@ONE_DATABASE
 def test_htmx_request_without_login_gets_401_and_hx_redirect_back_to_the_page(client):
     response = client.get("/?since=0", headers={"HX-Request": "true",
                                                 "HX-Current-URL": "http://localhost/?q=5&before=9"})
@@ -121,6 +102,7 @@ def test_htmx_request_without_login_gets_401_and_hx_redirect_back_to_the_page(cl
     assert response.data == b""  # never the login page inside a fragment
 
 
+@ONE_DATABASE
 def test_every_route_but_login_static_and_callback_requires_login(app, client):
     """Walks the URL map, so a new route cannot forget its login."""
     # Callbacks are signed instead; a set-password link's token is its credential.
@@ -193,6 +175,7 @@ def test_logout_invalidates_every_copy_of_the_session_cookie(app, client, auth):
 
 # --- session ages (by the injected clock) ----------------------------------------------------
 
+@ONE_DATABASE
 def test_session_limits_default_to_eight_hours_idle_and_seven_days_in_all(app):
     assert app.config["IDLE_TIMEOUT_SECONDS"] == 8 * 3600
     assert app.config["SESSION_LIFETIME_SECONDS"] == 7 * 24 * 3600
@@ -481,6 +464,7 @@ def test_throttle_rows_are_deleted_once_they_no_longer_matter(app, user, clock):
     assert throttle_rows(app) == {("recent", "192.0.2.4"), ("latest", "192.0.2.5"), ("", "192.0.2.5")}
 
 
+@ONE_DATABASE
 def test_the_throttle_purges_by_an_index_on_its_expiry(app):
     indexes = {index.name: [column.name for column in index.columns]
                for index in LoginThrottle.__table__.indexes}

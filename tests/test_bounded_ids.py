@@ -3,6 +3,8 @@ import pytest
 
 from app.request_args import LARGEST_ID, LARGEST_INT
 
+from conftest import ONE_DATABASE
+
 HUGE = "9" * 25  # far beyond a BIGINT: SQLite and PostgreSQL both refuse it as a parameter
 
 
@@ -26,6 +28,7 @@ def test_an_audit_page_before_what_is_no_event_id_is_a_clear_400(auth, before):
     assert response.status_code == 400 and "must be an id" in response.text
 
 
+@ONE_DATABASE
 def test_every_int_in_a_route_is_bounded_to_the_id_columns(app):
     """Routes added later get the same bound: the app's `int` converter carries it."""
     bounded = [(rule.rule, converter.max) for rule in app.url_map.iter_rules()

@@ -15,182 +15,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from app import config, ingest
 
-from conftest import IN_CI, PASSWORD, ROOT, add_user, body_for, signed_headers
+from conftest import PASSWORD, add_user, body_for, signed_headers
+from browser_helpers import (DESKTOP, LIVE, PHONE, assert_same_page, conversation_rows, deliver, download_rows,
+                             export_csv, log_in, mark_page, open_row, overflow, row_for, screenshot)
 
 pytestmark = pytest.mark.browser
-# Two test processes share two cores with their servers and browsers: an answer can take longer
-# than Playwright's default of 5 s to arrive while the other process runs a storm.
-expect.set_options(timeout=10_000)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-OUTPUT = ROOT / "test-output"
-# The inbox polls every POLL_SECONDS (4 s); a live update may take one interval plus the request.
-LIVE = 12_000
 POLL_SECONDS = config.defaults("")["POLL_SECONDS"]
 HIDDEN_POLL_SECONDS = 30  # app.js: a hidden tab's interval
 CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
               "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id"]
-# Chromium's console wording for a blocked resource or script ("Refused to load/execute ...").
-CSP_SIGNS = ("Content Security Policy", "Refused to")
-# Reports a violation even where the browser's own console line would be missed.
-REPORT_CSP_VIOLATIONS = """
-document.addEventListener("securitypolicyviolation", (event) => {
-  console.error("Content Security Policy violation: " + event.violatedDirective + " " + event.blockedURI);
-});
-"""
 
 
-# --- browser fixtures -----------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    """One Chromium for the whole module; each test gets its own context (cookies, storage)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium package (make browser)"
-        if IN_CI:
-            pytest.fail(reason + " (mandatory in CI)")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class PageWatch:
-    """Console lines about CSP and uncaught page errors, from every page of every context."""
-
-    def __init__(self):
-        self.problems: list[str] = []
-
-    def watch(self, context):
-        context.add_init_script(REPORT_CSP_VIOLATIONS)
-        context.on("console", self.on_console)
-        context.on("weberror", lambda web_error: self.problems.append(f"page error: {web_error.error}"))
-
-    def on_console(self, message):
-        if any(sign in message.text for sign in CSP_SIGNS):
-            self.problems.append(f"console {message.type}: {message.text} ({message.location.get('url')})")
-
-
-@pytest.fixture
-def page_watch():
-    return PageWatch()
-
-
-@pytest.fixture
-def server(request, server_factory, user):
-    # One worker keeps start-up quick; its threads serve the page, its polls and our deliveries.
-    # A test that asks for `messente_env` gets a server that sends replies through the fake Messente.
-    env = request.getfixturevalue("messente_env") if "messente_env" in request.fixturenames else None
-    return server_factory(workers=1, threads=4, env=env)
-
-
-@pytest.fixture
-def new_context(browser, page_watch, server):
-    """Open browser contexts that are watched; fail the test if any page misbehaved.
-
-    Depends on `server` so that the browser lets go of its connections before the server stops.
-    """
-    contexts = []
-
-    def new_context(**options):
-        options = {"timezone_id": "Europe/Tallinn", "locale": "en-GB", "accept_downloads": True, **options}
-        context = browser.new_context(**options)
-        page_watch.watch(context)
-        contexts.append(context)
-        return context
-
-    yield new_context
-    for context in contexts:
-        context.close()
-    if page_watch.problems:
-        pytest.fail("the browser reported problems:\n" + "\n".join(page_watch.problems))
-
-
-@pytest.fixture
-def page(new_context):
-    return new_context().new_page()
-
-
-@pytest.fixture
-def backend(database_url) -> str:
-    return database_url.split(":", 1)[0].split("+", 1)[0]
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-def deliver(server, **fields) -> dict:
-    """POST a signed callback as Messente would; returns the payload that was sent."""
-    body = body_for(**fields)
-    request = urllib.request.Request(server.url + "/callbacks/inbound", data=body,
-                                     headers=signed_headers(body), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert json.load(response) == {"status": "stored"}
-    except urllib.error.HTTPError as error:
-        error.close()
-        pytest.fail(f"the callback answered {error.code}; server log:\n{server.output()[-3000:]}")
-    return json.loads(body)
-
-
-def log_in(page, server):
-    page.goto(server.url + "/login")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(server.url + "/")
-
-
-def conversation_rows(page):
-    return page.locator("#conversations li.conversation")
-
-
-def row_for(page, sender: str):
-    """A sender's row in the list, found by the sender as stored (the name shown may differ)."""
-    return page.locator(f"#conversations li.conversation[data-sender={json.dumps(sender)}]")
-
-
-def open_row(page, sender: str):
-    """Click a sender's row: its conversation opens in the right pane (or as the phone's screen)."""
-    row_for(page, sender).locator("a.sender").click()
-    expect(page.locator("#conversation-pane[data-conversation]")).to_be_visible()
-    expect(page.locator("#conversation-pane")).to_have_attribute(
-        "data-conversation", row_for(page, sender).locator("a.sender").get_attribute("id").rsplit("-", 1)[1])
-
-
-def mark_page(page):
-    """A flag that a reload or navigation would wipe: proves an update came without one."""
-    page.evaluate("window.__sameDocument = true")
-
-
-def assert_same_page(page):
-    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
-
-
-def export_csv(page):
-    """From the list: Export…, then CSV in the export dialog, then Download; the download."""
-    page.get_by_role("link", name="Export…").click()
-    page.get_by_role("radio", name=re.compile(r"^CSV")).check()
-    with page.expect_download() as download_info:
-        page.get_by_role("button", name="Download").click()
-    return download_info.value
-
-
-def download_rows(page) -> list[list[str]]:
-    """The list's export as CSV; the file's rows as the csv module reads them."""
-    text = Path(export_csv(page).path()).read_text(encoding="utf-8-sig")
-    return list(csv.reader(io.StringIO(text, newline="")))
-
-
-def screenshot(page, name: str):
-    OUTPUT.mkdir(exist_ok=True)
-    page.screenshot(path=OUTPUT / name, full_page=True)
+# The fixtures (browser, page, server, ...) are in conftest.py, the page helpers in browser_helpers.py.
 
 
 # --- tests --------------------------------------------------------------------------------
@@ -654,13 +495,6 @@ def test_the_browser_counts_sms_parts_like_the_server(page, server):
 
 
 # --- an inbox people would choose (issue 11) ---------------------------------------------------
-
-DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
-
-
-def overflow(page) -> int:
-    """How many pixels the page is wider than the window (0: no horizontal scrolling)."""
-    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
 
 
 # Every screen's fit at both sizes, in both schemes, with axe-core: tests/test_accessibility.py.

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import PASSWORD, ROOT
-from test_browser import browser, deliver, log_in, new_context, overflow, page_watch, screenshot, server  # noqa: F401
+from browser_helpers import deliver, log_in, overflow, screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -13,8 +13,7 @@ from app import ingest
 from app.extensions import db
 
 from conftest import body_for
-from test_browser import (browser, new_context, page, page_watch, server, backend,  # noqa: F401 (fixtures)
-                          log_in, screenshot)
+from browser_helpers import log_in, screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -9,7 +9,8 @@ from playwright.sync_api import expect
 from app.extensions import db
 from app.models import AuditEvent
 
-from test_browser import browser, log_in, new_context, page, page_watch, server  # noqa: F401
+from browser_helpers import log_in
+
 
 pytestmark = pytest.mark.browser
 

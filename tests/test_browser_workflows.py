@@ -1,18 +1,16 @@
 """Working the inbox in headless Chromium against a real gunicorn: naming a contact and finding
 it by name, putting a conversation aside until the customer writes again, saved replies.
 
-Uses test_browser's fixtures (one Chromium per module, a watched context per test, a server per
-test) and its helpers; screenshots of these screens go to test-output/.
+Uses the browser fixtures in conftest.py (one Chromium per module, a watched context per test, a
+server per test) and tests/browser_helpers.py; screenshots of these screens go to test-output/.
 """
 import re
 
 import pytest
 from playwright.sync_api import expect
 
-from test_browser import (  # noqa: F401  (fixtures, used by name)
-    DESKTOP, LIVE, PHONE, ROOT, backend, browser, deliver, log_in, new_context, open_row, overflow, page,
-    page_watch, row_for, screenshot, server,
-)
+from browser_helpers import DESKTOP, LIVE, PHONE, deliver, log_in, open_row, overflow, row_for, screenshot
+from conftest import ROOT
 
 pytestmark = pytest.mark.browser
 

@@ -1,47 +1,18 @@
 """Delivery reports for replies: signed with the API password, applied once, never backwards."""
 import json
 import re
-from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
 import sqlalchemy as sa
 
-from app import jobs, replies, signing
+from app import jobs, signing
 from app.extensions import db
 from app.unit_of_work import write_transaction
 from app.models import Message, UnmatchedDeliveryReport
 
-from conftest import close_app, SECRET, AuthActions, body_for, conversation_of, make_app, signed_headers
-
-API_PASSWORD = "api-password"
-CUSTOMER = "+37255512345"
-
-
-@pytest.fixture
-def dlr_app(database_url, user_row):
-    now = {"moment": datetime(2024, 6, 1, 8, 0, tzinfo=UTC)}
-    # No job runner: the tests set each reply's state themselves, and a runner racing them to
-    # the unreachable API would change it underneath.
-    app = make_app(database_url, MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD=API_PASSWORD,
-                   MESSENTE_API_URL="http://127.0.0.1:9/v1", CLOCK=lambda: now["moment"])
-    app.moved = lambda **delta: now.update(moment=now["moment"] + timedelta(**delta))
-    with app.app_context():
-        db.create_all()
-        user_row()
-    yield app
-    close_app(app)
-
-
-def a_sent_reply(app, omnimessage_id: str = "omni-1") -> int:
-    """A reply as its send job leaves it after Messente's 201 (the sending itself is tested elsewhere)."""
-    body = body_for(sender=CUSTOMER, recipient="+37250000000")
-    assert app.test_client().post("/callbacks/inbound", data=body, headers=signed_headers(body)).status_code == 200
-    with app.app_context():
-        conversation = conversation_of(CUSTOMER)
-        reply_id = replies.queue_reply(conversation, "Your order is on its way", "sms", None, 1, "x" * 16)
-        replies.record(reply_id, conversation.id, "sent", omnimessage_id=omnimessage_id)
-    return reply_id
+from conftest import API_PASSWORD, SECRET, AuthActions, conversation_of, make_app
+from helpers import CUSTOMER, a_sent_reply
 
 
 def report(status: str, omnimessage_id: str = "omni-1", err: int = 0, error=None, channel="sms") -> bytes:

@@ -7,8 +7,8 @@ from app import config, signing
 from app.extensions import db
 from app.models import Message
 
-from conftest import ROOT
-from test_delivery import API_PASSWORD, a_sent_reply, dlr_app  # noqa: F401 (a fixture)
+from conftest import API_PASSWORD, ROOT
+from helpers import a_sent_reply
 
 
 def test_the_documented_delivery_report_body_is_applied(dlr_app):  # noqa: F811

@@ -13,7 +13,7 @@ from app.models import (AuditEvent, Conversation, DeadLetter, Message, OptOut, S
 from app.unit_of_work import write_transaction
 
 from conftest import Browser, PASSWORD, body_for, conversation_of, wait_until
-from test_admin import admin, post  # noqa: F401 (fixtures)
+from helpers import post
 
 NUMBER = "+37255598765"
 SECRET_TEXT = "Minu salajane tellimus 4711-zebra"

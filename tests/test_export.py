@@ -12,7 +12,7 @@ import pytest
 from app.export import safe_cell
 from app import clock
 
-from conftest import IN_CI, body_for, conversation_of
+from conftest import IN_CI, ONE_DATABASE, body_for, conversation_of
 
 HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
           "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id"]
@@ -533,6 +533,7 @@ def test_the_dialog_counts_what_the_choices_hold_and_downloads_them(app, client,
         client, "/export.csv?q=TELLIMUS&match=text").decode("utf-8-sig"), newline="")))[1:]] == ["d"]
 
 
+@ONE_DATABASE
 def test_the_dialog_and_the_xlsx_need_a_login(client):
     for path in ("/export", "/export.xlsx", "/export/download?format=xlsx"):
         response = client.get(path)

@@ -22,8 +22,7 @@ from app.unit_of_work import WRITE_LOCK_KEY
 
 from conftest import (PASSWORD, ROOT, Browser, Server, add_user, body_for, close_app, flask_command, free_port,
                       make_app, wait_until)
-from test_reliability import Storm, assert_counters_match_messages, replay_unacked, storm_plan, stored_msg_ids
-from test_replies import CUSTOMER, reply_form
+from helpers import CUSTOMER, Storm, assert_counters_match_messages, replay_unacked, reply_form, stored_msg_ids, storm_plan
 
 pytestmark = pytest.mark.slow
 

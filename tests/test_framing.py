@@ -20,14 +20,9 @@ from app import gunicorn_conf
 from app.extensions import db
 from app.gunicorn_conf import WAIT, WHOLE, BufferedRequest, ReadPastTheRequest, RequestFraming
 from app.models import Message
-from conftest import body_for, signed_headers, wait_until
+from conftest import ONE_DATABASE, body_for, signed_headers, wait_until
 
 ANSWER_SECONDS = gunicorn_conf.REQUEST_SECONDS + 5  # a client that waits longer has given up
-
-
-def sqlite_only(app):
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("a property of the HTTP server, not of the database: the SQLite leg covers it")
 
 
 def connect(server) -> socket.socket:
@@ -74,8 +69,8 @@ def chunked_get(chunk_size_line: bytes) -> bytes:
 BAD_CHUNK_SIZES = [b"-6", b"+5", b"0x5", b"1_0", b"5 "]
 
 
+@ONE_DATABASE
 def test_a_chunk_size_other_than_hex_digits_is_400_and_the_server_keeps_answering(app, server_factory):
-    sqlite_only(app)
     server = server_factory(workers=1, threads=2)
     for size in BAD_CHUNK_SIZES:
         with connect(server) as sock:
@@ -96,8 +91,8 @@ SLOW_LINE_HEAD = (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: app
 SLOW_LINE_CONNECTIONS = 80
 
 
+@ONE_DATABASE
 def test_slow_chunk_size_lines_on_many_connections_leave_pages_answering(app, server_factory):
-    sqlite_only(app)
     server = server_factory(workers=2, threads=8)  # far fewer threads than attackers
     long_lines, short_lines = [], []
     try:
@@ -140,8 +135,8 @@ def chunked_callback(body: bytes, chunk_size: int) -> bytes:
             + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n")
 
 
+@ONE_DATABASE
 def test_a_body_of_more_chunks_than_the_cap_is_413_and_not_stored(app, server_factory):
-    sqlite_only(app)
     server = server_factory(workers=1, threads=2)
     few = body_for(msg_id="in-few-chunks", text="a" * 600)
     many = body_for(msg_id="in-one-byte-chunks", text="a" * 600)
@@ -153,8 +148,8 @@ def test_a_body_of_more_chunks_than_the_cap_is_413_and_not_stored(app, server_fa
         assert db.session.scalars(sa.select(Message.msg_id)).all() == ["in-few-chunks"]
 
 
+@ONE_DATABASE
 def test_limits_continue_and_pipelining_still_work(app, server_factory):
-    sqlite_only(app)
     server = server_factory(workers=1, threads=2)
     # A body announced over the limit is refused before it is sent.
     too_large = b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n"
@@ -185,8 +180,8 @@ def test_limits_continue_and_pipelining_still_work(app, server_factory):
     assert "Traceback" not in server.output()
 
 
+@ONE_DATABASE
 def test_a_stalled_request_on_a_kept_alive_connection_holds_no_thread(app, server_factory):
-    sqlite_only(app)
     server = server_factory(workers=1, threads=2)
     kept_alive = []
     try:
@@ -204,8 +199,8 @@ def test_a_stalled_request_on_a_kept_alive_connection_holds_no_thread(app, serve
             sock.close()
 
 
+@ONE_DATABASE
 def test_the_server_makes_no_control_socket_outside_the_project(app, server_factory, tmp_path):
-    sqlite_only(app)
     home, runtime = tmp_path / "home", tmp_path / "run"  # where gunicorn would put gunicorn.ctl
     home.mkdir(), runtime.mkdir()
     server = server_factory(workers=1, env={"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)})

@@ -10,7 +10,7 @@ import pytest
 from app import clock
 
 from conftest import body_for
-from test_auth import Clock
+from helpers import Clock
 
 
 @pytest.fixture

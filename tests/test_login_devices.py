@@ -8,7 +8,7 @@ from app.extensions import db
 from app.models import LoginThrottle
 
 from conftest import PASSWORD, AuthActions, add_user, close_app, make_app
-from test_auth import Clock, from_address
+from helpers import Clock, from_address
 
 PERSON = "198.51.100.7"
 SPRAY = [f"203.0.113.{n}" for n in range(1, 26)]  # 25 addresses

@@ -8,8 +8,8 @@ from app import audit, optouts, replies
 from app.extensions import db
 from app.models import AuditEvent, OptOut, Suppression
 
-from conftest import body_for, conversation_of
-from test_admin import admin, agent, post  # noqa: F401 (fixtures)
+from conftest import ONE_DATABASE, body_for, conversation_of
+from helpers import post
 
 NUMBER = "+37255577003"
 
@@ -54,6 +54,7 @@ def test_a_start_from_another_sender_does_not_lift_the_block_an_erasure_left(app
         "conversation": conversation_id(app), "by": "customer", "erasure_block_lifted": True})
 
 
+@ONE_DATABASE
 def test_the_hash_of_a_number_is_its_conversations_key(app):
     with app.app_context():
         assert audit.number_hash("372 5557 7003") == audit.number_hash(NUMBER) == audit.number_hash("0037255577003")

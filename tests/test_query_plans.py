@@ -10,7 +10,6 @@ rows, analysed, stand in for real data, for the two queries that must never grow
 """
 import random
 import re
-from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -20,79 +19,10 @@ from app.extensions import db
 from app.list_views import ListFilter
 from app.models import Conversation
 
+from helpers import plans_of_requests, postgresql_plan, sqlite_plan, statements_run, text_index_reads, unindexed_reads
+
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 POSTGRESQL = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-
-
-@pytest.fixture
-def seeded(app):
-    """Demo data; the busiest conversation (thread) and the cursor of page 2."""
-    with app.app_context():
-        demo.seed(3_000, 150, rng=random.Random(6))
-        busiest = db.session.scalar(sa.select(Conversation).order_by(Conversation.message_count.desc()))
-        cursor = queries.conversations(limit=50).older
-        return {"sender": busiest.sender, "conversation": busiest.id, "cursor": cursor,
-                "newest": busiest.last_message_id, "latest_change": queries.latest_change()}
-
-
-@contextmanager
-def statements_run(app):
-    """The SQL statements (and their parameters) the app sends to the database in the block."""
-    with app.app_context():
-        engine = db.engine
-    statements = []
-
-    def capture(_connection, _cursor, statement, parameters, _context, _executemany):
-        if re.match(r"\s*(SELECT|UPDATE|INSERT|DELETE)\b", statement, re.IGNORECASE):
-            statements.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
-
-
-def sqlite_plan(app, statement: str, parameters) -> list[str]:
-    with app.app_context():
-        rows = db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
-        return [row[-1] for row in rows]
-
-
-def postgresql_plan(app, statement: str, parameters) -> str:
-    with app.app_context():
-        return "\n".join(row[0] for row in db.session.connection().exec_driver_sql("EXPLAIN " + statement, parameters))
-
-
-def unindexed_reads(plan: list[str], scannable: tuple[str, ...] = ()) -> list[str]:
-    """Plan lines that read a whole table or sort a whole result.
-
-    "SCAN t USING INDEX" walks an index in order and stops at the LIMIT: fine, except on
-    message, which only a full export may read from end to end.
-    """
-    bad = []
-    for line in plan:
-        scan = re.match(r"SCAN (\w+)", line)
-        if scan and scan.group(1) not in scannable and (scan.group(1) == "message" or "INDEX" not in line):
-            bad.append(line)
-        if "TEMP B-TREE" in line:
-            bad.append(line)
-    return bad
-
-
-def plans_of_requests(app, client, paths: list[tuple[str, int]], scannable: tuple[str, ...] = ()) -> dict:
-    """For each path (and the status it must answer), the plan lines of its statements that
-    are not index reads."""
-    found = {}
-    for path, status in paths:
-        with statements_run(app) as statements:
-            assert client.get(path).status_code == status, path
-        assert statements, f"{path} ran no query"
-        for statement, parameters in statements:
-            bad = unindexed_reads(sqlite_plan(app, statement, parameters), scannable)
-            if bad:
-                found[(path, " ".join(statement.split()))] = bad
-    return found
 
 
 @SQLITE
@@ -110,13 +40,6 @@ def test_inbox_pages_and_polls_use_indexes_only(app, client, auth, seeded):
         (f"{thread}?since=0&since_id=0", 200),  # ... when something changed: one page
     ]
     assert plans_of_requests(app, client, paths) == {}
-
-
-def text_index_reads(plan: list[str]) -> list[str]:
-    """Plan lines that read the conversation text index, and the sorts of what it found."""
-    return [line for line in plan if "conversation_fts VIRTUAL TABLE INDEX" in line
-            or "TEMP B-TREE" in line or line.startswith(("SCAN anon_", "COMPOUND", "LEFT-MOST"))
-            or line == "SCAN CONSTANT ROW"]  # none found: an empty list of ids
 
 
 @SQLITE

@@ -30,8 +30,10 @@ from app import gunicorn_conf, ingest, queries
 from app.unit_of_work import write_transaction
 from app.export import COLUMNS
 from app.extensions import db
-from app.models import Conversation, DailyCount, Message, User
-from conftest import PASSWORD, ROOT, body_for, conversation_of, csrf_token, password_hash, signed_headers, wait_until
+from app.models import Message, User
+from conftest import (ONE_DATABASE, PASSWORD, ROOT, body_for, conversation_of, csrf_token, password_hash, signed_headers,
+                      wait_until)
+from helpers import Storm, assert_counters_match_messages, post_callback, replay_unacked, stored_msg_ids, storm_plan
 
 pytestmark = pytest.mark.slow
 
@@ -41,124 +43,11 @@ LOG_ALARMS = ("database is locked", "Traceback", "Error handling request", "Oper
 SLOW = 10.0  # seconds: far above a healthy answer, far below a client giving up
 
 
-# --- the provider: many keep-alive connections posting signed callbacks ---------------------
-
-def storm_plan(requests: int, prefix: str, senders: int = 40) -> list[tuple[str, bytes]]:
-    """`requests` signed callbacks, a fifth of them repeats of a msg_id.
-
-    Each repeat comes right after its original, so the two are dealt to neighbouring
-    connections at the same position and arrive at the same time.
-    """
-    repeats = requests // 5
-    plan = []
-    for n in range(requests - repeats):
-        msg_id = f"{prefix}-{n}"
-        body = body_for(msg_id=msg_id, sender=f"+3725{n % senders:05d}", text=f"storm message {n}")
-        plan.append((msg_id, body))
-        if n % 4 == 0 and n // 4 < repeats:
-            plan.append((msg_id, body))  # the provider's retry, byte for byte
-    assert len(plan) == requests
-    return plan
-
-
-class Storm:
-    """Send a plan over `connections` concurrent keep-alive connections; record every answer.
-
-    An answer is (msg_id, HTTP status or None when none came, "stored"/"duplicate" or the error).
-    A connection that breaks is replaced and the storm goes on, as the provider would.
-    """
-
-    def __init__(self, port: int, plan: list[tuple[str, bytes]], connections: int = 32,
-                 timeout: float = 30.0):
-        self.port, self.timeout = port, timeout
-        self.lanes = [plan[lane::connections] for lane in range(connections)]
-        self.answers: list[tuple[str, int | None, str]] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.send_lane, args=(lane,)) for lane in self.lanes]
-        self.seconds = 0.0
-        self.latencies: list[float] = []  # of the requests that got an answer
-
-    def latency(self, share: float) -> float:
-        """The time within which `share` of the answered requests were answered, in seconds."""
-        ordered = sorted(self.latencies)
-        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 3)
-
-    def start(self) -> "Storm":
-        self.started = time.monotonic()
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def join(self) -> "Storm":
-        for thread in self.threads:
-            thread.join(timeout=300)
-            assert not thread.is_alive(), "a storm connection hung"
-        self.seconds = time.monotonic() - self.started
-        return self
-
-    def run(self) -> "Storm":
-        return self.start().join()
-
-    def answered(self) -> int:
-        with self.lock:
-            return len(self.answers)
-
-    def wait_until_answered(self, count: int, limit: float = 120):
-        self.wait_until(lambda answers: len(answers) >= count, limit)
-
-    def wait_until(self, condition, limit: float = 120):
-        """Until condition(answers so far) holds; AssertionError after `limit` seconds."""
-        def holds() -> bool:
-            with self.lock:
-                return condition(list(self.answers))
-
-        wait_until(holds, lambda: f"the storm's condition, with {self.answered()} answers", timeout=limit, interval=0.01)
-
-    def send_lane(self, lane):
-        connection = None
-        for msg_id, body in lane:
-            started = time.monotonic()
-            try:
-                if connection is None:
-                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-                answer = post_callback(connection, msg_id, body)
-                self.latencies.append(time.monotonic() - started)
-            except (OSError, http.client.HTTPException) as exc:
-                if connection is not None:
-                    connection.close()
-                connection = None
-                answer = (msg_id, None, exc.__class__.__name__)
-            with self.lock:
-                self.answers.append(answer)
-        if connection is not None:
-            connection.close()
-
-
-def post_callback(connection: http.client.HTTPConnection, msg_id: str, body: bytes):
-    connection.request("POST", "/callbacks/inbound", body, signed_headers(body))
-    response = connection.getresponse()
-    payload = response.read()
-    if response.status == 200:
-        return msg_id, 200, json.loads(payload)["status"]
-    return msg_id, response.status, payload[:200].decode(errors="replace")
-
-
-def replay_unacked(port: int, plan: list[tuple[str, bytes]], answers) -> list[tuple[str, int | None, str]]:
-    """Send again, one by one, every msg_id that never got a 200: what the provider's retries do."""
-    acked = {msg_id for msg_id, status, _ in answers if status == 200}
-    bodies = dict(plan)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        return [post_callback(connection, msg_id, bodies[msg_id]) for msg_id in bodies if msg_id not in acked]
-    finally:
-        connection.close()
+# The provider (many keep-alive connections posting signed callbacks: Storm, storm_plan) is in
+# helpers.py, for tests/test_faults.py too.
 
 
 # --- what the database holds -------------------------------------------------------------
-
-def stored_msg_ids(app) -> Counter:
-    with app.app_context():
-        return Counter(db.session.scalars(sa.select(Message.msg_id)))
 
 
 def messages_in_id_order(app) -> list[str]:
@@ -169,30 +58,6 @@ def messages_in_id_order(app) -> list[str]:
 def message_count(app) -> int:
     with app.app_context():
         return db.session.scalar(sa.select(sa.func.count()).select_from(Message))
-
-
-def assert_counters_match_messages(app, unread_untouched: bool = True):
-    """Each conversation's counters and latest message agree with its messages; so does the chart."""
-    with app.app_context():
-        actual = {
-            sender: (count, newest)
-            for sender, count, newest in db.session.execute(
-                sa.select(Message.sender, sa.func.count(), sa.func.max(Message.id)).group_by(Message.sender)
-            )
-        }
-        conversations = list(db.session.scalars(sa.select(Conversation)))
-        daily_total = db.session.scalar(sa.select(sa.func.sum(DailyCount.count))) or 0
-    assert {c.sender for c in conversations} == set(actual)
-    for conversation in conversations:
-        count, newest = actual[conversation.sender]
-        assert conversation.message_count == count, conversation.sender
-        assert conversation.last_message_id == newest, conversation.sender
-        if unread_untouched:
-            assert conversation.unread_count == count, conversation.sender
-    total = sum(count for count, _ in actual.values())
-    if unread_untouched:
-        assert sum(c.unread_count for c in conversations) == total
-    assert daily_total == total
 
 
 def assert_quiet_log(server):
@@ -482,13 +347,8 @@ def test_stalled_and_silent_connections_do_not_stop_others(app, user, server_fac
            slowest_page_seconds=round(slowest_page, 2))
 
 
-def skip_on_postgresql(app):
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("a property of the HTTP server, not of the database: the SQLite leg covers it")
-
-
+@ONE_DATABASE  # a property of the HTTP server, not of the database
 def test_more_stalled_clients_than_threads_do_not_delay_others(app, server_factory):
-    skip_on_postgresql(app)
     server = server_factory(workers=1, threads=2)
     hanging = [open_stalled_body(server.port, f"stalled-{n}") for n in range(4)]
     try:
@@ -540,8 +400,8 @@ def misbehave(port: int, start: bytes, trickle: bytes, stop: threading.Event):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", SLOW_CLIENT_KINDS)
+@ONE_DATABASE  # a property of the HTTP server, not of the database
 def test_slow_clients_of_each_kind_do_not_stop_pages_or_callbacks(app, user, server_factory, kind):
-    skip_on_postgresql(app)
     server = server_factory(workers=2, threads=THREADS)  # far fewer threads than slow clients
     reader = Reader(server).login()
     reader.timeout = SLOW

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
-from html import unescape
 
 import pytest
 import sqlalchemy as sa
@@ -23,24 +22,8 @@ from app.models import Job, Message
 from app.models import Server as ServerRow
 
 from conftest import (PASSWORD, AuthActions, Browser, Server, body_for, close_app, conversation_of, flask_process,
-                      make_app,
-                      signed_headers, wait_until)
-
-CUSTOMER = "+37255512345"
-OUR_NUMBER = "+37250000000"
-
-
-@pytest.fixture
-def reply_app(database_url, messente, user_row):
-    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
-                   MESSENTE_API_PASSWORD="api-password", MESSENTE_READ_TIMEOUT=0.5,
-                   MESSENTE_CONNECT_TIMEOUT=0.5, PUBLIC_URL="https://inbox.example.com")
-    with app.app_context():
-        db.create_all()
-        user_row()
-    runner.start(app)  # as every server process does
-    yield app
-    close_app(app)
+                      make_app, wait_until)
+from helpers import CUSTOMER, OUR_NUMBER, deliver, replies_in, reply_form, send_reply, thread_path, wait_for_status
 
 
 @pytest.fixture
@@ -62,56 +45,6 @@ def run_jobs_at(app, moment: datetime) -> None:
     app.now["moment"] = moment
     with app.app_context():
         jobs.run_due(moment)
-
-
-@pytest.fixture
-def person(reply_app):
-    client = reply_app.test_client()
-    assert AuthActions(client).login().status_code == 302
-    return client
-
-
-def deliver(app, **fields) -> None:
-    body = body_for(**{"sender": CUSTOMER, "recipient": OUR_NUMBER, **fields})
-    response = app.test_client().post("/callbacks/inbound", data=body, headers=signed_headers(body))
-    assert response.status_code == 200, response.json
-
-
-def thread_path(app, sender: str = CUSTOMER) -> str:
-    with app.app_context():
-        return f"/conversations/{conversation_of(sender).id}"
-
-
-def reply_form(html: str) -> dict:
-    form = re.search(r'<form method="post" action="([^"]+/replies)".*?</form>', html, re.S)
-    assert form, "no reply box on the page"
-    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form.group(0)))
-    return {"action": unescape(form.group(1)), **{name: unescape(value) for name, value in fields.items()}}
-
-
-def send_reply(person, app, text: str, **choices) -> dict:
-    path = thread_path(app)
-    form = reply_form(person.get(path).text)
-    action = form.pop("action")
-    response = person.post(action, data={**form, "text": text, **choices}, headers={"HX-Request": "true"})
-    assert response.status_code == 200, response.text
-    return form
-
-
-def replies_in(app) -> list[Message]:
-    with app.app_context():
-        found = db.session.scalars(sa.select(Message).where(Message.direction == "out").order_by(Message.id)).all()
-        db.session.expunge_all()
-        return found
-
-
-def wait_for_status(app, status: str, count: int = 1, timeout: float = 10.0) -> list[Message]:
-    def became() -> list[Message] | None:
-        found = replies_in(app)
-        return found if len(found) >= count and all(reply.status == status for reply in found[:count]) else None
-
-    return wait_until(became, lambda: f"replies become {status!r}: {[(r.status, r.problem) for r in replies_in(app)]}",
-                      timeout=timeout, interval=0.02)
 
 
 def test_a_reply_reaches_the_api_once_with_the_right_body_and_credentials(reply_app, person, messente):

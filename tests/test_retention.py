@@ -15,8 +15,7 @@ from app.models import (AuditEvent, Conversation, DeadLetter, LoginThrottle, Mes
 from app.unit_of_work import write_transaction
 
 from conftest import body_for, close_app, conversation_of, make_app, signed_headers
-from test_admin import admin, post  # noqa: F401 (fixtures)
-from test_auth import Clock
+from helpers import Clock, from_address, post
 
 OLD, BOTH, NEW = "+37255500001", "+37255500002", "+37255500003"
 
@@ -116,7 +115,6 @@ def test_the_audit_trail_keeps_its_own_days_and_records_each_purge(app, clock, u
 
 
 def test_expired_login_rows_go_too(app, clock, user):
-    from test_auth import from_address
     from_address(app, "192.0.2.7").login("alice", "wrong password")
     assert count(app, LoginThrottle) == 3  # by name and address, by address, by account
     clock.advance(days=2)

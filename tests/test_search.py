@@ -9,9 +9,9 @@ from app.extensions import db
 from app.models import Message
 from app.unit_of_work import write_transaction
 
-from test_query_plans import statements_run
 
 from conftest import body_for, close_app, conversation_of, flask_command, make_app
+from helpers import statements_run
 
 TEXTS = {
     "order": "Tere! Kas minu Tellimus 4418 on juba teel? 📦",

@@ -12,7 +12,7 @@ from app.extensions import db
 from app.models import AuditEvent, BackupCode, User
 
 from conftest import PASSWORD, AuthActions, add_user
-from test_auth import Clock, from_address
+from helpers import Clock, from_address
 
 
 @pytest.fixture

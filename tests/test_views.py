@@ -11,7 +11,7 @@ from app.list_views import ListFilter
 from app.models import Conversation
 
 from conftest import body_for, csrf_token
-from test_query_plans import seeded  # noqa: F401  (a fixture: demo data)
+from helpers import plans_of_requests, text_index_reads
 
 SUPPORT, SALES = "+37250000001", "+37250000002"
 TO_SUPPORT, TO_SALES = "to=%2B37250000001", "to=%2B37250000002"  # as a form sends them
@@ -154,7 +154,6 @@ def test_counts_are_counted_once_per_change_number(app, inbox):
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_every_view_and_filter_reads_through_an_index(app, client, auth, seeded):
     """No view, filter or count reads a whole table or sorts a whole result (see test_query_plans)."""
-    from test_query_plans import plans_of_requests, text_index_reads  # the plan checker, shared
 
     with app.app_context():
         db.session.execute(sa.update(Conversation).where(Conversation.id % 7 == 0).values(status="done"))
