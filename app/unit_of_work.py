@@ -29,7 +29,8 @@ from .models import ChangeCounter
 
 LOCK_POLL_FIRST, LOCK_POLL_MOST = 0.001, 0.01  # seconds between tries for the write lock file
 
-# Any constant shared by every instance: PostgreSQL writers queue on this advisory lock.
+# Any constant shared by every instance: PostgreSQL writers queue on this advisory lock, one per
+# schema (advisory locks are database-wide; apps in other schemas of one database don't wait).
 WRITE_LOCK_KEY = 0x5D5_1B0C
 
 
@@ -86,6 +87,11 @@ def lock_wait_seconds() -> float:
     return current_app.config.get("WRITE_LOCK_WAIT_SECONDS", WRITE_LOCK_WAIT_SECONDS)
 
 
+def write_lock() -> sa.ColumnElement:
+    """PostgreSQL: take the writers' advisory lock of this schema, until the transaction ends."""
+    return sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY, sa.func.hashtext(sa.func.current_schema()))
+
+
 def _begin_holding_lock(session: Session, queue_with_writers: bool = True) -> None:
     """Begin a write: SQLite's write lock (waiting busy_timeout); on PostgreSQL a lock timeout
     of `lock_wait_seconds()` and, with `queue_with_writers`, the writers' advisory lock."""
@@ -94,7 +100,7 @@ def _begin_holding_lock(session: Session, queue_with_writers: bool = True) -> No
     else:
         session.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_wait_seconds() * 1000)}ms'"))
         if queue_with_writers:
-            session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+            session.execute(sa.select(write_lock()))
 
 
 @contextmanager

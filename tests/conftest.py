@@ -86,8 +86,14 @@ def fresh_database(kind: str, tmp_path: Path, name: str = "test"):
     try:
         yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema},public"
     finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        for attempt in range(3):  # autovacuum on one of its tables can make the drop a deadlock's victim
+            try:
+                with admin.begin() as connection:
+                    connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+                break
+            except sa.exc.OperationalError as exc:
+                if "deadlock detected" not in str(exc) or attempt == 2:
+                    raise
         admin.dispose()
 
 

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 
 from app import gunicorn_conf
 from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
-from app.unit_of_work import WRITE_LOCK_KEY
 
 from conftest import (PASSWORD, ROOT, Browser, Server, add_user, body_for, close_app, flask_command, free_port,
                       make_app, wait_until)
@@ -96,13 +95,14 @@ def test_a_deploy_in_the_middle_of_a_burst_loses_nothing(app, server_factory):
 HOLDER = """
 import sys
 import sqlalchemy as sa
-url, key = sys.argv[1], int(sys.argv[2])
+from app.unit_of_work import write_lock
+url = sys.argv[1]
 engine = sa.create_engine(url)
 with engine.connect() as connection:
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")  # as an admin's sqlite3 shell would
     else:
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))  # as a long copy-db would
+        connection.execute(sa.select(write_lock()))  # as a long copy-db would
     print("holding", flush=True)
     sys.stdin.readline()  # until the test says so
     connection.rollback()
@@ -111,8 +111,8 @@ with engine.connect() as connection:
 
 def test_a_write_lock_held_too_long_makes_callbacks_503_within_a_bound(app, server_factory):
     server = server_factory(workers=2)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, app.config["SQLALCHEMY_DATABASE_URI"],
-                               str(WRITE_LOCK_KEY)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, app.config["SQLALCHEMY_DATABASE_URI"]],
+                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     plan = storm_plan(40, "locked")
     storm = Storm(server.port, plan, connections=8, timeout=60)
     try:
