@@ -485,12 +485,20 @@ def test_a_second_writer_waits_for_the_first_instead_of_failing(app):
 
 
 def wait_until_a_writer_waits_for_the_lock(app, timeout: float = 10.0) -> None:
-    """Until the kernel (SQLite's lock file) or PostgreSQL (its advisory lock) shows a waiter."""
+    """Until a second writer of this process has the lock file open, trying for it (SQLite), or
+    PostgreSQL shows a waiter for its advisory lock."""
     url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() == "sqlite":
-        inode = os.stat(Path(url.database).with_suffix(".write-lock")).st_ino
-        waiting = lambda: any(" -> FLOCK " in line and f":{inode} " in line
-                              for line in Path("/proc/locks").read_text().splitlines())
+        lock_file = str(Path(url.database).with_suffix(".write-lock").resolve())
+
+        def waiting():
+            opened = 0
+            for descriptor in Path("/proc/self/fd").iterdir():
+                try:
+                    opened += os.readlink(descriptor) == lock_file
+                except OSError:  # closed meanwhile
+                    pass
+            return opened >= 2  # the holder's and the waiter's
     else:
         def waiting():
             with app.app_context():
