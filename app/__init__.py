@@ -6,8 +6,9 @@ from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import config
-from .extensions import configure_engine, csrf, db, engine_options, login_manager, migrate
+from app import config
+from app import extensions  # `extensions.db`: the name `app.db` is the package of models
+from app.extensions import configure_engine, csrf, engine_options, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,16 +37,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     lock_wait_seconds = app.config["WRITE_LOCK_WAIT_SECONDS"]
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS",
                           engine_options(app.config["SQLALCHEMY_DATABASE_URI"], lock_wait_seconds))
-    db.init_app(app)
+    extensions.db.init_app(app)
     with app.app_context():
-        configure_engine(db.engine, lock_wait_seconds)
-    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+        configure_engine(extensions.db.engine, lock_wait_seconds)
+    migrate.init_app(app, extensions.db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import admin, retention  # noqa: F401 (retention and replies register their kinds of job)
-    from . import auth, callback, cli, inbox, replies, saved_replies  # noqa: F401
-    from .request_args import IdConverter
+    from app.admin import routes as admin
+    from app.privacy import retention  # noqa: F401 (retention and replies register their kinds of job)
+    from app.accounts import routes as auth
+    from app.callbacks import routes as callback
+    from app.ops import cli
+    from app.inbox import routes as inbox
+    from app import replies
+    from app.replies import saved_replies  # noqa: F401
+    from app.web.request_args import IdConverter
 
     app.url_map.converters["int"] = IdConverter  # ids beyond their column's range are 404s
     app.register_blueprint(callback.bp)

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .extensions import WRITE_LOCK_WAIT_SECONDS
+from app.extensions import WRITE_LOCK_WAIT_SECONDS
 
 MAX_CALLBACK_BYTES = 64 * 1024
 

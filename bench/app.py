@@ -5,7 +5,9 @@ Only the benchmarks serve these routes (gunicorn: 'bench.app:create_bench_app()'
 """
 from flask import current_app, request
 
-from app import auth, create_app, ingest, signing
+from app.accounts import routes as auth
+from app import create_app
+from app.callbacks import ingest, signing
 from app.extensions import csrf
 
 NOOP = "/bench/noop"

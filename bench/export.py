@@ -17,7 +17,7 @@ from sqlalchemy.dialects import sqlite
 
 from app.export import csv_chunks, export_query, xlsx_file
 from app.extensions import db
-from app.models import Message
+from app.db.models import Message
 
 from .data import bench_app
 from .report import Row, size_label

@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app import server as make_run_server
-from app import signing
+from app.callbacks import signing
 
 from .app import INBOUND_WITHOUT_GROUP_COMMIT, NOOP
 from .data import SECRET, Server, fresh_database

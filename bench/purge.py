@@ -14,7 +14,10 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from app import clock, demo, retention, signing
+from app import clock
+from app.ops import demo
+from app.privacy import retention
+from app.callbacks import signing
 from app.extensions import db
 
 from . import ingest

@@ -14,9 +14,9 @@ import time
 import sqlalchemy as sa
 
 from app import accounts, contacts
-from app.unit_of_work import write_transaction
+from app.db.unit_of_work import write_transaction
 from app.extensions import db
-from app.models import Conversation
+from app.db.models import Conversation
 
 from .app import NOOP_LOGGED_IN
 from .data import bench_app

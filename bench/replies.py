@@ -14,10 +14,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app import accounts, demo, replies
+from app import accounts, replies
+from app.ops import demo
 from app.extensions import db
-from app.models import Conversation, Message
-from app.unit_of_work import write_transaction
+from app.db.models import Conversation, Message
+from app.db.unit_of_work import write_transaction
 
 from . import ingest
 from .data import ROOT, Server, bench_app, fresh_database

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from flask import Response, request
 
 from app import server as make_run_server
-from app import signing
+from app.callbacks import signing
 
 from .data import SECRET, Server, fresh_database
 from .report import Row
@@ -99,7 +99,8 @@ CANDIDATES = {
 
 def create_app_with_wait_route():
     """The app plus WAIT, which holds its thread for ?seconds= (at most 10) like a reply send."""
-    from app import auth, create_app
+    from app.accounts import routes as auth
+    from app import create_app
     app = create_app()
 
     @app.get(WAIT, endpoint="bench_wait")
@@ -343,7 +344,7 @@ def rows_for(name: str, results: dict, clients: int, seconds: float) -> list[Row
 def mixed_load(command, workdir: Path, name: str, log, pollers: int = 300, waits: int = 40,
                seconds: float = 12.0) -> dict:
     """Reply sends holding threads for 3 s, keep-alive pollers every 4 s, a page and exports."""
-    from app import demo
+    from app.ops import demo
     from app.extensions import db
     from .data import bench_app
     url = fresh_database(workdir, f"mixed-{name}")

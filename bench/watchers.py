@@ -21,10 +21,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from app import accounts, demo
+from app import accounts
+from app.ops import demo
 from app.config import defaults as config_defaults
 from app.extensions import db
-from app.unit_of_work import write_transaction
+from app.db.unit_of_work import write_transaction
 
 from . import ingest
 from .data import Server, bench_app, fresh_database

@@ -30,9 +30,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import accounts, create_app, demo, queries, signing
+from app import accounts, create_app
+from app.ops import demo
+from app.inbox import queries
+from app.callbacks import signing
 from app.extensions import db
-from app.models import Conversation, User
+from app.db.models import Conversation, User
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).parent / "vectors"
@@ -279,7 +282,7 @@ def free_port() -> int:
 
 
 class Server:
-    """The server as `make run` starts it (app/server.py), in real worker processes on 127.0.0.1."""
+    """The server as `make run` starts it (app/server/__main__.py), in real worker processes on 127.0.0.1."""
 
     def __init__(self, database_url: str, workers: int = 2, threads: int = 8, port: int | None = None,
                  env: dict | None = None, access_log: str = "/dev/null"):

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from app import replies
 from app.extensions import db
-from app.models import Conversation, DailyCount, Message, User
+from app.db.models import Conversation, DailyCount, Message, User
 
 from conftest import AuthActions, body_for, conversation_of, signed_headers, wait_until
 

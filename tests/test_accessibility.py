@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from app import ingest
+from app.callbacks import ingest
 from app.extensions import db
 
 from conftest import PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
@@ -69,7 +69,7 @@ def site(tmp_path_factory):
 
 
 def ingest_conversation_id(sender: str) -> int:
-    from app.models import Conversation
+    from app.db.models import Conversation
     return db.session.scalar(db.select(Conversation.id).where(Conversation.sender == sender))
 
 

@@ -8,9 +8,10 @@ import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 
-from app import accounts, auth as auth_module, config
+from app import accounts, config
+from app.accounts import routes as auth_module
 from app.extensions import db
-from app.models import LoginThrottle, User
+from app.db.models import LoginThrottle, User
 
 from conftest import ONE_DATABASE, PASSWORD, ROOT, AuthActions, csrf_token, make_app
 from helpers import Clock, from_address

@@ -1,7 +1,7 @@
 """Ids in paths and query strings: a number no id column can hold is "no such page", never a 500."""
 import pytest
 
-from app.request_args import LARGEST_ID, LARGEST_INT
+from app.web.request_args import LARGEST_ID, LARGEST_INT
 
 from conftest import ONE_DATABASE
 

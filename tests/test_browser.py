@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from app import config, ingest
+from app import config
+from app.callbacks import ingest
 
 from conftest import PASSWORD, add_user, body_for, signed_headers
 from browser_helpers import (DESKTOP, LIVE, PHONE, assert_same_page, conversation_rows, deliver, download_rows,

@@ -9,7 +9,7 @@ import openpyxl
 import pytest
 from playwright.sync_api import expect
 
-from app import ingest
+from app.callbacks import ingest
 from app.extensions import db
 
 from conftest import body_for
@@ -28,7 +28,7 @@ def long_thread(app):
     with app.app_context():
         ingest.store_messages([ingest.parse_payload(body_for(msg_id=f"m{n}", sender=SENDER, text=text))
                                for n, text in enumerate(texts)])
-        from app.models import Message
+        from app.db.models import Message
         return db.session.scalar(db.select(Message.id).where(Message.msg_id == "m99"))
 
 

@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from app.extensions import db
-from app.models import AuditEvent
+from app.db.models import AuditEvent
 
 from browser_helpers import log_in
 

@@ -13,9 +13,10 @@ import urllib.request
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from app.extensions import db
-from app import clock, group_commit, ingest
-from app.ingest import clean_text
-from app.models import Conversation, DailyCount, DeadLetter, Message
+from app import clock
+from app.callbacks import group_commit, ingest
+from app.db.folding import clean_text
+from app.db.models import Conversation, DailyCount, DeadLetter, Message
 
 from conftest import SECRET, SIGNATURES, VECTORS, body_for, conversation_of, make_app, signed_headers
 

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app import accounts, clock, servers
+from app import accounts, clock
+from app.jobs import servers
 from app.extensions import db
-from app.models import ChangeCounter, Message, Server, User
-from app.unit_of_work import write_transaction
+from app.db.models import ChangeCounter, Message, Server, User
+from app.db.unit_of_work import write_transaction
 
 from conftest import AuthActions, add_user, body_for, csrf_token, flask_command, make_app, signed_headers
 
@@ -156,7 +157,7 @@ def test_commands_on_a_database_without_tables_say_what_to_run(database_url):
 
 def test_making_apps_leaves_each_command_wrapped_once(database_url):
     """Each app's factory wrapped the shared commands again: three apps, four layers."""
-    from app import cli
+    from app.ops import cli
     from conftest import make_app
 
     def layers(command) -> int:
@@ -219,7 +220,7 @@ def test_commands_print_the_address_the_server_is_really_at(app, database_url):
 
 def test_send_test_message_can_send_a_delivery_report_for_the_newest_reply(app, user, server_factory):
     from app import replies
-    from app.models import Message
+    from app.db.models import Message
     from conftest import conversation_of
     env = {"MESSENTE_API_USERNAME": "api-user", "MESSENTE_API_PASSWORD": "api-password",
            "MESSENTE_API_URL": "http://127.0.0.1:9/v1"}

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from app import contacts
 from app.extensions import db
-from app.models import CONTACT_NAME_LENGTH, Conversation
+from app.db.models import CONTACT_NAME_LENGTH, Conversation
 
 from conftest import body_for, csrf_token
 

@@ -8,10 +8,12 @@ import subprocess
 import pytest
 import sqlalchemy as sa
 
-from app import copying, jobs, queries
+from app.ops import copying
+from app import jobs
+from app.inbox import queries
 from app.extensions import db
-from app.models import Message, User
-from app.unit_of_work import write_transaction
+from app.db.models import Message, User
+from app.db.unit_of_work import write_transaction
 
 from conftest import (flask_command, flask_process, AuthActions, body_for, make_app, password_hash,
                       signed_headers, wait_until)
@@ -199,8 +201,8 @@ def test_ids_of_rows_deleted_before_the_copy_are_not_handed_out_again(tmp_path, 
         body = body_for(msg_id=f"m{n}", sender=sender)
         assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
     with app.app_context():
-        from app import retention
-        from app.models import Conversation
+        from app.privacy import retention
+        from app.db.models import Conversation
         erased = db.session.scalar(sa.select(Conversation.id).where(Conversation.sender == "+37255510003"))
         retention.erase_conversation(erased)
         db.engine.dispose()
@@ -214,7 +216,7 @@ def test_ids_of_rows_deleted_before_the_copy_are_not_handed_out_again(tmp_path, 
         assert target_client.post("/callbacks/inbound", data=body,
                                   headers=signed_headers(body)).json == {"status": "stored"}
         with target.app_context():
-            from app.models import Conversation
+            from app.db.models import Conversation
             new = db.session.execute(sa.select(Conversation.id, Conversation.last_message_id)
                                      .where(Conversation.sender == "+37255510004")).one()
         assert new == (erased + 1, 4)  # neither the erased conversation's id nor its message's (3)

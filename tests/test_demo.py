@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import demo, ingest, search
+from app.ops import demo
+from app.callbacks import ingest
+from app.db import folding
+from app.inbox import search
 from app.extensions import db
-from app.models import Conversation, ConversationRecipient, DailyCount, Message
+from app.db.models import Conversation, ConversationRecipient, DailyCount, Message
 
 from conftest import body_for, conversation_of, flask_process, signed_headers, wait_until
 
@@ -32,7 +35,7 @@ def assert_consistent() -> None:
         assert (conversation.message_count, conversation.last_message_id) == (count, newest), sender
         assert (conversation.last_sent_at, conversation.channel) == (last.sent_at, last.channel)
         assert conversation.last_text == last.text[:160]
-        assert conversation.sender_key == ingest.search_key(sender)
+        assert conversation.sender_key == folding.search_key(sender)
         assert 0 <= conversation.unread_count <= count
     received_days = Counter(moment.date() for moment in db.session.scalars(sa.select(Message.received_at)))
     assert dict(db.session.execute(sa.select(DailyCount.day, DailyCount.count)).all()) == received_days
@@ -150,7 +153,7 @@ def test_seed_demo_into_an_empty_inbox_while_the_server_serves_and_writes(app, s
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # seed-demo meets the lock: it is inside its write transaction (it has the write-lock file
-        # open, app/unit_of_work.py), and SQLite's busy handler has it sleeping until the lock is free.
+        # open, app/db/unit_of_work.py), and SQLite's busy handler has it sleeping until the lock is free.
         wait_until(lambda: seeding.poll() is not None
                    or (has_open(seeding.pid, path.with_suffix(".write-lock")) and sleeping(seeding.pid)),
                    "seed-demo waits for the write lock", timeout=60)

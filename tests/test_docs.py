@@ -3,9 +3,10 @@ import json
 import re
 from unittest import mock
 
-from app import config, signing
+from app import config
+from app.callbacks import signing
 from app.extensions import db
-from app.models import Message
+from app.db.models import Message
 
 from conftest import API_PASSWORD, ROOT
 from helpers import a_sent_reply

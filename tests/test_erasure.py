@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import audit, optouts, replies, retention
+from app import audit, replies
+from app.contacts import optouts
+from app.privacy import retention
 from app.extensions import db
-from app.models import (AuditEvent, Conversation, DeadLetter, Message, OptOut, Suppression,
-                        UnmatchedDeliveryReport)
-from app.unit_of_work import write_transaction
+from app.db.models import AuditEvent, Conversation, DeadLetter, Message, OptOut, Suppression, UnmatchedDeliveryReport
+from app.db.unit_of_work import write_transaction
 
 from conftest import Browser, PASSWORD, body_for, conversation_of, wait_until
 from helpers import post

@@ -53,7 +53,7 @@ def test_replies_are_exported_with_their_direction_and_status(app, export, deliv
         replies.record(first, conversation.id, "sent", omnimessage_id="omni-1")
         second = replies.queue_reply(conversation, "=1+1", "sms", None, 1, "b" * 16)
         replies.record(second, conversation.id, "failed", problem="Invalid data")
-    from app import delivery
+    from app.replies import delivery
     with app.app_context():
         delivery.apply_report(delivery.Report("omni-1", "DELIVRD", None))
     rows = export()[1:]
@@ -66,7 +66,8 @@ def test_replies_are_exported_with_their_direction_and_status(app, export, deliv
 
 def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(app, client, export, deliver):
     from datetime import datetime, timedelta
-    from app import contacts, delivery, replies
+    from app import contacts, replies
+    from app.replies import delivery
     deliver(body_for(msg_id="m1", sender="+3725550001", recipient="+37250000000", text="Tere!",
                      time="2024-06-01T08:00:00.123456Z"))
     with app.app_context():
@@ -239,7 +240,7 @@ def test_export_links_in_the_pages(app, client, export, deliver):
 
 
 def test_a_large_export_streams_in_chunks(client, export, deliver, app):
-    from app import ingest
+    from app.callbacks import ingest
     with app.app_context():
         ingest.store_messages([ingest.parse_payload(body_for(msg_id=f"bulk-{n}")) for n in range(3000)])
     with client.get("/export.csv") as response:

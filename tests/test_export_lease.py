@@ -3,9 +3,10 @@ from datetime import UTC, timedelta
 
 import pytest
 
-from app import clock, leases
+from app import clock
+from app.jobs import leases
 from app.extensions import db
-from app.models import Lease
+from app.db.models import Lease
 
 from conftest import AuthActions, add_user, body_for, close_app, make_app
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import gunicorn_conf
+from app.server import worker
 from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
 
 from conftest import (PASSWORD, ROOT, Browser, Server, add_user, body_for, close_app, flask_command, free_port,
@@ -77,14 +77,14 @@ def test_a_deploy_in_the_middle_of_a_burst_loses_nothing(app, server_factory):
     storm.wait_until_answered(150)
     stopping = time.monotonic()
     server.process.send_signal(signal.SIGTERM)  # what systemd and container platforms send
-    server.process.wait(timeout=gunicorn_conf.graceful_timeout + 10)
+    server.process.wait(timeout=worker.graceful_timeout + 10)
     exited_after = time.monotonic() - stopping
     storm.join()  # the rest finds the port closed: refused cleanly, never half-answered
 
     restarted = server_factory(workers=2)
     replayed = settle(app, restarted.port, plan, storm.answers)
     figures = assert_nothing_lost_or_doubled(app, plan, storm.answers, replayed)
-    assert exited_after < gunicorn_conf.graceful_timeout + 2
+    assert exited_after < worker.graceful_timeout + 2
     assert server.process.returncode == 0  # a clean exit, not a kill
     record("deploy mid-burst", "SIGTERM to the server after 150 of 600 callbacks; a new server",
            backend_of(app), **figures, recovered_seconds=round(exited_after, 1))
@@ -293,7 +293,8 @@ def test_a_provider_time_years_off_is_shown_but_pins_nothing(app, client, auth, 
     assert order == sorted(order)
     # The chart counts messages by the day they arrived here: all three are today's.
     with app.app_context():
-        from app import clock, queries
+        from app import clock
+        from app.inbox import queries
         assert queries.daily_counts(days=1) == [(clock.now().date(), 3)]
     with app.app_context():
         from conftest import conversation_of

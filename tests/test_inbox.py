@@ -629,7 +629,7 @@ def csrf_token_of(html: str) -> str:
 
 
 def test_a_server_error_is_a_styled_500_page(database_url):
-    from app.auth import public
+    from app.accounts.routes import public
     from conftest import close_app, make_app
     app = make_app(database_url, PROPAGATE_EXCEPTIONS=False)
 
@@ -728,7 +728,7 @@ def test_a_sender_that_cannot_be_answered_is_called_what_it_is(client, inbox, se
                                    "/?q=%2B372+55%2F%3A%C3%BClle+%26x%3Dy&channel=sms&to=%2B37250000000&view=done&before=5"])
 def test_a_conversation_link_is_what_url_for_builds_with_the_lists_search_and_filters(app, query):
     from flask import url_for
-    from app.inbox import list_params, thread_url
+    from app.inbox.routes import list_params, thread_url
     with app.test_request_context(query):
         for args in ({}, {"around": 77}, {"before": 3, "saved_reply": 2}):
             assert thread_url(12345, **args) == url_for("inbox.thread", conversation_id=12345, **list_params(), **args)

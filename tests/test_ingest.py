@@ -1,9 +1,9 @@
 """ingest.store_messages on a batch, as group commit hands it over."""
 import sqlalchemy as sa
 
-from app import ingest
+from app.callbacks import ingest
 from app.extensions import db
-from app.models import DailyCount, Message
+from app.db.models import DailyCount, Message
 
 from conftest import body_for, conversation_of
 

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from app import jobs
 from app.extensions import db
 from app.jobs import rate_budget, runner
-from app.models import AuditEvent, ChangeCounter, Job, Server, Setting
-from app.unit_of_work import write_transaction
+from app.db.models import AuditEvent, ChangeCounter, Job, Server, Setting
+from app.db.unit_of_work import write_transaction
 
 from conftest import AuthActions, body_for, close_app, make_app, signed_headers, wait_until
 

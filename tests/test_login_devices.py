@@ -5,9 +5,9 @@ import sqlalchemy as sa
 
 from app import accounts
 from app.extensions import db
-from app.models import LoginThrottle
+from app.db.models import LoginThrottle
 
-from conftest import PASSWORD, AuthActions, add_user, close_app, make_app
+from conftest import AuthActions, add_user, close_app, make_app
 from helpers import Clock, from_address
 
 PERSON = "198.51.100.7"

@@ -1,4 +1,4 @@
-"""app/messente.py through a real fake Messente API on 127.0.0.1 (tests/fake_messente.py).
+"""app/replies/messente.py through a real fake Messente API on 127.0.0.1 (tests/fake_messente.py).
 
 Nothing here patches the library: every call goes over HTTP to the fake, which parses what
 arrives with the library's own models. No database is needed, so the `app` fixture isn't used.
@@ -13,7 +13,7 @@ from base64 import b64encode
 import pytest
 
 from app import config
-from app.messente import Done, Leg, Messente, Refused, Sent, Unconfirmed, from_config
+from app.replies.messente import Done, Leg, Messente, Refused, Sent, Unconfirmed, from_config
 from fake_messente import FakeMessente
 
 TO = "+37255512345"

@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from app.extensions import db
-from app.models import Conversation, ConversationRecipient, DeadLetter, Message, OptOut
+from app.db.models import Conversation, ConversationRecipient, DeadLetter, Message, OptOut
 
 from conftest import ROOT, body_for, close_app, conversation_of, flask_command, fresh_database, make_app, signed_headers
 
@@ -374,7 +374,8 @@ def test_ids_are_never_handed_out_again_after_the_upgrade(database_url, engine):
         assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
 
     with app.app_context():
-        from app import queries, retention, search
+        from app.inbox import queries, search
+        from app.privacy import retention
         assert db.session.execute(sa.select(Message.id, Message.text).order_by(Message.id)).all() == [
             (1, "Tere zebra"), (2, "Kas pood on avatud?")]
         assert [hit.id for hit in search.search_messages("zebra")[0]] == [1]

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Conversation, DailyCount, Message
+from app.db.models import Conversation, DailyCount, Message
 
 from conftest import PASSWORD, Browser, body_for, csrf_token, signed_headers
 
@@ -150,8 +150,8 @@ def test_replies_queued_while_two_instances_run_are_each_sent_once_within_one_ra
     """Every worker of both instances runs jobs: each reply goes once, all within one rate budget,
     and each instance's runners heartbeat on its own row (the admin's Jobs page)."""
     from app import replies
-    from app.models import Server
-    from app.unit_of_work import write_transaction
+    from app.db.models import Server
+    from app.db.unit_of_work import write_transaction
     from conftest import conversation_of, wait_until
 
     settings = {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",

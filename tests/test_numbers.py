@@ -5,9 +5,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import example, given, strategies as st
 
-from app import numbers
+from app.db import numbers
 from app.extensions import db
-from app.models import Conversation, ConversationRecipient, Message
+from app.db.models import Conversation, ConversationRecipient, Message
 
 from conftest import body_for
 

@@ -4,9 +4,10 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from app import audit, optouts, replies
+from app import audit, replies
+from app.contacts import optouts
 from app.extensions import db
-from app.models import AuditEvent, OptOut, Suppression
+from app.db.models import AuditEvent, OptOut, Suppression
 
 from conftest import ONE_DATABASE, body_for, conversation_of
 from helpers import post

@@ -14,10 +14,12 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from app import contacts, demo, export, queries
+from app import contacts, export
+from app.ops import demo
+from app.inbox import queries
 from app.extensions import db
-from app.list_views import ListFilter
-from app.models import Conversation
+from app.inbox.list_views import ListFilter
+from app.db.models import Conversation
 
 from helpers import plans_of_requests, postgresql_plan, sqlite_plan, statements_run, text_index_reads, unindexed_reads
 
@@ -154,7 +156,7 @@ def test_postgresql_poll_and_thread_use_indexes(app, seeded):
 @pytest.fixture
 def texts(app):
     """Two thousand messages, one of them the only one to hold "zqx"."""
-    from app import ingest
+    from app.callbacks import ingest
     from conftest import body_for
     words = ["tere", "tellimus", "pakk", "order", "parcel", "homme", "kell", "aitäh", "café"]
     rng = random.Random(7)
@@ -166,7 +168,7 @@ def texts(app):
 
 
 def search_statement(app, query: str):
-    from app import search
+    from app.inbox import search
     with statements_run(app) as statements, app.app_context():
         hits, _ = search.search_messages(query)
     [(statement, parameters)] = statements
@@ -198,7 +200,7 @@ def test_postgresql_text_search_uses_the_trigram_index(app, texts):
 
 
 def grouped_search_statements(app, query: str):
-    from app import search
+    from app.inbox import search
     with statements_run(app) as statements, app.app_context():
         found, _ = search.search_conversations(query, limit=20)
     return found, statements

@@ -26,11 +26,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import gunicorn_conf, ingest, queries
-from app.unit_of_work import write_transaction
+from app.server import worker
+from app.callbacks import ingest
+from app.inbox import queries
+from app.db.unit_of_work import write_transaction
 from app.export import COLUMNS
 from app.extensions import db
-from app.models import Message, User
+from app.db.models import Message, User
 from conftest import (ONE_DATABASE, PASSWORD, ROOT, body_for, conversation_of, csrf_token, password_hash, signed_headers,
                       wait_until)
 from helpers import Storm, assert_counters_match_messages, post_callback, replay_unacked, stored_msg_ids, storm_plan
@@ -314,7 +316,7 @@ def wait_until_accepted(port: int, count: int, limit: float = 10):
                lambda: f"{accepted_connections(port)} of {count} connections accepted", timeout=limit, interval=0.02)
 
 
-# The server (app/gunicorn_conf.py's WholeRequestWorker) reads each request whole in its event
+# The server (app/server/worker.py's WholeRequestWorker) reads each request whole in its event
 # loop before a thread runs it, so stalled and silent connections hold no thread at all.
 STALLED_BODIES, SILENT_CONNECTIONS, THREADS = 3, 4, 8
 
@@ -361,7 +363,7 @@ def test_more_stalled_clients_than_threads_do_not_delay_others(app, server_facto
         still_hanging = not select.select(hanging, [], [], 0)[0]  # none answered or closed yet
         # The stalled ones are answered 408 when their time is up, and closed.
         for sock in hanging:
-            sock.settimeout(gunicorn_conf.REQUEST_SECONDS + 5)
+            sock.settimeout(worker.REQUEST_SECONDS + 5)
         stalled_answers = [sock.recv(12) for sock in hanging]
     finally:
         for sock in hanging:

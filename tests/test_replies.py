@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from app import jobs, replies
 from app.jobs import runner
 from app.extensions import db
-from app.unit_of_work import write_transaction
-from app.models import Job, Message
-from app.models import Server as ServerRow
+from app.db.unit_of_work import write_transaction
+from app.db.models import Job, Message
+from app.db.models import Server as ServerRow
 
 from conftest import (PASSWORD, AuthActions, Browser, Server, body_for, close_app, conversation_of, flask_process,
                       make_app, wait_until)
@@ -207,7 +207,7 @@ def test_a_queued_reply_is_not_sent_if_the_customer_opts_out_before_it_goes(cloc
 
 
 def replies_client(app):
-    from app import messente
+    from app.replies import messente
     return messente.from_config(app.config)
 
 
@@ -230,7 +230,7 @@ def test_a_person_can_opt_a_customer_out_and_back_in(reply_app, person):
     assert "Opt back in" in person.get(path).text and '/replies"' not in person.get(path).text
     assert person.post(path + "/opt-out", data={"csrf_token": token, "opted_out": "no"}).status_code == 303
     with reply_app.app_context():
-        from app import optouts
+        from app.contacts import optouts
         history = optouts.history(db.session, conversation_of(CUSTOMER).id)
         assert [(event.opted_out, event.user_id is not None) for event in history] == [(True, True), (False, True)]
 

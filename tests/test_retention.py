@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import demo, jobs, leases, queries, retention
+from app.ops import demo
+from app import jobs
+from app.jobs import leases
+from app.inbox import queries
+from app.privacy import retention
 from app.extensions import db
-from app.models import (AuditEvent, Conversation, DeadLetter, LoginThrottle, Message, OptOut,
-                        Suppression, UnmatchedDeliveryReport)
-from app.unit_of_work import write_transaction
+from app.db.models import AuditEvent, Conversation, DeadLetter, LoginThrottle, Message, OptOut, Suppression, UnmatchedDeliveryReport
+from app.db.unit_of_work import write_transaction
 
 from conftest import body_for, close_app, conversation_of, make_app, signed_headers
 from helpers import Clock, from_address, post
@@ -42,7 +45,7 @@ def history(app, clock, deliver, user):
             session.add(UnmatchedDeliveryReport(omnimessage_id="omni-old", status="DELIVRD", received_at=now))
             session.add(DeadLetter(received_at=now, reason="old", raw_body=b"{}", body_sha256="c" * 64))
             session.get(Conversation, old.id).message_count += 1  # as storing a reply counts it
-        from app import optouts
+        from app.contacts import optouts
         optouts.set_opted_out(old.id, True, 1)
     clock.advance(days=100)
     for sender in (BOTH, NEW):

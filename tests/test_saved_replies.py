@@ -5,9 +5,10 @@ from html import unescape
 import pytest
 import sqlalchemy as sa
 
-from app import contacts, saved_replies
+from app import contacts
+from app.replies import saved_replies
 from app.extensions import db
-from app.models import Conversation, SavedReply
+from app.db.models import Conversation, SavedReply
 
 from conftest import add_user, body_for, csrf_token
 

@@ -4,10 +4,13 @@ from html import unescape
 
 import sqlalchemy as sa
 
-from app import ingest, replies, search
+from app.callbacks import ingest
+from app import replies
+from app.db import folding
+from app.inbox import search
 from app.extensions import db
-from app.models import Message
-from app.unit_of_work import write_transaction
+from app.db.models import Message
+from app.db.unit_of_work import write_transaction
 
 
 from conftest import body_for, close_app, conversation_of, flask_command, make_app
@@ -40,13 +43,13 @@ def msg_id_of(message_id: int) -> str:
 
 
 def test_fold_drops_accents_and_case_and_unifies_forms():
-    assert search.fold("Tellimus") == "tellimus"
-    assert search.fold("Café CRÈME") == "cafe creme"
-    assert search.fold("Ülemiste šokolaad Žürii") == "ulemiste sokolaad zurii"
-    assert search.fold("Straße") == "strasse"
-    assert search.fold("ﬁne ２０２４ İstanbul") == "fine 2024 istanbul"
-    assert search.fold("Привет Ёлка") == "привет елка"
-    assert search.fold("📦 +372 (555)") == "📦 +372 (555)"
+    assert folding.fold("Tellimus") == "tellimus"
+    assert folding.fold("Café CRÈME") == "cafe creme"
+    assert folding.fold("Ülemiste šokolaad Žürii") == "ulemiste sokolaad zurii"
+    assert folding.fold("Straße") == "strasse"
+    assert folding.fold("ﬁne ２０２４ İstanbul") == "fine 2024 istanbul"
+    assert folding.fold("Привет Ёлка") == "привет елка"
+    assert folding.fold("📦 +372 (555)") == "📦 +372 (555)"
 
 
 def test_highlight_escapes_first_then_marks_every_match():

@@ -1,11 +1,11 @@
-"""app/sms_length.py against tests/vectors/sms-length.json (which the browser's counter shares)."""
+"""app/replies/sms_length.py against tests/vectors/sms-length.json (which the browser's counter shares)."""
 import json
 import math
 
 import pytest
 from hypothesis import given, strategies as st
 
-from app.sms_length import GSM7_BASIC, GSM7_EXTENSION, PER_PART, SINGLE, SmsLength, sms_parts
+from app.replies.sms_length import GSM7_BASIC, GSM7_EXTENSION, PER_PART, SINGLE, SmsLength, sms_parts
 from conftest import VECTORS
 
 CASES = json.loads((VECTORS / "sms-length.json").read_text(encoding="utf-8"))["cases"]

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import AuditEvent, BackupCode, User
+from app.db.models import AuditEvent, BackupCode, User
 
 from conftest import PASSWORD, AuthActions, add_user
 from helpers import Clock, from_address

@@ -10,10 +10,12 @@ from html import unescape
 import pytest
 import sqlalchemy as sa
 
-from app import accounts, audit, clock, retention, two_factor
+from app import accounts, audit, clock
+from app.privacy import retention
+from app.accounts import two_factor
 from app.extensions import db
-from app.models import AuditEvent, BackupCode, Conversation, LoginSession, LoginThrottle, Message, Setting, User
-from app.unit_of_work import write_transaction
+from app.db.models import AuditEvent, BackupCode, Conversation, LoginSession, LoginThrottle, Message, Setting, User
+from app.db.unit_of_work import write_transaction
 
 from conftest import (PASSWORD, AuthActions, add_user, body_for, close_app, conversation_of, make_app,
                       signed_headers, wait_until)

@@ -41,10 +41,10 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session, aliased
 
-from .. import clock
-from ..extensions import db
-from ..models import Job
-from ..unit_of_work import write_transaction
+from app import clock
+from app.extensions import db
+from app.db.models import Job
+from app.db.unit_of_work import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def enqueue(kind_name: str, payload: dict | None = None, due_at: datetime | None
 @sa.event.listens_for(Session, "after_commit")
 def _wake_after_commit(session: Session) -> None:
     if session.info.pop("wake_jobs", False):
-        from .runner import wake_local_runners  # here: the runner module imports this one
+        from app.jobs.runner import wake_local_runners  # here: the runner module imports this one
         wake_local_runners()
 
 

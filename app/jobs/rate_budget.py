@@ -11,8 +11,8 @@ import time
 
 import sqlalchemy as sa
 
-from ..models import RateBudget
-from ..unit_of_work import write_transaction
+from app.db.models import RateBudget
+from app.db.unit_of_work import write_transaction
 
 MESSENTE = "messente"
 

@@ -1,12 +1,12 @@
 """The runner: a few threads per process working through the job table (app/jobs/__init__.py).
 
 Started explicitly, never by a request: in every server process by gunicorn's `post_worker_init`
-hook (app/server_conf.py), and by `flask --app app worker` for a deployment that wants it in its
+hook (app/server/settings.py), and by `flask --app app worker` for a deployment that wants it in its
 own process. Each thread claims a due job, runs it holding no lock, records the result, and
 otherwise waits: until a local commit enqueues work (`wake_local_runners`), the next job falls
 due, or JOBS_POLL_SECONDS pass (work another process enqueued). Waiting reads, never writes: an
 idle runner moves no change number. It writes one heartbeat at most every HEARTBEAT seconds, on
-its server's row (app/servers.py), which the admin's jobs page shows.
+its server's row (app/jobs/servers.py), which the admin's jobs page shows.
 """
 import os
 import secrets
@@ -17,8 +17,9 @@ from datetime import timedelta
 
 from flask import Flask
 
-from .. import clock, jobs, servers
-from ..extensions import db
+from app import clock, jobs
+from app.jobs import servers
+from app.extensions import db
 
 
 HEARTBEAT = timedelta(seconds=15)

@@ -18,7 +18,7 @@ import re
 import sqlalchemy as sa
 from alembic import op
 
-from app.numbers import normalise
+from app.db.numbers import normalise
 
 revision = 'a7c41e2b9d30'
 down_revision = '9b8d7e6f5a43'

@@ -4,7 +4,7 @@ Revision ID: c3f2e1d0b9a8
 Revises: b2e1f0a9c8d7
 Create Date: 2026-12-06 03:00:00
 
-A `lease` table: named leases shared by every process (app/leases.py), first for "one running
+A `lease` table: named leases shared by every process (app/jobs/leases.py), first for "one running
 export per person at a time".
 """
 import sqlalchemy as sa

@@ -4,7 +4,7 @@ Revision ID: c9f2d4a6e81b
 Revises: a7c41e2b9d30
 Create Date: 2026-11-25 18:00:00
 
-Messages get `folded_text` (the text without accents, case folded: app.search.fold), filled in
+Messages get `folded_text` (the text without accents, case folded: app.db.folding.fold), filled in
 for the messages already stored, in batches of ids so a large table is never held in memory.
 Then the index over it: on SQLite an FTS5 trigram table built in one pass from the filled column
 (then triggers keep it in step), on PostgreSQL a pg_trgm GIN index. On a large database this takes
@@ -13,7 +13,7 @@ a while (about a minute per million messages on SQLite): run it with the app sto
 import sqlalchemy as sa
 from alembic import op
 
-from app.search import fold
+from app.db.folding import fold
 
 revision = 'c9f2d4a6e81b'
 down_revision = 'a7c41e2b9d30'

@@ -1,0 +1,599 @@
+"""Users, password hashing and login throttling (state in the database, shared by all workers).
+
+Throttling follows OWASP's device cookies. A browser that logs in gets a signed cookie naming
+the account and a random nonce (`device_cookie`). An attempt that brings a valid one for the
+name it tries is counted against that device only: after LOGIN_MAX_FAILURES failures the device
+is locked out, and its next attempts count as an unknown device's. Attempts from unknown devices
+are counted three ways: per (username, client address), so nobody can lock a person out from
+elsewhere; per address across usernames, which stops one address guessing through many names;
+and per username across addresses (LOGIN_ACCOUNT_MAX_FAILURES), which slows guessing one account
+from many addresses, for unknown devices only: a browser that logged in before keeps working.
+Each count, at its limit, makes the next attempt wait LOGIN_DELAY_SECONDS, doubling with each
+further failure up to LOGIN_MAX_DELAY_SECONDS (the address count: a fixed lockout). An attempt
+is counted before its password is checked (and forgiven if the password is right), so parallel
+guesses can't slip in between a check and a count. The two-factor code step is counted the same.
+"""
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app, has_app_context
+from itsdangerous import BadData, URLSafeTimedSerializer
+
+from app import audit, clock
+from app.accounts import two_factor
+from app.extensions import db
+from app.db.models import ADDRESS_LENGTH, ROLES, USER_AGENT_LENGTH, USERNAME_LENGTH, LoginSession, LoginThrottle, User
+from app.db.unit_of_work import write_transaction
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+# Argon2id at OWASP's floor (m=19 MiB, t=2, p=1): each hash holds its memory for its whole run,
+# so memory per process is this times PASSWORD_HASH_CONCURRENCY. Hashes made with other
+# parameters are rehashed with these at the next successful login.
+hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+log = logging.getLogger(__name__)
+_dummy_hash: str | None = None
+
+# Where attempts across usernames are counted: the row of an address with this username.
+# No login has it: names are stripped and must not be empty.
+ANY_USERNAME = ""
+# Where a username's attempts from unknown devices are counted, whatever the address.
+ANY_ADDRESS = ""
+# Old rows deleted per attempt at most: each attempt adds at most two, so purging keeps up.
+PURGE_BATCH = 100
+
+
+class LoginLocked(Exception):
+    """`kind` says what is locked: "address" (logins from here) or "account" (this username
+    from unknown devices)."""
+
+    def __init__(self, until: datetime, kind: str = "address"):
+        super().__init__(f"login locked until {until:%H:%M:%S} UTC")
+        self.until = until
+        self.kind = kind
+
+
+# --- bounded hashing --------------------------------------------------------------------
+
+class _HashingThreads:
+    """Hashes run on at most `bound` long-lived threads of this process; callers wait their turn.
+
+    The bound bounds memory (19 MiB a hash at once). Long-lived threads keep it bounded after a
+    flood too: glibc gives each thread that allocates a hash its own heap and keeps the freed
+    19 MiB there, so hashing on every request thread would hold one such block per thread
+    (measured: 32 parallel logins took a worker to 356 MiB that way, to 109 MiB this way).
+    Keeps the peak it has seen (`peak`), so tests and operators can check the bound holds.
+    """
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._bound = None
+        self._pool = None
+        self.running = 0
+        self.peak = 0
+
+    def _threads(self, bound: int) -> ThreadPoolExecutor:
+        with self._guard:
+            if bound != self._bound:  # set once per process in practice; tests change it
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._bound, self._pool = bound, ThreadPoolExecutor(bound, thread_name_prefix="argon2")
+            return self._pool
+
+    def run(self, function, *args):
+        bound = current_app.config["PASSWORD_HASH_CONCURRENCY"] if has_app_context() else 2
+        return self._threads(max(1, bound)).submit(self._counted, function, *args).result()
+
+    def _counted(self, function, *args):
+        with self._guard:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return function(*args)
+        finally:
+            with self._guard:
+                self.running -= 1
+
+    def reset_peak(self) -> None:
+        with self._guard:
+            self.peak = self.running
+
+
+hashing = _HashingThreads()
+
+
+def hash_password(password: str) -> str:
+    return hashing.run(hasher.hash, password)
+
+
+def _verify(stored: str, password: str) -> bool:
+    return hashing.run(hasher.verify, stored, password)
+
+
+# --- users -------------------------------------------------------------------------------
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ValueError(f"The password must be at most {MAX_PASSWORD_LENGTH} characters.")
+
+
+def create_user(username: str, password: str | None, admin: bool = False) -> User:
+    """Add a user, in a write transaction (the caller's, if open). Raises ValueError with a
+    message for people.
+
+    The first user is an admin whatever is asked: someone must be able to add the others.
+    Without a password, nobody can log in as the user until a set-password link is used.
+    """
+    username = username.strip()
+    if not username or len(username) > USERNAME_LENGTH:
+        raise ValueError(f"The username must be 1 to {USERNAME_LENGTH} characters.")
+    if password is not None:
+        check_password(password)
+    # Slow on purpose: hashed before taking the write lock.
+    password_hash = hash_password(password) if password is not None else NO_PASSWORD
+    with write_transaction():
+        if db.session.scalar(db.select(User.id).where(User.username == username)) is not None:
+            raise ValueError(f"A user named {username!r} already exists.")
+        first = db.session.scalar(db.select(User.id).limit(1)) is None
+        user = User(username=username, role="admin" if admin or first else "agent", password_hash=password_hash)
+        db.session.add(user)
+        db.session.flush()
+    return user
+
+
+# Stored instead of a hash for an account whose password is still to be set: no password matches.
+NO_PASSWORD = "!"
+
+
+def user_named(username: str) -> User | None:
+    return db.session.scalar(db.select(User).where(User.username == username.strip()))
+
+
+def active_admins() -> int:
+    return db.session.scalar(db.select(sa.func.count()).select_from(User)
+                             .where(User.role == "admin", User.disabled == sa.false()))
+
+
+def set_role(user: User, role: str) -> None:
+    """Change a role, in a write transaction (the caller's, if open); the last active admin stays one."""
+    if role not in ROLES:
+        raise ValueError(f"The role must be one of: {', '.join(ROLES)}.")
+    with write_transaction():
+        if user.role == "admin" and role != "admin" and not user.disabled and active_admins() <= 1:
+            raise ValueError("This is the only admin: make someone else an admin first.")
+        user.role = role
+
+
+def set_disabled(user: User, disabled: bool) -> None:
+    """Disable (ending every session at once) or re-enable an account, in a write transaction
+    (the caller's, if open)."""
+    with write_transaction():
+        if disabled and user.is_admin and not user.disabled and active_admins() <= 1:
+            raise ValueError("This is the only admin: make someone else an admin first.")
+        user.disabled = disabled
+        if disabled:
+            _delete_sessions(user.id)
+            # An outstanding set-password link dies too: re-enabling must not revive it.
+            user.reset_token_hash = user.reset_expires_at = None
+
+
+def change_password(user: User, old: str, new: str, keep_token: str | None) -> None:
+    """A person's own change: the old password first. Ends the person's other sessions."""
+    check_password(new)
+    if not _password_matches(user, old):
+        raise ValueError("The current password is not right.")
+    new_hash = hash_password(new)
+    with write_transaction():
+        user.password_hash = new_hash
+        _delete_sessions(user.id, keep=keep_token)
+        audit.record("password_changed")
+
+
+# --- one-time links to set a password ---------------------------------------------------
+
+def issue_reset_link(user: User, now: datetime) -> str:
+    """A new one-time token for `user` (in a write transaction, the caller's if open), replacing
+    any earlier one.
+
+    Only its sha256 is stored. The account's password and sessions stay as they are until the
+    link is used, so a reset nobody asked for locks nobody out.
+    """
+    token = secrets.token_urlsafe(32)
+    with write_transaction():
+        user.reset_token_hash = token_hash(token)
+        user.reset_expires_at = now + timedelta(seconds=current_app.config["RESET_LINK_SECONDS"])
+    return token
+
+
+def user_for_reset_token(token: str) -> User | None:
+    """The user a link is for, while it is unused and unexpired (and the account enabled)."""
+    if not token:
+        return None
+    user = db.session.scalar(db.select(User).where(User.reset_token_hash == token_hash(token)))
+    if user is None or user.disabled or user.reset_expires_at <= clock.now():
+        return None
+    return user
+
+
+def set_password_with_link(token: str, password: str) -> User | None:
+    """Use a link: the new password, the link spent, every session of the account ended."""
+    check_password(password)
+    new_hash = hash_password(password)
+    with write_transaction():
+        user = user_for_reset_token(token)
+        if user is None:
+            return None
+        user.password_hash = new_hash
+        user.reset_token_hash = user.reset_expires_at = None
+        _delete_sessions(user.id)
+        audit.record("password_set", {"user": user.username}, username=user.username)
+    return user
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- sessions: one row per login ---------------------------------------------------------
+
+# How stale `last_seen_at` may get before a request writes it again (each write takes the lock).
+LAST_SEEN_RESOLUTION = timedelta(minutes=5)
+
+
+def start_session(user: User, address: str | None, user_agent: str | None) -> str:
+    """Record a new login; returns the token its cookie carries."""
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    with write_transaction():
+        db.session.add(LoginSession(user_id=user.id, token_hash=token_hash(token), created_at=now,
+                                    last_seen_at=now, address=(address or "unknown")[:ADDRESS_LENGTH],
+                                    user_agent=describe_user_agent(user_agent)))
+    user.login_token = token
+    return token
+
+
+def load_session_user(session_id: str) -> User | None:
+    """The user a login cookie names, while its session row exists and the account is enabled."""
+    user_id, _, token = session_id.partition(":")
+    if not user_id.isdigit() or not token:
+        return None
+    # One statement for the session and its user: every logged-in request and poll pays it.
+    found = db.session.execute(
+        db.select(User, LoginSession.id, LoginSession.last_seen_at)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(LoginSession.token_hash == token_hash(token))).first()
+    if found is None:
+        return None
+    user, session_row_id, last_seen_at = found
+    if user.id != int(user_id) or user.disabled:
+        return None
+    user.login_token = token
+    now = clock.now()
+    if now - last_seen_at >= LAST_SEEN_RESOLUTION:
+        with write_transaction():
+            db.session.execute(sa.update(LoginSession).where(LoginSession.id == session_row_id)
+                               .values(last_seen_at=now))
+    return user
+
+
+def sessions_of(user: User) -> list[LoginSession]:
+    return list(db.session.scalars(db.select(LoginSession).where(LoginSession.user_id == user.id)
+                                   .order_by(LoginSession.last_seen_at.desc(), LoginSession.id.desc())))
+
+
+def end_session(user: User, session_row_id: int | None = None) -> None:
+    """End one session of the user's: the given row, or the one this request belongs to."""
+    where = (LoginSession.id == session_row_id if session_row_id is not None
+             else LoginSession.token_hash == token_hash(user.login_token or ""))
+    with write_transaction():
+        db.session.execute(sa.delete(LoginSession).where(LoginSession.user_id == user.id, where))
+
+
+def end_sessions(user: User) -> None:
+    """End every session of the user's, everywhere ("Sign out everywhere")."""
+    with write_transaction():
+        _delete_sessions(user.id)
+
+
+def _delete_sessions(user_id: int, keep: str | None = None) -> None:
+    query = sa.delete(LoginSession).where(LoginSession.user_id == user_id)
+    if keep:
+        query = query.where(LoginSession.token_hash != token_hash(keep))
+    db.session.execute(query)
+
+
+def describe_user_agent(user_agent: str | None) -> str:
+    """"Firefox on Linux": enough to recognise one's own devices, without storing the whole header."""
+    text = user_agent or ""
+    browser = next((name for marker, name in BROWSERS if marker in text), None)
+    system = next((name for marker, name in SYSTEMS if marker in text), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return (browser or system or text or "Unknown browser")[:USER_AGENT_LENGTH]
+
+
+# First match wins: Edge and Opera say "Chrome" too, Chrome says "Safari", Android says "Linux".
+BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("HeadlessChrome", "Chromium"),
+            ("Chrome/", "Chrome"), ("Safari/", "Safari"), ("curl/", "curl"))
+SYSTEMS = (("Android", "Android"), ("iPhone", "iPhone"), ("iPad", "iPad"), ("Windows", "Windows"),
+           ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"), ("Linux", "Linux"))
+
+
+# --- unlocking throttled logins ---------------------------------------------------------
+
+def locked_logins(now: datetime) -> list[LoginThrottle]:
+    return list(db.session.scalars(db.select(LoginThrottle).where(LoginThrottle.locked_until > now)
+                                   .order_by(LoginThrottle.locked_until.desc())))
+
+
+def unlock(throttle_id: int) -> LoginThrottle | None:
+    """Forget one row's failures (in a write transaction, the caller's if open): its name or
+    address may log in now."""
+    with write_transaction():
+        row = db.session.get(LoginThrottle, throttle_id)
+        if row is not None:
+            db.session.delete(row)
+    return row
+
+
+# --- device cookies ----------------------------------------------------------------------
+
+def device_cookie_name(username: str) -> str:
+    """One cookie per account, so people sharing a browser each keep theirs. Named by a keyed
+    hash of the username: the name alone does not say whose it is."""
+    key = username.strip()[:USERNAME_LENGTH]
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), b"device cookie " + key.encode(),
+                      hashlib.sha256).hexdigest()
+    return f"device_{digest[:16]}"
+
+
+def _device_signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="login device")
+
+
+def new_device_cookie(username: str) -> str:
+    """The value of a new device cookie: signed (username, random nonce), as OWASP describes."""
+    return _device_signer().dumps({"user": username, "nonce": secrets.token_urlsafe(16)})
+
+
+def device_of(username: str, cookie: str | None) -> str | None:
+    """The device (its nonce's sha256) if `cookie` is a valid, unexpired device cookie for this
+    username; None for an unknown device."""
+    if not cookie:
+        return None
+    try:
+        data = _device_signer().loads(cookie, max_age=current_app.config["DEVICE_COOKIE_SECONDS"])
+    except BadData:
+        return None
+    if (not isinstance(data, dict) or data.get("user") != username.strip()[:USERNAME_LENGTH]
+            or not isinstance(data.get("nonce"), str)):
+        return None
+    return token_hash(data["nonce"])
+
+
+# --- logging in -------------------------------------------------------------------------
+
+def authenticate(username: str, password: str, address: str | None, device: str | None = None) -> User | None:
+    """The user if the password is right; None if not. Raises LoginLocked while throttled.
+
+    `address` is the client's (the socket's, or the X-Forwarded-For hop PROXY_COUNT trusts);
+    `device` what `device_of` found in the request's device cookie for this name.
+    Unknown names are throttled and take as long to refuse as known ones, so neither
+    the message, the lockout nor the timing tells whether an account exists.
+    """
+    key = username.strip()[:USERNAME_LENGTH]
+    user = db.session.scalar(db.select(User).where(User.username == key)) if key else None
+
+    def right_password() -> bool:
+        return _password_matches(user, password) and not user.disabled
+
+    # With a code step to come, the password's success forgives only itself: code guesses
+    # made between right passwords still add up.
+    if not _throttled_check(key, address, device, right_password, complete=not (user and user.totp_secret)):
+        return None
+    if hasher.check_needs_rehash(user.password_hash):
+        new_hash = hash_password(password)  # slow on purpose: computed before taking the write lock
+        with write_transaction():
+            user.password_hash = new_hash
+    return user
+
+
+def check_second_factor(user: User, code: str, address: str | None, device: str | None) -> str | None:
+    """The login's second step: "code" or "backup" for the kind of code that was right, None if
+    wrong. Throttled with the password attempts of the same name, address and device. A backup
+    code is spent in one transaction with its audit event."""
+    used = []
+
+    def right_code() -> bool:
+        with write_transaction():
+            used.append(two_factor.use_code(user, code))
+            if used[-1] == "backup":
+                audit.record("backup_code_used", {"user": user.username, "left": two_factor.backup_codes_left(user)},
+                             username=user.username)
+        return used[-1] is not None
+
+    if not _throttled_check(user.username, address, device, right_code):
+        return None
+    return used[-1]
+
+
+def _throttled_check(key: str, address: str | None, device: str | None, check, complete: bool = True) -> bool:
+    """Count an attempt, run `check` (True when the password or code is right), forgive a right
+    one (`complete`: a whole login, which forgets earlier failures too); log and audit the locks
+    a wrong one sets. Raises LoginLocked while throttled."""
+    address = (address or "unknown")[:ADDRESS_LENGTH]
+    now = clock.now()
+    with write_transaction():
+        refused, device, locks = _count_attempt(key, address, device, now)
+    if refused is not None:
+        raise refused
+    if check():
+        with write_transaction():
+            _forgive_attempt(key, address, device, complete)
+        return True
+    for message, *args in locks:
+        log.warning(message, *args)
+        audit.record("lockout", {"reason": message % tuple(args)}, username=None, address=address)
+    return False
+
+
+def confirm_identity(user: User, code_or_password: str, address: str | None) -> bool:
+    """A logged-in person's current two-factor code, backup code or password, before changing
+    their two-factor sign-in. Throttled as logins are (a stolen session must not guess)."""
+
+    def right() -> bool:
+        return (two_factor.use_code(user, code_or_password) is not None
+                or _password_matches(user, code_or_password))
+
+    return _throttled_check(user.username, address, None, right)
+
+
+def _password_matches(user: User | None, password: str) -> bool:
+    """Whether the password is the user's. Without a user, or without a password yet (an invited
+    account), a dummy hash is verified instead, so every answer takes one Argon2 verify."""
+    global _dummy_hash
+    has_password = user is not None and user.password_hash != NO_PASSWORD
+    if has_password:
+        stored = user.password_hash
+    else:
+        _dummy_hash = _dummy_hash or hash_password(secrets.token_hex(8))
+        stored = _dummy_hash
+    try:
+        return _verify(stored, password) and has_password
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _count_attempt(key: str, address: str, device: str | None, now: datetime):
+    """Count one attempt as a failure, unless it is throttled right now.
+
+    Runs holding the write lock, so attempts are counted one at a time. Returns the LoginLocked
+    to raise (None if counted), the device the attempt counts as (None: an unknown device), and
+    the log lines for the locks this attempt will have set if it turns out wrong.
+    """
+    config = current_app.config
+    _purge(now)
+    if device is not None and key:
+        row = _fresh(db.session.scalar(sa.select(LoginThrottle).where(
+            LoginThrottle.username == key, LoginThrottle.address == device)), now)
+        if row is None or not (row.locked_until and row.locked_until > now):
+            row = row or _new_row(key, device, now, kind="device")
+            lock = _count_failure(row, config["LOGIN_MAX_FAILURES"], now)
+            locks = [] if lock is None else [("login locked for %r on one of its devices for %s s, "
+                                              "until %s UTC, after %d failed attempts", key, *lock)]
+            return None, device, locks
+        # A locked-out device cookie counts as no device cookie: the unknown devices' limits apply.
+
+    rows = {(row.username, row.address): row for row in db.session.scalars(
+        sa.select(LoginThrottle).where(sa.or_(
+            sa.and_(LoginThrottle.address == address, LoginThrottle.username.in_({key, ANY_USERNAME})),
+            sa.and_(LoginThrottle.username == key, LoginThrottle.address == ANY_ADDRESS))))}
+    for row in rows.values():
+        _fresh(row, now)
+    locked = [row for row in rows.values() if row.locked_until and row.locked_until > now]
+    if locked:
+        last = max(locked, key=lambda row: row.locked_until)
+        return LoginLocked(last.locked_until, "account" if last.kind == "account" else "address"), None, []
+
+    locks = []
+    if key:
+        row = rows.get((key, address)) or _new_row(key, address, now)
+        lock = _count_failure(row, config["LOGIN_MAX_FAILURES"], now)
+        if lock is not None:
+            locks.append(("login locked for %r from %s for %s s, until %s UTC, after %d failed "
+                          "attempts", key, address, *lock))
+        row = rows.get((key, ANY_ADDRESS)) or _new_row(key, ANY_ADDRESS, now, kind="account")
+        lock = _count_failure(row, config["LOGIN_ACCOUNT_MAX_FAILURES"], now)
+        if lock is not None:
+            locks.append(("login locked for %r from unknown devices for %s s, until %s UTC, after %d "
+                          "failed attempts from any address", key, *lock))
+
+    row = rows.get((ANY_USERNAME, address))
+    if row is None or row.failures == 0:  # a new window begins with this attempt
+        row = row or _new_row(ANY_USERNAME, address, now)
+        row.expires_at = now + timedelta(seconds=config["LOGIN_ADDRESS_WINDOW_SECONDS"])
+    row.failures += 1
+    if row.failures >= config["LOGIN_ADDRESS_MAX_FAILURES"]:
+        row.locked_until = now + timedelta(seconds=config["LOGIN_ADDRESS_LOCKOUT_SECONDS"])
+        row.expires_at = max(row.expires_at, row.locked_until)
+        locks.append(("logins from %s locked until %s UTC after %d failed attempts across "
+                      "usernames", address, row.locked_until, row.failures))
+    return None, None, locks
+
+
+def _fresh(row: LoginThrottle | None, now: datetime) -> LoginThrottle | None:
+    if row is not None and row.expires_at <= now:  # stale: counts as no row at all
+        row.failures, row.locked_until, row.expires_at = 0, None, now
+    return row
+
+
+def _count_failure(row: LoginThrottle, limit: int, now: datetime):
+    """One more failure on a row; from `limit` on, a delay doubling from LOGIN_DELAY_SECONDS.
+    Returns (delay, until, failures) when this failure locks the row."""
+    config = current_app.config
+    row.failures += 1
+    lock = None
+    if row.failures >= limit:
+        doublings = min(row.failures - limit, 32)
+        delay = min(config["LOGIN_DELAY_SECONDS"] * 2 ** doublings, config["LOGIN_MAX_DELAY_SECONDS"])
+        row.locked_until = now + timedelta(seconds=delay)
+        lock = (delay, row.locked_until, row.failures)
+    row.expires_at = max(now + timedelta(seconds=config["LOGIN_FAILURE_MEMORY_SECONDS"]),
+                         row.locked_until or now)
+    return lock
+
+
+def _new_row(username: str, address: str, now: datetime, kind: str = "address") -> LoginThrottle:
+    row = LoginThrottle(username=username, address=address, failures=0, expires_at=now, kind=kind)
+    db.session.add(row)
+    return row
+
+
+def _forgive_attempt(key: str, address: str, device: str | None, complete: bool) -> None:
+    """The password (or code) was right. A whole login forgets this device's failures (from a
+    known device) or this name's from this address (from an unknown one); else (a password with
+    a code to come) only this attempt is taken back. The address's and the account's counts
+    lose this attempt only: their other failures still count."""
+    if device is not None:
+        _take_back(key, device, everything=complete)
+        return
+    _take_back(key, address, everything=complete)
+    _take_back(ANY_USERNAME, address)
+    _take_back(key, ANY_ADDRESS)
+
+
+def _take_back(username: str, address: str, everything: bool = False) -> None:
+    row = db.session.scalar(sa.select(LoginThrottle).where(
+        LoginThrottle.username == username, LoginThrottle.address == address))
+    if row is None:
+        return
+    row.failures -= 1
+    if everything or row.failures <= 0:
+        db.session.delete(row)
+    else:
+        row.locked_until = None  # the row was not locked before this attempt: any lock is its own
+
+
+def _purge(now: datetime) -> None:
+    """Delete a batch of rows that no longer count (found by the index on `expires_at`)."""
+    stale = (sa.select(LoginThrottle.id).where(LoginThrottle.expires_at <= now)
+             .order_by(LoginThrottle.expires_at).limit(PURGE_BATCH))
+    db.session.execute(sa.delete(LoginThrottle).where(LoginThrottle.id.in_(stale.scalar_subquery())),
+                       execution_options={"synchronize_session": False})
+
+
+def retry_after_seconds(until: datetime) -> int:
+    """Whole seconds from now until a lock ends (at least 1)."""
+    return max(1, math.ceil((until - clock.now()).total_seconds()))

@@ -1,0 +1,274 @@
+"""Admin pages: users and roles, locked logins, the audit trail, retention, erasure, background jobs.
+
+Every view here is `admin_required` (tests walk the URL map as an agent to check it).
+"""
+import csv
+import io
+
+from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
+                   stream_with_context, url_for)
+from flask_wtf import FlaskForm
+from wtforms import IntegerField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from app import accounts, audit, clock, config, jobs
+from app.privacy import retention
+from app.jobs import servers
+from app.accounts import two_factor
+from app.accounts.routes import admin_required
+from app.export import safe_cell
+from app.extensions import db
+from app.web.request_args import LARGEST_ID, date_arg, id_arg
+from app.db.models import ROLES, USERNAME_LENGTH, User
+from app.db.unit_of_work import write_transaction
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+AUDIT_PAGE_SIZE = 100
+
+
+class AddUserForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=USERNAME_LENGTH)])
+
+
+class RetentionForm(FlaskForm):
+    days = IntegerField("Keep messages for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)])
+    audit_days = IntegerField("Keep the audit trail for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)])
+
+
+@bp.context_processor
+def runner_banner() -> dict:
+    """Every admin page says so when no job runner has been heard from within a minute."""
+    from app.jobs import runner
+    return {"no_runner_alive": lambda: not runner.runners_alive(clock.now())}
+
+
+def user_or_404(user_id: int) -> User:
+    return db.session.get(User, user_id) or abort(404)
+
+
+@bp.get("/")
+@admin_required
+def index():
+    return redirect(url_for("admin.users"))
+
+
+@bp.get("/users")
+@admin_required
+def users(form: AddUserForm | None = None, error: str | None = None, status: int = 200):
+    return render_template(
+        "admin/users.html", form=form or AddUserForm(formdata=None), error=error,
+        users=db.session.scalars(db.select(User).order_by(User.username)).all(),
+        locked=accounts.locked_logins(clock.now()), two_factor_required=two_factor.required(),
+    ), status
+
+
+@bp.post("/two-factor-requirement")
+@admin_required
+def two_factor_requirement():
+    required = request.form.get("required") == "1"
+    with write_transaction():
+        if required != two_factor.required():
+            two_factor.set_required(required)
+            audit.record("two_factor_required", {"required": "yes" if required else "no"})
+    return redirect(url_for("admin.users"), 303)
+
+
+@bp.post("/users")
+@admin_required
+def add_user():
+    form, role = AddUserForm(), request.form.get("role")
+    if not form.validate_on_submit() or role not in ROLES:
+        return users(form, "Give a username of 1 to 80 characters and a role.", 400)
+    try:
+        with write_transaction():
+            user = accounts.create_user(form.username.data, None, admin=role == "admin")
+            token = accounts.issue_reset_link(user, clock.now())
+            audit.record("user_added", {"user": user.username, "role": user.role})
+    except ValueError as exc:
+        return users(form, str(exc), 400)
+    return link_page(user, token, new=True)
+
+
+def link_page(user: User, token: str, new: bool = False):
+    # From PUBLIC_URL (or BIND), never from the request's Host header, which the client chooses.
+    link = config.site_url(current_app.config) + url_for("auth.set_password", token=token)
+    return render_template("admin/link.html", user=user, link=link, new=new,
+                           hours=current_app.config["RESET_LINK_SECONDS"] / 3600)
+
+
+@bp.get("/users/<int:user_id>")
+@admin_required
+def user(user_id: int, error: str | None = None, status: int = 200):
+    account = user_or_404(user_id)
+    return render_template("admin/user.html", account=account, error=error, roles=ROLES,
+                           two_factor_required=two_factor.required(),
+                           sessions=accounts.sessions_of(account), now=clock.now()), status
+
+
+@bp.post("/users/<int:user_id>/role")
+@admin_required
+def change_role(user_id: int):
+    account = user_or_404(user_id)
+    role = request.form.get("role", "")
+    try:
+        with write_transaction():
+            before = account.role
+            accounts.set_role(account, role)
+            audit.record("user_changed", {"user": account.username, "role": role, "was": before})
+    except ValueError as exc:
+        return user(user_id, str(exc), 400)
+    return redirect(url_for("admin.user", user_id=user_id), 303)
+
+
+@bp.post("/users/<int:user_id>/reset-password")
+@admin_required
+def reset_password(user_id: int):
+    account = user_or_404(user_id)
+    with write_transaction():
+        token = accounts.issue_reset_link(account, clock.now())
+        audit.record("password_reset", {"user": account.username})
+    return link_page(account, token)
+
+
+@bp.post("/users/<int:user_id>/reset-two-factor")
+@admin_required
+def reset_two_factor(user_id: int):
+    """For a person who lost their phone and backup codes: their password alone logs them in
+    again (or, where two-factor is required, leads them to set it up anew)."""
+    account = user_or_404(user_id)
+    with write_transaction():
+        if account.totp_secret:
+            two_factor.turn_off(account)
+            audit.record("two_factor_reset", {"user": account.username})
+    return redirect(url_for("admin.user", user_id=user_id), 303)
+
+
+@bp.post("/users/<int:user_id>/disable")
+@admin_required
+def disable(user_id: int):
+    account = user_or_404(user_id)
+    try:
+        with write_transaction():
+            accounts.set_disabled(account, True)
+            audit.record("user_disabled", {"user": account.username})
+    except ValueError as exc:
+        return user(user_id, str(exc), 400)
+    return redirect(url_for("admin.user", user_id=user_id), 303)
+
+
+@bp.post("/users/<int:user_id>/enable")
+@admin_required
+def enable(user_id: int):
+    account = user_or_404(user_id)
+    with write_transaction():
+        accounts.set_disabled(account, False)
+        audit.record("user_enabled", {"user": account.username})
+    return redirect(url_for("admin.user", user_id=user_id), 303)
+
+
+@bp.post("/locked-logins/<int:throttle_id>/unlock")
+@admin_required
+def unlock(throttle_id: int):
+    with write_transaction():
+        row = accounts.unlock(throttle_id)
+        if row is not None:
+            audit.record("login_unlocked", {"username": row.username or "(any name)", "from": row.address})
+    return redirect(url_for("admin.users"), 303)
+
+
+# --- the audit trail ---------------------------------------------------------------------
+
+def audit_filters() -> dict:
+    action = request.args.get("action", "")
+    return {"action": action if action in audit.ACTIONS else None,
+            "username": request.args.get("user", "").strip() or None,
+            "first_day": date_arg("from"), "last_day": date_arg("to")}
+
+
+@bp.get("/audit")
+@admin_required
+def audit_trail():
+    filters = audit_filters()
+    before = id_arg("before", required=True)
+    query = audit.events_query(**filters, before_id=before)
+    events = db.session.scalars(query.limit(AUDIT_PAGE_SIZE + 1)).all()
+    filter_args = {name: value for name, value in request.args.items() if name != "before" and value}
+    return render_template("admin/audit.html", events=events[:AUDIT_PAGE_SIZE], more=len(events) > AUDIT_PAGE_SIZE,
+                           paged=before is not None, filter_args=filter_args, filters=filters, actions=audit.ACTIONS,
+                           usernames=audit.usernames(), describe=audit.describe_details)
+
+
+@bp.get("/audit.csv")
+@admin_required
+def audit_csv():
+    query = audit.events_query(**audit_filters())
+
+    def lines():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
+        buffer.write("\ufeff")
+        writer.writerow(["time", "user", "address", "action", "details"])
+        for event in db.session.scalars(query.execution_options(yield_per=500)):
+            writer.writerow([clock.utc_iso(event.at), safe_cell(event.username), safe_cell(event.address),
+                             event.action, safe_cell(event.details)])
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue().encode()
+
+    filename = f"sms-inbox-audit-{clock.now():%Y-%m-%d}.csv"
+    return Response(stream_with_context(lines()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+# --- retention and erasure ---------------------------------------------------------------
+
+@bp.route("/retention", methods=["GET", "POST"])
+@admin_required
+def retention_settings():
+    form, message, status = RetentionForm(), None, 200
+    if form.validate_on_submit():
+        with write_transaction():
+            retention.set_days(form.days.data, form.audit_days.data)
+            audit.record("settings_changed", {"retention_days": form.days.data or "for ever",
+                                              "audit_retention_days": form.audit_days.data or "for ever"})
+        message = "Saved. The next daily purge follows the new setting."
+    elif request.method == "POST":
+        status = 400
+    else:
+        form.days.data, form.audit_days.data = retention.days(), retention.audit_days()
+    return render_template("admin/retention.html", form=form, message=message,
+                           last_purge=retention.last_purge()), status
+
+
+@bp.route("/conversations/<int(max=%d):conversation_id>/delete" % LARGEST_ID, methods=["GET", "POST"])
+@admin_required
+def delete_conversation(conversation_id: int):
+    summary = retention.conversation_summary(conversation_id) or abort(404)
+    if request.method == "POST":
+        retention.erase_conversation(conversation_id)
+        return render_template("admin/deleted.html", summary=summary)
+    return render_template("admin/delete_conversation.html", summary=summary)
+
+
+# --- background jobs ---------------------------------------------------------------------
+
+@bp.get("/jobs")
+@admin_required
+def job_list():
+    from app.jobs import runner
+    now = clock.now()
+    found = jobs.listing()
+    return render_template("admin/jobs.html", now=now, alive_within=runner.ALIVE_WITHIN,
+                           runners=servers.runner_rows(),
+                           jobs_by_state={state: [job for job in found if job.state == state]
+                                          for state in ("running", "due", "dead")})
+
+
+@bp.post("/jobs/<int(max=%d):job_id>/retry" % (2**63 - 1))
+@admin_required
+def retry_job(job_id: int):
+    with write_transaction():  # the retry and its audit event commit together
+        if jobs.retry_dead(job_id):
+            audit.record("job_retried", {"job": job_id})
+    return redirect(url_for("admin.job_list"), 303)

@@ -1,0 +1,104 @@
+"""Group commit: concurrent callbacks share one transaction and one fsync.
+
+With `synchronous=FULL` every commit waits for the disk, so one commit per request caps a
+worker at a few hundred messages a second. Instead each request hands its message to this
+process's committer thread and waits; the thread stores everything queued so far in one
+transaction, commits, and only then releases the waiting requests to answer 200.
+
+When a batch fails, its messages are stored one by one, so one bad message never costs the
+others their first delivery.
+"""
+import threading
+from concurrent.futures import Future
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+
+from app.callbacks import ingest
+
+# Failures of the database itself (down, locked too long, disk full): storing the batch's
+# messages one by one would only fail again, each after its own wait.
+DATABASE_AWAY = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
+MAX_BATCH = 256
+IDLE_SECONDS = 2.0  # the thread ends after this long without work, and restarts on demand
+# A request waits this much past the write lock's wait (WRITE_LOCK_WAIT_SECONDS), so the lock's
+# error is what it reports; well below gunicorn's timeout, so a stuck commit becomes a 503
+# (retried by Messente), never a killed worker.
+WAIT_MARGIN_SECONDS = 5.0
+
+
+class Committer:
+    def __init__(self, app: Flask):
+        self.app = app
+        self.pending: list[tuple[ingest.Inbound, Future]] = []
+        self.wakeup = threading.Condition()
+        self.running = False
+        self.wait_seconds = app.config["WRITE_LOCK_WAIT_SECONDS"] + WAIT_MARGIN_SECONDS
+
+    def store(self, message: ingest.Inbound) -> bool:
+        """Store the message (True if new, False if a duplicate) once it is committed."""
+        done: Future = Future()
+        with self.wakeup:
+            self.pending.append((message, done))
+            if self.running:
+                self.wakeup.notify()
+            else:
+                self.running = True
+                threading.Thread(target=self.run, name="group-commit", daemon=True).start()
+        return done.result(timeout=self.wait_seconds)
+
+    def run(self) -> None:
+        try:
+            self.commit_batches()
+        except Exception as exc:  # could not even open the database: fail the waiting requests
+            with self.wakeup:
+                self.running = False  # and let the next request start a fresh thread
+                waiting, self.pending = self.pending, []
+            for _, done in waiting:
+                done.set_exception(exc)
+
+    def commit_batches(self) -> None:
+        with self.app.app_context():
+            while batch := self.next_batch():
+                try:
+                    stored = ingest.store_messages([message for message, _ in batch])
+                except Exception as exc:
+                    if len(batch) == 1 or isinstance(exc, DATABASE_AWAY):
+                        for _, done in batch:  # the database, not a message: all answer 503
+                            done.set_exception(exc)
+                        continue
+                    # Nothing in the batch was acked. Store each message on its own, so only a
+                    # message that fails alone answers 503 (and the provider retries it).
+                    for message, done in batch:
+                        self.store_alone(message, done)
+                else:
+                    for (_, done), new in zip(batch, stored):
+                        done.set_result(new)
+
+    @staticmethod
+    def store_alone(message: ingest.Inbound, done: Future) -> None:
+        try:
+            [new] = ingest.store_messages([message])
+        except Exception as exc:
+            done.set_exception(exc)
+        else:
+            done.set_result(new)
+
+    def next_batch(self) -> list:
+        with self.wakeup:
+            if not self.pending:
+                self.wakeup.wait(IDLE_SECONDS)
+            if not self.pending:
+                self.running = False
+                return []
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            return batch
+
+
+def store(message: ingest.Inbound) -> bool:
+    """Store one message through this process's committer; True if it was new."""
+    app = current_app._get_current_object()
+    committer = app.extensions.get("group_commit")
+    if committer is None:
+        committer = app.extensions.setdefault("group_commit", Committer(app))
+    return committer.store(message)

@@ -1,0 +1,50 @@
+"""People behind the numbers: a name and a note per conversation, and putting it aside (done).
+
+Both change what the list and the thread show, so each write stamps the conversation's
+change number: every open list and thread picks it up at its next poll.
+"""
+import sqlalchemy as sa
+
+from app import audit
+from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
+from app.db.folding import clean_text, fold
+from app.db.unit_of_work import change_number, write_transaction
+
+STATUSES = ("open", "done")
+
+
+class ContactRefused(ValueError):
+    """Why a name or note can't be stored, for people."""
+
+
+def clean_contact(name: str, note: str) -> tuple[str | None, str | None]:
+    """The name on one line and the note as typed, trimmed; empty means none."""
+    name = " ".join(clean_text(name).split())
+    note = clean_text(note).replace("\r\n", "\n").strip()
+    if len(name) > CONTACT_NAME_LENGTH:
+        raise ContactRefused(f"The name is longer than {CONTACT_NAME_LENGTH} characters.")
+    if len(note) > CONTACT_NOTE_LENGTH:
+        raise ContactRefused(f"The note is longer than {CONTACT_NOTE_LENGTH} characters.")
+    return name or None, note or None
+
+
+def set_contact(conversation_id: int, name: str, note: str) -> None:
+    """Name the person behind a conversation and keep a note (audited); ContactRefused if too long."""
+    name, note = clean_contact(name, note)
+    with write_transaction() as session:
+        session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
+                        .values(contact_name=name, contact_note=note,
+                                contact_key=fold(name)[:CONTACT_KEY_LENGTH] if name else None,
+                                change_seq=change_number()))
+        audit.record("contact_edited", {"conversation": conversation_id})
+
+
+def set_status(conversation_id: int, status: str) -> bool:
+    """Mark a conversation done (put aside) or open again; False when it was so already."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}")
+    with write_transaction() as session:
+        changed = session.execute(
+            sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.status != status)
+            .values(status=status, change_seq=change_number()))
+    return changed.rowcount == 1

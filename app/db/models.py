@@ -1,0 +1,466 @@
+"""The tables. Times are naive UTC datetimes on every backend."""
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+
+# Longest values we accept; longer ones are rejected at the door (and kept as dead letters).
+ID_LENGTH = 255
+NUMBER_LENGTH = 64
+CHANNEL_LENGTH = 32
+PREVIEW_LENGTH = 160
+USERNAME_LENGTH = 80
+ADDRESS_LENGTH = 64  # an IPv6 address with a zone, or what a proxy says
+CONTACT_NAME_LENGTH = 120
+CONTACT_KEY_LENGTH = 3 * CONTACT_NAME_LENGTH  # folding can lengthen a name (ß is ss, ﬃ is ffi)
+CONTACT_NOTE_LENGTH = 2000
+SAVED_REPLY_TITLE_LENGTH = 80
+
+
+# Ids that count messages (and changes) are 64-bit on PostgreSQL; SQLite's INTEGER already is,
+# and only a column declared exactly INTEGER PRIMARY KEY is its auto-incrementing rowid.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# Tables whose ids people and records refer to (URLs, audit events, a browser's saved drafts):
+# on SQLite a plain rowid table hands the largest id out again once its row is deleted (an erased
+# conversation's id would go to the next new customer); AUTOINCREMENT never reuses one.
+# PostgreSQL's sequences never go back anyway. Listed in migration a1d0e2f3c4b5.
+def ids_never_reused() -> dict:
+    """Table options; a dict of its own for each table (SQLAlchemy may add to it)."""
+    return {"sqlite_autoincrement": True}
+
+
+class Conversation(db.Model):
+    """One row per sender, kept current in the ingest transaction so lists never scan messages.
+
+    Addressed by its opaque `id` in URLs: a sender may be any text (`a/b`, `../export.csv`).
+    """
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sender: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH), unique=True)
+    # The sender without +, spaces, dashes or parentheses, lowercased: what search matches.
+    sender_key: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
+    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH))
+    # Empty only inside the transaction that creates the conversation with its first message.
+    last_message_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    last_sent_at: Mapped[datetime]
+    last_text: Mapped[str] = mapped_column(sa.String(PREVIEW_LENGTH))
+    message_count: Mapped[int]
+    unread_count: Mapped[int]
+    # The change number of the last write that changed what the list or the thread shows.
+    change_seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+    # "in" when the newest message came from the customer, "out" when it is our reply ("You: ...").
+    last_direction: Mapped[str] = mapped_column(sa.String(3), server_default="in")
+    # When the customer last wrote: WhatsApp takes free text only within 24 hours of it.
+    last_inbound_at: Mapped[datetime | None]
+    opted_out: Mapped[bool] = mapped_column(server_default=sa.false())
+    # Messente's account blacklist, kept in step with opt-outs when MESSENTE_BLACKLIST_SYNC is on:
+    # "add" or "remove" while a call is due, "added" once this app added the number.
+    blacklist: Mapped[str | None] = mapped_column(sa.String(8))
+    blacklist_problem: Mapped[str | None] = mapped_column(sa.String(500))
+    # Who the customer is, as the team knows them: shown instead of the bare number, searched.
+    contact_name: Mapped[str | None] = mapped_column(sa.String(CONTACT_NAME_LENGTH))
+    contact_note: Mapped[str | None] = mapped_column(sa.Text)
+    # "open" or "done" (put aside); a new inbound message opens it again.
+    status: Mapped[str] = mapped_column(sa.String(4), server_default="open")
+    # The name as search compares it (folding.fold: accents and case aside), None without a name.
+    contact_key: Mapped[str | None] = mapped_column(sa.String(CONTACT_KEY_LENGTH))
+
+    __table_args__ = (
+        sa.Index(
+            "ix_conversation_sender_key_trgm",
+            "sender_key",
+            postgresql_using="gin",
+            postgresql_ops={"sender_key": "gin_trgm_ops"},
+            # Every message rewrites its conversation row; without a pending list, searches
+            # stay fast between vacuums instead of re-reading everything added since the last.
+            postgresql_with={"fastupdate": "off"},
+        ).ddl_if(dialect="postgresql"),
+        # The list's order (newest activity first) and, for sender search, the key it tests:
+        # search walks this index alone and reads only the page's matches from the table.
+        sa.Index("uq_conversation_last_message_id_sender_key", "last_message_id", "sender_key",
+                 unique=True),
+        # The Open and Done views, newest activity first; with the sender key, so that a search
+        # in them, like one in all conversations, reads the index alone.
+        sa.Index("ix_conversation_status_last_message_id", "status", "last_message_id", "sender_key"),
+        # The channel filter, newest activity first; and the channels there are, from it alone.
+        sa.Index("ix_conversation_channel_last_message_id", "channel", "last_message_id"),
+        # The Unread and Opted out views, newest activity first, and their counts: each reads
+        # only the conversations it shows.
+        sa.Index("ix_conversation_unread_last_message_id", "last_message_id",
+                 sqlite_where=sa.text("unread_count > 0"), postgresql_where=sa.text("unread_count > 0")),
+        sa.Index("ix_conversation_opted_out_last_message_id", "last_message_id",
+                 sqlite_where=sa.text("opted_out = 1"), postgresql_where=sa.text("opted_out")),
+        # Search by name reads only the conversations that have one.
+        sa.Index("ix_conversation_contact_key", "contact_key",
+                 sqlite_where=sa.text("contact_key IS NOT NULL"),
+                 postgresql_where=sa.text("contact_key IS NOT NULL")),
+        # ... and on PostgreSQL finds the names containing a query (SQLite: CONVERSATION_FTS).
+        sa.Index("ix_conversation_contact_key_trgm", "contact_key", postgresql_using="gin",
+                 postgresql_ops={"contact_key": "gin_trgm_ops"},
+                 postgresql_with={"fastupdate": "off"}).ddl_if(dialect="postgresql"),
+        # Counting unread conversations (the page title) reads only the unread ones.
+        sa.Index(
+            "ix_conversation_unread",
+            "unread_count",
+            sqlite_where=sa.text("unread_count > 0"),
+            postgresql_where=sa.text("unread_count > 0"),
+        ),
+        ids_never_reused(),
+    )
+
+
+class Message(db.Model):
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"))
+    msg_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), unique=True)
+    sub_msg_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH))
+    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH))
+    sender: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
+    recipient: Mapped[str | None] = mapped_column(sa.String(NUMBER_LENGTH))
+    text: Mapped[str] = mapped_column(sa.Text)
+    sent_at: Mapped[datetime]  # the provider's `time`
+    received_at: Mapped[datetime]
+    raw_body: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    change_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    # Replies are messages too: "out", with who wrote them and how far they got. For a reply,
+    # `sender` is our sender (a number or a name), `recipient` the customer, `msg_id` our own
+    # "reply-<key>" (the form's one-time key: a resubmitted form cannot store it twice).
+    direction: Mapped[str] = mapped_column(sa.String(3), server_default="in")
+    author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+    # queued -> sending -> sent | failed | unconfirmed | retrying (see replies.py); None for inbound.
+    status: Mapped[str | None] = mapped_column(sa.String(12))
+    # The best delivery report so far (DELIVRD, SEEN, FAILED, ...): see DELIVERY_RANK.
+    delivery: Mapped[str | None] = mapped_column(sa.String(8))
+    problem: Mapped[str | None] = mapped_column(sa.String(500))  # why it failed, in the API's words
+    omnimessage_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), index=True)
+    claimed_at: Mapped[datetime | None]  # when a process took it to send
+    # What text search matches: the text without accents, case folded (folding.fold). Written by
+    # the app with the text, so the indexes below need no accent-stripping function in SQL (SQLite's
+    # trigram tokenizer can't drop them before 3.45; PostgreSQL's unaccent is not IMMUTABLE).
+    # Empty: not searchable (a text erased).
+    folded_text: Mapped[str] = mapped_column(sa.Text, server_default="")
+
+    __table_args__ = (
+        sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),
+        # A thread's poll: its messages changed after the number the page last saw.
+        sa.Index("ix_message_conversation_id_change_seq", "conversation_id", "change_seq"),
+        # Text search on PostgreSQL: LIKE '%part%' through pg_trgm (SQLite: MESSAGE_FTS below).
+        sa.Index(
+            "ix_message_folded_text_trgm",
+            "folded_text",
+            postgresql_using="gin",
+            postgresql_ops={"folded_text": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        ids_never_reused(),
+    )
+
+
+def trigram_index(table: sa.Table, columns: list[str]) -> tuple[str, ...]:
+    """SQLite text search over some of a table's columns: an FTS5 trigram table `<table>_fts` with
+    external content (the text is stored once, in the table), kept in step by triggers that fire
+    only when those columns change, so that a deleted row leaves the index with it. detail=none
+    keeps the index about half the size of detail=full; search asks it with GLOB, which the
+    trigram index serves and SQLite then checks against the text itself. Made when the table is
+    (the migrations that add one to an existing database keep the same SQL)."""
+    name, index, listed = table.name, f"{table.name}_fts", ", ".join(columns)
+    new, old = (", ".join(f"{row}.{column}" for column in columns) for row in ("new", "old"))
+    insert = f"INSERT INTO {index} (rowid, {listed}) VALUES (new.id, {new}); "
+    delete = f"INSERT INTO {index} ({index}, rowid, {listed}) VALUES ('delete', old.id, {old}); "
+    statements = (
+        f"CREATE VIRTUAL TABLE {index} USING fts5({listed}, content='{name}', content_rowid='id', "
+        "tokenize='trigram', detail='none')",
+        f"CREATE TRIGGER {index}_insert AFTER INSERT ON {name} BEGIN {insert}END",
+        f"CREATE TRIGGER {index}_delete AFTER DELETE ON {name} BEGIN {delete}END",
+        f"CREATE TRIGGER {index}_update AFTER UPDATE OF {listed} ON {name} BEGIN {delete}{insert}END",
+    )
+    for statement in statements:
+        sa.event.listen(table, "after_create", sa.DDL(statement).execute_if(dialect="sqlite"))
+    sa.event.listen(table, "before_drop", sa.DDL(f"DROP TABLE IF EXISTS {index}").execute_if(dialect="sqlite"))
+    return statements
+
+
+# Message texts (app/inbox/search.py), folded.
+MESSAGE_FTS = trigram_index(Message.__table__, ["folded_text"])
+# Conversations by number or contact name: a rare match found without walking every conversation.
+# Its triggers fire when a key changes (a new conversation, a contact named, a merge), never on
+# the updates every message makes to its conversation.
+CONVERSATION_FTS = trigram_index(Conversation.__table__, ["sender_key", "contact_key"])
+
+
+# Delivery statuses by how far they got: a report never moves a reply backwards, and with
+# fallback channels the best leg wins (WhatsApp FAILED, then SMS DELIVRD: delivered).
+DELIVERY_RANK = {"ACCEPTD": 1, "ACK": 2, "UNKNOWN": 3, "NACK": 3, "REJECTD": 3, "UNDELIV": 3,
+                 "FAILED": 3, "EXPIRED": 3, "DELETED": 3, "DELIVRD": 4, "SEEN": 5}
+
+
+DELIVERY_FAILURES = tuple(status for status, rank in DELIVERY_RANK.items() if rank == 3)
+
+
+def better_delivery(current: str | None, reported: str) -> bool:
+    return DELIVERY_RANK.get(reported, 0) > DELIVERY_RANK.get(current, 0)
+
+
+class ConversationRecipient(db.Model):
+    """Which of our numbers a conversation's customer wrote to: what the "to our number" filter
+    reads, kept by ingest (one row per pair, however many messages)."""
+
+    # A surrogate key: `flask copy-db` copies every table in the order of a one-column key.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    recipient: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"), index=True)
+
+    __table_args__ = (sa.UniqueConstraint("recipient", "conversation_id"),)
+
+
+class SavedReply(db.Model):
+    """A team's canned response; `{name}` in its text becomes the contact's name."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(SAVED_REPLY_TITLE_LENGTH), unique=True)
+    text: Mapped[str] = mapped_column(sa.Text)
+
+    __table_args__ = ids_never_reused()
+
+
+class OptOut(db.Model):
+    """Each time a conversation was opted out or back in, and who or what did it."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"), index=True)
+    opted_out: Mapped[bool]
+    at: Mapped[datetime]
+    # The customer's keyword message, or the person who changed it by hand.
+    message_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("message.id"))
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+
+    __table_args__ = ids_never_reused()
+
+
+class UnmatchedDeliveryReport(db.Model):
+    """A report for a reply we don't know yet (it can beat the send call's answer); a day at most."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    omnimessage_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
+    status: Mapped[str] = mapped_column(sa.String(8))
+    problem: Mapped[str | None] = mapped_column(sa.String(500))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ChangeCounter(db.Model):
+    """One row: the last change number handed out (see unit_of_work.change_number)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+sa.event.listen(ChangeCounter.__table__, "after_create",
+                sa.DDL("INSERT INTO change_counter (id, value) VALUES (1, 0)"))
+
+
+class DailyCount(db.Model):
+    """Messages received per UTC day, for the inbox chart."""
+
+    day: Mapped[date] = mapped_column(primary_key=True)
+    count: Mapped[int]
+
+
+class DeadLetter(db.Model):
+    """A correctly signed body we could not file, kept once with the reason."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(sa.String(500))
+    raw_body: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    # A provider retries a body we refused: one row per distinct body, however often it comes.
+    body_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+
+    __table_args__ = ids_never_reused()
+
+
+ROLES = ("admin", "agent")
+TOKEN_HASH_LENGTH = 64  # a sha256 in hex
+USER_AGENT_LENGTH = 120
+
+
+class User(UserMixin, db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    # "admin" (users, settings, audit trail, erasure) or "agent" (the inbox: read, reply, export).
+    role: Mapped[str] = mapped_column(sa.String(8), server_default="agent")
+    # A disabled account cannot log in and has no sessions; it stays as the author of its replies.
+    disabled: Mapped[bool] = mapped_column(server_default=sa.false())
+    # A one-time link to set a password (reset or new account): the sha256 of its token only,
+    # so a copy of the database opens nothing; and until when it works.
+    reset_token_hash: Mapped[str | None] = mapped_column(sa.String(TOKEN_HASH_LENGTH), unique=True)
+    reset_expires_at: Mapped[datetime | None]
+    # Two-factor sign-in (see two_factor.py): the TOTP key (base32) while it is on, and the time
+    # step of the last code used, so that no code works twice.
+    totp_secret: Mapped[str | None] = mapped_column(sa.String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+    __table_args__ = ids_never_reused()
+
+    # The token of the login this request belongs to (see accounts.load_session_user): not stored.
+    login_token = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_active(self) -> bool:
+        return not self.disabled
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.login_token}"
+
+
+class LoginSession(db.Model):
+    """One row per login; the cookie holds its random token, this table only the token's sha256.
+
+    Deleting a row ends that login at its next request: logout, "Sign out everywhere",
+    a disabled account, a password reset.
+    """
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH), unique=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    address: Mapped[str] = mapped_column(sa.String(ADDRESS_LENGTH))
+    user_agent: Mapped[str] = mapped_column(sa.String(USER_AGENT_LENGTH))
+
+    __table_args__ = ids_never_reused()
+
+
+class AuditEvent(db.Model):
+    """Who did what, when, from where: appended by the app, never changed; see audit.py."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    # The username at the time (accounts are disabled, never deleted); None for the app itself.
+    username: Mapped[str | None] = mapped_column(sa.String(USERNAME_LENGTH))
+    address: Mapped[str | None] = mapped_column(sa.String(ADDRESS_LENGTH))
+    action: Mapped[str] = mapped_column(sa.String(32))
+    details: Mapped[str] = mapped_column(sa.Text)  # JSON
+
+    __table_args__ = (sa.Index("ix_audit_event_action_at", "action", "at"), ids_never_reused())
+
+
+class Setting(db.Model):
+    """Settings an admin changes in the app (retention days), and the purge's lease."""
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(255))
+
+
+class Suppression(db.Model):
+    """A number erased after it had opted out: kept only as a keyed hash, so replies stay blocked."""
+
+    number_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH), primary_key=True)
+    created_at: Mapped[datetime]
+
+
+class LoginThrottle(db.Model):
+    """Recent failed logins, shared by every worker and instance (see accounts.authenticate).
+
+    One row per (username, client address), the username known or not; and one per address
+    across all usernames, with `username` empty. A row whose `expires_at` has passed no longer
+    counts, and is deleted by a later attempt.
+    """
+
+    # A surrogate key: `flask copy-db` copies every table in the order of a one-column key.
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH))
+    address: Mapped[str] = mapped_column(sa.String(ADDRESS_LENGTH))
+    failures: Mapped[int]
+    locked_until: Mapped[datetime | None]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # "address": a (username, address) row or an address's row across usernames; "account": the
+    # failures of a username from unknown devices, any address (`address` empty); "device": the
+    # failures of one device cookie (`address` the sha256 of its nonce).
+    kind: Mapped[str] = mapped_column(sa.String(8), server_default="address")
+
+    __table_args__ = (sa.UniqueConstraint("username", "address"),)
+
+
+class Server(db.Model):
+    """A running server process (the gunicorn master `make run` starts), where it listens: commands
+    sharing the database find the server by it (app/jobs/servers.py). Written when the server is ready,
+    deleted when it stops cleanly; a crashed server's row stays until a server on its host starts."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255))  # socket.gethostname()
+    pid: Mapped[int]
+    bind: Mapped[str] = mapped_column(sa.String(255))  # host:port, as BIND is written
+    public_url: Mapped[str | None] = mapped_column(sa.String(2000))
+    started_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    # "server" (a gunicorn master; its workers run jobs) or "worker" (`flask --app app worker`,
+    # which serves nothing: its bind is empty). Commands look for a server's address only.
+    kind: Mapped[str] = mapped_column(sa.String(10), server_default="server")
+    # Its job runners' latest heartbeat (app/jobs/runner.py); None when none has run.
+    runner_seen_at: Mapped[datetime | None]
+
+
+class Job(db.Model):
+    """Background work, committed with the change that causes it (app/jobs/). The payload holds
+    ids only, never personal data: an erasure has nothing to find here."""
+
+    __table_args__ = (
+        sa.Index("ix_job_state_due_at", "state", "due_at"),
+        sa.Index("ix_job_key_id", "key", "id"),
+        ids_never_reused(),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    payload: Mapped[str] = mapped_column(sa.Text, server_default="{}")  # JSON: ids only
+    # Jobs with one key run one at a time, in the order they were enqueued (None: no order).
+    key: Mapped[str | None] = mapped_column(sa.String(80))
+    state: Mapped[str] = mapped_column(sa.String(8), server_default="due")  # due | running | done | dead
+    due_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    leased_until: Mapped[datetime | None]  # while running: the holder's; past it the holder is gone
+    holder: Mapped[str | None] = mapped_column(sa.String(64))
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class RateBudget(db.Model):
+    """Calls to an API spaced across every process and instance: the earliest moment (seconds
+    since the epoch) the next call may start (app/jobs/rate_budget.py)."""
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    next_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class BackupCode(db.Model):
+    """One-time codes for two-factor sign-in without the phone: their sha256 only, deleted when used."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH))
+
+
+class Lease(db.Model):
+    """A named lease, shared by every process: one holder at a time until it releases it or
+    `expires_at` passes (the holder renews it while it works; a process that died lets it lapse).
+    See app/jobs/leases.py."""
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # what it guards: "export:7"
+    holder: Mapped[str] = mapped_column(sa.String(64))  # a token the holder picked
+    expires_at: Mapped[datetime]
+
+
+@sa.event.listens_for(db.Model.metadata, "before_create")
+def _create_trigram_extension(_metadata, connection, **_kw):
+    # The sender search index needs pg_trgm (a trusted extension since PostgreSQL 13).
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")

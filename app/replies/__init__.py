@@ -1,0 +1,379 @@
+"""Replies: stored before they are sent, sent once, never lost.
+
+A reply moves through states, each committed before the next step, and no network call is
+ever made inside a database transaction (SQLite has one writer; a slow API must not hold up
+callbacks):
+
+    queued (stored, with who wrote it, and its `send_reply` job in the same commit) ->
+        sending (claimed by one job runner) ->
+        sent (with Messente's ids) | failed (with the API's own words; Retry) |
+        unconfirmed (timed out after the request may have reached Messente; never resent
+        automatically, a person may resend) |
+        retrying (no connection could be made, or 429: nothing reached Messente; the job runs
+        again with backoff for up to REPLY_RETRY_SECONDS, then the reply fails)
+
+Sending is a job (app/jobs/): the runner in every server process (or a `flask worker`) claims it
+and calls `send_reply_job`, which runs at most once: a runner that dies mid-send leaves the
+reply `unconfirmed` (`abandon_send`), never sent twice. The reply's own claim is one UPDATE ...
+WHERE status IN ('queued', 'retrying') under the write lock, so even two jobs for one reply send
+it once. Calls to Messente take turns from one rate budget shared by every process
+(app/jobs/rate_budget.py). Keeping the blacklist in step with opt-outs is a job too
+(`sync_blacklist`), and dropping stale delivery reports a periodic one.
+"""
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app import audit, clock, jobs
+from app.replies import delivery, messente
+from app.db import folding, numbers
+from app.privacy import retention
+from app.jobs import rate_budget
+from app.extensions import db
+from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
+from app.db.unit_of_work import change_number, write_transaction
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 1600  # ten SMS parts and more: longer is more likely a paste gone wrong
+WHATSAPP_WINDOW = timedelta(hours=24)
+# Beyond the client's own timeouts (and a turn of the rate budget): a send job holding its claim
+# this long was left by a runner that died (or hangs), and its reply is shown `unconfirmed`.
+STALE_MARGIN = timedelta(seconds=30)
+SEND_REPLY, SYNC_BLACKLIST = "send_reply", "sync_blacklist"
+PHONE_NUMBER = re.compile(r"\+?[0-9]{7,15}")
+NOISE = re.compile(r"[\s\-().]")
+
+
+class ReplyRefused(ValueError):
+    """Why a reply can't be stored, for people."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A way to send: one channel, or one with SMS as the fallback (Omnichannel's messages[])."""
+    value: str
+    label: str
+    channels: tuple[str, ...]
+
+
+@dataclass
+class Composer:
+    """What the reply box offers for one conversation, and why not when it offers nothing."""
+    can_reply: bool
+    note: str
+    routes: list[Route]
+    sms_senders: list[str]  # our numbers the customer wrote to, when the person picks one
+    key: str  # one-time: a resubmitted form or a double click stores one reply
+
+
+def can_receive_replies(sender: str) -> bool:
+    """A phone number can; an alphanumeric sender (`MyShop`) or a short code (`1234`) cannot."""
+    return bool(PHONE_NUMBER.fullmatch(NOISE.sub("", sender)))
+
+
+def composer(conversation: Conversation) -> Composer:
+    config = current_app.config
+    key = secrets.token_urlsafe(16)
+    if conversation.opted_out:
+        return Composer(False, "This customer opted out: nothing can be sent to them until they "
+                               "write START or someone opts them back in.", [], [], key)
+    if retention.is_suppressed(conversation.sender):
+        return Composer(False, "This number opted out before its earlier messages were deleted: "
+                               "nothing can be sent to it.", [], [], key)
+    if not can_receive_replies(conversation.sender):
+        return Composer(False, f"{conversation.sender} is {numbers.sender_kind(conversation.sender)}: it cannot "
+                               "receive replies.", [], [], key)
+    if not (config["MESSENTE_API_USERNAME"] and config["MESSENTE_API_PASSWORD"]):
+        return Composer(False, "Replies need Messente API credentials: set MESSENTE_API_USERNAME and "
+                               "MESSENTE_API_PASSWORD (see docs/replies.md).", [], [], key)
+
+    sms_senders = [] if config["MESSENTE_SMS_SENDER"] else our_numbers(conversation.id)
+    sms_possible = bool(config["MESSENTE_SMS_SENDER"] or sms_senders)
+    sms = Route("sms", "SMS", ("sms",))
+    channel, note, routes = conversation.channel, "", []
+    if channel in ("whatsapp", "viber"):
+        name = {"whatsapp": "WhatsApp", "viber": "Viber"}[channel]
+        window_open = channel != "whatsapp" or (
+            conversation.last_inbound_at is not None
+            and clock.now() - conversation.last_inbound_at < WHATSAPP_WINDOW)
+        if not config[f"MESSENTE_{channel.upper()}_SENDER"]:
+            note = f"Set MESSENTE_{channel.upper()}_SENDER to answer on {name}; this reply goes by SMS."
+        elif not window_open:
+            note = ("WhatsApp takes free text only within 24 hours of the customer's last message: "
+                    "this reply goes by SMS.")
+        else:
+            routes.append(Route(channel, name, (channel,)))
+            if sms_possible:
+                routes.append(Route(f"{channel}+sms", f"{name}, then SMS if that fails", (channel, "sms")))
+            if channel == "whatsapp":
+                left = conversation.last_inbound_at + WHATSAPP_WINDOW - clock.now()
+                hours = int(left.total_seconds() // 3600)
+                note = (f"WhatsApp window open for another {hours} hour{'s' if hours != 1 else ''}."
+                        if hours else "WhatsApp window closes within the hour.")
+    elif channel == "telegram":
+        note = "Messente's API cannot send Telegram messages: this reply goes by SMS."
+    if sms_possible and not any(route.channels == ("whatsapp",) or route.channels == ("viber",)
+                                for route in routes):
+        routes.append(sms)
+    if not routes:
+        return Composer(False, note or "No sender for SMS: set MESSENTE_SMS_SENDER.", [], [], key)
+    return Composer(True, note, routes, sms_senders, key)
+
+
+def our_numbers(conversation_id: int, limit: int = 10, recent: int = 500) -> list[str]:
+    """The numbers of ours this customer wrote to lately, most recent first: SMS replies go from one.
+
+    Only the latest `recent` messages are looked at, so a long thread costs what a short one does.
+    """
+    latest = (sa.select(Message.id, Message.recipient)
+              .where(Message.conversation_id == conversation_id, Message.direction == "in")
+              .order_by(Message.id.desc()).limit(recent).subquery())
+    rows = db.session.execute(
+        sa.select(latest.c.recipient, sa.func.max(latest.c.id).label("newest"))
+        .where(latest.c.recipient.is_not(None))
+        .group_by(latest.c.recipient).order_by(sa.desc("newest")).limit(limit))
+    return [recipient for recipient, _ in rows if recipient.strip()]
+
+
+def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sender: str | None,
+                author_id: int, key: str) -> int:
+    """Store a reply as `queued`, with its audit event, and return its id; the outbox sends it.
+    Raises ReplyRefused.
+
+    The same key again (a resubmitted form) returns the reply stored the first time.
+    """
+    text = text.replace("\r\n", "\n")
+    if not text.strip():
+        raise ReplyRefused("Type a reply first.")
+    if len(text) > MAX_TEXT:
+        raise ReplyRefused(f"A reply can be at most {MAX_TEXT} characters.")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", key or ""):
+        raise ReplyRefused("This form is out of date: reload the page.")
+    offered = composer(conversation)
+    if not offered.can_reply:
+        raise ReplyRefused(offered.note)
+    route = next((route for route in offered.routes if route.value == route_value), offered.routes[0])
+    if "sms" in route.channels and not current_app.config["MESSENTE_SMS_SENDER"]:
+        if sms_sender not in offered.sms_senders:
+            sms_sender = offered.sms_senders[0]
+    legs = [{"channel": channel, "sender": sender_for(channel, sms_sender)} for channel in route.channels]
+
+    msg_id = f"reply-{key}"
+    with write_transaction() as session:
+        connection = session.connection()
+        existing = connection.scalar(sa.select(Message.id).where(Message.msg_id == msg_id))
+        if existing is not None:
+            return existing
+        if connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation.id)):
+            raise ReplyRefused("This customer opted out meanwhile: nothing was sent.")
+        now, change = clock.now(), change_number()
+        reply_id = connection.scalar(sa.insert(Message).values(
+            conversation_id=conversation.id, msg_id=msg_id, channel=route.channels[0],
+            sender=legs[0]["sender"] or "", recipient=conversation.sender, text=text, sent_at=now,
+            folded_text=folding.fold(text), received_at=now, raw_body=json.dumps({"legs": legs}).encode(), change_seq=change,
+            direction="out", author_id=author_id, status="queued",
+        ).returning(Message.id))
+        connection.execute(sa.update(Conversation).where(Conversation.id == conversation.id).values(
+            last_message_id=reply_id, last_sent_at=now, last_text=text[:PREVIEW_LENGTH], last_direction="out",
+            message_count=Conversation.message_count + 1, change_seq=change))
+        jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
+        audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
+    return reply_id
+
+
+def sender_for(channel: str, sms_sender: str | None) -> str | None:
+    configured = current_app.config[f"MESSENTE_{channel.upper()}_SENDER"]
+    return configured or (sms_sender if channel == "sms" else None)
+
+
+def can_send_again(status: str | None, delivery: str | None) -> bool:
+    """Not sent, not known to be sent, or sent and reported undelivered: a person may send again."""
+    return status in ("failed", "unconfirmed") or (status == "sent" and delivery in DELIVERY_FAILURES)
+
+
+def retry(conversation_id: int, reply_id: int) -> bool:
+    """Queue a reply again (a person's decision): a new send job; False if it is not one to send again."""
+    with write_transaction() as session:
+        updated = session.execute(
+            sa.update(Message)
+            .where(Message.id == reply_id, Message.conversation_id == conversation_id, Message.direction == "out",
+                   Message.status.in_(["failed", "unconfirmed"])
+                   | ((Message.status == "sent") & Message.delivery.in_(DELIVERY_FAILURES)))
+            .values(status="queued", problem=None, delivery=None, omnimessage_id=None, claimed_at=None,
+                    change_seq=change_number())).rowcount
+        if updated:
+            session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
+                            .values(change_seq=change_number()))
+            jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
+    return bool(updated)
+
+
+def send_key(conversation_id: int) -> str:
+    """A conversation's replies go out one at a time, in the order they were written."""
+    return f"conversation:{conversation_id}"
+
+
+def send_lease(config) -> timedelta:
+    """How long a send may hold its job: past the client's timeouts, its runner is gone."""
+    return timedelta(seconds=config["MESSENTE_CONNECT_TIMEOUT"] + config["MESSENTE_READ_TIMEOUT"]) + STALE_MARGIN
+
+
+def abandon_send(payload: dict, reason: str) -> None:
+    """A send job that ended without an outcome (its runner died, or it failed unexpectedly): a
+    reply it may have sent is shown unconfirmed, one it never took is shown failed; never resent."""
+    reply_id = payload["reply"]
+    with write_transaction() as session:
+        row = session.execute(sa.select(Message.status, Message.conversation_id).where(Message.id == reply_id)).first()
+        if row is None or row.status not in ("sending", "queued", "retrying"):
+            return
+        status, problem = (("unconfirmed", "the app stopped while sending: it may or may not have reached Messente")
+                           if row.status == "sending" else ("failed", f"not sent: {reason}"))
+        session.execute(sa.update(Message).where(Message.id == reply_id)
+                        .values(status=status, problem=problem[:500], change_seq=change_number()))
+        touch_conversation(session.connection(), row.conversation_id)
+
+
+@jobs.kind(SEND_REPLY, at_most_once=True, lease=send_lease, on_abandon=abandon_send)
+def send_reply_job(payload: dict, attempt: "jobs.Attempt") -> "jobs.Retry | None":
+    client = messente.from_config(current_app.config)
+    if client is None:
+        record_unsent(payload["reply"], "Replies need Messente API credentials: set MESSENTE_API_USERNAME and "
+                                        "MESSENTE_API_PASSWORD")
+        return None
+    return send(payload["reply"], client, attempt)
+
+
+def send(reply_id: int, client: "messente.Messente", attempt: "jobs.Attempt") -> "jobs.Retry | None":
+    """Claim a queued reply, send it once, record the outcome. Only a send that cannot have reached
+    Messente (no connection, 429) asks for another attempt, within REPLY_RETRY_SECONDS of the job's start."""
+    config = current_app.config
+    now = clock.now()
+    with write_transaction() as session:
+        connection = session.connection()
+        claimed = connection.execute(
+            sa.update(Message).where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
+            .values(status="sending", claimed_at=now, change_seq=change_number())
+            .returning(Message.conversation_id, Message.recipient, Message.text, Message.raw_body)).first()
+        if claimed is None:
+            return None  # no longer waiting to be sent
+        opted_out = connection.scalar(sa.select(Conversation.opted_out)
+                                      .where(Conversation.id == claimed.conversation_id))
+        touch_conversation(connection, claimed.conversation_id)
+    if opted_out:  # checked again just before the call: a STOP may have come meanwhile
+        record(reply_id, claimed.conversation_id, "failed", problem="the customer opted out: not sent")
+        return None
+
+    legs = [messente.Leg(leg["channel"], claimed.text, leg["sender"])
+            for leg in json.loads(claimed.raw_body)["legs"]]
+    rate_budget.wait_turn(rate_budget.MESSENTE, config["MESSENTE_REQUESTS_PER_SECOND"])
+    outcome = client.send(claimed.recipient, legs, dlr_url=delivery_url())
+    if isinstance(outcome, messente.Sent):
+        record(reply_id, claimed.conversation_id, "sent", omnimessage_id=outcome.omnimessage_id)
+    elif isinstance(outcome, messente.Unconfirmed):
+        record(reply_id, claimed.conversation_id, "unconfirmed", problem=outcome.reason)
+    elif never_reached(outcome) and (
+            clock.now() + jobs.backoff(attempt.number)
+            <= attempt.created_at + timedelta(seconds=config["REPLY_RETRY_SECONDS"])):
+        record(reply_id, claimed.conversation_id, "retrying", problem=outcome.reason)
+        return jobs.Retry(jobs.backoff(attempt.number), outcome.reason)
+    else:
+        record(reply_id, claimed.conversation_id, "failed", problem=outcome.reason)
+    return None
+
+
+def never_reached(outcome: "messente.Refused") -> bool:
+    """No connection was made, or Messente turned the call away unread (429): sending again
+    cannot send twice. A 5xx may have been sent: never."""
+    return outcome.retryable and outcome.status in (None, 429)
+
+
+def record_unsent(reply_id: int, problem: str) -> None:
+    with write_transaction() as session:
+        conversation_id = session.scalar(
+            sa.update(Message).where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
+            .values(status="failed", problem=problem, change_seq=change_number()).returning(Message.conversation_id))
+        if conversation_id is not None:
+            touch_conversation(session.connection(), conversation_id)
+
+
+def record(reply_id: int, conversation_id: int, status: str, problem: str | None = None,
+           omnimessage_id: str | None = None) -> str:
+    """A send's outcome (or "retrying"), on the reply and its conversation."""
+    with write_transaction() as session:
+        connection = session.connection()
+        connection.execute(sa.update(Message).where(Message.id == reply_id).values(
+            status=status, problem=problem and problem[:500], omnimessage_id=omnimessage_id,
+            change_seq=change_number()))
+        if omnimessage_id:
+            delivery.apply_unmatched(connection, reply_id, omnimessage_id)
+        touch_conversation(connection, conversation_id)
+    log.info("reply %d %s%s", reply_id, status, f": {problem}" if problem else "")
+    return status
+
+
+def touch_conversation(connection: sa.Connection, conversation_id: int) -> None:
+    connection.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
+                       .values(change_seq=change_number()))
+
+
+def delivery_url() -> str | None:
+    """Where Messente posts delivery reports for our replies; without PUBLIC_URL, the API key's
+    default webhook in Messente's dashboard applies."""
+    base = current_app.config["PUBLIC_URL"]
+    return f"{base.rstrip('/')}/callbacks/delivery" if base else None
+
+
+def newest_sent_reply() -> tuple[str, str, str] | None:
+    """(omnimessage id, customer, channel) of the newest reply Messente accepted."""
+    return db.session.execute(
+        sa.select(Message.omnimessage_id, Message.recipient, Message.channel)
+        .where(Message.direction == "out", Message.omnimessage_id.is_not(None))
+        .order_by(Message.id.desc()).limit(1)).first()
+
+
+def sync_blacklist(client: "messente.Messente") -> int:
+    """Carry opt-outs to Messente's blacklist (MESSENTE_BLACKLIST_SYNC); how many calls failed
+    (each failure is shown on its conversation, and the job tries again)."""
+    pending = db.session.execute(sa.select(Conversation.id, Conversation.sender, Conversation.blacklist)
+                                 .where(Conversation.blacklist.in_(["add", "remove"])).limit(100)).all()
+    db.session.rollback()  # no read transaction held across the calls
+    failures = 0
+    for conversation_id, phone, wanted in pending:
+        call = client.add_to_blacklist if wanted == "add" else client.remove_from_blacklist
+        rate_budget.wait_turn(rate_budget.MESSENTE, current_app.config["MESSENTE_REQUESTS_PER_SECOND"])
+        outcome = call(phone)
+        done = isinstance(outcome, messente.Done)
+        failures += not done
+        # Only an entry this app made is "added", and so removed again when the customer opts back in.
+        added = "added" if wanted == "add" and done and not outcome.already else None
+        with write_transaction() as session:
+            session.execute(
+                sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.blacklist == wanted)
+                .values(blacklist=added if done else wanted,
+                        blacklist_problem=None if done else f"Messente's blacklist: {outcome.reason}",
+                        change_seq=change_number()))
+    return failures
+
+
+@jobs.kind(SYNC_BLACKLIST)
+def sync_blacklist_job(payload: dict, attempt: "jobs.Attempt") -> None:
+    """Both calls are idempotent: a failed sync is simply run again, with backoff."""
+    client = messente.from_config(current_app.config)
+    if client is None:
+        return
+    failures = sync_blacklist(client)
+    if failures:
+        plural = "s" if failures != 1 else ""
+        raise RuntimeError(f"{failures} blacklist call{plural} failed (shown on the conversations)")
+
+
+@jobs.kind("drop_stale_delivery_reports", every=timedelta(hours=1))
+def drop_stale_reports_job(payload: dict, attempt: "jobs.Attempt") -> None:
+    delivery.drop_stale_reports(attempt.now)
