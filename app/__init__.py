@@ -1,9 +1,7 @@
 """sms-inbox: a web inbox for Messente inbound messages."""
-import hashlib
 from pathlib import Path
 
-from flask import Flask, current_app, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config
@@ -11,17 +9,6 @@ from app import extensions  # `extensions.db`: the name `app.db` is the package 
 from app.extensions import configure_engine, csrf, engine_options, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
-
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -44,27 +31,24 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
+    # Each feature's blueprint, and the plumbing every page shares. Importing the features also
+    # registers their kinds of background job (app/jobs/).
+    from app import web
+    from app.accounts import routes as accounts
     from app.admin import routes as admin
-    from app.privacy import retention  # noqa: F401 (retention and replies register their kinds of job)
-    from app.accounts import routes as auth
-    from app.callbacks import routes as callback
-    from app.ops import cli
+    from app.callbacks import routes as callbacks
+    from app.export import routes as export
     from app.inbox import routes as inbox
-    from app import replies
-    from app.replies import saved_replies  # noqa: F401
+    from app.ops import cli
+    from app.privacy import retention  # noqa: F401 (its purge is a kind of job; it has no routes)
+    from app.replies import routes as replies
     from app.web.request_args import IdConverter
 
     app.url_map.converters["int"] = IdConverter  # ids beyond their column's range are 404s
-    app.register_blueprint(callback.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(inbox.bp)
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(saved_replies.bp)
+    for feature in (callbacks, accounts, inbox, replies, export, admin):
+        app.register_blueprint(feature.bp)
     cli.init_app(app)
-
-    app.after_request(add_security_headers)
-    fingerprint_static_files(app)
-    app.register_error_handler(HTTPException, callback.json_errors_on_callback_paths)
+    web.init_app(app)
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
@@ -89,39 +73,3 @@ def load_config(app: Flask, test_config: dict | None) -> None:
             config.read_instance_file(app.instance_path, config.LOCAL_SECRET_FILE) or ""
         )
     app.config["MESSENTE_SHARED_SECRETS"] = secrets
-
-
-# A fingerprinted static URL names one version of the file for ever: cache it for a year.
-IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-def fingerprint_static_files(app: Flask) -> None:
-    """`url_for('static', ...)` adds `v=<sha256 prefix of the file>`, and a response to a URL
-    whose `v` is the file's own is cached for a year: a repeat visit fetches no static file,
-    and a changed file gets a new URL. Hashed once, at start-up (static files ship with the code).
-    """
-    folder = Path(app.static_folder)
-    versions = {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-                for path in folder.rglob("*") if path.is_file()}
-
-    @app.url_defaults
-    def add_version(endpoint, values):
-        if endpoint == "static" and "v" not in values and values.get("filename") in versions:
-            values["v"] = versions[values["filename"]]
-
-    @app.after_request
-    def cache_fingerprinted(response):
-        if (request.endpoint == "static" and response.status_code in (200, 304)
-                and request.args.get("v", "") == versions.get((request.view_args or {}).get("filename"))):
-            response.headers["Cache-Control"] = IMMUTABLE
-        return response
-
-
-def add_security_headers(response):
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if current_app.config["SESSION_COOKIE_SECURE"]:  # served over HTTPS: browsers should only use HTTPS
-        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    return response

@@ -10,6 +10,7 @@ from argon2 import PasswordHasher
 
 from app import accounts, config
 from app.accounts import routes as auth_module
+from app.web import access
 from app.extensions import db
 from app.db.models import LoginThrottle, User
 
@@ -122,15 +123,15 @@ def test_every_route_but_login_static_and_callback_requires_login(app, client):
             assert response.status_code == 302, (method, url)
             assert response.headers["Location"].startswith("/login"), (method, url)
             checked.append((method, rule.endpoint))
-    assert ("POST", "auth.logout") in checked and ("GET", "inbox.export_csv") in checked
+    assert ("POST", "auth.logout") in checked and ("GET", "export.csv") in checked
 
 
 def test_a_view_marked_public_needs_no_login_and_others_do(database_url, app):
-    """`auth.public` is how a view opts out of the login; nothing changes auth at run time."""
+    """`access.public` is how a view opts out of the login; nothing changes auth at run time."""
     other = make_app(database_url)
 
     @other.get("/open", endpoint="open")
-    @auth_module.public
+    @access.public
     def open_view():
         return "open"
 

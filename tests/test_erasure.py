@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import audit, replies
+from app import audit
+from app.replies import reply_box
 from app.contacts import optouts
 from app.privacy import retention
 from app.extensions import db
@@ -98,12 +99,12 @@ def test_a_number_erased_after_opting_out_gets_no_replies_when_it_writes_again(a
         assert db.session.scalar(sa.select(Suppression.number_hash)) == audit.number_hash(NUMBER)
     deliver(body_for(sender=NUMBER, text="Tere jälle"))
     with app.app_context():
-        composer = replies.composer(conversation_of(NUMBER))
+        composer = reply_box.for_conversation(conversation_of(NUMBER))
         assert not composer.can_reply and "opted out before" in composer.note
-        assert replies.composer(conversation_of(OTHER)).note != composer.note
+        assert reply_box.for_conversation(conversation_of(OTHER)).note != composer.note
     deliver(body_for(sender=NUMBER, text="START"))  # asking for messages again lifts the block
     with app.app_context():
-        assert "opted out before" not in replies.composer(conversation_of(NUMBER)).note
+        assert "opted out before" not in reply_box.for_conversation(conversation_of(NUMBER)).note
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 0
 
 

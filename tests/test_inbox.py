@@ -629,7 +629,7 @@ def csrf_token_of(html: str) -> str:
 
 
 def test_a_server_error_is_a_styled_500_page(database_url):
-    from app.accounts.routes import public
+    from app.web.access import public
     from conftest import close_app, make_app
     app = make_app(database_url, PROPAGATE_EXCEPTIONS=False)
 

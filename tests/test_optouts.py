@@ -4,7 +4,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from app import audit, replies
+from app import audit
+from app.replies import reply_box
 from app.contacts import optouts
 from app.extensions import db
 from app.db.models import AuditEvent, OptOut, Suppression
@@ -45,11 +46,11 @@ def test_a_start_from_another_sender_does_not_lift_the_block_an_erasure_left(app
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 1
     deliver(body_for(sender=NUMBER, text="Tere jälle"))
     with app.app_context():
-        assert "opted out before" in replies.composer(conversation_of(NUMBER)).note
+        assert "opted out before" in reply_box.for_conversation(conversation_of(NUMBER)).note
     # The same number however written is the same key: its START lifts the block, audited.
     deliver(body_for(sender="372 5557 7003", text="START"))
     with app.app_context():
-        assert "opted out before" not in replies.composer(conversation_of(NUMBER)).note
+        assert "opted out before" not in reply_box.for_conversation(conversation_of(NUMBER)).note
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 0
     assert opt_events(app)[-1] == ("opted_in", None, {
         "conversation": conversation_id(app), "by": "customer", "erasure_block_lifted": True})

@@ -101,7 +101,7 @@ def indexes_used(app, plan: list[str]) -> list[tuple[str, ...]]:
 def test_query_functions_use_the_intended_indexes(app, seeded):
     conversation_id = seeded["conversation"]
     with app.app_context():
-        conversation = queries.conversation(conversation_id)
+        conversation = contacts.conversation(conversation_id)
         db.session.expunge(conversation)  # read once, outside the statements captured
     calls = {
         "thread": (lambda: queries.open_thread(conversation), ("conversation_id", "id")),
@@ -138,7 +138,7 @@ def test_postgresql_poll_and_thread_use_indexes(app, seeded):
         db.session.execute(sa.text("ANALYZE"))
         db.session.commit()
     with app.app_context():
-        conversation = queries.conversation(seeded["conversation"])
+        conversation = contacts.conversation(seeded["conversation"])
         db.session.expunge(conversation)
     for name, call in {"poll": lambda: queries.latest_change(),
                        "thread": lambda: queries.open_thread(conversation),

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from app.server import worker
 from app.callbacks import ingest
-from app.inbox import queries
+from app.inbox import read_state
 from app.db.unit_of_work import write_transaction
 from app.export import COLUMNS
 from app.extensions import db
@@ -524,7 +524,7 @@ def test_a_request_that_has_read_can_still_write_after_another_commit(app):
         conversation = conversation_of(sender)
         assert conversation.unread_count == 1  # this transaction has read
         store(app, "meanwhile", sender)  # another app context: another session and connection
-        queries.mark_read(conversation.id, through_id=conversation.last_message_id)
+        read_state.mark_read(conversation.id, through_id=conversation.last_message_id)
     with app.app_context():
         conversation = conversation_of(sender)
         # What arrived after the page was shown stays unread.

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from app.ops import demo
 from app import jobs
 from app.jobs import leases
+from app.contacts import optouts
 from app.inbox import queries
 from app.privacy import retention
 from app.extensions import db
@@ -71,7 +72,7 @@ def test_a_purge_deletes_what_is_older_than_the_days_and_lists_follow(app, histo
         assert [m.text for m in db.session.scalars(sa.select(Message))] == ["this week", "this week"]
         # OLD had opted out: its number stays blocked, as a keyed hash only.
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 1
-        assert retention.is_suppressed(OLD)
+        assert optouts.is_suppressed(OLD)
     assert count(app, UnmatchedDeliveryReport) == count(app, DeadLetter) == count(app, OptOut) == 0
 
 

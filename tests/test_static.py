@@ -4,7 +4,8 @@ import re
 
 from flask import Flask, url_for
 
-from app import IMMUTABLE, fingerprint_static_files
+from app.web import static_files
+from app.web.static_files import IMMUTABLE
 
 from conftest import ROOT, make_app
 
@@ -39,7 +40,7 @@ def test_pages_link_static_files_by_content_and_those_urls_are_cached_for_a_year
 def test_a_changed_file_gets_a_new_url(tmp_path):
     def url_of_stylesheet() -> str:
         app = Flask(__name__, static_folder=str(tmp_path), static_url_path="/static")  # as a restart after a deploy hashes again
-        fingerprint_static_files(app)
+        static_files.init_app(app)
         with app.test_request_context():
             return url_for("static", filename="style.css")
 

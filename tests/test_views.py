@@ -5,7 +5,7 @@ from html import unescape
 import pytest
 import sqlalchemy as sa
 
-from app.inbox import list_views, queries
+from app.inbox import list_views, queries, read_state
 from app.extensions import db
 from app.inbox.list_views import ListFilter
 from app.db.models import Conversation
@@ -97,7 +97,7 @@ def test_unread_and_opted_out_views(client, inbox):
     stopped = conversation_id(client, "+3725550003")
     assert listed(client.get("/?view=opted-out").text) == [stopped]
     with client.application.app_context():
-        queries.mark_read(stopped, through_id=2**62)
+        read_state.mark_read(stopped, through_id=2**62)
     unread = listed(client.get("/?view=unread").text)
     assert stopped not in unread and len(unread) == 2
 

@@ -1,9 +1,8 @@
 """Login and logout; every other page and fragment requires a login (deny by default), and
 admin pages an admin (`admin_required`)."""
-import functools
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, redirect, render_template, request, session,
+from flask import (Blueprint, current_app, redirect, render_template, request, session,
                    url_for)
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -13,33 +12,11 @@ from wtforms.validators import DataRequired, Length
 from app import accounts, audit, clock
 from app.accounts import two_factor
 from app.extensions import db, login_manager
+from app.web.access import public
 from app.db.models import USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
 
 bp = Blueprint("auth", __name__)
-
-
-def public(view):
-    """Mark a view as open to anonymous visitors; every other view requires a login.
-
-    The callback blueprint is public as a whole: it authenticates by signature instead.
-    """
-    view.public = True
-    return view
-
-
-def admin_required(view):
-    """Only admins may use this view; others (logged in: the login check comes first) get 403.
-
-    Marked `admin_only`, so tests can walk the URL map and check every such view refuses agents.
-    """
-    @functools.wraps(view)
-    def checked(*args, **kwargs):
-        if not current_user.is_admin:
-            abort(403)
-        return view(*args, **kwargs)
-    checked.admin_only = True
-    return checked
 
 
 class LoginForm(FlaskForm):
@@ -210,7 +187,7 @@ def login():
             audit.record("login_failed", {"username": form.username.data.strip()[:80]}, username=None)
             error = "Invalid username or password."
     status = 200 if error is None else 401
-    return render_template("auth/login.html", form=form, error=error), status, headers
+    return render_template("accounts/login.html", form=form, error=error), status, headers
 
 
 @bp.route("/login/code", methods=["GET", "POST"])
@@ -241,7 +218,7 @@ def login_code():
     elif request.method == "POST":
         error = "Enter the code."
     status = 200 if error is None else 401
-    return render_template("auth/code.html", form=form, error=error), status, headers
+    return render_template("accounts/code.html", form=form, error=error), status, headers
 
 
 def finish_login(user: User, next_page: str):
@@ -275,17 +252,12 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
-@bp.app_errorhandler(403)
-def forbidden(exc):
-    return render_template("errors/403.html"), 403
-
-
 # --- one's own account --------------------------------------------------------------------
 
 @bp.get("/account")
 def account(form: ChangePasswordForm | None = None, message: str | None = None, error: str | None = None,
             status: int = 200):
-    return render_template("account/account.html", form=form or ChangePasswordForm(formdata=None),
+    return render_template("accounts/account.html", form=form or ChangePasswordForm(formdata=None),
                            sessions=accounts.sessions_of(current_user),
                            this_session=accounts.token_hash(current_user.login_token or ""),
                            confirm_form=ConfirmForm(formdata=None),
@@ -345,11 +317,11 @@ def two_factor_setup():
         if codes is not None:
             session.pop("new_totp_key", None)
             session.pop("set_up_two_factor", None)
-            return render_template("account/backup_codes.html", codes=codes, new=True)
+            return render_template("accounts/backup_codes.html", codes=codes, new=True)
         error = "That code is not right. Check the key in your app, then enter the code it shows now."
     elif request.method == "POST":
         error = "Enter the code from your app."
-    return render_template("account/two_factor.html", form=CodeForm(formdata=None), error=error,
+    return render_template("accounts/two_factor.html", form=CodeForm(formdata=None), error=error,
                            key=two_factor.grouped(key), qr_code=two_factor.qr_code(key, current_user.username),
                            required=session.get("set_up_two_factor", False)), 200 if error is None else 400
 
@@ -391,7 +363,7 @@ def new_backup_codes():
     with write_transaction():
         codes = two_factor.new_backup_codes(current_user)
         audit.record("backup_codes_new", {"user": current_user.username})
-    return render_template("account/backup_codes.html", codes=codes, new=False)
+    return render_template("accounts/backup_codes.html", codes=codes, new=False)
 
 
 # --- one-time links to set a password (public: the token is the credential) ---------------
@@ -401,18 +373,18 @@ def new_backup_codes():
 def set_password(token: str):
     user = accounts.user_for_reset_token(token)
     if user is None:
-        return render_template("auth/set_password.html", form=None), 404
+        return render_template("accounts/set_password.html", form=None), 404
     form, error = SetPasswordForm(), None
     if form.validate_on_submit():
         error = form.problem()
         if error is None:
             user = accounts.set_password_with_link(token, form.password.data)
             if user is None:  # used or expired meanwhile
-                return render_template("auth/set_password.html", form=None), 404
+                return render_template("accounts/set_password.html", form=None), 404
             if current_user.is_authenticated:
                 logout_user()
             session.clear()
             return redirect(url_for("auth.login", set="1"), 303)
     elif request.method == "POST":
         error = "Fill in both fields."
-    return render_template("auth/set_password.html", form=form, user=user, error=error), 200 if error is None else 400
+    return render_template("accounts/set_password.html", form=form, user=user, error=error), 200 if error is None else 400

@@ -15,7 +15,7 @@ from app import accounts, audit, clock, config, jobs
 from app.privacy import retention
 from app.jobs import servers
 from app.accounts import two_factor
-from app.accounts.routes import admin_required
+from app.web.access import admin_required
 from app.export import safe_cell
 from app.extensions import db
 from app.web.request_args import LARGEST_ID, date_arg, id_arg

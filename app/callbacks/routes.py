@@ -3,21 +3,16 @@ import logging
 
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
 
 from app.replies import delivery
 from app.callbacks import group_commit, ingest, signing
 from app.config import MAX_CALLBACK_BYTES
 from app.extensions import csrf, db
+from app.web.errors import json_error as error
 
 bp = Blueprint("callback", __name__, url_prefix="/callbacks")
 csrf.exempt(bp)  # the provider signs its requests; it has no session to hold a token
 log = logging.getLogger(__name__)
-
-
-def error(status: int, message: str):
-    """Every answer to the provider is short JSON, errors included."""
-    return {"error": message}, status
 
 
 class BodyTooLarge(Exception):
@@ -104,13 +99,6 @@ def delivery_report():
         return error(400, str(exc))
     matched = delivery.apply_report(report)
     return {"status": "applied" if matched else "kept until its reply is known"}
-
-
-def json_errors_on_callback_paths(exc: HTTPException):
-    """Registered app-wide: routing errors (404, 405) on the provider's path are JSON too."""
-    if request.path.startswith(bp.url_prefix + "/"):
-        return error(exc.code, exc.description)
-    return exc
 
 
 @bp.errorhandler(Refused)

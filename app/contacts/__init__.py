@@ -6,11 +6,17 @@ change number: every open list and thread picks it up at its next poll.
 import sqlalchemy as sa
 
 from app import audit
+from app.extensions import db
 from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
 from app.db.folding import clean_text, fold
 from app.db.unit_of_work import change_number, write_transaction
 
 STATUSES = ("open", "done")
+
+
+def conversation(conversation_id: int) -> Conversation | None:
+    """A conversation (in this app, the contact behind it) by its id."""
+    return db.session.get(Conversation, conversation_id)
 
 
 class ContactRefused(ValueError):

@@ -140,3 +140,8 @@ def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, chang
     # suppression is keyed by the same key as the conversation (audit.number_hash of its sender).
     return connection.execute(sa.delete(Suppression).where(
         Suppression.number_hash == audit.number_hash(sender))).rowcount > 0
+
+
+def is_suppressed(number: str) -> bool:
+    """Whether replies to this number are blocked because it was erased after opting out."""
+    return db.session.get(Suppression, audit.number_hash(number)) is not None

@@ -12,7 +12,6 @@ from app.db.folding import clean_text, search_key
 from app.inbox.list_views import ListFilter
 from app.db.models import Conversation, DailyCount, Message, User
 from app.extensions import db
-from app.db.unit_of_work import change_number, write_transaction
 
 THREAD_PAGE = 100
 # Up to this many conversations found through the text index are read by id and sorted into list
@@ -205,10 +204,6 @@ def arrived_since(since_change: int, latest: int) -> int:
     ) or 0
 
 
-def conversation(conversation_id: int) -> Conversation | None:
-    return db.session.get(Conversation, conversation_id)
-
-
 def conversation_by_sender(sender: str) -> Conversation | None:
     """For links made before conversations had ids: the sender as written, or with its `+`."""
     sender = clean_text(sender)
@@ -315,27 +310,6 @@ def poll_thread(conversation: Conversation, since_change: int, since_id: int, sh
                           newest_shown, shown, authors_of(messages))
     return ThreadPage(conversation, messages, False, seen_change, messages[-1].id if messages else since_id,
                       newest_shown, shown, authors_of(messages))
-
-
-def mark_read(conversation_id: int, through_id: int) -> None:
-    """Messages up to `through_id` have been seen; any that arrived after it stay unread."""
-    with write_transaction() as session:
-        unread = db.select(sa.func.count()).where(
-            Message.conversation_id == conversation_id, Message.id > through_id,
-            Message.direction == "in").scalar_subquery()
-        session.execute(
-            sa.update(Conversation)
-            .where(Conversation.id == conversation_id, Conversation.unread_count != unread)
-            .values(unread_count=unread, change_seq=change_number())
-        )
-
-
-def mark_unread(conversation_id: int) -> None:
-    with write_transaction() as session:
-        session.execute(
-            sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.unread_count == 0)
-            .values(unread_count=1, change_seq=change_number())
-        )
 
 
 def daily_counts(days: int = 30, today: date | None = None) -> list[tuple[date, int]]:

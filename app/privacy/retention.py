@@ -372,11 +372,6 @@ def redact_audit_trail(person: ErasedPerson, batch_size: int = 1000) -> int:
         after = rows[-1].id
 
 
-def is_suppressed(number: str) -> bool:
-    """Whether replies to this number are blocked because it was erased after opting out."""
-    return db.session.get(Suppression, audit.number_hash(number)) is not None
-
-
 def chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
         yield values[start:start + size]

@@ -7,17 +7,14 @@ name it is left out with the space before it ("Hi {name}, ..." becomes "Hi, ..."
 import re
 
 import sqlalchemy as sa
-from flask import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
-from app.accounts.routes import admin_required
 from app.extensions import db
 from app.db.folding import clean_text
 from app.db.models import SAVED_REPLY_TITLE_LENGTH, Conversation, SavedReply
-from app.replies import MAX_TEXT
+from app.replies.sms_length import MAX_TEXT
 from app.db.unit_of_work import write_transaction
 
-bp = Blueprint("saved_replies", __name__, url_prefix="/saved-replies")
 NAME = re.compile(r"\s*\{name\}")
 
 
@@ -83,41 +80,3 @@ def save(title: str, text: str, saved_id: int | None = None) -> int:
 def delete(saved_id: int) -> None:
     with write_transaction() as session:
         session.execute(sa.delete(SavedReply).where(SavedReply.id == saved_id))
-
-
-# --- the page where admins manage them -------------------------------------------------------
-
-@bp.get("")
-@admin_required
-def index():
-    return render_template("saved_replies/index.html", saved=all_saved(), edit=request.args.get("edit", type=int))
-
-
-@bp.post("")
-@admin_required
-def create():
-    return store(None)
-
-
-@bp.post("/<int:saved_id>")
-@admin_required
-def update(saved_id: int):
-    return store(saved_id)
-
-
-@bp.post("/<int:saved_id>/delete")
-@admin_required
-def remove(saved_id: int):
-    delete(saved_id)
-    return redirect(url_for("saved_replies.index"), 303)
-
-
-def store(saved_id: int | None):
-    form = request.form
-    try:
-        save(form.get("title", ""), form.get("text", ""), saved_id)
-    except SavedReplyRefused as refused:
-        # The page again with what was typed and why: nothing typed is lost.
-        return render_template("saved_replies/index.html", saved=all_saved(), edit=saved_id, error=str(refused),
-                               typed={"title": form.get("title", ""), "text": form.get("text", "")}), 400
-    return redirect(url_for("saved_replies.index"), 303)

@@ -17,10 +17,12 @@ holds the cases both must agree on.
   Messente's autoconvert "off" so that this count and the bill agree.
 - An empty text is 0 parts: there is nothing to send (an empty reply is never sent).
 """
+
 from dataclasses import dataclass
 
 # GSM 03.38 basic character set, in table order (0x00-0x7F), without 0x1B (the escape to the
 # extension table, which is not a character of its own): 127 characters.
+MAX_TEXT = 1600  # the longest reply: ten SMS parts and more; longer is more likely a paste gone wrong
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
     " !\"#¤%&'()*+,-./0123456789:;<=>?"

@@ -1,0 +1,36 @@
+"""Template filters every page uses: times, phone numbers and links in message texts."""
+import re
+
+from flask import Flask
+from markupsafe import Markup, escape
+
+from app import clock
+from app.db import numbers
+
+# http(s) addresses in message texts; what may end a sentence after one is not part of it.
+WEB_ADDRESS = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+TRAILING = ".,;:!?'\")]}"
+
+
+def init_app(app: Flask) -> None:
+    app.add_template_filter(clock.utc_iso, "utc_iso")
+    app.add_template_filter(numbers.readable, "phone")
+    app.add_template_filter(numbers.region, "region")
+    app.add_template_filter(numbers.flag, "flag")
+    app.add_template_filter(linkify)
+
+
+def linkify(text: str | None) -> Markup:
+    """A message's text, escaped, with its http and https addresses as links (nothing else is)."""
+    text, parts, last = text or "", [], 0
+    for match in WEB_ADDRESS.finditer(text):
+        address = match.group(0)
+        while address and address[-1] in TRAILING and not (address[-1] == ")" and address.count("(") >= address.count(")")):
+            address = address[:-1]
+        if len(address) <= len(match.group(0).split("://", 1)[0]) + 3:
+            continue
+        parts += [escape(text[last:match.start()]),
+                  Markup('<a href="{0}" rel="noopener noreferrer nofollow" target="_blank">{0}</a>').format(address)]
+        last = match.start() + len(address)
+    parts.append(escape(text[last:]))
+    return Markup("").join(parts)
