@@ -2,6 +2,8 @@
 import json
 import logging
 import socket
+import threading
+import urllib.request
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -9,16 +11,23 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
-import urllib.request
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import (
+    SECRET,
+    SIGNATURES,
+    VECTORS,
+    body_for,
+    conversation_of,
+    make_app,
+    signed_headers,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from app.extensions import db
 from app import clock
 from app.callbacks import group_commit, ingest
 from app.db.folding import clean_text
 from app.db.models import Conversation, DailyCount, DeadLetter, Message
-
-from conftest import SECRET, SIGNATURES, VECTORS, body_for, conversation_of, make_app, signed_headers
+from app.extensions import db
 
 
 def count(app, model) -> int:
@@ -340,8 +349,8 @@ def test_one_bad_message_in_a_batch_does_not_fail_the_others(app):
     bad = replace(ingest.parse_payload(body_for()), sent_at=None)
     futures = [Future() for _ in range(6)]
     committer = group_commit.Committer(app)
-    committer.pending, committer.running = list(zip([*good[:3], bad, *good[3:]], futures)), True
-    committer.run()  # what the committer thread runs, here in the test's thread
+    with app.app_context():
+        committer.commit(list(zip([*good[:3], bad, *good[3:]], futures)))  # what a leading request runs
     assert [future.result() for future in futures[:3] + futures[4:]] == [True] * 5
     assert isinstance(futures[3].exception(), sa.exc.IntegrityError)
     assert count(app, Message) == 5
@@ -355,7 +364,7 @@ def test_a_database_that_cannot_be_opened_answers_503_and_the_next_request_tries
         unreachable = database_url.split("?")[0].rsplit("/", 1)[0] + "/no_such_database"
     client = make_app(unreachable).test_client()
     body = body_for()
-    for _ in range(2):  # the failed committer thread is gone; the second request starts anew
+    for _ in range(2):  # nothing is left behind by the failure: the second request tries anew
         response = client.post("/callbacks/inbound", data=body, headers=signed_headers(body))
         assert response.status_code == 503
         assert response.json == {"error": "storage temporarily unavailable, retry later"}
@@ -395,3 +404,22 @@ def test_a_chunked_body_is_read_whole_and_over_the_limit_is_413(app, server_fact
     assert raw_exchange(server, chunked_head(too_large), chunked(too_large)) == 413
     with app.app_context():
         assert db.session.scalars(sa.select(Message.msg_id)).all() == ["chunked-fits"]
+
+
+def test_concurrent_callbacks_take_turns_and_each_is_answered_once_committed(app):
+    """Requests in one process take turns leading the group commit (no thread of its own): each
+    of many concurrent stores returns once its message is committed, duplicates as duplicates."""
+    committer = group_commit.Committer(app)
+    bodies = [body_for(sender=f"+3725550{n:03d}") for n in range(40)]
+    messages = [ingest.parse_payload(body) for body in bodies + bodies[:5]]  # each request parses its own
+    start = threading.Barrier(len(messages))
+
+    def store(message):
+        with app.app_context():
+            start.wait()
+            return committer.store(message)
+
+    with ThreadPoolExecutor(len(messages)) as pool:
+        answers = list(pool.map(store, messages))
+    assert sorted(answers) == [False] * 5 + [True] * 40
+    assert count(app, Message) == 40 and not committer.pending and not committer.leading

@@ -1,14 +1,16 @@
 """Group commit: concurrent callbacks share one transaction and one fsync.
 
 With `synchronous=FULL` every commit waits for the disk, so one commit per request caps a
-worker at a few hundred messages a second. Instead each request hands its message to this
-process's committer thread and waits; the thread stores everything queued so far in one
-transaction, commits, and only then releases the waiting requests to answer 200.
+worker at a few hundred messages a second. Instead the requests of a process take turns as the
+leader: the leader stores every message queued so far (its own among them) in one transaction,
+commits, and releases the requests whose messages it stored to answer 200; meanwhile the next
+messages queue up for the next leader. No thread of its own: each leader is a request's thread.
 
 When a batch fails, its messages are stored one by one, so one bad message never costs the
 others their first delivery.
 """
 import threading
+import time
 from concurrent.futures import Future
 
 import sqlalchemy as sa
@@ -20,7 +22,6 @@ from app.callbacks import ingest
 # messages one by one would only fail again, each after its own wait.
 DATABASE_AWAY = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
 MAX_BATCH = 256
-IDLE_SECONDS = 2.0  # the thread ends after this long without work, and restarts on demand
 # A request waits this much past the write lock's wait (WRITE_LOCK_WAIT_SECONDS), so the lock's
 # error is what it reports; well below gunicorn's timeout, so a stuck commit becomes a 503
 # (retried by Messente), never a killed worker.
@@ -29,51 +30,49 @@ WAIT_MARGIN_SECONDS = 5.0
 
 class Committer:
     def __init__(self, app: Flask):
-        self.app = app
         self.pending: list[tuple[ingest.Inbound, Future]] = []
-        self.wakeup = threading.Condition()
-        self.running = False
+        self.turn = threading.Condition()
+        self.leading = False
         self.wait_seconds = app.config["WRITE_LOCK_WAIT_SECONDS"] + WAIT_MARGIN_SECONDS
 
     def store(self, message: ingest.Inbound) -> bool:
         """Store the message (True if new, False if a duplicate) once it is committed."""
         done: Future = Future()
-        with self.wakeup:
+        deadline = time.monotonic() + self.wait_seconds
+        with self.turn:
             self.pending.append((message, done))
-            if self.running:
-                self.wakeup.notify()
-            else:
-                self.running = True
-                threading.Thread(target=self.run, name="group-commit", daemon=True).start()
-        return done.result(timeout=self.wait_seconds)
+        while not done.done():
+            with self.turn:
+                while self.leading and not done.done():
+                    if not self.turn.wait(deadline - time.monotonic()):
+                        raise TimeoutError("the message was not committed in time")
+                if done.done():
+                    break
+                self.leading = True  # this request's turn: it stores what is queued, its own included
+                batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            try:
+                self.commit(batch)
+            finally:
+                with self.turn:
+                    self.leading = False
+                    self.turn.notify_all()
+        return done.result()
 
-    def run(self) -> None:
+    def commit(self, batch: list[tuple[ingest.Inbound, Future]]) -> None:
         try:
-            self.commit_batches()
-        except Exception as exc:  # could not even open the database: fail the waiting requests
-            with self.wakeup:
-                self.running = False  # and let the next request start a fresh thread
-                waiting, self.pending = self.pending, []
-            for _, done in waiting:
-                done.set_exception(exc)
-
-    def commit_batches(self) -> None:
-        with self.app.app_context():
-            while batch := self.next_batch():
-                try:
-                    stored = ingest.store_messages([message for message, _ in batch])
-                except Exception as exc:
-                    if len(batch) == 1 or isinstance(exc, DATABASE_AWAY):
-                        for _, done in batch:  # the database, not a message: all answer 503
-                            done.set_exception(exc)
-                        continue
-                    # Nothing in the batch was acked. Store each message on its own, so only a
-                    # message that fails alone answers 503 (and the provider retries it).
-                    for message, done in batch:
-                        self.store_alone(message, done)
-                else:
-                    for (_, done), new in zip(batch, stored):
-                        done.set_result(new)
+            stored = ingest.store_messages([message for message, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1 or isinstance(exc, DATABASE_AWAY):
+                for _, done in batch:  # the database, not a message: all answer 503
+                    done.set_exception(exc)
+                return
+            # Nothing in the batch was acked. Store each message on its own, so only a
+            # message that fails alone answers 503 (and the provider retries it).
+            for message, done in batch:
+                self.store_alone(message, done)
+        else:
+            for (_, done), new in zip(batch, stored):
+                done.set_result(new)
 
     @staticmethod
     def store_alone(message: ingest.Inbound, done: Future) -> None:
@@ -83,16 +82,6 @@ class Committer:
             done.set_exception(exc)
         else:
             done.set_result(new)
-
-    def next_batch(self) -> list:
-        with self.wakeup:
-            if not self.pending:
-                self.wakeup.wait(IDLE_SECONDS)
-            if not self.pending:
-                self.running = False
-                return []
-            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-            return batch
 
 
 def store(message: ingest.Inbound) -> bool:
