@@ -27,7 +27,7 @@ from browser_helpers import (DESKTOP, LIVE, PHONE, assert_same_page, conversatio
 pytestmark = pytest.mark.browser
 
 POLL_SECONDS = config.defaults("")["POLL_SECONDS"]
-HIDDEN_POLL_SECONDS = 30  # app.js: a hidden tab's interval
+HIDDEN_POLL_SECONDS = 30  # static/js/polling.js: a hidden tab's interval
 CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
               "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id"]
 
@@ -488,7 +488,7 @@ def test_a_refused_reply_says_why_in_the_apis_words_and_retry_sends_it(
 
 
 def test_the_browser_counts_sms_parts_like_the_server(page, server):
-    page.goto(server.url + "/login")  # every page has app.js
+    page.goto(server.url + "/login")  # every page has static/js/sms-length.js
     counted = page.evaluate("texts => texts.map(text => window.smsLength(text))",
                             [case["text"] for case in SMS_VECTORS])
     assert {case["name"]: got for case, got in zip(SMS_VECTORS, counted)} == {
@@ -902,7 +902,7 @@ def test_a_draft_belongs_to_its_writer_and_leaves_the_browser_with_them(messente
     page.locator("#reply-text").fill("Carol's draft")
     page.context.clear_cookies()
     log_in_as(page, server, "alice")
-    page.wait_for_load_state()  # app.js has run
+    page.wait_for_load_state()  # static/js's modules have run
     assert drafts_kept(page) == {}
     open_row(page, CUSTOMER)
     expect(page.locator("#reply-text")).to_have_value("")

@@ -1,4 +1,4 @@
-"""app/replies/sms_length.py against tests/vectors/sms-length.json (which the browser's counter shares)."""
+"""app/replies/sms_length.py against tests/vectors/sms-length.json (shared with static/js/sms-length.js)."""
 import json
 import math
 

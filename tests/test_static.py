@@ -51,3 +51,28 @@ def test_a_changed_file_gets_a_new_url(tmp_path):
 
     (tmp_path / "style.css").write_text("body { color: navy; }")
     assert url_of_stylesheet() != before
+
+
+def test_every_script_module_is_loaded_by_its_own_fingerprinted_url(tmp_path):
+    """An `import` between modules would name a sibling by a plain URL, without the fingerprint,
+    and the browser could keep running an old copy of it after a deploy: so base.html loads each
+    module of static/js itself, and none imports another (templates/base.html says more)."""
+    modules = sorted(path.name for path in (ROOT / "static" / "js").glob("*.js"))
+    page = make_app(f"sqlite:///{tmp_path / 'modules.sqlite3'}").test_client().get("/login").text
+    loaded = re.findall(r'<script type="module" src="/static/js/([^"?]+)\?v=([0-9a-f]+)"></script>', page)
+    assert sorted(name for name, _ in loaded) == modules
+    assert loaded[0][0] == "shared.js"  # it makes the namespace the others fill
+    for name, version in loaded:
+        source = (ROOT / "static" / "js" / name).read_text()
+        assert version == fingerprint(ROOT / "static" / "js" / name)
+        assert not re.search(r"^\s*(import|export)\b|\bimport\s*\(", source, re.MULTILINE), name
+        assert source.startswith("// "), name  # a line saying what the module is for
+    assert not (ROOT / "static" / "app.js").exists()
+
+
+def test_one_htmx_before_swap_handler():
+    """The thread's bookkeeping runs before a held-back poll's swap is cancelled: one handler
+    (static/js/swaps.js) says in which order, rather than the order the modules load in."""
+    handlers = {path.name: path.read_text().count('addEventListener("htmx:beforeSwap"')
+                for path in (ROOT / "static" / "js").glob("*.js")}
+    assert {name: count for name, count in handlers.items() if count} == {"swaps.js": 1}

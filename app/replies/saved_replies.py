@@ -1,7 +1,7 @@
 """Saved replies: the team's canned responses, managed by admins, inserted into the reply box.
 
 In the reply box a menu lists them, and typing `/` and a few letters of a title suggests them
-(static/app.js). `{name}` in a text becomes the contact's name; where a conversation has no
+(static/js/saved-replies.js). `{name}` in a text becomes the contact's name; where a conversation has no
 name it is left out with the space before it ("Hi {name}, ..." becomes "Hi, ...").
 """
 import re
