@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 
-.PHONY: run test test-fast bench bench-big test-tools clean lock
+.PHONY: run check test test-fast bench bench-big test-tools clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ run: $(VENV)/.installed
 	@echo "Serving on http://$${BIND:-127.0.0.1:5000} (Ctrl-C stops)"
 	$(BIN)/python -m app.server
 
-test: $(VENV)/.installed-test test-tools
+# Lint and formatting (ruff), types (mypy, configured in pyproject.toml) and the layering of app/
+# (import-linter's contracts): `make test` runs these first, and fails on any finding.
+check: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: check test-tools
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 # The quick loop while coding: SQLite only, without the browser and the real-server load and crash
