@@ -66,8 +66,7 @@ def test_with_fallback_channels_the_best_leg_wins(dlr_app):
     reply_id = a_sent_reply(dlr_app)
     with dlr_app.app_context(), write_transaction() as session:  # sent as WhatsApp, then SMS
         session.execute(sa.update(Message).where(Message.id == reply_id).values(
-            raw_body=json.dumps({"legs": [{"channel": "whatsapp", "sender": None},
-                                          {"channel": "sms", "sender": "+37250000000"}]}).encode()))
+            legs=[{"channel": "whatsapp", "sender": None}, {"channel": "sms", "sender": "+37250000000"}]))
     post_report(dlr_app, report("FAILED", err=1, channel="whatsapp"))  # the SMS leg is still to come
     assert reply_row(dlr_app, reply_id).delivery is None
     post_report(dlr_app, report("ACCEPTD", channel="sms"))

@@ -35,7 +35,7 @@ def customer(app, deliver):
         with write_transaction() as session:
             session.add(Message(conversation_id=conversation.id, msg_id="reply-1", channel="sms", sender="+3725000",
                                 recipient=NUMBER, text="Vastus 4711-zebra", sent_at=now, received_at=now,
-                                raw_body=json.dumps({"legs": []}).encode(), change_seq=0, direction="out",
+                                legs=[], raw_body=b"", change_seq=0, direction="out",
                                 status="sent", omnimessage_id="omni-erased"))
             session.add(UnmatchedDeliveryReport(omnimessage_id="omni-erased", status="DELIVRD", received_at=now))
             session.add(UnmatchedDeliveryReport(omnimessage_id="omni-other", status="DELIVRD", received_at=now))

@@ -3,6 +3,8 @@
 The upgrades run as users run them, `flask --app app init-db` in its own process.
 """
 
+import json
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -389,3 +391,43 @@ def test_ids_are_never_handed_out_again_after_the_upgrade(database_url, engine):
         deliver("+37255544444", "Veel üks")
         assert conversation_of("+37255544444").id > newest.id
     close_app(app)
+
+
+def test_replies_legs_move_out_of_the_raw_body_and_back(database_url, engine):
+    """A database made by the revision before `message.legs`, with a reply whose legs are in its
+    raw body beside an inbound message: upgraded, the legs are in `legs` and the reply's raw body
+    is empty, the inbound message's untouched; downgraded, the legs are back in the raw body."""
+    previous = flask_command(database_url, "db", "upgrade", "e7a1c3b5d9f2")
+    assert previous.returncode == 0, previous.stderr
+    legs = [{"channel": "whatsapp", "sender": None}, {"channel": "sms", "sender": "+37250000000"}]
+    inbound_body = json.dumps({"sender": "+37255511111", "text": "Tere"}).encode()
+    old = engine(database_url)
+    with old.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO conversation (id, sender, sender_key, channel, last_message_id, last_sent_at, last_text, "
+            "message_count, unread_count, change_seq) "
+            "VALUES (1, '+37255511111', '37255511111', 'sms', 2, '2026-11-01 08:01:00', 'Vastus', 2, 0, 1)"))
+        connection.execute(sa.text(
+            "INSERT INTO message (id, conversation_id, msg_id, channel, sender, recipient, text, sent_at, "
+            "received_at, raw_body, change_seq, direction, status) "
+            "VALUES (:id, 1, :msg_id, :channel, :sender, :recipient, :text, :at, :at, :raw, 1, :direction, :status)"), [
+            {"id": 1, "msg_id": "m1", "channel": "sms", "sender": "+37255511111", "recipient": "+37250000000",
+             "text": "Tere", "at": "2026-11-01 08:00:00", "raw": inbound_body, "direction": "in", "status": None},
+            {"id": 2, "msg_id": "reply-2", "channel": "whatsapp", "sender": "", "recipient": "+37255511111",
+             "text": "Vastus", "at": "2026-11-01 08:01:00", "raw": json.dumps({"legs": legs}).encode(),
+             "direction": "out", "status": "sent"}])
+    old.dispose()
+
+    upgraded = flask_command(database_url, "init-db")
+    assert upgraded.returncode == 0, upgraded.stderr
+    with engine(database_url).connect() as connection:
+        rows = connection.execute(sa.select(Message.msg_id, Message.legs, Message.raw_body).order_by(Message.id)).all()
+        assert rows == [("m1", None, inbound_body), ("reply-2", legs, b"")]
+        assert connection.scalar(sa.select(sa.func.count()).where(Message.legs.is_(None))) == 1  # SQL NULL
+
+    downgraded = flask_command(database_url, "db", "downgrade", "e7a1c3b5d9f2")
+    assert downgraded.returncode == 0, downgraded.stderr
+    with engine(database_url).connect() as connection:
+        bodies = connection.execute(sa.text("SELECT raw_body FROM message ORDER BY id")).scalars().all()
+        assert bodies[0] == inbound_body and json.loads(bodies[1]) == {"legs": legs}
+        assert "legs" not in {column["name"] for column in sa.inspect(connection).get_columns("message")}

@@ -143,6 +143,9 @@ class Message(db.Model):
     # trigram tokenizer can't drop them before 3.45; PostgreSQL's unaccent is not IMMUTABLE).
     # Empty: not searchable (a text erased).
     folded_text: Mapped[str] = mapped_column(sa.Text, server_default="")
+    # A reply's channel legs, tried in order: [{"channel": ..., "sender": ...}]; None for inbound
+    # messages. SQL NULL, not JSON null, when there are none (copy-db inserts None explicitly).
+    legs: Mapped[list | None] = mapped_column(sa.JSON(none_as_null=True))
 
     __table_args__ = (
         sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),

@@ -20,7 +20,6 @@ it once. Calls to Messente take turns from one rate budget shared by every proce
 (app/jobs/rate_budget.py). Keeping the blacklist in step with opt-outs is a job too
 (`sync_blacklist`), and dropping stale delivery reports a periodic one.
 """
-import json
 import logging
 import re
 from datetime import timedelta
@@ -87,7 +86,7 @@ def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sen
         reply_id = connection.scalar(sa.insert(Message).values(
             conversation_id=conversation.id, msg_id=msg_id, channel=route.channels[0],
             sender=legs[0]["sender"] or "", recipient=conversation.sender, text=text, sent_at=now,
-            folded_text=folding.fold(text), received_at=now, raw_body=json.dumps({"legs": legs}).encode(), change_seq=change,
+            folded_text=folding.fold(text), received_at=now, legs=legs, raw_body=b"", change_seq=change,
             direction="out", author_id=author_id, status="queued",
         ).returning(Message.id))
         connection.execute(sa.update(Conversation).where(Conversation.id == conversation.id).values(
@@ -170,7 +169,7 @@ def send(reply_id: int, client: "messente.Messente", attempt: "jobs.Attempt") ->
         claimed = connection.execute(
             sa.update(Message).where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
             .values(status="sending", claimed_at=now, change_seq=change_number())
-            .returning(Message.conversation_id, Message.recipient, Message.text, Message.raw_body)).first()
+            .returning(Message.conversation_id, Message.recipient, Message.text, Message.legs)).first()
         if claimed is None:
             return None  # no longer waiting to be sent
         opted_out = connection.scalar(sa.select(Conversation.opted_out)
@@ -180,8 +179,7 @@ def send(reply_id: int, client: "messente.Messente", attempt: "jobs.Attempt") ->
         record(reply_id, claimed.conversation_id, "failed", problem="the customer opted out: not sent")
         return None
 
-    legs = [messente.Leg(leg["channel"], claimed.text, leg["sender"])
-            for leg in json.loads(claimed.raw_body)["legs"]]
+    legs = [messente.Leg(leg["channel"], claimed.text, leg["sender"]) for leg in claimed.legs]
     rate_budget.wait_turn(rate_budget.MESSENTE, config["MESSENTE_REQUESTS_PER_SECOND"])
     outcome = client.send(claimed.recipient, legs, dlr_url=delivery_url())
     if isinstance(outcome, messente.Sent):

@@ -60,7 +60,7 @@ def apply_report(report: Report) -> bool:
     with write_transaction() as session:
         connection = session.connection()
         reply = connection.execute(
-            sa.select(Message.id, Message.conversation_id, Message.delivery, Message.raw_body)
+            sa.select(Message.id, Message.conversation_id, Message.delivery, Message.legs)
             .where(Message.omnimessage_id == report.omnimessage_id)).first()
         if reply is None:
             connection.execute(sa.insert(UnmatchedDeliveryReport).values(
@@ -85,7 +85,7 @@ def apply_unmatched(connection: sa.Connection, message_id: int, omnimessage_id: 
         .where(UnmatchedDeliveryReport.omnimessage_id == omnimessage_id)).all()
     if not reports:
         return
-    reply = connection.execute(sa.select(Message.id, Message.conversation_id, Message.delivery, Message.raw_body)
+    reply = connection.execute(sa.select(Message.id, Message.conversation_id, Message.delivery, Message.legs)
                                .where(Message.id == message_id)).one()
     _raise_delivery(connection, reply, [Report(omnimessage_id, status, problem) for status, problem in reports])
     connection.execute(sa.delete(UnmatchedDeliveryReport)
@@ -93,7 +93,7 @@ def apply_unmatched(connection: sa.Connection, message_id: int, omnimessage_id: 
 
 
 def _raise_delivery(connection: sa.Connection, reply, reports: list[Report]) -> None:
-    legs = [leg["channel"] for leg in json.loads(reply.raw_body).get("legs", [])]
+    legs = [leg["channel"] for leg in reply.legs or []]
     best, problem = reply.delivery, None
     for report in reports:
         if report.status in DELIVERY_FAILURES and report.channel in legs[:-1]:
