@@ -95,7 +95,7 @@ def test_a_deploy_in_the_middle_of_a_burst_loses_nothing(app, server_factory):
 HOLDER = """
 import sys
 import sqlalchemy as sa
-from app.unit_of_work import write_lock
+from app.db.unit_of_work import write_lock
 url = sys.argv[1]
 engine = sa.create_engine(url)
 with engine.connect() as connection:
