@@ -7,16 +7,16 @@ route through the same stack.
 import dataclasses
 import random
 import re
-import urllib.parse
 import statistics
 import time
+import urllib.parse
 
 import sqlalchemy as sa
 
 from app import accounts, contacts
+from app.db.models import Conversation
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
-from app.db.models import Conversation
 
 from .app import NOOP_LOGGED_IN
 from .data import bench_app

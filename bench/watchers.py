@@ -22,10 +22,10 @@ import urllib.parse
 from pathlib import Path
 
 from app import accounts
-from app.ops import demo
 from app.config import defaults as config_defaults
-from app.extensions import db
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.ops import demo
 
 from . import ingest
 from .data import Server, bench_app, fresh_database

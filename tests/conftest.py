@@ -31,11 +31,11 @@ import pytest
 import sqlalchemy as sa
 
 from app import accounts, create_app
-from app.ops import demo
-from app.inbox import queries
 from app.callbacks import signing
-from app.extensions import db
 from app.db.models import Conversation, User
+from app.extensions import db
+from app.inbox import queries
+from app.ops import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).parent / "vectors"

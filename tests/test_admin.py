@@ -7,9 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from app import accounts, config
-from app.extensions import db
 from app.db.models import LoginSession, LoginThrottle, User
-
+from app.extensions import db
 from conftest import ONE_DATABASE, PASSWORD, AuthActions, add_user, close_app, csrf_token, make_app
 from helpers import Clock, post, user_id
 

@@ -19,10 +19,23 @@ from playwright.sync_api import expect
 
 from app import config
 from app.callbacks import ingest
-
+from browser_helpers import (
+    DESKTOP,
+    LIVE,
+    PHONE,
+    assert_same_page,
+    conversation_rows,
+    deliver,
+    download_rows,
+    export_csv,
+    log_in,
+    mark_page,
+    open_row,
+    overflow,
+    row_for,
+    screenshot,
+)
 from conftest import PASSWORD, add_user, body_for, signed_headers
-from browser_helpers import (DESKTOP, LIVE, PHONE, assert_same_page, conversation_rows, deliver, download_rows,
-                             export_csv, log_in, mark_page, open_row, overflow, row_for, screenshot)
 
 pytestmark = pytest.mark.browser
 

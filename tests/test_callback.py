@@ -2,6 +2,7 @@
 import json
 import logging
 import socket
+import urllib.request
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -9,15 +10,14 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
-import urllib.request
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from app.extensions import db
 from app import clock
 from app.callbacks import group_commit, ingest
 from app.db.folding import clean_text
 from app.db.models import Conversation, DailyCount, DeadLetter, Message
-
+from app.extensions import db
 from conftest import SECRET, SIGNATURES, VECTORS, body_for, conversation_of, make_app, signed_headers
 
 

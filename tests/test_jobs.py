@@ -9,11 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from app import jobs
-from app.extensions import db
-from app.jobs import rate_budget, runner
 from app.db.models import AuditEvent, ChangeCounter, Job, Server, Setting
 from app.db.unit_of_work import write_transaction
-
+from app.extensions import db
+from app.jobs import rate_budget, runner
 from conftest import AuthActions, body_for, close_app, make_app, signed_headers, wait_until
 
 START = datetime(2026, 1, 5, 9, 0)

@@ -9,9 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app.extensions import db
 from app.db.models import Conversation, ConversationRecipient, DeadLetter, Message, OptOut
-
+from app.extensions import db
 from conftest import ROOT, body_for, close_app, conversation_of, flask_command, fresh_database, make_app, signed_headers
 
 TRIGRAM_INDEX = "ix_conversation_sender_key_trgm"  # declared for PostgreSQL only

@@ -6,9 +6,8 @@ import sqlalchemy as sa
 
 from app import audit, replies
 from app.contacts import optouts
-from app.extensions import db
 from app.db.models import AuditEvent, OptOut, Suppression
-
+from app.extensions import db
 from conftest import ONE_DATABASE, body_for, conversation_of
 from helpers import post
 

@@ -5,7 +5,6 @@ import re
 from flask import Flask, url_for
 
 from app import IMMUTABLE, fingerprint_static_files
-
 from conftest import ROOT, make_app
 
 

@@ -30,9 +30,9 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 
 from app import audit, clock
 from app.accounts import two_factor
-from app.extensions import db
 from app.db.models import ADDRESS_LENGTH, ROLES, USER_AGENT_LENGTH, USERNAME_LENGTH, LoginSession, LoginThrottle, User
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024

@@ -3,8 +3,7 @@ admin pages an admin (`admin_required`)."""
 import functools
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
@@ -12,9 +11,9 @@ from wtforms.validators import DataRequired, Length
 
 from app import accounts, audit, clock
 from app.accounts import two_factor
-from app.extensions import db, login_manager
 from app.db.models import USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
+from app.extensions import db, login_manager
 
 bp = Blueprint("auth", __name__)
 

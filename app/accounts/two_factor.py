@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from markupsafe import Markup
 
 from app import clock
-from app.extensions import db
 from app.db.models import BackupCode, Setting, User
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
 
 ISSUER = "sms-inbox"  # what authenticator apps show above the account's name
 # Codes of the step before and after the current one count too: clocks drift, people type slowly.

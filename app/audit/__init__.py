@@ -17,9 +17,9 @@ from flask_login import current_user
 
 from app import clock
 from app.db import numbers
-from app.extensions import db
 from app.db.models import ADDRESS_LENGTH, USERNAME_LENGTH, AuditEvent
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
 
 # What is recorded, in the words the audit page shows.
 ACTIONS = {

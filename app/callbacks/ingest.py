@@ -12,12 +12,22 @@ from functools import cache
 import sqlalchemy as sa
 
 from app import clock
+from app.contacts import optouts
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
-from app.contacts import optouts
-from app.extensions import dialect_insert
-from app.db.models import CHANNEL_LENGTH, ID_LENGTH, NUMBER_LENGTH, PREVIEW_LENGTH, Conversation, ConversationRecipient, DailyCount, DeadLetter, Message
+from app.db.models import (
+    CHANNEL_LENGTH,
+    ID_LENGTH,
+    NUMBER_LENGTH,
+    PREVIEW_LENGTH,
+    Conversation,
+    ConversationRecipient,
+    DailyCount,
+    DeadLetter,
+    Message,
+)
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import dialect_insert
 
 REQUIRED = ("msg_id", "sender", "text", "time")
 OPTIONAL = ("sub_msg_id", "channel", "recipient")

@@ -5,10 +5,10 @@ from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from app.replies import delivery
 from app.callbacks import group_commit, ingest, signing
 from app.config import MAX_CALLBACK_BYTES
 from app.extensions import csrf, db
+from app.replies import delivery
 
 bp = Blueprint("callback", __name__, url_prefix="/callbacks")
 csrf.exempt(bp)  # the provider signs its requests; it has no session to hold a token

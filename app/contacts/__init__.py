@@ -6,8 +6,8 @@ change number: every open list and thread picks it up at its next poll.
 import sqlalchemy as sa
 
 from app import audit
-from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
 from app.db.folding import clean_text, fold
+from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
 from app.db.unit_of_work import change_number, write_transaction
 
 STATUSES = ("open", "done")

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs
-from app.extensions import db
 from app.db.models import AuditEvent, Conversation, OptOut, Suppression
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import db
 
 OPT_OUT_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out",
                  "stopp"}  # Estonian

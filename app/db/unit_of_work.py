@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
 from app.db.models import ChangeCounter
+from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
 
 LOCK_POLL_FIRST, LOCK_POLL_MOST = 0.001, 0.01  # seconds between tries for the write lock file
 

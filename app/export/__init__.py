@@ -8,10 +8,10 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from app.inbox import search
-from app.extensions import db
-from app.inbox.list_views import ListFilter
 from app.db.models import Conversation, Message, User
+from app.extensions import db
+from app.inbox import search
+from app.inbox.list_views import ListFilter
 from app.inbox.queries import conversation_matches
 
 # The export's columns, in this order, in both formats (docs/search.md says what each holds). New

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
-from app.extensions import db
 from app.db.models import Conversation, ConversationRecipient
+from app.extensions import db
 
 VIEWS = {"open": "Open", "done": "Done", "all": "All", "unread": "Unread", "opted-out": "Opted out"}
 DEFAULT_VIEW = "open"

@@ -5,14 +5,13 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 
 from app import clock
-from app.db import numbers
-from app.inbox import search
-from app.db import folding
+from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
-from app.inbox.list_views import ListFilter
 from app.db.models import Conversation, DailyCount, Message, User
-from app.extensions import db
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import db
+from app.inbox import search
+from app.inbox.list_views import ListFilter
 
 THREAD_PAGE = 100
 # Up to this many conversations found through the text index are read by id and sorted into list

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from markupsafe import Markup, escape
 
 from app.db.folding import fold, folded_query
-from app.extensions import db
 from app.db.models import Conversation, Message
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
 
 MIN_QUERY = 3  # a trigram index needs three letters or digits to narrow anything down
 PAGE = 50

@@ -42,9 +42,9 @@ from flask import current_app
 from sqlalchemy.orm import Session, aliased
 
 from app import clock
-from app.extensions import db
 from app.db.models import Job
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,8 @@ from datetime import timedelta
 from flask import Flask
 
 from app import clock, jobs
-from app.jobs import servers
 from app.extensions import db
-
+from app.jobs import servers
 
 HEARTBEAT = timedelta(seconds=15)
 ALIVE_WITHIN = timedelta(minutes=1)  # a runner not heard from this long is taken to be gone

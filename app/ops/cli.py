@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 import uuid
 
-
 import click
 import flask_migrate
 from flask import Flask, current_app
@@ -17,14 +16,14 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app import accounts, audit, clock, config, replies
-from app.ops import copying, demo
-from app.replies import delivery
-from app.privacy import retention
-from app.jobs import servers
 from app.callbacks import signing
-from app.extensions import db
 from app.db.models import User
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.jobs import servers
+from app.ops import copying, demo
+from app.privacy import retention
+from app.replies import delivery
 
 
 def init_app(app: Flask) -> None:

@@ -19,8 +19,23 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.config import database_url
+from app.db.models import (
+    AuditEvent,
+    BackupCode,
+    ChangeCounter,
+    Conversation,
+    ConversationRecipient,
+    DailyCount,
+    DeadLetter,
+    Job,
+    Message,
+    OptOut,
+    SavedReply,
+    Setting,
+    Suppression,
+    User,
+)
 from app.extensions import configure_engine, engine_options
-from app.db.models import AuditEvent, BackupCode, ChangeCounter, Conversation, ConversationRecipient, DailyCount, DeadLetter, Job, Message, OptOut, SavedReply, Setting, Suppression, User
 
 # Referenced tables first. Login throttling and sessions are not copied: their rows only matter
 # for minutes, and everyone logs in again on the new database. Jobs are: a reply queued in the

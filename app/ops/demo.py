@@ -34,12 +34,12 @@ import sqlalchemy as sa
 
 from app import clock
 from app.callbacks import ingest
-from app.db import folding
-from app.jobs import servers
 from app.callbacks.ingest import ConversationTotals, add_to_conversations, add_to_daily_counts, conversation_ids
-from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
+from app.db import folding
 from app.db.models import PREVIEW_LENGTH, Message
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
+from app.jobs import servers
 
 # Into an inbox in use: one transaction per this many messages, so each commit leaves the inbox
 # consistent and a server receiving callbacks meanwhile never waits long for the write lock.

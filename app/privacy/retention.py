@@ -21,12 +21,22 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs
-from app.jobs import leases
 from app.db import folding, numbers
-from app.inbox import queries, search
-from app.extensions import db
-from app.db.models import AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message, Setting, Suppression, UnmatchedDeliveryReport
+from app.db.models import (
+    AuditEvent,
+    Conversation,
+    DeadLetter,
+    LoginSession,
+    LoginThrottle,
+    Message,
+    Setting,
+    Suppression,
+    UnmatchedDeliveryReport,
+)
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import db
+from app.inbox import queries, search
+from app.jobs import leases
 
 log = logging.getLogger(__name__)
 

@@ -31,13 +31,13 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs
-from app.replies import delivery, messente
 from app.db import folding, numbers
-from app.privacy import retention
-from app.jobs import rate_budget
-from app.extensions import db
 from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import db
+from app.jobs import rate_budget
+from app.privacy import retention
+from app.replies import delivery, messente
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,8 @@ Revises:
 Create Date: 2026-11-25 04:25:30.427134
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '26ff4a358fb8'
