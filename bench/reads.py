@@ -129,7 +129,7 @@ def name_some_contacts() -> str:
     ids = list(db.session.scalars(sa.select(Conversation.id).order_by(Conversation.id)))[::NAMED_EVERY][:MAX_NAMED]
     rng = random.Random(len(ids))
     names = [f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)} {n}" for n in range(len(ids))]
-    for conversation_id, name in zip(ids, names):
+    for conversation_id, name in zip(ids, names, strict=True):
         contacts.set_contact(conversation_id, name, "")
     return names[len(names) // 2]
 

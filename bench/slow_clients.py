@@ -403,9 +403,9 @@ def mixed_load(command, workdir: Path, name: str, log, pollers: int = 300, waits
     waited = [latency for lane in wait_lanes for latency in lane.latencies]
     polled = [latency for lane in poll_lanes for latency in lane.latencies]
     figures = {
-        "poll_p95": p95(polled), "polls": len(polled), "poll_failures": sum(l.failures for l in poll_lanes),
+        "poll_p95": p95(polled), "polls": len(polled), "poll_failures": sum(lane.failures for lane in poll_lanes),
         "wait_median": statistics.median(waited) if waited else float("nan"), "waits": len(waited),
-        "wait_failures": sum(l.failures for l in wait_lanes), "page_p95": p95(page_lane.latencies),
+        "wait_failures": sum(lane.failures for lane in wait_lanes), "page_p95": p95(page_lane.latencies),
         "exports_ok": sum(1 for status, *_ in exports if status == 200),
         "export_first_byte_max": max((first for _, first, _, _ in exports), default=float("nan")),
         "export_seconds_max": max((total for _, _, total, _ in exports), default=float("nan")),

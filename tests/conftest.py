@@ -312,7 +312,7 @@ class Server:
             return True
         except OSError:
             if self.process.poll() is not None:
-                raise RuntimeError("the server exited: " + self.output()[-2000:])
+                raise RuntimeError("the server exited: " + self.output()[-2000:]) from None
             return False
 
     def output(self) -> str:

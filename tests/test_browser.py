@@ -504,7 +504,7 @@ def test_the_browser_counts_sms_parts_like_the_server(page, server):
     page.goto(server.url + "/login")  # every page has app.js
     counted = page.evaluate("texts => texts.map(text => window.smsLength(text))",
                             [case["text"] for case in SMS_VECTORS])
-    assert {case["name"]: got for case, got in zip(SMS_VECTORS, counted)} == {
+    assert {case["name"]: got for case, got in zip(SMS_VECTORS, counted, strict=True)} == {
         case["name"]: {key: case[key] for key in ("encoding", "units", "parts")} for case in SMS_VECTORS}
 
 

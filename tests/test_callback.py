@@ -340,7 +340,7 @@ def test_one_bad_message_in_a_batch_does_not_fail_the_others(app):
     bad = replace(ingest.parse_payload(body_for()), sent_at=None)
     futures = [Future() for _ in range(6)]
     committer = group_commit.Committer(app)
-    committer.pending, committer.running = list(zip([*good[:3], bad, *good[3:]], futures)), True
+    committer.pending, committer.running = list(zip([*good[:3], bad, *good[3:]], futures, strict=True)), True
     committer.run()  # what the committer thread runs, here in the test's thread
     assert [future.result() for future in futures[:3] + futures[4:]] == [True] * 5
     assert isinstance(futures[3].exception(), sa.exc.IntegrityError)

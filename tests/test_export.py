@@ -210,7 +210,9 @@ def test_filter_by_search_conversation_and_dates(app, export, deliver):
     deliver(body_for(msg_id="a", sender="+37255512345", time="2024-06-01T00:00:00Z"))
     deliver(body_for(msg_id="b", sender="+37255512345", time="2024-06-02T23:59:59Z"))
     deliver(body_for(msg_id="c", sender="+4470001", time="2024-06-03T00:00:00Z"))
-    ids = lambda rows: [row[5] for row in rows[1:]]
+    def ids(rows):
+        return [row[5] for row in rows[1:]]
+
     assert ids(export()) == ["a", "b", "c"]
     assert ids(export("?q=372+555")) == ["a", "b"]
     assert ids(export(f"?conversation={conversation_id(app, '+4470001')}")) == ["c"]

@@ -269,7 +269,7 @@ def request_bytes(draw):
     if draw(st.booleans()):
         data += b"GET /next HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # pipelined
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
-    pieces = [bytes(data[start:end]) for start, end in zip([0, *cuts], [*cuts, len(data)])]
+    pieces = [bytes(data[start:end]) for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     return pieces, well_formed
 
 

@@ -47,7 +47,9 @@ def schema_of(connection: sa.Connection) -> dict:
         tables = connection.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'alembic_version' "
             "ORDER BY name").scalars().all()
-        pragma = lambda name, table: connection.exec_driver_sql(f'PRAGMA {name}("{table}")').all()
+        def pragma(name, table):
+            return connection.exec_driver_sql(f'PRAGMA {name}("{table}")').all()
+
         return {
             "tables": {table: {
                 "columns": pragma("table_xinfo", table),

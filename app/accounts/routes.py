@@ -308,7 +308,7 @@ def change_password():
     return account(message="Your password is changed. Your other sessions have ended.")
 
 
-@bp.post("/account/sessions/<int(max=%d):session_id>/end" % (2**63 - 1))  # a BIGINT id
+@bp.post(f"/account/sessions/<int(max={2**63 - 1}):session_id>/end")  # a BIGINT id
 def end_session(session_id: int):
     with write_transaction():
         accounts.end_session(current_user, session_id)

@@ -250,7 +250,7 @@ def retention_settings():
                            last_purge=retention.last_purge()), status
 
 
-@bp.route("/conversations/<int(max=%d):conversation_id>/delete" % LARGEST_ID, methods=["GET", "POST"])
+@bp.route(f"/conversations/<int(max={LARGEST_ID}):conversation_id>/delete", methods=["GET", "POST"])
 @admin_required
 def delete_conversation(conversation_id: int):
     summary = retention.conversation_summary(conversation_id) or abort(404)
@@ -274,7 +274,7 @@ def job_list():
                                           for state in ("running", "due", "dead")})
 
 
-@bp.post("/jobs/<int(max=%d):job_id>/retry" % (2**63 - 1))
+@bp.post(f"/jobs/<int(max={2**63 - 1}):job_id>/retry")
 @admin_required
 def retry_job(job_id: int):
     with write_transaction():  # the retry and its audit event commit together

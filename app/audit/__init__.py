@@ -12,7 +12,7 @@ import json
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
-from flask import current_app, has_request_context, request
+from flask import current_app, has_request_context, request  # noqa: TID251 (an event's address defaults to the client's)
 from flask_login import current_user
 
 from app import clock

@@ -72,7 +72,7 @@ class Committer:
                     for message, done in batch:
                         self.store_alone(message, done)
                 else:
-                    for (_, done), new in zip(batch, stored):
+                    for (_, done), new in zip(batch, stored, strict=True):
                         done.set_result(new)
 
     @staticmethod

@@ -133,7 +133,7 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
         # One conversation per person: `+44 7700 900123` and `+447700900123` are one number.
         # Each message keeps the sender as it came.
         keys = [numbers.normalise(message.sender) for message in new]
-        conversation_of = conversation_ids(connection, dict(zip(keys, (m.channel for m in new))), change)
+        conversation_of = conversation_ids(connection, dict(zip(keys, (m.channel for m in new), strict=True)), change)
         ids = connection.execute(_insert_messages(), [{
             "conversation_id": conversation_of[key],
             "msg_id": message.msg_id,
@@ -147,18 +147,18 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             "received_at": received_at,
             "raw_body": message.raw_body,
             "change_seq": change,
-        } for key, message in zip(keys, new)]).scalars().all()
+        } for key, message in zip(keys, new, strict=True)]).scalars().all()
 
         totals: dict[int, ConversationTotals] = {}
-        for message_id, key, message in zip(ids, keys, new):
+        for message_id, key, message in zip(ids, keys, new, strict=True):
             conversation_id = conversation_of[key]
             totals.setdefault(conversation_id, ConversationTotals(message.channel)).add(
                 message_id, message.channel, message.sent_at, received_at, message.text, unread=True)
         add_to_conversations(connection, totals, change)
         add_recipients(connection, {(conversation_of[key], message.recipient)
-                                    for key, message in zip(keys, new) if message.recipient})
+                                    for key, message in zip(keys, new, strict=True) if message.recipient})
         optouts.record_keywords(connection, [(conversation_of[key], message_id, message.text)
-                                             for message_id, key, message in zip(ids, keys, new)], received_at, change)
+                                             for message_id, key, message in zip(ids, keys, new, strict=True)], received_at, change)
         add_to_daily_counts(connection, {received_at.date(): len(new)})
     stored = {id(message) for message in new}
     return [id(message) in stored for message in messages]

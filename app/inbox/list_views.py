@@ -121,7 +121,7 @@ def count_views(list_filter: ListFilter) -> dict[str, int]:
     columns = [count_where(view_condition(view)) if view_condition(view) is not None else sa.func.count()
                for view in VIEWS]
     query = sa.select(*columns).select_from(Conversation).where(*narrowing)
-    return dict(zip(VIEWS, db.session.execute(query).one()))
+    return dict(zip(VIEWS, db.session.execute(query).one(), strict=True))
 
 
 def channels() -> list[str]:

@@ -238,7 +238,7 @@ def post_signed(url: str, body: bytes, key: str, hint: str = "") -> None:
         status, answer = exc.code, exc.read().decode()
     except OSError as exc:  # URLError (refused, unknown host) or a timeout or reset while reading
         reason = getattr(exc, "reason", None) or exc
-        raise click.ClickException(f"Could not reach {url}: {reason}.{hint or ' Is the server running?'}")
+        raise click.ClickException(f"Could not reach {url}: {reason}.{hint or ' Is the server running?'}") from exc
     click.echo(f"{status} {answer.strip()}")
     if status != 200:
         sys.exit(1)

@@ -213,7 +213,7 @@ class Plan:
         ConversationTotals.add would sum them: counted in C, each sender's last message looked up once."""
         counts, unread = Counter(chunk), Counter(chunk[first_unread:])
         totals = {}
-        for s, position in dict(zip(chunk, range(len(chunk)))).items():  # each sender's last position
+        for s, position in dict(zip(chunk, range(len(chunk)), strict=True)).items():  # each sender's last position
             _, channel, conversation_id, _ = who[s]
             message_id, received_at = next_id + position, times[position]
             totals[conversation_id] = ConversationTotals(
@@ -366,7 +366,7 @@ def sender_numbers(senders: int, rng: random.Random) -> list[str]:
     plans = rng.choices(NUMBER_PLANS, weights=NUMBER_PLAN_WEIGHTS, k=senders)
     # Distinct subscriber numbers keep the senders distinct whatever their plan.
     subscribers = rng.sample(range(10**6, 10**7), senders)
-    return [f"{prefix}{subscriber:0{digits}d}" for (prefix, digits), subscriber in zip(plans, subscribers)]
+    return [f"{prefix}{subscriber:0{digits}d}" for (prefix, digits), subscriber in zip(plans, subscribers, strict=True)]
 
 
 def text_pool(rng: random.Random, size: int = 500) -> list[tuple[str, str, str]]:
@@ -390,11 +390,11 @@ def arrival_times(messages: int, now: datetime, rng: random.Random) -> Iterator[
     firsts = [max(0, (start - hour) // micro) + 1 for hour in hours]
     ends = [min(3_600_000_000, (now - hour) // micro) for hour in hours]
     weights = [HOURLY_WEIGHTS[hour.hour] * day_weights[hour.date()] * max(0, end - first)
-               for hour, first, end in zip(hours, firsts, ends)]
+               for hour, first, end in zip(hours, firsts, ends, strict=True)]
     total = sum(weights)
     # Cumulative rounding hands out exactly `messages` over the hours.
     handed_out, cumulative = 0, 0.0
-    for hour, first, end, weight in zip(hours, firsts, ends, weights):
+    for hour, first, end, weight in zip(hours, firsts, ends, weights, strict=True):
         cumulative += weight
         count = round(messages * cumulative / total) - handed_out
         handed_out += count

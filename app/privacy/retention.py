@@ -426,7 +426,9 @@ def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: i
     result.audit_cutoff = now - timedelta(days=audit_days) if audit_days else None
     lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_SECONDS"])
     if dry_run:
-        count = lambda query: db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
+        def count(query: sa.Select) -> int:
+            return db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+
         if result.cutoff:
             result.messages = count(old_messages(result.cutoff))
             result.dead_letters = count(sa.select(DeadLetter.id).where(DeadLetter.received_at < result.cutoff))

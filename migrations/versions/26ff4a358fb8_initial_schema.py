@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 26ff4a358fb8
-Revises: 
+Revises:
 Create Date: 2026-11-25 04:25:30.427134
 
 """
