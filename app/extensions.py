@@ -4,6 +4,7 @@ Also what every backend must share: SQLite set up for durability and explicit BE
 write lock is taken in `unit_of_work`), and an INSERT that can ignore or merge a conflict.
 """
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from flask_login import LoginManager
@@ -28,6 +29,15 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+# The models' base class. At run time it is `db.Model`: a copy of Base that Flask-SQLAlchemy
+# builds with its mixins (table names from class names, binds). Flask-SQLAlchemy types that
+# attribute as a variable, which mypy cannot subclass, so the type checker sees Base itself:
+# the same registry and metadata, and the `Mapped[...]` columns type-check through it.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 
 # How long a writer waits for the database's write lock (held by another writer, an export on
 # PostgreSQL, an admin's shell) before it gives up: a callback then answers 503 and is retried.
