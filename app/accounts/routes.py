@@ -37,7 +37,7 @@ def admin_required(view):
         if not current_user.is_admin:
             abort(403)
         return view(*args, **kwargs)
-    checked.admin_only = True
+    vars(checked)["admin_only"] = True  # a function attribute, which mypy has no declaration for
     return checked
 
 
@@ -164,7 +164,7 @@ def wait_text(seconds: int) -> str:
     return f"{-(-seconds // 60)} minutes"
 
 
-def locked_message(locked: accounts.LoginLocked) -> tuple[str, dict]:
+def locked_message(locked: accounts.LoginLocked) -> tuple[str, dict[str, str]]:
     seconds = accounts.retry_after_seconds(locked.until)
     if locked.kind == "account":
         text = (f"Too many failed attempts for this account: logging in to it from a new device is "
@@ -188,7 +188,8 @@ def login():
         return redirect(next_page)
 
     form = LoginForm()
-    error, headers = None, {}
+    error: str | None = None
+    headers: dict[str, str] = {}
     if form.validate_on_submit():
         try:
             # The socket's address, or the X-Forwarded-For hop PROXY_COUNT trusts (ProxyFix).
@@ -218,14 +219,16 @@ def login_code():
     """The second step for people with two-factor sign-in: a code from their app, or a backup code."""
     if current_user.is_authenticated:
         return redirect(url_for("inbox.index"))
-    pending = session.get("second_step")
+    pending = session.get("second_step") or {}
     user = db.session.get(User, pending["user"]) if pending else None
     if (user is None or user.disabled or not user.totp_secret
             or clock.timestamp() > pending["until"]):
         session.pop("second_step", None)
         return redirect(url_for("auth.login", again="1"))
 
-    form, error, headers = CodeForm(), None, {}
+    form = CodeForm()
+    error: str | None = None
+    headers: dict[str, str] = {}
     if form.validate_on_submit():
         try:
             used = accounts.check_second_factor(user, form.code.data, request.remote_addr,

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -74,7 +75,8 @@ def parse_payload(raw_body: bytes) -> Inbound:
     if not isinstance(payload, dict):
         raise InvalidPayload("body must be a JSON object")
 
-    fields = {}
+    # A string each, or None for an optional field left out: checked by name, so typed loosely.
+    fields: dict[str, Any] = {}
     for name in REQUIRED + OPTIONAL:
         value = payload.get(name)
         if value is None:
@@ -191,7 +193,7 @@ def conversation_ids(connection: sa.Connection, channels: dict[str, str], change
     transaction. Call it holding the write lock (between the look-up and the insert).
     """
     senders = list(channels)
-    found = {}
+    found: dict[str, int] = {}
     for start in range(0, len(senders), LOOKUPS_PER_STATEMENT):  # SQLite binds at most 32,766
         found.update(connection.execute(_conversations_of(),
                                         {"senders": senders[start:start + LOOKUPS_PER_STATEMENT]}).all())

@@ -10,7 +10,8 @@ from app.config import MAX_CALLBACK_BYTES
 from app.extensions import csrf, db
 from app.replies import delivery
 
-bp = Blueprint("callback", __name__, url_prefix="/callbacks")
+URL_PREFIX = "/callbacks"
+bp = Blueprint("callback", __name__, url_prefix=URL_PREFIX)
 csrf.exempt(bp)  # the provider signs its requests; it has no session to hold a token
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ def delivery_report():
 
 def json_errors_on_callback_paths(exc: HTTPException):
     """Registered app-wide: routing errors (404, 405) on the provider's path are JSON too."""
-    if request.path.startswith(bp.url_prefix + "/"):
-        return error(exc.code, exc.description)
+    if request.path.startswith(URL_PREFIX + "/"):
+        return error(exc.code or 500, exc.description or exc.name)
     return exc
 
 

@@ -1,5 +1,6 @@
 """The tables. Times are naive UTC datetimes on every backend."""
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from flask_login import UserMixin
@@ -201,7 +202,7 @@ DELIVERY_FAILURES = tuple(status for status, rank in DELIVERY_RANK.items() if ra
 
 
 def better_delivery(current: str | None, reported: str) -> bool:
-    return DELIVERY_RANK.get(reported, 0) > DELIVERY_RANK.get(current, 0)
+    return DELIVERY_RANK.get(reported, 0) > DELIVERY_RANK.get(current or "", 0)
 
 
 class ConversationRecipient(Model):
@@ -306,6 +307,9 @@ class User(UserMixin, Model):
     __table_args__ = ids_never_reused()
 
     # The token of the login this request belongs to (see accounts.load_session_user): not stored.
+    # (Declared for the type checker only: a plain annotation here would be taken for a column.)
+    if TYPE_CHECKING:
+        login_token: str | None
     login_token = None
 
     @property

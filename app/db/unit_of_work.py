@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import sqlalchemy as sa
 from flask import current_app
@@ -73,6 +73,12 @@ def change_number() -> int:
     if "change" not in session.info:
         session.info["change"] = session.connection().scalar(_next_change())
     return session.info["change"]
+
+
+def rows_matched(result: sa.Result) -> int:
+    """How many rows an UPDATE or DELETE run by `Session.execute` matched. The session types
+    what it returns as a plain Result; for these statements it is a CursorResult, which counts."""
+    return cast(sa.CursorResult, result).rowcount
 
 
 @cache

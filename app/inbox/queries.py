@@ -154,7 +154,7 @@ def matching_page_keys(q: str, in_view: list, before: int | None, after: int | N
     return in_page_order(sa.select(merged.c.last_message_id), merged.c.last_message_id, None, after, limit)
 
 
-def in_page_order(select: sa.Select, key: sa.ColumnElement[int], before: int | None, after: int | None,
+def in_page_order(select: sa.Select, key: sa.SQLColumnExpression[int | None], before: int | None, after: int | None,
                   limit: int) -> sa.Select:
     """A page's keys: past the cursor, in the direction of paging, one more than a page."""
     select = select.where(key > after) if after is not None else select

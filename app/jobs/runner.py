@@ -13,7 +13,7 @@ import secrets
 import socket
 import threading
 import weakref
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Flask
 
@@ -43,7 +43,7 @@ class Runner:
         self.signals = 0  # wake-ups so far: a thread waits only if none came since it last looked
         self.looks = 0  # times its threads looked for work (the admin page; tests wait on it)
         self.stopping = False
-        self.last_heartbeat = None
+        self.last_heartbeat: datetime | None = None
         self.last_housekeeping = None
 
     def start(self) -> "Runner":

@@ -8,12 +8,14 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from typing import cast
 
 import click
 import flask_migrate
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from werkzeug.local import LocalProxy
 
 from app import accounts, audit, clock, config, replies
 from app.callbacks import signing
@@ -350,7 +352,8 @@ def worker():
     Every server process runs them already; this is for a deployment that wants them elsewhere.
     """
     from app.jobs import runner
-    app = current_app._get_current_object()
+    # Flask types current_app as the app itself; it is the proxy that finds it.
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
     server_id = servers.record_worker()
     stopped = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):

@@ -185,7 +185,7 @@ class Plan:
     def rows(self, next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
              who: dict[int, tuple[str, str, int, str]], change: int, sqlite: bool) -> list[tuple]:
         """Message rows in MESSAGE_COLUMNS order, with the body the provider would have sent."""
-        rows = []
+        rows: list[tuple] = []
         append = rows.append
         delays, texts, run, sub_prefix = PROVIDER_DELAYS, self.texts, self.run, self.sub_msg_id_prefix
         for message_id, s, received_at, pick in zip(itertools.count(next_id), chunk, times, picks):
@@ -235,6 +235,7 @@ def message_inserter(connection: sa.Connection) -> Callable[[list[tuple]], None]
     Python, which costs more than the database's own work. PostgreSQL takes them by COPY.
     """
     driver = connection.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed
     if connection.dialect.name == "postgresql":
         copy_sql = f"COPY message ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN"
 
@@ -298,7 +299,9 @@ def set_journal_mode(mode: str, wait_seconds: float = 0) -> bool:
         try:
             connection = db.engine.raw_connection()
             try:
-                result = connection.driver_connection.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
+                driver = connection.driver_connection
+                assert driver is not None  # None only once the connection is closed
+                result = driver.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
             finally:
                 connection.close()
             if result.lower() == mode.lower():
@@ -317,7 +320,7 @@ def large_page_cache(connection: sa.Connection) -> Iterator[None]:
     if connection.dialect.name != "sqlite":
         yield
         return
-    size = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    size = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
     connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     try:
         yield

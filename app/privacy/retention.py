@@ -33,7 +33,7 @@ from app.db.models import (
     Suppression,
     UnmatchedDeliveryReport,
 )
-from app.db.unit_of_work import change_number, write_transaction
+from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
 from app.inbox import queries, search
 from app.jobs import leases
@@ -154,7 +154,7 @@ def conversation_summary(conversation_id: int) -> ConversationSummary | None:
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None:
         return None
-    count = db.session.scalar(sa.select(sa.func.count()).where(Message.conversation_id == conversation_id))
+    count = db.session.scalar(sa.select(sa.func.count()).where(Message.conversation_id == conversation_id)) or 0
     return ConversationSummary(conversation.id, conversation.sender, getattr(conversation, "contact_name", None),
                                count, conversation.opted_out)
 
@@ -477,8 +477,8 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
         ids = [row.id for row in rows]
         omnimessage_ids = [row.omnimessage_id for row in rows if row.omnimessage_id]
         if omnimessage_ids:
-            result.delivery_reports += session.execute(sa.delete(UnmatchedDeliveryReport).where(
-                UnmatchedDeliveryReport.omnimessage_id.in_(omnimessage_ids))).rowcount
+            result.delivery_reports += rows_matched(session.execute(sa.delete(UnmatchedDeliveryReport).where(
+                UnmatchedDeliveryReport.omnimessage_id.in_(omnimessage_ids))))
         # Rows that point at a message lose the pointer when they can (an opt-out stays recorded
         # without its keyword message), else go with it.
         for column in referring_columns(Message.__table__):
@@ -531,8 +531,8 @@ def _delete_in_batches(model, condition, batch_size: int) -> int:
         with write_transaction() as session:
             secure_delete()
             batch = sa.select(key).where(condition).limit(batch_size)
-            deleted = session.execute(sa.delete(model).where(key.in_(batch.scalar_subquery())),
-                                      execution_options={"synchronize_session": False}).rowcount
+            deleted = rows_matched(session.execute(sa.delete(model).where(key.in_(batch.scalar_subquery())),
+                                                   execution_options={"synchronize_session": False}))
         total += deleted
         if deleted < batch_size:
             return total

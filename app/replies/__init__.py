@@ -33,7 +33,7 @@ from flask import current_app
 from app import audit, clock, jobs
 from app.db import folding, numbers
 from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
-from app.db.unit_of_work import change_number, write_transaction
+from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
 from app.jobs import rate_budget
 from app.privacy import retention
@@ -112,7 +112,7 @@ def composer(conversation: Conversation) -> Composer:
             routes.append(Route(channel, name, (channel,)))
             if sms_possible:
                 routes.append(Route(f"{channel}+sms", f"{name}, then SMS if that fails", (channel, "sms")))
-            if channel == "whatsapp":
+            if channel == "whatsapp" and conversation.last_inbound_at is not None:  # (the window is open)
                 left = conversation.last_inbound_at + WHATSAPP_WINDOW - clock.now()
                 hours = int(left.total_seconds() // 3600)
                 note = (f"WhatsApp window open for another {hours} hour{'s' if hours != 1 else ''}."
@@ -174,12 +174,12 @@ def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sen
         if connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation.id)):
             raise ReplyRefused("This customer opted out meanwhile: nothing was sent.")
         now, change = clock.now(), change_number()
-        reply_id = connection.scalar(sa.insert(Message).values(
+        reply_id = connection.execute(sa.insert(Message).values(
             conversation_id=conversation.id, msg_id=msg_id, channel=route.channels[0],
             sender=legs[0]["sender"] or "", recipient=conversation.sender, text=text, sent_at=now,
             folded_text=folding.fold(text), received_at=now, raw_body=json.dumps({"legs": legs}).encode(), change_seq=change,
             direction="out", author_id=author_id, status="queued",
-        ).returning(Message.id))
+        ).returning(Message.id)).scalar_one()
         connection.execute(sa.update(Conversation).where(Conversation.id == conversation.id).values(
             last_message_id=reply_id, last_sent_at=now, last_text=text[:PREVIEW_LENGTH], last_direction="out",
             message_count=Conversation.message_count + 1, change_seq=change))
@@ -201,13 +201,13 @@ def can_send_again(status: str | None, delivery: str | None) -> bool:
 def retry(conversation_id: int, reply_id: int) -> bool:
     """Queue a reply again (a person's decision): a new send job; False if it is not one to send again."""
     with write_transaction() as session:
-        updated = session.execute(
+        updated = rows_matched(session.execute(
             sa.update(Message)
             .where(Message.id == reply_id, Message.conversation_id == conversation_id, Message.direction == "out",
                    Message.status.in_(["failed", "unconfirmed"])
                    | ((Message.status == "sent") & Message.delivery.in_(DELIVERY_FAILURES)))
             .values(status="queued", problem=None, delivery=None, omnimessage_id=None, claimed_at=None,
-                    change_seq=change_number())).rowcount
+                    change_seq=change_number())))
         if updated:
             session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
                             .values(change_seq=change_number()))
@@ -330,7 +330,7 @@ def delivery_url() -> str | None:
     return f"{base.rstrip('/')}/callbacks/delivery" if base else None
 
 
-def newest_sent_reply() -> tuple[str, str, str] | None:
+def newest_sent_reply() -> sa.Row[str | None, str | None, str] | None:
     """(omnimessage id, customer, channel) of the newest reply Messente accepted."""
     return db.session.execute(
         sa.select(Message.omnimessage_id, Message.recipient, Message.channel)
@@ -352,12 +352,13 @@ def sync_blacklist(client: "messente.Messente") -> int:
         done = isinstance(outcome, messente.Done)
         failures += not done
         # Only an entry this app made is "added", and so removed again when the customer opts back in.
-        added = "added" if wanted == "add" and done and not outcome.already else None
+        added = "added" if wanted == "add" and isinstance(outcome, messente.Done) and not outcome.already else None
+        problem = None if isinstance(outcome, messente.Done) else f"Messente's blacklist: {outcome.reason}"
         with write_transaction() as session:
             session.execute(
                 sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.blacklist == wanted)
                 .values(blacklist=added if done else wanted,
-                        blacklist_problem=None if done else f"Messente's blacklist: {outcome.reason}",
+                        blacklist_problem=problem,
                         change_seq=change_number()))
     return failures
 
