@@ -4,8 +4,10 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import config
-from app import extensions  # `extensions.db`: the name `app.db` is the package of models
+from app import (
+    config,
+    extensions,  # `extensions.db`: the name `app.db` is the package of models
+)
 from app.extensions import configure_engine, csrf, engine_options, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +53,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     web.init_app(app)
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # Flask's documented way to wrap it
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count)
     return app
 
 

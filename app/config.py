@@ -4,6 +4,7 @@ Secrets are read from configuration only; nothing in this module logs them.
 """
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -181,20 +182,30 @@ def read_instance_file(instance_path: str, name: str) -> str | None:
 
 
 def write_instance_file(instance_path: str, name: str, value: str) -> None:
-    """Create a private file in instance/ (mode 0600) holding one generated secret."""
-    Path(instance_path).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(instance_path) / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(value + "\n")
+    """Create a private file in instance/ (mode 0600) holding one generated secret;
+    FileExistsError if there is one already.
+
+    Written whole under another name, then linked into place: a worker starting at the same
+    moment never reads the file empty (and takes an empty SECRET_KEY)."""
+    directory = Path(instance_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, written = tempfile.mkstemp(dir=directory, prefix=f".{name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(value + "\n")
+        os.link(written, directory / name)
+    finally:
+        os.unlink(written)
 
 
 def persistent_secret_key(instance_path: str) -> str:
     """Generated once and kept in instance/, so sessions survive restarts."""
     key = read_instance_file(instance_path, SECRET_KEY_FILE)
-    if key is None:
-        try:
-            write_instance_file(instance_path, SECRET_KEY_FILE, secrets.token_hex(32))
-        except FileExistsError:  # another worker wrote it first
-            pass
-        key = read_instance_file(instance_path, SECRET_KEY_FILE)
+    if key is not None:
+        return key
+    key = secrets.token_hex(32)
+    try:
+        write_instance_file(instance_path, SECRET_KEY_FILE, key)
+    except FileExistsError:  # another worker wrote it first: all of them use that one
+        return (Path(instance_path) / SECRET_KEY_FILE).read_text().strip()
     return key

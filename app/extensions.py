@@ -4,6 +4,7 @@ Also what every backend must share: SQLite set up for durability and explicit BE
 write lock is taken in `unit_of_work`), and an INSERT that can ignore or merge a conflict.
 """
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import sqlalchemy as sa
 from flask_login import LoginManager
@@ -26,8 +27,22 @@ class Base(DeclarativeBase):
         }
     )
 
+    if TYPE_CHECKING:
+        # SQLAlchemy declares a FromClause, as a class may be mapped to a join or a subquery;
+        # every model here is mapped to a Table, and code reads its name, columns and indexes.
+        __table__: ClassVar[sa.Table]
+
 
 db = SQLAlchemy(model_class=Base)
+
+# The models' base class. At run time it is `db.Model`: a copy of Base that Flask-SQLAlchemy
+# builds with its mixins (table names from class names, binds). Flask-SQLAlchemy types that
+# attribute as a variable, which mypy cannot subclass, so the type checker sees Base itself:
+# the same registry and metadata, and the `Mapped[...]` columns type-check through it.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 
 # How long a writer waits for the database's write lock (held by another writer, an export on
 # PostgreSQL, an admin's shell) before it gives up: a callback then answers 503 and is retried.
@@ -85,7 +100,11 @@ def make_private(database: str | None) -> None:
             path.chmod(0o600)
 
 
-def dialect_insert(table, dialect: str | None = None) -> sa.Insert:
+def dialect_insert(table, dialect: str | None = None) -> sqlite.Insert | postgresql.Insert:
     """The dialect's own INSERT, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
     dialect = dialect or db.session.get_bind().dialect.name
-    return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect](table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    raise KeyError(dialect)

@@ -5,8 +5,8 @@ Only the benchmarks serve these routes (gunicorn: 'bench.app:create_bench_app()'
 """
 from flask import current_app, request
 
-from app.accounts import routes as auth
 from app import create_app
+from app.accounts import routes as auth
 from app.callbacks import ingest, signing
 from app.extensions import csrf
 

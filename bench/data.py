@@ -14,9 +14,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.ops import demo
-from app.extensions import db
 from app.db.models import Message
+from app.extensions import db
+from app.ops import demo
 
 from .app import create_bench_app
 from .report import Row, size_label

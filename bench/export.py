@@ -15,9 +15,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from app.db.models import Message
 from app.export import csv_chunks, export_query, xlsx_file
 from app.extensions import db
-from app.db.models import Message
 
 from .data import bench_app
 from .report import Row, size_label

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app import accounts
-from app.ops import demo
 from app.callbacks import signing
-from app.extensions import db
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.ops import demo
 
 from . import ingest
 from .data import SECRET, Server, bench_app, fresh_database

@@ -15,10 +15,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from app import clock
-from app.ops import demo
-from app.privacy import retention
 from app.callbacks import signing
 from app.extensions import db
+from app.ops import demo
+from app.privacy import retention
 
 from . import ingest
 from .data import SECRET, Server, bench_app, fresh_database

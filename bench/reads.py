@@ -7,16 +7,16 @@ route through the same stack.
 import dataclasses
 import random
 import re
-import urllib.parse
 import statistics
 import time
+import urllib.parse
 
 import sqlalchemy as sa
 
 from app import accounts, contacts
+from app.db.models import Conversation
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
-from app.db.models import Conversation
 
 from .app import NOOP_LOGGED_IN
 from .data import bench_app
@@ -129,7 +129,7 @@ def name_some_contacts() -> str:
     ids = list(db.session.scalars(sa.select(Conversation.id).order_by(Conversation.id)))[::NAMED_EVERY][:MAX_NAMED]
     rng = random.Random(len(ids))
     names = [f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)} {n}" for n in range(len(ids))]
-    for conversation_id, name in zip(ids, names):
+    for conversation_id, name in zip(ids, names, strict=True):
         contacts.set_contact(conversation_id, name, "")
     return names[len(names) // 2]
 

@@ -15,17 +15,17 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app import accounts, replies
-from app.ops import demo
-from app.extensions import db
 from app.db.models import Conversation, Message
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.ops import demo
 
 from . import ingest
 from .data import ROOT, Server, bench_app, fresh_database
 from .report import Row
 
 sys.path.insert(0, str(ROOT / "tests"))
-from fake_messente import FakeMessente  # noqa: E402  (the tests' fake, a real HTTP server)
+from fake_messente import FakeMessente  # the tests' fake, a real HTTP server
 
 WINDOW_LIMIT = 150  # Messente's requests a second
 SMS_SENDER = "BenchShop"

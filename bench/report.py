@@ -50,7 +50,7 @@ def table(rows: list[Row]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
     text = []
     for n, line in enumerate(lines):
-        text.append(" | ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        text.append(" | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
         if n == 0:
             text.append("-+-".join("-" * width for width in widths))
     return "\n".join(text)

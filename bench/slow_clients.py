@@ -99,8 +99,8 @@ CANDIDATES = {
 
 def create_app_with_wait_route():
     """The app plus WAIT, which holds its thread for ?seconds= (at most 10) like a reply send."""
-    from app.accounts import routes as auth
     from app import create_app
+    from app.accounts import routes as auth
     app = create_app()
 
     @app.get(WAIT, endpoint="bench_wait")
@@ -275,6 +275,7 @@ def stored_with_prefix(url: str, prefix: str) -> int:
 def add_bench_user(url: str) -> None:
     from app import accounts
     from app.extensions import db
+
     from .data import bench_app
     app = bench_app(url)
     with app.app_context():
@@ -344,8 +345,9 @@ def rows_for(name: str, results: dict, clients: int, seconds: float) -> list[Row
 def mixed_load(command, workdir: Path, name: str, log, pollers: int = 300, waits: int = 40,
                seconds: float = 12.0) -> dict:
     """Reply sends holding threads for 3 s, keep-alive pollers every 4 s, a page and exports."""
-    from app.ops import demo
     from app.extensions import db
+    from app.ops import demo
+
     from .data import bench_app
     url = fresh_database(workdir, f"mixed-{name}")
     add_bench_user(url)
@@ -401,9 +403,9 @@ def mixed_load(command, workdir: Path, name: str, log, pollers: int = 300, waits
     waited = [latency for lane in wait_lanes for latency in lane.latencies]
     polled = [latency for lane in poll_lanes for latency in lane.latencies]
     figures = {
-        "poll_p95": p95(polled), "polls": len(polled), "poll_failures": sum(l.failures for l in poll_lanes),
+        "poll_p95": p95(polled), "polls": len(polled), "poll_failures": sum(lane.failures for lane in poll_lanes),
         "wait_median": statistics.median(waited) if waited else float("nan"), "waits": len(waited),
-        "wait_failures": sum(l.failures for l in wait_lanes), "page_p95": p95(page_lane.latencies),
+        "wait_failures": sum(lane.failures for lane in wait_lanes), "page_p95": p95(page_lane.latencies),
         "exports_ok": sum(1 for status, *_ in exports if status == 200),
         "export_first_byte_max": max((first for _, first, _, _ in exports), default=float("nan")),
         "export_seconds_max": max((total for _, _, total, _ in exports), default=float("nan")),

@@ -22,10 +22,10 @@ import urllib.parse
 from pathlib import Path
 
 from app import accounts
-from app.ops import demo
 from app.config import defaults as config_defaults
-from app.extensions import db
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.ops import demo
 
 from . import ingest
 from .data import Server, bench_app, fresh_database
@@ -115,7 +115,7 @@ def one_run(pool, server: Server, port: int, cookie: str, watchers: int, interva
     watched = pool.apply_async(watch, (port, cookie, watchers, interval, start_at, seconds))
     callbacks, poll_times, page_times = sent.get(), *watched.get()
     cpu = (server_cpu_seconds(server.process.pid) - cpu_before) / (time.monotonic() - start_at)
-    busy, total = (after - before for after, before in zip(machine_cpu(), machine_before))
+    busy, total = (after - before for after, before in zip(machine_cpu(), machine_before, strict=True))
     callback_times, stored_answers, errors, finished = callbacks
     return {"poll_p95": p95(poll_times), "page_p95": p95(page_times), "callback_p95": p95(callback_times),
             "polls": len(poll_times), "pages": len(page_times), "callbacks": len(prepared),

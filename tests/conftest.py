@@ -31,11 +31,11 @@ import pytest
 import sqlalchemy as sa
 
 from app import accounts, create_app
-from app.ops import demo
-from app.inbox import queries
 from app.callbacks import signing
-from app.extensions import db
 from app.db.models import Conversation, User
+from app.extensions import db
+from app.inbox import queries
+from app.ops import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).parent / "vectors"
@@ -312,7 +312,7 @@ class Server:
             return True
         except OSError:
             if self.process.poll() is not None:
-                raise RuntimeError("the server exited: " + self.output()[-2000:])
+                raise RuntimeError("the server exited: " + self.output()[-2000:]) from None
             return False
 
     def output(self) -> str:

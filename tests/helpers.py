@@ -12,11 +12,9 @@ from html import unescape
 import sqlalchemy as sa
 
 from app import replies
-from app.extensions import db
 from app.db.models import Conversation, DailyCount, Message, User
-
+from app.extensions import db
 from conftest import AuthActions, body_for, conversation_of, signed_headers, wait_until
-
 
 # --- a clock and a login from an address ------------------------------------
 

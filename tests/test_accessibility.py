@@ -14,9 +14,8 @@ from playwright.sync_api import expect
 
 from app.callbacks import ingest
 from app.extensions import db
-
-from conftest import PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
 from browser_helpers import REPORT_CSP_VIOLATIONS, overflow
+from conftest import PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
 
 pytestmark = pytest.mark.browser
 

@@ -7,9 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from app import accounts, config
-from app.extensions import db
 from app.db.models import LoginSession, LoginThrottle, User
-
+from app.extensions import db
 from conftest import ONE_DATABASE, PASSWORD, AuthActions, add_user, close_app, csrf_token, make_app
 from helpers import Clock, post, user_id
 
@@ -162,8 +161,9 @@ def test_password_links_never_come_from_the_host_header(database_url, app, setti
 
 
 def test_trusted_hosts_come_from_public_url_and_bind_or_the_environment():
-    derive = lambda **given: config.trusted_hosts({"PUBLIC_URL": "", "BIND": "127.0.0.1:5000",
-                                                   "PROXY_COUNT": 0, **given})
+    def derive(**given):
+        return config.trusted_hosts({"PUBLIC_URL": "", "BIND": "127.0.0.1:5000", "PROXY_COUNT": 0, **given})
+
     assert derive() == ["127.0.0.1", "localhost", "::1"]
     # The name people use is unknown (listening everywhere, or behind a proxy): any host.
     assert derive(BIND="0.0.0.0:8000") is None and derive(BIND="10.1.2.3:8000") is None

@@ -7,9 +7,8 @@ from html import unescape
 
 import sqlalchemy as sa
 
-from app.extensions import db
 from app.db.models import AuditEvent
-
+from app.extensions import db
 from conftest import PASSWORD, AuthActions, add_user, body_for, conversation_of, make_app
 from helpers import Clock, from_address, post, send_reply, user_id, wait_for_status
 from helpers import deliver as deliver_to_reply_app

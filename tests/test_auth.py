@@ -10,10 +10,9 @@ from argon2 import PasswordHasher
 
 from app import accounts, config
 from app.accounts import routes as auth_module
-from app.web import access
-from app.extensions import db
 from app.db.models import LoginThrottle, User
-
+from app.extensions import db
+from app.web import access
 from conftest import ONE_DATABASE, PASSWORD, ROOT, AuthActions, csrf_token, make_app
 from helpers import Clock, from_address
 

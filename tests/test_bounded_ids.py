@@ -2,7 +2,6 @@
 import pytest
 
 from app.web.request_args import LARGEST_ID, LARGEST_INT
-
 from conftest import ONE_DATABASE
 
 HUGE = "9" * 25  # far beyond a BIGINT: SQLite and PostgreSQL both refuse it as a parameter

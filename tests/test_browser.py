@@ -19,10 +19,23 @@ from playwright.sync_api import expect
 
 from app import config
 from app.callbacks import ingest
-
+from browser_helpers import (
+    DESKTOP,
+    LIVE,
+    PHONE,
+    assert_same_page,
+    conversation_rows,
+    deliver,
+    download_rows,
+    export_csv,
+    log_in,
+    mark_page,
+    open_row,
+    overflow,
+    row_for,
+    screenshot,
+)
 from conftest import PASSWORD, add_user, body_for, signed_headers
-from browser_helpers import (DESKTOP, LIVE, PHONE, assert_same_page, conversation_rows, deliver, download_rows,
-                             export_csv, log_in, mark_page, open_row, overflow, row_for, screenshot)
 
 pytestmark = pytest.mark.browser
 
@@ -491,7 +504,7 @@ def test_the_browser_counts_sms_parts_like_the_server(page, server):
     page.goto(server.url + "/login")  # every page has static/js/sms-length.js
     counted = page.evaluate("texts => texts.map(text => window.smsLength(text))",
                             [case["text"] for case in SMS_VECTORS])
-    assert {case["name"]: got for case, got in zip(SMS_VECTORS, counted)} == {
+    assert {case["name"]: got for case, got in zip(SMS_VECTORS, counted, strict=True)} == {
         case["name"]: {key: case[key] for key in ("encoding", "units", "parts")} for case in SMS_VECTORS}
 
 

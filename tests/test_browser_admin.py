@@ -8,8 +8,8 @@ import pyotp
 import pytest
 from playwright.sync_api import expect
 
-from conftest import PASSWORD, ROOT
 from browser_helpers import deliver, log_in, overflow, screenshot
+from conftest import PASSWORD, ROOT
 
 pytestmark = pytest.mark.browser
 

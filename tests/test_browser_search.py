@@ -11,9 +11,8 @@ from playwright.sync_api import expect
 
 from app.callbacks import ingest
 from app.extensions import db
-
-from conftest import body_for
 from browser_helpers import log_in, screenshot
+from conftest import body_for
 
 pytestmark = pytest.mark.browser
 

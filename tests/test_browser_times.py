@@ -6,17 +6,15 @@ from datetime import datetime
 import pytest
 from playwright.sync_api import expect
 
-from app.extensions import db
 from app.db.models import AuditEvent
-
+from app.extensions import db
 from browser_helpers import log_in
-
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the page, not the database
-def test_the_audit_trail_shows_times_in_the_readers_zone_with_utc_in_the_tooltip(app, server, page):  # noqa: F811
+def test_the_audit_trail_shows_times_in_the_readers_zone_with_utc_in_the_tooltip(app, server, page):
     with app.app_context():
         db.session.add(AuditEvent(at=datetime(2025, 1, 15, 10, 0, 5), username="alice", address="127.0.0.1",
                                   action="settings_changed", details=json.dumps({"retention_days": 30})))

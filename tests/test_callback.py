@@ -11,6 +11,14 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app import clock
+from app.callbacks import group_commit, ingest
+from app.db.folding import clean_text
+from app.db.models import Conversation, DailyCount, DeadLetter, Message
+from app.extensions import db
 from conftest import (
     SECRET,
     SIGNATURES,
@@ -20,14 +28,6 @@ from conftest import (
     make_app,
     signed_headers,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from app import clock
-from app.callbacks import group_commit, ingest
-from app.db.folding import clean_text
-from app.db.models import Conversation, DailyCount, DeadLetter, Message
-from app.extensions import db
 
 
 def count(app, model) -> int:
@@ -350,7 +350,7 @@ def test_one_bad_message_in_a_batch_does_not_fail_the_others(app):
     futures = [Future() for _ in range(6)]
     committer = group_commit.Committer(app)
     with app.app_context():
-        committer.commit(list(zip([*good[:3], bad, *good[3:]], futures)))  # what a leading request runs
+        committer.commit(list(zip([*good[:3], bad, *good[3:]], futures, strict=True)))  # what a leading request runs
     assert [future.result() for future in futures[:3] + futures[4:]] == [True] * 5
     assert isinstance(futures[3].exception(), sa.exc.IntegrityError)
     assert count(app, Message) == 5

@@ -9,11 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from app import accounts, clock
-from app.jobs import servers
-from app.extensions import db
 from app.db.models import ChangeCounter, Message, Server, User
 from app.db.unit_of_work import write_transaction
-
+from app.extensions import db
+from app.jobs import servers
 from conftest import AuthActions, add_user, body_for, csrf_token, flask_command, make_app, signed_headers
 
 

@@ -6,9 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 from app import contacts
-from app.extensions import db
 from app.db.models import CONTACT_NAME_LENGTH, Conversation
-
+from app.extensions import db
 from conftest import body_for, csrf_token
 
 

@@ -8,15 +8,22 @@ import subprocess
 import pytest
 import sqlalchemy as sa
 
-from app.ops import copying
 from app import jobs
-from app.inbox import queries
-from app.extensions import db
 from app.db.models import Message, User
 from app.db.unit_of_work import write_transaction
-
-from conftest import (flask_command, flask_process, AuthActions, body_for, make_app, password_hash,
-                      signed_headers, wait_until)
+from app.extensions import db
+from app.inbox import queries
+from app.ops import copying
+from conftest import (
+    AuthActions,
+    body_for,
+    flask_command,
+    flask_process,
+    make_app,
+    password_hash,
+    signed_headers,
+    wait_until,
+)
 
 # The target of every copy here is a fresh PostgreSQL schema (conftest's database_url).
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -201,8 +208,8 @@ def test_ids_of_rows_deleted_before_the_copy_are_not_handed_out_again(tmp_path, 
         body = body_for(msg_id=f"m{n}", sender=sender)
         assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
     with app.app_context():
-        from app.privacy import retention
         from app.db.models import Conversation
+        from app.privacy import retention
         erased = db.session.scalar(sa.select(Conversation.id).where(Conversation.sender == "+37255510003"))
         retention.erase_conversation(erased)
         db.engine.dispose()

@@ -8,10 +8,9 @@ import sqlalchemy as sa
 
 from app import jobs
 from app.callbacks import signing
-from app.extensions import db
-from app.db.unit_of_work import write_transaction
 from app.db.models import Message, UnmatchedDeliveryReport
-
+from app.db.unit_of_work import write_transaction
+from app.extensions import db
 from conftest import API_PASSWORD, SECRET, AuthActions, conversation_of, make_app
 from helpers import CUSTOMER, a_sent_reply
 

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.ops import demo
 from app.callbacks import ingest
 from app.db import folding
-from app.inbox import search
-from app.extensions import db
 from app.db.models import Conversation, ConversationRecipient, DailyCount, Message
-
+from app.extensions import db
+from app.inbox import search
+from app.ops import demo
 from conftest import body_for, conversation_of, flask_process, signed_headers, wait_until
 
 

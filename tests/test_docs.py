@@ -5,14 +5,13 @@ from unittest import mock
 
 from app import config
 from app.callbacks import signing
-from app.extensions import db
 from app.db.models import Message
-
+from app.extensions import db
 from conftest import API_PASSWORD, ROOT
 from helpers import a_sent_reply
 
 
-def test_the_documented_delivery_report_body_is_applied(dlr_app):  # noqa: F811
+def test_the_documented_delivery_report_body_is_applied(dlr_app):
     """docs/replies.md's example of what Messente POSTs to /callbacks/delivery, signed as Messente
     signs it, moves the reply it names forward."""
     replies_md = (ROOT / "docs" / "replies.md").read_text()

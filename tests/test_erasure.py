@@ -7,14 +7,13 @@ import pytest
 import sqlalchemy as sa
 
 from app import audit
-from app.replies import reply_box
 from app.contacts import optouts
-from app.privacy import retention
-from app.extensions import db
 from app.db.models import AuditEvent, Conversation, DeadLetter, Message, OptOut, Suppression, UnmatchedDeliveryReport
 from app.db.unit_of_work import write_transaction
-
-from conftest import Browser, PASSWORD, body_for, conversation_of, wait_until
+from app.extensions import db
+from app.privacy import retention
+from app.replies import reply_box
+from conftest import PASSWORD, Browser, body_for, conversation_of, wait_until
 from helpers import post
 
 NUMBER = "+37255598765"

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.export import safe_cell
 from app import clock
-
+from app.export import safe_cell
 from conftest import IN_CI, ONE_DATABASE, body_for, conversation_of
 
 HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
@@ -66,6 +65,7 @@ def test_replies_are_exported_with_their_direction_and_status(app, export, deliv
 
 def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(app, client, export, deliver):
     from datetime import datetime, timedelta
+
     from app import contacts, replies
     from app.replies import delivery
     deliver(body_for(msg_id="m1", sender="+3725550001", recipient="+37250000000", text="Tere!",
@@ -184,8 +184,8 @@ def test_the_database_builds_the_very_lines_python_would(app, client, auth, deli
                                 )).json == {"status": "stored"}
     deliver(body_for(recipient=None, sub_msg_id=None, time="9999-12-31T23:59:59.999999Z"))
     with app.app_context():
-        from app.extensions import db
         from app.export import export_query
+        from app.extensions import db
         rows = db.session.execute(export_query()).all()
     expected = "\ufeff" + csv_line(COLUMNS) + "".join(csv_line((
         utc_iso(row[0], "microseconds"), *(safe_cell(cell) for cell in row[1:7]), utc_iso(row[7], "microseconds"),
@@ -210,7 +210,9 @@ def test_filter_by_search_conversation_and_dates(app, export, deliver):
     deliver(body_for(msg_id="a", sender="+37255512345", time="2024-06-01T00:00:00Z"))
     deliver(body_for(msg_id="b", sender="+37255512345", time="2024-06-02T23:59:59Z"))
     deliver(body_for(msg_id="c", sender="+4470001", time="2024-06-03T00:00:00Z"))
-    ids = lambda rows: [row[5] for row in rows[1:]]
+    def ids(rows):
+        return [row[5] for row in rows[1:]]
+
     assert ids(export()) == ["a", "b", "c"]
     assert ids(export("?q=372+555")) == ["a", "b"]
     assert ids(export(f"?conversation={conversation_id(app, '+4470001')}")) == ["c"]

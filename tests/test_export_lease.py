@@ -4,10 +4,9 @@ from datetime import UTC, timedelta
 import pytest
 
 from app import clock
-from app.jobs import leases
-from app.extensions import db
 from app.db.models import Lease
-
+from app.extensions import db
+from app.jobs import leases
 from conftest import AuthActions, add_user, body_for, close_app, make_app
 
 BUSY = "An export of yours is already running; try again when it finishes"

@@ -16,12 +16,30 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.server import worker
 from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
-
-from conftest import (PASSWORD, ROOT, Browser, Server, add_user, body_for, close_app, flask_command, free_port,
-                      make_app, wait_until)
-from helpers import CUSTOMER, Storm, assert_counters_match_messages, replay_unacked, reply_form, stored_msg_ids, storm_plan
+from app.server import worker
+from conftest import (
+    PASSWORD,
+    ROOT,
+    Browser,
+    Server,
+    add_user,
+    body_for,
+    close_app,
+    flask_command,
+    free_port,
+    make_app,
+    wait_until,
+)
+from helpers import (
+    CUSTOMER,
+    Storm,
+    assert_counters_match_messages,
+    replay_unacked,
+    reply_form,
+    stored_msg_ids,
+    storm_plan,
+)
 
 pytestmark = pytest.mark.slow
 

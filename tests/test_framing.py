@@ -14,12 +14,13 @@ import sqlalchemy as sa
 from gunicorn.config import Config
 from gunicorn.http.errors import ParseException
 from gunicorn.http.parser import RequestParser
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from app.server import worker
-from app.extensions import db
-from app.server.worker import WAIT, WHOLE, BufferedRequest, ReadPastTheRequest, RequestFraming
 from app.db.models import Message
+from app.extensions import db
+from app.server import worker
+from app.server.worker import WAIT, WHOLE, BufferedRequest, ReadPastTheRequest, RequestFraming
 from conftest import ONE_DATABASE, body_for, signed_headers, wait_until
 
 ANSWER_SECONDS = worker.REQUEST_SECONDS + 5  # a client that waits longer has given up
@@ -268,7 +269,7 @@ def request_bytes(draw):
     if draw(st.booleans()):
         data += b"GET /next HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # pipelined
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
-    pieces = [bytes(data[start:end]) for start, end in zip([0, *cuts], [*cuts, len(data)])]
+    pieces = [bytes(data[start:end]) for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     return pieces, well_formed
 
 

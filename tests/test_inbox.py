@@ -8,7 +8,6 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from app import clock
-
 from conftest import body_for
 from helpers import Clock
 
@@ -728,6 +727,7 @@ def test_a_sender_that_cannot_be_answered_is_called_what_it_is(client, inbox, se
                                    "/?q=%2B372+55%2F%3A%C3%BClle+%26x%3Dy&channel=sms&to=%2B37250000000&view=done&before=5"])
 def test_a_conversation_link_is_what_url_for_builds_with_the_lists_search_and_filters(app, query):
     from flask import url_for
+
     from app.inbox.routes import list_params, thread_url
     with app.test_request_context(query):
         for args in ({}, {"around": 77}, {"before": 3, "saved_reply": 2}):

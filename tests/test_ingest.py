@@ -2,9 +2,8 @@
 import sqlalchemy as sa
 
 from app.callbacks import ingest
-from app.extensions import db
 from app.db.models import DailyCount, Message
-
+from app.extensions import db
 from conftest import body_for, conversation_of
 
 

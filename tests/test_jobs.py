@@ -9,11 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from app import jobs
-from app.extensions import db
-from app.jobs import rate_budget, runner
 from app.db.models import AuditEvent, ChangeCounter, Job, Server, Setting
 from app.db.unit_of_work import write_transaction
-
+from app.extensions import db
+from app.jobs import rate_budget, runner
 from conftest import AuthActions, body_for, close_app, make_app, signed_headers, wait_until
 
 START = datetime(2026, 1, 5, 9, 0)
@@ -82,7 +81,7 @@ def test_a_job_commits_with_its_cause_and_rolls_back_with_it(job_app):
             with write_transaction() as session:
                 session.add(Setting(name="cause-2", value="x"))
                 jobs.enqueue("test_note", {"conversation": 2})
-                1 / 0
+                raise ZeroDivisionError  # any error inside the transaction
         causes = db.session.scalars(sa.select(Setting.name).where(Setting.name.like("cause-%"))).all()
         assert causes == ["cause-1"]
         assert [row.payload for row in job_rows()] == ['{"conversation": 1}']
@@ -246,7 +245,7 @@ def test_an_idle_runner_moves_no_change_number_and_polls_answer_204(database_url
         idle = runner.start(app)
         for _ in range(3):  # the threads look again and again (every 0.05 s), finding nothing
             looks = idle.looks
-            wait_until(lambda: idle.looks > looks + 2, "the runner looked for work")
+            wait_until(lambda looks=looks: idle.looks > looks + 2, "the runner looked for work")
             assert client.get(poll_url, headers={"HX-Request": "true"}).status_code == 204
         with app.app_context():
             wait_until(lambda: jobs.next_due_at() is not None, "periodic jobs were added")

@@ -4,9 +4,8 @@ import pytest
 import sqlalchemy as sa
 
 from app import accounts
-from app.extensions import db
 from app.db.models import LoginThrottle
-
+from app.extensions import db
 from conftest import AuthActions, add_user, close_app, make_app
 from helpers import Clock, from_address
 

@@ -11,9 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app.extensions import db
 from app.db.models import Conversation, ConversationRecipient, DeadLetter, Message, OptOut
-
+from app.extensions import db
 from conftest import ROOT, body_for, close_app, conversation_of, flask_command, fresh_database, make_app, signed_headers
 
 TRIGRAM_INDEX = "ix_conversation_sender_key_trgm"  # declared for PostgreSQL only
@@ -50,7 +49,9 @@ def schema_of(connection: sa.Connection) -> dict:
         tables = connection.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'alembic_version' "
             "ORDER BY name").scalars().all()
-        pragma = lambda name, table: connection.exec_driver_sql(f'PRAGMA {name}("{table}")').all()
+        def pragma(name, table):
+            return connection.exec_driver_sql(f'PRAGMA {name}("{table}")').all()
+
         return {
             "tables": {table: {
                 "columns": pragma("table_xinfo", table),

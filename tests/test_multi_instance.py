@@ -18,9 +18,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.extensions import db
 from app.db.models import Conversation, DailyCount, Message
-
+from app.extensions import db
 from conftest import PASSWORD, Browser, body_for, csrf_token, signed_headers
 
 # Several instances need a database server: PostgreSQL only.

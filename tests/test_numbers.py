@@ -3,12 +3,12 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from app.db import numbers
-from app.extensions import db
 from app.db.models import Conversation, ConversationRecipient, Message
-
+from app.extensions import db
 from conftest import body_for
 
 

@@ -5,11 +5,10 @@ import pytest
 import sqlalchemy as sa
 
 from app import audit
-from app.replies import reply_box
 from app.contacts import optouts
-from app.extensions import db
 from app.db.models import AuditEvent, OptOut, Suppression
-
+from app.extensions import db
+from app.replies import reply_box
 from conftest import ONE_DATABASE, body_for, conversation_of
 from helpers import post
 

@@ -15,12 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from app import contacts, export
-from app.ops import demo
-from app.inbox import queries
-from app.extensions import db
-from app.inbox.list_views import ListFilter
 from app.db.models import Conversation
-
+from app.extensions import db
+from app.inbox import queries
+from app.inbox.list_views import ListFilter
+from app.ops import demo
 from helpers import plans_of_requests, postgresql_plan, sqlite_plan, statements_run, text_index_reads, unindexed_reads
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

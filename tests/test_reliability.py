@@ -26,15 +26,24 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.server import worker
 from app.callbacks import ingest
-from app.inbox import read_state
+from app.db.models import Message, User
 from app.db.unit_of_work import write_transaction
 from app.export import COLUMNS
 from app.extensions import db
-from app.db.models import Message, User
-from conftest import (ONE_DATABASE, PASSWORD, ROOT, body_for, conversation_of, csrf_token, password_hash, signed_headers,
-                      wait_until)
+from app.inbox import read_state
+from app.server import worker
+from conftest import (
+    ONE_DATABASE,
+    PASSWORD,
+    ROOT,
+    body_for,
+    conversation_of,
+    csrf_token,
+    password_hash,
+    signed_headers,
+    wait_until,
+)
 from helpers import Storm, assert_counters_match_messages, post_callback, replay_unacked, stored_msg_ids, storm_plan
 
 pytestmark = pytest.mark.slow

@@ -15,14 +15,23 @@ import pytest
 import sqlalchemy as sa
 
 from app import jobs, replies
-from app.jobs import runner
-from app.extensions import db
-from app.db.unit_of_work import write_transaction
 from app.db.models import Job, Message
 from app.db.models import Server as ServerRow
-
-from conftest import (PASSWORD, AuthActions, Browser, Server, body_for, close_app, conversation_of, flask_process,
-                      make_app, wait_until)
+from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.jobs import runner
+from conftest import (
+    PASSWORD,
+    AuthActions,
+    Browser,
+    Server,
+    body_for,
+    close_app,
+    conversation_of,
+    flask_process,
+    make_app,
+    wait_until,
+)
 from helpers import CUSTOMER, OUR_NUMBER, deliver, replies_in, reply_form, send_reply, thread_path, wait_for_status
 
 
@@ -358,7 +367,7 @@ class QuietServer(Server):
             return True
         except OSError:
             if self.process.poll() is not None:
-                raise RuntimeError("the server exited: " + self.output()[-2000:])
+                raise RuntimeError("the server exited: " + self.output()[-2000:]) from None
             return False
 
 

@@ -8,16 +8,24 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.ops import demo
 from app import jobs
-from app.jobs import leases
 from app.contacts import optouts
-from app.inbox import queries
-from app.privacy import retention
-from app.extensions import db
-from app.db.models import AuditEvent, Conversation, DeadLetter, LoginThrottle, Message, OptOut, Suppression, UnmatchedDeliveryReport
+from app.db.models import (
+    AuditEvent,
+    Conversation,
+    DeadLetter,
+    LoginThrottle,
+    Message,
+    OptOut,
+    Suppression,
+    UnmatchedDeliveryReport,
+)
 from app.db.unit_of_work import write_transaction
-
+from app.extensions import db
+from app.inbox import queries
+from app.jobs import leases
+from app.ops import demo
+from app.privacy import retention
 from conftest import body_for, close_app, conversation_of, make_app, signed_headers
 from helpers import Clock, from_address, post
 

@@ -6,10 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from app import contacts
-from app.replies import saved_replies
-from app.extensions import db
 from app.db.models import Conversation, SavedReply
-
+from app.extensions import db
+from app.replies import saved_replies
 from conftest import add_user, body_for, csrf_token
 
 

@@ -4,15 +4,13 @@ from html import unescape
 
 import sqlalchemy as sa
 
-from app.callbacks import ingest
 from app import replies
+from app.callbacks import ingest
 from app.db import folding
-from app.inbox import search
-from app.extensions import db
 from app.db.models import Message
 from app.db.unit_of_work import write_transaction
-
-
+from app.extensions import db
+from app.inbox import search
 from conftest import body_for, close_app, conversation_of, flask_command, make_app
 from helpers import statements_run
 

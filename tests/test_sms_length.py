@@ -3,7 +3,8 @@ import json
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.replies.sms_length import GSM7_BASIC, GSM7_EXTENSION, PER_PART, SINGLE, SmsLength, sms_parts
 from conftest import VECTORS

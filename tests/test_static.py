@@ -6,7 +6,6 @@ from flask import Flask, url_for
 
 from app.web import static_files
 from app.web.static_files import IMMUTABLE
-
 from conftest import ROOT, make_app
 
 

@@ -8,9 +8,8 @@ import pyotp
 import pytest
 import sqlalchemy as sa
 
-from app.extensions import db
 from app.db.models import AuditEvent, BackupCode, User
-
+from app.extensions import db
 from conftest import PASSWORD, AuthActions, add_user
 from helpers import Clock, from_address
 

@@ -5,11 +5,10 @@ from html import unescape
 import pytest
 import sqlalchemy as sa
 
-from app.inbox import list_views, queries, read_state
-from app.extensions import db
-from app.inbox.list_views import ListFilter
 from app.db.models import Conversation
-
+from app.extensions import db
+from app.inbox import list_views, queries, read_state
+from app.inbox.list_views import ListFilter
 from conftest import body_for, csrf_token
 from helpers import plans_of_requests, text_index_reads
 

@@ -11,14 +11,22 @@ import pytest
 import sqlalchemy as sa
 
 from app import accounts, audit, clock
-from app.privacy import retention
 from app.accounts import two_factor
-from app.extensions import db
 from app.db.models import AuditEvent, BackupCode, Conversation, LoginSession, LoginThrottle, Message, Setting, User
 from app.db.unit_of_work import write_transaction
-
-from conftest import (PASSWORD, AuthActions, add_user, body_for, close_app, conversation_of, make_app,
-                      signed_headers, wait_until)
+from app.extensions import db
+from app.privacy import retention
+from conftest import (
+    PASSWORD,
+    AuthActions,
+    add_user,
+    body_for,
+    close_app,
+    conversation_of,
+    make_app,
+    signed_headers,
+    wait_until,
+)
 
 LOCK_WAIT = 1  # seconds: a small WRITE_LOCK_WAIT_SECONDS, so the test waits little
 # Less than the group commit's own wait (LOCK_WAIT + 5): a 503 within this came from the lock's bound.

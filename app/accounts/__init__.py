@@ -30,9 +30,9 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 
 from app import audit, clock
 from app.accounts import two_factor
-from app.extensions import db
 from app.db.models import ADDRESS_LENGTH, ROLES, USER_AGENT_LENGTH, USERNAME_LENGTH, LoginSession, LoginThrottle, User
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
@@ -77,14 +77,14 @@ class _HashingThreads:
 
     def __init__(self):
         self._guard = threading.Lock()
-        self._bound = None
-        self._pool = None
+        self._bound: int | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self.running = 0
         self.peak = 0
 
     def _threads(self, bound: int) -> ThreadPoolExecutor:
         with self._guard:
-            if bound != self._bound:  # set once per process in practice; tests change it
+            if bound != self._bound or self._pool is None:  # set once per process in practice; tests change it
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
                 self._bound, self._pool = bound, ThreadPoolExecutor(bound, thread_name_prefix="argon2")
@@ -397,12 +397,14 @@ def authenticate(username: str, password: str, address: str | None, device: str 
     user = db.session.scalar(db.select(User).where(User.username == key)) if key else None
 
     def right_password() -> bool:
-        return _password_matches(user, password) and not user.disabled
+        # Verified first whoever asks: an unknown name takes as long to refuse as a known one.
+        return _password_matches(user, password) and user is not None and not user.disabled
 
     # With a code step to come, the password's success forgives only itself: code guesses
     # made between right passwords still add up.
     if not _throttled_check(key, address, device, right_password, complete=not (user and user.totp_secret)):
         return None
+    assert user is not None  # the password was right
     if hasher.check_needs_rehash(user.password_hash):
         new_hash = hash_password(password)  # slow on purpose: computed before taking the write lock
         with write_transaction():
@@ -465,7 +467,7 @@ def _password_matches(user: User | None, password: str) -> bool:
     account), a dummy hash is verified instead, so every answer takes one Argon2 verify."""
     global _dummy_hash
     has_password = user is not None and user.password_hash != NO_PASSWORD
-    if has_password:
+    if user is not None and has_password:
         stored = user.password_hash
     else:
         _dummy_hash = _dummy_hash or hash_password(secrets.token_hex(8))
@@ -502,10 +504,10 @@ def _count_attempt(key: str, address: str, device: str | None, now: datetime):
             sa.and_(LoginThrottle.username == key, LoginThrottle.address == ANY_ADDRESS))))}
     for row in rows.values():
         _fresh(row, now)
-    locked = [row for row in rows.values() if row.locked_until and row.locked_until > now]
+    locked = [(row.locked_until, row) for row in rows.values() if row.locked_until and row.locked_until > now]
     if locked:
-        last = max(locked, key=lambda row: row.locked_until)
-        return LoginLocked(last.locked_until, "account" if last.kind == "account" else "address"), None, []
+        until, last = max(locked, key=lambda pair: pair[0])
+        return LoginLocked(until, "account" if last.kind == "account" else "address"), None, []
 
     locks = []
     if key:

@@ -2,8 +2,7 @@
 admin pages an admin (`admin_required`)."""
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, current_app, redirect, render_template, request, session,
-                   url_for)
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
@@ -11,10 +10,10 @@ from wtforms.validators import DataRequired, Length
 
 from app import accounts, audit, clock
 from app.accounts import two_factor
-from app.extensions import db, login_manager
-from app.web.access import public
 from app.db.models import USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
+from app.extensions import db, login_manager
+from app.web.access import public
 
 bp = Blueprint("auth", __name__)
 
@@ -142,7 +141,7 @@ def wait_text(seconds: int) -> str:
     return f"{-(-seconds // 60)} minutes"
 
 
-def locked_message(locked: accounts.LoginLocked) -> tuple[str, dict]:
+def locked_message(locked: accounts.LoginLocked) -> tuple[str, dict[str, str]]:
     seconds = accounts.retry_after_seconds(locked.until)
     if locked.kind == "account":
         text = (f"Too many failed attempts for this account: logging in to it from a new device is "
@@ -166,7 +165,8 @@ def login():
         return redirect(next_page)
 
     form = LoginForm()
-    error, headers = None, {}
+    error: str | None = None
+    headers: dict[str, str] = {}
     if form.validate_on_submit():
         try:
             # The socket's address, or the X-Forwarded-For hop PROXY_COUNT trusts (ProxyFix).
@@ -196,14 +196,16 @@ def login_code():
     """The second step for people with two-factor sign-in: a code from their app, or a backup code."""
     if current_user.is_authenticated:
         return redirect(url_for("inbox.index"))
-    pending = session.get("second_step")
+    pending = session.get("second_step") or {}
     user = db.session.get(User, pending["user"]) if pending else None
     if (user is None or user.disabled or not user.totp_secret
             or clock.timestamp() > pending["until"]):
         session.pop("second_step", None)
         return redirect(url_for("auth.login", again="1"))
 
-    form, error, headers = CodeForm(), None, {}
+    form = CodeForm()
+    error: str | None = None
+    headers: dict[str, str] = {}
     if form.validate_on_submit():
         try:
             used = accounts.check_second_factor(user, form.code.data, request.remote_addr,
@@ -281,7 +283,7 @@ def change_password():
     return account(message="Your password is changed. Your other sessions have ended.")
 
 
-@bp.post("/account/sessions/<int(max=%d):session_id>/end" % (2**63 - 1))  # a BIGINT id
+@bp.post(f"/account/sessions/<int(max={2**63 - 1}):session_id>/end")  # a BIGINT id
 def end_session(session_id: int):
     with write_transaction():
         accounts.end_session(current_user, session_id)

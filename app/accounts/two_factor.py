@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from markupsafe import Markup
 
 from app import clock
-from app.extensions import db
 from app.db.models import BackupCode, Setting, User
-from app.db.unit_of_work import write_transaction
+from app.db.unit_of_work import rows_matched, write_transaction
+from app.extensions import db
 
 ISSUER = "sms-inbox"  # what authenticator apps show above the account's name
 # Codes of the step before and after the current one count too: clocks drift, people type slowly.
@@ -113,15 +113,15 @@ def use_code(user: User, code: str) -> str | None:
                 sa.update(User).where(User.id == user.id, sa.or_(User.totp_last_step.is_(None),
                                                                   User.totp_last_step < step))
                 .values(totp_last_step=step), execution_options={"synchronize_session": False})
-            return "code" if spent.rowcount == 1 else None
+            return "code" if rows_matched(spent) == 1 else None
         spent = db.session.execute(sa.delete(BackupCode).where(
             BackupCode.user_id == user.id, BackupCode.code_hash == _backup_hash(_normalised_backup_code(code))))
-        return "backup" if spent.rowcount == 1 else None
+        return "backup" if rows_matched(spent) == 1 else None
 
 
 def backup_codes_left(user: User) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(BackupCode)
-                             .where(BackupCode.user_id == user.id))
+                             .where(BackupCode.user_id == user.id)) or 0
 
 
 def required() -> bool:

@@ -5,22 +5,31 @@ Every view here is `admin_required` (tests walk the URL map as an agent to check
 import csv
 import io
 
-from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from app import accounts, audit, clock, config, jobs
-from app.privacy import retention
-from app.jobs import servers
 from app.accounts import two_factor
-from app.web.access import admin_required
-from app.export import safe_cell
-from app.extensions import db
-from app.web.request_args import LARGEST_ID, date_arg, id_arg
 from app.db.models import ROLES, USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
+from app.export import safe_cell
+from app.extensions import db
+from app.jobs import servers
+from app.privacy import retention
+from app.web.access import admin_required
+from app.web.request_args import LARGEST_ID, date_arg, id_arg
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE_SIZE = 100
@@ -241,7 +250,7 @@ def retention_settings():
                            last_purge=retention.last_purge()), status
 
 
-@bp.route("/conversations/<int(max=%d):conversation_id>/delete" % LARGEST_ID, methods=["GET", "POST"])
+@bp.route(f"/conversations/<int(max={LARGEST_ID}):conversation_id>/delete", methods=["GET", "POST"])
 @admin_required
 def delete_conversation(conversation_id: int):
     summary = retention.conversation_summary(conversation_id) or abort(404)
@@ -265,7 +274,7 @@ def job_list():
                                           for state in ("running", "due", "dead")})
 
 
-@bp.post("/jobs/<int(max=%d):job_id>/retry" % (2**63 - 1))
+@bp.post(f"/jobs/<int(max={2**63 - 1}):job_id>/retry")
 @admin_required
 def retry_job(job_id: int):
     with write_transaction():  # the retry and its audit event commit together

@@ -12,14 +12,14 @@ import json
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
-from flask import current_app, has_request_context, request
+from flask import current_app, has_request_context, request  # noqa: TID251 (an event's address defaults to the client's)
 from flask_login import current_user
 
 from app import clock
 from app.db import numbers
-from app.extensions import db
 from app.db.models import ADDRESS_LENGTH, USERNAME_LENGTH, AuditEvent
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
 
 # What is recorded, in the words the audit page shows.
 ACTIONS = {

@@ -12,9 +12,11 @@ others their first delivery.
 import threading
 import time
 from concurrent.futures import Future
+from typing import cast
 
 import sqlalchemy as sa
 from flask import Flask, current_app
+from werkzeug.local import LocalProxy
 
 from app.callbacks import ingest
 
@@ -71,7 +73,7 @@ class Committer:
             for message, done in batch:
                 self.store_alone(message, done)
         else:
-            for (_, done), new in zip(batch, stored):
+            for (_, done), new in zip(batch, stored, strict=True):
                 done.set_result(new)
 
     @staticmethod
@@ -86,7 +88,8 @@ class Committer:
 
 def store(message: ingest.Inbound) -> bool:
     """Store one message through this process's committer; True if it was new."""
-    app = current_app._get_current_object()
+    # Flask types current_app as the app itself; it is the proxy that finds it.
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
     committer = app.extensions.get("group_commit")
     if committer is None:
         committer = app.extensions.setdefault("group_commit", Committer(app))

@@ -8,16 +8,27 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 
 from app import clock
+from app.contacts import optouts
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
-from app.contacts import optouts
-from app.extensions import dialect_insert
-from app.db.models import CHANNEL_LENGTH, ID_LENGTH, NUMBER_LENGTH, PREVIEW_LENGTH, Conversation, ConversationRecipient, DailyCount, DeadLetter, Message
+from app.db.models import (
+    CHANNEL_LENGTH,
+    ID_LENGTH,
+    NUMBER_LENGTH,
+    PREVIEW_LENGTH,
+    Conversation,
+    ConversationRecipient,
+    DailyCount,
+    DeadLetter,
+    Message,
+)
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import dialect_insert
 
 REQUIRED = ("msg_id", "sender", "text", "time")
 OPTIONAL = ("sub_msg_id", "channel", "recipient")
@@ -64,7 +75,8 @@ def parse_payload(raw_body: bytes) -> Inbound:
     if not isinstance(payload, dict):
         raise InvalidPayload("body must be a JSON object")
 
-    fields = {}
+    # A string each, or None for an optional field left out: checked by name, so typed loosely.
+    fields: dict[str, Any] = {}
     for name in REQUIRED + OPTIONAL:
         value = payload.get(name)
         if value is None:
@@ -123,7 +135,7 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
         # One conversation per person: `+44 7700 900123` and `+447700900123` are one number.
         # Each message keeps the sender as it came.
         keys = [numbers.normalise(message.sender) for message in new]
-        conversation_of = conversation_ids(connection, dict(zip(keys, (m.channel for m in new))), change)
+        conversation_of = conversation_ids(connection, dict(zip(keys, (m.channel for m in new), strict=True)), change)
         ids = connection.execute(_insert_messages(), [{
             "conversation_id": conversation_of[key],
             "msg_id": message.msg_id,
@@ -137,18 +149,18 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             "received_at": received_at,
             "raw_body": message.raw_body,
             "change_seq": change,
-        } for key, message in zip(keys, new)]).scalars().all()
+        } for key, message in zip(keys, new, strict=True)]).scalars().all()
 
         totals: dict[int, ConversationTotals] = {}
-        for message_id, key, message in zip(ids, keys, new):
+        for message_id, key, message in zip(ids, keys, new, strict=True):
             conversation_id = conversation_of[key]
             totals.setdefault(conversation_id, ConversationTotals(message.channel)).add(
                 message_id, message.channel, message.sent_at, received_at, message.text, unread=True)
         add_to_conversations(connection, totals, change)
         add_recipients(connection, {(conversation_of[key], message.recipient)
-                                    for key, message in zip(keys, new) if message.recipient})
+                                    for key, message in zip(keys, new, strict=True) if message.recipient})
         optouts.record_keywords(connection, [(conversation_of[key], message_id, message.text)
-                                             for message_id, key, message in zip(ids, keys, new)], received_at, change)
+                                             for message_id, key, message in zip(ids, keys, new, strict=True)], received_at, change)
         add_to_daily_counts(connection, {received_at.date(): len(new)})
     stored = {id(message) for message in new}
     return [id(message) in stored for message in messages]
@@ -181,7 +193,7 @@ def conversation_ids(connection: sa.Connection, channels: dict[str, str], change
     transaction. Call it holding the write lock (between the look-up and the insert).
     """
     senders = list(channels)
-    found = {}
+    found: dict[str, int] = {}
     for start in range(0, len(senders), LOOKUPS_PER_STATEMENT):  # SQLite binds at most 32,766
         found.update(connection.execute(_conversations_of(),
                                         {"senders": senders[start:start + LOOKUPS_PER_STATEMENT]}).all())

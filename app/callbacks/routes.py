@@ -4,13 +4,14 @@ import logging
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.replies import delivery
 from app.callbacks import group_commit, ingest, signing
 from app.config import MAX_CALLBACK_BYTES
 from app.extensions import csrf, db
+from app.replies import delivery
 from app.web.errors import json_error as error
 
-bp = Blueprint("callback", __name__, url_prefix="/callbacks")
+URL_PREFIX = "/callbacks"
+bp = Blueprint("callback", __name__, url_prefix=URL_PREFIX)
 csrf.exempt(bp)  # the provider signs its requests; it has no session to hold a token
 log = logging.getLogger(__name__)
 

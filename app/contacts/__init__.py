@@ -6,10 +6,10 @@ change number: every open list and thread picks it up at its next poll.
 import sqlalchemy as sa
 
 from app import audit
-from app.extensions import db
-from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
 from app.db.folding import clean_text, fold
-from app.db.unit_of_work import change_number, write_transaction
+from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
+from app.db.unit_of_work import change_number, rows_matched, write_transaction
+from app.extensions import db
 
 STATUSES = ("open", "done")
 
@@ -36,11 +36,11 @@ def clean_contact(name: str, note: str) -> tuple[str | None, str | None]:
 
 def set_contact(conversation_id: int, name: str, note: str) -> None:
     """Name the person behind a conversation and keep a note (audited); ContactRefused if too long."""
-    name, note = clean_contact(name, note)
+    cleaned_name, cleaned_note = clean_contact(name, note)
     with write_transaction() as session:
         session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
-                        .values(contact_name=name, contact_note=note,
-                                contact_key=fold(name)[:CONTACT_KEY_LENGTH] if name else None,
+                        .values(contact_name=cleaned_name, contact_note=cleaned_note,
+                                contact_key=fold(cleaned_name)[:CONTACT_KEY_LENGTH] if cleaned_name else None,
                                 change_seq=change_number()))
         audit.record("contact_edited", {"conversation": conversation_id})
 
@@ -53,4 +53,4 @@ def set_status(conversation_id: int, status: str) -> bool:
         changed = session.execute(
             sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.status != status)
             .values(status=status, change_seq=change_number()))
-    return changed.rowcount == 1
+    return rows_matched(changed) == 1

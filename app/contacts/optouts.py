@@ -9,14 +9,15 @@ out; lifting a customer's own STOP by hand takes an admin and a reason (see `nee
 """
 import re
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs
-from app.extensions import db
 from app.db.models import AuditEvent, Conversation, OptOut, Suppression
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import db
 
 OPT_OUT_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out",
                  "stopp"}  # Estonian
@@ -102,7 +103,7 @@ def set_opted_out(conversation_id: int, opted_out: bool, user_id: int, reason: s
         if current is None or current == opted_out:
             return False
         if (not opted_out and not (may_lift_stop and reason)
-                and needs_admin(session.get(Conversation, conversation_id, populate_existing=True))):
+                and needs_admin(session.get_one(Conversation, conversation_id, populate_existing=True))):
             raise LiftRefused()
         now = clock.now()
         connection.execute(sa.insert(OptOut).values(conversation_id=conversation_id, opted_out=opted_out,
@@ -122,7 +123,7 @@ def history(session, conversation_id: int) -> list[OptOut]:
 
 def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, change: int) -> bool:
     """Store the opt-out; True when opting back in lifted the block an erasure left on the number."""
-    values = {"opted_out": opted_out, "change_seq": change}
+    values: dict[str, Any] = {"opted_out": opted_out, "change_seq": change}
     if current_app.config["MESSENTE_BLACKLIST_SYNC"]:
         # The number joins Messente's account blacklist when opted out; on opting back in it
         # leaves only if this app put it there (see replies.sync_blacklist).
@@ -132,8 +133,8 @@ def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, chang
         )
         values["blacklist_problem"] = None
         jobs.enqueue("sync_blacklist", key="blacklist")  # replies.sync_blacklist_job, once this commits
-    sender = connection.scalar(sa.update(Conversation).where(Conversation.id == conversation_id)
-                               .values(**values).returning(Conversation.sender))
+    sender = connection.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
+                                .values(**values).returning(Conversation.sender)).scalar_one()
     if opted_out:
         return False
     # Asking for messages again also lifts the block an erasure left on the number: the

@@ -1,11 +1,12 @@
 """The tables. Times are naive UTC datetimes on every backend."""
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 
 # Longest values we accept; longer ones are rejected at the door (and kept as dead letters).
 ID_LENGTH = 255
@@ -33,7 +34,7 @@ def ids_never_reused() -> dict:
     return {"sqlite_autoincrement": True}
 
 
-class Conversation(db.Model):
+class Conversation(Model):
     """One row per sender, kept current in the ingest transaction so lists never scan messages.
 
     Addressed by its opaque `id` in URLs: a sender may be any text (`a/b`, `../export.csv`).
@@ -113,7 +114,7 @@ class Conversation(db.Model):
     )
 
 
-class Message(db.Model):
+class Message(Model):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"))
     msg_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), unique=True)
@@ -204,10 +205,10 @@ DELIVERY_FAILURES = tuple(status for status, rank in DELIVERY_RANK.items() if ra
 
 
 def better_delivery(current: str | None, reported: str) -> bool:
-    return DELIVERY_RANK.get(reported, 0) > DELIVERY_RANK.get(current, 0)
+    return DELIVERY_RANK.get(reported, 0) > DELIVERY_RANK.get(current or "", 0)
 
 
-class ConversationRecipient(db.Model):
+class ConversationRecipient(Model):
     """Which of our numbers a conversation's customer wrote to: what the "to our number" filter
     reads, kept by ingest (one row per pair, however many messages)."""
 
@@ -219,7 +220,7 @@ class ConversationRecipient(db.Model):
     __table_args__ = (sa.UniqueConstraint("recipient", "conversation_id"),)
 
 
-class SavedReply(db.Model):
+class SavedReply(Model):
     """A team's canned response; `{name}` in its text becomes the contact's name."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -229,7 +230,7 @@ class SavedReply(db.Model):
     __table_args__ = ids_never_reused()
 
 
-class OptOut(db.Model):
+class OptOut(Model):
     """Each time a conversation was opted out or back in, and who or what did it."""
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -243,7 +244,7 @@ class OptOut(db.Model):
     __table_args__ = ids_never_reused()
 
 
-class UnmatchedDeliveryReport(db.Model):
+class UnmatchedDeliveryReport(Model):
     """A report for a reply we don't know yet (it can beat the send call's answer); a day at most."""
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -253,7 +254,7 @@ class UnmatchedDeliveryReport(db.Model):
     received_at: Mapped[datetime] = mapped_column(index=True)
 
 
-class ChangeCounter(db.Model):
+class ChangeCounter(Model):
     """One row: the last change number handed out (see unit_of_work.change_number)."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -264,14 +265,14 @@ sa.event.listen(ChangeCounter.__table__, "after_create",
                 sa.DDL("INSERT INTO change_counter (id, value) VALUES (1, 0)"))
 
 
-class DailyCount(db.Model):
+class DailyCount(Model):
     """Messages received per UTC day, for the inbox chart."""
 
     day: Mapped[date] = mapped_column(primary_key=True)
     count: Mapped[int]
 
 
-class DeadLetter(db.Model):
+class DeadLetter(Model):
     """A correctly signed body we could not file, kept once with the reason."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -289,7 +290,7 @@ TOKEN_HASH_LENGTH = 64  # a sha256 in hex
 USER_AGENT_LENGTH = 120
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(sa.String(USERNAME_LENGTH), unique=True)
     password_hash: Mapped[str] = mapped_column(sa.String(255))
@@ -309,6 +310,9 @@ class User(UserMixin, db.Model):
     __table_args__ = ids_never_reused()
 
     # The token of the login this request belongs to (see accounts.load_session_user): not stored.
+    # (Declared for the type checker only: a plain annotation here would be taken for a column.)
+    if TYPE_CHECKING:
+        login_token: str | None
     login_token = None
 
     @property
@@ -323,7 +327,7 @@ class User(UserMixin, db.Model):
         return f"{self.id}:{self.login_token}"
 
 
-class LoginSession(db.Model):
+class LoginSession(Model):
     """One row per login; the cookie holds its random token, this table only the token's sha256.
 
     Deleting a row ends that login at its next request: logout, "Sign out everywhere",
@@ -341,7 +345,7 @@ class LoginSession(db.Model):
     __table_args__ = ids_never_reused()
 
 
-class AuditEvent(db.Model):
+class AuditEvent(Model):
     """Who did what, when, from where: appended by the app, never changed; see audit.py."""
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -355,21 +359,21 @@ class AuditEvent(db.Model):
     __table_args__ = (sa.Index("ix_audit_event_action_at", "action", "at"), ids_never_reused())
 
 
-class Setting(db.Model):
+class Setting(Model):
     """Settings an admin changes in the app (retention days), and the purge's lease."""
 
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     value: Mapped[str] = mapped_column(sa.String(255))
 
 
-class Suppression(db.Model):
+class Suppression(Model):
     """A number erased after it had opted out: kept only as a keyed hash, so replies stay blocked."""
 
     number_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH), primary_key=True)
     created_at: Mapped[datetime]
 
 
-class LoginThrottle(db.Model):
+class LoginThrottle(Model):
     """Recent failed logins, shared by every worker and instance (see accounts.authenticate).
 
     One row per (username, client address), the username known or not; and one per address
@@ -392,7 +396,7 @@ class LoginThrottle(db.Model):
     __table_args__ = (sa.UniqueConstraint("username", "address"),)
 
 
-class Server(db.Model):
+class Server(Model):
     """A running server process (the gunicorn master `make run` starts), where it listens: commands
     sharing the database find the server by it (app/jobs/servers.py). Written when the server is ready,
     deleted when it stops cleanly; a crashed server's row stays until a server on its host starts."""
@@ -411,7 +415,7 @@ class Server(db.Model):
     runner_seen_at: Mapped[datetime | None]
 
 
-class Job(db.Model):
+class Job(Model):
     """Background work, committed with the change that causes it (app/jobs/). The payload holds
     ids only, never personal data: an erasure has nothing to find here."""
 
@@ -436,7 +440,7 @@ class Job(db.Model):
     finished_at: Mapped[datetime | None]
 
 
-class RateBudget(db.Model):
+class RateBudget(Model):
     """Calls to an API spaced across every process and instance: the earliest moment (seconds
     since the epoch) the next call may start (app/jobs/rate_budget.py)."""
 
@@ -444,7 +448,7 @@ class RateBudget(db.Model):
     next_at: Mapped[float] = mapped_column(sa.Float)
 
 
-class BackupCode(db.Model):
+class BackupCode(Model):
     """One-time codes for two-factor sign-in without the phone: their sha256 only, deleted when used."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -452,7 +456,7 @@ class BackupCode(db.Model):
     code_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH))
 
 
-class Lease(db.Model):
+class Lease(Model):
     """A named lease, shared by every process: one holder at a time until it releases it or
     `expires_at` passes (the holder renews it while it works; a process that died lets it lapse).
     See app/jobs/leases.py."""
@@ -462,7 +466,7 @@ class Lease(db.Model):
     expires_at: Mapped[datetime]
 
 
-@sa.event.listens_for(db.Model.metadata, "before_create")
+@sa.event.listens_for(Model.metadata, "before_create")
 def _create_trigram_extension(_metadata, connection, **_kw):
     # The sender search index needs pg_trgm (a trusted extension since PostgreSQL 13).
     if connection.dialect.name == "postgresql":

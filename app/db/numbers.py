@@ -93,6 +93,7 @@ def region(key: str) -> str | None:
         return None
     code = phonenumbers.region_code_for_number(number)
     if code in (None, "ZZ", "001"):  # a number no plan knows keeps its country code's main region
+        assert number.country_code is not None  # parsing a number written with + sets it
         code = phonenumbers.region_code_for_country_code(number.country_code)
     return None if code in (None, "ZZ", "001") else code
 
@@ -116,5 +117,6 @@ def mentions(key: str) -> Callable[[bytes], bool]:
         needle = key.encode()
         return lambda raw: needle in raw
     national = phonenumbers.national_significant_number(number)
+    assert number.country_code is not None  # parsing a number written with + sets it
     pattern = re.compile(rb"(?<![0-9])(?:\+|00)?(?:%d)?0?%s(?![0-9])" % (number.country_code, national.encode()))
     return lambda raw: pattern.search(BETWEEN_DIGITS.sub(b"", raw)) is not None

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
 from app.db.models import ChangeCounter
+from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
 
 LOCK_POLL_FIRST, LOCK_POLL_MOST = 0.001, 0.01  # seconds between tries for the write lock file
 
@@ -73,6 +73,12 @@ def change_number() -> int:
     if "change" not in session.info:
         session.info["change"] = session.connection().scalar(_next_change())
     return session.info["change"]
+
+
+def rows_matched(result: sa.Result) -> int:
+    """How many rows an UPDATE or DELETE run by `Session.execute` matched. The session types
+    what it returns as a plain Result; for these statements it is a CursorResult, which counts."""
+    return cast(sa.CursorResult, result).rowcount
 
 
 @cache

@@ -8,10 +8,10 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from app.inbox import search
-from app.extensions import db
-from app.inbox.list_views import ListFilter
 from app.db.models import Conversation, Message, User
+from app.extensions import db
+from app.inbox import search
+from app.inbox.list_views import ListFilter
 from app.inbox.queries import conversation_matches
 
 # The export's columns, in this order, in both formats (docs/search.md says what each holds). New
@@ -141,7 +141,7 @@ def _cell_sql(column, dialect: str, safe: bool = True) -> sa.ColumnElement[str]:
     """A cell's text with its quotes doubled; with `safe`, the `'` that `safe_cell` adds."""
     value = sa.type_coerce(column, sa.String)
     doubled = sa.func.replace(value, _sql("""'"'"""), _sql("""'""'"""))
-    whens = []
+    whens: list[tuple[sa.ColumnElement[bool], sa.ColumnElement[str]]] = []
     if safe:
         formula = sa.and_(_formula_start(value, dialect), sa.not_(_phone_number(value, dialect)))
         whens.append((formula, sa.type_coerce(_sql("''''").op("||")(doubled), sa.String)))
@@ -212,7 +212,7 @@ def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_RO
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as package, db.engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_CHUNK).execute(query)
         for chunk in result.partitions():
-            lines = []
+            lines: list[str] = []
             for values in chunk:
                 if row == rows_per_sheet:  # the sheet is full (or there is none yet): start the next
                     if sheet is not None:
@@ -237,6 +237,7 @@ def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_RO
                     cells.append(_text_cell(f"{letters[column]}{row + 1}", value if isinstance(value, str) else str(value)))
                 lines.append(f'<row r="{row + 1}">{"".join(cells)}</row>')
             written += len(chunk)
+            assert sheet is not None  # the chunk's first row started one, if there was none
             sheet.write("".join(lines).encode())
             on_chunk()
         if sheet is None:
@@ -359,4 +360,4 @@ def xlsx_seconds(messages: int) -> int:
 def count_messages(query: sa.Select) -> int:
     """How many messages an export will hold (what the export dialog says)."""
     return db.session.scalar(sa.select(sa.func.count()).select_from(
-        query.with_only_columns(Message.id, maintain_column_froms=True).order_by(None).subquery()))
+        query.with_only_columns(Message.id, maintain_column_froms=True).order_by(None).subquery())) or 0

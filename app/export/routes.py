@@ -1,11 +1,12 @@
 """The export dialog and its downloads: CSV streamed, XLSX built on disk and then sent."""
 import tempfile
+from typing import cast
 
-from flask import Blueprint, Response, current_app, render_template, request, send_file, stream_with_context
+from flask import Blueprint, Flask, Response, current_app, render_template, request, send_file, stream_with_context
 from flask_login import current_user
+from werkzeug.local import LocalProxy
 
 from app import audit, clock, contacts, export
-
 from app.inbox import queries
 from app.inbox.list_views import VIEWS, ListFilter
 from app.jobs import leases
@@ -65,22 +66,22 @@ def audited_export_query(file_format: str):
 EXPORT_LEASE_SECONDS = 120
 
 
-def export_lease_or_busy_page() -> tuple[leases.Lease | None, Response | None]:
+def export_lease_or_busy_page() -> leases.Lease | Response:
     """The person's export lease, or the 429 page that says an export of theirs is running."""
     lease = leases.take(f"export:{current_user.id}", EXPORT_LEASE_SECONDS)
     if lease is not None:
-        return lease, None
+        return lease
     choices = {name: value for name, value in request.args.items() if value}
     response = current_app.make_response((render_template("export/busy.html", choices=choices), 429))
     response.headers["Retry-After"] = "30"
-    return None, response
+    return response
 
 
 @bp.get("/export.csv")
 def csv():
-    lease, busy = export_lease_or_busy_page()
-    if busy:
-        return busy
+    lease = export_lease_or_busy_page()
+    if isinstance(lease, Response):  # an export of theirs is running
+        return lease
     try:
         query = audited_export_query("csv")
     except BaseException:
@@ -109,7 +110,7 @@ def csv():
                  "Cache-Control": "no-store"},
     )
     # And when the download is cancelled (the server closes the response); releasing twice is harmless.
-    app = current_app._get_current_object()
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
 
     def release():
         with app.app_context():
@@ -121,9 +122,9 @@ def csv():
 @bp.get("/export.xlsx")
 def xlsx():
     """Built whole on disk first (see export.xlsx_file), then sent with its length."""
-    lease, busy = export_lease_or_busy_page()
-    if busy:
-        return busy
+    lease = export_lease_or_busy_page()
+    if isinstance(lease, Response):  # an export of theirs is running
+        return lease
     output = tempfile.TemporaryFile()  # deleted when closed, once sent
     try:
         export.xlsx_file(audited_export_query("xlsx"), output, on_chunk=lease.keep)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
-from app.extensions import db
 from app.db.models import Conversation, ConversationRecipient
+from app.extensions import db
 
 VIEWS = {"open": "Open", "done": "Done", "all": "All", "unread": "Unread", "opted-out": "Opted out"}
 DEFAULT_VIEW = "open"
@@ -53,12 +53,12 @@ class ListFilter:
                 .where(ConversationRecipient.recipient == self.recipient).scalar_subquery()))
         return conditions
 
-    def conditions(self) -> list[sa.ColumnElement[bool]]:
+    def conditions(self) -> list[sa.SQLColumnExpression[bool]]:
         view = view_condition(self.view)
         return ([view] if view is not None else []) + self.narrowing()
 
 
-def view_condition(view: str) -> sa.ColumnElement[bool] | None:
+def view_condition(view: str) -> sa.SQLColumnExpression[bool] | None:
     return {
         "open": Conversation.status == "open",
         "done": Conversation.status == "done",
@@ -109,7 +109,7 @@ def count_views(list_filter: ListFilter) -> dict[str, int]:
     if not narrowing:
         def count(condition=None) -> int:
             query = sa.select(sa.func.count()).select_from(Conversation)
-            return db.session.scalar(query.where(condition) if condition is not None else query)
+            return db.session.scalar(query.where(condition) if condition is not None else query) or 0
 
         every, done = count(), count(view_condition("done"))
         return {"open": every - done, "done": done, "all": every, "unread": count(view_condition("unread")),
@@ -121,7 +121,7 @@ def count_views(list_filter: ListFilter) -> dict[str, int]:
     columns = [count_where(view_condition(view)) if view_condition(view) is not None else sa.func.count()
                for view in VIEWS]
     query = sa.select(*columns).select_from(Conversation).where(*narrowing)
-    return dict(zip(VIEWS, db.session.execute(query).one()))
+    return dict(zip(VIEWS, db.session.execute(query).one(), strict=True))
 
 
 def channels() -> list[str]:

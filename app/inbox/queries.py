@@ -5,13 +5,12 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 
 from app import clock
-from app.db import numbers
-from app.inbox import search
-from app.db import folding
+from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
-from app.inbox.list_views import ListFilter
 from app.db.models import Conversation, DailyCount, Message, User
 from app.extensions import db
+from app.inbox import search
+from app.inbox.list_views import ListFilter
 
 THREAD_PAGE = 100
 # Up to this many conversations found through the text index are read by id and sorted into list
@@ -154,7 +153,7 @@ def matching_page_keys(q: str, in_view: list, before: int | None, after: int | N
     return in_page_order(sa.select(merged.c.last_message_id), merged.c.last_message_id, None, after, limit)
 
 
-def in_page_order(select: sa.Select, key: sa.ColumnElement[int], before: int | None, after: int | None,
+def in_page_order(select: sa.Select, key: sa.SQLColumnExpression[int | None], before: int | None, after: int | None,
                   limit: int) -> sa.Select:
     """A page's keys: past the cursor, in the direction of paging, one more than a page."""
     select = select.where(key > after) if after is not None else select

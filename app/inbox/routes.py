@@ -67,7 +67,7 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
 @bp.get("/")
 def index():
     since = id_arg("since")
-    latest = queries.latest_change() if since is not None else None
+    latest = queries.latest_change() if since is not None else 0
     if since is not None and latest <= since:
         return "", 204  # a poll when nothing changed: one indexed lookup, no body
     if wants_pane():  # back to the list: the pane says so
@@ -190,7 +190,7 @@ def set_contact(conversation_id: int):
             return render_template("inbox/_contact.html", conversation=conversation, contact_form=typed)
         return thread_page(queries.open_thread(conversation), status=400, contact_form=typed)
     if is_htmx():
-        conversation = contacts.conversation(conversation.id)
+        conversation = contacts.conversation(conversation.id) or abort(404)
         return (render_template("inbox/_contact_saved.html", conversation=conversation,
                                 page={"conversation": conversation},  # all the title and heading read
                                 unread=queries.unread_conversations(), composer=reply_box.for_conversation(conversation)),
@@ -258,4 +258,6 @@ bp.add_app_template_global(search.highlight)
 def reply_refused(refused: replies.ReplyRefused):
     """A reply refused without JavaScript (app/replies/routes.py): the thread again, with what
     was typed and why."""
+    if refused.conversation is None:  # refused before the route knew its conversation
+        abort(400, str(refused))
     return thread_page(queries.open_thread(refused.conversation), str(refused), refused.text, 400)

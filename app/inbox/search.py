@@ -17,6 +17,7 @@ Forgetting: deleting a message removes it from search by itself (SQLite's trigge
 PostgreSQL's index). Code that erases a message's text but keeps the row calls
 `forget_messages` (or `forget_conversation`) in the same transaction.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,9 +25,9 @@ import sqlalchemy as sa
 from markupsafe import Markup, escape
 
 from app.db.folding import fold, folded_query
-from app.extensions import db
 from app.db.models import Conversation, Message
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
 
 MIN_QUERY = 3  # a trigram index needs three letters or digits to narrow anything down
 PAGE = 50
@@ -151,6 +152,7 @@ def search_conversations(query: str, limit: int = PAGE, before: int | None = Non
             exhausted = True
             break
     page = sorted(newest_of.items(), key=lambda item: item[1], reverse=True)
+    next_cursor: int | None
     if len(page) > limit:
         next_cursor = page[limit - 1][1]
     else:
@@ -202,17 +204,19 @@ def highlight(text: str, query: str, length: int = SNIPPET_LENGTH) -> Markup:
     """The text, escaped, with each match of the query (as search compares) in <mark>; a long
     text is cut to `length` characters around its first match, with … where it was cut."""
     needle = folded_query(query)
+    origin: Sequence[int]
     if text.isascii():  # folding keeps every character in its place
         folded, origin = text.lower(), range(len(text))
     else:
         # Fold character by character, remembering which character of the text each folded one
         # came from: folding can change lengths ("ß" is "ss", "é" one character either way).
-        parts, origin = [], []
+        parts: list[str] = []
+        positions: list[int] = []
         for position, char in enumerate(text):
             part = fold(char)
             parts.append(part)
-            origin.extend([position] * len(part))
-        folded = "".join(parts)
+            positions.extend([position] * len(part))
+        folded, origin = "".join(parts), positions
     spans, start = [], folded.find(needle) if needle else -1
     while start >= 0:
         end = start + len(needle)

@@ -33,18 +33,19 @@ a table and a few threads on top of it need no new service to install, watch or 
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session, aliased
 
 from app import clock
-from app.extensions import db
 from app.db.models import Job
-from app.db.unit_of_work import write_transaction
+from app.db.unit_of_work import rows_matched, write_transaction
+from app.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _claimable(now: datetime):
     return sa.and_(Job.state == "due", Job.due_at <= now, ~blocked)
 
 
-def find_due(now: datetime, limit: int = 20) -> list[sa.Row]:
+def find_due(now: datetime, limit: int = 20) -> Sequence[sa.Row]:
     """(id, kind) of jobs that may be claimed now, oldest due first. A read: no lock taken."""
     rows = db.session.execute(sa.select(Job.id, Job.kind).where(_claimable(now))
                               .order_by(Job.due_at, Job.id).limit(limit)).all()
@@ -239,7 +240,7 @@ def _failed(job: Claimed, found: Kind, error: str) -> str:
 def _finish(job: Claimed, state: str, due_at: datetime | None = None, error: str | None = None,
             reset: bool = False) -> bool:
     """Record a result, if the job is still this holder's (a lease that ran out was recovered)."""
-    values = {"state": state, "holder": None, "leased_until": None, "last_error": error and error[:ERROR_CHARS]}
+    values: dict[str, Any] = {"state": state, "holder": None, "leased_until": None, "last_error": error and error[:ERROR_CHARS]}
     if due_at is not None:
         values["due_at"] = due_at
     if reset:
@@ -247,8 +248,8 @@ def _finish(job: Claimed, state: str, due_at: datetime | None = None, error: str
     if state in ("done", "dead") or reset:
         values["finished_at"] = clock.now()
     with write_transaction() as session:
-        updated = session.execute(sa.update(Job).where(Job.id == job.id, Job.holder == job.holder,
-                                                       Job.state == "running").values(**values)).rowcount
+        updated = rows_matched(session.execute(sa.update(Job).where(Job.id == job.id, Job.holder == job.holder,
+                                                                    Job.state == "running").values(**values)))
         session.info["wake_jobs"] = True  # a job behind this one (same key) may be claimable now
     return bool(updated)
 
@@ -256,12 +257,12 @@ def _finish(job: Claimed, state: str, due_at: datetime | None = None, error: str
 def recover(now: datetime, config) -> int:
     """Jobs whose runner is gone (lease run out): idempotent ones are due again (or dead after
     their last attempt); at-most-once ones are abandoned, never rerun. How many were found."""
-    stale = db.session.execute(sa.select(Job.id, Job.kind, Job.payload, Job.attempts, Job.holder)
+    stale = db.session.execute(sa.select(Job.id, Job.kind, Job.payload, Job.attempts, Job.created_at, Job.holder)
                                .where(Job.state == "running", Job.leased_until < now)).all()
     db.session.rollback()
     for row in stale:
         found = KINDS.get(row.kind)
-        job = Claimed(row.id, row.kind, json.loads(row.payload), row.attempts, None, row.holder)
+        job = Claimed(row.id, row.kind, json.loads(row.payload), row.attempts, row.created_at, row.holder)
         error = "the runner stopped while running it"
         if found is not None and found.at_most_once:
             _abandon(job, found, error)
@@ -314,8 +315,8 @@ def run_due(now: datetime | None = None, holder: str | None = None) -> int:
 def retry_dead(job_id: int) -> bool:
     """An admin's retry: a dead job is due again now, its attempts counted afresh."""
     with write_transaction() as session:
-        updated = session.execute(sa.update(Job).where(Job.id == job_id, Job.state == "dead").values(
-            state="due", due_at=clock.now(), attempts=0, finished_at=None)).rowcount
+        updated = rows_matched(session.execute(sa.update(Job).where(Job.id == job_id, Job.state == "dead").values(
+            state="due", due_at=clock.now(), attempts=0, finished_at=None)))
         if updated:
             session.info["wake_jobs"] = True
     return bool(updated)

@@ -12,7 +12,7 @@ import time
 import sqlalchemy as sa
 
 from app.db.models import RateBudget
-from app.db.unit_of_work import write_transaction
+from app.db.unit_of_work import rows_matched, write_transaction
 
 MESSENTE = "messente"
 
@@ -22,8 +22,9 @@ def take_turn(name: str, per_second: float) -> float:
     interval = 1.0 / per_second
     now = time.time()  # the wall clock, as the sleep is real (not the app's settable clock)
     with write_transaction() as session:
-        taken = session.execute(sa.update(RateBudget).where(RateBudget.name == name, RateBudget.next_at <= now)
-                                .values(next_at=now + interval)).rowcount
+        taken = rows_matched(session.execute(sa.update(RateBudget).where(RateBudget.name == name,
+                                                                         RateBudget.next_at <= now)
+                                             .values(next_at=now + interval)))
         if taken:
             return 0.0
         next_at = session.scalar(sa.select(RateBudget.next_at).where(RateBudget.name == name))

@@ -13,14 +13,13 @@ import secrets
 import socket
 import threading
 import weakref
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Flask
 
 from app import clock, jobs
-from app.jobs import servers
 from app.extensions import db
-
+from app.jobs import servers
 
 HEARTBEAT = timedelta(seconds=15)
 ALIVE_WITHIN = timedelta(minutes=1)  # a runner not heard from this long is taken to be gone
@@ -44,7 +43,7 @@ class Runner:
         self.signals = 0  # wake-ups so far: a thread waits only if none came since it last looked
         self.looks = 0  # times its threads looked for work (the admin page; tests wait on it)
         self.stopping = False
-        self.last_heartbeat = None
+        self.last_heartbeat: datetime | None = None
         self.last_housekeeping = None
 
     def start(self) -> "Runner":

@@ -23,9 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from app import clock, config
-from app.extensions import db
 from app.db.models import Server
 from app.db.unit_of_work import _begin_holding_lock
+from app.extensions import db
 
 # A server on another host can't be checked by its pid: its row counts as live this long after
 # it was last seen.

@@ -8,23 +8,24 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
-
+from typing import cast
 
 import click
 import flask_migrate
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from werkzeug.local import LocalProxy
 
 from app import accounts, audit, clock, config, replies
-from app.ops import copying, demo
-from app.replies import delivery
-from app.privacy import retention
-from app.jobs import servers
 from app.callbacks import signing
-from app.extensions import db
 from app.db.models import User
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.jobs import servers
+from app.ops import copying, demo
+from app.privacy import retention
+from app.replies import delivery
 
 
 def init_app(app: Flask) -> None:
@@ -239,7 +240,7 @@ def post_signed(url: str, body: bytes, key: str, hint: str = "") -> None:
         status, answer = exc.code, exc.read().decode()
     except OSError as exc:  # URLError (refused, unknown host) or a timeout or reset while reading
         reason = getattr(exc, "reason", None) or exc
-        raise click.ClickException(f"Could not reach {url}: {reason}.{hint or ' Is the server running?'}")
+        raise click.ClickException(f"Could not reach {url}: {reason}.{hint or ' Is the server running?'}") from exc
     click.echo(f"{status} {answer.strip()}")
     if status != 200:
         sys.exit(1)
@@ -351,7 +352,8 @@ def worker():
     Every server process runs them already; this is for a deployment that wants them elsewhere.
     """
     from app.jobs import runner
-    app = current_app._get_current_object()
+    # Flask types current_app as the app itself; it is the proxy that finds it.
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
     server_id = servers.record_worker()
     stopped = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):

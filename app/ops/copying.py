@@ -10,7 +10,7 @@ Plain functions over engines: the command, the tests and any script can use them
 import hashlib
 import json
 from base64 import b64encode
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -19,8 +19,23 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.config import database_url
+from app.db.models import (
+    AuditEvent,
+    BackupCode,
+    ChangeCounter,
+    Conversation,
+    ConversationRecipient,
+    DailyCount,
+    DeadLetter,
+    Job,
+    Message,
+    OptOut,
+    SavedReply,
+    Setting,
+    Suppression,
+    User,
+)
 from app.extensions import configure_engine, engine_options
-from app.db.models import AuditEvent, BackupCode, ChangeCounter, Conversation, ConversationRecipient, DailyCount, DeadLetter, Job, Message, OptOut, SavedReply, Setting, Suppression, User
 
 # Referenced tables first. Login throttling and sessions are not copied: their rows only matter
 # for minutes, and everyone logs in again on the new database. Jobs are: a reply queued in the
@@ -77,7 +92,7 @@ def in_byte_order(column: sa.Column, dialect: sa.Dialect) -> sa.ColumnElement:
     return column
 
 
-def batches(engine: sa.Engine, table: sa.Table, batch_size: int, after=None) -> Iterator[list[sa.Row]]:
+def batches(engine: sa.Engine, table: sa.Table, batch_size: int, after=None) -> Iterator[Sequence[sa.Row]]:
     """Every row with a key above `after`, in key order; each batch is its own short read."""
     key = primary_key(table)
     ordered = in_byte_order(key, engine.dialect)
@@ -104,7 +119,7 @@ def count_rows(engine: sa.Engine, table: sa.Table, after=None) -> int:
     if after is not None:
         query = query.where(in_byte_order(primary_key(table), engine.dialect) > after)
     with engine.connect() as connection:
-        return connection.scalar(query)
+        return connection.scalar(query) or 0
 
 
 def rows_to_copy(source: sa.Engine, target: sa.Engine, table: sa.Table) -> int:
@@ -143,6 +158,7 @@ def last_id_handed_out(connection: sa.Connection, table: sa.Table) -> int:
     """The largest id the table ever handed out: its sequence's position (SQLite's
     sqlite_sequence for AUTOINCREMENT tables, PostgreSQL's sequence), and at least its largest id."""
     column = table.autoincrement_column
+    assert column is not None  # continue_numbering passes only tables with an id column
     largest = connection.scalar(sa.select(sa.func.max(column))) or 0
     if connection.dialect.name == "sqlite":
         if connection.scalar(sa.text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'")):
@@ -167,8 +183,10 @@ def continue_ids_after(connection: sa.Connection, table: sa.Table, last: int) ->
                            {"name": table.name, "last": last})
         return
     quoted_table = connection.dialect.identifier_preparer.format_table(table)
+    column = table.autoincrement_column
+    assert column is not None  # continue_numbering passes only tables with an id column
     connection.execute(sa.select(sa.func.setval(
-        sa.func.pg_get_serial_sequence(quoted_table, table.autoincrement_column.name),
+        sa.func.pg_get_serial_sequence(quoted_table, column.name),
         max(last, 1),
         last > 0,  # is_called: the next id is last + 1 (with nothing handed out yet: 1)
     )))

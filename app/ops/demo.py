@@ -34,12 +34,12 @@ import sqlalchemy as sa
 
 from app import clock
 from app.callbacks import ingest
-from app.db import folding
-from app.jobs import servers
 from app.callbacks.ingest import ConversationTotals, add_to_conversations, add_to_daily_counts, conversation_ids
-from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
+from app.db import folding
 from app.db.models import PREVIEW_LENGTH, Message
 from app.db.unit_of_work import change_number, write_transaction
+from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
+from app.jobs import servers
 
 # Into an inbox in use: one transaction per this many messages, so each commit leaves the inbox
 # consistent and a server receiving callbacks meanwhile never waits long for the write lock.
@@ -185,7 +185,7 @@ class Plan:
     def rows(self, next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
              who: dict[int, tuple[str, str, int, str]], change: int, sqlite: bool) -> list[tuple]:
         """Message rows in MESSAGE_COLUMNS order, with the body the provider would have sent."""
-        rows = []
+        rows: list[tuple] = []
         append = rows.append
         delays, texts, run, sub_prefix = PROVIDER_DELAYS, self.texts, self.run, self.sub_msg_id_prefix
         for message_id, s, received_at, pick in zip(itertools.count(next_id), chunk, times, picks):
@@ -213,7 +213,7 @@ class Plan:
         ConversationTotals.add would sum them: counted in C, each sender's last message looked up once."""
         counts, unread = Counter(chunk), Counter(chunk[first_unread:])
         totals = {}
-        for s, position in dict(zip(chunk, range(len(chunk)))).items():  # each sender's last position
+        for s, position in dict(zip(chunk, range(len(chunk)), strict=True)).items():  # each sender's last position
             _, channel, conversation_id, _ = who[s]
             message_id, received_at = next_id + position, times[position]
             totals[conversation_id] = ConversationTotals(
@@ -235,6 +235,7 @@ def message_inserter(connection: sa.Connection) -> Callable[[list[tuple]], None]
     Python, which costs more than the database's own work. PostgreSQL takes them by COPY.
     """
     driver = connection.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed
     if connection.dialect.name == "postgresql":
         copy_sql = f"COPY message ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN"
 
@@ -298,7 +299,9 @@ def set_journal_mode(mode: str, wait_seconds: float = 0) -> bool:
         try:
             connection = db.engine.raw_connection()
             try:
-                result = connection.driver_connection.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
+                driver = connection.driver_connection
+                assert driver is not None  # None only once the connection is closed
+                result = driver.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
             finally:
                 connection.close()
             if result.lower() == mode.lower():
@@ -317,7 +320,7 @@ def large_page_cache(connection: sa.Connection) -> Iterator[None]:
     if connection.dialect.name != "sqlite":
         yield
         return
-    size = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    size = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
     connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     try:
         yield
@@ -366,7 +369,7 @@ def sender_numbers(senders: int, rng: random.Random) -> list[str]:
     plans = rng.choices(NUMBER_PLANS, weights=NUMBER_PLAN_WEIGHTS, k=senders)
     # Distinct subscriber numbers keep the senders distinct whatever their plan.
     subscribers = rng.sample(range(10**6, 10**7), senders)
-    return [f"{prefix}{subscriber:0{digits}d}" for (prefix, digits), subscriber in zip(plans, subscribers)]
+    return [f"{prefix}{subscriber:0{digits}d}" for (prefix, digits), subscriber in zip(plans, subscribers, strict=True)]
 
 
 def text_pool(rng: random.Random, size: int = 500) -> list[tuple[str, str, str]]:
@@ -390,11 +393,11 @@ def arrival_times(messages: int, now: datetime, rng: random.Random) -> Iterator[
     firsts = [max(0, (start - hour) // micro) + 1 for hour in hours]
     ends = [min(3_600_000_000, (now - hour) // micro) for hour in hours]
     weights = [HOURLY_WEIGHTS[hour.hour] * day_weights[hour.date()] * max(0, end - first)
-               for hour, first, end in zip(hours, firsts, ends)]
+               for hour, first, end in zip(hours, firsts, ends, strict=True)]
     total = sum(weights)
     # Cumulative rounding hands out exactly `messages` over the hours.
     handed_out, cumulative = 0, 0.0
-    for hour, first, end, weight in zip(hours, firsts, ends, weights):
+    for hour, first, end, weight in zip(hours, firsts, ends, weights, strict=True):
         cumulative += weight
         count = round(messages * cumulative / total) - handed_out
         handed_out += count

@@ -21,12 +21,22 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs
-from app.jobs import leases
 from app.db import folding, numbers
-from app.inbox import queries, search
+from app.db.models import (
+    AuditEvent,
+    Conversation,
+    DeadLetter,
+    LoginSession,
+    LoginThrottle,
+    Message,
+    Setting,
+    Suppression,
+    UnmatchedDeliveryReport,
+)
+from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
-from app.db.models import AuditEvent, Conversation, DeadLetter, LoginSession, LoginThrottle, Message, Setting, Suppression, UnmatchedDeliveryReport
-from app.db.unit_of_work import change_number, write_transaction
+from app.inbox import queries, search
+from app.jobs import leases
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +154,7 @@ def conversation_summary(conversation_id: int) -> ConversationSummary | None:
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None:
         return None
-    count = db.session.scalar(sa.select(sa.func.count()).where(Message.conversation_id == conversation_id))
+    count = db.session.scalar(sa.select(sa.func.count()).where(Message.conversation_id == conversation_id)) or 0
     return ConversationSummary(conversation.id, conversation.sender, getattr(conversation, "contact_name", None),
                                count, conversation.opted_out)
 
@@ -411,7 +421,9 @@ def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: i
     result.audit_cutoff = now - timedelta(days=audit_days) if audit_days else None
     lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_SECONDS"])
     if dry_run:
-        count = lambda query: db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
+        def count(query: sa.Select) -> int:
+            return db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+
         if result.cutoff:
             result.messages = count(old_messages(result.cutoff))
             result.dead_letters = count(sa.select(DeadLetter.id).where(DeadLetter.received_at < result.cutoff))
@@ -460,8 +472,8 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
         ids = [row.id for row in rows]
         omnimessage_ids = [row.omnimessage_id for row in rows if row.omnimessage_id]
         if omnimessage_ids:
-            result.delivery_reports += session.execute(sa.delete(UnmatchedDeliveryReport).where(
-                UnmatchedDeliveryReport.omnimessage_id.in_(omnimessage_ids))).rowcount
+            result.delivery_reports += rows_matched(session.execute(sa.delete(UnmatchedDeliveryReport).where(
+                UnmatchedDeliveryReport.omnimessage_id.in_(omnimessage_ids))))
         # Rows that point at a message lose the pointer when they can (an opt-out stays recorded
         # without its keyword message), else go with it.
         for column in referring_columns(Message.__table__):
@@ -514,8 +526,8 @@ def _delete_in_batches(model, condition, batch_size: int) -> int:
         with write_transaction() as session:
             secure_delete()
             batch = sa.select(key).where(condition).limit(batch_size)
-            deleted = session.execute(sa.delete(model).where(key.in_(batch.scalar_subquery())),
-                                      execution_options={"synchronize_session": False}).rowcount
+            deleted = rows_matched(session.execute(sa.delete(model).where(key.in_(batch.scalar_subquery())),
+                                                   execution_options={"synchronize_session": False}))
         total += deleted
         if deleted < batch_size:
             return total

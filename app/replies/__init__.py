@@ -28,12 +28,12 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs
-from app.replies import delivery, messente, reply_box, sms_length
 from app.db import folding
-from app.jobs import rate_budget
-from app.extensions import db
 from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
-from app.db.unit_of_work import change_number, write_transaction
+from app.db.unit_of_work import change_number, rows_matched, write_transaction
+from app.extensions import db
+from app.jobs import rate_budget
+from app.replies import delivery, messente, reply_box, sms_length
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,12 @@ def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sen
         if connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation.id)):
             raise ReplyRefused("This customer opted out meanwhile: nothing was sent.")
         now, change = clock.now(), change_number()
-        reply_id = connection.scalar(sa.insert(Message).values(
+        reply_id = connection.execute(sa.insert(Message).values(
             conversation_id=conversation.id, msg_id=msg_id, channel=route.channels[0],
             sender=legs[0]["sender"] or "", recipient=conversation.sender, text=text, sent_at=now,
             folded_text=folding.fold(text), received_at=now, legs=legs, raw_body=b"", change_seq=change,
             direction="out", author_id=author_id, status="queued",
-        ).returning(Message.id))
+        ).returning(Message.id)).scalar_one()
         connection.execute(sa.update(Conversation).where(Conversation.id == conversation.id).values(
             last_message_id=reply_id, last_sent_at=now, last_text=text[:PREVIEW_LENGTH], last_direction="out",
             message_count=Conversation.message_count + 1, change_seq=change))
@@ -110,13 +110,13 @@ def can_send_again(status: str | None, delivery: str | None) -> bool:
 def retry(conversation_id: int, reply_id: int) -> bool:
     """Queue a reply again (a person's decision): a new send job; False if it is not one to send again."""
     with write_transaction() as session:
-        updated = session.execute(
+        updated = rows_matched(session.execute(
             sa.update(Message)
             .where(Message.id == reply_id, Message.conversation_id == conversation_id, Message.direction == "out",
                    Message.status.in_(["failed", "unconfirmed"])
                    | ((Message.status == "sent") & Message.delivery.in_(DELIVERY_FAILURES)))
             .values(status="queued", problem=None, delivery=None, omnimessage_id=None, claimed_at=None,
-                    change_seq=change_number())).rowcount
+                    change_seq=change_number())))
         if updated:
             session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
                             .values(change_seq=change_number()))
@@ -238,7 +238,7 @@ def delivery_url() -> str | None:
     return f"{base.rstrip('/')}/callbacks/delivery" if base else None
 
 
-def newest_sent_reply() -> tuple[str, str, str] | None:
+def newest_sent_reply() -> sa.Row[str | None, str | None, str] | None:
     """(omnimessage id, customer, channel) of the newest reply Messente accepted."""
     return db.session.execute(
         sa.select(Message.omnimessage_id, Message.recipient, Message.channel)
@@ -260,12 +260,13 @@ def sync_blacklist(client: "messente.Messente") -> int:
         done = isinstance(outcome, messente.Done)
         failures += not done
         # Only an entry this app made is "added", and so removed again when the customer opts back in.
-        added = "added" if wanted == "add" and done and not outcome.already else None
+        added = "added" if wanted == "add" and isinstance(outcome, messente.Done) and not outcome.already else None
+        problem = None if isinstance(outcome, messente.Done) else f"Messente's blacklist: {outcome.reason}"
         with write_transaction() as session:
             session.execute(
                 sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.blacklist == wanted)
                 .values(blacklist=added if done else wanted,
-                        blacklist_problem=None if done else f"Messente's blacklist: {outcome.reason}",
+                        blacklist_problem=problem,
                         change_seq=change_number()))
     return failures
 

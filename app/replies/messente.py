@@ -133,7 +133,8 @@ class Messente:
         self._configuration = Configuration(host=self.url, username=username, password=password)
         # No retries inside urllib3: a retried POST could send twice, and the caller owns the
         # retry policy (Refused.retryable). Errors then surface as themselves, not MaxRetryError.
-        self._configuration.retries = urllib3.Retry(total=False)
+        # Typed as a count, but handed to urllib3 as it is, and urllib3 takes a Retry.
+        self._configuration.retries = urllib3.Retry(total=False)  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Messente(url={self.url!r}, username={self.username!r})"
@@ -194,7 +195,7 @@ class Messente:
                 finally:
                     response.release_conn()
             except MaxRetryError as exc:  # not with retries off, but urllib3 wraps errors this way
-                return _failure(exc.reason, connect, read, maybe)
+                return _failure(exc.reason or exc, connect, read, maybe)
             except (HTTPError, ApiException, OSError) as exc:
                 return _failure(exc, connect, read, maybe)
         finally:
@@ -215,6 +216,7 @@ def from_config(config) -> Messente | None:
 # --- our request to the library's ---------------------------------------------------------------
 
 def _message(leg: Leg) -> OmnimessageMessagesInner:
+    content: SMS | Viber | WhatsApp
     if leg.channel == "sms":
         # Sent as typed: non-GSM text goes as UCS-2, so sms_length's count and the bill agree.
         # The documented "off" goes through additional_properties (the model's enum lacks it).
@@ -312,7 +314,7 @@ def _snippet(body: bytes) -> str:
     return text if len(text) <= REASON_BODY_CHARS else text[:REASON_BODY_CHARS] + "..."
 
 
-def _errno(exc: BaseException) -> int | None:
+def _errno(exc: BaseException | None) -> int | None:
     """The OS error number under a urllib3 exception, if any."""
     seen = set()
     while exc is not None and id(exc) not in seen:

@@ -78,7 +78,7 @@ def for_conversation(conversation: Conversation) -> Composer:
             routes.append(Route(channel, name, (channel,)))
             if sms_possible:
                 routes.append(Route(f"{channel}+sms", f"{name}, then SMS if that fails", (channel, "sms")))
-            if channel == "whatsapp":
+            if channel == "whatsapp" and conversation.last_inbound_at is not None:  # the window is open
                 left = conversation.last_inbound_at + WHATSAPP_WINDOW - clock.now()
                 hours = int(left.total_seconds() // 3600)
                 note = (f"WhatsApp window open for another {hours} hour{'s' if hours != 1 else ''}."

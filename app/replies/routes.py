@@ -38,7 +38,7 @@ def reply(conversation_id: int):
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
 
 
-@bp.post(CONVERSATION + "/replies/<int(max=%d):reply_id>/retry" % LARGEST_ID)
+@bp.post(CONVERSATION + f"/replies/<int(max={LARGEST_ID}):reply_id>/retry")
 def retry_reply(conversation_id: int, reply_id: int):
     conversation = conversation_or_404(conversation_id)
     replies.retry(conversation.id, reply_id)
@@ -85,8 +85,12 @@ def store_saved_reply(saved_id: int | None):
     return redirect(url_for("replies.saved_replies_page"), 303)
 
 
-bp.add_app_template_global(sms_length.MAX_TEXT, "max_reply_length")
 bp.add_app_template_global(replies.can_send_again)
+
+
+@bp.app_context_processor
+def reply_limits() -> dict[str, int]:
+    return {"max_reply_length": sms_length.MAX_TEXT}
 
 
 @bp.app_template_global()

@@ -9,11 +9,11 @@ import re
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app.extensions import db
 from app.db.folding import clean_text
 from app.db.models import SAVED_REPLY_TITLE_LENGTH, Conversation, SavedReply
-from app.replies.sms_length import MAX_TEXT
 from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.replies.sms_length import MAX_TEXT
 
 NAME = re.compile(r"\s*\{name\}")
 
@@ -62,6 +62,7 @@ def save(title: str, text: str, saved_id: int | None = None) -> int:
     """Add a saved reply, or change one; SavedReplyRefused with the reason when it can't be."""
     title, text = clean(title, text)
     try:
+        saved: SavedReply | None
         with write_transaction() as session:
             if saved_id is None:
                 saved = SavedReply(title=title, text=text)

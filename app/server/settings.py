@@ -7,7 +7,7 @@ import os
 import socket
 
 from app.server import worker
-from app.server.worker import *  # noqa: F401,F403 (gunicorn reads the settings from this module)
+from app.server.worker import *  # noqa: F403 (gunicorn reads the settings from this module)
 
 # Hooks app/server/worker.py may define itself still run, before ours.
 _inherited = {name: getattr(worker, name, None)
@@ -57,8 +57,8 @@ def when_ready(server):
     if not binds:
         return  # a Unix socket only: a proxy in front has PUBLIC_URL
     from app import create_app
-    from app.jobs import servers
     from app.extensions import db
+    from app.jobs import servers
     # PostgreSQL out of reach must not keep the server from starting (libpq waits for ever).
     no_connect_timeout = "PGCONNECT_TIMEOUT" not in os.environ
     if no_connect_timeout:
@@ -84,8 +84,8 @@ def on_exit(server):
         _inherited["on_exit"](server)
     if not _recorded:
         return
-    from app.jobs import servers
     from app.extensions import db
+    from app.jobs import servers
     try:
         with _recorded["app"].app_context():
             try:

@@ -32,7 +32,7 @@ def for_machines() -> bool:
 def json_on_machine_paths(exc: HTTPException):
     """Routing errors (404, 405) on a machine's path are JSON too; elsewhere Flask's own answer."""
     if for_machines():
-        return json_error(exc.code or 500, exc.description or "")
+        return json_error(exc.code or 500, exc.description or exc.name)
     return exc
 
 

@@ -49,4 +49,5 @@ class IdConverter(IntegerConverter):
     BIGINT (conversations, messages, sessions) says `<int(max=LARGEST_ID):...>`."""
 
     def __init__(self, map, *args, max: int | None = None, **kwargs) -> None:
-        super().__init__(map, *args, max=LARGEST_INT if max is None else min(max, LARGEST_ID), **kwargs)
+        kwargs["max"] = LARGEST_INT if max is None else min(max, LARGEST_ID)
+        super().__init__(map, *args, **kwargs)

@@ -13,7 +13,7 @@ def init_app(app: Flask) -> None:
     whose `v` is the file's own is cached for a year: a repeat visit fetches no static file,
     and a changed file gets a new URL. Hashed once, at start-up (static files ship with the code).
     """
-    folder = Path(app.static_folder)
+    folder = Path(str(app.static_folder))
     versions = {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:12]
                 for path in folder.rglob("*") if path.is_file()}
 
@@ -25,6 +25,6 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def cache_fingerprinted(response):
         if (request.endpoint == "static" and response.status_code in (200, 304)
-                and request.args.get("v", "") == versions.get((request.view_args or {}).get("filename"))):
+                and request.args.get("v", "") == versions.get((request.view_args or {}).get("filename", ""))):
             response.headers["Cache-Control"] = IMMUTABLE
         return response

@@ -1,13 +1,12 @@
 """initial schema
 
 Revision ID: 26ff4a358fb8
-Revises: 
+Revises:
 Create Date: 2026-11-25 04:25:30.427134
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '26ff4a358fb8'
