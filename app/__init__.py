@@ -1,4 +1,5 @@
 """sms-inbox: a web inbox for Messente inbound messages."""
+
 from pathlib import Path
 
 from flask import Flask
@@ -24,8 +25,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     load_config(app, test_config)
 
     lock_wait_seconds = app.config["WRITE_LOCK_WAIT_SECONDS"]
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS",
-                          engine_options(app.config["SQLALCHEMY_DATABASE_URI"], lock_wait_seconds))
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"], lock_wait_seconds)
+    )
     extensions.db.init_app(app)
     with app.app_context():
         configure_engine(extensions.db.engine, lock_wait_seconds)
@@ -54,7 +56,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]  # Flask's documented way to wrap it
-            app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count
+        )
     return app
 
 
@@ -72,7 +75,5 @@ def load_config(app: Flask, test_config: dict | None) -> None:
         app.config["SECRET_KEY"] = config.persistent_secret_key(app.instance_path)
     secrets = config.shared_secrets(app.config["MESSENTE_SHARED_SECRET"])
     if not secrets and test_config is None:
-        secrets = config.shared_secrets(
-            config.read_instance_file(app.instance_path, config.LOCAL_SECRET_FILE) or ""
-        )
+        secrets = config.shared_secrets(config.read_instance_file(app.instance_path, config.LOCAL_SECRET_FILE) or "")
     app.config["MESSENTE_SHARED_SECRETS"] = secrets

@@ -3,6 +3,7 @@
 Every reading of "now" goes through `now()`, so a test moves time by setting the app's
 `CLOCK` (a callable returning an aware datetime) instead of sleeping.
 """
+
 from datetime import UTC, datetime
 
 from flask import current_app, has_app_context

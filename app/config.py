@@ -2,6 +2,7 @@
 
 Secrets are read from configuration only; nothing in this module logs them.
 """
+
 import os
 import secrets
 import tempfile
@@ -102,8 +103,14 @@ def from_environment(environ=os.environ) -> dict:
     found = {}
     if environ.get("MESSENTE_SHARED_SECRET"):
         found["MESSENTE_SHARED_SECRET"] = environ["MESSENTE_SHARED_SECRET"]
-    for name in ("MESSENTE_API_URL", "MESSENTE_API_USERNAME", "MESSENTE_API_PASSWORD",
-                 "MESSENTE_SMS_SENDER", "MESSENTE_VIBER_SENDER", "MESSENTE_WHATSAPP_SENDER"):
+    for name in (
+        "MESSENTE_API_URL",
+        "MESSENTE_API_USERNAME",
+        "MESSENTE_API_PASSWORD",
+        "MESSENTE_SMS_SENDER",
+        "MESSENTE_VIBER_SENDER",
+        "MESSENTE_WHATSAPP_SENDER",
+    ):
         if environ.get(name):
             found[name] = environ[name]
     if environ.get("DATABASE_URL"):
@@ -121,12 +128,22 @@ def from_environment(environ=os.environ) -> dict:
             found[name] = environ[name]
     if environ.get("TRUSTED_HOSTS"):
         found["TRUSTED_HOSTS"] = [host.strip() for host in environ["TRUSTED_HOSTS"].split(",") if host.strip()]
-    for name in ("IDLE_TIMEOUT_SECONDS", "SESSION_LIFETIME_SECONDS", "JOB_THREADS", "REPLY_RETRY_SECONDS",
-                 "RETENTION_DAYS", "AUDIT_RETENTION_DAYS"):
+    for name in (
+        "IDLE_TIMEOUT_SECONDS",
+        "SESSION_LIFETIME_SECONDS",
+        "JOB_THREADS",
+        "REPLY_RETRY_SECONDS",
+        "RETENTION_DAYS",
+        "AUDIT_RETENTION_DAYS",
+    ):
         if environ.get(name):
             found[name] = int(environ[name])
-    for name in ("MESSENTE_CONNECT_TIMEOUT", "MESSENTE_READ_TIMEOUT", "MESSENTE_REQUESTS_PER_SECOND",
-                 "JOBS_POLL_SECONDS"):
+    for name in (
+        "MESSENTE_CONNECT_TIMEOUT",
+        "MESSENTE_READ_TIMEOUT",
+        "MESSENTE_REQUESTS_PER_SECOND",
+        "JOBS_POLL_SECONDS",
+    ):
         if environ.get(name):
             found[name] = float(environ[name])
     return found
@@ -165,7 +182,7 @@ def database_url(url: str) -> str:
     """Accept the URLs hosting providers hand out and use psycopg 3 for PostgreSQL."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

@@ -3,6 +3,7 @@
 Also what every backend must share: SQLite set up for durability and explicit BEGINs (the
 write lock is taken in `unit_of_work`), and an INSERT that can ignore or merge a conflict.
 """
+
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 

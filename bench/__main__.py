@@ -6,6 +6,7 @@ then slow clients (bench/slow_clients.py).
 `--sizes 300` makes a smoke run; `--only NAME` runs one part; `--only slow-clients --compare`
 measures the candidate HTTP servers side by side.
 """
+
 import argparse
 import os
 import sys
@@ -22,52 +23,109 @@ PARTS = ["ingest", "inbox", "inbox-postgresql", "slow-clients", "watchers", "rep
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000,1000000",
-                        help="message counts for the inbox and export runs, comma-separated (default: %(default)s)")
-    parser.add_argument("--senders-per-million", type=int, default=50_000,
-                        help="senders per 1,000,000 messages, scaled to each size (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000,1000000",
+        help="message counts for the inbox and export runs, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--senders-per-million",
+        type=int,
+        default=50_000,
+        help="senders per 1,000,000 messages, scaled to each size (default: %(default)s)",
+    )
     parser.add_argument("--samples", type=int, default=50, help="requests per read median (default: %(default)s)")
-    parser.add_argument("--ingest-requests", type=int, default=20_000,
-                        help="callbacks per ingest run, and as many no-op requests (default: %(default)s)")
+    parser.add_argument(
+        "--ingest-requests",
+        type=int,
+        default=20_000,
+        help="callbacks per ingest run, and as many no-op requests (default: %(default)s)",
+    )
     parser.add_argument("--load-processes", type=int, default=2, help="load generator processes (default: %(default)s)")
-    parser.add_argument("--load-threads", type=int, default=16,
-                        help="connections per load process (default: %(default)s)")
-    parser.add_argument("--only", choices=PARTS, action="append",
-                        help="run only this part (may be given more than once; default: all)")
-    parser.add_argument("--slow-client-seconds", type=float, default=20.0,
-                        help="how long each kind of slow client stays connected (default: %(default)s)")
-    parser.add_argument("--slow-clients", type=int, default=slow_clients.CLIENTS,
-                        help="slow clients of each kind at once (default: %(default)s)")
-    parser.add_argument("--compare", nargs="?", const=",".join(slow_clients.CANDIDATES),
-                        help="with slow-clients: also measure these servers, comma-separated "
-                             f"(default: all of {', '.join(slow_clients.CANDIDATES)})")
-    parser.add_argument("--xlsx-up-to", type=int, default=1_000_000,
-                        help="the XLSX export at sizes up to this many messages, 0 for none (minutes per million "
-                             "rows; default: %(default)s)")
-    parser.add_argument("--watchers", type=int, default=200,
-                        help="logged-in clients polling the inbox at once (default: %(default)s)")
-    parser.add_argument("--most-watchers", type=int, default=3200,
-                        help="double the watchers up to this many to find where a target breaks (default: %(default)s)")
-    parser.add_argument("--callbacks-per-second", type=int, default=200,
-                        help="callbacks a second while they watch (default: %(default)s)")
-    parser.add_argument("--watchers-seed", type=int, default=100_000,
-                        help="demo messages in the inbox they watch (default: %(default)s)")
-    parser.add_argument("--watch-seconds", type=float, default=20.0,
-                        help="how long each watchers run lasts (default: %(default)s)")
+    parser.add_argument(
+        "--load-threads", type=int, default=16, help="connections per load process (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only this part (may be given more than once; default: all)"
+    )
+    parser.add_argument(
+        "--slow-client-seconds",
+        type=float,
+        default=20.0,
+        help="how long each kind of slow client stays connected (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--slow-clients",
+        type=int,
+        default=slow_clients.CLIENTS,
+        help="slow clients of each kind at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="?",
+        const=",".join(slow_clients.CANDIDATES),
+        help="with slow-clients: also measure these servers, comma-separated "
+        f"(default: all of {', '.join(slow_clients.CANDIDATES)})",
+    )
+    parser.add_argument(
+        "--xlsx-up-to",
+        type=int,
+        default=1_000_000,
+        help="the XLSX export at sizes up to this many messages, 0 for none (minutes per million "
+        "rows; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--watchers", type=int, default=200, help="logged-in clients polling the inbox at once (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--most-watchers",
+        type=int,
+        default=3200,
+        help="double the watchers up to this many to find where a target breaks (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--callbacks-per-second",
+        type=int,
+        default=200,
+        help="callbacks a second while they watch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--watchers-seed",
+        type=int,
+        default=100_000,
+        help="demo messages in the inbox they watch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--watch-seconds", type=float, default=20.0, help="how long each watchers run lasts (default: %(default)s)"
+    )
     parser.add_argument("--replies", type=int, default=1_000, help="replies queued at once (default: %(default)s)")
-    parser.add_argument("--live-messages", type=int, default=30,
-                        help="messages timed from callback to browser (default: %(default)s)")
-    parser.add_argument("--purge-messages", type=int, default=100_000,
-                        help="old messages a retention purge deletes while callbacks arrive (default: %(default)s)")
-    parser.add_argument("--purge-callbacks-per-second", type=float, default=50,
-                        help="callbacks a second during the purge (default: %(default)s)")
-    parser.add_argument("--postgresql-url", default=data.POSTGRESQL_URL,
-                        help="the PostgreSQL server for the inbox-postgresql part (default: %(default)s)")
+    parser.add_argument(
+        "--live-messages", type=int, default=30, help="messages timed from callback to browser (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--purge-messages",
+        type=int,
+        default=100_000,
+        help="old messages a retention purge deletes while callbacks arrive (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--purge-callbacks-per-second",
+        type=float,
+        default=50,
+        help="callbacks a second during the purge (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--postgresql-url",
+        default=data.POSTGRESQL_URL,
+        help="the PostgreSQL server for the inbox-postgresql part (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, help="where to write the JSON (default: bench/results/<time>.json)")
-    parser.add_argument("--workdir", type=Path,
-                        help="keep the databases in this directory (default: a temporary one, removed)")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the databases in this directory (default: a temporary one, removed)"
+    )
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     parts = args.only or PARTS
@@ -100,15 +158,28 @@ def main(argv: list[str] | None = None) -> None:
         if "slow-clients" in parts:
             log(f"slow clients: {args.slow_clients} of each kind for {args.slow_client_seconds:g} s")
             if args.compare:
-                rows += slow_clients.compare(workdir, args.compare.split(","), args.slow_client_seconds,
-                                             args.slow_clients, args.ingest_requests, log)
+                rows += slow_clients.compare(
+                    workdir,
+                    args.compare.split(","),
+                    args.slow_client_seconds,
+                    args.slow_clients,
+                    args.ingest_requests,
+                    log,
+                )
             else:
                 rows += slow_clients.measure(workdir, args.slow_client_seconds, args.slow_clients, log)
 
         if "watchers" in parts:
             log(f"many watchers: {args.watchers} polling while {args.callbacks_per_second} callbacks/s arrive")
-            rows += watchers.measure(workdir, args.watchers, args.callbacks_per_second, args.watch_seconds,
-                                     args.most_watchers, log, seed=args.watchers_seed)
+            rows += watchers.measure(
+                workdir,
+                args.watchers,
+                args.callbacks_per_second,
+                args.watch_seconds,
+                args.most_watchers,
+                log,
+                seed=args.watchers_seed,
+            )
         if "replies" in parts:
             log(f"replies: {args.replies:,} queued at once")
             rows += replies.measure(workdir, args.replies, log)

@@ -3,6 +3,7 @@ ceilings, and the callback without group commit (one transaction and one fsync p
 
 Only the benchmarks serve these routes (gunicorn: 'bench.app:create_bench_app()').
 """
+
 from flask import current_app, request
 
 from app import create_app
@@ -36,8 +37,9 @@ def create_bench_app(test_config: dict | None = None):
     @auth.public
     def inbound_without_group_commit():
         body = request.get_data()
-        if not signing.verify(body, request.headers.get("X-Messente-Signature"),
-                              current_app.config["MESSENTE_SHARED_SECRETS"]):
+        if not signing.verify(
+            body, request.headers.get("X-Messente-Signature"), current_app.config["MESSENTE_SHARED_SECRETS"]
+        ):
             return {"error": "missing or invalid X-Messente-Signature"}, 401
         [stored] = ingest.store_messages([ingest.parse_payload(body)])
         return {"status": "stored" if stored else "duplicate"}

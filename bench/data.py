@@ -1,4 +1,5 @@
 """Fresh databases made as `make run` makes them, and demo data seeded into them (timed)."""
+
 import os
 import random
 import re
@@ -40,8 +41,13 @@ class Server:
 
     def __enter__(self):
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env={**server_environment(self.url), **self.env},
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env={**server_environment(self.url), **self.env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -77,8 +83,7 @@ class Server:
 
 def server_environment(url: str) -> dict:
     """What the app reads from the environment in the benchmarks (instance/ is left alone)."""
-    return {**os.environ, "DATABASE_URL": url, "MESSENTE_SHARED_SECRET": SECRET,
-            "SECRET_KEY": "bench-secret-key"}
+    return {**os.environ, "DATABASE_URL": url, "MESSENTE_SHARED_SECRET": SECRET, "SECRET_KEY": "bench-secret-key"}
 
 
 def fresh_database(directory: Path, name: str) -> str:
@@ -106,13 +111,19 @@ def postgresql_database(server_url: str, name: str) -> Iterator[str]:
 
 
 def init_db(url: str) -> None:
-    subprocess.run([sys.executable, "-m", "flask", "--app", "app", "init-db"], cwd=ROOT,
-                   env=server_environment(url), check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "init-db"],
+        cwd=ROOT,
+        env=server_environment(url),
+        check=True,
+        capture_output=True,
+    )
 
 
 def bench_app(url: str):
-    return create_bench_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-secret-key",
-                             "MESSENTE_SHARED_SECRET": SECRET})
+    return create_bench_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-secret-key", "MESSENTE_SHARED_SECRET": SECRET}
+    )
 
 
 def seed_postgresql(url: str, messages: int, senders: int, log) -> list[Row]:
@@ -143,11 +154,26 @@ def seed(url: str, messages: int, senders: int, log) -> list[Row]:
     rate, ceiling = messages / seconds, messages / copy_seconds
     database = Path(sa.make_url(url).database)
     size = sum(path.stat().st_size for path in (database, Path(f"{database}-wal")) if path.exists())
-    return [Row("seed-demo: messages stored per second", size_label(messages), rate, "msg/s",
-                ceiling, rate / ceiling, f">= {SEED_TARGET:,} msg/s", rate >= SEED_TARGET,
-                "ceiling: SQLite's own INSERT ... SELECT of the same rows, indexes built as seed-demo builds them"),
-            Row("database size per message", size_label(messages), size / messages, "bytes",
-                note=f"{size / 1e9:.2f} GB in all, indexes and text search included")]
+    return [
+        Row(
+            "seed-demo: messages stored per second",
+            size_label(messages),
+            rate,
+            "msg/s",
+            ceiling,
+            rate / ceiling,
+            f">= {SEED_TARGET:,} msg/s",
+            rate >= SEED_TARGET,
+            "ceiling: SQLite's own INSERT ... SELECT of the same rows, indexes built as seed-demo builds them",
+        ),
+        Row(
+            "database size per message",
+            size_label(messages),
+            size / messages,
+            "bytes",
+            note=f"{size / 1e9:.2f} GB in all, indexes and text search included",
+        ),
+    ]
 
 
 def copy_messages_seconds(url: str) -> float:

@@ -3,6 +3,7 @@
 Both run as child processes writing their CSV to /dev/null; peak memory is the child's
 highest resident set size. Run as `python -m bench.export URL TIMING_FILE` it is the child.
 """
+
 import json
 import os
 import re
@@ -46,29 +47,64 @@ def measure(url: str, messages: int, workdir: Path, log, xlsx: bool = True) -> l
         note = "ceiling tool missing: install the sqlite3 command-line shell (apt-get install sqlite3)"
         log("  " + note)
     ratio = ceiling_seconds / seconds if ceiling_seconds else None
-    log(f"  export of {child['rows']:,} rows: {seconds:.2f} s (process {wall:.2f} s), {peak_mb:.0f} MB;"
-        f" sqlite3 -csv: {ceiling_seconds or 0:.2f} s")
+    log(
+        f"  export of {child['rows']:,} rows: {seconds:.2f} s (process {wall:.2f} s), {peak_mb:.0f} MB;"
+        f" sqlite3 -csv: {ceiling_seconds or 0:.2f} s"
+    )
     rows = [
-        Row("CSV export of all rows: time", size, seconds, "s", ceiling_seconds, ratio,
-            f">= {RATIO_TARGET} of sqlite3", None if ratio is None else ratio >= RATIO_TARGET, note),
-        Row("CSV export of all rows: peak memory", size, peak_mb, "MB", ceiling_mb,
-            None, f"< {MEMORY_TARGET_MB} MB", peak_mb < MEMORY_TARGET_MB, "whole process, ceiling: sqlite3"),
+        Row(
+            "CSV export of all rows: time",
+            size,
+            seconds,
+            "s",
+            ceiling_seconds,
+            ratio,
+            f">= {RATIO_TARGET} of sqlite3",
+            None if ratio is None else ratio >= RATIO_TARGET,
+            note,
+        ),
+        Row(
+            "CSV export of all rows: peak memory",
+            size,
+            peak_mb,
+            "MB",
+            ceiling_mb,
+            None,
+            f"< {MEMORY_TARGET_MB} MB",
+            peak_mb < MEMORY_TARGET_MB,
+            "whole process, ceiling: sqlite3",
+        ),
     ]
     if xlsx:
         workbook = workdir / "export.xlsx"
-        _, xlsx_peak_mb, status = run_measured([sys.executable, "-m", "bench.export", url, str(timing_file),
-                                                str(workbook)])
+        _, xlsx_peak_mb, status = run_measured(
+            [sys.executable, "-m", "bench.export", url, str(timing_file), str(workbook)]
+        )
         if status != 0:
             raise RuntimeError(f"the XLSX export child failed with exit code {status}")
         child = json.loads(timing_file.read_text())
         workbook.unlink(missing_ok=True)
-        log(f"  XLSX export of {child['rows']:,} rows: {child['seconds']:.1f} s ({child['cpu_seconds']:.1f} s of CPU),"
-            f" {xlsx_peak_mb:.0f} MB")
+        log(
+            f"  XLSX export of {child['rows']:,} rows: {child['seconds']:.1f} s ({child['cpu_seconds']:.1f} s of CPU),"
+            f" {xlsx_peak_mb:.0f} MB"
+        )
         rows += [
-            Row("XLSX export of all rows: rows per second", size, child["rows"] / child["seconds"], "rows/s",
-                note=f"{child['seconds']:.1f} s ({child['cpu_seconds']:.1f} s of CPU), {child['bytes'] / 1e6:.0f} MB file"),
-            Row("XLSX export of all rows: peak memory", size, xlsx_peak_mb, "MB", target=f"< {MEMORY_TARGET_MB} MB",
-                met=xlsx_peak_mb < MEMORY_TARGET_MB, note="whole process"),
+            Row(
+                "XLSX export of all rows: rows per second",
+                size,
+                child["rows"] / child["seconds"],
+                "rows/s",
+                note=f"{child['seconds']:.1f} s ({child['cpu_seconds']:.1f} s of CPU), {child['bytes'] / 1e6:.0f} MB file",
+            ),
+            Row(
+                "XLSX export of all rows: peak memory",
+                size,
+                xlsx_peak_mb,
+                "MB",
+                target=f"< {MEMORY_TARGET_MB} MB",
+                met=xlsx_peak_mb < MEMORY_TARGET_MB,
+                note="whole process",
+            ),
         ]
     return rows
 
@@ -112,8 +148,11 @@ def export_child(url: str, timing_file: str, workbook: str | None = None) -> Non
             started, cpu_started = time.perf_counter(), time.process_time()
             rows = xlsx_file(export_query(), output)
             seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        Path(timing_file).write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds,
-                                                 "bytes": Path(workbook).stat().st_size, "rows": rows}))
+        Path(timing_file).write_text(
+            json.dumps(
+                {"seconds": seconds, "cpu_seconds": cpu_seconds, "bytes": Path(workbook).stat().st_size, "rows": rows}
+            )
+        )
         return
     with app.app_context():
         out = sys.stdout.buffer

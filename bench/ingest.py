@@ -6,6 +6,7 @@ no-op route (`bench/slow_clients.py --compare` runs the same measurement on othe
 The load comes from separate processes, each with threads on keep-alive connections sending
 requests prepared (and signed) before the clock starts.
 """
+
 import json
 import multiprocessing
 import socket
@@ -29,15 +30,18 @@ RATIO_TARGET = 0.6
 SENDERS = [f"+3725{n:07d}" for n in range(1_000)]
 
 
-def measure(workdir: Path, requests: int, processes: int, threads: int, log, command=None,
-            label: str = "make run") -> list[Row]:
+def measure(
+    workdir: Path, requests: int, processes: int, threads: int, log, command=None, label: str = "make run"
+) -> list[Row]:
     """Callbacks per second into the server `command(port, app_spec)` starts (default: `make run`'s)."""
     url = fresh_database(workdir, "ingest-" + label.replace(" ", "-").replace(",", ""))
     port = free_port()
     warm_up = max(100, requests // 20)
     command = command or make_run
-    with Server(command(port, "bench.app:create_bench_app"), url, port) as server, \
-            multiprocessing.get_context("spawn").Pool(processes) as pool:
+    with (
+        Server(command(port, "bench.app:create_bench_app"), url, port) as server,
+        multiprocessing.get_context("spawn").Pool(processes) as pool,
+    ):
         pool.map(_ready, range(processes))  # the load processes are up and have imported this module
 
         def load(path: str, count: int) -> float:
@@ -56,17 +60,37 @@ def measure(workdir: Path, requests: int, processes: int, threads: int, log, com
     if stored != expected:  # every "stored" answer must be on disk
         raise RuntimeError(f"{expected} callbacks answered 'stored' but {stored} rows are stored")
     noop = (noop_before + noop_after) / 2
-    log(f"  ingest, {label}: {callbacks:,.0f} callbacks/s; no-op {noop_before:,.0f} and {noop_after:,.0f}/s"
-        + (f"; server log: {errors[-300:]}" if errors else ""))
+    log(
+        f"  ingest, {label}: {callbacks:,.0f} callbacks/s; no-op {noop_before:,.0f} and {noop_after:,.0f}/s"
+        + (f"; server log: {errors[-300:]}" if errors else "")
+    )
     note = f"{label}, {processes * threads} connections, {requests:,} requests"
-    rows = [Row("ingest over HTTP: signed callbacks stored per second", "fresh DB", callbacks, "req/s",
-                noop, callbacks / noop, f">= {RATIO_TARGET} of no-op (aim 0.8)",
-                callbacks / noop >= RATIO_TARGET, note)]
+    rows = [
+        Row(
+            "ingest over HTTP: signed callbacks stored per second",
+            "fresh DB",
+            callbacks,
+            "req/s",
+            noop,
+            callbacks / noop,
+            f">= {RATIO_TARGET} of no-op (aim 0.8)",
+            callbacks / noop >= RATIO_TARGET,
+            note,
+        )
+    ]
     if one_by_one is not None:
         log(f"  ingest without group commit: {one_by_one:,.0f} callbacks/s")
-        rows.append(Row("ingest without group commit: one commit per message, per second", "fresh DB",
-                        one_by_one, "req/s", noop, one_by_one / noop,
-                        note=f"group commit stores x{callbacks / one_by_one:.2f} as many"))
+        rows.append(
+            Row(
+                "ingest without group commit: one commit per message, per second",
+                "fresh DB",
+                one_by_one,
+                "req/s",
+                noop,
+                one_by_one / noop,
+                note=f"group commit stores x{callbacks / one_by_one:.2f} as many",
+            )
+        )
     return rows
 
 
@@ -92,14 +116,22 @@ def _ready(_n: int) -> None:
 
 def prepared_request(port: int, path: str) -> bytes:
     """A realistic signed callback; the no-op route gets the same bytes."""
-    body = json.dumps({
-        "msg_id": str(uuid.uuid4()), "sub_msg_id": str(uuid.uuid4()), "channel": "sms",
-        "recipient": "+37250000000", "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "text": "Tere! Kas minu tellimus 4711 on juba teel? 📦",
-        "sender": SENDERS[uuid.uuid4().int % len(SENDERS)],
-    }, ensure_ascii=False).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"X-Messente-Signature: {signing.sign(body, SECRET)}\r\nContent-Length: {len(body)}\r\n\r\n")
+    body = json.dumps(
+        {
+            "msg_id": str(uuid.uuid4()),
+            "sub_msg_id": str(uuid.uuid4()),
+            "channel": "sms",
+            "recipient": "+37250000000",
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "text": "Tere! Kas minu tellimus 4711 on juba teel? 📦",
+            "sender": SENDERS[uuid.uuid4().int % len(SENDERS)],
+        },
+        ensure_ascii=False,
+    ).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"X-Messente-Signature: {signing.sign(body, SECRET)}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -109,8 +141,7 @@ def drive(port: int, requests: list[bytes], threads: int, start_at: float) -> tu
 
     def send_all(share: list[bytes]) -> None:
         try:
-            with socket.create_connection(("127.0.0.1", port)) as connection, \
-                    connection.makefile("rb") as responses:
+            with socket.create_connection(("127.0.0.1", port)) as connection, connection.makefile("rb") as responses:
                 time.sleep(max(0.0, start_at - time.monotonic()))
                 for request in share:
                     connection.sendall(request)

@@ -10,6 +10,7 @@ Also what a repeat visit fetches: the inbox opened again in the same browser, an
 files the server saw requested meanwhile (its access log), which fingerprinted, immutable
 caching keeps at none.
 """
+
 import json
 import random
 import re
@@ -31,8 +32,15 @@ from .report import Row
 from .watchers import POLL_SECONDS
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "bench password 1"
 TARGET_SECONDS = POLL_SECONDS + 0.5
 
@@ -54,8 +62,10 @@ def measure(workdir: Path, messages: int, log) -> list[Row]:
     base = f"http://127.0.0.1:{port}"
     rng = random.Random(messages)
     latencies = []
-    with Server(ingest.make_run(port, "bench.app:create_bench_app"), url, port) as server, \
-            sync_playwright() as playwright:
+    with (
+        Server(ingest.make_run(port, "bench.app:create_bench_app"), url, port) as server,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(base + "/login")
@@ -67,8 +77,12 @@ def measure(workdir: Path, messages: int, log) -> list[Row]:
             time.sleep(rng.uniform(0, POLL_SECONDS))  # a moment of the poll interval, at random
             text = f"Live {n} {uuid.uuid4().hex[:8]}"
             answered = send_callback(port, text)
-            page.wait_for_function("text => document.body.innerText.includes(text)", arg=text,
-                                   polling="raf", timeout=(POLL_SECONDS + 30) * 1000)
+            page.wait_for_function(
+                "text => document.body.innerText.includes(text)",
+                arg=text,
+                polling="raf",
+                timeout=(POLL_SECONDS + 30) * 1000,
+            )
             latencies.append(time.monotonic() - answered)
 
         # A repeat visit: the same browser opens the inbox again.
@@ -76,35 +90,61 @@ def measure(workdir: Path, messages: int, log) -> list[Row]:
         page.goto(base + "/")
         page.wait_for_load_state("load")
         time.sleep(0.5)
-        static_requests = re.findall(r'"GET (/static/[^ ?"]+)[^"]*" (\d{3})', server.output()[len(log_before):])
+        static_requests = re.findall(r'"GET (/static/[^ ?"]+)[^"]*" (\d{3})', server.output()[len(log_before) :])
         fetched_again = [path for path, status in static_requests if status != "304"]
         revalidated = [path for path, status in static_requests if status == "304"]
         on_page = set(re.findall(r'(?:href|src)="(/static/[^"?]+)', page.content()))
         browser.close()
     latencies.sort()
     p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * (len(latencies) - 1))]
-    log(f"  live latency over {messages} messages: p50 {p50:.2f} s, p95 {p95:.2f} s; "
-        f"a repeat visit fetched {len(fetched_again)} of {len(on_page)} static files, revalidated {len(revalidated)}")
+    log(
+        f"  live latency over {messages} messages: p50 {p50:.2f} s, p95 {p95:.2f} s; "
+        f"a repeat visit fetched {len(fetched_again)} of {len(on_page)} static files, revalidated {len(revalidated)}"
+    )
     label = f"{messages} messages"
     note = f"POLL_SECONDS = {POLL_SECONDS:g}, headless Chromium"
     return [
         Row("live latency, callback's 200 to the row in the browser: p50", label, p50, "s", note=note),
-        Row("live latency, callback's 200 to the row in the browser: p95", label, p95, "s",
-            target=f"<= {TARGET_SECONDS:g} s", met=p95 <= TARGET_SECONDS, note=note),
-        Row("repeat visit: static files fetched again (browser)", label, len(fetched_again), "requests",
-            target="0", met=not fetched_again,
-            note=f"{len(on_page)} on the page" + (": " + ", ".join(fetched_again) if fetched_again else "")
-            + (f"; asked again without a body (304): {', '.join(revalidated)}" if revalidated else "")),
+        Row(
+            "live latency, callback's 200 to the row in the browser: p95",
+            label,
+            p95,
+            "s",
+            target=f"<= {TARGET_SECONDS:g} s",
+            met=p95 <= TARGET_SECONDS,
+            note=note,
+        ),
+        Row(
+            "repeat visit: static files fetched again (browser)",
+            label,
+            len(fetched_again),
+            "requests",
+            target="0",
+            met=not fetched_again,
+            note=f"{len(on_page)} on the page"
+            + (": " + ", ".join(fetched_again) if fetched_again else "")
+            + (f"; asked again without a body (304): {', '.join(revalidated)}" if revalidated else ""),
+        ),
     ]
 
 
 def send_callback(port: int, text: str) -> float:
     """POST one signed callback; the monotonic time its 200 arrived."""
-    body = json.dumps({"msg_id": str(uuid.uuid4()), "sender": "+37255501234", "text": text, "channel": "sms",
-                       "recipient": "+37250000000",
-                       "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{ingest.CALLBACK}", data=body, headers={
-        "Content-Type": "application/json", "X-Messente-Signature": signing.sign(body, SECRET)})
+    body = json.dumps(
+        {
+            "msg_id": str(uuid.uuid4()),
+            "sender": "+37255501234",
+            "text": text,
+            "channel": "sms",
+            "recipient": "+37250000000",
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{ingest.CALLBACK}",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Messente-Signature": signing.sign(body, SECRET)},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         response.read()
         if response.status != 200:

@@ -4,6 +4,7 @@
 while a logged-in person reloads the inbox. Prints each worker's memory before and at its
 peak, and the page's latency during the flood.
 """
+
 import http.cookiejar
 import os
 import re
@@ -30,14 +31,31 @@ def main() -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{workdir}/inbox.sqlite3", "MESSENTE_SHARED_SECRET": "x",
-               "SECRET_KEY": "bench", "BIND": f"127.0.0.1:{port}"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{workdir}/inbox.sqlite3",
+            "MESSENTE_SHARED_SECRET": "x",
+            "SECRET_KEY": "bench",
+            "BIND": f"127.0.0.1:{port}",
+        }
         flask = [sys.executable, "-m", "flask", "--app", "app"]
         subprocess.run([*flask, "init-db"], cwd=ROOT, env=env, check=True, capture_output=True)
-        subprocess.run([*flask, "create-user", "alice"], cwd=ROOT, env=env, check=True, capture_output=True,
-                       input=f"{PASSWORD}\n{PASSWORD}\n", text=True)
-        server = subprocess.Popen([sys.executable, "-m", "app.server"], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*flask, "create-user", "alice"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            input=f"{PASSWORD}\n{PASSWORD}\n",
+            text=True,
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.server"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             measure(server, f"http://127.0.0.1:{port}")
         finally:
@@ -79,19 +97,19 @@ def measure(server: subprocess.Popen, base: str) -> None:
         helper.start()
     started = time.monotonic()
     with ThreadPoolExecutor(LOGINS) as pool:
-        statuses = list(pool.map(lambda n: log_in(browser(), base, f"new-user-{n}", "wrong password"),
-                                 range(LOGINS)))
+        statuses = list(pool.map(lambda n: log_in(browser(), base, f"new-user-{n}", "wrong password"), range(LOGINS)))
     elapsed = time.monotonic() - started
     flooding.clear()
     for helper in helpers:
         helper.join()
 
-    print(f"{LOGINS} parallel failed logins with new usernames: answered {sorted(set(statuses))} "
-          f"in {elapsed:.1f} s")
+    print(f"{LOGINS} parallel failed logins with new usernames: answered {sorted(set(statuses))} in {elapsed:.1f} s")
     for pid in workers:
         print(f"  worker {pid}: {before[pid]:.0f} MiB before, {peak[pid]:.0f} MiB at its peak")
-    print(f"  a logged-in inbox page meanwhile: {len(latencies)} loads, median "
-          f"{statistics.median(latencies) * 1000:.0f} ms, slowest {max(latencies) * 1000:.0f} ms")
+    print(
+        f"  a logged-in inbox page meanwhile: {len(latencies)} loads, median "
+        f"{statistics.median(latencies) * 1000:.0f} ms, slowest {max(latencies) * 1000:.0f} ms"
+    )
 
 
 def browser() -> urllib.request.OpenerDirector:

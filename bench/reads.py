@@ -4,6 +4,7 @@ Each request is timed around the test client call: the app's whole work for the 
 (routing, login, queries, template) without a network. The ceiling is a logged-in no-op
 route through the same stack.
 """
+
 import dataclasses
 import random
 import re
@@ -55,25 +56,50 @@ def measure(url: str, messages: int, samples: int, log) -> list[Row]:
 
     noop = median_ms(NOOP_LOGGED_IN)
     first_page = client.get("/")
-    newest = re.search(r'since=(\d+)', first_page.text).group(1)
+    newest = re.search(r"since=(\d+)", first_page.text).group(1)
     timings = [
         ("inbox first page", median_ms("/"), 15, ""),
-        (f"inbox page {DEEP_PAGE}", median_ms(f"/?before={before}"), 15,
-         f"page {deep_page}" if deep_page != DEEP_PAGE else ""),
-        (f"thread of {THREAD_LENGTH:,} messages", median_ms(f"/conversations/{sender}"), 30,
-         f"{thread_length:,} messages" if thread_length != THREAD_LENGTH else ""),
+        (
+            f"inbox page {DEEP_PAGE}",
+            median_ms(f"/?before={before}"),
+            15,
+            f"page {deep_page}" if deep_page != DEEP_PAGE else "",
+        ),
+        (
+            f"thread of {THREAD_LENGTH:,} messages",
+            median_ms(f"/conversations/{sender}"),
+            30,
+            f"{thread_length:,} messages" if thread_length != THREAD_LENGTH else "",
+        ),
         ("poll, nothing new", median_ms(f"/?since={newest}", status=204), 3, ""),
     ]
-    rows = [Row(f"{what}: server time, median", size, ms, "ms", noop, noop / ms,
-                f"< {target} ms", ms < target, note) for what, ms, target, note in timings]
+    rows = [
+        Row(f"{what}: server time, median", size, ms, "ms", noop, noop / ms, f"< {target} ms", ms < target, note)
+        for what, ms, target, note in timings
+    ]
     # The search box's fixed mix: each query through the whole page (conversations by number and
     # name, messages by text), p50 and p95.
-    for kind, query in [("six rare digits", search), ("three common digits", search[-3:]),
-                        ("a contact name", contact_name), ("a word from message texts", "tellimus"),
-                        ("a three-character fragment", "ähe")]:
+    for kind, query in [
+        ("six rare digits", search),
+        ("three common digits", search[-3:]),
+        ("a contact name", contact_name),
+        ("a word from message texts", "tellimus"),
+        ("a three-character fragment", "ähe"),
+    ]:
         p50, p95 = percentiles_ms(client, "/?q=" + urllib.parse.quote(query), samples)
-        rows.append(Row(f"search, {kind}: server time, p50", size, p50, "ms", noop, noop / p50,
-                        f"< {SEARCH_TARGET_MS} ms", p50 < SEARCH_TARGET_MS, f"q={query}"))
+        rows.append(
+            Row(
+                f"search, {kind}: server time, p50",
+                size,
+                p50,
+                "ms",
+                noop,
+                noop / p50,
+                f"< {SEARCH_TARGET_MS} ms",
+                p50 < SEARCH_TARGET_MS,
+                f"q={query}",
+            )
+        )
         rows.append(Row(f"search, {kind}: server time, p95", size, p95, "ms", noop, noop / p95, note=f"q={query}"))
 
     with app.app_context():
@@ -85,13 +111,31 @@ def measure(url: str, messages: int, samples: int, log) -> list[Row]:
     page = client.get("/").data
     sub_resources = sorted(set(SUB_RESOURCE.findall(page.decode())))
     # A repeat visit fetches a sub-resource again unless its answer may be kept without asking.
-    fetched_again = [path for path in sub_resources if "immutable" not in client.get(path).headers.get("Cache-Control", "")]
-    rows.append(Row("inbox page: HTML size for 50 rows", size, len(page) / 1024, "KB", target="< 40 KB",
-                    met=len(page) < 40 * 1024))
-    rows.append(Row("inbox page: static files a repeat visit fetches", size, len(fetched_again), "requests",
-                    target="0", met=not fetched_again,
-                    note=f"{len(sub_resources)} on the page" + (": " + ", ".join(fetched_again) if fetched_again else
-                                                                ", each cached as immutable")))
+    fetched_again = [
+        path for path in sub_resources if "immutable" not in client.get(path).headers.get("Cache-Control", "")
+    ]
+    rows.append(
+        Row(
+            "inbox page: HTML size for 50 rows",
+            size,
+            len(page) / 1024,
+            "KB",
+            target="< 40 KB",
+            met=len(page) < 40 * 1024,
+        )
+    )
+    rows.append(
+        Row(
+            "inbox page: static files a repeat visit fetches",
+            size,
+            len(fetched_again),
+            "requests",
+            target="0",
+            met=not fetched_again,
+            note=f"{len(sub_resources)} on the page"
+            + (": " + ", ".join(fetched_again) if fetched_again else ", each cached as immutable"),
+        )
+    )
     log(f"  reads measured: first page {timings[0][1]:.1f} ms, noop {noop:.2f} ms")
     return rows
 
@@ -148,16 +192,20 @@ def deep_page_cursor() -> tuple[int, int]:
     # The cursor a reader reaches after following "Older" page - 1 times: the id of the
     # last conversation on the page before.
     before = db.session.scalar(
-        sa.select(Conversation.last_message_id).order_by(Conversation.last_message_id.desc())
-        .offset((page - 1) * PAGE_SIZE - 1).limit(1))
+        sa.select(Conversation.last_message_id)
+        .order_by(Conversation.last_message_id.desc())
+        .offset((page - 1) * PAGE_SIZE - 1)
+        .limit(1)
+    )
     return page, before
 
 
 def search_term() -> str:
     """Six digits from the middle of a sender in the middle of the list: matches one or few."""
     conversations = db.session.scalar(sa.select(sa.func.count()).select_from(Conversation))
-    key = db.session.scalar(sa.select(Conversation.sender_key).order_by(Conversation.sender)
-                            .offset(conversations // 2).limit(1))
+    key = db.session.scalar(
+        sa.select(Conversation.sender_key).order_by(Conversation.sender).offset(conversations // 2).limit(1)
+    )
     return key[-8:-2]
 
 
@@ -165,5 +213,7 @@ def thread_sender() -> tuple[int, int]:
     """The conversation whose message count is nearest to THREAD_LENGTH."""
     sender, count = db.session.execute(
         sa.select(Conversation.id, Conversation.message_count)
-        .order_by(sa.func.abs(Conversation.message_count - THREAD_LENGTH)).limit(1)).one()
+        .order_by(sa.func.abs(Conversation.message_count - THREAD_LENGTH))
+        .limit(1)
+    ).one()
     return sender, count

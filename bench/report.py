@@ -1,4 +1,5 @@
 """One table row per figure; printed as a table and written as JSON."""
+
 import json
 import os
 import platform
@@ -41,8 +42,15 @@ def number(value: float | None, unit: str = "") -> str:
 def cells(row: Row) -> list[str]:
     what = f"{row.what} ({row.note})" if row.note else row.what
     met = {True: "yes", False: "NO", None: "-"}[row.met]
-    return [what, row.size, number(row.figure, row.unit), number(row.ceiling, row.unit),
-            number(row.ratio), row.target, met]
+    return [
+        what,
+        row.size,
+        number(row.figure, row.unit),
+        number(row.ceiling, row.unit),
+        number(row.ratio),
+        row.target,
+        met,
+    ]
 
 
 def table(rows: list[Row]) -> str:
@@ -57,26 +65,46 @@ def table(rows: list[Row]) -> str:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     try:
         load = Path("/proc/loadavg").read_text().split()[:3]
     except OSError:
         load = []
     return {
-        "cpus": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version, "load_average": load, "kernel": platform.release(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True, check=False).stdout.strip(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "load_average": load,
+        "kernel": platform.release(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
     }
 
 
 def write_json(rows: list[Row], path: Path, settings: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(), "settings": settings, "rows": [asdict(row) for row in rows],
-    }, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine(),
+                "settings": settings,
+                "rows": [asdict(row) for row in rows],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
 
 
 def growth(rows: list[Row]) -> str:
@@ -90,8 +118,10 @@ def growth(rows: list[Row]) -> str:
             continue
         first, last = measured[0], measured[-1]
         factor = last.figure / first.figure if first.figure else float("nan")
-        lines.append(f"  {what}: {number(first.figure, first.unit)} at {first.size} -> "
-                     f"{number(last.figure, last.unit)} at {last.size} (x{factor:.2f})")
+        lines.append(
+            f"  {what}: {number(first.figure, first.unit)} at {first.size} -> "
+            f"{number(last.figure, last.unit)} at {last.size} (x{factor:.2f})"
+        )
     if not lines:
         return "Growth: one size only."
     return "Growth from the smallest to the largest size:\n" + "\n".join(lines)

@@ -10,6 +10,7 @@ callbacks, one after another; the figures are the page's p95 and how many callba
 (bench/ingest.py) and a mixed load of reply sends that block their thread for seconds, a few
 hundred keep-alive pollers and streamed CSV exports.
 """
+
 import http.client
 import importlib.util
 import json
@@ -47,24 +48,46 @@ WAIT = "/bench/wait"  # a request that blocks its thread, as a reply send waitin
 
 # --- the servers ------------------------------------------------------------------------------
 
+
 def make_run(port: int, spec: str) -> list[str]:
     return make_run_server.command(f"127.0.0.1:{port}", spec)
 
 
 def whole_request_worker(workers: int, threads: int):
     """`make run`'s server with another number of processes and threads."""
+
     def command(port: int, spec: str) -> list[str]:
         argv = make_run(port, spec)
         argv[-1:-1] = ["--workers", str(workers), "--threads", str(threads)]
         return argv
+
     return command
 
 
 def gunicorn_gthread(port: int, spec: str) -> list[str]:
     """gunicorn's own threaded worker, 4 processes of 8 threads."""
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "4",
-            "--threads", "8", "--timeout", "30", "--graceful-timeout", "10", "--keep-alive", "5",
-            "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", f"{spec}()"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "gthread",
+        "--workers",
+        "4",
+        "--threads",
+        "8",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "10",
+        "--keep-alive",
+        "5",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        "/dev/null",
+        f"{spec}()",
+    ]
 
 
 def gunicorn_many_threads(port: int, spec: str) -> list[str]:
@@ -77,14 +100,42 @@ def gunicorn_many_threads(port: int, spec: str) -> list[str]:
 
 def waitress(port: int, spec: str) -> list[str]:
     """One process (waitress has no workers), as many threads as the others have in all."""
-    return [sys.executable, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", "64",
-            "--connection-limit", "1000", "--channel-timeout", "30", "--call", spec]
+    return [
+        sys.executable,
+        "-m",
+        "waitress",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--threads",
+        "64",
+        "--connection-limit",
+        "1000",
+        "--channel-timeout",
+        "30",
+        "--call",
+        spec,
+    ]
 
 
 def granian(port: int, spec: str) -> list[str]:
     """Two processes of 32 Python threads; its Rust front end reads the headers, not the body."""
-    return [sys.executable, "-m", "granian", "--interface", "wsgi", "--factory", "--workers", "2",
-            "--blocking-threads", "32", "--host", "127.0.0.1", "--port", str(port), spec]
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--factory",
+        "--workers",
+        "2",
+        "--blocking-threads",
+        "32",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        spec,
+    ]
 
 
 CANDIDATES = {
@@ -101,6 +152,7 @@ def create_app_with_wait_route():
     """The app plus WAIT, which holds its thread for ?seconds= (at most 10) like a reply send."""
     from app import create_app
     from app.accounts import routes as auth
+
     app = create_app()
 
     @app.get(WAIT, endpoint="bench_wait")
@@ -116,6 +168,7 @@ SPEC = "bench.slow_clients:create_app_with_wait_route"
 
 
 # --- slow clients ---------------------------------------------------------------------------------
+
 
 class SlowClients:
     """`count` connections of one kind, each reopened as soon as the server closes it."""
@@ -158,9 +211,11 @@ class SlowClients:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             trickle = (f"X-Trickle-{n}: {'x' * 20}\r\n".encode() for n in range(10_000))
         else:
-            sock.sendall(b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\nX-Messente-Signature: 00\r\n"
-                         b"Content-Length: 4000\r\n\r\n{")
+            sock.sendall(
+                b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nX-Messente-Signature: 00\r\n"
+                b"Content-Length: 4000\r\n\r\n{"
+            )
             trickle = (b" " for _ in range(3999))
         while not self.stopping.is_set():
             readable, _, _ = select.select([sock], [], [], TRICKLE_SECONDS)
@@ -172,6 +227,7 @@ class SlowClients:
 
 
 # --- the logged-in reader and the provider -------------------------------------------------------
+
 
 def log_in(port: int) -> str:
     """A session cookie for the benchmark user, as `Cookie:` header text."""
@@ -240,11 +296,22 @@ def pages_and_callbacks(port: int, cookie: str, seconds: float, prefix: str) -> 
         n = 0
         while time.monotonic() < deadline:
             msg_id = f"{prefix}-{n}"
-            body = json.dumps({"msg_id": msg_id, "sender": "+37255500001", "channel": "sms",
-                               "recipient": "+37250000000", "text": "slow-clients bench",
-                               "time": "2024-06-01T08:00:00.000000Z"}).encode()
-            answer = provider.send("POST", "/callbacks/inbound", body, {
-                "Content-Type": "application/json", "X-Messente-Signature": signing.sign(body, SECRET)})
+            body = json.dumps(
+                {
+                    "msg_id": msg_id,
+                    "sender": "+37255500001",
+                    "channel": "sms",
+                    "recipient": "+37250000000",
+                    "text": "slow-clients bench",
+                    "time": "2024-06-01T08:00:00.000000Z",
+                }
+            ).encode()
+            answer = provider.send(
+                "POST",
+                "/callbacks/inbound",
+                body,
+                {"Content-Type": "application/json", "X-Messente-Signature": signing.sign(body, SECRET)},
+            )
             if answer and answer[0] == 200 and json.loads(answer[1])["status"] == "stored":
                 acked.append(msg_id)
             n += 1
@@ -257,17 +324,21 @@ def pages_and_callbacks(port: int, cookie: str, seconds: float, prefix: str) -> 
         thread.join()
     pages.close()
     provider.close()
-    return {"page_p95": p95(pages.latencies), "pages": len(page_statuses),
-            "pages_ok": page_statuses.count(200), "callbacks": len(provider.latencies),
-            "callbacks_acked": acked, "callback_p95": p95(provider.latencies)}
+    return {
+        "page_p95": p95(pages.latencies),
+        "pages": len(page_statuses),
+        "pages_ok": page_statuses.count(200),
+        "callbacks": len(provider.latencies),
+        "callbacks_acked": acked,
+        "callback_p95": p95(provider.latencies),
+    }
 
 
 def stored_with_prefix(url: str, prefix: str) -> int:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as connection:
-            return connection.scalar(sa.text("SELECT count(*) FROM message WHERE msg_id LIKE :p"),
-                                     {"p": prefix + "-%"})
+            return connection.scalar(sa.text("SELECT count(*) FROM message WHERE msg_id LIKE :p"), {"p": prefix + "-%"})
     finally:
         engine.dispose()
 
@@ -277,6 +348,7 @@ def add_bench_user(url: str) -> None:
     from app.extensions import db
 
     from .data import bench_app
+
     app = bench_app(url)
     with app.app_context():
         accounts.create_user("bench", PASSWORD)
@@ -291,6 +363,7 @@ def free_port() -> int:
 
 
 # --- the benchmark ----------------------------------------------------------------------------------
+
 
 def under_slow_clients(command, workdir: Path, name: str, seconds: float, clients: int, log) -> dict:
     """{kind: figures} for one server; kind "none" is the same load without slow clients."""
@@ -313,10 +386,12 @@ def under_slow_clients(command, workdir: Path, name: str, seconds: float, client
             if figures["stored"] < figures["acked"]:
                 raise RuntimeError(f"{name}, {kind}: acked callbacks are not all stored")
             results[kind] = figures
-            log(f"  {name}, {clients if kind != 'none' else 0} {kind}: page p95 {figures['page_p95']:.3f} s "
+            log(
+                f"  {name}, {clients if kind != 'none' else 0} {kind}: page p95 {figures['page_p95']:.3f} s "
                 f"({figures['pages_ok']}/{figures['pages']} pages 200), callbacks acked "
                 f"{figures['acked']}/{figures['callbacks']} (p95 {figures['callback_p95']:.3f} s), "
-                f"slow clients reconnected {figures['reconnects']} times")
+                f"slow clients reconnected {figures['reconnects']} times"
+            )
     return results
 
 
@@ -331,29 +406,41 @@ def rows_for(name: str, results: dict, clients: int, seconds: float) -> list[Row
     rows = []
     for kind in KINDS:
         figures = results[kind]
-        rows.append(Row(
-            f"logged-in page p95 under {clients} slow clients: {kind}", f"{seconds:.0f} s",
-            figures["page_p95"], "s", baseline, baseline / figures["page_p95"] if figures["page_p95"] else None,
-            f"< {PAGE_P95_TARGET:g} s", figures["page_p95"] < PAGE_P95_TARGET and figures["acked"] > 0,
-            f"{name}; callbacks acked {figures['acked']} of {figures['callbacks']}; "
-            f"pages 200 {figures['pages_ok']} of {figures['pages']}; ceiling: no slow clients"))
+        rows.append(
+            Row(
+                f"logged-in page p95 under {clients} slow clients: {kind}",
+                f"{seconds:.0f} s",
+                figures["page_p95"],
+                "s",
+                baseline,
+                baseline / figures["page_p95"] if figures["page_p95"] else None,
+                f"< {PAGE_P95_TARGET:g} s",
+                figures["page_p95"] < PAGE_P95_TARGET and figures["acked"] > 0,
+                f"{name}; callbacks acked {figures['acked']} of {figures['callbacks']}; "
+                f"pages 200 {figures['pages_ok']} of {figures['pages']}; ceiling: no slow clients",
+            )
+        )
     return rows
 
 
 # --- the comparison: the whole load the app carries --------------------------------------------
 
-def mixed_load(command, workdir: Path, name: str, log, pollers: int = 300, waits: int = 40,
-               seconds: float = 12.0) -> dict:
+
+def mixed_load(
+    command, workdir: Path, name: str, log, pollers: int = 300, waits: int = 40, seconds: float = 12.0
+) -> dict:
     """Reply sends holding threads for 3 s, keep-alive pollers every 4 s, a page and exports."""
     from app.extensions import db
     from app.ops import demo
 
     from .data import bench_app
+
     url = fresh_database(workdir, f"mixed-{name}")
     add_bench_user(url)
     app = bench_app(url)
     with app.app_context():
         import random
+
         demo.seed(50_000, 2_000, rng=random.Random(1))
         db.engine.dispose()
     port = free_port()
@@ -391,9 +478,12 @@ def mixed_load(command, workdir: Path, name: str, log, pollers: int = 300, waits
                     size = len(first) + len(response.read())
                 exports.append((response.status, first_byte, time.monotonic() - started, size))
 
-        threads = ([threading.Thread(target=poll, args=(lane, 4.0 * n / pollers)) for n, lane in
-                    enumerate(poll_lanes)] + [threading.Thread(target=wait, args=(lane,)) for lane in wait_lanes]
-                   + [threading.Thread(target=pages)] + [threading.Thread(target=export) for _ in range(2)])
+        threads = (
+            [threading.Thread(target=poll, args=(lane, 4.0 * n / pollers)) for n, lane in enumerate(poll_lanes)]
+            + [threading.Thread(target=wait, args=(lane,)) for lane in wait_lanes]
+            + [threading.Thread(target=pages)]
+            + [threading.Thread(target=export) for _ in range(2)]
+        )
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -403,25 +493,31 @@ def mixed_load(command, workdir: Path, name: str, log, pollers: int = 300, waits
     waited = [latency for lane in wait_lanes for latency in lane.latencies]
     polled = [latency for lane in poll_lanes for latency in lane.latencies]
     figures = {
-        "poll_p95": p95(polled), "polls": len(polled), "poll_failures": sum(lane.failures for lane in poll_lanes),
-        "wait_median": statistics.median(waited) if waited else float("nan"), "waits": len(waited),
-        "wait_failures": sum(lane.failures for lane in wait_lanes), "page_p95": p95(page_lane.latencies),
+        "poll_p95": p95(polled),
+        "polls": len(polled),
+        "poll_failures": sum(lane.failures for lane in poll_lanes),
+        "wait_median": statistics.median(waited) if waited else float("nan"),
+        "waits": len(waited),
+        "wait_failures": sum(lane.failures for lane in wait_lanes),
+        "page_p95": p95(page_lane.latencies),
         "exports_ok": sum(1 for status, *_ in exports if status == 200),
         "export_first_byte_max": max((first for _, first, _, _ in exports), default=float("nan")),
         "export_seconds_max": max((total for _, _, total, _ in exports), default=float("nan")),
     }
-    log(f"  {name}, mixed load ({pollers} pollers, {waits} 3-s reply sends, 2 exports, {seconds:.0f} s): "
+    log(
+        f"  {name}, mixed load ({pollers} pollers, {waits} 3-s reply sends, 2 exports, {seconds:.0f} s): "
         f"poll p95 {figures['poll_p95']:.3f} s ({figures['poll_failures']} failed of {figures['polls']}); "
         f"reply sends {figures['waits']} done, median {figures['wait_median']:.2f} s, "
         f"{figures['wait_failures']} failed; page p95 {figures['page_p95']:.3f} s; exports "
         f"{figures['exports_ok']} ok, first byte <= {figures['export_first_byte_max']:.2f} s, "
-        f"whole <= {figures['export_seconds_max']:.2f} s")
+        f"whole <= {figures['export_seconds_max']:.2f} s"
+    )
     return figures
 
 
-def compare(workdir: Path, names: list[str], seconds: float, clients: int, ingest_requests: int,
-            log) -> list[Row]:
+def compare(workdir: Path, names: list[str], seconds: float, clients: int, ingest_requests: int, log) -> list[Row]:
     from . import ingest
+
     rows = []
     for name in names:
         command = CANDIDATES[name]
@@ -430,16 +526,23 @@ def compare(workdir: Path, names: list[str], seconds: float, clients: int, inges
             log(f"candidate: {name}: not installed (pip install -e '.[compare-servers]'), skipped")
             continue
         log(f"candidate: {name}")
-        results = under_slow_clients(command, workdir, name.replace(" ", "-").replace(",", ""),
-                                     seconds, clients, log)
+        results = under_slow_clients(command, workdir, name.replace(" ", "-").replace(",", ""), seconds, clients, log)
         rows += rows_for(name, results, clients, seconds)
         rows += ingest.measure(workdir, ingest_requests, 2, 16, log, command=command, label=name)
         mixed = mixed_load(command, workdir, name.replace(" ", "-").replace(",", ""), log)
-        rows.append(Row("mixed load: keep-alive poll p95", "300 pollers", mixed["poll_p95"], "s",
-                        target="< 1 s", met=mixed["poll_p95"] < 1 and not mixed["poll_failures"],
-                        note=f"{name}; with 40 3-s reply sends: median {mixed['wait_median']:.2f} s, "
-                             f"{mixed['wait_failures']} failed; page p95 {mixed['page_p95']:.3f} s; "
-                             f"export first byte <= {mixed['export_first_byte_max']:.2f} s"))
+        rows.append(
+            Row(
+                "mixed load: keep-alive poll p95",
+                "300 pollers",
+                mixed["poll_p95"],
+                "s",
+                target="< 1 s",
+                met=mixed["poll_p95"] < 1 and not mixed["poll_failures"],
+                note=f"{name}; with 40 3-s reply sends: median {mixed['wait_median']:.2f} s, "
+                f"{mixed['wait_failures']} failed; page p95 {mixed['page_p95']:.3f} s; "
+                f"export first byte <= {mixed['export_first_byte_max']:.2f} s",
+            )
+        )
     return rows
 
 

@@ -11,6 +11,7 @@ workers, from /proc) says what the watchers cost.
 Then the same with more watchers (doubling) until a target breaks, and once with half the
 poll interval.
 """
+
 import http.client
 import multiprocessing
 import os
@@ -37,8 +38,15 @@ PASSWORD = "bench password 1"
 SEED_MESSAGES, SEED_SENDERS = 100_000, 5_000
 
 
-def measure(workdir: Path, watchers: int, callbacks_per_second: int, seconds: float, most_watchers: int,
-            log, seed: int = SEED_MESSAGES) -> list[Row]:
+def measure(
+    workdir: Path,
+    watchers: int,
+    callbacks_per_second: int,
+    seconds: float,
+    most_watchers: int,
+    log,
+    seed: int = SEED_MESSAGES,
+) -> list[Row]:
     url = fresh_database(workdir, "watchers")
     app = bench_app(url)
     with app.app_context():
@@ -48,41 +56,86 @@ def measure(workdir: Path, watchers: int, callbacks_per_second: int, seconds: fl
         db.engine.dispose()
     port = ingest.free_port()
     rows: list[Row] = []
-    with Server(ingest.make_run(port, "bench.app:create_bench_app"), url, port) as server, \
-            multiprocessing.get_context("spawn").Pool(2) as pool:
+    with (
+        Server(ingest.make_run(port, "bench.app:create_bench_app"), url, port) as server,
+        multiprocessing.get_context("spawn").Pool(2) as pool,
+    ):
         cookie = log_in(port)
 
         def run(count: int, interval: float) -> dict:
             stored_before = ingest.stored_messages(url)
             result = one_run(pool, server, port, cookie, count, interval, callbacks_per_second, seconds)
             result["lost"] = result["stored_answers"] - (ingest.stored_messages(url) - stored_before)
-            log(f"  {count} watchers every {interval:g} s, {callbacks_per_second} callbacks/s: "
+            log(
+                f"  {count} watchers every {interval:g} s, {callbacks_per_second} callbacks/s: "
                 f"poll p95 {result['poll_p95']:.0f} ms, page p95 {result['page_p95']:.0f} ms, "
                 f"callback p95 {result['callback_p95']:.0f} ms, server CPU {result['cpu']:.0%}, "
                 f"machine {result['machine']:.0%} busy, "
-                f"{result['errors']} errors, {result['lost']} lost")
+                f"{result['errors']} errors, {result['lost']} lost"
+            )
             return result
 
         first = run(watchers, POLL_SECONDS)
         label = f"{watchers} watchers"
-        note = f"{watchers} watchers polling every {POLL_SECONDS:g} s, {callbacks_per_second} callbacks/s, {seconds:g} s"
+        note = (
+            f"{watchers} watchers polling every {POLL_SECONDS:g} s, {callbacks_per_second} callbacks/s, {seconds:g} s"
+        )
         rows += [
-            Row("watchers: poll p95", label, first["poll_p95"], "ms", target=f"< {POLL_P95_MS} ms",
-                met=first["poll_p95"] < POLL_P95_MS, note=note + f", {first['polls']:,} polls"),
-            Row("watchers: inbox page p95", label, first["page_p95"], "ms", target=f"< {PAGE_P95_MS} ms",
-                met=first["page_p95"] < PAGE_P95_MS, note=f"{first['pages']} loads"),
-            Row("watchers: callback p95", label, first["callback_p95"], "ms", target=f"< {CALLBACK_P95_MS} ms",
+            Row(
+                "watchers: poll p95",
+                label,
+                first["poll_p95"],
+                "ms",
+                target=f"< {POLL_P95_MS} ms",
+                met=first["poll_p95"] < POLL_P95_MS,
+                note=note + f", {first['polls']:,} polls",
+            ),
+            Row(
+                "watchers: inbox page p95",
+                label,
+                first["page_p95"],
+                "ms",
+                target=f"< {PAGE_P95_MS} ms",
+                met=first["page_p95"] < PAGE_P95_MS,
+                note=f"{first['pages']} loads",
+            ),
+            Row(
+                "watchers: callback p95",
+                label,
+                first["callback_p95"],
+                "ms",
+                target=f"< {CALLBACK_P95_MS} ms",
                 met=first["callback_p95"] < CALLBACK_P95_MS,
-                note=f"{first['callbacks']:,} sent at {first['callback_rate']:,.0f}/s"),
-            Row("watchers: callbacks lost or failed", label, first["lost"] + first["errors"], "messages",
-                target="0", met=first["lost"] == 0 and first["errors"] == 0),
-            Row("watchers: server CPU", label, first["cpu"] * 100, "% of one CPU",
-                note=f"the whole machine {first['machine']:.0%} busy ({os.cpu_count()} CPUs, load generators included)"),
+                note=f"{first['callbacks']:,} sent at {first['callback_rate']:,.0f}/s",
+            ),
+            Row(
+                "watchers: callbacks lost or failed",
+                label,
+                first["lost"] + first["errors"],
+                "messages",
+                target="0",
+                met=first["lost"] == 0 and first["errors"] == 0,
+            ),
+            Row(
+                "watchers: server CPU",
+                label,
+                first["cpu"] * 100,
+                "% of one CPU",
+                note=f"the whole machine {first['machine']:.0%} busy ({os.cpu_count()} CPUs, load generators included)",
+            ),
         ]
         halved = run(watchers, POLL_SECONDS / 2)
-        rows.append(Row("watchers: server CPU with POLL_SECONDS halved", label, halved["cpu"] * 100, "% of one CPU",
-                        first["cpu"] * 100, note=f"poll p95 {halved['poll_p95']:.0f} ms, page p95 "
-                                                 f"{halved['page_p95']:.0f} ms, every {POLL_SECONDS / 2:g} s"))
+        rows.append(
+            Row(
+                "watchers: server CPU with POLL_SECONDS halved",
+                label,
+                halved["cpu"] * 100,
+                "% of one CPU",
+                first["cpu"] * 100,
+                note=f"poll p95 {halved['poll_p95']:.0f} ms, page p95 "
+                f"{halved['page_p95']:.0f} ms, every {POLL_SECONDS / 2:g} s",
+            )
+        )
         count, breaking = watchers, None
         broken = broken_targets(first)
         while not broken and count * 2 <= most_watchers:
@@ -90,9 +143,19 @@ def measure(workdir: Path, watchers: int, callbacks_per_second: int, seconds: fl
             broken = broken_targets(run(count, POLL_SECONDS))
         if broken:
             breaking = count
-        rows.append(Row("watchers: where the first target breaks", label, breaking or count, "watchers",
-                        note=(f"{broken[0]} first, at {breaking} watchers (doubling from {watchers})" if broken
-                              else f"none broken up to {count} watchers")))
+        rows.append(
+            Row(
+                "watchers: where the first target breaks",
+                label,
+                breaking or count,
+                "watchers",
+                note=(
+                    f"{broken[0]} first, at {breaking} watchers (doubling from {watchers})"
+                    if broken
+                    else f"none broken up to {count} watchers"
+                ),
+            )
+        )
         errors = server.errors()
         if errors.strip():
             log("  server log: " + errors[-500:])
@@ -100,14 +163,25 @@ def measure(workdir: Path, watchers: int, callbacks_per_second: int, seconds: fl
 
 
 def broken_targets(result: dict) -> list[str]:
-    checks = [("poll p95", result["poll_p95"] < POLL_P95_MS), ("page p95", result["page_p95"] < PAGE_P95_MS),
-              ("callback p95", result["callback_p95"] < CALLBACK_P95_MS),
-              ("nothing lost", result["lost"] == 0 and result["errors"] == 0)]
+    checks = [
+        ("poll p95", result["poll_p95"] < POLL_P95_MS),
+        ("page p95", result["page_p95"] < PAGE_P95_MS),
+        ("callback p95", result["callback_p95"] < CALLBACK_P95_MS),
+        ("nothing lost", result["lost"] == 0 and result["errors"] == 0),
+    ]
     return [name for name, met in checks if not met]
 
 
-def one_run(pool, server: Server, port: int, cookie: str, watchers: int, interval: float,
-            callbacks_per_second: int, seconds: float) -> dict:
+def one_run(
+    pool,
+    server: Server,
+    port: int,
+    cookie: str,
+    watchers: int,
+    interval: float,
+    callbacks_per_second: int,
+    seconds: float,
+) -> dict:
     prepared = [ingest.prepared_request(port, ingest.CALLBACK) for _ in range(int(callbacks_per_second * seconds))]
     start_at = time.monotonic() + 1.0
     cpu_before, machine_before = server_cpu_seconds(server.process.pid), machine_cpu()
@@ -117,10 +191,19 @@ def one_run(pool, server: Server, port: int, cookie: str, watchers: int, interva
     cpu = (server_cpu_seconds(server.process.pid) - cpu_before) / (time.monotonic() - start_at)
     busy, total = (after - before for after, before in zip(machine_cpu(), machine_before, strict=True))
     callback_times, stored_answers, errors, finished = callbacks
-    return {"poll_p95": p95(poll_times), "page_p95": p95(page_times), "callback_p95": p95(callback_times),
-            "polls": len(poll_times), "pages": len(page_times), "callbacks": len(prepared),
-            "callback_rate": len(prepared) / max(finished - start_at, 1e-9), "stored_answers": stored_answers,
-            "errors": errors, "cpu": cpu, "machine": busy / total}
+    return {
+        "poll_p95": p95(poll_times),
+        "page_p95": p95(page_times),
+        "callback_p95": p95(callback_times),
+        "polls": len(poll_times),
+        "pages": len(page_times),
+        "callbacks": len(prepared),
+        "callback_rate": len(prepared) / max(finished - start_at, 1e-9),
+        "stored_answers": stored_answers,
+        "errors": errors,
+        "cpu": cpu,
+        "machine": busy / total,
+    }
 
 
 def p95(times: list[float]) -> float:
@@ -260,8 +343,9 @@ def log_in(port: int) -> str:
     jar = cookies(response)
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
     form = urllib.parse.urlencode({"username": "bench", "password": PASSWORD, "csrf_token": token})
-    connection.request("POST", "/login", body=form, headers={
-        "Content-Type": "application/x-www-form-urlencoded", "Cookie": jar})
+    connection.request(
+        "POST", "/login", body=form, headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": jar}
+    )
     response = connection.getresponse()
     response.read()
     if response.status != 302:
@@ -292,4 +376,3 @@ def server_cpu_seconds(pid: int) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
-

@@ -1,5 +1,6 @@
 """What the browser tests share: Chromium's settings, the page watch and page helpers (their
 fixtures, `browser`, `page`, `server` and the rest, are in conftest.py)."""
+
 import csv
 import io
 import json
@@ -18,8 +19,15 @@ from conftest import PASSWORD, ROOT, body_for, signed_headers
 expect.set_options(timeout=10_000)
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 OUTPUT = ROOT / "test-output"
 # The inbox polls every POLL_SECONDS (4 s); a live update may take one interval plus the request.
 LIVE = 12_000
@@ -52,8 +60,9 @@ class PageWatch:
 def deliver(server, **fields) -> dict:
     """POST a signed callback as Messente would; returns the payload that was sent."""
     body = body_for(**fields)
-    request = urllib.request.Request(server.url + "/callbacks/inbound", data=body,
-                                     headers=signed_headers(body), method="POST")
+    request = urllib.request.Request(
+        server.url + "/callbacks/inbound", data=body, headers=signed_headers(body), method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.load(response) == {"status": "stored"}
@@ -85,7 +94,8 @@ def open_row(page, sender: str):
     row_for(page, sender).locator("a.sender").click()
     expect(page.locator("#conversation-pane[data-conversation]")).to_be_visible()
     expect(page.locator("#conversation-pane")).to_have_attribute(
-        "data-conversation", row_for(page, sender).locator("a.sender").get_attribute("id").rsplit("-", 1)[1])
+        "data-conversation", row_for(page, sender).locator("a.sender").get_attribute("id").rsplit("-", 1)[1]
+    )
 
 
 def mark_page(page):
@@ -123,4 +133,3 @@ DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 def overflow(page) -> int:
     """How many pixels the page is wider than the window (0: no horizontal scrolling)."""
     return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-

@@ -8,6 +8,7 @@ runs only the SQLite leg: the PostgreSQL tests are deselected, not skipped.
 Fixtures several modules use are here; plain helpers they share are in helpers.py (and
 browser_helpers.py for the browser tests). No test module imports another.
 """
+
 import http.cookiejar
 import json
 import os
@@ -128,13 +129,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 def make_app(database_url: str, **settings):
-    return create_app({
-        "TESTING": True,
-        "SECRET_KEY": "test-secret-key",
-        "SQLALCHEMY_DATABASE_URI": database_url,
-        "MESSENTE_SHARED_SECRET": SECRET,
-        **settings,
-    })
+    return create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret-key",
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "MESSENTE_SHARED_SECRET": SECRET,
+            **settings,
+        }
+    )
 
 
 @pytest.fixture
@@ -149,6 +152,7 @@ def app(database_url):
 def close_app(app) -> None:
     """Stop the app's job runner (if a test started one), then close its connections."""
     from app.jobs import runner
+
     runner.stop(app)
     with app.app_context():
         db.engine.dispose()
@@ -234,6 +238,7 @@ def signed_headers(body: bytes, secret: str = SECRET) -> dict:
 @pytest.fixture
 def deliver(client):
     """POST a body to the callback, signed with the test secret unless told otherwise."""
+
     def deliver(body: bytes, signature: str | None = "sign", **kwargs):
         headers = {"Content-Type": "application/json"}
         if signature == "sign":
@@ -241,6 +246,7 @@ def deliver(client):
         elif signature is not None:
             headers["X-Messente-Signature"] = signature
         return client.post("/callbacks/inbound", data=body, headers=headers, **kwargs)
+
     return deliver
 
 
@@ -259,21 +265,30 @@ def wait_until(condition, what, timeout: float = 10.0, interval: float = 0.05):
 
 # --- real processes ---------------------------------------------------------------------
 
+
 def flask_process(database_url: str, *args: str, env_extra: dict | None = None) -> dict:
     """Arguments for subprocess.run or Popen that run `flask --app app ...` on a database."""
-    env = {**os.environ, "DATABASE_URL": database_url, "MESSENTE_SHARED_SECRET": SECRET,
-           "SECRET_KEY": "test-secret-key", **(env_extra or {})}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MESSENTE_SHARED_SECRET": SECRET,
+        "SECRET_KEY": "test-secret-key",
+        **(env_extra or {}),
+    }
     return dict(args=[sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env)
 
 
-def flask_command(database_url: str, *args: str, env_extra: dict | None = None,
-                  **kwargs) -> subprocess.CompletedProcess:
+def flask_command(
+    database_url: str, *args: str, env_extra: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """Run a flask command to completion in its own process, as an operator would."""
-    return subprocess.run(**flask_process(database_url, *args, env_extra=env_extra), capture_output=True, text=True,
-                          timeout=120, **kwargs)
+    return subprocess.run(
+        **flask_process(database_url, *args, env_extra=env_extra), capture_output=True, text=True, timeout=120, **kwargs
+    )
 
 
 # --- real servers -------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -284,8 +299,15 @@ def free_port() -> int:
 class Server:
     """The server as `make run` starts it (app/server/__main__.py), in real worker processes on 127.0.0.1."""
 
-    def __init__(self, database_url: str, workers: int = 2, threads: int = 8, port: int | None = None,
-                 env: dict | None = None, access_log: str = "/dev/null"):
+    def __init__(
+        self,
+        database_url: str,
+        workers: int = 2,
+        threads: int = 8,
+        port: int | None = None,
+        env: dict | None = None,
+        access_log: str = "/dev/null",
+    ):
         self.database_url, self.workers, self.threads = database_url, workers, threads
         self.access_log = access_log
         self.port = port or free_port()
@@ -295,13 +317,26 @@ class Server:
 
     def start(self):
         # BIND as `make run` sets it: the app makes its links (set-password) from it.
-        env = {**os.environ, "DATABASE_URL": self.database_url, "MESSENTE_SHARED_SECRET": SECRET,
-               "SECRET_KEY": "test-secret-key", "BIND": f"127.0.0.1:{self.port}", **self.env}
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "MESSENTE_SHARED_SECRET": SECRET,
+            "SECRET_KEY": "test-secret-key",
+            "BIND": f"127.0.0.1:{self.port}",
+            **self.env,
+        }
         self.log = tempfile.TemporaryFile()
         from app import server  # what `make run` starts
+
         argv = server.command(f"127.0.0.1:{self.port}")
-        argv[-1:-1] = ["--workers", str(self.workers), "--threads", str(self.threads),
-                       "--access-logfile", self.access_log]
+        argv[-1:-1] = [
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--access-logfile",
+            self.access_log,
+        ]
         self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         wait_until(self.answers, "the server answers", timeout=30, interval=0.1)
         return self
@@ -355,6 +390,7 @@ def server_factory(app):
 
 # --- a person's browser, without a browser ---------------------------------------------
 
+
 class Browser:
     """One person's cookies over plain HTTP, sent to whichever server (or instance) is asked."""
 
@@ -388,11 +424,13 @@ class Browser:
 
     def login(self, base_url: str, password: str) -> tuple[int, str, str]:
         _, _, page = self.get(base_url + "/login")
-        return self.post(base_url + "/login", {"username": "alice", "password": password,
-                                               "csrf_token": csrf_token(page)})
+        return self.post(
+            base_url + "/login", {"username": "alice", "password": password, "csrf_token": csrf_token(page)}
+        )
 
 
 # --- a fake Messente API ------------------------------------------------------------------
+
 
 @pytest.fixture
 def messente():
@@ -402,11 +440,13 @@ def messente():
     as MESSENTE_API_URL.
     """
     from fake_messente import FakeMessente
+
     with FakeMessente("api-user", "api-password") as fake:
         yield fake
 
 
 # --- logged-in people and apps several modules share ---------------------------------------
+
 
 @pytest.fixture
 def admin(app, client, user):
@@ -429,13 +469,20 @@ def agent(app, user):
 @pytest.fixture
 def reply_app(database_url, messente, user_row):
     """An app that sends replies through the fake Messente, its job runner started; alice in it."""
-    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
-                   MESSENTE_API_PASSWORD="api-password", MESSENTE_READ_TIMEOUT=0.5,
-                   MESSENTE_CONNECT_TIMEOUT=0.5, PUBLIC_URL="https://inbox.example.com")
+    app = make_app(
+        database_url,
+        MESSENTE_API_URL=messente.url,
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD="api-password",
+        MESSENTE_READ_TIMEOUT=0.5,
+        MESSENTE_CONNECT_TIMEOUT=0.5,
+        PUBLIC_URL="https://inbox.example.com",
+    )
     with app.app_context():
         db.create_all()
         user_row()
     from app.jobs import runner as job_runner  # (`runner` here is the CLI runner fixture)
+
     job_runner.start(app)  # as every server process does
     yield app
     close_app(app)
@@ -455,8 +502,13 @@ def dlr_app(database_url, user_row):
     now = {"moment": datetime(2024, 6, 1, 8, 0, tzinfo=UTC)}
     # No job runner: the tests set each reply's state themselves, and a runner racing them to
     # the unreachable API would change it underneath.
-    app = make_app(database_url, MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD=API_PASSWORD,
-                   MESSENTE_API_URL="http://127.0.0.1:9/v1", CLOCK=lambda: now["moment"])
+    app = make_app(
+        database_url,
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD=API_PASSWORD,
+        MESSENTE_API_URL="http://127.0.0.1:9/v1",
+        CLOCK=lambda: now["moment"],
+    )
     app.moved = lambda **delta: now.update(moment=now["moment"] + timedelta(**delta))
     with app.app_context():
         db.create_all()
@@ -472,11 +524,17 @@ def seeded(app):
         demo.seed(3_000, 150, rng=random.Random(6))
         busiest = db.session.scalar(sa.select(Conversation).order_by(Conversation.message_count.desc()))
         cursor = queries.conversations(limit=50).older
-        return {"sender": busiest.sender, "conversation": busiest.id, "cursor": cursor,
-                "newest": busiest.last_message_id, "latest_change": queries.latest_change()}
+        return {
+            "sender": busiest.sender,
+            "conversation": busiest.id,
+            "cursor": cursor,
+            "newest": busiest.last_message_id,
+            "latest_change": queries.latest_change(),
+        }
 
 
 # --- a browser (tests/browser_helpers.py; the modules marked `browser`) ----------------------
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -484,6 +542,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     from browser_helpers import CHROMIUM, CHROMIUM_ARGS
+
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is missing: install Debian's chromium package (make browser)"
         if IN_CI:
@@ -498,6 +557,7 @@ def browser():
 @pytest.fixture
 def page_watch():
     from browser_helpers import PageWatch
+
     return PageWatch()
 
 
@@ -539,4 +599,3 @@ def page(new_context):
 @pytest.fixture
 def backend(database_url) -> str:
     return database_url.split(":", 1)[0].split("+", 1)[0]
-

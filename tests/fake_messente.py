@@ -30,6 +30,7 @@ Behaviours, per request, checked before anything else:
 
 Every wait is bounded and `stop()` ends waiting handlers at once; each answer closes its connection.
 """
+
 from __future__ import annotations
 
 import base64
@@ -61,6 +62,7 @@ class Request:
     already there when the client has it; a "slow" answer is set even if the client gave up);
     None while it hasn't answered, and for "silent".
     """
+
     method: str
     path: str  # as sent, percent-encoding kept (a phone number in a path arrives as %2B...)
     json: Any  # the parsed body; None when empty or not JSON
@@ -103,6 +105,7 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):  # keep tracebacks for the test, not stderr
         import traceback
+
         self.fake._record_error(traceback.format_exc())
 
 
@@ -136,9 +139,15 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = None
         behaviour = fake._next_behaviour()
-        request = Request(self.command, self.path, parsed, body,
-                          {name.lower(): value for name, value in self.headers.items()},
-                          time.monotonic(), behaviour)
+        request = Request(
+            self.command,
+            self.path,
+            parsed,
+            body,
+            {name.lower(): value for name, value in self.headers.items()},
+            time.monotonic(),
+            behaviour,
+        )
         fake._record(request)
         if behaviour == "silent":
             closing.wait(fake.silent_seconds)
@@ -169,8 +178,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeMessente:
-    def __init__(self, username: str = "api-user", password: str = "api-password", *,
-                 slow_seconds: float = 2.0, silent_seconds: float = 3.0, default_sender: str = "Messente"):
+    def __init__(
+        self,
+        username: str = "api-user",
+        password: str = "api-password",
+        *,
+        slow_seconds: float = 2.0,
+        silent_seconds: float = 3.0,
+        default_sender: str = "Messente",
+    ):
         self.username, self.password = username, password
         self.slow_seconds, self.silent_seconds = slow_seconds, silent_seconds
         self.default_sender = default_sender
@@ -222,8 +238,12 @@ class FakeMessente:
     def _listen(self, port: int):
         self._server = _Server(("127.0.0.1", port), self, threading.Event())
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fake-messente-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-messente-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
 
     # --- behaviour ------------------------------------------------------------------------------
@@ -267,8 +287,7 @@ class FakeMessente:
 
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[Request]:
         """The requests once at least `count` have been read whole; AssertionError after `timeout`."""
-        return self.wait_until(lambda requests: len(requests) >= count, timeout,
-                               f"{count} request(s)")
+        return self.wait_until(lambda requests: len(requests) >= count, timeout, f"{count} request(s)")
 
     def wait_until(self, condition, timeout: float = 5.0, what: str = "the condition") -> list[Request]:
         """Wait until condition(requests) is true (re-checked on every request and answer)."""
@@ -277,8 +296,10 @@ class FakeMessente:
             while not condition(list(self._requests)):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"the fake Messente did not see {what} within {timeout} s; "
-                                         f"it saw {len(self._requests)} request(s)")
+                    raise AssertionError(
+                        f"the fake Messente did not see {what} within {timeout} s; "
+                        f"it saw {len(self._requests)} request(s)"
+                    )
                 self._changed.wait(left)
             return list(self._requests)
 
@@ -302,23 +323,34 @@ class FakeMessente:
     def _answer(self, request: Request, behaviour: str) -> _Answer:
         path = urlsplit(request.path).path
         phonebook = path.startswith("/v1/phonebook/")
-        unauthorized = (_phonebook_error(401, "Unauthorized", "Wrong or missing API username or password", "202")
-                        if phonebook else
-                        _omni_error(401, "Unauthorized", "Wrong or missing API username or password", "103"))
+        unauthorized = (
+            _phonebook_error(401, "Unauthorized", "Wrong or missing API username or password", "202")
+            if phonebook
+            else _omni_error(401, "Unauthorized", "Wrong or missing API username or password", "103")
+        )
         if behaviour == "400":
-            return (_phonebook_error(400, "Invalid data", "Invalid phone number", "201") if phonebook else
-                    _omni_error(400, "Invalid data", "Invalid phone number", "105", "payload[to]"))
+            return (
+                _phonebook_error(400, "Invalid data", "Invalid phone number", "201")
+                if phonebook
+                else _omni_error(400, "Invalid data", "Invalid phone number", "105", "payload[to]")
+            )
         if behaviour == "401":
             return unauthorized
         if behaviour == "429":
             return _Answer(429, text="Too Many Requests", headers={"Retry-After": "1"})
         if behaviour == "500":
-            return (_phonebook_error(500, "General error", "Internal Server Error", "205") if phonebook else
-                    _omni_error(500, "Internal Server Error", "Internal Server Error", "104"))
+            return (
+                _phonebook_error(500, "General error", "Internal Server Error", "205")
+                if phonebook
+                else _omni_error(500, "Internal Server Error", "Internal Server Error", "104")
+            )
         if behaviour.isdigit():
             status = int(behaviour)
-            return (_phonebook_error(status, "General error", f"HTTP {status}", "205") if phonebook else
-                    _omni_error(status, "Internal Server Error", f"HTTP {status}", "104"))
+            return (
+                _phonebook_error(status, "General error", f"HTTP {status}", "205")
+                if phonebook
+                else _omni_error(status, "Internal Server Error", f"HTTP {status}", "104")
+            )
         if request.basic_auth != (self.username, self.password):
             return unauthorized
 
@@ -339,22 +371,35 @@ class FakeMessente:
                     self._blacklist.discard(phone)
             if request.method not in ("GET", "DELETE"):
                 return _not_allowed(phonebook=True)
-            return _Answer(204) if there else _phonebook_error(404, "Missing resource",
-                                                               "Phone number not found in blacklist", "203")
+            return (
+                _Answer(204)
+                if there
+                else _phonebook_error(404, "Missing resource", "Phone number not found in blacklist", "203")
+            )
         return _omni_error(404, "Not found", f"No such resource: {path}", "101")
 
     def _omnimessage(self, request: Request) -> _Answer:
         problem = omnimessage_problem(request.json)
         if problem:
-            return _omni_error(400, problem[0], problem[1], "106" if problem[0] == "Missing data" else "105",
-                               problem[2])
+            return _omni_error(
+                400, problem[0], problem[1], "106" if problem[0] == "Missing data" else "105", problem[2]
+            )
         legs = request.json["messages"]
-        return _Answer(201, {
-            "messages": [{"channel": leg["channel"], "message_id": str(uuid.uuid4()),
-                          "sender": leg.get("sender") or self.default_sender} for leg in legs],
-            "omnimessage_id": str(uuid.uuid4()),
-            "to": request.json["to"],
-        })
+        return _Answer(
+            201,
+            {
+                "messages": [
+                    {
+                        "channel": leg["channel"],
+                        "message_id": str(uuid.uuid4()),
+                        "sender": leg.get("sender") or self.default_sender,
+                    }
+                    for leg in legs
+                ],
+                "omnimessage_id": str(uuid.uuid4()),
+                "to": request.json["to"],
+            },
+        )
 
     def _blacklist_add(self, request: Request) -> _Answer:
         try:

@@ -1,4 +1,5 @@
 """Helpers shared by several test modules (their fixtures are in conftest.py)."""
+
 import http.client
 import json
 import re
@@ -17,6 +18,7 @@ from app.extensions import db
 from conftest import AuthActions, body_for, conversation_of, signed_headers, wait_until
 
 # --- a clock and a login from an address ------------------------------------
+
 
 class Clock:
     """A clock a test moves by hand: app.config["CLOCK"]."""
@@ -41,6 +43,7 @@ def from_address(app, address: str, forwarded_for: str | None = None) -> AuthAct
 
 
 # --- admin forms -----------------------------------------------------------
+
 
 def post(actions: AuthActions, url: str, page: str = "/account", **form):
     return actions.client.post(url, data={"csrf_token": actions.csrf(page), **form})
@@ -96,12 +99,15 @@ def wait_for_status(app, status: str, count: int = 1, timeout: float = 10.0) -> 
         found = replies_in(app)
         return found if len(found) >= count and all(reply.status == status for reply in found[:count]) else None
 
-    return wait_until(became, lambda: f"replies become {status!r}: {[(r.status, r.problem) for r in replies_in(app)]}",
-                      timeout=timeout, interval=0.02)
+    return wait_until(
+        became,
+        lambda: f"replies become {status!r}: {[(r.status, r.problem) for r in replies_in(app)]}",
+        timeout=timeout,
+        interval=0.02,
+    )
 
 
 # --- delivery reports ---------------------------------------------------
-
 
 
 def a_sent_reply(app, omnimessage_id: str = "omni-1") -> int:
@@ -116,6 +122,7 @@ def a_sent_reply(app, omnimessage_id: str = "omni-1") -> int:
 
 
 # --- a storm of callbacks over many connections ----------------------
+
 
 def storm_plan(requests: int, prefix: str, senders: int = 40) -> list[tuple[str, bytes]]:
     """`requests` signed callbacks, a fifth of them repeats of a msg_id.
@@ -142,8 +149,7 @@ class Storm:
     A connection that breaks is replaced and the storm goes on, as the provider would.
     """
 
-    def __init__(self, port: int, plan: list[tuple[str, bytes]], connections: int = 32,
-                 timeout: float = 30.0):
+    def __init__(self, port: int, plan: list[tuple[str, bytes]], connections: int = 32, timeout: float = 30.0):
         self.port, self.timeout = port, timeout
         self.lanes = [plan[lane::connections] for lane in range(connections)]
         self.answers: list[tuple[str, int | None, str]] = []
@@ -182,11 +188,14 @@ class Storm:
 
     def wait_until(self, condition, limit: float = 120):
         """Until condition(answers so far) holds; AssertionError after `limit` seconds."""
+
         def holds() -> bool:
             with self.lock:
                 return condition(list(self.answers))
 
-        wait_until(holds, lambda: f"the storm's condition, with {self.answered()} answers", timeout=limit, interval=0.01)
+        wait_until(
+            holds, lambda: f"the storm's condition, with {self.answered()} answers", timeout=limit, interval=0.01
+        )
 
     def send_lane(self, lane):
         connection = None
@@ -259,6 +268,7 @@ def assert_counters_match_messages(app, unread_untouched: bool = True):
 
 # --- the statements a request runs and their query plans -------------
 
+
 @contextmanager
 def statements_run(app):
     """The SQL statements (and their parameters) the app sends to the database in the block."""
@@ -321,7 +331,11 @@ def plans_of_requests(app, client, paths: list[tuple[str, int]], scannable: tupl
 
 def text_index_reads(plan: list[str]) -> list[str]:
     """Plan lines that read the conversation text index, and the sorts of what it found."""
-    return [line for line in plan if "conversation_fts VIRTUAL TABLE INDEX" in line
-            or "TEMP B-TREE" in line or line.startswith(("SCAN anon_", "COMPOUND", "LEFT-MOST"))
-            or line == "SCAN CONSTANT ROW"]  # none found: an empty list of ids
-
+    return [
+        line
+        for line in plan
+        if "conversation_fts VIRTUAL TABLE INDEX" in line
+        or "TEMP B-TREE" in line
+        or line.startswith(("SCAN anon_", "COMPOUND", "LEFT-MOST"))
+        or line == "SCAN CONSTANT ROW"
+    ]  # none found: an empty list of ids

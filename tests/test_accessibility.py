@@ -5,6 +5,7 @@ Chromium. Each screen at 1280x800 and 390x844, in the light and the dark scheme:
 scrolling, no serious or critical axe-core violation (a pinned copy in tests/vendor, injected
 by Playwright, no network), no console error or CSP violation, and a screenshot in test-output/.
 """
+
 import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,13 +25,17 @@ AXE_SHA256 = "e9e5863c33a874f09bc01acd9234b7e3c871479f5eef8802fa582544465e6d01" 
 OUTPUT = ROOT / "test-output"
 SIZES = {"1280x800": {"width": 1280, "height": 800}, "390x844": {"width": 390, "height": 844}}
 BUSY = "+37255512345"  # a thread of 1,000 messages
-LONG_TEXT = ("Tere! Tellisin eelmisel nädalal kolm paari saapaid ja tahaksin teada, millal need kohale jõuavad, "
-             "sest tracking-number ei tööta: https://kauplus.example.com/tellimused/123456789?lang=et")
+LONG_TEXT = (
+    "Tere! Tellisin eelmisel nädalal kolm paari saapaid ja tahaksin teada, millal need kohale jõuavad, "
+    "sest tracking-number ei tööta: https://kauplus.example.com/tellimused/123456789?lang=et"
+)
 
 
 def arrive(at: datetime, payloads: list[dict]) -> None:
-    ingest.store_messages([ingest.parse_payload(body_for(**fields)) for fields in payloads],
-                          received_at=at.astimezone(UTC).replace(tzinfo=None))
+    ingest.store_messages(
+        [ingest.parse_payload(body_for(**fields)) for fields in payloads],
+        received_at=at.astimezone(UTC).replace(tzinfo=None),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +49,24 @@ def site(tmp_path_factory):
         add_user()
         # 1,000 messages over ten days, a hundred a day.
         for day in range(10):
-            arrive(now - timedelta(days=9 - day, minutes=30), [
-                {"sender": BUSY, "text": f"Sõnum {day * 100 + n}: kas tellimus 4{n:03} on teel?" + (" 🙂" if n % 7 == 0 else "")}
-                for n in range(100)])
-        arrive(now - timedelta(minutes=20), [{"sender": "+4915112345678901", "channel": "whatsapp",
-                                              "text": "Hallo aus Berlin 👋 " * 12}])
-        arrive(now - timedelta(minutes=15), [{"sender": "Kaubamaja-Info-Teenus", "channel": "viber",
-                                              "text": "Teie pakk on teel"}])
+            arrive(
+                now - timedelta(days=9 - day, minutes=30),
+                [
+                    {
+                        "sender": BUSY,
+                        "text": f"Sõnum {day * 100 + n}: kas tellimus 4{n:03} on teel?" + (" 🙂" if n % 7 == 0 else ""),
+                    }
+                    for n in range(100)
+                ],
+            )
+        arrive(
+            now - timedelta(minutes=20),
+            [{"sender": "+4915112345678901", "channel": "whatsapp", "text": "Hallo aus Berlin 👋 " * 12}],
+        )
+        arrive(
+            now - timedelta(minutes=15),
+            [{"sender": "Kaubamaja-Info-Teenus", "channel": "viber", "text": "Teie pakk on teel"}],
+        )
         # 30 messages: more than a screen holds, fewer than a page (no "Earlier messages" link).
         arrive(now - timedelta(days=2), [{"sender": "+37256600001", "text": f"Küsimus {n}"} for n in range(29)])
         arrive(now - timedelta(minutes=10), [{"sender": "+37256600001", "text": "שלום, מה שלומך?"}])
@@ -59,9 +75,19 @@ def site(tmp_path_factory):
         busy_id = ingest_conversation_id(BUSY)
         short_id = ingest_conversation_id("+37256600001")
     # Replies configured (the API is never called here), so the reply box is there to be seen.
-    server = Server(url, workers=1, threads=4, env={
-        "MESSENTE_API_URL": "http://127.0.0.1:9", "MESSENTE_API_USERNAME": "user", "MESSENTE_API_PASSWORD": "pass",
-        "MESSENTE_SMS_SENDER": "", "MESSENTE_VIBER_SENDER": "", "MESSENTE_WHATSAPP_SENDER": ""}).start()
+    server = Server(
+        url,
+        workers=1,
+        threads=4,
+        env={
+            "MESSENTE_API_URL": "http://127.0.0.1:9",
+            "MESSENTE_API_USERNAME": "user",
+            "MESSENTE_API_PASSWORD": "pass",
+            "MESSENTE_SMS_SENDER": "",
+            "MESSENTE_VIBER_SENDER": "",
+            "MESSENTE_WHATSAPP_SENDER": "",
+        },
+    ).start()
     yield {"url": server.url, "busy": busy_id, "short": short_id}
     server.stop()
     close_app(app)
@@ -69,6 +95,7 @@ def site(tmp_path_factory):
 
 def ingest_conversation_id(sender: str) -> int:
     from app.db.models import Conversation
+
     return db.session.scalar(db.select(Conversation.id).where(Conversation.sender == sender))
 
 
@@ -106,8 +133,14 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
     context.add_init_script(REPORT_CSP_VIOLATIONS)
     context.on("weberror", lambda error: problems.append(f"page error: {error.error}"))
     page = context.new_page()
-    page.on("console", lambda message: message.type == "error" and "404 (NOT FOUND)" not in message.text
-            and problems.append(f"console error on {page.url}: {message.text}"))
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and "404 (NOT FOUND)" not in message.text
+            and problems.append(f"console error on {page.url}: {message.text}")
+        ),
+    )
     failed = []  # every answer of 400 or more (a missing favicon included)
     page.on("response", lambda response: response.status >= 400 and failed.append(f"{response.status} {response.url}"))
     OUTPUT.mkdir(exist_ok=True)
@@ -120,17 +153,43 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
         thread = f"{url}/conversations/{site['busy']}"
         screens = {
             "list": (url + "/", lambda: compact_rows(page)),
-            "search": (url + "/?q=372", lambda: expect(page.locator("#conversations li.conversation")).to_have_count(4)),
+            "search": (
+                url + "/?q=372",
+                lambda: expect(page.locator("#conversations li.conversation")).to_have_count(4),
+            ),
             "thread-1000": (thread, lambda: expect(page.locator("#messages .message").last).to_be_in_viewport()),
-            "composer": (thread, lambda: page.locator("#reply-text").fill("Tere! Jah, tellimus on teel ja jõuab homme 🙂")),
+            "composer": (
+                thread,
+                lambda: page.locator("#reply-text").fill("Tere! Jah, tellimus on teel ja jõuab homme 🙂"),
+            ),
             # Nothing in the messages to focus: their scrolling region must take focus itself.
-            "thread-30": (f"{url}/conversations/{site['short']}", lambda: expect(page.locator("#messages .message")).to_have_count(30)),
-            "thread-menu": (thread, lambda: (page.locator("#more-actions summary").click(),
-                                             expect(page.locator("#more-actions-menu")).to_be_visible())),
-            "keyboard-help": (url + "/", lambda: (page.keyboard.press("?"), expect(page.locator("#keyboard-help")).to_be_visible())),
-            "search-messages": (url + "/?q=Tellimus", lambda: expect(page.locator("#conversations li.found")).to_have_count(2)),  # one entry a conversation
-            "export": (url + "/export?view=open", lambda: expect(page.get_by_role("status")).to_contain_text("messages with these choices")),
-            "404": (url + "/conversations/123456789012345", lambda: expect(page.get_by_role("link", name="Back to the inbox")).to_be_visible()),
+            "thread-30": (
+                f"{url}/conversations/{site['short']}",
+                lambda: expect(page.locator("#messages .message")).to_have_count(30),
+            ),
+            "thread-menu": (
+                thread,
+                lambda: (
+                    page.locator("#more-actions summary").click(),
+                    expect(page.locator("#more-actions-menu")).to_be_visible(),
+                ),
+            ),
+            "keyboard-help": (
+                url + "/",
+                lambda: (page.keyboard.press("?"), expect(page.locator("#keyboard-help")).to_be_visible()),
+            ),
+            "search-messages": (
+                url + "/?q=Tellimus",
+                lambda: expect(page.locator("#conversations li.found")).to_have_count(2),
+            ),  # one entry a conversation
+            "export": (
+                url + "/export?view=open",
+                lambda: expect(page.get_by_role("status")).to_contain_text("messages with these choices"),
+            ),
+            "404": (
+                url + "/conversations/123456789012345",
+                lambda: expect(page.get_by_role("link", name="Back to the inbox")).to_be_visible(),
+            ),
         }
         for name, (address, prepare) in screens.items():
             for size_name, size in SIZES.items():

@@ -1,4 +1,5 @@
 """Roles, the admin pages for users, and one's own account page."""
+
 import re
 from datetime import timedelta
 from types import SimpleNamespace
@@ -35,11 +36,13 @@ def set_password(app, link: str, password: str, confirm: str | None = None):
     page = client.get(link)
     if page.status_code != 200:
         return page
-    return client.post(link, data={"password": password, "confirm": confirm or password,
-                                   "csrf_token": csrf_token(page.text)})
+    return client.post(
+        link, data={"password": password, "confirm": confirm or password, "csrf_token": csrf_token(page.text)}
+    )
 
 
 # --- roles on every route -------------------------------------------------------------------
+
 
 def test_an_agent_is_refused_every_admin_route_and_allowed_every_other(app, agent):
     """Walks the URL map as tests/test_auth.py does anonymously: a new admin route can't forget."""
@@ -80,6 +83,7 @@ def test_admins_see_the_admin_link_and_agents_do_not(app, admin, agent):
 
 
 # --- adding users, links, roles ----------------------------------------------------------------
+
 
 def test_an_admin_adds_a_user_who_sets_a_password_with_a_one_time_link(app, admin):
     page = post(admin, "/admin/users", "/admin/users", username=" carol ", role="agent")
@@ -139,11 +143,14 @@ def test_a_foreign_host_header_is_refused(app, client):
     assert refused.status_code == 400 and 'name="password"' not in refused.text
 
 
-@pytest.mark.parametrize("settings, site", [
-    ({"BIND": "0.0.0.0:5111"}, "http://127.0.0.1:5111"),  # any host allowed: links still from BIND
-    ({"BIND": "0.0.0.0:5111", "TRUSTED_HOSTS": []}, "http://127.0.0.1:5111"),
-    ({"PUBLIC_URL": "https://inbox.example.com/", "TRUSTED_HOSTS": []}, "https://inbox.example.com"),
-])
+@pytest.mark.parametrize(
+    "settings, site",
+    [
+        ({"BIND": "0.0.0.0:5111"}, "http://127.0.0.1:5111"),  # any host allowed: links still from BIND
+        ({"BIND": "0.0.0.0:5111", "TRUSTED_HOSTS": []}, "http://127.0.0.1:5111"),
+        ({"PUBLIC_URL": "https://inbox.example.com/", "TRUSTED_HOSTS": []}, "https://inbox.example.com"),
+    ],
+)
 def test_password_links_never_come_from_the_host_header(database_url, app, settings, site):
     other = make_app(database_url, **settings)
     try:
@@ -169,11 +176,21 @@ def test_trusted_hosts_come_from_public_url_and_bind_or_the_environment():
     assert derive(BIND="0.0.0.0:8000") is None and derive(BIND="10.1.2.3:8000") is None
     assert derive(PROXY_COUNT=1) is None
     assert derive(BIND="0.0.0.0:8000", PUBLIC_URL="https://inbox.example.com") == [
-        "inbox.example.com", "127.0.0.1", "localhost", "::1"]
+        "inbox.example.com",
+        "127.0.0.1",
+        "localhost",
+        "::1",
+    ]
     assert derive(BIND="10.1.2.3:8000", PUBLIC_URL="https://inbox.example.com:8443/", PROXY_COUNT=1) == [
-        "inbox.example.com", "127.0.0.1", "localhost", "::1", "10.1.2.3"]
+        "inbox.example.com",
+        "127.0.0.1",
+        "localhost",
+        "::1",
+        "10.1.2.3",
+    ]
     assert config.from_environment({"TRUSTED_HOSTS": "inbox.example.com, .example.org"}) == {
-        "TRUSTED_HOSTS": ["inbox.example.com", ".example.org"]}
+        "TRUSTED_HOSTS": ["inbox.example.com", ".example.org"]
+    }
 
 
 def test_adding_a_taken_or_empty_name_says_why(app, admin):
@@ -214,13 +231,17 @@ def test_unlocking_a_throttled_login(app, clock, admin):
     page = admin.client.get("/admin/users").text
     assert "Locked logins" in page and "<bdi>alice</bdi>" in page
     with app.app_context():
-        row = db.session.scalar(sa.select(LoginThrottle.id).where(LoginThrottle.username == "alice",
-                                                                  LoginThrottle.locked_until.is_not(None)))
+        row = db.session.scalar(
+            sa.select(LoginThrottle.id).where(
+                LoginThrottle.username == "alice", LoginThrottle.locked_until.is_not(None)
+            )
+        )
     assert post(admin, f"/admin/locked-logins/{row}/unlock", "/admin/users").status_code == 303
     assert locked_out.login().status_code == 302
 
 
 # --- one's own account ----------------------------------------------------------------------
+
 
 def test_changing_ones_password_needs_the_old_one_and_ends_the_other_sessions(app, admin):
     other_device = AuthActions(app.test_client())
@@ -236,8 +257,12 @@ def test_changing_ones_password_needs_the_old_one_and_ends_the_other_sessions(ap
 
 def test_sessions_are_listed_and_one_can_be_ended(app, admin):
     phone = app.test_client()
-    phone.environ_base.update(REMOTE_ADDR="192.0.2.9", HTTP_USER_AGENT=(
-        "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"))
+    phone.environ_base.update(
+        REMOTE_ADDR="192.0.2.9",
+        HTTP_USER_AGENT=(
+            "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"
+        ),
+    )
     AuthActions(phone).login()
     page = admin.client.get("/account").text
     assert "Chrome on Android" in page and "192.0.2.9" in page and "This session" in page
@@ -273,6 +298,7 @@ def test_a_session_last_seen_is_written_every_few_minutes_not_every_request(app,
     def last_seen():
         with app.app_context():
             return db.session.scalar(sa.select(LoginSession.last_seen_at))
+
     first = last_seen()
     clock.advance(minutes=4)
     admin.client.get("/account")

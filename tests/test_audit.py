@@ -1,4 +1,5 @@
 """The audit trail: each security- or privacy-relevant action, who, when, from where; the admin page."""
+
 import csv
 import io
 import json
@@ -37,8 +38,15 @@ def test_logins_failures_lockouts_and_logouts_are_recorded_with_the_address(app,
         ("alice", "198.51.100.7", "login", {}),
         ("alice", "198.51.100.7", "logout", {}),
         *[(None, "203.0.113.66", "login_failed", {"username": "alice"})] * 4,
-        (None, "203.0.113.66", "lockout", {"reason": "login locked for 'alice' from 203.0.113.66 for 1 s, "
-                                                     "until 2026-03-02 09:00:01 UTC, after 5 failed attempts"}),
+        (
+            None,
+            "203.0.113.66",
+            "lockout",
+            {
+                "reason": "login locked for 'alice' from 203.0.113.66 for 1 s, "
+                "until 2026-03-02 09:00:01 UTC, after 5 failed attempts"
+            },
+        ),
         (None, "203.0.113.66", "login_failed", {"username": "alice"}),
     ]
     assert PASSWORD not in str(events(app)) and "guess guess" not in str(events(app))
@@ -79,7 +87,12 @@ def test_an_export_is_recorded_with_its_filters_and_row_count(app, client, auth,
     assert response.status_code == 200
     [(who, _, _, details)] = events(app, "export")
     assert who == "alice"
-    assert (details["q"], details["first_day"], details["last_day"], details["rows"]) == ("55500001", "2024-06-01", None, 2)
+    assert (details["q"], details["first_day"], details["last_day"], details["rows"]) == (
+        "55500001",
+        "2024-06-01",
+        None,
+        2,
+    )
 
 
 def test_editing_a_contact_is_recorded_without_what_was_written(app, client, auth, deliver):
@@ -87,9 +100,13 @@ def test_editing_a_contact_is_recorded_without_what_was_written(app, client, aut
     auth.login()
     with app.app_context():
         conversation_id = conversation_of("+37255500001").id
-    client.post(f"/conversations/{conversation_id}/contact",
-                data={"contact_name": "Mari Maasikas", "contact_note": "VIP", "csrf_token": auth.csrf()})
-    assert events(app, "contact_edited") == [("alice", "127.0.0.1", "contact_edited", {"conversation": conversation_id})]
+    client.post(
+        f"/conversations/{conversation_id}/contact",
+        data={"contact_name": "Mari Maasikas", "contact_note": "VIP", "csrf_token": auth.csrf()},
+    )
+    assert events(app, "contact_edited") == [
+        ("alice", "127.0.0.1", "contact_edited", {"conversation": conversation_id})
+    ]
 
 
 def test_a_reply_is_recorded(reply_app, person, messente):
@@ -101,6 +118,7 @@ def test_a_reply_is_recorded(reply_app, person, messente):
 
 
 # --- the admin page -------------------------------------------------------------------------
+
 
 def test_the_audit_page_filters_by_action_user_and_day(app, admin):
     with app.app_context():
@@ -117,6 +135,7 @@ def test_the_audit_page_filters_by_action_user_and_day(app, admin):
 
 def test_the_audit_page_pages_back_through_every_event_with_its_filters(app, admin):
     from app import audit
+
     with app.app_context():
         for n in range(1, 231):
             audit.record("settings_changed", {"n": n}, username="carol", address="192.0.2.1")
@@ -142,7 +161,7 @@ def test_the_audit_csv_is_formula_safe_and_follows_the_filters(app, admin):
     [[_, who, address, action, details]] = rows[1:]
     assert (who, address, action) == ("", "127.0.0.1", "login_failed")
     assert not details.startswith(("=", "+", "-", "@"))
-    assert json.loads(details)["username"].startswith('=HYPERLINK')
+    assert json.loads(details)["username"].startswith("=HYPERLINK")
     assert 'attachment; filename="sms-inbox-audit-' in response.headers["Content-Disposition"]
 
 
@@ -150,15 +169,24 @@ def test_the_app_offers_no_way_to_change_or_delete_an_event(app, admin):
     """Every method on every audit address (and on the addresses an edit or delete would have),
     as an admin with a valid CSRF token asking for a change: every recorded event stays as it was."""
     from app import audit
+
     with app.app_context():
         audit.record("settings_changed", {"n": 1}, username="carol", address="192.0.2.1")
     before = event_rows(app)
     carols = next(row[0] for row in before if "carol" in row)
-    addresses = sorted({rule.rule for rule in app.url_map.iter_rules() if "audit" in rule.rule}
-                       | {f"/admin/audit/{carols}", f"/admin/audit/{carols}/delete", f"/admin/audit/{carols}/edit"})
+    addresses = sorted(
+        {rule.rule for rule in app.url_map.iter_rules() if "audit" in rule.rule}
+        | {f"/admin/audit/{carols}", f"/admin/audit/{carols}/delete", f"/admin/audit/{carols}/edit"}
+    )
     assert "/admin/audit" in addresses and "/admin/audit.csv" in addresses
-    change = {"csrf_token": admin.csrf("/admin/audit"), "id": carols, "action": "login", "username": "mallory",
-              "details": "{}", "delete": "1"}
+    change = {
+        "csrf_token": admin.csrf("/admin/audit"),
+        "id": carols,
+        "action": "login",
+        "username": "mallory",
+        "details": "{}",
+        "delete": "1",
+    }
     for address in addresses:
         for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
             response = admin.client.open(address, method=method, data=change)
@@ -168,12 +196,14 @@ def test_the_app_offers_no_way_to_change_or_delete_an_event(app, admin):
             elif method not in ("GET", "HEAD"):  # the trail's pages are only read
                 assert response.status_code == 405, (method, address, response.status_code)
     after = event_rows(app)
-    assert after[:len(before)] == before  # reading the pages may add events; none is changed or gone
+    assert after[: len(before)] == before  # reading the pages may add events; none is changed or gone
 
 
 def event_rows(app) -> list[tuple]:
     """Every column of every event, oldest first."""
     with app.app_context():
         columns = AuditEvent.__table__.columns
-        return [tuple(getattr(event, column.key) for column in columns)
-                for event in db.session.scalars(sa.select(AuditEvent).order_by(AuditEvent.id))]
+        return [
+            tuple(getattr(event, column.key) for column in columns)
+            for event in db.session.scalars(sa.select(AuditEvent).order_by(AuditEvent.id))
+        ]

@@ -1,4 +1,5 @@
 """Login, logout, throttling, sessions, and the rule that everything else needs a login."""
+
 import logging
 import re
 import threading
@@ -31,8 +32,14 @@ def throttle_rows(app, kind: str = "address") -> set[tuple[str, str]]:
     """(username, address) of the throttle's rows of one kind: by default those counted per
     address (the per-account and per-device rows are tests/test_login_devices.py's)."""
     with app.app_context():
-        return set(map(tuple, db.session.execute(sa.select(LoginThrottle.username, LoginThrottle.address)
-                                                 .where(LoginThrottle.kind == kind))))
+        return set(
+            map(
+                tuple,
+                db.session.execute(
+                    sa.select(LoginThrottle.username, LoginThrottle.address).where(LoginThrottle.kind == kind)
+                ),
+            )
+        )
 
 
 @ONE_DATABASE
@@ -71,14 +78,17 @@ def test_logout_needs_csrf(client, auth):
     assert client.get("/").status_code == 200  # still logged in
 
 
-@pytest.mark.parametrize("next_page, expected", [
-    ("/conversations/%2B3725551", "/conversations/%2B3725551"),
-    ("/?q=555", "/?q=555"),
-    ("https://evil.example/", "/"),
-    ("//evil.example/", "/"),
-    ("/\\evil.example", "/"),
-    ("javascript:alert(1)", "/"),
-])
+@pytest.mark.parametrize(
+    "next_page, expected",
+    [
+        ("/conversations/%2B3725551", "/conversations/%2B3725551"),
+        ("/?q=555", "/?q=555"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+    ],
+)
 def test_next_only_to_a_local_path(auth, next_page, expected):
     response = auth.login(next_page=quote(next_page, safe=""))
     assert response.headers["Location"] == expected
@@ -94,8 +104,9 @@ def test_page_request_without_login_redirects_with_next(client):
 
 @ONE_DATABASE
 def test_htmx_request_without_login_gets_401_and_hx_redirect_back_to_the_page(client):
-    response = client.get("/?since=0", headers={"HX-Request": "true",
-                                                "HX-Current-URL": "http://localhost/?q=5&before=9"})
+    response = client.get(
+        "/?since=0", headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/?q=5&before=9"}
+    )
     assert response.status_code == 401
     location = urlsplit(response.headers["HX-Redirect"])
     # The page the window shows, query and all; not the fragment's URL.
@@ -108,8 +119,14 @@ def test_every_route_but_login_static_and_callback_requires_login(app, client):
     """Walks the URL map, so a new route cannot forget its login."""
     # Callbacks are signed instead; a set-password link's token is its credential.
     # The two-factor code step is public too: its credential is the half-login in the session.
-    public = {"auth.login", "auth.login_code", "auth.set_password", "static", "callback.inbound",
-              "callback.delivery_report"}
+    public = {
+        "auth.login",
+        "auth.login_code",
+        "auth.set_password",
+        "static",
+        "callback.inbound",
+        "callback.delivery_report",
+    }
     token = csrf_token(client.get("/login").text)  # so POSTs are refused for the login, not CSRF
     checked = []
     for rule in app.url_map.iter_rules():
@@ -148,6 +165,7 @@ def test_a_view_marked_public_needs_no_login_and_others_do(database_url, app):
 def test_the_bench_noop_is_public_and_its_logged_in_twin_is_not(database_url, app, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     from bench.app import NOOP, NOOP_LOGGED_IN, create_bench_app
+
     bench = create_bench_app({"TESTING": True, "SECRET_KEY": "k", "SQLALCHEMY_DATABASE_URI": database_url})
     client = bench.test_client()
     assert client.post(NOOP, data=b"x").text == "ok"
@@ -175,6 +193,7 @@ def test_logout_invalidates_every_copy_of_the_session_cookie(app, client, auth):
 
 
 # --- session ages (by the injected clock) ----------------------------------------------------
+
 
 @ONE_DATABASE
 def test_session_limits_default_to_eight_hours_idle_and_seven_days_in_all(app):
@@ -219,8 +238,7 @@ def test_activity_keeps_the_session_alive(app, client, auth, clock):
 def test_idle_expiry_of_an_htmx_request_sends_the_window_back_to_its_page(app, client, auth, clock):
     auth.login()
     clock.advance(hours=9)
-    response = client.get("/?since=0", headers={"HX-Request": "true",
-                                                "HX-Current-URL": "http://localhost/?q=372"})
+    response = client.get("/?since=0", headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/?q=372"})
     assert response.status_code == 401
     assert parse_qs(urlsplit(response.headers["HX-Redirect"]).query) == {"next": ["/?q=372"]}
 
@@ -229,8 +247,7 @@ def test_a_form_posted_after_expiry_returns_to_the_page_it_was_on(app, client, a
     auth.login()
     token = auth.csrf("/?q=5")
     clock.advance(hours=9)
-    response = client.post("/logout", data={"csrf_token": token},
-                           headers={"Referer": "http://localhost/?q=5"})
+    response = client.post("/logout", data={"csrf_token": token}, headers={"Referer": "http://localhost/?q=5"})
     assert response.status_code == 302
     assert parse_qs(urlsplit(response.headers["Location"]).query) == {"next": ["/?q=5"]}
 
@@ -259,6 +276,7 @@ def test_a_stolen_cookie_stops_working_at_the_absolute_lifetime(app, client, aut
 
 
 # --- caching ---------------------------------------------------------------------------------
+
 
 def test_pages_fragments_and_the_login_page_are_never_cached(app, client, auth):
     assert client.get("/login").headers["Cache-Control"] == "no-store"
@@ -309,9 +327,9 @@ def test_hsts_when_the_session_cookie_is_secure(database_url, app):
 
 # --- password hashes for accounts without one --------------------------------------------------
 
+
 @pytest.mark.parametrize("username", ["carol", "nobody"])
-def test_an_invited_account_and_an_unknown_name_verify_a_real_hash(app, client, user, clock, monkeypatch,
-                                                                    username):
+def test_an_invited_account_and_an_unknown_name_verify_a_real_hash(app, client, user, clock, monkeypatch, username):
     """An account whose link is unused (no password yet) and an unknown name each cost one Argon2
     verify, as a wrong password for a real account does: the timing tells nothing."""
     with app.app_context():
@@ -319,13 +337,15 @@ def test_an_invited_account_and_an_unknown_name_verify_a_real_hash(app, client, 
         db.session.commit()
     verified = []
     real_verify = accounts._verify
-    monkeypatch.setattr(accounts, "_verify", lambda stored, password: verified.append(stored)
-                        or real_verify(stored, password))
+    monkeypatch.setattr(
+        accounts, "_verify", lambda stored, password: verified.append(stored) or real_verify(stored, password)
+    )
     assert AuthActions(client).login(username, "some guess!").status_code == 401
     assert len(verified) == 1 and verified[0].startswith("$argon2id$v=19$m=19456,t=2,p=1$")
 
 
 # --- throttling ------------------------------------------------------------------------------
+
 
 def test_failures_from_elsewhere_do_not_lock_the_person_out(app, user, clock):
     """The finding: five wrong passwords for a name from anywhere refused its owner too."""
@@ -336,15 +356,13 @@ def test_failures_from_elsewhere_do_not_lock_the_person_out(app, user, clock):
     assert "Too many failed attempts" in attacker.login().text  # but not the attacker
 
 
-def test_five_failures_delay_the_next_attempt_with_a_message_and_a_log_line(app, client, auth, clock,
-                                                                            caplog):
+def test_five_failures_delay_the_next_attempt_with_a_message_and_a_log_line(app, client, auth, clock, caplog):
     caplog.set_level(logging.WARNING)
     for _ in range(5):
         assert "Invalid username or password." in auth.login(password="nope nope").text
     locked = auth.login()  # even the right password is refused while locked
     assert locked.status_code == 401
-    assert ("Too many failed attempts: logging in from here is locked for 1 second. "
-            "Try again then.") in locked.text
+    assert ("Too many failed attempts: logging in from here is locked for 1 second. Try again then.") in locked.text
     assert locked.headers["Retry-After"] == "1"
     assert client.get("/").status_code == 302
     assert "login locked for 'alice' from 127.0.0.1" in caplog.text
@@ -467,12 +485,12 @@ def test_throttle_rows_are_deleted_once_they_no_longer_matter(app, user, clock):
 
 @ONE_DATABASE
 def test_the_throttle_purges_by_an_index_on_its_expiry(app):
-    indexes = {index.name: [column.name for column in index.columns]
-               for index in LoginThrottle.__table__.indexes}
+    indexes = {index.name: [column.name for column in index.columns] for index in LoginThrottle.__table__.indexes}
     assert indexes["ix_login_throttle_expires_at"] == ["expires_at"]
 
 
 # --- password hashing ------------------------------------------------------------------------
+
 
 def test_passwords_are_stored_as_argon2id_with_owasp_parameters(app, runner):
     result = runner.invoke(args=["create-user", "bob"], input="s3cret-pass\ns3cret-pass\n")
@@ -505,9 +523,12 @@ def test_concurrent_logins_hash_at_most_the_configured_number_at_once(app, user,
     def log_in(n: int, each: AuthActions):
         start.wait()
         for attempt in range(3):
-            statuses.append(each.client.post("/login", data={
-                "username": f"new-name-{n}-{attempt}", "password": "guess guess",
-                "csrf_token": each.token}).status_code)
+            statuses.append(
+                each.client.post(
+                    "/login",
+                    data={"username": f"new-name-{n}-{attempt}", "password": "guess guess", "csrf_token": each.token},
+                ).status_code
+            )
 
     accounts.hashing.reset_peak()
     threads = [threading.Thread(target=log_in, args=(n, each)) for n, each in enumerate(logins)]

@@ -1,4 +1,5 @@
 """`python -m bench` on tiny sizes, so the benchmarks keep working (no timing targets here)."""
+
 import json
 import shutil
 import subprocess
@@ -61,12 +62,49 @@ MAY_BE_ZERO = ("static files", "lost or failed", "delay it adds")
 def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
     out = tmp_path / "results.json"
     finished = subprocess.run(
-        [sys.executable, "-m", "bench", "--sizes", "300", "--samples", "3", "--ingest-requests", "200",
-         "--load-threads", "4", "--slow-client-seconds", "2", "--slow-clients", "5", "--watchers", "3",
-         "--most-watchers", "3", "--callbacks-per-second", "10", "--watch-seconds", "1", "--watchers-seed", "300",
-         "--replies", "20", "--live-messages", "1", "--purge-messages", "300", "--purge-callbacks-per-second", "20",
-         "--out", str(out), "--workdir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--sizes",
+            "300",
+            "--samples",
+            "3",
+            "--ingest-requests",
+            "200",
+            "--load-threads",
+            "4",
+            "--slow-client-seconds",
+            "2",
+            "--slow-clients",
+            "5",
+            "--watchers",
+            "3",
+            "--most-watchers",
+            "3",
+            "--callbacks-per-second",
+            "10",
+            "--watch-seconds",
+            "1",
+            "--watchers-seed",
+            "300",
+            "--replies",
+            "20",
+            "--live-messages",
+            "1",
+            "--purge-messages",
+            "300",
+            "--purge-callbacks-per-second",
+            "20",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     results = json.loads(out.read_text())

@@ -1,4 +1,5 @@
 """Ids in paths and query strings: a number no id column can hold is "no such page", never a 500."""
+
 import pytest
 
 from app.web.request_args import LARGEST_ID, LARGEST_INT
@@ -30,8 +31,12 @@ def test_an_audit_page_before_what_is_no_event_id_is_a_clear_400(auth, before):
 @ONE_DATABASE
 def test_every_int_in_a_route_is_bounded_to_the_id_columns(app):
     """Routes added later get the same bound: the app's `int` converter carries it."""
-    bounded = [(rule.rule, converter.max) for rule in app.url_map.iter_rules()
-               for converter in rule._converters.values() if hasattr(converter, "max")]
+    bounded = [
+        (rule.rule, converter.max)
+        for rule in app.url_map.iter_rules()
+        for converter in rule._converters.values()
+        if hasattr(converter, "max")
+    ]
     assert bounded and all(max_ is not None and max_ <= LARGEST_ID for _, max_ in bounded)
 
 

@@ -5,6 +5,7 @@ messages the way Messente does: signed POSTs to /callbacks/inbound. Every page o
 is watched: a Content-Security-Policy violation or an uncaught script error fails the test.
 Screenshots go to test-output/ at the repository root.
 """
+
 import csv
 import io
 import json
@@ -41,14 +42,31 @@ pytestmark = pytest.mark.browser
 
 POLL_SECONDS = config.defaults("")["POLL_SECONDS"]
 HIDDEN_POLL_SECONDS = 30  # static/js/polling.js: a hidden tab's interval
-CSV_HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-              "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id"]
+CSV_HEADER = [
+    "time",
+    "sender",
+    "recipient",
+    "channel",
+    "text",
+    "msg_id",
+    "sub_msg_id",
+    "received_at",
+    "direction",
+    "status",
+    "contact_name",
+    "agent",
+    "assignee",
+    "labels",
+    "problem",
+    "conversation_id",
+]
 
 
 # The fixtures (browser, page, server, ...) are in conftest.py, the page helpers in browser_helpers.py.
 
 
 # --- tests --------------------------------------------------------------------------------
+
 
 def test_login_form_lands_on_inbox_and_anonymous_visitors_are_sent_to_login(page, server, backend):
     page.goto(server.url + "/")
@@ -84,12 +102,15 @@ def test_message_delivered_while_inbox_is_open_appears_without_reload(page, serv
 
 def set_tab_hidden(page, hidden: bool) -> None:
     """What the browser does when the tab goes to the background or comes back."""
-    page.evaluate("""hidden => {
+    page.evaluate(
+        """hidden => {
         Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
         Object.defineProperty(document, "visibilityState",
                               {value: hidden ? "hidden" : "visible", configurable: true});
         document.dispatchEvent(new Event("visibilitychange"));
-    }""", hidden)
+    }""",
+        hidden,
+    )
 
 
 # Records the desktop notifications a page shows (the browser's own would need a display).
@@ -171,8 +192,9 @@ def test_thread_is_oldest_first_clears_its_badge_and_updates_live(page, server, 
     for hour, text in ((8, "first"), (9, "second"), (10, "third")):
         deliver(server, sender=sender, text=text, time=f"2024-06-01T{hour:02}:00:00.000000Z")
     deliver(server, sender="+37256600001", text="Kas saame homme kokku?", time="2024-06-01T10:20:00Z")
-    deliver(server, sender="+4915112345678", channel="whatsapp", text="Hallo aus Berlin 👋",
-            time="2024-06-01T10:45:00Z")
+    deliver(
+        server, sender="+4915112345678", channel="whatsapp", text="Hallo aus Berlin 👋", time="2024-06-01T10:45:00Z"
+    )
     log_in(page, server)
     expect(page).to_have_title("(3) Inbox · sms-inbox")
     expect(row_for(page, sender).locator(".badge")).to_have_text("3 unread")
@@ -186,13 +208,18 @@ def test_thread_is_oldest_first_clears_its_badge_and_updates_live(page, server, 
     # own time in the tooltip.
     first_time = messages.first.locator("time")
     expect(first_time).to_have_text(re.compile(r"^\d\d:\d\d$"))
-    expect(first_time).to_have_attribute("title", re.compile(
-        r"^Arrived \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; sent 2024-06-01 08:00:00 UTC by the provider's clock$"))
+    expect(first_time).to_have_attribute(
+        "title",
+        re.compile(
+            r"^Arrived \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; sent 2024-06-01 08:00:00 UTC by the provider's clock$"
+        ),
+    )
 
     mark_page(page)
     deliver(server, sender=sender, text="fourth, while the thread is open", time="2024-06-01T11:00:00Z")
     expect(messages.locator(".text")).to_have_text(
-        ["first", "second", "third", "fourth, while the thread is open"], timeout=LIVE)
+        ["first", "second", "third", "fourth, while the thread is open"], timeout=LIVE
+    )
     expect(page.get_by_text("4 messages", exact=True)).to_be_visible()
     assert_same_page(page)
     screenshot(page, f"thread-{backend}.png")
@@ -208,8 +235,13 @@ def test_thread_is_oldest_first_clears_its_badge_and_updates_live(page, server, 
 def test_export_downloads_a_csv_of_the_delivered_messages(page, server):
     sent = [
         deliver(server, sender="+37255512345", text="Tere, kuidas läheb? 🙂", time="2024-06-01T08:00:00.000000Z"),
-        deliver(server, sender="+37256600001", channel="viber", text='Comma, "quotes"\nand a new line',
-                time="2024-06-02T09:30:00.000000Z"),
+        deliver(
+            server,
+            sender="+37256600001",
+            channel="viber",
+            text='Comma, "quotes"\nand a new line',
+            time="2024-06-02T09:30:00.000000Z",
+        ),
     ]
     log_in(page, server)
 
@@ -221,8 +253,7 @@ def test_export_downloads_a_csv_of_the_delivered_messages(page, server):
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
     assert rows[0] == CSV_HEADER
     assert [row[:7] for row in rows[1:]] == [
-        [m["time"], m["sender"], m["recipient"], m["channel"], m["text"], m["msg_id"], m["sub_msg_id"]]
-        for m in sent
+        [m["time"], m["sender"], m["recipient"], m["channel"], m["text"], m["msg_id"], m["sub_msg_id"]] for m in sent
     ]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row[7]) for row in rows[1:])
 
@@ -285,8 +316,7 @@ def test_a_control_answers_a_click_the_moment_it_is_swapped_in(page, server):
     assert_same_page(page)
 
 
-def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_poll(
-        page, server, new_context, backend):
+def test_a_conversation_marked_unread_in_one_session_shows_in_another_within_a_poll(page, server, new_context, backend):
     sender = "+37255512345"
     deliver(server, sender=sender, text="Tere! Kas tellimus on teel?")
     deliver(server, sender="+37256600001", text="Aitäh!")
@@ -358,7 +388,8 @@ def test_a_click_in_progress_lands_though_a_poll_brings_news_meanwhile(page, ser
     expect(page.locator("body")).to_have_attribute("data-poll-answers", "1")
     page.mouse.up()  # ... and its release: the click lands on the row pressed
     expect(page.locator("#conversation-pane")).to_have_attribute(
-        "data-conversation", row_for(page, "+37255512345").locator("a.sender").get_attribute("id").rsplit("-", 1)[1])
+        "data-conversation", row_for(page, "+37255512345").locator("a.sender").get_attribute("id").rsplit("-", 1)[1]
+    )
     page.clock.run_for(POLL_SECONDS * 1000 + 100)  # the news comes with the next poll
     expect(row_for(page, "+37256600001")).to_be_visible()
 
@@ -379,21 +410,39 @@ def messente_env(request, messente) -> dict:
 
 
 def messente_defaults(messente) -> dict:
-    return {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
-            "MESSENTE_API_PASSWORD": API_PASSWORD, "MESSENTE_CONNECT_TIMEOUT": "2", "MESSENTE_READ_TIMEOUT": "2",
-            "PUBLIC_URL": "https://inbox.example.com",
-            # Empty is unset: replies go from the number the customer wrote to, whatever the shell has.
-            "MESSENTE_SMS_SENDER": "", "MESSENTE_VIBER_SENDER": "", "MESSENTE_WHATSAPP_SENDER": ""}
+    return {
+        "MESSENTE_API_URL": messente.url,
+        "MESSENTE_API_USERNAME": "api-user",
+        "MESSENTE_API_PASSWORD": API_PASSWORD,
+        "MESSENTE_CONNECT_TIMEOUT": "2",
+        "MESSENTE_READ_TIMEOUT": "2",
+        "PUBLIC_URL": "https://inbox.example.com",
+        # Empty is unset: replies go from the number the customer wrote to, whatever the shell has.
+        "MESSENTE_SMS_SENDER": "",
+        "MESSENTE_VIBER_SENDER": "",
+        "MESSENTE_WHATSAPP_SENDER": "",
+    }
 
 
 def deliver_report(server, **fields) -> dict:
     """POST a delivery report as Messente does, signed with the API key's password; its answer."""
-    report = {"status": "DELIVRD", "err": 0, "omnimessage_id": None, "message_id": None, "to": CUSTOMER,
-              "channel": "sms", "sender": OUR_NUMBER, "timestamp": "2024-06-01T08:09:42.389630",
-              "price_info": None, "error": None, **fields}
+    report = {
+        "status": "DELIVRD",
+        "err": 0,
+        "omnimessage_id": None,
+        "message_id": None,
+        "to": CUSTOMER,
+        "channel": "sms",
+        "sender": OUR_NUMBER,
+        "timestamp": "2024-06-01T08:09:42.389630",
+        "price_info": None,
+        "error": None,
+        **fields,
+    }
     body = json.dumps(report).encode()
-    request = urllib.request.Request(server.url + "/callbacks/delivery", data=body,
-                                     headers=signed_headers(body, API_PASSWORD), method="POST")
+    request = urllib.request.Request(
+        server.url + "/callbacks/delivery", data=body, headers=signed_headers(body, API_PASSWORD), method="POST"
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
@@ -412,9 +461,15 @@ def screenshots(page, name: str, backend: str):
 
 
 def test_a_reply_typed_in_the_browser_is_sent_once_and_its_delivery_report_shows_live(
-        messente_env, messente, page, server, backend):
-    deliver(server, sender=CUSTOMER, recipient=OUR_NUMBER, text="Tere! Kas mu tellimus on juba teel?",
-            time="2024-06-01T08:00:00.000000Z")
+    messente_env, messente, page, server, backend
+):
+    deliver(
+        server,
+        sender=CUSTOMER,
+        recipient=OUR_NUMBER,
+        text="Tere! Kas mu tellimus on juba teel?",
+        time="2024-06-01T08:00:00.000000Z",
+    )
     open_thread(page, server)
     mark_page(page)
 
@@ -446,8 +501,9 @@ def test_a_reply_typed_in_the_browser_is_sent_once_and_its_delivery_report_shows
     assert (request.method, request.path, request.basic_auth) == ("POST", "/v1/omnimessage", ("api-user", API_PASSWORD))
     assert request.json == {
         "to": CUSTOMER,
-        "messages": [{"channel": "sms", "text": "Tere! 👋\nJah, homme on kohal.", "sender": OUR_NUMBER,
-                      "autoconvert": "off"}],
+        "messages": [
+            {"channel": "sms", "text": "Tere! 👋\nJah, homme on kohal.", "sender": OUR_NUMBER, "autoconvert": "off"}
+        ],
         "dlr_url": "https://inbox.example.com/callbacks/delivery",
     }
 
@@ -460,21 +516,23 @@ def test_a_reply_typed_in_the_browser_is_sent_once_and_its_delivery_report_shows
 
     deliver(server, sender=CUSTOMER, recipient=OUR_NUMBER, text="STOP", time="2024-06-01T08:20:00.000000Z")
     expect(page.locator("#composer .cannot-reply")).to_have_text(
-        "This customer opted out: nothing can be sent to them until they write START or someone opts them "
-        "back in.", timeout=LIVE)
+        "This customer opted out: nothing can be sent to them until they write START or someone opts them back in.",
+        timeout=LIVE,
+    )
     expect(page.locator("#reply-text")).to_have_count(0)
     expect(page.locator("#opt-out-button")).to_have_text("Opt back in")  # in the header's More menu
     expect(page.locator("#messages .message .text")).to_have_text(
-        ["Tere! Kas mu tellimus on juba teel?", "Tere! 👋\nJah, homme on kohal.", "STOP"])
+        ["Tere! Kas mu tellimus on juba teel?", "Tere! 👋\nJah, homme on kohal.", "STOP"]
+    )
     assert_same_page(page)
     assert len(messente.requests) == 1
     screenshots(page, "thread-opted-out", backend)
 
 
-def test_a_refused_reply_says_why_in_the_apis_words_and_retry_sends_it(
-        messente_env, messente, page, server, backend):
-    deliver(server, sender=CUSTOMER, recipient=OUR_NUMBER, text="Palun saatke arve.",
-            time="2024-06-01T08:00:00.000000Z")
+def test_a_refused_reply_says_why_in_the_apis_words_and_retry_sends_it(messente_env, messente, page, server, backend):
+    deliver(
+        server, sender=CUSTOMER, recipient=OUR_NUMBER, text="Palun saatke arve.", time="2024-06-01T08:00:00.000000Z"
+    )
     open_thread(page, server)
     mark_page(page)
     messente.behave("400", times=1)
@@ -483,7 +541,8 @@ def test_a_refused_reply_says_why_in_the_apis_words_and_retry_sends_it(
     page.get_by_role("button", name="Send", exact=True).click()
     reply = page.locator("#messages .message.out")
     expect(reply.locator(".status")).to_have_text(
-        "Not sent: Invalid data: Invalid phone number (payload[to])", timeout=LIVE)
+        "Not sent: Invalid data: Invalid phone number (payload[to])", timeout=LIVE
+    )
     expect(reply).to_have_class(re.compile(r"\btrouble\b"))
     retry = reply.get_by_role("button", name="Retry")
     expect(retry).to_be_visible()
@@ -502,10 +561,12 @@ def test_a_refused_reply_says_why_in_the_apis_words_and_retry_sends_it(
 
 def test_the_browser_counts_sms_parts_like_the_server(page, server):
     page.goto(server.url + "/login")  # every page has static/js/sms-length.js
-    counted = page.evaluate("texts => texts.map(text => window.smsLength(text))",
-                            [case["text"] for case in SMS_VECTORS])
+    counted = page.evaluate(
+        "texts => texts.map(text => window.smsLength(text))", [case["text"] for case in SMS_VECTORS]
+    )
     assert {case["name"]: got for case, got in zip(SMS_VECTORS, counted, strict=True)} == {
-        case["name"]: {key: case[key] for key in ("encoding", "units", "parts")} for case in SMS_VECTORS}
+        case["name"]: {key: case[key] for key in ("encoding", "units", "parts")} for case in SMS_VECTORS
+    }
 
 
 # --- an inbox people would choose (issue 11) ---------------------------------------------------
@@ -657,15 +718,23 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def arrive_many(app, at: datetime, payloads: list[dict]) -> None:
     """Store many inbound messages at once, as one callback batch does."""
     with app.app_context():
-        ingest.store_messages([ingest.parse_payload(body_for(**fields)) for fields in payloads],
-                              received_at=at.replace(tzinfo=None))
+        ingest.store_messages(
+            [ingest.parse_payload(body_for(**fields)) for fields in payloads], received_at=at.replace(tzinfo=None)
+        )
 
 
 @SQLITE_ONLY
 def test_two_panes_open_a_conversation_beside_the_list_and_a_phone_shows_one_at_a_time(app, page, server):
     now = datetime.now(UTC)
-    arrive_many(app, now, [{"sender": "+37255512345", "text": "Tere!"}, {"sender": "+37256600001", "text": "Hei"},
-                           {"sender": "+4915112345678", "text": "Hallo"}])
+    arrive_many(
+        app,
+        now,
+        [
+            {"sender": "+37255512345", "text": "Tere!"},
+            {"sender": "+37256600001", "text": "Hei"},
+            {"sender": "+4915112345678", "text": "Hallo"},
+        ],
+    )
     log_in(page, server)
     page.goto(server.url + "/?q=372")
     expect(conversation_rows(page)).to_have_count(2)
@@ -721,8 +790,9 @@ def test_two_panes_open_a_conversation_beside_the_list_and_a_phone_shows_one_at_
 @SQLITE_ONLY
 def test_paging_goes_both_ways_in_the_list_and_in_a_thread_and_a_thread_opens_around_a_message(app, page, server):
     now = datetime.now(UTC)
-    arrive_many(app, now - timedelta(hours=1), [{"sender": f"+3725551{n:04}", "text": f"conversation {n}"}
-                                                for n in range(55)])
+    arrive_many(
+        app, now - timedelta(hours=1), [{"sender": f"+3725551{n:04}", "text": f"conversation {n}"} for n in range(55)]
+    )
     sender = "+37255519999"
     arrive_many(app, now, [{"sender": sender, "text": f"message {n}"} for n in range(200)])
     log_in(page, server)
@@ -775,7 +845,9 @@ def test_paging_goes_both_ways_in_the_list_and_in_a_thread_and_a_thread_opens_ar
     expect(page.locator(".htmx-request, .htmx-settling, .htmx-swapping")).to_have_count(0)
     asked = []  # what the page asks for and its answers, listed if the newer page never comes
     page.on("request", lambda request: asked.append(f"sent {request.method} {request.url}"))
-    page.on("requestfinished", lambda request: asked.append(f"{request.method} {request.url} {request.response().status}"))
+    page.on(
+        "requestfinished", lambda request: asked.append(f"{request.method} {request.url} {request.response().status}")
+    )
     page.on("requestfailed", lambda request: asked.append(f"{request.method} {request.url} {request.failure}"))
     # Enter, as a keyboard user pages. A mouse click here sent no request at all in some loaded
     # whole-suite runs (never alone or under load alone); the cause is not found.
@@ -800,7 +872,11 @@ def test_keyboard_shortcuts_work_never_while_typing_and_can_be_turned_off(app, p
     arrive_many(app, datetime.now(UTC), [{"sender": f"+3725551000{n}", "text": f"message {n}"} for n in range(3)])
     log_in(page, server)
     senders = [row.get_attribute("data-sender") for row in conversation_rows(page).all()]
-    focused = lambda: page.evaluate("document.activeElement.closest('li') && document.activeElement.closest('li').dataset.sender")  # noqa: E731
+
+    def focused():
+        return page.evaluate(
+            "document.activeElement.closest('li') && document.activeElement.closest('li').dataset.sender"
+        )
 
     page.keyboard.press("j")
     assert focused() == senders[0]
@@ -847,9 +923,16 @@ def test_keyboard_shortcuts_work_never_while_typing_and_can_be_turned_off(app, p
 
 @SQLITE_ONLY
 def test_a_draft_survives_switching_conversations_a_reload_and_a_new_login_and_goes_when_sent(
-        messente_env, messente, app, page, server):
-    arrive_many(app, datetime.now(UTC), [{"sender": CUSTOMER, "recipient": OUR_NUMBER, "text": "Tere!"},
-                                         {"sender": "+37256600001", "recipient": OUR_NUMBER, "text": "Hei"}])
+    messente_env, messente, app, page, server
+):
+    arrive_many(
+        app,
+        datetime.now(UTC),
+        [
+            {"sender": CUSTOMER, "recipient": OUR_NUMBER, "text": "Tere!"},
+            {"sender": "+37256600001", "recipient": OUR_NUMBER, "text": "Hei"},
+        ],
+    )
     open_thread(page, server, CUSTOMER)
     page.locator("#reply-text").fill("Tere! Pakk jõuab homme.")
     open_row(page, "+37256600001")
@@ -877,6 +960,7 @@ def test_a_draft_survives_switching_conversations_a_reload_and_a_new_login_and_g
 
 
 # --- drafts, the phone thread, the compact list (issue 22) ------------------------------------
+
 
 def log_in_as(page, server, username: str):
     page.goto(server.url + "/login")
@@ -961,11 +1045,15 @@ def box_of(page, selector: str) -> dict:
 
 @SQLITE_ONLY
 def test_on_a_phone_the_messages_get_most_of_the_screen_and_a_short_thread_sits_by_the_reply_box(
-        messente_env, app, new_context, server):
+    messente_env, app, new_context, server
+):
     now = datetime.now(UTC)
     for n in range(40):
-        arrive_many(app, now - timedelta(minutes=60 - n), [{"sender": CUSTOMER, "recipient": OUR_NUMBER,
-                                                            "text": f"Sõnum {n}: kas tellimus on teel?"}])
+        arrive_many(
+            app,
+            now - timedelta(minutes=60 - n),
+            [{"sender": CUSTOMER, "recipient": OUR_NUMBER, "text": f"Sõnum {n}: kas tellimus on teel?"}],
+        )
     arrive_many(app, now, [{"sender": "+37256600001", "recipient": OUR_NUMBER, "text": "Tere!"}])
     page = new_context(viewport=PHONE).new_page()
     log_in(page, server)
@@ -973,7 +1061,12 @@ def test_on_a_phone_the_messages_get_most_of_the_screen_and_a_short_thread_sits_
     expect(page.locator("#messages .message").last).to_be_in_viewport()
     header, composer = box_of(page, ".thread-header"), box_of(page, "#composer")
     messages, site = box_of(page, "#thread-scroll"), box_of(page, "header.site")
-    assert messages["height"] > header["height"] + composer["height"] + site["height"], (messages, header, composer, site)
+    assert messages["height"] > header["height"] + composer["height"] + site["height"], (
+        messages,
+        header,
+        composer,
+        site,
+    )
     screenshot(page, "thread-phone-long.png")
 
     # The actions are one menu: Done stays out, the rest (read/unread included) are under More.
@@ -1035,4 +1128,5 @@ def test_times_other_than_arrivals_say_at_in_their_tooltip(page, server):
     log_in(page, server)
     page.goto(server.url + "/admin/audit")
     expect(page.locator("table.audit time").first).to_have_attribute(
-        "title", re.compile(r"^At \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+        "title", re.compile(r"^At \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
+    )

@@ -1,6 +1,7 @@
 """The admin and account pages in headless Chromium: how they look (screenshots in test-output/),
 that nothing scrolls sideways on a phone, axe-core finds nothing serious, and the flows a person
 clicks through work: add a colleague, pass on their link, they set a password and log in."""
+
 import hashlib
 import re
 

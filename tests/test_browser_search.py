@@ -1,6 +1,7 @@
 """Text search in headless Chromium against a real server: a word typed in the search box finds
 the message, and its link opens the conversation at that message, however far back it is; the
 export dialog then downloads what the list holds as a workbook."""
+
 import io
 import re
 from pathlib import Path
@@ -25,13 +26,17 @@ def long_thread(app):
     texts = [f"Sõnum {n}: kas kõik on korras?" for n in range(600)]
     texts[99] = "Kas PAKIAUTOMAAT Ülemistes on <b>avatud</b>? 📦"
     with app.app_context():
-        ingest.store_messages([ingest.parse_payload(body_for(msg_id=f"m{n}", sender=SENDER, text=text))
-                               for n, text in enumerate(texts)])
+        ingest.store_messages(
+            [ingest.parse_payload(body_for(msg_id=f"m{n}", sender=SENDER, text=text)) for n, text in enumerate(texts)]
+        )
         from app.db.models import Message
+
         return db.session.scalar(db.select(Message.id).where(Message.msg_id == "m99"))
 
 
-def test_a_word_typed_in_search_opens_its_message_in_the_thread_and_the_export_holds_it(long_thread, page, new_context, server, backend):
+def test_a_word_typed_in_search_opens_its_message_in_the_thread_and_the_export_holds_it(
+    long_thread, page, new_context, server, backend
+):
     log_in(page, server)
     # 599 of the customer's messages hold "korras": one entry for the conversation, with the count.
     page.locator("#q").fill("korras")

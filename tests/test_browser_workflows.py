@@ -4,6 +4,7 @@ it by name, putting a conversation aside until the customer writes again, saved 
 Uses the browser fixtures in conftest.py (one Chromium per module, a watched context per test, a
 server per test) and tests/browser_helpers.py; screenshots of these screens go to test-output/.
 """
+
 import re
 
 import pytest
@@ -138,5 +139,8 @@ def test_saved_replies_are_managed_on_their_page_and_typed_with_a_slash(new_cont
 @pytest.fixture
 def messente_env(messente) -> dict:
     """Reply boxes are offered: the server has API credentials (of the fake Messente)."""
-    return {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
-            "MESSENTE_API_PASSWORD": "api-password"}
+    return {
+        "MESSENTE_API_URL": messente.url,
+        "MESSENTE_API_USERNAME": "api-user",
+        "MESSENTE_API_PASSWORD": "api-password",
+    }

@@ -1,4 +1,5 @@
 """POST /callbacks/inbound: signatures, storage exactly once, and every refusal."""
+
 import json
 import logging
 import socket
@@ -99,11 +100,19 @@ def test_channel_defaults_to_sms_and_optional_fields_may_be_absent(app, deliver)
     assert (message.channel, message.sub_msg_id, message.recipient) == ("sms", None, None)
 
 
-@pytest.mark.parametrize("text", [
-    "😀👍🏽 emoji", "Tere! Jõuluvana tõi õunu, äädikat ja šokolaadi",
-    "Привет, как дела?", "", "x" * 10_000, "مرحبا", "line\nbreaks\r\nand\ttabs",
-    "<script>alert(1)</script>",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "😀👍🏽 emoji",
+        "Tere! Jõuluvana tõi õunu, äädikat ja šokolaadi",
+        "Привет, как дела?",
+        "",
+        "x" * 10_000,
+        "مرحبا",
+        "line\nbreaks\r\nand\ttabs",
+        "<script>alert(1)</script>",
+    ],
+)
 def test_text_round_trips_exactly(app, deliver, text):
     assert deliver(body_for(msg_id="u1", text=text)).status_code == 200
     assert stored(app, "u1").text == text
@@ -182,31 +191,34 @@ def test_body_just_under_the_limit_is_stored(app, deliver):
     assert deliver(body).status_code == 200
 
 
-@pytest.mark.parametrize("body, field", [
-    (b"{not json", "JSON"),
-    (b"\xff\xfe\x00garbage", "JSON"),
-    (b"[1, 2, 3]", "object"),
-    (b'"just a string"', "object"),
-    (body_for(msg_id=None), "msg_id"),
-    (body_for(sender=None), "sender"),
-    (body_for(text=None), "text"),
-    (body_for(time=None), "time"),
-    (body_for(msg_id=42), "msg_id"),
-    (body_for(sender=["+1"]), "sender"),
-    (body_for(text={"a": 1}), "text"),
-    (body_for(time=1717228800), "time"),
-    (body_for(time="yesterday"), "time"),
-    (body_for(time="2024-13-45T99:00:00Z"), "time"),
-    (body_for(channel=7), "channel"),
-    (body_for(msg_id="x" * 300), "msg_id"),
-    (body_for(sender="   "), "sender"),
-    # Out of range once moved to UTC: no OverflowError, no 500 that the provider retries for ever.
-    (body_for(time="0001-01-01T00:00:00+14:00"), "time"),
-    (body_for(time="9999-12-31T23:59:59-14:00"), "time"),
-    # Checked after lowercasing, which makes "İ" two characters.
-    (body_for(channel="İ" * 17), "channel"),
-    (body_for(channel="x" * 33), "channel"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b"{not json", "JSON"),
+        (b"\xff\xfe\x00garbage", "JSON"),
+        (b"[1, 2, 3]", "object"),
+        (b'"just a string"', "object"),
+        (body_for(msg_id=None), "msg_id"),
+        (body_for(sender=None), "sender"),
+        (body_for(text=None), "text"),
+        (body_for(time=None), "time"),
+        (body_for(msg_id=42), "msg_id"),
+        (body_for(sender=["+1"]), "sender"),
+        (body_for(text={"a": 1}), "text"),
+        (body_for(time=1717228800), "time"),
+        (body_for(time="yesterday"), "time"),
+        (body_for(time="2024-13-45T99:00:00Z"), "time"),
+        (body_for(channel=7), "channel"),
+        (body_for(msg_id="x" * 300), "msg_id"),
+        (body_for(sender="   "), "sender"),
+        # Out of range once moved to UTC: no OverflowError, no 500 that the provider retries for ever.
+        (body_for(time="0001-01-01T00:00:00+14:00"), "time"),
+        (body_for(time="9999-12-31T23:59:59-14:00"), "time"),
+        # Checked after lowercasing, which makes "İ" two characters.
+        (body_for(channel="İ" * 17), "channel"),
+        (body_for(channel="x" * 33), "channel"),
+    ],
+)
 def test_invalid_signed_body_is_400_naming_the_field_and_kept_as_dead_letter(app, deliver, body, field):
     response = deliver(body)
     assert response.status_code == 400
@@ -242,8 +254,9 @@ def test_concurrent_duplicates_from_several_processes_store_one_row(app, server_
     bodies = [body_for(msg_id=f"dup-{n % 10}", sender=f"+3725550{n % 3}") for n in range(80)]
 
     def post(body):
-        request = urllib.request.Request(server.url + "/callbacks/inbound", data=body,
-                                         headers=signed_headers(body), method="POST")
+        request = urllib.request.Request(
+            server.url + "/callbacks/inbound", data=body, headers=signed_headers(body), method="POST"
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())["status"]
 
@@ -265,14 +278,19 @@ headers_strategy = st.dictionaries(
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=st.one_of(
-           st.binary(max_size=2000),
-           st.text(max_size=500).map(str.encode),
-           st.builds(body_for, text=st.text(max_size=200)),
-           st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                        max_leaves=20).map(lambda value: json.dumps(value).encode())),
-       headers=headers_strategy)
+@given(
+    body=st.one_of(
+        st.binary(max_size=2000),
+        st.text(max_size=500).map(str.encode),
+        st.builds(body_for, text=st.text(max_size=200)),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+            max_leaves=20,
+        ).map(lambda value: json.dumps(value).encode()),
+    ),
+    headers=headers_strategy,
+)
 def test_fuzz_unsigned_input_is_refused_without_5xx(app, body, headers):
     response = app.test_client().post("/callbacks/inbound", data=body, headers=headers)
     assert response.status_code == 401
@@ -280,8 +298,11 @@ def test_fuzz_unsigned_input_is_refused_without_5xx(app, body, headers):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-@given(text=st.text(), sender=st.text(min_size=1, max_size=30).filter(str.strip),
-       msg_id=st.text(min_size=1, max_size=60).filter(str.strip))
+@given(
+    text=st.text(),
+    sender=st.text(min_size=1, max_size=30).filter(str.strip),
+    msg_id=st.text(min_size=1, max_size=60).filter(str.strip),
+)
 def test_fuzz_signed_messages_are_always_stored(app, text, sender, msg_id):
     msg_id = f"{uuid.uuid4()}{msg_id}"  # examples share one database
     body = body_for(msg_id=msg_id, sender=sender, text=text)
@@ -291,13 +312,16 @@ def test_fuzz_signed_messages_are_always_stored(app, text, sender, msg_id):
     assert message is not None and message.text == clean_text(text)
 
 
-@pytest.mark.parametrize("body, status, field", [
-    (b"[" * 30_000 + b"]" * 30_000, 400, "JSON"),  # deeper than any parser stack
-    (b'{"msg_id": "x", "sender": "+1", "time": "2024-06-01T08:00:00Z", "text": "\xff\xfe"}', 400, "JSON"),
-    (b'{"msg_id": "x", "sender": "+1", "time": "2024-06-01T08:00:00Z", "text": "a\x00b"}', 400, "JSON"),
-    (body_for(text="\U0001F600" * 20_000), 413, "64 KiB"),
-    (b"x" * 1024 * 1024, 413, "64 KiB"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        (b"[" * 30_000 + b"]" * 30_000, 400, "JSON"),  # deeper than any parser stack
+        (b'{"msg_id": "x", "sender": "+1", "time": "2024-06-01T08:00:00Z", "text": "\xff\xfe"}', 400, "JSON"),
+        (b'{"msg_id": "x", "sender": "+1", "time": "2024-06-01T08:00:00Z", "text": "a\x00b"}', 400, "JSON"),
+        (body_for(text="\U0001f600" * 20_000), 413, "64 KiB"),
+        (b"x" * 1024 * 1024, 413, "64 KiB"),
+    ],
+)
 def test_hostile_signed_bodies_get_a_clear_4xx(app, deliver, body, status, field):
     response = deliver(body)
     assert response.status_code == status
@@ -310,8 +334,11 @@ def test_duplicate_signature_headers_are_refused_as_ambiguous(app, client):
     body = body_for(msg_id="dup-header")
     good = signed_headers(body)["X-Messente-Signature"]
     for pair in ((good, "0" * 64), ("0" * 64, good), (good, good)):
-        headers = [("Content-Type", "application/json"), ("X-Messente-Signature", pair[0]),
-                   ("x-messente-SIGNATURE", pair[1])]
+        headers = [
+            ("Content-Type", "application/json"),
+            ("X-Messente-Signature", pair[0]),
+            ("x-messente-SIGNATURE", pair[1]),
+        ]
         assert client.post("/callbacks/inbound", data=body, headers=headers).status_code == 401
     assert count(app, Message) == 0
     headers = [("Content-Type", "application/json"), ("x-MESSENTE-signature", good)]
@@ -356,8 +383,7 @@ def test_one_bad_message_in_a_batch_does_not_fail_the_others(app):
     assert count(app, Message) == 5
 
 
-def test_a_database_that_cannot_be_opened_answers_503_and_the_next_request_tries_again(
-        database_url, tmp_path, caplog):
+def test_a_database_that_cannot_be_opened_answers_503_and_the_next_request_tries_again(database_url, tmp_path, caplog):
     if database_url.startswith("sqlite"):
         unreachable = f"sqlite:///{tmp_path / 'no-such-directory' / 'inbox.sqlite3'}"
     else:
@@ -385,14 +411,16 @@ def raw_exchange(server, head: bytes, body_parts: list[bytes]) -> int:
 
 
 def chunked(body: bytes, size: int = 8192) -> list[bytes]:
-    parts = [body[start:start + size] for start in range(0, len(body), size)]
+    parts = [body[start : start + size] for start in range(0, len(body), size)]
     return [b"%x\r\n%s\r\n" % (len(part), part) for part in parts] + [b"0\r\n\r\n"]
 
 
 def chunked_head(body: bytes) -> bytes:
-    return (b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
-            b"X-Messente-Signature: " + signed_headers(body)["X-Messente-Signature"].encode() + b"\r\n\r\n")
+    return (
+        b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+        b"X-Messente-Signature: " + signed_headers(body)["X-Messente-Signature"].encode() + b"\r\n\r\n"
+    )
 
 
 def test_a_chunked_body_is_read_whole_and_over_the_limit_is_413(app, server_factory):

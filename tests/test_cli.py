@@ -1,4 +1,5 @@
 """The flask commands a newcomer and an operator use."""
+
 import re
 import socket
 import subprocess
@@ -59,10 +60,19 @@ def test_init_db_is_safe_to_run_twice_and_tells_what_to_do_next(database_url):
 
 def test_send_test_message_arrives_in_the_running_app(app, server_factory):
     server = server_factory(workers=1)
-    result = app.test_cli_runner().invoke(args=[
-        "send-test-message", "--url", server.url,
-        "--sender", "+3725550000", "--text", "Tere, maailm! 👋", "--channel", "viber",
-    ])
+    result = app.test_cli_runner().invoke(
+        args=[
+            "send-test-message",
+            "--url",
+            server.url,
+            "--sender",
+            "+3725550000",
+            "--text",
+            "Tere, maailm! 👋",
+            "--channel",
+            "viber",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("200 ") and '"stored"' in result.output
     with app.app_context():
@@ -88,8 +98,7 @@ UNSET = {"BIND": "", "PUBLIC_URL": ""}
 def test_commands_follow_a_server_started_on_another_port(app, server_factory):
     database_url = app.config["SQLALCHEMY_DATABASE_URI"]
     server = server_factory(workers=1)  # on a free port, not 5000
-    created = flask_command(database_url, "create-user", "fay", input="long enough\nlong enough\n",
-                            env_extra=UNSET)
+    created = flask_command(database_url, "create-user", "fay", input="long enough\nlong enough\n", env_extra=UNSET)
     assert created.returncode == 0, created.stderr
     assert created.stdout == f"Created admin 'fay'. Log in at {server.url}/login\n"
     sent = flask_command(database_url, "send-test-message", "--text", "found it", env_extra=UNSET)
@@ -101,18 +110,23 @@ def test_commands_follow_a_server_started_on_another_port(app, server_factory):
     server.stop()  # a clean shutdown deletes its row: the commands say so and fall back to BIND
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Server)) == 0
-    created = flask_command(database_url, "create-user", "gus", input="long enough\nlong enough\n",
-                            env_extra=UNSET)
+    created = flask_command(database_url, "create-user", "gus", input="long enough\nlong enough\n", env_extra=UNSET)
     assert created.returncode == 0, created.stderr
-    assert created.stdout == ("Created agent 'gus'. No server is running: start it with `make run`, "
-                              "then log in at http://127.0.0.1:5000/login\n")
+    assert created.stdout == (
+        "Created agent 'gus'. No server is running: start it with `make run`, "
+        "then log in at http://127.0.0.1:5000/login\n"
+    )
 
 
 def test_public_url_wins_over_the_running_servers_address(app, server_factory):
     server_factory(workers=1)
-    created = flask_command(app.config["SQLALCHEMY_DATABASE_URI"], "create-user", "hal",
-                            input="long enough\nlong enough\n",
-                            env_extra={"BIND": "", "PUBLIC_URL": "https://inbox.example.com/"})
+    created = flask_command(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        "create-user",
+        "hal",
+        input="long enough\nlong enough\n",
+        env_extra={"BIND": "", "PUBLIC_URL": "https://inbox.example.com/"},
+    )
     assert created.returncode == 0, created.stderr
     assert created.stdout == "Created admin 'hal'. Log in at https://inbox.example.com/login\n"
 
@@ -123,27 +137,51 @@ def test_only_live_servers_count_the_newest_first(app):
     dead.wait()  # a crashed server's pid: no longer running
     rows = [
         Server(host=here, pid=dead.pid, bind="127.0.0.1:5101", started_at=now, last_seen_at=now),
-        Server(host="elsewhere", pid=1, bind="10.0.0.2:5102", started_at=now - timedelta(hours=1),
-               last_seen_at=now - servers.LIVE_ELSEWHERE - timedelta(seconds=1)),
+        Server(
+            host="elsewhere",
+            pid=1,
+            bind="10.0.0.2:5102",
+            started_at=now - timedelta(hours=1),
+            last_seen_at=now - servers.LIVE_ELSEWHERE - timedelta(seconds=1),
+        ),
     ]
     with app.app_context():
         db.session.add_all(rows)
         db.session.commit()
         assert servers.newest_live() is None
         assert servers.site_address(app.config) == servers.SiteAddress("http://127.0.0.1:5000", False)
-        db.session.add(Server(host="elsewhere", pid=1, bind="0.0.0.0:5103", started_at=now - timedelta(minutes=1),
-                              last_seen_at=now - timedelta(minutes=1)))
+        db.session.add(
+            Server(
+                host="elsewhere",
+                pid=1,
+                bind="0.0.0.0:5103",
+                started_at=now - timedelta(minutes=1),
+                last_seen_at=now - timedelta(minutes=1),
+            )
+        )
         db.session.commit()
         # Another host's server listening on every address is reached by that host's name.
         assert servers.site_address(app.config) == servers.SiteAddress("http://elsewhere:5103", True)
-        db.session.add(Server(host="elsewhere", pid=2, bind="127.0.0.1:5105", public_url="https://inbox.example.org",
-                              started_at=now, last_seen_at=now - timedelta(seconds=30)))
+        db.session.add(
+            Server(
+                host="elsewhere",
+                pid=2,
+                bind="127.0.0.1:5105",
+                public_url="https://inbox.example.org",
+                started_at=now,
+                last_seen_at=now - timedelta(seconds=30),
+            )
+        )
         db.session.commit()
         assert servers.site_address(app.config) == servers.SiteAddress("https://inbox.example.org", True)
         # A server starting on this host replaces the rows of this host's servers that are gone.
         servers.record("127.0.0.1:5104", "https://inbox.example.com")
-        assert sorted(db.session.scalars(sa.select(Server.bind))) == ["0.0.0.0:5103", "10.0.0.2:5102",
-                                                                      "127.0.0.1:5104", "127.0.0.1:5105"]
+        assert sorted(db.session.scalars(sa.select(Server.bind))) == [
+            "0.0.0.0:5103",
+            "10.0.0.2:5102",
+            "127.0.0.1:5104",
+            "127.0.0.1:5105",
+        ]
 
 
 def test_commands_on_a_database_without_tables_say_what_to_run(database_url):
@@ -177,6 +215,7 @@ def test_making_apps_leaves_each_command_wrapped_once(database_url):
 def test_local_secret_is_generated_once_when_none_is_configured(tmp_path, database_url):
     from app import config
     from conftest import make_app
+
     app = make_app(database_url, MESSENTE_SHARED_SECRET="")
     app.instance_path = str(tmp_path)
     result = app.test_cli_runner().invoke(args=["local-secret"])
@@ -201,19 +240,20 @@ def test_the_database_files_are_private_to_their_owner(tmp_path):
     assert app.test_client().post("/callbacks/inbound", data=body, headers=signed_headers(body)).status_code == 200
     with app.app_context():
         with db.engine.connect():  # while a connection is open, SQLite keeps -wal and -shm
-            modes = {suffix: (tmp_path / f"inbox.sqlite3{suffix}").stat().st_mode & 0o777
-                     for suffix in ("", "-wal", "-shm")}
+            modes = {
+                suffix: (tmp_path / f"inbox.sqlite3{suffix}").stat().st_mode & 0o777 for suffix in ("", "-wal", "-shm")
+            }
         db.engine.dispose()
     assert modes == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
 
 
 def test_commands_print_the_address_the_server_is_really_at(app, database_url):
-    result = flask_command(database_url, "create-user", "erin", input="long enough\nlong enough\n",
-                           env_extra={"BIND": "0.0.0.0:8000"})
+    result = flask_command(
+        database_url, "create-user", "erin", input="long enough\nlong enough\n", env_extra={"BIND": "0.0.0.0:8000"}
+    )
     assert result.returncode == 0, result.stderr
     assert "log in at http://127.0.0.1:8000/login" in result.stdout
-    public = flask_command(database_url, "send-test-message",
-                           env_extra={"PUBLIC_URL": "http://127.0.0.1:9/inbox/"})
+    public = flask_command(database_url, "send-test-message", env_extra={"PUBLIC_URL": "http://127.0.0.1:9/inbox/"})
     assert "Could not reach http://127.0.0.1:9/inbox/callbacks/inbound" in public.stderr
 
 
@@ -221,8 +261,12 @@ def test_send_test_message_can_send_a_delivery_report_for_the_newest_reply(app, 
     from app import replies
     from app.db.models import Message
     from conftest import conversation_of
-    env = {"MESSENTE_API_USERNAME": "api-user", "MESSENTE_API_PASSWORD": "api-password",
-           "MESSENTE_API_URL": "http://127.0.0.1:9/v1"}
+
+    env = {
+        "MESSENTE_API_USERNAME": "api-user",
+        "MESSENTE_API_PASSWORD": "api-password",
+        "MESSENTE_API_URL": "http://127.0.0.1:9/v1",
+    }
     app.config.update(env)
     server = server_factory(workers=1, env=env)
     runner = app.test_cli_runner()
@@ -239,6 +283,7 @@ def test_send_test_message_can_send_a_delivery_report_for_the_newest_reply(app, 
 
 
 # --- users when nobody can log in -------------------------------------------------------------
+
 
 def roles(app) -> dict:
     with app.app_context():
@@ -260,8 +305,9 @@ def test_reset_password_prints_a_working_one_time_link(app, runner, user):
     client = app.test_client()
     page = client.get(path)
     assert page.status_code == 200
-    done = client.post(path, data={"password": "a fresh password", "confirm": "a fresh password",
-                                   "csrf_token": csrf_token(page.text)})
+    done = client.post(
+        path, data={"password": "a fresh password", "confirm": "a fresh password", "csrf_token": csrf_token(page.text)}
+    )
     assert done.status_code == 303
     assert AuthActions(app.test_client()).login(password="a fresh password").status_code == 302
     assert runner.invoke(args=["reset-password", "nobody"]).exit_code == 1

@@ -1,4 +1,5 @@
 """Contacts: a name and a note per conversation, edited in its header, shown in list and thread."""
+
 import re
 from html import unescape
 
@@ -33,8 +34,10 @@ def test_naming_a_contact_with_a_plain_form_shows_the_name_in_thread_and_list(ap
     action, token = contact_form(page)
     latest = re.search(r'hx-get="/\?since=(\d+)', client.get("/").text).group(1)
 
-    response = client.post(action, data={"csrf_token": token, "contact_name": "  Ülle   Tamm ",
-                                         "contact_note": "Prefers SMS.\r\nVIP since 2021."})
+    response = client.post(
+        action,
+        data={"csrf_token": token, "contact_name": "  Ülle   Tamm ", "contact_note": "Prefers SMS.\r\nVIP since 2021."},
+    )
     assert response.status_code == 303 and response.headers["Location"] == inbox
 
     thread = client.get(inbox).text
@@ -54,16 +57,19 @@ def test_naming_a_contact_with_a_plain_form_shows_the_name_in_thread_and_list(ap
 
 def test_editing_with_htmx_swaps_the_header_in_place_and_asks_the_list_to_poll(client, inbox):
     action, token = contact_form(client.get(inbox).text)
-    response = client.post(action, data={"csrf_token": token, "contact_name": "Ülle", "contact_note": ""},
-                           headers={"HX-Request": "true"})
+    response = client.post(
+        action, data={"csrf_token": token, "contact_name": "Ülle", "contact_note": ""}, headers={"HX-Request": "true"}
+    )
     assert response.status_code == 200
     # The header, which also tells the page its new title (kept there across list polls).
     assert '<div id="contact" class="who" data-page-title="\u2068Ülle\u2069 · (2) Inbox · sms-inbox">' in response.text
     assert "<bdi>Ülle</bdi>" in response.text and "Edit name and note" in response.text
     # The page's title and its heading name the person too.
     assert "<title>\u2068Ülle\u2069 · (2) Inbox · sms-inbox</title>" in response.text
-    assert re.search(r'<h1 id="page-heading" class="visually-hidden" hx-swap-oob="true">Conversation with <bdi>Ülle</bdi>',
-                     response.text)
+    assert re.search(
+        r'<h1 id="page-heading" class="visually-hidden" hx-swap-oob="true">Conversation with <bdi>Ülle</bdi>',
+        response.text,
+    )
     assert response.headers["HX-Trigger"] == "conversation-changed"
 
 
@@ -81,9 +87,14 @@ def test_a_name_too_long_is_refused_with_the_reason_and_what_was_typed_kept(clie
     assert plain.status_code == 400
     assert f"longer than {CONTACT_NAME_LENGTH} characters" in plain.text
     assert f'value="{name}"' in plain.text and "kept note</textarea>" in plain.text
-    htmx = client.post(action, data={"csrf_token": token, "contact_name": name, "contact_note": "kept note"},
-                       headers={"HX-Request": "true"})
-    assert htmx.status_code == 200 and 'role="alert"' in htmx.text and "<details class=\"contact-edit\" open>" in htmx.text
+    htmx = client.post(
+        action,
+        data={"csrf_token": token, "contact_name": name, "contact_note": "kept note"},
+        headers={"HX-Request": "true"},
+    )
+    assert (
+        htmx.status_code == 200 and 'role="alert"' in htmx.text and '<details class="contact-edit" open>' in htmx.text
+    )
     assert "Add name or note" in client.get(inbox).text  # nothing stored
 
 
@@ -95,8 +106,10 @@ def test_editing_a_contact_needs_the_csrf_token(client, inbox):
 
 def test_names_and_notes_are_escaped(client, inbox):
     action, token = contact_form(client.get(inbox).text)
-    client.post(action, data={"csrf_token": token, "contact_name": "<script>x()</script>",
-                              "contact_note": "<img src=x onerror=y()>"})
+    client.post(
+        action,
+        data={"csrf_token": token, "contact_name": "<script>x()</script>", "contact_note": "<img src=x onerror=y()>"},
+    )
     page = client.get(inbox).text
     assert "<script>x()" not in page and "&lt;script&gt;x()&lt;/script&gt;" in page
     assert "<img src=x" not in page

@@ -3,6 +3,7 @@
 The copy is killed half-way, at a known batch, and resumed; the end result must be the same
 rows in every table, and the app must keep working on the copy.
 """
+
 import subprocess
 
 import pytest
@@ -29,10 +30,21 @@ from conftest import (
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 BATCH_SIZE = 20
-SENDERS = ["+37255512345", "+372 5551 2346", "+44 (20) 7946-0958", "+4915112345678",
-           "Ülle", "ABC", "abc", "Zürich", "東京", "Привет", "+15550100", "+15550101"]
-TEXTS = ["Tere! 👋", "Привет, мир", "日本語のメッセージ", "", "two\nlines", 'a "quote" and \\',
-         "Ω≈ç√∫ 🇪🇪", "x" * 500]
+SENDERS = [
+    "+37255512345",
+    "+372 5551 2346",
+    "+44 (20) 7946-0958",
+    "+4915112345678",
+    "Ülle",
+    "ABC",
+    "abc",
+    "Zürich",
+    "東京",
+    "Привет",
+    "+15550100",
+    "+15550101",
+]
+TEXTS = ["Tere! 👋", "Привет, мир", "日本語のメッセージ", "", "two\nlines", 'a "quote" and \\', "Ω≈ç√∫ 🇪🇪", "x" * 500]
 MESSAGES = 300
 
 
@@ -58,9 +70,13 @@ def source_url(tmp_path_factory):
         return client.post("/callbacks/inbound", data=body, headers=signed_headers(body))
 
     for n in range(MESSAGES):
-        body = body_for(msg_id=f"msg-{n:04d}", sender=SENDERS[n % len(SENDERS)],
-                        text=TEXTS[n % len(TEXTS)], time=f"2024-06-{1 + n % 28:02d}T08:{n % 60:02d}:00.123456Z",
-                        channel=["sms", "viber", "whatsapp"][n % 3])
+        body = body_for(
+            msg_id=f"msg-{n:04d}",
+            sender=SENDERS[n % len(SENDERS)],
+            text=TEXTS[n % len(TEXTS)],
+            time=f"2024-06-{1 + n % 28:02d}T08:{n % 60:02d}:00.123456Z",
+            channel=["sms", "viber", "whatsapp"][n % 3],
+        )
         assert deliver(body).json == {"status": "stored"}
     assert deliver(body_for(msg_id="msg-0007")).json == {"status": "duplicate"}
     assert deliver(body_for(sender=None)).status_code == 400  # dead letters
@@ -106,13 +122,26 @@ def test_interrupted_copy_resumes_and_ends_with_identical_data(source_url, datab
     try:
         # Its conversation is not there yet: this session skips foreign-key checks (superuser).
         blocker.exec_driver_sql("SET session_replication_role = replica")
-        blocker.execute(sa.insert(Message).values(
-            id=held, conversation_id=0, msg_id="holds-a-key", channel="sms", sender="x", text="",
-            raw_body=b"", sent_at=sa.func.now(), received_at=sa.func.now(), change_seq=0))
+        blocker.execute(
+            sa.insert(Message).values(
+                id=held,
+                conversation_id=0,
+                msg_id="holds-a-key",
+                channel="sms",
+                sender="x",
+                text="",
+                raw_body=b"",
+                sent_at=sa.func.now(),
+                received_at=sa.func.now(),
+                change_seq=0,
+            )
+        )
         blocker_pid = blocker.scalar(sa.select(sa.func.pg_backend_pid()))
-        copy = subprocess.Popen(**flask_process(source_url, "copy-db", "--to", target_url,
-                                                "--batch-size", str(BATCH_SIZE)),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        copy = subprocess.Popen(
+            **flask_process(source_url, "copy-db", "--to", target_url, "--batch-size", str(BATCH_SIZE)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_until_blocked_by(target, blocker_pid, copy)
         finally:
@@ -162,8 +191,7 @@ def the_app_works_on_the_copy(target_url: str, highest_copied_id: int) -> None:
         with app.app_context():
             copied_change = queries.latest_change()
         body = body_for(msg_id="after-the-move", sender="+37255599999", text="Hello again")
-        assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {
-            "status": "stored"}
+        assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
         with app.app_context():
             new_id = db.session.scalar(sa.select(Message.id).where(Message.msg_id == "after-the-move"))
             new_change = queries.latest_change()
@@ -210,6 +238,7 @@ def test_ids_of_rows_deleted_before_the_copy_are_not_handed_out_again(tmp_path, 
     with app.app_context():
         from app.db.models import Conversation
         from app.privacy import retention
+
         erased = db.session.scalar(sa.select(Conversation.id).where(Conversation.sender == "+37255510003"))
         retention.erase_conversation(erased)
         db.engine.dispose()
@@ -220,12 +249,15 @@ def test_ids_of_rows_deleted_before_the_copy_are_not_handed_out_again(tmp_path, 
     try:
         body = body_for(msg_id="after-the-move", sender="+37255510004")
         target_client = target.test_client()
-        assert target_client.post("/callbacks/inbound", data=body,
-                                  headers=signed_headers(body)).json == {"status": "stored"}
+        assert target_client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {
+            "status": "stored"
+        }
         with target.app_context():
             from app.db.models import Conversation
-            new = db.session.execute(sa.select(Conversation.id, Conversation.last_message_id)
-                                     .where(Conversation.sender == "+37255510004")).one()
+
+            new = db.session.execute(
+                sa.select(Conversation.id, Conversation.last_message_id).where(Conversation.sender == "+37255510004")
+            ).one()
         assert new == (erased + 1, 4)  # neither the erased conversation's id nor its message's (3)
     finally:
         with target.app_context():

@@ -1,4 +1,5 @@
 """Delivery reports for replies: signed with the API password, applied once, never backwards."""
+
 import json
 import re
 from html import unescape
@@ -16,15 +17,27 @@ from helpers import CUSTOMER, a_sent_reply
 
 
 def report(status: str, omnimessage_id: str = "omni-1", err: int = 0, error=None, channel="sms") -> bytes:
-    return json.dumps({"status": status, "sender": "+37250000000", "err": err, "message_id": "m-1",
-                       "to": CUSTOMER, "channel": channel, "error": error, "omnimessage_id": omnimessage_id,
-                       "timestamp": "2024-06-01T08:09:42.389630",
-                       "price_info": {"part_price": "0.1", "parts_count": 1, "total_price": "0.1"}}).encode()
+    return json.dumps(
+        {
+            "status": status,
+            "sender": "+37250000000",
+            "err": err,
+            "message_id": "m-1",
+            "to": CUSTOMER,
+            "channel": channel,
+            "error": error,
+            "omnimessage_id": omnimessage_id,
+            "timestamp": "2024-06-01T08:09:42.389630",
+            "price_info": {"part_price": "0.1", "parts_count": 1, "total_price": "0.1"},
+        }
+    ).encode()
 
 
 def post_report(app, body: bytes, key: str = API_PASSWORD, signature: str | None = None):
-    headers = {"Content-Type": "application/json",
-               "X-Messente-Signature": signature if signature is not None else signing.sign(body, key)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Messente-Signature": signature if signature is not None else signing.sign(body, key),
+    }
     return app.test_client().post("/callbacks/delivery", data=body, headers=headers)
 
 
@@ -64,8 +77,11 @@ def test_a_report_moves_the_reply_forward_and_never_back(dlr_app):
 def test_with_fallback_channels_the_best_leg_wins(dlr_app):
     reply_id = a_sent_reply(dlr_app)
     with dlr_app.app_context(), write_transaction() as session:  # sent as WhatsApp, then SMS
-        session.execute(sa.update(Message).where(Message.id == reply_id).values(
-            legs=[{"channel": "whatsapp", "sender": None}, {"channel": "sms", "sender": "+37250000000"}]))
+        session.execute(
+            sa.update(Message)
+            .where(Message.id == reply_id)
+            .values(legs=[{"channel": "whatsapp", "sender": None}, {"channel": "sms", "sender": "+37250000000"}])
+        )
     post_report(dlr_app, report("FAILED", err=1, channel="whatsapp"))  # the SMS leg is still to come
     assert reply_row(dlr_app, reply_id).delivery is None
     post_report(dlr_app, report("ACCEPTD", channel="sms"))
@@ -92,12 +108,13 @@ def test_error_codes_are_shown_in_words(dlr_app):
     AuthActions(person).login()
     with dlr_app.app_context():
         page = person.get(f"/conversations/{conversation_of(CUSTOMER).id}").text
-    assert "Not delivered: <span class=\"problem\">invalid number: Subscriber unknown</span>" in page
+    assert 'Not delivered: <span class="problem">invalid number: Subscriber unknown</span>' in page
 
 
 def test_a_report_that_beats_the_send_call_is_kept_and_applied_when_the_id_is_known(dlr_app):
     assert post_report(dlr_app, report("DELIVRD", omnimessage_id="early")).json == {
-        "status": "kept until its reply is known"}
+        "status": "kept until its reply is known"
+    }
     reply_id = a_sent_reply(dlr_app, omnimessage_id="early")
     assert reply_row(dlr_app, reply_id).delivery == "DELIVRD"
     with dlr_app.app_context():
@@ -131,12 +148,15 @@ def test_a_reply_reported_undelivered_can_be_sent_again(dlr_app):
     assert (reply.status, reply.delivery, reply.omnimessage_id) == ("queued", None, None)  # to be sent again
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"{not json", "JSON"),
-    (b"[]", "object"),
-    (json.dumps({"status": "DELIVRD"}).encode(), "omnimessage_id"),
-    (json.dumps({"status": "GREAT", "omnimessage_id": "x"}).encode(), "status"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"{not json", "JSON"),
+        (b"[]", "object"),
+        (json.dumps({"status": "DELIVRD"}).encode(), "omnimessage_id"),
+        (json.dumps({"status": "GREAT", "omnimessage_id": "x"}).encode(), "status"),
+    ],
+)
 def test_a_signed_report_we_cannot_read_is_400(dlr_app, body, words):
     response = post_report(dlr_app, body)
     assert response.status_code == 400 and words in response.json["error"]
@@ -145,8 +165,9 @@ def test_a_signed_report_we_cannot_read_is_400(dlr_app, body, words):
 def test_without_an_api_password_reports_are_refused_with_503(database_url):
     app = make_app(database_url)
     body = report("DELIVRD")
-    response = app.test_client().post("/callbacks/delivery", data=body,
-                                      headers={"X-Messente-Signature": signing.sign(body, "")})
+    response = app.test_client().post(
+        "/callbacks/delivery", data=body, headers={"X-Messente-Signature": signing.sign(body, "")}
+    )
     assert response.status_code == 503 and "MESSENTE_API_PASSWORD" in response.json["error"]
     with app.app_context():
         db.engine.dispose()

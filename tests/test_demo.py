@@ -1,4 +1,5 @@
 """`flask seed-demo`: realistic bulk data whose conversations and chart stay exact."""
+
 import os
 import random
 import sqlite3
@@ -22,12 +23,23 @@ from conftest import body_for, conversation_of, flask_process, signed_headers, w
 
 def assert_consistent() -> None:
     """Conversations and daily counts are what the messages themselves say."""
-    per_sender = {sender: (count, newest) for sender, count, newest in db.session.execute(
-        sa.select(Message.sender, sa.func.count(), sa.func.max(Message.id)).group_by(Message.sender))}
+    per_sender = {
+        sender: (count, newest)
+        for sender, count, newest in db.session.execute(
+            sa.select(Message.sender, sa.func.count(), sa.func.max(Message.id)).group_by(Message.sender)
+        )
+    }
     conversations = {c.sender: c for c in db.session.scalars(sa.select(Conversation))}
     assert conversations.keys() == per_sender.keys()
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).join(Conversation).where(
-        Conversation.sender != Message.sender)) == 0
+    assert (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Message)
+            .join(Conversation)
+            .where(Conversation.sender != Message.sender)
+        )
+        == 0
+    )
     for sender, conversation in conversations.items():
         count, newest = per_sender[sender]
         last = db.session.get(Message, newest)
@@ -39,23 +51,31 @@ def assert_consistent() -> None:
     received_days = Counter(moment.date() for moment in db.session.scalars(sa.select(Message.received_at)))
     assert dict(db.session.execute(sa.select(DailyCount.day, DailyCount.count)).all()) == received_days
     recipients = set(db.session.execute(sa.select(Message.conversation_id, Message.recipient).distinct()).all())
-    assert set(db.session.execute(sa.select(ConversationRecipient.conversation_id,
-                                            ConversationRecipient.recipient)).all()) == recipients
+    assert (
+        set(db.session.execute(sa.select(ConversationRecipient.conversation_id, ConversationRecipient.recipient)).all())
+        == recipients
+    )
     assert_searchable()
 
 
 def assert_searchable() -> None:
     """Text search finds exactly the messages whose text holds a word, newest first, as for ingested ones."""
     for word in ("tellimus", "спасибо", "aitah"):  # "Aitäh" folds to "aitah"
-        expected = [id_ for id_, folded in db.session.execute(sa.select(Message.id, Message.folded_text)
-                                                              .order_by(Message.id.desc()))
-                    if word in folded][:search.PAGE]
+        expected = [
+            id_
+            for id_, folded in db.session.execute(
+                sa.select(Message.id, Message.folded_text).order_by(Message.id.desc())
+            )
+            if word in folded
+        ][: search.PAGE]
         hits, _ = search.search_messages(word)
         assert [hit.id for hit in hits] == expected, word
     if db.session.get_bind().dialect.name == "sqlite":  # the trigram index holds every message once
-        assert db.session.execute(sa.text("SELECT count(*) FROM message_fts WHERE message_fts MATCH 'tel'")
-                                  ).scalar() == db.session.scalar(sa.select(sa.func.count()).select_from(Message)
-                                                                  .where(Message.folded_text.contains("tel")))
+        assert db.session.execute(
+            sa.text("SELECT count(*) FROM message_fts WHERE message_fts MATCH 'tel'")
+        ).scalar() == db.session.scalar(
+            sa.select(sa.func.count()).select_from(Message).where(Message.folded_text.contains("tel"))
+        )
 
 
 def test_seed_demo_fills_a_realistic_consistent_inbox(app, runner):
@@ -79,7 +99,12 @@ def test_seed_demo_fills_a_realistic_consistent_inbox(app, runner):
             # The stored body is one the callback would have filed as this very row.
             parsed = ingest.parse_payload(message.raw_body)
             assert (parsed.msg_id, parsed.sender, parsed.text, parsed.channel, parsed.sent_at) == (
-                message.msg_id, message.sender, message.text, message.channel, message.sent_at)
+                message.msg_id,
+                message.sender,
+                message.text,
+                message.channel,
+                message.sent_at,
+            )
             assert message.sent_at <= message.received_at
 
 
@@ -110,8 +135,11 @@ def test_seeding_after_a_test_message_still_spreads_over_60_days(app, runner, de
     result = runner.invoke(args=["seed-demo", "--messages", "2000", "--senders", "100"])
     assert result.exit_code == 0, result.output
     with app.app_context():
-        demo_arrivals = list(db.session.scalars(sa.select(Message.received_at).where(
-            Message.sender != "+37255664418").order_by(Message.id)))
+        demo_arrivals = list(
+            db.session.scalars(
+                sa.select(Message.received_at).where(Message.sender != "+37255664418").order_by(Message.id)
+            )
+        )
         assert len(demo_arrivals) == 2000
         assert len({moment.date() for moment in demo_arrivals}) >= 50  # of the 61 days the 60 touch
         assert (max(demo_arrivals) - min(demo_arrivals)).days >= 55
@@ -148,14 +176,23 @@ def test_seed_demo_into_an_empty_inbox_while_the_server_serves_and_writes(app, s
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # what a callback's transaction holds, for longer
     writer.execute("UPDATE change_counter SET value = value")
-    seeding = subprocess.Popen(**flask_process(url, "seed-demo", "--messages", "2000", "--senders", "100"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seeding = subprocess.Popen(
+        **flask_process(url, "seed-demo", "--messages", "2000", "--senders", "100"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # seed-demo meets the lock: it is inside its write transaction (it has the write-lock file
         # open, app/db/unit_of_work.py), and SQLite's busy handler has it sleeping until the lock is free.
-        wait_until(lambda: seeding.poll() is not None
-                   or (has_open(seeding.pid, path.with_suffix(".write-lock")) and sleeping(seeding.pid)),
-                   "seed-demo waits for the write lock", timeout=60)
+        wait_until(
+            lambda: (
+                seeding.poll() is not None
+                or (has_open(seeding.pid, path.with_suffix(".write-lock")) and sleeping(seeding.pid))
+            ),
+            "seed-demo waits for the write lock",
+            timeout=60,
+        )
         assert seeding.poll() is None, seeding.communicate()
     finally:
         writer.execute("COMMIT")

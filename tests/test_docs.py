@@ -1,4 +1,5 @@
 """What the documents say about the software matches what it does."""
+
 import json
 import re
 from unittest import mock
@@ -15,17 +16,21 @@ def test_the_documented_delivery_report_body_is_applied(dlr_app):
     """docs/replies.md's example of what Messente POSTs to /callbacks/delivery, signed as Messente
     signs it, moves the reply it names forward."""
     replies_md = (ROOT / "docs" / "replies.md").read_text()
-    section = replies_md[replies_md.index("### The report's body"):]
+    section = replies_md[replies_md.index("### The report's body") :]
     example = json.loads(re.search(r"```json\n(.*?)```", section, re.DOTALL).group(1))
     reply_id = a_sent_reply(dlr_app, example["omnimessage_id"])
     body = json.dumps(example).encode()
-    response = dlr_app.test_client().post("/callbacks/delivery", data=body, headers={
-        "Content-Type": "application/json", "X-Messente-Signature": signing.sign(body, API_PASSWORD)})
+    response = dlr_app.test_client().post(
+        "/callbacks/delivery",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Messente-Signature": signing.sign(body, API_PASSWORD)},
+    )
     assert response.json == {"status": "applied"}
     with dlr_app.app_context():
         assert db.session.get(Message, reply_id).delivery == example["status"] == "DELIVRD"
     documented = set(re.findall(r"^\| `([a-z_]+)`", section, re.MULTILINE)) | set(
-        re.findall(r"`([a-z_]+)`", re.search(r"^\| `message_id`.*$", section, re.MULTILINE).group(0)))
+        re.findall(r"`([a-z_]+)`", re.search(r"^\| `message_id`.*$", section, re.MULTILINE).group(0))
+    )
     assert set(example) <= documented  # the table says what each field of the example is for
 
 

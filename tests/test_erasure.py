@@ -1,4 +1,5 @@
 """Erasure on request: an admin deletes a conversation and nothing about its number remains."""
+
 import json
 from datetime import datetime
 from pathlib import Path
@@ -32,19 +33,51 @@ def customer(app, deliver):
         conversation = conversation_of(NUMBER)
         now = datetime(2026, 3, 2, 9, 0)
         with write_transaction() as session:
-            session.add(Message(conversation_id=conversation.id, msg_id="reply-1", channel="sms", sender="+3725000",
-                                recipient=NUMBER, text="Vastus 4711-zebra", sent_at=now, received_at=now,
-                                legs=[], raw_body=b"", change_seq=0, direction="out",
-                                status="sent", omnimessage_id="omni-erased"))
+            session.add(
+                Message(
+                    conversation_id=conversation.id,
+                    msg_id="reply-1",
+                    channel="sms",
+                    sender="+3725000",
+                    recipient=NUMBER,
+                    text="Vastus 4711-zebra",
+                    sent_at=now,
+                    received_at=now,
+                    legs=[],
+                    raw_body=b"",
+                    change_seq=0,
+                    direction="out",
+                    status="sent",
+                    omnimessage_id="omni-erased",
+                )
+            )
             session.add(UnmatchedDeliveryReport(omnimessage_id="omni-erased", status="DELIVRD", received_at=now))
             session.add(UnmatchedDeliveryReport(omnimessage_id="omni-other", status="DELIVRD", received_at=now))
-            session.add(DeadLetter(received_at=now, reason="bad time", body_sha256="a" * 64,
-                                   raw_body=json.dumps({"sender": NUMBER, "text": "4711-zebra"}).encode()))
-            session.add(DeadLetter(received_at=now, reason="bad time", body_sha256="b" * 64,
-                                   raw_body=json.dumps({"sender": OTHER}).encode()))
+            session.add(
+                DeadLetter(
+                    received_at=now,
+                    reason="bad time",
+                    body_sha256="a" * 64,
+                    raw_body=json.dumps({"sender": NUMBER, "text": "4711-zebra"}).encode(),
+                )
+            )
+            session.add(
+                DeadLetter(
+                    received_at=now,
+                    reason="bad time",
+                    body_sha256="b" * 64,
+                    raw_body=json.dumps({"sender": OTHER}).encode(),
+                )
+            )
             for n, spelling in enumerate(["372 5559 8765", "0037255598765", "(5559) 8765"]):
-                session.add(DeadLetter(received_at=now, reason="bad time", body_sha256=f"{n}" * 64,
-                                       raw_body=json.dumps({"sender": spelling, "text": "x"}).encode()))
+                session.add(
+                    DeadLetter(
+                        received_at=now,
+                        reason="bad time",
+                        body_sha256=f"{n}" * 64,
+                        raw_body=json.dumps({"sender": spelling, "text": "x"}).encode(),
+                    )
+                )
         optouts.set_opted_out(conversation.id, True, 1)
         return conversation.id
 
@@ -74,11 +107,20 @@ def test_erasure_deletes_everything_about_the_number_and_nothing_else(app, admin
         assert [json.loads(body)["sender"] for body in db.session.scalars(sa.select(DeadLetter.raw_body))] == [OTHER]
         assert conversation_of(OTHER).message_count == 1
         [event] = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "conversation_deleted"))
-        assert (event.username, json.loads(event.details)) == ("alice", {
-            "conversation": customer, "number_hash": audit.number_hash(NUMBER), "messages": 3, "dead_letters": 4,
-            "was_opted_out": True, "audit_events_redacted": 0})
-        assert not db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)
-                                     .where(AuditEvent.details.contains("55598765")))
+        assert (event.username, json.loads(event.details)) == (
+            "alice",
+            {
+                "conversation": customer,
+                "number_hash": audit.number_hash(NUMBER),
+                "messages": 3,
+                "dead_letters": 4,
+                "was_opted_out": True,
+                "audit_events_redacted": 0,
+            },
+        )
+        assert not db.session.scalar(
+            sa.select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.details.contains("55598765"))
+        )
     export = admin.client.get("/export.csv").text
     assert "4711-zebra" not in export and "55598765" not in export and OTHER in export
     assert "55598765" not in admin.client.get("/").text
@@ -174,8 +216,15 @@ def rename(app, conversation_id: int, name: str) -> None:
 
 def export_searches(app) -> list[tuple[str, str]]:
     with app.app_context():
-        return [(details.get("q"), details.get("text")) for details in map(json.loads, db.session.scalars(
-            sa.select(AuditEvent.details).where(AuditEvent.action == "export").order_by(AuditEvent.id)))]
+        return [
+            (details.get("q"), details.get("text"))
+            for details in map(
+                json.loads,
+                db.session.scalars(
+                    sa.select(AuditEvent.details).where(AuditEvent.action == "export").order_by(AuditEvent.id)
+                ),
+            )
+        ]
 
 
 def test_erasure_finds_the_person_in_every_recorded_export_search(app, admin, named_customer):
@@ -211,8 +260,11 @@ def test_erasure_removes_a_dead_letter_whose_number_is_written_with_json_escapes
     with app.app_context():
         with write_transaction() as session:
             for n, body in enumerate([escaped, named]):
-                session.add(DeadLetter(received_at=datetime(2026, 3, 2), reason="bad time", body_sha256=f"e{n}" * 32,
-                                       raw_body=body))
+                session.add(
+                    DeadLetter(
+                        received_at=datetime(2026, 3, 2), reason="bad time", body_sha256=f"e{n}" * 32, raw_body=body
+                    )
+                )
     url = f"/admin/conversations/{named_customer}/delete"
     post(admin, url, url)
     with app.app_context():
@@ -226,8 +278,10 @@ def test_a_reason_given_for_lifting_their_stop_is_erased_with_them(app, admin, d
     post(admin, path + "/opt-out", path, opted_out="no", reason="Mari called back")
     post(admin, f"/admin/conversations/{named_customer}/delete", f"/admin/conversations/{named_customer}/delete")
     with app.app_context():
-        [reason] = [json.loads(details)["reason"] for details in db.session.scalars(
-            sa.select(AuditEvent.details).where(AuditEvent.action == "opted_in"))]
+        [reason] = [
+            json.loads(details)["reason"]
+            for details in db.session.scalars(sa.select(AuditEvent.details).where(AuditEvent.action == "opted_in"))
+        ]
     assert reason == "[erased]"
 
 
@@ -253,8 +307,12 @@ UNRELATED_EVENTS = [  # the short names inside other words, and in the app's own
     ("export", {"q": "channel", "text": "", "format": "csv", "rows": 1}),
     ("opted_in", {"conversation": 999, "by": "user", "reason": "Joanna's channel was wrong"}),
 ]
-UNRELATED_LETTERS = [{"channel": "sms", "text": "hello"}, {"sender": "Shop", "text": "Joanna here"},
-                     {"sender": "Shop", "text": "admin"}, {"Ann": "a key, not a value"}]
+UNRELATED_LETTERS = [
+    {"channel": "sms", "text": "hello"},
+    {"sender": "Shop", "text": "Joanna here"},
+    {"sender": "Shop", "text": "admin"},
+    {"Ann": "a key, not a value"},
+]
 
 
 def test_a_short_name_is_erased_as_a_whole_word_and_nothing_else_changes(app, admin, deliver):
@@ -266,32 +324,51 @@ def test_a_short_name_is_erased_as_a_whole_word_and_nothing_else_changes(app, ad
         with app.app_context():
             ids[name] = conversation_of(number).id
         rename(app, ids[name], name)
-    mentions = {name: [("opted_in", {"conversation": 999, "by": "user", "reason": f"{name} called back"}),
-                       ("export", {"q": "", "text": f"from {name.upper()}!", "format": "csv", "rows": 0})]
-                for name in SHORT_NAMED.values()}
+    mentions = {
+        name: [
+            ("opted_in", {"conversation": 999, "by": "user", "reason": f"{name} called back"}),
+            ("export", {"q": "", "text": f"from {name.upper()}!", "format": "csv", "rows": 0}),
+        ]
+        for name in SHORT_NAMED.values()
+    }
     with app.app_context():
         with write_transaction() as session:
             for action, details in UNRELATED_EVENTS + mentions["Ann"] + mentions["Min"]:
                 audit.record(action, details)
             for n, body in enumerate(UNRELATED_LETTERS + [{"text": "Ann here"}, {"text": "hi, min"}]):
-                session.add(DeadLetter(received_at=datetime(2026, 3, 2), reason="bad time", body_sha256=f"{n}" * 64,
-                                       raw_body=json.dumps(body).encode()))
+                session.add(
+                    DeadLetter(
+                        received_at=datetime(2026, 3, 2),
+                        reason="bad time",
+                        body_sha256=f"{n}" * 64,
+                        raw_body=json.dumps(body).encode(),
+                    )
+                )
 
     def events() -> list:
         with app.app_context():
-            return [(event.action, json.loads(event.details)) for event in db.session.scalars(
-                sa.select(AuditEvent).where(AuditEvent.action.in_(["user_added", "user_changed", "export", "opted_in"]))
-                .order_by(AuditEvent.id))]
+            return [
+                (event.action, json.loads(event.details))
+                for event in db.session.scalars(
+                    sa.select(AuditEvent)
+                    .where(AuditEvent.action.in_(["user_added", "user_changed", "export", "opted_in"]))
+                    .order_by(AuditEvent.id)
+                )
+            ]
 
     def letters() -> list:
         with app.app_context():
-            return [json.loads(body) for body in db.session.scalars(sa.select(DeadLetter.raw_body).order_by(DeadLetter.id))]
+            return [
+                json.loads(body) for body in db.session.scalars(sa.select(DeadLetter.raw_body).order_by(DeadLetter.id))
+            ]
 
     for name in SHORT_NAMED.values():
         url = f"/admin/conversations/{ids[name]}/delete"
         post(admin, url, url)
-    erased = [(action, {**details, **{field: "[erased]" for field in ("reason", "text") if field in details}})
-              for action, details in mentions["Ann"] + mentions["Min"]]
+    erased = [
+        (action, {**details, **{field: "[erased]" for field in ("reason", "text") if field in details}})
+        for action, details in mentions["Ann"] + mentions["Min"]
+    ]
     assert events() == UNRELATED_EVENTS + erased
     assert letters() == UNRELATED_LETTERS
 
@@ -310,7 +387,11 @@ def test_the_conversations_a_search_matched_are_all_recorded_when_few(app, admin
     admin.client.get("/export.csv").close()  # no search: nothing to say whom it matched
     admin.client.get("/export.csv", query_string={"q": "55570005"}).close()
     with app.app_context():
-        recorded = [json.loads(details) for details in db.session.scalars(
-            sa.select(AuditEvent.details).where(AuditEvent.action == "export").order_by(AuditEvent.id))]
+        recorded = [
+            json.loads(details)
+            for details in db.session.scalars(
+                sa.select(AuditEvent.details).where(AuditEvent.action == "export").order_by(AuditEvent.id)
+            )
+        ]
     assert "matched_conversations" not in recorded[0]
     assert recorded[1]["matched_conversations"] == [last]

@@ -1,4 +1,5 @@
 """CSV export: columns, encoding, quoting, formula safety, filters, streaming, a real spreadsheet."""
+
 import csv
 import io
 import re
@@ -13,8 +14,24 @@ from app import clock
 from app.export import safe_cell
 from conftest import IN_CI, ONE_DATABASE, body_for, conversation_of
 
-HEADER = ["time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-          "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id"]
+HEADER = [
+    "time",
+    "sender",
+    "recipient",
+    "channel",
+    "text",
+    "msg_id",
+    "sub_msg_id",
+    "received_at",
+    "direction",
+    "status",
+    "contact_name",
+    "agent",
+    "assignee",
+    "labels",
+    "problem",
+    "conversation_id",
+]
 
 
 @pytest.fixture
@@ -27,16 +44,33 @@ def export(client, auth, deliver):
             data = response.data
         assert data.startswith(b"\xef\xbb\xbf")  # BOM: Excel reads UTF-8 right
         return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+
     return export
 
 
 def test_columns_times_and_unicode(app, export, deliver):
-    deliver(body_for(msg_id="m1", sub_msg_id="s1", sender="+3725550001", recipient="+37250000000",
-                     channel="whatsapp", time="2024-06-01T08:00:00.123456Z", text='Tere, "sõber"! 😀\nrida 2'))
+    deliver(
+        body_for(
+            msg_id="m1",
+            sub_msg_id="s1",
+            sender="+3725550001",
+            recipient="+37250000000",
+            channel="whatsapp",
+            time="2024-06-01T08:00:00.123456Z",
+            text='Tere, "sõber"! 😀\nrida 2',
+        )
+    )
     header, row = export()
     assert header == HEADER
-    assert row[:7] == ["2024-06-01T08:00:00.123456Z", "+3725550001", "+37250000000", "whatsapp",
-                       'Tere, "sõber"! 😀\nrida 2', "m1", "s1"]
+    assert row[:7] == [
+        "2024-06-01T08:00:00.123456Z",
+        "+3725550001",
+        "+37250000000",
+        "whatsapp",
+        'Tere, "sõber"! 😀\nrida 2',
+        "m1",
+        "s1",
+    ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row[7])
     assert row[8:15] == ["in", "received", "", "", "", "", ""]
     assert row[15] == str(conversation_id(app, "+3725550001"))
@@ -44,6 +78,7 @@ def test_columns_times_and_unicode(app, export, deliver):
 
 def test_replies_are_exported_with_their_direction_and_status(app, export, deliver):
     from app import replies
+
     deliver(body_for(msg_id="m1", sender="+3725550001", recipient="+37250000000", text="Tere!"))
     with app.app_context():
         app.config.update(MESSENTE_API_USERNAME="u", MESSENTE_API_PASSWORD="p")
@@ -53,6 +88,7 @@ def test_replies_are_exported_with_their_direction_and_status(app, export, deliv
         second = replies.queue_reply(conversation, "=1+1", "sms", None, 1, "b" * 16)
         replies.record(second, conversation.id, "failed", problem="Invalid data")
     from app.replies import delivery
+
     with app.app_context():
         delivery.apply_report(delivery.Report("omni-1", "DELIVRD", None))
     rows = export()[1:]
@@ -68,8 +104,16 @@ def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(a
 
     from app import contacts, replies
     from app.replies import delivery
-    deliver(body_for(msg_id="m1", sender="+3725550001", recipient="+37250000000", text="Tere!",
-                     time="2024-06-01T08:00:00.123456Z"))
+
+    deliver(
+        body_for(
+            msg_id="m1",
+            sender="+3725550001",
+            recipient="+37250000000",
+            text="Tere!",
+            time="2024-06-01T08:00:00.123456Z",
+        )
+    )
     with app.app_context():
         app.config.update(MESSENTE_API_USERNAME="u", MESSENTE_API_PASSWORD="p")
         conversation = conversation_of("+3725550001")
@@ -86,8 +130,10 @@ def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(a
     xlsx_header, *xlsx_rows = open_xlsx(download(client, "/export.xlsx")).active.iter_rows(values_only=True)
     assert csv_header == list(xlsx_header) == HEADER
     where = {name: HEADER.index(name) for name in HEADER}
-    assert [[row[where[name]] for name in ("direction", "status", "contact_name", "agent", "assignee", "labels",
-                                            "problem")] for row in csv_rows] == [
+    assert [
+        [row[where[name]] for name in ("direction", "status", "contact_name", "agent", "assignee", "labels", "problem")]
+        for row in csv_rows
+    ] == [
         ["in", "received", "Mari", "", "", "", ""],
         ["out", "DELIVRD", "Mari", "alice", "", "", ""],
         ["out", "failed", "Mari", "alice", "", "", "Invalid data"],
@@ -103,13 +149,18 @@ def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(a
             else:  # text cells hold the text itself: the CSV's formula guard is its own
                 cells.append(safe_cell(cell) if from_xlsx else cell)
         return cells
+
     xlsx_cells, csv_cells = [comparable(row, True) for row in xlsx_rows], [comparable(row, False) for row in csv_rows]
     times = [HEADER.index("time"), HEADER.index("received_at")]
     assert [[cell for n, cell in enumerate(row) if n not in times] for row in xlsx_cells] == [
-        [cell for n, cell in enumerate(row) if n not in times] for row in csv_cells]
+        [cell for n, cell in enumerate(row) if n not in times] for row in csv_cells
+    ]
     # The same instants (a spreadsheet date holds a fraction of a day: equal to the millisecond).
-    assert all(abs(xlsx_row[n] - csv_row[n]) < timedelta(milliseconds=1)
-               for xlsx_row, csv_row in zip(xlsx_cells, csv_cells, strict=True) for n in times)
+    assert all(
+        abs(xlsx_row[n] - csv_row[n]) < timedelta(milliseconds=1)
+        for xlsx_row, csv_row in zip(xlsx_cells, csv_cells, strict=True)
+        for n in times
+    )
 
 
 def test_download_headers(client, export, deliver):
@@ -128,21 +179,24 @@ def test_every_cell_quoted_rfc4180_and_crlf(client, export, deliver):
 
 
 # OWASP's CSV injection examples and their exact safe cells.
-@pytest.mark.parametrize("text, cell", [
-    ("=1+2", "'=1+2"),
-    ('=HYPERLINK("http://evil.example","click")', '\'=HYPERLINK("http://evil.example","click")'),
-    ("+1+2", "'+1+2"),
-    ("-2+3", "'-2+3"),
-    ("@SUM(1+1)", "'@SUM(1+1)"),
-    ("\t=1+2", "'\t=1+2"),
-    ("\r=1+2", "'\r=1+2"),
-    ("\n=1+2", "'\n=1+2"),
-    ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
-    ("+37255512345", "+37255512345"),  # a plain phone number holds no formula
-    ("+372 555", "'+372 555"),
-    ("hello =1+2", "hello =1+2"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, cell",
+    [
+        ("=1+2", "'=1+2"),
+        ('=HYPERLINK("http://evil.example","click")', '\'=HYPERLINK("http://evil.example","click")'),
+        ("+1+2", "'+1+2"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(1+1)", "'@SUM(1+1)"),
+        ("\t=1+2", "'\t=1+2"),
+        ("\r=1+2", "'\r=1+2"),
+        ("\n=1+2", "'\n=1+2"),
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        ("+37255512345", "+37255512345"),  # a plain phone number holds no formula
+        ("+372 555", "'+372 555"),
+        ("hello =1+2", "hello =1+2"),
+        ("", ""),
+    ],
+)
 def test_formula_cells_are_defused(export, deliver, text, cell):
     deliver(body_for(text=text))
     assert export()[1][4] == cell
@@ -156,6 +210,7 @@ def test_formula_in_every_column_is_defused(export, deliver):
 
 def test_the_contact_name_is_exported_defused_and_found_by_the_export_search(app, export, deliver):
     from app import contacts
+
     deliver(body_for(msg_id="named", sender="+37255512345"))
     deliver(body_for(msg_id="other", sender="+4470001"))
     with app.app_context():
@@ -169,28 +224,70 @@ def test_nul_start_is_defused():
 
 
 # Cells the database's own line-building must treat exactly as `safe_cell` and `csv_line` do.
-AWKWARD_CELLS = ["+", "+1", "+12a", "+1 2", "+٣", "=", "-", "@", "\t", "\r\n", '"', '""=1', "'=1", "a\"b", "é=1",
-                 "😀", "+372\n", " =1", "x" * 300 + '"']
+AWKWARD_CELLS = [
+    "+",
+    "+1",
+    "+12a",
+    "+1 2",
+    "+٣",
+    "=",
+    "-",
+    "@",
+    "\t",
+    "\r\n",
+    '"',
+    '""=1',
+    "'=1",
+    'a"b',
+    "é=1",
+    "😀",
+    "+372\n",
+    " =1",
+    "x" * 300 + '"',
+]
 
 
 def test_the_database_builds_the_very_lines_python_would(app, client, auth, deliver):
     from app.clock import utc_iso
     from app.export import COLUMNS, csv_line
+
     auth.login()
     for n, cell in enumerate(AWKWARD_CELLS):
         short = cell[:12]
-        assert deliver(body_for(msg_id=f"{short}#{n}", sub_msg_id=short, sender=f"{short}{n}", recipient=short,
-                                channel=short, text=cell, time=f"0001-01-0{1 + n % 9}T00:00:0{n % 10}.00000{n % 10}Z",
-                                )).json == {"status": "stored"}
+        assert deliver(
+            body_for(
+                msg_id=f"{short}#{n}",
+                sub_msg_id=short,
+                sender=f"{short}{n}",
+                recipient=short,
+                channel=short,
+                text=cell,
+                time=f"0001-01-0{1 + n % 9}T00:00:0{n % 10}.00000{n % 10}Z",
+            )
+        ).json == {"status": "stored"}
     deliver(body_for(recipient=None, sub_msg_id=None, time="9999-12-31T23:59:59.999999Z"))
     with app.app_context():
         from app.export import export_query
         from app.extensions import db
+
         rows = db.session.execute(export_query()).all()
-    expected = "\ufeff" + csv_line(COLUMNS) + "".join(csv_line((
-        utc_iso(row[0], "microseconds"), *(safe_cell(cell) for cell in row[1:7]), utc_iso(row[7], "microseconds"),
-        *row[8:10], *(safe_cell(cell) for cell in row[10:15]), row[15]))
-        for row in rows)
+    expected = (
+        "\ufeff"
+        + csv_line(COLUMNS)
+        + "".join(
+            csv_line(
+                (
+                    utc_iso(row[0], "microseconds"),
+                    *(safe_cell(cell) for cell in row[1:7]),
+                    utc_iso(row[7], "microseconds"),
+                    *row[8:10],
+                    *(safe_cell(cell) for cell in row[10:15]),
+                    row[15],
+                )
+            )
+            for row in rows
+        )
+    )
     assert len(rows) == len(AWKWARD_CELLS) + 1
     with client.get("/export.csv") as response:
         assert response.data.decode() == expected
@@ -210,6 +307,7 @@ def test_filter_by_search_conversation_and_dates(app, export, deliver):
     deliver(body_for(msg_id="a", sender="+37255512345", time="2024-06-01T00:00:00Z"))
     deliver(body_for(msg_id="b", sender="+37255512345", time="2024-06-02T23:59:59Z"))
     deliver(body_for(msg_id="c", sender="+4470001", time="2024-06-03T00:00:00Z"))
+
     def ids(rows):
         return [row[5] for row in rows[1:]]
 
@@ -237,12 +335,13 @@ def test_export_links_in_the_pages(app, client, export, deliver):
     assert 'href="/export?q=372&amp;view=open"' in client.get("/?q=372").text  # the dialog, on the list's choices
     path = f"/conversations/{conversation_id(app, '+37255512345')}"
     assert f'href="/export?conversation={path.rsplit("/", 1)[1]}"' in client.get(path).text
-    dialog = client.get(f'/export?conversation={path.rsplit("/", 1)[1]}').text
+    dialog = client.get(f"/export?conversation={path.rsplit('/', 1)[1]}").text
     assert "Only the conversation with" in dialog and "1 message with these choices" in dialog
 
 
 def test_a_large_export_streams_in_chunks(client, export, deliver, app):
     from app.callbacks import ingest
+
     with app.app_context():
         ingest.store_messages([ingest.parse_payload(body_for(msg_id=f"bulk-{n}")) for n in range(3000)])
     with client.get("/export.csv") as response:
@@ -286,20 +385,23 @@ def soffice() -> str:
 
 def calc_filter_options(separator: str) -> str:
     """LibreOffice's CSV import options: the tokens of the Text Import dialog, in its order."""
-    return ",".join((
-        str(ord(separator)),  # 1 field separator
-        "34",                 # 2 text delimiter "
-        "76",                 # 3 UTF-8
-        "1",                  # 4 from line 1
-        "",                   # 5 no column types: Standard, Calc detects numbers
-        "0",                  # 6 language of the UI
-        "false",              # 7 quoted field as text: no, as the dialog's default
-        "true",               # 8 detect special numbers
-        "true", "false",      # 9, 10 export-only
-        "false",              # 11 trim spaces: no
-        "0",                  # 12 export-only
-        "true",               # 13 evaluate formulas: yes, as the dialog's default
-    ))
+    return ",".join(
+        (
+            str(ord(separator)),  # 1 field separator
+            "34",  # 2 text delimiter "
+            "76",  # 3 UTF-8
+            "1",  # 4 from line 1
+            "",  # 5 no column types: Standard, Calc detects numbers
+            "0",  # 6 language of the UI
+            "false",  # 7 quoted field as text: no, as the dialog's default
+            "true",  # 8 detect special numbers
+            "true",
+            "false",  # 9, 10 export-only
+            "false",  # 11 trim spaces: no
+            "0",  # 12 export-only
+            "true",  # 13 evaluate formulas: yes, as the dialog's default
+        )
+    )
 
 
 def odf_text(element) -> str:
@@ -322,10 +424,21 @@ def open_in_calc(csv_file: Path, separator: str, workdir: Path) -> list[list[tup
     """Calc's rows for the file as (shown text, formula) cells, via a flat ODF spreadsheet."""
     outdir = workdir / f"separator-{ord(separator)}"
     result = subprocess.run(
-        [soffice(), f"-env:UserInstallation={(workdir / 'profile').as_uri()}", "--headless", "--norestore",
-         f"--infilter=CSV:{calc_filter_options(separator)}", "--convert-to", "fods", "--outdir", str(outdir),
-         str(csv_file)],
-        capture_output=True, text=True, timeout=120,
+        [
+            soffice(),
+            f"-env:UserInstallation={(workdir / 'profile').as_uri()}",
+            "--headless",
+            "--norestore",
+            f"--infilter=CSV:{calc_filter_options(separator)}",
+            "--convert-to",
+            "fods",
+            "--outdir",
+            str(outdir),
+            str(csv_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     converted = outdir / (csv_file.stem + ".fods")
     assert result.returncode == 0 and converted.exists(), result.stdout + result.stderr
@@ -335,7 +448,9 @@ def open_in_calc(csv_file: Path, separator: str, workdir: Path) -> list[list[tup
         cells = []
         for cell in row.findall(ODF_TABLE + "table-cell"):
             shown = "\n".join(odf_text(paragraph) for paragraph in cell.findall(ODF_TEXT + "p"))
-            cells += [(shown, cell.get(ODF_TABLE + "formula"))] * int(cell.get(ODF_TABLE + "number-columns-repeated", "1"))
+            cells += [(shown, cell.get(ODF_TABLE + "formula"))] * int(
+                cell.get(ODF_TABLE + "number-columns-repeated", "1")
+            )
         while cells and cells[-1] == ("", None):
             cells.pop()
         if cells:
@@ -347,16 +462,22 @@ def test_calc_evaluates_nothing_and_shows_every_text_with_any_separator(client, 
     soffice()
     auth.login()
     for n, (text, _) in enumerate(SPREADSHEET_TEXTS):
-        assert deliver(body_for(msg_id=f"m{n}", sub_msg_id=f"s{n}", sender="+37255512345", channel="sms",
-                                text=text)).status_code == 200
+        assert (
+            deliver(
+                body_for(msg_id=f"m{n}", sub_msg_id=f"s{n}", sender="+37255512345", channel="sms", text=text)
+            ).status_code
+            == 200
+        )
     csv_file = tmp_path / "export.csv"
     with client.get("/export.csv") as response:
         csv_file.write_bytes(response.data)
 
     sheets = {separator: open_in_calc(csv_file, separator, tmp_path) for separator in SEPARATORS}
 
-    formulas = {separator: [(shown, formula) for row in rows for shown, formula in row if formula is not None]
-                for separator, rows in sheets.items()}
+    formulas = {
+        separator: [(shown, formula) for row in rows for shown, formula in row if formula is not None]
+        for separator, rows in sheets.items()
+    }
     assert formulas == {separator: [] for separator in SEPARATORS}
 
     header, *rows = sheets[","]
@@ -378,12 +499,23 @@ def test_calc_evaluates_nothing_and_shows_every_text_with_any_separator(client, 
 
 # --- XLSX: a spreadsheet that stays one ---------------------------------------------------------
 
-XLSX_TEXTS = ["+37255512345", "=1+1", '=HYPERLINK("http://x.example","click")', "@SUM(1+1)", "-1+1",
-              "http://example.com/track", "0012", "1e5", "Tere, sõber! 😀 Õun, äär", "esimene rida\nteine rida"]
+XLSX_TEXTS = [
+    "+37255512345",
+    "=1+1",
+    '=HYPERLINK("http://x.example","click")',
+    "@SUM(1+1)",
+    "-1+1",
+    "http://example.com/track",
+    "0012",
+    "1e5",
+    "Tere, sõber! 😀 Õun, äär",
+    "esimene rida\nteine rida",
+]
 
 
 def open_xlsx(data: bytes):
     import openpyxl
+
     return openpyxl.load_workbook(io.BytesIO(data))
 
 
@@ -398,6 +530,7 @@ def xlsx_messages(app, deliver):
     """One message per XLSX_TEXTS, from a contact whose name looks like a formula; then one from
     year 1 (before any spreadsheet date)."""
     from app import contacts
+
     for n, text in enumerate(XLSX_TEXTS):
         deliver(body_for(msg_id=f"m{n}", sender="+37255512345", text=text, time=f"2024-06-01T08:00:0{n}.250000Z"))
     with app.app_context():
@@ -407,6 +540,7 @@ def xlsx_messages(app, deliver):
 
 def test_xlsx_keeps_every_text_as_typed_in_text_cells_and_times_as_dates(app, client, export, deliver):
     from datetime import datetime
+
     xlsx_messages(app, deliver)
     with client.get("/export.xlsx") as response:
         assert response.status_code == 200
@@ -416,27 +550,42 @@ def test_xlsx_keeps_every_text_as_typed_in_text_cells_and_times_as_dates(app, cl
     rows = list(sheet.iter_rows())
     assert [cell.value for cell in rows[0]] == HEADER
     assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == f"A1:P{len(rows)}"
-    texts = rows[1:len(XLSX_TEXTS) + 1]
+    texts = rows[1 : len(XLSX_TEXTS) + 1]
     # Text cells ('s'), exactly as typed: the `+` kept, no formula ('f'), no number, no link.
     assert [(row[4].value, row[4].data_type) for row in texts] == [(text, "s") for text in XLSX_TEXTS]
-    assert all(cell.data_type in ("s", "d") and cell.hyperlink is None for row in rows for cell in row
-               if cell.value is not None)
+    assert all(
+        cell.data_type in ("s", "d") and cell.hyperlink is None
+        for row in rows
+        for cell in row
+        if cell.value is not None
+    )
     assert {(row[1].value, row[1].data_type) for row in texts} == {("+37255512345", "s")}
     assert {row[10].value for row in texts} == {"=Mari()"}
     assert {row[15].value for row in texts} == {str(conversation_id(app, "+37255512345"))}
     # Times are date cells in UTC (to the second, as shown).
     assert [(row[0].value.replace(microsecond=0), row[0].data_type) for row in texts[:2]] == [
-        (datetime(2024, 6, 1, 8, 0, 0), "d"), (datetime(2024, 6, 1, 8, 0, 1), "d")]
+        (datetime(2024, 6, 1, 8, 0, 0), "d"),
+        (datetime(2024, 6, 1, 8, 0, 1), "d"),
+    ]
     assert rows[-1][0].value == "0001-01-01T00:00:00.000000Z"  # before 1900: no spreadsheet date, its text
 
 
 def test_xlsx_keeps_texts_that_xml_must_escape_as_typed(app, client, export, deliver):
-    texts = ["a & b < c > d", "  spaces around  ", "bell \x07 and \x1f", "_x0041_ stays", "tab\tand\r\nCRLF",
-             "</t></is></c>", "x" * 40_000]
+    texts = [
+        "a & b < c > d",
+        "  spaces around  ",
+        "bell \x07 and \x1f",
+        "_x0041_ stays",
+        "tab\tand\r\nCRLF",
+        "</t></is></c>",
+        "x" * 40_000,
+    ]
     for n, text in enumerate(texts):
         deliver(body_for(msg_id=f"m{n}", sender="+37255512345", text=text))
     stored = [row[4] for row in export()[1:]]
-    cells = [row[4] for row in open_xlsx(download(client, "/export.xlsx")).active.iter_rows(min_row=2, values_only=True)]
+    cells = [
+        row[4] for row in open_xlsx(download(client, "/export.xlsx")).active.iter_rows(min_row=2, values_only=True)
+    ]
     # What XML cannot carry is written `_xHHHH_` (and a `_x` of the text's own escaped), which
     # spreadsheets read back as the character; openpyxl leaves that to its reader.
     shown = [re.sub(r"_x([0-9A-Fa-f]{4})_", lambda escaped: chr(int(escaped.group(1), 16)), cell) for cell in cells]
@@ -454,6 +603,7 @@ def test_xlsx_filters_as_the_csv_does(app, client, export, deliver):
 
 def test_a_full_sheet_continues_on_the_next(app, export, deliver):
     from app.export import export_query, xlsx_file
+
     for n in range(5):
         deliver(body_for(msg_id=f"m{n}"))
     output = io.BytesIO()
@@ -462,7 +612,10 @@ def test_a_full_sheet_continues_on_the_next(app, export, deliver):
     workbook = open_xlsx(output.getvalue())
     assert workbook.sheetnames == ["Messages", "Messages 2", "Messages 3"]
     assert [[row[5] for row in sheet.iter_rows(values_only=True)] for sheet in workbook.worksheets] == [
-        ["msg_id", "m0", "m1"], ["msg_id", "m2", "m3"], ["msg_id", "m4"]]
+        ["msg_id", "m0", "m1"],
+        ["msg_id", "m2", "m3"],
+        ["msg_id", "m4"],
+    ]
     assert all(sheet.freeze_panes == "A2" for sheet in workbook.worksheets)
 
 
@@ -473,9 +626,21 @@ def test_calc_opens_the_xlsx_with_text_cells_dates_and_no_formula(app, client, e
     xlsx = tmp_path / "export.xlsx"
     xlsx.write_bytes(download(client, "/export.xlsx"))
     result = subprocess.run(
-        [soffice(), f"-env:UserInstallation={(tmp_path / 'profile').as_uri()}", "--headless", "--norestore",
-         "--convert-to", "fods", "--outdir", str(tmp_path / "calc"), str(xlsx)],
-        capture_output=True, text=True, timeout=120)
+        [
+            soffice(),
+            f"-env:UserInstallation={(tmp_path / 'profile').as_uri()}",
+            "--headless",
+            "--norestore",
+            "--convert-to",
+            "fods",
+            "--outdir",
+            str(tmp_path / "calc"),
+            str(xlsx),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     converted = tmp_path / "calc" / "export.fods"
     assert result.returncode == 0 and converted.exists(), result.stdout + result.stderr
     office = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
@@ -485,11 +650,12 @@ def test_calc_opens_the_xlsx_with_text_cells_dates_and_no_formula(app, client, e
         for cell in row.findall(ODF_TABLE + "table-cell"):
             shown = "\n".join(odf_text(paragraph) for paragraph in cell.findall(ODF_TEXT + "p"))
             cells += [(shown, cell.get(office + "value-type"), cell.get(ODF_TABLE + "formula"))] * int(
-                cell.get(ODF_TABLE + "number-columns-repeated", "1"))
+                cell.get(ODF_TABLE + "number-columns-repeated", "1")
+            )
         if any(shown for shown, _, _ in cells):
             rows.append(cells)
-    assert [shown for shown, _, _ in rows[0][:len(HEADER)]] == HEADER
-    texts = rows[1:len(XLSX_TEXTS) + 1]
+    assert [shown for shown, _, _ in rows[0][: len(HEADER)]] == HEADER
+    texts = rows[1 : len(XLSX_TEXTS) + 1]
     assert [formula for row in rows for _, _, formula in row if formula] == []
     assert [row[4][:2] for row in texts] == [(text, "string") for text in XLSX_TEXTS]
     assert {row[1][:2] for row in texts} == {("+37255512345", "string")}
@@ -500,8 +666,10 @@ def test_calc_opens_the_xlsx_with_text_cells_dates_and_no_formula(app, client, e
 
 # --- the export dialog ---------------------------------------------------------------------------
 
+
 def test_the_dialog_counts_what_the_choices_hold_and_downloads_them(app, client, export, deliver):
     from app import contacts
+
     deliver(body_for(msg_id="a", sender="+37255512345", time="2024-06-01T00:00:00Z"))
     deliver(body_for(msg_id="b", sender="+37255512345", time="2024-06-02T00:00:00Z"))
     deliver(body_for(msg_id="c", sender="+4470001", time="2024-06-03T00:00:00Z"))
@@ -510,18 +678,25 @@ def test_the_dialog_counts_what_the_choices_hold_and_downloads_them(app, client,
 
     page = client.get("/export?q=372&view=open&from=2024-06-02")
     assert page.status_code == 200
-    assert "<h1 id=\"export-heading\">Export messages</h1>" in page.text
+    assert '<h1 id="export-heading">Export messages</h1>' in page.text
     assert re.search(r'<p class="export-count" role="status">\s*1 message with these choices', page.text)
-    for field in ('name="q" type="search" value="372"', 'name="from" type="date" value="2024-06-02"',
-                  'name="to" type="date" value=""', '<option value="open" selected>Open</option>',
-                  'type="radio" name="format" value="xlsx" checked'):
+    for field in (
+        'name="q" type="search" value="372"',
+        'name="from" type="date" value="2024-06-02"',
+        'name="to" type="date" value=""',
+        '<option value="open" selected>Open</option>',
+        'type="radio" name="format" value="xlsx" checked',
+    ):
         assert field in page.text
     assert 'formaction="/export/download"' in page.text
     assert re.search(r"3 messages with these choices", client.get("/export").text)
     assert re.search(r"1 message with these choices", client.get("/export?view=done").text)
 
-    csv_rows = list(csv.reader(io.StringIO(
-        download(client, "/export/download?view=open&format=csv").decode("utf-8-sig"), newline="")))
+    csv_rows = list(
+        csv.reader(
+            io.StringIO(download(client, "/export/download?view=open&format=csv").decode("utf-8-sig"), newline="")
+        )
+    )
     assert [row[5] for row in csv_rows[1:]] == ["a", "b"]
     xlsx = download(client, "/export/download?view=done&format=xlsx")
     assert [row[5] for row in open_xlsx(xlsx).active.iter_rows(min_row=2, values_only=True)] == ["c"]
@@ -532,8 +707,14 @@ def test_the_dialog_counts_what_the_choices_hold_and_downloads_them(app, client,
     assert re.search(r"1 message with these choices", by_text)
     assert 'name="match" value="text" checked' in by_text and 'name="q" type="search" value="tellimus"' in by_text
     assert re.search(r"0 messages with these choices", client.get("/export?q=te&match=text").text)
-    assert [row[5] for row in list(csv.reader(io.StringIO(download(
-        client, "/export.csv?q=TELLIMUS&match=text").decode("utf-8-sig"), newline="")))[1:]] == ["d"]
+    assert [
+        row[5]
+        for row in list(
+            csv.reader(
+                io.StringIO(download(client, "/export.csv?q=TELLIMUS&match=text").decode("utf-8-sig"), newline="")
+            )
+        )[1:]
+    ] == ["d"]
 
 
 @ONE_DATABASE

@@ -1,4 +1,5 @@
 """One running export per person at a time, across processes: a lease row in the shared database."""
+
 from datetime import UTC, timedelta
 
 import pytest
@@ -63,8 +64,9 @@ def test_other_people_export_meanwhile(app, two_processes):
 def test_a_lease_left_by_a_process_that_died_lapses(app, two_processes):
     first, second = two_processes
     with app.app_context():
-        db.session.add(Lease(name="export:1", holder="a process that died",
-                             expires_at=clock.now() + timedelta(seconds=5)))
+        db.session.add(
+            Lease(name="export:1", holder="a process that died", expires_at=clock.now() + timedelta(seconds=5))
+        )
         db.session.commit()
     assert first.get("/export.csv").status_code == 429
     later = (clock.now() + timedelta(seconds=6)).replace(tzinfo=UTC)

@@ -2,6 +2,7 @@
 middle of a burst, a write lock held too long. Each ends with nothing acked lost, nothing
 stored twice, and the app serving again by itself. Figures go to test-output/faults.jsonl.
 """
+
 import contextlib
 import json
 import os
@@ -67,16 +68,28 @@ def assert_nothing_lost_or_doubled(app, plan, answers, replayed) -> dict:
     assert set(stored) == acked and max(stored.values()) == 1
     assert_counters_match_messages(app)
     acked_first_time = {msg_id for msg_id, status, _ in answers if status == 200}
-    return {"sent": len(plan), "acked": len(acked_first_time), "answered_503": statuses.count(503),
-            "stored": sum(stored.values()), "lost": len(acked_first_time - set(stored)),
-            "doubled": sum(count - 1 for count in stored.values())}
+    return {
+        "sent": len(plan),
+        "acked": len(acked_first_time),
+        "answered_503": statuses.count(503),
+        "stored": sum(stored.values()),
+        "lost": len(acked_first_time - set(stored)),
+        "doubled": sum(count - 1 for count in stored.values()),
+    }
 
 
 def record(fault: str, how: str, backend: str, **figures):
-    figures = {"fault": fault, "how": how, "backend": backend, **figures,
-               "at": datetime.now(UTC).isoformat(timespec="seconds")}
-    print(f"\n{fault} [{backend}]: " + ", ".join(f"{k}={v}" for k, v in figures.items()
-                                                 if k not in ("fault", "backend", "at", "how")))
+    figures = {
+        "fault": fault,
+        "how": how,
+        "backend": backend,
+        **figures,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    print(
+        f"\n{fault} [{backend}]: "
+        + ", ".join(f"{k}={v}" for k, v in figures.items() if k not in ("fault", "backend", "at", "how"))
+    )
     FIGURES.parent.mkdir(exist_ok=True)
     with FIGURES.open("a") as out:
         out.write(json.dumps(figures) + "\n")
@@ -87,6 +100,7 @@ def backend_of(app) -> str:
 
 
 # --- a deploy: SIGTERM in the middle of a burst ----------------------------------------------
+
 
 def test_a_deploy_in_the_middle_of_a_burst_loses_nothing(app, server_factory):
     server = server_factory(workers=2)
@@ -104,8 +118,13 @@ def test_a_deploy_in_the_middle_of_a_burst_loses_nothing(app, server_factory):
     figures = assert_nothing_lost_or_doubled(app, plan, storm.answers, replayed)
     assert exited_after < worker.graceful_timeout + 2
     assert server.process.returncode == 0  # a clean exit, not a kill
-    record("deploy mid-burst", "SIGTERM to the server after 150 of 600 callbacks; a new server",
-           backend_of(app), **figures, recovered_seconds=round(exited_after, 1))
+    record(
+        "deploy mid-burst",
+        "SIGTERM to the server after 150 of 600 callbacks; a new server",
+        backend_of(app),
+        **figures,
+        recovered_seconds=round(exited_after, 1),
+    )
 
 
 # --- a write lock held for too long ----------------------------------------------------------
@@ -129,8 +148,13 @@ with engine.connect() as connection:
 
 def test_a_write_lock_held_too_long_makes_callbacks_503_within_a_bound(app, server_factory):
     server = server_factory(workers=2)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, app.config["SQLALCHEMY_DATABASE_URI"]],
-                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, app.config["SQLALCHEMY_DATABASE_URI"]],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     plan = storm_plan(40, "locked")
     storm = Storm(server.port, plan, connections=8, timeout=60)
     try:
@@ -147,11 +171,17 @@ def test_a_write_lock_held_too_long_makes_callbacks_503_within_a_bound(app, serv
     assert max(storm.latencies) <= CALLBACK_BOUND + 3, max(storm.latencies)
     replayed = settle(app, server.port, plan, storm.answers)
     figures = assert_nothing_lost_or_doubled(app, plan, storm.answers, replayed)
-    record("write lock held", f"another process holds the write lock for {held:.0f} s, until a callback gives up",
-           backend_of(app), **figures, slowest_answer_seconds=round(max(storm.latencies), 1))
+    record(
+        "write lock held",
+        f"another process holds the write lock for {held:.0f} s, until a callback gives up",
+        backend_of(app),
+        **figures,
+        slowest_answer_seconds=round(max(storm.latencies), 1),
+    )
 
 
 # --- PostgreSQL restarting during a burst ----------------------------------------------------
+
 
 def postgres_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
@@ -166,14 +196,14 @@ class PrivatePostgres:
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/inbox"
 
     def as_postgres(self, *command: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["runuser", "-u", "postgres", "--", *command], capture_output=True, text=True,
-                              timeout=120, check=True)
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--", *command], capture_output=True, text=True, timeout=120, check=True
+        )
 
     def create(self) -> "PrivatePostgres":
         self.directory.mkdir(parents=True)
         shutil.chown(self.directory, "postgres")
-        self.as_postgres(str(self.bin / "initdb"), "-D", str(self.directory / "data"), "-A", "trust",
-                         "-U", "postgres")
+        self.as_postgres(str(self.bin / "initdb"), "-D", str(self.directory / "data"), "-A", "trust", "-U", "postgres")
         self.start()
         engine = sa.create_engine(self.url.replace("/inbox", "/postgres"), isolation_level="AUTOCOMMIT")
         with engine.connect() as connection:
@@ -182,9 +212,17 @@ class PrivatePostgres:
         return self
 
     def start(self):
-        self.as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-w", "-l",
-                         str(self.directory / "log"), "-o",
-                         f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1", "start")
+        self.as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.directory / "data"),
+            "-w",
+            "-l",
+            str(self.directory / "log"),
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1",
+            "start",
+        )
 
     def stop(self):
         self.as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-w", "-m", "fast", "stop")
@@ -230,11 +268,17 @@ def test_postgresql_restarting_during_a_burst_loses_nothing_and_the_app_recovers
     finally:
         server.stop()
         close_app(app)
-    record("PostgreSQL restart", "pg_ctl stop -m fast after 150 of 600 callbacks, then start", "postgresql",
-           **figures, recovered_seconds=round(recovered, 1))
+    record(
+        "PostgreSQL restart",
+        "pg_ctl stop -m fast after 150 of 600 callbacks, then start",
+        "postgresql",
+        **figures,
+        recovered_seconds=round(recovered, 1),
+    )
 
 
 # --- SQLite's disk filling up ------------------------------------------------------------------
+
 
 @pytest.fixture
 def small_disk(tmp_path):
@@ -253,8 +297,15 @@ def test_a_full_disk_refuses_callbacks_cleanly_and_storing_resumes_when_space_is
     app = make_app(url)
     with app.app_context():
         add_user()
-    server = Server(url, workers=2, env={"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
-                                         "MESSENTE_API_PASSWORD": "api-password"}).start()
+    server = Server(
+        url,
+        workers=2,
+        env={
+            "MESSENTE_API_URL": messente.url,
+            "MESSENTE_API_USERNAME": "api-user",
+            "MESSENTE_API_PASSWORD": "api-password",
+        },
+    ).start()
     filler = small_disk / "filler"
     try:
         person = Browser()
@@ -267,8 +318,9 @@ def test_a_full_disk_refuses_callbacks_cleanly_and_storing_resumes_when_space_is
         free = shutil.disk_usage(small_disk).free
         filler.write_bytes(b"\0" * (free - 400_000))  # what other files on that disk would take
         plan = [(msg_id, body) for msg_id, body in storm_plan(200, "disk-full")]
-        bodies = [(msg_id, body.replace(b'"text": "storm', b'"text": "' + b"x" * 8000 + b' storm'))
-                  for msg_id, body in plan]
+        bodies = [
+            (msg_id, body.replace(b'"text": "storm', b'"text": "' + b"x" * 8000 + b" storm")) for msg_id, body in plan
+        ]
         storm = Storm(server.port, bodies, connections=8, timeout=30).run()
         assert [answer for answer in storm.answers if answer[1] == 503], "the disk never filled"
         filler.unlink()
@@ -294,11 +346,17 @@ def test_a_full_disk_refuses_callbacks_cleanly_and_storing_resumes_when_space_is
     finally:
         server.stop()
         close_app(app)
-    record("SQLite disk full", "a 24 MiB file system, filled but for 400 kB, during 200 callbacks of 8 kB",
-           "sqlite", **figures, recovered_seconds=round(recovered, 1))
+    record(
+        "SQLite disk full",
+        "a 24 MiB file system, filled but for 400 kB, during 200 callbacks of 8 kB",
+        "sqlite",
+        **figures,
+        recovered_seconds=round(recovered, 1),
+    )
 
 
 # --- a provider's clock years off --------------------------------------------------------------
+
 
 def test_a_provider_time_years_off_is_shown_but_pins_nothing(app, client, auth, deliver):
     deliver(body_for(sender="+3725550001", text="from the future", time="2035-01-01T00:00:00Z"))
@@ -313,8 +371,10 @@ def test_a_provider_time_years_off_is_shown_but_pins_nothing(app, client, auth, 
     with app.app_context():
         from app import clock
         from app.inbox import queries
+
         assert queries.daily_counts(days=1) == [(clock.now().date(), 3)]
     with app.app_context():
         from conftest import conversation_of
+
         path = f"/conversations/{conversation_of('+3725550001').id}"
     assert 'data-sent="2035-01-01T00:00:00Z"' in client.get(path).text  # kept as sent

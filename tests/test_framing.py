@@ -5,6 +5,7 @@ The attacks of an outside security test, against the real server, and a property
 generated request bytes to the framing directly. The real server's tests are properties of the
 HTTP server, not of the database: they run on the SQLite leg only.
 """
+
 import socket
 import urllib.request
 from pathlib import Path
@@ -61,8 +62,11 @@ def login_page_answers(server) -> bool:
 
 
 def chunked_get(chunk_size_line: bytes) -> bytes:
-    return (b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + chunk_size_line + b"\r\nhello\r\n0\r\n\r\n")
+    return (
+        b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunk_size_line
+        + b"\r\nhello\r\n0\r\n\r\n"
+    )
 
 
 # Each of these took a worker down (-6: an endless loop) or was read as some other number (the
@@ -87,8 +91,10 @@ def test_a_chunk_size_other_than_hex_digits_is_400_and_the_server_keeps_answerin
 # The slow chunk-size line: a line of zeros with no end, a byte now and then. Longer than
 # LINE_LIMIT is refused at once; shorter waits in the event loop (until REQUEST_SECONDS), never
 # in a thread. /login reads its form, so a thread would wait for the body.
-SLOW_LINE_HEAD = (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n")
+SLOW_LINE_HEAD = (
+    b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
 SLOW_LINE_CONNECTIONS = 80
 
 
@@ -105,13 +111,15 @@ def test_slow_chunk_size_lines_on_many_connections_leave_pages_answering(app, se
             else:
                 sock.sendall(SLOW_LINE_HEAD + b"0" * 1000)
                 short_lines.append(sock)
-        wait_until(lambda: served_connections(server.port) >= len(short_lines),
-                   lambda: f"{served_connections(server.port)} connections accepted", interval=0.02)
+        wait_until(
+            lambda: served_connections(server.port) >= len(short_lines),
+            lambda: f"{served_connections(server.port)} connections accepted",
+            interval=0.02,
+        )
         for sock in short_lines:
             sock.sendall(b"0")  # the byte now and then
         # A thread that waits for the rest of a line would wait SEND_STALL_SECONDS (30) per byte.
-        wait_until(lambda: login_page_answers(server), "/login answers while the lines hang",
-                   timeout=ANSWER_SECONDS)
+        wait_until(lambda: login_page_answers(server), "/login answers while the lines hang", timeout=ANSWER_SECONDS)
         assert {status_line(sock) for sock in long_lines} == {b"HTTP/1.1 400 Bad Request"}
     finally:
         for sock in long_lines + short_lines:
@@ -129,11 +137,16 @@ def served_connections(port: int) -> int:
 
 
 def chunked_callback(body: bytes, chunk_size: int) -> bytes:
-    chunks = [body[start:start + chunk_size] for start in range(0, len(body), chunk_size)]
-    return (b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
-            b"X-Messente-Signature: " + signed_headers(body)["X-Messente-Signature"].encode() + b"\r\n\r\n"
-            + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n")
+    chunks = [body[start : start + chunk_size] for start in range(0, len(body), chunk_size)]
+    return (
+        b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+        b"X-Messente-Signature: "
+        + signed_headers(body)["X-Messente-Signature"].encode()
+        + b"\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
+        + b"0\r\n\r\n"
+    )
 
 
 @ONE_DATABASE
@@ -161,17 +174,21 @@ def test_limits_continue_and_pipelining_still_work(app, server_factory):
     # A client that waits for 100 Continue gets it once, sends its body, and gets the answer.
     body = body_for(msg_id="after-continue")
     with connect(server) as sock:
-        sock.sendall(b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n"
-                     b"X-Messente-Signature: %s\r\n\r\n"
-                     % (len(body), signed_headers(body)["X-Messente-Signature"].encode()))
+        sock.sendall(
+            b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n"
+            b"X-Messente-Signature: %s\r\n\r\n" % (len(body), signed_headers(body)["X-Messente-Signature"].encode())
+        )
         assert status_line(sock) == b"HTTP/1.1 100 Continue"
         assert status_line(sock) == b""  # the blank line ending the 100
         sock.sendall(body)
         assert status_line(sock) == b"HTTP/1.1 200 OK"
     # Pipelined requests, a chunked one among them, on one kept-alive connection.
-    pipelined = (b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + chunked_get(b"5")
-                 + b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    pipelined = (
+        b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        + chunked_get(b"5")
+        + b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
     with connect(server) as sock:
         sock.sendall(pipelined)
         answers = b""
@@ -193,8 +210,9 @@ def test_a_stalled_request_on_a_kept_alive_connection_holds_no_thread(app, serve
             headers_and_blank_line(sock)
             sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Stalled: ")  # and no more
             kept_alive.append(sock)
-        wait_until(lambda: login_page_answers(server), "/login answers while kept-alive requests stall",
-                   timeout=ANSWER_SECONDS)
+        wait_until(
+            lambda: login_page_answers(server), "/login answers while kept-alive requests stall", timeout=ANSWER_SECONDS
+        )
     finally:
         for sock in kept_alive:
             sock.close()
@@ -216,14 +234,23 @@ SMALL_LIMITS = dict(HEAD_LIMIT=300, BODY_LIMIT=400, MAX_CHUNKS=12, LINE_LIMIT=40
 GUNICORN = Config()
 GUNICORN.set("http_parser", worker.http_parser)
 
-PLAIN_HEADERS = [b"Accept: */*", b"Expect: 100-continue", b"Connection: close", b"Connection: keep-alive",
-                 b"Content-Type: text/plain", b"X-Long: " + b"a" * 120, b"Trailer: X-Sum"]
-header_lines = st.sampled_from(PLAIN_HEADERS + [
-    b"Connection: upgrade", b"Upgrade: h2c", b"Transfer-Encoding: gzip, chunked", b"Content-Length: 3"])
-GOOD_CHUNK_SIZES = [b"%x", b"%X", b"0%x", b"00000000%x", b"%x;name=value", b"%x;a=\"q s\""]
+PLAIN_HEADERS = [
+    b"Accept: */*",
+    b"Expect: 100-continue",
+    b"Connection: close",
+    b"Connection: keep-alive",
+    b"Content-Type: text/plain",
+    b"X-Long: " + b"a" * 120,
+    b"Trailer: X-Sum",
+]
+header_lines = st.sampled_from(
+    PLAIN_HEADERS + [b"Connection: upgrade", b"Upgrade: h2c", b"Transfer-Encoding: gzip, chunked", b"Content-Length: 3"]
+)
+GOOD_CHUNK_SIZES = [b"%x", b"%X", b"0%x", b"00000000%x", b"%x;name=value", b'%x;a="q s"']
 # The attacks, and a chunk-size line longer than every limit together (valid, but never ending).
-chunk_size_forms = st.sampled_from(GOOD_CHUNK_SIZES + [b"-%x", b"+%x", b"0x%x", b"%x ", b" %x", b"%x_0", b"%x\t",
-                                                       b"0" * 3000 + b"%x"])
+chunk_size_forms = st.sampled_from(
+    GOOD_CHUNK_SIZES + [b"-%x", b"+%x", b"0x%x", b"%x ", b" %x", b"%x_0", b"%x\t", b"0" * 3000 + b"%x"]
+)
 noise = st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"0", b";", b":", b"\x00", b"\xff", b"a", b"-"])
 
 
@@ -250,14 +277,22 @@ def request_bytes(draw):
         position = 0
         while position < len(body):
             size = draw(st.integers(1, 200))
-            chunk = body[position:position + size]
+            chunk = body[position : position + size]
             form = draw(chunk_size_forms)
             well_formed = well_formed and form in GOOD_CHUNK_SIZES
             encoded += form.replace(b"%x", b"%x" % len(chunk)).replace(b"%X", b"%X" % len(chunk))
             encoded += b"\r\n" + chunk + b"\r\n"
             position += size
-        encoded += b"0\r\n" + b"".join(t + b"\r\n" for t in draw(st.lists(
-            st.sampled_from([b"X-Sum: 1", b"Content-Length: 5", b"X-Long: " + b"b" * 60]), max_size=2))) + b"\r\n"
+        encoded += (
+            b"0\r\n"
+            + b"".join(
+                t + b"\r\n"
+                for t in draw(
+                    st.lists(st.sampled_from([b"X-Sum: 1", b"Content-Length: 5", b"X-Long: " + b"b" * 60]), max_size=2)
+                )
+            )
+            + b"\r\n"
+        )
     data = bytearray(b"\r\n".join(head) + b"\r\n\r\n" + encoded)
     for _ in range(draw(st.sampled_from([0, 0, 1, 2, 3]))):  # damage
         well_formed = False
@@ -331,4 +366,4 @@ def test_many_chunks_are_refused_however_they_arrive():
     whole = SLOW_LINE_HEAD + b"1\r\na\r\n" * worker.MAX_CHUNKS + b"0\r\n\r\n"
     assert RequestFraming().feed(whole) == "body too large"
     framing = RequestFraming()
-    assert [framing.feed(whole[n:n + 1]) for n in range(len(whole))][-1] == "body too large"
+    assert [framing.feed(whole[n : n + 1]) for n in range(len(whole))][-1] == "body too large"

@@ -1,4 +1,5 @@
 """The inbox: conversations, search, threads, polling, read state, escaping, pagination."""
+
 import re
 from datetime import UTC, datetime, timedelta
 from html import escape, unescape
@@ -32,7 +33,7 @@ ROW_LINK = r'<a id="conversation-link-\d+" class="sender" href="[^"]+"[^>]*>'
 
 def heading(sender: str) -> str:
     """The page's heading for a conversation, its sender isolated from the text around it."""
-    return f'Conversation with <bdi>{sender}</bdi></h1>'
+    return f"Conversation with <bdi>{sender}</bdi></h1>"
 
 
 def texts_shown(html: str) -> list[str]:
@@ -44,8 +45,7 @@ def senders_listed(html: str) -> list[str]:
 
 
 def unread_badge(html: str, sender: str) -> str | None:
-    row = re.search(rf'<li data-sender="{re.escape(escape(sender))}".*?</li>',
-                    html, re.S)
+    row = re.search(rf'<li data-sender="{re.escape(escape(sender))}".*?</li>', html, re.S)
     badge = re.search(r'<span class="badge">(\d+)', row.group(0))
     return badge.group(1) if badge else None
 
@@ -108,31 +108,50 @@ class Structure(HTMLParser):
         for landmark in ("header", "main"):
             if self.tags.count(landmark) != 1:
                 found.append(f"{self.tags.count(landmark)} <{landmark}> landmarks")
-        found += [f"unlabelled input {attrs}" for attrs in self.inputs
-                  if attrs.get("id") not in self.labels_for and not attrs.get("aria-label")]
+        found += [
+            f"unlabelled input {attrs}"
+            for attrs in self.inputs
+            if attrs.get("id") not in self.labels_for and not attrs.get("aria-label")
+        ]
         found += ["a button without a name" for name in self.buttons if not name]
-        found += [f"<time> without a valid datetime: {value}" for value in self.times
-                  if not value or not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value)]
+        found += [
+            f"<time> without a valid datetime: {value}"
+            for value in self.times
+            if not value or not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value)
+        ]
         return found
 
 
 def test_every_page_has_the_structure_assistive_technology_needs(client, inbox):
     inbox(body_for(sender="+3725550001"))
-    pages = {"inbox": "/", "search": "/?q=372", "empty search": "/?q=999999",
-             "thread": thread_path(client, "+3725550001")}
+    pages = {
+        "inbox": "/",
+        "search": "/?q=372",
+        "empty search": "/?q=999999",
+        "thread": thread_path(client, "+3725550001"),
+    }
     for name, path in pages.items():
         assert Structure(client.get(path).text).problems() == [], name
-    client.post("/logout", data={"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
-                                                           client.get("/").text).group(1)})
+    client.post(
+        "/logout", data={"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)}
+    )
     assert Structure(client.get("/login").text).problems() == [], "login"
 
 
 def test_the_structure_check_finds_what_is_missing():
-    broken = ('<html><head><title></title></head><body><main><h1>a</h1><h1>b</h1>'
-              '<input id="q"><button></button><time datetime="yesterday">x</time></main></body></html>')
+    broken = (
+        "<html><head><title></title></head><body><main><h1>a</h1><h1>b</h1>"
+        '<input id="q"><button></button><time datetime="yesterday">x</time></main></body></html>'
+    )
     assert Structure(broken).problems() == [
-        "no lang on <html>", "no title", "2 h1 elements", "0 <header> landmarks",
-        "unlabelled input {'id': 'q'}", "a button without a name", "<time> without a valid datetime: yesterday"]
+        "no lang on <html>",
+        "no title",
+        "2 h1 elements",
+        "0 <header> landmarks",
+        "unlabelled input {'id': 'q'}",
+        "a button without a name",
+        "<time> without a valid datetime: yesterday",
+    ]
 
 
 def test_empty_inbox_says_what_to_do(client, auth):
@@ -150,21 +169,24 @@ def test_text_is_escaped_everywhere(client, inbox):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-@pytest.mark.parametrize("query, expected", [
-    ("372 555", ["+37255512345"]),
-    ("(555) 12", ["+37255512345"]),
-    ("+372-555-123", ["+37255512345"]),
-    ("4470", ["+447000111"]),
-    ("0044 7000 111", ["+447000111"]),  # as dialled from abroad, with a trunk 0, or at home
-    ("+44 (0)7000 111", ["+447000111"]),
-    ("07000 111", ["+447000111"]),
-    ("555", ["+37255512345", "+15550100"]),
-    ("99999", []),
-    ("%", []),
-    ("_", []),
-    ("' OR 1=1 --", []),
-    ("<b>", []),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("372 555", ["+37255512345"]),
+        ("(555) 12", ["+37255512345"]),
+        ("+372-555-123", ["+37255512345"]),
+        ("4470", ["+447000111"]),
+        ("0044 7000 111", ["+447000111"]),  # as dialled from abroad, with a trunk 0, or at home
+        ("+44 (0)7000 111", ["+447000111"]),
+        ("07000 111", ["+447000111"]),
+        ("555", ["+37255512345", "+15550100"]),
+        ("99999", []),
+        ("%", []),
+        ("_", []),
+        ("' OR 1=1 --", []),
+        ("<b>", []),
+    ],
+)
 def test_search_by_any_part_of_the_digits(client, inbox, query, expected):
     for sender in ("+15550100", "+447000111", "+37255512345"):
         inbox(body_for(sender=sender))
@@ -345,6 +367,7 @@ def test_mark_unread_needs_csrf(client, inbox):
 
 def test_a_change_made_in_one_session_reaches_another_sessions_poll(app, client, inbox, auth):
     from conftest import AuthActions
+
     inbox(body_for(sender="+3725550001"))
     other = app.test_client()
     AuthActions(other).login()
@@ -371,6 +394,7 @@ def showing(html: str) -> dict[str, str]:
 
 def test_a_poll_swaps_only_the_header_buttons_whose_state_changed(app, client, inbox, auth):
     from conftest import AuthActions
+
     inbox(body_for(sender="+3725550001"))
     path = thread_path(client, "+3725550001")
     mark_read(client, path)
@@ -424,19 +448,35 @@ def test_a_poll_brings_at_most_a_page_and_the_next_poll_the_rest(client, inbox):
     assert client.get(poll_url, headers={"HX-Request": "true"}).status_code == 204
 
 
-@pytest.mark.parametrize("path", [
-    "/conversations/..%2F..%2Fetc%2Fpasswd", "/conversations/%2B0000", "/conversations/%00",
-    "/conversations/0", "/conversations/" + "9" * 500, "/conversations/9223372036854775808",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/conversations/..%2F..%2Fetc%2Fpasswd",
+        "/conversations/%2B0000",
+        "/conversations/%00",
+        "/conversations/0",
+        "/conversations/" + "9" * 500,
+        "/conversations/9223372036854775808",
+    ],
+)
 def test_unknown_threads_are_404(client, inbox, path):
     inbox(body_for(sender="+3725550001"))
     assert client.get(path).status_code == 404
 
 
-@pytest.mark.parametrize("params", [
-    "before=99999999999999999999999999", "before=-5", "before=abc", "before=%C2%B2", "before=①",
-    "before=2147483648", "before=9223372036854775808", "before=0",
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        "before=99999999999999999999999999",
+        "before=-5",
+        "before=abc",
+        "before=%C2%B2",
+        "before=①",
+        "before=2147483648",
+        "before=9223372036854775808",
+        "before=0",
+    ],
+)
 def test_odd_list_cursors_are_ignored_or_empty(client, inbox, params):
     inbox(body_for(sender="+3725550001"))
     response = client.get("/?" + params)
@@ -445,16 +485,18 @@ def test_odd_list_cursors_are_ignored_or_empty(client, inbox, params):
     assert listed == ([] if params == "before=0" else ["+3725550001"])
 
 
-@pytest.mark.parametrize("params", ["since=1e9", "since=²", "since=%C2%B2", "since=-1",
-                                    "since=99999999999999999999999999"])
+@pytest.mark.parametrize(
+    "params", ["since=1e9", "since=²", "since=%C2%B2", "since=-1", "since=99999999999999999999999999"]
+)
 def test_odd_poll_cursors_are_a_full_answer(client, inbox, params):
     inbox(body_for(sender="+3725550001"))
     response = client.get("/?" + params, headers={"HX-Request": "true"})
     assert response.status_code == 200 and senders_listed(response.text) == ["+3725550001"]
 
 
-@pytest.mark.parametrize("params", ["before=①", "before=%C2%B2", "since=²", "since_id=①&since=0",
-                                    "before=9223372036854775808"])
+@pytest.mark.parametrize(
+    "params", ["before=①", "before=%C2%B2", "since=²", "since_id=①&since=0", "before=9223372036854775808"]
+)
 def test_odd_thread_cursors_are_ignored(client, inbox, params):
     inbox(body_for(sender="+3725550001", text="hello"))
     response = client.get(thread_path(client, "+3725550001") + "?" + params)
@@ -508,7 +550,9 @@ def test_the_list_pages_both_ways_and_newer_reaches_the_live_first_page(client, 
         inbox(body_for(sender=f"+3725550{n:03d}"))
     pages = [client.get("/").text]
     for _ in range(2):
-        pages.append(client.get(unescape(re.search(r'<a href="([^"]+)">Older conversations</a>', pages[-1]).group(1))).text)
+        pages.append(
+            client.get(unescape(re.search(r'<a href="([^"]+)">Older conversations</a>', pages[-1]).group(1))).text
+        )
     assert senders_listed(pages[2]) == [f"+3725550{n:03d}" for n in range(4, -1, -1)]
     newer = unescape(re.search(r'<a href="([^"]+)">Newer</a>', pages[2]).group(1))
     assert senders_listed(client.get(newer).text) == senders_listed(pages[1])
@@ -545,15 +589,18 @@ def test_times_are_machine_readable_utc_and_say_when_each_message_arrived(app, c
     listing = client.get("/").text
     assert senders_listed(listing) == ["+1", "+2"]
     assert re.findall(r'<time class="when" id="[^"]+" datetime="([^"]+)"', listing) == [
-        "2024-06-01T09:30:00Z", "2024-06-01T09:00:00Z"]
+        "2024-06-01T09:30:00Z",
+        "2024-06-01T09:00:00Z",
+    ]
     # A screen reader on a row's link hears that time, the last message and the count with it.
     descriptions = re.findall(r'class="sender"[^>]* aria-describedby="([^"]+)"', listing)
     assert len(descriptions) == 2
     for described_by in descriptions:
         assert all(f'id="{part}"' in listing for part in described_by.split()) and len(described_by.split()) == 2
     thread = client.get(thread_path(client, "+1")).text
-    assert ('<time datetime="2024-06-01T09:30:00Z" data-sent="2024-05-01T08:00:00Z">2024-06-01 09:30 UTC</time>'
-            in thread)
+    assert (
+        '<time datetime="2024-06-01T09:30:00Z" data-sent="2024-05-01T08:00:00Z">2024-06-01 09:30 UTC</time>' in thread
+    )
 
 
 def test_unicode_senders_and_texts_render(client, inbox):
@@ -584,19 +631,28 @@ def test_pages_have_no_inline_script_or_style(client, inbox):
 
 # --- the small things (issue 11) ------------------------------------------------------------
 
+
 def test_web_addresses_in_texts_are_safe_links_and_nothing_else_is(client, inbox):
-    inbox(body_for(sender="+3725550001", text='See https://example.com/a?b=1&c=2. Or javascript:alert(1) '
-                                               'and <a href="http://evil.example">x</a> (http://kauplus.ee/tee)'))
+    inbox(
+        body_for(
+            sender="+3725550001",
+            text="See https://example.com/a?b=1&c=2. Or javascript:alert(1) "
+            'and <a href="http://evil.example">x</a> (http://kauplus.ee/tee)',
+        )
+    )
     thread = client.get(thread_path(client, "+3725550001")).text
     text = re.search(r'<p class="text" dir="auto">(.*?)</p>', thread, re.S).group(1)
     links = re.findall(r'<a href="([^"]+)" rel="noopener noreferrer nofollow" target="_blank">([^<]+)</a>', text)
-    assert links == [("https://example.com/a?b=1&amp;c=2", "https://example.com/a?b=1&amp;c=2"),
-                     ("http://evil.example", "http://evil.example"),
-                     ("http://kauplus.ee/tee", "http://kauplus.ee/tee")]
+    assert links == [
+        ("https://example.com/a?b=1&amp;c=2", "https://example.com/a?b=1&amp;c=2"),
+        ("http://evil.example", "http://evil.example"),
+        ("http://kauplus.ee/tee", "http://kauplus.ee/tee"),
+    ]
     assert text.count("<a ") == 3  # the customer's own <a> is text, and javascript: is no link
     assert "&lt;a href=&#34;" in text and "javascript:alert(1)" in text and "</a>. Or" in text
-    assert text.endswith("(<a href=\"http://kauplus.ee/tee\" rel=\"noopener noreferrer nofollow\" "
-                         "target=\"_blank\">http://kauplus.ee/tee</a>)")
+    assert text.endswith(
+        '(<a href="http://kauplus.ee/tee" rel="noopener noreferrer nofollow" target="_blank">http://kauplus.ee/tee</a>)'
+    )
 
 
 def test_outside_text_is_isolated_so_it_cannot_reorder_the_page(client, inbox):
@@ -605,7 +661,11 @@ def test_outside_text_is_isolated_so_it_cannot_reorder_the_page(client, inbox):
     listing = client.get("/").text
     assert f"<bdi>{sender}</bdi></a>" in listing and '<span class="preview" dir="auto"><bdi>\u05e9' in listing
     thread = client.get(re.search(r'class="sender" href="([^"]+)"', listing).group(1)).text
-    assert heading(sender) in thread and f'<h2 id="conversation-heading" tabindex="-1"><bdi>{sender}</bdi></h2>' in thread and f"<title>\u2068{sender}\u2069 · " in thread
+    assert (
+        heading(sender) in thread
+        and f'<h2 id="conversation-heading" tabindex="-1"><bdi>{sender}</bdi></h2>' in thread
+        and f"<title>\u2068{sender}\u2069 · " in thread
+    )
     assert '<p class="text" dir="auto">\u05e9' in thread
 
 
@@ -630,6 +690,7 @@ def csrf_token_of(html: str) -> str:
 def test_a_server_error_is_a_styled_500_page(database_url):
     from app.web.access import public
     from conftest import close_app, make_app
+
     app = make_app(database_url, PROPAGATE_EXCEPTIONS=False)
 
     @app.get("/callbacks/broken")
@@ -652,8 +713,12 @@ def test_a_server_error_is_a_styled_500_page(database_url):
 def test_every_page_links_a_favicon_that_is_served(app, client, inbox):
     inbox(body_for(sender="+3725550001"))
     anonymous = app.test_client()
-    for who, path in ((client, "/"), (client, thread_path(client, "+3725550001")), (anonymous, "/login"),
-                      (client, "/no-such-page")):
+    for who, path in (
+        (client, "/"),
+        (client, thread_path(client, "+3725550001")),
+        (anonymous, "/login"),
+        (client, "/no-such-page"),
+    ):
         icon = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', who.get(path).text)
         assert icon, path
     with client.get(icon.group(1)) as response:
@@ -711,11 +776,14 @@ def test_mark_unread_with_htmx_asks_the_list_to_follow_at_once(client, inbox):
     assert 'hx-trigger="every 4s, poll-now, conversation-changed from:body"' in client.get("/").text
 
 
-@pytest.mark.parametrize("sender, kind", [
-    ("+4915112345678901", "a number of 16 digits, more than a phone number has (15)"),
-    ("MyShop", "a sender name"),
-    ("1234", "a short code"),
-])
+@pytest.mark.parametrize(
+    "sender, kind",
+    [
+        ("+4915112345678901", "a number of 16 digits, more than a phone number has (15)"),
+        ("MyShop", "a sender name"),
+        ("1234", "a short code"),
+    ],
+)
 def test_a_sender_that_cannot_be_answered_is_called_what_it_is(client, inbox, sender, kind):
     inbox(body_for(sender=sender))
     [link] = re.findall(r'<a id="conversation-link-\d+" class="sender" href="([^"]+)"', client.get("/").text)
@@ -723,12 +791,19 @@ def test_a_sender_that_cannot_be_answered_is_called_what_it_is(client, inbox, se
     assert f"{sender} is {kind}: it cannot receive replies." in page
 
 
-@pytest.mark.parametrize("query", ["/", "/?q=041&view=open",
-                                   "/?q=%2B372+55%2F%3A%C3%BClle+%26x%3Dy&channel=sms&to=%2B37250000000&view=done&before=5"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/",
+        "/?q=041&view=open",
+        "/?q=%2B372+55%2F%3A%C3%BClle+%26x%3Dy&channel=sms&to=%2B37250000000&view=done&before=5",
+    ],
+)
 def test_a_conversation_link_is_what_url_for_builds_with_the_lists_search_and_filters(app, query):
     from flask import url_for
 
     from app.inbox.routes import list_params, thread_url
+
     with app.test_request_context(query):
         for args in ({}, {"around": 77}, {"before": 3, "saved_reply": 2}):
             assert thread_url(12345, **args) == url_for("inbox.thread", conversation_id=12345, **list_params(), **args)

@@ -1,4 +1,5 @@
 """ingest.store_messages on a batch, as group commit hands it over."""
+
 import sqlalchemy as sa
 
 from app.callbacks import ingest
@@ -8,12 +9,15 @@ from conftest import body_for, conversation_of
 
 
 def test_a_batch_with_repeats_and_shared_senders_is_filed_exactly(app):
-    batch = [ingest.parse_payload(body) for body in (
-        body_for(msg_id="a", sender="+1", text="first"),
-        body_for(msg_id="a", sender="+1", text="first again"),
-        body_for(msg_id="b", sender="+1", text="second"),
-        body_for(msg_id="c", sender="+2", text="other"),
-    )]
+    batch = [
+        ingest.parse_payload(body)
+        for body in (
+            body_for(msg_id="a", sender="+1", text="first"),
+            body_for(msg_id="a", sender="+1", text="first again"),
+            body_for(msg_id="b", sender="+1", text="second"),
+            body_for(msg_id="c", sender="+2", text="other"),
+        )
+    ]
     with app.app_context():
         assert ingest.store_messages(batch) == [True, False, True, True]
         assert ingest.store_messages(batch[:1]) == [False]
@@ -31,8 +35,7 @@ def test_a_batch_stamps_its_rows_with_one_new_change_number(app):
     with app.app_context():
         ingest.store_messages([ingest.parse_payload(body_for(sender="+1"))])
         first = conversation_of("+1").change_seq
-        ingest.store_messages([ingest.parse_payload(body) for body in (
-            body_for(sender="+1"), body_for(sender="+2"))])
+        ingest.store_messages([ingest.parse_payload(body) for body in (body_for(sender="+1"), body_for(sender="+2"))])
         assert conversation_of("+1").change_seq == conversation_of("+2").change_seq == first + 1
         stamps = db.session.scalars(sa.select(Message.change_seq).order_by(Message.id)).all()
         assert stamps == [first, first + 1, first + 1]

@@ -1,5 +1,6 @@
 """Background jobs (app/jobs/): committed with their cause, claimed by one runner, retried by their
 kind's rules, driven by `run_due(now)` and the app's clock; the runner's threads as a server runs them."""
+
 import re
 import threading
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,8 @@ ran: list[tuple[str, dict]] = []  # what the test kinds below were asked to do
 def asked() -> list[tuple[str, dict]]:
     """What ran, but the periodic test kind (every run_due adds it once an hour)."""
     return [entry for entry in ran if entry[0] != "hourly"]
+
+
 failures: dict[int, int] = {}  # job payload "n" -> times left to fail
 
 
@@ -38,8 +41,12 @@ def flaky(payload, attempt):
         raise RuntimeError("the far end is away")
 
 
-@jobs.kind("test_once", at_most_once=True, lease=timedelta(minutes=1),
-           on_abandon=lambda payload, reason: ran.append(("abandoned", payload)))
+@jobs.kind(
+    "test_once",
+    at_most_once=True,
+    lease=timedelta(minutes=1),
+    on_abandon=lambda payload, reason: ran.append(("abandoned", payload)),
+)
 def once(payload, attempt):
     ran.append(("once", payload))
 
@@ -168,8 +175,7 @@ def test_claim_is_exclusive_across_processes(job_app, clock_now):
                         claims[name].append(job_id)
                 db.session.remove()
 
-        threads = [threading.Thread(target=claim_all, args=(app, name))
-                   for app, name in ((job_app, "a"), (other, "b"))]
+        threads = [threading.Thread(target=claim_all, args=(app, name)) for app, name in ((job_app, "a"), (other, "b"))]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -286,6 +292,7 @@ def test_the_rate_budget_is_shared_by_every_process(job_app):
 
 # --- the admin's view ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def admin_client(job_app, user_row):
     with job_app.app_context():
@@ -324,8 +331,9 @@ def test_a_dead_job_is_shown_and_an_admin_retries_it_audited(job_app, admin_clie
         assert job_rows()[0].state == "due"
         jobs.run_due(clock_now["moment"])
         assert job_rows()[0].state == "done"
-        events = db.session.execute(sa.select(AuditEvent.action, AuditEvent.username)
-                                    .where(AuditEvent.action == "job_retried")).all()
+        events = db.session.execute(
+            sa.select(AuditEvent.action, AuditEvent.username).where(AuditEvent.action == "job_retried")
+        ).all()
         assert events == [("job_retried", "alice")]
 
 

@@ -1,5 +1,6 @@
 """Device cookies (OWASP): guessing one account's password from many addresses is slowed for
 unknown devices, while a browser that logged in before keeps working."""
+
 import pytest
 import sqlalchemy as sa
 
@@ -148,8 +149,12 @@ def test_the_account_lock_is_shown_to_admins_and_can_be_lifted(app, user, clock)
     assert "Unknown devices, any address" in page
     with app.app_context():
         row = db.session.scalar(sa.select(LoginThrottle.id).where(LoginThrottle.kind == "account"))
-    assert admin.client.post(f"/admin/locked-logins/{row}/unlock",
-                             data={"csrf_token": admin.csrf("/admin/users")}).status_code == 303
+    assert (
+        admin.client.post(
+            f"/admin/locked-logins/{row}/unlock", data={"csrf_token": admin.csrf("/admin/users")}
+        ).status_code
+        == 303
+    )
     assert from_address(app, "192.0.2.1").login().headers["Location"] == "/"
 
 

@@ -3,6 +3,7 @@
 Nothing here patches the library: every call goes over HTTP to the fake, which parses what
 arrives with the library's own models. No database is needed, so the `app` fixture isn't used.
 """
+
 import concurrent.futures
 import json
 import time
@@ -23,16 +24,23 @@ SLACK = 1.0  # scheduling noise allowed on top of a timeout
 
 
 def client(fake: FakeMessente, password: str = "api-password", **timeouts) -> Messente:
-    return Messente(fake.url, "api-user", password, **{"connect_timeout": 2.0, "read_timeout": READ_TIMEOUT,
-                                                       **timeouts})
+    return Messente(
+        fake.url, "api-user", password, **{"connect_timeout": 2.0, "read_timeout": READ_TIMEOUT, **timeouts}
+    )
 
 
 # --- sending -----------------------------------------------------------------------------------
 
+
 def test_an_sms_with_a_whatsapp_fallback_arrives_once_with_basic_auth_and_the_exact_body(messente):
-    result = client(messente).send(TO, [Leg("sms", "Tere! Kas sobib homme kell 10? õ", sender="Inbox"),
-                                        Leg("whatsapp", "Tere! Kas sobib homme kell 10? 👋", sender="+37250000000")],
-                                   dlr_url=DLR_URL)
+    result = client(messente).send(
+        TO,
+        [
+            Leg("sms", "Tere! Kas sobib homme kell 10? õ", sender="Inbox"),
+            Leg("whatsapp", "Tere! Kas sobib homme kell 10? 👋", sender="+37250000000"),
+        ],
+        dlr_url=DLR_URL,
+    )
 
     [request] = messente.requests
     assert (request.method, request.path, request.status) == ("POST", "/v1/omnimessage", 201)
@@ -42,13 +50,17 @@ def test_an_sms_with_a_whatsapp_fallback_arrives_once_with_basic_auth_and_the_ex
         "to": TO,
         "messages": [
             {"channel": "sms", "text": "Tere! Kas sobib homme kell 10? õ", "sender": "Inbox", "autoconvert": "off"},
-            {"channel": "whatsapp", "sender": "+37250000000",
-             "text": {"body": "Tere! Kas sobib homme kell 10? 👋", "preview_url": False}},
+            {
+                "channel": "whatsapp",
+                "sender": "+37250000000",
+                "text": {"body": "Tere! Kas sobib homme kell 10? 👋", "preview_url": False},
+            },
         ],
         "dlr_url": DLR_URL,
     }
-    assert result == Sent(request.answer["omnimessage_id"],
-                          tuple((m["channel"], m["message_id"]) for m in request.answer["messages"]))
+    assert result == Sent(
+        request.answer["omnimessage_id"], tuple((m["channel"], m["message_id"]) for m in request.answer["messages"])
+    )
     assert [channel for channel, _ in result.message_ids] == ["sms", "whatsapp"]
     assert b"api-password" not in request.body
 
@@ -58,20 +70,26 @@ def test_a_viber_leg_sends_its_text_field_and_a_leg_without_sender_sends_none(me
 
     assert isinstance(result, Sent)
     [request] = messente.requests
-    assert request.json == {"to": TO, "messages": [{"channel": "viber", "text": "Tere!"},
-                                                   {"channel": "sms", "text": "Tere!", "autoconvert": "off"}]}
+    assert request.json == {
+        "to": TO,
+        "messages": [{"channel": "viber", "text": "Tere!"}, {"channel": "sms", "text": "Tere!", "autoconvert": "off"}],
+    }
     assert "dlr_url" not in request.json
 
 
-@pytest.mark.parametrize("behaviour, status, words, retryable", [
-    ("400", 400, "Invalid data: Invalid phone number (payload[to])", False),
-    ("401", 401, "Unauthorized: Wrong or missing API username or password", False),
-    ("429", 429, "rate limited (429)", True),
-    ("500", 500, "Messente server error (500): Internal Server Error: Internal Server Error", True),
-    ("503", 503, "Messente server error (503)", True),
-])
-def test_each_refusal_maps_to_a_result_with_the_apis_words_and_is_asked_once(messente, behaviour, status,
-                                                                               words, retryable):
+@pytest.mark.parametrize(
+    "behaviour, status, words, retryable",
+    [
+        ("400", 400, "Invalid data: Invalid phone number (payload[to])", False),
+        ("401", 401, "Unauthorized: Wrong or missing API username or password", False),
+        ("429", 429, "rate limited (429)", True),
+        ("500", 500, "Messente server error (500): Internal Server Error: Internal Server Error", True),
+        ("503", 503, "Messente server error (503)", True),
+    ],
+)
+def test_each_refusal_maps_to_a_result_with_the_apis_words_and_is_asked_once(
+    messente, behaviour, status, words, retryable
+):
     messente.behave(behaviour)
 
     result = client(messente).send(TO, [Leg("sms", "Tere!")])
@@ -154,7 +172,8 @@ def test_messente_down_is_refused_as_retryable_and_works_again_when_up(messente)
 
 def test_a_host_that_does_not_resolve_is_refused_as_retryable():
     result = Messente("http://no-such-host.invalid/v1", "api-user", "api-password", 2.0, 2.0).send(
-        TO, [Leg("sms", "Tere!")])
+        TO, [Leg("sms", "Tere!")]
+    )
 
     assert isinstance(result, Refused)
     assert (result.status, result.retryable) == (None, True)
@@ -180,7 +199,8 @@ def test_one_messente_object_serves_many_threads_at_once(messente):
     assert all(isinstance(result, Sent) for result in results)
     assert len({result.omnimessage_id for result in results}) == 32
     assert sorted(request.json["messages"][0]["text"] for request in messente.requests) == sorted(
-        f"Tere {i}!" for i in range(32))
+        f"Tere {i}!" for i in range(32)
+    )
     assert messente.errors == []
 
 
@@ -210,6 +230,7 @@ def test_a_password_appears_in_no_result_or_repr(messente):
 
 # --- blacklist ---------------------------------------------------------------------------------
 
+
 def test_blacklist_add_and_remove_count_already_there_and_already_gone_as_done(messente):
     sender = client(messente)
 
@@ -231,12 +252,15 @@ def test_blacklist_add_and_remove_count_already_there_and_already_gone_as_done(m
     assert all(r.basic_auth == ("api-user", "api-password") for r in requests)
 
 
-@pytest.mark.parametrize("behaviour, expected", [
-    ("401", Refused(401, "Unauthorized: Wrong or missing API username or password", retryable=False)),
-    ("400", Refused(400, "Invalid data: Invalid phone number", retryable=False)),
-    ("429", Refused(429, "rate limited (429)", retryable=True)),
-    ("500", Refused(500, "Messente server error (500): General error: Internal Server Error", retryable=True)),
-])
+@pytest.mark.parametrize(
+    "behaviour, expected",
+    [
+        ("401", Refused(401, "Unauthorized: Wrong or missing API username or password", retryable=False)),
+        ("400", Refused(400, "Invalid data: Invalid phone number", retryable=False)),
+        ("429", Refused(429, "rate limited (429)", retryable=True)),
+        ("500", Refused(500, "Messente server error (500): General error: Internal Server Error", retryable=True)),
+    ],
+)
 def test_blacklist_failures_map_like_sending(messente, behaviour, expected):
     messente.behave(behaviour)
 
@@ -250,10 +274,12 @@ def test_blacklist_without_an_answer_is_unconfirmed_and_when_down_refused(messen
     assert isinstance(client(messente).remove_from_blacklist(TO), Unconfirmed)
     messente.down()
     assert client(messente).add_to_blacklist(TO) == Refused(
-        None, "connection refused (Messente's API not reachable)", retryable=True)
+        None, "connection refused (Messente's API not reachable)", retryable=True
+    )
 
 
 # --- configuration -----------------------------------------------------------------------------
+
 
 def test_from_config_needs_both_username_and_password():
     settings = config.defaults("/nonexistent")
@@ -265,14 +291,25 @@ def test_from_config_needs_both_username_and_password():
     assert isinstance(messente, Messente)
     assert messente.url == "https://api.messente.com/v1"
     assert "pw" not in repr(messente).replace("https", "")
-    quick = from_config({**settings, "MESSENTE_API_USERNAME": "api-user", "MESSENTE_API_PASSWORD": "pw",
-                         "MESSENTE_CONNECT_TIMEOUT": 1, "MESSENTE_READ_TIMEOUT": 2.5})
+    quick = from_config(
+        {
+            **settings,
+            "MESSENTE_API_USERNAME": "api-user",
+            "MESSENTE_API_PASSWORD": "pw",
+            "MESSENTE_CONNECT_TIMEOUT": 1,
+            "MESSENTE_READ_TIMEOUT": 2.5,
+        }
+    )
     assert quick._timeout == (1.0, 2.5)
 
 
 def test_from_config_through_the_environment_reaches_the_fake(messente):
-    environ = {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
-               "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_SMS_SENDER": "Inbox"}
+    environ = {
+        "MESSENTE_API_URL": messente.url,
+        "MESSENTE_API_USERNAME": "api-user",
+        "MESSENTE_API_PASSWORD": "api-password",
+        "MESSENTE_SMS_SENDER": "Inbox",
+    }
     settings = {**config.defaults("/nonexistent"), **config.from_environment(environ)}
     assert settings["MESSENTE_SMS_SENDER"] == "Inbox"
 
@@ -283,11 +320,18 @@ def test_from_config_through_the_environment_reaches_the_fake(messente):
 
 # --- the fake itself ---------------------------------------------------------------------------
 
+
 def post(fake: FakeMessente, body, path="/omnimessage", password="api-password"):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(fake.url + path, data=data, method="POST", headers={
-        "Content-Type": "application/json",
-        "Authorization": "Basic " + b64encode(f"api-user:{password}".encode()).decode()})
+    request = urllib.request.Request(
+        fake.url + path,
+        data=data,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + b64encode(f"api-user:{password}".encode()).decode(),
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -296,17 +340,22 @@ def post(fake: FakeMessente, body, path="/omnimessage", password="api-password")
             return error.code, json.loads(error.read() or b"null")
 
 
-@pytest.mark.parametrize("message, source", [
-    ({"channel": "sms", "text": "x", "autoconvert": "false"}, "payload[messages][0][autoconvert]"),
-    ({"channel": "sms", "text": ""}, "payload[messages][0][text]"),
-    ({"text": "x"}, "payload[messages][0][channel]"),
-    ({"channel": "whatsapp", "text": "a plain string"}, "payload"),
-    ({"channel": "whatsapp", "text": {"body": "x"}, "image": {"url": "https://example.com/a.png"}},
-     "payload[messages][0]"),
-    ({"channel": "sms", "txt": "typo"}, "payload[messages][0][text]"),
-    ({"channel": "viber", "text": "x", "autoconvert": "off"}, "payload"),
-    ({"channel": "telegram", "text": "x"}, "payload"),
-])
+@pytest.mark.parametrize(
+    "message, source",
+    [
+        ({"channel": "sms", "text": "x", "autoconvert": "false"}, "payload[messages][0][autoconvert]"),
+        ({"channel": "sms", "text": ""}, "payload[messages][0][text]"),
+        ({"text": "x"}, "payload[messages][0][channel]"),
+        ({"channel": "whatsapp", "text": "a plain string"}, "payload"),
+        (
+            {"channel": "whatsapp", "text": {"body": "x"}, "image": {"url": "https://example.com/a.png"}},
+            "payload[messages][0]",
+        ),
+        ({"channel": "sms", "txt": "typo"}, "payload[messages][0][text]"),
+        ({"channel": "viber", "text": "x", "autoconvert": "off"}, "payload"),
+        ({"channel": "telegram", "text": "x"}, "payload"),
+    ],
+)
 def test_the_fake_refuses_a_wrong_shape_with_400_and_records_it(messente, message, source):
     status, answer = post(messente, {"to": TO, "messages": [message]})
 
@@ -330,8 +379,10 @@ def test_the_fake_checks_basic_auth_before_anything_else(messente):
 
 
 def test_the_fake_answers_like_the_docs(messente):
-    status, answer = post(messente, {"to": TO, "messages": [{"channel": "sms", "text": "x", "sender": "Inbox"},
-                                                            {"channel": "viber", "text": "x"}]})
+    status, answer = post(
+        messente,
+        {"to": TO, "messages": [{"channel": "sms", "text": "x", "sender": "Inbox"}, {"channel": "viber", "text": "x"}]},
+    )
 
     assert status == 201
     assert set(answer) == {"messages", "omnimessage_id", "to"}

@@ -3,6 +3,7 @@
 A load balancer may send the provider's retry of a message to the other instance at the same
 moment as the original, and a person's requests to either instance.
 """
+
 import json
 import random
 import re
@@ -32,8 +33,9 @@ SENDERS = [f"+3725550{n:03d}" for n in range(40)]
 
 
 def post_callback(base_url: str, body: bytes) -> tuple[int, str]:
-    request = urllib.request.Request(base_url + "/callbacks/inbound", data=body,
-                                     headers=signed_headers(body), method="POST")
+    request = urllib.request.Request(
+        base_url + "/callbacks/inbound", data=body, headers=signed_headers(body), method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())["status"]
@@ -46,9 +48,10 @@ def post_callback(base_url: str, body: bytes) -> tuple[int, str]:
 def test_callback_storm_split_across_two_instances_stores_each_message_once(app, server_factory):
     first, second = server_factory(workers=2, threads=4), server_factory(workers=2, threads=4)
     unique = STORM - REPEATED
-    bodies = {f"storm-{n}": body_for(msg_id=f"storm-{n}", sender=SENDERS[n % len(SENDERS)],
-                                     text=f"message {n} ✉️")
-              for n in range(unique)}
+    bodies = {
+        f"storm-{n}": body_for(msg_id=f"storm-{n}", sender=SENDERS[n % len(SENDERS)], text=f"message {n} ✉️")
+        for n in range(unique)
+    }
     repeated = set(random.Random(5).sample(sorted(bodies), REPEATED))
 
     # A job is (instance, msg_id, barrier). Both halves of a pair are queued next to each other
@@ -75,8 +78,9 @@ def test_callback_storm_split_across_two_instances_stores_each_message_once(app,
     print(f"\n{STORM} callbacks over two instances in {elapsed:.1f} s: {STORM / elapsed:.0f}/s")
 
     assert len(results) == STORM
-    assert [(status, outcome) for _, status, outcome in results
-            if status != 200 or outcome not in ("stored", "duplicate")] == []
+    assert [
+        (status, outcome) for _, status, outcome in results if status != 200 or outcome not in ("stored", "duplicate")
+    ] == []
     outcomes = Counter((msg_id, outcome) for msg_id, _, outcome in results)
     assert all(outcomes[msg_id, "stored"] == 1 for msg_id in bodies)
     assert sum(count for (_, outcome), count in outcomes.items() if outcome == "duplicate") == REPEATED
@@ -84,8 +88,9 @@ def test_callback_storm_split_across_two_instances_stores_each_message_once(app,
     expected_per_sender = Counter(SENDERS[n % len(SENDERS)] for n in range(unique))
     with app.app_context():
         assert sorted(db.session.scalars(sa.select(Message.msg_id))) == sorted(bodies)
-        newest_per_sender = dict(db.session.execute(
-            sa.select(Message.sender, sa.func.max(Message.id)).group_by(Message.sender)).all())
+        newest_per_sender = dict(
+            db.session.execute(sa.select(Message.sender, sa.func.max(Message.id)).group_by(Message.sender)).all()
+        )
         conversations = db.session.scalars(sa.select(Conversation)).all()
         assert {c.sender: c.message_count for c in conversations} == expected_per_sender
         assert {c.sender: c.unread_count for c in conversations} == expected_per_sender
@@ -105,12 +110,15 @@ def test_login_throttling_sessions_and_read_state_are_shared_by_instances(app, u
         status, _, _ = attacker.login((first, second)[attempt % 2].url, "wrong password")
         assert status == 401
     with app.app_context():
-        failures, locked_until = db.session.execute(sa.text(
-            "SELECT failures, locked_until FROM login_throttle WHERE username = 'alice' AND kind = 'address'")).one()
+        failures, locked_until = db.session.execute(
+            sa.text("SELECT failures, locked_until FROM login_throttle WHERE username = 'alice' AND kind = 'address'")
+        ).one()
         assert failures == limit and locked_until is not None
         # Held for a minute, so that both instances are asked while it holds.
-        db.session.execute(sa.text("UPDATE login_throttle SET locked_until = :until WHERE username = 'alice'"),
-                           {"until": locked_until + timedelta(minutes=1)})
+        db.session.execute(
+            sa.text("UPDATE login_throttle SET locked_until = :until WHERE username = 'alice'"),
+            {"until": locked_until + timedelta(minutes=1)},
+        )
         db.session.commit()
     for server in (first, second):
         status, _, page = attacker.login(server.url, PASSWORD)
@@ -144,8 +152,7 @@ def test_login_throttling_sessions_and_read_state_are_shared_by_instances(app, u
     assert urllib.parse.urlsplit(old_cookie.get(first.url + "/")[1]).path == "/login"
 
 
-def test_replies_queued_while_two_instances_run_are_each_sent_once_within_one_rate(app, user, server_factory,
-                                                                                   messente):
+def test_replies_queued_while_two_instances_run_are_each_sent_once_within_one_rate(app, user, server_factory, messente):
     """Every worker of both instances runs jobs: each reply goes once, all within one rate budget,
     and each instance's runners heartbeat on its own row (the admin's Jobs page)."""
     from app import replies
@@ -153,9 +160,13 @@ def test_replies_queued_while_two_instances_run_are_each_sent_once_within_one_ra
     from app.db.unit_of_work import write_transaction
     from conftest import conversation_of, wait_until
 
-    settings = {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
-                "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_SMS_SENDER": "Shop",
-                "MESSENTE_REQUESTS_PER_SECOND": "10"}
+    settings = {
+        "MESSENTE_API_URL": messente.url,
+        "MESSENTE_API_USERNAME": "api-user",
+        "MESSENTE_API_PASSWORD": "api-password",
+        "MESSENTE_SMS_SENDER": "Shop",
+        "MESSENTE_REQUESTS_PER_SECOND": "10",
+    }
     first, second = (server_factory(workers=2, threads=4, env=settings) for _ in range(2))
     senders = SENDERS[:10]
     for sender in senders:
@@ -164,9 +175,11 @@ def test_replies_queued_while_two_instances_run_are_each_sent_once_within_one_ra
     with app.app_context():
         with write_transaction():  # committed at once: every runner finds them together
             for n in range(20):
-                replies.queue_reply(conversation_of(senders[n % 10]), f"Reply {n}", "sms", None, 1,
-                                    f"multi-{n:04d}" * 2)
+                replies.queue_reply(
+                    conversation_of(senders[n % 10]), f"Reply {n}", "sms", None, 1, f"multi-{n:04d}" * 2
+                )
     messente.wait_until(lambda requests: len(requests) >= 20, timeout=30, what="20 replies")
+
     def sent() -> int:
         with app.app_context():
             return db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.status == "sent"))

@@ -1,4 +1,5 @@
 """Numbers: one conversation per person however the number is written, shown as people read it."""
+
 import re
 
 import pytest
@@ -12,14 +13,28 @@ from app.extensions import db
 from conftest import body_for
 
 
-@pytest.mark.parametrize("written", ["+447700900123", "+44 7700 900123", "447700900123", "0044 7700 900123",
-                                     "+44 (7700) 900-123", "+4407700900123"])
+@pytest.mark.parametrize(
+    "written",
+    ["+447700900123", "+44 7700 900123", "447700900123", "0044 7700 900123", "+44 (7700) 900-123", "+4407700900123"],
+)
 def test_a_possible_number_is_stored_in_e164_however_it_is_written(written):
     assert numbers.normalise(written) == "+447700900123"
 
 
-@pytest.mark.parametrize("sender", ["MyShop", "Kaubamaja-Info-Teenus", "1234", "13330", "+1555", "=evil()",
-                                    "+4915112345678901234", "1-800-FLOWERS", "   "])
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "MyShop",
+        "Kaubamaja-Info-Teenus",
+        "1234",
+        "13330",
+        "+1555",
+        "=evil()",
+        "+4915112345678901234",
+        "1-800-FLOWERS",
+        "   ",
+    ],
+)
 def test_sender_names_short_codes_and_impossible_numbers_stay_as_they_came(sender):
     assert numbers.normalise(sender) == sender
 
@@ -40,24 +55,34 @@ def test_numbers_are_shown_grouped_with_their_country():
 
 
 def test_one_person_writing_the_number_two_ways_is_one_conversation(app, deliver):
-    for sender, recipient in (("+44 7700 900123", "+37250000001"), ("+447700900123", "+37250000002"),
-                              ("MyShop", "+37250000001")):
+    for sender, recipient in (
+        ("+44 7700 900123", "+37250000001"),
+        ("+447700900123", "+37250000002"),
+        ("MyShop", "+37250000001"),
+    ):
         assert deliver(body_for(sender=sender, recipient=recipient)).json == {"status": "stored"}
     with app.app_context():
-        conversations = db.session.execute(sa.select(Conversation.sender, Conversation.sender_key,
-                                                     Conversation.message_count).order_by(Conversation.id)).all()
+        conversations = db.session.execute(
+            sa.select(Conversation.sender, Conversation.sender_key, Conversation.message_count).order_by(
+                Conversation.id
+            )
+        ).all()
         assert conversations == [("+447700900123", "447700900123", 2), ("MyShop", "myshop", 1)]
         # Each message keeps the sender as Messente sent it.
         assert db.session.scalars(sa.select(Message.sender).order_by(Message.id)).all() == [
-            "+44 7700 900123", "+447700900123", "MyShop"]
+            "+44 7700 900123",
+            "+447700900123",
+            "MyShop",
+        ]
         person = db.session.scalar(sa.select(Conversation.id).where(Conversation.sender == "+447700900123"))
-        assert db.session.scalars(sa.select(ConversationRecipient.recipient)
-                                  .where(ConversationRecipient.conversation_id == person)
-                                  .order_by(ConversationRecipient.recipient)).all() == ["+37250000001", "+37250000002"]
+        assert db.session.scalars(
+            sa.select(ConversationRecipient.recipient)
+            .where(ConversationRecipient.conversation_id == person)
+            .order_by(ConversationRecipient.recipient)
+        ).all() == ["+37250000001", "+37250000002"]
 
 
-def test_the_list_and_thread_show_the_readable_number_and_which_of_our_numbers_it_reached(app, auth, client,
-                                                                                        deliver):
+def test_the_list_and_thread_show_the_readable_number_and_which_of_our_numbers_it_reached(app, auth, client, deliver):
     deliver(body_for(sender="+37255664418", recipient="+37250000001", text="to support"))
     deliver(body_for(sender="+372 5566 4418", recipient="+37250000002", text="to sales"))
     auth.login()
@@ -68,15 +93,24 @@ def test_the_list_and_thread_show_the_readable_number_and_which_of_our_numbers_i
     thread = client.get(f"/conversations/{conversation_id}").text
     assert "+372 5566 4418" in thread
     # Two of our numbers: each message says which it reached, as people read numbers.
-    messages = re.findall(r'<p class="text" dir="auto">([^<]*)</p>.*?<span class="route">(.*?)</span></p>', thread, re.S)
+    messages = re.findall(
+        r'<p class="text" dir="auto">([^<]*)</p>.*?<span class="route">(.*?)</span></p>', thread, re.S
+    )
     assert [(text, " ".join(re.sub(r"<[^>]+>", " ", route).split())) for text, route in messages] == [
-        ("to support", "sms to +372 5000 0001"), ("to sales", "sms to +372 5000 0002")]
+        ("to support", "sms to +372 5000 0001"),
+        ("to sales", "sms to +372 5000 0002"),
+    ]
 
 
 def test_a_number_is_found_in_raw_bodies_however_it_was_written():
     mentioned = numbers.mentions("+37255598765")
-    for body in ['{"sender": "+37255598765"}', '{"sender": "372 5559 8765"}', '{"sender": "0037255598765"}',
-                 '{"text": "call (5559) 8765"}', '{"sender": "+372-5559-8765"}']:
+    for body in [
+        '{"sender": "+37255598765"}',
+        '{"sender": "372 5559 8765"}',
+        '{"sender": "0037255598765"}',
+        '{"text": "call (5559) 8765"}',
+        '{"sender": "+372-5559-8765"}',
+    ]:
         assert mentioned(body.encode()), body
     for body in ['{"sender": "+372555987650"}', '{"sender": "+37255598766"}', '{"msg_id": "1255598765"}']:
         assert not mentioned(body.encode()), body

@@ -1,4 +1,5 @@
 """Opt-outs: one key for a number everywhere, who may lift a customer's STOP, and the audit trail."""
+
 import json
 
 import pytest
@@ -18,9 +19,11 @@ NUMBER = "+37255577003"
 def opt_events(app) -> list[tuple]:
     """(action, username, details) of the opt-out changes in the audit trail, oldest first."""
     with app.app_context():
-        events = db.session.execute(sa.select(AuditEvent.action, AuditEvent.username, AuditEvent.details)
-                                    .where(AuditEvent.action.in_(["opted_out", "opted_in"]))
-                                    .order_by(AuditEvent.id)).all()
+        events = db.session.execute(
+            sa.select(AuditEvent.action, AuditEvent.username, AuditEvent.details)
+            .where(AuditEvent.action.in_(["opted_out", "opted_in"]))
+            .order_by(AuditEvent.id)
+        ).all()
     return [(action, username, json.loads(details)) for action, username, details in events]
 
 
@@ -51,8 +54,11 @@ def test_a_start_from_another_sender_does_not_lift_the_block_an_erasure_left(app
     with app.app_context():
         assert "opted out before" not in reply_box.for_conversation(conversation_of(NUMBER)).note
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 0
-    assert opt_events(app)[-1] == ("opted_in", None, {
-        "conversation": conversation_id(app), "by": "customer", "erasure_block_lifted": True})
+    assert opt_events(app)[-1] == (
+        "opted_in",
+        None,
+        {"conversation": conversation_id(app), "by": "customer", "erasure_block_lifted": True},
+    )
 
 
 @ONE_DATABASE
@@ -78,20 +84,31 @@ def test_an_agent_cannot_lift_a_customers_stop_and_an_admin_needs_a_reason(app, 
     assert '<details class="more-actions" id="more-actions" open>' in refused.text
     with app.app_context():
         assert conversation_of(NUMBER).opted_out
-    assert post(admin, path + "/opt-out", path, opted_out="no",
-                reason="She called: wants delivery texts again").status_code == 303
+    assert (
+        post(
+            admin, path + "/opt-out", path, opted_out="no", reason="She called: wants delivery texts again"
+        ).status_code
+        == 303
+    )
     with app.app_context():
         assert not conversation_of(NUMBER).opted_out
     assert opt_events(app) == [
-        ("opted_out", None, {"conversation": conversation, "by": "customer",
-                             "message": stop_message}),
-        ("opted_in", "alice", {"conversation": conversation, "by": "user",
-                               "reason": "She called: wants delivery texts again"}),
+        ("opted_out", None, {"conversation": conversation, "by": "customer", "message": stop_message}),
+        (
+            "opted_in",
+            "alice",
+            {"conversation": conversation, "by": "user", "reason": "She called: wants delivery texts again"},
+        ),
     ]
     with app.app_context():  # each event is at its opt-out's own time
-        assert (db.session.execute(sa.select(OptOut.at).order_by(OptOut.id)).scalars().all()
-                == db.session.execute(sa.select(AuditEvent.at).where(AuditEvent.action.in_(["opted_out", "opted_in"]))
-                                      .order_by(AuditEvent.id)).scalars().all())
+        assert (
+            db.session.execute(sa.select(OptOut.at).order_by(OptOut.id)).scalars().all()
+            == db.session.execute(
+                sa.select(AuditEvent.at).where(AuditEvent.action.in_(["opted_out", "opted_in"])).order_by(AuditEvent.id)
+            )
+            .scalars()
+            .all()
+        )
 
 
 def test_a_stop_arriving_after_the_page_was_shown_is_not_lifted_by_an_agent(app, agent, deliver):
@@ -121,8 +138,11 @@ def test_an_agent_may_undo_an_opt_out_a_person_made_and_every_change_is_audited(
     deliver(body_for(sender=NUMBER, text="Stop!"))  # already out: no change, no event
     deliver(body_for(sender=NUMBER, text="START"))
     assert [(action, username, details["by"]) for action, username, details in opt_events(app)] == [
-        ("opted_out", "bob", "user"), ("opted_in", "bob", "user"),
-        ("opted_out", None, "customer"), ("opted_in", None, "customer")]
+        ("opted_out", "bob", "user"),
+        ("opted_in", "bob", "user"),
+        ("opted_out", None, "customer"),
+        ("opted_in", None, "customer"),
+    ]
 
 
 def test_an_agent_cannot_lift_the_block_an_erasure_left_by_opting_out_and_back_in(app, admin, agent, deliver):
@@ -135,6 +155,13 @@ def test_an_agent_cannot_lift_the_block_an_erasure_left_by_opting_out_and_back_i
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Suppression)) == 1
     assert post(admin, path + "/opt-out", path, opted_out="no", reason="Asked in the shop").status_code == 303
-    assert opt_events(app)[-1] == ("opted_in", "alice", {
-        "conversation": conversation_id(app), "by": "user", "reason": "Asked in the shop",
-        "erasure_block_lifted": True})
+    assert opt_events(app)[-1] == (
+        "opted_in",
+        "alice",
+        {
+            "conversation": conversation_id(app),
+            "by": "user",
+            "reason": "Asked in the shop",
+            "erasure_block_lifted": True,
+        },
+    )

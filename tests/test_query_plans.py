@@ -8,6 +8,7 @@ SQLite runs without ANALYZE statistics, as the app's databases do, so its plans 
 the schema alone. On PostgreSQL plans depend on statistics: there a few thousand seeded
 rows, analysed, stand in for real data, for the two queries that must never grow with it.
 """
+
 import random
 import re
 
@@ -79,8 +80,9 @@ def test_search_under_three_characters_walks_an_index_never_the_table(app, clien
     with statements_run(app) as statements, app.app_context():
         queries.conversations(q="37")
     [(statement, parameters)] = statements
-    conversation_scans = [line for line in sqlite_plan(app, statement, parameters)
-                          if line.startswith("SCAN conversation")]
+    conversation_scans = [
+        line for line in sqlite_plan(app, statement, parameters) if line.startswith("SCAN conversation")
+    ]
     assert conversation_scans and all("COVERING INDEX" in line for line in conversation_scans)
 
 
@@ -104,11 +106,15 @@ def test_query_functions_use_the_intended_indexes(app, seeded):
         db.session.expunge(conversation)  # read once, outside the statements captured
     calls = {
         "thread": (lambda: queries.open_thread(conversation), ("conversation_id", "id")),
-        "thread poll": (lambda: queries.poll_thread(conversation, seeded["latest_change"] - 1, 0, seeded["newest"]),
-                        ("conversation_id", "change_seq")),
+        "thread poll": (
+            lambda: queries.poll_thread(conversation, seeded["latest_change"] - 1, 0, seeded["newest"]),
+            ("conversation_id", "change_seq"),
+        ),
         "latest change": (lambda: queries.latest_change(), ("change_seq",)),
-        "export of a conversation": (lambda: list(export.csv_chunks(export.export_query(
-            conversation_id=conversation_id))), ("conversation_id", "id")),
+        "export of a conversation": (
+            lambda: list(export.csv_chunks(export.export_query(conversation_id=conversation_id))),
+            ("conversation_id", "id"),
+        ),
         "unread count": (lambda: queries.unread_conversations(), ("unread_count",)),
         "first page": (lambda: queries.conversations(), ("last_message_id", "sender_key")),
         "later page": (lambda: queries.conversations(before=seeded["cursor"]), ("last_message_id", "sender_key")),
@@ -139,10 +145,11 @@ def test_postgresql_poll_and_thread_use_indexes(app, seeded):
     with app.app_context():
         conversation = contacts.conversation(seeded["conversation"])
         db.session.expunge(conversation)
-    for name, call in {"poll": lambda: queries.latest_change(),
-                       "thread": lambda: queries.open_thread(conversation),
-                       "thread poll": lambda: queries.poll_thread(conversation, seeded["latest_change"] - 1, 0, seeded["newest"]),
-                       }.items():
+    for name, call in {
+        "poll": lambda: queries.latest_change(),
+        "thread": lambda: queries.open_thread(conversation),
+        "thread poll": lambda: queries.poll_thread(conversation, seeded["latest_change"] - 1, 0, seeded["newest"]),
+    }.items():
         with statements_run(app) as statements, app.app_context():
             call()
         [(statement, parameters)] = statements
@@ -152,15 +159,18 @@ def test_postgresql_poll_and_thread_use_indexes(app, seeded):
 
 # --- text search: the databases' trigram indexes, never a walk through the messages ----------------
 
+
 @pytest.fixture
 def texts(app):
     """Two thousand messages, one of them the only one to hold "zqx"."""
     from app.callbacks import ingest
     from conftest import body_for
+
     words = ["tere", "tellimus", "pakk", "order", "parcel", "homme", "kell", "aitäh", "café"]
     rng = random.Random(7)
-    bodies = [body_for(sender=f"+3725{n % 300:07d}", text=" ".join(rng.choices(words, k=6)) + f" {n}")
-              for n in range(2000)]
+    bodies = [
+        body_for(sender=f"+3725{n % 300:07d}", text=" ".join(rng.choices(words, k=6)) + f" {n}") for n in range(2000)
+    ]
     bodies[1234] = body_for(sender="+37255664418", text="Kas zqx jõudis kohale?")
     with app.app_context():
         ingest.store_messages([ingest.parse_payload(body) for body in bodies])
@@ -168,6 +178,7 @@ def texts(app):
 
 def search_statement(app, query: str):
     from app.inbox import search
+
     with statements_run(app) as statements, app.app_context():
         hits, _ = search.search_messages(query)
     [(statement, parameters)] = statements
@@ -200,6 +211,7 @@ def test_postgresql_text_search_uses_the_trigram_index(app, texts):
 
 def grouped_search_statements(app, query: str):
     from app.inbox import search
+
     with statements_run(app) as statements, app.app_context():
         found, _ = search.search_conversations(query, limit=20)
     return found, statements
@@ -220,10 +232,13 @@ def test_sqlite_search_by_conversation_walks_the_fts_index_and_counts_in_each_co
             assert unindexed_reads(plan, scannable=("message_fts",)) == [], plan
         for statement, parameters in counts:  # a conversation's messages, by their index
             plan = sqlite_plan(app, statement, parameters)
-            assert re.fullmatch(r"SEARCH message USING INDEX ix_message_conversation_id_\w+ \(conversation_id=\?\)",
-                                " ".join(plan)), plan
-        assert sqlite_plan(app, *hits) == ["SEARCH message USING INTEGER PRIMARY KEY (rowid=?)",
-                                           "SEARCH conversation USING INTEGER PRIMARY KEY (rowid=?)"]
+            assert re.fullmatch(
+                r"SEARCH message USING INDEX ix_message_conversation_id_\w+ \(conversation_id=\?\)", " ".join(plan)
+            ), plan
+        assert sqlite_plan(app, *hits) == [
+            "SEARCH message USING INTEGER PRIMARY KEY (rowid=?)",
+            "SEARCH conversation USING INTEGER PRIMARY KEY (rowid=?)",
+        ]
 
 
 @POSTGRESQL
@@ -261,13 +276,17 @@ def test_searches_without_three_letters_or_digits_never_use_a_text_index(app, cl
 
 # --- PostgreSQL: list pages and search by number or name, on thousands of conversations --------
 
+
 @pytest.fixture
 def many_senders(app):
     """Twenty thousand messages from five thousand senders, half of them named; analysed."""
     with app.app_context():
         demo.seed(20_000, 5_000, rng=random.Random(8))
-        db.session.execute(sa.text("UPDATE conversation SET contact_name = 'Kask ' || id, contact_key = 'kask ' || id "
-                                   "WHERE id % 2 = 0"))
+        db.session.execute(
+            sa.text(
+                "UPDATE conversation SET contact_name = 'Kask ' || id, contact_key = 'kask ' || id WHERE id % 2 = 0"
+            )
+        )
         named = db.session.scalar(sa.select(Conversation).where(Conversation.id % 2 == 1).offset(1_250).limit(1))
         db.session.commit()
         contacts.set_contact(named.id, "Ülle Tamm", "")
@@ -279,16 +298,21 @@ def many_senders(app):
 def unbounded_message_walks(plan: str) -> list[str]:
     """Reads of `message` with no index condition: walks of its key from one end."""
     lines = plan.splitlines()
-    return [line for n, line in enumerate(lines) if re.search(r"Scan\b.* on message\b", line)
-            and not (n + 1 < len(lines) and "Index Cond" in lines[n + 1])]
+    return [
+        line
+        for n, line in enumerate(lines)
+        if re.search(r"Scan\b.* on message\b", line) and not (n + 1 < len(lines) and "Index Cond" in lines[n + 1])
+    ]
 
 
 @POSTGRESQL
 def test_postgresql_list_pages_start_their_walk_at_the_cursor(app, many_senders):
     # The first page may walk the message key from the newest end: it stops after a page.
-    for page, bounded in ((lambda: queries.conversations(), False),
-                          (lambda: queries.conversations(before=many_senders["deep"]), True),
-                          (lambda: queries.conversations(after=many_senders["deep"]), True)):
+    for page, bounded in (
+        (lambda: queries.conversations(), False),
+        (lambda: queries.conversations(before=many_senders["deep"]), True),
+        (lambda: queries.conversations(after=many_senders["deep"]), True),
+    ):
         with statements_run(app) as statements, app.app_context():
             page()
         for statement, parameters in statements:
@@ -300,12 +324,18 @@ def test_postgresql_list_pages_start_their_walk_at_the_cursor(app, many_senders)
 @POSTGRESQL
 def test_postgresql_search_finds_numbers_and_names_through_their_trigram_indexes(app, many_senders):
     digits = re.sub(r"\D", "", many_senders["sender"])[-6:]
-    for query, index in ((digits, "ix_conversation_sender_key_trgm"), (many_senders["name"], "ix_conversation_contact_key_trgm")):
+    for query, index in (
+        (digits, "ix_conversation_sender_key_trgm"),
+        (many_senders["name"], "ix_conversation_contact_key_trgm"),
+    ):
         with statements_run(app) as statements, app.app_context():
             page = queries.conversations(q=query)
         assert [c.sender for c in page.rows] == [many_senders["sender"]]
         [(found, found_parameters), (rows, rows_parameters)] = statements
-        found_plan, rows_plan = postgresql_plan(app, found, found_parameters), postgresql_plan(app, rows, rows_parameters)
+        found_plan, rows_plan = (
+            postgresql_plan(app, found, found_parameters),
+            postgresql_plan(app, rows, rows_parameters),
+        )
         assert f"Bitmap Index Scan on {index}" in found_plan and "Seq Scan" not in found_plan, found_plan
         assert "Seq Scan" not in rows_plan and unbounded_message_walks(rows_plan) == [], rows_plan
 

@@ -5,6 +5,7 @@ over HTTP like the provider and a browser would, then checks the database itself
 prints its figures (`pytest -s` shows them) and appends them as a JSON line to
 test-output/reliability.jsonl, which docs/reliability.md quotes.
 """
+
 import csv
 import http.client
 import io
@@ -82,16 +83,18 @@ def backend(app) -> str:
 
 
 def record(test: str, app, **figures):
-    figures = {"test": test, "backend": backend(app), **figures,
-               "at": datetime.now(UTC).isoformat(timespec="seconds")}
-    print(f"\n{test} [{figures['backend']}]: " + ", ".join(f"{k}={v}" for k, v in figures.items()
-                                                          if k not in ("test", "backend", "at")))
+    figures = {"test": test, "backend": backend(app), **figures, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    print(
+        f"\n{test} [{figures['backend']}]: "
+        + ", ".join(f"{k}={v}" for k, v in figures.items() if k not in ("test", "backend", "at"))
+    )
     FIGURES.parent.mkdir(exist_ok=True)
     with FIGURES.open("a") as out:
         out.write(json.dumps(figures) + "\n")
 
 
 # --- a logged-in browser-like client ----------------------------------------------------
+
 
 class Reader:
     """A browser-like client with its cookie jar; every request is timed.
@@ -149,6 +152,7 @@ def parse_export(body: bytes) -> list[list[str]]:
 
 # --- 1. the ingest storm ----------------------------------------------------------------
 
+
 def test_ingest_storm_stores_every_msg_id_exactly_once(app, server_factory):
     server = server_factory(workers=4)
     plan = storm_plan(5000, "storm")
@@ -171,14 +175,26 @@ def test_ingest_storm_stores_every_msg_id_exactly_once(app, server_factory):
 
     duplicates = sum(1 for _, _, outcome in storm.answers if outcome == "duplicate")
     assert duplicates == len(plan) - len(distinct)
-    record("ingest_storm", app, requests=len(plan), connections=32, workers=4,
-           distinct_msg_ids=len(distinct), stored=sum(stored.values()), duplicates_merged=duplicates,
-           server_errors=0, wall_seconds=round(storm.seconds, 2),
-           requests_per_second=round(len(plan) / storm.seconds),
-           latency_p50=storm.latency(0.5), latency_p99=storm.latency(0.99), latency_max=storm.latency(1))
+    record(
+        "ingest_storm",
+        app,
+        requests=len(plan),
+        connections=32,
+        workers=4,
+        distinct_msg_ids=len(distinct),
+        stored=sum(stored.values()),
+        duplicates_merged=duplicates,
+        server_errors=0,
+        wall_seconds=round(storm.seconds, 2),
+        requests_per_second=round(len(plan) / storm.seconds),
+        latency_p50=storm.latency(0.5),
+        latency_p99=storm.latency(0.99),
+        latency_max=storm.latency(1),
+    )
 
 
 # --- 2. readers while the storm goes on ----------------------------------------------------
+
 
 def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_factory):
     with app.app_context():  # a second user, whose logouts don't end alice's session
@@ -209,8 +225,10 @@ def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_fac
         assert reader.post_form(thread + "/unread", thread)[:2] == (200, thread)
         # Writes besides messages: a failed login (throttle), a login and a logout (session token).
         stranger = Reader(server)
-        assert stranger.post_form("/login", "/login", username=f"nobody-{len(exports)}",
-                                  password="wrong password")[0] == 401
+        assert (
+            stranger.post_form("/login", "/login", username=f"nobody-{len(exports)}", password="wrong password")[0]
+            == 401
+        )
         assert stranger.login("bob").post_form("/logout", "/")[:2] == (200, "/login")
         reader.timings += stranger.timings
     storm.join()
@@ -230,19 +248,27 @@ def test_inbox_search_polls_and_export_work_during_a_storm(app, user, server_fac
         assert len(set(msg_ids)) == len(msg_ids), "a msg_id twice in one export"
         assert before <= len(rows) <= after
         # Ids follow commit order, so any snapshot is exactly the oldest N messages.
-        assert msg_ids == in_commit_order[:len(rows)]
+        assert msg_ids == in_commit_order[: len(rows)]
     assert_counters_match_messages(app, unread_untouched=False)
     assert_quiet_log(server)
     slowest_by_page = {}
     for path, _, seconds in reader.timings:
         page = path.split("?")[0] + ("?since" if "since=" in path else "?q" if "q=" in path else "")
         slowest_by_page[page] = round(max(seconds, slowest_by_page.get(page, 0)), 2)
-    record("readers_during_storm", app, requests=len(plan), reader_requests=len(reader.timings),
-           exports=len(exports), largest_export_rows=max(len(rows) for _, rows, _ in exports),
-           slowest_read_seconds=slowest_by_page, storm_wall_seconds=round(storm.seconds, 2))
+    record(
+        "readers_during_storm",
+        app,
+        requests=len(plan),
+        reader_requests=len(reader.timings),
+        exports=len(exports),
+        largest_export_rows=max(len(rows) for _, rows, _ in exports),
+        slowest_read_seconds=slowest_by_page,
+        storm_wall_seconds=round(storm.seconds, 2),
+    )
 
 
 # --- 3. crashes in the middle of a storm -----------------------------------------------------
+
 
 def assert_every_ack_survived(app, plan, answers, replayed):
     acked = {msg_id for msg_id, status, _ in answers + replayed if status == 200}
@@ -263,16 +289,25 @@ def test_killing_a_worker_mid_storm_loses_no_acked_message(app, server_factory):
     os.kill(victim, signal.SIGKILL)
     storm.join()
 
-    wait_until(lambda: victim not in server.worker_pids() and len(server.worker_pids()) >= 4,
-               "gunicorn replaces the killed worker", timeout=30, interval=0.1)
+    wait_until(
+        lambda: victim not in server.worker_pids() and len(server.worker_pids()) >= 4,
+        "gunicorn replaces the killed worker",
+        timeout=30,
+        interval=0.1,
+    )
     replayed = replay_unacked(server.port, plan, storm.answers)
     assert_every_ack_survived(app, plan, storm.answers, replayed)
     assert_quiet_log(server)  # the killed worker left no error behind in the others
 
-    record("kill_worker_mid_storm", app, requests=len(plan),
-           unanswered_at_crash=len(replayed),
-           committed_but_unacked=sum(1 for *_, outcome in replayed if outcome == "duplicate"),
-           stored=message_count(app), crashes_survived=1)
+    record(
+        "kill_worker_mid_storm",
+        app,
+        requests=len(plan),
+        unanswered_at_crash=len(replayed),
+        committed_but_unacked=sum(1 for *_, outcome in replayed if outcome == "duplicate"),
+        stored=message_count(app),
+        crashes_survived=1,
+    )
 
 
 def test_killing_the_whole_server_mid_storm_loses_no_acked_message(app, server_factory):
@@ -290,22 +325,30 @@ def test_killing_the_whole_server_mid_storm_loses_no_acked_message(app, server_f
     assert_every_ack_survived(app, plan, storm.answers, replayed)
     assert_quiet_log(restarted)
 
-    record("kill_server_mid_storm", app, requests=len(plan),
-           acked_before_crash=len({msg_id for msg_id, status, _ in storm.answers if status == 200}),
-           unanswered_at_crash=len(replayed),
-           committed_but_unacked=sum(1 for *_, outcome in replayed if outcome == "duplicate"),
-           stored=message_count(app), crashes_survived=1)
+    record(
+        "kill_server_mid_storm",
+        app,
+        requests=len(plan),
+        acked_before_crash=len({msg_id for msg_id, status, _ in storm.answers if status == 200}),
+        unanswered_at_crash=len(replayed),
+        committed_but_unacked=sum(1 for *_, outcome in replayed if outcome == "duplicate"),
+        stored=message_count(app),
+        crashes_survived=1,
+    )
 
 
 # --- 4. slow and abandoned clients ------------------------------------------------------------
+
 
 def open_stalled_body(port: int, msg_id: str) -> socket.socket:
     """A signed callback whose headers promise a body that only half arrives."""
     body = body_for(msg_id=msg_id)
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     headers = "".join(f"{name}: {value}\r\n" for name, value in signed_headers(body).items())
-    sock.sendall(f"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 f"Content-Length: {len(body)}\r\n{headers}\r\n".encode() + body[: len(body) // 2])
+    sock.sendall(
+        f"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n{headers}\r\n".encode()
+        + body[: len(body) // 2]
+    )
     return sock
 
 
@@ -321,8 +364,12 @@ def accepted_connections(port: int) -> int:
 
 
 def wait_until_accepted(port: int, count: int, limit: float = 10):
-    wait_until(lambda: accepted_connections(port) >= count,
-               lambda: f"{accepted_connections(port)} of {count} connections accepted", timeout=limit, interval=0.02)
+    wait_until(
+        lambda: accepted_connections(port) >= count,
+        lambda: f"{accepted_connections(port)} of {count} connections accepted",
+        timeout=limit,
+        interval=0.02,
+    )
 
 
 # The server (app/server/worker.py's WholeRequestWorker) reads each request whole in its event
@@ -334,8 +381,7 @@ def test_stalled_and_silent_connections_do_not_stop_others(app, user, server_fac
     server = server_factory(workers=2, threads=THREADS)
     hanging = [open_stalled_body(server.port, f"stalled-{n}") for n in range(STALLED_BODIES)]
     try:
-        hanging += [socket.create_connection(("127.0.0.1", server.port), timeout=5)
-                    for _ in range(SILENT_CONNECTIONS)]
+        hanging += [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(SILENT_CONNECTIONS)]
         wait_until_accepted(server.port, len(hanging))
 
         plan = [(f"meanwhile-{n}", body_for(msg_id=f"meanwhile-{n}")) for n in range(40)]
@@ -353,9 +399,16 @@ def test_stalled_and_silent_connections_do_not_stop_others(app, user, server_fac
     assert slowest_page < 2, f"a page took {slowest_page:.1f} s while connections hung"
     assert set(stored_msg_ids(app)) == {msg_id for msg_id, _ in plan}, "a half-sent body was stored"
     assert_quiet_log(server)
-    record("slow_clients", app, stalled_bodies=STALLED_BODIES, silent_connections=SILENT_CONNECTIONS,
-           threads_per_worker=THREADS, callbacks=len(plan), slowest_callback_seconds=storm.latency(1),
-           slowest_page_seconds=round(slowest_page, 2))
+    record(
+        "slow_clients",
+        app,
+        stalled_bodies=STALLED_BODIES,
+        silent_connections=SILENT_CONNECTIONS,
+        threads_per_worker=THREADS,
+        callbacks=len(plan),
+        slowest_callback_seconds=storm.latency(1),
+        slowest_page_seconds=round(slowest_page, 2),
+    )
 
 
 @ONE_DATABASE  # a property of the HTTP server, not of the database
@@ -365,8 +418,9 @@ def test_more_stalled_clients_than_threads_do_not_delay_others(app, server_facto
     try:
         wait_until_accepted(server.port, len(hanging))
         body = body_for(msg_id="after-the-stall")
-        request = urllib.request.Request(server.url + "/callbacks/inbound", data=body,
-                                         headers=signed_headers(body), method="POST")
+        request = urllib.request.Request(
+            server.url + "/callbacks/inbound", data=body, headers=signed_headers(body), method="POST"
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             status = response.status
         still_hanging = not select.select(hanging, [], [], 0)[0]  # none answered or closed yet
@@ -389,8 +443,11 @@ SLOW_CLIENTS, TRICKLE_SECONDS, SLOW_CLIENT_SECONDS = 50, 4.0, 8.0
 SLOW_CLIENT_KINDS = {
     "header trickle": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Trickle: a header line\r\n"),
     "request-line stall": (b"GET /callbacks/inb", b""),
-    "body trickle": (b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n{", b" "),
+    "body trickle": (
+        b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n{",
+        b" ",
+    ),
 }
 
 
@@ -417,8 +474,10 @@ def test_slow_clients_of_each_kind_do_not_stop_pages_or_callbacks(app, user, ser
     reader = Reader(server).login()
     reader.timeout = SLOW
     stop = threading.Event()
-    slow_clients = [threading.Thread(target=misbehave, args=(server.port, *SLOW_CLIENT_KINDS[kind], stop))
-                    for _ in range(SLOW_CLIENTS)]
+    slow_clients = [
+        threading.Thread(target=misbehave, args=(server.port, *SLOW_CLIENT_KINDS[kind], stop))
+        for _ in range(SLOW_CLIENTS)
+    ]
     pages, callbacks = [], []
     connection = None
     try:
@@ -450,12 +509,19 @@ def test_slow_clients_of_each_kind_do_not_stop_pages_or_callbacks(app, user, ser
     assert set(stored_msg_ids(app)) == {msg_id for msg_id, _, _ in callbacks}
     assert_quiet_log(server)
     page_seconds = sorted(seconds for path, _, seconds in reader.timings if path == "/")
-    record("slow_clients_" + kind.replace(" ", "_").replace("-", "_"), app, slow_clients=SLOW_CLIENTS,
-           threads=2 * THREADS, pages=len(pages), callbacks_stored=len(callbacks),
-           page_p95_seconds=round(page_seconds[int(0.95 * (len(page_seconds) - 1))], 3))
+    record(
+        "slow_clients_" + kind.replace(" ", "_").replace("-", "_"),
+        app,
+        slow_clients=SLOW_CLIENTS,
+        threads=2 * THREADS,
+        pages=len(pages),
+        callbacks_stored=len(callbacks),
+        page_p95_seconds=round(page_seconds[int(0.95 * (len(page_seconds) - 1))], 3),
+    )
 
 
 # --- 5. writers take the write lock up front ----------------------------------------------------
+
 
 def test_a_second_writer_waits_for_the_first_instead_of_failing(app):
     first_has_written, let_first_commit = threading.Event(), threading.Event()
@@ -511,10 +577,16 @@ def wait_until_a_writer_waits_for_the_lock(app, timeout: float = 10.0) -> None:
                     pass
             return opened >= 2  # the holder's and the waiter's
     else:
+
         def waiting():
             with app.app_context():
-                return db.session.scalar(sa.text(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")) > 0
+                return (
+                    db.session.scalar(
+                        sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                    )
+                    > 0
+                )
+
     wait_until(waiting, "a writer waits for the write lock", timeout=timeout, interval=0.01)
 
 

@@ -4,6 +4,7 @@ The app's own job runner (its threads, started as a server process starts them) 
 as in production; tests wait for the outcome in the database, never for a fixed time. Retries with
 backoff are driven by `jobs.run_due` and the app's clock instead.
 """
+
 import os
 import re
 import signal
@@ -39,9 +40,15 @@ from helpers import CUSTOMER, OUR_NUMBER, deliver, replies_in, reply_form, send_
 def clocked_app(database_url, messente, user_row):
     """Replies sent by `jobs.run_due` at the test's clock (no runner threads): for retries."""
     now = {"moment": datetime(2026, 3, 2, 10, 0)}
-    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
-                   MESSENTE_API_PASSWORD="api-password", MESSENTE_READ_TIMEOUT=0.5,
-                   MESSENTE_CONNECT_TIMEOUT=0.5, CLOCK=lambda: now["moment"].replace(tzinfo=UTC))
+    app = make_app(
+        database_url,
+        MESSENTE_API_URL=messente.url,
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD="api-password",
+        MESSENTE_READ_TIMEOUT=0.5,
+        MESSENTE_CONNECT_TIMEOUT=0.5,
+        CLOCK=lambda: now["moment"].replace(tzinfo=UTC),
+    )
     app.now = now
     with app.app_context():
         db.create_all()
@@ -69,12 +76,17 @@ def test_a_reply_reaches_the_api_once_with_the_right_body_and_credentials(reply_
         "dlr_url": "https://inbox.example.com/callbacks/delivery",
     }
     assert reply.omnimessage_id == request.answer["omnimessage_id"]
-    assert (reply.text, reply.sender, reply.recipient, reply.channel) == ("Jah, kella 18-ni. 🙂", OUR_NUMBER, CUSTOMER, "sms")
+    assert (reply.text, reply.sender, reply.recipient, reply.channel) == (
+        "Jah, kella 18-ni. 🙂",
+        OUR_NUMBER,
+        CUSTOMER,
+        "sms",
+    )
     with reply_app.app_context():
         conversation = conversation_of(CUSTOMER)
         assert (conversation.last_direction, conversation.last_text) == ("out", "Jah, kella 18-ni. 🙂")
         assert (conversation.message_count, conversation.unread_count) == (2, 1)  # replies are never unread
-    assert "<span class=\"you\">You:</span> <bdi>Jah, kella 18-ni. 🙂</bdi>" in person.get("/").text
+    assert '<span class="you">You:</span> <bdi>Jah, kella 18-ni. 🙂</bdi>' in person.get("/").text
     page = person.get(thread_path(reply_app)).text
     assert 'class="message out"' in page and "alice" in page and ">Sent<" in page
     assert response_form["key"] != reply_form(page)["key"]  # a new one-time key for the next reply
@@ -102,11 +114,14 @@ def test_without_javascript_the_form_posts_and_returns_to_the_thread(reply_app, 
     assert "Plain form" in person.get(path).text
 
 
-@pytest.mark.parametrize("behaviour, words", [
-    ("400", "Invalid data"),
-    ("401", "Unauthorized"),
-    ("500", "500"),
-])
+@pytest.mark.parametrize(
+    "behaviour, words",
+    [
+        ("400", "Invalid data"),
+        ("401", "Unauthorized"),
+        ("500", "500"),
+    ],
+)
 def test_a_refused_reply_keeps_its_text_says_why_and_can_be_retried(reply_app, person, messente, behaviour, words):
     deliver(reply_app)
     messente.behave(behaviour, times=1)
@@ -217,6 +232,7 @@ def test_a_queued_reply_is_not_sent_if_the_customer_opts_out_before_it_goes(cloc
 
 def replies_client(app):
     from app.replies import messente
+
     return messente.from_config(app.config)
 
 
@@ -240,13 +256,19 @@ def test_a_person_can_opt_a_customer_out_and_back_in(reply_app, person):
     assert person.post(path + "/opt-out", data={"csrf_token": token, "opted_out": "no"}).status_code == 303
     with reply_app.app_context():
         from app.contacts import optouts
+
         history = optouts.history(db.session, conversation_of(CUSTOMER).id)
         assert [(event.opted_out, event.user_id is not None) for event in history] == [(True, True), (False, True)]
 
 
 def test_whatsapp_inside_its_window_with_sms_as_fallback(database_url, messente, user_row):
-    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
-                   MESSENTE_API_PASSWORD="api-password", MESSENTE_WHATSAPP_SENDER="+37250000009")
+    app = make_app(
+        database_url,
+        MESSENTE_API_URL=messente.url,
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD="api-password",
+        MESSENTE_WHATSAPP_SENDER="+37250000009",
+    )
     with app.app_context():
         db.create_all()
         user_row()
@@ -261,7 +283,11 @@ def test_whatsapp_inside_its_window_with_sms_as_fallback(database_url, messente,
         send_reply(client, app, "Hello on WhatsApp", route="whatsapp+sms")
         [request] = messente.wait_for_requests(1)
         assert request.json["messages"] == [
-            {"channel": "whatsapp", "sender": "+37250000009", "text": {"body": "Hello on WhatsApp", "preview_url": False}},
+            {
+                "channel": "whatsapp",
+                "sender": "+37250000009",
+                "text": {"body": "Hello on WhatsApp", "preview_url": False},
+            },
             {"channel": "sms", "sender": OUR_NUMBER, "text": "Hello on WhatsApp", "autoconvert": "off"},
         ]
 
@@ -274,11 +300,14 @@ def test_whatsapp_inside_its_window_with_sms_as_fallback(database_url, messente,
         close_app(app)
 
 
-@pytest.mark.parametrize("fields, note", [
-    ({"channel": "telegram"}, "cannot send Telegram"),
-    ({"sender": "MyShop"}, "cannot receive replies"),
-    ({"sender": "1234"}, "cannot receive replies"),
-])
+@pytest.mark.parametrize(
+    "fields, note",
+    [
+        ({"channel": "telegram"}, "cannot send Telegram"),
+        ({"sender": "MyShop"}, "cannot receive replies"),
+        ({"sender": "1234"}, "cannot receive replies"),
+    ],
+)
 def test_channels_and_senders_that_cannot_be_answered_say_so(reply_app, person, fields, note):
     deliver(reply_app, **fields)
     sender = fields.get("sender", CUSTOMER)
@@ -314,9 +343,13 @@ def test_replies_are_sent_once_however_many_runners_look(clocked_app, messente):
         for n in range(5):
             replies.queue_reply(conversation, f"Queued {n}", "sms", None, 1, f"{n}" * 16)
     # Two processes' runners (each its own app, engine and connections) at the same moment.
-    other = make_app(clocked_app.config["SQLALCHEMY_DATABASE_URI"], **{
-        name: clocked_app.config[name] for name in ("MESSENTE_API_URL", "MESSENTE_API_USERNAME",
-                                                    "MESSENTE_API_PASSWORD", "CLOCK")})
+    other = make_app(
+        clocked_app.config["SQLALCHEMY_DATABASE_URI"],
+        **{
+            name: clocked_app.config[name]
+            for name in ("MESSENTE_API_URL", "MESSENTE_API_USERNAME", "MESSENTE_API_PASSWORD", "CLOCK")
+        },
+    )
     try:
         import threading
 
@@ -333,7 +366,8 @@ def test_replies_are_sent_once_however_many_runners_look(clocked_app, messente):
         assert [reply.status for reply in replies_in(clocked_app)] == ["sent"] * 5
         # In the order written: one conversation's replies go one at a time.
         assert [request.json["messages"][0]["text"] for request in messente.requests] == [
-            f"Queued {n}" for n in range(5)]
+            f"Queued {n}" for n in range(5)
+        ]
     finally:
         close_app(other)
 
@@ -346,8 +380,7 @@ def test_a_reply_whose_runner_died_while_sending_becomes_unconfirmed_and_is_not_
         [job] = jobs.find_due(start)
         claimed = jobs.claim(job.id, job.kind, start, "a-runner-that-dies", clocked_app.config)
         with write_transaction() as session:  # it took the reply, and died before recording anything
-            session.execute(sa.update(Message).where(Message.id == reply_id)
-                            .values(status="sending", claimed_at=start))
+            session.execute(sa.update(Message).where(Message.id == reply_id).values(status="sending", claimed_at=start))
     assert claimed is not None
     run_jobs_at(clocked_app, start + timedelta(seconds=20))  # it may still be on its way
     assert replies_in(clocked_app)[0].status == "sending"
@@ -372,15 +405,28 @@ class QuietServer(Server):
 
 
 def test_a_reply_queued_before_a_restart_is_sent_by_a_server_that_gets_no_request(app, user, messente, tmp_path):
-    app.config.update(MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
-                      MESSENTE_API_PASSWORD="api-password", MESSENTE_SMS_SENDER="Shop")
+    app.config.update(
+        MESSENTE_API_URL=messente.url,
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD="api-password",
+        MESSENTE_SMS_SENDER="Shop",
+    )
     deliver(app)
     with app.app_context():  # stored while no server ran
         replies.queue_reply(conversation_of(CUSTOMER), "Waiting for a server", "sms", None, 1, "w" * 16)
     access_log = tmp_path / "access.log"
-    server = QuietServer(app.config["SQLALCHEMY_DATABASE_URI"], workers=1, threads=2, access_log=str(access_log),
-                         env={"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
-                              "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_SMS_SENDER": "Shop"})
+    server = QuietServer(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        workers=1,
+        threads=2,
+        access_log=str(access_log),
+        env={
+            "MESSENTE_API_URL": messente.url,
+            "MESSENTE_API_USERNAME": "api-user",
+            "MESSENTE_API_PASSWORD": "api-password",
+            "MESSENTE_SMS_SENDER": "Shop",
+        },
+    )
     try:
         server.start()
         [request] = messente.wait_for_requests(1, timeout=20)
@@ -396,14 +442,21 @@ def test_a_reply_queued_before_a_restart_is_sent_by_a_server_that_gets_no_reques
 
 
 def test_flask_worker_runs_the_jobs_in_its_own_process_and_shows_as_a_runner(app, user, messente):
-    settings = {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
-                "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_SMS_SENDER": "Shop"}
+    settings = {
+        "MESSENTE_API_URL": messente.url,
+        "MESSENTE_API_USERNAME": "api-user",
+        "MESSENTE_API_PASSWORD": "api-password",
+        "MESSENTE_SMS_SENDER": "Shop",
+    }
     app.config.update(settings)
     deliver(app)
     with app.app_context():
         replies.queue_reply(conversation_of(CUSTOMER), "From the worker", "sms", None, 1, "f" * 16)
-    worker = subprocess.Popen(**flask_process(app.config["SQLALCHEMY_DATABASE_URI"], "worker", env_extra=settings),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(
+        **flask_process(app.config["SQLALCHEMY_DATABASE_URI"], "worker", env_extra=settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         [request] = messente.wait_for_requests(1, timeout=20)
         assert request.json["messages"][0]["text"] == "From the worker"
@@ -424,8 +477,12 @@ def test_flask_worker_runs_the_jobs_in_its_own_process_and_shows_as_a_runner(app
 def test_killing_the_server_while_a_reply_is_sending_never_sends_it_twice(app, user, server_factory, messente):
     """kill -9 while the API call is in flight; a new server on the same database carries on."""
     messente.behave("silent")  # Messente has the request and never answers
-    env = {"MESSENTE_API_URL": messente.url, "MESSENTE_API_USERNAME": "api-user",
-           "MESSENTE_API_PASSWORD": "api-password", "MESSENTE_READ_TIMEOUT": "60"}
+    env = {
+        "MESSENTE_API_URL": messente.url,
+        "MESSENTE_API_USERNAME": "api-user",
+        "MESSENTE_API_PASSWORD": "api-password",
+        "MESSENTE_READ_TIMEOUT": "60",
+    }
     first = server_factory(workers=1, threads=4, env=env)
     deliver(app)
     person = Browser()
@@ -448,8 +505,11 @@ def test_killing_the_server_while_a_reply_is_sending_never_sends_it_twice(app, u
         replies.queue_reply(conversation_of(other), "Left queued", "sms", None, 1, "q" * 16)
     messente.behave("ok")
     server_factory(workers=2, threads=4, env=env)
-    messente.wait_until(lambda requests: any(r.json["messages"][0]["text"] == "Left queued" for r in requests),
-                        timeout=30, what="the queued reply")
+    messente.wait_until(
+        lambda requests: any(r.json["messages"][0]["text"] == "Left queued" for r in requests),
+        timeout=30,
+        what="the queued reply",
+    )
     texts = [request.json["messages"][0]["text"] for request in messente.requests]
     assert sorted(texts) == ["In flight", "Left queued"]  # nothing twice
     statuses = {reply.text: reply.status for reply in replies_in(app)}
@@ -462,8 +522,13 @@ def test_killing_the_server_while_a_reply_is_sending_never_sends_it_twice(app, u
 
 @pytest.fixture
 def blacklist_app(database_url, messente, user_row):
-    app = make_app(database_url, MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
-                   MESSENTE_API_PASSWORD="api-password", MESSENTE_BLACKLIST_SYNC=True)
+    app = make_app(
+        database_url,
+        MESSENTE_API_URL=messente.url,
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD="api-password",
+        MESSENTE_BLACKLIST_SYNC=True,
+    )
     with app.app_context():
         db.create_all()
         user_row()
@@ -492,15 +557,23 @@ def test_blacklist_sync_adds_on_stop_and_removes_only_what_it_added(blacklist_ap
     other = "+37255500000"
     messente.add_to_blacklist(other)
     deliver(blacklist_app, sender=other, text="STOP")
-    wait_until(lambda: blacklist_state(blacklist_app, other) == (None, None), "409: there already, not ours",
-               timeout=OUTBOX_SWEEP)
+    wait_until(
+        lambda: blacklist_state(blacklist_app, other) == (None, None),
+        "409: there already, not ours",
+        timeout=OUTBOX_SWEEP,
+    )
     deliver(blacklist_app, sender=other, text="START")
     with blacklist_app.app_context():
+
         def sync_pending() -> int:
-            pending = db.session.scalar(sa.select(sa.func.count()).select_from(Job).where(
-                Job.kind == "sync_blacklist", Job.state.in_(["due", "running"])))
+            pending = db.session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Job)
+                .where(Job.kind == "sync_blacklist", Job.state.in_(["due", "running"]))
+            )
             db.session.rollback()
             return pending
+
         wait_until(lambda: sync_pending() == 0, "the sync has run")
     assert messente.blacklist == {other}
     assert [request.method for request in messente.requests].count("DELETE") == 1  # ours only
@@ -509,15 +582,20 @@ def test_blacklist_sync_adds_on_stop_and_removes_only_what_it_added(blacklist_ap
 def test_a_failed_blacklist_call_is_shown_retried_and_the_local_opt_out_holds(blacklist_app, person_of, messente):
     messente.behave("500")
     deliver(blacklist_app, text="stop")
-    wait_until(lambda: (blacklist_state(blacklist_app)[1] or "").startswith("Messente's blacklist"),
-               "the failure is recorded", timeout=OUTBOX_SWEEP)
+    wait_until(
+        lambda: (blacklist_state(blacklist_app)[1] or "").startswith("Messente's blacklist"),
+        "the failure is recorded",
+        timeout=OUTBOX_SWEEP,
+    )
     with blacklist_app.app_context():
         assert conversation_of(CUSTOMER).opted_out and blacklist_state(blacklist_app)[0] == "add"
     page = person_of(blacklist_app).get(thread_path(blacklist_app)).text
     assert "(retrying)" in page and "opted out" in page
     messente.behave("ok")
     wait_until(lambda: messente.blacklist == {CUSTOMER}, "the retry succeeds", timeout=OUTBOX_SWEEP)
-    wait_until(lambda: blacklist_state(blacklist_app) == ("added", None), "the problem is cleared", timeout=OUTBOX_SWEEP)
+    wait_until(
+        lambda: blacklist_state(blacklist_app) == ("added", None), "the problem is cleared", timeout=OUTBOX_SWEEP
+    )
 
 
 @pytest.fixture
@@ -526,12 +604,17 @@ def person_of():
         client = app.test_client()
         assert AuthActions(client).login().status_code == 302
         return client
+
     return logged_in
 
 
 def test_a_burst_of_replies_from_two_processes_stays_under_one_rate_limit(database_url, messente, user_row):
-    settings = dict(MESSENTE_API_URL=messente.url, MESSENTE_API_USERNAME="api-user",
-                    MESSENTE_API_PASSWORD="api-password", MESSENTE_REQUESTS_PER_SECOND=20)
+    settings = dict(
+        MESSENTE_API_URL=messente.url,
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD="api-password",
+        MESSENTE_REQUESTS_PER_SECOND=20,
+    )
     app, other = make_app(database_url, **settings), make_app(database_url, **settings)
     with app.app_context():
         db.create_all()
@@ -542,8 +625,7 @@ def test_a_burst_of_replies_from_two_processes_stays_under_one_rate_limit(databa
             deliver(app, sender=sender)
         with app.app_context():
             for n in range(30):
-                replies.queue_reply(conversation_of(senders[n % 6]), f"Burst {n}", "sms", None, 1,
-                                    f"burst-{n:02d}" * 2)
+                replies.queue_reply(conversation_of(senders[n % 6]), f"Burst {n}", "sms", None, 1, f"burst-{n:02d}" * 2)
         runner.start(app)  # two processes' runners, one budget
         runner.start(other)
         wait_for_status(app, "sent", count=30)

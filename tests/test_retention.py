@@ -1,4 +1,5 @@
 """Retention by age: the purge, its settings, its daily run by one process, and `flask purge`."""
+
 import random
 import threading
 import urllib.request
@@ -48,13 +49,28 @@ def history(app, clock, deliver, user):
         old = conversation_of(OLD)
         now = clock().replace(tzinfo=None)
         with write_transaction() as session:
-            session.add(Message(conversation_id=old.id, msg_id="reply-old", channel="sms", sender="Shop",
-                                recipient=OLD, text="an old reply", sent_at=now, received_at=now, raw_body=b"{}",
-                                change_seq=0, direction="out", status="sent", omnimessage_id="omni-old"))
+            session.add(
+                Message(
+                    conversation_id=old.id,
+                    msg_id="reply-old",
+                    channel="sms",
+                    sender="Shop",
+                    recipient=OLD,
+                    text="an old reply",
+                    sent_at=now,
+                    received_at=now,
+                    raw_body=b"{}",
+                    change_seq=0,
+                    direction="out",
+                    status="sent",
+                    omnimessage_id="omni-old",
+                )
+            )
             session.add(UnmatchedDeliveryReport(omnimessage_id="omni-old", status="DELIVRD", received_at=now))
             session.add(DeadLetter(received_at=now, reason="old", raw_body=b"{}", body_sha256="c" * 64))
             session.get(Conversation, old.id).message_count += 1  # as storing a reply counts it
         from app.contacts import optouts
+
         optouts.set_opted_out(old.id, True, 1)
     clock.advance(days=100)
     for sender in (BOTH, NEW):
@@ -71,7 +87,12 @@ def test_a_purge_deletes_what_is_older_than_the_days_and_lists_follow(app, histo
     with app.app_context():
         before = queries.latest_change()
         result = retention.purge(history, days=30, audit_days=365, batch_size=2)
-        assert (result.messages, result.conversations_removed, result.delivery_reports, result.dead_letters) == (4, 1, 1, 1)
+        assert (result.messages, result.conversations_removed, result.delivery_reports, result.dead_letters) == (
+            4,
+            1,
+            1,
+            1,
+        )
         assert conversation_of(OLD) is None
         both = conversation_of(BOTH)
         assert (both.message_count, both.unread_count, both.last_text) == (1, 1, "this week")
@@ -115,14 +136,16 @@ def test_an_interrupted_purge_resumes_where_it_stopped(app, history):
 
 def test_the_audit_trail_keeps_its_own_days_and_records_each_purge(app, clock, user):
     from app import audit
+
     with app.app_context():
         audit.record("login", username="alice", address="192.0.2.1")
         clock.advance(days=200)
         audit.record("login", username="alice", address="192.0.2.2")
         result = retention.purge(clock().replace(tzinfo=None), days=None, audit_days=180)
         assert result.audit_events == 1
-        events = db.session.execute(sa.select(AuditEvent.action, AuditEvent.address, AuditEvent.username)
-                                    .order_by(AuditEvent.id)).all()
+        events = db.session.execute(
+            sa.select(AuditEvent.action, AuditEvent.address, AuditEvent.username).order_by(AuditEvent.id)
+        ).all()
     assert events == [("login", "192.0.2.2", "alice"), ("retention_purge", None, None)]
 
 
@@ -136,6 +159,7 @@ def test_expired_login_rows_go_too(app, clock, user):
 
 
 # --- settings ---------------------------------------------------------------------------------
+
 
 def test_days_come_from_the_environment_until_an_admin_sets_them(database_url, app, admin):
     with app.app_context():
@@ -158,6 +182,7 @@ def test_days_come_from_the_environment_until_an_admin_sets_them(database_url, a
 
 def test_an_admin_can_keep_the_audit_trail_for_ever(app, admin, clock, runner):
     from app import audit
+
     app.config["AUDIT_RETENTION_DAYS"] = 0  # as AUDIT_RETENTION_DAYS=0 in the environment gives
     with app.app_context():
         assert retention.audit_days() is None
@@ -175,11 +200,15 @@ def test_an_admin_can_keep_the_audit_trail_for_ever(app, admin, clock, runner):
 
 def test_the_environment_gives_the_defaults():
     from app import config
+
     assert config.from_environment({"RETENTION_DAYS": "90", "AUDIT_RETENTION_DAYS": "730"}) == {
-        "RETENTION_DAYS": 90, "AUDIT_RETENTION_DAYS": 730}
+        "RETENTION_DAYS": 90,
+        "AUDIT_RETENTION_DAYS": 730,
+    }
 
 
 # --- once a day, one process at a time ----------------------------------------------------------
+
 
 def test_one_holder_at_a_time_and_once_a_day(app, clock, history):
     app.config["RETENTION_DAYS"] = 30
@@ -215,6 +244,7 @@ def test_the_daily_purge_is_a_periodic_job_that_runs_once_however_many_runners(a
 
 # --- flask purge ----------------------------------------------------------------------------------
 
+
 def test_purge_command_dry_run_confirmation_and_yes(app, history, runner):
     app.config["RETENTION_DAYS"] = 30
     dry = runner.invoke(args=["purge", "--dry-run"])
@@ -232,6 +262,7 @@ def test_purge_command_dry_run_confirmation_and_yes(app, history, runner):
 
 # --- nothing new is lost ----------------------------------------------------------------------------
 
+
 def test_a_purge_during_a_callback_storm_loses_no_new_message(app, clock, deliver, server_factory):
     """Old messages from the same senders the storm writes as: a conversation may empty and
     come back while new messages arrive; every new one must stay, with counts that match."""
@@ -245,8 +276,7 @@ def test_a_purge_during_a_callback_storm_loses_no_new_message(app, clock, delive
         n = 0
         while not stop.is_set() or n < 20:
             body = body_for(sender=senders[(n + worker) % 20], text=f"new {worker}-{n}")
-            request = urllib.request.Request(server.url + "/callbacks/inbound", data=body,
-                                             headers=signed_headers(body))
+            request = urllib.request.Request(server.url + "/callbacks/inbound", data=body, headers=signed_headers(body))
             with urllib.request.urlopen(request, timeout=30) as response:
                 assert response.status == 200
             stored.append(f"new {worker}-{n}")

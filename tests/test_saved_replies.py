@@ -1,4 +1,5 @@
 """Saved replies: managed by admins, offered in every reply box with the contact's name filled in."""
+
 import re
 from html import unescape
 
@@ -15,8 +16,9 @@ from conftest import add_user, body_for, csrf_token
 @pytest.fixture
 def replies_possible(app):
     """Reply boxes are offered (the credentials are never used: nothing is sent here)."""
-    app.config.update(MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD="api-password",
-                      MESSENTE_API_URL="http://127.0.0.1:9")
+    app.config.update(
+        MESSENTE_API_USERNAME="api-user", MESSENTE_API_PASSWORD="api-password", MESSENTE_API_URL="http://127.0.0.1:9"
+    )
 
 
 @pytest.fixture
@@ -40,8 +42,10 @@ def test_an_admin_adds_edits_and_deletes_saved_replies(admin):
     response = add(admin, "  Thanks ", "Hi {name}, thanks for writing!\r\nWe reply within a day.")
     assert response.status_code == 303 and response.headers["Location"] == "/saved-replies"
     assert add(admin, "Opening hours", "We are open 9-17.").status_code == 303
-    assert stored(admin) == [("Thanks", "Hi {name}, thanks for writing!\nWe reply within a day."),
-                             ("Opening hours", "We are open 9-17.")]
+    assert stored(admin) == [
+        ("Thanks", "Hi {name}, thanks for writing!\nWe reply within a day."),
+        ("Opening hours", "We are open 9-17."),
+    ]
     page = admin.get("/saved-replies").text
     assert page.index("Opening hours") < page.index("Thanks")  # by title
 
@@ -50,8 +54,12 @@ def test_an_admin_adds_edits_and_deletes_saved_replies(admin):
     edit = admin.get(f"/saved-replies?edit={hours}").text
     assert 'value="Opening hours"' in edit and "Save changes" in edit
     token = csrf_token(edit)
-    assert admin.post(f"/saved-replies/{hours}", data={"csrf_token": token, "title": "Hours",
-                                                        "text": "9-17, Mon-Fri."}).status_code == 303
+    assert (
+        admin.post(
+            f"/saved-replies/{hours}", data={"csrf_token": token, "title": "Hours", "text": "9-17, Mon-Fri."}
+        ).status_code
+        == 303
+    )
     assert admin.post(f"/saved-replies/{hours}/delete", data={"csrf_token": token}).status_code == 303
     assert [title for title, _ in stored(admin)] == ["Thanks"]
 
@@ -116,12 +124,15 @@ def test_a_conversation_that_cannot_be_replied_to_offers_none(app, admin, delive
     assert "data-saved-text" not in admin.get(f"/conversations/{conversation_id}").text
 
 
-@pytest.mark.parametrize(("text", "name", "expected"), [
-    ("Hi {name}, thanks!", "Ülle", "Hi Ülle, thanks!"),
-    ("Hi {name}, thanks!", None, "Hi, thanks!"),
-    ("{name}, your parcel is here.", None, "your parcel is here."),
-    ("Dear {name}", "<b>", "Dear <b>"),  # escaped where shown, like any text
-    ("No placeholder", None, "No placeholder"),
-])
+@pytest.mark.parametrize(
+    ("text", "name", "expected"),
+    [
+        ("Hi {name}, thanks!", "Ülle", "Hi Ülle, thanks!"),
+        ("Hi {name}, thanks!", None, "Hi, thanks!"),
+        ("{name}, your parcel is here.", None, "your parcel is here."),
+        ("Dear {name}", "<b>", "Dear <b>"),  # escaped where shown, like any text
+        ("No placeholder", None, "No placeholder"),
+    ],
+)
 def test_name_placeholder(text, name, expected):
     assert saved_replies.filled(text, Conversation(sender="+3725550001", contact_name=name)) == expected

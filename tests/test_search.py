@@ -1,4 +1,5 @@
 """Text search: any part of a message's text, accents and case aside, on SQLite and PostgreSQL."""
+
 import re
 from html import unescape
 
@@ -26,8 +27,9 @@ TEXTS = {
 
 def store(texts: dict[str, str], sender: str = "+37255664418") -> dict[str, int]:
     """Store messages (inside an app context); their ids by key."""
-    ingest.store_messages([ingest.parse_payload(body_for(msg_id=key, sender=sender, text=text))
-                           for key, text in texts.items()])
+    ingest.store_messages(
+        [ingest.parse_payload(body_for(msg_id=key, sender=sender, text=text)) for key, text in texts.items()]
+    )
     return dict(db.session.execute(sa.select(Message.msg_id, Message.id)).all())
 
 
@@ -52,7 +54,8 @@ def test_fold_drops_accents_and_case_and_unifies_forms():
 
 def test_highlight_escapes_first_then_marks_every_match():
     assert search.highlight("<b>Tellimus</b> & tellimus", "TELLIMUS") == (
-        "&lt;b&gt;<mark>Tellimus</mark>&lt;/b&gt; &amp; <mark>tellimus</mark>")
+        "&lt;b&gt;<mark>Tellimus</mark>&lt;/b&gt; &amp; <mark>tellimus</mark>"
+    )
     # The mark covers the text as written, whatever folding did to its length.
     assert search.highlight("Kohtume CAFÉ juures", "cafe") == "Kohtume <mark>CAFÉ</mark> juures"
     assert search.highlight("Die Straße ist", "strasse") == "Die <mark>Straße</mark> ist"
@@ -138,9 +141,15 @@ HINT = "Type at least three letters or digits to search messages' text: shorter 
 
 def hits_shown(html: str) -> list[tuple[str, str]]:
     """The search results on a page: (link, text as shown with its marks)."""
-    return [(unescape(link), text) for link, text in re.findall(
-        r'<li id="found-\d+" class="found">.*?<a id="found-link-\d+" class="sender" href="([^"]*)".*?'
-        r'<p class="snippet" dir="auto">(.*?)</p>', html, re.S)]
+    return [
+        (unescape(link), text)
+        for link, text in re.findall(
+            r'<li id="found-\d+" class="found">.*?<a id="found-link-\d+" class="sender" href="([^"]*)".*?'
+            r'<p class="snippet" dir="auto">(.*?)</p>',
+            html,
+            re.S,
+        )
+    ]
 
 
 def test_the_search_box_shows_matching_messages_each_linking_into_its_thread(app, client, auth, deliver):
@@ -152,9 +161,12 @@ def test_the_search_box_shows_matching_messages_each_linking_into_its_thread(app
         conversation = conversation_of("+37255664418").id
 
     page = client.get("/?q=parcel").text
-    assert hits_shown(page) == [(f"/conversations/{conversation}?q=parcel&around={ids['html']}#message-{ids['html']}",
-                                 "<bdi>&lt;script&gt;alert(&#39;<mark>parcel</mark>&#39;)&lt;/script&gt; &amp; "
-                                 "<mark>parcel</mark></bdi>")]
+    assert hits_shown(page) == [
+        (
+            f"/conversations/{conversation}?q=parcel&around={ids['html']}#message-{ids['html']}",
+            "<bdi>&lt;script&gt;alert(&#39;<mark>parcel</mark>&#39;)&lt;/script&gt; &amp; <mark>parcel</mark></bdi>",
+        )
+    ]
     # The search as you type swaps the list with its results.
     fragment = client.get("/?q=CAFE", headers={"HX-Request": "true"}).text
     assert [text for _, text in hits_shown(fragment)] == ["<bdi>Kohtume <mark>CAFÉ</mark> Ülemistes kell 12</bdi>"]
@@ -187,8 +199,14 @@ def test_results_come_one_per_conversation_with_its_count_and_newest_match(app, 
         first, second = conversation_of("+37255500001").id, conversation_of("+37255500002").id
     page = client.get("/?q=parcel").text
     assert hits_shown(page) == [
-        (f"/conversations/{first}?q=parcel&around={ids['a4']}#message-{ids['a4']}", "<bdi>third <mark>PARCEL</mark></bdi>"),
-        (f"/conversations/{second}?q=parcel&around={ids['b1']}#message-{ids['b1']}", "<bdi>my <mark>parcel</mark></bdi>"),
+        (
+            f"/conversations/{first}?q=parcel&around={ids['a4']}#message-{ids['a4']}",
+            "<bdi>third <mark>PARCEL</mark></bdi>",
+        ),
+        (
+            f"/conversations/{second}?q=parcel&around={ids['b1']}#message-{ids['b1']}",
+            "<bdi>my <mark>parcel</mark></bdi>",
+        ),
     ]
     assert matches_shown(page) == ["3 messages", "1 message"]
 
@@ -249,8 +267,9 @@ def test_queries_without_three_letters_or_digits_never_reach_the_text_index(app,
         with statements_run(app) as statements:
             page = client.get("/", query_string={"q": query}).text
         assert HINT in page and hits_shown(page) == []
-        assert statements and not [statement for statement, _ in statements
-                                   if "message_fts" in statement or "folded_text" in statement], query
+        assert statements and not [
+            statement for statement, _ in statements if "message_fts" in statement or "folded_text" in statement
+        ], query
         with app.app_context():
             assert search.search_conversations(query) == ([], None) and search.search_messages(query) == ([], None)
     assert search.searchable("a-b-c") and search.searchable("Ülé") and search.searchable("２０２")
@@ -262,16 +281,25 @@ def test_upgrading_fills_in_the_search_text_of_messages_already_stored(database_
     assert previous.returncode == 0, previous.stderr
     engine = sa.create_engine(database_url)
     with engine.begin() as connection:
-        connection.execute(sa.text(
-            "INSERT INTO conversation (id, sender, sender_key, channel, last_message_id, last_sent_at, last_text, "
-            "message_count, unread_count, change_seq) VALUES (1, '+37255664418', '37255664418', 'sms', 3, "
-            "'2024-06-01 08:00:00', 'x', 3, 3, 1)"))
-        connection.execute(sa.text(
-            "INSERT INTO message (id, conversation_id, msg_id, channel, sender, text, sent_at, received_at, raw_body, "
-            "change_seq) VALUES (:id, 1, :id, 'sms', '+37255664418', :text, '2024-06-01 08:00:00', "
-            "'2024-06-01 08:00:00', :raw, 1)"),
-            [{"id": 1, "text": "Tellimus on teel", "raw": b"{}"}, {"id": 2, "text": "", "raw": b"{}"},
-             {"id": 3, "text": "Kohtume Café juures", "raw": b"{}"}])
+        connection.execute(
+            sa.text(
+                "INSERT INTO conversation (id, sender, sender_key, channel, last_message_id, last_sent_at, last_text, "
+                "message_count, unread_count, change_seq) VALUES (1, '+37255664418', '37255664418', 'sms', 3, "
+                "'2024-06-01 08:00:00', 'x', 3, 3, 1)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO message (id, conversation_id, msg_id, channel, sender, text, sent_at, received_at, raw_body, "
+                "change_seq) VALUES (:id, 1, :id, 'sms', '+37255664418', :text, '2024-06-01 08:00:00', "
+                "'2024-06-01 08:00:00', :raw, 1)"
+            ),
+            [
+                {"id": 1, "text": "Tellimus on teel", "raw": b"{}"},
+                {"id": 2, "text": "", "raw": b"{}"},
+                {"id": 3, "text": "Kohtume Café juures", "raw": b"{}"},
+            ],
+        )
         if connection.dialect.name == "postgresql":  # the ids chosen above are taken
             connection.execute(sa.text("SELECT setval('message_id_seq', 3), setval('conversation_id_seq', 1)"))
     engine.dispose()
@@ -288,4 +316,3 @@ def test_upgrading_fills_in_the_search_text_of_messages_already_stored(database_
             with write_transaction() as session:
                 session.execute(sa.text("INSERT INTO message_fts (message_fts, rank) VALUES ('integrity-check', 1)"))
     close_app(app)
-

@@ -1,4 +1,5 @@
 """app/replies/sms_length.py against tests/vectors/sms-length.json (shared with static/js/sms-length.js)."""
+
 import json
 import math
 
@@ -11,8 +12,11 @@ from conftest import VECTORS
 
 CASES = json.loads((VECTORS / "sms-length.json").read_text(encoding="utf-8"))["cases"]
 # Short texts of anything, and long ones (several parts) mixing one- and two-unit characters.
-TEXTS = st.one_of(st.text(), st.text(st.sampled_from("a€[ж👋\r\nõ"), min_size=60, max_size=500),
-                  st.text(st.sampled_from("ab€^"), min_size=150, max_size=500))
+TEXTS = st.one_of(
+    st.text(),
+    st.text(st.sampled_from("a€[ж👋\r\nõ"), min_size=60, max_size=500),
+    st.text(st.sampled_from("ab€^"), min_size=150, max_size=500),
+)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
@@ -24,8 +28,16 @@ def test_the_vectors_cover_the_boundaries_on_both_encodings():
     assert len(CASES) == 40  # the file's count: a vector lost or added is noticed here
     assert len({case["name"] for case in CASES}) == len(CASES)
     seen = {(case["encoding"], case["units"], case["parts"]) for case in CASES}
-    for boundary in [("GSM-7", 160, 1), ("GSM-7", 161, 2), ("GSM-7", 306, 2), ("GSM-7", 307, 3),
-                     ("UCS-2", 70, 1), ("UCS-2", 71, 2), ("UCS-2", 134, 2), ("UCS-2", 135, 3)]:
+    for boundary in [
+        ("GSM-7", 160, 1),
+        ("GSM-7", 161, 2),
+        ("GSM-7", 306, 2),
+        ("GSM-7", 307, 3),
+        ("UCS-2", 70, 1),
+        ("UCS-2", 71, 2),
+        ("UCS-2", 134, 2),
+        ("UCS-2", 135, 3),
+    ]:
         assert boundary in seen
     texts = "".join(case["text"] for case in CASES)
     for needed in ("õ", "€", "\r\n", "\f", "👋", "Привет"):

@@ -1,4 +1,5 @@
 """Static files: fingerprinted URLs cached for a year, so a repeat visit fetches none of them."""
+
 import hashlib
 import re
 
@@ -38,7 +39,9 @@ def test_pages_link_static_files_by_content_and_those_urls_are_cached_for_a_year
 
 def test_a_changed_file_gets_a_new_url(tmp_path):
     def url_of_stylesheet() -> str:
-        app = Flask(__name__, static_folder=str(tmp_path), static_url_path="/static")  # as a restart after a deploy hashes again
+        app = Flask(
+            __name__, static_folder=str(tmp_path), static_url_path="/static"
+        )  # as a restart after a deploy hashes again
         static_files.init_app(app)
         with app.test_request_context():
             return url_for("static", filename="style.css")
@@ -72,6 +75,8 @@ def test_every_script_module_is_loaded_by_its_own_fingerprinted_url(tmp_path):
 def test_one_htmx_before_swap_handler():
     """The thread's bookkeeping runs before a held-back poll's swap is cancelled: one handler
     (static/js/swaps.js) says in which order, rather than the order the modules load in."""
-    handlers = {path.name: path.read_text().count('addEventListener("htmx:beforeSwap"')
-                for path in (ROOT / "static" / "js").glob("*.js")}
+    handlers = {
+        path.name: path.read_text().count('addEventListener("htmx:beforeSwap"')
+        for path in (ROOT / "static" / "js").glob("*.js")
+    }
     assert {name: count for name, count in handlers.items() if count} == {"swaps.js": 1}

@@ -1,5 +1,6 @@
 """Two-factor sign-in: codes as an authenticator app makes them (RFC 6238, by pyotp), from the key
 the page shows for typing in; backup codes; the admin's requirement and reset; the audit trail."""
+
 import html
 import re
 from datetime import timedelta
@@ -41,8 +42,12 @@ class Person:
         assert page.status_code == 200
         key = html.unescape(re.search(r'<code class="totp-key" id="totp-key">([^<]+)</code>', page.text).group(1))
         self.secret = key.replace(" ", "")
-        done = post(self.actions, "/account/two-factor", "/account/two-factor",
-                    code=code(self.secret) if code else pyotp.TOTP(self.secret).now())
+        done = post(
+            self.actions,
+            "/account/two-factor",
+            "/account/two-factor",
+            code=code(self.secret) if code else pyotp.TOTP(self.secret).now(),
+        )
         self.backup_codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", done.text)
         return done
 
@@ -65,8 +70,11 @@ def csrf(text: str) -> str:
 
 def audited(app, action: str) -> list[tuple]:
     with app.app_context():
-        return db.session.execute(sa.select(AuditEvent.username, AuditEvent.details)
-                                  .where(AuditEvent.action == action).order_by(AuditEvent.id)).all()
+        return db.session.execute(
+            sa.select(AuditEvent.username, AuditEvent.details)
+            .where(AuditEvent.action == action)
+            .order_by(AuditEvent.id)
+        ).all()
 
 
 @pytest.fixture
@@ -148,7 +156,8 @@ def test_a_backup_code_works_once_and_is_audited(app, alice, clock):
     alice.actions.logout()
     assert "That code is not right" in alice.log_in(backup).text
     assert [(name, details) for name, details in audited(app, "backup_code_used")] == [
-        ("alice", '{"left": 9, "user": "alice"}')]
+        ("alice", '{"left": 9, "user": "alice"}')
+    ]
 
 
 def test_the_half_login_expires(app, alice, clock):

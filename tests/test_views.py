@@ -1,4 +1,5 @@
 """Putting conversations aside: Open/Done, the views, their counts, channel and our-number filters."""
+
 import re
 from html import unescape
 
@@ -102,8 +103,9 @@ def test_unread_and_opted_out_views(client, inbox):
 
 
 def test_filter_by_our_number_lists_conversations_with_messages_to_it(client, inbox):
-    both, support_only, sales_only = (conversation_id(client, sender)
-                                      for sender in ("+3725550001", "+3725550002", "+3725550003"))
+    both, support_only, sales_only = (
+        conversation_id(client, sender) for sender in ("+3725550001", "+3725550002", "+3725550003")
+    )
     assert sorted(listed(client.get(f"/?view=all&{TO_SUPPORT}").text)) == sorted([both, support_only])
     sales = client.get(f"/?view=all&{TO_SALES}").text
     assert sorted(listed(sales)) == sorted([both, sales_only])
@@ -159,8 +161,11 @@ def test_every_view_and_filter_reads_through_an_index(app, client, auth, seeded)
         db.session.commit()
     auth.login()
     paths = [(f"/?view={view}", 200) for view in list_views.VIEWS] + [
-        ("/?view=all&channel=telegram", 200), ("/?channel=sms&to=%2B37250000000", 200),
-        ("/?view=done&q=372", 200)]
+        ("/?view=all&channel=telegram", 200),
+        ("/?channel=sms&to=%2B37250000000", 200),
+        ("/?view=done&q=372", 200),
+    ]
     # A search's matches come from the conversation text index, sorted (at most FEW_MATCHES).
-    assert {key: bad for key, bad in plans_of_requests(app, client, paths).items()
-            if bad != text_index_reads(bad)} == {}
+    assert {
+        key: bad for key, bad in plans_of_requests(app, client, paths).items() if bad != text_index_reads(bad)
+    } == {}

@@ -2,6 +2,7 @@
 WRITE_LOCK_WAIT_SECONDS, every service function that writes commits its change itself (or joins
 the caller's transaction), and every audited action commits in one transaction with its event.
 """
+
 import re
 import threading
 from datetime import timedelta
@@ -34,6 +35,7 @@ ANSWER_WITHIN = LOCK_WAIT + 4
 
 
 # --- the write lock gives up within its bound --------------------------------------------------
+
 
 @pytest.fixture
 def quick_lock_app(database_url):
@@ -83,8 +85,9 @@ def test_a_writer_holding_the_lock_too_long_makes_a_callback_answer_503_within_t
     body = body_for(sender="+37255500077", text="Kas olete avatud?")
     with HeldWriteLock(app):
         answer = post_in_background(app, body)
-        response = wait_until(lambda: answer.get("response"), "the callback answered while the lock was held",
-                              timeout=ANSWER_WITHIN)
+        response = wait_until(
+            lambda: answer.get("response"), "the callback answered while the lock was held", timeout=ANSWER_WITHIN
+        )
         assert response.status_code == 503
         assert response.json == {"error": "storage temporarily unavailable, retry later"}
 
@@ -100,14 +103,20 @@ def test_a_writer_holding_the_lock_too_long_makes_a_callback_answer_503_within_t
 
 # --- service functions that write commit their change themselves ---------------------------------
 
+
 def make_bob():
     add_user("bob", role="agent")
     return accounts.user_named("bob")
 
 
 def add_throttle() -> int:
-    row = LoginThrottle(username="bob", address="198.51.100.7", failures=9,
-                        locked_until=clock.now() + timedelta(hours=1), expires_at=clock.now() + timedelta(days=1))
+    row = LoginThrottle(
+        username="bob",
+        address="198.51.100.7",
+        failures=9,
+        locked_until=clock.now() + timedelta(hours=1),
+        expires_at=clock.now() + timedelta(days=1),
+    )
     db.session.add(row)
     db.session.commit()
     return row.id
@@ -125,18 +134,31 @@ def bob() -> User:
 
 # Each: (set-up giving an argument, the call, what must be true in the database afterwards).
 WRITERS = {
-    "create_user": (lambda: None, lambda _: accounts.create_user("carol", None),
-                    lambda: accounts.user_named("carol") is not None),
+    "create_user": (
+        lambda: None,
+        lambda _: accounts.create_user("carol", None),
+        lambda: accounts.user_named("carol") is not None,
+    ),
     "set_role": (make_bob, lambda user: accounts.set_role(user, "admin"), lambda: bob().role == "admin"),
     "set_disabled": (make_bob, lambda user: accounts.set_disabled(user, True), lambda: bob().disabled),
-    "issue_reset_link": (make_bob, lambda user: accounts.issue_reset_link(user, clock.now()),
-                         lambda: bob().reset_token_hash is not None),
+    "issue_reset_link": (
+        make_bob,
+        lambda user: accounts.issue_reset_link(user, clock.now()),
+        lambda: bob().reset_token_hash is not None,
+    ),
     "unlock": (add_throttle, accounts.unlock, lambda: db.session.scalar(sa.select(LoginThrottle.id)) is None),
-    "set_days": (lambda: None, lambda _: retention.set_days(30, 90),
-                 lambda: (retention.days(), retention.audit_days()) == (30, 90)),
-    "two_factor.turn_off": (lambda: (make_bob(), turn_on_two_factor(bob()))[0], two_factor.turn_off,
-                            lambda: bob().totp_secret is None
-                            and db.session.scalar(sa.select(sa.func.count()).select_from(BackupCode)) == 0),
+    "set_days": (
+        lambda: None,
+        lambda _: retention.set_days(30, 90),
+        lambda: (retention.days(), retention.audit_days()) == (30, 90),
+    ),
+    "two_factor.turn_off": (
+        lambda: (make_bob(), turn_on_two_factor(bob()))[0],
+        two_factor.turn_off,
+        lambda: (
+            bob().totp_secret is None and db.session.scalar(sa.select(sa.func.count()).select_from(BackupCode)) == 0
+        ),
+    ),
     "two_factor.set_required": (lambda: None, lambda _: two_factor.set_required(True), two_factor.required),
 }
 
@@ -165,6 +187,7 @@ def test_a_service_function_inside_a_transaction_joins_it(app):
 
 # --- an audited action commits with its event ---------------------------------------------------
 
+
 class InjectedFailure(Exception):
     pass
 
@@ -181,6 +204,7 @@ def failing_audit(monkeypatch):
 
     def arm():
         monkeypatch.setattr(audit, "record", record_then_fail)
+
     return arm
 
 
@@ -218,8 +242,15 @@ def test_an_account_action_and_its_event_commit_together(app, client, auth, fail
         elif action == "sign out everywhere":
             client.post("/account/sessions/end-all", data={"csrf_token": token})
         else:
-            client.post("/account/password", data={"current": PASSWORD, "password": "a new long password",
-                                                    "confirm": "a new long password", "csrf_token": token})
+            client.post(
+                "/account/password",
+                data={
+                    "current": PASSWORD,
+                    "password": "a new long password",
+                    "confirm": "a new long password",
+                    "csrf_token": token,
+                },
+            )
     assert audit_actions(app) == events_before
     assert login_sessions(app) == 1
     with app.app_context():
@@ -234,8 +265,10 @@ def test_a_contact_edit_and_its_event_commit_together(app, client, auth, deliver
     token = auth.csrf()
     failing_audit()
     with pytest.raises(InjectedFailure):
-        client.post(f"/conversations/{conversation_id}/contact",
-                    data={"contact_name": "Mari Maasikas", "contact_note": "VIP", "csrf_token": token})
+        client.post(
+            f"/conversations/{conversation_id}/contact",
+            data={"contact_name": "Mari Maasikas", "contact_note": "VIP", "csrf_token": token},
+        )
     with app.app_context():
         assert db.session.get(Conversation, conversation_id).contact_name is None
     assert "contact_edited" not in audit_actions(app)
@@ -243,8 +276,12 @@ def test_a_contact_edit_and_its_event_commit_together(app, client, auth, deliver
 
 def test_a_reply_and_its_event_commit_together(database_url, failing_audit):
     # Set up to send (no runner started: the reply would only be queued).
-    app = make_app(database_url, MESSENTE_API_URL="http://127.0.0.1:9", MESSENTE_API_USERNAME="api-user",
-                   MESSENTE_API_PASSWORD="api-password")
+    app = make_app(
+        database_url,
+        MESSENTE_API_URL="http://127.0.0.1:9",
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD="api-password",
+    )
     try:
         with app.app_context():
             db.create_all()
@@ -255,17 +292,24 @@ def test_a_reply_and_its_event_commit_together(database_url, failing_audit):
         assert AuthActions(client).login().status_code == 302
         with app.app_context():
             conversation_id = conversation_of("+37255500002").id
-        form_html = re.search(r'<form method="post" action="([^"]+/replies)".*?</form>',
-                              client.get(f"/conversations/{conversation_id}").text, re.S)
+        form_html = re.search(
+            r'<form method="post" action="([^"]+/replies)".*?</form>',
+            client.get(f"/conversations/{conversation_id}").text,
+            re.S,
+        )
         assert form_html, "no reply box on the page"
-        fields = {name: unescape(value) for name, value
-                  in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form_html.group(0))}
+        fields = {
+            name: unescape(value)
+            for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form_html.group(0))
+        }
         failing_audit()
         with pytest.raises(InjectedFailure):
             client.post(unescape(form_html.group(1)), data={**fields, "text": "Tere tulemast!"})
         with app.app_context():
-            assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)
-                                     .where(Message.direction == "out")) == 0
+            assert (
+                db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.direction == "out"))
+                == 0
+            )
         assert "reply" not in audit_actions(app)
     finally:
         close_app(app)

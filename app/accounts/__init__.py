@@ -13,6 +13,7 @@ further failure up to LOGIN_MAX_DELAY_SECONDS (the address count: a fixed lockou
 is counted before its password is checked (and forgiven if the password is right), so parallel
 guesses can't slip in between a check and a count. The two-factor code step is counted the same.
 """
+
 import hashlib
 import hmac
 import logging
@@ -64,6 +65,7 @@ class LoginLocked(Exception):
 
 
 # --- bounded hashing --------------------------------------------------------------------
+
 
 class _HashingThreads:
     """Hashes run on at most `bound` long-lived threads of this process; callers wait their turn.
@@ -122,6 +124,7 @@ def _verify(stored: str, password: str) -> bool:
 
 # --- users -------------------------------------------------------------------------------
 
+
 def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
@@ -162,8 +165,9 @@ def user_named(username: str) -> User | None:
 
 
 def active_admins() -> int:
-    return db.session.scalar(db.select(sa.func.count()).select_from(User)
-                             .where(User.role == "admin", User.disabled == sa.false()))
+    return db.session.scalar(
+        db.select(sa.func.count()).select_from(User).where(User.role == "admin", User.disabled == sa.false())
+    )
 
 
 def set_role(user: User, role: str) -> None:
@@ -202,6 +206,7 @@ def change_password(user: User, old: str, new: str, keep_token: str | None) -> N
 
 
 # --- one-time links to set a password ---------------------------------------------------
+
 
 def issue_reset_link(user: User, now: datetime) -> str:
     """A new one-time token for `user` (in a write transaction, the caller's if open), replacing
@@ -257,9 +262,16 @@ def start_session(user: User, address: str | None, user_agent: str | None) -> st
     token = secrets.token_urlsafe(32)
     now = clock.now()
     with write_transaction():
-        db.session.add(LoginSession(user_id=user.id, token_hash=token_hash(token), created_at=now,
-                                    last_seen_at=now, address=(address or "unknown")[:ADDRESS_LENGTH],
-                                    user_agent=describe_user_agent(user_agent)))
+        db.session.add(
+            LoginSession(
+                user_id=user.id,
+                token_hash=token_hash(token),
+                created_at=now,
+                last_seen_at=now,
+                address=(address or "unknown")[:ADDRESS_LENGTH],
+                user_agent=describe_user_agent(user_agent),
+            )
+        )
     user.login_token = token
     return token
 
@@ -273,7 +285,8 @@ def load_session_user(session_id: str) -> User | None:
     found = db.session.execute(
         db.select(User, LoginSession.id, LoginSession.last_seen_at)
         .join(LoginSession, LoginSession.user_id == User.id)
-        .where(LoginSession.token_hash == token_hash(token))).first()
+        .where(LoginSession.token_hash == token_hash(token))
+    ).first()
     if found is None:
         return None
     user, session_row_id, last_seen_at = found
@@ -283,20 +296,29 @@ def load_session_user(session_id: str) -> User | None:
     now = clock.now()
     if now - last_seen_at >= LAST_SEEN_RESOLUTION:
         with write_transaction():
-            db.session.execute(sa.update(LoginSession).where(LoginSession.id == session_row_id)
-                               .values(last_seen_at=now))
+            db.session.execute(
+                sa.update(LoginSession).where(LoginSession.id == session_row_id).values(last_seen_at=now)
+            )
     return user
 
 
 def sessions_of(user: User) -> list[LoginSession]:
-    return list(db.session.scalars(db.select(LoginSession).where(LoginSession.user_id == user.id)
-                                   .order_by(LoginSession.last_seen_at.desc(), LoginSession.id.desc())))
+    return list(
+        db.session.scalars(
+            db.select(LoginSession)
+            .where(LoginSession.user_id == user.id)
+            .order_by(LoginSession.last_seen_at.desc(), LoginSession.id.desc())
+        )
+    )
 
 
 def end_session(user: User, session_row_id: int | None = None) -> None:
     """End one session of the user's: the given row, or the one this request belongs to."""
-    where = (LoginSession.id == session_row_id if session_row_id is not None
-             else LoginSession.token_hash == token_hash(user.login_token or ""))
+    where = (
+        LoginSession.id == session_row_id
+        if session_row_id is not None
+        else LoginSession.token_hash == token_hash(user.login_token or "")
+    )
     with write_transaction():
         db.session.execute(sa.delete(LoginSession).where(LoginSession.user_id == user.id, where))
 
@@ -315,7 +337,7 @@ def _delete_sessions(user_id: int, keep: str | None = None) -> None:
 
 
 def describe_user_agent(user_agent: str | None) -> str:
-    """"Firefox on Linux": enough to recognise one's own devices, without storing the whole header."""
+    """ "Firefox on Linux": enough to recognise one's own devices, without storing the whole header."""
     text = user_agent or ""
     browser = next((name for marker, name in BROWSERS if marker in text), None)
     system = next((name for marker, name in SYSTEMS if marker in text), None)
@@ -325,17 +347,35 @@ def describe_user_agent(user_agent: str | None) -> str:
 
 
 # First match wins: Edge and Opera say "Chrome" too, Chrome says "Safari", Android says "Linux".
-BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("HeadlessChrome", "Chromium"),
-            ("Chrome/", "Chrome"), ("Safari/", "Safari"), ("curl/", "curl"))
-SYSTEMS = (("Android", "Android"), ("iPhone", "iPhone"), ("iPad", "iPad"), ("Windows", "Windows"),
-           ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"), ("Linux", "Linux"))
+BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("HeadlessChrome", "Chromium"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+)
+SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
 
 
 # --- unlocking throttled logins ---------------------------------------------------------
 
+
 def locked_logins(now: datetime) -> list[LoginThrottle]:
-    return list(db.session.scalars(db.select(LoginThrottle).where(LoginThrottle.locked_until > now)
-                                   .order_by(LoginThrottle.locked_until.desc())))
+    return list(
+        db.session.scalars(
+            db.select(LoginThrottle).where(LoginThrottle.locked_until > now).order_by(LoginThrottle.locked_until.desc())
+        )
+    )
 
 
 def unlock(throttle_id: int) -> LoginThrottle | None:
@@ -350,12 +390,14 @@ def unlock(throttle_id: int) -> LoginThrottle | None:
 
 # --- device cookies ----------------------------------------------------------------------
 
+
 def device_cookie_name(username: str) -> str:
     """One cookie per account, so people sharing a browser each keep theirs. Named by a keyed
     hash of the username: the name alone does not say whose it is."""
     key = username.strip()[:USERNAME_LENGTH]
-    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), b"device cookie " + key.encode(),
-                      hashlib.sha256).hexdigest()
+    digest = hmac.new(
+        current_app.config["SECRET_KEY"].encode(), b"device cookie " + key.encode(), hashlib.sha256
+    ).hexdigest()
     return f"device_{digest[:16]}"
 
 
@@ -377,13 +419,17 @@ def device_of(username: str, cookie: str | None) -> str | None:
         data = _device_signer().loads(cookie, max_age=current_app.config["DEVICE_COOKIE_SECONDS"])
     except BadData:
         return None
-    if (not isinstance(data, dict) or data.get("user") != username.strip()[:USERNAME_LENGTH]
-            or not isinstance(data.get("nonce"), str)):
+    if (
+        not isinstance(data, dict)
+        or data.get("user") != username.strip()[:USERNAME_LENGTH]
+        or not isinstance(data.get("nonce"), str)
+    ):
         return None
     return token_hash(data["nonce"])
 
 
 # --- logging in -------------------------------------------------------------------------
+
 
 def authenticate(username: str, password: str, address: str | None, device: str | None = None) -> User | None:
     """The user if the password is right; None if not. Raises LoginLocked while throttled.
@@ -422,8 +468,11 @@ def check_second_factor(user: User, code: str, address: str | None, device: str 
         with write_transaction():
             used.append(two_factor.use_code(user, code))
             if used[-1] == "backup":
-                audit.record("backup_code_used", {"user": user.username, "left": two_factor.backup_codes_left(user)},
-                             username=user.username)
+                audit.record(
+                    "backup_code_used",
+                    {"user": user.username, "left": two_factor.backup_codes_left(user)},
+                    username=user.username,
+                )
         return used[-1] is not None
 
     if not _throttled_check(user.username, address, device, right_code):
@@ -456,8 +505,7 @@ def confirm_identity(user: User, code_or_password: str, address: str | None) -> 
     their two-factor sign-in. Throttled as logins are (a stolen session must not guess)."""
 
     def right() -> bool:
-        return (two_factor.use_code(user, code_or_password) is not None
-                or _password_matches(user, code_or_password))
+        return two_factor.use_code(user, code_or_password) is not None or _password_matches(user, code_or_password)
 
     return _throttled_check(user.username, address, None, right)
 
@@ -488,20 +536,40 @@ def _count_attempt(key: str, address: str, device: str | None, now: datetime):
     config = current_app.config
     _purge(now)
     if device is not None and key:
-        row = _fresh(db.session.scalar(sa.select(LoginThrottle).where(
-            LoginThrottle.username == key, LoginThrottle.address == device)), now)
+        row = _fresh(
+            db.session.scalar(
+                sa.select(LoginThrottle).where(LoginThrottle.username == key, LoginThrottle.address == device)
+            ),
+            now,
+        )
         if row is None or not (row.locked_until and row.locked_until > now):
             row = row or _new_row(key, device, now, kind="device")
             lock = _count_failure(row, config["LOGIN_MAX_FAILURES"], now)
-            locks = [] if lock is None else [("login locked for %r on one of its devices for %s s, "
-                                              "until %s UTC, after %d failed attempts", key, *lock)]
+            locks = (
+                []
+                if lock is None
+                else [
+                    (
+                        "login locked for %r on one of its devices for %s s, until %s UTC, after %d failed attempts",
+                        key,
+                        *lock,
+                    )
+                ]
+            )
             return None, device, locks
         # A locked-out device cookie counts as no device cookie: the unknown devices' limits apply.
 
-    rows = {(row.username, row.address): row for row in db.session.scalars(
-        sa.select(LoginThrottle).where(sa.or_(
-            sa.and_(LoginThrottle.address == address, LoginThrottle.username.in_({key, ANY_USERNAME})),
-            sa.and_(LoginThrottle.username == key, LoginThrottle.address == ANY_ADDRESS))))}
+    rows = {
+        (row.username, row.address): row
+        for row in db.session.scalars(
+            sa.select(LoginThrottle).where(
+                sa.or_(
+                    sa.and_(LoginThrottle.address == address, LoginThrottle.username.in_({key, ANY_USERNAME})),
+                    sa.and_(LoginThrottle.username == key, LoginThrottle.address == ANY_ADDRESS),
+                )
+            )
+        )
+    }
     for row in rows.values():
         _fresh(row, now)
     locked = [(row.locked_until, row) for row in rows.values() if row.locked_until and row.locked_until > now]
@@ -514,13 +582,20 @@ def _count_attempt(key: str, address: str, device: str | None, now: datetime):
         row = rows.get((key, address)) or _new_row(key, address, now)
         lock = _count_failure(row, config["LOGIN_MAX_FAILURES"], now)
         if lock is not None:
-            locks.append(("login locked for %r from %s for %s s, until %s UTC, after %d failed "
-                          "attempts", key, address, *lock))
+            locks.append(
+                ("login locked for %r from %s for %s s, until %s UTC, after %d failed attempts", key, address, *lock)
+            )
         row = rows.get((key, ANY_ADDRESS)) or _new_row(key, ANY_ADDRESS, now, kind="account")
         lock = _count_failure(row, config["LOGIN_ACCOUNT_MAX_FAILURES"], now)
         if lock is not None:
-            locks.append(("login locked for %r from unknown devices for %s s, until %s UTC, after %d "
-                          "failed attempts from any address", key, *lock))
+            locks.append(
+                (
+                    "login locked for %r from unknown devices for %s s, until %s UTC, after %d "
+                    "failed attempts from any address",
+                    key,
+                    *lock,
+                )
+            )
 
     row = rows.get((ANY_USERNAME, address))
     if row is None or row.failures == 0:  # a new window begins with this attempt
@@ -530,8 +605,14 @@ def _count_attempt(key: str, address: str, device: str | None, now: datetime):
     if row.failures >= config["LOGIN_ADDRESS_MAX_FAILURES"]:
         row.locked_until = now + timedelta(seconds=config["LOGIN_ADDRESS_LOCKOUT_SECONDS"])
         row.expires_at = max(row.expires_at, row.locked_until)
-        locks.append(("logins from %s locked until %s UTC after %d failed attempts across "
-                      "usernames", address, row.locked_until, row.failures))
+        locks.append(
+            (
+                "logins from %s locked until %s UTC after %d failed attempts across usernames",
+                address,
+                row.locked_until,
+                row.failures,
+            )
+        )
     return None, None, locks
 
 
@@ -549,11 +630,10 @@ def _count_failure(row: LoginThrottle, limit: int, now: datetime):
     lock = None
     if row.failures >= limit:
         doublings = min(row.failures - limit, 32)
-        delay = min(config["LOGIN_DELAY_SECONDS"] * 2 ** doublings, config["LOGIN_MAX_DELAY_SECONDS"])
+        delay = min(config["LOGIN_DELAY_SECONDS"] * 2**doublings, config["LOGIN_MAX_DELAY_SECONDS"])
         row.locked_until = now + timedelta(seconds=delay)
         lock = (delay, row.locked_until, row.failures)
-    row.expires_at = max(now + timedelta(seconds=config["LOGIN_FAILURE_MEMORY_SECONDS"]),
-                         row.locked_until or now)
+    row.expires_at = max(now + timedelta(seconds=config["LOGIN_FAILURE_MEMORY_SECONDS"]), row.locked_until or now)
     return lock
 
 
@@ -577,8 +657,9 @@ def _forgive_attempt(key: str, address: str, device: str | None, complete: bool)
 
 
 def _take_back(username: str, address: str, everything: bool = False) -> None:
-    row = db.session.scalar(sa.select(LoginThrottle).where(
-        LoginThrottle.username == username, LoginThrottle.address == address))
+    row = db.session.scalar(
+        sa.select(LoginThrottle).where(LoginThrottle.username == username, LoginThrottle.address == address)
+    )
     if row is None:
         return
     row.failures -= 1
@@ -590,10 +671,16 @@ def _take_back(username: str, address: str, everything: bool = False) -> None:
 
 def _purge(now: datetime) -> None:
     """Delete a batch of rows that no longer count (found by the index on `expires_at`)."""
-    stale = (sa.select(LoginThrottle.id).where(LoginThrottle.expires_at <= now)
-             .order_by(LoginThrottle.expires_at).limit(PURGE_BATCH))
-    db.session.execute(sa.delete(LoginThrottle).where(LoginThrottle.id.in_(stale.scalar_subquery())),
-                       execution_options={"synchronize_session": False})
+    stale = (
+        sa.select(LoginThrottle.id)
+        .where(LoginThrottle.expires_at <= now)
+        .order_by(LoginThrottle.expires_at)
+        .limit(PURGE_BATCH)
+    )
+    db.session.execute(
+        sa.delete(LoginThrottle).where(LoginThrottle.id.in_(stale.scalar_subquery())),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def retry_after_seconds(until: datetime) -> int:

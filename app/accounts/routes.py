@@ -1,5 +1,6 @@
 """Login and logout; every other page and fragment requires a login (deny by default), and
 admin pages an admin (`admin_required`)."""
+
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
@@ -20,9 +21,7 @@ bp = Blueprint("auth", __name__)
 
 class LoginForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=USERNAME_LENGTH)])
-    password = PasswordField(
-        "Password", validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)]
-    )
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)])
 
 
 class SetPasswordForm(FlaskForm):
@@ -49,8 +48,10 @@ class CodeForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """Changes to one's two-factor sign-in: a current code, a backup code or the password."""
-    secret = PasswordField("Your current code or your password",
-                           validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)])
+
+    secret = PasswordField(
+        "Your current code or your password", validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)]
+    )
 
 
 @login_manager.user_loader
@@ -144,11 +145,12 @@ def wait_text(seconds: int) -> str:
 def locked_message(locked: accounts.LoginLocked) -> tuple[str, dict[str, str]]:
     seconds = accounts.retry_after_seconds(locked.until)
     if locked.kind == "account":
-        text = (f"Too many failed attempts for this account: logging in to it from a new device is "
-                f"locked for {wait_text(seconds)}. A browser that has logged in to it before still can.")
+        text = (
+            f"Too many failed attempts for this account: logging in to it from a new device is "
+            f"locked for {wait_text(seconds)}. A browser that has logged in to it before still can."
+        )
     else:
-        text = (f"Too many failed attempts: logging in from here is locked for "
-                f"{wait_text(seconds)}. Try again then.")
+        text = f"Too many failed attempts: logging in from here is locked for {wait_text(seconds)}. Try again then."
     return text, {"Retry-After": str(seconds)}
 
 
@@ -170,16 +172,20 @@ def login():
     if form.validate_on_submit():
         try:
             # The socket's address, or the X-Forwarded-For hop PROXY_COUNT trusts (ProxyFix).
-            user = accounts.authenticate(form.username.data, form.password.data, request.remote_addr,
-                                         device_for(form.username.data))
+            user = accounts.authenticate(
+                form.username.data, form.password.data, request.remote_addr, device_for(form.username.data)
+            )
         except accounts.LoginLocked as locked:
             error, headers = locked_message(locked)
         else:
             if user is not None and user.totp_secret:
                 # Half logged in: the password was right, the code is still to come.
                 session.clear()
-                session["second_step"] = {"user": user.id, "next": next_page,
-                                          "until": clock.timestamp() + current_app.config["LOGIN_CODE_SECONDS"]}
+                session["second_step"] = {
+                    "user": user.id,
+                    "next": next_page,
+                    "until": clock.timestamp() + current_app.config["LOGIN_CODE_SECONDS"],
+                }
                 return redirect(url_for("auth.login_code"))
             if user is not None:
                 return finish_login(user, next_page)
@@ -198,8 +204,7 @@ def login_code():
         return redirect(url_for("inbox.index"))
     pending = session.get("second_step") or {}
     user = db.session.get(User, pending["user"]) if pending else None
-    if (user is None or user.disabled or not user.totp_secret
-            or clock.timestamp() > pending["until"]):
+    if user is None or user.disabled or not user.totp_secret or clock.timestamp() > pending["until"]:
         session.pop("second_step", None)
         return redirect(url_for("auth.login", again="1"))
 
@@ -208,8 +213,7 @@ def login_code():
     headers: dict[str, str] = {}
     if form.validate_on_submit():
         try:
-            used = accounts.check_second_factor(user, form.code.data, request.remote_addr,
-                                                device_for(user.username))
+            used = accounts.check_second_factor(user, form.code.data, request.remote_addr, device_for(user.username))
         except accounts.LoginLocked as locked:
             error, headers = locked_message(locked)
         else:
@@ -237,9 +241,15 @@ def finish_login(user: User, next_page: str):
     response = redirect(next_page)
     config = current_app.config
     # Sent only to the login pages, never readable by scripts or sent by other sites.
-    response.set_cookie(accounts.device_cookie_name(user.username), accounts.new_device_cookie(user.username),
-                        max_age=config["DEVICE_COOKIE_SECONDS"], path=url_for("auth.login"),
-                        secure=config["SESSION_COOKIE_SECURE"], httponly=True, samesite="Strict")
+    response.set_cookie(
+        accounts.device_cookie_name(user.username),
+        accounts.new_device_cookie(user.username),
+        max_age=config["DEVICE_COOKIE_SECONDS"],
+        path=url_for("auth.login"),
+        secure=config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+        samesite="Strict",
+    )
     return response
 
 
@@ -256,16 +266,22 @@ def logout():
 
 # --- one's own account --------------------------------------------------------------------
 
+
 @bp.get("/account")
-def account(form: ChangePasswordForm | None = None, message: str | None = None, error: str | None = None,
-            status: int = 200):
-    return render_template("accounts/account.html", form=form or ChangePasswordForm(formdata=None),
-                           sessions=accounts.sessions_of(current_user),
-                           this_session=accounts.token_hash(current_user.login_token or ""),
-                           confirm_form=ConfirmForm(formdata=None),
-                           backup_codes_left=two_factor.backup_codes_left(current_user),
-                           two_factor_required=two_factor.required(),
-                           message=message, error=error), status
+def account(
+    form: ChangePasswordForm | None = None, message: str | None = None, error: str | None = None, status: int = 200
+):
+    return render_template(
+        "accounts/account.html",
+        form=form or ChangePasswordForm(formdata=None),
+        sessions=accounts.sessions_of(current_user),
+        this_session=accounts.token_hash(current_user.login_token or ""),
+        confirm_form=ConfirmForm(formdata=None),
+        backup_codes_left=two_factor.backup_codes_left(current_user),
+        two_factor_required=two_factor.required(),
+        message=message,
+        error=error,
+    ), status
 
 
 @bp.post("/account/password")
@@ -274,8 +290,9 @@ def change_password():
     error = form.problem() if form.validate_on_submit() else "Fill in all three fields."
     if error is None:
         try:
-            accounts.change_password(current_user, form.current.data, form.password.data,
-                                     keep_token=current_user.login_token)
+            accounts.change_password(
+                current_user, form.current.data, form.password.data, keep_token=current_user.login_token
+            )
         except ValueError as exc:
             error = str(exc)
     if error is not None:
@@ -303,6 +320,7 @@ def sign_out_everywhere():
 
 # --- one's own two-factor sign-in -----------------------------------------------------------
 
+
 @bp.route("/account/two-factor", methods=["GET", "POST"])
 def two_factor_setup():
     """Turn on two-factor sign-in: a new key (kept in the session until confirmed), shown as a
@@ -323,9 +341,14 @@ def two_factor_setup():
         error = "That code is not right. Check the key in your app, then enter the code it shows now."
     elif request.method == "POST":
         error = "Enter the code from your app."
-    return render_template("accounts/two_factor.html", form=CodeForm(formdata=None), error=error,
-                           key=two_factor.grouped(key), qr_code=two_factor.qr_code(key, current_user.username),
-                           required=session.get("set_up_two_factor", False)), 200 if error is None else 400
+    return render_template(
+        "accounts/two_factor.html",
+        form=CodeForm(formdata=None),
+        error=error,
+        key=two_factor.grouped(key),
+        qr_code=two_factor.qr_code(key, current_user.username),
+        required=session.get("set_up_two_factor", False),
+    ), 200 if error is None else 400
 
 
 def confirmed_by_person(form: ConfirmForm) -> str | None:
@@ -370,6 +393,7 @@ def new_backup_codes():
 
 # --- one-time links to set a password (public: the token is the credential) ---------------
 
+
 @bp.route("/set-password/<token>", methods=["GET", "POST"])
 @public
 def set_password(token: str):
@@ -389,4 +413,6 @@ def set_password(token: str):
             return redirect(url_for("auth.login", set="1"), 303)
     elif request.method == "POST":
         error = "Fill in both fields."
-    return render_template("accounts/set_password.html", form=form, user=user, error=error), 200 if error is None else 400
+    return render_template(
+        "accounts/set_password.html", form=form, user=user, error=error
+    ), 200 if error is None else 400

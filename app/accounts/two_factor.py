@@ -6,6 +6,7 @@ the last one used is stored, and only later steps count. Ten backup codes are sh
 stored as sha256 only; each works once. An admin can require two-factor sign-in for everyone
 (a Setting) and reset it for a person who lost their phone.
 """
+
 import hashlib
 import hmac
 import secrets
@@ -37,7 +38,7 @@ def new_key() -> str:
 
 def grouped(key: str) -> str:
     """The key in groups of four, for typing into an app by hand."""
-    return " ".join(key[i:i + 4] for i in range(0, len(key), 4))
+    return " ".join(key[i : i + 4] for i in range(0, len(key), 4))
 
 
 def qr_code(key: str, username: str) -> Markup:
@@ -86,8 +87,10 @@ def new_backup_codes(user: User) -> list[str]:
 
 def _replace_backup_codes(user: User) -> list[str]:
     db.session.execute(sa.delete(BackupCode).where(BackupCode.user_id == user.id))
-    codes = ["".join(secrets.choice(BACKUP_CODE_ALPHABET) for _ in range(BACKUP_CODE_LENGTH))
-             for _ in range(BACKUP_CODE_COUNT)]
+    codes = [
+        "".join(secrets.choice(BACKUP_CODE_ALPHABET) for _ in range(BACKUP_CODE_LENGTH))
+        for _ in range(BACKUP_CODE_COUNT)
+    ]
     db.session.add_all(BackupCode(user_id=user.id, code_hash=_backup_hash(code)) for code in codes)
     return [f"{code[:5]}-{code[5:]}" for code in codes]
 
@@ -110,18 +113,24 @@ def use_code(user: User, code: str) -> str | None:
     with write_transaction():
         if step is not None:
             spent = db.session.execute(
-                sa.update(User).where(User.id == user.id, sa.or_(User.totp_last_step.is_(None),
-                                                                  User.totp_last_step < step))
-                .values(totp_last_step=step), execution_options={"synchronize_session": False})
+                sa.update(User)
+                .where(User.id == user.id, sa.or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+                .values(totp_last_step=step),
+                execution_options={"synchronize_session": False},
+            )
             return "code" if rows_matched(spent) == 1 else None
-        spent = db.session.execute(sa.delete(BackupCode).where(
-            BackupCode.user_id == user.id, BackupCode.code_hash == _backup_hash(_normalised_backup_code(code))))
+        spent = db.session.execute(
+            sa.delete(BackupCode).where(
+                BackupCode.user_id == user.id, BackupCode.code_hash == _backup_hash(_normalised_backup_code(code))
+            )
+        )
         return "backup" if rows_matched(spent) == 1 else None
 
 
 def backup_codes_left(user: User) -> int:
-    return db.session.scalar(sa.select(sa.func.count()).select_from(BackupCode)
-                             .where(BackupCode.user_id == user.id)) or 0
+    return (
+        db.session.scalar(sa.select(sa.func.count()).select_from(BackupCode).where(BackupCode.user_id == user.id)) or 0
+    )
 
 
 def required() -> bool:

@@ -2,6 +2,7 @@
 
 Every view here is `admin_required` (tests walk the URL map as an agent to check it).
 """
+
 import csv
 import io
 
@@ -41,13 +42,16 @@ class AddUserForm(FlaskForm):
 
 class RetentionForm(FlaskForm):
     days = IntegerField("Keep messages for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)])
-    audit_days = IntegerField("Keep the audit trail for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)])
+    audit_days = IntegerField(
+        "Keep the audit trail for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)]
+    )
 
 
 @bp.context_processor
 def runner_banner() -> dict:
     """Every admin page says so when no job runner has been heard from within a minute."""
     from app.jobs import runner
+
     return {"no_runner_alive": lambda: not runner.runners_alive(clock.now())}
 
 
@@ -65,9 +69,12 @@ def index():
 @admin_required
 def users(form: AddUserForm | None = None, error: str | None = None, status: int = 200):
     return render_template(
-        "admin/users.html", form=form or AddUserForm(formdata=None), error=error,
+        "admin/users.html",
+        form=form or AddUserForm(formdata=None),
+        error=error,
         users=db.session.scalars(db.select(User).order_by(User.username)).all(),
-        locked=accounts.locked_logins(clock.now()), two_factor_required=two_factor.required(),
+        locked=accounts.locked_logins(clock.now()),
+        two_factor_required=two_factor.required(),
     ), status
 
 
@@ -101,17 +108,24 @@ def add_user():
 def link_page(user: User, token: str, new: bool = False):
     # From PUBLIC_URL (or BIND), never from the request's Host header, which the client chooses.
     link = config.site_url(current_app.config) + url_for("auth.set_password", token=token)
-    return render_template("admin/link.html", user=user, link=link, new=new,
-                           hours=current_app.config["RESET_LINK_SECONDS"] / 3600)
+    return render_template(
+        "admin/link.html", user=user, link=link, new=new, hours=current_app.config["RESET_LINK_SECONDS"] / 3600
+    )
 
 
 @bp.get("/users/<int:user_id>")
 @admin_required
 def user(user_id: int, error: str | None = None, status: int = 200):
     account = user_or_404(user_id)
-    return render_template("admin/user.html", account=account, error=error, roles=ROLES,
-                           two_factor_required=two_factor.required(),
-                           sessions=accounts.sessions_of(account), now=clock.now()), status
+    return render_template(
+        "admin/user.html",
+        account=account,
+        error=error,
+        roles=ROLES,
+        two_factor_required=two_factor.required(),
+        sessions=accounts.sessions_of(account),
+        now=clock.now(),
+    ), status
 
 
 @bp.post("/users/<int:user_id>/role")
@@ -187,11 +201,15 @@ def unlock(throttle_id: int):
 
 # --- the audit trail ---------------------------------------------------------------------
 
+
 def audit_filters() -> dict:
     action = request.args.get("action", "")
-    return {"action": action if action in audit.ACTIONS else None,
-            "username": request.args.get("user", "").strip() or None,
-            "first_day": date_arg("from"), "last_day": date_arg("to")}
+    return {
+        "action": action if action in audit.ACTIONS else None,
+        "username": request.args.get("user", "").strip() or None,
+        "first_day": date_arg("from"),
+        "last_day": date_arg("to"),
+    }
 
 
 @bp.get("/audit")
@@ -202,9 +220,17 @@ def audit_trail():
     query = audit.events_query(**filters, before_id=before)
     events = db.session.scalars(query.limit(AUDIT_PAGE_SIZE + 1)).all()
     filter_args = {name: value for name, value in request.args.items() if name != "before" and value}
-    return render_template("admin/audit.html", events=events[:AUDIT_PAGE_SIZE], more=len(events) > AUDIT_PAGE_SIZE,
-                           paged=before is not None, filter_args=filter_args, filters=filters, actions=audit.ACTIONS,
-                           usernames=audit.usernames(), describe=audit.describe_details)
+    return render_template(
+        "admin/audit.html",
+        events=events[:AUDIT_PAGE_SIZE],
+        more=len(events) > AUDIT_PAGE_SIZE,
+        paged=before is not None,
+        filter_args=filter_args,
+        filters=filters,
+        actions=audit.ACTIONS,
+        usernames=audit.usernames(),
+        describe=audit.describe_details,
+    )
 
 
 @bp.get("/audit.csv")
@@ -218,19 +244,30 @@ def audit_csv():
         buffer.write("\ufeff")
         writer.writerow(["time", "user", "address", "action", "details"])
         for event in db.session.scalars(query.execution_options(yield_per=500)):
-            writer.writerow([clock.utc_iso(event.at), safe_cell(event.username), safe_cell(event.address),
-                             event.action, safe_cell(event.details)])
+            writer.writerow(
+                [
+                    clock.utc_iso(event.at),
+                    safe_cell(event.username),
+                    safe_cell(event.address),
+                    event.action,
+                    safe_cell(event.details),
+                ]
+            )
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
         yield buffer.getvalue().encode()
 
     filename = f"sms-inbox-audit-{clock.now():%Y-%m-%d}.csv"
-    return Response(stream_with_context(lines()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        stream_with_context(lines()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 # --- retention and erasure ---------------------------------------------------------------
+
 
 @bp.route("/retention", methods=["GET", "POST"])
 @admin_required
@@ -239,15 +276,21 @@ def retention_settings():
     if form.validate_on_submit():
         with write_transaction():
             retention.set_days(form.days.data, form.audit_days.data)
-            audit.record("settings_changed", {"retention_days": form.days.data or "for ever",
-                                              "audit_retention_days": form.audit_days.data or "for ever"})
+            audit.record(
+                "settings_changed",
+                {
+                    "retention_days": form.days.data or "for ever",
+                    "audit_retention_days": form.audit_days.data or "for ever",
+                },
+            )
         message = "Saved. The next daily purge follows the new setting."
     elif request.method == "POST":
         status = 400
     else:
         form.days.data, form.audit_days.data = retention.days(), retention.audit_days()
-    return render_template("admin/retention.html", form=form, message=message,
-                           last_purge=retention.last_purge()), status
+    return render_template(
+        "admin/retention.html", form=form, message=message, last_purge=retention.last_purge()
+    ), status
 
 
 @bp.route(f"/conversations/<int(max={LARGEST_ID}):conversation_id>/delete", methods=["GET", "POST"])
@@ -262,16 +305,21 @@ def delete_conversation(conversation_id: int):
 
 # --- background jobs ---------------------------------------------------------------------
 
+
 @bp.get("/jobs")
 @admin_required
 def job_list():
     from app.jobs import runner
+
     now = clock.now()
     found = jobs.listing()
-    return render_template("admin/jobs.html", now=now, alive_within=runner.ALIVE_WITHIN,
-                           runners=servers.runner_rows(),
-                           jobs_by_state={state: [job for job in found if job.state == state]
-                                          for state in ("running", "due", "dead")})
+    return render_template(
+        "admin/jobs.html",
+        now=now,
+        alive_within=runner.ALIVE_WITHIN,
+        runners=servers.runner_rows(),
+        jobs_by_state={state: [job for job in found if job.state == state] for state in ("running", "due", "dead")},
+    )
 
 
 @bp.post(f"/jobs/<int(max={2**63 - 1}):job_id>/retry")

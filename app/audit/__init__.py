@@ -6,6 +6,7 @@ except the audit trail's own retention (retention.py). Phone numbers never go in
 `number_hash` is a keyed hash (HMAC with SECRET_KEY) that matches the same number again
 without revealing it.
 """
+
 import hashlib
 import hmac
 import json
@@ -56,8 +57,7 @@ ACTIONS = {
 UNSET = object()
 
 
-def record(action: str, details: dict | None = None, username=UNSET, address=UNSET,
-           at: datetime | None = None) -> None:
+def record(action: str, details: dict | None = None, username=UNSET, address=UNSET, at: datetime | None = None) -> None:
     """Append an event. `username` defaults to the person logged in (None outside a request:
     the app itself, e.g. the daily purge); `address` to the request's client address (the
     socket's, or the X-Forwarded-For hop that PROXY_COUNT trusts); `at` to now."""
@@ -69,15 +69,20 @@ def record(action: str, details: dict | None = None, username=UNSET, address=UNS
         db.session.add(AuditEvent(**event_row(action, details, username, address, at)))
 
 
-def event_row(action: str, details: dict | None, username: str | None, address: str | None,
-              at: datetime | None = None) -> dict:
+def event_row(
+    action: str, details: dict | None, username: str | None, address: str | None, at: datetime | None = None
+) -> dict:
     """An event's columns, for `record` and for code that writes through a Core connection
     (ingest records a customer's STOP in its own transaction); `at` defaults to now."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    return dict(at=at or clock.now(), username=username[:USERNAME_LENGTH] if username else None,
-                address=address[:ADDRESS_LENGTH] if address else None, action=action,
-                details=json.dumps(details or {}, ensure_ascii=False, sort_keys=True, default=str))
+    return dict(
+        at=at or clock.now(),
+        username=username[:USERNAME_LENGTH] if username else None,
+        address=address[:ADDRESS_LENGTH] if address else None,
+        action=action,
+        details=json.dumps(details or {}, ensure_ascii=False, sort_keys=True, default=str),
+    )
 
 
 def number_hash(number: str) -> str:
@@ -93,9 +98,13 @@ def number_hash(number: str) -> str:
     return hmac.new(current_app.config["SECRET_KEY"].encode(), hashed.encode(), hashlib.sha256).hexdigest()
 
 
-def events_query(action: str | None = None, username: str | None = None,
-                 first_day: date | None = None, last_day: date | None = None,
-                 before_id: int | None = None) -> sa.Select:
+def events_query(
+    action: str | None = None,
+    username: str | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+    before_id: int | None = None,
+) -> sa.Select:
     """Events newest first, filtered by action, user and days (UTC, both ends included); with
     `before_id`, those after that event in this order (the next page)."""
     query = sa.select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
@@ -115,8 +124,14 @@ def events_query(action: str | None = None, username: str | None = None,
 
 def usernames() -> list[str]:
     """Everyone who appears in the trail, for the filter."""
-    return list(db.session.scalars(sa.select(AuditEvent.username).where(AuditEvent.username.is_not(None))
-                                   .distinct().order_by(AuditEvent.username)))
+    return list(
+        db.session.scalars(
+            sa.select(AuditEvent.username)
+            .where(AuditEvent.username.is_not(None))
+            .distinct()
+            .order_by(AuditEvent.username)
+        )
+    )
 
 
 def details_of(event: AuditEvent) -> dict:
@@ -125,5 +140,8 @@ def details_of(event: AuditEvent) -> dict:
 
 def describe_details(event: AuditEvent) -> str:
     """The details as `key: value` pairs for people."""
-    return "; ".join(f"{key.replace('_', ' ')}: {value}" for key, value in details_of(event).items()
-                     if value not in (None, "", [], 0))
+    return "; ".join(
+        f"{key.replace('_', ' ')}: {value}"
+        for key, value in details_of(event).items()
+        if value not in (None, "", [], 0)
+    )

@@ -9,6 +9,7 @@ messages queue up for the next leader. No thread of its own: each leader is a re
 When a batch fails, its messages are stored one by one, so one bad message never costs the
 others their first delivery.
 """
+
 import threading
 import time
 from concurrent.futures import Future

@@ -3,6 +3,7 @@
 Each store is one write transaction (joined if the caller already holds one): a message, its
 conversation and the day's count commit together, before anyone answers 200.
 """
+
 import hashlib
 import json
 from dataclasses import dataclass
@@ -33,8 +34,11 @@ from app.extensions import dialect_insert
 REQUIRED = ("msg_id", "sender", "text", "time")
 OPTIONAL = ("sub_msg_id", "channel", "recipient")
 MAX_LENGTH = {
-    "msg_id": ID_LENGTH, "sub_msg_id": ID_LENGTH, "sender": NUMBER_LENGTH,
-    "recipient": NUMBER_LENGTH, "channel": CHANNEL_LENGTH,
+    "msg_id": ID_LENGTH,
+    "sub_msg_id": ID_LENGTH,
+    "sender": NUMBER_LENGTH,
+    "recipient": NUMBER_LENGTH,
+    "channel": CHANNEL_LENGTH,
 }
 LOOKUPS_PER_STATEMENT = 10_000
 
@@ -136,31 +140,55 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
         # Each message keeps the sender as it came.
         keys = [numbers.normalise(message.sender) for message in new]
         conversation_of = conversation_ids(connection, dict(zip(keys, (m.channel for m in new), strict=True)), change)
-        ids = connection.execute(_insert_messages(), [{
-            "conversation_id": conversation_of[key],
-            "msg_id": message.msg_id,
-            "sub_msg_id": message.sub_msg_id,
-            "channel": message.channel,
-            "sender": message.sender,
-            "recipient": message.recipient,
-            "text": message.text,
-            "folded_text": folding.fold(message.text),
-            "sent_at": message.sent_at,
-            "received_at": received_at,
-            "raw_body": message.raw_body,
-            "change_seq": change,
-        } for key, message in zip(keys, new, strict=True)]).scalars().all()
+        ids = (
+            connection.execute(
+                _insert_messages(),
+                [
+                    {
+                        "conversation_id": conversation_of[key],
+                        "msg_id": message.msg_id,
+                        "sub_msg_id": message.sub_msg_id,
+                        "channel": message.channel,
+                        "sender": message.sender,
+                        "recipient": message.recipient,
+                        "text": message.text,
+                        "folded_text": folding.fold(message.text),
+                        "sent_at": message.sent_at,
+                        "received_at": received_at,
+                        "raw_body": message.raw_body,
+                        "change_seq": change,
+                    }
+                    for key, message in zip(keys, new, strict=True)
+                ],
+            )
+            .scalars()
+            .all()
+        )
 
         totals: dict[int, ConversationTotals] = {}
         for message_id, key, message in zip(ids, keys, new, strict=True):
             conversation_id = conversation_of[key]
             totals.setdefault(conversation_id, ConversationTotals(message.channel)).add(
-                message_id, message.channel, message.sent_at, received_at, message.text, unread=True)
+                message_id, message.channel, message.sent_at, received_at, message.text, unread=True
+            )
         add_to_conversations(connection, totals, change)
-        add_recipients(connection, {(conversation_of[key], message.recipient)
-                                    for key, message in zip(keys, new, strict=True) if message.recipient})
-        optouts.record_keywords(connection, [(conversation_of[key], message_id, message.text)
-                                             for message_id, key, message in zip(ids, keys, new, strict=True)], received_at, change)
+        add_recipients(
+            connection,
+            {
+                (conversation_of[key], message.recipient)
+                for key, message in zip(keys, new, strict=True)
+                if message.recipient
+            },
+        )
+        optouts.record_keywords(
+            connection,
+            [
+                (conversation_of[key], message_id, message.text)
+                for message_id, key, message in zip(ids, keys, new, strict=True)
+            ],
+            received_at,
+            change,
+        )
         add_to_daily_counts(connection, {received_at.date(): len(new)})
     stored = {id(message) for message in new}
     return [id(message) in stored for message in messages]
@@ -169,6 +197,7 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
 @dataclass
 class ConversationTotals:
     """What one conversation gains from a transaction's messages."""
+
     channel: str
     message_count: int = 0
     unread_count: int = 0
@@ -177,13 +206,19 @@ class ConversationTotals:
     last_text: str = ""
     last_inbound_at: datetime | None = None
 
-    def add(self, message_id: int, channel: str, sent_at: datetime, received_at: datetime, text: str,
-            unread: bool) -> None:
+    def add(
+        self, message_id: int, channel: str, sent_at: datetime, received_at: datetime, text: str, unread: bool
+    ) -> None:
         """Count an inbound message; they are added in id order, so the last is the newest."""
         self.message_count += 1
         self.unread_count += unread
         self.channel, self.last_message_id, self.last_sent_at, self.last_text, self.last_inbound_at = (
-            channel, message_id, sent_at, text[:PREVIEW_LENGTH], received_at)
+            channel,
+            message_id,
+            sent_at,
+            text[:PREVIEW_LENGTH],
+            received_at,
+        )
 
 
 def conversation_ids(connection: sa.Connection, channels: dict[str, str], change: int) -> dict[str, int]:
@@ -195,15 +230,28 @@ def conversation_ids(connection: sa.Connection, channels: dict[str, str], change
     senders = list(channels)
     found: dict[str, int] = {}
     for start in range(0, len(senders), LOOKUPS_PER_STATEMENT):  # SQLite binds at most 32,766
-        found.update(connection.execute(_conversations_of(),
-                                        {"senders": senders[start:start + LOOKUPS_PER_STATEMENT]}).all())
+        found.update(
+            connection.execute(_conversations_of(), {"senders": senders[start : start + LOOKUPS_PER_STATEMENT]}).all()
+        )
     missing = [sender for sender in channels if sender not in found]
     if missing:
         created = connection.execute(
             sa.insert(Conversation).returning(Conversation.sender, Conversation.id, sort_by_parameter_order=True),
-            [{"sender": sender, "sender_key": search_key(sender), "channel": channels[sender],
-              "last_message_id": None, "last_sent_at": datetime.min, "last_text": "",
-              "message_count": 0, "unread_count": 0, "change_seq": change} for sender in missing])
+            [
+                {
+                    "sender": sender,
+                    "sender_key": search_key(sender),
+                    "channel": channels[sender],
+                    "last_message_id": None,
+                    "last_sent_at": datetime.min,
+                    "last_text": "",
+                    "message_count": 0,
+                    "unread_count": 0,
+                    "change_seq": change,
+                }
+                for sender in missing
+            ],
+        )
         found.update(created.all())
     return found
 
@@ -212,11 +260,20 @@ def add_to_conversations(connection: sa.Connection, totals: dict[int, Conversati
     """Move each conversation to its newest inbound message and add the new counts (one executemany)."""
     connection.execute(
         _move_conversations(),
-        [{"conversation_id": conversation_id, "change": change, "new_channel": t.channel,
-          "new_last_message_id": t.last_message_id, "new_last_sent_at": t.last_sent_at,
-          "new_last_text": t.last_text, "added": t.message_count, "added_unread": t.unread_count,
-          "new_last_inbound_at": t.last_inbound_at}
-         for conversation_id, t in totals.items()],
+        [
+            {
+                "conversation_id": conversation_id,
+                "change": change,
+                "new_channel": t.channel,
+                "new_last_message_id": t.last_message_id,
+                "new_last_sent_at": t.last_sent_at,
+                "new_last_text": t.last_text,
+                "added": t.message_count,
+                "added_unread": t.unread_count,
+                "new_last_inbound_at": t.last_inbound_at,
+            }
+            for conversation_id, t in totals.items()
+        ],
     )
 
 
@@ -225,14 +282,16 @@ def add_recipients(connection: sa.Connection, pairs: set[tuple[int, str]]) -> No
     if not pairs:
         return
     insert = dialect_insert(ConversationRecipient.__table__, connection.dialect.name)
-    connection.execute(insert.on_conflict_do_nothing(index_elements=["recipient", "conversation_id"]),
-                       [{"conversation_id": conversation_id, "recipient": recipient}
-                        for conversation_id, recipient in pairs])
+    connection.execute(
+        insert.on_conflict_do_nothing(index_elements=["recipient", "conversation_id"]),
+        [{"conversation_id": conversation_id, "recipient": recipient} for conversation_id, recipient in pairs],
+    )
 
 
 def add_to_daily_counts(connection: sa.Connection, days: dict[date, int]) -> None:
-    connection.execute(_add_daily_counts(connection.dialect.name),
-                       [{"day": day, "count": count} for day, count in days.items()])
+    connection.execute(
+        _add_daily_counts(connection.dialect.name), [{"day": day, "count": count} for day, count in days.items()]
+    )
 
 
 # Statements built once: building SQLAlchemy statements (and their cache keys) costs more
@@ -245,31 +304,37 @@ def _known_msg_ids() -> sa.Select:
 @cache
 def _conversations_of() -> sa.Select:
     return sa.select(Conversation.sender, Conversation.id).where(
-        Conversation.sender.in_(sa.bindparam("senders", expanding=True)))
+        Conversation.sender.in_(sa.bindparam("senders", expanding=True))
+    )
 
 
 @cache
 def _move_conversations() -> sa.Update:
     table = Conversation.__table__
-    return sa.update(table).where(table.c.id == sa.bindparam("conversation_id")).values(
-        channel=sa.bindparam("new_channel"),
-        last_message_id=sa.bindparam("new_last_message_id"),
-        last_sent_at=sa.bindparam("new_last_sent_at"),
-        last_text=sa.bindparam("new_last_text"),
-        message_count=table.c.message_count + sa.bindparam("added", type_=sa.Integer),
-        unread_count=table.c.unread_count + sa.bindparam("added_unread", type_=sa.Integer),
-        last_direction="in",
-        last_inbound_at=sa.bindparam("new_last_inbound_at"),
-        status="open",  # the customer wrote again: a conversation put aside comes back
-        change_seq=sa.bindparam("change", type_=sa.BigInteger),
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("conversation_id"))
+        .values(
+            channel=sa.bindparam("new_channel"),
+            last_message_id=sa.bindparam("new_last_message_id"),
+            last_sent_at=sa.bindparam("new_last_sent_at"),
+            last_text=sa.bindparam("new_last_text"),
+            message_count=table.c.message_count + sa.bindparam("added", type_=sa.Integer),
+            unread_count=table.c.unread_count + sa.bindparam("added_unread", type_=sa.Integer),
+            last_direction="in",
+            last_inbound_at=sa.bindparam("new_last_inbound_at"),
+            status="open",  # the customer wrote again: a conversation put aside comes back
+            change_seq=sa.bindparam("change", type_=sa.BigInteger),
+        )
     )
 
 
 @cache
 def _add_daily_counts(dialect: str) -> sa.Insert:
     insert = dialect_insert(DailyCount.__table__, dialect)
-    return insert.on_conflict_do_update(index_elements=["day"],
-                                        set_={"count": DailyCount.count + insert.excluded.count})
+    return insert.on_conflict_do_update(
+        index_elements=["day"], set_={"count": DailyCount.count + insert.excluded.count}
+    )
 
 
 @cache
@@ -282,5 +347,11 @@ def store_dead_letter(raw_body: bytes, reason: str) -> None:
     """Keep a signed body we cannot file, once however often the provider retries it."""
     insert = dialect_insert(DeadLetter.__table__).on_conflict_do_nothing(index_elements=["body_sha256"])
     with write_transaction() as session:
-        session.execute(insert.values(received_at=clock.now(), reason=reason[:500], raw_body=raw_body,
-                                      body_sha256=hashlib.sha256(raw_body).hexdigest()))
+        session.execute(
+            insert.values(
+                received_at=clock.now(),
+                reason=reason[:500],
+                raw_body=raw_body,
+                body_sha256=hashlib.sha256(raw_body).hexdigest(),
+            )
+        )

@@ -1,4 +1,5 @@
 """Messente's signed callbacks: inbound messages and delivery reports for our replies."""
+
 import logging
 
 from flask import Blueprint, current_app, request
@@ -62,8 +63,12 @@ def signed_body(keys: list[str], what: str) -> bytes:
     except BodyIncomplete:
         raise Refused(408, "the request body did not arrive in full") from None
     if not signing.verify(raw_body, request.headers.get("X-Messente-Signature"), keys):
-        log.warning("%s rejected: missing or wrong X-Messente-Signature (%d bytes from %s)",
-                    what, len(raw_body), request.remote_addr)
+        log.warning(
+            "%s rejected: missing or wrong X-Messente-Signature (%d bytes from %s)",
+            what,
+            len(raw_body),
+            request.remote_addr,
+        )
         raise Refused(401, "missing or invalid X-Messente-Signature")
     return raw_body
 

@@ -1,4 +1,5 @@
 """Messente's callback signature: lowercase hex HMAC-SHA256 of the raw body bytes."""
+
 import hashlib
 import hmac
 

@@ -3,6 +3,7 @@
 Both change what the list and the thread show, so each write stamps the conversation's
 change number: every open list and thread picks it up at its next poll.
 """
+
 import sqlalchemy as sa
 
 from app import audit
@@ -38,10 +39,16 @@ def set_contact(conversation_id: int, name: str, note: str) -> None:
     """Name the person behind a conversation and keep a note (audited); ContactRefused if too long."""
     cleaned_name, cleaned_note = clean_contact(name, note)
     with write_transaction() as session:
-        session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
-                        .values(contact_name=cleaned_name, contact_note=cleaned_note,
-                                contact_key=fold(cleaned_name)[:CONTACT_KEY_LENGTH] if cleaned_name else None,
-                                change_seq=change_number()))
+        session.execute(
+            sa.update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(
+                contact_name=cleaned_name,
+                contact_note=cleaned_note,
+                contact_key=fold(cleaned_name)[:CONTACT_KEY_LENGTH] if cleaned_name else None,
+                change_seq=change_number(),
+            )
+        )
         audit.record("contact_edited", {"conversation": conversation_id})
 
 
@@ -51,6 +58,8 @@ def set_status(conversation_id: int, status: str) -> bool:
         raise ValueError(f"status must be one of {STATUSES}")
     with write_transaction() as session:
         changed = session.execute(
-            sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.status != status)
-            .values(status=status, change_seq=change_number()))
+            sa.update(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.status != status)
+            .values(status=status, change_seq=change_number())
+        )
     return rows_matched(changed) == 1

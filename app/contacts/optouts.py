@@ -7,6 +7,7 @@ Every change is kept in `opt_out`, with the message or the person that caused it
 audit trail with who made it: the customer (by keyword) or the user. A person can opt anyone
 out; lifting a customer's own STOP by hand takes an admin and a reason (see `needs_admin`).
 """
+
 import re
 from datetime import datetime
 from typing import Any
@@ -19,8 +20,18 @@ from app.db.models import AuditEvent, Conversation, OptOut, Suppression
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
 
-OPT_OUT_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out",
-                 "stopp"}  # Estonian
+OPT_OUT_WORDS = {
+    "stop",
+    "stopall",
+    "unsubscribe",
+    "cancel",
+    "end",
+    "quit",
+    "revoke",
+    "optout",
+    "opt out",
+    "stopp",
+}  # Estonian
 OPT_IN_WORDS = {"start", "unstop"}
 TRAILING_PUNCTUATION = re.compile(r"[\s.!?,;:…。！]+$")
 
@@ -35,41 +46,68 @@ def keyword(text: str) -> bool | None:
     return None
 
 
-def record_keywords(connection: sa.Connection, messages: list[tuple[int, int, str]], at: datetime,
-                    change: int) -> None:
+def record_keywords(connection: sa.Connection, messages: list[tuple[int, int, str]], at: datetime, change: int) -> None:
     """Opt conversations out (or back in) for the keyword messages among new inbound ones.
 
     `messages` are (conversation id, message id, text) in arrival order; runs inside the
     ingest transaction, so the opt-out is stored (and audited) with the message that asked for it.
     """
-    events = [(conversation_id, message_id, wants_out) for conversation_id, message_id, text in messages
-              if (wants_out := keyword(text)) is not None]
+    events = [
+        (conversation_id, message_id, wants_out)
+        for conversation_id, message_id, text in messages
+        if (wants_out := keyword(text)) is not None
+    ]
     if not events:
         return
-    connection.execute(sa.insert(OptOut), [
-        {"conversation_id": conversation_id, "message_id": message_id, "opted_out": wants_out, "at": at}
-        for conversation_id, message_id, wants_out in events])
-    state = dict(connection.execute(sa.select(Conversation.id, Conversation.opted_out).where(
-        Conversation.id.in_({conversation_id for conversation_id, _, _ in events}))).all())
+    connection.execute(
+        sa.insert(OptOut),
+        [
+            {"conversation_id": conversation_id, "message_id": message_id, "opted_out": wants_out, "at": at}
+            for conversation_id, message_id, wants_out in events
+        ],
+    )
+    state = dict(
+        connection.execute(
+            sa.select(Conversation.id, Conversation.opted_out).where(
+                Conversation.id.in_({conversation_id for conversation_id, _, _ in events})
+            )
+        ).all()
+    )
     final = {conversation_id: wants_out for conversation_id, _, wants_out in events}  # the last one counts
     audited = []
     for conversation_id, message_id, wants_out in events:
         if state[conversation_id] != wants_out:  # a second STOP changes nothing, and is not an event
             state[conversation_id] = wants_out
             audited.append((conversation_id, message_id, wants_out))
-    lifted = {conversation_id for conversation_id, wants_out in final.items()
-              if _set(connection, conversation_id, wants_out, change)}
-    rows = [audit.event_row("opted_out" if wants_out else "opted_in",
-                            {"conversation": conversation_id, "by": "customer", "message": message_id}
-                            | ({"erasure_block_lifted": True} if conversation_id in lifted and not wants_out else {}),
-                            username=None, address=None, at=at)
-            for conversation_id, message_id, wants_out in audited]
+    lifted = {
+        conversation_id
+        for conversation_id, wants_out in final.items()
+        if _set(connection, conversation_id, wants_out, change)
+    }
+    rows = [
+        audit.event_row(
+            "opted_out" if wants_out else "opted_in",
+            {"conversation": conversation_id, "by": "customer", "message": message_id}
+            | ({"erasure_block_lifted": True} if conversation_id in lifted and not wants_out else {}),
+            username=None,
+            address=None,
+            at=at,
+        )
+        for conversation_id, message_id, wants_out in audited
+    ]
     # START from a new conversation of a number erased after it opted out: not an opt-out change
     # of this conversation, but the end of the block the erasure left.
     changed = {conversation_id for conversation_id, _, _ in audited}
-    rows += [audit.event_row("opted_in", {"conversation": conversation_id, "by": "customer",
-                                          "erasure_block_lifted": True}, username=None, address=None, at=at)
-             for conversation_id in lifted - changed]
+    rows += [
+        audit.event_row(
+            "opted_in",
+            {"conversation": conversation_id, "by": "customer", "erasure_block_lifted": True},
+            username=None,
+            address=None,
+            at=at,
+        )
+        for conversation_id in lifted - changed
+    ]
     if rows:
         connection.execute(sa.insert(AuditEvent), rows)
 
@@ -82,8 +120,12 @@ def needs_admin(conversation: Conversation) -> bool:
         return False
     if db.session.get(Suppression, audit.number_hash(conversation.sender)) is not None:
         return True
-    last = db.session.execute(sa.select(OptOut.user_id).where(
-        OptOut.conversation_id == conversation.id, OptOut.opted_out).order_by(OptOut.id.desc()).limit(1)).first()
+    last = db.session.execute(
+        sa.select(OptOut.user_id)
+        .where(OptOut.conversation_id == conversation.id, OptOut.opted_out)
+        .order_by(OptOut.id.desc())
+        .limit(1)
+    ).first()
     return last is None or last.user_id is None
 
 
@@ -91,8 +133,9 @@ class LiftRefused(Exception):
     """Opting back in takes an admin and a reason here (see `needs_admin`), and this had not both."""
 
 
-def set_opted_out(conversation_id: int, opted_out: bool, user_id: int, reason: str = "",
-                  may_lift_stop: bool = False) -> bool:
+def set_opted_out(
+    conversation_id: int, opted_out: bool, user_id: int, reason: str = "", may_lift_stop: bool = False
+) -> bool:
     """A person's decision ("please stop texting me"); False when it was so already. The reason
     goes in the audit event. Opting back in where `needs_admin` raises LiftRefused unless
     `may_lift_stop` (the person is an admin) and there is a reason: checked here, holding the
@@ -102,23 +145,29 @@ def set_opted_out(conversation_id: int, opted_out: bool, user_id: int, reason: s
         current = connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation_id))
         if current is None or current == opted_out:
             return False
-        if (not opted_out and not (may_lift_stop and reason)
-                and needs_admin(session.get_one(Conversation, conversation_id, populate_existing=True))):
+        if (
+            not opted_out
+            and not (may_lift_stop and reason)
+            and needs_admin(session.get_one(Conversation, conversation_id, populate_existing=True))
+        ):
             raise LiftRefused()
         now = clock.now()
-        connection.execute(sa.insert(OptOut).values(conversation_id=conversation_id, opted_out=opted_out,
-                                                    user_id=user_id, at=now))
+        connection.execute(
+            sa.insert(OptOut).values(conversation_id=conversation_id, opted_out=opted_out, user_id=user_id, at=now)
+        )
         lifted = _set(connection, conversation_id, opted_out, change_number())
-        audit.record("opted_out" if opted_out else "opted_in",
-                     {"conversation": conversation_id, "by": "user"}
-                     | ({"reason": reason} if reason else {})
-                     | ({"erasure_block_lifted": True} if lifted else {}), at=now)
+        audit.record(
+            "opted_out" if opted_out else "opted_in",
+            {"conversation": conversation_id, "by": "user"}
+            | ({"reason": reason} if reason else {})
+            | ({"erasure_block_lifted": True} if lifted else {}),
+            at=now,
+        )
     return True
 
 
 def history(session, conversation_id: int) -> list[OptOut]:
-    return list(session.scalars(sa.select(OptOut).where(OptOut.conversation_id == conversation_id)
-                                .order_by(OptOut.id)))
+    return list(session.scalars(sa.select(OptOut).where(OptOut.conversation_id == conversation_id).order_by(OptOut.id)))
 
 
 def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, change: int) -> bool:
@@ -133,14 +182,20 @@ def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, chang
         )
         values["blacklist_problem"] = None
         jobs.enqueue("sync_blacklist", key="blacklist")  # replies.sync_blacklist_job, once this commits
-    sender = connection.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
-                                .values(**values).returning(Conversation.sender)).scalar_one()
+    sender = connection.execute(
+        sa.update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(**values)
+        .returning(Conversation.sender)
+    ).scalar_one()
     if opted_out:
         return False
     # Asking for messages again also lifts the block an erasure left on the number: the
     # suppression is keyed by the same key as the conversation (audit.number_hash of its sender).
-    return connection.execute(sa.delete(Suppression).where(
-        Suppression.number_hash == audit.number_hash(sender))).rowcount > 0
+    return (
+        connection.execute(sa.delete(Suppression).where(Suppression.number_hash == audit.number_hash(sender))).rowcount
+        > 0
+    )
 
 
 def is_suppressed(number: str) -> bool:

@@ -1,4 +1,5 @@
 """The tables. Times are naive UTC datetimes on every backend."""
+
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ SAVED_REPLY_TITLE_LENGTH = 80
 # Ids that count messages (and changes) are 64-bit on PostgreSQL; SQLite's INTEGER already is,
 # and only a column declared exactly INTEGER PRIMARY KEY is its auto-incrementing rowid.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 # Tables whose ids people and records refer to (URLs, audit events, a browser's saved drafts):
 # on SQLite a plain rowid table hands the largest id out again once its row is deleted (an erased
@@ -82,8 +84,7 @@ class Conversation(Model):
         ).ddl_if(dialect="postgresql"),
         # The list's order (newest activity first) and, for sender search, the key it tests:
         # search walks this index alone and reads only the page's matches from the table.
-        sa.Index("uq_conversation_last_message_id_sender_key", "last_message_id", "sender_key",
-                 unique=True),
+        sa.Index("uq_conversation_last_message_id_sender_key", "last_message_id", "sender_key", unique=True),
         # The Open and Done views, newest activity first; with the sender key, so that a search
         # in them, like one in all conversations, reads the index alone.
         sa.Index("ix_conversation_status_last_message_id", "status", "last_message_id", "sender_key"),
@@ -91,18 +92,33 @@ class Conversation(Model):
         sa.Index("ix_conversation_channel_last_message_id", "channel", "last_message_id"),
         # The Unread and Opted out views, newest activity first, and their counts: each reads
         # only the conversations it shows.
-        sa.Index("ix_conversation_unread_last_message_id", "last_message_id",
-                 sqlite_where=sa.text("unread_count > 0"), postgresql_where=sa.text("unread_count > 0")),
-        sa.Index("ix_conversation_opted_out_last_message_id", "last_message_id",
-                 sqlite_where=sa.text("opted_out = 1"), postgresql_where=sa.text("opted_out")),
+        sa.Index(
+            "ix_conversation_unread_last_message_id",
+            "last_message_id",
+            sqlite_where=sa.text("unread_count > 0"),
+            postgresql_where=sa.text("unread_count > 0"),
+        ),
+        sa.Index(
+            "ix_conversation_opted_out_last_message_id",
+            "last_message_id",
+            sqlite_where=sa.text("opted_out = 1"),
+            postgresql_where=sa.text("opted_out"),
+        ),
         # Search by name reads only the conversations that have one.
-        sa.Index("ix_conversation_contact_key", "contact_key",
-                 sqlite_where=sa.text("contact_key IS NOT NULL"),
-                 postgresql_where=sa.text("contact_key IS NOT NULL")),
+        sa.Index(
+            "ix_conversation_contact_key",
+            "contact_key",
+            sqlite_where=sa.text("contact_key IS NOT NULL"),
+            postgresql_where=sa.text("contact_key IS NOT NULL"),
+        ),
         # ... and on PostgreSQL finds the names containing a query (SQLite: CONVERSATION_FTS).
-        sa.Index("ix_conversation_contact_key_trgm", "contact_key", postgresql_using="gin",
-                 postgresql_ops={"contact_key": "gin_trgm_ops"},
-                 postgresql_with={"fastupdate": "off"}).ddl_if(dialect="postgresql"),
+        sa.Index(
+            "ix_conversation_contact_key_trgm",
+            "contact_key",
+            postgresql_using="gin",
+            postgresql_ops={"contact_key": "gin_trgm_ops"},
+            postgresql_with={"fastupdate": "off"},
+        ).ddl_if(dialect="postgresql"),
         # Counting unread conversations (the page title) reads only the unread ones.
         sa.Index(
             "ix_conversation_unread",
@@ -197,8 +213,19 @@ CONVERSATION_FTS = trigram_index(Conversation.__table__, ["sender_key", "contact
 
 # Delivery statuses by how far they got: a report never moves a reply backwards, and with
 # fallback channels the best leg wins (WhatsApp FAILED, then SMS DELIVRD: delivered).
-DELIVERY_RANK = {"ACCEPTD": 1, "ACK": 2, "UNKNOWN": 3, "NACK": 3, "REJECTD": 3, "UNDELIV": 3,
-                 "FAILED": 3, "EXPIRED": 3, "DELETED": 3, "DELIVRD": 4, "SEEN": 5}
+DELIVERY_RANK = {
+    "ACCEPTD": 1,
+    "ACK": 2,
+    "UNKNOWN": 3,
+    "NACK": 3,
+    "REJECTD": 3,
+    "UNDELIV": 3,
+    "FAILED": 3,
+    "EXPIRED": 3,
+    "DELETED": 3,
+    "DELIVRD": 4,
+    "SEEN": 5,
+}
 
 
 DELIVERY_FAILURES = tuple(status for status, rank in DELIVERY_RANK.items() if rank == 3)
@@ -261,8 +288,7 @@ class ChangeCounter(Model):
     value: Mapped[int] = mapped_column(sa.BigInteger)
 
 
-sa.event.listen(ChangeCounter.__table__, "after_create",
-                sa.DDL("INSERT INTO change_counter (id, value) VALUES (1, 0)"))
+sa.event.listen(ChangeCounter.__table__, "after_create", sa.DDL("INSERT INTO change_counter (id, value) VALUES (1, 0)"))
 
 
 class DailyCount(Model):

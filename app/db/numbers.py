@@ -6,6 +6,7 @@ not valid: whether a number is valid depends on the numbering plans in the libra
 which change with every release, and a key must not. Sender names (`MyShop`) and short codes
 (`1234`) stay as they came.
 """
+
 import re
 from collections.abc import Callable
 from functools import lru_cache

@@ -11,6 +11,7 @@ Service functions that write open `write_transaction()` themselves; nested, it j
 transaction already open, so a caller can put several of them (an action and its audit event)
 in one commit.
 """
+
 import fcntl
 import sqlite3
 import time
@@ -145,8 +146,9 @@ def _locked_file(path: Path, wait_seconds: float) -> IO:
             except BlockingIOError:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise sa.exc.OperationalError("waiting for the write lock file", None,
-                                                  sqlite3.OperationalError("database is locked")) from None
+                    raise sa.exc.OperationalError(
+                        "waiting for the write lock file", None, sqlite3.OperationalError("database is locked")
+                    ) from None
                 time.sleep(min(pause, left))
                 pause = min(pause * 2, LOCK_POLL_MOST)
     except BaseException:

@@ -1,5 +1,6 @@
 """Exports: CSV (formula-safe cells, streamed from a server-side cursor in constant memory) and
 XLSX (text cells and real dates, written as XML into a zip on disk in constant memory, then sent)."""
+
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -23,8 +24,24 @@ from app.inbox.queries import conversation_matches
 # The last column is never empty: LibreOffice, reading the file with `;` as the separator, pairs
 # the quotes of a line that ends in an empty cell the wrong way and evaluates a formula inside a
 # text (tests/test_export.py opens the file in Calc).
-COLUMNS = ("time", "sender", "recipient", "channel", "text", "msg_id", "sub_msg_id", "received_at",
-           "direction", "status", "contact_name", "agent", "assignee", "labels", "problem", "conversation_id")
+COLUMNS = (
+    "time",
+    "sender",
+    "recipient",
+    "channel",
+    "text",
+    "msg_id",
+    "sub_msg_id",
+    "received_at",
+    "direction",
+    "status",
+    "contact_name",
+    "agent",
+    "assignee",
+    "labels",
+    "problem",
+    "conversation_id",
+)
 TIME_COLUMNS = ("time", "received_at")
 # Cells the app writes itself from a few known words or digits: no formula rule needed.
 PLAIN_COLUMNS = ("direction", "status", "conversation_id")
@@ -43,9 +60,14 @@ def safe_cell(value: str | None) -> str:
     return value
 
 
-def export_query(q: str = "", conversation_id: int | None = None,
-                 first_day: date | None = None, last_day: date | None = None,
-                 list_filter: ListFilter | None = None, text: str = "") -> sa.Select:
+def export_query(
+    q: str = "",
+    conversation_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+    list_filter: ListFilter | None = None,
+    text: str = "",
+) -> sa.Select:
     """Messages to export, in arrival order; days are UTC and inclusive, on the provider's time.
 
     `q` keeps the conversations search finds by number or name; `list_filter` those of a view
@@ -54,16 +76,30 @@ def export_query(q: str = "", conversation_id: int | None = None,
     """
     # The name and the author by their primary keys, per row: a join could make the database read
     # conversations first and then sort every message.
-    contact_name = (sa.select(Conversation.contact_name).where(Conversation.id == Message.conversation_id)
-                    .scalar_subquery())
+    contact_name = (
+        sa.select(Conversation.contact_name).where(Conversation.id == Message.conversation_id).scalar_subquery()
+    )
     agent = sa.select(User.username).where(User.id == Message.author_id).scalar_subquery()
-    status = sa.func.coalesce(sa.func.nullif(Message.delivery, ""), sa.func.nullif(Message.status, ""),
-                              sa.literal("received", sa.String))  # inbound messages have neither
+    status = sa.func.coalesce(
+        sa.func.nullif(Message.delivery, ""), sa.func.nullif(Message.status, ""), sa.literal("received", sa.String)
+    )  # inbound messages have neither
     not_yet = sa.cast(sa.null(), sa.String)  # assignee, labels: empty until their features exist
     query = db.select(
-        Message.sent_at, Message.sender, Message.recipient, Message.channel, Message.text,
-        Message.msg_id, Message.sub_msg_id, Message.received_at, Message.direction,
-        status, contact_name, agent, not_yet, not_yet, Message.problem,
+        Message.sent_at,
+        Message.sender,
+        Message.recipient,
+        Message.channel,
+        Message.text,
+        Message.msg_id,
+        Message.sub_msg_id,
+        Message.received_at,
+        Message.direction,
+        status,
+        contact_name,
+        agent,
+        not_yet,
+        not_yet,
+        Message.problem,
         sa.cast(Message.conversation_id, sa.String),
     ).order_by(Message.id)
     if conversation_id is not None:
@@ -94,8 +130,9 @@ def csv_chunks(query: sa.Select, on_chunk: Callable[[], None] = lambda: None) ->
     """
     yield ("\ufeff" + csv_line(COLUMNS)).encode()
     with db.engine.connect() as connection:
-        lines = query.with_only_columns(csv_line_sql(query.selected_columns, connection.dialect.name),
-                                        maintain_column_froms=True)
+        lines = query.with_only_columns(
+            csv_line_sql(query.selected_columns, connection.dialect.name), maintain_column_froms=True
+        )
         result = connection.execution_options(stream_results=True, yield_per=ROWS_PER_CHUNK).execute(lines)
         for partition in result.scalars().partitions():
             yield "".join(partition).encode()
@@ -154,8 +191,10 @@ def _formula_start(value, dialect: str) -> sa.ColumnElement[bool]:
     """FORMULA_START: on SQLite by code point. A cell starting with NUL, whose code point SQLite's
     text functions can't see (they stop at a NUL), sorts below char(1). PostgreSQL holds no NUL."""
     if dialect == "sqlite":
-        return sa.or_(sa.func.unicode(value).bool_op("IN")(_sql("(61, 43, 45, 64, 9, 13, 10)")),
-                      sa.and_(value < _sql("char(1)"), value != _sql("''")))
+        return sa.or_(
+            sa.func.unicode(value).bool_op("IN")(_sql("(61, 43, 45, 64, 9, 13, 10)")),
+            sa.and_(value < _sql("char(1)"), value != _sql("''")),
+        )
     return sa.func.substr(value, 1, 1).bool_op("IN")(_sql("('=', '+', '-', '@', chr(9), chr(13), chr(10))"))
 
 
@@ -191,8 +230,12 @@ _XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
 _DATE_STYLE, _HEADER_STYLE = 1, 2  # cellXfs in _STYLES
 
 
-def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_ROWS_PER_SHEET,
-              on_chunk: Callable[[], None] = lambda: None) -> int:
+def xlsx_file(
+    query: sa.Select,
+    output: IO[bytes],
+    rows_per_sheet: int = XLSX_ROWS_PER_SHEET,
+    on_chunk: Callable[[], None] = lambda: None,
+) -> int:
     """Write the query's rows (export_query's columns) as an .xlsx workbook into `output`; the
     number of messages written.
 
@@ -234,7 +277,9 @@ def xlsx_file(query: sa.Select, output: IO[bytes], rows_per_sheet: int = XLSX_RO
                             cells.append(f'<c r="{letters[column]}{row + 1}" s="{_DATE_STYLE}"><v>{days:.16G}</v></c>')
                             continue
                         value = value.isoformat(timespec="microseconds") + "Z"
-                    cells.append(_text_cell(f"{letters[column]}{row + 1}", value if isinstance(value, str) else str(value)))
+                    cells.append(
+                        _text_cell(f"{letters[column]}{row + 1}", value if isinstance(value, str) else str(value))
+                    )
                 lines.append(f'<row r="{row + 1}">{"".join(cells)}</row>')
             written += len(chunk)
             assert sheet is not None  # the chunk's first row started one, if there was none
@@ -282,24 +327,32 @@ def _start_sheet(package: zipfile.ZipFile, number: int, letters: list[str]) -> I
     columns = "".join(
         f'<col min="{column + 1}" max="{column + 1}" width="{XLSX_TEXT_WIDTHS.get(name, 16) + 0.7109375}"'
         f'{date_style if name in TIME_COLUMNS else ""} customWidth="1"/>'
-        for column, name in enumerate(COLUMNS))
+        for column, name in enumerate(COLUMNS)
+    )
     selected = ' tabSelected="1"' if number == 1 else ""
     header = "".join(_text_cell(f"{letters[column]}1", name, _HEADER_STYLE) for column, name in enumerate(COLUMNS))
-    sheet.write((
-        f'{_XML_HEAD}<worksheet xmlns="{_MAIN}" xmlns:r="{_RELATIONSHIPS}">'
-        f'<sheetViews><sheetView{selected} workbookViewId="0">'
-        '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
-        '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>'
-        f'<sheetFormatPr defaultRowHeight="15"/><cols>{columns}</cols>'
-        f'<sheetData><row r="1">{header}</row>').encode())
+    sheet.write(
+        (
+            f'{_XML_HEAD}<worksheet xmlns="{_MAIN}" xmlns:r="{_RELATIONSHIPS}">'
+            f'<sheetViews><sheetView{selected} workbookViewId="0">'
+            '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
+            '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>'
+            f'<sheetFormatPr defaultRowHeight="15"/><cols>{columns}</cols>'
+            f'<sheetData><row r="1">{header}</row>'
+        ).encode()
+    )
     return sheet
 
 
 def _end_sheet(sheet: IO[bytes], last_row: int) -> None:
     """The rows' end and the header's filter buttons over them."""
-    sheet.write((f'</sheetData><autoFilter ref="A1:{_column_letter(len(COLUMNS) - 1)}{last_row + 1}"/>'
-                 '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
-                 '</worksheet>').encode())
+    sheet.write(
+        (
+            f'</sheetData><autoFilter ref="A1:{_column_letter(len(COLUMNS) - 1)}{last_row + 1}"/>'
+            '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
+            "</worksheet>"
+        ).encode()
+    )
     sheet.close()
 
 
@@ -315,41 +368,65 @@ _STYLES = (
     '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
     '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs>'
     '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
-    '</styleSheet>')
+    "</styleSheet>"
+)
 
 
 def _write_workbook(package: zipfile.ZipFile, sheets: list[tuple[str, int]]) -> None:
     """The parts around the worksheets: the workbook and its sheets' names, styles, relationships."""
     sheet_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
-    package.writestr("[Content_Types].xml", (
-        f'{_XML_HEAD}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-        '<Default Extension="xml" ContentType="application/xml"/>'
-        '<Override PartName="/xl/workbook.xml" '
-        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-        '<Override PartName="/xl/styles.xml" '
-        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
-        + "".join(f'<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="{sheet_type}"/>'
-                  for n in range(1, len(sheets) + 1)) + '</Types>'))
-    package.writestr("_rels/.rels", (
-        f'{_XML_HEAD}<Relationships xmlns="{_PACKAGE}"><Relationship Id="rId1" '
-        f'Type="{_RELATIONSHIPS}/officeDocument" Target="xl/workbook.xml"/></Relationships>'))
-    package.writestr("xl/_rels/workbook.xml.rels", (
-        f'{_XML_HEAD}<Relationships xmlns="{_PACKAGE}">'
-        + "".join(f'<Relationship Id="rId{n}" Type="{_RELATIONSHIPS}/worksheet" Target="worksheets/sheet{n}.xml"/>'
-                  for n in range(1, len(sheets) + 1))
-        + f'<Relationship Id="rId{len(sheets) + 1}" Type="{_RELATIONSHIPS}/styles" Target="styles.xml"/>'
-        '</Relationships>'))
+    package.writestr(
+        "[Content_Types].xml",
+        (
+            f'{_XML_HEAD}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/xl/workbook.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+            '<Override PartName="/xl/styles.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+            + "".join(
+                f'<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="{sheet_type}"/>'
+                for n in range(1, len(sheets) + 1)
+            )
+            + "</Types>"
+        ),
+    )
+    package.writestr(
+        "_rels/.rels",
+        (
+            f'{_XML_HEAD}<Relationships xmlns="{_PACKAGE}"><Relationship Id="rId1" '
+            f'Type="{_RELATIONSHIPS}/officeDocument" Target="xl/workbook.xml"/></Relationships>'
+        ),
+    )
+    package.writestr(
+        "xl/_rels/workbook.xml.rels",
+        (
+            f'{_XML_HEAD}<Relationships xmlns="{_PACKAGE}">'
+            + "".join(
+                f'<Relationship Id="rId{n}" Type="{_RELATIONSHIPS}/worksheet" Target="worksheets/sheet{n}.xml"/>'
+                for n in range(1, len(sheets) + 1)
+            )
+            + f'<Relationship Id="rId{len(sheets) + 1}" Type="{_RELATIONSHIPS}/styles" Target="styles.xml"/>'
+            "</Relationships>"
+        ),
+    )
     package.writestr("xl/styles.xml", _STYLES)
-    package.writestr("xl/workbook.xml", (
-        f'{_XML_HEAD}<workbook xmlns="{_MAIN}" xmlns:r="{_RELATIONSHIPS}">'
-        '<bookViews><workbookView/></bookViews><sheets>'
-        + "".join(f'<sheet name="{name}" sheetId="{n}" r:id="rId{n}"/>' for n, (name, _) in enumerate(sheets, 1))
-        + '</sheets><definedNames>'
-        + "".join(f'<definedName name="_xlnm._FilterDatabase" localSheetId="{n}" hidden="1">'
-                  f"'{name}'!$A$1:${_column_letter(len(COLUMNS) - 1)}${last_row + 1}</definedName>"
-                  for n, (name, last_row) in enumerate(sheets))
-        + '</definedNames></workbook>'))
+    package.writestr(
+        "xl/workbook.xml",
+        (
+            f'{_XML_HEAD}<workbook xmlns="{_MAIN}" xmlns:r="{_RELATIONSHIPS}">'
+            "<bookViews><workbookView/></bookViews><sheets>"
+            + "".join(f'<sheet name="{name}" sheetId="{n}" r:id="rId{n}"/>' for n, (name, _) in enumerate(sheets, 1))
+            + "</sheets><definedNames>"
+            + "".join(
+                f'<definedName name="_xlnm._FilterDatabase" localSheetId="{n}" hidden="1">'
+                f"'{name}'!$A$1:${_column_letter(len(COLUMNS) - 1)}${last_row + 1}</definedName>"
+                for n, (name, last_row) in enumerate(sheets)
+            )
+            + "</definedNames></workbook>"
+        ),
+    )
 
 
 def xlsx_seconds(messages: int) -> int:
@@ -359,5 +436,11 @@ def xlsx_seconds(messages: int) -> int:
 
 def count_messages(query: sa.Select) -> int:
     """How many messages an export will hold (what the export dialog says)."""
-    return db.session.scalar(sa.select(sa.func.count()).select_from(
-        query.with_only_columns(Message.id, maintain_column_froms=True).order_by(None).subquery())) or 0
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count()).select_from(
+                query.with_only_columns(Message.id, maintain_column_froms=True).order_by(None).subquery()
+            )
+        )
+        or 0
+    )

@@ -1,4 +1,5 @@
 """The export dialog and its downloads: CSV streamed, XLSX built on disk and then sent."""
+
 import tempfile
 from typing import cast
 
@@ -26,8 +27,14 @@ def export_filters() -> dict:
         list_filter = ListFilter(view if view in VIEWS else "all", channel or None, number or None)
     q = request.args.get("q", "").strip()
     in_texts = request.args.get("match") == "text"  # the search in message texts, not numbers and names
-    return dict(q="" if in_texts else q, text=q if in_texts else "", conversation_id=id_arg("conversation"),
-                first_day=date_arg("from"), last_day=date_arg("to"), list_filter=list_filter)
+    return dict(
+        q="" if in_texts else q,
+        text=q if in_texts else "",
+        conversation_id=id_arg("conversation"),
+        first_day=date_arg("from"),
+        last_day=date_arg("to"),
+        list_filter=list_filter,
+    )
 
 
 @bp.get("/export")
@@ -35,10 +42,17 @@ def dialog():
     """The export's choices as a plain GET form, with how many messages they hold."""
     filters = export_filters()
     messages = export.count_messages(export.export_query(**filters))
-    return render_template("export/dialog.html", messages=messages, filters=filters, views=VIEWS,
-                           seconds=export.xlsx_seconds(messages), unread=queries.unread_conversations(),
-                           conversation=contacts.conversation(filters["conversation_id"])
-                           if filters["conversation_id"] is not None else None)
+    return render_template(
+        "export/dialog.html",
+        messages=messages,
+        filters=filters,
+        views=VIEWS,
+        seconds=export.xlsx_seconds(messages),
+        unread=queries.unread_conversations(),
+        conversation=contacts.conversation(filters["conversation_id"])
+        if filters["conversation_id"] is not None
+        else None,
+    )
 
 
 @bp.get("/export/download")
@@ -53,11 +67,17 @@ def audited_export_query(file_format: str):
     query = export.export_query(**filters)
     list_filter = filters.pop("list_filter")
     searched = filters["q"] or filters["text"]
-    audit.record("export", {**filters, "format": file_format, "rows": export.count_messages(query),
-                            **(vars(list_filter) if list_filter else {}),
-                            # whom a search named, if few: an erasure finds it by them (app/privacy/retention.py)
-                            **({retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])}
-                               if searched else {})})
+    audit.record(
+        "export",
+        {
+            **filters,
+            "format": file_format,
+            "rows": export.count_messages(query),
+            **(vars(list_filter) if list_filter else {}),
+            # whom a search named, if few: an erasure finds it by them (app/privacy/retention.py)
+            **({retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])} if searched else {}),
+        },
+    )
     return query
 
 
@@ -106,8 +126,7 @@ def csv():
     response = Response(
         stream_with_context(released_before_the_last_chunk()),
         mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                 "Cache-Control": "no-store"},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
     # And when the download is cancelled (the server closes the response); releasing twice is harmless.
     app = cast("LocalProxy[Flask]", current_app)._get_current_object()
@@ -115,6 +134,7 @@ def csv():
     def release():
         with app.app_context():
             lease.release()
+
     response.call_on_close(release)
     return response
 
@@ -134,7 +154,12 @@ def xlsx():
     finally:
         lease.release()  # the work is the building: sending the file costs little
     output.seek(0)
-    response = send_file(output, mimetype=export.XLSX_MIMETYPE, as_attachment=True,
-                         download_name=f"sms-inbox-{clock.now():%Y-%m-%d}.xlsx", max_age=0)
+    response = send_file(
+        output,
+        mimetype=export.XLSX_MIMETYPE,
+        as_attachment=True,
+        download_name=f"sms-inbox-{clock.now():%Y-%m-%d}.xlsx",
+        max_age=0,
+    )
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -12,6 +12,7 @@ fresh one, so a lone watcher never waits.
 How many messages arrived since a poll's number (its live region says so) is counted once per
 number too: pages that shared one rendering poll again in step, from the same number.
 """
+
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,8 +41,13 @@ class Rendering:
 _guard = threading.Lock()
 
 
-def shared(list_key: tuple, since: int, latest: int, render: Callable[[], tuple[int, str]],
-           count_arrivals: Callable[[int, int], int]) -> tuple[str, int]:
+def shared(
+    list_key: tuple,
+    since: int,
+    latest: int,
+    render: Callable[[], tuple[int, str]],
+    count_arrivals: Callable[[int, int], int],
+) -> tuple[str, int]:
     """The list's HTML for a poll that has seen up to change number `since` (the latest is
     `latest`), and how many messages arrived after `since` up to the change the HTML shows.
 

@@ -9,6 +9,7 @@ aggregate query over the conversations) and kept per process until the change nu
 A poll that finds nothing changed never gets here; one that does recounts once for everyone
 looking at the same filters.
 """
+
 import threading
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ DEFAULT_VIEW = "open"
 @dataclass(frozen=True)
 class ListFilter:
     """Which conversations a list shows: a view, and optionally a channel and one of our numbers."""
+
     view: str = "all"
     channel: str | None = None
     recipient: str | None = None
@@ -33,13 +35,19 @@ class ListFilter:
     def from_args(cls, args) -> "ListFilter":
         """From a query string; an unknown view is the default one, empty filters are none."""
         view = args.get("view", DEFAULT_VIEW)
-        return cls(view if view in VIEWS else DEFAULT_VIEW,
-                   args.get("channel", "").strip() or None, args.get("to", "").strip() or None)
+        return cls(
+            view if view in VIEWS else DEFAULT_VIEW,
+            args.get("channel", "").strip() or None,
+            args.get("to", "").strip() or None,
+        )
 
     def url_args(self, **changes) -> dict:
         """Query-string arguments for links and polls: the default view and empty filters left out."""
-        view, channel, recipient = (changes.get("view", self.view), changes.get("channel", self.channel),
-                                    changes.get("recipient", self.recipient))
+        view, channel, recipient = (
+            changes.get("view", self.view),
+            changes.get("channel", self.channel),
+            changes.get("recipient", self.recipient),
+        )
         return {"view": None if view == DEFAULT_VIEW else view, "channel": channel or None, "to": recipient or None}
 
     def narrowing(self) -> list[sa.ColumnElement[bool]]:
@@ -48,9 +56,13 @@ class ListFilter:
         if self.channel:
             conditions.append(Conversation.channel == self.channel)
         if self.recipient:
-            conditions.append(Conversation.id.in_(
-                sa.select(ConversationRecipient.conversation_id)
-                .where(ConversationRecipient.recipient == self.recipient).scalar_subquery()))
+            conditions.append(
+                Conversation.id.in_(
+                    sa.select(ConversationRecipient.conversation_id)
+                    .where(ConversationRecipient.recipient == self.recipient)
+                    .scalar_subquery()
+                )
+            )
         return conditions
 
     def conditions(self) -> list[sa.SQLColumnExpression[bool]]:
@@ -70,6 +82,7 @@ def view_condition(view: str) -> sa.SQLColumnExpression[bool] | None:
 @dataclass(frozen=True)
 class ViewFacts:
     """What the view tabs and filter menus show at one change number."""
+
     counts: dict[str, int]
     channels: list[str]
     recipients: list[str]
@@ -107,19 +120,26 @@ def count_views(list_filter: ListFilter) -> dict[str, int]:
     """
     narrowing = list_filter.narrowing()
     if not narrowing:
+
         def count(condition=None) -> int:
             query = sa.select(sa.func.count()).select_from(Conversation)
             return db.session.scalar(query.where(condition) if condition is not None else query) or 0
 
         every, done = count(), count(view_condition("done"))
-        return {"open": every - done, "done": done, "all": every, "unread": count(view_condition("unread")),
-                "opted-out": count(view_condition("opted-out"))}
+        return {
+            "open": every - done,
+            "done": done,
+            "all": every,
+            "unread": count(view_condition("unread")),
+            "opted-out": count(view_condition("opted-out")),
+        }
 
     def count_where(condition):
         return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
 
-    columns = [count_where(view_condition(view)) if view_condition(view) is not None else sa.func.count()
-               for view in VIEWS]
+    columns = [
+        count_where(view_condition(view)) if view_condition(view) is not None else sa.func.count() for view in VIEWS
+    ]
     query = sa.select(*columns).select_from(Conversation).where(*narrowing)
     return dict(zip(VIEWS, db.session.execute(query).one(), strict=True))
 
@@ -130,5 +150,8 @@ def channels() -> list[str]:
 
 def recipients() -> list[str]:
     """Our numbers customers wrote to."""
-    return list(db.session.scalars(
-        sa.select(ConversationRecipient.recipient).distinct().order_by(ConversationRecipient.recipient)))
+    return list(
+        db.session.scalars(
+            sa.select(ConversationRecipient.recipient).distinct().order_by(ConversationRecipient.recipient)
+        )
+    )

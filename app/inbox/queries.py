@@ -1,4 +1,5 @@
 """Reading and working the inbox: conversations, search, threads, what changed, read state, chart."""
+
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -17,8 +18,12 @@ THREAD_PAGE = 100
 # order; more, and walking the list's index in order finds a page of them sooner (measured at
 # 50,000 senders: a three-digit query matching 450 took 61 ms by id, 41 ms by the walk).
 FEW_MATCHES = 200
-_CONVERSATION_FTS = sa.table("conversation_fts", sa.column("rowid", sa.Integer),
-                             sa.column("sender_key", sa.String), sa.column("contact_key", sa.String))
+_CONVERSATION_FTS = sa.table(
+    "conversation_fts",
+    sa.column("rowid", sa.Integer),
+    sa.column("sender_key", sa.String),
+    sa.column("contact_key", sa.String),
+)
 
 
 def searched_number(q: str) -> str:
@@ -47,8 +52,9 @@ def sender_matches(q: str) -> sa.ColumnElement[bool]:
 def name_matches(q: str) -> sa.ColumnElement[bool]:
     """Conversations whose contact's name contains q, accents and case aside ("ulle" finds "Ülle Tamm")."""
     key = search.like_escape(folding.fold(clean_text(q).strip()))
-    return sa.and_(Conversation.contact_key.is_not(None),
-                   Conversation.contact_key.like(f"%{key}%", escape=search.LIKE_ESCAPE))
+    return sa.and_(
+        Conversation.contact_key.is_not(None), Conversation.contact_key.like(f"%{key}%", escape=search.LIKE_ESCAPE)
+    )
 
 
 def conversation_matches(q: str) -> sa.ColumnElement[bool]:
@@ -67,15 +73,21 @@ def few_matching_conversations(q: str) -> tuple[list[int] | None, list[int] | No
         return None, None
     if db.session.get_bind().dialect.name == "sqlite":
         fts = _CONVERSATION_FTS
-        by_number = sa.select(fts.c.rowid.label("id")).where(fts.c.sender_key.op("GLOB")(f"*{search.glob_escape(number)}*"))
-        by_name = sa.select(fts.c.rowid.label("id")).where(fts.c.contact_key.op("GLOB")(f"*{search.glob_escape(name)}*"))
+        by_number = sa.select(fts.c.rowid.label("id")).where(
+            fts.c.sender_key.op("GLOB")(f"*{search.glob_escape(number)}*")
+        )
+        by_name = sa.select(fts.c.rowid.label("id")).where(
+            fts.c.contact_key.op("GLOB")(f"*{search.glob_escape(name)}*")
+        )
     else:
         # One OR over both keys would make PostgreSQL walk the list instead of either index.
         by_number = sa.select(Conversation.id).where(sender_matches(q))
         by_name = sa.select(Conversation.id).where(name_matches(q))
     # One statement; each key's LIMIT stops its index read early when many match.
-    parts = [sa.select(sa.literal(key).label("key"), lookup.c.id)
-             for key, lookup in enumerate(part.limit(FEW_MATCHES + 1).subquery() for part in (by_number, by_name))]
+    parts = [
+        sa.select(sa.literal(key).label("key"), lookup.c.id)
+        for key, lookup in enumerate(part.limit(FEW_MATCHES + 1).subquery() for part in (by_number, by_name))
+    ]
     found: tuple[list[int], list[int]] = ([], [])
     for key, conversation_id in db.session.execute(sa.union_all(*parts)):
         found[key].append(conversation_id)
@@ -83,8 +95,13 @@ def few_matching_conversations(q: str) -> tuple[list[int] | None, list[int] | No
     return numbers, names
 
 
-def conversations(q: str = "", before: int | None = None, after: int | None = None,
-                  limit: int = 50, list_filter: ListFilter | None = None) -> "ConversationPage":
+def conversations(
+    q: str = "",
+    before: int | None = None,
+    after: int | None = None,
+    limit: int = 50,
+    list_filter: ListFilter | None = None,
+) -> "ConversationPage":
     """One page of conversations, newest arrival first, with the cursors to the pages around it.
 
     Keyset pagination on the last message id (the order messages arrived in): page 500 costs
@@ -94,8 +111,11 @@ def conversations(q: str = "", before: int | None = None, after: int | None = No
     `list_filter` picks a view (Open, Done, ...) and narrows it to a channel or one of our numbers.
     """
     in_view = list_filter.conditions() if list_filter is not None else []
-    query = (db.select(Conversation, Message.received_at)
-             .join(Message, Message.id == Conversation.last_message_id).where(*in_view))
+    query = (
+        db.select(Conversation, Message.received_at)
+        .join(Message, Message.id == Conversation.last_message_id)
+        .where(*in_view)
+    )
     if q:
         keys = matching_page_keys(q, in_view, before, after, limit)
         if keys is None:  # no number or name matches: nothing to walk the list for
@@ -104,13 +124,17 @@ def conversations(q: str = "", before: int | None = None, after: int | None = No
     # Each bound is also put on the joined message's id (the same value): PostgreSQL then starts
     # its walk of the message key there instead of at the newest message.
     if after is not None:
-        rows = list(db.session.execute(query.where(Conversation.last_message_id > after, Message.id > after)
-                                       .order_by(Conversation.last_message_id.asc()).limit(limit + 1)))
+        rows = list(
+            db.session.execute(
+                query.where(Conversation.last_message_id > after, Message.id > after)
+                .order_by(Conversation.last_message_id.asc())
+                .limit(limit + 1)
+            )
+        )
         if len(rows) <= limit:
             return conversations(q, limit=limit, list_filter=list_filter)
         rows = rows[:limit][::-1]
-        return ConversationPage(with_arrival(rows), older=rows[-1][0].last_message_id,
-                                newer=rows[0][0].last_message_id)
+        return ConversationPage(with_arrival(rows), older=rows[-1][0].last_message_id, newer=rows[0][0].last_message_id)
     if before is not None:
         query = query.where(Conversation.last_message_id < before, Message.id < before)
     rows = list(db.session.execute(query.order_by(Conversation.last_message_id.desc()).limit(limit + 1)))
@@ -120,8 +144,7 @@ def conversations(q: str = "", before: int | None = None, after: int | None = No
     return ConversationPage(with_arrival(rows), older=older, newer=newer)
 
 
-def matching_page_keys(q: str, in_view: list, before: int | None, after: int | None,
-                       limit: int) -> sa.Select | None:
+def matching_page_keys(q: str, in_view: list, before: int | None, after: int | None, limit: int) -> sa.Select | None:
     """The list keys (last message ids) of a search's page; None when nothing matches.
 
     Few matches, found by the text index, are read by id and sorted (the `+ 0` keeps SQLite from
@@ -131,13 +154,24 @@ def matching_page_keys(q: str, in_view: list, before: int | None, after: int | N
     names are many too (or the query too short to look up) does one walk test both keys, reading
     each walked conversation for its name on PostgreSQL.
     """
+
     def walked(matches: sa.ColumnElement[bool]) -> sa.Select:
-        return in_page_order(db.select(Conversation.last_message_id).where(matches, *in_view),
-                             Conversation.last_message_id, before, after, limit)
+        return in_page_order(
+            db.select(Conversation.last_message_id).where(matches, *in_view),
+            Conversation.last_message_id,
+            before,
+            after,
+            limit,
+        )
 
     def by_id(ids: list[int]) -> sa.Select:
-        return in_page_order(db.select(Conversation.last_message_id).where(Conversation.id.in_(sorted(set(ids))), *in_view),
-                             Conversation.last_message_id + 0, before, after, limit)
+        return in_page_order(
+            db.select(Conversation.last_message_id).where(Conversation.id.in_(sorted(set(ids))), *in_view),
+            Conversation.last_message_id + 0,
+            before,
+            after,
+            limit,
+        )
 
     numbers, names = few_matching_conversations(q)
     if numbers == [] and names == []:
@@ -148,13 +182,15 @@ def matching_page_keys(q: str, in_view: list, before: int | None, after: int | N
         return walked(conversation_matches(q))
     if not names:
         return walked(sender_matches(q))
-    merged = sa.union(*(sa.select(part.subquery().c.last_message_id)
-                        for part in (walked(sender_matches(q)), by_id(names)))).subquery()
+    merged = sa.union(
+        *(sa.select(part.subquery().c.last_message_id) for part in (walked(sender_matches(q)), by_id(names)))
+    ).subquery()
     return in_page_order(sa.select(merged.c.last_message_id), merged.c.last_message_id, None, after, limit)
 
 
-def in_page_order(select: sa.Select, key: sa.SQLColumnExpression[int | None], before: int | None, after: int | None,
-                  limit: int) -> sa.Select:
+def in_page_order(
+    select: sa.Select, key: sa.SQLColumnExpression[int | None], before: int | None, after: int | None, limit: int
+) -> sa.Select:
     """A page's keys: past the cursor, in the direction of paging, one more than a page."""
     select = select.where(key > after) if after is not None else select
     select = select.where(key < before) if before is not None else select
@@ -179,9 +215,7 @@ def with_arrival(rows: list[sa.Row]) -> list[Conversation]:
 
 
 def unread_conversations() -> int:
-    return db.session.scalar(
-        db.select(sa.func.count()).select_from(Conversation).where(Conversation.unread_count > 0)
-    )
+    return db.session.scalar(db.select(sa.func.count()).select_from(Conversation).where(Conversation.unread_count > 0))
 
 
 def latest_change() -> int:
@@ -196,11 +230,19 @@ def arrived_since(since_change: int, latest: int) -> int:
     one that changed again after `latest` still holds messages from before it.
     """
     changed = db.select(Conversation.id).where(Conversation.change_seq > since_change)
-    return db.session.scalar(
-        db.select(sa.func.count()).select_from(Message)
-        .where(Message.conversation_id.in_(changed.scalar_subquery()), Message.direction == "in",
-               Message.change_seq > since_change, Message.change_seq <= latest)
-    ) or 0
+    return (
+        db.session.scalar(
+            db.select(sa.func.count())
+            .select_from(Message)
+            .where(
+                Message.conversation_id.in_(changed.scalar_subquery()),
+                Message.direction == "in",
+                Message.change_seq > since_change,
+                Message.change_seq <= latest,
+            )
+        )
+        or 0
+    )
 
 
 def conversation_by_sender(sender: str) -> Conversation | None:
@@ -215,9 +257,21 @@ def conversation_by_sender(sender: str) -> Conversation | None:
 
 # What a thread shows of each message. Plain rows, not ORM objects: cheaper to load, and
 # nothing to expire when a write transaction commits.
-THREAD_COLUMNS = (Message.id, Message.sent_at, Message.received_at, Message.channel, Message.sender, Message.recipient,
-                  Message.text, Message.change_seq, Message.direction, Message.status, Message.delivery,
-                  Message.problem, Message.author_id)
+THREAD_COLUMNS = (
+    Message.id,
+    Message.sent_at,
+    Message.received_at,
+    Message.channel,
+    Message.sender,
+    Message.recipient,
+    Message.text,
+    Message.change_seq,
+    Message.direction,
+    Message.status,
+    Message.delivery,
+    Message.problem,
+    Message.author_id,
+)
 
 
 def thread_select():
@@ -249,8 +303,13 @@ class ThreadPage:
     around: int | None = None  # the message a page was opened around (a search hit, a link)
 
 
-def open_thread(conversation: Conversation, before: int | None = None, after: int | None = None,
-                around: int | None = None, limit: int = THREAD_PAGE) -> ThreadPage:
+def open_thread(
+    conversation: Conversation,
+    before: int | None = None,
+    after: int | None = None,
+    around: int | None = None,
+    limit: int = THREAD_PAGE,
+) -> ThreadPage:
     """A page of a thread, oldest first; reading changes nothing.
 
     The latest `limit` messages; or those before an id (earlier), after an id (newer), or
@@ -258,18 +317,24 @@ def open_thread(conversation: Conversation, before: int | None = None, after: in
     messages arrived in. Only a page that reaches the newest message is live (polled).
     """
     # Up to the conversation's newest message as read: what arrives meanwhile is for the poll.
-    in_thread = thread_select().where(Message.conversation_id == conversation.id,
-                                      Message.id <= conversation.last_message_id)
+    in_thread = thread_select().where(
+        Message.conversation_id == conversation.id, Message.id <= conversation.last_message_id
+    )
     if around is not None:
-        older = list(db.session.execute(in_thread.where(Message.id <= around)
-                                        .order_by(Message.id.desc()).limit(limit // 2 + 1)))
-        newer = list(db.session.execute(in_thread.where(Message.id > around)
-                                        .order_by(Message.id.asc()).limit(limit - limit // 2 + 1)))
+        older = list(
+            db.session.execute(in_thread.where(Message.id <= around).order_by(Message.id.desc()).limit(limit // 2 + 1))
+        )
+        newer = list(
+            db.session.execute(
+                in_thread.where(Message.id > around).order_by(Message.id.asc()).limit(limit - limit // 2 + 1)
+            )
+        )
         has_older, has_newer = len(older) > limit // 2, len(newer) > limit - limit // 2
-        messages = older[:limit // 2][::-1] + newer[:limit - limit // 2]
+        messages = older[: limit // 2][::-1] + newer[: limit - limit // 2]
     elif after is not None:
-        newer = list(db.session.execute(in_thread.where(Message.id > after)
-                                        .order_by(Message.id.asc()).limit(limit + 1)))
+        newer = list(
+            db.session.execute(in_thread.where(Message.id > after).order_by(Message.id.asc()).limit(limit + 1))
+        )
         if len(newer) <= limit:  # the newest page after all: open it live, full
             return open_thread(conversation, limit=limit)
         messages, has_older, has_newer = newer[:limit], True, True
@@ -280,13 +345,22 @@ def open_thread(conversation: Conversation, before: int | None = None, after: in
         newest_first = list(db.session.execute(query))
         messages, has_older, has_newer = newest_first[:limit][::-1], len(newest_first) > limit, before is not None
     newest_id = messages[-1].id if messages and not has_newer else 0
-    return ThreadPage(conversation, messages, has_older, conversation.change_seq, newest_id,
-                      newest_shown=newest_id, authors=authors_of(messages), has_newer=has_newer,
-                      around=around if any(message.id == around for message in messages) else None)
+    return ThreadPage(
+        conversation,
+        messages,
+        has_older,
+        conversation.change_seq,
+        newest_id,
+        newest_shown=newest_id,
+        authors=authors_of(messages),
+        has_newer=has_newer,
+        around=around if any(message.id == around for message in messages) else None,
+    )
 
 
-def poll_thread(conversation: Conversation, since_change: int, since_id: int, shown: int,
-                limit: int = THREAD_PAGE) -> ThreadPage | None:
+def poll_thread(
+    conversation: Conversation, since_change: int, since_id: int, shown: int, limit: int = THREAD_PAGE
+) -> ThreadPage | None:
     """What changed in a thread after the cursor: None when nothing did (one primary-key read).
 
     At most one page; the cursor then stops at the last message returned, so the next poll
@@ -296,26 +370,46 @@ def poll_thread(conversation: Conversation, since_change: int, since_id: int, sh
     if seen_change <= since_change:
         return None
     cursor = sa.tuple_(Message.change_seq, Message.id)
-    messages = list(db.session.execute(
-        thread_select()
-        .where(Message.conversation_id == conversation.id,
-               cursor > sa.tuple_(sa.literal(since_change), sa.literal(since_id)),
-               Message.change_seq <= seen_change)  # what committed since is for the next poll
-        .order_by(Message.change_seq, Message.id).limit(limit + 1)))
+    messages = list(
+        db.session.execute(
+            thread_select()
+            .where(
+                Message.conversation_id == conversation.id,
+                cursor > sa.tuple_(sa.literal(since_change), sa.literal(since_id)),
+                Message.change_seq <= seen_change,
+            )  # what committed since is for the next poll
+            .order_by(Message.change_seq, Message.id)
+            .limit(limit + 1)
+        )
+    )
     newest_shown = max([shown, *(message.id for message in messages[:limit])])
     if len(messages) > limit:
         messages = messages[:limit]
-        return ThreadPage(conversation, messages, False, messages[-1].change_seq, messages[-1].id,
-                          newest_shown, shown, authors_of(messages))
-    return ThreadPage(conversation, messages, False, seen_change, messages[-1].id if messages else since_id,
-                      newest_shown, shown, authors_of(messages))
+        return ThreadPage(
+            conversation,
+            messages,
+            False,
+            messages[-1].change_seq,
+            messages[-1].id,
+            newest_shown,
+            shown,
+            authors_of(messages),
+        )
+    return ThreadPage(
+        conversation,
+        messages,
+        False,
+        seen_change,
+        messages[-1].id if messages else since_id,
+        newest_shown,
+        shown,
+        authors_of(messages),
+    )
 
 
 def daily_counts(days: int = 30, today: date | None = None) -> list[tuple[date, int]]:
     """Messages received per UTC day over the last `days` days, oldest first, zeros included."""
     today = today or clock.now().date()
     first = today - timedelta(days=days - 1)
-    counts = dict(db.session.execute(
-        db.select(DailyCount.day, DailyCount.count).where(DailyCount.day >= first)
-    ).all())
+    counts = dict(db.session.execute(db.select(DailyCount.day, DailyCount.count).where(DailyCount.day >= first)).all())
     return [(first + timedelta(n), counts.get(first + timedelta(n), 0)) for n in range(days)]

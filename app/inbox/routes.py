@@ -1,5 +1,6 @@
 """The inbox: the list of conversations and a thread beside it, the htmx fragments their polls
 fetch, and what the thread's header changes (read state, name and note, done, opt-out)."""
+
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
@@ -54,14 +55,26 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
     q = request.args.get("q", "").strip()
     latest = queries.latest_change()
     list_filter = ListFilter.from_args(request.args)
-    page = queries.conversations(q, before=before, after=after, limit=current_app.config["PAGE_SIZE"],
-                                 list_filter=list_filter)
+    page = queries.conversations(
+        q, before=before, after=after, limit=current_app.config["PAGE_SIZE"], list_filter=list_filter
+    )
     found, found_older = search.search_conversations(q, limit=SEARCH_PAGE, before=id_arg("found_before"))
-    return dict(q=q, rows=page.rows, list_page=page, latest=latest, live=page.live,
-                list_filter=list_filter, views=VIEWS, view_facts=view_facts(list_filter, latest),
-                unread=queries.unread_conversations(), callback_url=url_for("callback.inbound", _external=True),
-                found=found, found_older=found_older, found_before=id_arg("found_before"),
-                searchable=search.searchable(q))
+    return dict(
+        q=q,
+        rows=page.rows,
+        list_page=page,
+        latest=latest,
+        live=page.live,
+        list_filter=list_filter,
+        views=VIEWS,
+        view_facts=view_facts(list_filter, latest),
+        unread=queries.unread_conversations(),
+        callback_url=url_for("callback.inbound", _external=True),
+        found=found,
+        found_older=found_older,
+        found_before=id_arg("found_before"),
+        searchable=search.searchable(q),
+    )
 
 
 @bp.get("/")
@@ -71,8 +84,9 @@ def index():
     if since is not None and latest <= since:
         return "", 204  # a poll when nothing changed: one indexed lookup, no body
     if wants_pane():  # back to the list: the pane says so
-        return render_varying_on_htmx("inbox/_no_conversation.html", partial=True,
-                                      unread=queries.unread_conversations())
+        return render_varying_on_htmx(
+            "inbox/_no_conversation.html", partial=True, unread=queries.unread_conversations()
+        )
     if since is not None and is_htmx():
         return list_poll(since, latest)
     context = list_context(before=id_arg("before"), after=id_arg("after"))
@@ -84,12 +98,15 @@ def index():
 def list_poll(since: int, latest: int) -> Response:
     """A poll that found changes: the list as everyone watching it shares it, and how many
     messages arrived since this page last looked, for its live region."""
+
     def render() -> tuple[int, str]:
         context = list_context(before=id_arg("before"), after=id_arg("after"))
         return context["latest"], render_template("inbox/_conversations.html", partial=True, **context)
 
-    list_key = (request.host, *sorted((name, value) for name, value in request.args.items(multi=True)
-                                      if name != "since"))
+    list_key = (
+        request.host,
+        *sorted((name, value) for name, value in request.args.items(multi=True) if name != "since"),
+    )
     body, arrived = list_polls.shared(list_key, since, latest, render, queries.arrived_since)
     announcer = render_template("inbox/_announcer.html", arrived=arrived)
     response = current_app.make_response(announcer + body)
@@ -119,18 +136,23 @@ def thread(conversation_id: int):
         composer = reply_box.for_conversation(conversation) if request.args.get("opted") != opted else None
         # The header's buttons are swapped only when what they show changed: a button replaced
         # for nothing would lose a click landing as the poll does.
-        stale = {name for name, shown in header_states(conversation).items()
-                 if request.args.get("showing_" + name) != shown}
+        stale = {
+            name for name, shown in header_states(conversation).items() if request.args.get("showing_" + name) != shown
+        }
         return render_template("inbox/_thread_update.html", page=page, composer=composer, stale=stale)
 
-    page = queries.open_thread(conversation, before=id_arg("before"), after=id_arg("after"),
-                               around=id_arg("around"))
+    page = queries.open_thread(conversation, before=id_arg("before"), after=id_arg("after"), around=id_arg("around"))
     # A saved reply picked from the menu without JavaScript: the reply box opens with its text.
     text = saved_replies.text_for(conversation, id_arg("saved_reply"))
     if wants_pane():
-        return render_varying_on_htmx("inbox/_conversation.html", page=page, partial=True,
-                                      unread=queries.unread_conversations(),
-                                      composer=reply_box.for_conversation(conversation), text=text)
+        return render_varying_on_htmx(
+            "inbox/_conversation.html",
+            page=page,
+            partial=True,
+            unread=queries.unread_conversations(),
+            composer=reply_box.for_conversation(conversation),
+            text=text,
+        )
     return thread_page(page, text=text)
 
 
@@ -138,16 +160,28 @@ def thread(conversation_id: int):
 def header_states(conversation) -> dict[str, str]:
     """What the thread header's buttons show. Each one carries its state in a hidden `showing_...`
     input, which the thread's poll sends back."""
-    return {"unread": "1" if conversation.unread_count else "0",
-            "status": conversation.status,
-            "opt_out": ("out" if conversation.opted_out else "in") + ("-retrying" if conversation.blacklist_problem else "")}
+    return {
+        "unread": "1" if conversation.unread_count else "0",
+        "status": conversation.status,
+        "opt_out": ("out" if conversation.opted_out else "in")
+        + ("-retrying" if conversation.blacklist_problem else ""),
+    }
 
 
-def thread_page(page: queries.ThreadPage, error: str | None = None, text: str | None = None, status: int = 200,
-                **extra):
+def thread_page(
+    page: queries.ThreadPage, error: str | None = None, text: str | None = None, status: int = 200, **extra
+):
     """The whole page: the list beside the conversation."""
-    response = render_varying_on_htmx("inbox/thread.html", page=page, composer=reply_box.for_conversation(page.conversation),
-                                      error=error, text=text, chart=queries.daily_counts(), **list_context(), **extra)
+    response = render_varying_on_htmx(
+        "inbox/thread.html",
+        page=page,
+        composer=reply_box.for_conversation(page.conversation),
+        error=error,
+        text=text,
+        chart=queries.daily_counts(),
+        **list_context(),
+        **extra,
+    )
     return response, status
 
 
@@ -162,13 +196,15 @@ def set_opt_out(conversation_id: int):
     opting_out = request.form.get("opted_out") == "yes"
     reason = " ".join(request.form.get("reason", "").split())[:OPT_IN_REASON_LENGTH]  # spaces only: none
     try:
-        optouts.set_opted_out(conversation.id, opting_out, current_user.id, reason,
-                              may_lift_stop=current_user.is_admin)
+        optouts.set_opted_out(conversation.id, opting_out, current_user.id, reason, may_lift_stop=current_user.is_admin)
     except optouts.LiftRefused:  # the customer's own STOP (or an erasure's block)
         if not current_user.is_admin:
             abort(403)
-        return thread_page(queries.open_thread(conversation), status=400,
-                           opt_out_error="Say why the customer's STOP is lifted: the reason goes in the audit trail.")
+        return thread_page(
+            queries.open_thread(conversation),
+            status=400,
+            opt_out_error="Say why the customer's STOP is lifted: the reason goes in the audit trail.",
+        )
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
 
 
@@ -191,10 +227,16 @@ def set_contact(conversation_id: int):
         return thread_page(queries.open_thread(conversation), status=400, contact_form=typed)
     if is_htmx():
         conversation = contacts.conversation(conversation.id) or abort(404)
-        return (render_template("inbox/_contact_saved.html", conversation=conversation,
-                                page={"conversation": conversation},  # all the title and heading read
-                                unread=queries.unread_conversations(), composer=reply_box.for_conversation(conversation)),
-                {"HX-Trigger": "conversation-changed"})
+        return (
+            render_template(
+                "inbox/_contact_saved.html",
+                conversation=conversation,
+                page={"conversation": conversation},  # all the title and heading read
+                unread=queries.unread_conversations(),
+                composer=reply_box.for_conversation(conversation),
+            ),
+            {"HX-Trigger": "conversation-changed"},
+        )
     return redirect(thread_url(conversation.id), 303)
 
 
@@ -207,8 +249,10 @@ def set_status(conversation_id: int):
         abort(400, "'status' must be 'open' or 'done'")
     contacts.set_status(conversation.id, status)
     if is_htmx():
-        return (render_template("inbox/_status.html", conversation=contacts.conversation(conversation.id)),
-                {"HX-Trigger": "conversation-changed"})
+        return (
+            render_template("inbox/_status.html", conversation=contacts.conversation(conversation.id)),
+            {"HX-Trigger": "conversation-changed"},
+        )
     return redirect(thread_url(conversation.id), 303)
 
 

@@ -17,6 +17,7 @@ Forgetting: deleting a message removes it from search by itself (SQLite's trigge
 PostgreSQL's index). Code that erases a message's text but keeps the row calls
 `forget_messages` (or `forget_conversation`) in the same transaction.
 """
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +52,7 @@ def searchable(query: str) -> bool:
 @dataclass(frozen=True)
 class Hit:
     """A message whose text matches, with what the result list shows of it."""
+
     id: int
     conversation_id: int
     sender: str
@@ -61,9 +63,16 @@ class Hit:
     text: str
 
 
-HIT_COLUMNS = (sa.select(Message.id, Message.conversation_id, Conversation.sender, Conversation.contact_name,
-                         Message.direction, Message.channel, Message.received_at, Message.text)
-               .join(Conversation, Conversation.id == Message.conversation_id))
+HIT_COLUMNS = sa.select(
+    Message.id,
+    Message.conversation_id,
+    Conversation.sender,
+    Conversation.contact_name,
+    Message.direction,
+    Message.channel,
+    Message.received_at,
+    Message.text,
+).join(Conversation, Conversation.id == Message.conversation_id)
 
 
 def search_messages(query: str, limit: int = PAGE, before: int | None = None) -> tuple[list[Hit], int | None]:
@@ -84,21 +93,29 @@ def _newest_matches(columns: sa.Select, folded: str, limit: int, before: int | N
     """`columns` (a select from message) of the newest `limit` messages whose text holds `folded`,
     below the id `before`; in no particular order on SQLite (sort them by id)."""
     if db.session.get_bind().dialect.name == "sqlite":
-        ids = (sa.select(_FTS.c.rowid).where(_FTS.c.folded_text.op("GLOB")(f"*{glob_escape(folded)}*"))
-               .order_by(_FTS.c.rowid.desc()).limit(limit))
+        ids = (
+            sa.select(_FTS.c.rowid)
+            .where(_FTS.c.folded_text.op("GLOB")(f"*{glob_escape(folded)}*"))
+            .order_by(_FTS.c.rowid.desc())
+            .limit(limit)
+        )
         if before is not None:
             ids = ids.where(_FTS.c.rowid < before)
         # The FTS table picks the page's ids, newest first; the messages are then read by primary
         # key (and put in order by the caller: sorting in SQL could make SQLite walk the message table).
         return columns.where(Message.id.in_(ids.scalar_subquery()))
-    query = (columns.where(Message.folded_text.like(f"%{like_escape(folded)}%", escape=LIKE_ESCAPE))
-             .order_by(Message.id.desc()).limit(limit))
+    query = (
+        columns.where(Message.folded_text.like(f"%{like_escape(folded)}%", escape=LIKE_ESCAPE))
+        .order_by(Message.id.desc())
+        .limit(limit)
+    )
     return query.where(Message.id < before) if before is not None else query
 
 
 @dataclass(frozen=True)
 class Found:
     """A conversation with messages whose text matches: how many, and the newest of them."""
+
     newest: Hit
     matches: int
 
@@ -130,8 +147,12 @@ def search_conversations(query: str, limit: int = PAGE, before: int | None = Non
     skipped: set[int] = set()  # conversations an earlier page showed
     walk_from, walked, exhausted = before, 0, False
     while len(newest_of) <= limit and walked < WALK_MOST:
-        batch = sorted(db.session.execute(_newest_matches(sa.select(Message.id, Message.conversation_id), folded,
-                                                          WALK_BATCH, walk_from)).all(), reverse=True)
+        batch = sorted(
+            db.session.execute(
+                _newest_matches(sa.select(Message.id, Message.conversation_id), folded, WALK_BATCH, walk_from)
+            ).all(),
+            reverse=True,
+        )
         new: dict[int, int] = {}
         examined = 0
         for message_id, conversation_id in batch:
@@ -158,10 +179,17 @@ def search_conversations(query: str, limit: int = PAGE, before: int | None = Non
     else:
         next_cursor = None if exhausted else walk_from
     page = page[:limit]
-    hits = {row.id: Hit(*row) for row in db.session.execute(
-        HIT_COLUMNS.where(Message.id.in_([message_id for _, message_id in page])))} if page else {}
-    return [Found(hits[message_id], counts[conversation_id]) for conversation_id, message_id in page
-            if message_id in hits], next_cursor
+    hits = (
+        {
+            row.id: Hit(*row)
+            for row in db.session.execute(HIT_COLUMNS.where(Message.id.in_([message_id for _, message_id in page])))
+        }
+        if page
+        else {}
+    )
+    return [
+        Found(hits[message_id], counts[conversation_id]) for conversation_id, message_id in page if message_id in hits
+    ], next_cursor
 
 
 def _match_counts(conversation_ids: list[int], folded: str) -> dict[int, tuple[int, int]]:
@@ -173,7 +201,9 @@ def _match_counts(conversation_ids: list[int], folded: str) -> dict[int, tuple[i
         matches = Message.folded_text.like(f"%{like_escape(folded)}%", escape=LIKE_ESCAPE)
     rows = db.session.execute(
         sa.select(Message.conversation_id, sa.func.count(), sa.func.max(Message.id))
-        .where(Message.conversation_id.in_(conversation_ids), matches).group_by(Message.conversation_id))
+        .where(Message.conversation_id.in_(conversation_ids), matches)
+        .group_by(Message.conversation_id)
+    )
     return {conversation_id: (matches, newest) for conversation_id, matches, newest in rows}
 
 
@@ -184,8 +214,9 @@ def text_matches(query: str, dialect: str) -> sa.ColumnElement[bool]:
         return sa.false()
     folded = folded_query(query)
     if dialect == "sqlite":
-        return Message.id.in_(sa.select(_FTS.c.rowid).where(
-            _FTS.c.folded_text.op("GLOB")(f"*{glob_escape(folded)}*")).scalar_subquery())
+        return Message.id.in_(
+            sa.select(_FTS.c.rowid).where(_FTS.c.folded_text.op("GLOB")(f"*{glob_escape(folded)}*")).scalar_subquery()
+        )
     return Message.folded_text.like(f"%{like_escape(folded)}%", escape=LIKE_ESCAPE)
 
 
@@ -249,13 +280,12 @@ def forget_messages(ids: list[int]) -> None:
     """
     with write_transaction() as session:
         for start in range(0, len(ids), IDS_PER_STATEMENT):
-            session.execute(sa.update(Message).where(Message.id.in_(ids[start:start + IDS_PER_STATEMENT]))
-                            .values(folded_text=""))
+            session.execute(
+                sa.update(Message).where(Message.id.in_(ids[start : start + IDS_PER_STATEMENT])).values(folded_text="")
+            )
 
 
 def forget_conversation(conversation_id: int) -> None:
     """Take a conversation's messages out of search (see forget_messages)."""
     with write_transaction() as session:
-        session.execute(sa.update(Message).where(Message.conversation_id == conversation_id)
-                        .values(folded_text=""))
-
+        session.execute(sa.update(Message).where(Message.conversation_id == conversation_id).values(folded_text=""))

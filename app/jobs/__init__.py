@@ -30,6 +30,7 @@ so a crash between "reply stored" and "job queued" would lose or orphan work: ex
 outbox is for. The app already has one write path that serialises writers on both databases;
 a table and a few threads on top of it need no new service to install, watch or back up.
 """
+
 import json
 import logging
 import secrets
@@ -59,6 +60,7 @@ ERROR_CHARS = 500
 @dataclass(frozen=True)
 class Retry:
     """A handler's answer: the work did not happen; try again after `delay`."""
+
     delay: timedelta
     reason: str
 
@@ -66,6 +68,7 @@ class Retry:
 @dataclass(frozen=True)
 class Attempt:
     """What a handler knows about its job."""
+
     job_id: int
     number: int  # 1 for the first run
     created_at: datetime
@@ -93,14 +96,17 @@ KINDS: dict[str, Kind] = {}
 
 def kind(name: str, **rules) -> Callable:
     """Register a handler, `handler(payload, attempt) -> Retry | None`, for jobs of `name`."""
+
     def register(handler):
         KINDS[name] = Kind(name, handler, **rules)
         return handler
+
     return register
 
 
-def enqueue(kind_name: str, payload: dict | None = None, due_at: datetime | None = None,
-            key: str | None = None) -> None:
+def enqueue(
+    kind_name: str, payload: dict | None = None, due_at: datetime | None = None, key: str | None = None
+) -> None:
     """Add a job inside the caller's write transaction: it commits (and wakes the runner) or rolls
     back with the caller's change. The payload holds ids (integers) only, never personal data."""
     session = db.session()
@@ -112,8 +118,17 @@ def enqueue(kind_name: str, payload: dict | None = None, due_at: datetime | None
     if not all(isinstance(value, int) and not isinstance(value, bool) for value in payload.values()):
         raise ValueError("a job's payload holds ids (integers) only")
     now = clock.now()
-    session.execute(sa.insert(Job).values(kind=kind_name, payload=json.dumps(payload), key=key, state="due",
-                                          due_at=due_at or now, attempts=0, created_at=now))
+    session.execute(
+        sa.insert(Job).values(
+            kind=kind_name,
+            payload=json.dumps(payload),
+            key=key,
+            state="due",
+            due_at=due_at or now,
+            attempts=0,
+            created_at=now,
+        )
+    )
     session.info["wake_jobs"] = True
 
 
@@ -121,6 +136,7 @@ def enqueue(kind_name: str, payload: dict | None = None, due_at: datetime | None
 def _wake_after_commit(session: Session) -> None:
     if session.info.pop("wake_jobs", False):
         from app.jobs.runner import wake_local_runners  # here: the runner module imports this one
+
         wake_local_runners()
 
 
@@ -131,18 +147,23 @@ def _forget_after_rollback(session: Session) -> None:
 
 # --- finding and claiming -----------------------------------------------------------------------
 
+
 def _claimable(now: datetime):
     """Due, and not behind an unfinished earlier job with the same key."""
     earlier = aliased(Job)
-    blocked = (sa.select(earlier.id).where(earlier.key == Job.key, earlier.id < Job.id,
-                                           earlier.state.in_(("due", "running"))).exists())
+    blocked = (
+        sa.select(earlier.id)
+        .where(earlier.key == Job.key, earlier.id < Job.id, earlier.state.in_(("due", "running")))
+        .exists()
+    )
     return sa.and_(Job.state == "due", Job.due_at <= now, ~blocked)
 
 
 def find_due(now: datetime, limit: int = 20) -> Sequence[sa.Row]:
     """(id, kind) of jobs that may be claimed now, oldest due first. A read: no lock taken."""
-    rows = db.session.execute(sa.select(Job.id, Job.kind).where(_claimable(now))
-                              .order_by(Job.due_at, Job.id).limit(limit)).all()
+    rows = db.session.execute(
+        sa.select(Job.id, Job.kind).where(_claimable(now)).order_by(Job.due_at, Job.id).limit(limit)
+    ).all()
     db.session.rollback()  # the read ends here
     return rows
 
@@ -169,15 +190,18 @@ def claim(job_id: int, kind_name: str, now: datetime, holder: str, config) -> Cl
     lease = found.lease_for(config) if found else DEFAULT_LEASE
     with write_transaction() as session:
         row = session.execute(
-            sa.update(Job).where(Job.id == job_id, _claimable(now))
+            sa.update(Job)
+            .where(Job.id == job_id, _claimable(now))
             .values(state="running", holder=holder, leased_until=now + lease, attempts=Job.attempts + 1)
-            .returning(Job.kind, Job.payload, Job.attempts, Job.created_at)).first()
+            .returning(Job.kind, Job.payload, Job.attempts, Job.created_at)
+        ).first()
     if row is None:
         return None
     return Claimed(job_id, row.kind, json.loads(row.payload), row.attempts, row.created_at, holder)
 
 
 # --- running and recording ----------------------------------------------------------------------
+
 
 def log_failure(exc: Exception, message: str, *args) -> None:
     """A busy or unreachable database is expected now and then (a long seed-demo, a restart of
@@ -237,10 +261,16 @@ def _failed(job: Claimed, found: Kind, error: str) -> str:
     return state
 
 
-def _finish(job: Claimed, state: str, due_at: datetime | None = None, error: str | None = None,
-            reset: bool = False) -> bool:
+def _finish(
+    job: Claimed, state: str, due_at: datetime | None = None, error: str | None = None, reset: bool = False
+) -> bool:
     """Record a result, if the job is still this holder's (a lease that ran out was recovered)."""
-    values: dict[str, Any] = {"state": state, "holder": None, "leased_until": None, "last_error": error and error[:ERROR_CHARS]}
+    values: dict[str, Any] = {
+        "state": state,
+        "holder": None,
+        "leased_until": None,
+        "last_error": error and error[:ERROR_CHARS],
+    }
     if due_at is not None:
         values["due_at"] = due_at
     if reset:
@@ -248,8 +278,13 @@ def _finish(job: Claimed, state: str, due_at: datetime | None = None, error: str
     if state in ("done", "dead") or reset:
         values["finished_at"] = clock.now()
     with write_transaction() as session:
-        updated = rows_matched(session.execute(sa.update(Job).where(Job.id == job.id, Job.holder == job.holder,
-                                                                    Job.state == "running").values(**values)))
+        updated = rows_matched(
+            session.execute(
+                sa.update(Job)
+                .where(Job.id == job.id, Job.holder == job.holder, Job.state == "running")
+                .values(**values)
+            )
+        )
         session.info["wake_jobs"] = True  # a job behind this one (same key) may be claimable now
     return bool(updated)
 
@@ -257,8 +292,11 @@ def _finish(job: Claimed, state: str, due_at: datetime | None = None, error: str
 def recover(now: datetime, config) -> int:
     """Jobs whose runner is gone (lease run out): idempotent ones are due again (or dead after
     their last attempt); at-most-once ones are abandoned, never rerun. How many were found."""
-    stale = db.session.execute(sa.select(Job.id, Job.kind, Job.payload, Job.attempts, Job.created_at, Job.holder)
-                               .where(Job.state == "running", Job.leased_until < now)).all()
+    stale = db.session.execute(
+        sa.select(Job.id, Job.kind, Job.payload, Job.attempts, Job.created_at, Job.holder).where(
+            Job.state == "running", Job.leased_until < now
+        )
+    ).all()
     db.session.rollback()
     for row in stale:
         found = KINDS.get(row.kind)
@@ -278,15 +316,17 @@ def ensure_periodic(now: datetime) -> None:
     periodic = [name for name, found in KINDS.items() if found.every]
     if not periodic:
         return
-    present = set(db.session.scalars(sa.select(Job.kind).where(Job.kind.in_(periodic),
-                                                               Job.state.in_(("due", "running")))))
+    present = set(
+        db.session.scalars(sa.select(Job.kind).where(Job.kind.in_(periodic), Job.state.in_(("due", "running"))))
+    )
     db.session.rollback()
     missing = [name for name in periodic if name not in present]
     if not missing:
         return
     with write_transaction() as session:  # again under the write lock: another runner may have added it
-        present = set(session.scalars(sa.select(Job.kind).where(Job.kind.in_(missing),
-                                                                Job.state.in_(("due", "running")))))
+        present = set(
+            session.scalars(sa.select(Job.kind).where(Job.kind.in_(missing), Job.state.in_(("due", "running"))))
+        )
         for name in missing:
             if name not in present:
                 enqueue(name, due_at=now)
@@ -315,16 +355,24 @@ def run_due(now: datetime | None = None, holder: str | None = None) -> int:
 def retry_dead(job_id: int) -> bool:
     """An admin's retry: a dead job is due again now, its attempts counted afresh."""
     with write_transaction() as session:
-        updated = rows_matched(session.execute(sa.update(Job).where(Job.id == job_id, Job.state == "dead").values(
-            state="due", due_at=clock.now(), attempts=0, finished_at=None)))
+        updated = rows_matched(
+            session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == "dead")
+                .values(state="due", due_at=clock.now(), attempts=0, finished_at=None)
+            )
+        )
         if updated:
             session.info["wake_jobs"] = True
     return bool(updated)
 
 
 def listing(states=("due", "running", "dead"), limit: int = 200) -> list[Job]:
-    return list(db.session.scalars(sa.select(Job).where(Job.state.in_(states))
-                                   .order_by(Job.state, Job.due_at, Job.id).limit(limit)))
+    return list(
+        db.session.scalars(
+            sa.select(Job).where(Job.state.in_(states)).order_by(Job.state, Job.due_at, Job.id).limit(limit)
+        )
+    )
 
 
 @kind("prune_jobs", every=timedelta(days=1))

@@ -6,6 +6,7 @@ stalled); the holder renews it while it works (`Lease.keep`) and releases it whe
 runs inside the app's write transaction, which serialises writers on both databases, so two
 processes can never both take the same name.
 """
+
 import secrets
 import time
 from datetime import timedelta
@@ -29,8 +30,11 @@ class Lease:
         if time.monotonic() - self._renewed < self.seconds / 4:
             return
         with write_transaction() as session:
-            session.execute(sa.update(LeaseRow).where(LeaseRow.name == self.name, LeaseRow.holder == self.holder)
-                            .values(expires_at=clock.now() + timedelta(seconds=self.seconds)))
+            session.execute(
+                sa.update(LeaseRow)
+                .where(LeaseRow.name == self.name, LeaseRow.holder == self.holder)
+                .values(expires_at=clock.now() + timedelta(seconds=self.seconds))
+            )
         self._renewed = time.monotonic()
 
     def release(self) -> None:

@@ -7,6 +7,7 @@ tries again. Turns are so at least one interval apart however many processes and
 at most `per_second` calls a second in all. Nothing is booked ahead, so after a stall the calls
 behind it don't go in a burst.
 """
+
 import time
 
 import sqlalchemy as sa
@@ -22,9 +23,13 @@ def take_turn(name: str, per_second: float) -> float:
     interval = 1.0 / per_second
     now = time.time()  # the wall clock, as the sleep is real (not the app's settable clock)
     with write_transaction() as session:
-        taken = rows_matched(session.execute(sa.update(RateBudget).where(RateBudget.name == name,
-                                                                         RateBudget.next_at <= now)
-                                             .values(next_at=now + interval)))
+        taken = rows_matched(
+            session.execute(
+                sa.update(RateBudget)
+                .where(RateBudget.name == name, RateBudget.next_at <= now)
+                .values(next_at=now + interval)
+            )
+        )
         if taken:
             return 0.0
         next_at = session.scalar(sa.select(RateBudget.next_at).where(RateBudget.name == name))

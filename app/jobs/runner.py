@@ -8,6 +8,7 @@ due, or JOBS_POLL_SECONDS pass (work another process enqueued). Waiting reads, n
 idle runner moves no change number. It writes one heartbeat at most every HEARTBEAT seconds, on
 its server's row (app/jobs/servers.py), which the admin's jobs page shows.
 """
+
 import os
 import secrets
 import socket
@@ -50,8 +51,9 @@ class Runner:
         if self.threads:
             return self
         _local_runners.add(self)
-        self.threads = [threading.Thread(target=self.work, name=f"job-runner-{n}", daemon=True)
-                        for n in range(self.thread_count)]
+        self.threads = [
+            threading.Thread(target=self.work, name=f"job-runner-{n}", daemon=True) for n in range(self.thread_count)
+        ]
         for thread in self.threads:
             thread.start()
         return self

@@ -11,6 +11,7 @@ live, until a server starts on its host again and deletes it. `last_seen_at` is 
 server's job runners' heartbeats (app/jobs/runner.py), as is `runner_seen_at`; a `flask worker`
 has a row of kind "worker" for its heartbeats, which commands never take for a server.
 """
+
 import os
 import socket
 from collections.abc import Iterator
@@ -47,12 +48,14 @@ def record(bind: str, public_url: str | None, pid: int | None = None) -> int:
     """Add this process's row (replacing the rows of servers on this host that are gone); its id."""
     host, pid, now = socket.gethostname(), pid or os.getpid(), clock.now()
     with bounded_write():
-        gone = [row.id for row in db.session.scalars(sa.select(Server).where(Server.host == host))
-                if row.pid == pid or not process_running(row.pid, PROGRAMS.get(row.kind, b"gunicorn"))]
+        gone = [
+            row.id
+            for row in db.session.scalars(sa.select(Server).where(Server.host == host))
+            if row.pid == pid or not process_running(row.pid, PROGRAMS.get(row.kind, b"gunicorn"))
+        ]
         if gone:
             db.session.execute(sa.delete(Server).where(Server.id.in_(gone)))
-        row = Server(host=host, pid=pid, bind=bind, public_url=public_url or None, started_at=now,
-                     last_seen_at=now)
+        row = Server(host=host, pid=pid, bind=bind, public_url=public_url or None, started_at=now, last_seen_at=now)
         db.session.add(row)
         db.session.flush()
         return row.id
@@ -90,7 +93,9 @@ def newest_live() -> sa.Row | None:
     try:
         rows = db.session.execute(
             sa.select(Server.host, Server.pid, Server.bind, Server.public_url, Server.last_seen_at)
-            .where(Server.kind == "server").order_by(Server.last_seen_at.desc(), Server.id.desc())).all()
+            .where(Server.kind == "server")
+            .order_by(Server.last_seen_at.desc(), Server.id.desc())
+        ).all()
     except DBAPIError:  # a database from before the table (init-db not run since): no server known
         db.session.rollback()
         return None
@@ -146,16 +151,22 @@ def reachable_bind(server: sa.Row) -> str:
 def heartbeat(server_id: int, now) -> None:
     """A runner of this server is alive (at most one write per runner every 15 s; no change number)."""
     with bounded_write():
-        db.session.execute(sa.update(Server).where(Server.id == server_id)
-                           .values(last_seen_at=now, runner_seen_at=now))
+        db.session.execute(sa.update(Server).where(Server.id == server_id).values(last_seen_at=now, runner_seen_at=now))
 
 
 def record_worker() -> int:
     """`flask --app app worker`: a row of its own (it listens nowhere), for its heartbeats."""
     now = clock.now()
     with bounded_write():
-        row = Server(host=socket.gethostname(), pid=os.getpid(), bind="", kind="worker", started_at=now,
-                     last_seen_at=now, runner_seen_at=now)
+        row = Server(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            bind="",
+            kind="worker",
+            started_at=now,
+            last_seen_at=now,
+            runner_seen_at=now,
+        )
         db.session.add(row)
         db.session.flush()
         return row.id
@@ -163,8 +174,9 @@ def record_worker() -> int:
 
 def runner_rows() -> list[Server]:
     """Servers and workers with their runners' heartbeats, most recently heard from first."""
-    rows = list(db.session.scalars(sa.select(Server).order_by(Server.runner_seen_at.desc().nulls_last(),
-                                                              Server.id.desc())))
+    rows = list(
+        db.session.scalars(sa.select(Server).order_by(Server.runner_seen_at.desc().nulls_last(), Server.id.desc()))
+    )
     return rows
 
 

@@ -1,4 +1,5 @@
 """Commands for `flask --app app ...`, registered by the factory."""
+
 import functools
 import json
 import secrets
@@ -29,8 +30,20 @@ from app.replies import delivery
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, create_user, list_users, reset_password, disable_user, enable_user, purge,
-                    send_test_message, local_secret, copy_db, seed_demo, worker):
+    for command in (
+        init_db,
+        create_user,
+        list_users,
+        reset_password,
+        disable_user,
+        enable_user,
+        purge,
+        send_test_message,
+        local_secret,
+        copy_db,
+        seed_demo,
+        worker,
+    ):
         app.cli.add_command(command)
 
 
@@ -48,13 +61,15 @@ def one_line_database_errors(run):
             if "no such table" in problem or problem.startswith("relation") and "does not exist" in problem:
                 raise click.ClickException(
                     f"The database has no tables yet, or not this version's ({problem}): run "
-                    "`.venv/bin/flask --app app init-db` (`make run` does) first.") from exc
+                    "`.venv/bin/flask --app app init-db` (`make run` does) first."
+                ) from exc
             if isinstance(exc, ProgrammingError):
                 raise
             if "locked" in problem:
                 raise click.ClickException(
                     "The database stayed locked: another process is writing to it (a seed-demo, a purge?). "
-                    "Try again when it is done.") from exc
+                    "Try again when it is done."
+                ) from exc
             raise click.ClickException(f"The database could not be used: {problem}") from exc
 
     return run_explaining_database_errors
@@ -148,8 +163,10 @@ def reset_password(username: str):
         token = accounts.issue_reset_link(user, clock.now())
         audit.record("password_reset", {"user": user.username, "by": "command line"})
     hours = current_app.config["RESET_LINK_SECONDS"] / 3600
-    click.echo(f"Give {user.username} this link; it works once, for {hours:g} hours:\n"
-               f"{servers.site_address(current_app.config).url}/set-password/{token}")
+    click.echo(
+        f"Give {user.username} this link; it works once, for {hours:g} hours:\n"
+        f"{servers.site_address(current_app.config).url}/set-password/{token}"
+    )
 
 
 @click.command("disable-user")
@@ -183,15 +200,19 @@ def enable_user(username: str):
 
 @click.command("send-test-message")
 @with_appcontext
-@click.option("--url", help="The app's address. Default: PUBLIC_URL, else where the running server listens, "
-                             "else BIND.")
+@click.option("--url", help="The app's address. Default: PUBLIC_URL, else where the running server listens, else BIND.")
 @click.option("--sender", default="+37255512345", show_default=True)
 @click.option("--text", default="Tere! This is a test message 📨", show_default=True)
-@click.option("--channel", default="sms", show_default=True,
-              type=click.Choice(["sms", "viber", "whatsapp", "telegram"]))
-@click.option("--delivery-report", "report_status", type=click.Choice(sorted(delivery.STATUS_WORDS)),
-              help="Instead of a message, send a delivery report with this status for the newest sent "
-                   "reply, signed with MESSENTE_API_PASSWORD as Messente signs them.")
+@click.option(
+    "--channel", default="sms", show_default=True, type=click.Choice(["sms", "viber", "whatsapp", "telegram"])
+)
+@click.option(
+    "--delivery-report",
+    "report_status",
+    type=click.Choice(sorted(delivery.STATUS_WORDS)),
+    help="Instead of a message, send a delivery report with this status for the newest sent "
+    "reply, signed with MESSENTE_API_PASSWORD as Messente signs them.",
+)
 @one_line_database_errors
 def send_test_message(url: str | None, sender: str, text: str, channel: str, report_status: str | None):
     """Sign a realistic inbound message (or delivery report) and POST it to the app, as Messente would."""
@@ -205,34 +226,50 @@ def send_test_message(url: str | None, sender: str, text: str, channel: str, rep
         if not password or newest is None:
             raise click.ClickException("A test delivery report needs MESSENTE_API_PASSWORD and a sent reply.")
         omnimessage_id, to, reply_channel = newest
-        body = json.dumps({
-            "status": report_status, "err": 0 if report_status in ("DELIVRD", "SEEN", "ACK", "ACCEPTD") else 1,
-            "error": None, "message_id": str(uuid.uuid4()), "omnimessage_id": omnimessage_id, "to": to,
-            "channel": reply_channel, "sender": "sms-inbox test",
-            "timestamp": clock.now().isoformat(timespec="microseconds"), "price_info": None,
-        }).encode()
+        body = json.dumps(
+            {
+                "status": report_status,
+                "err": 0 if report_status in ("DELIVRD", "SEEN", "ACK", "ACCEPTD") else 1,
+                "error": None,
+                "message_id": str(uuid.uuid4()),
+                "omnimessage_id": omnimessage_id,
+                "to": to,
+                "channel": reply_channel,
+                "sender": "sms-inbox test",
+                "timestamp": clock.now().isoformat(timespec="microseconds"),
+                "price_info": None,
+            }
+        ).encode()
         post_signed(f"{url}/callbacks/delivery", body, password, hint)
         return
     configured = current_app.config["MESSENTE_SHARED_SECRETS"]
     if not configured:
         raise click.ClickException("No shared secret: set MESSENTE_SHARED_SECRET or run `make run` once.")
-    body = json.dumps({
-        "msg_id": str(uuid.uuid4()),
-        "sub_msg_id": str(uuid.uuid4()),
-        "channel": channel,
-        "recipient": "+37250000000",
-        "time": clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "text": text,
-        "sender": sender,
-    }, ensure_ascii=False).encode()
+    body = json.dumps(
+        {
+            "msg_id": str(uuid.uuid4()),
+            "sub_msg_id": str(uuid.uuid4()),
+            "channel": channel,
+            "recipient": "+37250000000",
+            "time": clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "text": text,
+            "sender": sender,
+        },
+        ensure_ascii=False,
+    ).encode()
     post_signed(f"{url}/callbacks/inbound", body, configured[0], hint)
 
 
 def post_signed(url: str, body: bytes, key: str, hint: str = "") -> None:
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json",
-        "X-Messente-Signature": signing.sign(body, key),
-    })
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "X-Messente-Signature": signing.sign(body, key),
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             status, answer = response.status, response.read().decode()
@@ -248,10 +285,14 @@ def post_signed(url: str, body: bytes, key: str, hint: str = "") -> None:
 
 @click.command("copy-db")
 @with_appcontext
-@click.option("--to", "target_url", required=True, metavar="URL",
-              help="The database to copy into, e.g. postgresql://user:password@host/dbname.")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Rows per transaction.")
+@click.option(
+    "--to",
+    "target_url",
+    required=True,
+    metavar="URL",
+    help="The database to copy into, e.g. postgresql://user:password@host/dbname.",
+)
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1), help="Rows per transaction.")
 def copy_db(target_url: str, batch_size: int):
     """Copy every row of this app's database to another one, e.g. from SQLite to PostgreSQL.
 
@@ -264,31 +305,32 @@ def copy_db(target_url: str, batch_size: int):
         copying.upgrade_schema(target)
         click.echo(f"Schema of {target.url.render_as_string(hide_password=True)} is up to date.")
         for table in copying.TABLES:
-            with click.progressbar(length=copying.rows_to_copy(source, target, table),
-                                   label=f"{table.name:<15}", show_pos=True) as bar:
+            with click.progressbar(
+                length=copying.rows_to_copy(source, target, table), label=f"{table.name:<15}", show_pos=True
+            ) as bar:
                 for copied in copying.copy_table(source, target, table, batch_size):
                     bar.update(copied)
-            click.echo(f"{table.name}: {bar.pos} rows copied, "
-                       f"{copying.count_rows(target, table) - bar.pos} were already there")
+            click.echo(
+                f"{table.name}: {bar.pos} rows copied, {copying.count_rows(target, table) - bar.pos} were already there"
+            )
         copying.continue_numbering(source, target)
         copying.analyze(target)
         checks = copying.verify(source, target, batch_size)
     except OperationalError as exc:
-        raise click.ClickException(
-            f"{exc.orig}\nRun the same command again to continue where it stopped."
-        ) from exc
+        raise click.ClickException(f"{exc.orig}\nRun the same command again to continue where it stopped.") from exc
     finally:
         target.dispose()
 
     click.echo("\nVerification (rows and sha256 on both sides):")
     for check in checks:
         if check.matches:
-            click.echo(f"  {check.table:<15} {check.source_rows:>9} rows  "
-                       f"{check.source_sha256[:16]}  same")
+            click.echo(f"  {check.table:<15} {check.source_rows:>9} rows  {check.source_sha256[:16]}  same")
         else:
-            click.echo(f"  {check.table:<15} DIFFERENT: source {check.source_rows} rows "
-                       f"{check.source_sha256[:16]}, target {check.target_rows} rows "
-                       f"{check.target_sha256[:16]}")
+            click.echo(
+                f"  {check.table:<15} DIFFERENT: source {check.source_rows} rows "
+                f"{check.source_sha256[:16]}, target {check.target_rows} rows "
+                f"{check.target_sha256[:16]}"
+            )
     different = [check.table for check in checks if not check.matches]
     if different:
         raise click.ClickException(
@@ -300,10 +342,16 @@ def copy_db(target_url: str, batch_size: int):
 
 @click.command("seed-demo")
 @with_appcontext
-@click.option("--messages", default=10_000, show_default=True, type=click.IntRange(min=1),
-              help="How many messages to add.")
-@click.option("--senders", default=500, show_default=True, type=click.IntRange(min=1),
-              help="How many new senders they come from (a few busy, most with a handful).")
+@click.option(
+    "--messages", default=10_000, show_default=True, type=click.IntRange(min=1), help="How many messages to add."
+)
+@click.option(
+    "--senders",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many new senders they come from (a few busy, most with a handful).",
+)
 @one_line_database_errors
 def seed_demo(messages: int, senders: int):
     """Add realistic demo messages in bulk (over the last 60 days), to try the inbox at scale."""
@@ -316,8 +364,13 @@ def seed_demo(messages: int, senders: int):
 @with_appcontext
 @click.option("--yes", is_flag=True, help="Don't ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
-@click.option("--batch-size", default=retention.BATCH_SIZE, show_default=True, type=click.IntRange(min=1),
-              help="Messages per transaction: callbacks wait at most one batch.")
+@click.option(
+    "--batch-size",
+    default=retention.BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Messages per transaction: callbacks wait at most one batch.",
+)
 @one_line_database_errors
 def purge(yes: bool, dry_run: bool, batch_size: int):
     """Delete what is older than the retention settings now (the app also does it daily)."""
@@ -325,8 +378,10 @@ def purge(yes: bool, dry_run: bool, batch_size: int):
     plan = retention.purge(now, days, audit_days, dry_run=True)
     kept = f"older than {days} days" if days else "none (messages are kept for ever)"
     audit_kept = f"older than {audit_days} days" if audit_days else "none, kept for ever"
-    click.echo(f"Messages to delete: {plan.messages:,} ({kept}); dead letters: {plan.dead_letters:,}; "
-               f"audit events: {plan.audit_events:,} ({audit_kept}).")
+    click.echo(
+        f"Messages to delete: {plan.messages:,} ({kept}); dead letters: {plan.dead_letters:,}; "
+        f"audit events: {plan.audit_events:,} ({audit_kept})."
+    )
     if dry_run:
         return
     if not yes:
@@ -338,9 +393,11 @@ def purge(yes: bool, dry_run: bool, batch_size: int):
         result = retention.run_scheduled(force=True, batch_size=batch_size, progress=bar.update)
     if result is None:
         raise click.ClickException("Another process is purging right now; try again in a few minutes.")
-    click.echo(f"Deleted {result.messages:,} messages ({result.conversations_removed:,} conversations left "
-               f"empty and removed), {result.dead_letters:,} dead letters, {result.audit_events:,} audit "
-               f"events, {result.login_rows + result.sessions:,} old login rows.")
+    click.echo(
+        f"Deleted {result.messages:,} messages ({result.conversations_removed:,} conversations left "
+        f"empty and removed), {result.dead_letters:,} dead letters, {result.audit_events:,} audit "
+        f"events, {result.login_rows + result.sessions:,} old login rows."
+    )
 
 
 @click.command("worker")
@@ -352,6 +409,7 @@ def worker():
     Every server process runs them already; this is for a deployment that wants them elsewhere.
     """
     from app.jobs import runner
+
     # Flask types current_app as the app itself; it is the proxy that finds it.
     app = cast("LocalProxy[Flask]", current_app)._get_current_object()
     server_id = servers.record_worker()

@@ -7,6 +7,7 @@ over every row, computed on both sides, prove the copy.
 
 Plain functions over engines: the command, the tests and any script can use them.
 """
+
 import hashlib
 import json
 from base64 import b64encode
@@ -40,9 +41,25 @@ from app.extensions import configure_engine, engine_options
 # Referenced tables first. Login throttling and sessions are not copied: their rows only matter
 # for minutes, and everyone logs in again on the new database. Jobs are: a reply queued in the
 # old database is sent from the new one.
-TABLES = tuple(model.__table__ for model in
-               (User, BackupCode, Conversation, Message, ConversationRecipient, OptOut, SavedReply, DailyCount,
-                DeadLetter, ChangeCounter, AuditEvent, Setting, Suppression, Job))
+TABLES = tuple(
+    model.__table__
+    for model in (
+        User,
+        BackupCode,
+        Conversation,
+        Message,
+        ConversationRecipient,
+        OptOut,
+        SavedReply,
+        DailyCount,
+        DeadLetter,
+        ChangeCounter,
+        AuditEvent,
+        Setting,
+        Suppression,
+        Job,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -144,8 +161,11 @@ def continue_numbering(source: sa.Engine, target: sa.Engine) -> None:
     with target.begin() as connection:  # the migration made the row; copying skipped it
         connection.execute(sa.update(counter).values(value=value))
     with source.connect() as connection:
-        handed_out = {table.name: last_id_handed_out(connection, table) for table in TABLES
-                      if table.autoincrement_column is not None}
+        handed_out = {
+            table.name: last_id_handed_out(connection, table)
+            for table in TABLES
+            if table.autoincrement_column is not None
+        }
     with target.begin() as connection:
         for table in TABLES:
             if table.name in handed_out:
@@ -162,12 +182,16 @@ def last_id_handed_out(connection: sa.Connection, table: sa.Table) -> int:
     largest = connection.scalar(sa.select(sa.func.max(column))) or 0
     if connection.dialect.name == "sqlite":
         if connection.scalar(sa.text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'")):
-            position = connection.scalar(sa.text("SELECT seq FROM sqlite_sequence WHERE name = :name"),
-                                         {"name": table.name})
+            position = connection.scalar(
+                sa.text("SELECT seq FROM sqlite_sequence WHERE name = :name"), {"name": table.name}
+            )
             largest = max(largest, position or 0)
         return largest
-    sequence = connection.scalar(sa.select(sa.func.pg_get_serial_sequence(
-        connection.dialect.identifier_preparer.format_table(table), column.name)))
+    sequence = connection.scalar(
+        sa.select(
+            sa.func.pg_get_serial_sequence(connection.dialect.identifier_preparer.format_table(table), column.name)
+        )
+    )
     if sequence is not None:
         # last_value is the last id handed out once is_called; before that, nothing was.
         last_value, is_called = connection.execute(sa.text(f"SELECT last_value, is_called FROM {sequence}")).one()
@@ -179,17 +203,22 @@ def continue_ids_after(connection: sa.Connection, table: sa.Table, last: int) ->
     """Make the next id the table hands out `last` + 1."""
     if connection.dialect.name == "sqlite":
         connection.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = :name"), {"name": table.name})
-        connection.execute(sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES (:name, :last)"),
-                           {"name": table.name, "last": last})
+        connection.execute(
+            sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES (:name, :last)"), {"name": table.name, "last": last}
+        )
         return
     quoted_table = connection.dialect.identifier_preparer.format_table(table)
     column = table.autoincrement_column
     assert column is not None  # continue_numbering passes only tables with an id column
-    connection.execute(sa.select(sa.func.setval(
-        sa.func.pg_get_serial_sequence(quoted_table, column.name),
-        max(last, 1),
-        last > 0,  # is_called: the next id is last + 1 (with nothing handed out yet: 1)
-    )))
+    connection.execute(
+        sa.select(
+            sa.func.setval(
+                sa.func.pg_get_serial_sequence(quoted_table, column.name),
+                max(last, 1),
+                last > 0,  # is_called: the next id is last + 1 (with nothing handed out yet: 1)
+            )
+        )
+    )
 
 
 def analyze(target: sa.Engine) -> None:
@@ -209,12 +238,14 @@ def analyze(target: sa.Engine) -> None:
 
 def canonical(row: sa.Row) -> bytes:
     """One row as bytes that are the same whichever backend it was read from."""
+
     def plain(value):
         if isinstance(value, bytes):
             return b64encode(value).decode()
         if isinstance(value, (datetime, date)):
             return value.isoformat()
         return value
+
     return json.dumps([plain(value) for value in row], ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
 
 

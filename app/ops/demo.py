@@ -16,6 +16,7 @@ transactions of MESSAGES_PER_TRANSACTION, each short enough for a live server's 
 Seeding waits for the write lock as the server does (the busy timeout), and changes SQLite's
 journal mode only when nothing else has the database open (see `rollback_journal`).
 """
+
 import bisect
 import gc
 import itertools
@@ -58,8 +59,7 @@ UNREAD_SINCE = timedelta(days=1)
 CHANNEL_WEIGHTS = {"sms": 55, "whatsapp": 20, "viber": 15, "telegram": 10}
 # Country code with mobile prefix, and how many subscriber digits follow: every number is a
 # possible one in E.164, so it is its own conversation key (numbers.normalise).
-NUMBER_PLANS = [("+3725", 7), ("+3725", 6), ("+3712", 7), ("+3706", 7), ("+35840", 7),
-                ("+4479", 8), ("+79", 9)]
+NUMBER_PLANS = [("+3725", 7), ("+3725", 6), ("+3712", 7), ("+3706", 7), ("+35840", 7), ("+4479", 8), ("+79", 9)]
 NUMBER_PLAN_WEIGHTS = [50, 10, 8, 8, 10, 6, 8]
 # Our numbers: each customer writes to one of them.
 RECIPIENTS = ["+37250000000", "+37250000001"]
@@ -88,14 +88,22 @@ TEMPLATES = [
     "👍",
     "Jah",
     "Kood: {n}",
-    ("Tere! Kirjutan pikemalt, sest eelmine kord jäi asi pooleli: tellimus {n} tuli kohale, aga "
-     "karbis oli vale suurus ja ma sooviksin selle ümber vahetada. Kas saan selle tuua teie "
-     "Tartu kauplusesse või peab saatma pakiautomaati? Ette tänades, Mari 🌷"),
+    (
+        "Tere! Kirjutan pikemalt, sest eelmine kord jäi asi pooleli: tellimus {n} tuli kohale, aga "
+        "karbis oli vale suurus ja ma sooviksin selle ümber vahetada. Kas saan selle tuua teie "
+        "Tartu kauplusesse või peab saatma pakiautomaati? Ette tänades, Mari 🌷"
+    ),
 ]
 
 
-def seed(messages: int, senders: int, *, now: datetime | None = None, rng: random.Random | None = None,
-         progress: Callable[[int], None] | None = None) -> None:
+def seed(
+    messages: int,
+    senders: int,
+    *,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """Add `messages` demo messages from `senders` new senders; commits as it goes.
 
     Skewed like real traffic: message counts per sender follow Zipf's law, so a few senders
@@ -130,21 +138,38 @@ def seed(messages: int, senders: int, *, now: datetime | None = None, rng: rando
                 with write_transaction() as session:
                     connection = session.connection()
                     with large_page_cache(connection), indexes_built_at_the_end(connection, rebuild=empty):
-                        plan.store(connection, order[first:first + count], list(itertools.islice(arrivals, count)),
-                                   picks[first:first + count], progress)
+                        plan.store(
+                            connection,
+                            order[first : first + count],
+                            list(itertools.islice(arrivals, count)),
+                            picks[first : first + count],
+                            progress,
+                        )
 
 
 class Plan:
     """What every transaction's messages share: senders, texts, and the run's msg_id prefix."""
 
-    def __init__(self, numbers: list[str], channels: list[str], texts: list[tuple[str, str, str]], run: str,
-                 unread_since: datetime):
+    def __init__(
+        self,
+        numbers: list[str],
+        channels: list[str],
+        texts: list[tuple[str, str, str]],
+        run: str,
+        unread_since: datetime,
+    ):
         self.numbers, self.channels, self.texts, self.unread_since = numbers, channels, texts, unread_since
         self.run = run  # demo msg_ids are "demo-<run>-<id>": never a provider's UUID
         self.sub_msg_id_prefix = f"{run}-0000-4000-8000-"  # UUID-shaped, the id in the last group
 
-    def store(self, connection: sa.Connection, chunk: list[int], times: list[datetime], picks: list[int],
-              progress: Callable[[int], None] | None) -> None:
+    def store(
+        self,
+        connection: sa.Connection,
+        chunk: list[int],
+        times: list[datetime],
+        picks: list[int],
+        progress: Callable[[int], None] | None,
+    ) -> None:
         """One transaction's messages (senders, increasing times, texts), with everything they change."""
         numbers, channels = self.numbers, self.channels
         next_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
@@ -152,14 +177,16 @@ class Plan:
         distinct = set(chunk)
         conversation_of = conversation_ids(connection, {numbers[s]: channels[s] for s in distinct}, change)
         # What a row needs of its sender, looked up once per sender.
-        who = {s: (numbers[s], channels[s], conversation_of[numbers[s]], RECIPIENTS[s % len(RECIPIENTS)])
-               for s in distinct}
+        who = {
+            s: (numbers[s], channels[s], conversation_of[numbers[s]], RECIPIENTS[s % len(RECIPIENTS)]) for s in distinct
+        }
         insert, sqlite = message_inserter(connection), connection.dialect.name == "sqlite"
 
         def rows(start: int) -> list[tuple]:
             stop = start + ROWS_PER_INSERT
-            return self.rows(next_id + start, chunk[start:stop], times[start:stop], picks[start:stop], who,
-                             change, sqlite)
+            return self.rows(
+                next_id + start, chunk[start:stop], times[start:stop], picks[start:stop], who, change, sqlite
+            )
 
         # The next rows are built while the database stores these: it lets go of the GIL meanwhile.
         with ThreadPoolExecutor(1) as builder:
@@ -173,17 +200,27 @@ class Plan:
                     progress(len(batch))
         if connection.dialect.name == "postgresql":
             # We chose the ids: move the id sequence past them for the next callback.
-            connection.execute(sa.select(sa.func.setval(
-                sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1)))
+            connection.execute(
+                sa.select(sa.func.setval(sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1))
+            )
         first_unread = bisect.bisect_left(times, self.unread_since)
         add_to_conversations(connection, self.totals(next_id, chunk, times, picks, who, first_unread), change)
         add_to_daily_counts(connection, dict(Counter(map(datetime.date, times))))
         if hasattr(ingest, "add_recipients"):
-            ingest.add_recipients(connection, {(conversation_id, recipient)
-                                               for _, _, conversation_id, recipient in who.values()})
+            ingest.add_recipients(
+                connection, {(conversation_id, recipient) for _, _, conversation_id, recipient in who.values()}
+            )
 
-    def rows(self, next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
-             who: dict[int, tuple[str, str, int, str]], change: int, sqlite: bool) -> list[tuple]:
+    def rows(
+        self,
+        next_id: int,
+        chunk: list[int],
+        times: list[datetime],
+        picks: list[int],
+        who: dict[int, tuple[str, str, int, str]],
+        change: int,
+        sqlite: bool,
+    ) -> list[tuple]:
         """Message rows in MESSAGE_COLUMNS order, with the body the provider would have sent."""
         rows: list[tuple] = []
         append = rows.append
@@ -200,15 +237,52 @@ class Plan:
                 f'"recipient": "{recipient}", "time": "{sent_iso}Z", "text": {text_json}, "sender": "{sender}"}}'
             ).encode()
             if sqlite:  # the text SQLAlchemy stores for a DateTime
-                append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text, folded,
-                        sent_iso.replace("T", " "), received_at.isoformat(" ", "microseconds"), raw_body, change))
+                append(
+                    (
+                        message_id,
+                        conversation_id,
+                        msg_id,
+                        sub_msg_id,
+                        channel,
+                        sender,
+                        recipient,
+                        text,
+                        folded,
+                        sent_iso.replace("T", " "),
+                        received_at.isoformat(" ", "microseconds"),
+                        raw_body,
+                        change,
+                    )
+                )
             else:
-                append((message_id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text, folded,
-                        sent_at, received_at, raw_body, change))
+                append(
+                    (
+                        message_id,
+                        conversation_id,
+                        msg_id,
+                        sub_msg_id,
+                        channel,
+                        sender,
+                        recipient,
+                        text,
+                        folded,
+                        sent_at,
+                        received_at,
+                        raw_body,
+                        change,
+                    )
+                )
         return rows
 
-    def totals(self, next_id: int, chunk: list[int], times: list[datetime], picks: list[int],
-               who: dict[int, tuple[str, str, int, str]], first_unread: int) -> dict[int, ConversationTotals]:
+    def totals(
+        self,
+        next_id: int,
+        chunk: list[int],
+        times: list[datetime],
+        picks: list[int],
+        who: dict[int, tuple[str, str, int, str]],
+        first_unread: int,
+    ) -> dict[int, ConversationTotals]:
         """What each conversation gains from the chunk's messages (ids from next_id, in order), as
         ConversationTotals.add would sum them: counted in C, each sender's last message looked up once."""
         counts, unread = Counter(chunk), Counter(chunk[first_unread:])
@@ -217,15 +291,33 @@ class Plan:
             _, channel, conversation_id, _ = who[s]
             message_id, received_at = next_id + position, times[position]
             totals[conversation_id] = ConversationTotals(
-                channel, message_count=counts[s], unread_count=unread[s], last_message_id=message_id,
+                channel,
+                message_count=counts[s],
+                unread_count=unread[s],
+                last_message_id=message_id,
                 last_sent_at=received_at - PROVIDER_DELAYS[message_id % len(PROVIDER_DELAYS)],
-                last_text=self.texts[picks[position]][0][:PREVIEW_LENGTH], last_inbound_at=received_at)
+                last_text=self.texts[picks[position]][0][:PREVIEW_LENGTH],
+                last_inbound_at=received_at,
+            )
         return totals
 
 
 # What a demo message has; the reply columns keep their defaults (inbound, no status).
-MESSAGE_COLUMNS = ["id", "conversation_id", "msg_id", "sub_msg_id", "channel", "sender", "recipient", "text",
-                   "folded_text", "sent_at", "received_at", "raw_body", "change_seq"]
+MESSAGE_COLUMNS = [
+    "id",
+    "conversation_id",
+    "msg_id",
+    "sub_msg_id",
+    "channel",
+    "sender",
+    "recipient",
+    "text",
+    "folded_text",
+    "sent_at",
+    "received_at",
+    "raw_body",
+    "change_seq",
+]
 
 
 def message_inserter(connection: sa.Connection) -> Callable[[list[tuple]], None]:
@@ -243,12 +335,17 @@ def message_inserter(connection: sa.Connection) -> Callable[[list[tuple]], None]
             with driver.cursor() as cursor, cursor.copy(copy_sql) as stream:
                 for row in rows:
                     stream.write_row(row)
+
         return copy
-    statement = sa.insert(sa.table("message", *map(sa.column, MESSAGE_COLUMNS))).compile(
-        dialect=connection.dialect, column_keys=MESSAGE_COLUMNS).string
+    statement = (
+        sa.insert(sa.table("message", *map(sa.column, MESSAGE_COLUMNS)))
+        .compile(dialect=connection.dialect, column_keys=MESSAGE_COLUMNS)
+        .string
+    )
 
     def insert(rows: list[tuple]) -> None:
         driver.executemany(statement, rows)
+
     return insert
 
 
@@ -336,8 +433,9 @@ def indexes_built_at_the_end(connection: sa.Connection, rebuild: bool) -> Iterat
     if connection.dialect.name != "sqlite":
         yield
         return
-    trigger = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
-                                         (FTS_INSERT_TRIGGER,)).scalar()
+    trigger = connection.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (FTS_INSERT_TRIGGER,)
+    ).scalar()
     indexes = [index for index in Message.__table__.indexes if not index.unique] if rebuild else []
     first_id = (connection.scalar(sa.select(sa.func.max(Message.id))) or 0) + 1
     for index in indexes:
@@ -348,8 +446,10 @@ def indexes_built_at_the_end(connection: sa.Connection, rebuild: bool) -> Iterat
     for index in indexes:
         index.create(connection)
     if trigger:
-        connection.exec_driver_sql(f"INSERT INTO {FTS_TABLE} (rowid, folded_text) "
-                                   "SELECT id, folded_text FROM message WHERE id >= ?", (first_id,))
+        connection.exec_driver_sql(
+            f"INSERT INTO {FTS_TABLE} (rowid, folded_text) SELECT id, folded_text FROM message WHERE id >= ?",
+            (first_id,),
+        )
         connection.exec_driver_sql(trigger)
 
 
@@ -386,14 +486,15 @@ def arrival_times(messages: int, now: datetime, rng: random.Random) -> Iterator[
     start = now - timedelta(days=DAYS)
     first_hour = start.replace(minute=0, second=0, microsecond=0)
     hours = [first_hour + timedelta(hours=n) for n in range((now - first_hour) // timedelta(hours=1) + 1)]
-    day_weights = {hour.date(): rng.uniform(0.7, 1.3) * (0.5 if hour.weekday() >= 5 else 1.0)
-                   for hour in hours}
+    day_weights = {hour.date(): rng.uniform(0.7, 1.3) * (0.5 if hour.weekday() >= 5 else 1.0) for hour in hours}
     # Microseconds of each hour that are after `start` and already past: the first and last are cut.
     micro = timedelta(microseconds=1)
     firsts = [max(0, (start - hour) // micro) + 1 for hour in hours]
     ends = [min(3_600_000_000, (now - hour) // micro) for hour in hours]
-    weights = [HOURLY_WEIGHTS[hour.hour] * day_weights[hour.date()] * max(0, end - first)
-               for hour, first, end in zip(hours, firsts, ends, strict=True)]
+    weights = [
+        HOURLY_WEIGHTS[hour.hour] * day_weights[hour.date()] * max(0, end - first)
+        for hour, first, end in zip(hours, firsts, ends, strict=True)
+    ]
     total = sum(weights)
     # Cumulative rounding hands out exactly `messages` over the hours.
     handed_out, cumulative = 0, 0.0
@@ -402,5 +503,12 @@ def arrival_times(messages: int, now: datetime, rng: random.Random) -> Iterator[
         count = round(messages * cumulative / total) - handed_out
         handed_out += count
         for offset in sorted(rng.randrange(first, end) for _ in range(count)):
-            yield datetime(hour.year, hour.month, hour.day, hour.hour, offset // 60_000_000,
-                           offset // 1_000_000 % 60, offset % 1_000_000)
+            yield datetime(
+                hour.year,
+                hour.month,
+                hour.day,
+                hour.hour,
+                offset // 60_000_000,
+                offset // 1_000_000 % 60,
+                offset % 1_000_000,
+            )

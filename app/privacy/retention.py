@@ -10,6 +10,7 @@ conversation and everything about its number at once. Both count on SQLite's `se
 The app purges by itself once a day (the periodic `daily_purge` job, app/jobs/; a lease,
 app/jobs/leases.py, lets one process at a time purge); `flask --app app purge` runs it by hand.
 """
+
 import json
 import logging
 import re
@@ -57,6 +58,7 @@ FTS_MERGE_PAGES = 200
 
 # --- settings ----------------------------------------------------------------------------
 
+
 def _setting(name: str) -> str | None:
     return db.session.scalar(sa.select(Setting.value).where(Setting.name == name))
 
@@ -99,6 +101,7 @@ def last_purge() -> datetime | None:
 
 # --- the SQLite files keep no copy ---------------------------------------------------------
 
+
 def is_sqlite() -> bool:
     return db.engine.dialect.name == "sqlite"
 
@@ -129,8 +132,10 @@ def scrub_files() -> None:
             with write_transaction() as session:
                 secure_delete()
                 before = session.scalar(sa.text("SELECT total_changes()"))
-                session.execute(sa.text(f"INSERT INTO {index} ({index}, rank) VALUES ('merge', :pages)"),
-                                {"pages": -FTS_MERGE_PAGES})
+                session.execute(
+                    sa.text(f"INSERT INTO {index} ({index}, rank) VALUES ('merge', :pages)"),
+                    {"pages": -FTS_MERGE_PAGES},
+                )
                 if session.scalar(sa.text("SELECT total_changes()")) - before < 2:  # SQLite's "nothing left"
                     break
     with db.engine.connect() as connection:
@@ -140,6 +145,7 @@ def scrub_files() -> None:
 
 
 # --- erasure on request ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ConversationSummary:
@@ -155,8 +161,9 @@ def conversation_summary(conversation_id: int) -> ConversationSummary | None:
     if conversation is None:
         return None
     count = db.session.scalar(sa.select(sa.func.count()).where(Message.conversation_id == conversation_id)) or 0
-    return ConversationSummary(conversation.id, conversation.sender, getattr(conversation, "contact_name", None),
-                               count, conversation.opted_out)
+    return ConversationSummary(
+        conversation.id, conversation.sender, getattr(conversation, "contact_name", None), count, conversation.opted_out
+    )
 
 
 def erase_conversation(conversation_id: int) -> int:
@@ -176,9 +183,14 @@ def erase_conversation(conversation_id: int) -> int:
         person = ErasedPerson.of(conversation)
         redacted = redact_audit_trail(person)
         ids = list(session.scalars(sa.select(Message.id).where(Message.conversation_id == conversation_id)))
-        omnimessage_ids = [value for value in session.scalars(
-            sa.select(Message.omnimessage_id).where(Message.conversation_id == conversation_id,
-                                                    Message.omnimessage_id.is_not(None)))]
+        omnimessage_ids = [
+            value
+            for value in session.scalars(
+                sa.select(Message.omnimessage_id).where(
+                    Message.conversation_id == conversation_id, Message.omnimessage_id.is_not(None)
+                )
+            )
+        ]
         for chunk in chunks(omnimessage_ids):
             session.execute(sa.delete(UnmatchedDeliveryReport).where(UnmatchedDeliveryReport.omnimessage_id.in_(chunk)))
         for chunk in chunks(ids):
@@ -192,9 +204,17 @@ def erase_conversation(conversation_id: int) -> int:
         if opted_out and session.get(Suppression, number_hash) is None:
             session.add(Suppression(number_hash=number_hash, created_at=clock.now()))
         change_number()  # lists polling for changes redraw without it
-        audit.record("conversation_deleted", {"conversation": conversation_id, "number_hash": number_hash,
-                                              "messages": len(ids), "dead_letters": dead_letters,
-                                              "was_opted_out": opted_out, "audit_events_redacted": redacted})
+        audit.record(
+            "conversation_deleted",
+            {
+                "conversation": conversation_id,
+                "number_hash": number_hash,
+                "messages": len(ids),
+                "dead_letters": dead_letters,
+                "was_opted_out": opted_out,
+                "audit_events_redacted": redacted,
+            },
+        )
     scrub_files()
     return len(ids)
 
@@ -218,6 +238,7 @@ class ErasedPerson:
     Past contact names are stored nowhere (editing a contact records only the conversation's
     id); a search by one is found through the conversations it matched when it ran (MATCHED).
     """
+
     conversation_id: int
     number_key: str  # the conversation's sender (numbers.normalise)
     sender_key: str
@@ -226,11 +247,17 @@ class ErasedPerson:
 
     @classmethod
     def of(cls, conversation: Conversation) -> "ErasedPerson":
-        texts = db.session.scalars(sa.select(Message.folded_text).where(
-            Message.conversation_id == conversation.id, Message.folded_text != ""))
+        texts = db.session.scalars(
+            sa.select(Message.folded_text).where(Message.conversation_id == conversation.id, Message.folded_text != "")
+        )
         name = folding.fold(conversation.contact_name.strip()) if conversation.contact_name else None
-        return cls(conversation.id, conversation.sender, conversation.sender_key,
-                   name if name and len(name) >= search.MIN_QUERY else None, list(texts))
+        return cls(
+            conversation.id,
+            conversation.sender,
+            conversation.sender_key,
+            name if name and len(name) >= search.MIN_QUERY else None,
+            list(texts),
+        )
 
     def __post_init__(self):
         self.mentions_number = numbers.mentions(self.number_key)
@@ -247,7 +274,7 @@ class ErasedPerson:
         if not self.name_words:
             return False
         found, size = words(folding.fold(value)), len(self.name_words)
-        return any(found[start:start + size] == self.name_words for start in range(len(found) - size + 1))
+        return any(found[start : start + size] == self.name_words for start in range(len(found) - size + 1))
 
     def only_match_of(self, field: str, query: str) -> bool:
         """Whether an export's search (`q`: numbers and names; `text`: message texts) matches
@@ -255,17 +282,22 @@ class ErasedPerson:
         if field == "q":
             folded = folding.fold(query.strip())
             number = queries.searched_number(query)
-            if not ((len(number) >= search.MIN_QUERY and number in self.sender_key)
-                    or (self.folded_name is not None and len(folded) >= search.MIN_QUERY and folded in self.folded_name)):
+            if not (
+                (len(number) >= search.MIN_QUERY and number in self.sender_key)
+                or (self.folded_name is not None and len(folded) >= search.MIN_QUERY and folded in self.folded_name)
+            ):
                 return False
-            others = sa.select(Conversation.id).where(queries.conversation_matches(query),
-                                                      Conversation.id != self.conversation_id)
+            others = sa.select(Conversation.id).where(
+                queries.conversation_matches(query), Conversation.id != self.conversation_id
+            )
         elif field == "text":
             folded = folding.folded_query(query)
             if len(folded) < search.MIN_QUERY or not any(folded in text for text in self.folded_texts):
                 return False
-            others = sa.select(Message.id).where(search.text_matches(query, db.session.get_bind().dialect.name),
-                                                 Message.conversation_id != self.conversation_id)
+            others = sa.select(Message.id).where(
+                search.text_matches(query, db.session.get_bind().dialect.name),
+                Message.conversation_id != self.conversation_id,
+            )
         else:
             return False
         return not db.session.scalar(sa.select(sa.exists(others.limit(1))))
@@ -279,9 +311,10 @@ class ErasedPerson:
         for name, value in details.items():
             if name not in TYPED_DETAILS or not isinstance(value, str) or not value or value == ERASED:
                 continue
-            if (self.mentioned_in(value)
-                    or (name in TYPED_DETAILS and (about_them or matched == [self.conversation_id]
-                                                   or self.only_match_of(name, value)))):
+            if self.mentioned_in(value) or (
+                name in TYPED_DETAILS
+                and (about_them or matched == [self.conversation_id] or self.only_match_of(name, value))
+            ):
                 details[name] = ERASED
                 changed = True
         return changed
@@ -296,20 +329,29 @@ def search_subjects(q: str, text: str) -> list[int] | None:
         conditions.append(queries.conversation_matches(q))
     if text:
         matching = sa.select(Message.conversation_id).where(
-            search.text_matches(text, db.session.get_bind().dialect.name))
+            search.text_matches(text, db.session.get_bind().dialect.name)
+        )
         conditions.append(Conversation.id.in_(matching.scalar_subquery()))
     if not conditions:
         return None
-    found = list(db.session.scalars(sa.select(Conversation.id).where(*conditions).order_by(Conversation.id)
-                                    .limit(FEW_SUBJECTS + 1)))
+    found = list(
+        db.session.scalars(
+            sa.select(Conversation.id).where(*conditions).order_by(Conversation.id).limit(FEW_SUBJECTS + 1)
+        )
+    )
     return found if 0 < len(found) <= FEW_SUBJECTS else None
 
 
 def referring_columns(table: sa.Table) -> list[sa.Column]:
     """Columns of other tables whose foreign key points at `table` (opt-outs, per-conversation
     rows other modules add), so that deleting a row takes what hangs on it along."""
-    return [key.parent for other in db.metadata.sorted_tables if other is not table
-            for key in other.foreign_keys if key.column.table is table]
+    return [
+        key.parent
+        for other in db.metadata.sorted_tables
+        if other is not table
+        for key in other.foreign_keys
+        if key.column.table is table
+    ]
 
 
 def delete_rows_referring_to(conversation_id: int) -> None:
@@ -322,8 +364,11 @@ def delete_rows_referring_to(conversation_id: int) -> None:
 def delete_dead_letters_mentioning(person: ErasedPerson) -> int:
     """Dead letters that mention the person, however the provider wrote the number: in the raw
     bytes, or in any string of the body once decoded as JSON (`"\\u002b372..."` is `+372...`)."""
-    found = [letter_id for letter_id, body in db.session.execute(sa.select(DeadLetter.id, DeadLetter.raw_body))
-             if dead_letter_mentions(person, bytes(body))]
+    found = [
+        letter_id
+        for letter_id, body in db.session.execute(sa.select(DeadLetter.id, DeadLetter.raw_body))
+        if dead_letter_mentions(person, bytes(body))
+    ]
     for chunk in chunks(found):
         db.session.execute(sa.delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
     return len(found)
@@ -369,25 +414,33 @@ def redact_audit_trail(person: ErasedPerson, batch_size: int = 1000) -> int:
     event's details: an erasure is rare, and the trail is kept a year by default."""
     redacted, after = 0, 0
     while True:
-        rows = db.session.execute(sa.select(AuditEvent.id, AuditEvent.details).where(AuditEvent.id > after)
-                                  .order_by(AuditEvent.id).limit(batch_size)).all()
+        rows = db.session.execute(
+            sa.select(AuditEvent.id, AuditEvent.details)
+            .where(AuditEvent.id > after)
+            .order_by(AuditEvent.id)
+            .limit(batch_size)
+        ).all()
         if not rows:
             return redacted
         for event_id, text in rows:
             details = json.loads(text)
             if isinstance(details, dict) and person.erase_from(details):
-                db.session.execute(sa.update(AuditEvent).where(AuditEvent.id == event_id).values(
-                    details=json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)))
+                db.session.execute(
+                    sa.update(AuditEvent)
+                    .where(AuditEvent.id == event_id)
+                    .values(details=json.dumps(details, ensure_ascii=False, sort_keys=True, default=str))
+                )
                 redacted += 1
         after = rows[-1].id
 
 
 def chunks(values: list, size: int = 500):
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 # --- retention by age --------------------------------------------------------------------
+
 
 @dataclass
 class PurgeResult:
@@ -403,16 +456,24 @@ class PurgeResult:
     audit_cutoff: datetime | None = None
 
     def as_dict(self) -> dict:
-        return {name: value for name, value in self.__dict__.items()
-                if name not in ("dry_run", "cutoff", "audit_cutoff")}
+        return {
+            name: value for name, value in self.__dict__.items() if name not in ("dry_run", "cutoff", "audit_cutoff")
+        }
 
 
 def old_messages(cutoff: datetime) -> sa.Select:
     return sa.select(Message.id).where(Message.received_at < cutoff)
 
 
-def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: int = BATCH_SIZE,
-          dry_run: bool = False, progress=None, between_batches=None) -> PurgeResult:
+def purge(
+    now: datetime,
+    days: int | None,
+    audit_days: int | None,
+    batch_size: int = BATCH_SIZE,
+    dry_run: bool = False,
+    progress=None,
+    between_batches=None,
+) -> PurgeResult:
     """Delete what arrived before now minus `days` (None: keep messages), and audit events
     older than `audit_days`. `progress(n)` is told each batch's messages; `between_batches()`
     is called after each batch (the daily purge renews its lease there)."""
@@ -421,6 +482,7 @@ def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: i
     result.audit_cutoff = now - timedelta(days=audit_days) if audit_days else None
     lifetime = timedelta(seconds=current_app.config["SESSION_LIFETIME_SECONDS"])
     if dry_run:
+
         def count(query: sa.Select) -> int:
             return db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
 
@@ -446,9 +508,10 @@ def purge(now: datetime, days: int | None, audit_days: int | None, batch_size: i
     if result.audit_cutoff:
         result.audit_events = _delete_in_batches(AuditEvent, AuditEvent.at < result.audit_cutoff, batch_size)
     if any(result.as_dict().values()):  # a day with nothing to delete leaves no event
-        audit.record("retention_purge", {
-            "older_than": clock.utc_iso(result.cutoff) if result.cutoff else "kept for ever",
-            **result.as_dict()})
+        audit.record(
+            "retention_purge",
+            {"older_than": clock.utc_iso(result.cutoff) if result.cutoff else "kept for ever", **result.as_dict()},
+        )
         scrub_files()
     return result
 
@@ -460,26 +523,41 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
     reading the whole table: no index on arrival time), then deleted holding it; a message is
     only deleted if it is still old, whatever happened between.
     """
-    candidates = db.session.execute(
-        sa.select(Message.id).where(Message.received_at < result.cutoff).order_by(Message.id).limit(batch_size)
-    ).scalars().all()
+    candidates = (
+        db.session.execute(
+            sa.select(Message.id).where(Message.received_at < result.cutoff).order_by(Message.id).limit(batch_size)
+        )
+        .scalars()
+        .all()
+    )
     if not candidates:
         return 0
     with write_transaction() as session:
         secure_delete()
-        rows = session.execute(sa.select(Message.id, Message.conversation_id, Message.omnimessage_id)
-                               .where(Message.id.in_(candidates), Message.received_at < result.cutoff)).all()
+        rows = session.execute(
+            sa.select(Message.id, Message.conversation_id, Message.omnimessage_id).where(
+                Message.id.in_(candidates), Message.received_at < result.cutoff
+            )
+        ).all()
         ids = [row.id for row in rows]
         omnimessage_ids = [row.omnimessage_id for row in rows if row.omnimessage_id]
         if omnimessage_ids:
-            result.delivery_reports += rows_matched(session.execute(sa.delete(UnmatchedDeliveryReport).where(
-                UnmatchedDeliveryReport.omnimessage_id.in_(omnimessage_ids))))
+            result.delivery_reports += rows_matched(
+                session.execute(
+                    sa.delete(UnmatchedDeliveryReport).where(
+                        UnmatchedDeliveryReport.omnimessage_id.in_(omnimessage_ids)
+                    )
+                )
+            )
         # Rows that point at a message lose the pointer when they can (an opt-out stays recorded
         # without its keyword message), else go with it.
         for column in referring_columns(Message.__table__):
             matching = column.in_(ids)
-            session.execute(sa.update(column.table).where(matching).values({column.name: None}) if column.nullable
-                            else sa.delete(column.table).where(matching))
+            session.execute(
+                sa.update(column.table).where(matching).values({column.name: None})
+                if column.nullable
+                else sa.delete(column.table).where(matching)
+            )
         session.execute(sa.delete(Message).where(Message.id.in_(ids)))
         result.messages += len(ids)
         deleted = Counter(row.conversation_id for row in rows)
@@ -495,20 +573,30 @@ def _recount(deleted: Counter, change: int) -> int:
     however many conversations it touched."""
     session = db.session
     table = Conversation.__table__  # Core, so the statement runs once per conversation (executemany)
-    inbound_left = (sa.select(sa.func.count()).where(Message.conversation_id == table.c.id,
-                                                     Message.direction == "in").scalar_subquery())
+    inbound_left = (
+        sa.select(sa.func.count())
+        .where(Message.conversation_id == table.c.id, Message.direction == "in")
+        .scalar_subquery()
+    )
     session.execute(
-        sa.update(table).where(table.c.id == sa.bindparam("conversation"))
-        .values(message_count=table.c.message_count - sa.bindparam("gone"),
-                unread_count=sa.case((table.c.unread_count == 0, 0),
-                                     (table.c.unread_count <= inbound_left, table.c.unread_count),
-                                     else_=inbound_left),
-                change_seq=change),
-        [{"conversation": conversation_id, "gone": gone} for conversation_id, gone in deleted.items()])
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("conversation"))
+        .values(
+            message_count=table.c.message_count - sa.bindparam("gone"),
+            unread_count=sa.case(
+                (table.c.unread_count == 0, 0),
+                (table.c.unread_count <= inbound_left, table.c.unread_count),
+                else_=inbound_left,
+            ),
+            change_seq=change,
+        ),
+        [{"conversation": conversation_id, "gone": gone} for conversation_id, gone in deleted.items()],
+    )
     emptied = session.execute(
-        sa.select(Conversation.id, Conversation.sender, Conversation.opted_out)
-        .where(Conversation.id.in_(list(deleted)),
-               ~sa.exists().where(Message.conversation_id == Conversation.id))).all()
+        sa.select(Conversation.id, Conversation.sender, Conversation.opted_out).where(
+            Conversation.id.in_(list(deleted)), ~sa.exists().where(Message.conversation_id == Conversation.id)
+        )
+    ).all()
     for conversation_id, sender, opted_out in emptied:
         if opted_out:
             number_hash = audit.number_hash(sender)
@@ -526,14 +614,19 @@ def _delete_in_batches(model, condition, batch_size: int) -> int:
         with write_transaction() as session:
             secure_delete()
             batch = sa.select(key).where(condition).limit(batch_size)
-            deleted = rows_matched(session.execute(sa.delete(model).where(key.in_(batch.scalar_subquery())),
-                                                   execution_options={"synchronize_session": False}))
+            deleted = rows_matched(
+                session.execute(
+                    sa.delete(model).where(key.in_(batch.scalar_subquery())),
+                    execution_options={"synchronize_session": False},
+                )
+            )
         total += deleted
         if deleted < batch_size:
             return total
 
 
 # --- once a day, by itself ---------------------------------------------------------------
+
 
 def run_scheduled(force: bool = False, **options) -> PurgeResult | None:
     """The purge with the configured days, unless another process is purging (the lease) or,

@@ -20,6 +20,7 @@ it once. Calls to Messente take turns from one rate budget shared by every proce
 (app/jobs/rate_budget.py). Keeping the blacklist in step with opt-outs is a job too
 (`sync_blacklist`), and dropping stale delivery reports a periodic one.
 """
+
 import logging
 import re
 from datetime import timedelta
@@ -51,8 +52,9 @@ class ReplyRefused(ValueError):
     text: str | None = None
 
 
-def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sender: str | None,
-                author_id: int, key: str) -> int:
+def queue_reply(
+    conversation: Conversation, text: str, route_value: str, sms_sender: str | None, author_id: int, key: str
+) -> int:
     """Store a reply as `queued`, with its audit event, and return its id; the outbox sends it.
     Raises ReplyRefused.
 
@@ -83,15 +85,39 @@ def queue_reply(conversation: Conversation, text: str, route_value: str, sms_sen
         if connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation.id)):
             raise ReplyRefused("This customer opted out meanwhile: nothing was sent.")
         now, change = clock.now(), change_number()
-        reply_id = connection.execute(sa.insert(Message).values(
-            conversation_id=conversation.id, msg_id=msg_id, channel=route.channels[0],
-            sender=legs[0]["sender"] or "", recipient=conversation.sender, text=text, sent_at=now,
-            folded_text=folding.fold(text), received_at=now, legs=legs, raw_body=b"", change_seq=change,
-            direction="out", author_id=author_id, status="queued",
-        ).returning(Message.id)).scalar_one()
-        connection.execute(sa.update(Conversation).where(Conversation.id == conversation.id).values(
-            last_message_id=reply_id, last_sent_at=now, last_text=text[:PREVIEW_LENGTH], last_direction="out",
-            message_count=Conversation.message_count + 1, change_seq=change))
+        reply_id = connection.execute(
+            sa.insert(Message)
+            .values(
+                conversation_id=conversation.id,
+                msg_id=msg_id,
+                channel=route.channels[0],
+                sender=legs[0]["sender"] or "",
+                recipient=conversation.sender,
+                text=text,
+                sent_at=now,
+                folded_text=folding.fold(text),
+                received_at=now,
+                legs=legs,
+                raw_body=b"",
+                change_seq=change,
+                direction="out",
+                author_id=author_id,
+                status="queued",
+            )
+            .returning(Message.id)
+        ).scalar_one()
+        connection.execute(
+            sa.update(Conversation)
+            .where(Conversation.id == conversation.id)
+            .values(
+                last_message_id=reply_id,
+                last_sent_at=now,
+                last_text=text[:PREVIEW_LENGTH],
+                last_direction="out",
+                message_count=Conversation.message_count + 1,
+                change_seq=change,
+            )
+        )
         jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
         audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
     return reply_id
@@ -110,16 +136,30 @@ def can_send_again(status: str | None, delivery: str | None) -> bool:
 def retry(conversation_id: int, reply_id: int) -> bool:
     """Queue a reply again (a person's decision): a new send job; False if it is not one to send again."""
     with write_transaction() as session:
-        updated = rows_matched(session.execute(
-            sa.update(Message)
-            .where(Message.id == reply_id, Message.conversation_id == conversation_id, Message.direction == "out",
-                   Message.status.in_(["failed", "unconfirmed"])
-                   | ((Message.status == "sent") & Message.delivery.in_(DELIVERY_FAILURES)))
-            .values(status="queued", problem=None, delivery=None, omnimessage_id=None, claimed_at=None,
-                    change_seq=change_number())))
+        updated = rows_matched(
+            session.execute(
+                sa.update(Message)
+                .where(
+                    Message.id == reply_id,
+                    Message.conversation_id == conversation_id,
+                    Message.direction == "out",
+                    Message.status.in_(["failed", "unconfirmed"])
+                    | ((Message.status == "sent") & Message.delivery.in_(DELIVERY_FAILURES)),
+                )
+                .values(
+                    status="queued",
+                    problem=None,
+                    delivery=None,
+                    omnimessage_id=None,
+                    claimed_at=None,
+                    change_seq=change_number(),
+                )
+            )
+        )
         if updated:
-            session.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
-                            .values(change_seq=change_number()))
+            session.execute(
+                sa.update(Conversation).where(Conversation.id == conversation_id).values(change_seq=change_number())
+            )
             jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
     return bool(updated)
 
@@ -142,10 +182,16 @@ def abandon_send(payload: dict, reason: str) -> None:
         row = session.execute(sa.select(Message.status, Message.conversation_id).where(Message.id == reply_id)).first()
         if row is None or row.status not in ("sending", "queued", "retrying"):
             return
-        status, problem = (("unconfirmed", "the app stopped while sending: it may or may not have reached Messente")
-                           if row.status == "sending" else ("failed", f"not sent: {reason}"))
-        session.execute(sa.update(Message).where(Message.id == reply_id)
-                        .values(status=status, problem=problem[:500], change_seq=change_number()))
+        status, problem = (
+            ("unconfirmed", "the app stopped while sending: it may or may not have reached Messente")
+            if row.status == "sending"
+            else ("failed", f"not sent: {reason}")
+        )
+        session.execute(
+            sa.update(Message)
+            .where(Message.id == reply_id)
+            .values(status=status, problem=problem[:500], change_seq=change_number())
+        )
         touch_conversation(session.connection(), row.conversation_id)
 
 
@@ -153,8 +199,10 @@ def abandon_send(payload: dict, reason: str) -> None:
 def send_reply_job(payload: dict, attempt: "jobs.Attempt") -> "jobs.Retry | None":
     client = messente.from_config(current_app.config)
     if client is None:
-        record_unsent(payload["reply"], "Replies need Messente API credentials: set MESSENTE_API_USERNAME and "
-                                        "MESSENTE_API_PASSWORD")
+        record_unsent(
+            payload["reply"],
+            "Replies need Messente API credentials: set MESSENTE_API_USERNAME and MESSENTE_API_PASSWORD",
+        )
         return None
     return send(payload["reply"], client, attempt)
 
@@ -167,13 +215,16 @@ def send(reply_id: int, client: "messente.Messente", attempt: "jobs.Attempt") ->
     with write_transaction() as session:
         connection = session.connection()
         claimed = connection.execute(
-            sa.update(Message).where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
+            sa.update(Message)
+            .where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
             .values(status="sending", claimed_at=now, change_seq=change_number())
-            .returning(Message.conversation_id, Message.recipient, Message.text, Message.legs)).first()
+            .returning(Message.conversation_id, Message.recipient, Message.text, Message.legs)
+        ).first()
         if claimed is None:
             return None  # no longer waiting to be sent
-        opted_out = connection.scalar(sa.select(Conversation.opted_out)
-                                      .where(Conversation.id == claimed.conversation_id))
+        opted_out = connection.scalar(
+            sa.select(Conversation.opted_out).where(Conversation.id == claimed.conversation_id)
+        )
         touch_conversation(connection, claimed.conversation_id)
     if opted_out:  # checked again just before the call: a STOP may have come meanwhile
         record(reply_id, claimed.conversation_id, "failed", problem="the customer opted out: not sent")
@@ -187,8 +238,9 @@ def send(reply_id: int, client: "messente.Messente", attempt: "jobs.Attempt") ->
     elif isinstance(outcome, messente.Unconfirmed):
         record(reply_id, claimed.conversation_id, "unconfirmed", problem=outcome.reason)
     elif never_reached(outcome) and (
-            clock.now() + jobs.backoff(attempt.number)
-            <= attempt.created_at + timedelta(seconds=config["REPLY_RETRY_SECONDS"])):
+        clock.now() + jobs.backoff(attempt.number)
+        <= attempt.created_at + timedelta(seconds=config["REPLY_RETRY_SECONDS"])
+    ):
         record(reply_id, claimed.conversation_id, "retrying", problem=outcome.reason)
         return jobs.Retry(jobs.backoff(attempt.number), outcome.reason)
     else:
@@ -205,20 +257,31 @@ def never_reached(outcome: "messente.Refused") -> bool:
 def record_unsent(reply_id: int, problem: str) -> None:
     with write_transaction() as session:
         conversation_id = session.scalar(
-            sa.update(Message).where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
-            .values(status="failed", problem=problem, change_seq=change_number()).returning(Message.conversation_id))
+            sa.update(Message)
+            .where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
+            .values(status="failed", problem=problem, change_seq=change_number())
+            .returning(Message.conversation_id)
+        )
         if conversation_id is not None:
             touch_conversation(session.connection(), conversation_id)
 
 
-def record(reply_id: int, conversation_id: int, status: str, problem: str | None = None,
-           omnimessage_id: str | None = None) -> str:
+def record(
+    reply_id: int, conversation_id: int, status: str, problem: str | None = None, omnimessage_id: str | None = None
+) -> str:
     """A send's outcome (or "retrying"), on the reply and its conversation."""
     with write_transaction() as session:
         connection = session.connection()
-        connection.execute(sa.update(Message).where(Message.id == reply_id).values(
-            status=status, problem=problem and problem[:500], omnimessage_id=omnimessage_id,
-            change_seq=change_number()))
+        connection.execute(
+            sa.update(Message)
+            .where(Message.id == reply_id)
+            .values(
+                status=status,
+                problem=problem and problem[:500],
+                omnimessage_id=omnimessage_id,
+                change_seq=change_number(),
+            )
+        )
         if omnimessage_id:
             delivery.apply_unmatched(connection, reply_id, omnimessage_id)
         touch_conversation(connection, conversation_id)
@@ -227,8 +290,9 @@ def record(reply_id: int, conversation_id: int, status: str, problem: str | None
 
 
 def touch_conversation(connection: sa.Connection, conversation_id: int) -> None:
-    connection.execute(sa.update(Conversation).where(Conversation.id == conversation_id)
-                       .values(change_seq=change_number()))
+    connection.execute(
+        sa.update(Conversation).where(Conversation.id == conversation_id).values(change_seq=change_number())
+    )
 
 
 def delivery_url() -> str | None:
@@ -243,14 +307,19 @@ def newest_sent_reply() -> sa.Row[str | None, str | None, str] | None:
     return db.session.execute(
         sa.select(Message.omnimessage_id, Message.recipient, Message.channel)
         .where(Message.direction == "out", Message.omnimessage_id.is_not(None))
-        .order_by(Message.id.desc()).limit(1)).first()
+        .order_by(Message.id.desc())
+        .limit(1)
+    ).first()
 
 
 def sync_blacklist(client: "messente.Messente") -> int:
     """Carry opt-outs to Messente's blacklist (MESSENTE_BLACKLIST_SYNC); how many calls failed
     (each failure is shown on its conversation, and the job tries again)."""
-    pending = db.session.execute(sa.select(Conversation.id, Conversation.sender, Conversation.blacklist)
-                                 .where(Conversation.blacklist.in_(["add", "remove"])).limit(100)).all()
+    pending = db.session.execute(
+        sa.select(Conversation.id, Conversation.sender, Conversation.blacklist)
+        .where(Conversation.blacklist.in_(["add", "remove"]))
+        .limit(100)
+    ).all()
     db.session.rollback()  # no read transaction held across the calls
     failures = 0
     for conversation_id, phone, wanted in pending:
@@ -264,10 +333,10 @@ def sync_blacklist(client: "messente.Messente") -> int:
         problem = None if isinstance(outcome, messente.Done) else f"Messente's blacklist: {outcome.reason}"
         with write_transaction() as session:
             session.execute(
-                sa.update(Conversation).where(Conversation.id == conversation_id, Conversation.blacklist == wanted)
-                .values(blacklist=added if done else wanted,
-                        blacklist_problem=problem,
-                        change_seq=change_number()))
+                sa.update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.blacklist == wanted)
+                .values(blacklist=added if done else wanted, blacklist_problem=problem, change_seq=change_number())
+            )
     return failures
 
 

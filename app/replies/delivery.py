@@ -1,4 +1,5 @@
 """Delivery reports: Messente says how far a reply got; a reply's status only ever moves forward."""
+
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,14 +12,30 @@ from app.db.unit_of_work import change_number, write_transaction
 
 # What people read for each status and error code (Messente's delivery report documentation).
 STATUS_WORDS = {
-    "ACCEPTD": "Accepted", "ACK": "Accepted by the operator", "DELIVRD": "Delivered", "SEEN": "Seen",
-    "UNDELIV": "Not delivered", "FAILED": "Failed", "UNKNOWN": "Status unknown", "REJECTD": "Rejected",
-    "DELETED": "Deleted", "EXPIRED": "Expired", "NACK": "Not accepted",
+    "ACCEPTD": "Accepted",
+    "ACK": "Accepted by the operator",
+    "DELIVRD": "Delivered",
+    "SEEN": "Seen",
+    "UNDELIV": "Not delivered",
+    "FAILED": "Failed",
+    "UNKNOWN": "Status unknown",
+    "REJECTD": "Rejected",
+    "DELETED": "Deleted",
+    "EXPIRED": "Expired",
+    "NACK": "Not accepted",
 }
 ERROR_WORDS = {
-    1: "delivery failure", 2: "expired", 3: "invalid number", 4: "crediting error", 5: "invalid format",
-    6: "too many identical messages", 7: "sender not allowed", 8: "operator blacklisted",
-    9: "unroutable", 10: "seen", 999: "temporary error",
+    1: "delivery failure",
+    2: "expired",
+    3: "invalid number",
+    4: "crediting error",
+    5: "invalid format",
+    6: "too many identical messages",
+    7: "sender not allowed",
+    8: "operator blacklisted",
+    9: "unroutable",
+    10: "seen",
+    999: "temporary error",
 }
 KEEP_UNMATCHED = timedelta(days=1)
 
@@ -60,12 +77,19 @@ def apply_report(report: Report) -> bool:
     with write_transaction() as session:
         connection = session.connection()
         reply = connection.execute(
-            sa.select(Message.id, Message.conversation_id, Message.delivery, Message.legs)
-            .where(Message.omnimessage_id == report.omnimessage_id)).first()
+            sa.select(Message.id, Message.conversation_id, Message.delivery, Message.legs).where(
+                Message.omnimessage_id == report.omnimessage_id
+            )
+        ).first()
         if reply is None:
-            connection.execute(sa.insert(UnmatchedDeliveryReport).values(
-                omnimessage_id=report.omnimessage_id, status=report.status, problem=report.problem,
-                received_at=clock.now()))
+            connection.execute(
+                sa.insert(UnmatchedDeliveryReport).values(
+                    omnimessage_id=report.omnimessage_id,
+                    status=report.status,
+                    problem=report.problem,
+                    received_at=clock.now(),
+                )
+            )
             return False
         _raise_delivery(connection, reply, [report])
     return True
@@ -74,22 +98,27 @@ def apply_report(report: Report) -> bool:
 def drop_stale_reports(now) -> None:
     """Reports no reply claimed within a day are for messages this app never sent (the outbox's sweep)."""
     with write_transaction() as session:
-        session.execute(sa.delete(UnmatchedDeliveryReport)
-                        .where(UnmatchedDeliveryReport.received_at < now - KEEP_UNMATCHED))
+        session.execute(
+            sa.delete(UnmatchedDeliveryReport).where(UnmatchedDeliveryReport.received_at < now - KEEP_UNMATCHED)
+        )
 
 
 def apply_unmatched(connection: sa.Connection, message_id: int, omnimessage_id: str) -> None:
     """Reports that arrived before the send call returned: applied once the reply has its id."""
     reports = connection.execute(
-        sa.select(UnmatchedDeliveryReport.status, UnmatchedDeliveryReport.problem)
-        .where(UnmatchedDeliveryReport.omnimessage_id == omnimessage_id)).all()
+        sa.select(UnmatchedDeliveryReport.status, UnmatchedDeliveryReport.problem).where(
+            UnmatchedDeliveryReport.omnimessage_id == omnimessage_id
+        )
+    ).all()
     if not reports:
         return
-    reply = connection.execute(sa.select(Message.id, Message.conversation_id, Message.delivery, Message.legs)
-                               .where(Message.id == message_id)).one()
+    reply = connection.execute(
+        sa.select(Message.id, Message.conversation_id, Message.delivery, Message.legs).where(Message.id == message_id)
+    ).one()
     _raise_delivery(connection, reply, [Report(omnimessage_id, status, problem) for status, problem in reports])
-    connection.execute(sa.delete(UnmatchedDeliveryReport)
-                       .where(UnmatchedDeliveryReport.omnimessage_id == omnimessage_id))
+    connection.execute(
+        sa.delete(UnmatchedDeliveryReport).where(UnmatchedDeliveryReport.omnimessage_id == omnimessage_id)
+    )
 
 
 def _raise_delivery(connection: sa.Connection, reply, reports: list[Report]) -> None:
@@ -103,7 +132,9 @@ def _raise_delivery(connection: sa.Connection, reply, reports: list[Report]) -> 
     if best == reply.delivery:
         return  # a repeat, or a late report of a step already passed
     change = change_number()
-    connection.execute(sa.update(Message).where(Message.id == reply.id)
-                       .values(delivery=best, problem=problem, change_seq=change))
-    connection.execute(sa.update(Conversation).where(Conversation.id == reply.conversation_id)
-                       .values(change_seq=change))
+    connection.execute(
+        sa.update(Message).where(Message.id == reply.id).values(delivery=best, problem=problem, change_seq=change)
+    )
+    connection.execute(
+        sa.update(Conversation).where(Conversation.id == reply.conversation_id).values(change_seq=change)
+    )

@@ -33,6 +33,7 @@ a pooled keep-alive connection the server has already closed, which would turn i
 Nothing here logs; the password is kept only in the library's `Configuration` and never appears
 in a result, a reason or `repr`.
 """
+
 from __future__ import annotations
 
 import errno
@@ -78,6 +79,7 @@ REASON_BODY_CHARS = 200
 @dataclass(frozen=True)
 class Leg:
     """One channel attempt; Omnichannel's messages[] is a fallback list, tried in order."""
+
     channel: str  # "sms" | "viber" | "whatsapp"
     text: str
     sender: str | None = None
@@ -92,6 +94,7 @@ class Sent:
 @dataclass(frozen=True)
 class Refused:
     """The request did not send anything."""
+
     status: int | None  # HTTP status; None when no connection could be made
     reason: str  # for people: the API's own words, "rate limited (429)", "connection refused ..."
     retryable: bool  # 429, 5xx and connection failures: True; 400, 401 and other 4xx: False
@@ -100,6 +103,7 @@ class Refused:
 @dataclass(frozen=True)
 class Unconfirmed:
     """The request may have reached Messente: never resend automatically."""
+
     reason: str
 
 
@@ -107,6 +111,7 @@ class Unconfirmed:
 class Done:
     """A blacklist call that did what was asked; `already` when it was so before the call
     (409 on add, 404 on delete): an entry this call did not make is not ours to remove later."""
+
     already: bool = False
 
 
@@ -119,8 +124,9 @@ class _Answer:
 class Messente:
     """Sends through the Omnichannel API and keeps the blacklist; safe to share between threads."""
 
-    def __init__(self, url: str, username: str, password: str, connect_timeout: float = 5.0,
-                 read_timeout: float = 15.0):
+    def __init__(
+        self, url: str, username: str, password: str, connect_timeout: float = 5.0, read_timeout: float = 15.0
+    ):
         if not (connect_timeout > 0 and read_timeout > 0):
             raise ValueError("timeouts must be positive")
         parts = urlsplit(url)
@@ -149,15 +155,20 @@ class Messente:
             omnimessage = Omnimessage(to=to, messages=[_message(leg) for leg in legs], dlr_url=dlr_url)
         except ValidationError as exc:
             return Refused(None, f"not a valid message: {_first_error(exc)}", retryable=False)
-        answer = self._exchange(lambda client: OmnimessageApi(client).send_omnimessage_without_preload_content(
-            omnimessage, _request_timeout=self._timeout), maybe="the message may have been sent")
+        answer = self._exchange(
+            lambda client: OmnimessageApi(client).send_omnimessage_without_preload_content(
+                omnimessage, _request_timeout=self._timeout
+            ),
+            maybe="the message may have been sent",
+        )
         if not isinstance(answer, _Answer):
             return answer
         if 200 <= answer.status <= 299:
             return _sent(answer)
         if answer.status == 504:
-            return Unconfirmed(f"a gateway timed out waiting for Messente (504){_words(answer, ': ')}; "
-                               "the message may have been sent")
+            return Unconfirmed(
+                f"a gateway timed out waiting for Messente (504){_words(answer, ': ')}; the message may have been sent"
+            )
         return _refused(answer)
 
     # --- blacklist ----------------------------------------------------------------------------
@@ -167,15 +178,23 @@ class Messente:
             number = NumberToBlacklist(phone_number=phone)
         except ValidationError as exc:
             return Refused(None, f"not a valid number: {_first_error(exc)}", retryable=False)
-        answer = self._exchange(lambda client: BlacklistApi(client).add_to_blacklist_without_preload_content(
-            number, _request_timeout=self._timeout), maybe="the number may have been added")
+        answer = self._exchange(
+            lambda client: BlacklistApi(client).add_to_blacklist_without_preload_content(
+                number, _request_timeout=self._timeout
+            ),
+            maybe="the number may have been added",
+        )
         return _done(answer, also=409)
 
     def remove_from_blacklist(self, phone: str) -> Done | Refused | Unconfirmed:
         if not isinstance(phone, str) or not phone:
             return Refused(None, "not a valid number: empty", retryable=False)
-        answer = self._exchange(lambda client: BlacklistApi(client).delete_from_blacklist_without_preload_content(
-            phone, _request_timeout=self._timeout), maybe="the number may have been removed")
+        answer = self._exchange(
+            lambda client: BlacklistApi(client).delete_from_blacklist_without_preload_content(
+                phone, _request_timeout=self._timeout
+            ),
+            maybe="the number may have been removed",
+        )
         return _done(answer, also=404)
 
     # --- one exchange -------------------------------------------------------------------------
@@ -208,31 +227,34 @@ def from_config(config) -> Messente | None:
     password = config.get("MESSENTE_API_PASSWORD") or ""
     if not username or not password:
         return None
-    timeouts = {name: float(config[key]) for name, key in (("connect_timeout", "MESSENTE_CONNECT_TIMEOUT"),
-                                                           ("read_timeout", "MESSENTE_READ_TIMEOUT")) if config.get(key)}
+    timeouts = {
+        name: float(config[key])
+        for name, key in (("connect_timeout", "MESSENTE_CONNECT_TIMEOUT"), ("read_timeout", "MESSENTE_READ_TIMEOUT"))
+        if config.get(key)
+    }
     return Messente(config.get("MESSENTE_API_URL") or DEFAULT_URL, username, password, **timeouts)
 
 
 # --- our request to the library's ---------------------------------------------------------------
+
 
 def _message(leg: Leg) -> OmnimessageMessagesInner:
     content: SMS | Viber | WhatsApp
     if leg.channel == "sms":
         # Sent as typed: non-GSM text goes as UCS-2, so sms_length's count and the bill agree.
         # The documented "off" goes through additional_properties (the model's enum lacks it).
-        content = SMS(channel="sms", text=leg.text, sender=leg.sender,
-                      additional_properties={"autoconvert": "off"})
+        content = SMS(channel="sms", text=leg.text, sender=leg.sender, additional_properties={"autoconvert": "off"})
     elif leg.channel == "viber":
         content = Viber(channel="viber", text=leg.text, sender=leg.sender)
     elif leg.channel == "whatsapp":
-        content = WhatsApp(channel="whatsapp", text=WhatsAppText(body=leg.text, preview_url=False),
-                           sender=leg.sender)
+        content = WhatsApp(channel="whatsapp", text=WhatsAppText(body=leg.text, preview_url=False), sender=leg.sender)
     else:
         raise ValueError(f"unknown channel {leg.channel!r}: one of {', '.join(CHANNELS)}")
     return OmnimessageMessagesInner(content)
 
 
 # --- the library's answers and exceptions to ours ------------------------------------------------
+
 
 def _failure(exc: BaseException, connect: float, read: float, maybe: str) -> Refused | Unconfirmed:
     """A transport failure: before anything was written (Refused) or maybe after (Unconfirmed)."""
@@ -266,8 +288,9 @@ def _sent(answer: _Answer) -> Sent | Unconfirmed:
         if not isinstance(omnimessage_id, str) or not omnimessage_id:
             raise ValueError("omnimessage_id")
     except (ValueError, KeyError, TypeError, AttributeError):
-        return Unconfirmed(f"Messente accepted the message ({answer.status}) but its answer could not be "
-                           f"read: {_snippet(answer.body)}")
+        return Unconfirmed(
+            f"Messente accepted the message ({answer.status}) but its answer could not be read: {_snippet(answer.body)}"
+        )
     return Sent(omnimessage_id, message_ids)
 
 

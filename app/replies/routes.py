@@ -1,5 +1,6 @@
 """Replies from the thread (sent later by the job runner), their retries, and the saved replies
 admins manage."""
+
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
@@ -22,17 +23,31 @@ def reply(conversation_id: int):
     conversation = conversation_or_404(conversation_id)
     form = request.form
     try:
-        replies.queue_reply(conversation, form.get("text", ""), form.get("route", ""),
-                            form.get("sms_sender"), current_user.id, form.get("key", ""))
+        replies.queue_reply(
+            conversation,
+            form.get("text", ""),
+            form.get("route", ""),
+            form.get("sms_sender"),
+            current_user.id,
+            form.get("key", ""),
+        )
     except replies.ReplyRefused as refused:
         if is_htmx():  # the box again, with what was typed and why it was not sent
-            return render_template("replies/_composer.html", conversation=conversation, error=str(refused),
-                                   text=form.get("text"), composer=reply_box.for_conversation(conversation))
+            return render_template(
+                "replies/_composer.html",
+                conversation=conversation,
+                error=str(refused),
+                text=form.get("text"),
+                composer=reply_box.for_conversation(conversation),
+            )
         refused.conversation, refused.text = conversation, form.get("text")
         raise  # the inbox draws the thread page again (app/inbox/routes.py, reply_refused)
     if is_htmx():
-        response = current_app.make_response(render_template(
-            "replies/_composer.html", conversation=conversation, composer=reply_box.for_conversation(conversation)))
+        response = current_app.make_response(
+            render_template(
+                "replies/_composer.html", conversation=conversation, composer=reply_box.for_conversation(conversation)
+            )
+        )
         response.headers["HX-Trigger"] = "poll-now"  # the thread's poller brings the new bubble
         return response
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
@@ -49,10 +64,13 @@ def retry_reply(conversation_id: int, reply_id: int):
 
 # --- the page where admins manage them -------------------------------------------------------
 
+
 @bp.get("/saved-replies")
 @admin_required
 def saved_replies_page():
-    return render_template("replies/saved_replies.html", saved=saved_replies.all_saved(), edit=request.args.get("edit", type=int))
+    return render_template(
+        "replies/saved_replies.html", saved=saved_replies.all_saved(), edit=request.args.get("edit", type=int)
+    )
 
 
 @bp.post("/saved-replies")
@@ -80,8 +98,13 @@ def store_saved_reply(saved_id: int | None):
         saved_replies.save(form.get("title", ""), form.get("text", ""), saved_id)
     except saved_replies.SavedReplyRefused as refused:
         # The page again with what was typed and why: nothing typed is lost.
-        return render_template("replies/saved_replies.html", saved=saved_replies.all_saved(), edit=saved_id, error=str(refused),
-                               typed={"title": form.get("title", ""), "text": form.get("text", "")}), 400
+        return render_template(
+            "replies/saved_replies.html",
+            saved=saved_replies.all_saved(),
+            edit=saved_id,
+            error=str(refused),
+            typed={"title": form.get("title", ""), "text": form.get("text", "")},
+        ), 400
     return redirect(url_for("replies.saved_replies_page"), 303)
 
 
@@ -98,5 +121,11 @@ def reply_status(message) -> str:
     """A reply's state in words: delivery reports, once there are any, say the most."""
     if message.status == "sent" and message.delivery:
         return delivery.STATUS_WORDS[message.delivery]
-    return {"queued": "Queued", "sending": "Sending…", "sent": "Sent", "failed": "Not sent",
-            "unconfirmed": "Unconfirmed: it may or may not have been sent", "retrying": "Retrying"}.get(message.status, "")
+    return {
+        "queued": "Queued",
+        "sending": "Sending…",
+        "sent": "Sent",
+        "failed": "Not sent",
+        "unconfirmed": "Unconfirmed: it may or may not have been sent",
+        "retrying": "Retrying",
+    }.get(message.status, "")

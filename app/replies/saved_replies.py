@@ -4,6 +4,7 @@ In the reply box a menu lists them, and typing `/` and a few letters of a title 
 (static/js/saved-replies.js). `{name}` in a text becomes the contact's name; where a conversation has no
 name it is left out with the space before it ("Hi {name}, ..." becomes "Hi, ...").
 """
+
 import re
 
 import sqlalchemy as sa

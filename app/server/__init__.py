@@ -6,6 +6,7 @@ override the settings (`--workers 4`). Its configuration module, app/server/sett
 that record the running server in the database, where commands find it (app/jobs/servers.py). The
 tests and benchmarks start the server through `command()`, so they run what `make run` runs.
 """
+
 import sys
 
 DEFAULT_BIND = "127.0.0.1:5000"
@@ -13,5 +14,4 @@ DEFAULT_BIND = "127.0.0.1:5000"
 
 def command(bind: str, app_spec: str = "app:create_app") -> list[str]:
     """The server's argv; `app_spec` names an app factory, `module:function`."""
-    return [sys.executable, "-m", "gunicorn", "--config", "python:app.server.settings",
-            "--bind", bind, f"{app_spec}()"]
+    return [sys.executable, "-m", "gunicorn", "--config", "python:app.server.settings", "--bind", bind, f"{app_spec}()"]

@@ -1,4 +1,5 @@
 """`python -m app.server [gunicorn options]`: the server `make run` starts (see app/server/__init__.py)."""
+
 import os
 import sys
 

@@ -3,6 +3,7 @@ app/server/worker.py, two hooks in the master process that record the server in 
 (app/jobs/servers.py), so that commands sharing the database find where it listens, and two in each
 worker process that start and stop its job runner (app/jobs/runner.py).
 """
+
 import os
 import socket
 
@@ -10,13 +11,15 @@ from app.server import worker
 from app.server.worker import *  # noqa: F403 (gunicorn reads the settings from this module)
 
 # Hooks app/server/worker.py may define itself still run, before ours.
-_inherited = {name: getattr(worker, name, None)
-              for name in ("when_ready", "on_exit", "post_worker_init", "worker_exit")}
+_inherited = {
+    name: getattr(worker, name, None) for name in ("when_ready", "on_exit", "post_worker_init", "worker_exit")
+}
 _recorded: dict = {}  # the app that wrote this server's row, and the row's id (the workers inherit it)
 
 
 def _longest_send() -> float:
     from app import config
+
     settings = {**config.defaults(""), **config.from_environment()}
     return float(settings["MESSENTE_CONNECT_TIMEOUT"]) + float(settings["MESSENTE_READ_TIMEOUT"])
 
@@ -33,6 +36,7 @@ def post_worker_init(worker):
     from flask import Flask
 
     from app.jobs import runner
+
     if isinstance(worker.wsgi, Flask):
         runner.start(worker.wsgi, _recorded.get("id"))
 
@@ -44,6 +48,7 @@ def worker_exit(server, worker):
     from flask import Flask
 
     from app.jobs import runner
+
     if isinstance(getattr(worker, "wsgi", None), Flask):
         runner.stop(worker.wsgi, timeout=_longest_send() + 5)
 
@@ -52,13 +57,17 @@ def when_ready(server):
     """Listening, before the workers start: add this server's row, with the address it really got."""
     if _inherited["when_ready"]:
         _inherited["when_ready"](server)
-    binds = [listening_address(listener.sock) for listener in server.LISTENERS
-             if listener.sock.family in (socket.AF_INET, socket.AF_INET6)]
+    binds = [
+        listening_address(listener.sock)
+        for listener in server.LISTENERS
+        if listener.sock.family in (socket.AF_INET, socket.AF_INET6)
+    ]
     if not binds:
         return  # a Unix socket only: a proxy in front has PUBLIC_URL
     from app import create_app
     from app.extensions import db
     from app.jobs import servers
+
     # PostgreSQL out of reach must not keep the server from starting (libpq waits for ever).
     no_connect_timeout = "PGCONNECT_TIMEOUT" not in os.environ
     if no_connect_timeout:
@@ -71,8 +80,9 @@ def when_ready(server):
             finally:
                 db.engine.dispose()  # no connection of the master's is open when the workers fork
     except Exception as exc:  # it serves all the same; commands fall back to BIND
-        server.log.warning("Could not record this server in the database, so commands will not find it: %s",
-                           str(exc).splitlines()[0])
+        server.log.warning(
+            "Could not record this server in the database, so commands will not find it: %s", str(exc).splitlines()[0]
+        )
     finally:
         if no_connect_timeout:
             del os.environ["PGCONNECT_TIMEOUT"]  # the workers' own connections as configured
@@ -86,6 +96,7 @@ def on_exit(server):
         return
     from app.extensions import db
     from app.jobs import servers
+
     try:
         with _recorded["app"].app_context():
             try:

@@ -15,6 +15,7 @@ thread then parses the same bytes with gunicorn's own parser, which reads only t
 (`BufferedRequest`): should the two parsers ever disagree about where the request ends, the
 thread answers 400 instead of waiting on the socket.
 """
+
 import errno
 import io
 import multiprocessing
@@ -72,8 +73,9 @@ TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Lengt
 REFUSALS = {
     "malformed": b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     "body too large": b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-    "head too large": (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
-                       b"Content-Length: 0\r\n\r\n"),
+    "head too large": (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    ),
 }
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -227,14 +229,14 @@ class BufferedRequest(SocketUnreader):
         size = self.mxchunk
         if size_hint and size_hint > size:
             size = min(size_hint, self.max_body_chunk)
-        piece = self.received[self.position:self.position + size]
+        piece = self.received[self.position : self.position + size]
         self.position += len(piece)
         return piece
 
     def settle(self):
         """Put what the request left unread (a pipelined request) where gunicorn looks for it."""
         self.buf.seek(0, io.SEEK_END)
-        self.buf.write(self.received[self.position:])
+        self.buf.write(self.received[self.position :])
         self.received, self.position = b"", 0
 
 

@@ -1,5 +1,6 @@
 """What every page shares: error pages, htmx helpers, template filters, access decorators,
 fingerprinted static files and security headers. Plumbing: it imports no feature."""
+
 from flask import Flask
 
 from app.web import errors, filters, headers, static_files

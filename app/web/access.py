@@ -1,5 +1,6 @@
 """Who may use a view: every view needs a login unless marked `public`; `admin_required` ones
 refuse agents. The login check itself runs before every request (app/accounts/routes.py)."""
+
 import functools
 
 from flask import abort
@@ -20,10 +21,12 @@ def admin_required(view):
 
     Marked `admin_only`, so tests can walk the URL map and check every such view refuses agents.
     """
+
     @functools.wraps(view)
     def checked(*args, **kwargs):
         if not current_user.is_admin:
             abort(403)
         return view(*args, **kwargs)
+
     vars(checked)["admin_only"] = True  # a function attribute, which mypy has no declaration for
     return checked

@@ -1,4 +1,5 @@
 """Error answers for the whole app: people get a page with a way back, machines short JSON."""
+
 import logging
 
 from flask import Flask, g, render_template, request

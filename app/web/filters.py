@@ -1,4 +1,5 @@
 """Template filters every page uses: times, phone numbers and links in message texts."""
+
 import re
 
 from flask import Flask
@@ -25,12 +26,18 @@ def linkify(text: str | None) -> Markup:
     text, parts, last = text or "", [], 0
     for match in WEB_ADDRESS.finditer(text):
         address = match.group(0)
-        while address and address[-1] in TRAILING and not (address[-1] == ")" and address.count("(") >= address.count(")")):
+        while (
+            address
+            and address[-1] in TRAILING
+            and not (address[-1] == ")" and address.count("(") >= address.count(")"))
+        ):
             address = address[:-1]
         if len(address) <= len(match.group(0).split("://", 1)[0]) + 3:
             continue
-        parts += [escape(text[last:match.start()]),
-                  Markup('<a href="{0}" rel="noopener noreferrer nofollow" target="_blank">{0}</a>').format(address)]
+        parts += [
+            escape(text[last : match.start()]),
+            Markup('<a href="{0}" rel="noopener noreferrer nofollow" target="_blank">{0}</a>').format(address),
+        ]
         last = match.start() + len(address)
     parts.append(escape(text[last:]))
     return Markup("").join(parts)

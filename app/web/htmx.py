@@ -1,4 +1,5 @@
 """One URL answers both a whole page and the fragment htmx asks for."""
+
 from flask import Response, current_app, render_template, request
 
 

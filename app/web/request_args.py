@@ -4,6 +4,7 @@ An id is ASCII digits no larger than a BIGINT: `'²'.isdigit()` and `int('①')`
 spaces and numbers too large for the id columns never reach the database (SQLite raises
 OverflowError on an integer beyond 64 bits, PostgreSQL an out-of-range error: both were 500s).
 """
+
 import re
 from datetime import date
 

@@ -1,4 +1,5 @@
 """Static files under URLs that name their version, cached for a year."""
+
 import hashlib
 from pathlib import Path
 
@@ -14,8 +15,11 @@ def init_app(app: Flask) -> None:
     and a changed file gets a new URL. Hashed once, at start-up (static files ship with the code).
     """
     folder = Path(str(app.static_folder))
-    versions = {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-                for path in folder.rglob("*") if path.is_file()}
+    versions = {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
 
     @app.url_defaults
     def add_version(endpoint, values):
@@ -24,7 +28,10 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def cache_fingerprinted(response):
-        if (request.endpoint == "static" and response.status_code in (200, 304)
-                and request.args.get("v", "") == versions.get((request.view_args or {}).get("filename", ""))):
+        if (
+            request.endpoint == "static"
+            and response.status_code in (200, 304)
+            and request.args.get("v", "") == versions.get((request.view_args or {}).get("filename", ""))
+        ):
             response.headers["Cache-Control"] = IMMUTABLE
         return response

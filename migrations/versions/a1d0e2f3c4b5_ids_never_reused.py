@@ -28,19 +28,19 @@ per million messages (docs/deploy.md): run it with the app stopped.
 
 PostgreSQL's sequences never hand an id out twice: nothing changes there.
 """
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.schema import CreateTable
 
-revision = 'a1d0e2f3c4b5'
-down_revision = 'f3a8d2c5b9e7'
+revision = "a1d0e2f3c4b5"
+down_revision = "f3a8d2c5b9e7"
 branch_labels = None
 depends_on = None
 
 # Referenced tables before the tables that refer to them (not required with foreign keys off,
 # but the natural order to read).
-TABLES = ("user", "conversation", "message", "login_session", "saved_reply", "opt_out", "dead_letter",
-          "audit_event")
+TABLES = ("user", "conversation", "message", "login_session", "saved_reply", "opt_out", "dead_letter", "audit_event")
 
 # Where audit events' details (JSON) name a row of a table by its id.
 MENTIONED_IN_AUDIT = {
@@ -93,8 +93,9 @@ class foreign_keys_off:
 
 
 def rebuild_with_autoincrement(bind: sa.Connection, name: str) -> None:
-    table_sql = bind.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
-                                     (name,)).scalar_one()
+    table_sql = bind.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).scalar_one()
     if "AUTOINCREMENT" in table_sql.upper():
         return
     # The table as it is now, whatever columns earlier revisions (or later ones) gave it.
@@ -106,8 +107,11 @@ def rebuild_with_autoincrement(bind: sa.Connection, name: str) -> None:
         rebuilt.indexes.discard(index)
     # Unique constraints in the order the table has them (reflection sorts them by name): SQLite
     # numbers their indexes (sqlite_autoindex_<table>_<n>) in that order.
-    uniques = {tuple(constraint.columns.keys()): constraint for constraint in rebuilt.constraints
-               if isinstance(constraint, sa.UniqueConstraint)}
+    uniques = {
+        tuple(constraint.columns.keys()): constraint
+        for constraint in rebuilt.constraints
+        if isinstance(constraint, sa.UniqueConstraint)
+    }
     for constraint in uniques.values():
         rebuilt.constraints.discard(constraint)
     automatic = [row[1] for row in bind.exec_driver_sql(f'PRAGMA index_list("{name}")') if row[3] == "u"]
@@ -118,15 +122,20 @@ def rebuild_with_autoincrement(bind: sa.Connection, name: str) -> None:
     if "AUTOINCREMENT" not in ddl:
         raise RuntimeError(f"{name}: its primary key is not a single integer column")
     # Indexes and triggers (text search's) go with the table: keep their SQL to make them again.
-    dependants = bind.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger') "
-        "AND sql IS NOT NULL ORDER BY type, name", (name,)).scalars().all()
+    dependants = (
+        bind.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger') "
+            "AND sql IS NOT NULL ORDER BY type, name",
+            (name,),
+        )
+        .scalars()
+        .all()
+    )
     columns = ", ".join(bind.dialect.identifier_preparer.quote(column.name) for column in existing.columns)
     quoted = bind.dialect.identifier_preparer.quote(name)
     bind.exec_driver_sql(ddl)
     # In id order: the new table's pages fill in order, as the old ones did.
-    bind.exec_driver_sql(f'INSERT INTO "{name}__rebuilt" ({columns}) SELECT {columns} FROM {quoted} '
-                         'ORDER BY id')
+    bind.exec_driver_sql(f'INSERT INTO "{name}__rebuilt" ({columns}) SELECT {columns} FROM {quoted} ORDER BY id')
     bind.exec_driver_sql(f"DROP TABLE {quoted}")
     bind.exec_driver_sql(f'ALTER TABLE "{name}__rebuilt" RENAME TO {quoted}')
     for statement in dependants:
@@ -137,9 +146,13 @@ def start_sequence_above_used_ids(bind: sa.Connection, name: str) -> None:
     """The next id above the largest the table holds and the largest the audit trail names."""
     used = [bind.exec_driver_sql(f'SELECT max(id) FROM "{name}"').scalar() or 0]
     for path in MENTIONED_IN_AUDIT.get(name, ()):
-        used.append(bind.exec_driver_sql(
-            "SELECT max(CAST(json_extract(details, ?) AS INTEGER)) FROM audit_event "
-            "WHERE json_valid(details)", (path,)).scalar() or 0)
+        used.append(
+            bind.exec_driver_sql(
+                "SELECT max(CAST(json_extract(details, ?) AS INTEGER)) FROM audit_event WHERE json_valid(details)",
+                (path,),
+            ).scalar()
+            or 0
+        )
     largest = max(used)
     bind.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
     bind.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, largest))

@@ -7,6 +7,7 @@ Create Date: 2026-12-06 03:00:00
 Users get a TOTP key and the step of their last code; backup codes get a table; login throttle
 rows say what they count (an address, an account from unknown devices, or a device cookie).
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,8 +20,7 @@ depends_on = None
 def upgrade():
     op.add_column("user", sa.Column("totp_secret", sa.String(length=64), nullable=True))
     op.add_column("user", sa.Column("totp_last_step", sa.BigInteger(), nullable=True))
-    op.add_column("login_throttle", sa.Column("kind", sa.String(length=8), server_default="address",
-                                              nullable=False))
+    op.add_column("login_throttle", sa.Column("kind", sa.String(length=8), server_default="address", nullable=False))
     op.create_table(
         "backup_code",
         sa.Column("id", sa.Integer(), nullable=False),

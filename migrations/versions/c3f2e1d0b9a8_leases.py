@@ -7,6 +7,7 @@ Create Date: 2026-12-06 03:00:00
 A `lease` table: named leases shared by every process (app/jobs/leases.py), first for "one running
 export per person at a time".
 """
+
 import sqlalchemy as sa
 from alembic import op
 

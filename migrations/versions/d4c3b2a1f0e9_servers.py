@@ -7,6 +7,7 @@ Create Date: 2026-12-06 03:00:00
 One row per running server process (its host, pid, the address it listens on, PUBLIC_URL, when
 it started and was last seen), so that commands sharing the database find the server.
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -8,10 +8,11 @@ On SQLite, an FTS5 trigram index over the conversations' search keys (number and
 built in one pass from the stored keys, then kept in step by triggers. PostgreSQL's pg_trgm index
 on the number already serves the same search: nothing changes there.
 """
+
 from alembic import op
 
-revision = 'e1f4c7a9b2d6'
-down_revision = 'b3e58f1c7a62'
+revision = "e1f4c7a9b2d6"
+down_revision = "b3e58f1c7a62"
 branch_labels = None
 depends_on = None
 

@@ -7,6 +7,7 @@ Create Date: 2026-12-06 03:45:00
 Background work as rows committed with their cause (app/jobs/). Replies left queued by the
 version before get their send job here, so they go out once a runner starts.
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -50,7 +51,8 @@ def upgrade():
     op.execute(
         "INSERT INTO job (kind, payload, key, state, due_at, attempts, created_at) "
         "SELECT 'send_reply', '{\"reply\": ' || id || '}', 'conversation:' || conversation_id, 'due', "
-        "received_at, 0, received_at FROM message WHERE status = 'queued' ORDER BY id")
+        "received_at, 0, received_at FROM message WHERE status = 'queued' ORDER BY id"
+    )
 
 
 def downgrade():
