@@ -175,13 +175,13 @@ def _set(connection: sa.Connection, conversation_id: int, opted_out: bool, chang
     values: dict[str, Any] = {"opted_out": opted_out, "change_seq": change}
     if current_app.config["MESSENTE_BLACKLIST_SYNC"]:
         # The number joins Messente's account blacklist when opted out; on opting back in it
-        # leaves only if this app put it there (see replies.sync_blacklist).
+        # leaves only if this app put it there (see app/replies/blacklist.py).
         values["blacklist"] = sa.case(
             (sa.literal(opted_out), sa.case((Conversation.blacklist == "added", "added"), else_="add")),
             else_=sa.case((Conversation.blacklist.in_(["added", "remove"]), "remove"), else_=None),
         )
         values["blacklist_problem"] = None
-        jobs.enqueue("sync_blacklist", key="blacklist")  # replies.sync_blacklist_job, once this commits
+        jobs.enqueue("sync_blacklist", key="blacklist")  # app/replies/blacklist.py, once this commits
     sender = connection.execute(
         sa.update(Conversation)
         .where(Conversation.id == conversation_id)

@@ -18,7 +18,7 @@ reply `unconfirmed` (`abandon_send`), never sent twice. The reply's own claim is
 WHERE status IN ('queued', 'retrying') under the write lock, so even two jobs for one reply send
 it once. Calls to Messente take turns from one rate budget shared by every process
 (app/jobs/rate_budget.py). Keeping the blacklist in step with opt-outs is a job too
-(`sync_blacklist`), and dropping stale delivery reports a periodic one.
+(app/replies/blacklist.py), and dropping stale delivery reports a periodic one (delivery.py).
 """
 
 import logging
@@ -34,14 +34,20 @@ from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Messa
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
 from app.jobs import rate_budget
-from app.replies import delivery, messente, reply_box, sms_length
+from app.replies import (
+    blacklist,  # noqa: F401 (registers its kind of job)
+    delivery,
+    messente,
+    reply_box,
+    sms_length,
+)
 
 log = logging.getLogger(__name__)
 
 # Beyond the client's own timeouts (and a turn of the rate budget): a send job holding its claim
 # this long was left by a runner that died (or hangs), and its reply is shown `unconfirmed`.
 STALE_MARGIN = timedelta(seconds=30)
-SEND_REPLY, SYNC_BLACKLIST = "send_reply", "sync_blacklist"
+SEND_REPLY = "send_reply"
 
 
 class ReplyRefused(ValueError):
@@ -310,48 +316,3 @@ def newest_sent_reply() -> sa.Row[str | None, str | None, str] | None:
         .order_by(Message.id.desc())
         .limit(1)
     ).first()
-
-
-def sync_blacklist(client: "messente.Messente") -> int:
-    """Carry opt-outs to Messente's blacklist (MESSENTE_BLACKLIST_SYNC); how many calls failed
-    (each failure is shown on its conversation, and the job tries again)."""
-    pending = db.session.execute(
-        sa.select(Conversation.id, Conversation.sender, Conversation.blacklist)
-        .where(Conversation.blacklist.in_(["add", "remove"]))
-        .limit(100)
-    ).all()
-    db.session.rollback()  # no read transaction held across the calls
-    failures = 0
-    for conversation_id, phone, wanted in pending:
-        call = client.add_to_blacklist if wanted == "add" else client.remove_from_blacklist
-        rate_budget.wait_turn(rate_budget.MESSENTE, current_app.config["MESSENTE_REQUESTS_PER_SECOND"])
-        outcome = call(phone)
-        done = isinstance(outcome, messente.Done)
-        failures += not done
-        # Only an entry this app made is "added", and so removed again when the customer opts back in.
-        added = "added" if wanted == "add" and isinstance(outcome, messente.Done) and not outcome.already else None
-        problem = None if isinstance(outcome, messente.Done) else f"Messente's blacklist: {outcome.reason}"
-        with write_transaction() as session:
-            session.execute(
-                sa.update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.blacklist == wanted)
-                .values(blacklist=added if done else wanted, blacklist_problem=problem, change_seq=change_number())
-            )
-    return failures
-
-
-@jobs.kind(SYNC_BLACKLIST)
-def sync_blacklist_job(payload: dict, attempt: "jobs.Attempt") -> None:
-    """Both calls are idempotent: a failed sync is simply run again, with backoff."""
-    client = messente.from_config(current_app.config)
-    if client is None:
-        return
-    failures = sync_blacklist(client)
-    if failures:
-        plural = "s" if failures != 1 else ""
-        raise RuntimeError(f"{failures} blacklist call{plural} failed (shown on the conversations)")
-
-
-@jobs.kind("drop_stale_delivery_reports", every=timedelta(hours=1))
-def drop_stale_reports_job(payload: dict, attempt: "jobs.Attempt") -> None:
-    delivery.drop_stale_reports(attempt.now)
