@@ -44,7 +44,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app.export import routes as export
     from app.inbox import routes as inbox
     from app.ops import cli
-    from app.privacy import retention  # noqa: F401 (its purge is a kind of job; it has no routes)
+    from app.privacy import purge  # noqa: F401 (its purge is a kind of job; it has no routes)
     from app.replies import routes as replies
     from app.web.request_args import IdConverter
 

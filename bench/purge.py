@@ -19,7 +19,7 @@ from app import clock
 from app.callbacks import signing
 from app.extensions import db
 from app.ops import demo
-from app.privacy import retention
+from app.privacy import purge
 
 from . import ingest
 from .data import SECRET, Server, bench_app, fresh_database
@@ -76,7 +76,7 @@ def measure(workdir: Path, messages: int, per_second: float, log) -> list[Row]:
         try:
             with app.app_context():
                 started = time.perf_counter()
-                result = retention.purge(clock.now(), days=30, audit_days=365, batch_size=retention.BATCH_SIZE)
+                result = purge.purge(clock.now(), days=30, audit_days=365, batch_size=purge.BATCH_SIZE)
                 seconds = time.perf_counter() - started
                 db.engine.dispose()
         finally:
@@ -94,7 +94,7 @@ def measure(workdir: Path, messages: int, per_second: float, log) -> list[Row]:
             size,
             result.messages / seconds,
             "/s",
-            note=f"batches of {retention.BATCH_SIZE}, while {per_second:g} callbacks/s arrive",
+            note=f"batches of {purge.BATCH_SIZE}, while {per_second:g} callbacks/s arrive",
         ),
         Row("purge: callback p99 before it", size, p99(before), "ms"),
         Row("purge: callback p99 during it", size, p99(during), "ms", note=f"{len(during)} callbacks"),

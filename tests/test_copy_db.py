@@ -237,10 +237,10 @@ def test_ids_of_rows_deleted_before_the_copy_are_not_handed_out_again(tmp_path, 
         assert client.post("/callbacks/inbound", data=body, headers=signed_headers(body)).json == {"status": "stored"}
     with app.app_context():
         from app.db.models import Conversation
-        from app.privacy import retention
+        from app.privacy import erasure
 
         erased = db.session.scalar(sa.select(Conversation.id).where(Conversation.sender == "+37255510003"))
-        retention.erase_conversation(erased)
+        erasure.erase_conversation(erased)
         db.engine.dispose()
     copied = run(url, "copy-db", "--to", database_url)
     assert copied.returncode == 0, copied.stdout + copied.stderr

@@ -12,7 +12,7 @@ from app.contacts import optouts
 from app.db.models import AuditEvent, Conversation, DeadLetter, Message, OptOut, Suppression, UnmatchedDeliveryReport
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
-from app.privacy import retention
+from app.privacy import erasure
 from app.replies import reply_box
 from conftest import PASSWORD, Browser, body_for, conversation_of, wait_until
 from helpers import post
@@ -383,7 +383,7 @@ def test_the_conversations_a_search_matched_are_all_recorded_when_few(app, admin
         assert deliver(body_for(sender=f"+3725558000{n}", text="ainulaadne")).status_code == 200
     with app.app_context():
         last = conversation_of(numbers[-1]).id
-        assert retention.search_subjects("5557000", "ainulaadne") == [last]
+        assert erasure.search_subjects("5557000", "ainulaadne") == [last]
     admin.client.get("/export.csv").close()  # no search: nothing to say whom it matched
     admin.client.get("/export.csv", query_string={"q": "55570005"}).close()
     with app.app_context():

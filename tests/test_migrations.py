@@ -677,7 +677,7 @@ def test_ids_are_never_handed_out_again_after_the_upgrade(database_url, engine):
 
     with app.app_context():
         from app.inbox import queries, search
-        from app.privacy import retention
+        from app.privacy import erasure
 
         assert db.session.execute(sa.select(Message.id, Message.text).order_by(Message.id)).all() == [
             (1, "Tere zebra"),
@@ -691,7 +691,7 @@ def test_ids_are_never_handed_out_again_after_the_upgrade(database_url, engine):
         newest = conversation_of("+37255533333")
         assert newest.id > 7 and newest.last_message_id > 40
         assert [hit.id for hit in search.search_messages("zebra")[0]] == [newest.last_message_id, 1]
-        retention.erase_conversation(newest.id)
+        erasure.erase_conversation(newest.id)
         deliver("+37255544444", "Veel üks")
         assert conversation_of("+37255544444").id > newest.id
     close_app(app)

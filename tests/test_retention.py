@@ -26,7 +26,7 @@ from app.extensions import db
 from app.inbox import queries
 from app.jobs import leases
 from app.ops import demo
-from app.privacy import retention
+from app.privacy import purge, settings
 from conftest import body_for, close_app, conversation_of, make_app, signed_headers
 from helpers import Clock, from_address, post
 
@@ -86,7 +86,7 @@ def count(app, model, *where) -> int:
 def test_a_purge_deletes_what_is_older_than_the_days_and_lists_follow(app, history):
     with app.app_context():
         before = queries.latest_change()
-        result = retention.purge(history, days=30, audit_days=365, batch_size=2)
+        result = purge.purge(history, days=30, audit_days=365, batch_size=2)
         assert (result.messages, result.conversations_removed, result.delivery_reports, result.dead_letters) == (
             4,
             1,
@@ -107,13 +107,13 @@ def test_a_purge_deletes_what_is_older_than_the_days_and_lists_follow(app, histo
 
 def test_without_days_messages_are_kept_for_ever(app, history):
     with app.app_context():
-        result = retention.purge(history, days=None, audit_days=365)
+        result = purge.purge(history, days=None, audit_days=365)
     assert result.messages == 0 and count(app, Message) == 6
 
 
 def test_a_dry_run_counts_and_deletes_nothing(app, history):
     with app.app_context():
-        result = retention.purge(history, days=30, audit_days=365, dry_run=True)
+        result = purge.purge(history, days=30, audit_days=365, dry_run=True)
     assert (result.messages, result.dead_letters) == (4, 1)
     assert count(app, Message) == 6
 
@@ -126,11 +126,11 @@ def test_an_interrupted_purge_resumes_where_it_stopped(app, history):
         raise KeyboardInterrupt
 
     with app.app_context(), pytest.raises(KeyboardInterrupt):
-        retention.purge(history, days=30, audit_days=365, batch_size=2, progress=stop_after_one)
+        purge.purge(history, days=30, audit_days=365, batch_size=2, progress=stop_after_one)
     assert batches == [2] and count(app, Message) == 4  # the first batch stays done
     with app.app_context():
         assert conversation_of(OLD).message_count == 1  # and its counts are right meanwhile
-        assert retention.purge(history, days=30, audit_days=365, batch_size=2).messages == 2
+        assert purge.purge(history, days=30, audit_days=365, batch_size=2).messages == 2
     assert count(app, Message) == 2
 
 
@@ -141,7 +141,7 @@ def test_the_audit_trail_keeps_its_own_days_and_records_each_purge(app, clock, u
         audit.record("login", username="alice", address="192.0.2.1")
         clock.advance(days=200)
         audit.record("login", username="alice", address="192.0.2.2")
-        result = retention.purge(clock().replace(tzinfo=None), days=None, audit_days=180)
+        result = purge.purge(clock().replace(tzinfo=None), days=None, audit_days=180)
         assert result.audit_events == 1
         events = db.session.execute(
             sa.select(AuditEvent.action, AuditEvent.address, AuditEvent.username).order_by(AuditEvent.id)
@@ -154,7 +154,7 @@ def test_expired_login_rows_go_too(app, clock, user):
     assert count(app, LoginThrottle) == 3  # by name and address, by address, by account
     clock.advance(days=2)
     with app.app_context():
-        assert retention.purge(clock().replace(tzinfo=None), days=None, audit_days=365).login_rows == 3
+        assert purge.purge(clock().replace(tzinfo=None), days=None, audit_days=365).login_rows == 3
     assert count(app, LoginThrottle) == 0
 
 
@@ -163,18 +163,18 @@ def test_expired_login_rows_go_too(app, clock, user):
 
 def test_days_come_from_the_environment_until_an_admin_sets_them(database_url, app, admin):
     with app.app_context():
-        assert (retention.days(), retention.audit_days()) == (None, 365)
+        assert (settings.days(), settings.audit_days()) == (None, 365)
     configured = make_app(database_url, RETENTION_DAYS=90)
     with configured.app_context():
-        assert retention.days() == 90
+        assert settings.days() == 90
     page = admin.client.get("/admin/retention")
     assert page.status_code == 200 and 'name="audit_days"' in page.text
     assert post(admin, "/admin/retention", "/admin/retention", days="30", audit_days="400").status_code == 200
     with configured.app_context():
-        assert (retention.days(), retention.audit_days()) == (30, 400)
+        assert (settings.days(), settings.audit_days()) == (30, 400)
     post(admin, "/admin/retention", "/admin/retention", days="", audit_days="400")
     with configured.app_context():
-        assert retention.days() is None  # emptied by an admin: for ever, whatever the environment says
+        assert settings.days() is None  # emptied by an admin: for ever, whatever the environment says
     close_app(configured)
     refused = post(admin, "/admin/retention", "/admin/retention", days="-3", audit_days="400")
     assert refused.status_code == 400 and "whole days" in refused.text
@@ -185,14 +185,14 @@ def test_an_admin_can_keep_the_audit_trail_for_ever(app, admin, clock, runner):
 
     app.config["AUDIT_RETENTION_DAYS"] = 0  # as AUDIT_RETENTION_DAYS=0 in the environment gives
     with app.app_context():
-        assert retention.audit_days() is None
+        assert settings.audit_days() is None
         audit.record("login", username="alice", address="192.0.2.1")
     app.config["AUDIT_RETENTION_DAYS"] = 365
     assert post(admin, "/admin/retention", "/admin/retention", days="", audit_days="").status_code == 200
     clock.advance(days=20 * 365)
     with app.app_context():
-        assert retention.audit_days() is None
-        assert retention.purge(clock().replace(tzinfo=None), retention.days(), retention.audit_days()).audit_events == 0
+        assert settings.audit_days() is None
+        assert purge.purge(clock().replace(tzinfo=None), settings.days(), settings.audit_days()).audit_events == 0
         assert db.session.scalar(sa.select(sa.func.count()).where(AuditEvent.address == "192.0.2.1")) == 1
     dry = runner.invoke(args=["purge", "--dry-run"])
     assert "audit events: 0 (none, kept for ever)" in dry.output
@@ -213,15 +213,15 @@ def test_the_environment_gives_the_defaults():
 def test_one_holder_at_a_time_and_once_a_day(app, clock, history):
     app.config["RETENTION_DAYS"] = 30
     with app.app_context():
-        assert leases.take(retention.PURGE_LEASE, retention.LEASE.total_seconds())  # another process
-        assert retention.run_scheduled() is None  # held
+        assert leases.take(purge.PURGE_LEASE, purge.LEASE.total_seconds())  # another process
+        assert purge.run_scheduled() is None  # held
         clock.advance(minutes=11)  # that process died holding it: the lease runs out
-        result = retention.run_scheduled()
-        assert result.messages == 4 and retention.last_purge() == clock().replace(tzinfo=None)
+        result = purge.run_scheduled()
+        assert result.messages == 4 and settings.last_purge() == clock().replace(tzinfo=None)
         clock.advance(hours=23)
-        assert retention.run_scheduled() is None  # done today
+        assert purge.run_scheduled() is None  # done today
         clock.advance(hours=1)
-        assert retention.run_scheduled() is not None
+        assert purge.run_scheduled() is not None
 
 
 def test_the_daily_purge_is_a_periodic_job_that_runs_once_however_many_runners(app, clock, history):
@@ -232,14 +232,14 @@ def test_the_daily_purge_is_a_periodic_job_that_runs_once_however_many_runners(a
         first = clock().replace(tzinfo=None)
         for holder in ("runner-a", "runner-b"):  # two processes' runners, at the same moment
             jobs.run_due(first, holder=holder)
-        assert retention.last_purge() == first and purges() == 1
+        assert settings.last_purge() == first and purges() == 1
         assert count(app, Message, Message.received_at < first - timedelta(days=30)) == 0
         clock.advance(hours=1)
         jobs.run_due(clock().replace(tzinfo=None))  # its job comes round every 15 minutes: not yet a day
-        assert retention.last_purge() == first
+        assert settings.last_purge() == first
         clock.advance(days=1)
         jobs.run_due(clock().replace(tzinfo=None))
-        assert retention.last_purge() == clock().replace(tzinfo=None)
+        assert settings.last_purge() == clock().replace(tzinfo=None)
 
 
 # --- flask purge ----------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ def test_a_purge_during_a_callback_storm_loses_no_new_message(app, clock, delive
     try:
         app.config["CLOCK"] = None  # the server's and this purge's: the real one, months after the old messages
         with app.app_context():
-            result = retention.purge(datetime.now(UTC).replace(tzinfo=None), days=30, audit_days=365, batch_size=25)
+            result = purge.purge(datetime.now(UTC).replace(tzinfo=None), days=30, audit_days=365, batch_size=25)
     finally:
         stop.set()
         for thread in threads:
@@ -313,7 +313,7 @@ def test_on_sqlite_the_space_purged_is_reused_so_the_file_does_not_grow_without_
         for cycle in range(4):
             demo.seed(2000, 100, now=moment, rng=random.Random(cycle))
             moment += timedelta(days=100)
-            assert retention.purge(moment, days=30, audit_days=365, batch_size=1000).messages == 2000
+            assert purge.purge(moment, days=30, audit_days=365, batch_size=1000).messages == 2000
             sizes.append(Path(url.database).stat().st_size)
             free = db.session.execute(sa.text("PRAGMA freelist_count")).scalar()
     assert free > 0  # the purged pages wait on the free list for the next messages

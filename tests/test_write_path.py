@@ -16,7 +16,7 @@ from app.accounts import two_factor
 from app.db.models import AuditEvent, BackupCode, Conversation, LoginSession, LoginThrottle, Message, Setting, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
-from app.privacy import retention
+from app.privacy import settings
 from conftest import (
     PASSWORD,
     AuthActions,
@@ -149,8 +149,8 @@ WRITERS = {
     "unlock": (add_throttle, accounts.unlock, lambda: db.session.scalar(sa.select(LoginThrottle.id)) is None),
     "set_days": (
         lambda: None,
-        lambda _: retention.set_days(30, 90),
-        lambda: (retention.days(), retention.audit_days()) == (30, 90),
+        lambda _: settings.set_days(30, 90),
+        lambda: (settings.days(), settings.audit_days()) == (30, 90),
     ),
     "two_factor.turn_off": (
         lambda: (make_bob(), turn_on_two_factor(bob()))[0],

@@ -28,7 +28,7 @@ from app.db.unit_of_work import write_transaction
 from app.export import safe_cell
 from app.extensions import db
 from app.jobs import servers
-from app.privacy import retention
+from app.privacy import erasure, settings
 from app.web.access import admin_required
 from app.web.request_args import LARGEST_ID, date_arg, id_arg
 
@@ -275,7 +275,7 @@ def retention_settings():
     form, message, status = RetentionForm(), None, 200
     if form.validate_on_submit():
         with write_transaction():
-            retention.set_days(form.days.data, form.audit_days.data)
+            settings.set_days(form.days.data, form.audit_days.data)
             audit.record(
                 "settings_changed",
                 {
@@ -287,18 +287,16 @@ def retention_settings():
     elif request.method == "POST":
         status = 400
     else:
-        form.days.data, form.audit_days.data = retention.days(), retention.audit_days()
-    return render_template(
-        "admin/retention.html", form=form, message=message, last_purge=retention.last_purge()
-    ), status
+        form.days.data, form.audit_days.data = settings.days(), settings.audit_days()
+    return render_template("admin/retention.html", form=form, message=message, last_purge=settings.last_purge()), status
 
 
 @bp.route(f"/conversations/<int(max={LARGEST_ID}):conversation_id>/delete", methods=["GET", "POST"])
 @admin_required
 def delete_conversation(conversation_id: int):
-    summary = retention.conversation_summary(conversation_id) or abort(404)
+    summary = erasure.conversation_summary(conversation_id) or abort(404)
     if request.method == "POST":
-        retention.erase_conversation(conversation_id)
+        erasure.erase_conversation(conversation_id)
         return render_template("admin/deleted.html", summary=summary)
     return render_template("admin/delete_conversation.html", summary=summary)
 

@@ -2,7 +2,7 @@
 
 `record` appends one event, in the caller's write transaction when there is one (so the event
 and what it describes commit together) or in its own. The app never changes or deletes an event,
-except the audit trail's own retention (retention.py). Phone numbers never go in as they are:
+except the audit trail's own retention (app/privacy/purge.py). Phone numbers never go in as they are:
 `number_hash` is a keyed hash (HMAC with SECRET_KEY) that matches the same number again
 without revealing it.
 """

@@ -11,7 +11,7 @@ from app import audit, clock, contacts, export
 from app.inbox import queries
 from app.inbox.list_views import VIEWS, ListFilter
 from app.jobs import leases
-from app.privacy import retention
+from app.privacy import erasure
 from app.web.request_args import date_arg, id_arg
 
 bp = Blueprint("export", __name__)
@@ -74,8 +74,8 @@ def audited_export_query(file_format: str):
             "format": file_format,
             "rows": export.count_messages(query),
             **(vars(list_filter) if list_filter else {}),
-            # whom a search named, if few: an erasure finds it by them (app/privacy/retention.py)
-            **({retention.MATCHED: retention.search_subjects(filters["q"], filters["text"])} if searched else {}),
+            # whom a search named, if few: an erasure finds it by them (app/privacy/erasure.py)
+            **({erasure.MATCHED: erasure.search_subjects(filters["q"], filters["text"])} if searched else {}),
         },
     )
     return query

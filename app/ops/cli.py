@@ -25,7 +25,8 @@ from app.db.unit_of_work import write_transaction
 from app.extensions import db
 from app.jobs import servers
 from app.ops import copying, demo
-from app.privacy import retention
+from app.privacy import purge as retention_purge
+from app.privacy import settings
 from app.replies import delivery
 
 
@@ -366,7 +367,7 @@ def seed_demo(messages: int, senders: int):
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
 @click.option(
     "--batch-size",
-    default=retention.BATCH_SIZE,
+    default=retention_purge.BATCH_SIZE,
     show_default=True,
     type=click.IntRange(min=1),
     help="Messages per transaction: callbacks wait at most one batch.",
@@ -374,8 +375,8 @@ def seed_demo(messages: int, senders: int):
 @one_line_database_errors
 def purge(yes: bool, dry_run: bool, batch_size: int):
     """Delete what is older than the retention settings now (the app also does it daily)."""
-    days, audit_days, now = retention.days(), retention.audit_days(), clock.now()
-    plan = retention.purge(now, days, audit_days, dry_run=True)
+    days, audit_days, now = settings.days(), settings.audit_days(), clock.now()
+    plan = retention_purge.purge(now, days, audit_days, dry_run=True)
     kept = f"older than {days} days" if days else "none (messages are kept for ever)"
     audit_kept = f"older than {audit_days} days" if audit_days else "none, kept for ever"
     click.echo(
@@ -390,7 +391,7 @@ def purge(yes: bool, dry_run: bool, batch_size: int):
         elif sys.stdin.readline().strip().lower() not in ("y", "yes"):
             raise click.ClickException("Not confirmed: pipe `y` or pass --yes.")
     with click.progressbar(length=plan.messages, label="Deleting messages", show_pos=True) as bar:
-        result = retention.run_scheduled(force=True, batch_size=batch_size, progress=bar.update)
+        result = retention_purge.run_scheduled(force=True, batch_size=batch_size, progress=bar.update)
     if result is None:
         raise click.ClickException("Another process is purging right now; try again in a few minutes.")
     click.echo(
