@@ -1,5 +1,5 @@
 """Request framing: the server decides "is this request whole?" with llhttp, strictly, in its event
-loop (app/server/worker.py's RequestFraming), and the thread's parser reads only those bytes.
+loop (app/server/framing.py's RequestFraming), and the thread's parser reads only those bytes.
 
 The attacks of an outside security test, against the real server, and a property test that feeds
 generated request bytes to the framing directly. The real server's tests are properties of the
@@ -20,8 +20,11 @@ from hypothesis import strategies as st
 
 from app.db.models import Message
 from app.extensions import db
+from app.server import framing as limits
+from app.server import settings as server_settings
 from app.server import worker
-from app.server.worker import WAIT, WHOLE, BufferedRequest, ReadPastTheRequest, RequestFraming
+from app.server.framing import WAIT, WHOLE, RequestFraming
+from app.server.worker import BufferedRequest, ReadPastTheRequest
 from conftest import ONE_DATABASE, body_for, signed_headers, wait_until
 
 ANSWER_SECONDS = worker.REQUEST_SECONDS + 5  # a client that waits longer has given up
@@ -154,8 +157,8 @@ def test_a_body_of_more_chunks_than_the_cap_is_413_and_not_stored(app, server_fa
     server = server_factory(workers=1, threads=2)
     few = body_for(msg_id="in-few-chunks", text="a" * 600)
     many = body_for(msg_id="in-one-byte-chunks", text="a" * 600)
-    assert len(many) > worker.MAX_CHUNKS
-    chunk_size = -(-len(few) // (worker.MAX_CHUNKS - 1))  # the last, empty chunk counts too
+    assert len(many) > limits.MAX_CHUNKS
+    chunk_size = -(-len(few) // (limits.MAX_CHUNKS - 1))  # the last, empty chunk counts too
     assert status_of(server, chunked_callback(few, chunk_size)) == b"HTTP/1.1 200 OK"
     assert status_of(server, chunked_callback(many, 1)) == b"HTTP/1.1 413 Content Too Large"
     with app.app_context():
@@ -167,7 +170,7 @@ def test_limits_continue_and_pipelining_still_work(app, server_factory):
     server = server_factory(workers=1, threads=2)
     # A body announced over the limit is refused before it is sent.
     too_large = b"POST /callbacks/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n"
-    assert status_of(server, too_large % (worker.BODY_LIMIT + 1)) == b"HTTP/1.1 413 Content Too Large"
+    assert status_of(server, too_large % (limits.BODY_LIMIT + 1)) == b"HTTP/1.1 413 Content Too Large"
     # A head over the limit.
     long_head = b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Filler: %s\r\n" % (b"a" * 1000) * 70 + b"\r\n"
     assert status_of(server, long_head) == b"HTTP/1.1 431 Request Header Fields Too Large"
@@ -232,7 +235,7 @@ def test_the_server_makes_no_control_socket_outside_the_project(app, server_fact
 # Small limits, so that generated requests reach them.
 SMALL_LIMITS = dict(HEAD_LIMIT=300, BODY_LIMIT=400, MAX_CHUNKS=12, LINE_LIMIT=40)
 GUNICORN = Config()
-GUNICORN.set("http_parser", worker.http_parser)
+GUNICORN.set("http_parser", server_settings.http_parser)
 
 PLAIN_HEADERS = [
     b"Accept: */*",
@@ -327,12 +330,11 @@ def read_as_the_thread_does(received: bytes):
 def test_framing_never_hands_a_thread_a_request_it_would_wait_on(generated):
     with pytest.MonkeyPatch.context() as patch:
         for name, value in SMALL_LIMITS.items():
-            patch.setattr(worker, name, value)
+            patch.setattr(limits, name, value)
         check_framing(*generated)
 
 
 def check_framing(pieces: list[bytes], well_formed: bool):
-    limits = worker
     # A head, a body, and every chunk-size line or trailer field at its longest (with its CRLFs).
     most_bytes = limits.HEAD_LIMIT + limits.BODY_LIMIT + (limits.MAX_CHUNKS + 2) * (limits.LINE_LIMIT + 8)
     framing = RequestFraming()
@@ -358,12 +360,12 @@ def test_each_attack_chunk_size_is_malformed_at_once(size):
 def test_a_chunk_size_line_over_the_limit_is_malformed_before_it_ends():
     framing = RequestFraming()
     assert framing.feed(SLOW_LINE_HEAD) == WAIT
-    assert framing.feed(b"0" * worker.LINE_LIMIT) == WAIT
+    assert framing.feed(b"0" * limits.LINE_LIMIT) == WAIT
     assert framing.feed(b"0") == "malformed"
 
 
 def test_many_chunks_are_refused_however_they_arrive():
-    whole = SLOW_LINE_HEAD + b"1\r\na\r\n" * worker.MAX_CHUNKS + b"0\r\n\r\n"
+    whole = SLOW_LINE_HEAD + b"1\r\na\r\n" * limits.MAX_CHUNKS + b"0\r\n\r\n"
     assert RequestFraming().feed(whole) == "body too large"
     framing = RequestFraming()
     assert [framing.feed(whole[n : n + 1]) for n in range(len(whole))][-1] == "body too large"
