@@ -20,7 +20,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app import accounts
+from app.accounts import users
 from app.callbacks import signing
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
@@ -56,7 +56,7 @@ def measure(workdir: Path, messages: int, log) -> list[Row]:
     with app.app_context():
         demo.seed(1_000, 100)
         with write_transaction():
-            accounts.create_user("bench", PASSWORD)
+            users.create_user("bench", PASSWORD)
         db.engine.dispose()
     port = ingest.free_port()
     base = f"http://127.0.0.1:{port}"

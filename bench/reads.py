@@ -14,7 +14,8 @@ import urllib.parse
 
 import sqlalchemy as sa
 
-from app import accounts, contacts
+from app import contacts
+from app.accounts import users
 from app.db.models import Conversation
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
@@ -43,7 +44,7 @@ def measure(url: str, messages: int, samples: int, log) -> list[Row]:
     size = size_label(messages)
     with app.app_context():
         with write_transaction():
-            accounts.create_user("bench", PASSWORD)
+            users.create_user("bench", PASSWORD)
         deep_page, before = deep_page_cursor()
         search = search_term()
         sender, thread_length = thread_sender()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app import accounts, replies
+from app import replies
+from app.accounts import users
 from app.db.models import Conversation, Message
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
@@ -47,7 +48,7 @@ def measure(workdir: Path, count: int, log) -> list[Row]:
         with app.app_context():
             demo.seed(count, count)  # one message from each of `count` customers
             with write_transaction():
-                author = accounts.create_user("bench", "bench password 1").id
+                author = users.create_user("bench", "bench password 1").id
             conversations = list(db.session.scalars(sa.select(Conversation)))
             db.session.expunge_all()
         port = ingest.free_port()

@@ -344,14 +344,14 @@ def stored_with_prefix(url: str, prefix: str) -> int:
 
 
 def add_bench_user(url: str) -> None:
-    from app import accounts
+    from app.accounts import users
     from app.extensions import db
 
     from .data import bench_app
 
     app = bench_app(url)
     with app.app_context():
-        accounts.create_user("bench", PASSWORD)
+        users.create_user("bench", PASSWORD)
         db.session.commit()
         db.engine.dispose()
 

@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from app import accounts
+from app.accounts import users
 from app.config import defaults as config_defaults
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
@@ -52,7 +52,7 @@ def measure(
     with app.app_context():
         demo.seed(seed, max(1, seed * SEED_SENDERS // SEED_MESSAGES))
         with write_transaction():
-            accounts.create_user("bench", PASSWORD)
+            users.create_user("bench", PASSWORD)
         db.engine.dispose()
     port = ingest.free_port()
     rows: list[Row] = []

@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import accounts, create_app
+from app import create_app
+from app.accounts import passwords
 from app.callbacks import signing
 from app.db.models import Conversation, User
 from app.extensions import db
@@ -52,7 +53,7 @@ API_PASSWORD = "api-password"  # the fake Messente's; it also signs delivery rep
 
 @cache
 def password_hash() -> str:
-    return accounts.hash_password(PASSWORD)  # once per run: Argon2 is slow on purpose
+    return passwords.hash_password(PASSWORD)  # once per run: Argon2 is slow on purpose
 
 
 @cache

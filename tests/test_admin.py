@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from app import accounts, config
+from app import config
+from app.accounts import passwords
 from app.db.models import LoginSession, LoginThrottle, User
 from app.extensions import db
 from conftest import ONE_DATABASE, PASSWORD, AuthActions, add_user, close_app, csrf_token, make_app
@@ -90,8 +91,8 @@ def test_an_admin_adds_a_user_who_sets_a_password_with_a_one_time_link(app, admi
     assert page.status_code == 200 and "Added <bdi>carol</bdi>" in page.text
     link = one_time_link(page.text)
     carol = user_row(app, "carol")
-    assert (carol.role, carol.password_hash) == ("agent", accounts.NO_PASSWORD)
-    assert carol.reset_token_hash == accounts.token_hash(link.rsplit("/", 1)[1])  # only its hash stored
+    assert (carol.role, carol.password_hash) == ("agent", passwords.NO_PASSWORD)
+    assert carol.reset_token_hash == passwords.token_hash(link.rsplit("/", 1)[1])  # only its hash stored
     assert AuthActions(app.test_client()).login("carol", "anything at all").status_code == 401
 
     assert "do not match" in set_password(app, link, "carols password", "carols passwort").text

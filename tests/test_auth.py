@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 
-from app import accounts, config
+from app import config
+from app.accounts import passwords
 from app.accounts import routes as auth_module
 from app.db.models import LoginThrottle, User
 from app.extensions import db
@@ -333,12 +334,12 @@ def test_an_invited_account_and_an_unknown_name_verify_a_real_hash(app, client, 
     """An account whose link is unused (no password yet) and an unknown name each cost one Argon2
     verify, as a wrong password for a real account does: the timing tells nothing."""
     with app.app_context():
-        db.session.add(User(username="carol", password_hash=accounts.NO_PASSWORD, role="agent"))
+        db.session.add(User(username="carol", password_hash=passwords.NO_PASSWORD, role="agent"))
         db.session.commit()
     verified = []
-    real_verify = accounts._verify
+    real_verify = passwords._verify
     monkeypatch.setattr(
-        accounts, "_verify", lambda stored, password: verified.append(stored) or real_verify(stored, password)
+        passwords, "_verify", lambda stored, password: verified.append(stored) or real_verify(stored, password)
     )
     assert AuthActions(client).login(username, "some guess!").status_code == 401
     assert len(verified) == 1 and verified[0].startswith("$argon2id$v=19$m=19456,t=2,p=1$")
@@ -509,7 +510,7 @@ def test_older_hashes_are_rehashed_at_the_next_login(app, client, clock):
     with app.app_context():
         stored = db.session.scalar(sa.select(User.password_hash).where(User.username == "carol"))
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
-    assert accounts.hasher.verify(stored, PASSWORD)
+    assert passwords.hasher.verify(stored, PASSWORD)
 
 
 @pytest.mark.parametrize("bound", [1, 2])
@@ -530,11 +531,11 @@ def test_concurrent_logins_hash_at_most_the_configured_number_at_once(app, user,
                 ).status_code
             )
 
-    accounts.hashing.reset_peak()
+    passwords.hashing.reset_peak()
     threads = [threading.Thread(target=log_in, args=(n, each)) for n, each in enumerate(logins)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert statuses == [401] * 24
-    assert accounts.hashing.peak == bound
+    assert passwords.hashing.peak == bound

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from app import accounts, clock
+from app import clock
+from app.accounts import passwords
 from app.db.models import ChangeCounter, Message, Server, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
@@ -28,7 +29,7 @@ def test_create_user_asks_twice_and_stores_a_hash(app, runner):
     assert "Created admin 'bob'" in result.output  # the first user is an admin
     with app.app_context():
         user = db.session.scalar(sa.select(User).where(User.username == "bob"))
-        assert accounts.hasher.verify(user.password_hash, "long enough")
+        assert passwords.hasher.verify(user.password_hash, "long enough")
 
 
 def test_create_user_refuses_short_passwords_existing_names_and_mismatches(app, runner, user):

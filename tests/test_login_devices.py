@@ -4,7 +4,7 @@ unknown devices, while a browser that logged in before keeps working."""
 import pytest
 import sqlalchemy as sa
 
-from app import accounts
+from app.accounts import throttle
 from app.db.models import LoginThrottle
 from app.extensions import db
 from conftest import AuthActions, add_user, close_app, make_app
@@ -22,7 +22,7 @@ def clock(app):
 
 def device_cookie(client, app, username="alice"):
     with app.app_context():
-        name = accounts.device_cookie_name(username)
+        name = throttle.device_cookie_name(username)
     return client.get_cookie(name, path="/login")
 
 
@@ -86,10 +86,10 @@ def test_the_device_cookie_is_signed_per_account_long_lived_and_kept_from_script
     assert f"Max-Age={365 * 24 * 3600}" in header and "Secure" not in header
     cookie = device_cookie(person.client, app)
     with app.app_context():
-        assert accounts.device_of("alice", cookie.value) is not None
-        assert accounts.device_of("bob", cookie.value) is None  # another account's: unknown
-        assert accounts.device_of("alice", cookie.value[:-2] + "xx") is None  # tampered
-        assert "alice" not in accounts.device_cookie_name("alice")
+        assert throttle.device_of("alice", cookie.value) is not None
+        assert throttle.device_of("bob", cookie.value) is None  # another account's: unknown
+        assert throttle.device_of("alice", cookie.value[:-2] + "xx") is None  # tampered
+        assert "alice" not in throttle.device_cookie_name("alice")
 
 
 def test_a_device_cookie_expires(app, user, clock):
@@ -99,7 +99,7 @@ def test_a_device_cookie_expires(app, user, clock):
     # The signature's age is read from the real clock: a negative lifetime makes any cookie too old.
     app.config["DEVICE_COOKIE_SECONDS"] = -1
     with app.app_context():
-        assert accounts.device_of("alice", cookie.value) is None
+        assert throttle.device_of("alice", cookie.value) is None
 
 
 def test_another_accounts_device_cookie_does_not_make_a_device_known(app, user, clock):
@@ -111,7 +111,7 @@ def test_another_accounts_device_cookie_does_not_make_a_device_known(app, user, 
     bobs = device_cookie(bob.client, app, "bob")
     spray(app)
     with app.app_context():
-        alices_name = accounts.device_cookie_name("alice")
+        alices_name = throttle.device_cookie_name("alice")
     bob.client.set_cookie(alices_name, bobs.value, path="/login")  # bob's cookie under alice's name
     assert "Too many failed attempts for this account" in AuthActions(bob.client).login().text
 

@@ -11,8 +11,8 @@ from html import unescape
 import pytest
 import sqlalchemy as sa
 
-from app import accounts, audit, clock
-from app.accounts import two_factor
+from app import audit, clock
+from app.accounts import throttle, two_factor, users
 from app.db.models import AuditEvent, BackupCode, Conversation, LoginSession, LoginThrottle, Message, Setting, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
@@ -106,7 +106,7 @@ def test_a_writer_holding_the_lock_too_long_makes_a_callback_answer_503_within_t
 
 def make_bob():
     add_user("bob", role="agent")
-    return accounts.user_named("bob")
+    return users.user_named("bob")
 
 
 def add_throttle() -> int:
@@ -136,17 +136,17 @@ def bob() -> User:
 WRITERS = {
     "create_user": (
         lambda: None,
-        lambda _: accounts.create_user("carol", None),
-        lambda: accounts.user_named("carol") is not None,
+        lambda _: users.create_user("carol", None),
+        lambda: users.user_named("carol") is not None,
     ),
-    "set_role": (make_bob, lambda user: accounts.set_role(user, "admin"), lambda: bob().role == "admin"),
-    "set_disabled": (make_bob, lambda user: accounts.set_disabled(user, True), lambda: bob().disabled),
+    "set_role": (make_bob, lambda user: users.set_role(user, "admin"), lambda: bob().role == "admin"),
+    "set_disabled": (make_bob, lambda user: users.set_disabled(user, True), lambda: bob().disabled),
     "issue_reset_link": (
         make_bob,
-        lambda user: accounts.issue_reset_link(user, clock.now()),
+        lambda user: users.issue_reset_link(user, clock.now()),
         lambda: bob().reset_token_hash is not None,
     ),
-    "unlock": (add_throttle, accounts.unlock, lambda: db.session.scalar(sa.select(LoginThrottle.id)) is None),
+    "unlock": (add_throttle, throttle.unlock, lambda: db.session.scalar(sa.select(LoginThrottle.id)) is None),
     "set_days": (
         lambda: None,
         lambda _: settings.set_days(30, 90),
@@ -180,9 +180,9 @@ def test_a_service_function_inside_a_transaction_joins_it(app):
     with app.app_context():
         add_user("alice")
         with pytest.raises(RuntimeError), write_transaction():
-            accounts.create_user("carol", None)
+            users.create_user("carol", None)
             raise RuntimeError("the caller's transaction fails after the call")
-        assert accounts.user_named("carol") is None  # rolled back with the caller's transaction
+        assert users.user_named("carol") is None  # rolled back with the caller's transaction
 
 
 # --- an audited action commits with its event ---------------------------------------------------

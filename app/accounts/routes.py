@@ -9,8 +9,8 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from app import accounts, audit, clock
-from app.accounts import two_factor
+from app import audit, clock
+from app.accounts import passwords, sessions, throttle, two_factor, users
 from app.db.models import USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db, login_manager
@@ -21,18 +21,18 @@ bp = Blueprint("auth", __name__)
 
 class LoginForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=USERNAME_LENGTH)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=passwords.MAX_PASSWORD_LENGTH)])
 
 
 class SetPasswordForm(FlaskForm):
-    password = PasswordField("New password", validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)])
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=passwords.MAX_PASSWORD_LENGTH)])
     confirm = PasswordField("New password again", validators=[DataRequired()])
 
     def problem(self) -> str | None:
         if self.password.data != self.confirm.data:
             return "The two passwords do not match."
         try:
-            accounts.check_password(self.password.data)
+            passwords.check_password(self.password.data)
         except ValueError as exc:
             return str(exc)
         return None
@@ -50,13 +50,13 @@ class ConfirmForm(FlaskForm):
     """Changes to one's two-factor sign-in: a current code, a backup code or the password."""
 
     secret = PasswordField(
-        "Your current code or your password", validators=[DataRequired(), Length(max=accounts.MAX_PASSWORD_LENGTH)]
+        "Your current code or your password", validators=[DataRequired(), Length(max=passwords.MAX_PASSWORD_LENGTH)]
     )
 
 
 @login_manager.user_loader
 def load_user(session_id: str):
-    return accounts.load_session_user(session_id)
+    return sessions.load_session_user(session_id)
 
 
 @login_manager.unauthorized_handler
@@ -142,8 +142,8 @@ def wait_text(seconds: int) -> str:
     return f"{-(-seconds // 60)} minutes"
 
 
-def locked_message(locked: accounts.LoginLocked) -> tuple[str, dict[str, str]]:
-    seconds = accounts.retry_after_seconds(locked.until)
+def locked_message(locked: throttle.LoginLocked) -> tuple[str, dict[str, str]]:
+    seconds = throttle.retry_after_seconds(locked.until)
     if locked.kind == "account":
         text = (
             f"Too many failed attempts for this account: logging in to it from a new device is "
@@ -156,7 +156,7 @@ def locked_message(locked: accounts.LoginLocked) -> tuple[str, dict[str, str]]:
 
 def device_for(username: str) -> str | None:
     """The device this browser is for `username`, by its device cookie (None: unknown)."""
-    return accounts.device_of(username, request.cookies.get(accounts.device_cookie_name(username)))
+    return throttle.device_of(username, request.cookies.get(throttle.device_cookie_name(username)))
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -172,10 +172,10 @@ def login():
     if form.validate_on_submit():
         try:
             # The socket's address, or the X-Forwarded-For hop PROXY_COUNT trusts (ProxyFix).
-            user = accounts.authenticate(
+            user = throttle.authenticate(
                 form.username.data, form.password.data, request.remote_addr, device_for(form.username.data)
             )
-        except accounts.LoginLocked as locked:
+        except throttle.LoginLocked as locked:
             error, headers = locked_message(locked)
         else:
             if user is not None and user.totp_secret:
@@ -213,8 +213,8 @@ def login_code():
     headers: dict[str, str] = {}
     if form.validate_on_submit():
         try:
-            used = accounts.check_second_factor(user, form.code.data, request.remote_addr, device_for(user.username))
-        except accounts.LoginLocked as locked:
+            used = throttle.check_second_factor(user, form.code.data, request.remote_addr, device_for(user.username))
+        except throttle.LoginLocked as locked:
             error, headers = locked_message(locked)
         else:
             if used is not None:
@@ -231,7 +231,7 @@ def finish_login(user: User, next_page: str):
     """A full login: a fresh session, and a new device cookie that makes this browser known."""
     session.clear()  # a fresh session at every login
     with write_transaction():  # the login and its audit event commit together
-        accounts.start_session(user, request.remote_addr, request.user_agent.string)
+        sessions.start_session(user, request.remote_addr, request.user_agent.string)
         audit.record("login", username=user.username)
     login_user(user)
     session["started"] = session["last_active"] = clock.timestamp()
@@ -242,8 +242,8 @@ def finish_login(user: User, next_page: str):
     config = current_app.config
     # Sent only to the login pages, never readable by scripts or sent by other sites.
     response.set_cookie(
-        accounts.device_cookie_name(user.username),
-        accounts.new_device_cookie(user.username),
+        throttle.device_cookie_name(user.username),
+        throttle.new_device_cookie(user.username),
         max_age=config["DEVICE_COOKIE_SECONDS"],
         path=url_for("auth.login"),
         secure=config["SESSION_COOKIE_SECURE"],
@@ -257,7 +257,7 @@ def finish_login(user: User, next_page: str):
 def logout():
     """Ends this session only; "Sign out everywhere" (account pages) ends the others too."""
     with write_transaction():
-        accounts.end_session(current_user)
+        sessions.end_session(current_user)
         audit.record("logout")
     logout_user()
     session.clear()
@@ -274,8 +274,8 @@ def account(
     return render_template(
         "accounts/account.html",
         form=form or ChangePasswordForm(formdata=None),
-        sessions=accounts.sessions_of(current_user),
-        this_session=accounts.token_hash(current_user.login_token or ""),
+        sessions=sessions.sessions_of(current_user),
+        this_session=passwords.token_hash(current_user.login_token or ""),
         confirm_form=ConfirmForm(formdata=None),
         backup_codes_left=two_factor.backup_codes_left(current_user),
         two_factor_required=two_factor.required(),
@@ -290,7 +290,7 @@ def change_password():
     error = form.problem() if form.validate_on_submit() else "Fill in all three fields."
     if error is None:
         try:
-            accounts.change_password(
+            users.change_password(
                 current_user, form.current.data, form.password.data, keep_token=current_user.login_token
             )
         except ValueError as exc:
@@ -303,7 +303,7 @@ def change_password():
 @bp.post(f"/account/sessions/<int(max={2**63 - 1}):session_id>/end")  # a BIGINT id
 def end_session(session_id: int):
     with write_transaction():
-        accounts.end_session(current_user, session_id)
+        sessions.end_session(current_user, session_id)
         audit.record("sessions_ended", {"user": current_user.username, "sessions": "one"})
     return redirect(url_for("auth.account"), 303)
 
@@ -311,7 +311,7 @@ def end_session(session_id: int):
 @bp.post("/account/sessions/end-all")
 def sign_out_everywhere():
     with write_transaction():
-        accounts.end_sessions(current_user)
+        sessions.end_sessions(current_user)
         audit.record("sessions_ended", {"user": current_user.username, "sessions": "all"})
     logout_user()
     session.clear()
@@ -356,9 +356,9 @@ def confirmed_by_person(form: ConfirmForm) -> str | None:
     if not form.validate_on_submit():
         return "Enter your current code or your password."
     try:
-        if accounts.confirm_identity(current_user, form.secret.data, request.remote_addr):
+        if throttle.confirm_identity(current_user, form.secret.data, request.remote_addr):
             return None
-    except accounts.LoginLocked as locked:
+    except throttle.LoginLocked as locked:
         return locked_message(locked)[0]
     return "That is neither your current code nor your password."
 
@@ -397,14 +397,14 @@ def new_backup_codes():
 @bp.route("/set-password/<token>", methods=["GET", "POST"])
 @public
 def set_password(token: str):
-    user = accounts.user_for_reset_token(token)
+    user = users.user_for_reset_token(token)
     if user is None:
         return render_template("accounts/set_password.html", form=None), 404
     form, error = SetPasswordForm(), None
     if form.validate_on_submit():
         error = form.problem()
         if error is None:
-            user = accounts.set_password_with_link(token, form.password.data)
+            user = users.set_password_with_link(token, form.password.data)
             if user is None:  # used or expired meanwhile
                 return render_template("accounts/set_password.html", form=None), 404
             if current_user.is_authenticated:

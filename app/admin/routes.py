@@ -21,8 +21,9 @@ from flask_wtf import FlaskForm
 from wtforms import IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from app import accounts, audit, clock, config, jobs
-from app.accounts import two_factor
+from app import audit, clock, config, jobs
+from app.accounts import sessions, throttle, two_factor
+from app.accounts import users as user_accounts  # `users` is the view below
 from app.db.models import ROLES, USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
 from app.export import safe_cell
@@ -73,7 +74,7 @@ def users(form: AddUserForm | None = None, error: str | None = None, status: int
         form=form or AddUserForm(formdata=None),
         error=error,
         users=db.session.scalars(db.select(User).order_by(User.username)).all(),
-        locked=accounts.locked_logins(clock.now()),
+        locked=throttle.locked_logins(clock.now()),
         two_factor_required=two_factor.required(),
     ), status
 
@@ -97,8 +98,8 @@ def add_user():
         return users(form, "Give a username of 1 to 80 characters and a role.", 400)
     try:
         with write_transaction():
-            user = accounts.create_user(form.username.data, None, admin=role == "admin")
-            token = accounts.issue_reset_link(user, clock.now())
+            user = user_accounts.create_user(form.username.data, None, admin=role == "admin")
+            token = user_accounts.issue_reset_link(user, clock.now())
             audit.record("user_added", {"user": user.username, "role": user.role})
     except ValueError as exc:
         return users(form, str(exc), 400)
@@ -123,7 +124,7 @@ def user(user_id: int, error: str | None = None, status: int = 200):
         error=error,
         roles=ROLES,
         two_factor_required=two_factor.required(),
-        sessions=accounts.sessions_of(account),
+        sessions=sessions.sessions_of(account),
         now=clock.now(),
     ), status
 
@@ -136,7 +137,7 @@ def change_role(user_id: int):
     try:
         with write_transaction():
             before = account.role
-            accounts.set_role(account, role)
+            user_accounts.set_role(account, role)
             audit.record("user_changed", {"user": account.username, "role": role, "was": before})
     except ValueError as exc:
         return user(user_id, str(exc), 400)
@@ -148,7 +149,7 @@ def change_role(user_id: int):
 def reset_password(user_id: int):
     account = user_or_404(user_id)
     with write_transaction():
-        token = accounts.issue_reset_link(account, clock.now())
+        token = user_accounts.issue_reset_link(account, clock.now())
         audit.record("password_reset", {"user": account.username})
     return link_page(account, token)
 
@@ -172,7 +173,7 @@ def disable(user_id: int):
     account = user_or_404(user_id)
     try:
         with write_transaction():
-            accounts.set_disabled(account, True)
+            user_accounts.set_disabled(account, True)
             audit.record("user_disabled", {"user": account.username})
     except ValueError as exc:
         return user(user_id, str(exc), 400)
@@ -184,7 +185,7 @@ def disable(user_id: int):
 def enable(user_id: int):
     account = user_or_404(user_id)
     with write_transaction():
-        accounts.set_disabled(account, False)
+        user_accounts.set_disabled(account, False)
         audit.record("user_enabled", {"user": account.username})
     return redirect(url_for("admin.user", user_id=user_id), 303)
 
@@ -193,7 +194,7 @@ def enable(user_id: int):
 @admin_required
 def unlock(throttle_id: int):
     with write_transaction():
-        row = accounts.unlock(throttle_id)
+        row = throttle.unlock(throttle_id)
         if row is not None:
             audit.record("login_unlocked", {"username": row.username or "(any name)", "from": row.address})
     return redirect(url_for("admin.users"), 303)

@@ -335,7 +335,7 @@ class User(UserMixin, Model):
 
     __table_args__ = ids_never_reused()
 
-    # The token of the login this request belongs to (see accounts.load_session_user): not stored.
+    # The token of the login this request belongs to (see accounts.sessions.load_session_user): not stored.
     # (Declared for the type checker only: a plain annotation here would be taken for a column.)
     if TYPE_CHECKING:
         login_token: str | None
@@ -400,7 +400,7 @@ class Suppression(Model):
 
 
 class LoginThrottle(Model):
-    """Recent failed logins, shared by every worker and instance (see accounts.authenticate).
+    """Recent failed logins, shared by every worker and instance (see accounts.throttle.authenticate).
 
     One row per (username, client address), the username known or not; and one per address
     across all usernames, with `username` empty. A row whose `expires_at` has passed no longer

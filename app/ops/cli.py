@@ -18,7 +18,8 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from werkzeug.local import LocalProxy
 
-from app import accounts, audit, clock, config, replies
+from app import audit, clock, config, replies
+from app.accounts import users
 from app.callbacks import signing
 from app.db.models import User
 from app.db.unit_of_work import write_transaction
@@ -126,7 +127,7 @@ def create_user(username: str, admin: bool):
     password = read_password()
     try:
         with write_transaction():
-            user = accounts.create_user(username, password, admin=admin)
+            user = users.create_user(username, password, admin=admin)
             audit.record("user_added", {"user": user.username, "role": user.role, "by": "command line"})
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -147,7 +148,7 @@ def list_users():
 
 
 def named_user(username: str) -> User:
-    user = accounts.user_named(username)
+    user = users.user_named(username)
     if user is None:
         raise click.ClickException(f"No user named {username!r}. See `list-users`.")
     return user
@@ -161,7 +162,7 @@ def reset_password(username: str):
     """Print a one-time link that sets a new password (for when nobody can log in)."""
     user = named_user(username)
     with write_transaction():
-        token = accounts.issue_reset_link(user, clock.now())
+        token = users.issue_reset_link(user, clock.now())
         audit.record("password_reset", {"user": user.username, "by": "command line"})
     hours = current_app.config["RESET_LINK_SECONDS"] / 3600
     click.echo(
@@ -179,7 +180,7 @@ def disable_user(username: str):
     user = named_user(username)
     try:
         with write_transaction():
-            accounts.set_disabled(user, True)
+            users.set_disabled(user, True)
             audit.record("user_disabled", {"user": user.username, "by": "command line"})
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -194,7 +195,7 @@ def enable_user(username: str):
     """Re-enable a disabled login."""
     user = named_user(username)
     with write_transaction():
-        accounts.set_disabled(user, False)
+        users.set_disabled(user, False)
         audit.record("user_enabled", {"user": user.username, "by": "command line"})
     click.echo(f"Enabled {user.username!r}.")
 
