@@ -113,17 +113,22 @@ def run_measured(argv: list[str]) -> tuple[float, float, int]:
     """Run a command with its output to /dev/null: wall seconds, peak memory in MB, exit code.
 
     The peak is the process's VmHWM, read while it runs. (Its rusage maxrss would not do: a
-    child forked from this large process starts with our resident pages on its account.)
+    child forked from this large process starts with our resident pages on its account.) A
+    child that ends before the first read (a tiny export) is measured by its rusage after all.
     """
     peak_kb = 0
     with open(os.devnull, "wb") as devnull:
         started = time.perf_counter()
         process = subprocess.Popen(argv, stdout=devnull)
-        while process.poll() is None:
+        while True:
             peak_kb = max(peak_kb, high_water_mark_kb(process.pid))
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
             time.sleep(0.005)
         seconds = time.perf_counter() - started
-    return seconds, peak_kb / 1024, process.returncode
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return seconds, (peak_kb or usage.ru_maxrss) / 1024, process.returncode
 
 
 def high_water_mark_kb(pid: int) -> int:
