@@ -88,7 +88,7 @@ def site(tmp_path_factory):
             "MESSENTE_WHATSAPP_SENDER": "",
         },
     ).start()
-    yield {"url": server.url, "busy": busy_id, "short": short_id}
+    yield {"url": server.url, "busy": busy_id, "short": short_id, "app": app}
     server.stop()
     close_app(app)
 
@@ -162,6 +162,7 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
                 thread,
                 lambda: page.locator("#reply-text").fill("Tere! Jah, tellimus on teel ja jõuab homme 🙂"),
             ),
+            "composer-held": (thread, lambda: held_reply(page, site["app"])),
             # Nothing in the messages to focus: their scrolling region must take focus itself.
             "thread-30": (
                 f"{url}/conversations/{site['short']}",
@@ -201,6 +202,17 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
         context.close()
     assert problems == []
     assert set(failed) == {f"404 {screens['404'][0]}"}, "only the missing page is missing"
+
+
+def held_reply(page, app) -> None:
+    """The send guard's held reply box: the customer wrote again while the reply was typed."""
+    page.locator("#reply-text").fill("Tere! Jah, see jõuab homme 🙂")
+    page.evaluate("document.getElementById('thread-poller').remove()")  # no poll shows it first
+    with app.app_context():
+        arrive(datetime.now(UTC), [{"sender": BUSY, "text": "Veel üks küsimus: kas saab ka laupäeval?"}])
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_role("button", name="Send anyway")).to_be_visible()
+    expect(page.locator("#reply-held")).to_contain_text("kas saab ka laupäeval?")
 
 
 def compact_rows(page) -> None:

@@ -1,5 +1,6 @@
 """Working the inbox in headless Chromium against a real gunicorn: naming a contact and finding
-it by name, putting a conversation aside until the customer writes again, saved replies.
+it by name, putting a conversation aside until the customer writes again, saved replies, and
+two people answering one customer (the send guard).
 
 Uses the browser fixtures in conftest.py (one Chromium per module, a watched context per test, a
 server per test) and tests/browser_helpers.py; screenshots of these screens go to test-output/.
@@ -11,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from browser_helpers import DESKTOP, LIVE, PHONE, deliver, log_in, open_row, overflow, row_for, screenshot
-from conftest import ROOT
+from conftest import PASSWORD, ROOT, add_user
 
 pytestmark = pytest.mark.browser
 
@@ -134,6 +135,56 @@ def test_saved_replies_are_managed_on_their_page_and_typed_with_a_slash(new_cont
     page.locator(".saved-replies-menu summary").click()
     page.get_by_role("link", name=re.compile("^Thanks")).click()
     expect(box).to_have_value("Tere! Hi Ülle, we are open 9–17 on weekdays.Thank you for writing!")
+
+
+def test_a_reply_after_a_teammates_is_held_until_send_anyway(new_context, app, server, messente_env):
+    """bob answers while alice has the thread open and is typing: her Send is held with what bob
+    wrote, her text kept, and "Send anyway" sends it."""
+    with app.app_context():
+        add_user("bob", role="agent")
+    deliver(server, sender="+37255664418", recipient="+37250000001", text="Kas mu pakk on teel?")
+    alice = new_context().new_page()
+    log_in(alice, server)
+    open_row(alice, "+37255664418")
+    # Her polls find nothing new meanwhile (as when bob's reply lands between two of them), so
+    # bob's reply is not on her screen when she sends.
+    polls = lambda url: "since=" in url  # noqa: E731
+    alice.route(polls, lambda route: route.fulfill(status=204))
+    alice_box = alice.get_by_label(re.compile("^Reply to"))
+    alice_box.fill("Jah, pakk jõuab homme.")
+
+    bob = new_context().new_page()
+    bob.goto(server.url + "/login")
+    bob.get_by_label("Username").fill("bob")
+    bob.get_by_label("Password").fill(PASSWORD)
+    bob.get_by_role("button", name="Log in").click()
+    open_row(bob, "+37255664418")
+    bob.get_by_label(re.compile("^Reply to")).fill("Tere! Pakk on teel, jõuab homme hommikul.")
+    bob.get_by_role("button", name="Send", exact=True).click()
+    expect(bob.locator("#messages .message.out .text")).to_have_text(["Tere! Pakk on teel, jõuab homme hommikul."])
+
+    alice.get_by_role("button", name="Send", exact=True).click()
+    held = alice.locator("#reply-held")
+    expect(held).to_contain_text("New since you started writing")
+    expect(held).to_contain_text("bob")
+    expect(held).to_contain_text("Tere! Pakk on teel, jõuab homme hommikul.")
+    expect(alice_box).to_have_value("Jah, pakk jõuab homme.")
+    expect(alice.locator("#messages .message.out")).to_have_count(0)  # nothing of hers was sent
+    # (Its screenshots are test_accessibility.py's: screenshots leave empty style attributes that
+    # the next swap of the reply box would copy, against the page's CSP.)
+    assert serious_accessibility_problems(alice) == []
+
+    alice.unroute(polls)  # her thread catches up at the next poll
+    expect(alice.locator("#messages .message.out .text")).to_have_text(
+        ["Tere! Pakk on teel, jõuab homme hommikul."], timeout=LIVE
+    )
+    alice.get_by_role("button", name="Send anyway").click()
+    expect(alice.locator("#messages .message.out .text")).to_have_text(
+        ["Tere! Pakk on teel, jõuab homme hommikul.", "Jah, pakk jõuab homme."], timeout=LIVE
+    )
+    expect(alice_box).to_have_value("")
+    expect(alice.locator("#reply-held")).to_have_count(0)
+    expect(alice.get_by_role("button", name="Send", exact=True)).to_be_visible()
 
 
 @pytest.fixture

@@ -23,14 +23,15 @@ it once. Calls to Messente take turns from one rate budget shared by every proce
 
 import logging
 import re
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs
 from app.db import folding
-from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message
+from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message, User
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
 from app.jobs import rate_budget
@@ -58,11 +59,46 @@ class ReplyRefused(ValueError):
     text: str | None = None
 
 
+@dataclass(frozen=True)
+class NewMessage:
+    """A message that came after the newest one the writer had on screen."""
+
+    id: int
+    direction: str  # "in": the customer's; "out": a teammate's reply
+    author: str | None  # the teammate who wrote it
+    received_at: datetime
+    preview: str
+
+
+class ReplyHeld(ReplyRefused):
+    """The send guard: something came in the conversation (the customer wrote, a teammate
+    answered) after the newest message the writer had on screen, so the reply was not stored.
+    The box comes back with the text, what is new (`newer`, oldest first, and how many `more`),
+    and "Send anyway", which posts again as having seen up to `through`."""
+
+    def __init__(self, newer: list[NewMessage], more: int) -> None:
+        super().__init__("New since you started writing: your reply was not sent.")
+        self.newer, self.more = newer, more
+        self.through = max(message.id for message in newer)
+
+
+HELD_SHOWN = 3  # the newest few: enough to see what changed, short enough to read before sending
+
+
 def queue_reply(
-    conversation: Conversation, text: str, route_value: str, sms_sender: str | None, author_id: int, key: str
+    conversation: Conversation,
+    text: str,
+    route_value: str,
+    sms_sender: str | None,
+    author_id: int,
+    key: str,
+    seen_message_id: int | None = None,
 ) -> int:
     """Store a reply as `queued`, with its audit event, and return its id; the outbox sends it.
-    Raises ReplyRefused.
+    Raises ReplyRefused, or ReplyHeld when a message from someone else (the customer, a teammate)
+    is newer than `seen_message_id`, the newest one the writer had on screen: checked in the
+    transaction that stores the reply, so of two people answering at once the second is held.
+    Without `seen_message_id` (an older form, a script) nothing is checked.
 
     The same key again (a resubmitted form) returns the reply stored the first time.
     """
@@ -90,6 +126,10 @@ def queue_reply(
             return existing
         if connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation.id)):
             raise ReplyRefused("This customer opted out meanwhile: nothing was sent.")
+        if seen_message_id is not None:
+            newer, more = newer_than(connection, conversation.id, seen_message_id, author_id)
+            if newer:
+                raise ReplyHeld(newer, more)  # the transaction ends with nothing written
         now, change = clock.now(), change_number()
         reply_id = connection.execute(
             sa.insert(Message)
@@ -127,6 +167,40 @@ def queue_reply(
         jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
         audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
     return reply_id
+
+
+def newer_than(
+    connection: sa.Connection, conversation_id: int, seen_message_id: int, author_id: int
+) -> tuple[list[NewMessage], int]:
+    """The newest few messages after `seen_message_id` that the writer did not write themselves
+    (oldest first), and how many more there are. Ids follow commit order (the write lock)."""
+    others = sa.and_(
+        Message.conversation_id == conversation_id,
+        Message.id > seen_message_id,
+        # One's own earlier replies are no news: only the customer's messages and teammates' replies.
+        sa.or_(Message.direction != "out", Message.author_id.is_(None), Message.author_id != author_id),
+    )
+    rows = connection.execute(
+        sa.select(Message.id, Message.direction, User.username, Message.received_at, Message.text)
+        .outerjoin(User, User.id == Message.author_id)
+        .where(others)
+        .order_by(Message.id.desc())
+        .limit(HELD_SHOWN)
+    ).all()
+    if not rows:
+        return [], 0
+    more = 0
+    if len(rows) == HELD_SHOWN:
+        more = (connection.scalar(sa.select(sa.func.count()).select_from(Message).where(others)) or 0) - HELD_SHOWN
+    newer = [
+        NewMessage(row.id, row.direction, row.username, row.received_at, preview(row.text)) for row in reversed(rows)
+    ]
+    return newer, more
+
+
+def preview(text: str, length: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= length else text[: length - 1].rstrip() + "…"
 
 
 def sender_for(channel: str, sms_sender: str | None) -> str | None:

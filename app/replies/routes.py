@@ -8,7 +8,7 @@ from app import contacts, replies
 from app.replies import delivery, reply_box, saved_replies, sms_length
 from app.web.access import admin_required
 from app.web.htmx import is_htmx
-from app.web.request_args import LARGEST_ID
+from app.web.request_args import LARGEST_ID, parse_id
 
 bp = Blueprint("replies", __name__)
 CONVERSATION = f"/conversations/<int(max={LARGEST_ID}):conversation_id>"
@@ -22,30 +22,45 @@ def conversation_or_404(conversation_id: int):
 def reply(conversation_id: int):
     conversation = conversation_or_404(conversation_id)
     form = request.form
+    # The newest message the writer had on screen (the send guard); missing: nothing is checked.
+    seen = parse_id(form.get("seen_message_id", ""))
     try:
-        replies.queue_reply(
+        reply_id = replies.queue_reply(
             conversation,
             form.get("text", ""),
             form.get("route", ""),
             form.get("sms_sender"),
             current_user.id,
             form.get("key", ""),
+            seen_message_id=seen,
         )
     except replies.ReplyRefused as refused:
+        held = refused if isinstance(refused, replies.ReplyHeld) else None
         if is_htmx():  # the box again, with what was typed and why it was not sent
-            return render_template(
-                "replies/_composer.html",
-                conversation=conversation,
-                error=str(refused),
-                text=form.get("text"),
-                composer=reply_box.for_conversation(conversation),
+            response = current_app.make_response(
+                render_template(
+                    "replies/_composer.html",
+                    conversation=conversation,
+                    error=None if held else str(refused),
+                    held=held,
+                    seen_message_id=held.through if held else seen,
+                    text=form.get("text"),
+                    composer=reply_box.for_conversation(conversation),
+                )
             )
+            if held:
+                response.headers["HX-Trigger"] = "poll-now"  # the thread shows what is new too
+            return response
         refused.conversation, refused.text = conversation, form.get("text")
         raise  # the inbox draws the thread page again (app/inbox/routes.py, reply_refused)
     if is_htmx():
         response = current_app.make_response(
             render_template(
-                "replies/_composer.html", conversation=conversation, composer=reply_box.for_conversation(conversation)
+                "replies/_composer.html",
+                conversation=conversation,
+                # Everything up to the reply just stored was seen (the guard checked) or is one's own.
+                seen_message_id=reply_id if seen is not None else None,
+                composer=reply_box.for_conversation(conversation),
             )
         )
         response.headers["HX-Trigger"] = "poll-now"  # the thread's poller brings the new bubble

@@ -8,13 +8,38 @@ function routeMaySendSms(form) {
   return !!chosen && chosen.hasAttribute("data-sms");
 }
 
+// The send guard: a reply says which is the newest message its writer had on screen
+// (`seen_message_id`), and the server holds it if anything newer came. The box was drawn with
+// what the page showed then; polls append messages since, so it is raised to the newest shown
+// as the form goes (this runs before htmx reads the form). Never lowered: a held reply's box
+// carries the newest message it showed in its notice, which the thread may not show yet.
+function newestShown(seen) {
+  var newest = Number(seen.value) || 0;
+  document.querySelectorAll("#messages li.message[id^='message-']").forEach(function (message) {
+    newest = Math.max(newest, Number(message.id.slice("message-".length)) || 0);
+  });
+  return newest;
+}
+
+document.addEventListener("submit", function (event) {
+  var seen = event.target.elements && event.target.elements.namedItem("seen_message_id");
+  if (!seen) return;
+  var newest = newestShown(seen);
+  if (newest) seen.value = String(newest);
+}, true);
+
 // A reply box renewed out of band (a contact's name saved, an opt-out changed) keeps what is
-// typed in it, also where this browser keeps no drafts.
+// typed in it, also where this browser keeps no drafts, and the newest message it had seen.
 document.addEventListener("htmx:oobBeforeSwap", function (event) {
   if (event.detail.target.id !== "composer") return;
   var typed = event.detail.target.querySelector("textarea[name=text]");
   var fresh = event.detail.fragment.querySelector("textarea[name=text]");
   if (typed && fresh && typed.value && !fresh.value) fresh.textContent = typed.value;
+  var seen = event.detail.target.querySelector("input[name=seen_message_id]");
+  var freshSeen = event.detail.fragment.querySelector("input[name=seen_message_id]");
+  if (seen && freshSeen && (Number(seen.value) || 0) > (Number(freshSeen.value) || 0)) {
+    freshSeen.setAttribute("value", seen.value);
+  }
 });
 
 function enhanceReplyBox(root) {
