@@ -134,10 +134,11 @@ def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(a
         [row[where[name]] for name in ("direction", "status", "contact_name", "agent", "assignee", "labels", "problem")]
         for row in csv_rows
     ] == [
-        ["in", "received", "Mari", "", "", "", ""],
-        ["out", "DELIVRD", "Mari", "alice", "", "", ""],
-        ["out", "failed", "Mari", "alice", "", "", "Invalid data"],
-        ["out", "FAILED", "Mari", "alice", "", "", "'=the number does not exist"],
+        # alice replied to the unassigned conversation: she owns it now, on every row of it
+        ["in", "received", "Mari", "", "alice", "", ""],
+        ["out", "DELIVRD", "Mari", "alice", "alice", "", ""],
+        ["out", "failed", "Mari", "alice", "alice", "", "Invalid data"],
+        ["out", "FAILED", "Mari", "alice", "alice", "", "'=the number does not exist"],
     ]
     assert all(row[-1] for row in csv_rows)  # the last cell is never empty
 

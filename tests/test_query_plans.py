@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from app import contacts, export
-from app.db.models import Conversation
+from app.db.models import Conversation, User
 from app.extensions import db
-from app.inbox import queries
+from app.inbox import list_views, queries
 from app.inbox.list_views import ListFilter
 from app.ops import demo
 from helpers import plans_of_requests, postgresql_plan, sqlite_plan, statements_run, text_index_reads, unindexed_reads
@@ -360,3 +360,62 @@ def test_postgresql_search_matching_many_numbers_walks_them_apart_from_names(app
         back = queries.conversations(q="372", after=older.newer, list_filter=ListFilter("open"))
     assert [c.id for c in older.rows] == matching[50:100]
     assert [c.id for c in back.rows] == matching[:50]
+
+
+# --- views by owner: the owner's conversations, newest first, however deep the page -----------
+
+
+def owned_by_one_person(app, every: int) -> int:
+    """alice owns every `every`-th conversation (as ids go); her id."""
+    from conftest import add_user
+
+    with app.app_context():
+        add_user()
+        alice = db.session.scalar(sa.select(User.id).where(User.username == "alice"))
+        db.session.execute(sa.update(Conversation).where(Conversation.id % every == 0).values(assignee_id=alice))
+        db.session.commit()
+    return alice
+
+
+@SQLITE
+def test_views_by_owner_walk_the_owners_index_from_the_cursor_and_count_from_it(app, seeded):
+    # Mine or a teammate's, alone or with a status view, on any page: a walk of that person's
+    # conversations on (assignee_id, last_message_id), never a sort; their count reads it alone.
+    alice = owned_by_one_person(app, 3)
+    for list_filter in (ListFilter("all", assignee="me", me=alice), ListFilter("open", assignee=str(alice))):
+        for cursor in ({}, {"before": seeded["cursor"]}, {"after": seeded["cursor"] - 30}):
+            with statements_run(app) as statements, app.app_context():
+                queries.conversations(list_filter=list_filter, **cursor)
+            pages = [each for each in statements if "FROM conversation" in each[0]]  # not the owners' names
+            assert pages
+            for statement, parameters in pages:
+                plan = sqlite_plan(app, statement, parameters)
+                assert unindexed_reads(plan) == [], plan
+                assert indexes_used(app, plan)[0] == ("assignee_id", "last_message_id"), plan
+    with statements_run(app) as statements, app.app_context():
+        list_views.owner_counts(ListFilter("all", me=alice), latest_change=-1)
+    by_owner = [plan for plan in (sqlite_plan(app, *each) for each in statements) if "assignee_id=?" in " ".join(plan)]
+    # Mine (assignee_id = alice) and Unassigned (assignee_id IS NULL): each from the index alone.
+    index_alone = "SEARCH conversation USING COVERING INDEX ix_conversation_assignee_id_last_message_id (assignee_id=?)"
+    assert by_owner == [[index_alone], [index_alone]]
+
+
+@POSTGRESQL
+def test_postgresql_views_by_owner_use_the_owners_index(app, many_senders):
+    alice = owned_by_one_person(app, 50)  # 100 of 5,000 conversations
+    with app.app_context():
+        db.session.execute(sa.text("ANALYZE"))
+        db.session.commit()
+    list_filter = ListFilter("all", assignee="me", me=alice)
+    for page in (
+        lambda: queries.conversations(list_filter=list_filter),
+        lambda: queries.conversations(list_filter=list_filter, before=many_senders["deep"]),
+    ):
+        with statements_run(app) as statements, app.app_context():
+            page()
+        pages = [each for each in statements if "FROM conversation" in each[0]]  # not the owners' names
+        assert pages
+        for statement, parameters in pages:
+            plan = postgresql_plan(app, statement, parameters)
+            assert "ix_conversation_assignee_id_last_message_id" in plan and "Seq Scan" not in plan, plan
+            assert "Sort" not in plan, plan

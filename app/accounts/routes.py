@@ -11,6 +11,7 @@ from wtforms.validators import DataRequired, Length
 
 from app import audit, clock
 from app.accounts import passwords, sessions, throttle, two_factor, users
+from app.contacts import owners
 from app.db.models import USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db, login_manager
@@ -316,6 +317,26 @@ def sign_out_everywhere():
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"), 303)
+
+
+@bp.post("/account/shift")
+def shift():
+    """The "On shift" switch in the site's bar: on, or off (and, if asked, one's open
+    conversations back to Unassigned). Back to the page it was on."""
+    owners.set_on_shift(
+        current_user.id, request.form.get("on_shift") == "1", release=request.form.get("release") == "1"
+    )
+    return redirect(local_path(request.form.get("next")) or url_for("inbox.index"), 303)
+
+
+@bp.app_context_processor
+def shift_switch() -> dict:
+    """What the switch offers: how many open conversations going off shift would return."""
+
+    def open_conversations() -> int:
+        return owners.open_conversations(current_user.id) if current_user.is_authenticated else 0
+
+    return {"own_open_conversations": open_conversations}
 
 
 # --- one's own two-factor sign-in -----------------------------------------------------------

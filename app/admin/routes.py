@@ -24,6 +24,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from app import audit, clock, config, jobs
 from app.accounts import sessions, throttle, two_factor
 from app.accounts import users as user_accounts  # `users` is the view below
+from app.contacts import owners
 from app.db.models import ROLES, USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
 from app.export import safe_cell
@@ -76,7 +77,19 @@ def users(form: AddUserForm | None = None, error: str | None = None, status: int
         users=db.session.scalars(db.select(User).order_by(User.username)).all(),
         locked=throttle.locked_logins(clock.now()),
         two_factor_required=two_factor.required(),
+        reply_takes_ownership=owners.reply_takes_ownership(),
     ), status
+
+
+@bp.post("/reply-ownership")
+@admin_required
+def reply_ownership():
+    on = request.form.get("on") == "1"
+    with write_transaction():
+        if on != owners.reply_takes_ownership():
+            owners.set_reply_takes_ownership(on)
+            audit.record("settings_changed", {"reply_takes_ownership": "yes" if on else "no"})
+    return redirect(url_for("admin.users"), 303)
 
 
 @bp.post("/two-factor-requirement")

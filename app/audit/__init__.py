@@ -52,6 +52,10 @@ ACTIONS = {
     "job_retried": "Retried a job",
     "opted_out": "Opted out",
     "opted_in": "Opted back in",
+    "assigned": "Assigned a conversation",
+    "unassigned": "Unassigned a conversation",
+    "on_shift": "Went on shift",
+    "off_shift": "Went off shift",
 }
 
 UNSET = object()

@@ -71,6 +71,8 @@ class Conversation(Model):
     status: Mapped[str] = mapped_column(sa.String(4), server_default="open")
     # The name as search compares it (folding.fold: accents and case aside), None without a name.
     contact_key: Mapped[str | None] = mapped_column(sa.String(CONTACT_KEY_LENGTH))
+    # Who owns it (app/contacts/owners.py); None: unassigned.
+    assignee_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
 
     __table_args__ = (
         sa.Index(
@@ -88,6 +90,9 @@ class Conversation(Model):
         # The Open and Done views, newest activity first; with the sender key, so that a search
         # in them, like one in all conversations, reads the index alone.
         sa.Index("ix_conversation_status_last_message_id", "status", "last_message_id", "sender_key"),
+        # The views by owner (Mine, Unassigned, a teammate's), newest activity first, and their
+        # counts: each reads only the owner's conversations, however deep the page.
+        sa.Index("ix_conversation_assignee_id_last_message_id", "assignee_id", "last_message_id"),
         # The channel filter, newest activity first; and the channels there are, from it alone.
         sa.Index("ix_conversation_channel_last_message_id", "channel", "last_message_id"),
         # The Unread and Opted out views, newest activity first, and their counts: each reads
@@ -128,6 +133,11 @@ class Conversation(Model):
         ),
         ids_never_reused(),
     )
+
+    # The owner's name, read with a list page (app/inbox/queries.py: with_owners): not stored.
+    if TYPE_CHECKING:
+        owner_name: str | None
+    owner_name = None
 
 
 class Message(Model):
@@ -332,6 +342,8 @@ class User(UserMixin, Model):
     # step of the last code used, so that no code works twice.
     totp_secret: Mapped[str | None] = mapped_column(sa.String(64))
     totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # Working now: set by the person (the switch in the site's bar), read by auto-assignment.
+    on_shift: Mapped[bool] = mapped_column(server_default=sa.false())
 
     __table_args__ = ids_never_reused()
 

@@ -19,8 +19,9 @@ from app.inbox.queries import conversation_matches
 # columns take their place in this list and existing ones keep their names and values, so files
 # read by column name keep working. `status`: for a reply its delivery report (DELIVRD, ...) once
 # there is one, else how far sending got (sent, failed, ...); for an inbound message "received".
-# `agent`: who wrote a reply; `problem`: why a reply failed, or its delivery error. `assignee` and
-# `labels` are kept empty for now: the format is fixed before the features that fill them.
+# `agent`: who wrote a reply; `assignee`: who owns the conversation now (empty: unassigned);
+# `problem`: why a reply failed, or its delivery error. `labels` is kept empty for now: the format
+# is fixed before the feature that fills it.
 # The last column is never empty: LibreOffice, reading the file with `;` as the separator, pairs
 # the quotes of a line that ends in an empty cell the wrong way and evaluates a formula inside a
 # text (tests/test_export.py opens the file in Calc).
@@ -80,10 +81,16 @@ def export_query(
         sa.select(Conversation.contact_name).where(Conversation.id == Message.conversation_id).scalar_subquery()
     )
     agent = sa.select(User.username).where(User.id == Message.author_id).scalar_subquery()
+    assignee = (
+        sa.select(User.username)
+        .join(Conversation, Conversation.assignee_id == User.id)
+        .where(Conversation.id == Message.conversation_id)
+        .scalar_subquery()
+    )
     status = sa.func.coalesce(
         sa.func.nullif(Message.delivery, ""), sa.func.nullif(Message.status, ""), sa.literal("received", sa.String)
     )  # inbound messages have neither
-    not_yet = sa.cast(sa.null(), sa.String)  # assignee, labels: empty until their features exist
+    not_yet = sa.cast(sa.null(), sa.String)  # labels: empty until its feature exists
     query = db.select(
         Message.sent_at,
         Message.sender,
@@ -97,7 +104,7 @@ def export_query(
         status,
         contact_name,
         agent,
-        not_yet,
+        assignee,
         not_yet,
         Message.problem,
         sa.cast(Message.conversation_id, sa.String),

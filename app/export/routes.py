@@ -22,9 +22,12 @@ def export_filters() -> dict:
     a view with its channel and our `number` (the list calls that one `to`, the export's last day);
     with `match=text` the search picks messages by their text rather than conversations."""
     view, channel, number = (request.args.get(name, "").strip() for name in ("view", "channel", "number"))
+    assignee = ListFilter.from_args(request.args).assignee  # "me", "none", a person's id, or None
     list_filter = None
-    if view or channel or number:
-        list_filter = ListFilter(view if view in VIEWS else "all", channel or None, number or None)
+    if view or channel or number or assignee:
+        list_filter = ListFilter(
+            view if view in VIEWS else "all", channel or None, number or None, assignee, me=current_user.id
+        )
     q = request.args.get("q", "").strip()
     in_texts = request.args.get("match") == "text"  # the search in message texts, not numbers and names
     return dict(

@@ -1,8 +1,9 @@
 """The inbox's views (Open, Done, All, Unread, Opted out), their filters and their counts.
 
 A view is a condition on the conversation row; the filters narrow any view to a channel (the
-channel of the conversation's latest message, as the list shows it) or to one of our numbers
-(conversations with a message to it, from `conversation_recipient`, which ingest keeps).
+channel of the conversation's latest message, as the list shows it), to one of our numbers
+(conversations with a message to it, from `conversation_recipient`, which ingest keeps) and to
+an owner (Mine, Unassigned, or a teammate's: `assignee`).
 
 Counts are not counted on every poll: they are counted once per change number (one
 aggregate query over the conversations) and kept per process until the change number moves.
@@ -11,7 +12,9 @@ looking at the same filters.
 """
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 from flask import current_app
@@ -21,38 +24,83 @@ from app.extensions import db
 
 VIEWS = {"open": "Open", "done": "Done", "all": "All", "unread": "Unread", "opted-out": "Opted out"}
 DEFAULT_VIEW = "open"
+T = TypeVar("T")
+# The views by owner, beside the status views: `?assignee=me`, `none`, or a person's id; All
+# (no `assignee`) is the default.
+OWNER_VIEWS = {"me": "Mine", "none": "Unassigned", "all": "All"}
 
 
 @dataclass(frozen=True)
 class ListFilter:
-    """Which conversations a list shows: a view, and optionally a channel and one of our numbers."""
+    """Which conversations a list shows: a view, and optionally a channel, one of our numbers and
+    an owner. `assignee` is as the URL says it ("me", "none", a person's id); `me` is whose "me"
+    it is (the person asking), so that the conditions name one person's id."""
 
     view: str = "all"
     channel: str | None = None
     recipient: str | None = None
+    assignee: str | None = None
+    me: int | None = None
 
     @classmethod
-    def from_args(cls, args) -> "ListFilter":
-        """From a query string; an unknown view is the default one, empty filters are none."""
+    def from_args(cls, args, me: int | None = None) -> "ListFilter":
+        """From a query string; an unknown view is the default one, empty (or unknown) filters are none."""
         view = args.get("view", DEFAULT_VIEW)
+        assignee = args.get("assignee", "").strip()
         return cls(
             view if view in VIEWS else DEFAULT_VIEW,
             args.get("channel", "").strip() or None,
             args.get("to", "").strip() or None,
+            assignee if assignee in ("me", "none") or (assignee.isdigit() and len(assignee) < 10) else None,
+            me,
         )
+
+    @property
+    def assignee_id(self) -> int | None:
+        """The owner's id this filter keeps (for "me", the person asking); None for none or any."""
+        if self.assignee == "me":
+            return self.me
+        return int(self.assignee) if self.assignee and self.assignee.isdigit() else None
+
+    @property
+    def owner_view(self) -> str:
+        """Which owner tab is current: "me" (a person's own id in the URL too), "none", "all",
+        or "" (a teammate's conversations: no tab)."""
+        if self.assignee in (None, "none"):
+            return self.assignee or "all"
+        return "me" if self.assignee_id is not None and self.assignee_id == self.me else ""
 
     def url_args(self, **changes) -> dict:
         """Query-string arguments for links and polls: the default view and empty filters left out."""
-        view, channel, recipient = (
+        view, channel, recipient, assignee = (
             changes.get("view", self.view),
             changes.get("channel", self.channel),
             changes.get("recipient", self.recipient),
+            changes.get("assignee", self.assignee),
         )
-        return {"view": None if view == DEFAULT_VIEW else view, "channel": channel or None, "to": recipient or None}
+        return {
+            "view": None if view == DEFAULT_VIEW else view,
+            "channel": channel or None,
+            "to": recipient or None,
+            "assignee": None if assignee in (None, "", "all") else assignee,
+        }
+
+    def owner_condition(self) -> sa.ColumnElement[bool] | None:
+        if self.assignee is None:
+            return None
+        if self.assignee == "none":
+            return Conversation.assignee_id.is_(None)
+        owner = self.assignee_id
+        return Conversation.assignee_id == owner if owner is not None else sa.false()
 
     def narrowing(self) -> list[sa.ColumnElement[bool]]:
-        """The channel and number filters, without the view."""
-        conditions = []
+        """The channel, number and owner filters, without the view."""
+        owner = self.owner_condition()
+        return self.narrowing_but_owner() + ([owner] if owner is not None else [])
+
+    def narrowing_but_owner(self) -> list[sa.ColumnElement[bool]]:
+        """The channel and number filters: what the owner views' counts are counted under."""
+        conditions: list[sa.ColumnElement[bool]] = []
         if self.channel:
             conditions.append(Conversation.channel == self.channel)
         if self.recipient:
@@ -67,6 +115,11 @@ class ListFilter:
 
     def conditions(self) -> list[sa.SQLColumnExpression[bool]]:
         view = view_condition(self.view)
+        if self.assignee not in (None, "none") and self.view in ("open", "done"):
+            # One person's conversations are few: walk them on the owner's index and test the
+            # status of each. Said as a status index could serve it, SQLite (without statistics)
+            # walks every open conversation instead, testing each for its owner.
+            view = (Conversation.status + "") == self.view
         return ([view] if view is not None else []) + self.narrowing()
 
 
@@ -91,13 +144,9 @@ class ViewFacts:
 _lock = threading.Lock()
 
 
-def view_facts(list_filter: ListFilter, latest_change: int) -> ViewFacts:
-    """Counts per view under the filter, and the channels and numbers to filter by.
-
-    Counted once per change number and filter, then kept (per process) until the number moves.
-    """
+def _once_per_change(key: tuple, latest_change: int, compute: Callable[[], T]) -> T:
+    """`compute()`, kept (per process) under `key` until the change number moves."""
     cache = current_app.extensions.setdefault("list_view_facts", {})
-    key = (list_filter.channel, list_filter.recipient)
     with _lock:
         if cache.get("change") != latest_change:
             cache.clear()
@@ -105,11 +154,50 @@ def view_facts(list_filter: ListFilter, latest_change: int) -> ViewFacts:
         found = cache.get(key)
     if found is not None:
         return found
-    facts = ViewFacts(count_views(list_filter), channels(), recipients())
+    computed = compute()
     with _lock:
         if cache.get("change") == latest_change:
-            cache[key] = facts
-    return facts
+            cache[key] = computed
+    return computed
+
+
+def view_facts(list_filter: ListFilter, latest_change: int) -> ViewFacts:
+    """Counts per view under the filter, and the channels and numbers to filter by.
+
+    Counted once per change number and filter, then kept (per process) until the number moves.
+    The owner filter counts by the id it resolves to: two people's "Mine" are two keys, and
+    Mine and a person's own id one.
+    """
+    owner = list_filter.assignee if list_filter.assignee in (None, "none") else list_filter.assignee_id
+    key = ("views", list_filter.channel, list_filter.recipient, owner)
+    return _once_per_change(key, latest_change, lambda: ViewFacts(count_views(list_filter), channels(), recipients()))
+
+
+def owner_counts(list_filter: ListFilter, latest_change: int) -> dict[str, int]:
+    """How many conversations of the status view (under the channel and number filters) are the
+    person's own (Mine), unassigned, and in all. Unassigned and All are counted once per change
+    number for everyone; Mine once per person."""
+    in_view = [condition for condition in [view_condition(list_filter.view)] if condition is not None]
+    narrowing = in_view + list_filter.narrowing_but_owner()
+    shared_key = (list_filter.view, list_filter.channel, list_filter.recipient)
+
+    def count(*conditions: sa.ColumnElement[bool]) -> int:
+        query = sa.select(sa.func.count()).select_from(Conversation).where(*narrowing, *conditions)
+        return db.session.scalar(query) or 0
+
+    def shared() -> dict[str, int]:
+        return {"none": count(Conversation.assignee_id.is_(None)), "all": count()}
+
+    mine = (
+        _once_per_change(
+            ("mine", *shared_key, list_filter.me),
+            latest_change,
+            lambda: count(Conversation.assignee_id == list_filter.me),
+        )
+        if list_filter.me is not None
+        else 0
+    )
+    return {"me": mine, **_once_per_change(("owners", *shared_key), latest_change, shared)}
 
 
 def count_views(list_filter: ListFilter) -> dict[str, int]:

@@ -211,7 +211,22 @@ class ConversationPage:
 def with_arrival(rows: list[sa.Row]) -> list[Conversation]:
     for conversation, received_at in rows:
         conversation.arrived_at = received_at  # not a column: read with the page, shown in the row
-    return [conversation for conversation, _ in rows]
+    return with_owners([conversation for conversation, _ in rows])
+
+
+def with_owners(conversations: list[Conversation]) -> list[Conversation]:
+    """Each row's owner's name (`owner_name`, None when unassigned): one small query for the
+    page's owners, and none when nobody owns any."""
+    names = owner_names({c.assignee_id for c in conversations if c.assignee_id is not None})
+    for conversation in conversations:
+        conversation.owner_name = names.get(conversation.assignee_id) if conversation.assignee_id else None
+    return conversations
+
+
+def owner_names(ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return dict(db.session.execute(db.select(User.id, User.username).where(User.id.in_(ids))).all())
 
 
 def unread_conversations() -> int:

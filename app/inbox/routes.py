@@ -7,9 +7,9 @@ from flask import Blueprint, Response, abort, current_app, g, redirect, render_t
 from flask_login import current_user
 
 from app import contacts, replies
-from app.contacts import optouts
+from app.contacts import optouts, owners
 from app.inbox import list_polls, queries, read_state, search
-from app.inbox.list_views import VIEWS, ListFilter, view_facts
+from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, owner_counts, view_facts
 from app.replies import reply_box, saved_replies
 from app.web.htmx import is_htmx, render_varying_on_htmx
 from app.web.request_args import LARGEST_ID, id_arg, parse_id
@@ -27,7 +27,7 @@ def wants_pane() -> bool:
 
 # The list's state in the query string: kept in every conversation URL, so a link, a reload or
 # the back button shows the same list beside the conversation. Cursors and polls are not state.
-LIST_PARAMS = ("q", "view", "channel", "to")
+LIST_PARAMS = ("q", "view", "channel", "to", "assignee")
 
 
 @bp.app_template_global()
@@ -54,7 +54,7 @@ def thread_url(conversation_id: int, **args) -> str:
 def list_context(before: int | None = None, after: int | None = None) -> dict:
     q = request.args.get("q", "").strip()
     latest = queries.latest_change()
-    list_filter = ListFilter.from_args(request.args)
+    list_filter = current_list_filter()
     page = queries.conversations(
         q, before=before, after=after, limit=current_app.config["PAGE_SIZE"], list_filter=list_filter
     )
@@ -68,6 +68,8 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
         list_filter=list_filter,
         views=VIEWS,
         view_facts=view_facts(list_filter, latest),
+        owner_views=OWNER_VIEWS,
+        owner_counts=owner_counts(list_filter, latest),
         unread=queries.unread_conversations(),
         callback_url=url_for("callback.inbound", _external=True),
         found=found,
@@ -75,6 +77,11 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
         found_before=id_arg("found_before"),
         searchable=search.searchable(q),
     )
+
+
+def current_list_filter() -> ListFilter:
+    """The list's filters from the query string; `assignee=me` is the person asking."""
+    return ListFilter.from_args(request.args, me=current_user.id)
 
 
 @bp.get("/")
@@ -101,15 +108,27 @@ def list_poll(since: int, latest: int) -> Response:
 
     def render() -> tuple[int, str]:
         context = list_context(before=id_arg("before"), after=id_arg("after"))
-        return context["latest"], render_template("inbox/_conversations.html", partial=True, **context)
+        return context["latest"], render_template("inbox/_conversations.html", partial=True, shared=True, **context)
 
+    list_filter = current_list_filter()
     list_key = (
         request.host,
         *sorted((name, value) for name, value in request.args.items(multi=True) if name != "since"),
+        # `assignee=me` is a different list for each person: never one person's for another.
+        *([("me", list_filter.me)] if list_filter.assignee == "me" else []),
     )
     body, arrived = list_polls.shared(list_key, since, latest, render, queries.arrived_since)
     announcer = render_template("inbox/_announcer.html", arrived=arrived)
-    response = current_app.make_response(announcer + body)
+    # The owner tabs count the person's own (Mine): rendered for each poll, outside what is shared.
+    owner_tabs = render_template(
+        "inbox/_owner_views.html",
+        oob=True,
+        q=request.args.get("q", "").strip(),
+        list_filter=list_filter,
+        owner_views=OWNER_VIEWS,
+        owner_counts=owner_counts(list_filter, latest),
+    )
+    response = current_app.make_response(announcer + owner_tabs + body)
     response.vary.update(("HX-Request", "HX-Target"))
     return response
 
@@ -165,7 +184,19 @@ def header_states(conversation) -> dict[str, str]:
         "status": conversation.status,
         "opt_out": ("out" if conversation.opted_out else "in")
         + ("-retrying" if conversation.blacklist_problem else ""),
+        "owner": str(conversation.assignee_id or ""),
     }
+
+
+@bp.app_template_global()
+def owner_of(conversation) -> str | None:
+    """The name of the person who owns a conversation; None when unassigned."""
+    return owners.username_of(conversation.assignee_id)
+
+
+@bp.app_template_global()
+def teammates() -> list:
+    return owners.teammates()
 
 
 def thread_page(
@@ -251,6 +282,31 @@ def set_status(conversation_id: int):
     if is_htmx():
         return (
             render_template("inbox/_status.html", conversation=contacts.conversation(conversation.id)),
+            {"HX-Trigger": "conversation-changed"},
+        )
+    return redirect(thread_url(conversation.id), 303)
+
+
+@bp.post(CONVERSATION + "/assignee")
+def set_assignee(conversation_id: int):
+    """Assign to me, to a teammate (`assignee` is their id), or back to Unassigned (`none`)."""
+    conversation = conversation_or_404(conversation_id)
+    chosen = request.form.get("assignee", "")
+    if chosen == "me":
+        assignee = current_user.id
+    elif chosen == "none":
+        assignee = None
+    else:
+        assignee = parse_id(chosen)
+        if assignee is None:
+            abort(400, "'assignee' must be 'me', 'none' or a person's id")
+    try:
+        owners.assign(conversation.id, assignee, current_user.id)
+    except owners.AssignRefused as refused:
+        abort(400, str(refused))
+    if is_htmx():
+        return (
+            render_template("inbox/_owner_update.html", conversation=contacts.conversation(conversation.id)),
             {"HX-Trigger": "conversation-changed"},
         )
     return redirect(thread_url(conversation.id), 303)

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs
+from app.contacts import owners
 from app.db import folding
 from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message, User
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
@@ -166,6 +167,7 @@ def queue_reply(
         )
         jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
         audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
+        owners.take_if_unassigned(conversation.id, author_id)  # ... and so does its new owner, if any
     return reply_id
 
 

@@ -19,6 +19,13 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(numbers.region, "region")
     app.add_template_filter(numbers.flag, "flag")
     app.add_template_filter(linkify)
+    app.add_template_filter(initials)
+
+
+def initials(name: str | None) -> str:
+    """Up to two letters for a person's name in a small circle: `mari.tamm` is MT, `alice` A."""
+    words = [word for word in re.split(r"[\W_]+", name or "") if word]
+    return "".join(word[0] for word in words[:2]).upper() or (name or "?")[:1].upper()
 
 
 def linkify(text: str | None) -> Markup:
