@@ -210,7 +210,13 @@ def write_instance_file(instance_path: str, name: str, value: str) -> None:
     try:
         with os.fdopen(fd, "w") as file:
             file.write(value + "\n")
-        os.link(written, directory / name)
+        try:
+            os.link(written, directory / name)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: created in place, as exclusively
+            with os.fdopen(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+                file.write(value + "\n")
     finally:
         os.unlink(written)
 

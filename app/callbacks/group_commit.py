@@ -42,12 +42,17 @@ class Committer:
         """Store the message (True if new, False if a duplicate) once it is committed."""
         done: Future = Future()
         deadline = time.monotonic() + self.wait_seconds
+        entry = (message, done)
         with self.turn:
-            self.pending.append((message, done))
+            self.pending.append(entry)
         while not done.done():
             with self.turn:
                 while self.leading and not done.done():
-                    if not self.turn.wait(deadline - time.monotonic()):
+                    if not self.turn.wait(max(0.0, deadline - time.monotonic())) and not done.done():
+                        # Answered 503, so not stored later behind the provider's back (unless a
+                        # leader has it already: then the provider's retry is a duplicate).
+                        if entry in self.pending:
+                            self.pending.remove(entry)
                         raise TimeoutError("the message was not committed in time")
                 if done.done():
                     break
@@ -56,6 +61,9 @@ class Committer:
             try:
                 self.commit(batch)
             finally:
+                for _, waiting in batch:  # only if the commit itself was interrupted
+                    if not waiting.done():
+                        waiting.set_exception(RuntimeError("the commit was interrupted"))
                 with self.turn:
                     self.leading = False
                     self.turn.notify_all()

@@ -384,7 +384,7 @@ class LoginSession(Model):
 
 
 class AuditEvent(Model):
-    """Who did what, when, from where: appended by the app, never changed; see audit.py."""
+    """Who did what, when, from where: appended by the app, never changed; see app/audit/__init__.py."""
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     at: Mapped[datetime] = mapped_column(index=True)

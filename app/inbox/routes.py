@@ -359,7 +359,7 @@ def reply_refused(refused: replies.ReplyRefused):
     """A reply refused without JavaScript (app/replies/routes.py): the thread again, with what
     was typed and why; a held one (something new came meanwhile) with what is new."""
     if refused.conversation is None:  # refused before the route knew its conversation
-        abort(400, str(refused))
+        return str(refused), 400
     page = queries.open_thread(refused.conversation)
     if isinstance(refused, replies.ReplyHeld):  # the send guard: what is new, and "Send anyway"
         return thread_page(page, text=refused.text, status=409, held=refused, seen_message_id=refused.through)
