@@ -99,6 +99,13 @@ def main(argv: list[str] | None = None) -> None:
         help="demo messages in the inbox they watch (default: %(default)s)",
     )
     parser.add_argument(
+        "--thread-share",
+        type=float,
+        default=0.25,
+        help="the share of watchers that have a conversation open, polling it with presence, instead "
+        "of the list (default: %(default)s, 50 of 200)",
+    )
+    parser.add_argument(
         "--watch-seconds", type=float, default=20.0, help="how long each watchers run lasts (default: %(default)s)"
     )
     parser.add_argument("--replies", type=int, default=1_000, help="replies queued at once (default: %(default)s)")
@@ -179,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.most_watchers,
                 log,
                 seed=args.watchers_seed,
+                thread_share=args.thread_share,
             )
         if "replies" in parts:
             log(f"replies: {args.replies:,} queued at once")

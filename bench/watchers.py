@@ -8,6 +8,12 @@ person loading the whole inbox page every second. Every answer's latency is kept
 the rows stored must equal the callbacks answered "stored". The server's CPU time (master and
 workers, from /proc) says what the watchers cost.
 
+A share of the watchers (a quarter by default: 50 of 200) have a conversation open instead:
+each polls its thread as the page does, saying it is viewing and, now and then, typing, with
+the presence version it shows (app/inbox/presence.py). They are PRESENCE_USERS people spread
+over THREADS_WATCHED conversations, so each sees the others there come, type and stop; their
+polls have the same target as the list's.
+
 Then the same with more watchers (doubling) until a target breaks, and once with half the
 poll interval.
 """
@@ -20,10 +26,14 @@ import socket
 import threading
 import time
 import urllib.parse
+from html import unescape
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from app.accounts import users
 from app.config import defaults as config_defaults
+from app.db.models import Conversation
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
 from app.ops import demo
@@ -36,6 +46,8 @@ POLL_SECONDS = config_defaults("instance")["POLL_SECONDS"]
 POLL_P95_MS, PAGE_P95_MS, CALLBACK_P95_MS = 50, 200, 1000
 PASSWORD = "bench password 1"
 SEED_MESSAGES, SEED_SENDERS = 100_000, 5_000
+# Thread watchers: as many people, each typing for TYPING_POLLS polls in every TYPING_EVERY.
+PRESENCE_USERS, THREADS_WATCHED, TYPING_POLLS, TYPING_EVERY = 10, 5, 2, 8
 
 
 def measure(
@@ -46,6 +58,7 @@ def measure(
     most_watchers: int,
     log,
     seed: int = SEED_MESSAGES,
+    thread_share: float = 0.25,
 ) -> list[Row]:
     url = fresh_database(workdir, "watchers")
     app = bench_app(url)
@@ -53,6 +66,11 @@ def measure(
         demo.seed(seed, max(1, seed * SEED_SENDERS // SEED_MESSAGES))
         with write_transaction():
             users.create_user("bench", PASSWORD)
+            for n in range(PRESENCE_USERS):
+                users.create_user(f"bench-{n}", PASSWORD)
+        conversations = db.session.scalars(
+            sa.select(Conversation.id).order_by(Conversation.message_count.desc()).limit(THREADS_WATCHED)
+        ).all()
         db.engine.dispose()
     port = ingest.free_port()
     rows: list[Row] = []
@@ -61,14 +79,29 @@ def measure(
         multiprocessing.get_context("spawn").Pool(2) as pool,
     ):
         cookie = log_in(port)
+        people = [log_in(port, f"bench-{n}") for n in range(PRESENCE_USERS)]
+        opened: dict[tuple[int, int], dict] = {}
+
+        def thread_watchers(count: int) -> list[dict]:
+            """Each thread watcher's person, conversation and poll, from the page as it opened."""
+            specs = []
+            for n in range(count):
+                person, conversation = (n // len(conversations)) % len(people), conversations[n % len(conversations)]
+                if (person, conversation) not in opened:
+                    opened[person, conversation] = open_thread(port, people[person], conversation)
+                specs.append(opened[person, conversation])
+            return specs
 
         def run(count: int, interval: float) -> dict:
             stored_before = ingest.stored_messages(url)
-            result = one_run(pool, server, port, cookie, count, interval, callbacks_per_second, seconds)
+            threads = thread_watchers(round(count * thread_share))
+            result = one_run(pool, server, port, cookie, count, threads, interval, callbacks_per_second, seconds)
             result["lost"] = result["stored_answers"] - (ingest.stored_messages(url) - stored_before)
             log(
-                f"  {count} watchers every {interval:g} s, {callbacks_per_second} callbacks/s: "
-                f"poll p95 {result['poll_p95']:.0f} ms, page p95 {result['page_p95']:.0f} ms, "
+                f"  {count} watchers ({len(threads)} on a thread) every {interval:g} s, {callbacks_per_second} callbacks/s: "
+                f"poll p95 {result['poll_p95']:.0f} ms, thread poll p95 {result['thread_p95']:.0f} ms "
+                f"({result['presence_answers']} presence-only answers of {result['thread_polls']}), "
+                f"page p95 {result['page_p95']:.0f} ms, "
                 f"callback p95 {result['callback_p95']:.0f} ms, server CPU {result['cpu']:.0%}, "
                 f"machine {result['machine']:.0%} busy, "
                 f"{result['errors']} errors, {result['lost']} lost"
@@ -77,8 +110,10 @@ def measure(
 
         first = run(watchers, POLL_SECONDS)
         label = f"{watchers} watchers"
+        on_threads = round(watchers * thread_share)
         note = (
-            f"{watchers} watchers polling every {POLL_SECONDS:g} s, {callbacks_per_second} callbacks/s, {seconds:g} s"
+            f"{watchers - on_threads} watchers polling the list every {POLL_SECONDS:g} s, "
+            f"{callbacks_per_second} callbacks/s, {seconds:g} s"
         )
         rows += [
             Row(
@@ -89,6 +124,17 @@ def measure(
                 target=f"< {POLL_P95_MS} ms",
                 met=first["poll_p95"] < POLL_P95_MS,
                 note=note + f", {first['polls']:,} polls",
+            ),
+            Row(
+                "watchers: thread poll with presence p95",
+                label,
+                first["thread_p95"],
+                "ms",
+                target=f"< {POLL_P95_MS} ms",
+                met=first["thread_p95"] < POLL_P95_MS,
+                note=f"{on_threads} of the watchers on {min(on_threads, THREADS_WATCHED)} conversations, "
+                f"{PRESENCE_USERS} people; {first['thread_polls']:,} polls, "
+                f"{first['presence_answers']:,} answered with the presence line alone",
             ),
             Row(
                 "watchers: inbox page p95",
@@ -165,6 +211,7 @@ def measure(
 def broken_targets(result: dict) -> list[str]:
     checks = [
         ("poll p95", result["poll_p95"] < POLL_P95_MS),
+        ("thread poll p95", result["thread_p95"] < POLL_P95_MS),
         ("page p95", result["page_p95"] < PAGE_P95_MS),
         ("callback p95", result["callback_p95"] < CALLBACK_P95_MS),
         ("nothing lost", result["lost"] == 0 and result["errors"] == 0),
@@ -178,6 +225,7 @@ def one_run(
     port: int,
     cookie: str,
     watchers: int,
+    threads: list[dict],
     interval: float,
     callbacks_per_second: int,
     seconds: float,
@@ -186,13 +234,16 @@ def one_run(
     start_at = time.monotonic() + 1.0
     cpu_before, machine_before = server_cpu_seconds(server.process.pid), machine_cpu()
     sent = pool.apply_async(send_callbacks, (port, prepared, callbacks_per_second, start_at))
-    watched = pool.apply_async(watch, (port, cookie, watchers, interval, start_at, seconds))
-    callbacks, poll_times, page_times = sent.get(), *watched.get()
+    watched = pool.apply_async(watch, (port, cookie, watchers - len(threads), threads, interval, start_at, seconds))
+    callbacks, (poll_times, page_times, thread_times, presence_answers) = sent.get(), watched.get()
     cpu = (server_cpu_seconds(server.process.pid) - cpu_before) / (time.monotonic() - start_at)
     busy, total = (after - before for after, before in zip(machine_cpu(), machine_before, strict=True))
     callback_times, stored_answers, errors, finished = callbacks
     return {
         "poll_p95": p95(poll_times),
+        "thread_p95": p95(thread_times) if threads else 0.0,
+        "thread_polls": len(thread_times),
+        "presence_answers": presence_answers,
         "page_p95": p95(page_times),
         "callback_p95": p95(callback_times),
         "polls": len(poll_times),
@@ -269,10 +320,13 @@ def _connect(port: int) -> _Connection:
     return _Connection(socket.create_connection(("127.0.0.1", port), timeout=30))
 
 
-def watch(port: int, cookie: str, watchers: int, interval: float, start_at: float, seconds: float):
-    """In a load process: `watchers` pollers and one person reloading the page, for `seconds`."""
+def watch(port: int, cookie: str, watchers: int, threads: list[dict], interval: float, start_at: float, seconds: float):
+    """In a load process: `watchers` pollers of the list, one of each thread in `threads` (with
+    presence), and one person reloading the page, for `seconds`."""
     poll_times: list[float] = []
     page_times: list[float] = []
+    thread_times: list[float] = []
+    presence_answers = [0]
     lock = threading.Lock()
     stop_at = start_at + seconds
     headers = {"Cookie": cookie}
@@ -308,6 +362,35 @@ def watch(port: int, cookie: str, watchers: int, interval: float, start_at: floa
             due += interval
         connection.close()
 
+    def thread_poller(n: int, spec: dict) -> None:
+        """A conversation open in `spec`'s person's browser: typing now and then, as presence.js says."""
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        poll_url, shown = spec["poll"], dict(spec["shown"])
+        extra = {"HX-Request": "true", "Cookie": spec["cookie"]}
+        due = start_at + interval * n / max(1, len(threads))
+        polls = 0
+        while due < stop_at:
+            time.sleep(max(0.0, due - time.monotonic()))
+            typing = (polls + n) % TYPING_EVERY < TYPING_POLLS
+            query = urllib.parse.urlencode({**shown, "viewing": "1", "typing": "1" if typing else "0"})
+            started = time.monotonic()
+            try:
+                status, body = get(connection, f"{poll_url}&{query}", extra)
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            with lock:
+                thread_times.append(time.monotonic() - started)
+                if status == 200 and b"thread-poller" not in body:
+                    presence_answers[0] += 1
+            if status == 200:
+                poll_url = thread_poll_url(body) or poll_url
+                shown.update(showing(body))
+            polls += 1
+            due += interval
+        connection.close()
+
     def reader() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         due = start_at
@@ -320,13 +403,40 @@ def watch(port: int, cookie: str, watchers: int, interval: float, start_at: floa
             due += 1.0
         connection.close()
 
-    threads = [threading.Thread(target=poller, args=(n,)) for n in range(watchers)]
-    threads.append(threading.Thread(target=reader))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return poll_times, page_times
+    runners = [threading.Thread(target=poller, args=(n,)) for n in range(watchers)]
+    runners += [threading.Thread(target=thread_poller, args=(n, spec)) for n, spec in enumerate(threads)]
+    runners.append(threading.Thread(target=reader))
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join()
+    return poll_times, page_times, thread_times, presence_answers[0]
+
+
+def open_thread(port: int, cookie: str, conversation_id: int) -> dict:
+    """A conversation's page as one person opens it: their cookie, its poll URL, what it shows."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", f"/conversations/{conversation_id}", headers={"Cookie": cookie})
+    response = connection.getresponse()
+    page = response.read()
+    connection.close()
+    poll_url = thread_poll_url(page)
+    if response.status != 200 or poll_url is None:
+        raise RuntimeError(f"conversation {conversation_id} did not open: {response.status}")
+    return {"cookie": cookie, "poll": poll_url, "shown": showing(page)}
+
+
+def thread_poll_url(page: bytes) -> str | None:
+    found = re.search(rb'id="thread-poller"[^>]*hx-get="([^"]+)"', page)
+    return unescape(found.group(1).decode()) if found else None
+
+
+def showing(page: bytes) -> dict[str, str]:
+    """What the page shows, as its poll sends it back: the header's buttons, the presence version."""
+    return {
+        name.decode(): unescape(value.decode())
+        for name, value in re.findall(rb'<input type="hidden" name="([^"]+)" value="([^"]*)" data-showing>', page)
+    }
 
 
 def latest(page: bytes, default: int = 0) -> int:
@@ -334,7 +444,7 @@ def latest(page: bytes, default: int = 0) -> int:
     return int(found.group(1)) if found else default
 
 
-def log_in(port: int) -> str:
+def log_in(port: int, username: str = "bench") -> str:
     """One login's session cookie, shared by every watcher (each login would cost an Argon2 hash)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("GET", "/login")
@@ -342,7 +452,7 @@ def log_in(port: int) -> str:
     page = response.read().decode()
     jar = cookies(response)
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode({"username": "bench", "password": PASSWORD, "csrf_token": token})
+    form = urllib.parse.urlencode({"username": username, "password": PASSWORD, "csrf_token": token})
     connection.request(
         "POST", "/login", body=form, headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": jar}
     )

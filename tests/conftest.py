@@ -152,9 +152,11 @@ def app(database_url):
 
 def close_app(app) -> None:
     """Stop the app's job runner (if a test started one), then close its connections."""
+    from app.inbox import presence
     from app.jobs import runner
 
     runner.stop(app)
+    presence.dispose(app)  # its own engine: on PostgreSQL, connections into the test's schema
     with app.app_context():
         db.engine.dispose()
 

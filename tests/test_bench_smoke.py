@@ -41,6 +41,7 @@ ELSEWHERE = [
     ("ingest over HTTP: signed callbacks stored per second", "fresh DB"),
     ("ingest without group commit: one commit per message, per second", "fresh DB"),
     ("watchers: poll p95", "3 watchers"),
+    ("watchers: thread poll with presence p95", "3 watchers"),
     ("watchers: inbox page p95", "3 watchers"),
     ("watchers: callback p95", "3 watchers"),
     ("watchers: callbacks lost or failed", "3 watchers"),

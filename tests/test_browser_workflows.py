@@ -195,3 +195,36 @@ def messente_env(messente) -> dict:
         "MESSENTE_API_USERNAME": "api-user",
         "MESSENTE_API_PASSWORD": "api-password",
     }
+
+
+def test_someone_typing_in_a_thread_alice_has_open_shows_to_her(
+    new_context, server, backend, messente_env, app, user_row
+):
+    """Presence: bob opens the conversation alice has open, then types in its reply box; her
+    header says so within a poll or two, and again when he stops. Nobody sees themselves."""
+    from conftest import PASSWORD
+
+    with app.app_context():
+        user_row("bob", role="agent")
+    deliver(server, sender="+37255664418", recipient="+37250000001", text="Kas keegi on seal?")
+    alice = new_context().new_page()
+    log_in(alice, server)
+    open_row(alice, "+37255664418")
+    bob = new_context().new_page()
+    bob.goto(server.url + "/login")
+    bob.get_by_label("Username").fill("bob")
+    bob.get_by_label("Password").fill(PASSWORD)
+    bob.get_by_role("button", name="Log in").click()
+    expect(bob).to_have_url(server.url + "/")
+    open_row(bob, "+37255664418")
+
+    line = alice.locator("#presence")
+    expect(bob.locator("#presence")).to_have_text("alice is viewing")  # shown as his page opens
+    expect(line).to_have_text("bob is viewing", timeout=LIVE)
+    bob.get_by_label(re.compile("^Reply to")).press_sequentially("Tere, ")
+    expect(line).to_have_text("bob is typing…", timeout=LIVE)
+    assert serious_accessibility_problems(alice) == []
+    screens(alice, "presence", backend)
+    # He stops: typing ends 5 s after his last keystroke, and his next poll says so.
+    expect(line).to_have_text("bob is viewing", timeout=LIVE + 5_000)
+    expect(bob.locator("#presence")).to_have_text("alice is viewing")

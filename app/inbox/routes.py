@@ -6,9 +6,9 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app import contacts, replies
+from app import clock, contacts, replies
 from app.contacts import optouts, owners
-from app.inbox import list_polls, queries, read_state, search
+from app.inbox import list_polls, presence, queries, read_state, search
 from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, owner_counts, view_facts
 from app.replies import reply_box, saved_replies
 from app.web.htmx import is_htmx, render_varying_on_htmx
@@ -147,8 +147,16 @@ def thread(conversation_id: int):
 
     since = id_arg("since")
     if since is not None:
+        # A visible page says it is here, and whether its reply box is being typed in (presence.js).
+        if request.args.get("viewing") == "1":
+            presence.touch(conversation.id, current_user.id, request.args.get("typing") == "1", clock.now())
+        # The presence line the page shows, by its version: not a change number, so it is compared apart.
+        shown_presence = request.args.get("presence")
+        presence_stale = shown_presence is not None and presence.version(present_others(conversation)) != shown_presence
         page = queries.poll_thread(conversation, since, id_arg("since_id") or 0, id_arg("shown") or 0)
         if page is None:
+            if presence_stale:  # only who is here changed: the line alone, swapped by id
+                return render_template("inbox/_presence.html", conversation=conversation, oob=True)
             return "", 204
         # The reply box changes only when the opt-out does: otherwise it keeps what is typed.
         opted = "1" if conversation.opted_out else "0"
@@ -158,8 +166,11 @@ def thread(conversation_id: int):
         stale = {
             name for name, shown in header_states(conversation).items() if request.args.get("showing_" + name) != shown
         }
+        if presence_stale:
+            stale.add("presence")
         return render_template("inbox/_thread_update.html", page=page, composer=composer, stale=stale)
 
+    presence.touch(conversation.id, current_user.id, False, clock.now())  # others see who opened it at once
     page = queries.open_thread(conversation, before=id_arg("before"), after=id_arg("after"), around=id_arg("around"))
     # A saved reply picked from the menu without JavaScript: the reply box opens with its text.
     text = saved_replies.text_for(conversation, id_arg("saved_reply"))
@@ -197,6 +208,18 @@ def owner_of(conversation) -> str | None:
 @bp.app_template_global()
 def teammates() -> list:
     return owners.teammates()
+
+
+def present_others(conversation) -> list[presence.Present]:
+    """Who else has this conversation open (once per request: the poll and its line read it)."""
+    known = g.setdefault("present_others", {})
+    if conversation.id not in known:
+        known[conversation.id] = presence.others(conversation.id, current_user.id, clock.now())
+    return known[conversation.id]
+
+
+bp.add_app_template_global(presence.version, "presence_version")
+bp.add_app_template_global(presence.lines, "presence_lines")
 
 
 def thread_page(
