@@ -210,6 +210,7 @@ def teammates() -> list:
     return owners.teammates()
 
 
+@bp.app_template_global()
 def present_others(conversation) -> list[presence.Present]:
     """Who else has this conversation open (once per request: the poll and its line read it)."""
     known = g.setdefault("present_others", {})

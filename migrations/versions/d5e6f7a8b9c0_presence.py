@@ -1,7 +1,7 @@
 """presence: who has a conversation open, UNLOGGED (PostgreSQL only)
 
 Revision ID: d5e6f7a8b9c0
-Revises: b9c8d7e6f5a4
+Revises: c4d5e6f7a8b9
 Create Date: 2026-12-08 09:00:00
 
 Rows that live for seconds (app/db/presence.py): on PostgreSQL an UNLOGGED table, never written
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "d5e6f7a8b9c0"
-down_revision = "b9c8d7e6f5a4"
+down_revision = "c4d5e6f7a8b9"
 branch_labels = None
 depends_on = None
 
