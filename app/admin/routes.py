@@ -24,11 +24,12 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from app import audit, clock, config, jobs
 from app.accounts import sessions, throttle, two_factor
 from app.accounts import users as user_accounts  # `users` is the view below
-from app.contacts import owners
+from app.contacts import autoassign, owners
 from app.db.models import ROLES, USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
 from app.export import safe_cell
 from app.extensions import db
+from app.inbox import list_views
 from app.jobs import servers
 from app.privacy import erasure, settings
 from app.web.access import admin_required
@@ -78,6 +79,8 @@ def users(form: AddUserForm | None = None, error: str | None = None, status: int
         locked=throttle.locked_logins(clock.now()),
         two_factor_required=two_factor.required(),
         reply_takes_ownership=owners.reply_takes_ownership(),
+        auto=autoassign.settings(),
+        our_numbers=list_views.recipients(),
     ), status
 
 
@@ -89,6 +92,31 @@ def reply_ownership():
         if on != owners.reply_takes_ownership():
             owners.set_reply_takes_ownership(on)
             audit.record("settings_changed", {"reply_takes_ownership": "yes" if on else "no"})
+    return redirect(url_for("admin.users"), 303)
+
+
+@bp.post("/auto-assignment")
+@admin_required
+def auto_assignment():
+    on, cap = request.form.get("on") == "1", request.form.get("cap", "")
+    if not cap.isdigit():
+        return users(error="The cap is a number of conversations.", status=400)
+    numbers = request.form.getlist("number")
+    try:
+        with write_transaction():
+            before = autoassign.settings()
+            saved = autoassign.set_settings(on, int(cap), numbers)
+            if saved != before:
+                audit.record(
+                    "settings_changed",
+                    {
+                        "auto_assignment": "yes" if saved.on else "no",
+                        "auto_assignment_cap": saved.cap,
+                        "auto_assignment_numbers": ", ".join(saved.numbers) or "all",
+                    },
+                )
+    except autoassign.SettingsRefused as refused:
+        return users(error=str(refused), status=400)
     return redirect(url_for("admin.users"), 303)
 
 

@@ -1,7 +1,8 @@
 """Filing inbound messages: validate a signed body, insert it once, keep the conversation current.
 
 Each store is one write transaction (joined if the caller already holds one): a message, its
-conversation and the day's count commit together, before anyone answers 200.
+conversation and the day's count commit together, before anyone answers 200. With auto-assignment
+on, a batch that starts or reopens conversations also commits one job for it (never does it here).
 """
 
 import hashlib
@@ -14,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app import clock
-from app.contacts import optouts
+from app.contacts import autoassign, optouts
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
 from app.db.models import (
@@ -164,6 +165,9 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             .scalars()
             .all()
         )
+
+        # Before the conversations move on: which are new or reopened (only while it is on).
+        autoassign.after_ingest(connection, set(conversation_of.values()))
 
         totals: dict[int, ConversationTotals] = {}
         for message_id, key, message in zip(ids, keys, new, strict=True):

@@ -7,9 +7,10 @@ change number: every open list and thread picks it up at its next poll.
 import sqlalchemy as sa
 
 from app import audit
+from app.contacts import autoassign
 from app.db.folding import clean_text, fold
 from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
-from app.db.unit_of_work import change_number, rows_matched, write_transaction
+from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
 
 STATUSES = ("open", "done")
@@ -53,7 +54,8 @@ def set_contact(conversation_id: int, name: str, note: str) -> None:
 
 
 def set_status(conversation_id: int, status: str) -> bool:
-    """Mark a conversation done (put aside) or open again; False when it was so already."""
+    """Mark a conversation done (put aside) or open again; False when it was so already. Done,
+    its owner has room for one more: auto-assignment (when on) looks again."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}")
     with write_transaction() as session:
@@ -61,5 +63,8 @@ def set_status(conversation_id: int, status: str) -> bool:
             sa.update(Conversation)
             .where(Conversation.id == conversation_id, Conversation.status != status)
             .values(status=status, change_seq=change_number())
-        )
-    return rows_matched(changed) == 1
+            .returning(Conversation.assignee_id)
+        ).first()
+        if changed is not None and status == "done" and changed.assignee_id is not None:
+            autoassign.sweep_soon()
+    return changed is not None

@@ -3,7 +3,9 @@
 Every change is audited ("assigned" or "unassigned", with who did it: a person, or
 "auto-assignment" when the app did) and stamps the conversation's change number, so every open
 list and thread shows the new owner at its next poll. A person also says whether they are on
-shift; going off shift can hand their open conversations back to Unassigned.
+shift; going off shift can hand their open conversations back to Unassigned. Auto-assignment
+(app/contacts/autoassign.py) gives conversations out by these functions, and each of them that
+makes room for more work (on shift, unassigned, released) asks it to look again.
 """
 
 import sqlalchemy as sa
@@ -63,6 +65,8 @@ def assign(conversation_id: int, user_id: int | None, by_user_id: int | None) ->
             .values(assignee_id=user_id, change_seq=change_number())
         )
         _record(conversation_id, user_id, was, by_user_id)
+        if was is not None and by_user_id is not None:
+            _sweep_soon()  # its owner has room for one more (the app's own moves sweep anyway)
     return True
 
 
@@ -119,6 +123,8 @@ def release_open(user_id: int, by_user_id: int | None) -> int:
         )
         for conversation_id in sorted(released):
             _record(conversation_id, None, user_id, by_user_id, reason="off shift")
+        if released:
+            _sweep_soon()
     return len(released)
 
 
@@ -131,4 +137,13 @@ def set_on_shift(user_id: int, on: bool, release: bool = False) -> int:
         )
         if changed is not None:
             audit.record("on_shift" if on else "off_shift", {"user": changed}, username=changed)
+            if on:
+                _sweep_soon()  # what waits for someone on shift
         return release_open(user_id, user_id) if release and not on else 0
+
+
+def _sweep_soon() -> None:
+    """Auto-assignment (when on) looks again: someone came on shift or has room for more."""
+    from app.contacts import autoassign  # here: autoassign imports this module
+
+    autoassign.sweep_soon()

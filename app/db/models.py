@@ -344,6 +344,8 @@ class User(UserMixin, Model):
     totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
     # Working now: set by the person (the switch in the site's bar), read by auto-assignment.
     on_shift: Mapped[bool] = mapped_column(server_default=sa.false())
+    # The change number of the last conversation auto-assignment gave them: ties go in turn by it.
+    auto_assigned_seq: Mapped[int | None] = mapped_column(sa.BigInteger)
 
     __table_args__ = ids_never_reused()
 

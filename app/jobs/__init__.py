@@ -108,15 +108,16 @@ def enqueue(
     kind_name: str, payload: dict | None = None, due_at: datetime | None = None, key: str | None = None
 ) -> None:
     """Add a job inside the caller's write transaction: it commits (and wakes the runner) or rolls
-    back with the caller's change. The payload holds ids (integers) only, never personal data."""
+    back with the caller's change. The payload holds ids (integers, or lists of them) only,
+    never personal data."""
     session = db.session()
     if not session.info.get("writing"):
         raise RuntimeError("jobs.enqueue() is only for use inside write_transaction()")
     if kind_name not in KINDS:
         raise ValueError(f"no handler for jobs of kind {kind_name!r}")
     payload = payload or {}
-    if not all(isinstance(value, int) and not isinstance(value, bool) for value in payload.values()):
-        raise ValueError("a job's payload holds ids (integers) only")
+    if not all(_is_id(value) or (isinstance(value, list) and all(map(_is_id, value))) for value in payload.values()):
+        raise ValueError("a job's payload holds ids (integers, or lists of them) only")
     now = clock.now()
     session.execute(
         sa.insert(Job).values(
@@ -130,6 +131,10 @@ def enqueue(
         )
     )
     session.info["wake_jobs"] = True
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @sa.event.listens_for(Session, "after_commit")
