@@ -1,7 +1,7 @@
 """auto-assignment: whose turn it is
 
 Revision ID: e6f7a8b9c0d1
-Revises: c4d5e6f7a8b9
+Revises: d5e6f7a8b9c0
 Create Date: 2026-12-14 09:00:00
 
 The change number of the last conversation auto-assignment gave each person: among people with
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "e6f7a8b9c0d1"
-down_revision = "c4d5e6f7a8b9"
+down_revision = "d5e6f7a8b9c0"
 branch_labels = None
 depends_on = None
 
