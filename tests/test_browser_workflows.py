@@ -228,3 +228,33 @@ def test_someone_typing_in_a_thread_alice_has_open_shows_to_her(
     # He stops: typing ends 5 s after his last keystroke, and his next poll says so.
     expect(line).to_have_text("bob is viewing", timeout=LIVE + 5_000)
     expect(bob.locator("#presence")).to_have_text("alice is viewing")
+
+
+def test_assigning_in_one_session_shows_in_the_others_list_within_a_poll(new_context, server, backend, app, user_row):
+    """alice takes a conversation ("Assign to me"); bob, with the inbox open, sees her initials on
+    its row at his next poll, and Mine/Unassigned follow for each of them."""
+    with app.app_context():
+        user_row("bob", role="agent")
+    deliver(server, sender="+37255664418", recipient="+37250000001", text="Kes mind aitab?")
+    bob = new_context().new_page()
+    bob.goto(server.url + "/login")
+    bob.get_by_label("Username").fill("bob")
+    bob.get_by_label("Password").fill(PASSWORD)
+    bob.get_by_role("button", name="Log in").click()
+    expect(bob).to_have_url(server.url + "/")
+    expect(row_for(bob, "+37255664418").locator(".owner")).to_have_count(0)
+
+    alice = new_context().new_page()
+    log_in(alice, server)
+    open_row(alice, "+37255664418")
+    alice.get_by_role("button", name="Assign to me").click()
+    expect(alice.locator("#owner")).to_contain_text("Owner: alice (you)")
+
+    expect(row_for(bob, "+37255664418").locator(".owner")).to_contain_text("owner: alice", timeout=LIVE)
+    assert serious_accessibility_problems(bob) == []
+    screens(bob, "owners-list", backend)
+    screens(alice, "owners-thread", backend)
+    bob.goto(server.url + "/?assignee=me")
+    expect(row_for(bob, "+37255664418")).to_have_count(0)
+    alice.goto(server.url + "/?assignee=me")
+    expect(row_for(alice, "+37255664418")).to_have_count(1)
