@@ -2,13 +2,14 @@
 
 Every change is audited ("assigned" or "unassigned", with who did it: a person, or
 "auto-assignment" when the app did) and stamps the conversation's change number, so every open
-list and thread shows the new owner at its next poll. A person also says whether they are on
+list and thread shows the new owner at its next poll. A person given a conversation by someone
+else is notified (app/notifications/), in the same transaction. A person also says whether they are on
 shift; going off shift can hand their open conversations back to Unassigned.
 """
 
 import sqlalchemy as sa
 
-from app import audit
+from app import audit, notifications
 from app.db.models import Conversation, Setting, User
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
@@ -63,6 +64,8 @@ def assign(conversation_id: int, user_id: int | None, by_user_id: int | None) ->
             .values(assignee_id=user_id, change_seq=change_number())
         )
         _record(conversation_id, user_id, was, by_user_id)
+        if user_id is not None and user_id != by_user_id:  # nobody is told what they did themselves
+            notifications.add_assigned(conversation_id, user_id)
     return True
 
 
