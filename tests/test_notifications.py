@@ -13,7 +13,9 @@ from app.callbacks import ingest
 from app.contacts import owners
 from app.db.models import Notification, User
 from app.extensions import db
-from conftest import body_for, conversation_of, csrf_token
+from browser_helpers import LIVE, RECORD_NOTIFICATIONS, log_in, set_tab_hidden
+from browser_helpers import deliver as deliver_to
+from conftest import add_user, body_for, conversation_of, csrf_token
 
 HTMX = {"HX-Request": "true"}
 BELL = re.compile(r'<span id="bell"[^>]*>')
@@ -264,3 +266,30 @@ def test_an_erased_conversation_takes_its_notifications_along(app, team):
         erasure.erase_conversation(first)
     assert rows(app) == [(team["bob_id"], "assigned", second, True)]
     assert team["bob"].get("/notifications").status_code == 200
+
+
+@pytest.mark.browser
+def test_a_hidden_tab_shows_a_new_notification_on_the_bell_and_the_desktop(app, new_context, server):
+    """The list's slow poll brings the person's bell; its rise is a desktop notification that says
+    what happened, once (the live region's "new message" is the same notification, replaced)."""
+    from playwright.sync_api import expect
+
+    deliver_to(server, sender="+37255512345", text="first")
+    with app.app_context():
+        add_user("bob", role="agent")
+        alice, bob = (db.session.scalar(sa.select(User.id).where(User.username == name)) for name in ("alice", "bob"))
+        conversation_id = conversation_of("+37255512345").id
+    context = new_context(permissions=["notifications"])
+    context.add_init_script(RECORD_NOTIFICATIONS)
+    page = context.new_page()
+    page.clock.install()
+    log_in(page, server)
+    page.get_by_role("button", name="Notifications", exact=True).click()  # desktop notifications on
+    expect(page.get_by_role("link", name="Notifications, none unread")).to_be_visible()
+
+    set_tab_hidden(page, True)
+    with app.app_context():
+        owners.assign(conversation_id, alice, bob)
+    page.clock.run_for(31_000)  # a hidden tab's slow interval
+    expect(page.get_by_role("link", name="Notifications, 1 unread")).to_be_visible(timeout=LIVE)
+    assert page.evaluate("window.__notifications") == ["Assigned to you: +372 5551 2345"]
