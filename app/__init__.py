@@ -43,13 +43,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app.callbacks import routes as callbacks
     from app.export import routes as export
     from app.inbox import routes as inbox
+    from app.notifications import routes as notifications
     from app.ops import cli
     from app.privacy import purge  # noqa: F401 (its purge is a kind of job; it has no routes)
     from app.replies import routes as replies
     from app.web.request_args import IdConverter
 
     app.url_map.converters["int"] = IdConverter  # ids beyond their column's range are 404s
-    for feature in (callbacks, accounts, inbox, replies, export, admin):
+    for feature in (callbacks, accounts, inbox, notifications, replies, export, admin):
         app.register_blueprint(feature.bp)
     cli.init_app(app)
     web.init_app(app)

@@ -72,6 +72,29 @@ def deliver(server, **fields) -> dict:
     return json.loads(body)
 
 
+def set_tab_hidden(page, hidden: bool) -> None:
+    """What the browser does when the tab goes to the background or comes back."""
+    page.evaluate(
+        """hidden => {
+        Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+        Object.defineProperty(document, "visibilityState",
+                              {value: hidden ? "hidden" : "visible", configurable: true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""",
+        hidden,
+    )
+
+
+# Records the desktop notifications a page shows (the browser's own would need a display).
+RECORD_NOTIFICATIONS = """
+window.__notifications = [];
+const Real = window.Notification;
+window.Notification = function (title, options) { window.__notifications.push(title); return {}; };
+window.Notification.requestPermission = () => Real.requestPermission();
+Object.defineProperty(window.Notification, "permission", {get: () => Real.permission});
+"""
+
+
 def log_in(page, server):
     page.goto(server.url + "/login")
     page.get_by_label("Username").fill("alice")

@@ -14,6 +14,8 @@ import pytest
 from playwright.sync_api import expect
 
 from app.callbacks import ingest
+from app.contacts import owners
+from app.db.models import User
 from app.extensions import db
 from browser_helpers import REPORT_CSP_VIOLATIONS, overflow
 from conftest import PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
@@ -74,6 +76,14 @@ def site(tmp_path_factory):
         arrive(now - timedelta(minutes=1), [{"sender": "+37253300002", "text": LONG_TEXT}])
         busy_id = ingest_conversation_id(BUSY)
         short_id = ingest_conversation_id("+37256600001")
+        # alice's notifications: a conversation bob gave her, and a new message in one she owns.
+        add_user("bob", role="agent")
+        alice_id, bob_id = (
+            db.session.scalar(db.select(User.id).where(User.username == name)) for name in ("alice", "bob")
+        )
+        owners.assign(short_id, alice_id, bob_id)
+        owners.assign(ingest_conversation_id("+37253300002"), alice_id, alice_id)
+        arrive(now - timedelta(seconds=30), [{"sender": "+37253300002", "text": "Aitäh!"}])
     # Replies configured (the API is never called here), so the reply box is there to be seen.
     server = Server(
         url,
@@ -153,6 +163,17 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
         thread = f"{url}/conversations/{site['busy']}"
         screens = {
             "list": (url + "/", lambda: compact_rows(page)),
+            # Before the threads are opened: opening one reads its notifications.
+            "notifications": (
+                url + "/notifications",
+                lambda: expect(page.locator(".notification-list li")).to_have_count(2),
+            ),
+            "account": (
+                url + "/account",
+                lambda: expect(
+                    page.get_by_role("checkbox", name="a customer writes in a conversation I own")
+                ).to_be_checked(),
+            ),
             "search": (
                 url + "/?q=372",
                 lambda: expect(page.locator("#conversations li.conversation")).to_have_count(4),

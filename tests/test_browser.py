@@ -24,6 +24,7 @@ from browser_helpers import (
     DESKTOP,
     LIVE,
     PHONE,
+    RECORD_NOTIFICATIONS,
     assert_same_page,
     conversation_rows,
     deliver,
@@ -35,6 +36,7 @@ from browser_helpers import (
     overflow,
     row_for,
     screenshot,
+    set_tab_hidden,
 )
 from conftest import PASSWORD, add_user, body_for, signed_headers
 
@@ -98,29 +100,6 @@ def test_message_delivered_while_inbox_is_open_appears_without_reload(page, serv
     expect(row.locator(".badge")).to_have_text("1 unread")
     expect(page).to_have_title("(1) Inbox · sms-inbox")
     assert_same_page(page)
-
-
-def set_tab_hidden(page, hidden: bool) -> None:
-    """What the browser does when the tab goes to the background or comes back."""
-    page.evaluate(
-        """hidden => {
-        Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
-        Object.defineProperty(document, "visibilityState",
-                              {value: hidden ? "hidden" : "visible", configurable: true});
-        document.dispatchEvent(new Event("visibilitychange"));
-    }""",
-        hidden,
-    )
-
-
-# Records the desktop notifications a page shows (the browser's own would need a display).
-RECORD_NOTIFICATIONS = """
-window.__notifications = [];
-const Real = window.Notification;
-window.Notification = function (title, options) { window.__notifications.push(title); return {}; };
-window.Notification.requestPermission = () => Real.requestPermission();
-Object.defineProperty(window.Notification, "permission", {get: () => Real.permission});
-"""
 
 
 def test_a_hidden_tab_polls_slowly_notifies_if_asked_and_polls_at_once_when_shown_again(new_context, server):

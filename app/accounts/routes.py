@@ -9,7 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from app import audit, clock
+from app import audit, clock, notifications
 from app.accounts import passwords, sessions, throttle, two_factor, users
 from app.contacts import owners
 from app.db.models import USERNAME_LENGTH, User
@@ -280,6 +280,8 @@ def account(
         confirm_form=ConfirmForm(formdata=None),
         backup_codes_left=two_factor.backup_codes_left(current_user),
         two_factor_required=two_factor.required(),
+        notification_choices=notifications.CHOICES,
+        notifications_on=notifications.kinds_on(current_user.id),
         message=message,
         error=error,
     ), status
@@ -317,6 +319,13 @@ def sign_out_everywhere():
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"), 303)
+
+
+@bp.post("/account/notifications")
+def notification_choices():
+    """Which kinds of notification the person gets: a checkbox each, all on until they say."""
+    notifications.set_kinds_on(current_user.id, set(request.form.getlist("kind")))
+    return account(message="Your notification choices are saved.")
 
 
 @bp.post("/account/shift")

@@ -1,8 +1,9 @@
 """Filing inbound messages: validate a signed body, insert it once, keep the conversation current.
 
 Each store is one write transaction (joined if the caller already holds one): a message, its
-conversation and the day's count commit together, before anyone answers 200. With auto-assignment
-on, a batch that starts or reopens conversations also commits one job for it (never does it here).
+conversation, its owner's notification and the day's count commit together, before anyone
+answers 200. With auto-assignment on, a batch that starts or reopens conversations also
+commits one job for it (never does it here).
 """
 
 import hashlib
@@ -14,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app import clock
+from app import clock, notifications
 from app.contacts import autoassign, optouts
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
@@ -176,6 +177,7 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
                 message_id, message.channel, message.sent_at, received_at, message.text, unread=True
             )
         add_to_conversations(connection, totals, change)
+        notifications.add_for_new_messages(connection, list(totals), received_at)
         add_recipients(
             connection,
             {

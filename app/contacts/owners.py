@@ -2,15 +2,16 @@
 
 Every change is audited ("assigned" or "unassigned", with who did it: a person, or
 "auto-assignment" when the app did) and stamps the conversation's change number, so every open
-list and thread shows the new owner at its next poll. A person also says whether they are on
-shift; going off shift can hand their open conversations back to Unassigned. Auto-assignment
-(app/contacts/autoassign.py) gives conversations out by these functions, and each of them that
-makes room for more work (on shift, unassigned, released) asks it to look again.
+list and thread shows the new owner at its next poll. A person given a conversation by someone
+else is notified (app/notifications/), in the same transaction. A person also says whether they
+are on shift; going off shift can hand their open conversations back to Unassigned.
+Auto-assignment (app/contacts/autoassign.py) gives conversations out by these functions, and each
+of them that makes room for more work (on shift, unassigned, released) asks it to look again.
 """
 
 import sqlalchemy as sa
 
-from app import audit
+from app import audit, notifications
 from app.db.models import Conversation, Setting, User
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
@@ -67,6 +68,8 @@ def assign(conversation_id: int, user_id: int | None, by_user_id: int | None) ->
         _record(conversation_id, user_id, was, by_user_id)
         if was is not None and by_user_id is not None:
             _sweep_soon()  # its owner has room for one more (the app's own moves sweep anyway)
+        if user_id is not None and user_id != by_user_id:  # nobody is told what they did themselves
+            notifications.add_assigned(conversation_id, user_id)
     return True
 
 

@@ -496,6 +496,49 @@ class BackupCode(Model):
     code_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH))
 
 
+class Notification(Model):
+    """Something for one person to look at (app/notifications/): a conversation assigned to them,
+    a new message in one they own. Unread while `read_at` is empty; a person has at most one
+    unread "message" notification per conversation (new messages join it)."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id"))
+    # "assigned" or "message" (mentions may come): what happened, in app/notifications.KINDS.
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"))
+    created_at: Mapped[datetime]
+    read_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # A person's page, newest first.
+        sa.Index("ix_notification_user_id_id", "user_id", "id"),
+        # The bell's count and "is one unread for this conversation already" (ingest's coalescing):
+        # only the unread ones.
+        sa.Index(
+            "ix_notification_unread",
+            "user_id",
+            "conversation_id",
+            sqlite_where=sa.text("read_at IS NULL"),
+            postgresql_where=sa.text("read_at IS NULL"),
+        ),
+        # An erasure or the purge deletes a conversation's notifications with it (app/privacy/cascade.py).
+        sa.Index("ix_notification_conversation_id", "conversation_id"),
+        ids_never_reused(),
+    )
+
+
+class NotificationOptOut(Model):
+    """A kind of notification a person turned off on their account page; every kind is on
+    without a row, so a kind added later starts on for everyone."""
+
+    # A surrogate key: `flask copy-db` copies every table in the order of a one-column key.
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id"))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+
+    __table_args__ = (sa.UniqueConstraint("user_id", "kind"),)
+
+
 class Lease(Model):
     """A named lease, shared by every process: one holder at a time until it releases it or
     `expires_at` passes (the holder renews it while it works; a process that died lets it lapse).

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app import clock, contacts, replies
+from app import clock, contacts, notifications, replies
 from app.contacts import optouts, owners
 from app.inbox import list_polls, presence, queries, read_state, search
 from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, owner_counts, view_facts
@@ -113,7 +113,7 @@ def list_poll(since: int, latest: int) -> Response:
     list_filter = current_list_filter()
     list_key = (
         request.host,
-        *sorted((name, value) for name, value in request.args.items(multi=True) if name != "since"),
+        *sorted((name, value) for name, value in request.args.items(multi=True) if name not in NOT_THE_LIST),
         # `assignee=me` is a different list for each person: never one person's for another.
         *([("me", list_filter.me)] if list_filter.assignee == "me" else []),
     )
@@ -128,9 +128,26 @@ def list_poll(since: int, latest: int) -> Response:
         owner_views=OWNER_VIEWS,
         owner_counts=owner_counts(list_filter, latest),
     )
-    response = current_app.make_response(announcer + owner_tabs + body)
+    # The person's bell comes after everything shared: nobody else's count is ever in `body`.
+    response = current_app.make_response(announcer + owner_tabs + body + bell_if_changed())
     response.vary.update(("HX-Request", "HX-Target"))
     return response
+
+
+# A list poll's arguments that are not the list: where the poller is, what its page's bell shows.
+NOT_THE_LIST = ("since", "showing_bell")
+
+
+def bell_if_changed(marked: bool | None = None) -> str:
+    """The person's bell, out of band, where its count is not what their page shows: the page
+    sends that (`showing_bell`) with its polls; `marked` says instead whether this request read
+    some of theirs (False: the bell is as it was)."""
+    if marked is False:
+        return ""
+    count = notifications.unread_count(current_user.id)
+    if marked is None and request.args.get("showing_bell") == str(count):
+        return ""
+    return render_template("notifications/_bell.html", oob=True, bell_count=count)
 
 
 def conversation_or_404(conversation_id: int):
@@ -168,14 +185,18 @@ def thread(conversation_id: int):
         }
         if presence_stale:
             stale.add("presence")
-        return render_template("inbox/_thread_update.html", page=page, composer=composer, stale=stale)
+        update = render_template("inbox/_thread_update.html", page=page, composer=composer, stale=stale)
+        return update + bell_if_changed()
 
     presence.touch(conversation.id, current_user.id, False, clock.now())  # others see who opened it at once
+    # Opening a conversation reads the person's notifications about it (the page's bell counts
+    # after this; a pane swapped in sends the bell along).
+    marked = notifications.mark_conversation_read(current_user.id, conversation.id)
     page = queries.open_thread(conversation, before=id_arg("before"), after=id_arg("after"), around=id_arg("around"))
     # A saved reply picked from the menu without JavaScript: the reply box opens with its text.
     text = saved_replies.text_for(conversation, id_arg("saved_reply"))
     if wants_pane():
-        return render_varying_on_htmx(
+        response = render_varying_on_htmx(
             "inbox/_conversation.html",
             page=page,
             partial=True,
@@ -183,6 +204,8 @@ def thread(conversation_id: int):
             composer=reply_box.for_conversation(conversation),
             text=text,
         )
+        response.set_data(response.get_data(as_text=True) + bell_if_changed(marked))
+        return response
     return thread_page(page, text=text)
 
 
@@ -347,6 +370,13 @@ def thread_by_sender(sender: str):
 def mark_read(conversation_id: int):
     conversation = conversation_or_404(conversation_id)
     read_state.mark_read(conversation.id, through_id=form_id("through"))
+    # Read by this person (opened, or new messages seen while it was open): so are their
+    # notifications about it.
+    marked = notifications.mark_conversation_read(current_user.id, conversation.id)
+    if is_htmx():
+        return render_template(
+            "inbox/_read_state.html", conversation=contacts.conversation(conversation.id)
+        ) + bell_if_changed(marked)
     return read_state_response(conversation.id)
 
 
