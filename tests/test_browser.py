@@ -108,7 +108,7 @@ def test_a_hidden_tab_polls_slowly_notifies_if_asked_and_polls_at_once_when_show
     page = context.new_page()
     page.clock.install()  # the page's timers run when the test moves its clock, not by waiting
     log_in(page, server)
-    notify = page.get_by_role("button", name="Notifications")
+    notify = page.get_by_role("button", name="Desktop alerts")
     expect(notify).to_have_attribute("aria-pressed", "false")
     notify.click()  # asked only now, after a click
     expect(notify).to_have_attribute("aria-pressed", "true")

@@ -284,7 +284,7 @@ def test_a_hidden_tab_shows_a_new_notification_on_the_bell_and_the_desktop(app, 
     page = context.new_page()
     page.clock.install()
     log_in(page, server)
-    page.get_by_role("button", name="Notifications", exact=True).click()  # desktop notifications on
+    page.get_by_role("button", name="Desktop alerts", exact=True).click()  # desktop notifications on
     expect(page.get_by_role("link", name="Notifications, none unread")).to_be_visible()
 
     set_tab_hidden(page, True)
