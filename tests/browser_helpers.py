@@ -148,6 +148,9 @@ def download_rows(page) -> list[list[str]]:
 def screenshot(page, name: str):
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=OUTPUT / name, full_page=True)
+    # Playwright leaves empty `style` attributes behind, which a later htmx swap would copy against
+    # the page's CSP (style-src 'self'): the page as it was before the screenshot.
+    page.evaluate("document.querySelectorAll('[style=\"\"]').forEach(e => e.removeAttribute('style'))")
 
 
 DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
