@@ -8,6 +8,7 @@ The app purges by itself once a day (the periodic `daily_purge` job, app/jobs/; 
 app/jobs/leases.py, lets one process at a time purge); `flask --app app purge` runs it by hand.
 """
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,12 +27,12 @@ from app.db.models import (
     Suppression,
     UnmatchedDeliveryReport,
 )
-from app.db.unit_of_work import change_number, rows_matched, write_transaction
+from app.db.unit_of_work import LOCK_POLL_MOST, change_number, rows_matched, write_transaction
 from app.extensions import db
 from app.jobs import leases
 from app.privacy import settings
 from app.privacy.cascade import delete_rows_referring_to, referring_columns
-from app.privacy.scrubbing import scrub_files, secure_delete
+from app.privacy.scrubbing import is_sqlite, scrub_files, secure_delete
 
 PURGE_LEASE = "retention_purge"  # the lease's name (app/jobs/leases.py): one purge at a time
 PURGE_INTERVAL = timedelta(days=1)
@@ -102,6 +103,7 @@ def purge(
                 between_batches()
             if deleted < batch_size:
                 break
+            let_waiting_writers_in()
         result.dead_letters = _delete_in_batches(DeadLetter, DeadLetter.received_at < result.cutoff, batch_size)
     result.login_rows = _delete_in_batches(LoginThrottle, LoginThrottle.expires_at <= now, batch_size)
     result.sessions = _delete_in_batches(LoginSession, LoginSession.created_at < now - lifetime, batch_size)
@@ -207,6 +209,14 @@ def _recount(deleted: Counter, change: int) -> int:
     return len(emptied)
 
 
+def let_waiting_writers_in() -> None:
+    """A pause between batches on SQLite. Its write lock is not fair: a writer waiting for it (a
+    callback) tries again every LOCK_POLL_MOST at most, and a purge that took its next batch at
+    once would keep the lock from it for as long as the purge runs."""
+    if is_sqlite():
+        time.sleep(LOCK_POLL_MOST * 1.5)
+
+
 def _delete_in_batches(model, condition, batch_size: int) -> int:
     total = 0
     key = sa.inspect(model).primary_key[0]
@@ -223,6 +233,7 @@ def _delete_in_batches(model, condition, batch_size: int) -> int:
         total += deleted
         if deleted < batch_size:
             return total
+        let_waiting_writers_in()
 
 
 # --- once a day, by itself ---------------------------------------------------------------
