@@ -87,11 +87,7 @@ def users(form: AddUserForm | None = None, error: str | None = None, status: int
 @bp.post("/reply-ownership")
 @admin_required
 def reply_ownership():
-    on = request.form.get("on") == "1"
-    with write_transaction():
-        if on != owners.reply_takes_ownership():
-            owners.set_reply_takes_ownership(on)
-            audit.record("settings_changed", {"reply_takes_ownership": "yes" if on else "no"})
+    owners.set_reply_takes_ownership(request.form.get("on") == "1")
     return redirect(url_for("admin.users"), 303)
 
 
@@ -103,18 +99,7 @@ def auto_assignment():
         return users(error="The cap is a number of conversations.", status=400)
     numbers = request.form.getlist("number")
     try:
-        with write_transaction():
-            before = autoassign.settings()
-            saved = autoassign.set_settings(on, int(cap), numbers)
-            if saved != before:
-                audit.record(
-                    "settings_changed",
-                    {
-                        "auto_assignment": "yes" if saved.on else "no",
-                        "auto_assignment_cap": saved.cap,
-                        "auto_assignment_numbers": ", ".join(saved.numbers) or "all",
-                    },
-                )
+        autoassign.set_settings(on, int(cap), numbers)
     except autoassign.SettingsRefused as refused:
         return users(error=str(refused), status=400)
     return redirect(url_for("admin.users"), 303)

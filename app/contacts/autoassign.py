@@ -20,7 +20,7 @@ from functools import cache
 
 import sqlalchemy as sa
 
-from app import jobs
+from app import audit, jobs
 from app.contacts import owners
 from app.db.models import Conversation, ConversationRecipient, Job, Setting, User
 from app.db.unit_of_work import change_number, write_transaction
@@ -68,7 +68,11 @@ def set_settings(on: bool, cap: int, numbers: Iterable[str]) -> Settings:
     if any("," in number for number in chosen) or len(",".join(chosen)) > NUMBERS_CHARS:
         raise SettingsRefused("Choose fewer numbers, or none for all of them.")
     wanted = {ON: "1" if on else "0", CAP: str(cap), NUMBERS: ",".join(chosen)}
+    saved = Settings(on, cap, tuple(chosen))
     with write_transaction() as session:
+        if saved == settings():  # nothing to write or audit; a sweep all the same, as on any save
+            sweep_soon()
+            return saved
         for name, value in wanted.items():
             row = session.get(Setting, name)
             if row is None:
@@ -77,7 +81,15 @@ def set_settings(on: bool, cap: int, numbers: Iterable[str]) -> Settings:
                 row.value = value
         session.flush()
         sweep_soon()
-    return Settings(on, cap, tuple(chosen))
+        audit.record(
+            "settings_changed",
+            {
+                "auto_assignment": "yes" if on else "no",
+                "auto_assignment_cap": cap,
+                "auto_assignment_numbers": ", ".join(chosen) or "all",
+            },
+        )
+    return saved
 
 
 def is_on(connection: sa.Connection) -> bool:

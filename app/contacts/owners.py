@@ -30,13 +30,16 @@ def reply_takes_ownership() -> bool:
 
 
 def set_reply_takes_ownership(on: bool) -> None:
-    """In a write transaction (the caller's, if open)."""
+    """In a write transaction (the caller's, if open); a change is audited with it."""
     with write_transaction():
+        if on == reply_takes_ownership():
+            return
         row = db.session.get(Setting, REPLY_TAKES_OWNERSHIP)
         if row is None:
             db.session.add(Setting(name=REPLY_TAKES_OWNERSHIP, value="1" if on else "0"))
         else:
             row.value = "1" if on else "0"
+        audit.record("settings_changed", {"reply_takes_ownership": "yes" if on else "no"})
 
 
 def teammates() -> list[User]:
