@@ -72,6 +72,8 @@ def defaults(instance_path: str) -> dict:
         # Days to keep messages (None: for ever; an admin can change it in the app), and the audit trail.
         "RETENTION_DAYS": None,
         "AUDIT_RETENTION_DAYS": 365,
+        # The team's time zone (app/team), until an admin picks one in the app; empty: the server's.
+        "TEAM_TIME_ZONE": "",
         # Number of reverse proxies in front of the app whose X-Forwarded-* headers we trust.
         "PROXY_COUNT": 0,
         # Replies: also put opted-out numbers on Messente's account-wide blacklist (it covers
@@ -123,7 +125,7 @@ def from_environment(environ=os.environ) -> dict:
         found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
     if environ.get("MESSENTE_BLACKLIST_SYNC"):
         found["MESSENTE_BLACKLIST_SYNC"] = environ["MESSENTE_BLACKLIST_SYNC"].lower() in ("1", "true", "yes")
-    for name in ("BIND", "PUBLIC_URL"):
+    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE"):
         if environ.get(name):
             found[name] = environ[name]
     if environ.get("TRUSTED_HOSTS"):
