@@ -1,4 +1,5 @@
-"""Admin pages: users and roles, locked logins, the audit trail, retention, erasure, background jobs.
+"""Admin pages: users and roles, locked logins, the audit trail, retention, the team's time zone,
+erasure, background jobs.
 
 Every view here is `admin_required` (tests walk the URL map as an agent to check it).
 """
@@ -18,10 +19,10 @@ from flask import (
     url_for,
 )
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, StringField
+from wtforms import IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from app import audit, clock, config, jobs
+from app import audit, clock, config, jobs, team
 from app.accounts import sessions, throttle, two_factor
 from app.accounts import users as user_accounts  # `users` is the view below
 from app.contacts import autoassign, owners
@@ -48,6 +49,10 @@ class RetentionForm(FlaskForm):
     audit_days = IntegerField(
         "Keep the audit trail for (days)", validators=[Optional(), NumberRange(min=1, max=100_000)]
     )
+
+
+class TimeZoneForm(FlaskForm):
+    zone = SelectField("The team's time zone")
 
 
 @bp.context_processor
@@ -316,6 +321,36 @@ def retention_settings():
     else:
         form.days.data, form.audit_days.data = settings.days(), settings.audit_days()
     return render_template("admin/retention.html", form=form, message=message, last_purge=settings.last_purge()), status
+
+
+# --- the team's time zone ----------------------------------------------------------------
+
+
+@bp.route("/time-zone", methods=["GET", "POST"])
+@admin_required
+def time_zone():
+    """Where snooze's "tomorrow 09:00" is: team.set_time_zone saves (and audits) the choice."""
+    form, message, status = TimeZoneForm(), None, 200
+    form.zone.choices = team.time_zone_names()
+    if form.validate_on_submit():
+        team.set_time_zone(form.zone.data)
+        message = f"Saved. Snooze's times are in {form.zone.data} now."
+    elif request.method == "POST":
+        status = 400
+    else:
+        form.zone.data = team.time_zone_name()
+    return (
+        render_template(
+            "admin/time_zone.html",
+            form=form,
+            message=message,
+            server_zone=team.server_time_zone(),
+            configured=current_app.config.get("TEAM_TIME_ZONE") or None,
+            now=clock.now(),
+            zone=team.time_zone_name(),
+        ),
+        status,
+    )
 
 
 @bp.route(f"/conversations/<int(max={LARGEST_ID}):conversation_id>/delete", methods=["GET", "POST"])

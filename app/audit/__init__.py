@@ -56,6 +56,8 @@ ACTIONS = {
     "unassigned": "Unassigned a conversation",
     "on_shift": "Went on shift",
     "off_shift": "Went off shift",
+    "snoozed": "Snoozed a conversation",
+    "woke": "A conversation woke from snooze",
 }
 
 UNSET = object()

@@ -1,7 +1,7 @@
 """Filing inbound messages: validate a signed body, insert it once, keep the conversation current.
 
 Each store is one write transaction (joined if the caller already holds one): a message, its
-conversation, its owner's notification and the day's count commit together, before anyone
+conversation, its owner's notification, the wake of a snoozed conversation and the day's count commit together, before anyone
 answers 200. With auto-assignment on, a batch that starts or reopens conversations also
 commits one job for it (never does it here).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app import clock, notifications
-from app.contacts import autoassign, optouts
+from app.contacts import autoassign, optouts, snooze
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
 from app.db.models import (
@@ -169,6 +169,8 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
 
         # Before the conversations move on: which are new or reopened (only while it is on).
         autoassign.after_ingest(connection, set(conversation_of.values()))
+        # The customer wrote: snoozed conversations wake (audited, their owners told), in this transaction.
+        snooze.wake_on_reply(sorted(set(conversation_of.values())))
 
         totals: dict[int, ConversationTotals] = {}
         for message_id, key, message in zip(ids, keys, new, strict=True):

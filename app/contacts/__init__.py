@@ -63,6 +63,8 @@ def set_status(conversation_id: int, status: str) -> bool:
             sa.update(Conversation)
             .where(Conversation.id == conversation_id, Conversation.status != status)
             .values(status=status, change_seq=change_number())
+            # Done ends a snooze: put aside, it comes back only when the customer writes.
+            .values(**({"snoozed_until": None, "snoozed_until_reply": False} if status == "done" else {}))
             .returning(Conversation.assignee_id)
         ).first()
         if changed is not None and status == "done" and changed.assignee_id is not None:

@@ -2,7 +2,7 @@
 
 The rule: an unassigned open conversation goes to the on-shift, active person with the fewest
 open conversations, ties in turn (the one auto-assigned to longest ago first), never above the
-cap (open conversations only; done ones don't count). A done conversation the customer reopens
+cap (open conversations only; done and snoozed ones don't count). A done conversation the customer reopens
 stays with its owner if they are on shift and under the cap; otherwise it is treated as new.
 Nobody available: it waits in Unassigned until someone comes on shift or drops below the cap.
 An optional list of our numbers limits it to conversations written to one of them.
@@ -144,7 +144,12 @@ def assign_next() -> bool:
             return False
         waiting = session.scalar(
             sa.select(Conversation.id)
-            .where(Conversation.assignee_id.is_(None), Conversation.status == "open", _applies(current.numbers))
+            .where(
+                Conversation.assignee_id.is_(None),
+                Conversation.status == "open",
+                _awake(),
+                _applies(current.numbers),
+            )
             .order_by(Conversation.last_message_id, Conversation.id)
             .limit(1)
         )
@@ -208,10 +213,15 @@ def _open_load() -> sa.ScalarSelect:
     return (
         sa.select(sa.func.count())
         .select_from(Conversation)
-        .where(Conversation.assignee_id == User.id, Conversation.status == "open")
+        .where(Conversation.assignee_id == User.id, Conversation.status == "open", _awake())
         .correlate(User)
         .scalar_subquery()
     )
+
+
+def _awake() -> sa.ColumnElement[bool]:
+    """Not snoozed: a snoozed conversation counts towards nobody's cap and is given out once it wakes."""
+    return sa.and_(Conversation.snoozed_until.is_(None), sa.not_(Conversation.snoozed_until_reply))
 
 
 def _applies(numbers: Sequence[str]) -> sa.ColumnElement[bool]:

@@ -73,6 +73,10 @@ class Conversation(Model):
     contact_key: Mapped[str | None] = mapped_column(sa.String(CONTACT_KEY_LENGTH))
     # Who owns it (app/contacts/owners.py); None: unassigned.
     assignee_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+    # Snoozed (app/contacts/snooze.py): out of Open until this time (naive UTC), or until the
+    # customer writes again (`snoozed_until_reply`); both empty: not snoozed.
+    snoozed_until: Mapped[datetime | None]
+    snoozed_until_reply: Mapped[bool] = mapped_column(server_default=sa.false())
 
     __table_args__ = (
         sa.Index(
@@ -108,6 +112,13 @@ class Conversation(Model):
             "last_message_id",
             sqlite_where=sa.text("opted_out = 1"),
             postgresql_where=sa.text("opted_out"),
+        ),
+        # The Snoozed view, newest activity first, and its count: only the snoozed ones.
+        sa.Index(
+            "ix_conversation_snoozed_last_message_id",
+            "last_message_id",
+            sqlite_where=sa.text("snoozed_until IS NOT NULL OR snoozed_until_reply = 1"),
+            postgresql_where=sa.text("snoozed_until IS NOT NULL OR snoozed_until_reply"),
         ),
         # Search by name reads only the conversations that have one.
         sa.Index(

@@ -1,4 +1,4 @@
-"""The inbox's views (Open, Done, All, Unread, Opted out), their filters and their counts.
+"""The inbox's views (Open, Snoozed, Done, All, Unread, Opted out), their filters and their counts.
 
 A view is a condition on the conversation row; the filters narrow any view to a channel (the
 channel of the conversation's latest message, as the list shows it), to one of our numbers
@@ -19,10 +19,18 @@ from typing import TypeVar
 import sqlalchemy as sa
 from flask import current_app
 
+from app.contacts import snooze
 from app.db.models import Conversation, ConversationRecipient
 from app.extensions import db
 
-VIEWS = {"open": "Open", "done": "Done", "all": "All", "unread": "Unread", "opted-out": "Opted out"}
+VIEWS = {
+    "open": "Open",
+    "snoozed": "Snoozed",
+    "done": "Done",
+    "all": "All",
+    "unread": "Unread",
+    "opted-out": "Opted out",
+}
 DEFAULT_VIEW = "open"
 T = TypeVar("T")
 # The views by owner, beside the status views: `?assignee=me`, `none`, or a person's id; All
@@ -120,12 +128,16 @@ class ListFilter:
             # status of each. Said as a status index could serve it, SQLite (without statistics)
             # walks every open conversation instead, testing each for its owner.
             view = (Conversation.status + "") == self.view
+            if self.view == "open":
+                view = sa.and_(view, snooze.awake())
         return ([view] if view is not None else []) + self.narrowing()
 
 
 def view_condition(view: str) -> sa.SQLColumnExpression[bool] | None:
     return {
-        "open": Conversation.status == "open",
+        # Open leaves out the snoozed ones (still "open": they come back), which have a view of their own.
+        "open": sa.and_(Conversation.status == "open", snooze.awake()),
+        "snoozed": snooze.snoozed(),  # as its partial index says it
         "done": Conversation.status == "done",
         "unread": Conversation.unread_count > 0,
         "opted-out": Conversation.opted_out,  # as the partial index says it, so the index is used
@@ -213,9 +225,11 @@ def count_views(list_filter: ListFilter) -> dict[str, int]:
             query = sa.select(sa.func.count()).select_from(Conversation)
             return db.session.scalar(query.where(condition) if condition is not None else query) or 0
 
-        every, done = count(), count(view_condition("done"))
+        # A snoozed conversation is never done (snoozing opens it, Done ends the snooze).
+        every, done, snoozed = count(), count(view_condition("done")), count(view_condition("snoozed"))
         return {
-            "open": every - done,
+            "open": every - done - snoozed,
+            "snoozed": snoozed,
             "done": done,
             "all": every,
             "unread": count(view_condition("unread")),

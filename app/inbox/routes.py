@@ -1,13 +1,13 @@
 """The inbox: the list of conversations and a thread beside it, the htmx fragments their polls
-fetch, and what the thread's header changes (read state, name and note, done, opt-out)."""
+fetch, and what the thread's header changes (read state, name and note, done, snooze, opt-out)."""
 
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app import clock, contacts, notifications, replies
-from app.contacts import optouts, owners
+from app import clock, contacts, notifications, replies, team
+from app.contacts import optouts, owners, snooze
 from app.inbox import list_polls, presence, queries, read_state, search
 from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, owner_counts, view_facts
 from app.replies import reply_box, saved_replies
@@ -219,7 +219,14 @@ def header_states(conversation) -> dict[str, str]:
         "opt_out": ("out" if conversation.opted_out else "in")
         + ("-retrying" if conversation.blacklist_problem else ""),
         "owner": str(conversation.assignee_id or ""),
+        "snooze": snooze_state(conversation),
     }
+
+
+def snooze_state(conversation) -> str:
+    if conversation.snoozed_until is not None:
+        return clock.utc_iso(conversation.snoozed_until)
+    return snooze.UNTIL_REPLY if conversation.snoozed_until_reply else ""
 
 
 @bp.app_template_global()
@@ -357,6 +364,68 @@ def set_assignee(conversation_id: int):
             {"HX-Trigger": "conversation-changed"},
         )
     return redirect(thread_url(conversation.id), 303)
+
+
+# --- snooze ----------------------------------------------------------------------------------
+
+# The presets' names (team.presets) as the snooze menu says them.
+SNOOZE_PRESETS = {
+    "in an hour": "In an hour",
+    "this evening": "This evening",
+    "tomorrow": "Tomorrow",
+    "next Monday": "Next Monday",
+}
+
+
+@bp.app_template_global()
+def snooze_menu() -> dict:
+    """What the snooze menu offers now: the presets (label and time), the team's zone, and the
+    earliest custom time (now, as a datetime-local input in that zone takes it)."""
+    now = clock.now()
+    return {
+        "presets": [(name, SNOOZE_PRESETS.get(name, name), moment) for name, moment in team.presets(now).items()],
+        "zone": team.time_zone_name(),
+        "min": team.local(now).strftime("%Y-%m-%dT%H:%M"),
+    }
+
+
+@bp.app_template_global()
+def team_time(moment) -> str:
+    """A stored time as the team's clocks show it (what a page without JavaScript says)."""
+    return team.local(moment).strftime("%Y-%m-%d %H:%M")
+
+
+@bp.post(CONVERSATION + "/snooze")
+def snooze_conversation(conversation_id: int):
+    """Snooze until a preset, a date and time in the team's zone, or the customer's reply."""
+    conversation = conversation_or_404(conversation_id)
+    try:
+        until = snooze.until_for(request.form.get("until", ""), request.form.get("custom", ""), clock.now())
+        snooze.snooze(conversation.id, until, until is None, current_user.id)
+    except snooze.SnoozeRefused as refused:
+        if is_htmx():  # the menu again, open, saying why
+            return render_template("inbox/_snooze.html", conversation=conversation, snooze_error=str(refused))
+        return thread_page(queries.open_thread(conversation), status=400, snooze_error=str(refused))
+    return snooze_response(conversation.id)
+
+
+@bp.post(CONVERSATION + "/unsnooze")
+def unsnooze_conversation(conversation_id: int):
+    conversation = conversation_or_404(conversation_id)
+    snooze.unsnooze(conversation.id, current_user.id)
+    return snooze_response(conversation.id)
+
+
+def snooze_response(conversation_id: int):
+    """htmx swaps the snooze control (and the status beside it) and the list polls at once; a plain
+    form goes back to the thread."""
+    if is_htmx():
+        conversation = contacts.conversation(conversation_id) or abort(404)
+        return (
+            render_template("inbox/_snooze_update.html", conversation=conversation),
+            {"HX-Trigger": "conversation-changed"},
+        )
+    return redirect(thread_url(conversation_id), 303)
 
 
 @bp.get("/conversations/<sender>")

@@ -1,13 +1,15 @@
 """In-app notifications: a person's own list of what happened for them, and the bell that counts
 the unread ones.
 
-Two kinds so far, each made once, in the transaction of the change it tells of:
+Three kinds so far, each made once, in the transaction of the change it tells of:
 
 - "assigned": a conversation was given to someone by someone else (or by auto-assignment);
   `add_assigned`, from app/contacts/owners.py.
 - "message": a customer wrote in a conversation someone owns; `add_for_new_messages`, one
   INSERT ... SELECT per ingest batch. New messages join an unread one: a person has at most one
   unread "message" notification per conversation.
+- "woke": a snoozed conversation someone owns came back to Open (its time came, the customer
+  wrote, or someone else unsnoozed it); `add_woke`, from app/contacts/snooze.py.
 
 Both changes stamp the conversation's change number, so every open page's poll sees news and
 sends its own person's bell along. A person turns a kind off on their account page (a row in
@@ -26,11 +28,12 @@ from app.db.unit_of_work import write_transaction
 from app.extensions import db
 
 # What each kind says, in the list and the desktop notification; the order of the account page.
-KINDS = {"assigned": "Assigned to you", "message": "New message"}
+KINDS = {"assigned": "Assigned to you", "message": "New message", "woke": "Back from snooze"}
 # ... and what the account page's checkbox for each says.
 CHOICES = {
     "assigned": "someone else assigns a conversation to me",
     "message": "a customer writes in a conversation I own",
+    "woke": "a conversation I own comes back from snooze",
 }
 PAGE = 50
 LOOKUPS_PER_STATEMENT = 10_000  # SQLite binds at most 32,766 values in one statement
@@ -58,6 +61,13 @@ def add_assigned(conversation_id: int, user_id: int) -> None:
     caller's transaction (the assignment's)."""
     with write_transaction() as session:
         session.execute(_notify_one(), {"user_id": user_id, "conversation_id": conversation_id, "now": clock.now()})
+
+
+def add_woke(conversation_id: int, user_id: int) -> None:
+    """Tell a conversation's owner it is back from snooze (app/contacts/snooze.py), unless they
+    turned that kind off. In the caller's transaction (the wake's)."""
+    with write_transaction() as session:
+        session.execute(_notify_woke(), {"user_id": user_id, "conversation_id": conversation_id, "now": clock.now()})
 
 
 def add_for_new_messages(connection: sa.Connection, conversation_ids: list[int], now: datetime) -> None:
@@ -200,6 +210,15 @@ def _notify_one() -> sa.Insert:
     chosen = sa.select(
         user_id, sa.literal("assigned"), sa.bindparam("conversation_id", type_=sa.BigInteger), _now()
     ).where(~_turned_off(user_id, "assigned"))
+    return sa.insert(Notification.__table__).from_select(["user_id", "kind", "conversation_id", "created_at"], chosen)
+
+
+@cache
+def _notify_woke() -> sa.Insert:
+    user_id = sa.bindparam("user_id", type_=sa.Integer)
+    chosen = sa.select(user_id, sa.literal("woke"), sa.bindparam("conversation_id", type_=sa.BigInteger), _now()).where(
+        ~_turned_off(user_id, "woke")
+    )
     return sa.insert(Notification.__table__).from_select(["user_id", "kind", "conversation_id", "created_at"], chosen)
 
 

@@ -25,21 +25,29 @@ htmx.onLoad(function (root) {
 });
 PHONE.addEventListener("change", placeReadState);
 
+// The header's menus: More, and Snooze (templates/inbox/_snooze.html), which behaves the same.
+var MENUS = ["more-actions", "snooze-menu"];
+
+function openMenus() {
+  return MENUS.map(function (id) { return document.getElementById(id); }).filter(function (menu) { return menu && menu.open; });
+}
+
 document.addEventListener("click", function (event) {
-  var menu = document.getElementById("more-actions");
-  if (menu && menu.open && !menu.contains(event.target)) closeMenu(menu, false);
+  openMenus().forEach(function (menu) {
+    if (!menu.contains(event.target)) closeMenu(menu, false);
+  });
 });
 
 document.addEventListener("submit", function (event) {
-  var menu = event.target.closest && event.target.closest("#more-actions");
+  var menu = event.target.closest && event.target.closest("#more-actions, #snooze-menu");
   if (menu) closeMenu(menu, true);
 });
 
 // Registered before keyboard.js's keydown listener (base.html loads this module first), which
 // then sees the Escape as handled and leaves the conversation open.
 document.addEventListener("keydown", function (event) {
-  var menu = document.getElementById("more-actions");
-  if (event.key !== "Escape" || !menu || !menu.open) return;
+  var menu = openMenus()[0];
+  if (event.key !== "Escape" || !menu) return;
   event.preventDefault();  // closes the menu, not the conversation
   closeMenu(menu, true);
 });

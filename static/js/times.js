@@ -23,14 +23,16 @@ function showLocalTimes(root) {
     var moment = new Date(element.getAttribute("datetime"));
     if (!isNaN(moment)) {
       // In a thread the day separators say the day: a message says only its time.
-      element.textContent = element.closest("#messages")
+      // A moment to come (data-moment: when a snooze ends) always says its day and time.
+      var planned = element.hasAttribute("data-moment");
+      element.textContent = element.closest("#messages") && !planned
         ? moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-        : localTime(moment, !!element.closest("#conversations"));
+        : localTime(moment, !planned && !!element.closest("#conversations"));
       var utc = function (value) { return value.replace("T", " ").replace("Z", " UTC"); };
       var sent = element.getAttribute("data-sent");
       // The list and the thread show when a message arrived; the provider's clock may differ.
       // Other times (the audit trail's events, sessions) are simply the moment.
-      var arrival = !!element.closest("#messages, #conversations");
+      var arrival = !planned && !!element.closest("#messages, #conversations");
       element.title = (arrival ? "Arrived " : "At ") + utc(element.getAttribute("datetime")) +
         (sent && sent.slice(0, 16) !== element.getAttribute("datetime").slice(0, 16) ? "; sent " + utc(sent) + " by the provider's clock" : "");
     }
@@ -46,6 +48,15 @@ function dayLabel(moment) {
     year: moment.getFullYear() === now.getFullYear() ? undefined : "numeric" });
 }
 
+// The snooze menu's note that its times are the team's: shown only where the reader's zone is another.
+function showZoneNotes(root) {
+  var mine = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  root.querySelectorAll("[data-team-zone]").forEach(function (note) {
+    note.hidden = note.getAttribute("data-team-zone") === mine;
+  });
+}
+
 htmx.onLoad(showLocalTimes);
+htmx.onLoad(showZoneNotes);
 
 window.smsInbox.times = { showLocalTimes: showLocalTimes, dayLabel: dayLabel };
