@@ -258,3 +258,51 @@ def test_assigning_in_one_session_shows_in_the_others_list_within_a_poll(new_con
     expect(row_for(bob, "+37255664418")).to_have_count(0)
     alice.goto(server.url + "/?assignee=me")
     expect(row_for(alice, "+37255664418")).to_have_count(1)
+
+
+def test_snooze_from_the_header_leaves_open_and_sits_in_snoozed(page, server, backend):
+    """The admin sets the team's zone; the snooze menu offers its times, says whose they are (the
+    browser is in Tallinn), and a snoozed conversation leaves the Open list for Snoozed."""
+    deliver(server, sender="+37255664418", recipient="+37250000001", text="Can you call me tomorrow?")
+    deliver(server, sender="+3725550002", recipient="+37250000001", text="Hi")
+    log_in(page, server)
+
+    page.goto(server.url + "/admin/time-zone")
+    page.get_by_label("The team's time zone").select_option("America/New_York")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved.")
+    expect(page.get_by_label("The team's time zone")).to_have_value("America/New_York")
+    assert serious_accessibility_problems(page) == []
+    screens(page, "admin-time-zone", backend)
+
+    page.goto(server.url + "/")
+    tabs = page.get_by_role("navigation", name="Views")
+    expect(tabs.get_by_role("link", name="Open 2")).to_have_attribute("aria-current", "page")
+    open_row(page, "+37255664418")
+    page.locator("#snooze-menu summary").click()
+    menu = page.locator("#snooze-menu-items")
+    expect(menu.get_by_role("button", name=re.compile("^Tomorrow"))).to_be_visible()
+    expect(menu.get_by_role("button", name="Until the customer replies")).to_be_visible()
+    expect(menu.get_by_label(re.compile("^Date and time"))).to_be_visible()
+    expect(menu.locator(".zone-note")).to_have_text(re.compile("America/New_York"))  # not the browser's zone
+    assert serious_accessibility_problems(page) == []
+    screens(page, "snooze-menu", backend)
+
+    menu.get_by_role("button", name=re.compile("^Tomorrow")).click()
+    expect(page.locator("#snooze .snoozed-tag")).to_contain_text("Snoozed until")
+    expect(page.get_by_role("button", name="Unsnooze")).to_be_visible()
+    expect(row_for(page, "+37255664418")).to_have_count(0, timeout=LIVE)  # left the Open list, no reload
+    expect(tabs.get_by_role("link", name="Snoozed 1")).to_be_visible()
+    expect(tabs.get_by_role("link", name="Open 1")).to_be_visible()
+
+    tabs.get_by_role("link", name=re.compile("^Snoozed")).click()
+    expect(page).to_have_url(re.compile(r"view=snoozed"))
+    expect(row_for(page, "+37255664418").locator(".wakes")).to_contain_text("Wakes")
+    assert serious_accessibility_problems(page) == []
+    screens(page, "snoozed-view", backend)
+
+    open_row(page, "+37255664418")
+    page.get_by_role("button", name="Unsnooze").click()
+    expect(page.locator("#snooze-menu summary")).to_be_visible()
+    expect(row_for(page, "+37255664418")).to_have_count(0, timeout=LIVE)  # back in Open: out of Snoozed
+    expect(tabs.get_by_role("link", name="Open 2")).to_be_visible()
