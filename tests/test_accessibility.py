@@ -196,6 +196,17 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
                     expect(page.locator("#more-actions-menu")).to_be_visible(),
                 ),
             ),
+            "snooze-menu": (
+                thread,
+                lambda: (
+                    page.locator("#snooze-menu summary").click(),
+                    expect(page.locator("#snooze-menu-items")).to_be_visible(),
+                ),
+            ),
+            "admin-time-zone": (
+                url + "/admin/time-zone",
+                lambda: expect(page.get_by_label("The team's time zone")).to_be_visible(),
+            ),
             "keyboard-help": (
                 url + "/",
                 lambda: (page.keyboard.press("?"), expect(page.locator("#keyboard-help")).to_be_visible()),

@@ -358,6 +358,18 @@ def test_the_menu_offers_the_presets_in_the_team_zone_and_says_so(app, inbox, al
     assert 'data-team-zone="Europe/Tallinn" hidden' in menu  # times.js shows it where the browser's zone differs
 
 
+def test_on_a_sunday_the_menu_offers_tomorrow_once(app, inbox, alice, clock):
+    clock.moment = clock.moment.replace(day=8)  # Sunday: "next Monday" 09:00 is tomorrow 09:00
+    page = alice.client.get(f"/conversations/{inbox[1]}").text
+    assert re.findall(r'name="until" value="([^"]+)"', page) == [
+        "in an hour",
+        "this evening",
+        "tomorrow",
+        "reply",
+        "custom",
+    ]
+
+
 def test_snoozing_with_htmx_swaps_the_control_and_a_poll_brings_it_to_other_pages(app, inbox, alice, bob):
     first = inbox[0]
     page = bob.client.get(f"/conversations/{first}").text

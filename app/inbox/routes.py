@@ -382,8 +382,11 @@ def snooze_menu() -> dict:
     """What the snooze menu offers now: the presets (label and time), the team's zone, and the
     earliest custom time (now, as a datetime-local input in that zone takes it)."""
     now = clock.now()
+    presets: dict = {}
+    for name, moment in team.presets(now).items():  # on a Sunday, "next Monday" is tomorrow: once
+        presets.setdefault(moment, (name, SNOOZE_PRESETS.get(name, name), moment))
     return {
-        "presets": [(name, SNOOZE_PRESETS.get(name, name), moment) for name, moment in team.presets(now).items()],
+        "presets": list(presets.values()),
         "zone": team.time_zone_name(),
         "min": team.local(now).strftime("%Y-%m-%dT%H:%M"),
     }
