@@ -8,6 +8,8 @@ Two kinds so far, each made once, in the transaction of the change it tells of:
 - "message": a customer wrote in a conversation someone owns; `add_for_new_messages`, one
   INSERT ... SELECT per ingest batch. New messages join an unread one: a person has at most one
   unread "message" notification per conversation.
+- "mention": a teammate mentioned them in a note (app/replies/notes.py); `add_mentioned`. Later
+  mentions in the same conversation join an unread one, as new messages do.
 
 Both changes stamp the conversation's change number, so every open page's poll sees news and
 sends its own person's bell along. A person turns a kind off on their account page (a row in
@@ -26,11 +28,12 @@ from app.db.unit_of_work import write_transaction
 from app.extensions import db
 
 # What each kind says, in the list and the desktop notification; the order of the account page.
-KINDS = {"assigned": "Assigned to you", "message": "New message"}
+KINDS = {"assigned": "Assigned to you", "message": "New message", "mention": "Mentioned you"}
 # ... and what the account page's checkbox for each says.
 CHOICES = {
     "assigned": "someone else assigns a conversation to me",
     "message": "a customer writes in a conversation I own",
+    "mention": "a teammate mentions me in a note",
 }
 PAGE = 50
 LOOKUPS_PER_STATEMENT = 10_000  # SQLite binds at most 32,766 values in one statement
@@ -68,6 +71,16 @@ def add_for_new_messages(connection: sa.Connection, conversation_ids: list[int],
         connection.execute(
             _notify_owners(), {"ids": conversation_ids[start : start + LOOKUPS_PER_STATEMENT], "now": now}
         )
+
+
+def add_mentioned(connection: sa.Connection, conversation_id: int, user_ids: list[int], now: datetime) -> None:
+    """Tell each of these people a note mentioned them, where they have no unread "mention"
+    notification for the conversation yet and have not turned the kind off. In the note's
+    transaction."""
+    connection.execute(
+        _notify_mentioned(),
+        [{"user_id": user_id, "conversation_id": conversation_id, "now": now} for user_id in user_ids],
+    )
 
 
 def unread_count(user_id: int) -> int:
@@ -200,6 +213,22 @@ def _notify_one() -> sa.Insert:
     chosen = sa.select(
         user_id, sa.literal("assigned"), sa.bindparam("conversation_id", type_=sa.BigInteger), _now()
     ).where(~_turned_off(user_id, "assigned"))
+    return sa.insert(Notification.__table__).from_select(["user_id", "kind", "conversation_id", "created_at"], chosen)
+
+
+@cache
+def _notify_mentioned() -> sa.Insert:
+    user_id = sa.bindparam("user_id", type_=sa.Integer)
+    conversation_id = sa.bindparam("conversation_id", type_=sa.BigInteger)
+    unread_already = sa.exists().where(
+        Notification.user_id == user_id,
+        Notification.conversation_id == conversation_id,
+        Notification.read_at.is_(None),
+        Notification.kind == "mention",
+    )
+    chosen = sa.select(user_id, sa.literal("mention"), conversation_id, _now()).where(
+        ~unread_already, ~_turned_off(user_id, "mention")
+    )
     return sa.insert(Notification.__table__).from_select(["user_id", "kind", "conversation_id", "created_at"], chosen)
 
 
