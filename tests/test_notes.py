@@ -263,3 +263,15 @@ def test_erasure_removes_notes_and_mentions(app, admin):
         assert erasure.erase_conversation(conversation_id) == 2
         for model in (Message, Mention, Notification):
             assert db.session.scalar(sa.select(sa.func.count()).select_from(model)) == 0, model
+
+
+def test_a_person_who_turned_mentions_off_still_has_the_mention_in_their_view(app, admin):
+    team(app)
+    deliver(app)
+    with app.app_context():
+        notifications.set_kinds_on(user_id(app, "carol"), {"assigned", "message"})
+    write_note(admin.client, app, "@carol FYI")
+    assert notifications_of(app, "carol") == []
+    with app.app_context():
+        conversation_id = conversation_of(CUSTOMER).id
+    assert f'id="conversation-link-{conversation_id}"' in log_in(app, "carol").get("/?view=mentions").text

@@ -186,15 +186,21 @@ def _once_per_change(key: tuple, latest_change: int, compute: Callable[[], T]) -
 def view_facts(list_filter: ListFilter, latest_change: int) -> ViewFacts:
     """Counts per view under the filter, and the channels and numbers to filter by.
 
-    Counted once per change number and filter, then kept (per process) until the number moves.
-    The owner filter counts by the id it resolves to: two people's "Mine" are two keys, and
+    Counted once per change number and filter, then kept (per process) until the number moves;
+    Mentions once more for each person. The owner filter counts by the id it resolves to: two people's "Mine" are two keys, and
     Mine and a person's own id one.
     """
     owner = list_filter.assignee if list_filter.assignee in (None, "none") else list_filter.assignee_id
     key = ("views", list_filter.channel, list_filter.recipient, owner)
-    shared = _once_per_change(key, latest_change, lambda: ViewFacts(count_views(list_filter), channels(), recipients()))
-    mine = _once_per_change(("mentions", *key[1:], list_filter.me), latest_change, lambda: count_mentions(list_filter))
-    return ViewFacts({**shared.counts, "mentions": mine}, shared.channels, shared.recipients)
+
+    def with_mentions() -> ViewFacts:
+        shared = _once_per_change(
+            key, latest_change, lambda: ViewFacts(count_views(list_filter), channels(), recipients())
+        )
+        return ViewFacts({**shared.counts, "mentions": count_mentions(list_filter)}, shared.channels, shared.recipients)
+
+    # Mentions counts the person's own: their facts are the shared ones with that count.
+    return _once_per_change(("mine", *key, list_filter.me), latest_change, with_mentions)
 
 
 def count_mentions(list_filter: ListFilter) -> int:
