@@ -123,12 +123,17 @@ def test_a_person_who_turned_a_kind_off_gets_none_of_it(app, team):
     first, second = team["ids"]
     bob = team["bob"]
     page = bob.get("/account").text
-    assert page.count('name="kind"') == 3 and page.count(" checked") == 3  # every kind on by default
+    assert page.count('name="kind"') == 4 and page.count(" checked") == 4  # every kind on by default
     answer = bob.post("/account/notifications", data={"kind": "assigned", "csrf_token": csrf_token(page)})
     assert answer.status_code == 200
     assert 'value="assigned" checked' in answer.text and 'value="message">' in answer.text
     with app.app_context():
-        assert notifications.kinds_on(team["bob_id"]) == {"assigned": True, "message": False, "woke": False}
+        assert notifications.kinds_on(team["bob_id"]) == {
+            "assigned": True,
+            "message": False,
+            "mention": False,
+            "woke": False,
+        }
 
     assign(app, first, team["bob_id"], team["alice_id"])  # still wanted
     team["alice"].get("/")

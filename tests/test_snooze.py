@@ -159,6 +159,7 @@ def test_snoozed_until_a_preset_leaves_open_sits_in_snoozed_and_wakes_at_its_tim
         "Done": 0,
         "All": 3,
         "Unread": 3,
+        "Mentions": 0,
         "Opted out": 0,
     }
     response = snooze_by_form(alice, first, "tomorrow")
@@ -436,6 +437,7 @@ def test_the_snoozed_view_counts_under_filters_once_per_change(app, inbox, alice
             "all": 3,
             "unread": 3,
             "opted-out": 0,
+            "mentions": 0,
         }
         narrowed = list_views.view_facts(ListFilter(channel="sms"), latest).counts
         assert (narrowed["open"], narrowed["snoozed"]) == (2, 1)

@@ -51,7 +51,15 @@ def status_form(client, path: str) -> tuple[str, dict]:
 
 def test_done_leaves_the_open_view_and_a_new_message_brings_it_back(client, inbox):
     first, second = conversation_id(client, "+3725550001"), conversation_id(client, "+3725550002")
-    assert counts(client.get("/").text) == {"Open": 3, "Snoozed": 0, "Done": 0, "All": 3, "Unread": 3, "Opted out": 1}
+    assert counts(client.get("/").text) == {
+        "Open": 3,
+        "Snoozed": 0,
+        "Done": 0,
+        "All": 3,
+        "Unread": 3,
+        "Mentions": 0,
+        "Opted out": 1,
+    }
     path = f"/conversations/{first}"
     action, form = status_form(client, path)
     assert form["status"] == "done"
@@ -62,7 +70,15 @@ def test_done_leaves_the_open_view_and_a_new_message_brings_it_back(client, inbo
     assert client.get(f"/?since={latest}").status_code == 200  # open lists see it at their next poll
     open_view = client.get("/").text
     assert first not in listed(open_view) and second in listed(open_view)
-    assert counts(open_view) == {"Open": 2, "Snoozed": 0, "Done": 1, "All": 3, "Unread": 3, "Opted out": 1}
+    assert counts(open_view) == {
+        "Open": 2,
+        "Snoozed": 0,
+        "Done": 1,
+        "All": 3,
+        "Unread": 3,
+        "Mentions": 0,
+        "Opted out": 1,
+    }
     assert listed(client.get("/?view=done").text) == [first]
     assert first in listed(client.get("/?view=all").text)
     assert "Reopen" in client.get(path).text
@@ -109,7 +125,7 @@ def test_filter_by_our_number_lists_conversations_with_messages_to_it(client, in
     assert sorted(listed(client.get(f"/?view=all&{TO_SUPPORT}").text)) == sorted([both, support_only])
     sales = client.get(f"/?view=all&{TO_SALES}").text
     assert sorted(listed(sales)) == sorted([both, sales_only])
-    assert counts(sales) == {"Open": 2, "Snoozed": 0, "Done": 0, "All": 2, "Unread": 2, "Opted out": 1}
+    assert counts(sales) == {"Open": 2, "Snoozed": 0, "Done": 0, "All": 2, "Unread": 2, "Mentions": 0, "Opted out": 1}
     # The channel is the conversation's latest one, as the list shows it.
     assert listed(client.get("/?view=all&channel=whatsapp").text) == [both]
     assert listed(client.get(f"/?view=all&channel=sms&{TO_SALES}").text) == []
@@ -146,7 +162,15 @@ def test_counts_are_counted_once_per_change_number(app, inbox):
         latest = queries.latest_change()
         first = list_views.view_facts(ListFilter(), latest)
         assert list_views.view_facts(ListFilter(), latest) is first  # a repeat is not counted again
-        assert first.counts == {"open": 3, "snoozed": 0, "done": 0, "all": 3, "unread": 3, "opted-out": 1}
+        assert first.counts == {
+            "open": 3,
+            "snoozed": 0,
+            "done": 0,
+            "all": 3,
+            "unread": 3,
+            "opted-out": 1,
+            "mentions": 0,
+        }
     inbox(body_for(sender="+3725550009", recipient=SUPPORT))
     with app.test_request_context():
         assert list_views.view_facts(ListFilter(), queries.latest_change()).counts["open"] == 4

@@ -30,6 +30,7 @@ ACTIONS = {
     "logout": "Logged out",
     "export": "Exported messages",
     "reply": "Sent a reply",
+    "note": "Wrote a note",
     "contact_edited": "Edited a contact",
     "conversation_deleted": "Deleted a conversation",
     "user_added": "Added a user",

@@ -20,6 +20,7 @@ CONTACT_NAME_LENGTH = 120
 CONTACT_KEY_LENGTH = 3 * CONTACT_NAME_LENGTH  # folding can lengthen a name (ß is ss, ﬃ is ffi)
 CONTACT_NOTE_LENGTH = 2000
 SAVED_REPLY_TITLE_LENGTH = 80
+DIRECTION_LENGTH = 8  # "in", "out", "note"
 
 
 # Ids that count messages (and changes) are 64-bit on PostgreSQL; SQLite's INTEGER already is,
@@ -55,8 +56,9 @@ class Conversation(Model):
     unread_count: Mapped[int]
     # The change number of the last write that changed what the list or the thread shows.
     change_seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
-    # "in" when the newest message came from the customer, "out" when it is our reply ("You: ...").
-    last_direction: Mapped[str] = mapped_column(sa.String(3), server_default="in")
+    # "in" when the newest message came from the customer, "out" when it is our reply ("You: ...");
+    # never "note": notes leave the list's preview to the customer-facing conversation.
+    last_direction: Mapped[str] = mapped_column(sa.String(DIRECTION_LENGTH), server_default="in")
     # When the customer last wrote: WhatsApp takes free text only within 24 hours of it.
     last_inbound_at: Mapped[datetime | None]
     opted_out: Mapped[bool] = mapped_column(server_default=sa.false())
@@ -167,7 +169,9 @@ class Message(Model):
     # Replies are messages too: "out", with who wrote them and how far they got. For a reply,
     # `sender` is our sender (a number or a name), `recipient` the customer, `msg_id` our own
     # "reply-<key>" (the form's one-time key: a resubmitted form cannot store it twice).
-    direction: Mapped[str] = mapped_column(sa.String(3), server_default="in")
+    # A team's private note is a message too: "note", with its author, never sent (no status, no
+    # legs), `msg_id` "note-<key>", `channel` "note" (app/replies/notes.py).
+    direction: Mapped[str] = mapped_column(sa.String(DIRECTION_LENGTH), server_default="in")
     author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
     # queued -> sending -> sent | failed | unconfirmed | retrying (see replies.py); None for inbound.
     status: Mapped[str | None] = mapped_column(sa.String(12))
@@ -514,7 +518,7 @@ class Notification(Model):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id"))
-    # "assigned" or "message" (mentions may come): what happened, in app/notifications.KINDS.
+    # "assigned", "message" or "mention": what happened, in app/notifications.KINDS.
     kind: Mapped[str] = mapped_column(sa.String(16))
     conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"))
     created_at: Mapped[datetime]
@@ -548,6 +552,35 @@ class NotificationOptOut(Model):
     kind: Mapped[str] = mapped_column(sa.String(16))
 
     __table_args__ = (sa.UniqueConstraint("user_id", "kind"),)
+
+
+class Mention(Model):
+    """A teammate named in a note (`@username`, app/replies/notes.py): the conversation is in
+    their Mentions view until they read it (`read_at`). One row per note and person."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("message.id"))
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user.id"))
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"))
+    created_at: Mapped[datetime]
+    read_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # A note names a person once, however often its text does; an erasure or the purge finds
+        # a message's mentions by it (app/privacy/cascade.py).
+        sa.UniqueConstraint("message_id", "user_id"),
+        # The Mentions view and its count: a person's unread ones only.
+        sa.Index(
+            "ix_mention_unread",
+            "user_id",
+            "conversation_id",
+            sqlite_where=sa.text("read_at IS NULL"),
+            postgresql_where=sa.text("read_at IS NULL"),
+        ),
+        # An erasure or the purge deletes a conversation's mentions with it.
+        sa.Index("ix_mention_conversation_id", "conversation_id"),
+        ids_never_reused(),
+    )
 
 
 class Lease(Model):

@@ -18,10 +18,11 @@ from app.inbox.queries import conversation_matches
 # The export's columns, in this order, in both formats (docs/search.md says what each holds). New
 # columns take their place in this list and existing ones keep their names and values, so files
 # read by column name keep working. `status`: for a reply its delivery report (DELIVRD, ...) once
-# there is one, else how far sending got (sent, failed, ...); for an inbound message "received".
-# `agent`: who wrote a reply; `assignee`: who owns the conversation now (empty: unassigned);
-# `problem`: why a reply failed, or its delivery error. `labels` is kept empty for now: the format
-# is fixed before the feature that fills it.
+# there is one, else how far sending got (sent, failed, ...); for an inbound message "received"; for
+# a team's note (direction "note", channel "note") empty. `agent`: who wrote a reply or a note;
+# `assignee`: who owns the conversation now (empty: unassigned); `problem`: why a reply failed, or
+# its delivery error. `labels` is kept empty for now: the format is fixed before the feature that
+# fills it.
 # The last column is never empty: LibreOffice, reading the file with `;` as the separator, pairs
 # the quotes of a line that ends in an empty cell the wrong way and evaluates a formula inside a
 # text (tests/test_export.py opens the file in Calc).
@@ -87,9 +88,10 @@ def export_query(
         .where(Conversation.id == Message.conversation_id)
         .scalar_subquery()
     )
-    status = sa.func.coalesce(
+    sending = sa.func.coalesce(
         sa.func.nullif(Message.delivery, ""), sa.func.nullif(Message.status, ""), sa.literal("received", sa.String)
     )  # inbound messages have neither
+    status = sa.case((Message.direction == "note", sa.literal("", sa.String)), else_=sending)  # a note: none
     not_yet = sa.cast(sa.null(), sa.String)  # labels: empty until its feature exists
     query = db.select(
         Message.sent_at,

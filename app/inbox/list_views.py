@@ -1,4 +1,7 @@
-"""The inbox's views (Open, Snoozed, Done, All, Unread, Opted out), their filters and their counts.
+"""The inbox's views (Open, Snoozed, Done, All, Unread, Mentions, Opted out), their filters and their counts.
+
+Mentions is each person's own: the conversations where a note mentions them and they have not
+read it since (`mention`, app/replies/notes.py); its count is counted per person.
 
 A view is a condition on the conversation row; the filters narrow any view to a channel (the
 channel of the conversation's latest message, as the list shows it), to one of our numbers
@@ -20,7 +23,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.contacts import snooze
-from app.db.models import Conversation, ConversationRecipient
+from app.db.models import Conversation, ConversationRecipient, Mention
 from app.extensions import db
 
 VIEWS = {
@@ -29,8 +32,10 @@ VIEWS = {
     "done": "Done",
     "all": "All",
     "unread": "Unread",
+    "mentions": "Mentions",
     "opted-out": "Opted out",
 }
+PERSONAL_VIEWS = ("mentions",)  # counted for each person, never shared
 DEFAULT_VIEW = "open"
 T = TypeVar("T")
 # The views by owner, beside the status views: `?assignee=me`, `none`, or a person's id; All
@@ -122,7 +127,7 @@ class ListFilter:
         return conditions
 
     def conditions(self) -> list[sa.SQLColumnExpression[bool]]:
-        view = view_condition(self.view)
+        view = view_condition(self.view, self.me)
         if self.assignee not in (None, "none") and self.view in ("open", "done"):
             # One person's conversations are few: walk them on the owner's index and test the
             # status of each. Said as a status index could serve it, SQLite (without statistics)
@@ -133,7 +138,9 @@ class ListFilter:
         return ([view] if view is not None else []) + self.narrowing()
 
 
-def view_condition(view: str) -> sa.SQLColumnExpression[bool] | None:
+def view_condition(view: str, me: int | None = None) -> sa.SQLColumnExpression[bool] | None:
+    if view == "mentions":
+        return mentioned(me)
     return {
         # Open leaves out the snoozed ones (still "open": they come back), which have a view of their own.
         "open": sa.and_(Conversation.status == "open", snooze.awake()),
@@ -142,6 +149,15 @@ def view_condition(view: str) -> sa.SQLColumnExpression[bool] | None:
         "unread": Conversation.unread_count > 0,
         "opted-out": Conversation.opted_out,  # as the partial index says it, so the index is used
     }.get(view)
+
+
+def mentioned(me: int | None) -> sa.ColumnElement[bool]:
+    """Conversations with a mention of `me` not read yet: from the person's unread mentions (a
+    partial index), however many conversations there are."""
+    if me is None:
+        return sa.false()
+    unread = sa.select(Mention.conversation_id).where(Mention.user_id == me, Mention.read_at.is_(None))
+    return Conversation.id.in_(unread.scalar_subquery())
 
 
 @dataclass(frozen=True)
@@ -176,22 +192,40 @@ def _once_per_change(key: tuple, latest_change: int, compute: Callable[[], T]) -
 def view_facts(list_filter: ListFilter, latest_change: int) -> ViewFacts:
     """Counts per view under the filter, and the channels and numbers to filter by.
 
-    Counted once per change number and filter, then kept (per process) until the number moves.
-    The owner filter counts by the id it resolves to: two people's "Mine" are two keys, and
+    Counted once per change number and filter, then kept (per process) until the number moves;
+    Mentions once more for each person. The owner filter counts by the id it resolves to: two people's "Mine" are two keys, and
     Mine and a person's own id one.
     """
     owner = list_filter.assignee if list_filter.assignee in (None, "none") else list_filter.assignee_id
     key = ("views", list_filter.channel, list_filter.recipient, owner)
-    return _once_per_change(key, latest_change, lambda: ViewFacts(count_views(list_filter), channels(), recipients()))
+
+    def with_mentions() -> ViewFacts:
+        shared = _once_per_change(
+            key, latest_change, lambda: ViewFacts(count_views(list_filter), channels(), recipients())
+        )
+        return ViewFacts({**shared.counts, "mentions": count_mentions(list_filter)}, shared.channels, shared.recipients)
+
+    # Mentions counts the person's own: their facts are the shared ones with that count.
+    return _once_per_change(("mine", *key, list_filter.me), latest_change, with_mentions)
+
+
+def count_mentions(list_filter: ListFilter) -> int:
+    """How many conversations the person asking has unread mentions in, under the filters."""
+    query = (
+        sa.select(sa.func.count()).select_from(Conversation).where(mentioned(list_filter.me), *list_filter.narrowing())
+    )
+    return db.session.scalar(query) or 0
 
 
 def owner_counts(list_filter: ListFilter, latest_change: int) -> dict[str, int]:
     """How many conversations of the status view (under the channel and number filters) are the
     person's own (Mine), unassigned, and in all. Unassigned and All are counted once per change
     number for everyone; Mine once per person."""
-    in_view = [condition for condition in [view_condition(list_filter.view)] if condition is not None]
+    in_view = [condition for condition in [view_condition(list_filter.view, list_filter.me)] if condition is not None]
     narrowing = in_view + list_filter.narrowing_but_owner()
-    shared_key = (list_filter.view, list_filter.channel, list_filter.recipient)
+    shared_key: tuple = (list_filter.view, list_filter.channel, list_filter.recipient)
+    if list_filter.view in PERSONAL_VIEWS:  # one person's conversations: counted for them alone
+        shared_key += (list_filter.me,)
 
     def count(*conditions: sa.ColumnElement[bool]) -> int:
         query = sa.select(sa.func.count()).select_from(Conversation).where(*narrowing, *conditions)
@@ -239,11 +273,12 @@ def count_views(list_filter: ListFilter) -> dict[str, int]:
     def count_where(condition):
         return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
 
+    views = [view for view in VIEWS if view not in PERSONAL_VIEWS]
     columns = [
-        count_where(view_condition(view)) if view_condition(view) is not None else sa.func.count() for view in VIEWS
+        count_where(view_condition(view)) if view_condition(view) is not None else sa.func.count() for view in views
     ]
     query = sa.select(*columns).select_from(Conversation).where(*narrowing)
-    return dict(zip(VIEWS, db.session.execute(query).one(), strict=True))
+    return dict(zip(views, db.session.execute(query).one(), strict=True))
 
 
 def channels() -> list[str]:

@@ -332,8 +332,11 @@ def open_thread(
     messages arrived in. Only a page that reaches the newest message is live (polled).
     """
     # Up to the conversation's newest message as read: what arrives meanwhile is for the poll.
+    # Notes leave the conversation's last message as it was (app/replies/notes.py): one written
+    # after it is in the thread all the same.
     in_thread = thread_select().where(
-        Message.conversation_id == conversation.id, Message.id <= conversation.last_message_id
+        Message.conversation_id == conversation.id,
+        sa.or_(Message.id <= conversation.last_message_id, Message.direction == "note"),
     )
     if around is not None:
         older = list(

@@ -10,7 +10,7 @@ from app import clock, contacts, notifications, replies, team
 from app.contacts import optouts, owners, snooze
 from app.inbox import list_polls, presence, queries, read_state, search
 from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, owner_counts, view_facts
-from app.replies import reply_box, saved_replies
+from app.replies import notes, reply_box, saved_replies
 from app.web.htmx import is_htmx, render_varying_on_htmx
 from app.web.request_args import LARGEST_ID, id_arg, parse_id
 
@@ -115,10 +115,19 @@ def list_poll(since: int, latest: int) -> Response:
         request.host,
         *sorted((name, value) for name, value in request.args.items(multi=True) if name not in NOT_THE_LIST),
         # `assignee=me` is a different list for each person: never one person's for another.
-        *([("me", list_filter.me)] if list_filter.assignee == "me" else []),
+        *([("me", list_filter.me)] if list_filter.assignee == "me" or list_filter.view == "mentions" else []),
     )
     body, arrived = list_polls.shared(list_key, since, latest, render, queries.arrived_since)
     announcer = render_template("inbox/_announcer.html", arrived=arrived)
+    # The views count the person's own mentions: rendered for each poll too.
+    view_tabs = render_template(
+        "inbox/_views.html",
+        oob=True,
+        q=request.args.get("q", "").strip(),
+        list_filter=list_filter,
+        views=VIEWS,
+        view_facts=view_facts(list_filter, latest),
+    )
     # The owner tabs count the person's own (Mine): rendered for each poll, outside what is shared.
     owner_tabs = render_template(
         "inbox/_owner_views.html",
@@ -129,7 +138,7 @@ def list_poll(since: int, latest: int) -> Response:
         owner_counts=owner_counts(list_filter, latest),
     )
     # The person's bell comes after everything shared: nobody else's count is ever in `body`.
-    response = current_app.make_response(announcer + owner_tabs + body + bell_if_changed())
+    response = current_app.make_response(announcer + view_tabs + owner_tabs + body + bell_if_changed())
     response.vary.update(("HX-Request", "HX-Target"))
     return response
 
@@ -186,12 +195,17 @@ def thread(conversation_id: int):
         if presence_stale:
             stale.add("presence")
         update = render_template("inbox/_thread_update.html", page=page, composer=composer, stale=stale)
+        if request.args.get("viewing") == "1" and any(m.direction == notes.NOTE for m in page.messages):
+            # A note that mentions the person, shown on their screen: read (so is its notification).
+            if notes.mark_mentions_read(current_user.id, conversation.id):
+                notifications.mark_conversation_read(current_user.id, conversation.id)
         return update + bell_if_changed()
 
     presence.touch(conversation.id, current_user.id, False, clock.now())  # others see who opened it at once
     # Opening a conversation reads the person's notifications about it (the page's bell counts
     # after this; a pane swapped in sends the bell along).
     marked = notifications.mark_conversation_read(current_user.id, conversation.id)
+    notes.mark_mentions_read(current_user.id, conversation.id)  # ... and takes it out of their Mentions view
     page = queries.open_thread(conversation, before=id_arg("before"), after=id_arg("after"), around=id_arg("around"))
     # A saved reply picked from the menu without JavaScript: the reply box opens with its text.
     text = saved_replies.text_for(conversation, id_arg("saved_reply"))
@@ -445,6 +459,7 @@ def mark_read(conversation_id: int):
     # Read by this person (opened, or new messages seen while it was open): so are their
     # notifications about it.
     marked = notifications.mark_conversation_read(current_user.id, conversation.id)
+    notes.mark_mentions_read(current_user.id, conversation.id)
     if is_htmx():
         return render_template(
             "inbox/_read_state.html", conversation=contacts.conversation(conversation.id)
@@ -489,4 +504,4 @@ def reply_refused(refused: replies.ReplyRefused):
     page = queries.open_thread(refused.conversation)
     if isinstance(refused, replies.ReplyHeld):  # the send guard: what is new, and "Send anyway"
         return thread_page(page, text=refused.text, status=409, held=refused, seen_message_id=refused.through)
-    return thread_page(page, str(refused), refused.text, 400)
+    return thread_page(page, str(refused), refused.text, 400, mode=getattr(refused, "mode", None))

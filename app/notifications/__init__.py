@@ -8,6 +8,8 @@ Three kinds so far, each made once, in the transaction of the change it tells of
 - "message": a customer wrote in a conversation someone owns; `add_for_new_messages`, one
   INSERT ... SELECT per ingest batch. New messages join an unread one: a person has at most one
   unread "message" notification per conversation.
+- "mention": a teammate mentioned them in a note (app/replies/notes.py); `add_mentioned`. Later
+  mentions in the same conversation join an unread one, as new messages do.
 - "woke": a snoozed conversation someone owns came back to Open (its time came, the customer
   wrote, or someone else unsnoozed it); `add_woke`, from app/contacts/snooze.py.
 
@@ -28,11 +30,17 @@ from app.db.unit_of_work import write_transaction
 from app.extensions import db
 
 # What each kind says, in the list and the desktop notification; the order of the account page.
-KINDS = {"assigned": "Assigned to you", "message": "New message", "woke": "Back from snooze"}
+KINDS = {
+    "assigned": "Assigned to you",
+    "message": "New message",
+    "mention": "Mentioned you",
+    "woke": "Back from snooze",
+}
 # ... and what the account page's checkbox for each says.
 CHOICES = {
     "assigned": "someone else assigns a conversation to me",
     "message": "a customer writes in a conversation I own",
+    "mention": "a teammate mentions me in a note",
     "woke": "a conversation I own comes back from snooze",
 }
 PAGE = 50
@@ -78,6 +86,16 @@ def add_for_new_messages(connection: sa.Connection, conversation_ids: list[int],
         connection.execute(
             _notify_owners(), {"ids": conversation_ids[start : start + LOOKUPS_PER_STATEMENT], "now": now}
         )
+
+
+def add_mentioned(connection: sa.Connection, conversation_id: int, user_ids: list[int], now: datetime) -> None:
+    """Tell each of these people a note mentioned them, where they have no unread "mention"
+    notification for the conversation yet and have not turned the kind off. In the note's
+    transaction."""
+    connection.execute(
+        _notify_mentioned(),
+        [{"user_id": user_id, "conversation_id": conversation_id, "now": now} for user_id in user_ids],
+    )
 
 
 def unread_count(user_id: int) -> int:
@@ -218,6 +236,22 @@ def _notify_woke() -> sa.Insert:
     user_id = sa.bindparam("user_id", type_=sa.Integer)
     chosen = sa.select(user_id, sa.literal("woke"), sa.bindparam("conversation_id", type_=sa.BigInteger), _now()).where(
         ~_turned_off(user_id, "woke")
+    )
+    return sa.insert(Notification.__table__).from_select(["user_id", "kind", "conversation_id", "created_at"], chosen)
+
+
+@cache
+def _notify_mentioned() -> sa.Insert:
+    user_id = sa.bindparam("user_id", type_=sa.Integer)
+    conversation_id = sa.bindparam("conversation_id", type_=sa.BigInteger)
+    unread_already = sa.exists().where(
+        Notification.user_id == user_id,
+        Notification.conversation_id == conversation_id,
+        Notification.read_at.is_(None),
+        Notification.kind == "mention",
+    )
+    chosen = sa.select(user_id, sa.literal("mention"), conversation_id, _now()).where(
+        ~unread_already, ~_turned_off(user_id, "mention")
     )
     return sa.insert(Notification.__table__).from_select(["user_id", "kind", "conversation_id", "created_at"], chosen)
 

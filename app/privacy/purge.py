@@ -194,9 +194,12 @@ def _recount(deleted: Counter, change: int) -> int:
         ),
         [{"conversation": conversation_id, "gone": gone} for conversation_id, gone in deleted.items()],
     )
+    # Left with no message, or only the team's notes about it (newer than its last message): gone,
+    # notes and all.
     emptied = session.execute(
         sa.select(Conversation.id, Conversation.sender, Conversation.opted_out).where(
-            Conversation.id.in_(list(deleted)), ~sa.exists().where(Message.conversation_id == Conversation.id)
+            Conversation.id.in_(list(deleted)),
+            ~sa.exists().where(Message.conversation_id == Conversation.id, Message.direction != "note"),
         )
     ).all()
     for conversation_id, sender, opted_out in emptied:
@@ -205,6 +208,10 @@ def _recount(deleted: Counter, change: int) -> int:
             if session.get(Suppression, number_hash) is None:
                 session.add(Suppression(number_hash=number_hash, created_at=clock.now()))
         delete_rows_referring_to(conversation_id)
+        notes = sa.select(Message.id).where(Message.conversation_id == conversation_id).scalar_subquery()
+        for column in referring_columns(Message.__table__):
+            session.execute(sa.delete(column.table).where(column.in_(notes)))
+        session.execute(sa.delete(Message).where(Message.conversation_id == conversation_id))
         session.execute(sa.delete(Conversation).where(Conversation.id == conversation_id))
     return len(emptied)
 

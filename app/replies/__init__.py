@@ -181,6 +181,7 @@ def newer_than(
         Message.id > seen_message_id,
         # One's own earlier replies are no news: only the customer's messages and teammates' replies.
         sa.or_(Message.direction != "out", Message.author_id.is_(None), Message.author_id != author_id),
+        Message.direction != "note",  # notes are the team's asides (app/replies/notes.py), not answers
     )
     rows = connection.execute(
         sa.select(Message.id, Message.direction, User.username, Message.received_at, Message.text)

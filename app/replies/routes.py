@@ -5,7 +5,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from flask_login import current_user
 
 from app import contacts, replies
-from app.replies import delivery, reply_box, saved_replies, sms_length
+from app.replies import delivery, notes, reply_box, saved_replies, sms_length
 from app.web.access import admin_required
 from app.web.htmx import is_htmx
 from app.web.request_args import LARGEST_ID, parse_id
@@ -22,6 +22,8 @@ def conversation_or_404(conversation_id: int):
 def reply(conversation_id: int):
     conversation = conversation_or_404(conversation_id)
     form = request.form
+    if form.get("mode") == notes.NOTE:  # the box in Note mode: stored for the team, never sent
+        return add_note(conversation)
     # The newest message the writer had on screen (the send guard); missing: nothing is checked.
     seen = parse_id(form.get("seen_message_id", ""))
     try:
@@ -66,6 +68,52 @@ def reply(conversation_id: int):
         response.headers["HX-Trigger"] = "poll-now"  # the thread's poller brings the new bubble
         return response
     return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
+
+
+@bp.post(CONVERSATION + "/notes")
+def note(conversation_id: int):
+    """The box where nothing can be sent (opted out, no sender, no API key) writes notes only."""
+    return add_note(conversation_or_404(conversation_id))
+
+
+def add_note(conversation):
+    """A private note from the box in Note mode (app/replies/notes.py): the box comes back in
+    Note mode, with a new key, and the thread's poller brings the note."""
+    form = request.form
+    try:
+        notes.add_note(conversation.id, form.get("text", ""), current_user.id, form.get("key", ""))
+    except notes.NoteRefused as refused:
+        if is_htmx():  # the box again, with what was typed and why it was not stored
+            return render_template(
+                "replies/_composer.html",
+                conversation=conversation,
+                error=str(refused),
+                text=form.get("text"),
+                mode=notes.NOTE,
+                seen_message_id=parse_id(form.get("seen_message_id", "")),
+                composer=reply_box.for_conversation(conversation),
+            )
+        refused.conversation, refused.text = conversation, form.get("text")
+        raise  # the inbox draws the thread page again (app/inbox/routes.py, reply_refused)
+    if is_htmx():
+        response = current_app.make_response(
+            render_template(
+                "replies/_composer.html",
+                conversation=conversation,
+                mode=notes.NOTE,
+                seen_message_id=parse_id(form.get("seen_message_id", "")),
+                composer=reply_box.for_conversation(conversation),
+            )
+        )
+        response.headers["HX-Trigger"] = "poll-now"  # the thread's poller brings the note
+        return response
+    return redirect(url_for("inbox.thread", conversation_id=conversation.id), 303)
+
+
+@bp.app_template_global()
+def mentionable_names() -> list[str]:
+    """The usernames a note's `@` offers: active teammates, oneself aside."""
+    return [person.username for person in notes.mentionable() if person.id != current_user.id]
 
 
 @bp.post(CONVERSATION + f"/replies/<int(max={LARGEST_ID}):reply_id>/retry")

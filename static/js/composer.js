@@ -1,4 +1,5 @@
-// The reply box: its SMS counter, Ctrl/Cmd+Enter sends, its draft, its height, its text kept when htmx renews it.
+// The reply box: its SMS counter, Ctrl/Cmd+Enter sends, its draft, its height, its text kept when htmx renews it,
+// and its two modes (Reply and Note: the placeholder and the description follow the mode chosen).
 var modules = window.smsInbox;
 
 function routeMaySendSms(form) {
@@ -40,18 +41,36 @@ document.addEventListener("htmx:oobBeforeSwap", function (event) {
   if (seen && freshSeen && (Number(seen.value) || 0) > (Number(freshSeen.value) || 0)) {
     freshSeen.setAttribute("value", seen.value);
   }
+  // ... and the mode it was in, where the renewed box offers it.
+  var note = event.detail.target.querySelector("input[name=mode][value=note]");
+  var freshNote = event.detail.fragment.querySelector("input[name=mode][value=note]");
+  if (note && note.checked && freshNote) {
+    freshNote.setAttribute("checked", "");
+    var freshReply = event.detail.fragment.querySelector("input[name=mode][value=reply]");
+    if (freshReply) freshReply.removeAttribute("checked");
+  }
 });
 
+function showMode(box) {
+  var note = box.form.querySelector("input[name=mode][value=note]");
+  var mode = note && note.checked ? "note" : "reply";
+  box.placeholder = box.getAttribute("data-placeholder-" + mode) || box.placeholder;
+  var described = box.getAttribute("data-described-" + mode);
+  if (described) box.setAttribute("aria-describedby", described);
+}
+
 function enhanceReplyBox(root) {
-  root.querySelectorAll("textarea[data-sms-counter]").forEach(function (box) {
+  root.querySelectorAll("textarea[data-composer]").forEach(function (box) {
     var counter = document.getElementById(box.getAttribute("data-sms-counter"));
     var update = function () {
-      counter.textContent = modules.smsLength.describeLength(box.value, routeMaySendSms(box.form));
+      if (counter) counter.textContent = modules.smsLength.describeLength(box.value, routeMaySendSms(box.form));
     };
     box.addEventListener("input", update);
     box.form.addEventListener("change", function (event) {
       if (event.target.name === "route") update();
+      if (event.target.name === "mode") showMode(box);
     });
+    showMode(box);
     modules.drafts.keepDraft(box);
     box.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
