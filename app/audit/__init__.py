@@ -56,6 +56,13 @@ ACTIONS = {
     "unassigned": "Unassigned a conversation",
     "on_shift": "Went on shift",
     "off_shift": "Went off shift",
+    "new_message": "Wrote a new message",
+    "scheduled": "Scheduled a message",
+    "scheduled_edited": "Edited a scheduled message",
+    "scheduled_cancelled": "Cancelled a scheduled message",
+    "scheduled_sent": "Sent a scheduled message",
+    "scheduled_missed": "Scheduled message missed",
+    "scheduled_held": "Scheduled message held",
 }
 
 UNSET = object()
