@@ -342,7 +342,8 @@ def test_after_downtime_a_message_is_sent_within_the_grace_and_missed_beyond_it(
     with clocked.app_context():
         kinds = db.session.scalars(sa.select(Notification.kind).where(Notification.kind.in_(["held", "missed"]))).all()
         assert kinds == ["missed"]
-    assert AuthActions(alice).login().status_code == 302  # hours later: logged in again
+    alice = clocked.test_client()  # hours later: logged in again
+    assert AuthActions(alice).login().status_code == 302
     page = alice.get(thread_path(clocked)).text
     assert "Missed:" in page and "Send now" in page
     token = form_fields(page, f"{thread_path(clocked)}/scheduled/{late.id}/send")["csrf_token"]
