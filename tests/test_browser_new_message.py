@@ -28,16 +28,16 @@ def messente_env(messente) -> dict:
     }
 
 
-def test_schedule_a_new_message_see_it_edit_it_cancel_it(page, server, backend, messente):
+def test_schedule_a_new_message_see_it_edit_it_cancel_it(messente_env, page, server, backend, messente):
     deliver(server, sender="+37255664418", text="Is my parcel on its way?")
     log_in(page, server)
     page.get_by_role("link", name="New message").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("New message")
     expect(page.get_by_text("only with a message template WhatsApp approved")).to_be_visible()
-    page.get_by_label("To").fill("+372 5557 7003")
-    page.get_by_label("Message").fill("Your order is ready for pickup from tomorrow.")
+    page.get_by_label("To", exact=True).fill("+372 5557 7003")
+    page.get_by_label("Message", exact=True).fill("Your order is ready for pickup from tomorrow.")
     page.get_by_text("Send later").click()
-    page.get_by_label(re.compile("^Tomorrow")).check()
+    page.get_by_role("radio", name=re.compile("Tomorrow")).check()
     assert serious_accessibility_problems(page) == []
     screens(page, "new-message", backend)
 
@@ -50,7 +50,7 @@ def test_schedule_a_new_message_see_it_edit_it_cancel_it(page, server, backend, 
     screens(page, "scheduled-thread", backend)
 
     scheduled.get_by_role("link", name=re.compile("^Edit")).click()
-    page.get_by_label("Message").fill("Ready for pickup from tomorrow 10:00.")
+    page.get_by_label("Message", exact=True).fill("Ready for pickup from tomorrow 10:00.")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#scheduled li.pending .text")).to_have_text("Ready for pickup from tomorrow 10:00.")
 
