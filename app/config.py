@@ -74,6 +74,12 @@ def defaults(instance_path: str) -> dict:
         "AUDIT_RETENTION_DAYS": 365,
         # The team's time zone (app/team), until an admin picks one in the app; empty: the server's.
         "TEAM_TIME_ZONE": "",
+        # New messages: the country a number typed without its country code is read in (ISO
+        # 3166, e.g. EE), until an admin picks one in the app; empty: a number needs its code.
+        "DEFAULT_REGION": "",
+        # A scheduled message whose time passed more than this many hours ago (the app was not
+        # running) is not sent: it is marked missed for a person to send or cancel.
+        "SCHEDULED_GRACE_HOURS": 12,
         # Number of reverse proxies in front of the app whose X-Forwarded-* headers we trust.
         "PROXY_COUNT": 0,
         # Replies: also put opted-out numbers on Messente's account-wide blacklist (it covers
@@ -125,7 +131,7 @@ def from_environment(environ=os.environ) -> dict:
         found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
     if environ.get("MESSENTE_BLACKLIST_SYNC"):
         found["MESSENTE_BLACKLIST_SYNC"] = environ["MESSENTE_BLACKLIST_SYNC"].lower() in ("1", "true", "yes")
-    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE"):
+    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE", "DEFAULT_REGION"):
         if environ.get(name):
             found[name] = environ[name]
     if environ.get("TRUSTED_HOSTS"):
@@ -137,6 +143,7 @@ def from_environment(environ=os.environ) -> dict:
         "REPLY_RETRY_SECONDS",
         "RETENTION_DAYS",
         "AUDIT_RETENTION_DAYS",
+        "SCHEDULED_GRACE_HOURS",
     ):
         if environ.get(name):
             found[name] = int(environ[name])

@@ -123,7 +123,8 @@ def test_a_person_who_turned_a_kind_off_gets_none_of_it(app, team):
     first, second = team["ids"]
     bob = team["bob"]
     page = bob.get("/account").text
-    assert page.count('name="kind"') == 4 and page.count(" checked") == 4  # every kind on by default
+    kinds = len(notifications.KINDS)  # assigned, message, and a scheduled message's held and missed
+    assert page.count('name="kind"') == kinds and page.count(" checked") == kinds  # all on by default
     answer = bob.post("/account/notifications", data={"kind": "assigned", "csrf_token": csrf_token(page)})
     assert answer.status_code == 200
     assert 'value="assigned" checked' in answer.text and 'value="message">' in answer.text
@@ -133,6 +134,8 @@ def test_a_person_who_turned_a_kind_off_gets_none_of_it(app, team):
             "message": False,
             "mention": False,
             "woke": False,
+            "held": False,
+            "missed": False,
         }
 
     assign(app, first, team["bob_id"], team["alice_id"])  # still wanted

@@ -59,6 +59,13 @@ ACTIONS = {
     "off_shift": "Went off shift",
     "snoozed": "Snoozed a conversation",
     "woke": "A conversation woke from snooze",
+    "new_message": "Wrote a new message",
+    "scheduled": "Scheduled a message",
+    "scheduled_edited": "Edited a scheduled message",
+    "scheduled_cancelled": "Cancelled a scheduled message",
+    "scheduled_sent": "Sent a scheduled message",
+    "scheduled_missed": "Scheduled message missed",
+    "scheduled_held": "Scheduled message held",
 }
 
 UNSET = object()

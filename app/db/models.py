@@ -79,6 +79,9 @@ class Conversation(Model):
     # customer writes again (`snoozed_until_reply`); both empty: not snoozed.
     snoozed_until: Mapped[datetime | None]
     snoozed_until_reply: Mapped[bool] = mapped_column(server_default=sa.false())
+    # Scheduled messages waiting in it (scheduled, held or missed: app/replies/scheduled.py):
+    # the list row's clock, without a look at its messages.
+    scheduled_count: Mapped[int] = mapped_column(server_default="0")
 
     __table_args__ = (
         sa.Index(
@@ -188,9 +191,21 @@ class Message(Model):
     # A reply's channel legs, tried in order: [{"channel": ..., "sender": ...}]; None for inbound
     # messages. SQL NULL, not JSON null, when there are none (copy-db inserts None explicitly).
     legs: Mapped[list | None] = mapped_column(sa.JSON(none_as_null=True))
+    # A message to send later (app/replies/scheduled.py): when, naive UTC. A scheduled row waits
+    # with status scheduled | held | missed | cancelled; when it is sent, a reply row takes its
+    # place at the end of the thread and keeps its `send_at`. None for everything else.
+    send_at: Mapped[datetime | None]
 
     __table_args__ = (
         sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),
+        # A thread's scheduled messages: only the rows that ever were scheduled.
+        sa.Index(
+            "ix_message_scheduled",
+            "conversation_id",
+            "send_at",
+            sqlite_where=sa.text("send_at IS NOT NULL"),
+            postgresql_where=sa.text("send_at IS NOT NULL"),
+        ),
         # A thread's poll: its messages changed after the number the page last saw.
         sa.Index("ix_message_conversation_id_change_seq", "conversation_id", "change_seq"),
         # Text search on PostgreSQL: LIKE '%part%' through pg_trgm (SQLite: MESSAGE_FTS below).

@@ -12,6 +12,7 @@ from app.db.models import Conversation, DailyCount, Message, User
 from app.extensions import db
 from app.inbox import search
 from app.inbox.list_views import ListFilter
+from app.replies import scheduled
 
 THREAD_PAGE = 100
 # Up to this many conversations found through the text index are read by id and sorted into list
@@ -290,7 +291,8 @@ THREAD_COLUMNS = (
 
 
 def thread_select():
-    return db.select(*THREAD_COLUMNS)
+    # Scheduled messages still waiting (or cancelled) are not the thread's: shown after it instead.
+    return db.select(*THREAD_COLUMNS).where(sa.or_(Message.send_at.is_(None), Message.status.not_in(scheduled.STATES)))
 
 
 def authors_of(messages: list[sa.Row]) -> dict[int, str]:

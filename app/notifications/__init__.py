@@ -35,6 +35,8 @@ KINDS = {
     "message": "New message",
     "mention": "Mentioned you",
     "woke": "Back from snooze",
+    "held": "Scheduled message held",
+    "missed": "Scheduled message missed",
 }
 # ... and what the account page's checkbox for each says.
 CHOICES = {
@@ -42,6 +44,8 @@ CHOICES = {
     "message": "a customer writes in a conversation I own",
     "mention": "a teammate mentions me in a note",
     "woke": "a conversation I own comes back from snooze",
+    "held": "a message I scheduled is held because the customer wrote since",
+    "missed": "a message I scheduled was not sent in time",
 }
 PAGE = 50
 LOOKUPS_PER_STATEMENT = 10_000  # SQLite binds at most 32,766 values in one statement
@@ -76,6 +80,23 @@ def add_woke(conversation_id: int, user_id: int) -> None:
     turned that kind off. In the caller's transaction (the wake's)."""
     with write_transaction() as session:
         session.execute(_notify_woke(), {"user_id": user_id, "conversation_id": conversation_id, "now": clock.now()})
+
+
+def add_for_writer(conversation_id: int, user_id: int, kind: str) -> None:
+    """Tell a scheduled message's writer it was held or missed ("held", "missed"), unless they
+    turned that kind off. In the caller's transaction (the send job's)."""
+    with write_transaction() as session:
+        turned_off = session.scalar(
+            sa.select(NotificationOptOut.id).where(
+                NotificationOptOut.user_id == user_id, NotificationOptOut.kind == kind
+            )
+        )
+        if turned_off is None:
+            session.execute(
+                sa.insert(Notification).values(
+                    user_id=user_id, kind=kind, conversation_id=conversation_id, created_at=clock.now()
+                )
+            )
 
 
 def add_for_new_messages(connection: sa.Connection, conversation_ids: list[int], now: datetime) -> None:

@@ -41,6 +41,7 @@ from app.replies import (
     delivery,
     messente,
     reply_box,
+    scheduled,  # registers its kind of job
     sms_length,
 )
 
@@ -94,8 +95,10 @@ def queue_reply(
     author_id: int,
     key: str,
     seen_message_id: int | None = None,
+    send_at: datetime | None = None,
 ) -> int:
     """Store a reply as `queued`, with its audit event, and return its id; the outbox sends it.
+    With `send_at`, it is stored `scheduled` for then instead (app/replies/scheduled.py).
     Raises ReplyRefused, or ReplyHeld when a message from someone else (the customer, a teammate)
     is newer than `seen_message_id`, the newest one the writer had on screen: checked in the
     transaction that stores the reply, so of two people answering at once the second is held.
@@ -113,11 +116,7 @@ def queue_reply(
     offered = reply_box.for_conversation(conversation)
     if not offered.can_reply:
         raise ReplyRefused(offered.note)
-    route = next((route for route in offered.routes if route.value == route_value), offered.routes[0])
-    if "sms" in route.channels and not current_app.config["MESSENTE_SMS_SENDER"]:
-        if sms_sender not in offered.sms_senders:
-            sms_sender = offered.sms_senders[0]
-    legs = [{"channel": channel, "sender": sender_for(channel, sms_sender)} for channel in route.channels]
+    legs = legs_for(offered, route_value, sms_sender)
 
     msg_id = f"reply-{key}"
     with write_transaction() as session:
@@ -131,43 +130,78 @@ def queue_reply(
             newer, more = newer_than(connection, conversation.id, seen_message_id, author_id)
             if newer:
                 raise ReplyHeld(newer, more)  # the transaction ends with nothing written
-        now, change = clock.now(), change_number()
-        reply_id = connection.execute(
-            sa.insert(Message)
-            .values(
-                conversation_id=conversation.id,
-                msg_id=msg_id,
-                channel=route.channels[0],
-                sender=legs[0]["sender"] or "",
-                recipient=conversation.sender,
-                text=text,
-                sent_at=now,
-                folded_text=folding.fold(text),
-                received_at=now,
-                legs=legs,
-                raw_body=b"",
-                change_seq=change,
-                direction="out",
-                author_id=author_id,
-                status="queued",
+        if send_at is not None:
+            reply_id = scheduled.insert_scheduled(
+                connection, conversation.id, conversation.sender, text, legs, author_id, msg_id, send_at
             )
-            .returning(Message.id)
-        ).scalar_one()
-        connection.execute(
-            sa.update(Conversation)
-            .where(Conversation.id == conversation.id)
-            .values(
-                last_message_id=reply_id,
-                last_sent_at=now,
-                last_text=text[:PREVIEW_LENGTH],
-                last_direction="out",
-                message_count=Conversation.message_count + 1,
-                change_seq=change,
+            audit.record(
+                "scheduled",
+                {"conversation": conversation.id, "scheduled": reply_id, "send_at": send_at.replace(microsecond=0)},
             )
-        )
-        jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
-        audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
+        else:
+            reply_id = insert_reply(connection, conversation.id, conversation.sender, text, legs, author_id, msg_id)
+            audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
         owners.take_if_unassigned(conversation.id, author_id)  # ... and so does its new owner, if any
+    return reply_id
+
+
+def legs_for(offered: "reply_box.Composer", route_value: str, sms_sender: str | None) -> list[dict]:
+    """The channel legs of the route picked among those offered, and our sender for each."""
+    route = next((route for route in offered.routes if route.value == route_value), offered.routes[0])
+    if "sms" in route.channels and not current_app.config["MESSENTE_SMS_SENDER"]:
+        if sms_sender not in offered.sms_senders:
+            sms_sender = offered.sms_senders[0]
+    return [{"channel": channel, "sender": sender_for(channel, sms_sender)} for channel in route.channels]
+
+
+def insert_reply(
+    connection: sa.Connection,
+    conversation_id: int,
+    recipient: str,
+    text: str,
+    legs: list[dict],
+    author_id: int,
+    msg_id: str,
+    send_at: datetime | None = None,
+) -> int:
+    """Store a reply `queued` as the conversation's newest message, with its send job; its id.
+    In the caller's write transaction (the caller audits it). `send_at`: it was scheduled for then."""
+    now, change = clock.now(), change_number()
+    reply_id = connection.execute(
+        sa.insert(Message)
+        .values(
+            conversation_id=conversation_id,
+            msg_id=msg_id,
+            channel=legs[0]["channel"],
+            sender=legs[0]["sender"] or "",
+            recipient=recipient,
+            text=text,
+            sent_at=now,
+            folded_text=folding.fold(text),
+            received_at=now,
+            legs=legs,
+            raw_body=b"",
+            change_seq=change,
+            direction="out",
+            author_id=author_id,
+            status="queued",
+            send_at=send_at,
+        )
+        .returning(Message.id)
+    ).scalar_one()
+    connection.execute(
+        sa.update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(
+            last_message_id=reply_id,
+            last_sent_at=now,
+            last_text=text[:PREVIEW_LENGTH],
+            last_direction="out",
+            message_count=Conversation.message_count + 1,
+            change_seq=change,
+        )
+    )
+    jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
     return reply_id
 
 

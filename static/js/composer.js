@@ -5,6 +5,10 @@ var modules = window.smsInbox;
 function routeMaySendSms(form) {
   var route = form.elements.namedItem("route");
   if (!route) return true;
+  if (!route.tagName) {  // radio buttons (the New message form): the one checked
+    var checked = Array.prototype.find.call(route, function (radio) { return radio.checked; });
+    return !!checked && checked.hasAttribute("data-sms");
+  }
   var chosen = route.tagName === "SELECT" ? route.options[route.selectedIndex] : route;
   return !!chosen && chosen.hasAttribute("data-sms");
 }
@@ -96,4 +100,11 @@ htmx.onLoad(function (root) {
     box.addEventListener("input", grow);
     grow();
   });
+});
+
+// Send later: typing a date and time of one's own picks "On" among the choices.
+document.addEventListener("input", function (event) {
+  var picks = event.target.getAttribute && event.target.getAttribute("data-picks");
+  var radio = picks && document.getElementById(picks);
+  if (radio) radio.checked = true;
 });

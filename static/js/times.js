@@ -20,6 +20,8 @@ function localTime(moment, listOnly) {
 
 function showLocalTimes(root) {
   root.querySelectorAll("time[datetime]").forEach(function (element) {
+    // A time in the team's zone (a scheduled message's "Tue 09:00") stays as the server wrote it.
+    if (element.hasAttribute("data-team-time")) return;
     var moment = new Date(element.getAttribute("datetime"));
     if (!isNaN(moment)) {
       // In a thread the day separators say the day: a message says only its time.
