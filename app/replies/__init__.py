@@ -171,6 +171,62 @@ def queue_reply(
     return reply_id
 
 
+def queue_automatic(
+    conversation: Conversation, text: str, via: str, msg_id: str, sms_sender: str | None = None
+) -> int | None:
+    """Store an automatic reply (`via`: "away", app/hours) as `queued`, with its send job, in the
+    caller's write transaction; None when the conversation can't be answered (opted out, a sender
+    name, no credentials). It has no author: it takes no ownership, and the send guard does not
+    count it as news. The first route the reply box offers; SMS from `sms_sender` (the number the
+    customer wrote to) where the box offers it. The conversation's preview stays the customer's
+    message: an automatic reply is no answer."""
+    offered = reply_box.for_conversation(conversation)
+    if not offered.can_reply:
+        return None
+    route = offered.routes[0]
+    if "sms" in route.channels and not current_app.config["MESSENTE_SMS_SENDER"]:
+        if sms_sender not in offered.sms_senders:
+            sms_sender = offered.sms_senders[0]
+    legs = [{"channel": channel, "sender": sender_for(channel, sms_sender)} for channel in route.channels]
+    with write_transaction() as session:
+        connection = session.connection()
+        now, change = clock.now(), change_number()
+        reply_id = connection.execute(
+            sa.insert(Message)
+            .values(
+                conversation_id=conversation.id,
+                msg_id=msg_id,
+                channel=route.channels[0],
+                sender=legs[0]["sender"] or "",
+                recipient=conversation.sender,
+                text=text,
+                sent_at=now,
+                folded_text=folding.fold(text),
+                received_at=now,
+                legs=legs,
+                raw_body=b"",
+                change_seq=change,
+                direction="out",
+                author_id=None,
+                via=via,
+                status="queued",
+            )
+            .returning(Message.id)
+        ).scalar_one()
+        connection.execute(
+            sa.update(Conversation)
+            .where(Conversation.id == conversation.id)
+            .values(
+                last_message_id=reply_id,
+                last_sent_at=now,
+                message_count=Conversation.message_count + 1,
+                change_seq=change,
+            )
+        )
+        jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
+    return reply_id
+
+
 def newer_than(
     connection: sa.Connection, conversation_id: int, seen_message_id: int, author_id: int
 ) -> tuple[list[NewMessage], int]:
@@ -181,6 +237,8 @@ def newer_than(
         Message.id > seen_message_id,
         # One's own earlier replies are no news: only the customer's messages and teammates' replies.
         sa.or_(Message.direction != "out", Message.author_id.is_(None), Message.author_id != author_id),
+        # ... and no automatic reply (the away reply): it answers nobody's question.
+        Message.via.is_(None),
     )
     rows = connection.execute(
         sa.select(Message.id, Message.direction, User.username, Message.received_at, Message.text)
