@@ -344,7 +344,7 @@ def business_hours(error: str | None = None, typed: dict | None = None, status: 
             "opens": [day[0][0].strftime("%H:%M") if day else "" for day in shown.weekly],
             "closes": [day[0][1].strftime("%H:%M") if day else "" for day in shown.weekly],
             "closed": hours.closed_text(shown),
-            "away_text": (shown.away_text or "") if number != hours.ALL else hours.away_settings().text,
+            "away_text": hours.away_settings().text if number == hours.ALL else (shown.own and shown.away_text) or "",
         }
     return render_template(
         "admin/hours.html",
