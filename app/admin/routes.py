@@ -22,7 +22,7 @@ from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from app import audit, clock, config, jobs, team
+from app import audit, clock, config, hours, jobs, team
 from app.accounts import sessions, throttle, two_factor
 from app.accounts import users as user_accounts  # `users` is the view below
 from app.contacts import autoassign, owners
@@ -361,6 +361,74 @@ def delete_conversation(conversation_id: int):
         erasure.erase_conversation(conversation_id)
         return render_template("admin/deleted.html", summary=summary)
     return render_template("admin/delete_conversation.html", summary=summary)
+
+
+# --- business hours and the away reply ------------------------------------------------------
+
+
+@bp.get("/hours")
+@admin_required
+def business_hours(error: str | None = None, typed: dict | None = None, status: int = 200):
+    number = request.values.get("number", hours.ALL)
+    numbers = hours.our_numbers()
+    if number != hours.ALL and number not in numbers:
+        abort(404)
+    shown = hours.hours_for(number)
+    if typed is None:
+        typed = {
+            "opens": [day[0][0].strftime("%H:%M") if day else "" for day in shown.weekly],
+            "closes": [day[0][1].strftime("%H:%M") if day else "" for day in shown.weekly],
+            "closed": hours.closed_text(shown),
+            "away_text": hours.away_settings().text if number == hours.ALL else (shown.own and shown.away_text) or "",
+        }
+    return render_template(
+        "admin/hours.html",
+        number=number,
+        numbers=numbers,
+        own=number == hours.ALL or shown.own,
+        away=hours.away_settings(),
+        days=hours.DAYS,
+        typed=typed,
+        zone=team.time_zone_name(),
+        open_now=hours.is_open(clock.now(), number or None),
+        saved=request.args.get("saved") == "1",
+        error=error,
+    ), status
+
+
+@bp.post("/hours")
+@admin_required
+def save_business_hours():
+    number = request.form.get("number", hours.ALL)
+    opens, closes = request.form.getlist("opens"), request.form.getlist("closes")
+    closed, away_text = request.form.get("closed", ""), request.form.get("away_text", "")
+    typed = {"opens": opens, "closes": closes, "closed": closed, "away_text": away_text}
+    try:
+        hours.save_hours(number, hours.parse_weekly(opens, closes), hours.parse_closed(closed), away_text)
+    except hours.HoursRefused as refused:
+        return business_hours(error=str(refused), typed=typed, status=400)
+    return redirect(url_for("admin.business_hours", number=number or None, saved=1), 303)
+
+
+@bp.post("/hours/shared")
+@admin_required
+def use_shared_hours():
+    number = request.form.get("number", "")
+    hours.use_shared_hours(number)
+    return redirect(url_for("admin.business_hours", number=number or None, saved=1), 303)
+
+
+@bp.post("/hours/away")
+@admin_required
+def away_reply():
+    window = request.form.get("window_hours", "")
+    if not window.isdigit():
+        return business_hours(error="The window is a whole number of hours.", status=400)
+    try:
+        hours.set_away(request.form.get("on") == "1", int(window))
+    except hours.HoursRefused as refused:
+        return business_hours(error=str(refused), status=400)
+    return redirect(url_for("admin.business_hours", saved=1), 303)
 
 
 # --- background jobs ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app import clock, notifications
+from app import clock, hours, notifications
 from app.contacts import autoassign, optouts, snooze
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
@@ -196,6 +196,15 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             ],
             received_at,
             change,
+        )
+        # After the opt-outs: a STOP in this batch is no one to send the away reply to.
+        hours.after_ingest(
+            connection,
+            [
+                hours.Arrived(conversation_of[key], message_id, message.sender, message.recipient, message.text)
+                for message_id, key, message in zip(ids, keys, new, strict=True)
+            ],
+            received_at,
         )
         add_to_daily_counts(connection, {received_at.date(): len(new)})
     stored = {id(message) for message in new}

@@ -82,6 +82,8 @@ class Conversation(Model):
     # Scheduled messages waiting in it (scheduled, held or missed: app/replies/scheduled.py):
     # the list row's clock, without a look at its messages.
     scheduled_count: Mapped[int] = mapped_column(server_default="0")
+    # When the away reply last went to it (app/hours): at most once per window.
+    away_sent_at: Mapped[datetime | None]
 
     __table_args__ = (
         sa.Index(
@@ -195,6 +197,9 @@ class Message(Model):
     # with status scheduled | held | missed | cancelled; when it is sent, a reply row takes its
     # place at the end of the thread and keeps its `send_at`. None for everything else.
     send_at: Mapped[datetime | None]
+    # An automatic reply's source ("away": the away reply, app/hours); None for a person's reply
+    # and for inbound messages.
+    via: Mapped[str | None] = mapped_column(sa.String(16))
 
     __table_args__ = (
         sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),
@@ -606,6 +611,19 @@ class Lease(Model):
     name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # what it guards: "export:7"
     holder: Mapped[str] = mapped_column(sa.String(64))  # a token the holder picked
     expires_at: Mapped[datetime]
+
+
+class BusinessHours(Model):
+    """The team's opening hours (app/hours): one row for all our numbers (`recipient` empty), and
+    one for each number with hours of its own. `weekly`: seven lists, Monday first, of open
+    intervals as "HH:MM" pairs in the team's zone ("00:00" as a close is midnight); `closed`:
+    {"YYYY-MM-DD": "what it is"} for the days it stays closed; `away_text`: the away reply from
+    this number (None: the shared one)."""
+
+    recipient: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH), primary_key=True)
+    weekly: Mapped[list] = mapped_column(sa.JSON)
+    closed: Mapped[dict] = mapped_column(sa.JSON)
+    away_text: Mapped[str | None] = mapped_column(sa.Text)
 
 
 @sa.event.listens_for(Model.metadata, "before_create")

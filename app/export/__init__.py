@@ -81,7 +81,10 @@ def export_query(
     contact_name = (
         sa.select(Conversation.contact_name).where(Conversation.id == Message.conversation_id).scalar_subquery()
     )
-    agent = sa.select(User.username).where(User.id == Message.author_id).scalar_subquery()
+    agent = sa.case(
+        (Message.via == "away", sa.literal("Away reply", sa.String)),  # app/hours' automatic reply
+        else_=sa.select(User.username).where(User.id == Message.author_id).scalar_subquery(),
+    )
     assignee = (
         sa.select(User.username)
         .join(Conversation, Conversation.assignee_id == User.id)

@@ -287,6 +287,7 @@ THREAD_COLUMNS = (
     Message.delivery,
     Message.problem,
     Message.author_id,
+    Message.via,  # "away": the away reply (app/hours), shown as its author
 )
 
 

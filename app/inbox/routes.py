@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app import clock, contacts, notifications, replies, team
+from app import clock, contacts, hours, notifications, replies, team
 from app.contacts import optouts, owners, snooze
 from app.inbox import list_polls, presence, queries, read_state, search
 from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, owner_counts, view_facts
@@ -33,6 +33,12 @@ LIST_PARAMS = ("q", "view", "channel", "to", "assignee")
 @bp.app_template_global()
 def list_params() -> dict[str, str]:
     return {name: request.args[name] for name in LIST_PARAMS if request.args.get(name, "").strip()}
+
+
+@bp.app_template_global()
+def outside_hours() -> bool:
+    """The list's "Outside hours" marker: the away reply is on and the team is closed now."""
+    return hours.outside_hours_now()
 
 
 # Characters Werkzeug's url_for leaves unescaped in a query string (werkzeug.urls).

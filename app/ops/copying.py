@@ -23,6 +23,7 @@ from app.config import database_url
 from app.db.models import (
     AuditEvent,
     BackupCode,
+    BusinessHours,
     ChangeCounter,
     Conversation,
     ConversationRecipient,
@@ -60,6 +61,7 @@ TABLES = tuple(
         ChangeCounter,
         AuditEvent,
         Setting,
+        BusinessHours,
         Suppression,
         Job,
     )

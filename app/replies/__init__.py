@@ -160,12 +160,14 @@ def insert_reply(
     recipient: str,
     text: str,
     legs: list[dict],
-    author_id: int,
+    author_id: int | None,
     msg_id: str,
     send_at: datetime | None = None,
+    via: str | None = None,
 ) -> int:
     """Store a reply `queued` as the conversation's newest message, with its send job; its id.
-    In the caller's write transaction (the caller audits it). `send_at`: it was scheduled for then."""
+    In the caller's write transaction (the caller audits it). `send_at`: it was scheduled for then.
+    `via`: an automatic reply ("away"), which leaves the list's preview on the customer's message."""
     now, change = clock.now(), change_number()
     reply_id = connection.execute(
         sa.insert(Message)
@@ -186,23 +188,43 @@ def insert_reply(
             author_id=author_id,
             status="queued",
             send_at=send_at,
+            via=via,
         )
         .returning(Message.id)
     ).scalar_one()
+    preview = {} if via else {"last_text": text[:PREVIEW_LENGTH], "last_direction": "out"}
     connection.execute(
         sa.update(Conversation)
         .where(Conversation.id == conversation_id)
         .values(
             last_message_id=reply_id,
             last_sent_at=now,
-            last_text=text[:PREVIEW_LENGTH],
-            last_direction="out",
             message_count=Conversation.message_count + 1,
             change_seq=change,
+            **preview,
         )
     )
     jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
     return reply_id
+
+
+def queue_automatic(
+    conversation: Conversation, text: str, via: str, msg_id: str, sms_sender: str | None = None
+) -> int | None:
+    """Store an automatic reply (`via`: "away", app/hours) as `queued`, with its send job, in the
+    caller's write transaction; None when the conversation can't be answered (opted out, a sender
+    name, no credentials). It has no author: it takes no ownership, and the send guard does not
+    count it as news. The first route the reply box offers; SMS from `sms_sender` (the number the
+    customer wrote to) where the box offers it. The conversation's preview stays the customer's
+    message: an automatic reply is no answer."""
+    offered = reply_box.for_conversation(conversation)
+    if not offered.can_reply:
+        return None
+    legs = legs_for(offered, offered.routes[0].value, sms_sender)
+    with write_transaction() as session:
+        return insert_reply(
+            session.connection(), conversation.id, conversation.sender, text, legs, None, msg_id, via=via
+        )
 
 
 def newer_than(
@@ -216,6 +238,8 @@ def newer_than(
         # One's own earlier replies are no news: only the customer's messages and teammates' replies.
         sa.or_(Message.direction != "out", Message.author_id.is_(None), Message.author_id != author_id),
         Message.direction != "note",  # notes are the team's asides (app/replies/notes.py), not answers
+        # ... and no automatic reply (the away reply): it answers nobody's question.
+        Message.via.is_(None),
     )
     rows = connection.execute(
         sa.select(Message.id, Message.direction, User.username, Message.received_at, Message.text)
