@@ -56,6 +56,12 @@ ACTIONS = {
     "unassigned": "Unassigned a conversation",
     "on_shift": "Went on shift",
     "off_shift": "Went off shift",
+    "label_created": "Created a label",
+    "label_renamed": "Renamed a label",
+    "label_recoloured": "Recoloured a label",
+    "label_deleted": "Deleted a label",
+    "label_added": "Labelled a conversation",
+    "label_removed": "Took a label off a conversation",
 }
 
 UNSET = object()

@@ -1,15 +1,16 @@
 """The inbox: the list of conversations and a thread beside it, the htmx fragments their polls
 fetch, and what the thread's header changes (read state, name and note, done, opt-out)."""
 
+import hashlib
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app import clock, contacts, notifications, replies
-from app.contacts import optouts, owners
+from app.contacts import labels, optouts, owners
 from app.inbox import list_polls, presence, queries, read_state, search
-from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, owner_counts, view_facts
+from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, label_facets, owner_counts, view_facts
 from app.replies import reply_box, saved_replies
 from app.web.htmx import is_htmx, render_varying_on_htmx
 from app.web.request_args import LARGEST_ID, id_arg, parse_id
@@ -31,8 +32,14 @@ LIST_PARAMS = ("q", "view", "channel", "to", "assignee")
 
 
 @bp.app_template_global()
-def list_params() -> dict[str, str]:
-    return {name: request.args[name] for name in LIST_PARAMS if request.args.get(name, "").strip()}
+def list_params() -> dict[str, str | list[str]]:
+    params: dict[str, str | list[str]] = {
+        name: request.args[name] for name in LIST_PARAMS if request.args.get(name, "").strip()
+    }
+    chosen = [name for name in request.args.getlist("label") if name.strip()]  # labels: one or more
+    if chosen:
+        params["label"] = chosen
+    return params
 
 
 # Characters Werkzeug's url_for leaves unescaped in a query string (werkzeug.urls).
@@ -46,7 +53,7 @@ def thread_url(conversation_id: int, **args) -> str:
     makes 50 to 90 of these, and url_for costs more than the rest of a row."""
     if "thread_path" not in g:
         g.thread_path = url_for("inbox.thread", conversation_id=0)[:-1]
-        g.thread_list_query = urlencode(list_params(), safe=QUERY_SAFE)
+        g.thread_list_query = urlencode(list_params(), doseq=True, safe=QUERY_SAFE)
     query = "&".join(part for part in (g.thread_list_query, urlencode(args, safe=QUERY_SAFE)) if part)
     return f"{g.thread_path}{int(conversation_id)}" + (f"?{query}" if query else "")
 
@@ -70,6 +77,7 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
         view_facts=view_facts(list_filter, latest),
         owner_views=OWNER_VIEWS,
         owner_counts=owner_counts(list_filter, latest),
+        label_facets=label_facets(list_filter, latest),
         unread=queries.unread_conversations(),
         callback_url=url_for("callback.inbound", _external=True),
         found=found,
@@ -219,7 +227,24 @@ def header_states(conversation) -> dict[str, str]:
         "opt_out": ("out" if conversation.opted_out else "in")
         + ("-retrying" if conversation.blacklist_problem else ""),
         "owner": str(conversation.assignee_id or ""),
+        "labels": hashlib.sha256(
+            repr([(chip.id, chip.name, chip.colour) for chip in conversation_labels(conversation)]).encode()
+        ).hexdigest()[:12],
     }
+
+
+@bp.app_template_global()
+def conversation_labels(conversation) -> list[labels.Chip]:
+    """The conversation's labels, by name (once per request: the header and its state read them)."""
+    known = g.setdefault("conversation_labels", {})
+    if conversation.id not in known:
+        known[conversation.id] = labels.of_conversation(conversation.id)
+    return known[conversation.id]
+
+
+@bp.app_template_global()
+def all_labels() -> list:
+    return labels.all_labels()
 
 
 @bp.app_template_global()
@@ -354,6 +379,28 @@ def set_assignee(conversation_id: int):
     if is_htmx():
         return (
             render_template("inbox/_owner_update.html", conversation=contacts.conversation(conversation.id)),
+            {"HX-Trigger": "conversation-changed"},
+        )
+    return redirect(thread_url(conversation.id), 303)
+
+
+@bp.post(CONVERSATION + "/labels")
+def set_label(conversation_id: int):
+    """Put a label on the conversation (`on=1`) or take it off (`on=0`): the header's label menu."""
+    conversation = conversation_or_404(conversation_id)
+    label_id = parse_id(request.form.get("label", ""))
+    if label_id is None or request.form.get("on") not in ("0", "1"):
+        abort(400, "'label' must be a label's id and 'on' 1 or 0")
+    try:
+        if request.form["on"] == "1":
+            labels.add_to(conversation.id, label_id)
+        else:
+            labels.remove_from(conversation.id, label_id)
+    except labels.LabelRefused as refused:  # deleted meanwhile
+        abort(409, str(refused))
+    if is_htmx():
+        return (
+            render_template("inbox/_labels.html", conversation=conversation, menu_open=True),
             {"HX-Trigger": "conversation-changed"},
         )
     return redirect(thread_url(conversation.id), 303)
