@@ -289,12 +289,20 @@ def test_renaming_keeps_a_label_on_its_conversations_and_deleting_takes_it_off(a
         assert after[first] > seqs[first] and after[second] > seqs[second]  # their rows redraw
         assert after[team["ids"][2]] == seqs[team["ids"][2]]
     assert names_on(app, first) == names_on(app, second) == ["Gold"]
+    with app.app_context():
+        labels.add_to(first, team["labels"]["refund"])
+        labels.rename(team["labels"]["refund"], "Abuse")
+        kept = dict(db.session.execute(sa.select(Conversation.id, Conversation.label_names)).all())
+    assert kept == {first: "Abuse, Gold", second: "Gold", team["ids"][2]: None, team["ids"][3]: None}
     assert listed(team["alice"].get("/?label=gold").text) == [second, first]
 
     with app.app_context():
         assert labels.delete(vip) == 2
-        assert db.session.scalar(sa.select(sa.func.count()).select_from(ConversationLabel)) == 0
-    assert names_on(app, first) == []
+        assert db.session.scalars(sa.select(ConversationLabel.label_id)).all() == [team["labels"]["refund"]]
+    assert names_on(app, first) == ["Abuse"]
+    with app.app_context():
+        assert db.session.get(Conversation, first).label_names == "Abuse"
+        assert db.session.get(Conversation, second).label_names is None
     assert events(app, "label_deleted") == [(None, "label_deleted", {"label": "Gold", "conversations": 2})]
     assert listed(team["alice"].get("/?label=gold").text) == []
 

@@ -8,7 +8,7 @@ Its colour is one of LABEL_COLOURS, which the stylesheet shows with AA contrast 
 Every change is audited, in the transaction that makes it. A change that alters what a list row
 or a thread header shows (a label put on or taken off, renamed, recoloured, deleted) stamps the
 conversations it touches with the change number, so every open list and thread redraws at its
-next poll.
+next poll; and rewrites their `label_names` (the export's column: names sorted, joined by ", ").
 """
 
 from dataclasses import dataclass
@@ -126,7 +126,7 @@ def rename(label_id: int, name: str) -> bool:
             was = row.name
             row.name, row.name_key = name, key
             session.flush()
-            _stamp_conversations_of(label_id)
+            _refresh(_stamp_conversations_of(label_id))
             audit.record("label_renamed", {"label": name, "was": was})
     except IntegrityError:
         raise LabelRefused(f"There is a label called “{name}” already.") from None
@@ -152,10 +152,11 @@ def delete(label_id: int) -> int:
         row = _existing(session, label_id)
         on = _stamp_conversations_of(label_id)
         session.execute(sa.delete(ConversationLabel).where(ConversationLabel.label_id == label_id))
+        _refresh(on)
         name = row.name
         session.delete(row)
-        audit.record("label_deleted", {"label": name, "conversations": on})
-    return on
+        audit.record("label_deleted", {"label": name, "conversations": len(on)})
+    return len(on)
 
 
 def _existing(session, label_id: int) -> Label:
@@ -165,8 +166,8 @@ def _existing(session, label_id: int) -> Label:
     return row
 
 
-def _stamp_conversations_of(label_id: int) -> int:
-    """The conversations that have the label get this change number (lists and headers redraw)."""
+def _stamp_conversations_of(label_id: int) -> list[int]:
+    """The conversations that have the label get this change number (lists and headers redraw); their ids."""
     on = sa.select(ConversationLabel.conversation_id).where(ConversationLabel.label_id == label_id)
     result = db.session.execute(
         sa.update(Conversation)
@@ -174,7 +175,32 @@ def _stamp_conversations_of(label_id: int) -> int:
         .values(change_seq=change_number())
         .returning(Conversation.id)
     )
-    return len(result.all())
+    return sorted(result.scalars())
+
+
+REFRESH_BATCH = 500  # conversations whose label names are read and written per statement
+
+
+def _refresh(conversation_ids: list[int]) -> None:
+    """Rewrite these conversations' `label_names` from their labels (in the caller's transaction)."""
+    for start in range(0, len(conversation_ids), REFRESH_BATCH):
+        batch = conversation_ids[start : start + REFRESH_BATCH]
+        chips = for_conversations(batch)
+        table = Conversation.__table__
+        db.session.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("conversation_id"))
+            .values(label_names=sa.bindparam("names")),
+            [
+                {"conversation_id": conversation_id, "names": joined_names(chips.get(conversation_id, []))}
+                for conversation_id in batch
+            ],
+        )
+
+
+def joined_names(chips: list[Chip]) -> str | None:
+    """The export's `labels` cell: the names in order, joined by ", "; None for none."""
+    return ", ".join(chip.name for chip in chips) or None
 
 
 def add_to(conversation_id: int, label_id: int) -> bool:
@@ -189,6 +215,7 @@ def add_to(conversation_id: int, label_id: int) -> bool:
         if there is not None:
             return False
         session.add(ConversationLabel(conversation_id=conversation_id, label_id=label_id))
+        session.flush()
         _stamp(conversation_id)
         audit.record("label_added", {"conversation": conversation_id, "label": row.name})
     return True
@@ -211,8 +238,11 @@ def remove_from(conversation_id: int, label_id: int) -> bool:
 
 
 def _stamp(conversation_id: int) -> None:
+    """Its labels changed: a new change number, and its names written anew."""
     db.session.execute(
-        sa.update(Conversation).where(Conversation.id == conversation_id).values(change_seq=change_number())
+        sa.update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(change_seq=change_number(), label_names=joined_names(of_conversation(conversation_id)))
     )
 
 
@@ -221,15 +251,18 @@ def for_conversations(ids: list[int] | set[int]) -> dict[int, list[Chip]]:
     if not ids:
         return {}
     query = (
-        sa.select(ConversationLabel.conversation_id, Label.id, Label.name, Label.colour)
+        sa.select(ConversationLabel.conversation_id, Label.id, Label.name, Label.colour, Label.name_key)
         .join(Label, Label.id == ConversationLabel.label_id)
         .where(ConversationLabel.conversation_id.in_(sorted(set(ids))))
-        .order_by(ConversationLabel.conversation_id, Label.name_key)
     )
-    found: dict[int, list[Chip]] = {}
-    for conversation_id, label_id, name, colour in db.session.execute(query):
-        found.setdefault(conversation_id, []).append(Chip(label_id, name, colour))
-    return found
+    found: dict[int, list[tuple[str, Chip]]] = {}
+    for conversation_id, label_id, name, colour, key in db.session.execute(query):
+        found.setdefault(conversation_id, []).append((key, Chip(label_id, name, colour)))
+    # Sorted here: a page's few labels, where the database would sort the whole result.
+    return {
+        conversation_id: [chip for _, chip in sorted(chips, key=lambda pair: pair[0])]
+        for conversation_id, chips in found.items()
+    }
 
 
 def of_conversation(conversation_id: int) -> list[Chip]:

@@ -74,6 +74,9 @@ class Conversation(Model):
     contact_key: Mapped[str | None] = mapped_column(sa.String(CONTACT_KEY_LENGTH))
     # Who owns it (app/contacts/owners.py); None: unassigned.
     assignee_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user.id"))
+    # Its labels' names, sorted (case aside) and joined by ", ", as the export's `labels` column
+    # shows them; None without labels. Kept by app/contacts/labels.py with conversation_label.
+    label_names: Mapped[str | None] = mapped_column(sa.Text)
 
     __table_args__ = (
         sa.Index(

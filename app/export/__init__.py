@@ -9,7 +9,7 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from app.db.models import Conversation, ConversationLabel, Label, Message, User
+from app.db.models import Conversation, Message, User
 from app.extensions import db
 from app.inbox import search
 from app.inbox.list_views import ListFilter
@@ -21,7 +21,8 @@ from app.inbox.queries import conversation_matches
 # there is one, else how far sending got (sent, failed, ...); for an inbound message "received".
 # `agent`: who wrote a reply; `assignee`: who owns the conversation now (empty: unassigned);
 # `problem`: why a reply failed, or its delivery error. `labels`: the conversation's labels now,
-# their names sorted (case aside) and joined by ", " (a label's name holds no comma).
+# their names sorted (case aside) and joined by ", " (a label's name holds no comma), as
+# conversation.label_names keeps them.
 # The last column is never empty: LibreOffice, reading the file with `;` as the separator, pairs
 # the quotes of a line that ends in an empty cell the wrong way and evaluates a formula inside a
 # text (tests/test_export.py opens the file in Calc).
@@ -90,7 +91,7 @@ def export_query(
     status = sa.func.coalesce(
         sa.func.nullif(Message.delivery, ""), sa.func.nullif(Message.status, ""), sa.literal("received", sa.String)
     )  # inbound messages have neither
-    labels = labels_column(db.session.get_bind().dialect.name)
+    labels = sa.select(Conversation.label_names).where(Conversation.id == Message.conversation_id).scalar_subquery()
     query = db.select(
         Message.sent_at,
         Message.sender,
@@ -121,25 +122,6 @@ def export_query(
     if last_day and last_day < date.max:  # the last day of year 9999 has no next day
         query = query.where(Message.sent_at < datetime.combine(last_day + timedelta(days=1), time.min))
     return query
-
-
-def labels_column(dialect: str) -> sa.ScalarSelect:
-    """The message's conversation's label names, sorted (case aside), joined by ", "; NULL for none.
-    Read per message by the conversation's key on conversation_label (its unique pair)."""
-    of_conversation = (
-        sa.select(Label.name, Label.name_key)
-        .join(ConversationLabel, ConversationLabel.label_id == Label.id)
-        .where(ConversationLabel.conversation_id == Message.conversation_id)
-        .correlate(Message)
-    )
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import aggregate_order_by
-
-        joined = sa.func.string_agg(Label.name, aggregate_order_by(sa.literal(", "), Label.name_key))
-        return of_conversation.with_only_columns(joined, maintain_column_froms=True).scalar_subquery()
-    # SQLite (before 3.44, no ORDER BY inside an aggregate): group_concat follows the order its rows come in.
-    ordered = of_conversation.order_by(Label.name_key).subquery()
-    return sa.select(sa.func.group_concat(ordered.c.name, ", ")).scalar_subquery()
 
 
 def csv_chunks(query: sa.Select, on_chunk: Callable[[], None] = lambda: None) -> Iterator[bytes]:

@@ -212,11 +212,12 @@ class ConversationPage:
 def with_arrival(rows: list[sa.Row]) -> list[Conversation]:
     for conversation, received_at in rows:
         conversation.arrived_at = received_at  # not a column: read with the page, shown in the row
-    return with_labels(with_owners([conversation for conversation, _ in rows]))
+    return with_owners([conversation for conversation, _ in rows])
 
 
 def with_labels(conversations: list[Conversation]) -> list[Conversation]:
-    """Each row's labels (`label_chips`, by name): one small query for the page."""
+    """Each row's labels (`label_chips`, by name): one small query for the page (the list's
+    rows; a search's or a poll's alike, app/inbox/routes.py: list_context)."""
     found = labels.for_conversations([c.id for c in conversations])
     for conversation in conversations:
         conversation.label_chips = found.get(conversation.id, [])

@@ -65,6 +65,7 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
     page = queries.conversations(
         q, before=before, after=after, limit=current_app.config["PAGE_SIZE"], list_filter=list_filter
     )
+    queries.with_labels(page.rows)
     found, found_older = search.search_conversations(q, limit=SEARCH_PAGE, before=id_arg("found_before"))
     return dict(
         q=q,

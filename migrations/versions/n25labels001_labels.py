@@ -4,7 +4,7 @@ Revision ID: n25labels001
 Revises: f7a8b9c0d1e2
 Create Date: 2026-12-06 09:00:00
 
-Two new tables; nothing existing changes.
+Two new tables, and conversation.label_names (the export's column, kept with them).
 """
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade():
+    op.add_column("conversation", sa.Column("label_names", sa.Text(), nullable=True))
     op.create_table(
         "label",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -51,3 +52,4 @@ def downgrade():
     op.drop_index("ix_conversation_label_label_id_conversation_id", table_name="conversation_label")
     op.drop_table("conversation_label")
     op.drop_table("label")
+    op.drop_column("conversation", "label_names")
