@@ -228,10 +228,14 @@ def header_states(conversation) -> dict[str, str]:
         "opt_out": ("out" if conversation.opted_out else "in")
         + ("-retrying" if conversation.blacklist_problem else ""),
         "owner": str(conversation.assignee_id or ""),
-        "labels": hashlib.sha256(
-            repr([(chip.id, chip.name, chip.colour) for chip in conversation_labels(conversation)]).encode()
-        ).hexdigest()[:12],
+        "labels": labels_state(conversation_labels(conversation)),
     }
+
+
+def labels_state(chips: list[labels.Chip]) -> str:
+    """The header's labels, short: a hash of what they show ("" for none)."""
+    shown = repr([(chip.id, chip.name, chip.colour) for chip in chips])
+    return hashlib.sha256(shown.encode()).hexdigest()[:12] if chips else ""
 
 
 @bp.app_template_global()
