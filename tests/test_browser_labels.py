@@ -117,6 +117,15 @@ def test_label_a_conversation_from_the_header_and_with_l_then_filter_the_list(pa
     page.goto(server.url + "/?view=all")
     expect(row_for(page, "+37255664418").locator(".label-chip")).to_have_text(["refund", "VIP"])
     screens(page, "labels-list-rows", backend)
+    # The label filter takes no line of its own: the list's controls keep their height budget
+    # (tests/test_browser.py), with the channel and number filters shown too.
+    for size in (DESKTOP, PHONE):
+        page.set_viewport_size(size)
+        expect(page.get_by_label("Channel")).to_be_visible()
+        pane = page.locator(".list-pane").bounding_box()
+        first_row = page.locator("#conversations li.conversation >> nth=0").bounding_box()
+        assert first_row["y"] - pane["y"] < 210, f"controls before the first row at {size['width']}px"
+    page.set_viewport_size(DESKTOP)
 
 
 def test_the_admin_labels_page_adds_renames_and_deletes(page, server, backend, labelled):
