@@ -327,6 +327,11 @@ def test_the_list_filters_by_labels_all_of_them_case_aside_with_the_views_and_ow
 
     everything = alice.get("/?view=all").text
     assert label_counts(everything) == {"refund": 3, "Spam": 0, "VIP": 3}
+    with app.app_context():  # a new label, on no conversation: no change number moves, yet it shows
+        late = labels.create("Late", "orange")
+    assert label_counts(alice.get("/?view=all").text) == {"Late": 0, "refund": 3, "Spam": 0, "VIP": 3}
+    with app.app_context():
+        labels.delete(late)
 
     refunds = alice.get("/?view=all&label=refund").text
     assert listed(refunds) == [three, two, one]

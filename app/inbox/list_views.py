@@ -282,26 +282,29 @@ class LabelFacet:
 def label_facets(list_filter: ListFilter, latest_change: int) -> list[LabelFacet]:
     """Every label, with how many conversations of the view, under all the list's filters (the
     labels chosen included), have it: for a chosen label the list's own count, for another how
-    many adding it would leave. One grouped query, once per change number and filter."""
-    owner = list_filter.assignee if list_filter.assignee in (None, "none") else list_filter.assignee_id
-    key = ("labels", list_filter.view, list_filter.channel, list_filter.recipient, owner, list_filter.labels)
-    return _once_per_change(key, latest_change, lambda: count_labels(list_filter))
-
-
-def count_labels(list_filter: ListFilter) -> list[LabelFacet]:
+    many adding it would leave. The labels are read each time (a few rows: one made, renamed or
+    recoloured shows at once, though no conversation changed); their counts are one grouped query,
+    once per change number and filter."""
     labels = list(
         db.session.execute(sa.select(Label.id, Label.name, Label.name_key, Label.colour).order_by(Label.name_key))
     )
     if not labels:
         return []
+    owner = list_filter.assignee if list_filter.assignee in (None, "none") else list_filter.assignee_id
+    key = ("labels", list_filter.view, list_filter.channel, list_filter.recipient, owner, list_filter.labels)
+    counts = _once_per_change(key, latest_change, lambda: count_labels(list_filter))
+    return [
+        LabelFacet(label_id, name, name_key, colour, counts.get(label_id, 0), name_key in list_filter.labels)
+        for label_id, name, name_key, colour in labels
+    ]
+
+
+def count_labels(list_filter: ListFilter) -> dict[int, int]:
+    """How many conversations the filter keeps have each label (labels on none left out)."""
     counted = (
         sa.select(ConversationLabel.label_id, sa.func.count())
         .join(Conversation, Conversation.id == ConversationLabel.conversation_id)
         .where(*list_filter.conditions())
         .group_by(ConversationLabel.label_id)
     )
-    counts: dict[int, int] = {label_id: count for label_id, count in db.session.execute(counted)}
-    return [
-        LabelFacet(label_id, name, key, colour, counts.get(label_id, 0), key in list_filter.labels)
-        for label_id, name, key, colour in labels
-    ]
+    return {label_id: count for label_id, count in db.session.execute(counted)}
