@@ -25,7 +25,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from app import audit, clock, config, hours, jobs, team
 from app.accounts import sessions, throttle, two_factor
 from app.accounts import users as user_accounts  # `users` is the view below
-from app.contacts import autoassign, owners
+from app.contacts import autoassign, labels, owners
 from app.db.models import ROLES, USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
 from app.export import safe_cell
@@ -429,6 +429,53 @@ def away_reply():
     except hours.HoursRefused as refused:
         return business_hours(error=str(refused), status=400)
     return redirect(url_for("admin.business_hours", saved=1), 303)
+
+
+# --- labels ------------------------------------------------------------------------------
+
+
+@bp.get("/labels")
+@admin_required
+def labels_page(error: str | None = None, typed: dict | None = None, status: int = 200):
+    return render_template(
+        "admin/labels.html",
+        labels=labels.all_labels(),
+        usage=labels.usage(),
+        colours=labels.COLOURS,
+        error=error,
+        typed=typed or {},
+    ), status
+
+
+@bp.post("/labels")
+@admin_required
+def create_label():
+    name, colour = request.form.get("name", ""), request.form.get("colour", labels.DEFAULT_COLOUR)
+    try:
+        labels.create(name, colour)
+    except labels.LabelRefused as refused:
+        return labels_page(str(refused), {"name": name, "colour": colour, "label": None}, 400)
+    return redirect(url_for("admin.labels_page"), 303)
+
+
+@bp.post("/labels/<int:label_id>")
+@admin_required
+def update_label(label_id: int):
+    labels.label(label_id) or abort(404)
+    name, colour = request.form.get("name", ""), request.form.get("colour", "")
+    try:
+        labels.update(label_id, name, colour)
+    except labels.LabelRefused as refused:
+        return labels_page(str(refused), {"name": name, "colour": colour, "label": label_id}, 400)
+    return redirect(url_for("admin.labels_page"), 303)
+
+
+@bp.post("/labels/<int:label_id>/delete")
+@admin_required
+def delete_label(label_id: int):
+    labels.label(label_id) or abort(404)
+    labels.delete(label_id)
+    return redirect(url_for("admin.labels_page"), 303)
 
 
 # --- background jobs ---------------------------------------------------------------------

@@ -66,6 +66,12 @@ ACTIONS = {
     "scheduled_sent": "Sent a scheduled message",
     "scheduled_missed": "Scheduled message missed",
     "scheduled_held": "Scheduled message held",
+    "label_created": "Created a label",
+    "label_renamed": "Renamed a label",
+    "label_recoloured": "Recoloured a label",
+    "label_deleted": "Deleted a label",
+    "label_added": "Labelled a conversation",
+    "label_removed": "Took a label off a conversation",
 }
 
 UNSET = object()

@@ -1,5 +1,6 @@
 """The tables. Times are naive UTC datetimes on every backend."""
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
@@ -84,6 +85,9 @@ class Conversation(Model):
     scheduled_count: Mapped[int] = mapped_column(server_default="0")
     # When the away reply last went to it (app/hours): at most once per window.
     away_sent_at: Mapped[datetime | None]
+    # Its labels' names, sorted (case aside) and joined by ", ", as the export's `labels` column
+    # shows them; None without labels. Kept by app/contacts/labels.py with conversation_label.
+    label_names: Mapped[str | None] = mapped_column(sa.Text)
 
     __table_args__ = (
         sa.Index(
@@ -156,6 +160,10 @@ class Conversation(Model):
     if TYPE_CHECKING:
         owner_name: str | None
     owner_name = None
+    # Its labels, read with a list page (app/inbox/queries.py: with_labels): not stored.
+    if TYPE_CHECKING:
+        label_chips: Sequence
+    label_chips = ()
 
 
 class Message(Model):
@@ -624,6 +632,43 @@ class BusinessHours(Model):
     weekly: Mapped[list] = mapped_column(sa.JSON)
     closed: Mapped[dict] = mapped_column(sa.JSON)
     away_text: Mapped[str | None] = mapped_column(sa.Text)
+
+
+# --- labels (app/contacts/labels.py) ---------------------------------------------------------
+
+LABEL_NAME_LENGTH = 40
+LABEL_KEY_LENGTH = 3 * LABEL_NAME_LENGTH  # folding can lengthen a name (ß is ss)
+# The colours a label can have: names, each styled in static/style.css for both schemes with AA
+# contrast (tests/test_labels.py measures it). A name, not a hex value: no colour can be unreadable.
+LABEL_COLOURS = ("grey", "red", "orange", "green", "teal", "blue", "purple", "pink")
+
+
+class Label(Model):
+    """One of the team's labels for conversations ("refund", "VIP"); admins keep the set."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(LABEL_NAME_LENGTH), unique=True)
+    # The name as it is compared (folding.fold: case and accents aside): "VIP" and "vip" are one label.
+    name_key: Mapped[str] = mapped_column(sa.String(LABEL_KEY_LENGTH), unique=True)
+    colour: Mapped[str] = mapped_column(sa.String(8), server_default="grey")
+
+    __table_args__ = ids_never_reused()
+
+
+class ConversationLabel(Model):
+    """A label on a conversation: one row per pair."""
+
+    # A surrogate key: `flask copy-db` copies every table in the order of a one-column key.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"))
+    label_id: Mapped[int] = mapped_column(sa.ForeignKey("label.id"))
+
+    __table_args__ = (
+        # A conversation's labels (rows, the header, the export's column); each pair once.
+        sa.UniqueConstraint("conversation_id", "label_id"),
+        # The list filtered by a label, and the counts per label: the label's conversations alone.
+        sa.Index("ix_conversation_label_label_id_conversation_id", "label_id", "conversation_id"),
+    )
 
 
 @sa.event.listens_for(Model.metadata, "before_create")

@@ -21,8 +21,8 @@ from app.inbox.queries import conversation_matches
 # there is one, else how far sending got (sent, failed, ...); for an inbound message "received"; for
 # a team's note (direction "note", channel "note") empty. `agent`: who wrote a reply or a note;
 # `assignee`: who owns the conversation now (empty: unassigned); `problem`: why a reply failed, or
-# its delivery error. `labels` is kept empty for now: the format is fixed before the feature that
-# fills it.
+# its delivery error. `labels`: the conversation's labels now, their names sorted (case aside) and
+# joined by ", " (a label's name holds no comma), as conversation.label_names keeps them.
 # The last column is never empty: LibreOffice, reading the file with `;` as the separator, pairs
 # the quotes of a line that ends in an empty cell the wrong way and evaluates a formula inside a
 # text (tests/test_export.py opens the file in Calc).
@@ -95,7 +95,7 @@ def export_query(
         sa.func.nullif(Message.delivery, ""), sa.func.nullif(Message.status, ""), sa.literal("received", sa.String)
     )  # inbound messages have neither
     status = sa.case((Message.direction == "note", sa.literal("", sa.String)), else_=sending)  # a note: none
-    not_yet = sa.cast(sa.null(), sa.String)  # labels: empty until its feature exists
+    labels = sa.select(Conversation.label_names).where(Conversation.id == Message.conversation_id).scalar_subquery()
     query = db.select(
         Message.sent_at,
         Message.sender,
@@ -110,7 +110,7 @@ def export_query(
         contact_name,
         agent,
         assignee,
-        not_yet,
+        labels,
         Message.problem,
         sa.cast(Message.conversation_id, sa.String),
     ).order_by(Message.id)

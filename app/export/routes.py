@@ -22,11 +22,18 @@ def export_filters() -> dict:
     a view with its channel and our `number` (the list calls that one `to`, the export's last day);
     with `match=text` the search picks messages by their text rather than conversations."""
     view, channel, number = (request.args.get(name, "").strip() for name in ("view", "channel", "number"))
-    assignee = ListFilter.from_args(request.args).assignee  # "me", "none", a person's id, or None
+    from_list = ListFilter.from_args(request.args)
+    assignee = from_list.assignee  # "me", "none", a person's id, or None
+    labels = from_list.labels  # `label=...`, each: the conversations have them all
     list_filter = None
-    if view or channel or number or assignee:
+    if view or channel or number or assignee or labels:
         list_filter = ListFilter(
-            view if view in VIEWS else "all", channel or None, number or None, assignee, me=current_user.id
+            view if view in VIEWS else "all",
+            channel or None,
+            number or None,
+            assignee,
+            me=current_user.id,
+            labels=labels,
         )
     q = request.args.get("q", "").strip()
     in_texts = request.args.get("match") == "text"  # the search in message texts, not numbers and names

@@ -23,7 +23,15 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.contacts import snooze
-from app.db.models import Conversation, ConversationRecipient, Mention
+from app.db.folding import clean_text, fold
+from app.db.models import (
+    LABEL_KEY_LENGTH,
+    Conversation,
+    ConversationLabel,
+    ConversationRecipient,
+    Label,
+    Mention,
+)
 from app.extensions import db
 
 VIEWS = {
@@ -41,6 +49,7 @@ T = TypeVar("T")
 # The views by owner, beside the status views: `?assignee=me`, `none`, or a person's id; All
 # (no `assignee`) is the default.
 OWNER_VIEWS = {"me": "Mine", "none": "Unassigned", "all": "All"}
+MOST_LABELS = 10  # labels one list is filtered by at once; more are left out
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class ListFilter:
     recipient: str | None = None
     assignee: str | None = None
     me: int | None = None
+    # Labels the conversations must all have, by name as compared (label_key): `?label=refund&label=vip`.
+    labels: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args, me: int | None = None) -> "ListFilter":
@@ -66,6 +77,7 @@ class ListFilter:
             args.get("to", "").strip() or None,
             assignee if assignee in ("me", "none") or (assignee.isdigit() and len(assignee) < 10) else None,
             me,
+            label_keys(args.getlist("label")),
         )
 
     @property
@@ -96,6 +108,7 @@ class ListFilter:
             "channel": channel or None,
             "to": recipient or None,
             "assignee": None if assignee in (None, "", "all") else assignee,
+            "label": list(changes.get("labels", self.labels)) or None,
         }
 
     def owner_condition(self) -> sa.ColumnElement[bool] | None:
@@ -112,7 +125,7 @@ class ListFilter:
         return self.narrowing_but_owner() + ([owner] if owner is not None else [])
 
     def narrowing_but_owner(self) -> list[sa.ColumnElement[bool]]:
-        """The channel and number filters: what the owner views' counts are counted under."""
+        """The channel, number and label filters: what the owner views' counts are counted under."""
         conditions: list[sa.ColumnElement[bool]] = []
         if self.channel:
             conditions.append(Conversation.channel == self.channel)
@@ -124,6 +137,7 @@ class ListFilter:
                     .scalar_subquery()
                 )
             )
+        conditions += [has_label(key) for key in self.labels]
         return conditions
 
     def conditions(self) -> list[sa.SQLColumnExpression[bool]]:
@@ -136,6 +150,21 @@ class ListFilter:
             if self.view == "open":
                 view = sa.and_(view, snooze.awake())
         return ([view] if view is not None else []) + self.narrowing()
+
+
+def label_keys(names: list[str]) -> tuple[str, ...]:
+    """Label names from a query string as they are compared (case and accents aside), each once."""
+    keys = (fold(" ".join(clean_text(name).split()))[:LABEL_KEY_LENGTH] for name in names)
+    return tuple(dict.fromkeys(key for key in keys if key))[:MOST_LABELS]
+
+
+def has_label(key: str) -> sa.ColumnElement[bool]:
+    """Conversations that have the label named so (none, for a name no label has): read from the
+    label's own conversations, on the (label_id, conversation_id) index."""
+    label_id = sa.select(Label.id).where(Label.name_key == key).scalar_subquery()
+    return Conversation.id.in_(
+        sa.select(ConversationLabel.conversation_id).where(ConversationLabel.label_id == label_id).scalar_subquery()
+    )
 
 
 def view_condition(view: str, me: int | None = None) -> sa.SQLColumnExpression[bool] | None:
@@ -197,7 +226,7 @@ def view_facts(list_filter: ListFilter, latest_change: int) -> ViewFacts:
     Mine and a person's own id one.
     """
     owner = list_filter.assignee if list_filter.assignee in (None, "none") else list_filter.assignee_id
-    key = ("views", list_filter.channel, list_filter.recipient, owner)
+    key = ("views", list_filter.channel, list_filter.recipient, owner, list_filter.labels)
 
     def with_mentions() -> ViewFacts:
         shared = _once_per_change(
@@ -223,7 +252,7 @@ def owner_counts(list_filter: ListFilter, latest_change: int) -> dict[str, int]:
     number for everyone; Mine once per person."""
     in_view = [condition for condition in [view_condition(list_filter.view, list_filter.me)] if condition is not None]
     narrowing = in_view + list_filter.narrowing_but_owner()
-    shared_key: tuple = (list_filter.view, list_filter.channel, list_filter.recipient)
+    shared_key: tuple = (list_filter.view, list_filter.channel, list_filter.recipient, list_filter.labels)
     if list_filter.view in PERSONAL_VIEWS:  # one person's conversations: counted for them alone
         shared_key += (list_filter.me,)
 
@@ -292,3 +321,48 @@ def recipients() -> list[str]:
             sa.select(ConversationRecipient.recipient).distinct().order_by(ConversationRecipient.recipient)
         )
     )
+
+
+@dataclass(frozen=True)
+class LabelFacet:
+    """A label in the list's label filter: how many conversations the list would show with it."""
+
+    id: int
+    name: str
+    key: str
+    colour: str
+    count: int
+    chosen: bool
+
+
+def label_facets(list_filter: ListFilter, latest_change: int) -> list[LabelFacet]:
+    """Every label, with how many conversations of the view, under all the list's filters (the
+    labels chosen included), have it: for a chosen label the list's own count, for another how
+    many adding it would leave. The labels are read each time (a few rows: one made, renamed or
+    recoloured shows at once, though no conversation changed); their counts are one grouped query,
+    once per change number and filter."""
+    labels = list(
+        db.session.execute(sa.select(Label.id, Label.name, Label.name_key, Label.colour).order_by(Label.name_key))
+    )
+    if not labels:
+        return []
+    owner = list_filter.assignee if list_filter.assignee in (None, "none") else list_filter.assignee_id
+    key: tuple = ("labels", list_filter.view, list_filter.channel, list_filter.recipient, owner, list_filter.labels)
+    if list_filter.view in PERSONAL_VIEWS:  # one person's conversations: counted for them alone
+        key += (list_filter.me,)
+    counts = _once_per_change(key, latest_change, lambda: count_labels(list_filter))
+    return [
+        LabelFacet(label_id, name, name_key, colour, counts.get(label_id, 0), name_key in list_filter.labels)
+        for label_id, name, name_key, colour in labels
+    ]
+
+
+def count_labels(list_filter: ListFilter) -> dict[int, int]:
+    """How many conversations the filter keeps have each label (labels on none left out)."""
+    counted = (
+        sa.select(ConversationLabel.label_id, sa.func.count())
+        .join(Conversation, Conversation.id == ConversationLabel.conversation_id)
+        .where(*list_filter.conditions())
+        .group_by(ConversationLabel.label_id)
+    )
+    return {label_id: count for label_id, count in db.session.execute(counted)}

@@ -6,6 +6,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 
 from app import clock
+from app.contacts import labels
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
 from app.db.models import Conversation, DailyCount, Message, User
@@ -213,6 +214,15 @@ def with_arrival(rows: list[sa.Row]) -> list[Conversation]:
     for conversation, received_at in rows:
         conversation.arrived_at = received_at  # not a column: read with the page, shown in the row
     return with_owners([conversation for conversation, _ in rows])
+
+
+def with_labels(conversations: list[Conversation]) -> list[Conversation]:
+    """Each row's labels (`label_chips`, by name): one small query for the page (the list's
+    rows; a search's or a poll's alike, app/inbox/routes.py: list_context)."""
+    found = labels.for_conversations([c.id for c in conversations])
+    for conversation in conversations:
+        conversation.label_chips = found.get(conversation.id, [])
+    return conversations
 
 
 def with_owners(conversations: list[Conversation]) -> list[Conversation]:

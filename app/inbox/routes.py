@@ -1,15 +1,16 @@
 """The inbox: the list of conversations and a thread beside it, the htmx fragments their polls
 fetch, and what the thread's header changes (read state, name and note, done, snooze, opt-out)."""
 
+import hashlib
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app import clock, contacts, hours, notifications, replies, team
-from app.contacts import optouts, owners, snooze
+from app.contacts import labels, optouts, owners, snooze
 from app.inbox import list_polls, presence, queries, read_state, search
-from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, owner_counts, view_facts
+from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, label_facets, owner_counts, view_facts
 from app.replies import notes, reply_box, saved_replies
 from app.web.htmx import is_htmx, render_varying_on_htmx
 from app.web.request_args import LARGEST_ID, id_arg, parse_id
@@ -31,8 +32,14 @@ LIST_PARAMS = ("q", "view", "channel", "to", "assignee")
 
 
 @bp.app_template_global()
-def list_params() -> dict[str, str]:
-    return {name: request.args[name] for name in LIST_PARAMS if request.args.get(name, "").strip()}
+def list_params() -> dict[str, str | list[str]]:
+    params: dict[str, str | list[str]] = {
+        name: request.args[name] for name in LIST_PARAMS if request.args.get(name, "").strip()
+    }
+    chosen = [name for name in request.args.getlist("label") if name.strip()]  # labels: one or more
+    if chosen:
+        params["label"] = chosen
+    return params
 
 
 @bp.app_template_global()
@@ -52,7 +59,7 @@ def thread_url(conversation_id: int, **args) -> str:
     makes 50 to 90 of these, and url_for costs more than the rest of a row."""
     if "thread_path" not in g:
         g.thread_path = url_for("inbox.thread", conversation_id=0)[:-1]
-        g.thread_list_query = urlencode(list_params(), safe=QUERY_SAFE)
+        g.thread_list_query = urlencode(list_params(), doseq=True, safe=QUERY_SAFE)
     query = "&".join(part for part in (g.thread_list_query, urlencode(args, safe=QUERY_SAFE)) if part)
     return f"{g.thread_path}{int(conversation_id)}" + (f"?{query}" if query else "")
 
@@ -64,6 +71,7 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
     page = queries.conversations(
         q, before=before, after=after, limit=current_app.config["PAGE_SIZE"], list_filter=list_filter
     )
+    queries.with_labels(page.rows)
     found, found_older = search.search_conversations(q, limit=SEARCH_PAGE, before=id_arg("found_before"))
     return dict(
         q=q,
@@ -76,6 +84,7 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
         view_facts=view_facts(list_filter, latest),
         owner_views=OWNER_VIEWS,
         owner_counts=owner_counts(list_filter, latest),
+        label_facets=label_facets(list_filter, latest),
         unread=queries.unread_conversations(),
         callback_url=url_for("callback.inbound", _external=True),
         found=found,
@@ -240,6 +249,7 @@ def header_states(conversation) -> dict[str, str]:
         + ("-retrying" if conversation.blacklist_problem else ""),
         "owner": str(conversation.assignee_id or ""),
         "snooze": snooze_state(conversation),
+        "labels": labels_state(conversation_labels(conversation)),
     }
 
 
@@ -247,6 +257,26 @@ def snooze_state(conversation) -> str:
     if conversation.snoozed_until is not None:
         return clock.utc_iso(conversation.snoozed_until)
     return snooze.UNTIL_REPLY if conversation.snoozed_until_reply else ""
+
+
+def labels_state(chips: list[labels.Chip]) -> str:
+    """The header's labels, short: a hash of what they show ("" for none)."""
+    shown = repr([(chip.id, chip.name, chip.colour) for chip in chips])
+    return hashlib.sha256(shown.encode()).hexdigest()[:12] if chips else ""
+
+
+@bp.app_template_global()
+def conversation_labels(conversation) -> list[labels.Chip]:
+    """The conversation's labels, by name (once per request: the header and its state read them)."""
+    known = g.setdefault("conversation_labels", {})
+    if conversation.id not in known:
+        known[conversation.id] = labels.of_conversation(conversation.id)
+    return known[conversation.id]
+
+
+@bp.app_template_global()
+def all_labels() -> list:
+    return labels.all_labels()
 
 
 @bp.app_template_global()
@@ -449,6 +479,31 @@ def snooze_response(conversation_id: int):
             {"HX-Trigger": "conversation-changed"},
         )
     return redirect(thread_url(conversation_id), 303)
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+
+@bp.post(CONVERSATION + "/labels")
+def set_label(conversation_id: int):
+    """Put a label on the conversation (`on=1`) or take it off (`on=0`): the header's label menu."""
+    conversation = conversation_or_404(conversation_id)
+    label_id = parse_id(request.form.get("label", ""))
+    if label_id is None or request.form.get("on") not in ("0", "1"):
+        abort(400, "'label' must be a label's id and 'on' 1 or 0")
+    try:
+        if request.form["on"] == "1":
+            labels.add_to(conversation.id, label_id)
+        else:
+            labels.remove_from(conversation.id, label_id)
+    except labels.LabelRefused as refused:  # deleted meanwhile
+        abort(409, str(refused))
+    if is_htmx():
+        return (
+            render_template("inbox/_labels.html", conversation=conversation, menu_open=True),
+            {"HX-Trigger": "conversation-changed"},
+        )
+    return redirect(thread_url(conversation.id), 303)
 
 
 @bp.get("/conversations/<sender>")

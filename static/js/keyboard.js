@@ -1,4 +1,4 @@
-// Keyboard shortcuts: `/` search, `j`/`k` through the list, Esc back to the list, `?` the help dialog.
+// Keyboard shortcuts: `/` search, `j`/`k` through the list, `l` the conversation's labels, Esc back to the list, `?` the help dialog.
 // Enter opens (a link does). Single keys never act while typing, and can be turned off.
 var setting = window.smsInbox.shared.setting;
 var visible = window.smsInbox.shared.visible;
@@ -28,6 +28,16 @@ function moveInList(step) {
   links[next].scrollIntoView({ block: "nearest" });
 }
 
+// `l`: the open conversation's label menu, its first choice focused.
+function openLabelMenu(event) {
+  var menu = document.getElementById("label-menu");
+  if (!menu || !visible(menu)) return;
+  event.preventDefault();
+  menu.open = true;
+  var first = menu.querySelector(".menu button, .menu a");
+  if (first) first.focus();
+}
+
 document.addEventListener("keydown", function (event) {
   if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
   var dialog = document.getElementById("keyboard-help");
@@ -51,6 +61,8 @@ document.addEventListener("keydown", function (event) {
   } else if (event.key === "?") {
     event.preventDefault();
     openHelp();
+  } else if (event.key === "l") {
+    openLabelMenu(event);
   } else if (event.key === "j" || event.key === "k") {
     event.preventDefault();
     moveInList(event.key === "j" ? 1 : -1);
