@@ -50,7 +50,7 @@ def test_name_a_contact_in_the_header_and_find_it_by_name(page, server, backend)
 
     page.get_by_text("Add name or note").click()
     page.get_by_label("Name", exact=True).fill("Ülle Tamm")
-    page.get_by_label(re.compile("^Note")).fill("Orders every Friday; prefers SMS.")
+    page.get_by_label(re.compile(r"^Note \(only the team")).fill("Orders every Friday; prefers SMS.")
     page.get_by_role("button", name="Save contact").click()
     expect(page.locator("#conversation-heading")).to_have_text("Ülle Tamm")
     expect(page).to_have_title(re.compile("^\u2068Ülle Tamm\u2069 · "))

@@ -231,7 +231,7 @@ def test_watchers_of_one_list_share_its_rendering_for_a_quarter_second(app, clie
     # Another page as far behind, a moment later: the same list, and its next poll brings the rest.
     other = client.get(poll_url, headers={"HX-Request": "true"}).text
     assert "first news" in other and "second news" not in other
-    assert shared_part(other) == shared_part(first)  # the owner tabs (Mine) are each poll's own
+    assert shared_part(other) == shared_part(first)  # the view and owner tabs (Mentions, Mine) are each poll's own
     next_poll = unescape(re.search(r'hx-get="(/\?since=\d+)"', other).group(1))
     caught_up = client.get(next_poll, headers={"HX-Request": "true"}).text
     assert "second news" in caught_up and '<p id="announcer" hx-swap-oob="innerHTML">1 new message</p>' in caught_up
@@ -245,8 +245,8 @@ def test_watchers_of_one_list_share_its_rendering_for_a_quarter_second(app, clie
 
 
 def shared_part(poll: str) -> str:
-    """A list poll's answer without the owner tabs, which each poll renders for its person."""
-    return re.sub(r'<nav id="owner-tabs".*?</nav>', "", poll, flags=re.S)
+    """A list poll's answer without the view and owner tabs, which each poll renders for its person."""
+    return re.sub(r'<nav id="(view|owner)-tabs".*?</nav>', "", poll, flags=re.S)
 
 
 def test_a_shared_list_announces_every_message_it_shows(app, client, inbox):

@@ -7,14 +7,14 @@ import re
 
 import sqlalchemy as sa
 
-from app import notifications
+from app import clock, notifications
 from app.db.models import AuditEvent, Conversation, Job, Mention, Message, Notification, User
 from app.extensions import db
 from app.inbox import search
-from app.privacy import erasure
+from app.privacy import erasure, purge
 from app.replies import notes
 from conftest import AuthActions, add_user, conversation_of
-from helpers import CUSTOMER, deliver, reply_form, send_reply, thread_path, user_id, wait_for_status
+from helpers import CUSTOMER, Clock, deliver, reply_form, send_reply, thread_path, user_id, wait_for_status
 
 HTMX = {"HX-Request": "true"}
 
@@ -275,3 +275,31 @@ def test_a_person_who_turned_mentions_off_still_has_the_mention_in_their_view(ap
     with app.app_context():
         conversation_id = conversation_of(CUSTOMER).id
     assert f'id="conversation-link-{conversation_id}"' in log_in(app, "carol").get("/?view=mentions").text
+
+
+def test_the_purge_takes_old_notes_and_a_conversation_left_with_notes_alone(app, user):
+    """Retention: a note goes when it is old like any message, its mentions with it; a conversation
+    whose messages all went but a newer note goes whole (its list row would point at nothing)."""
+    app.config["CLOCK"] = Clock()
+    team(app)
+    deliver(app, sender="+37255500001", text="old customer")  # day 0
+    deliver(app, sender=CUSTOMER, text="old customer too")
+    with app.app_context():
+        bob = user_id(app, "bob")
+        keeps, goes = conversation_of(CUSTOMER).id, conversation_of("+37255500001").id
+        notes.add_note(keeps, "@bob an old note", 1, "k" * 16)
+    app.config["CLOCK"].advance(days=10)
+    with app.app_context():
+        notes.add_note(goes, "@bob a newer note", 1, "n" * 16)
+    app.config["CLOCK"].advance(days=30)
+    deliver(app, sender=CUSTOMER, text="this month")
+    with app.app_context():
+        result = purge.purge(clock.now(), days=30, audit_days=365)
+        assert (result.messages, result.conversations_removed) == (3, 1)
+        assert conversation_of("+37255500001") is None
+        assert db.session.scalars(sa.select(Message.text).order_by(Message.id)).all() == ["this month"]
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Mention)) == 0
+        assert db.session.scalars(sa.select(Notification.conversation_id).where(Notification.user_id == bob)).all() == [
+            keeps
+        ]
+        assert conversation_of(CUSTOMER).message_count == 1

@@ -137,7 +137,15 @@ def test_views_by_owner_list_and_count_per_person_and_combine_with_status_views(
     assert listed(alice.get("/?assignee=me").text) == []  # Open is the default view
     done = alice.get("/?view=done&assignee=me").text
     assert listed(done) == [first]
-    assert tab_counts(done, "view-tabs") == {"Open": 0, "Snoozed": 0, "Done": 1, "All": 1, "Unread": 1, "Opted out": 0}
+    assert tab_counts(done, "view-tabs") == {
+        "Open": 0,
+        "Snoozed": 0,
+        "Done": 1,
+        "All": 1,
+        "Unread": 1,
+        "Mentions": 0,
+        "Opted out": 0,
+    }
     assert tab_counts(done, "owner-tabs") == {"Mine": 1, "Unassigned": 0, "All": 1}  # of Done
     assert tab_counts(bob.get("/?view=done&assignee=me").text, "owner-tabs") == {"Mine": 0, "Unassigned": 0, "All": 1}
 

@@ -23,6 +23,7 @@ function markDaysAndRoutes() {
       separator.textContent = modules.times.dayLabel(moment);
       list.insertBefore(separator, item);
     }
+    if (item.classList.contains("note")) return;  // a team's note leaves how the conversation goes as it was
     var route = item.querySelector(".meta .route");
     var key = route ? (item.classList.contains("out") ? "out " : "in ") + route.textContent.trim() : null;
     item.classList.toggle("same-route", key !== null && key === previousRoute);
