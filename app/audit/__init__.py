@@ -56,6 +56,10 @@ ACTIONS = {
     "unassigned": "Unassigned a conversation",
     "on_shift": "Went on shift",
     "off_shift": "Went off shift",
+    # API tokens (app/api/tokens.py); what a token does is recorded as "API: <its name>".
+    "api_token_created": "Created an API token",
+    "api_token_revoked": "Revoked an API token",
+    "status_changed": "Changed a conversation's status",
 }
 
 UNSET = object()

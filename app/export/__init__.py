@@ -9,7 +9,7 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from app.db.models import Conversation, Message, User
+from app.db.models import ApiToken, Conversation, Message, User
 from app.extensions import db
 from app.inbox import search
 from app.inbox.list_views import ListFilter
@@ -80,7 +80,13 @@ def export_query(
     contact_name = (
         sa.select(Conversation.contact_name).where(Conversation.id == Message.conversation_id).scalar_subquery()
     )
-    agent = sa.select(User.username).where(User.id == Message.author_id).scalar_subquery()
+    agent = sa.func.coalesce(
+        sa.select(User.username).where(User.id == Message.author_id).scalar_subquery(),
+        # A reply sent through the API: its token, "API: <name>".
+        sa.select(sa.literal("API: ", sa.String) + ApiToken.name)
+        .where(ApiToken.id == Message.api_token_id)
+        .scalar_subquery(),
+    )
     assignee = (
         sa.select(User.username)
         .join(Conversation, Conversation.assignee_id == User.id)

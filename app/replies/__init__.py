@@ -91,9 +91,10 @@ def queue_reply(
     text: str,
     route_value: str,
     sms_sender: str | None,
-    author_id: int,
+    author_id: int | None,
     key: str,
     seen_message_id: int | None = None,
+    api_token_id: int | None = None,
 ) -> int:
     """Store a reply as `queued`, with its audit event, and return its id; the outbox sends it.
     Raises ReplyRefused, or ReplyHeld when a message from someone else (the customer, a teammate)
@@ -102,6 +103,8 @@ def queue_reply(
     Without `seen_message_id` (an older form, a script) nothing is checked.
 
     The same key again (a resubmitted form) returns the reply stored the first time.
+    A reply sent through the API has `api_token_id` (its token) instead of an author, and never
+    makes anyone the conversation's owner.
     """
     text = text.replace("\r\n", "\n")
     if not text.strip():
@@ -128,7 +131,7 @@ def queue_reply(
         if connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation.id)):
             raise ReplyRefused("This customer opted out meanwhile: nothing was sent.")
         if seen_message_id is not None:
-            newer, more = newer_than(connection, conversation.id, seen_message_id, author_id)
+            newer, more = newer_than(connection, conversation.id, seen_message_id, author_id, api_token_id)
             if newer:
                 raise ReplyHeld(newer, more)  # the transaction ends with nothing written
         now, change = clock.now(), change_number()
@@ -149,6 +152,7 @@ def queue_reply(
                 change_seq=change,
                 direction="out",
                 author_id=author_id,
+                api_token_id=api_token_id,
                 status="queued",
             )
             .returning(Message.id)
@@ -167,20 +171,31 @@ def queue_reply(
         )
         jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
         audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
-        owners.take_if_unassigned(conversation.id, author_id)  # ... and so does its new owner, if any
+        if author_id is not None:  # (a token owns nothing)
+            owners.take_if_unassigned(conversation.id, author_id)  # ... and so does its new owner, if any
     return reply_id
 
 
 def newer_than(
-    connection: sa.Connection, conversation_id: int, seen_message_id: int, author_id: int
+    connection: sa.Connection,
+    conversation_id: int,
+    seen_message_id: int,
+    author_id: int | None,
+    api_token_id: int | None = None,
 ) -> tuple[list[NewMessage], int]:
-    """The newest few messages after `seen_message_id` that the writer did not write themselves
-    (oldest first), and how many more there are. Ids follow commit order (the write lock)."""
+    """The newest few messages after `seen_message_id` that the writer (a person, or an API
+    token) did not write themselves (oldest first), and how many more there are. Ids follow
+    commit order (the write lock)."""
+    own = (
+        sa.and_(Message.author_id.is_not(None), Message.author_id == author_id)
+        if author_id is not None
+        else sa.and_(Message.api_token_id.is_not(None), Message.api_token_id == api_token_id)
+    )
     others = sa.and_(
         Message.conversation_id == conversation_id,
         Message.id > seen_message_id,
         # One's own earlier replies are no news: only the customer's messages and teammates' replies.
-        sa.or_(Message.direction != "out", Message.author_id.is_(None), Message.author_id != author_id),
+        sa.or_(Message.direction != "out", sa.not_(own)),
     )
     rows = connection.execute(
         sa.select(Message.id, Message.direction, User.username, Message.received_at, Message.text)
