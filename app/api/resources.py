@@ -2,7 +2,6 @@
 roles as scopes, opt-outs, erasure, the send guard). Each write runs in one write transaction
 with its audit events, which name the token ("API: <name>": it stands in for the person)."""
 
-import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,20 +81,20 @@ class MessagePage:
 def message_page(conversation_id: int, before: int | None, after: int | None, limit: int) -> MessagePage:
     """A page of a thread, oldest first: the newest messages, or those before or after an id."""
     page = queries.open_thread(conversation(conversation_id), before=before, after=after, limit=limit)
-    rows = [message_json(row, page.authors) for row in page.messages]
+    rows = [message_json(row, page.authors, conversation_id) for row in page.messages]
     older = rows[0]["id"] if page.has_older and rows else None
     newer = rows[-1]["id"] if page.has_newer and rows else None
     return MessagePage(rows, older, newer)
 
 
-def message_json(row, authors: dict) -> dict:
+def message_json(row, authors: dict, conversation_id: int) -> dict:
     """A message (a thread row) with its author's name."""
     author = None
     if row.direction == "out":
         author = authors.get(("api", row.api_token_id)) if row.api_token_id else authors.get(row.author_id)
     return {
         "id": row.id,
-        "conversation_id": getattr(row, "conversation_id", None),
+        "conversation_id": conversation_id,
         "direction": row.direction,
         "channel": row.channel,
         "sender": row.sender,
@@ -114,7 +113,7 @@ def stored_message(message_id: int) -> dict:
     row = db.session.execute(
         queries.thread_select().add_columns(Message.conversation_id).where(Message.id == message_id)
     ).one()
-    return message_json(row, queries.authors_of([row]))
+    return message_json(row, queries.authors_of([row]), row.conversation_id)
 
 
 def send_reply(
@@ -129,11 +128,9 @@ def send_reply(
     With an Idempotency-Key, a retry answers what the first request did and sends nothing;
     with `seen_message_id`, a newer message from someone else holds it (409, nothing stored)."""
     found = conversation(conversation_id)
-    reply_key = (
-        f"api-{principal.token_id}-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
-        if key is not None
-        else secrets.token_urlsafe(24)
-    )
+    # The reply's own one-time key: a retry is caught by its Idempotency-Key (checked again
+    # holding the write lock, in app/api/idempotency.py), so each new request is a new reply.
+    reply_key = secrets.token_urlsafe(24)
 
     def work() -> tuple[int, dict]:
         try:

@@ -325,6 +325,14 @@ def problem_type(kind: str):
 # --- the admin page: tokens made, shown once, revoked ---------------------------------------
 
 
+@tokens_bp.context_processor
+def runner_banner() -> dict:
+    """As on every admin page: a banner when no job runner has been heard from within a minute."""
+    from app.jobs import runner
+
+    return {"no_runner_alive": lambda: not runner.runners_alive(clock.now())}
+
+
 @tokens_bp.get("/")
 @admin_required
 def token_list(error: str | None = None, created: tuple | None = None, status: int = 200, typed: dict | None = None):

@@ -67,7 +67,7 @@ def problem_of(exc: HTTPException) -> Response:
     data = getattr(exc, "data", None) or {}
     headers.update(data.get("headers") or {})
     if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
-        headers["Allow"] = ", ".join(exc.valid_methods)
+        headers["Allow"] = ", ".join(sorted(exc.valid_methods))
     messages = data.get("messages") or data.get("errors")
     if messages and "errors" not in given:
         given["errors"] = field_errors(messages)
