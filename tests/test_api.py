@@ -329,7 +329,7 @@ def test_status_and_owner_change_as_on_the_web_and_are_audited_as_the_token(api_
     refused = client.patch(
         f"/api/v1/conversations/{conversation}", json={"status": "open", "assignee_id": bob}, headers=bearer(secret)
     )
-    assert refused.status_code == 422 and refused.json["errors"][0]["field"] == "assignee_id"
+    assert refused.status_code == 409 and refused.json["errors"][0]["field"] == "assignee_id"
     assert client.get(f"/api/v1/conversations/{conversation}", headers=bearer(secret)).json["status"] == "done"
     unassigned = client.patch(
         f"/api/v1/conversations/{conversation}", json={"assignee_id": None}, headers=bearer(secret)
@@ -364,7 +364,7 @@ def test_contacts_name_note_and_opt_outs_follow_the_webs_rules(api_app):
     assert client.get(f"/api/v1/contacts/{conversation}", headers=bearer(sender)).json["opt_in_needs_admin"] is True
     assert client.post(f"/api/v1/contacts/{conversation}/opt-in", json={}, headers=bearer(sender)).status_code == 403
     no_reason = client.post(f"/api/v1/contacts/{conversation}/opt-in", json={}, headers=bearer(admin))
-    assert no_reason.status_code == 422 and no_reason.json["errors"][0]["field"] == "reason"
+    assert no_reason.status_code == 409 and no_reason.json["errors"][0]["field"] == "reason"
     lifted = client.post(
         f"/api/v1/contacts/{conversation}/opt-in", json={"reason": "Asked by phone"}, headers=bearer(admin)
     )
@@ -385,13 +385,13 @@ def test_users_are_listed_with_read_and_managed_with_admin(api_app):
     made = client.post("/api/v1/users", json={"username": "carol", "role": "agent"}, headers=bearer(admin))
     assert made.status_code == 201 and made.json["user"]["role"] == "agent"
     assert "/set-password/" in made.json["password_link"]
-    assert client.post("/api/v1/users", json={"username": "carol"}, headers=bearer(admin)).status_code == 422
+    assert client.post("/api/v1/users", json={"username": "carol"}, headers=bearer(admin)).status_code == 409
     carol = made.json["user"]["id"]
     promoted = client.patch(f"/api/v1/users/{carol}", json={"role": "admin", "disabled": True}, headers=bearer(admin))
     assert (promoted.json["role"], promoted.json["disabled"]) == ("admin", True)
     alice = user_id(api_app, "alice")
     last_admin = client.patch(f"/api/v1/users/{alice}", json={"role": "agent"}, headers=bearer(admin))
-    assert last_admin.status_code == 422 and last_admin.json["type"] == "/api/v1/problems/refused"
+    assert last_admin.status_code == 409 and last_admin.json["type"] == "/api/v1/problems/refused"
     assert [event.username for event in audit_events(api_app, "user_added")] == ["API: ops"]
     assert [event.username for event in audit_events(api_app, "user_changed")] == ["API: ops"]
     assert [event.username for event in audit_events(api_app, "user_disabled")] == ["API: ops"]
@@ -514,7 +514,7 @@ def test_a_reply_to_a_customer_who_opted_out_is_refused(api_app):
     refused = api_app.test_client().post(
         f"/api/v1/conversations/{conversation_id(api_app)}/messages", json={"text": "Hello?"}, headers=bearer(secret)
     )
-    assert refused.status_code == 422 and refused.json["type"] == "/api/v1/problems/refused"
+    assert refused.status_code == 409 and refused.json["type"] == "/api/v1/problems/refused"
     assert refused.json["errors"][0]["field"] == "text"
 
 

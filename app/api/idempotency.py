@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from app import clock
 from app.api.problems import Problem
-from app.db.models import IDEMPOTENCY_KEY_LENGTH, ApiIdempotency
+from app.db.models import ApiIdempotency
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
 
@@ -25,20 +25,6 @@ KEPT = timedelta(hours=24)
 
 def request_hash(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
-
-
-def check_key(key: str | None) -> str | None:
-    if key is None:
-        return None
-    if not key.strip() or len(key) > IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
-        raise Problem(
-            422,
-            "validation",
-            "Invalid Idempotency-Key",
-            f"An Idempotency-Key is 1 to {IDEMPOTENCY_KEY_LENGTH} printable characters.",
-            errors=[{"in": "header", "field": "Idempotency-Key", "message": "Not a valid key."}],
-        )
-    return key
 
 
 def _earlier(token_id: int, key: str, hashed: str) -> tuple[int, dict] | None:

@@ -12,7 +12,8 @@ KINDS = {
     "not-found": "No such resource, or no such path (404).",
     "method-not-allowed": "The path exists, the method doesn't (405); `Allow` lists those that do.",
     "validation": "Fields missing or not valid (422): `errors` lists each, with where it was and why.",
-    "refused": "Valid, but the rules refuse it (422): e.g. a reply to a customer who opted out.",
+    "refused": "Valid, but the state of things refuses it (409): e.g. a reply to a customer who opted out, "
+    "a username taken, the last admin made an agent; `errors` names the field.",
     "idempotency-key-reused": "The Idempotency-Key came with another request in the last 24 hours (422).",
     "reply-held": "The send guard (409): messages came after `seen_message_id`; `newer` lists them.",
     "rate-limited": "Past the token's requests per minute (429); `Retry-After` says when to try again.",
@@ -51,8 +52,9 @@ def not_found(what: str) -> Problem:
     return Problem(404, "not-found", "Not Found", f"No such {what}.")
 
 
-def refused(detail: str, **extra) -> Problem:
-    return Problem(422, "refused", "Refused", detail, **extra)
+def refused(field: str, detail: str) -> Problem:
+    """A request the current state refuses (not its form): a 409 naming the field."""
+    return Problem(409, "refused", "Refused", detail, errors=[{"in": "body", "field": field, "message": detail}])
 
 
 def rate_limited(seconds: int) -> Problem:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app import audit, clock, contacts, replies
 from app.accounts import users as accounts
 from app.api import idempotency
-from app.api.problems import Problem, missing_scope, not_found
+from app.api.problems import Problem, missing_scope, not_found, refused
 from app.api.tokens import Principal
 from app.contacts import optouts, owners
 from app.db.models import Conversation, Message, User
@@ -22,10 +22,6 @@ from app.inbox import queries
 from app.inbox.list_views import ListFilter
 
 UNCHANGED = object()
-
-
-def field_problem(field: str, message: str, status: int = 422, kind: str = "refused") -> Problem:
-    return Problem(status, kind, "Refused", message, errors=[{"in": "body", "field": field, "message": message}])
 
 
 # --- conversations -----------------------------------------------------------------------
@@ -63,7 +59,7 @@ def change_conversation(conversation_id: int, principal: Principal, changes: dic
             try:
                 owners.assign(conversation_id, changes["assignee_id"], None, by_name=principal.username)
             except owners.AssignRefused as exc:
-                raise field_problem("assignee_id", str(exc)) from None
+                raise refused("assignee_id", str(exc)) from None
     db.session.expire_all()
     return conversation(conversation_id)
 
@@ -164,7 +160,7 @@ def send_reply(
                 more=held.more,
             ) from None
         except replies.ReplyRefused as refusal:
-            raise field_problem("text", str(refusal)) from None
+            raise refused("text", str(refusal)) from None
         return 201, render(stored_message(reply_id))
 
     return idempotency.once(principal.token_id, key, request_hash, work)
@@ -192,7 +188,7 @@ def change_contact(conversation_id: int, changes: dict) -> dict:
     try:
         contacts.set_contact(conversation_id, name, note)
     except contacts.ContactRefused as exc:
-        raise field_problem("name" if "name" in str(exc) else "note", str(exc)) from None
+        raise refused("name" if "name" in str(exc) else "note", str(exc)) from None
     db.session.expire_all()
     return contact(conversation_id)
 
@@ -208,9 +204,7 @@ def set_opted_out(conversation_id: int, principal: Principal, opted_out: bool, r
     except optouts.LiftRefused:
         if not principal.is_admin:
             raise missing_scope("admin") from None
-        raise field_problem(
-            "reason", "Say why the customer's STOP is lifted: the reason goes in the audit trail."
-        ) from None
+        raise refused("reason", "Say why the customer's STOP is lifted: the reason goes in the audit trail.") from None
     db.session.expire_all()
     return contact(conversation_id)
 
@@ -237,7 +231,7 @@ def create_user(username: str, role: str) -> tuple[User, str, datetime]:
             token = accounts.issue_reset_link(account, clock.now())
             audit.record("user_added", {"user": account.username, "role": account.role})
     except ValueError as exc:
-        raise field_problem("username", str(exc)) from None
+        raise refused("username", str(exc)) from None
     assert account.reset_expires_at is not None
     return account, token, account.reset_expires_at
 
@@ -255,5 +249,5 @@ def change_user(user_id: int, changes: dict) -> User:
                 accounts.set_disabled(account, changes["disabled"])
                 audit.record("user_disabled" if changes["disabled"] else "user_enabled", {"user": account.username})
     except ValueError as exc:
-        raise field_problem("role" if "role" in changes else "disabled", str(exc)) from None
+        raise refused("role" if "role" in changes else "disabled", str(exc)) from None
     return user(user_id)

@@ -194,14 +194,15 @@ def list_messages(args: dict, conversation_id: int):
         "Idempotency-Replayed": {"description": "`true`: the first answer to this key", "schema": {"type": "string"}}
     },
 )
-@messages_bp.alt_response(409, response="CONFLICT", description="Held by the send guard: nothing was sent.")
+@messages_bp.alt_response(409, response="CONFLICT", description="Held by the send guard, or refused: nothing was sent.")
 def post_message(headers: dict, payload: dict, conversation_id: int):
     """Send a reply (`kind` "reply") to the conversation's customer, as the token.
 
     The same `Idempotency-Key` again (within 24 hours) answers what the first request did and
-    sends nothing more; with another body it is a 422. With `seen_message_id`, a message from
+    sends nothing more; with another body it is a 422. A reply the state refuses (the customer
+    opted out, the channel can't be answered) is a 409 `refused`. With `seen_message_id`, a message from
     someone else newer than it holds the reply: a 409 listing them, nothing sent."""
-    key = idempotency.check_key(headers.get("idempotency_key"))
+    key = headers.get("idempotency_key")
     hashed = idempotency.request_hash(request.method, request.path, request.get_data())
     status, body, replayed = resources.send_reply(
         conversation_id, principal(), payload, key, hashed, MessageSchema().dump

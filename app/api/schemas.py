@@ -25,13 +25,26 @@ class UtcDateTime(fields.DateTime):
         return None if value is None else clock.utc_iso(value)
 
 
-def message_id(strict: bool = True, **kwargs) -> fields.Integer:
-    """An id; `strict` in a JSON body (a number, not "5"), not in a query string (text)."""
-    return fields.Integer(strict=strict, validate=validate.Range(min=1, max=LARGEST_ID), **kwargs)
+class JsonInteger(fields.Integer):
+    """An integer in a JSON body: a number with no fraction (5, or 5.0 as JSON Schema allows),
+    never a text ("5") or a boolean."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        return super()._deserialize(int(value), attr, data, **kwargs)
+
+
+def message_id(in_body: bool = True, **kwargs) -> fields.Integer:
+    """A message id: in a JSON body a number (JsonInteger), in a query string digits."""
+    kind = JsonInteger if in_body else fields.Integer
+    return kind(validate=validate.Range(min=1, max=LARGEST_ID), **kwargs)
 
 
 def user_id(**kwargs) -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(min=1, max=LARGEST_INT), **kwargs)
+    return JsonInteger(validate=validate.Range(min=1, max=LARGEST_INT), **kwargs)
 
 
 # --- problems ----------------------------------------------------------------------------
@@ -128,8 +141,8 @@ class ConversationQuery(Schema):
     q = fields.String(
         validate=validate.Length(max=200), metadata={"description": "search: part of a number or a contact's name"}
     )
-    before = message_id(strict=False, metadata={"description": "a page's `older` cursor"})
-    after = message_id(strict=False, metadata={"description": "a page's `newer` cursor"})
+    before = message_id(in_body=False, metadata={"description": "a page's `older` cursor"})
+    after = message_id(in_body=False, metadata={"description": "a page's `newer` cursor"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=PAGE_LIMIT))
 
 
@@ -174,8 +187,8 @@ class MessagePageSchema(Schema):
 
 
 class MessageQuery(Schema):
-    before = message_id(strict=False, metadata={"description": "messages before this id (a page's `older`)"})
-    after = message_id(strict=False, metadata={"description": "messages after this id (a page's `newer`)"})
+    before = message_id(in_body=False, metadata={"description": "messages before this id (a page's `older`)"})
+    after = message_id(in_body=False, metadata={"description": "messages after this id (a page's `newer`)"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=PAGE_LIMIT))
 
 
@@ -184,7 +197,13 @@ class NewMessageSchema(Strict):
     for now."""
 
     kind = fields.String(load_default="reply", validate=validate.OneOf(["reply"]))
-    text = fields.String(required=True, validate=validate.Length(min=1, max=sms_length.MAX_TEXT))
+    text = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=sms_length.MAX_TEXT),
+            validate.Regexp(r"[\s\S]*\S", error="Type a reply first."),  # more than spaces
+        ],
+    )
     seen_message_id = message_id(
         metadata={
             "description": "the newest message the writer saw: a newer one from someone else holds the reply (409)"
@@ -195,7 +214,7 @@ class NewMessageSchema(Strict):
 class IdempotencyHeader(Schema):
     idempotency_key = fields.String(
         data_key="Idempotency-Key",
-        validate=validate.Length(min=1, max=255),
+        validate=validate.Regexp(r"^[!-~]{1,255}$", error="1 to 255 visible ASCII characters (a UUID will do)."),
         metadata={"description": "a retry with the same key answers the first result and sends nothing more"},
     )
 

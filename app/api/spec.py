@@ -88,11 +88,11 @@ def make_api(app: Flask) -> ProblemApi:
 
 def document() -> dict:
     """The whole document, made once per app: smorest's, with the answers every operation can
-    give (and 404 for those that name a resource, 400 for those that take a body)."""
+    give (and 404 for those that name a resource, 400 and 409 for those that take a body)."""
     cache = current_app.extensions.setdefault("api_v1_document", {})
     if "document" not in cache:
         api: ProblemApi = current_app.extensions["api_v1"]
-        for status in (*EVERY_OPERATION, 400, 404):
+        for status in (*EVERY_OPERATION, 400, 404, 409):
             api.spec.components.get_ref("response", http.HTTPStatus(status).name)  # registers it
         spec = copy.deepcopy(api.spec.to_dict())
         for tag in spec.get("tags", []):  # the blueprints' names, api_<tag>
@@ -105,7 +105,7 @@ def document() -> dict:
                 if "{" in path:
                     statuses.append(404)
                 if "requestBody" in operation:
-                    statuses.append(400)
+                    statuses += [400, 409]  # a body that isn't JSON; a change the state refuses
                 for status in statuses:
                     name = http.HTTPStatus(status).name
                     operation["responses"].setdefault(str(status), {"$ref": f"#/components/responses/{name}"})

@@ -4,9 +4,9 @@ the API (/api/) problem details (RFC 9457, `application/problem+json`)."""
 import json
 import logging
 
-from flask import Flask, Response, g, render_template, request
+from flask import Flask, Response, current_app, g, render_template, request
 from sqlalchemy.exc import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from app.extensions import db, login_manager
 from app.web.htmx import is_htmx
@@ -61,6 +61,8 @@ def problem_of(exc: HTTPException) -> Response:
     """An HTTP error as a problem. Code that raises one may give `exc.problem` (kind, title,
     detail, extension members) and `exc.headers_to_send`; request validation (webargs, in
     flask-smorest) gives its messages per location and field, which become `errors`."""
+    if isinstance(exc, MethodNotAllowed) and no_such_resource(exc):
+        exc = NotFound()
     status = exc.code or 500
     given = dict(getattr(exc, "problem", None) or {})
     headers = dict(getattr(exc, "headers_to_send", None) or {})
@@ -75,6 +77,21 @@ def problem_of(exc: HTTPException) -> Response:
     title = given.pop("title", exc.name)
     detail = given.pop("detail", None) or exc.description
     return problem(status, title, detail, kind=given.pop("kind", None), headers=headers, **given)
+
+
+def no_such_resource(exc: MethodNotAllowed) -> bool:
+    """Werkzeug answers 405 for a path whose id its converter refuses (beyond the column's range)
+    when a rule with another method matched the path's text: with that method it is a 404."""
+    adapter = current_app.create_url_adapter(request)
+    if adapter is None or not exc.valid_methods:
+        return False
+    try:
+        adapter.match(method=sorted(exc.valid_methods)[0])
+    except NotFound:
+        return True
+    except HTTPException:
+        return False
+    return False
 
 
 # webargs' names for where a value was, in OpenAPI's words.
