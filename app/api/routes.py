@@ -13,6 +13,7 @@ from datetime import timedelta
 from flask import Blueprint, Flask, Response, current_app, g, redirect, render_template, request, url_for
 from flask_login import AnonymousUserMixin, current_user
 from flask_smorest import Blueprint as ApiBlueprint
+from markupsafe import Markup, escape
 
 from app import clock, config
 from app.api import idempotency, problems, rate_limit, resources, spec, tokens
@@ -46,15 +47,15 @@ CONVERSATION = f"/conversations/<int(max={LARGEST_ID}):conversation_id>"
 
 me_bp = ApiBlueprint("api_me", __name__, url_prefix=PREFIX, description="The token making the request.")
 conversations_bp = ApiBlueprint(
-    "api_conversations", __name__, url_prefix=PREFIX, description="Conversations: the inbox's list, status, owner."
+    "api_conversations", __name__, url_prefix=PREFIX, description="The inbox's list; a conversation's status and owner."
 )
 messages_bp = ApiBlueprint(
     "api_messages", __name__, url_prefix=PREFIX, description="A conversation's messages, and replies to send."
 )
 contacts_bp = ApiBlueprint(
-    "api_contacts", __name__, url_prefix=PREFIX, description="The person behind a conversation: name, note, opt-out."
+    "api_contacts", __name__, url_prefix=PREFIX, description="The person behind a conversation: name, note, numbers, opt-out."
 )
-users_bp = ApiBlueprint("api_users", __name__, url_prefix=PREFIX, description="The team's accounts.")
+users_bp = ApiBlueprint("api_users", __name__, url_prefix=PREFIX, description="The team's accounts and roles.")
 # Every API blueprint: the token check runs before each of their views. Blueprints added later
 # (labels, webhooks, ...) join this list.
 API_BLUEPRINTS = [me_bp, conversations_bp, messages_bp, contacts_bp, users_bp]
@@ -310,7 +311,20 @@ def openapi_json():
 def docs_page():
     document = spec.document()
     return render_template(
-        "api/docs.html", document=document, operations=spec.operations(document), kinds=problems.KINDS
+        "api/docs.html",
+        document=document,
+        tags=spec.tags(document),
+        operations=spec.operations(document),
+        kinds=problems.KINDS,
+    )
+
+
+@docs_bp.app_template_filter()
+def inline_code(text: str) -> Markup:
+    """Text whose `backticked` parts are code, escaped (the document's descriptions)."""
+    parts = str(text).split("`")
+    return Markup("").join(
+        Markup("<code>{}</code>").format(part) if n % 2 else escape(part) for n, part in enumerate(parts)
     )
 
 

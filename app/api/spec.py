@@ -177,7 +177,15 @@ def operations(document: dict) -> list[dict]:
                     ],
                 }
             )
-    return sorted(found, key=lambda operation: operation["tag"])
+    order = [tag["name"] for tag in document.get("tags", [])]
+    return sorted(
+        found, key=lambda operation: order.index(operation["tag"]) if operation["tag"] in order else len(order)
+    )
+
+
+def tags(document: dict) -> list[dict]:
+    """The document's tags (one per blueprint), in the order they were registered."""
+    return document.get("tags", [])
 
 
 def type_name(schema: dict) -> str:
