@@ -500,6 +500,20 @@ def test_the_send_guard_holds_a_reply_when_something_newer_came(api_app):
         texts = db.session.scalars(sa.select(Message.text).where(Message.direction == "out").order_by(Message.id)).all()
     assert texts == ["Yes, until six.", "And Sundays too."]  # nothing stored for the held one
     newest = held.json["newer"][-1]["id"]
+    # A person who had not seen the token's replies is held by them, and told who wrote them.
+    person = api_app.test_client()
+    assert AuthActions(person).login().status_code == 302
+    page = person.post(
+        f"/conversations/{conversation}/replies",
+        data={
+            "csrf_token": csrf_token(person.get(f"/conversations/{conversation}").text),
+            "text": "Hi!",
+            "key": "p" * 16,
+            "seen_message_id": str(seen),
+        },
+        headers={"HX-Request": "true"},
+    )
+    assert '<bdi class="who">API: crm</bdi>' in page.text
     assert (
         client.post(
             path, json={"text": "Closed on Sundays.", "seen_message_id": newest}, headers=bearer(secret)

@@ -53,7 +53,10 @@ messages_bp = ApiBlueprint(
     "api_messages", __name__, url_prefix=PREFIX, description="A conversation's messages, and replies to send."
 )
 contacts_bp = ApiBlueprint(
-    "api_contacts", __name__, url_prefix=PREFIX, description="The person behind a conversation: name, note, numbers, opt-out."
+    "api_contacts",
+    __name__,
+    url_prefix=PREFIX,
+    description="The person behind a conversation: name, note, numbers, opt-out.",
 )
 users_bp = ApiBlueprint("api_users", __name__, url_prefix=PREFIX, description="The team's accounts and roles.")
 # Every API blueprint: the token check runs before each of their views. Blueprints added later

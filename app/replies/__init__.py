@@ -32,7 +32,7 @@ from flask import current_app
 from app import audit, clock, jobs
 from app.contacts import owners
 from app.db import folding
-from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message, User
+from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, ApiToken, Conversation, Message, User
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
 from app.jobs import rate_budget
@@ -197,9 +197,12 @@ def newer_than(
         # One's own earlier replies are no news: only the customer's messages and teammates' replies.
         sa.or_(Message.direction != "out", sa.not_(own)),
     )
+    # Who wrote a reply: a person, or an API token ("API: <name>").
+    author = sa.func.coalesce(User.username, sa.literal("API: ", sa.String) + ApiToken.name).label("username")
     rows = connection.execute(
-        sa.select(Message.id, Message.direction, User.username, Message.received_at, Message.text)
+        sa.select(Message.id, Message.direction, author, Message.received_at, Message.text)
         .outerjoin(User, User.id == Message.author_id)
+        .outerjoin(ApiToken, ApiToken.id == Message.api_token_id)
         .where(others)
         .order_by(Message.id.desc())
         .limit(HELD_SHOWN)
