@@ -12,8 +12,10 @@ from datetime import datetime
 import pytest
 import sqlalchemy as sa
 
+from app import notifications
+from app.accounts import users as accounts
 from app.api import tokens
-from app.db.models import ApiIdempotency, ApiToken, AuditEvent, Conversation, Message
+from app.db.models import ApiIdempotency, ApiToken, AuditEvent, Conversation, Message, User
 from app.extensions import db
 from conftest import ONE_DATABASE, AuthActions, close_app, conversation_of, csrf_token, make_app
 from helpers import CUSTOMER, OUR_NUMBER, Clock, deliver, replies_in, user_id, wait_for_status
@@ -315,15 +317,9 @@ def test_status_and_owner_change_as_on_the_web_and_are_audited_as_the_token(api_
     assert status.username == assigned.username == "API: crm"
     assert json.loads(assigned.details) == {"conversation": conversation, "by": "API: crm", "assignee": "bob"}
     with api_app.app_context():
-        db.session.get(type(db.session.get(ApiToken, 1)), 1)
-        from app import notifications
-
         assert notifications.unread_count(bob) == 1  # told, as when a teammate assigns
     # A disabled account gets nothing: refused, and nothing of the change is stored.
     with api_app.app_context():
-        from app.accounts import users as accounts
-        from app.db.models import User
-
         accounts.set_disabled(db.session.get(User, bob), True)
         db.session.commit()
     refused = client.patch(
