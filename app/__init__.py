@@ -40,6 +40,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app import web
     from app.accounts import routes as accounts
     from app.admin import routes as admin
+    from app.api import routes as api
     from app.callbacks import routes as callbacks
     from app.export import routes as export
     from app.inbox import routes as inbox
@@ -52,6 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.converters["int"] = IdConverter  # ids beyond their column's range are 404s
     for feature in (callbacks, accounts, inbox, notifications, replies, export, admin):
         app.register_blueprint(feature.bp)
+    api.init_app(app)  # /api/v1, its document and its tokens' admin page
     cli.init_app(app)
     web.init_app(app)
     if app.config["PROXY_COUNT"]:

@@ -99,6 +99,8 @@ def defaults(instance_path: str) -> dict:
         # Messente's client has no timeouts of its own: seconds to connect, and to wait for the answer.
         "MESSENTE_CONNECT_TIMEOUT": 5.0,
         "MESSENTE_READ_TIMEOUT": 15.0,
+        # /api/v1: requests per minute per token, every process and instance together (a 429 past it).
+        "API_RATE_LIMIT": 600,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": False,
@@ -144,6 +146,7 @@ def from_environment(environ=os.environ) -> dict:
         "RETENTION_DAYS",
         "AUDIT_RETENTION_DAYS",
         "SCHEDULED_GRACE_HOURS",
+        "API_RATE_LIMIT",
     ):
         if environ.get(name):
             found[name] = int(environ[name])

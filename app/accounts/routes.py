@@ -15,7 +15,7 @@ from app.contacts import owners
 from app.db.models import USERNAME_LENGTH, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db, login_manager
-from app.web.access import public
+from app.web.access import TOKEN_PATHS, public
 
 bp = Blueprint("auth", __name__)
 
@@ -82,6 +82,8 @@ def path_and_query(url: str | None) -> str:
 
 def is_public() -> bool:
     if request.endpoint is None or request.endpoint == "static" or request.blueprint == "callback":
+        return True
+    if request.path.startswith(TOKEN_PATHS):  # the API checks its own tokens (app/api/routes.py)
         return True
     view = current_app.view_functions.get(request.endpoint)
     return getattr(view, "public", False)

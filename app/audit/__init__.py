@@ -72,6 +72,10 @@ ACTIONS = {
     "label_deleted": "Deleted a label",
     "label_added": "Labelled a conversation",
     "label_removed": "Took a label off a conversation",
+    # API tokens (app/api/tokens.py); what a token does is recorded as "API: <its name>".
+    "api_token_created": "Created an API token",
+    "api_token_revoked": "Revoked an API token",
+    "status_changed": "Changed a conversation's status",
 }
 
 UNSET = object()

@@ -134,7 +134,7 @@ class LiftRefused(Exception):
 
 
 def set_opted_out(
-    conversation_id: int, opted_out: bool, user_id: int, reason: str = "", may_lift_stop: bool = False
+    conversation_id: int, opted_out: bool, user_id: int | None, reason: str = "", may_lift_stop: bool = False
 ) -> bool:
     """A person's decision ("please stop texting me"); False when it was so already. The reason
     goes in the audit event. Opting back in where `needs_admin` raises LiftRefused unless

@@ -51,10 +51,10 @@ def username_of(user_id: int | None) -> str | None:
     return None if user_id is None else db.session.scalar(sa.select(User.username).where(User.id == user_id))
 
 
-def assign(conversation_id: int, user_id: int | None, by_user_id: int | None) -> bool:
+def assign(conversation_id: int, user_id: int | None, by_user_id: int | None, by_name: str | None = None) -> bool:
     """Give a conversation to a person, or back to Unassigned (None); `by_user_id` None: the app
-    did it (auto-assignment). False when it was so already; AssignRefused for a disabled or
-    unknown person."""
+    did it (auto-assignment), or `by_name` did (an API token, "API: <name>"). False when it was
+    so already; AssignRefused for a disabled or unknown person."""
     with write_transaction() as session:
         if user_id is not None:
             disabled = session.scalar(sa.select(User.disabled).where(User.id == user_id))
@@ -68,8 +68,8 @@ def assign(conversation_id: int, user_id: int | None, by_user_id: int | None) ->
             .where(Conversation.id == conversation_id)
             .values(assignee_id=user_id, change_seq=change_number())
         )
-        _record(conversation_id, user_id, was, by_user_id)
-        if was is not None and by_user_id is not None:
+        _record(conversation_id, user_id, was, by_user_id, by_name=by_name)
+        if was is not None and (by_user_id is not None or by_name is not None):
             _sweep_soon()  # its owner has room for one more (the app's own moves sweep anyway)
         if user_id is not None and user_id != by_user_id:  # nobody is told what they did themselves
             notifications.add_assigned(conversation_id, user_id)
@@ -94,8 +94,15 @@ def take_if_unassigned(conversation_id: int, user_id: int) -> bool:
     return True
 
 
-def _record(conversation_id: int, user_id: int | None, was: int | None, by_user_id: int | None, **extra) -> None:
-    by = username_of(by_user_id)
+def _record(
+    conversation_id: int,
+    user_id: int | None,
+    was: int | None,
+    by_user_id: int | None,
+    by_name: str | None = None,
+    **extra,
+) -> None:
+    by = by_name or username_of(by_user_id)
     details = {"conversation": conversation_id, "by": by or AUTO_ASSIGNMENT, **extra}
     if user_id is not None:
         details["assignee"] = username_of(user_id)

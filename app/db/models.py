@@ -208,6 +208,8 @@ class Message(Model):
     # An automatic reply's source ("away": the away reply, app/hours); None for a person's reply
     # and for inbound messages.
     via: Mapped[str | None] = mapped_column(sa.String(16))
+    # A reply sent through the API (app/api/): the token that sent it, shown as "API: <its name>".
+    api_token_id: Mapped[int | None] = mapped_column(sa.ForeignKey("api_token.id"))
 
     __table_args__ = (
         sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),
@@ -652,8 +654,6 @@ class Label(Model):
     name_key: Mapped[str] = mapped_column(sa.String(LABEL_KEY_LENGTH), unique=True)
     colour: Mapped[str] = mapped_column(sa.String(8), server_default="grey")
 
-    __table_args__ = ids_never_reused()
-
 
 class ConversationLabel(Model):
     """A label on a conversation: one row per pair."""
@@ -669,6 +669,55 @@ class ConversationLabel(Model):
         # The list filtered by a label, and the counts per label: the label's conversations alone.
         sa.Index("ix_conversation_label_label_id_conversation_id", "label_id", "conversation_id"),
     )
+
+
+API_TOKEN_NAME_LENGTH = 80
+IDEMPOTENCY_KEY_LENGTH = 255
+
+
+class ApiToken(Model):
+    """A token for /api/v1 (app/api/tokens.py), made by an admin: the sha256 of its secret only,
+    its scopes ("read", "send", "admin", comma-separated), an optional expiry; revoked, never
+    deleted (messages and audit events name it)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(API_TOKEN_NAME_LENGTH), unique=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH), unique=True)
+    # The token's first characters, shown on the admin page to tell tokens apart (not a secret).
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    scopes: Mapped[str] = mapped_column(sa.String(40))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(sa.String(USERNAME_LENGTH))
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    # Written at most once a minute per token (app/api/tokens.py: touch).
+    last_used_at: Mapped[datetime | None]
+
+    __table_args__ = ids_never_reused()
+
+
+class ApiIdempotency(Model):
+    """The first answer to an API request made with an `Idempotency-Key`: a retry with the same
+    key (and body) gets it again and does nothing; kept 24 hours (app/api/idempotency.py)."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_id: Mapped[int] = mapped_column(sa.ForeignKey("api_token.id"))
+    key: Mapped[str] = mapped_column(sa.String(IDEMPOTENCY_KEY_LENGTH))
+    body_hash: Mapped[str] = mapped_column(sa.String(TOKEN_HASH_LENGTH))  # the request's method, path and body
+    status: Mapped[int]
+    response: Mapped[str] = mapped_column(sa.Text)  # the JSON answered
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (sa.UniqueConstraint("token_id", "key"), ids_never_reused())
+
+
+class ApiRateWindow(Model):
+    """Requests a token made in the current minute, shared by every process and instance
+    (app/api/rate_limit.py); one row per token, its window moved on as minutes pass."""
+
+    token_id: Mapped[int] = mapped_column(sa.ForeignKey("api_token.id"), primary_key=True)
+    window: Mapped[int] = mapped_column(sa.BigInteger)  # minutes since the epoch
+    used: Mapped[int]
 
 
 @sa.event.listens_for(Model.metadata, "before_create")

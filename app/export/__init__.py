@@ -9,7 +9,7 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from app.db.models import Conversation, Message, User
+from app.db.models import ApiToken, Conversation, Message, User
 from app.extensions import db
 from app.inbox import search
 from app.inbox.list_views import ListFilter
@@ -83,6 +83,13 @@ def export_query(
     )
     agent = sa.case(
         (Message.via == "away", sa.literal("Away reply", sa.String)),  # app/hours' automatic reply
+        # A reply sent through the API: its token, "API: <name>".
+        (
+            Message.api_token_id.is_not(None),
+            sa.select(sa.literal("API: ", sa.String) + ApiToken.name)
+            .where(ApiToken.id == Message.api_token_id)
+            .scalar_subquery(),
+        ),
         else_=sa.select(User.username).where(User.id == Message.author_id).scalar_subquery(),
     )
     assignee = (

@@ -9,7 +9,7 @@ from app import clock
 from app.contacts import labels
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
-from app.db.models import Conversation, DailyCount, Message, User
+from app.db.models import ApiToken, Conversation, DailyCount, Message, User
 from app.extensions import db
 from app.inbox import search
 from app.inbox.list_views import ListFilter
@@ -298,6 +298,7 @@ THREAD_COLUMNS = (
     Message.problem,
     Message.author_id,
     Message.via,  # "away": the away reply (app/hours), shown as its author
+    Message.api_token_id,
 )
 
 
@@ -306,12 +307,20 @@ def thread_select():
     return db.select(*THREAD_COLUMNS).where(sa.or_(Message.send_at.is_(None), Message.status.not_in(scheduled.STATES)))
 
 
-def authors_of(messages: list[sa.Row]) -> dict[int, str]:
-    """Who wrote the replies among these messages (one small query, not a join per message)."""
+def authors_of(messages: list[sa.Row]) -> dict:
+    """Who wrote the replies among these messages (one small query, not a join per message):
+    people by their id; API tokens by ("api", id), as "API: <name>"."""
     ids = {message.author_id for message in messages if message.author_id is not None}
-    if not ids:
-        return {}
-    return dict(db.session.execute(db.select(User.id, User.username).where(User.id.in_(ids))).all())
+    authors: dict = (
+        dict(db.session.execute(db.select(User.id, User.username).where(User.id.in_(ids))).all()) if ids else {}
+    )
+    token_ids = {message.api_token_id for message in messages if message.api_token_id is not None}
+    if token_ids:
+        for token_id, name in db.session.execute(
+            db.select(ApiToken.id, ApiToken.name).where(ApiToken.id.in_(token_ids))
+        ):
+            authors["api", token_id] = "API: " + name
+    return authors
 
 
 @dataclass
@@ -326,7 +335,7 @@ class ThreadPage:
     # before: a changed message at or below it replaces its old self, a newer one is appended.
     newest_shown: int
     previously_shown: int = 0
-    authors: dict[int, str] = field(default_factory=dict)
+    authors: dict = field(default_factory=dict)  # see authors_of
     has_newer: bool = False
     around: int | None = None  # the message a page was opened around (a search hit, a link)
 

@@ -9,6 +9,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from datetime import timedelta
 from typing import cast
 
 import click
@@ -20,6 +21,7 @@ from werkzeug.local import LocalProxy
 
 from app import audit, clock, config, replies
 from app.accounts import users
+from app.api import tokens
 from app.callbacks import signing
 from app.db.models import User
 from app.db.unit_of_work import write_transaction
@@ -35,6 +37,7 @@ def init_app(app: Flask) -> None:
     for command in (
         init_db,
         create_user,
+        create_token,
         list_users,
         reset_password,
         disable_user,
@@ -136,6 +139,25 @@ def create_user(username: str, admin: bool):
         click.echo(f"Created {user.role} {user.username!r}. Log in at {site.url}/login")
     else:
         click.echo(f"Created {user.role} {user.username!r}. {servers.NO_SERVER}, then log in at {site.url}/login")
+
+
+@click.command("create-token")
+@with_appcontext
+@click.argument("name")
+@click.option("--scopes", default="read", show_default=True, help="Comma-separated: read, send, admin.")
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=None, help="Expires after this many days.")
+@one_line_database_errors
+def create_token(name: str, scopes: str, expires_days: int | None):
+    """Make an API token (for scripted deployments); prints it alone on the last line.
+
+    It is shown only here: only its hash is stored."""
+    expires = clock.now() + timedelta(days=expires_days) if expires_days else None
+    try:
+        row, secret = tokens.create_token(name, tokens.parse_scopes(scopes), expires, by="command line")
+    except tokens.TokenRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Created API token {row.name!r} ({row.scopes}); it is shown only now:", err=True)
+    click.echo(secret)
 
 
 @click.command("list-users")

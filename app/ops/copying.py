@@ -21,6 +21,7 @@ from flask import current_app
 
 from app.config import database_url
 from app.db.models import (
+    ApiToken,
     AuditEvent,
     BackupCode,
     BusinessHours,
@@ -43,11 +44,13 @@ from app.extensions import configure_engine, engine_options
 
 # Referenced tables first. Login throttling and sessions are not copied: their rows only matter
 # for minutes, and everyone logs in again on the new database. Jobs are: a reply queued in the
-# old database is sent from the new one.
+# old database is sent from the new one. API tokens are (replies name them); the answers kept for
+# idempotency keys and the per-minute rate counts are not, for the same reason as sessions.
 TABLES = tuple(
     model.__table__
     for model in (
         User,
+        ApiToken,
         BackupCode,
         Conversation,
         Message,

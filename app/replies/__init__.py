@@ -32,7 +32,7 @@ from flask import current_app
 from app import audit, clock, jobs
 from app.contacts import owners
 from app.db import folding
-from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message, User
+from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, ApiToken, Conversation, Message, User
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
 from app.jobs import rate_budget
@@ -92,10 +92,11 @@ def queue_reply(
     text: str,
     route_value: str,
     sms_sender: str | None,
-    author_id: int,
+    author_id: int | None,
     key: str,
     seen_message_id: int | None = None,
     send_at: datetime | None = None,
+    api_token_id: int | None = None,
 ) -> int:
     """Store a reply as `queued`, with its audit event, and return its id; the outbox sends it.
     With `send_at`, it is stored `scheduled` for then instead (app/replies/scheduled.py).
@@ -105,6 +106,8 @@ def queue_reply(
     Without `seen_message_id` (an older form, a script) nothing is checked.
 
     The same key again (a resubmitted form) returns the reply stored the first time.
+    A reply sent through the API has `api_token_id` (its token) instead of an author, and never
+    makes anyone the conversation's owner.
     """
     text = text.replace("\r\n", "\n")
     if not text.strip():
@@ -127,7 +130,7 @@ def queue_reply(
         if connection.scalar(sa.select(Conversation.opted_out).where(Conversation.id == conversation.id)):
             raise ReplyRefused("This customer opted out meanwhile: nothing was sent.")
         if seen_message_id is not None:
-            newer, more = newer_than(connection, conversation.id, seen_message_id, author_id)
+            newer, more = newer_than(connection, conversation.id, seen_message_id, author_id, api_token_id)
             if newer:
                 raise ReplyHeld(newer, more)  # the transaction ends with nothing written
         if send_at is not None:
@@ -139,9 +142,19 @@ def queue_reply(
                 {"conversation": conversation.id, "scheduled": reply_id, "send_at": send_at.replace(microsecond=0)},
             )
         else:
-            reply_id = insert_reply(connection, conversation.id, conversation.sender, text, legs, author_id, msg_id)
+            reply_id = insert_reply(
+                connection,
+                conversation.id,
+                conversation.sender,
+                text,
+                legs,
+                author_id,
+                msg_id,
+                api_token_id=api_token_id,
+            )
             audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
-        owners.take_if_unassigned(conversation.id, author_id)  # ... and so does its new owner, if any
+        if author_id is not None:  # (a token owns nothing)
+            owners.take_if_unassigned(conversation.id, author_id)  # ... and so does its new owner, if any
     return reply_id
 
 
@@ -164,6 +177,7 @@ def insert_reply(
     msg_id: str,
     send_at: datetime | None = None,
     via: str | None = None,
+    api_token_id: int | None = None,
 ) -> int:
     """Store a reply `queued` as the conversation's newest message, with its send job; its id.
     In the caller's write transaction (the caller audits it). `send_at`: it was scheduled for then.
@@ -186,6 +200,7 @@ def insert_reply(
             change_seq=change,
             direction="out",
             author_id=author_id,
+            api_token_id=api_token_id,
             status="queued",
             send_at=send_at,
             via=via,
@@ -228,22 +243,35 @@ def queue_automatic(
 
 
 def newer_than(
-    connection: sa.Connection, conversation_id: int, seen_message_id: int, author_id: int
+    connection: sa.Connection,
+    conversation_id: int,
+    seen_message_id: int,
+    author_id: int | None,
+    api_token_id: int | None = None,
 ) -> tuple[list[NewMessage], int]:
-    """The newest few messages after `seen_message_id` that the writer did not write themselves
-    (oldest first), and how many more there are. Ids follow commit order (the write lock)."""
+    """The newest few messages after `seen_message_id` that the writer (a person, or an API
+    token) did not write themselves (oldest first), and how many more there are. Ids follow
+    commit order (the write lock)."""
+    own = (
+        sa.and_(Message.author_id.is_not(None), Message.author_id == author_id)
+        if author_id is not None
+        else sa.and_(Message.api_token_id.is_not(None), Message.api_token_id == api_token_id)
+    )
     others = sa.and_(
         Message.conversation_id == conversation_id,
         Message.id > seen_message_id,
         # One's own earlier replies are no news: only the customer's messages and teammates' replies.
-        sa.or_(Message.direction != "out", Message.author_id.is_(None), Message.author_id != author_id),
+        sa.or_(Message.direction != "out", sa.not_(own)),
         Message.direction != "note",  # notes are the team's asides (app/replies/notes.py), not answers
         # ... and no automatic reply (the away reply): it answers nobody's question.
         Message.via.is_(None),
     )
+    # Who wrote a reply: a person, or an API token ("API: <name>").
+    author = sa.func.coalesce(User.username, sa.literal("API: ", sa.String) + ApiToken.name).label("username")
     rows = connection.execute(
-        sa.select(Message.id, Message.direction, User.username, Message.received_at, Message.text)
+        sa.select(Message.id, Message.direction, author, Message.received_at, Message.text)
         .outerjoin(User, User.id == Message.author_id)
+        .outerjoin(ApiToken, ApiToken.id == Message.api_token_id)
         .where(others)
         .order_by(Message.id.desc())
         .limit(HELD_SHOWN)

@@ -101,7 +101,7 @@ def insert_scheduled(
     recipient: str,
     text: str,
     legs: list[dict],
-    author_id: int,
+    author_id: int | None,
     msg_id: str,
     send_at: datetime,
 ) -> int:

@@ -6,6 +6,10 @@ import functools
 from flask import abort
 from flask_login import current_user
 
+# Paths that authenticate by their own tokens (app/api), never by the session: open to the login
+# check, and an API request never loads the session's user.
+TOKEN_PATHS = ("/api/",)
+
 
 def public(view):
     """Mark a view as open to anonymous visitors; every other view requires a login.

@@ -1,0 +1,253 @@
+"""What the API's operations do, on the same services the web pages use (and so the same rules:
+roles as scopes, opt-outs, erasure, the send guard). Each write runs in one write transaction
+with its audit events, which name the token ("API: <name>": it stands in for the person)."""
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from app import audit, clock, contacts, replies
+from app.accounts import users as accounts
+from app.api import idempotency
+from app.api.problems import Problem, missing_scope, not_found, refused
+from app.api.tokens import Principal
+from app.contacts import optouts, owners
+from app.db.models import Conversation, Message, User
+from app.db.unit_of_work import write_transaction
+from app.extensions import db
+from app.inbox import queries
+from app.inbox.list_views import ListFilter
+
+UNCHANGED = object()
+
+
+# --- conversations -----------------------------------------------------------------------
+
+
+def conversation_page(args: dict) -> queries.ConversationPage:
+    """A page of the list, as the inbox shows it: a view (status) and its filters, a search."""
+    list_filter = ListFilter(
+        view=args["status"], channel=args.get("channel"), recipient=args.get("to"), assignee=args.get("assignee")
+    )
+    return queries.conversations(
+        (args.get("q") or "").strip(),
+        before=args.get("before"),
+        after=args.get("after"),
+        limit=args["limit"],
+        list_filter=list_filter,
+    )
+
+
+def conversation(conversation_id: int) -> Conversation:
+    """A conversation with its owner's name; 404 when there is none (never was, or erased)."""
+    found = contacts.conversation(conversation_id)
+    if found is None:
+        raise not_found("conversation")
+    return queries.with_owners([found])[0]
+
+
+def change_conversation(conversation_id: int, principal: Principal, changes: dict) -> Conversation:
+    """Status and owner, together or either: both or neither are stored, each audited as the token."""
+    conversation(conversation_id)
+    with write_transaction():
+        if "status" in changes and contacts.set_status(conversation_id, changes["status"]):
+            audit.record("status_changed", {"conversation": conversation_id, "status": changes["status"]})
+        if "assignee_id" in changes:
+            try:
+                owners.assign(conversation_id, changes["assignee_id"], None, by_name=principal.username)
+            except owners.AssignRefused as exc:
+                raise refused("assignee_id", str(exc)) from None
+    db.session.expire_all()
+    return conversation(conversation_id)
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+@dataclass
+class MessagePage:
+    messages: list[dict]
+    older: int | None
+    newer: int | None
+
+
+def message_page(conversation_id: int, before: int | None, after: int | None, limit: int) -> MessagePage:
+    """A page of a thread, oldest first: the newest messages, or those before or after an id."""
+    page = queries.open_thread(conversation(conversation_id), before=before, after=after, limit=limit)
+    rows = [message_json(row, page.authors, conversation_id) for row in page.messages]
+    older = rows[0]["id"] if page.has_older and rows else None
+    newer = rows[-1]["id"] if page.has_newer and rows else None
+    return MessagePage(rows, older, newer)
+
+
+def message_json(row, authors: dict, conversation_id: int) -> dict:
+    """A message (a thread row) with its author's name."""
+    author = None
+    if row.direction == "out":
+        author = authors.get(("api", row.api_token_id)) if row.api_token_id else authors.get(row.author_id)
+    return {
+        "id": row.id,
+        "conversation_id": conversation_id,
+        "direction": row.direction,
+        "channel": row.channel,
+        "sender": row.sender,
+        "recipient": row.recipient,
+        "text": row.text,
+        "sent_at": row.sent_at,
+        "received_at": row.received_at,
+        "status": row.status,
+        "delivery": row.delivery,
+        "problem": row.problem,
+        "author": author,
+    }
+
+
+def stored_message(message_id: int) -> dict:
+    row = db.session.execute(
+        queries.thread_select().add_columns(Message.conversation_id).where(Message.id == message_id)
+    ).one()
+    return message_json(row, queries.authors_of([row]), row.conversation_id)
+
+
+def send_reply(
+    conversation_id: int,
+    principal: Principal,
+    args: dict,
+    key: str | None,
+    request_hash: str,
+    render: Callable[[dict], dict],
+) -> tuple[int, dict, bool]:
+    """Queue a reply as the token (it never becomes the owner); (status, body, replayed).
+    With an Idempotency-Key, a retry answers what the first request did and sends nothing;
+    with `seen_message_id`, a newer message from someone else holds it (409, nothing stored)."""
+    found = conversation(conversation_id)
+    # The reply's own one-time key: a retry is caught by its Idempotency-Key (checked again
+    # holding the write lock, in app/api/idempotency.py), so each new request is a new reply.
+    reply_key = secrets.token_urlsafe(24)
+
+    def work() -> tuple[int, dict]:
+        try:
+            reply_id = replies.queue_reply(
+                found,
+                args["text"],
+                "",
+                None,
+                None,
+                reply_key,
+                seen_message_id=args.get("seen_message_id"),
+                api_token_id=principal.token_id,
+            )
+        except replies.ReplyHeld as held:
+            raise Problem(
+                409,
+                "reply-held",
+                "Reply held",
+                "Messages came after seen_message_id: nothing was sent. Read them, then send again "
+                "with the newest id as seen_message_id.",
+                newer=[
+                    {
+                        "id": new.id,
+                        "direction": new.direction,
+                        "author": new.author,
+                        "received_at": clock.utc_iso(new.received_at),
+                        "preview": new.preview,
+                    }
+                    for new in held.newer
+                ],
+                more=held.more,
+            ) from None
+        except replies.ReplyRefused as refusal:
+            raise refused("text", str(refusal)) from None
+        return 201, render(stored_message(reply_id))
+
+    return idempotency.once(principal.token_id, key, request_hash, work)
+
+
+# --- contacts ----------------------------------------------------------------------------
+
+
+def contact(conversation_id: int) -> dict:
+    found = conversation(conversation_id)
+    return {
+        "id": found.id,
+        "contact_name": found.contact_name,
+        "contact_note": found.contact_note,
+        "numbers": [found.sender],
+        "opted_out": found.opted_out,
+        "opt_in_needs_admin": optouts.needs_admin(found),
+    }
+
+
+def change_contact(conversation_id: int, changes: dict) -> dict:
+    found = conversation(conversation_id)
+    name = changes.get("name", found.contact_name) or ""
+    note = changes.get("note", found.contact_note) or ""
+    try:
+        contacts.set_contact(conversation_id, name, note)
+    except contacts.ContactRefused as exc:
+        raise refused("name" if "name" in str(exc) else "note", str(exc)) from None
+    db.session.expire_all()
+    return contact(conversation_id)
+
+
+def set_opted_out(conversation_id: int, principal: Principal, opted_out: bool, reason: str = "") -> dict:
+    """Opt out, or back in. Lifting a customer's own STOP (or an erasure's block) takes the
+    admin scope and a reason, as on the web it takes an admin and a reason. An opt-out made with
+    a token counts as no person's: lifting it takes the admin scope and a reason too."""
+    conversation(conversation_id)
+    reason = " ".join(reason.split())
+    try:
+        optouts.set_opted_out(conversation_id, opted_out, None, reason, may_lift_stop=principal.is_admin)
+    except optouts.LiftRefused:
+        if not principal.is_admin:
+            raise missing_scope("admin") from None
+        raise refused("reason", "Say why the customer's STOP is lifted: the reason goes in the audit trail.") from None
+    db.session.expire_all()
+    return contact(conversation_id)
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+def all_users() -> list[User]:
+    return list(db.session.scalars(sa.select(User).order_by(User.username)))
+
+
+def user(user_id: int) -> User:
+    found = db.session.get(User, user_id)
+    if found is None:
+        raise not_found("user")
+    return found
+
+
+def create_user(username: str, role: str) -> tuple[User, str, datetime]:
+    """A new account (audited) and its one-time link's token, and until when the link works."""
+    try:
+        with write_transaction():
+            account = accounts.create_user(username, None, admin=role == "admin")
+            token = accounts.issue_reset_link(account, clock.now())
+            audit.record("user_added", {"user": account.username, "role": account.role})
+    except ValueError as exc:
+        raise refused("username", str(exc)) from None
+    assert account.reset_expires_at is not None
+    return account, token, account.reset_expires_at
+
+
+def change_user(user_id: int, changes: dict) -> User:
+    """Role and disabled, each audited; the last active admin stays one."""
+    account = user(user_id)
+    try:
+        with write_transaction():
+            if "role" in changes and changes["role"] != account.role:
+                before = account.role
+                accounts.set_role(account, changes["role"])
+                audit.record("user_changed", {"user": account.username, "role": changes["role"], "was": before})
+            if "disabled" in changes and changes["disabled"] != account.disabled:
+                accounts.set_disabled(account, changes["disabled"])
+                audit.record("user_disabled" if changes["disabled"] else "user_enabled", {"user": account.username})
+    except ValueError as exc:
+        raise refused("role" if "role" in changes else "disabled", str(exc)) from None
+    return user(user_id)

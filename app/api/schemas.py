@@ -1,0 +1,281 @@
+"""What the API takes and gives, as marshmallow schemas: each request is validated by them (an
+unknown field is refused), each answer dumped by them, and the OpenAPI document is made from them."""
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from app import clock
+from app.db.models import CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, ROLES, USERNAME_LENGTH
+from app.inbox.list_views import VIEWS
+from app.replies import sms_length
+from app.web.request_args import LARGEST_ID, LARGEST_INT
+
+PAGE_LIMIT = 100  # most items a page may ask for
+OPT_IN_REASON_LENGTH = 500
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE  # a field we don't know is a mistake the client should hear about
+
+
+class UtcDateTime(fields.DateTime):
+    """A stored (naive UTC) time as ISO 8601 with a Z."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else clock.utc_iso(value)
+
+
+class JsonInteger(fields.Integer):
+    """An integer in a JSON body: a number with no fraction (5, or 5.0 as JSON Schema allows),
+    never a text ("5") or a boolean."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        return super()._deserialize(int(value), attr, data, **kwargs)
+
+
+def message_id(in_body: bool = True, **kwargs) -> fields.Integer:
+    """A message id: in a JSON body a number (JsonInteger), in a query string digits."""
+    kind = JsonInteger if in_body else fields.Integer
+    return kind(validate=validate.Range(min=1, max=LARGEST_ID), **kwargs)
+
+
+def user_id(**kwargs) -> fields.Integer:
+    return JsonInteger(validate=validate.Range(min=1, max=LARGEST_INT), **kwargs)
+
+
+# --- problems ----------------------------------------------------------------------------
+
+
+class FieldError(Schema):
+    in_ = fields.String(data_key="in", required=True, metadata={"description": "body, query, header or path"})
+    field = fields.String(required=True, metadata={"description": "the field, a dotted path; empty: the whole"})
+    message = fields.String(required=True)
+
+
+class NewerMessage(Schema):
+    id = fields.Integer(required=True)
+    direction = fields.String(required=True, validate=validate.OneOf(["in", "out"]))
+    author = fields.String(allow_none=True, required=True)
+    received_at = UtcDateTime(required=True)
+    preview = fields.String(required=True)
+
+
+class ProblemSchema(Schema):
+    """A problem document (RFC 9457)."""
+
+    type = fields.String(required=True, metadata={"description": "stable per kind: /api/v1/problems/<kind>"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String()
+    errors = fields.List(fields.Nested(FieldError), metadata={"description": "validation: each field refused"})
+    newer = fields.List(fields.Nested(NewerMessage), metadata={"description": "reply-held: what came meanwhile"})
+    more = fields.Integer(metadata={"description": "reply-held: how many more than `newer` came"})
+
+
+# --- the token itself --------------------------------------------------------------------
+
+
+class TokenSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    scopes = fields.List(fields.String(validate=validate.OneOf(["read", "send", "admin"])), required=True)
+    created_at = UtcDateTime(required=True)
+    expires_at = UtcDateTime(allow_none=True, required=True)
+    last_used_at = UtcDateTime(allow_none=True, required=True)
+
+
+class MeSchema(Schema):
+    token = fields.Nested(TokenSchema, required=True)
+
+
+# --- conversations -----------------------------------------------------------------------
+
+
+class ConversationSchema(Schema):
+    id = fields.Integer(required=True)
+    sender = fields.String(required=True, metadata={"description": "the customer's number (or name, on some channels)"})
+    channel = fields.String(required=True, metadata={"description": "of the newest message"})
+    contact_name = fields.String(allow_none=True, required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["open", "done"]))
+    assignee_id = fields.Integer(
+        allow_none=True, required=True, metadata={"description": "the owner; null: unassigned"}
+    )
+    assignee = fields.String(allow_none=True, required=True, attribute="owner_name")
+    unread_count = fields.Integer(required=True)
+    message_count = fields.Integer(required=True)
+    opted_out = fields.Boolean(required=True)
+    last_message_id = fields.Integer(allow_none=True, required=True)
+    last_message_at = UtcDateTime(required=True, attribute="last_sent_at")
+    last_direction = fields.String(required=True, validate=validate.OneOf(["in", "out"]))
+    last_text = fields.String(required=True, metadata={"description": "the newest message's start"})
+
+
+class ConversationPageSchema(Schema):
+    conversations = fields.List(fields.Nested(ConversationSchema), required=True)
+    older = fields.Integer(
+        allow_none=True, required=True, metadata={"description": "`before` for the next older page; null: none"}
+    )
+    newer = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={"description": "`after` for the next newer page; null: this is the newest"},
+    )
+
+
+class ConversationQuery(Schema):
+    status = fields.String(
+        load_default="open",
+        validate=validate.OneOf(list(VIEWS)),
+        metadata={"description": "the view, as in the inbox: open, done, all, unread, opted-out"},
+    )
+    assignee = fields.String(
+        validate=validate.Regexp(r"^(none|[1-9][0-9]{0,8})$"),
+        metadata={"description": "`none` (unassigned) or a person's id"},
+    )
+    channel = fields.String(validate=validate.Length(min=1, max=32))
+    to = fields.String(validate=validate.Length(min=1, max=64), metadata={"description": "one of our numbers"})
+    q = fields.String(
+        validate=validate.Length(max=200), metadata={"description": "search: part of a number or a contact's name"}
+    )
+    before = message_id(in_body=False, metadata={"description": "a page's `older` cursor"})
+    after = message_id(in_body=False, metadata={"description": "a page's `newer` cursor"})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=PAGE_LIMIT))
+
+
+class ConversationChange(Strict):
+    status = fields.String(validate=validate.OneOf(["open", "done"]))
+    assignee_id = user_id(allow_none=True, metadata={"description": "a person's id; null: unassigned"})
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+class MessageSchema(Schema):
+    id = fields.Integer(required=True)
+    conversation_id = fields.Integer(required=True)
+    direction = fields.String(required=True, validate=validate.OneOf(["in", "out"]))
+    channel = fields.String(required=True)
+    sender = fields.String(required=True)
+    recipient = fields.String(allow_none=True, required=True)
+    text = fields.String(required=True)
+    sent_at = UtcDateTime(required=True, metadata={"description": "the provider's time (ours for a reply)"})
+    received_at = UtcDateTime(required=True, metadata={"description": "when it arrived: the order of a thread"})
+    status = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "a reply's: queued, sending, sent, failed, unconfirmed, retrying; null inbound"},
+    )
+    delivery = fields.String(allow_none=True, required=True, metadata={"description": "the best delivery report"})
+    problem = fields.String(allow_none=True, required=True)
+    author = fields.String(
+        allow_none=True, required=True, metadata={"description": "a reply's writer: a person, or `API: <token name>`"}
+    )
+
+
+class MessagePageSchema(Schema):
+    messages = fields.List(fields.Nested(MessageSchema), required=True, metadata={"description": "oldest first"})
+    older = fields.Integer(
+        allow_none=True, required=True, metadata={"description": "`before` for the earlier page; null: none"}
+    )
+    newer = fields.Integer(
+        allow_none=True, required=True, metadata={"description": "`after` for the newer page; null: this is the newest"}
+    )
+
+
+class MessageQuery(Schema):
+    before = message_id(in_body=False, metadata={"description": "messages before this id (a page's `older`)"})
+    after = message_id(in_body=False, metadata={"description": "messages after this id (a page's `newer`)"})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=PAGE_LIMIT))
+
+
+class NewMessageSchema(Strict):
+    """A message to add to a conversation. `kind` says which: only "reply" (sent to the customer)
+    for now."""
+
+    kind = fields.String(load_default="reply", validate=validate.OneOf(["reply"]))
+    text = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=sms_length.MAX_TEXT),
+            validate.Regexp(r"[\s\S]*\S", error="Type a reply first."),  # more than spaces
+        ],
+    )
+    seen_message_id = message_id(
+        metadata={
+            "description": "the newest message the writer saw: a newer one from someone else holds the reply (409)"
+        }
+    )
+
+
+class IdempotencyHeader(Schema):
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Regexp(r"^[!-~]{1,255}$", error="1 to 255 visible ASCII characters (a UUID will do)."),
+        metadata={"description": "a retry with the same key answers the first result and sends nothing more"},
+    )
+
+
+# --- contacts ----------------------------------------------------------------------------
+
+
+class ContactSchema(Schema):
+    id = fields.Integer(required=True, metadata={"description": "the contact's conversation"})
+    name = fields.String(allow_none=True, required=True, attribute="contact_name")
+    note = fields.String(allow_none=True, required=True, attribute="contact_note")
+    numbers = fields.List(fields.String(), required=True)
+    opted_out = fields.Boolean(required=True)
+    opt_in_needs_admin = fields.Boolean(
+        required=True,
+        metadata={"description": "opting back in takes the admin scope and a reason (the customer's own STOP)"},
+    )
+
+
+class ContactChange(Strict):
+    name = fields.String(allow_none=True, validate=validate.Length(max=CONTACT_NAME_LENGTH))
+    note = fields.String(allow_none=True, validate=validate.Length(max=CONTACT_NOTE_LENGTH))
+
+
+class OptInSchema(Strict):
+    reason = fields.String(
+        validate=validate.Length(max=OPT_IN_REASON_LENGTH),
+        metadata={"description": "why; needed (with the admin scope) to lift a customer's own STOP"},
+    )
+
+
+class OptOutSchema(Strict):
+    pass
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+class UserSchema(Schema):
+    id = fields.Integer(required=True)
+    username = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    disabled = fields.Boolean(required=True)
+    on_shift = fields.Boolean(required=True)
+
+
+class UserListSchema(Schema):
+    users = fields.List(fields.Nested(UserSchema), required=True)
+
+
+class NewUserSchema(Strict):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=USERNAME_LENGTH))
+    role = fields.String(load_default="agent", validate=validate.OneOf(ROLES))
+
+
+class NewUserAnswer(Schema):
+    user = fields.Nested(UserSchema, required=True)
+    password_link = fields.String(required=True, metadata={"description": "one-time link to set a password"})
+    link_expires_at = UtcDateTime(required=True)
+
+
+class UserChange(Strict):
+    role = fields.String(validate=validate.OneOf(ROLES))
+    disabled = fields.Boolean()
