@@ -408,7 +408,13 @@ def test_a_poll_swaps_only_the_header_buttons_whose_state_changed(app, client, i
     page = other.get(path).text
     thread_poll = unescape(re.search(r'id="thread-poller"[^>]*hx-get="([^"]+)"', page).group(1))
     shown = showing(page)
-    assert shown == {"showing_status": "open", "showing_unread": "0", "showing_opt_out": "in", "showing_owner": ""}
+    assert shown == {
+        "showing_status": "open",
+        "showing_unread": "0",
+        "showing_opt_out": "in",
+        "showing_owner": "",
+        "showing_snooze": "",
+    }
 
     client.post(path + "/status", data={"csrf_token": auth.csrf(), "status": "done"})
     update = other.get(thread_poll + "&" + urlencode(shown), headers={"HX-Request": "true"})
@@ -416,6 +422,7 @@ def test_a_poll_swaps_only_the_header_buttons_whose_state_changed(app, client, i
     # The read and opt-out buttons stay the elements they were: a click landing on one is kept.
     assert 'id="read-state"' not in update.text and 'id="opt-out"' not in update.text
     assert 'id="owner"' not in update.text and 'id="assign-to"' not in update.text
+    assert 'id="snooze"' not in update.text
 
     client.post(path + "/unread", data={"csrf_token": auth.csrf()})
     shown["showing_status"] = "done"  # the page now shows what the last poll brought

@@ -385,6 +385,18 @@ def test_snoozing_with_htmx_swaps_the_control_and_a_poll_brings_it_to_other_page
     assert 'datetime="2026-03-02T10:00:00Z"' in update
 
 
+def test_mark_done_with_htmx_ends_the_snooze_and_swaps_its_control(app, inbox, alice):
+    first = inbox[0]
+    assert snooze_by_form(alice, first, "reply").status_code == 303
+    page = alice.client.get(f"/conversations/{first}").text
+    form = {"csrf_token": csrf_token(page), "status": "done"}
+    done = alice.client.post(f"/conversations/{first}/status", data=form, headers=HTMX)
+    assert done.status_code == 200 and done.text.lstrip().startswith('<form id="status"')
+    assert '<div id="snooze" class="snooze-control" hx-swap-oob="true">' in done.text
+    assert ">Snooze</summary>" in done.text
+    assert state(app, first) == (None, False)
+
+
 def test_done_ends_a_snooze_and_snoozing_a_done_conversation_opens_it(app, inbox, alice, clock):
     from app import contacts
 
