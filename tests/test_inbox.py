@@ -414,6 +414,7 @@ def test_a_poll_swaps_only_the_header_buttons_whose_state_changed(app, client, i
         "showing_opt_out": "in",
         "showing_owner": "",
         "showing_labels": "",
+        "showing_snooze": "",
     }
 
     client.post(path + "/status", data={"csrf_token": auth.csrf(), "status": "done"})
@@ -422,6 +423,7 @@ def test_a_poll_swaps_only_the_header_buttons_whose_state_changed(app, client, i
     # The read and opt-out buttons stay the elements they were: a click landing on one is kept.
     assert 'id="read-state"' not in update.text and 'id="opt-out"' not in update.text
     assert 'id="owner"' not in update.text and 'id="assign-to"' not in update.text
+    assert 'id="snooze"' not in update.text
 
     client.post(path + "/unread", data={"csrf_token": auth.csrf()})
     shown["showing_status"] = "done"  # the page now shows what the last poll brought

@@ -310,7 +310,7 @@ def test_unsnooze_by_hand_audited_and_the_owner_told_unless_it_was_them(app, inb
     action = unescape(re.search(r'action="([^"]+/unsnooze)"', page).group(1))
     response = alice.client.post(action, data={"csrf_token": csrf_token(page)}, headers=HTMX)
     assert response.status_code == 200 and response.headers["HX-Trigger"] == "conversation-changed"
-    assert response.text.lstrip().startswith('<div id="snooze"') and ">Snooze</summary>" in response.text
+    assert response.text.lstrip().startswith('<div id="snooze"') and ">Snooze</span></summary>" in response.text
     assert woke_notifications(app) == [(ids["bob"], first)]
     assert [(action, who, details.get("by"), details.get("reason")) for action, who, details in events(app)] == [
         ("snoozed", "bob", "bob", None),
@@ -384,6 +384,18 @@ def test_snoozing_with_htmx_swaps_the_control_and_a_poll_brings_it_to_other_page
     update = bob.client.get(poll + "&showing_snooze=", headers=HTMX).text
     assert '<div id="snooze" class="snooze-control" hx-swap-oob="true">' in update
     assert 'datetime="2026-03-02T10:00:00Z"' in update
+
+
+def test_mark_done_with_htmx_ends_the_snooze_and_swaps_its_control(app, inbox, alice):
+    first = inbox[0]
+    assert snooze_by_form(alice, first, "reply").status_code == 303
+    page = alice.client.get(f"/conversations/{first}").text
+    form = {"csrf_token": csrf_token(page), "status": "done"}
+    done = alice.client.post(f"/conversations/{first}/status", data=form, headers=HTMX)
+    assert done.status_code == 200 and done.text.lstrip().startswith('<form id="status"')
+    assert '<div id="snooze" class="snooze-control" hx-swap-oob="true">' in done.text
+    assert ">Snooze</span></summary>" in done.text
+    assert state(app, first) == (None, False)
 
 
 def test_done_ends_a_snooze_and_snoozing_a_done_conversation_opens_it(app, inbox, alice, clock):

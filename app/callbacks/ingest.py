@@ -1,9 +1,9 @@
 """Filing inbound messages: validate a signed body, insert it once, keep the conversation current.
 
 Each store is one write transaction (joined if the caller already holds one): a message, its
-conversation, its owner's notification, the wake of a snoozed conversation and the day's count commit together, before anyone
-answers 200. With auto-assignment on, a batch that starts or reopens conversations also
-commits one job for it (never does it here).
+conversation, its owner's notification, a snoozed conversation's wake and the day's count commit
+together, before anyone answers 200. With auto-assignment on, a batch that starts or reopens
+conversations also commits one job for it (never does it here).
 """
 
 import hashlib

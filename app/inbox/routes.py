@@ -384,8 +384,11 @@ def set_status(conversation_id: int):
         abort(400, "'status' must be 'open' or 'done'")
     contacts.set_status(conversation.id, status)
     if is_htmx():
+        conversation = contacts.conversation(conversation.id) or abort(404)
         return (
-            render_template("inbox/_status.html", conversation=contacts.conversation(conversation.id)),
+            render_template("inbox/_status.html", conversation=conversation)
+            # Done ends a snooze: the snooze control beside it follows.
+            + render_template("inbox/_snooze.html", conversation=conversation, oob=True),
             {"HX-Trigger": "conversation-changed"},
         )
     return redirect(thread_url(conversation.id), 303)
