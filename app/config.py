@@ -93,6 +93,19 @@ def defaults(instance_path: str) -> dict:
         # Messente's client has no timeouts of its own: seconds to connect, and to wait for the answer.
         "MESSENTE_CONNECT_TIMEOUT": 5.0,
         "MESSENTE_READ_TIMEOUT": 15.0,
+        # Webhooks (app/webhooks/): networks besides the public internet that webhook URLs may
+        # reach (CIDRs, comma-separated; plain http is allowed to them), how long events are kept,
+        # and the timeouts of each delivery.
+        "WEBHOOKS_ALLOWED_NETWORKS": "",
+        "WEBHOOK_EVENT_RETENTION_DAYS": 7,
+        "WEBHOOK_CONNECT_TIMEOUT": 5.0,
+        "WEBHOOK_READ_TIMEOUT": 10.0,
+        # An event is tried again for this long; an endpoint none of whose attempts succeeded for
+        # the second is turned off (admins see it on the admin pages); a rotated secret still
+        # signs deliveries for the third.
+        "WEBHOOK_RETRY_HOURS": 72,
+        "WEBHOOK_DISABLE_AFTER_HOURS": 120,
+        "WEBHOOK_SECRET_OVERLAP_HOURS": 24,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": False,
@@ -125,7 +138,7 @@ def from_environment(environ=os.environ) -> dict:
         found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
     if environ.get("MESSENTE_BLACKLIST_SYNC"):
         found["MESSENTE_BLACKLIST_SYNC"] = environ["MESSENTE_BLACKLIST_SYNC"].lower() in ("1", "true", "yes")
-    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE"):
+    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE", "WEBHOOKS_ALLOWED_NETWORKS"):
         if environ.get(name):
             found[name] = environ[name]
     if environ.get("TRUSTED_HOSTS"):
@@ -137,6 +150,7 @@ def from_environment(environ=os.environ) -> dict:
         "REPLY_RETRY_SECONDS",
         "RETENTION_DAYS",
         "AUDIT_RETENTION_DAYS",
+        "WEBHOOK_EVENT_RETENTION_DAYS",
     ):
         if environ.get(name):
             found[name] = int(environ[name])

@@ -56,6 +56,12 @@ ACTIONS = {
     "unassigned": "Unassigned a conversation",
     "on_shift": "Went on shift",
     "off_shift": "Went off shift",
+    # Webhooks (app/webhooks/)
+    "webhook_added": "Added a webhook",
+    "webhook_changed": "Changed a webhook",
+    "webhook_removed": "Deleted a webhook",
+    "webhook_resent": "Sent a webhook again",
+    "webhook_disabled": "Turned off a failing webhook",
 }
 
 UNSET = object()

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app import clock, notifications
+from app import clock, notifications, webhooks
 from app.contacts import autoassign, optouts
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
@@ -169,6 +169,7 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
 
         # Before the conversations move on: which are new or reopened (only while it is on).
         autoassign.after_ingest(connection, set(conversation_of.values()))
+        webhooks.inbound(set(conversation_of.values()), ids)  # their events, when subscribed
 
         totals: dict[int, ConversationTotals] = {}
         for message_id, key, message in zip(ids, keys, new, strict=True):

@@ -133,6 +133,21 @@ def enqueue(
     session.info["wake_jobs"] = True
 
 
+def enqueue_once(kind_name: str, payload: dict, key: str, due_at: datetime) -> None:
+    """A job of `key` due by `due_at`, inside the caller's write transaction: the one already
+    waiting (due) is moved earlier if need be, or one is added. One running is left to finish:
+    the new one runs after it (jobs sharing a key run one at a time)."""
+    session = db.session()
+    waiting = session.execute(
+        sa.select(Job.id, Job.due_at).where(Job.key == key, Job.state == "due").order_by(Job.id).limit(1)
+    ).first()
+    if waiting is None:
+        enqueue(kind_name, payload, due_at=due_at, key=key)
+    elif waiting.due_at > due_at:
+        session.execute(sa.update(Job).where(Job.id == waiting.id).values(due_at=due_at))
+        session.info["wake_jobs"] = True
+
+
 def _is_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

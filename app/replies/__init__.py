@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from app import audit, clock, jobs
+from app import audit, clock, jobs, webhooks
 from app.contacts import owners
 from app.db import folding
 from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, Conversation, Message, User
@@ -167,6 +167,7 @@ def queue_reply(
         )
         jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation.id))
         audit.record("reply", {"conversation": conversation.id, "reply": reply_id})  # commits with the reply
+        webhooks.message_event("message.created", reply_id)
         owners.take_if_unassigned(conversation.id, author_id)  # ... and so does its new owner, if any
     return reply_id
 
@@ -243,6 +244,7 @@ def retry(conversation_id: int, reply_id: int) -> bool:
                 sa.update(Conversation).where(Conversation.id == conversation_id).values(change_seq=change_number())
             )
             jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
+            webhooks.message_event("message.updated", reply_id)
     return bool(updated)
 
 
@@ -275,6 +277,7 @@ def abandon_send(payload: dict, reason: str) -> None:
             .values(status=status, problem=problem[:500], change_seq=change_number())
         )
         touch_conversation(session.connection(), row.conversation_id)
+        webhooks.message_event("message.updated", reply_id)
 
 
 @jobs.kind(SEND_REPLY, at_most_once=True, lease=send_lease, on_abandon=abandon_send)
@@ -308,6 +311,7 @@ def send(reply_id: int, client: "messente.Messente", attempt: "jobs.Attempt") ->
             sa.select(Conversation.opted_out).where(Conversation.id == claimed.conversation_id)
         )
         touch_conversation(connection, claimed.conversation_id)
+        webhooks.message_event("message.updated", reply_id)
     if opted_out:  # checked again just before the call: a STOP may have come meanwhile
         record(reply_id, claimed.conversation_id, "failed", problem="the customer opted out: not sent")
         return None
@@ -346,6 +350,7 @@ def record_unsent(reply_id: int, problem: str) -> None:
         )
         if conversation_id is not None:
             touch_conversation(session.connection(), conversation_id)
+            webhooks.message_event("message.updated", reply_id)
 
 
 def record(
@@ -367,6 +372,7 @@ def record(
         if omnimessage_id:
             delivery.apply_unmatched(connection, reply_id, omnimessage_id)
         touch_conversation(connection, conversation_id)
+        webhooks.message_event("message.updated", reply_id)
     log.info("reply %d %s%s", reply_id, status, f": {problem}" if problem else "")
     return status
 
