@@ -10,8 +10,8 @@ backoff holding none. A deliver job:
 2. sends the pending deliveries that are due, oldest event first, skipping any behind an
    undelivered earlier event of the same conversation (a conversation's events arrive in
    order; other conversations' go on past a failing one);
-3. records each attempt (the response code, or why there was none) in its own short write,
-   never holding a transaction over the network;
+3. records the attempts (the response code, or why there was none) in short writes, a
+   failure at once and successes a few at a time, never holding a transaction over the network;
 4. leaves a job due when the next delivery is.
 
 An answer 2xx delivers. Timeouts, refused connections, 5xx and 429 are tried again with backoff
@@ -46,6 +46,7 @@ BACKOFF = [timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), ti
 BACKOFF_MOST = timedelta(hours=10)
 TAKE_EVENTS = 500  # new events a run takes at once
 SEND_BATCH = 100  # deliveries a run sends at most
+RECORD_BATCH = 20  # successes recorded in one write
 RUN_SECONDS = 20.0  # a run starts no attempt after this; the next run goes on
 MAX_RESPONSE_BYTES = 16 * 1024  # of a receiver's answer, headers included: the rest is not read
 USER_AGENT = "sms-inbox-webhooks/1"
@@ -129,6 +130,7 @@ def run(endpoint_id: int) -> None:
     if endpoint is None:
         return  # deleted or turned off: its deliveries wait (or went with it)
     started, blocked, stopped = time.monotonic(), set(), False
+    outcomes: list[tuple[Ready, Outcome]] = []
     for ready in ready_deliveries(endpoint_id, clock.now(), SEND_BATCH):
         if ready.conversation_id is not None and ready.conversation_id in blocked:
             continue
@@ -136,12 +138,18 @@ def run(endpoint_id: int) -> None:
             stopped = True
             break
         outcome = attempt(endpoint, ready)
-        if not record(endpoint_id, ready, outcome):
-            return  # the endpoint was turned off
+        outcomes.append((ready, outcome))
         if not outcome.delivered:
             blocked.add(ready.conversation_id)
-            if outcome.pause:
-                break
+        if not outcome.delivered or len(outcomes) >= RECORD_BATCH:
+            # Successes are recorded a few at a time (one write for several); a failure at once.
+            if not record(endpoint_id, outcomes):
+                return  # the endpoint was turned off
+            outcomes = []
+        if outcome.pause:
+            break
+    if outcomes and not record(endpoint_id, outcomes):
+        return
     with write_transaction() as session:
         row = session.execute(
             sa.select(WebhookEndpoint.enabled, WebhookEndpoint.paused_until).where(WebhookEndpoint.id == endpoint_id)
@@ -258,8 +266,14 @@ def next_ready_at(endpoint_id: int) -> datetime | None:
     )
 
 
-def record(endpoint_id: int, ready: Ready, outcome: Outcome) -> bool:
-    """An attempt's outcome, on the delivery and its endpoint; False if the endpoint is now off."""
+def record(endpoint_id: int, outcomes: list[tuple[Ready, Outcome]]) -> bool:
+    """Attempts' outcomes (in the order they were made), on the deliveries and their endpoint, in
+    one write; False if the endpoint is now off."""
+    with write_transaction():
+        return all([record_one(endpoint_id, ready, outcome) for ready, outcome in outcomes])
+
+
+def record_one(endpoint_id: int, ready: Ready, outcome: Outcome) -> bool:
     config = current_app.config
     now = clock.now()
     attempts = ready.attempts + 1
@@ -289,7 +303,7 @@ def record(endpoint_id: int, ready: Ready, outcome: Outcome) -> bool:
         if outcome.delivered:
             session.execute(
                 sa.update(WebhookEndpoint)
-                .where(WebhookEndpoint.id == endpoint_id)
+                .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.failures > 0)
                 .values(failing_since=None, failures=0, paused_until=None)
             )
             return True
