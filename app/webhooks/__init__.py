@@ -3,7 +3,7 @@
 `emit` adds one `webhook_event` row inside the caller's write transaction, so the event commits
 with the change that caused it or not at all; when no enabled endpoint takes that type of event
 it writes nothing (one small read per transaction). Committing also leaves one `webhooks_dispatch`
-job due (one however many events), which hands each endpoint with new events to its own
+job due shortly (one however many events), which hands each endpoint with new events to its own
 `webhooks_deliver` job: an endpoint's deliveries run one at a time in event order, so a slow or
 dead receiver holds up only itself, never a callback, a page or another endpoint. See
 delivery.py for the attempts, endpoints.py for subscribing, signing.py and addresses.py for the
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app import clock, jobs
+from app import clock
 from app.db.models import Conversation, Message, User, WebhookEndpoint, WebhookEvent
 from app.extensions import db
 
@@ -62,7 +62,7 @@ def emit(event_type: str, data: dict, conversation_id: int | None = None, messag
     )
     if not session.info.get("webhooks_dispatch"):
         session.info["webhooks_dispatch"] = True
-        jobs.enqueue_once(DISPATCH, {}, key=DISPATCH, due_at=now)
+        delivery.dispatch_soon(now)
 
 
 def subscribed_types(session: Session) -> frozenset[str]:

@@ -1,18 +1,18 @@
 """Delivering events: at least once, in order per conversation, each endpoint on its own.
 
-`webhooks_dispatch` (left due by `emit`) gives every enabled endpoint behind the newest event its
-`webhooks_deliver` job, keyed by the endpoint, so one endpoint's jobs run one at a time and a
-stalled receiver holds one job runner thread for one attempt's timeouts, then waits out its
-backoff holding none. A deliver job:
+`webhooks_dispatch` (left due by `emit`, WEBHOOK_DISPATCH_SECONDS later so that a burst of
+changes shares it) gives every enabled endpoint behind the newest event its `webhooks_deliver`
+job, keyed by the endpoint: one endpoint's jobs run one at a time, so a stalled receiver holds
+one job runner thread for one attempt's timeouts, then waits out its backoff holding none, and
+never holds up another endpoint. A deliver job, holding no transaction over the network:
 
-1. takes the endpoint's new events (those after its position, in commit order) as `pending`
-   deliveries of the types it subscribed to, and moves its position past them;
-2. sends the pending deliveries that are due, oldest event first, skipping any behind an
-   undelivered earlier event of the same conversation (a conversation's events arrive in
-   order; other conversations' go on past a failing one);
-3. records the attempts (the response code, or why there was none) in short writes, a
-   failure at once and successes a few at a time, never holding a transaction over the network;
-4. leaves a job due when the next delivery is.
+1. reads what is due: its pending deliveries (retries, "Send again"), then the events after its
+   position (in commit order) of the types it takes;
+2. sends them oldest event first, one conversation's in order: an event behind an undelivered
+   earlier one of its conversation waits (a pending delivery without an attempt), while other
+   conversations' events go on;
+3. records every outcome, moves its position past the events it handled and leaves its next run
+   due, all in one short write.
 
 An answer 2xx delivers. Timeouts, refused connections, 5xx and 429 are tried again with backoff
 (5 s, 5 min, 30 min, 2 h, 5 h, then every 10 h) for WEBHOOK_RETRY_HOURS; any other answer fails at
@@ -20,14 +20,17 @@ once. A timeout, a refused connection or a 429 also pauses the whole endpoint fo
 endpoint none of whose attempts succeeded for WEBHOOK_DISABLE_AFTER_HOURS is turned off, audited,
 and shown to admins on every admin page. Every attempt has the event's `webhook-id` and is
 signed anew with the real time (signing.py); the connection goes to an address `addresses.resolve`
-checked, with no proxy and no redirects followed, and reads back at most MAX_RESPONSE_BYTES.
+checked, with no proxy and no redirects followed, and reads back at most MAX_RESPONSE_BYTES. A
+runner that stops between an answer and its record sends that event again: receivers drop
+repeats by `webhook-id`.
 """
 
 import logging
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -44,9 +47,8 @@ log = logging.getLogger(__name__)
 
 BACKOFF = [timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2), timedelta(hours=5)]
 BACKOFF_MOST = timedelta(hours=10)
-TAKE_EVENTS = 500  # new events a run takes at once
-SEND_BATCH = 100  # deliveries a run sends at most
-RECORD_BATCH = 20  # successes recorded in one write
+TAKE_EVENTS = 500  # new events a run reads at most
+SEND_BATCH = 200  # attempts a run makes at most
 RUN_SECONDS = 20.0  # a run starts no attempt after this; the next run goes on
 MAX_RESPONSE_BYTES = 16 * 1024  # of a receiver's answer, headers included: the rest is not read
 USER_AGENT = "sms-inbox-webhooks/1"
@@ -65,6 +67,12 @@ def endpoint_key(endpoint_id: int) -> str:
 def schedule(endpoint_id: int, at: datetime) -> None:
     """The endpoint's deliver job is due by `at` (in the caller's write transaction)."""
     jobs.enqueue_once(DELIVER, {"endpoint": endpoint_id}, key=endpoint_key(endpoint_id), due_at=at)
+
+
+def dispatch_soon(now: datetime) -> None:
+    """One dispatch due shortly (in the caller's write transaction): a burst of changes shares it."""
+    delay = timedelta(seconds=current_app.config["WEBHOOK_DISPATCH_SECONDS"])
+    jobs.enqueue_once(DISPATCH, {}, key=DISPATCH, due_at=now + delay)
 
 
 def deliver_lease(config) -> timedelta:
@@ -99,11 +107,17 @@ class Endpoint:
     id: int
     url: str
     signing_secrets: list[str]
+    events: frozenset[str]
+    position: int
+    paused_until: datetime | None
 
 
 @dataclass(frozen=True)
 class Ready:
-    id: int
+    """A delivery to make: a pending one (`id`), or a new event's first (`id` None)."""
+
+    id: int | None
+    event_id: int
     conversation_id: int | None
     attempts: int
     created_at: datetime
@@ -123,88 +137,67 @@ class Outcome:
         return self.code is not None and 200 <= self.code < 300
 
 
+HELD = None  # the outcome of an event held behind its conversation: no attempt yet
+
+
+@dataclass
+class Run:
+    """What one run did, recorded at its end in one write."""
+
+    endpoint: Endpoint
+    started: datetime
+    outcomes: list[tuple[Ready, Outcome | None]] = field(default_factory=list)
+    position: int = 0  # the last new event handled (sent, held or not taken)
+    more: bool = False  # it stopped with work left that is due now
+
+
 def run(endpoint_id: int) -> None:
-    """One run of an endpoint's deliveries (see the module's steps); leaves the next run due."""
-    more_events = take_events(endpoint_id)
+    """One run of an endpoint's deliveries (see the module's steps)."""
     endpoint = current(endpoint_id)
     if endpoint is None:
         return  # deleted or turned off: its deliveries wait (or went with it)
-    started, blocked, stopped = time.monotonic(), set(), False
-    outcomes: list[tuple[Ready, Outcome]] = []
-    for ready in ready_deliveries(endpoint_id, clock.now(), SEND_BATCH):
-        if ready.conversation_id is not None and ready.conversation_id in blocked:
+    now = clock.now()
+    this = Run(endpoint, now, position=endpoint.position)
+    if endpoint.paused_until and endpoint.paused_until > now:
+        this.more = True
+        record(this)  # only its next run, once the pause is over
+        return
+    started = time.monotonic()
+    waiting = pending_by_conversation(endpoint_id)  # a conversation's new events wait behind these
+    blocked: set[int | None] = set()  # conversations whose event failed in this run
+    stopped = False
+    due = ready_deliveries(endpoint_id, now, SEND_BATCH)
+    new, boundary = ([], endpoint.position) if len(due) >= SEND_BATCH else new_events(endpoint, now, TAKE_EVENTS)
+    for ready in due + new:
+        conversation = ready.conversation_id
+        if ready.id is None and (conversation in blocked or (conversation is not None and waiting[conversation] > 0)):
+            this.outcomes.append((ready, HELD))
+            this.position = ready.event_id
             continue
-        if time.monotonic() - started > RUN_SECONDS:
-            stopped = True
+        if conversation in blocked:
+            continue
+        if stopped or len(this.outcomes) >= SEND_BATCH or time.monotonic() - started > RUN_SECONDS:
+            this.more = True
             break
         outcome = attempt(endpoint, ready)
-        outcomes.append((ready, outcome))
+        this.outcomes.append((ready, outcome))
+        if ready.id is None:
+            this.position = ready.event_id
+        elif conversation is not None and (outcome.delivered or not outcome.retry):
+            waiting[conversation] -= 1  # settled: its conversation's next may go
         if not outcome.delivered:
-            blocked.add(ready.conversation_id)
-        if not outcome.delivered or len(outcomes) >= RECORD_BATCH:
-            # Successes are recorded a few at a time (one write for several); a failure at once.
-            if not record(endpoint_id, outcomes):
-                return  # the endpoint was turned off
-            outcomes = []
-        if outcome.pause:
-            break
-    if outcomes and not record(endpoint_id, outcomes):
-        return
-    with write_transaction() as session:
-        row = session.execute(
-            sa.select(WebhookEndpoint.enabled, WebhookEndpoint.paused_until).where(WebhookEndpoint.id == endpoint_id)
-        ).first()
-        if row is None or not row.enabled:
-            return
-        now = clock.now()
-        due = now if (more_events or stopped) else next_ready_at(endpoint_id)
-        if due is not None:
-            schedule(endpoint_id, max(due, row.paused_until or due, now))
-
-
-def take_events(endpoint_id: int) -> bool:
-    """New events become the endpoint's pending deliveries (the types it takes); whether more wait."""
-    now = clock.now()
-    with write_transaction() as session:
-        endpoint = session.execute(
-            sa.select(WebhookEndpoint.position, WebhookEndpoint.events, WebhookEndpoint.enabled).where(
-                WebhookEndpoint.id == endpoint_id
-            )
-        ).first()
-        if endpoint is None or not endpoint.enabled:
-            return False
-        events = session.execute(
-            sa.select(WebhookEvent.id, WebhookEvent.type, WebhookEvent.conversation_id)
-            .where(WebhookEvent.id > endpoint.position)
-            .order_by(WebhookEvent.id)
-            .limit(TAKE_EVENTS)
-        ).all()
-        if not events:
-            return False
-        wanted = set(endpoint.events.split())
-        rows = [
-            {
-                "endpoint_id": endpoint_id,
-                "event_id": event.id,
-                "conversation_id": event.conversation_id,
-                "status": "pending",
-                "attempts": 0,
-                "next_at": now,
-                "created_at": now,
-            }
-            for event in events
-            if event.type in wanted
-        ]
-        if rows:
-            session.execute(sa.insert(WebhookDelivery), rows)
-        session.execute(
-            sa.update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).values(position=events[-1].id)
-        )
-    return len(events) == TAKE_EVENTS
+            blocked.add(conversation)
+            if outcome.pause:
+                stopped = True
+    else:
+        this.position = boundary  # every event it read is handled, those of other types too
+        this.more = len(new) == TAKE_EVENTS or len(due) >= SEND_BATCH
+    record(this)
 
 
 def current(endpoint_id: int) -> Endpoint | None:
-    """The endpoint's URL and the secrets that sign now (the previous one too during its overlap)."""
+    """The endpoint as a run needs it, with the secrets that sign now (the previous one too
+    during its overlap); None when it is gone or off."""
     row = db.session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
     db.session.rollback()  # the read ends here
     if row is None or not row.enabled:
@@ -212,7 +205,42 @@ def current(endpoint_id: int) -> Endpoint | None:
     valid = [row.secret]
     if row.previous_secret and row.previous_secret_until and row.previous_secret_until > clock.now():
         valid.append(row.previous_secret)
-    return Endpoint(row.id, row.url, valid)
+    return Endpoint(row.id, row.url, valid, frozenset(row.events.split()), row.position, row.paused_until)
+
+
+def pending_by_conversation(endpoint_id: int) -> Counter:
+    found = Counter(
+        dict(
+            db.session.execute(
+                sa.select(WebhookDelivery.conversation_id, sa.func.count())
+                .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
+                .group_by(WebhookDelivery.conversation_id)
+            ).all()
+        )
+    )
+    db.session.rollback()
+    return found
+
+
+def new_events(endpoint: Endpoint, now: datetime, limit: int) -> tuple[list[Ready], int]:
+    """The events after the endpoint's position of the types it takes, in commit order, and the
+    position once they are handled: the newest event there was (ids follow commit order, so
+    every event up to it has committed), or the last one read when there are more."""
+    boundary = db.session.scalar(sa.select(sa.func.max(WebhookEvent.id))) or endpoint.position
+    rows = db.session.execute(
+        sa.select(WebhookEvent.id, WebhookEvent.conversation_id, WebhookEvent.uid, WebhookEvent.body)
+        .where(
+            WebhookEvent.id > endpoint.position,
+            WebhookEvent.id <= boundary,
+            WebhookEvent.type.in_(sorted(endpoint.events)),
+        )
+        .order_by(WebhookEvent.id)
+        .limit(limit)
+    ).all()
+    db.session.rollback()
+    if len(rows) == limit:
+        boundary = rows[-1].id
+    return [Ready(None, row.id, row.conversation_id, 0, now, row.uid, row.body) for row in rows], boundary
 
 
 def _ahead(waiting_after: datetime | None = None):
@@ -237,6 +265,7 @@ def ready_deliveries(endpoint_id: int, now: datetime, limit: int) -> list[Ready]
     rows = db.session.execute(
         sa.select(
             WebhookDelivery.id,
+            WebhookDelivery.event_id,
             WebhookDelivery.conversation_id,
             WebhookDelivery.attempts,
             WebhookDelivery.created_at,
@@ -266,65 +295,98 @@ def next_ready_at(endpoint_id: int) -> datetime | None:
     )
 
 
-def record(endpoint_id: int, outcomes: list[tuple[Ready, Outcome]]) -> bool:
-    """Attempts' outcomes (in the order they were made), on the deliveries and their endpoint, in
-    one write; False if the endpoint is now off."""
-    with write_transaction():
-        return all([record_one(endpoint_id, ready, outcome) for ready, outcome in outcomes])
-
-
-def record_one(endpoint_id: int, ready: Ready, outcome: Outcome) -> bool:
-    config = current_app.config
+def record(this: Run) -> None:
+    """A run's outcomes (in the order they were made), its new position and its next run, in one
+    write. Nothing of it when the endpoint went meanwhile; its outcomes but no next run when it
+    is off now."""
+    endpoint_id = this.endpoint.id
     now = clock.now()
+    with write_transaction() as session:
+        endpoint = session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
+        if endpoint is None:
+            return
+        rows = []
+        for ready, outcome in this.outcomes:
+            values = outcome_values(ready, outcome, now)
+            if ready.id is None:
+                rows.append(
+                    {
+                        "endpoint_id": endpoint_id,
+                        "event_id": ready.event_id,
+                        "conversation_id": ready.conversation_id,
+                        "created_at": ready.created_at,
+                        **values,
+                    }
+                )
+            else:
+                matched = rows_matched(
+                    session.execute(
+                        sa.update(WebhookDelivery)
+                        .where(WebhookDelivery.id == ready.id, WebhookDelivery.status == "pending")
+                        .values(**values)
+                    )
+                )
+                if not matched:
+                    continue  # deleted meanwhile (its event expired)
+            if outcome is not HELD:
+                count_outcome(endpoint, outcome, now)
+        if rows:
+            session.execute(sa.insert(WebhookDelivery), rows)
+        if endpoint.position == this.endpoint.position:  # unless turned on again meanwhile (a new start)
+            endpoint.position = max(endpoint.position, this.position)
+        session.flush()
+        if not endpoint.enabled:
+            return
+        # Events committed since it read them have their dispatch, which gives it its next run.
+        due = now if this.more else next_ready_at(endpoint_id)
+        if due is not None:
+            schedule(endpoint_id, max(due, endpoint.paused_until or due, now))
+
+
+def outcome_values(ready: Ready, outcome: Outcome | None, now: datetime) -> dict:
+    if outcome is HELD:
+        return {"status": "pending", "attempts": 0, "next_at": now}
     attempts = ready.attempts + 1
     values: dict = {
         "attempts": attempts,
         "last_attempt_at": now,
         "response_code": outcome.code,
         "error": outcome.error and outcome.error[:ERROR_LENGTH],
+        "status": "pending",
+        "next_at": now,
     }
-    give_up_at = ready.created_at + timedelta(hours=config["WEBHOOK_RETRY_HOURS"])
+    give_up_at = ready.created_at + timedelta(hours=current_app.config["WEBHOOK_RETRY_HOURS"])
     if outcome.delivered:
         values["status"] = "delivered"
     elif outcome.retry and now + backoff(attempts) <= give_up_at:
         values["next_at"] = now + backoff(attempts)
     else:
         values["status"] = "failed"
-    with write_transaction() as session:
-        updated = rows_matched(
-            session.execute(
-                sa.update(WebhookDelivery)
-                .where(WebhookDelivery.id == ready.id, WebhookDelivery.status == "pending")
-                .values(**values)
-            )
+    return values
+
+
+def count_outcome(endpoint: WebhookEndpoint, outcome: Outcome, now: datetime) -> None:
+    """An attempt's mark on its endpoint: a success clears its failures; a failure counts, may
+    pause it, and turns it off when nothing has succeeded for WEBHOOK_DISABLE_AFTER_HOURS."""
+    if outcome.delivered:
+        endpoint.failing_since, endpoint.failures, endpoint.paused_until = None, 0, None
+        return
+    endpoint.failures += 1
+    endpoint.failing_since = endpoint.failing_since or now
+    if outcome.pause:
+        endpoint.paused_until = now + backoff(endpoint.failures)
+    limit = timedelta(hours=current_app.config["WEBHOOK_DISABLE_AFTER_HOURS"])
+    if endpoint.enabled and now - endpoint.failing_since >= limit:
+        endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = False, "failing", now
+        audit.record(
+            "webhook_disabled",
+            {"endpoint": endpoint.id, "failing_since": clock.utc_iso(endpoint.failing_since)},
+            username=None,
+            address=None,
         )
-        if not updated:
-            return True  # "Send again" or a deletion changed it meanwhile
-        if outcome.delivered:
-            session.execute(
-                sa.update(WebhookEndpoint)
-                .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.failures > 0)
-                .values(failing_since=None, failures=0, paused_until=None)
-            )
-            return True
-        endpoint = session.get_one(WebhookEndpoint, endpoint_id, populate_existing=True)
-        endpoint.failures += 1
-        endpoint.failing_since = endpoint.failing_since or now
-        if outcome.pause:
-            endpoint.paused_until = now + backoff(endpoint.failures)
-        if endpoint.enabled and now - endpoint.failing_since >= timedelta(hours=config["WEBHOOK_DISABLE_AFTER_HOURS"]):
-            endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = False, "failing", now
-            audit.record(
-                "webhook_disabled",
-                {"endpoint": endpoint_id, "failing_since": clock.utc_iso(endpoint.failing_since)},
-                username=None,
-                address=None,
-            )
-            log.warning(
-                "webhook endpoint %d turned off: no delivery succeeded since %s", endpoint_id, endpoint.failing_since
-            )
-            return False
-    return True
+        log.warning(
+            "webhook endpoint %d turned off: no delivery succeeded since %s", endpoint.id, endpoint.failing_since
+        )
 
 
 # --- one attempt over the network ------------------------------------------------------------------
@@ -459,7 +521,10 @@ def prune(payload: dict, attempt: jobs.Attempt) -> None:
         pending = sa.select(WebhookDelivery.id).where(
             WebhookDelivery.endpoint_id == WebhookEndpoint.id, WebhookDelivery.status == "pending"
         )
+        newest = session.scalar(sa.select(sa.func.max(WebhookEvent.id))) or 0
         for endpoint_id, paused_until in session.execute(
-            sa.select(WebhookEndpoint.id, WebhookEndpoint.paused_until).where(WebhookEndpoint.enabled, pending.exists())
+            sa.select(WebhookEndpoint.id, WebhookEndpoint.paused_until).where(
+                WebhookEndpoint.enabled, pending.exists() | (WebhookEndpoint.position < newest)
+            )
         ).all():
             schedule(endpoint_id, max(now, paused_until or now))
