@@ -25,7 +25,7 @@ from app.extensions import db
 from app.privacy import erasure
 from app.replies import delivery as reports
 from app.webhooks import addresses, delivery, endpoints
-from conftest import ONE_DATABASE, AuthActions, close_app, conversation_of, make_app
+from conftest import ONE_DATABASE, ROOT, AuthActions, close_app, conversation_of, make_app
 from helpers import CUSTOMER, deliver, send_reply
 
 OTHER = "+37255500002"
@@ -262,6 +262,17 @@ def test_every_event_kind_arrives_signed_with_its_data(hook_app, receiver, messe
         "by": "customer",
         "message_id": 0,
     }
+    # docs/webhooks.md's sample bodies have the fields each type has.
+    documented = {
+        sample["type"]: sample
+        for sample in map(
+            json.loads, re.findall(r"```json\n(.*?)```", (ROOT / "docs" / "webhooks.md").read_text(), re.S)
+        )
+    }
+    assert set(documented) == set(ALL_TYPES) - {"contact.opted_in"}  # shaped as contact.opted_out
+    for body in bodies:
+        sample = documented.get(body["type"], documented["contact.opted_out"])
+        assert set(sample) == set(body) and set(sample["data"]) - {"changed"} == set(body["data"]) - {"changed"}
     # Every delivery's row says so.
     assert {row.status for row in rows(hook_app, WebhookDelivery)} == {"delivered"}
     assert all(row.attempts == 1 and row.response_code == 204 for row in rows(hook_app, WebhookDelivery))
@@ -656,3 +667,14 @@ def test_agents_may_not_use_the_webhooks_page(app, agent):
     assert response.status_code == 403
     with app.app_context():
         assert endpoints.listing() == []
+
+
+def test_an_endpoint_that_runs_often_keeps_one_job_row(hook_app, receiver):
+    endpoint_id, _ = subscribe(hook_app, receiver.url, ["message.created"])
+    for n in range(5):
+        deliver(hook_app, text=f"message {n}")
+        run_jobs(hook_app)
+    assert len(receiver.delivered()) == 5
+    with hook_app.app_context():
+        keys = list(db.session.scalars(sa.select(Job.key).where(Job.kind.in_([webhooks.DISPATCH, webhooks.DELIVER]))))
+    assert sorted(keys) == sorted([webhooks.DISPATCH, f"webhook:{endpoint_id}"])

@@ -38,7 +38,7 @@ from flask import current_app
 from sqlalchemy.orm import aliased
 
 from app import audit, clock, jobs
-from app.db.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from app.db.models import Job, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.db.unit_of_work import rows_matched, write_transaction
 from app.extensions import db
 from app.webhooks import DELIVER, DISPATCH, addresses, signing
@@ -493,13 +493,15 @@ def status_code(answer: bytes) -> int:
 # --- keeping the tables small ----------------------------------------------------------------------
 
 PRUNE_BATCH = 1000
+KEEP_FINISHED_RUNS = timedelta(hours=1)
 
 
 @jobs.kind("webhooks_prune", every=timedelta(hours=1))
 def prune(payload: dict, attempt: jobs.Attempt) -> None:
     """Events older than WEBHOOK_EVENT_RETENTION_DAYS go, with their deliveries (in short
-    batches: a write waiting behind this one waits for one batch at most); and any endpoint
-    with work left gets its job, should one have been lost."""
+    batches: a write waiting behind this one waits for one batch at most), and the finished
+    dispatch and deliver jobs of more than an hour ago; and any endpoint with work left gets its
+    job, should one have been lost."""
     cutoff = attempt.now - timedelta(days=current_app.config["WEBHOOK_EVENT_RETENTION_DAYS"])
     while True:
         with write_transaction() as session:
@@ -518,6 +520,11 @@ def prune(payload: dict, attempt: jobs.Attempt) -> None:
             break
     with write_transaction() as session:
         now = clock.now()
+        session.execute(  # runs that finished: nothing to show (the jobs page shows pending and dead ones)
+            sa.delete(Job).where(
+                Job.kind.in_((DISPATCH, DELIVER)), Job.state == "done", Job.finished_at < now - KEEP_FINISHED_RUNS
+            )
+        )
         pending = sa.select(WebhookDelivery.id).where(
             WebhookDelivery.endpoint_id == WebhookEndpoint.id, WebhookDelivery.status == "pending"
         )
