@@ -257,8 +257,8 @@ def webhook_endpoints(app) -> None:
             for n, (kind, status, code, error) in enumerate(
                 [
                     ("message.created", "delivered", 204, None),
-                    ("conversation.updated", "failed", 400, "HTTP 400: not tried again"),
-                    ("message.updated", "pending", 503, "HTTP 503"),
+                    ("conversation.updated", "failed", 400, "not tried again"),
+                    ("message.updated", "pending", 503, None),
                 ]
             ):
                 event = WebhookEvent(

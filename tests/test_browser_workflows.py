@@ -289,3 +289,6 @@ def test_an_admin_subscribes_a_webhook_sees_its_secret_once_and_rotates_it(page,
     expect(page.locator(".webhook-facts dd").first).to_have_text("Off")
     assert serious_accessibility_problems(page) == []
     screens(page, "webhooks-off", backend)
+    page.locator(".webhook-delete summary").click()  # deleting takes a second, deliberate step
+    page.get_by_role("button", name="Delete this endpoint and its deliveries").click()
+    expect(page.get_by_text("No endpoint yet.")).to_be_visible()

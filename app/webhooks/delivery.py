@@ -421,10 +421,10 @@ def attempt(endpoint: Endpoint, ready: Ready) -> Outcome:
     if 200 <= code < 300:
         return Outcome(code)
     if code == 429:
-        return Outcome(code, "HTTP 429: too many requests", retry=True, pause=True)
+        return Outcome(code, "too many requests: the endpoint waits", retry=True, pause=True)
     if code >= 500:
-        return Outcome(code, f"HTTP {code}", retry=True)
-    return Outcome(code, f"HTTP {code}: not tried again" + (" (redirects are not followed)" if code < 400 else ""))
+        return Outcome(code, retry=True)
+    return Outcome(code, "not tried again" + (": redirects are not followed" if code < 400 else ""))
 
 
 def connect(ips: list[str], port: int, timeout: float) -> socket.socket:

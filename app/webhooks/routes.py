@@ -36,8 +36,9 @@ def page(error: str | None = None, secret: str | None = None, secret_for: int | 
         error=error,
         secret=secret,
         secret_for=secret_for,
-        chosen=request.form.getlist("events") if request.method == "POST" else list(EVENT_TYPES),
-        url=request.form.get("url", "") if request.method == "POST" else "",
+        # A refused form comes back as it was typed; a new one has every event ticked.
+        chosen=request.form.getlist("events") if error else list(EVENT_TYPES),
+        url=request.form.get("url", "") if error else "",
         url_length=WEBHOOK_URL_LENGTH,
         now=clock.now(),
     ), status
