@@ -10,6 +10,7 @@ them (p99; the difference is what webhooks add), and the time from the last call
 """
 
 import socket
+import statistics
 import threading
 import time
 from collections import Counter
@@ -108,6 +109,7 @@ def measure(workdir: Path, callbacks: int, per_second: float, log) -> list[Row]:
     added = p99(during) - p99(before)
     log(
         f"  webhooks: callbacks p99 {p99(before):.1f} ms without endpoints, {p99(during):.1f} ms with {ENDPOINTS} "
+        f"(medians {statistics.median(before):.1f} and {statistics.median(during):.1f} ms) "
         f"(one stalled); {len(counts):,} of {expected:,} deliveries in {caught_up:.1f} s after the last callback"
     )
     label = f"{ENDPOINTS} endpoints"

@@ -166,6 +166,7 @@ def run(endpoint_id: int) -> None:
     waiting = pending_by_conversation(endpoint_id)  # a conversation's new events wait behind these
     blocked: set[int | None] = set()  # conversations whose event failed in this run
     stopped = False
+    where: tuple[addresses.Target, list[str]] | Outcome | None = None  # looked up at the first attempt
     due = ready_deliveries(endpoint_id, now, SEND_BATCH)
     new, boundary = ([], endpoint.position) if len(due) >= SEND_BATCH else new_events(endpoint, now, TAKE_EVENTS)
     for ready in due + new:
@@ -179,7 +180,9 @@ def run(endpoint_id: int) -> None:
         if stopped or len(this.outcomes) >= SEND_BATCH or time.monotonic() - started > RUN_SECONDS:
             this.more = True
             break
-        outcome = attempt(endpoint, ready)
+        if where is None:
+            where = destination(endpoint)
+        outcome = attempt(endpoint, ready, where)
         this.outcomes.append((ready, outcome))
         if ready.id is None:
             this.position = ready.event_id
@@ -392,15 +395,23 @@ def count_outcome(endpoint: WebhookEndpoint, outcome: Outcome, now: datetime) ->
 # --- one attempt over the network ------------------------------------------------------------------
 
 
-def attempt(endpoint: Endpoint, ready: Ready) -> Outcome:
-    """POST the event's body to the endpoint once; what came of it. No transaction is open."""
-    config = current_app.config
+def destination(endpoint: Endpoint) -> tuple[addresses.Target, list[str]] | Outcome:
+    """Where a run's attempts go: the URL's parts and the addresses its name resolves to now, all
+    checked (looked up once a run); or the outcome of every attempt when they may not be used."""
     try:
-        allowed = addresses.allowed_networks(config["WEBHOOKS_ALLOWED_NETWORKS"])
+        allowed = addresses.allowed_networks(current_app.config["WEBHOOKS_ALLOWED_NETWORKS"])
         target = addresses.parse(endpoint.url)
-        ips = addresses.resolve(target, allowed)
+        return target, addresses.resolve(target, allowed)
     except addresses.AddressRefused as refused:
         return Outcome(error=f"refused: {refused}", retry=True, pause=True)
+
+
+def attempt(endpoint: Endpoint, ready: Ready, where: tuple[addresses.Target, list[str]] | Outcome) -> Outcome:
+    """POST the event's body to the endpoint once; what came of it. No transaction is open."""
+    config = current_app.config
+    if isinstance(where, Outcome):
+        return where
+    target, ips = where
     body = ready.body.encode()
     headers = signing.headers(endpoint.signing_secrets, ready.uid, int(time.time()), body)
     try:
