@@ -101,6 +101,22 @@ def defaults(instance_path: str) -> dict:
         "MESSENTE_READ_TIMEOUT": 15.0,
         # /api/v1: requests per minute per token, every process and instance together (a 429 past it).
         "API_RATE_LIMIT": 600,
+        # Webhooks (app/webhooks/): networks besides the public internet that webhook URLs may
+        # reach (CIDRs, comma-separated; plain http is allowed to them), how long events are kept,
+        # and the timeouts of each delivery.
+        "WEBHOOKS_ALLOWED_NETWORKS": "",
+        "WEBHOOK_EVENT_RETENTION_DAYS": 7,
+        "WEBHOOK_CONNECT_TIMEOUT": 5.0,
+        "WEBHOOK_READ_TIMEOUT": 10.0,
+        # An event is tried again for this long; an endpoint none of whose attempts succeeded for
+        # the second is turned off (admins see it on the admin pages); a rotated secret still
+        # signs deliveries for the third.
+        "WEBHOOK_RETRY_HOURS": 72,
+        "WEBHOOK_DISABLE_AFTER_HOURS": 120,
+        "WEBHOOK_SECRET_OVERLAP_HOURS": 24,
+        # Seconds between a change and the job that hands its event to the endpoints: the changes
+        # of a burst share one (fewer, larger runs; less write load beside the callbacks).
+        "WEBHOOK_DISPATCH_SECONDS": 1.0,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": False,
@@ -133,7 +149,7 @@ def from_environment(environ=os.environ) -> dict:
         found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
     if environ.get("MESSENTE_BLACKLIST_SYNC"):
         found["MESSENTE_BLACKLIST_SYNC"] = environ["MESSENTE_BLACKLIST_SYNC"].lower() in ("1", "true", "yes")
-    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE", "DEFAULT_REGION"):
+    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE", "DEFAULT_REGION", "WEBHOOKS_ALLOWED_NETWORKS"):
         if environ.get(name):
             found[name] = environ[name]
     if environ.get("TRUSTED_HOSTS"):
@@ -147,6 +163,7 @@ def from_environment(environ=os.environ) -> dict:
         "AUDIT_RETENTION_DAYS",
         "SCHEDULED_GRACE_HOURS",
         "API_RATE_LIMIT",
+        "WEBHOOK_EVENT_RETENTION_DAYS",
     ):
         if environ.get(name):
             found[name] = int(environ[name])

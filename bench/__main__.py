@@ -15,11 +15,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import data, export, ingest, live, purge, reads, replies, slow_clients, watchers
+from . import data, export, ingest, live, purge, reads, replies, slow_clients, watchers, webhooks
 from .report import Row, growth, table, write_json
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ["ingest", "inbox", "inbox-postgresql", "slow-clients", "watchers", "replies", "live", "purge"]
+PARTS = ["ingest", "inbox", "inbox-postgresql", "slow-clients", "watchers", "replies", "live", "purge", "webhooks"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,6 +125,18 @@ def main(argv: list[str] | None = None) -> None:
         help="callbacks a second during the purge (default: %(default)s)",
     )
     parser.add_argument(
+        "--webhook-callbacks",
+        type=int,
+        default=200,
+        help="callbacks timed without and then with 100 webhook endpoints, one stalled (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--webhook-callbacks-per-second",
+        type=float,
+        default=20,
+        help="callbacks a second while webhooks are delivered (default: %(default)s)",
+    )
+    parser.add_argument(
         "--postgresql-url",
         default=data.POSTGRESQL_URL,
         help="the PostgreSQL server for the inbox-postgresql part (default: %(default)s)",
@@ -197,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
         if "purge" in parts:
             log(f"retention purge of {args.purge_messages:,} messages while callbacks arrive")
             rows += purge.measure(workdir, args.purge_messages, args.purge_callbacks_per_second, log)
+        if "webhooks" in parts:
+            log(f"webhooks: {args.webhook_callbacks} callbacks with 100 endpoints, one stalled")
+            rows += webhooks.measure(workdir, args.webhook_callbacks, args.webhook_callbacks_per_second, log)
 
     print(table(rows))
     print()

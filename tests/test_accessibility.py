@@ -223,6 +223,14 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
                 url + "/admin/hours",
                 lambda: expect(page.get_by_role("group", name="Monday")).to_be_visible(),
             ),
+            "webhooks": (
+                url + "/admin/webhooks",
+                lambda: (
+                    webhook_endpoints(site["app"]),
+                    page.reload(),
+                    expect(page.locator("tbody tr")).to_have_count(3),
+                ),
+            ),
             "404": (
                 url + "/conversations/123456789012345",
                 lambda: expect(page.get_by_role("link", name="Back to the inbox")).to_be_visible(),
@@ -238,6 +246,60 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
         context.close()
     assert problems == []
     assert set(failed) == {f"404 {screens['404'][0]}"}, "only the missing page is missing"
+
+
+def webhook_endpoints(app) -> None:
+    """Two endpoints (once): one with a delivered, a failed and a retrying delivery; one the app
+    turned off after failing for days (every admin page's banner says so). No delivery is made:
+    the first has taken every event there will be, its retry is hours away, the other is off."""
+    from app.db.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+    from app.db.unit_of_work import write_transaction
+    from app.webhooks import endpoints
+
+    with app.app_context():
+        if endpoints.listing():
+            return
+        live, _ = endpoints.create_endpoint(
+            "https://93.184.216.34/hooks/sms-inbox?team=support-estonia-and-latvia", list(webhooks_types())
+        )
+        off, _ = endpoints.create_endpoint("https://93.184.216.35/receiver", ["message.created"])
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with write_transaction() as session:
+            session.get(WebhookEndpoint, live.id).position = 2**62
+            failed_off = session.get(WebhookEndpoint, off.id)
+            failed_off.enabled, failed_off.disabled_reason = False, "failing"
+            failed_off.failing_since = failed_off.disabled_at = now - timedelta(days=5)
+            for n, (kind, status, code, error) in enumerate(
+                [
+                    ("message.created", "delivered", 204, None),
+                    ("conversation.updated", "failed", 400, "not tried again"),
+                    ("message.updated", "pending", 503, None),
+                ]
+            ):
+                event = WebhookEvent(
+                    uid=f"msg_accessibility{n}", type=kind, body="{}", created_at=now - timedelta(minutes=3 - n)
+                )
+                session.add(event)
+                session.flush()
+                session.add(
+                    WebhookDelivery(
+                        endpoint_id=live.id,
+                        event_id=event.id,
+                        status=status,
+                        attempts=1,
+                        next_at=now + timedelta(hours=5),
+                        last_attempt_at=now - timedelta(minutes=2 - n),
+                        response_code=code,
+                        error=error,
+                        created_at=now,
+                    )
+                )
+
+
+def webhooks_types():
+    from app.webhooks import EVENT_TYPES
+
+    return EVENT_TYPES
 
 
 def held_reply(page, app) -> None:

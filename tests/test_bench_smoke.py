@@ -57,9 +57,14 @@ ELSEWHERE = [
     ("repeat visit: static files fetched again (browser)", "1 messages"),
     ("purge: callback delay it adds, p99", "300 msgs"),
     ("purge: messages deleted per second", "300 msgs"),
+    ("webhooks: callback p99 without endpoints", "100 endpoints"),
+    ("webhooks: callback p99 with 100 endpoints, one stalled", "100 endpoints"),
+    ("webhooks: callback delay they add, p99", "100 endpoints"),
+    ("webhooks: all events at the 99 live endpoints", "100 endpoints"),
+    ("webhooks: each event delivered once to every live endpoint", "100 endpoints"),
 ]
 # Figures that are rightly zero when all is well.
-MAY_BE_ZERO = ("static files", "lost or failed", "delay it adds")
+MAY_BE_ZERO = ("static files", "lost or failed", "delay it adds", "delay they add")
 
 
 @pytest.mark.slow
@@ -100,6 +105,10 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
             "300",
             "--purge-callbacks-per-second",
             "20",
+            "--webhook-callbacks",
+            "10",
+            "--webhook-callbacks-per-second",
+            "10",
             "--out",
             str(out),
             "--workdir",
@@ -108,7 +117,7 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=360,  # the webhooks part adds about half a minute
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     results = json.loads(out.read_text())

@@ -310,3 +310,37 @@ def test_snooze_from_the_header_leaves_open_and_sits_in_snoozed(page, server, ba
     expect(page.locator("#snooze-menu summary")).to_have_text(re.compile("Snooze$"))
     expect(row_for(page, "+37255664418")).to_have_count(0, timeout=LIVE)  # back in Open: out of Snoozed
     expect(tabs.get_by_role("link", name="Open 2")).to_be_visible()
+
+
+def test_an_admin_subscribes_a_webhook_sees_its_secret_once_and_rotates_it(page, server, backend):
+    log_in(page, server)
+    page.goto(server.url + "/admin/webhooks")
+    page.get_by_role("link", name="Webhooks").click()  # in the admin pages' navigation
+    expect(page.get_by_role("heading", level=1)).to_have_text("Webhooks")
+    page.get_by_label("URL").fill("https://localhost/hooks")
+    page.get_by_role("button", name="Add endpoint").click()
+    expect(page.get_by_role("alert")).to_contain_text("localhost resolves to")
+    page.get_by_label("URL").fill("https://93.184.216.34/hooks/sms-inbox?team=support")
+    page.get_by_role("checkbox", name=re.compile("^contact.opted_in")).uncheck()
+    page.get_by_role("button", name="Add endpoint").click()
+    secret = page.locator("code.webhook-secret")
+    expect(secret).to_have_text(re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$"))
+    first = secret.inner_text()
+    expect(
+        page.get_by_role("heading", level=2, name="https://93.184.216.34/hooks/sms-inbox?team=support")
+    ).to_be_visible()
+    assert serious_accessibility_problems(page) == []
+    screens(page, "webhooks-created", backend)
+
+    page.get_by_role("button", name="Rotate secret").click()
+    expect(secret).not_to_have_text(first)
+    expect(page.get_by_text("Rotated: the previous one also signs until")).to_be_visible()
+    page.goto(server.url + "/admin/webhooks")  # shown once: not on the page again
+    expect(page.locator("code.webhook-secret")).to_have_count(0)
+    page.get_by_role("button", name="Turn off").click()
+    expect(page.locator(".webhook-facts dd").first).to_have_text("Off")
+    assert serious_accessibility_problems(page) == []
+    screens(page, "webhooks-off", backend)
+    page.locator(".webhook-delete summary").click()  # deleting takes a second, deliberate step
+    page.get_by_role("button", name="Delete this endpoint and its deliveries").click()
+    expect(page.get_by_text("No endpoint yet.")).to_be_visible()

@@ -35,6 +35,7 @@ from app.jobs import servers
 from app.privacy import erasure, settings
 from app.web.access import admin_required
 from app.web.request_args import LARGEST_ID, date_arg, id_arg
+from app.webhooks import endpoints as webhook_endpoints
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE_SIZE = 100
@@ -60,7 +61,10 @@ def runner_banner() -> dict:
     """Every admin page says so when no job runner has been heard from within a minute."""
     from app.jobs import runner
 
-    return {"no_runner_alive": lambda: not runner.runners_alive(clock.now())}
+    return {
+        "no_runner_alive": lambda: not runner.runners_alive(clock.now()),
+        "failing_webhooks": webhook_endpoints.turned_off_for_failing,  # app/webhooks: turned off for failing
+    }
 
 
 def user_or_404(user_id: int) -> User:

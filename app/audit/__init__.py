@@ -76,6 +76,12 @@ ACTIONS = {
     "api_token_created": "Created an API token",
     "api_token_revoked": "Revoked an API token",
     "status_changed": "Changed a conversation's status",
+    # Webhooks (app/webhooks/)
+    "webhook_added": "Added a webhook",
+    "webhook_changed": "Changed a webhook",
+    "webhook_removed": "Deleted a webhook",
+    "webhook_resent": "Sent a webhook again",
+    "webhook_disabled": "Turned off a failing webhook",
 }
 
 UNSET = object()

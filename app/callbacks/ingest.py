@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app import clock, hours, notifications
+from app import clock, hours, notifications, webhooks
 from app.contacts import autoassign, optouts, snooze
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
@@ -171,6 +171,7 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
         autoassign.after_ingest(connection, set(conversation_of.values()))
         # The customer wrote: snoozed conversations wake (audited, their owners told), in this transaction.
         snooze.wake_on_reply(sorted(set(conversation_of.values())))
+        webhooks.inbound(set(conversation_of.values()), ids)  # their events, when subscribed
 
         totals: dict[int, ConversationTotals] = {}
         for message_id, key, message in zip(ids, keys, new, strict=True):

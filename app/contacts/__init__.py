@@ -6,7 +6,7 @@ change number: every open list and thread picks it up at its next poll.
 
 import sqlalchemy as sa
 
-from app import audit
+from app import audit, webhooks
 from app.contacts import autoassign
 from app.db.folding import clean_text, fold
 from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
@@ -69,4 +69,6 @@ def set_status(conversation_id: int, status: str) -> bool:
         ).first()
         if changed is not None and status == "done" and changed.assignee_id is not None:
             autoassign.sweep_soon()
+        if changed is not None:
+            webhooks.conversation_event("conversation.updated", conversation_id, ["status"])
     return changed is not None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app import audit
+from app import audit, webhooks
 from app.db.folding import clean_text, fold
 from app.db.models import LABEL_COLOURS, LABEL_KEY_LENGTH, LABEL_NAME_LENGTH, Conversation, ConversationLabel, Label
 from app.db.unit_of_work import change_number, write_transaction
@@ -218,6 +218,7 @@ def add_to(conversation_id: int, label_id: int) -> bool:
         session.flush()
         _stamp(conversation_id)
         audit.record("label_added", {"conversation": conversation_id, "label": row.name})
+        webhooks.conversation_event("conversation.updated", conversation_id, ["labels"])
     return True
 
 
@@ -234,6 +235,7 @@ def remove_from(conversation_id: int, label_id: int) -> bool:
             return False
         _stamp(conversation_id)
         audit.record("label_removed", {"conversation": conversation_id, "label": row.name})
+        webhooks.conversation_event("conversation.updated", conversation_id, ["labels"])
     return True
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from app import audit, clock, jobs
+from app import audit, clock, jobs, webhooks
 from app.db.models import AuditEvent, Conversation, OptOut, Suppression
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
@@ -79,6 +79,7 @@ def record_keywords(connection: sa.Connection, messages: list[tuple[int, int, st
         if state[conversation_id] != wants_out:  # a second STOP changes nothing, and is not an event
             state[conversation_id] = wants_out
             audited.append((conversation_id, message_id, wants_out))
+            webhooks.contact_event(conversation_id, wants_out, "customer", message_id)
     lifted = {
         conversation_id
         for conversation_id, wants_out in final.items()
@@ -156,6 +157,7 @@ def set_opted_out(
             sa.insert(OptOut).values(conversation_id=conversation_id, opted_out=opted_out, user_id=user_id, at=now)
         )
         lifted = _set(connection, conversation_id, opted_out, change_number())
+        webhooks.contact_event(conversation_id, opted_out, "user")
         audit.record(
             "opted_out" if opted_out else "opted_in",
             {"conversation": conversation_id, "by": "user"}

@@ -11,7 +11,7 @@ of them that makes room for more work (on shift, unassigned, released) asks it t
 
 import sqlalchemy as sa
 
-from app import audit, notifications
+from app import audit, notifications, webhooks
 from app.db.models import Conversation, Setting, User
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
@@ -102,6 +102,7 @@ def _record(
     by_name: str | None = None,
     **extra,
 ) -> None:
+    webhooks.conversation_event("conversation.updated", conversation_id, ["owner"])
     by = by_name or username_of(by_user_id)
     details = {"conversation": conversation_id, "by": by or AUTO_ASSIGNMENT, **extra}
     if user_id is not None:

@@ -25,7 +25,7 @@ from functools import cache
 
 import sqlalchemy as sa
 
-from app import audit, clock, jobs, notifications, team
+from app import audit, clock, jobs, notifications, team, webhooks
 from app.contacts import autoassign, owners
 from app.db.models import Conversation
 from app.db.unit_of_work import change_number, write_transaction
@@ -113,6 +113,7 @@ def snooze(conversation_id: int, until: datetime | None, until_reply: bool, by_u
                 "by": owners.username_of(by_user_id),
             },
         )
+        webhooks.conversation_event("conversation.updated", conversation_id, ["snooze"])
         if changed.assignee_id is not None:
             autoassign.sweep_soon()  # its owner has room for one more
     return True
@@ -158,6 +159,7 @@ def _wake(
             audit.record("woke", {"conversation": row.id, "reason": reason}, username=None, address=None)
         if row.assignee_id is not None and row.assignee_id != by_user_id:
             notifications.add_woke(row.id, row.assignee_id)
+        webhooks.conversation_event("conversation.updated", row.id, ["snooze"])
     if any(row.assignee_id is None for row in woken):
         autoassign.sweep_soon()  # back in Open with nobody on it: auto-assignment (when on) gives it out
     return sorted(row.id for row in woken)

@@ -725,3 +725,79 @@ def _create_trigram_extension(_metadata, connection, **_kw):
     # The sender search index needs pg_trgm (a trusted extension since PostgreSQL 13).
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+
+
+# --- webhooks (app/webhooks/) ---------------------------------------------------------------
+
+WEBHOOK_URL_LENGTH = 2000
+WEBHOOK_EVENT_TYPE_LENGTH = 40
+
+
+class WebhookEndpoint(Model):
+    """An admin's subscription: a URL, the event types it gets, the secret its deliveries are
+    signed with, and its position in the event stream (the last event it has taken)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(sa.String(WEBHOOK_URL_LENGTH))
+    events: Mapped[str] = mapped_column(sa.String(500))  # event types, space-separated
+    secret: Mapped[str] = mapped_column(sa.String(64))  # whsec_ and the base64 of 32 random bytes
+    # After a rotation, the secret before it: deliveries carry both signatures until then.
+    previous_secret: Mapped[str | None] = mapped_column(sa.String(64))
+    previous_secret_until: Mapped[datetime | None]
+    enabled: Mapped[bool] = mapped_column(server_default=sa.true())
+    # Why it is off when the app turned it off ("failing"); None when an admin did, or it is on.
+    disabled_reason: Mapped[str | None] = mapped_column(sa.String(200))
+    disabled_at: Mapped[datetime | None]
+    position: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
+    # Since when no attempt has succeeded (None: the last one did), and how many failed in a row.
+    failing_since: Mapped[datetime | None]
+    failures: Mapped[int] = mapped_column(server_default="0")
+    # No attempt before this, after a timeout, a refused connection or a 429.
+    paused_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    __table_args__ = ids_never_reused()
+
+
+class WebhookEvent(Model):
+    """One change webhooks report, committed with the change: its body as sent (JSON), and the
+    id every attempt sends as `webhook-id`. Kept WEBHOOK_EVENT_RETENTION_DAYS; deleted with its
+    conversation (an erasure) or its message (the retention purge)."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    uid: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    type: Mapped[str] = mapped_column(sa.String(WEBHOOK_EVENT_TYPE_LENGTH))
+    conversation_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"), index=True)
+    message_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("message.id"), index=True)
+    body: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = ids_never_reused()
+
+
+class WebhookDelivery(Model):
+    """One event for one endpoint: pending until it is delivered (2xx) or given up (failed)."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("webhook_event.id", ondelete="CASCADE"))
+    # The event's conversation: an endpoint gets one conversation's events in order.
+    conversation_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    status: Mapped[str] = mapped_column(sa.String(10))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    next_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None]
+    response_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        sa.UniqueConstraint("endpoint_id", "event_id"),
+        # What is ready to go, in event order; and what waits ahead of it in its conversation.
+        sa.Index("ix_webhook_delivery_endpoint_id_status_event_id", "endpoint_id", "status", "event_id"),
+        sa.Index(
+            "ix_webhook_delivery_endpoint_id_conversation_id_event_id", "endpoint_id", "conversation_id", "event_id"
+        ),
+        sa.Index("ix_webhook_delivery_event_id", "event_id"),  # deleted with their event
+        ids_never_reused(),
+    )

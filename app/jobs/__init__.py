@@ -133,6 +133,43 @@ def enqueue(
     session.info["wake_jobs"] = True
 
 
+def enqueue_once(kind_name: str, payload: dict, key: str, due_at: datetime) -> None:
+    """A job of `key` due by `due_at`, inside the caller's write transaction: the one already
+    waiting (due) is moved earlier if need be; or, with none running, the key's last finished
+    row is due again (a key that runs often keeps one row, not one per run); or one is added.
+    One running is left to finish: the new one runs after it (jobs sharing a key run one at a
+    time, in the order of their ids)."""
+    session = db.session()
+    rows = session.execute(
+        sa.select(Job.id, Job.state, Job.due_at).where(Job.key == key, Job.state.in_(("due", "running", "done")))
+    ).all()
+    waiting = min((row for row in rows if row.state == "due"), key=lambda row: row.id, default=None)
+    if waiting is not None:
+        if waiting.due_at > due_at:
+            session.execute(sa.update(Job).where(Job.id == waiting.id).values(due_at=due_at))
+            session.info["wake_jobs"] = True
+        return
+    finished = max((row.id for row in rows if row.state == "done"), default=None)
+    if finished is None or any(row.state == "running" for row in rows):
+        enqueue(kind_name, payload, due_at=due_at, key=key)
+        return
+    session.execute(
+        sa.update(Job)
+        .where(Job.id == finished)
+        .values(
+            kind=kind_name,
+            payload=json.dumps(payload),
+            state="due",
+            due_at=due_at,
+            attempts=0,
+            last_error=None,
+            created_at=clock.now(),
+            finished_at=None,
+        )
+    )
+    session.info["wake_jobs"] = True
+
+
 def _is_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from app import audit, clock, jobs
+from app import audit, clock, jobs, webhooks
 from app.contacts import owners
 from app.db import folding
 from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, ApiToken, Conversation, Message, User
@@ -220,6 +220,7 @@ def insert_reply(
         )
     )
     jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
+    webhooks.message_event("message.created", reply_id)
     return reply_id
 
 
@@ -330,6 +331,7 @@ def retry(conversation_id: int, reply_id: int) -> bool:
                 sa.update(Conversation).where(Conversation.id == conversation_id).values(change_seq=change_number())
             )
             jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
+            webhooks.message_event("message.updated", reply_id)
     return bool(updated)
 
 
@@ -362,6 +364,7 @@ def abandon_send(payload: dict, reason: str) -> None:
             .values(status=status, problem=problem[:500], change_seq=change_number())
         )
         touch_conversation(session.connection(), row.conversation_id)
+        webhooks.message_event("message.updated", reply_id)
 
 
 @jobs.kind(SEND_REPLY, at_most_once=True, lease=send_lease, on_abandon=abandon_send)
@@ -395,6 +398,7 @@ def send(reply_id: int, client: "messente.Messente", attempt: "jobs.Attempt") ->
             sa.select(Conversation.opted_out).where(Conversation.id == claimed.conversation_id)
         )
         touch_conversation(connection, claimed.conversation_id)
+        webhooks.message_event("message.updated", reply_id)
     if opted_out:  # checked again just before the call: a STOP may have come meanwhile
         record(reply_id, claimed.conversation_id, "failed", problem="the customer opted out: not sent")
         return None
@@ -433,6 +437,7 @@ def record_unsent(reply_id: int, problem: str) -> None:
         )
         if conversation_id is not None:
             touch_conversation(session.connection(), conversation_id)
+            webhooks.message_event("message.updated", reply_id)
 
 
 def record(
@@ -454,6 +459,7 @@ def record(
         if omnimessage_id:
             delivery.apply_unmatched(connection, reply_id, omnimessage_id)
         touch_conversation(connection, conversation_id)
+        webhooks.message_event("message.updated", reply_id)
     log.info("reply %d %s%s", reply_id, status, f": {problem}" if problem else "")
     return status
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from app import clock, jobs
+from app import clock, jobs, webhooks
 from app.db.models import DELIVERY_FAILURES, ID_LENGTH, Conversation, Message, UnmatchedDeliveryReport, better_delivery
 from app.db.unit_of_work import change_number, write_transaction
 
@@ -138,6 +138,7 @@ def _raise_delivery(connection: sa.Connection, reply, reports: list[Report]) -> 
     connection.execute(
         sa.update(Conversation).where(Conversation.id == reply.conversation_id).values(change_seq=change)
     )
+    webhooks.message_event("message.updated", reply.id)
 
 
 @jobs.kind("drop_stale_delivery_reports", every=timedelta(hours=1))

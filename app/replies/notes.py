@@ -18,7 +18,7 @@ import re
 
 import sqlalchemy as sa
 
-from app import audit, clock, notifications
+from app import audit, clock, notifications, webhooks
 from app.db import folding
 from app.db.models import Conversation, Mention, Message, User
 from app.db.unit_of_work import change_number, write_transaction
@@ -101,6 +101,7 @@ def add_note(conversation_id: int, text: str, author_id: int, key: str) -> int:
                 **({"mentioned": [person.username for person in mentioned]} if mentioned else {}),
             },
         )
+        webhooks.message_event("message.created", note_id)
     return note_id
 
 
