@@ -22,7 +22,7 @@ from app.contacts import optouts, owners, set_status
 from app.db.models import AuditEvent, Job, User, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
-from app.privacy import erasure
+from app.privacy import erasure, purge
 from app.replies import delivery as reports
 from app.webhooks import addresses, delivery, endpoints
 from conftest import ONE_DATABASE, ROOT, AuthActions, close_app, conversation_of, make_app
@@ -575,6 +575,20 @@ def test_erasure_deletes_the_conversations_events_and_their_deliveries(hook_app,
     assert {row.conversation_id for row in events} == {conversation_id(hook_app, OTHER)}
     assert {row.event_id for row in rows(hook_app, WebhookDelivery)} == {event.id for event in events}
     assert all("erase me" not in event.body and CUSTOMER not in event.body for event in events)
+
+
+def test_the_retention_purge_takes_the_events_of_what_it_deletes(hook_app, receiver):
+    subscribe(hook_app, receiver.url)
+    deliver(hook_app, text="old")
+    run_jobs(hook_app)
+    hook_app.moved(days=3)
+    deliver(hook_app, sender=OTHER, text="new")
+    run_jobs(hook_app)
+    with hook_app.app_context():
+        purge.purge(hook_app.now(), days=2, audit_days=None)
+    events = rows(hook_app, WebhookEvent)
+    assert {event.conversation_id for event in events} == {conversation_id(hook_app, OTHER)}
+    assert {row.event_id for row in rows(hook_app, WebhookDelivery)} == {event.id for event in events}
 
 
 def test_events_are_kept_for_the_configured_days(hook_app, receiver):
