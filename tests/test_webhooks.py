@@ -228,6 +228,9 @@ def test_every_event_kind_arrives_signed_with_its_data(hook_app, receiver, messe
         "owner": None,
         "opted_out": False,
         "last_inbound_at": None,
+        "labels": [],
+        "snoozed_until": None,
+        "snoozed_until_reply": False,
     }
     assert first | {"id": 0} == {
         "id": 0,

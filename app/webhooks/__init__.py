@@ -29,7 +29,7 @@ EVENT_TYPES = {
     "message.created": "A message: one from a customer, a reply, or a team's note",
     "message.updated": "A reply's status or delivery report changed",
     "conversation.created": "A new customer wrote for the first time",
-    "conversation.updated": "A conversation's status or owner changed",
+    "conversation.updated": "A conversation's status, owner, labels or snooze changed",
     "contact.opted_out": "A customer opted out (STOP), or a person opted them out",
     "contact.opted_in": "A customer opted back in",
 }
@@ -156,6 +156,9 @@ def conversations_data(conversation_ids: Iterable[int]) -> list[dict]:
             Conversation.status,
             Conversation.opted_out,
             Conversation.last_inbound_at,
+            Conversation.label_names,
+            Conversation.snoozed_until,
+            Conversation.snoozed_until_reply,
             User.username,
         )
         .outerjoin(User, User.id == Conversation.assignee_id)
@@ -172,6 +175,9 @@ def conversations_data(conversation_ids: Iterable[int]) -> list[dict]:
             "owner": row.username,
             "opted_out": row.opted_out,
             "last_inbound_at": iso(row.last_inbound_at),
+            "labels": row.label_names.split(", ") if row.label_names else [],
+            "snoozed_until": iso(row.snoozed_until),
+            "snoozed_until_reply": row.snoozed_until_reply,
         }
         for row in rows
     ]
