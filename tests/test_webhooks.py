@@ -696,3 +696,35 @@ def test_an_endpoint_that_runs_often_keeps_one_job_row(hook_app, receiver):
     with hook_app.app_context():
         keys = list(db.session.scalars(sa.select(Job.key).where(Job.kind.in_([webhooks.DISPATCH, webhooks.DELIVER]))))
     assert sorted(keys) == sorted([webhooks.DISPATCH, f"webhook:{endpoint_id}"])
+
+
+def test_notes_labels_and_snooze_arrive_as_their_events(hook_app, receiver):
+    """A note is a message.created with direction "note"; a label put on and a snooze (and its
+    wake at its time) are conversation.updated naming what changed, with the labels and the
+    snooze in the data."""
+    from app.contacts import labels, snooze
+    from app.replies import notes
+
+    deliver(hook_app, text="Where is my refund?")
+    customer = conversation_id(hook_app)
+    endpoint_id, secret = subscribe(hook_app, receiver.url, ["message.created", "conversation.updated"])
+    with hook_app.app_context():
+        alice = db.session.scalar(sa.select(User.id).where(User.username == "alice"))
+        notes.add_note(customer, "Refund approved, tell her Monday", alice, "k" * 20)
+        labels.add_to(customer, labels.create("Refund", "red"))
+        snooze.snooze(customer, hook_app.now() + timedelta(hours=1), False, alice)
+    run_jobs(hook_app)
+    hook_app.moved(hours=1)
+    run_until(hook_app, hook_app.now() + timedelta(minutes=1))
+
+    bodies = receiver.verified(secret)
+    assert [(body["type"], body["data"].get("changed")) for body in bodies] == [
+        ("message.created", None),
+        ("conversation.updated", ["labels"]),
+        ("conversation.updated", ["snooze"]),
+        ("conversation.updated", ["snooze"]),
+    ]
+    note, labelled, snoozed, woke = (body["data"] for body in bodies)
+    assert (note["direction"], note["text"]) == ("note", "Refund approved, tell her Monday")
+    assert labelled["labels"] == ["Refund"]
+    assert snoozed["snoozed_until"] == "2026-03-02T10:00:00Z" and woke["snoozed_until"] is None
