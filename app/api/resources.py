@@ -20,6 +20,7 @@ from app.db.unit_of_work import write_transaction
 from app.extensions import db
 from app.inbox import queries
 from app.inbox.list_views import ListFilter
+from app.replies import notes
 
 UNCHANGED = object()
 
@@ -86,7 +87,7 @@ def message_page(conversation_id: int, before: int | None, after: int | None, li
 def message_json(row, authors: dict, conversation_id: int) -> dict:
     """A message (a thread row) with its author's name."""
     author = None
-    if row.direction == "out":
+    if row.direction in ("out", "note"):
         author = authors.get(("api", row.api_token_id)) if row.api_token_id else authors.get(row.author_id)
     return {
         "id": row.id,
@@ -106,8 +107,9 @@ def message_json(row, authors: dict, conversation_id: int) -> dict:
 
 
 def stored_message(message_id: int) -> dict:
+    """A message as stored: of the thread, or one scheduled (not the thread's until it is sent)."""
     row = db.session.execute(
-        queries.thread_select().add_columns(Message.conversation_id).where(Message.id == message_id)
+        sa.select(*queries.THREAD_COLUMNS).add_columns(Message.conversation_id).where(Message.id == message_id)
     ).one()
     return message_json(row, queries.authors_of([row]), row.conversation_id)
 
@@ -129,6 +131,14 @@ def send_reply(
     reply_key = secrets.token_urlsafe(24)
 
     def work() -> tuple[int, dict]:
+        if args["kind"] == "note":
+            try:
+                note_id = notes.add_note(
+                    conversation_id, args["text"], None, reply_key, api_token_id=principal.token_id
+                )
+            except notes.NoteRefused as refusal:
+                raise refused("text", str(refusal)) from None
+            return 201, render(stored_message(note_id))
         try:
             reply_id = replies.queue_reply(
                 found,
@@ -138,6 +148,7 @@ def send_reply(
                 None,
                 reply_key,
                 seen_message_id=args.get("seen_message_id"),
+                send_at=args.get("send_at"),
                 api_token_id=principal.token_id,
             )
         except replies.ReplyHeld as held:

@@ -193,14 +193,16 @@ def list_messages(args: dict, conversation_id: int):
 @messages_bp.response(
     201,
     MessageSchema,
-    description="The reply, stored and queued to send (its `status` moves on as it is sent).",
+    description="The reply, stored and queued (or scheduled) to send (its `status` moves on as it is "
+    "sent); or the note.",
     headers={
         "Idempotency-Replayed": {"description": "`true`: the first answer to this key", "schema": {"type": "string"}}
     },
 )
 @messages_bp.alt_response(409, response="CONFLICT", description="Held by the send guard, or refused: nothing was sent.")
 def post_message(headers: dict, payload: dict, conversation_id: int):
-    """Send a reply (`kind` "reply") to the conversation's customer, as the token.
+    """Send a reply (`kind` "reply") to the conversation's customer, as the token, now or at
+    `send_at` (`status` scheduled); or write a private note (`kind` "note"), never sent.
 
     The same `Idempotency-Key` again (within 24 hours) answers what the first request did and
     sends nothing more; with another body it is a 422. A reply the state refuses (the customer

@@ -1,7 +1,9 @@
 """What the API takes and gives, as marshmallow schemas: each request is validated by them (an
 unknown field is refused), each answer dumped by them, and the OpenAPI document is made from them."""
 
-from marshmallow import RAISE, Schema, fields, validate
+from datetime import UTC
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from app import clock
 from app.db.models import CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, ROLES, USERNAME_LENGTH
@@ -35,6 +37,25 @@ class JsonInteger(fields.Integer):
         if isinstance(value, float) and not value.is_integer():
             raise self.make_error("invalid")
         return super()._deserialize(int(value), attr, data, **kwargs)
+
+
+class SendAt(fields.AwareDateTime):
+    """A time to send at: RFC 3339 with its offset (`2026-03-02T09:00:00+02:00`, or a Z), at least a
+    minute and at most a year ahead; loaded as naive UTC, as times are stored."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        from app.replies import scheduled
+
+        moment = super()._deserialize(value, attr, data, **kwargs).astimezone(UTC).replace(tzinfo=None)
+        now = clock.now()
+        if moment < now + scheduled.EARLIEST_AHEAD:
+            raise ValidationError("That time has passed (or is less than a minute ahead): pick a later one.")
+        if moment > now + scheduled.LONGEST_AHEAD:
+            raise ValidationError("Messages can be scheduled up to a year ahead.")
+        return moment
 
 
 def message_id(in_body: bool = True, **kwargs) -> fields.Integer:
@@ -157,7 +178,9 @@ class ConversationChange(Strict):
 class MessageSchema(Schema):
     id = fields.Integer(required=True)
     conversation_id = fields.Integer(required=True)
-    direction = fields.String(required=True, validate=validate.OneOf(["in", "out"]))
+    direction = fields.String(
+        required=True, validate=validate.OneOf(["in", "out", "note"]), metadata={"description": "note: private"}
+    )
     channel = fields.String(required=True)
     sender = fields.String(required=True)
     recipient = fields.String(allow_none=True, required=True)
@@ -167,12 +190,17 @@ class MessageSchema(Schema):
     status = fields.String(
         allow_none=True,
         required=True,
-        metadata={"description": "a reply's: queued, sending, sent, failed, unconfirmed, retrying; null inbound"},
+        metadata={
+            "description": "a reply's: scheduled (held, missed, cancelled), queued, sending, sent, failed, unconfirmed, "
+            "retrying; null inbound and for notes"
+        },
     )
     delivery = fields.String(allow_none=True, required=True, metadata={"description": "the best delivery report"})
     problem = fields.String(allow_none=True, required=True)
     author = fields.String(
-        allow_none=True, required=True, metadata={"description": "a reply's writer: a person, or `API: <token name>`"}
+        allow_none=True,
+        required=True,
+        metadata={"description": "a reply's or note's writer: a person, or `API: <token name>`"},
     )
 
 
@@ -193,10 +221,10 @@ class MessageQuery(Schema):
 
 
 class NewMessageSchema(Strict):
-    """A message to add to a conversation. `kind` says which: only "reply" (sent to the customer)
-    for now."""
+    """A message to add to a conversation. `kind` says which: "reply" (sent to the customer, now
+    or at `send_at`) or "note" (private, for the team: never sent; `@username` mentions)."""
 
-    kind = fields.String(load_default="reply", validate=validate.OneOf(["reply"]))
+    kind = fields.String(load_default="reply", validate=validate.OneOf(["reply", "note"]))
     text = fields.String(
         required=True,
         validate=[
@@ -209,6 +237,14 @@ class NewMessageSchema(Strict):
             "description": "the newest message the writer saw: a newer one from someone else holds the reply (409)"
         }
     )
+    send_at = SendAt(
+        metadata={"description": "a reply only: send it then (RFC 3339 with an offset), not now: `status` scheduled"}
+    )
+
+    @validates_schema
+    def reply_only(self, data: dict, **kwargs) -> None:
+        if data.get("kind") == "note" and "send_at" in data:
+            raise ValidationError("A note is never sent: it takes no send_at.", "send_at")
 
 
 class IdempotencyHeader(Schema):

@@ -104,6 +104,7 @@ def insert_scheduled(
     author_id: int | None,
     msg_id: str,
     send_at: datetime,
+    api_token_id: int | None = None,
 ) -> int:
     """Store a message to send at `send_at` and its job; its id. In the caller's write transaction
     (the caller audits it). It is not the conversation's newest message until it is sent."""
@@ -126,6 +127,7 @@ def insert_scheduled(
             change_seq=change,
             direction="out",
             author_id=author_id,
+            api_token_id=api_token_id,
             status="scheduled",
             send_at=send_at,
         )
@@ -263,7 +265,15 @@ def _release(connection: sa.Connection, conversation_id: int, message_id: int, s
     taken = connection.execute(
         sa.delete(Message)
         .where(_waiting(conversation_id, message_id, statuses))
-        .returning(Message.recipient, Message.text, Message.legs, Message.author_id, Message.msg_id, Message.send_at)
+        .returning(
+            Message.recipient,
+            Message.text,
+            Message.legs,
+            Message.author_id,
+            Message.msg_id,
+            Message.send_at,
+            Message.api_token_id,
+        )
     ).first()
     if taken is None:
         return None
@@ -278,6 +288,7 @@ def _release(connection: sa.Connection, conversation_id: int, message_id: int, s
         taken.author_id,
         taken.msg_id,
         send_at=taken.send_at,
+        api_token_id=taken.api_token_id,
     )
 
 

@@ -1,0 +1,142 @@
+"""/api/v1 for notes, send later, new messages, snooze and labels: the web's rules through a
+token, on both databases, through the fake Messente API at a clock the test moves (the jobs run by
+`jobs.run_due`; no runner threads, nothing sleeps)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app import jobs
+from app.api import tokens
+from app.db.models import Mention
+from app.extensions import db
+from conftest import close_app, conversation_of, make_app
+from helpers import CUSTOMER, deliver, replies_in, user_id
+
+START = datetime(2026, 3, 2, 10, 0)  # a Monday, 10:00 UTC
+NEW_NUMBER = "+37255577003"
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def clocked(database_url, messente, user_row):
+    """An app sending through the fake Messente at a clock the test moves; alice and bob in it,
+    one conversation (CUSTOMER's)."""
+    now = {"moment": START}
+    app = make_app(
+        database_url,
+        MESSENTE_API_URL=messente.url,
+        MESSENTE_SMS_SENDER="Shop",
+        MESSENTE_READ_TIMEOUT=0.5,
+        MESSENTE_CONNECT_TIMEOUT=0.5,
+        MESSENTE_API_USERNAME="api-user",
+        MESSENTE_API_PASSWORD="api-password",
+        TEAM_TIME_ZONE="Europe/Tallinn",
+        API_RATE_LIMIT=1000,
+        CLOCK=lambda: now["moment"].replace(tzinfo=UTC),
+    )
+    app.now = now
+    with app.app_context():
+        db.create_all()
+        user_row()
+        user_row("bob", role="agent")
+    deliver(app, text="Is my parcel on its way?")
+    yield app
+    close_app(app)
+
+
+def run_at(app, moment: datetime) -> None:
+    app.now["moment"] = moment
+    with app.app_context():
+        jobs.run_due(moment)
+        db.session.remove()
+
+
+def token(app, name: str = "crm", scopes: tuple = ("read", "send")) -> dict:
+    with app.app_context():
+        secret = tokens.create_token(name, list(scopes))[1]
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def conversation_id(app, sender: str = CUSTOMER) -> int:
+    with app.app_context():
+        return conversation_of(sender).id
+
+
+def texts_sent(messente) -> list[str]:
+    return [request.json["messages"][0]["text"] for request in messente.requests]
+
+
+# --- notes -------------------------------------------------------------------------------
+
+
+def test_a_note_by_a_token_is_stored_as_the_tokens_mentions_and_is_never_sent(clocked, messente):
+    headers, conversation = token(clocked), conversation_id(clocked)
+    client = clocked.test_client()
+    answer = client.post(
+        f"/api/v1/conversations/{conversation}/messages",
+        json={"kind": "note", "text": "@bob please call them back"},
+        headers=headers,
+    )
+    assert answer.status_code == 201, answer.json
+    assert answer.json["direction"] == "note" and answer.json["author"] == "API: crm"
+    assert answer.json["status"] is None and answer.json["text"] == "@bob please call them back"
+    run_at(clocked, START + timedelta(hours=1))
+    assert messente.requests == [] and replies_in(clocked) == []
+    with clocked.app_context():
+        assert db.session.scalars(sa.select(Mention.user_id)).all() == [user_id(clocked, "bob")]
+    thread = client.get(f"/api/v1/conversations/{conversation}/messages", headers=headers).json["messages"]
+    assert [(m["direction"], m["author"]) for m in thread] == [("in", None), ("note", "API: crm")]
+
+
+def test_a_note_is_refused_without_the_send_scope_or_text_or_with_a_time(clocked):
+    conversation = conversation_id(clocked)
+    path = f"/api/v1/conversations/{conversation}/messages"
+    client = clocked.test_client()
+    reader = token(clocked, "reader", ("read",))
+    assert client.post(path, json={"kind": "note", "text": "hi"}, headers=reader).status_code == 403
+    sender = token(clocked)
+    assert client.post(path, json={"kind": "note", "text": "   "}, headers=sender).status_code == 422
+    later = (START + timedelta(hours=1)).isoformat() + "Z"
+    answer = client.post(path, json={"kind": "note", "text": "x", "send_at": later}, headers=sender)
+    assert answer.status_code == 422 and answer.content_type == PROBLEM
+
+
+# --- send later --------------------------------------------------------------------------
+
+
+def schedule(app, headers: dict, at: str, text: str = "See you tomorrow"):
+    return app.test_client().post(
+        f"/api/v1/conversations/{conversation_id(app)}/messages",
+        json={"kind": "reply", "text": text, "send_at": at},
+        headers=headers,
+    )
+
+
+def test_a_reply_scheduled_through_the_api_is_sent_once_at_its_time_as_the_tokens(clocked, messente):
+    headers = token(clocked)
+    answer = schedule(clocked, headers, "2026-03-02T14:00:00+02:00")  # 12:00 UTC
+    assert answer.status_code == 201, answer.json
+    assert answer.json["status"] == "scheduled" and answer.json["author"] == "API: crm"
+    run_at(clocked, START + timedelta(hours=1))
+    assert messente.requests == []
+    run_at(clocked, START + timedelta(hours=2))
+    run_at(clocked, START + timedelta(hours=2, minutes=1))
+    assert texts_sent(messente) == ["See you tomorrow"]
+    [reply] = replies_in(clocked)
+    assert reply.status == "sent" and reply.api_token_id is not None and reply.author_id is None
+    thread = (
+        clocked.test_client()
+        .get(f"/api/v1/conversations/{conversation_id(clocked)}/messages", headers=headers)
+        .json["messages"]
+    )
+    assert thread[-1]["author"] == "API: crm" and thread[-1]["status"] == "sent"
+
+
+def test_a_time_in_the_past_or_without_an_offset_is_refused(clocked, messente):
+    headers = token(clocked)
+    assert schedule(clocked, headers, "2026-03-02T09:00:00Z").status_code == 422
+    assert schedule(clocked, headers, "2026-03-02T14:00:00").status_code == 422
+    run_at(clocked, START + timedelta(days=1))
+    assert messente.requests == []
