@@ -140,3 +140,72 @@ def test_a_time_in_the_past_or_without_an_offset_is_refused(clocked, messente):
     assert schedule(clocked, headers, "2026-03-02T14:00:00").status_code == 422
     run_at(clocked, START + timedelta(days=1))
     assert messente.requests == []
+
+
+def test_a_scheduled_message_cancelled_through_the_api_is_never_sent(clocked, messente):
+    headers = token(clocked)
+    client = clocked.test_client()
+    scheduled_id = schedule(clocked, headers, "2026-03-02T11:00:00Z").json["id"]
+    assert client.delete(f"/api/v1/messages/{scheduled_id}", headers=token(clocked, "r", ("read",))).status_code == 403
+    assert client.delete(f"/api/v1/messages/{scheduled_id}", headers=headers).status_code == 204
+    assert client.delete(f"/api/v1/messages/{scheduled_id}", headers=headers).status_code == 409
+    run_at(clocked, START + timedelta(hours=2))
+    assert messente.requests == []
+    assert client.delete("/api/v1/messages/999999", headers=headers).status_code == 404
+
+
+def test_a_scheduled_message_on_its_way_or_sent_cannot_be_cancelled(clocked, messente):
+    headers = token(clocked)
+    client = clocked.test_client()
+    scheduled_id = schedule(clocked, headers, "2026-03-02T11:00:00Z").json["id"]
+    run_at(clocked, START + timedelta(hours=1))
+    run_at(clocked, START + timedelta(hours=1, minutes=1))
+    assert texts_sent(messente) == ["See you tomorrow"]
+    answer = client.delete(f"/api/v1/messages/{scheduled_id}", headers=headers)
+    assert answer.status_code == 409 and answer.json["type"].endswith("/refused")
+    [reply] = replies_in(clocked)
+    assert client.delete(f"/api/v1/messages/{reply.id}", headers=headers).status_code == 409
+
+
+# --- new messages ------------------------------------------------------------------------
+
+
+def test_a_new_message_through_the_api_starts_a_conversation_and_is_sent_once(clocked, messente):
+    headers = {**token(clocked), "Idempotency-Key": "order-1"}
+    client = clocked.test_client()
+    body = {"to": "+372 5557 7003", "text": "Your order is ready", "channel": "sms"}
+    answer = client.post("/api/v1/messages", json=body, headers=headers)
+    assert answer.status_code == 201, answer.json
+    again = client.post("/api/v1/messages", json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotency-Replayed"] == "true"
+    assert again.json == answer.json
+    assert answer.json["recipient"] == NEW_NUMBER and answer.json["author"] == "API: crm"
+    assert answer.json["conversation_id"] == conversation_id(clocked, NEW_NUMBER)
+    run_at(clocked, START)
+    assert texts_sent(messente) == ["Your order is ready"]
+    conversation = client.get(f"/api/v1/conversations/{answer.json['conversation_id']}", headers=headers).json
+    assert conversation["assignee_id"] is None  # a token owns nothing
+
+
+def test_a_new_message_to_the_existing_conversation_later(clocked, messente):
+    headers = token(clocked)
+    body = {"to": CUSTOMER, "text": "Reminder", "channel": "sms", "send_at": "2026-03-02T14:00:00+02:00"}
+    answer = clocked.test_client().post("/api/v1/messages", json=body, headers=headers)
+    assert answer.status_code == 201, answer.json
+    assert answer.json["status"] == "scheduled" and answer.json["conversation_id"] == conversation_id(clocked)
+    run_at(clocked, START + timedelta(minutes=1))
+    assert messente.requests == []
+
+
+def test_a_new_message_to_no_number_or_an_opted_out_one_is_refused(clocked, messente):
+    headers = token(clocked)
+    client = clocked.test_client()
+    answer = client.post("/api/v1/messages", json={"to": "call me", "text": "Hi", "channel": "sms"}, headers=headers)
+    assert answer.status_code == 422 and answer.content_type == PROBLEM
+    deliver(clocked, text="STOP")
+    answer = client.post("/api/v1/messages", json={"to": CUSTOMER, "text": "Hi", "channel": "sms"}, headers=headers)
+    assert answer.status_code == 409 and answer.json["type"].endswith("/refused")
+    answer = client.post("/api/v1/messages", json={"to": NEW_NUMBER, "text": "Hi", "channel": "viber"}, headers=headers)
+    assert answer.status_code == 409  # no Viber sender set up
+    run_at(clocked, START + timedelta(hours=1))
+    assert messente.requests == []

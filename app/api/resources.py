@@ -14,13 +14,13 @@ from app.accounts import users as accounts
 from app.api import idempotency
 from app.api.problems import Problem, missing_scope, not_found, refused
 from app.api.tokens import Principal
-from app.contacts import optouts, owners
-from app.db.models import Conversation, Message, User
+from app.contacts import optouts, outbound, owners
+from app.db.models import AuditEvent, Conversation, Message, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
 from app.inbox import queries
 from app.inbox.list_views import ListFilter
-from app.replies import notes
+from app.replies import notes, outreach, scheduled
 
 UNCHANGED = object()
 
@@ -173,6 +173,80 @@ def send_reply(
         except replies.ReplyRefused as refusal:
             raise refused("text", str(refusal)) from None
         return 201, render(stored_message(reply_id))
+
+    return idempotency.once(principal.token_id, key, request_hash, work)
+
+
+def cancel_scheduled(message_id: int) -> None:
+    """Cancel a scheduled message (scheduled, held or missed): Problem 409 once it is on its way
+    or sent (its id then gone: the reply that took its place has its own), 404 for none."""
+    row = db.session.execute(
+        sa.select(Message.conversation_id, Message.status, Message.send_at).where(Message.id == message_id)
+    ).first()
+    if row is None:
+        if _sent_from_schedule(message_id):
+            raise refused("id", "This scheduled message was sent: it can no longer be cancelled.")
+        raise not_found("message")
+    if row.send_at is None or row.status not in scheduled.WAITING:
+        detail = "cancelled already" if row.status == "cancelled" else "not a scheduled message waiting to be sent"
+        raise refused("id", f"This message is {detail}: nothing to cancel.")
+    if not scheduled.cancel(row.conversation_id, message_id):
+        raise refused("id", "This scheduled message is on its way: it can no longer be cancelled.")
+
+
+def _sent_from_schedule(message_id: int) -> bool:
+    """Whether a scheduled message of this id was sent (its row swapped for a reply): the audit
+    trail's `scheduled_sent` event names it."""
+    details = AuditEvent.details
+    return (
+        db.session.scalar(
+            sa.select(AuditEvent.id)
+            .where(
+                AuditEvent.action == "scheduled_sent",
+                sa.or_(details.like(f'%"scheduled": {message_id},%'), details.like(f'%"scheduled": {message_id}}}%')),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def send_new(
+    principal: Principal, args: dict, key: str | None, request_hash: str, render: Callable[[dict], dict]
+) -> tuple[int, dict, bool]:
+    """A message to any number (or contact), starting or continuing its conversation, now or at
+    `send_at`, as the token; (status, body, replayed), as send_reply. A number that is none is a
+    422; one opted out or suppressed, or a channel we can't send on, a 409."""
+    try:
+        outbound.recipient(args["to"])
+    except outbound.RecipientRefused as refusal:
+        raise Problem(
+            422,
+            "validation",
+            "Unprocessable Content",
+            str(refusal),
+            errors=[{"in": "body", "field": "to", "message": str(refusal)}],
+        ) from None
+    offered = outreach.offer()
+    if offered.can_reply and args["channel"] not in [route.value for route in offered.routes]:
+        raise refused("channel", f"Nothing can be sent on {args['channel']}: no sender is set up for it.")
+    message_key = secrets.token_urlsafe(24)
+
+    def work() -> tuple[int, dict]:
+        try:
+            _, message_id = outreach.send_new(
+                args["to"],
+                args["text"],
+                args["channel"],
+                None,
+                None,
+                message_key,
+                send_at=args.get("send_at"),
+                api_token_id=principal.token_id,
+            )
+        except outreach.NewMessageRefused as refusal:
+            raise refused("to", str(refusal)) from None
+        return 201, render(stored_message(message_id))
 
     return idempotency.once(principal.token_id, key, request_hash, work)
 

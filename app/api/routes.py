@@ -34,6 +34,7 @@ from app.api.schemas import (
     NewUserSchema,
     OptInSchema,
     OptOutSchema,
+    OutboundMessageSchema,
     UserChange,
     UserListSchema,
     UserSchema,
@@ -217,6 +218,46 @@ def post_message(headers: dict, payload: dict, conversation_id: int):
     if replayed:
         answer.headers["Idempotency-Replayed"] = "true"
     return answer
+
+
+@messages_bp.route("/messages", methods=["POST"])
+@requires(messages_bp, "send")
+@messages_bp.arguments(IdempotencyHeader, location="headers")
+@messages_bp.arguments(OutboundMessageSchema)
+@messages_bp.response(
+    201,
+    MessageSchema,
+    description="The message, stored and queued (or scheduled); `conversation_id` is its conversation's.",
+    headers={
+        "Idempotency-Replayed": {"description": "`true`: the first answer to this key", "schema": {"type": "string"}}
+    },
+)
+@messages_bp.alt_response(409, response="CONFLICT", description="Refused: the number opted out, or was suppressed.")
+def post_new_message(headers: dict, payload: dict):
+    """Write first: a message to any number (or a contact by name) on SMS or Viber, now or at
+    `send_at`, as the token; it lands in the number's conversation, or starts one.
+
+    Not a number (nor a contact) is a 422; an opted-out or suppressed number, or a channel with
+    no sender set up, a 409 `refused`. `Idempotency-Key` as for replies."""
+    key = headers.get("idempotency_key")
+    hashed = idempotency.request_hash(request.method, request.path, request.get_data())
+    status, body, replayed = resources.send_new(principal(), payload, key, hashed, MessageSchema().dump)
+    answer = Response(json.dumps(body, ensure_ascii=False), status, mimetype="application/json")
+    if replayed:
+        answer.headers["Idempotency-Replayed"] = "true"
+    return answer
+
+
+@messages_bp.route(f"/messages/<int(max={LARGEST_ID}):message_id>", methods=["DELETE"])
+@requires(messages_bp, "send")
+@messages_bp.response(204)
+@messages_bp.alt_response(409, response="CONFLICT", description="Not waiting: on its way, sent, or not scheduled.")
+def cancel_message(message_id: int):
+    """Cancel a scheduled message (scheduled, held or missed): it is never sent. Audited as the token.
+
+    Once it is on its way or sent, a 409 `refused`."""
+    resources.cancel_scheduled(message_id)
+    return ""
 
 
 # --- contacts ----------------------------------------------------------------------------

@@ -247,6 +247,25 @@ class NewMessageSchema(Strict):
             raise ValidationError("A note is never sent: it takes no send_at.", "send_at")
 
 
+class OutboundMessageSchema(Strict):
+    """A message to any number (or a contact, by name): it starts or continues its conversation."""
+
+    to = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "a phone number (any usual format; international with +) or a contact's name"},
+    )
+    text = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=sms_length.MAX_TEXT),
+            validate.Regexp(r"[\s\S]*\S", error="Type the message first."),
+        ],
+    )
+    channel = fields.String(required=True, validate=validate.OneOf(["sms", "viber"]))
+    send_at = SendAt(metadata={"description": "send it then (RFC 3339 with an offset), not now: `status` scheduled"})
+
+
 class IdempotencyHeader(Schema):
     idempotency_key = fields.String(
         data_key="Idempotency-Key",
