@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs, notifications, team
-from app.db.models import Conversation, Message, User
+from app.db.models import ApiToken, Conversation, Message, User
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
 
@@ -153,8 +153,10 @@ def waiting_in(conversation_id: int) -> list[Waiting]:
             Message.author_id,
             User.username,
             Message.channel,
+            ApiToken.name.label("token_name"),
         )
         .outerjoin(User, User.id == Message.author_id)
+        .outerjoin(ApiToken, ApiToken.id == Message.api_token_id)
         .where(
             Message.conversation_id == conversation_id,
             Message.send_at.is_not(None),
@@ -164,7 +166,13 @@ def waiting_in(conversation_id: int) -> list[Waiting]:
     ).all()
     return [
         Waiting(
-            row.id, row.status or "", row.send_at or datetime.min, row.text, row.author_id, row.username, row.channel
+            row.id,
+            row.status or "",
+            row.send_at or datetime.min,
+            row.text,
+            row.author_id,
+            row.username or (f"API: {row.token_name}" if row.token_name else None),
+            row.channel,
         )
         for row in rows
     ]
