@@ -213,7 +213,7 @@ def test_errors_are_problems_with_stable_types_and_field_messages(api_app):
         f"/api/v1/conversations/{conversation}/messages", json={"kind": "fax"}, headers=bearer(secret)
     )
     assert sorted((error["field"], error["message"]) for error in missing.json["errors"]) == [
-        ("kind", "Must be one of: reply."),
+        ("kind", "Must be one of: reply, note."),
         ("text", "Missing data for required field."),
     ]
     bad_query = client.get("/api/v1/conversations?limit=1000&status=later", headers=bearer(secret))

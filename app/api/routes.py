@@ -25,15 +25,20 @@ from app.api.schemas import (
     ConversationQuery,
     ConversationSchema,
     IdempotencyHeader,
+    LabelChange,
+    LabelListSchema,
+    LabelSchema,
     MeSchema,
     MessagePageSchema,
     MessageQuery,
     MessageSchema,
+    NewLabelSchema,
     NewMessageSchema,
     NewUserAnswer,
     NewUserSchema,
     OptInSchema,
     OptOutSchema,
+    OutboundMessageSchema,
     UserChange,
     UserListSchema,
     UserSchema,
@@ -59,9 +64,12 @@ contacts_bp = ApiBlueprint(
     description="The person behind a conversation: name, note, numbers, opt-out.",
 )
 users_bp = ApiBlueprint("api_users", __name__, url_prefix=PREFIX, description="The team's accounts and roles.")
+labels_bp = ApiBlueprint(
+    "api_labels", __name__, url_prefix=PREFIX, description="The team's labels, and those on a conversation."
+)
 # Every API blueprint: the token check runs before each of their views. Blueprints added later
 # (labels, webhooks, ...) join this list.
-API_BLUEPRINTS = [me_bp, conversations_bp, messages_bp, contacts_bp, users_bp]
+API_BLUEPRINTS = [me_bp, conversations_bp, messages_bp, contacts_bp, users_bp, labels_bp]
 
 # The document, the page of it for people, and the problem types' addresses: no token needed.
 docs_bp = Blueprint("api_docs", __name__, url_prefix=PREFIX)
@@ -145,7 +153,7 @@ def me():
 def list_conversations(args: dict):
     """Conversations, newest activity first, as the inbox lists them.
 
-    A view (`status`), the owner, channel and our-number filters, and a search. Pages by cursor:
+    A view (`status`), the owner, channel, our-number and label filters, and a search. Pages by cursor:
     `before` a page's `older`, `after` a page's `newer`."""
     page = resources.conversation_page(args)
     return {"conversations": page.rows, "older": page.older, "newer": page.newer}
@@ -164,7 +172,8 @@ def get_conversation(conversation_id: int):
 @conversations_bp.arguments(ConversationChange)
 @conversations_bp.response(200, ConversationSchema)
 def change_conversation(changes: dict, conversation_id: int):
-    """Change a conversation's status (open, done) and owner (`assignee_id`; null: unassigned).
+    """Change a conversation's status (open, done), owner (`assignee_id`; null: unassigned) and
+    snooze (`snoozed_until` a time, null to wake it; or `snoozed_until_reply`).
 
     Audited as the token."""
     return resources.change_conversation(conversation_id, principal(), changes)
@@ -193,14 +202,16 @@ def list_messages(args: dict, conversation_id: int):
 @messages_bp.response(
     201,
     MessageSchema,
-    description="The reply, stored and queued to send (its `status` moves on as it is sent).",
+    description="The reply, stored and queued (or scheduled) to send (its `status` moves on as it is "
+    "sent); or the note.",
     headers={
         "Idempotency-Replayed": {"description": "`true`: the first answer to this key", "schema": {"type": "string"}}
     },
 )
 @messages_bp.alt_response(409, response="CONFLICT", description="Held by the send guard, or refused: nothing was sent.")
 def post_message(headers: dict, payload: dict, conversation_id: int):
-    """Send a reply (`kind` "reply") to the conversation's customer, as the token.
+    """Send a reply (`kind` "reply") to the conversation's customer, as the token, now or at
+    `send_at` (`status` scheduled); or write a private note (`kind` "note"), never sent.
 
     The same `Idempotency-Key` again (within 24 hours) answers what the first request did and
     sends nothing more; with another body it is a 422. A reply the state refuses (the customer
@@ -215,6 +226,47 @@ def post_message(headers: dict, payload: dict, conversation_id: int):
     if replayed:
         answer.headers["Idempotency-Replayed"] = "true"
     return answer
+
+
+@messages_bp.route("/messages", methods=["POST"])
+@requires(messages_bp, "send")
+@messages_bp.arguments(IdempotencyHeader, location="headers")
+@messages_bp.arguments(OutboundMessageSchema)
+@messages_bp.response(
+    201,
+    MessageSchema,
+    description="The message, stored and queued (or scheduled); `conversation_id` is its conversation's.",
+    headers={
+        "Idempotency-Replayed": {"description": "`true`: the first answer to this key", "schema": {"type": "string"}}
+    },
+)
+@messages_bp.alt_response(409, response="CONFLICT", description="Refused: the number opted out, or was suppressed.")
+def post_new_message(headers: dict, payload: dict):
+    """Write first: a message to any number on SMS or Viber, now or at `send_at`, as the token;
+    it lands in the number's conversation, or starts one.
+
+    What is not shaped as a number is a 422; a number the number rules refuse (too short, no
+    region for a national one), an opted-out or suppressed number, or a channel with no sender
+    set up, a 409 `refused`. `Idempotency-Key` as for replies."""
+    key = headers.get("idempotency_key")
+    hashed = idempotency.request_hash(request.method, request.path, request.get_data())
+    status, body, replayed = resources.send_new(principal(), payload, key, hashed, MessageSchema().dump)
+    answer = Response(json.dumps(body, ensure_ascii=False), status, mimetype="application/json")
+    if replayed:
+        answer.headers["Idempotency-Replayed"] = "true"
+    return answer
+
+
+@messages_bp.route(f"/messages/<int(max={LARGEST_ID}):message_id>", methods=["DELETE"])
+@requires(messages_bp, "send")
+@messages_bp.response(204)
+@messages_bp.alt_response(409, response="CONFLICT", description="Not waiting: on its way, sent, or not scheduled.")
+def cancel_message(message_id: int):
+    """Cancel a scheduled message (scheduled, held or missed): it is never sent. Audited as the token.
+
+    Once it is on its way or sent, a 409 `refused`."""
+    resources.cancel_scheduled(message_id)
+    return ""
 
 
 # --- contacts ----------------------------------------------------------------------------
@@ -298,6 +350,66 @@ def create_user(payload: dict):
 def change_user(changes: dict, user_id: int):
     """Change an account's role, or disable it (its sessions end) or enable it again."""
     return resources.change_user(user_id, changes)
+
+
+# --- labels ------------------------------------------------------------------------------
+
+LABEL = f"/labels/<int(max={LARGEST_ID}):label_id>"
+
+
+@labels_bp.route("/labels", methods=["GET"])
+@requires(labels_bp, "read")
+@labels_bp.response(200, LabelListSchema)
+def list_labels():
+    """Every label, by name."""
+    return {"labels": resources.all_labels()}
+
+
+@labels_bp.route("/labels", methods=["POST"])
+@requires(labels_bp, "admin")
+@labels_bp.arguments(NewLabelSchema)
+@labels_bp.response(201, LabelSchema)
+@labels_bp.alt_response(409, response="CONFLICT", description="The name is taken (case aside) or holds a comma.")
+def create_label(payload: dict):
+    """Add a label. Audited as the token."""
+    return resources.create_label(payload["name"], payload["colour"])
+
+
+@labels_bp.route(LABEL, methods=["PATCH"])
+@requires(labels_bp, "admin")
+@labels_bp.arguments(LabelChange)
+@labels_bp.response(200, LabelSchema)
+@labels_bp.alt_response(409, response="CONFLICT", description="The name is taken (case aside) or holds a comma.")
+def change_label(changes: dict, label_id: int):
+    """Rename or recolour a label; it stays on its conversations. Audited as the token."""
+    return resources.change_label(label_id, changes)
+
+
+@labels_bp.route(LABEL, methods=["DELETE"])
+@requires(labels_bp, "admin")
+@labels_bp.response(204)
+def delete_label(label_id: int):
+    """Delete a label: it comes off every conversation. Audited as the token."""
+    resources.delete_label(label_id)
+    return ""
+
+
+@labels_bp.route(CONVERSATION + "/labels/" + f"<int(max={LARGEST_ID}):label_id>", methods=["PUT"])
+@requires(labels_bp, "send")
+@labels_bp.response(204)
+def add_label(conversation_id: int, label_id: int):
+    """Put a label on a conversation (on it already: nothing changes). Audited as the token."""
+    resources.label_conversation(conversation_id, label_id, True)
+    return ""
+
+
+@labels_bp.route(CONVERSATION + "/labels/" + f"<int(max={LARGEST_ID}):label_id>", methods=["DELETE"])
+@requires(labels_bp, "send")
+@labels_bp.response(204)
+def remove_label(conversation_id: int, label_id: int):
+    """Take a label off a conversation (not on it: nothing changes). Audited as the token."""
+    resources.label_conversation(conversation_id, label_id, False)
+    return ""
 
 
 # --- the document, and a page of it for people --------------------------------------------

@@ -1,11 +1,20 @@
 """What the API takes and gives, as marshmallow schemas: each request is validated by them (an
 unknown field is refused), each answer dumped by them, and the OpenAPI document is made from them."""
 
+from datetime import UTC
+
 from marshmallow import RAISE, Schema, fields, validate
 
 from app import clock
-from app.db.models import CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, ROLES, USERNAME_LENGTH
-from app.inbox.list_views import VIEWS
+from app.db.models import (
+    CONTACT_NAME_LENGTH,
+    CONTACT_NOTE_LENGTH,
+    LABEL_COLOURS,
+    LABEL_NAME_LENGTH,
+    ROLES,
+    USERNAME_LENGTH,
+)
+from app.inbox.list_views import PERSONAL_VIEWS, VIEWS
 from app.replies import sms_length
 from app.web.request_args import LARGEST_ID, LARGEST_INT
 
@@ -35,6 +44,18 @@ class JsonInteger(fields.Integer):
         if isinstance(value, float) and not value.is_integer():
             raise self.make_error("invalid")
         return super()._deserialize(int(value), attr, data, **kwargs)
+
+
+class AwareTime(fields.AwareDateTime):
+    """A time: RFC 3339 with its offset (`2026-03-02T09:00:00+02:00`, or a Z); loaded as naive UTC,
+    as times are stored. Whether it is ahead is the state's question (a 409, app/api/resources.py):
+    the same request is valid one minute and late the next."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC).replace(tzinfo=None)
 
 
 def message_id(in_body: bool = True, **kwargs) -> fields.Integer:
@@ -112,6 +133,15 @@ class ConversationSchema(Schema):
     last_message_at = UtcDateTime(required=True, attribute="last_sent_at")
     last_direction = fields.String(required=True, validate=validate.OneOf(["in", "out"]))
     last_text = fields.String(required=True, metadata={"description": "the newest message's start"})
+    snoozed_until = UtcDateTime(
+        allow_none=True, required=True, metadata={"description": "snoozed (out of Open) until then; null: not so"}
+    )
+    snoozed_until_reply = fields.Boolean(required=True, metadata={"description": "snoozed until the customer writes"})
+    labels = fields.Function(
+        lambda conversation: conversation.label_names.split(", ") if conversation.label_names else [],
+        required=True,
+        metadata={"description": "its labels' names, by name", "type": "array", "items": {"type": "string"}},
+    )
 
 
 class ConversationPageSchema(Schema):
@@ -129,8 +159,8 @@ class ConversationPageSchema(Schema):
 class ConversationQuery(Schema):
     status = fields.String(
         load_default="open",
-        validate=validate.OneOf(list(VIEWS)),
-        metadata={"description": "the view, as in the inbox: open, done, all, unread, opted-out"},
+        validate=validate.OneOf([view for view in VIEWS if view not in PERSONAL_VIEWS]),
+        metadata={"description": "the view, as in the inbox: open, snoozed, done, all, unread, opted-out"},
     )
     assignee = fields.String(
         validate=validate.Regexp(r"^(none|[1-9][0-9]{0,8})$"),
@@ -138,6 +168,11 @@ class ConversationQuery(Schema):
     )
     channel = fields.String(validate=validate.Length(min=1, max=32))
     to = fields.String(validate=validate.Length(min=1, max=64), metadata={"description": "one of our numbers"})
+    label = fields.List(
+        fields.String(validate=validate.Length(min=1, max=LABEL_NAME_LENGTH)),
+        validate=validate.Length(max=10),
+        metadata={"description": "a label's name, case aside; repeated: conversations with all of them"},
+    )
     q = fields.String(
         validate=validate.Length(max=200), metadata={"description": "search: part of a number or a contact's name"}
     )
@@ -149,6 +184,12 @@ class ConversationQuery(Schema):
 class ConversationChange(Strict):
     status = fields.String(validate=validate.OneOf(["open", "done"]))
     assignee_id = user_id(allow_none=True, metadata={"description": "a person's id; null: unassigned"})
+    snoozed_until = AwareTime(
+        allow_none=True, metadata={"description": "snooze it until then (RFC 3339 with an offset); null: wake it"}
+    )
+    snoozed_until_reply = fields.Boolean(
+        validate=validate.Equal(True), metadata={"description": "true: snooze it until the customer writes"}
+    )
 
 
 # --- messages ----------------------------------------------------------------------------
@@ -157,7 +198,9 @@ class ConversationChange(Strict):
 class MessageSchema(Schema):
     id = fields.Integer(required=True)
     conversation_id = fields.Integer(required=True)
-    direction = fields.String(required=True, validate=validate.OneOf(["in", "out"]))
+    direction = fields.String(
+        required=True, validate=validate.OneOf(["in", "out", "note"]), metadata={"description": "note: private"}
+    )
     channel = fields.String(required=True)
     sender = fields.String(required=True)
     recipient = fields.String(allow_none=True, required=True)
@@ -167,12 +210,17 @@ class MessageSchema(Schema):
     status = fields.String(
         allow_none=True,
         required=True,
-        metadata={"description": "a reply's: queued, sending, sent, failed, unconfirmed, retrying; null inbound"},
+        metadata={
+            "description": "a reply's: scheduled (held, missed, cancelled), queued, sending, sent, failed, unconfirmed, "
+            "retrying; null inbound and for notes"
+        },
     )
     delivery = fields.String(allow_none=True, required=True, metadata={"description": "the best delivery report"})
     problem = fields.String(allow_none=True, required=True)
     author = fields.String(
-        allow_none=True, required=True, metadata={"description": "a reply's writer: a person, or `API: <token name>`"}
+        allow_none=True,
+        required=True,
+        metadata={"description": "a reply's or note's writer: a person, or `API: <token name>`"},
     )
 
 
@@ -193,10 +241,10 @@ class MessageQuery(Schema):
 
 
 class NewMessageSchema(Strict):
-    """A message to add to a conversation. `kind` says which: only "reply" (sent to the customer)
-    for now."""
+    """A message to add to a conversation. `kind` says which: "reply" (sent to the customer, now
+    or at `send_at`) or "note" (private, for the team: never sent; `@username` mentions)."""
 
-    kind = fields.String(load_default="reply", validate=validate.OneOf(["reply"]))
+    kind = fields.String(load_default="reply", validate=validate.OneOf(["reply", "note"]))
     text = fields.String(
         required=True,
         validate=[
@@ -209,6 +257,32 @@ class NewMessageSchema(Strict):
             "description": "the newest message the writer saw: a newer one from someone else holds the reply (409)"
         }
     )
+    send_at = AwareTime(
+        metadata={"description": "a reply only: send it then (RFC 3339 with an offset), not now: `status` scheduled"}
+    )
+
+
+class OutboundMessageSchema(Strict):
+    """A message to any number: it starts or continues its conversation."""
+
+    to = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^\+?[0-9][0-9 ().-]{2,31}$", error="A phone number: digits, + first if international."
+        ),
+        metadata={
+            "description": "a phone number, in any usual format (`+372 5555 1234`); national ones in the default region"
+        },
+    )
+    text = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=sms_length.MAX_TEXT),
+            validate.Regexp(r"[\s\S]*\S", error="Type the message first."),
+        ],
+    )
+    channel = fields.String(required=True, validate=validate.OneOf(["sms", "viber"]))
+    send_at = AwareTime(metadata={"description": "send it then (RFC 3339 with an offset), not now: `status` scheduled"})
 
 
 class IdempotencyHeader(Schema):
@@ -248,6 +322,33 @@ class OptInSchema(Strict):
 
 class OptOutSchema(Strict):
     pass
+
+
+# --- labels ------------------------------------------------------------------------------
+
+
+class LabelSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    colour = fields.String(required=True, validate=validate.OneOf(LABEL_COLOURS))
+
+
+class LabelListSchema(Schema):
+    labels = fields.List(fields.Nested(LabelSchema), required=True, metadata={"description": "by name"})
+
+
+class NewLabelSchema(Strict):
+    name = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=LABEL_NAME_LENGTH),
+        metadata={"description": "unique, case and accents aside; no comma"},
+    )
+    colour = fields.String(load_default="grey", validate=validate.OneOf(LABEL_COLOURS))
+
+
+class LabelChange(Strict):
+    name = fields.String(validate=validate.Length(min=1, max=LABEL_NAME_LENGTH))
+    colour = fields.String(validate=validate.OneOf(LABEL_COLOURS))
 
 
 # --- users -------------------------------------------------------------------------------

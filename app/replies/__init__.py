@@ -135,7 +135,15 @@ def queue_reply(
                 raise ReplyHeld(newer, more)  # the transaction ends with nothing written
         if send_at is not None:
             reply_id = scheduled.insert_scheduled(
-                connection, conversation.id, conversation.sender, text, legs, author_id, msg_id, send_at
+                connection,
+                conversation.id,
+                conversation.sender,
+                text,
+                legs,
+                author_id,
+                msg_id,
+                send_at,
+                api_token_id=api_token_id,
             )
             audit.record(
                 "scheduled",

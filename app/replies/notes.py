@@ -36,10 +36,11 @@ class NoteRefused(ReplyRefused):
     mode = NOTE
 
 
-def add_note(conversation_id: int, text: str, author_id: int, key: str) -> int:
+def add_note(conversation_id: int, text: str, author_id: int | None, key: str, api_token_id: int | None = None) -> int:
     """Store a note with its mentions and audit event; return its id. The same key again (a
     resubmitted form, a double click) returns the note stored the first time, mentioning and
-    notifying nobody again. Raises NoteRefused."""
+    notifying nobody again. A note written through the API has `api_token_id` (its token)
+    instead of an author. Raises NoteRefused."""
     text = text.replace("\r\n", "\n")
     if not text.strip():
         raise NoteRefused("Type a note first.")
@@ -72,6 +73,7 @@ def add_note(conversation_id: int, text: str, author_id: int, key: str) -> int:
                 change_seq=change,
                 direction=NOTE,
                 author_id=author_id,
+                api_token_id=api_token_id,
                 status=None,
                 legs=None,
             )

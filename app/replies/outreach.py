@@ -85,13 +85,15 @@ def send_new(
     text: str,
     route_value: str,
     sms_sender: str | None,
-    author_id: int,
+    author_id: int | None,
     key: str,
     send_at: datetime | None = None,
+    api_token_id: int | None = None,
 ) -> tuple[int, int]:
     """Store a new message (queued, or scheduled for `send_at`) to a number or a contact, with its
     audit events; (its conversation's id, its id). NewMessageRefused says why not. The same key
-    again (a resubmitted form) returns what the first time stored."""
+    again (a resubmitted form) returns what the first time stored. One sent through the API has
+    `api_token_id` (its token) instead of an author, and makes nobody the owner."""
     text = text.replace("\r\n", "\n")
     if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", key or ""):
         raise NewMessageRefused("This form is out of date: reload the page.")
@@ -133,11 +135,21 @@ def send_new(
             raise NewMessageRefused("This customer opted out meanwhile: nothing was sent.")
         details: dict = {"conversation": conversation_id, "started": started}
         if send_at is None:
-            message_id = replies.insert_reply(connection, conversation_id, found.number, text, legs, author_id, msg_id)
+            message_id = replies.insert_reply(
+                connection, conversation_id, found.number, text, legs, author_id, msg_id, api_token_id=api_token_id
+            )
             details["reply"] = message_id
         else:
             message_id = scheduled.insert_scheduled(
-                connection, conversation_id, found.number, text, legs, author_id, msg_id, send_at
+                connection,
+                conversation_id,
+                found.number,
+                text,
+                legs,
+                author_id,
+                msg_id,
+                send_at,
+                api_token_id=api_token_id,
             )
             if started:  # a conversation has a newest message from its first commit: the list shows it
                 connection.execute(
@@ -153,5 +165,6 @@ def send_new(
             details |= {"scheduled": message_id, "send_at": send_at.replace(microsecond=0)}
             audit.record("scheduled", {k: v for k, v in details.items() if k != "started"})
         audit.record("new_message", details)
-        owners.take_if_unassigned(conversation_id, author_id)
+        if author_id is not None:  # (a token owns nothing)
+            owners.take_if_unassigned(conversation_id, author_id)
     return conversation_id, message_id

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs, notifications, team
-from app.db.models import Conversation, Message, User
+from app.db.models import ApiToken, Conversation, Message, User
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
 
@@ -104,6 +104,7 @@ def insert_scheduled(
     author_id: int | None,
     msg_id: str,
     send_at: datetime,
+    api_token_id: int | None = None,
 ) -> int:
     """Store a message to send at `send_at` and its job; its id. In the caller's write transaction
     (the caller audits it). It is not the conversation's newest message until it is sent."""
@@ -126,6 +127,7 @@ def insert_scheduled(
             change_seq=change,
             direction="out",
             author_id=author_id,
+            api_token_id=api_token_id,
             status="scheduled",
             send_at=send_at,
         )
@@ -151,8 +153,10 @@ def waiting_in(conversation_id: int) -> list[Waiting]:
             Message.author_id,
             User.username,
             Message.channel,
+            ApiToken.name.label("token_name"),
         )
         .outerjoin(User, User.id == Message.author_id)
+        .outerjoin(ApiToken, ApiToken.id == Message.api_token_id)
         .where(
             Message.conversation_id == conversation_id,
             Message.send_at.is_not(None),
@@ -162,7 +166,13 @@ def waiting_in(conversation_id: int) -> list[Waiting]:
     ).all()
     return [
         Waiting(
-            row.id, row.status or "", row.send_at or datetime.min, row.text, row.author_id, row.username, row.channel
+            row.id,
+            row.status or "",
+            row.send_at or datetime.min,
+            row.text,
+            row.author_id,
+            row.username or (f"API: {row.token_name}" if row.token_name else None),
+            row.channel,
         )
         for row in rows
     ]
@@ -263,7 +273,15 @@ def _release(connection: sa.Connection, conversation_id: int, message_id: int, s
     taken = connection.execute(
         sa.delete(Message)
         .where(_waiting(conversation_id, message_id, statuses))
-        .returning(Message.recipient, Message.text, Message.legs, Message.author_id, Message.msg_id, Message.send_at)
+        .returning(
+            Message.recipient,
+            Message.text,
+            Message.legs,
+            Message.author_id,
+            Message.msg_id,
+            Message.send_at,
+            Message.api_token_id,
+        )
     ).first()
     if taken is None:
         return None
@@ -278,6 +296,7 @@ def _release(connection: sa.Connection, conversation_id: int, message_id: int, s
         taken.author_id,
         taken.msg_id,
         send_at=taken.send_at,
+        api_token_id=taken.api_token_id,
     )
 
 
