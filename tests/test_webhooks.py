@@ -728,3 +728,39 @@ def test_notes_labels_and_snooze_arrive_as_their_events(hook_app, receiver):
     assert (note["direction"], note["text"]) == ("note", "Refund approved, tell her Monday")
     assert labelled["labels"] == ["Refund"]
     assert snoozed["snoozed_until"] == "2026-03-02T10:00:00Z" and woke["snoozed_until"] is None
+
+
+def test_a_token_with_admin_subscribes_through_the_api_and_its_secret_verifies(hook_app, receiver):
+    """POST /api/v1/webhooks answers 201 with the endpoint and its secret (once), which verifies
+    what arrives; refused addresses and unknown event types are 422s naming the field; a token
+    without `admin` gets 403; rotating answers a new secret; DELETE stops deliveries."""
+    from app.api import tokens
+
+    with hook_app.app_context():
+        admin = {"Authorization": "Bearer " + tokens.create_token("ops", ["read", "send", "admin"])[1]}
+        sender = {"Authorization": "Bearer " + tokens.create_token("shop", ["read", "send"])[1]}
+    api = hook_app.test_client()
+    body = {"url": receiver.url, "events": ["message.created"]}
+    assert api.post("/api/v1/webhooks", json=body, headers=sender).status_code == 403
+
+    private = api.post("/api/v1/webhooks", json=body | {"url": "https://10.1.2.3/hooks"}, headers=admin)
+    assert private.status_code == 422 and private.json["errors"][0]["field"] == "url"
+    unknown = api.post("/api/v1/webhooks", json=body | {"events": ["message.deleted"]}, headers=admin)
+    assert unknown.status_code == 422 and unknown.mimetype == "application/problem+json"
+
+    created = api.post("/api/v1/webhooks", json=body, headers=admin)
+    assert created.status_code == 201
+    endpoint, secret = created.json["id"], created.json["secret"]
+    assert secret.startswith("whsec_") and created.json["events"] == ["message.created"]
+    assert "secret" not in api.get(f"/api/v1/webhooks/{endpoint}", headers=admin).json
+
+    deliver(hook_app, text="Hello")
+    run_jobs(hook_app)
+    assert [body["data"]["text"] for body in receiver.verified(secret)] == ["Hello"]
+
+    rotated = api.post(f"/api/v1/webhooks/{endpoint}/rotate", headers=admin)
+    assert rotated.status_code == 200 and rotated.json["secret"] not in ("", secret)
+    off = api.patch(f"/api/v1/webhooks/{endpoint}", json={"enabled": False}, headers=admin)
+    assert off.status_code == 200 and off.json["enabled"] is False
+    assert api.delete(f"/api/v1/webhooks/{endpoint}", headers=admin).status_code == 204
+    assert api.get(f"/api/v1/webhooks/{endpoint}", headers=admin).status_code == 404

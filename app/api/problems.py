@@ -57,6 +57,14 @@ def refused(field: str, detail: str) -> Problem:
     return Problem(409, "refused", "Refused", detail, errors=[{"in": "body", "field": field, "message": detail}])
 
 
+def invalid(field: str, detail: str) -> Problem:
+    """A field whose value can't be used, found past the schema (a webhook URL that resolves to a
+    private address): a 422 naming the field, as the schema's own refusals are."""
+    return Problem(
+        422, "validation", "Unprocessable Content", detail, errors=[{"in": "body", "field": field, "message": detail}]
+    )
+
+
 def rate_limited(seconds: int) -> Problem:
     return Problem(
         429,

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app import audit, clock, contacts, replies
 from app.accounts import users as accounts
 from app.api import idempotency
-from app.api.problems import Problem, missing_scope, not_found, refused
+from app.api.problems import Problem, invalid, missing_scope, not_found, refused
 from app.api.tokens import Principal
 from app.contacts import labels, optouts, outbound, owners, snooze
 from app.db.models import AuditEvent, Conversation, Message, User
@@ -21,6 +21,7 @@ from app.extensions import db
 from app.inbox import queries
 from app.inbox.list_views import ListFilter, label_keys
 from app.replies import notes, outreach, scheduled
+from app.webhooks import endpoints
 
 UNCHANGED = object()
 
@@ -425,3 +426,64 @@ def change_user(user_id: int, changes: dict) -> User:
     except ValueError as exc:
         raise refused("role" if "role" in changes else "disabled", str(exc)) from None
     return user(user_id)
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+def webhook_json(endpoint, secret: str | None = None) -> dict:
+    shown = {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": endpoint.events.split(),
+        "enabled": endpoint.enabled,
+        "disabled_reason": endpoint.disabled_reason,
+        "created_at": endpoint.created_at,
+    }
+    return shown | ({"secret": secret} if secret is not None else {})
+
+
+def all_webhooks() -> list[dict]:
+    return [webhook_json(endpoint) for endpoint in endpoints.listing()]
+
+
+def webhook(endpoint_id: int) -> dict:
+    found = endpoints.get(endpoint_id)
+    if found is None:
+        raise not_found("webhook")
+    return webhook_json(found)
+
+
+def create_webhook(url: str, events: list[str]) -> dict:
+    """Subscribe a URL (audited as the token): its secret is in this answer only."""
+    try:
+        endpoint, secret = endpoints.create_endpoint(url, events)
+    except ValueError as exc:  # an address we don't deliver to (checked as resolved now)
+        raise invalid("url", str(exc)) from None
+    return webhook_json(endpoint, secret)
+
+
+def change_webhook(endpoint_id: int, changes: dict) -> dict:
+    webhook(endpoint_id)
+    try:
+        if "url" in changes or "events" in changes:
+            endpoints.update_endpoint(endpoint_id, changes.get("url"), changes.get("events"))
+        if "enabled" in changes:
+            endpoints.set_enabled(endpoint_id, changes["enabled"])
+    except ValueError as exc:
+        raise invalid("url", str(exc)) from None
+    db.session.expire_all()
+    return webhook(endpoint_id)
+
+
+def rotate_webhook_secret(endpoint_id: int) -> dict:
+    """A new secret; the one before still signs deliveries for WEBHOOK_SECRET_OVERLAP_HOURS."""
+    webhook(endpoint_id)
+    secret = endpoints.rotate_secret(endpoint_id)
+    db.session.expire_all()
+    return webhook(endpoint_id) | {"secret": secret}
+
+
+def delete_webhook(endpoint_id: int) -> None:
+    webhook(endpoint_id)
+    endpoints.delete_endpoint(endpoint_id)

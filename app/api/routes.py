@@ -36,12 +36,17 @@ from app.api.schemas import (
     NewMessageSchema,
     NewUserAnswer,
     NewUserSchema,
+    NewWebhookSchema,
     OptInSchema,
     OptOutSchema,
     OutboundMessageSchema,
     UserChange,
     UserListSchema,
     UserSchema,
+    WebhookChange,
+    WebhookListSchema,
+    WebhookSchema,
+    WebhookSecretSchema,
 )
 from app.extensions import csrf
 from app.web.access import TOKEN_PATHS, admin_required, public
@@ -68,8 +73,13 @@ labels_bp = ApiBlueprint(
     "api_labels", __name__, url_prefix=PREFIX, description="The team's labels, and those on a conversation."
 )
 # Every API blueprint: the token check runs before each of their views. Blueprints added later
-# (labels, webhooks, ...) join this list.
-API_BLUEPRINTS = [me_bp, conversations_bp, messages_bp, contacts_bp, users_bp, labels_bp]
+webhooks_bp = ApiBlueprint(
+    "api_webhooks",
+    __name__,
+    url_prefix=PREFIX,
+    description="Where the app posts its events, signed as Standard Webhooks specify (docs/webhooks.md).",
+)
+API_BLUEPRINTS = [me_bp, conversations_bp, messages_bp, contacts_bp, users_bp, labels_bp, webhooks_bp]
 
 # The document, the page of it for people, and the problem types' addresses: no token needed.
 docs_bp = Blueprint("api_docs", __name__, url_prefix=PREFIX)
@@ -409,6 +419,64 @@ def add_label(conversation_id: int, label_id: int):
 def remove_label(conversation_id: int, label_id: int):
     """Take a label off a conversation (not on it: nothing changes). Audited as the token."""
     resources.label_conversation(conversation_id, label_id, False)
+    return ""
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+WEBHOOK = f"/webhooks/<int(max={LARGEST_ID}):endpoint_id>"
+
+
+@webhooks_bp.route("/webhooks", methods=["GET"])
+@requires(webhooks_bp, "admin")
+@webhooks_bp.response(200, WebhookListSchema)
+def list_webhooks():
+    """Every webhook endpoint (their secrets are never shown again)."""
+    return {"webhooks": resources.all_webhooks()}
+
+
+@webhooks_bp.route("/webhooks", methods=["POST"])
+@requires(webhooks_bp, "admin")
+@webhooks_bp.arguments(NewWebhookSchema)
+@webhooks_bp.response(201, WebhookSecretSchema)
+def create_webhook(payload: dict):
+    """Subscribe a URL to event types; the answer holds its signing secret, this once. The URL must
+    be https and resolve to public addresses only (WEBHOOKS_ALLOWED_NETWORKS admits others, http
+    too): any other is a 422 naming `url`."""
+    return resources.create_webhook(payload["url"], payload["events"])
+
+
+@webhooks_bp.route(WEBHOOK, methods=["GET"])
+@requires(webhooks_bp, "admin")
+@webhooks_bp.response(200, WebhookSchema)
+def get_webhook(endpoint_id: int):
+    """One webhook endpoint."""
+    return resources.webhook(endpoint_id)
+
+
+@webhooks_bp.route(WEBHOOK, methods=["PATCH"])
+@requires(webhooks_bp, "admin")
+@webhooks_bp.arguments(WebhookChange)
+@webhooks_bp.response(200, WebhookSchema)
+def change_webhook(changes: dict, endpoint_id: int):
+    """Change its URL or event types, or turn it off and on (on again, it starts from the newest event)."""
+    return resources.change_webhook(endpoint_id, changes)
+
+
+@webhooks_bp.route(WEBHOOK + "/rotate", methods=["POST"])
+@requires(webhooks_bp, "admin")
+@webhooks_bp.response(200, WebhookSecretSchema)
+def rotate_webhook(endpoint_id: int):
+    """A new signing secret, shown this once; the one before still signs deliveries for a day."""
+    return resources.rotate_webhook_secret(endpoint_id)
+
+
+@webhooks_bp.route(WEBHOOK, methods=["DELETE"])
+@requires(webhooks_bp, "admin")
+@webhooks_bp.response(204)
+def delete_webhook(endpoint_id: int):
+    """Remove an endpoint and what it had still to deliver."""
+    resources.delete_webhook(endpoint_id)
     return ""
 
 

@@ -13,10 +13,12 @@ from app.db.models import (
     LABEL_NAME_LENGTH,
     ROLES,
     USERNAME_LENGTH,
+    WEBHOOK_URL_LENGTH,
 )
 from app.inbox.list_views import PERSONAL_VIEWS, VIEWS
 from app.replies import sms_length
 from app.web.request_args import LARGEST_ID, LARGEST_INT
+from app.webhooks import EVENT_TYPES
 
 PAGE_LIMIT = 100  # most items a page may ask for
 OPT_IN_REASON_LENGTH = 500
@@ -380,3 +382,44 @@ class NewUserAnswer(Schema):
 class UserChange(Strict):
     role = fields.String(validate=validate.OneOf(ROLES))
     disabled = fields.Boolean()
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+EVENT_TYPE = fields.String(validate=validate.OneOf(list(EVENT_TYPES)))
+
+
+class WebhookSchema(Schema):
+    id = fields.Integer(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True, metadata={"description": "the event types it gets"})
+    enabled = fields.Boolean(required=True)
+    disabled_reason = fields.String(
+        allow_none=True, required=True, metadata={"description": '"failing" when the app turned it off'}
+    )
+    created_at = UtcDateTime(required=True)
+
+
+class WebhookListSchema(Schema):
+    webhooks = fields.List(fields.Nested(WebhookSchema), required=True)
+
+
+class WebhookSecretSchema(WebhookSchema):
+    secret = fields.String(
+        required=True, metadata={"description": "whsec_ and the base64 of 32 random bytes: shown this once"}
+    )
+
+
+class NewWebhookSchema(Strict):
+    url = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=WEBHOOK_URL_LENGTH),
+        metadata={"description": "https, resolving to public addresses only (or WEBHOOKS_ALLOWED_NETWORKS)"},
+    )
+    events = fields.List(EVENT_TYPE, required=True, validate=validate.Length(min=1))
+
+
+class WebhookChange(Strict):
+    url = fields.String(validate=validate.Length(min=1, max=WEBHOOK_URL_LENGTH))
+    events = fields.List(EVENT_TYPE, validate=validate.Length(min=1))
+    enabled = fields.Boolean()
