@@ -1094,7 +1094,7 @@ def test_the_lists_controls_are_compact(new_context, server, size):
     log_in(page, server)
     expect(page.get_by_label("Channel")).to_be_visible()  # filters are offered
     tabs = page.get_by_role("navigation", name="Views").get_by_role("link")
-    expect(tabs).to_have_count(6)
+    expect(tabs).to_have_count(7)
     assert len({round(tab.bounding_box()["y"]) for tab in tabs.all()}) == 1, "the views on one line"
     pane, first_row = box_of(page, ".list-pane"), box_of(page, "#conversations li.conversation >> nth=0")
     # The heading, search, the views, and the owner tabs sharing a line with the filters.
