@@ -336,7 +336,15 @@ def test_the_list_filters_by_labels_all_of_them_case_aside_with_the_views_and_ow
     refunds = alice.get("/?view=all&label=refund").text
     assert listed(refunds) == [three, two, one]
     assert label_counts(refunds) == {"refund": 3, "Spam": 0, "VIP": 2}  # adding VIP would leave 2
-    assert tab_counts(refunds, "view-tabs") == {"Open": 2, "Done": 1, "All": 3, "Unread": 3, "Opted out": 0}
+    assert tab_counts(refunds, "view-tabs") == {
+        "Open": 2,
+        "Snoozed": 0,
+        "Done": 1,
+        "All": 3,
+        "Unread": 3,
+        "Mentions": 0,
+        "Opted out": 0,
+    }
     assert (
         '<summary><span class="visually-hidden">Filter by </span>Labels<span class="chosen">: refund</span></summary>'
         in refunds

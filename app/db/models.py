@@ -654,6 +654,8 @@ class Label(Model):
     name_key: Mapped[str] = mapped_column(sa.String(LABEL_KEY_LENGTH), unique=True)
     colour: Mapped[str] = mapped_column(sa.String(8), server_default="grey")
 
+    __table_args__ = ids_never_reused()
+
 
 class ConversationLabel(Model):
     """A label on a conversation: one row per pair."""
