@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -803,3 +804,16 @@ class WebhookDelivery(Model):
         sa.Index("ix_webhook_delivery_event_id", "event_id"),  # deleted with their event
         ids_never_reused(),
     )
+
+
+class Tally(Model):
+    """What reports sum, kept as the figures change (app/tallies/): one running value per
+    15-minute bucket (UTC), metric and what reports filter by. No personal data, so an erasure or
+    a retention purge leaves it as it is: last year's costs and counts stay right."""
+
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)  # naive UTC, on a quarter hour
+    metric: Mapped[str] = mapped_column(sa.String(24), primary_key=True)
+    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH), primary_key=True)  # "" for none
+    our_number: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH), primary_key=True)  # "" for none
+    user_id: Mapped[int] = mapped_column(primary_key=True)  # 0: no person (the API, an away reply)
+    value: Mapped[Decimal] = mapped_column(sa.Numeric(20, 6))
