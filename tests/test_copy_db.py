@@ -5,12 +5,15 @@ rows in every table, and the app must keep working on the copy.
 """
 
 import subprocess
+from datetime import datetime
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
-from app import jobs
-from app.db.models import Message, User
+from app import jobs, tallies
+from app.contacts import labels
+from app.db.models import Conversation, Message, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
 from app.inbox import queries
@@ -84,6 +87,14 @@ def source_url(tmp_path_factory):
     with app.app_context():
         with write_transaction():  # work waiting to be done goes with the data
             jobs.enqueue("prune_jobs", key="copied")
+        # Labels on every conversation: more rows than a batch in a table keyed by two columns.
+        conversation_ids = db.session.scalars(sa.select(Conversation.id)).all()
+        for name in ("Refund", "VIP", "Später"):
+            label_id = labels.create(name)
+            for conversation_id in conversation_ids:
+                labels.add_to(conversation_id, label_id)
+        with write_transaction() as session:
+            tallies.add(session.connection(), datetime(2024, 6, 1, 8, 7), "cost", Decimal("0.045600"), channel="sms")
         db.engine.dispose()
     return url
 
@@ -111,6 +122,7 @@ def test_interrupted_copy_resumes_and_ends_with_identical_data(source_url, datab
     source = all_rows(source_url)
     assert len(source["message"]) == MESSAGES and len(source["dead_letter"]) == 2
     assert source["user"] and source["daily_count"] and source["change_counter"] != [(1, 0)]
+    assert len(source["conversation_label"]) > BATCH_SIZE and source["tally"]
 
     # Hold the id of a message in the middle in an open transaction: the copy blocks on that
     # batch, the batches before it are committed, and it is killed right there.

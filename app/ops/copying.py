@@ -14,6 +14,7 @@ from base64 import b64encode
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 import alembic.command
 import sqlalchemy as sa
@@ -27,10 +28,13 @@ from app.db.models import (
     BusinessHours,
     ChangeCounter,
     Conversation,
+    ConversationLabel,
     ConversationRecipient,
     DailyCount,
     DeadLetter,
     Job,
+    Label,
+    Mention,
     Message,
     Notification,
     NotificationOptOut,
@@ -38,7 +42,11 @@ from app.db.models import (
     SavedReply,
     Setting,
     Suppression,
+    Tally,
     User,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
 )
 from app.extensions import configure_engine, engine_options
 
@@ -55,11 +63,15 @@ TABLES = tuple(
         Conversation,
         Message,
         ConversationRecipient,
+        Label,
+        ConversationLabel,
+        Mention,
         OptOut,
         Notification,
         NotificationOptOut,
         SavedReply,
         DailyCount,
+        Tally,
         DeadLetter,
         ChangeCounter,
         AuditEvent,
@@ -67,6 +79,9 @@ TABLES = tuple(
         BusinessHours,
         Suppression,
         Job,
+        WebhookEndpoint,
+        WebhookEvent,
+        WebhookDelivery,
     )
 )
 
@@ -102,20 +117,27 @@ def upgrade_schema(target: sa.Engine) -> None:
         alembic.command.upgrade(alembic_config, "head")
 
 
-def primary_key(table: sa.Table) -> sa.Column:
-    [column] = table.primary_key.columns
-    return column
+def primary_key(table: sa.Table) -> list[sa.Column]:
+    return list(table.primary_key.columns)
 
 
-def in_byte_order(column: sa.Column, dialect: sa.Dialect) -> sa.ColumnElement:
-    """The column, compared by its bytes on every backend.
+def in_byte_order(columns: list[sa.Column], dialect: sa.Dialect) -> list[sa.ColumnElement]:
+    """The key's columns, compared by their bytes on every backend.
 
     SQLite compares text byte by byte; PostgreSQL by the database's collation, where "abc" may
     sort before "ABC". Resuming after "the highest key copied" needs one order on both sides.
     """
-    if isinstance(column.type, sa.String) and dialect.name == "postgresql":
-        return column.collate("C")
-    return column
+    return [
+        column.collate("C") if isinstance(column.type, sa.String) and dialect.name == "postgresql" else column
+        for column in columns
+    ]
+
+
+def after_key(ordered: list[sa.ColumnElement], after: tuple) -> sa.ColumnElement:
+    """Rows whose key sorts after `after` (a row value comparison for a key of several columns)."""
+    if len(ordered) == 1:
+        return ordered[0] > after[0]
+    return sa.tuple_(*ordered) > sa.tuple_(*(sa.literal(value) for value in after))
 
 
 def batches(engine: sa.Engine, table: sa.Table, batch_size: int, after=None) -> Iterator[Sequence[sa.Row]]:
@@ -123,27 +145,29 @@ def batches(engine: sa.Engine, table: sa.Table, batch_size: int, after=None) -> 
     key = primary_key(table)
     ordered = in_byte_order(key, engine.dialect)
     while True:
-        query = sa.select(table).order_by(ordered).limit(batch_size)
+        query = sa.select(table).order_by(*ordered).limit(batch_size)
         if after is not None:
-            query = query.where(ordered > after)
+            query = query.where(after_key(ordered, after))
         with engine.connect() as connection:
             rows = connection.execute(query).all()
         if not rows:
             return
         yield rows
-        after = rows[-1]._mapping[key]
+        after = tuple(rows[-1]._mapping[column] for column in key)
 
 
-def highest_key(engine: sa.Engine, table: sa.Table):
+def highest_key(engine: sa.Engine, table: sa.Table) -> tuple | None:
     """The last key already in `engine`'s table (None when empty): where copying resumes."""
+    ordered = in_byte_order(primary_key(table), engine.dialect)
     with engine.connect() as connection:
-        return connection.scalar(sa.select(sa.func.max(in_byte_order(primary_key(table), engine.dialect))))
+        row = connection.execute(sa.select(*ordered).order_by(*(column.desc() for column in ordered)).limit(1)).first()
+    return None if row is None else tuple(row)
 
 
 def count_rows(engine: sa.Engine, table: sa.Table, after=None) -> int:
     query = sa.select(sa.func.count()).select_from(table)
     if after is not None:
-        query = query.where(in_byte_order(primary_key(table), engine.dialect) > after)
+        query = query.where(after_key(in_byte_order(primary_key(table), engine.dialect), after))
     with engine.connect() as connection:
         return connection.scalar(query) or 0
 
@@ -253,6 +277,8 @@ def canonical(row: sa.Row) -> bytes:
             return b64encode(value).decode()
         if isinstance(value, (datetime, date)):
             return value.isoformat()
+        if isinstance(value, Decimal):
+            return str(value)
         return value
 
     return json.dumps([plain(value) for value in row], ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
