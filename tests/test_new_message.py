@@ -16,11 +16,12 @@ import pytest
 import sqlalchemy as sa
 
 from app import audit, contacts, jobs, replies
-from app.db.models import AuditEvent, Conversation, Message, Notification, Suppression
+from app.db.models import AuditEvent, Conversation, Message, Notification, Suppression, WebhookEvent
 from app.db.unit_of_work import write_transaction
 from app.export import export_query
 from app.extensions import db
 from app.replies import scheduled
+from app.webhooks import endpoints
 from conftest import AuthActions, add_user, close_app, conversation_of, make_app
 from helpers import CUSTOMER, deliver, replies_in, reply_form, thread_path
 
@@ -427,3 +428,32 @@ def test_killing_the_server_when_a_scheduled_message_is_due_never_sends_it_twice
     [reply] = replies_in(app)
     assert (reply.text, reply.status) == ("Due now", "unconfirmed")
     assert texts_sent(messente) == ["Due now"]  # never twice
+
+
+def test_a_conversation_started_by_writing_first_is_reported_before_its_message(database_url, messente, user_row):
+    app = make_app(
+        database_url,
+        MESSENTE_API_URL=messente.url,
+        MESSENTE_SMS_SENDER="Shop",
+        WEBHOOKS_ALLOWED_NETWORKS="127.0.0.0/8",
+        **API,
+    )
+    try:
+        with app.app_context():
+            db.create_all()
+            user_row()
+            endpoints.create_endpoint("http://127.0.0.1:9/hook", ["conversation.created", "message.created"])
+        client = app.test_client()
+        assert AuthActions(client).login().status_code == 302
+        new_message(client, "+372 5557 7003")
+        new_message(client, "+372 5557 7003", text="And another thing")
+        with app.app_context():
+            sent = [
+                (event.type, json.loads(event.body)["data"])
+                for event in db.session.scalars(sa.select(WebhookEvent).order_by(WebhookEvent.id))
+            ]
+            conversation = conversation_of(NEW_NUMBER)
+        assert [event_type for event_type, _ in sent] == ["conversation.created", "message.created", "message.created"]
+        assert sent[0][1]["id"] == conversation.id and sent[0][1]["number"] == NEW_NUMBER
+    finally:
+        close_app(app)

@@ -14,7 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from flask import current_app
 
-from app import audit, clock, replies
+from app import audit, clock, replies, webhooks
 from app.contacts import optouts, outbound, owners
 from app.db.models import PREVIEW_LENGTH, Conversation, ConversationRecipient, Message
 from app.db.unit_of_work import change_number, write_transaction
@@ -134,6 +134,8 @@ def send_new(
         ):
             raise NewMessageRefused("This customer opted out meanwhile: nothing was sent.")
         details: dict = {"conversation": conversation_id, "started": started}
+        if started:  # reported before its first message, as a customer's first message is
+            webhooks.conversation_event("conversation.created", conversation_id)
         if send_at is None:
             message_id = replies.insert_reply(
                 connection, conversation_id, found.number, text, legs, author_id, msg_id, api_token_id=api_token_id

@@ -28,7 +28,7 @@ from app.extensions import db
 EVENT_TYPES = {
     "message.created": "A message: one from a customer, a reply, or a team's note",
     "message.updated": "A reply's status or delivery report changed",
-    "conversation.created": "A new customer wrote for the first time",
+    "conversation.created": "A conversation began: a new customer wrote, or the team wrote first",
     "conversation.updated": "A conversation's status, owner, labels or snooze changed",
     "contact.opted_out": "A customer opted out (STOP), or a person opted them out",
     "contact.opted_in": "A customer opted back in",
