@@ -321,3 +321,31 @@ def test_on_sqlite_the_space_purged_is_reused_so_the_file_does_not_grow_without_
     # within a few percent (the text indexes' layout varies with the data). Without reuse each
     # cycle would add the whole seed again: about +100 % a cycle here.
     assert sizes[-1] <= sizes[1] * 1.15 and sizes[1] <= sizes[0] * 1.1, sizes
+
+
+def test_a_reply_scheduled_past_the_cutoff_waits_for_its_time_however_long_ago_it_was_written(app, clock, history):
+    """Written 100 days ago for ten days from now: neither the purge nor its dry run counts it."""
+    written = history - timedelta(days=100)
+    with app.app_context():
+        both = conversation_of(BOTH)
+        with write_transaction() as session:
+            session.add(
+                Message(
+                    conversation_id=both.id,
+                    msg_id="reply-later",
+                    channel="sms",
+                    sender="Shop",
+                    recipient=BOTH,
+                    text="your yearly check-up is due",
+                    sent_at=written,
+                    received_at=written,
+                    raw_body=b"{}",
+                    change_seq=0,
+                    direction="out",
+                    status="scheduled",
+                    send_at=history + timedelta(days=10),
+                )
+            )
+        assert purge.purge(history, days=30, audit_days=365, dry_run=True).messages == 4
+        assert purge.purge(history, days=30, audit_days=365, batch_size=2).messages == 4
+        assert db.session.scalar(sa.select(Message.status).where(Message.msg_id == "reply-later")) == "scheduled"

@@ -63,7 +63,13 @@ class PurgeResult:
 
 
 def old_messages(cutoff: datetime) -> sa.Select:
-    return sa.select(Message.id).where(Message.received_at < cutoff)
+    return sa.select(Message.id).where(*is_old(cutoff))
+
+
+def is_old(cutoff: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    """Arrived (or written) before the cutoff, and not a message still to be sent after it: a
+    reply scheduled months ahead waits for its time, however long ago it was written."""
+    return Message.received_at < cutoff, sa.or_(Message.send_at.is_(None), Message.send_at < cutoff)
 
 
 def purge(
@@ -127,7 +133,7 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
     """
     candidates = (
         db.session.execute(
-            sa.select(Message.id).where(Message.received_at < result.cutoff).order_by(Message.id).limit(batch_size)
+            sa.select(Message.id).where(*is_old(result.cutoff)).order_by(Message.id).limit(batch_size)
         )
         .scalars()
         .all()
@@ -138,7 +144,7 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
         secure_delete()
         rows = session.execute(
             sa.select(Message.id, Message.conversation_id, Message.omnimessage_id).where(
-                Message.id.in_(candidates), Message.received_at < result.cutoff
+                Message.id.in_(candidates), *is_old(result.cutoff)
             )
         ).all()
         ids = [row.id for row in rows]
