@@ -128,8 +128,10 @@ def parse_price(price_info) -> tuple[Decimal | None, int | None]:
 def _amount(value) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         return None
+    if isinstance(value, str) and len(value) > 40:
+        return None  # no price is written with that many digits
     try:
-        amount = Decimal(value.strip() if isinstance(value, str) and len(value) <= 40 else str(value))
+        amount = Decimal(value.strip() if isinstance(value, str) else str(value))
     except InvalidOperation:
         return None
     if not amount.is_finite() or not 0 <= amount <= MOST_PRICE:

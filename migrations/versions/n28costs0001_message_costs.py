@@ -32,9 +32,7 @@ def upgrade():
     op.add_column("unmatched_delivery_report", sa.Column("channel", sa.String(length=32), nullable=True))
     op.add_column("unmatched_delivery_report", sa.Column("sender", sa.String(length=64), nullable=True))
     op.add_column("unmatched_delivery_report", sa.Column("reported_at", sa.DateTime(), nullable=True))
-    op.add_column(
-        "unmatched_delivery_report", sa.Column("price", sa.Numeric(precision=14, scale=6), nullable=True)
-    )
+    op.add_column("unmatched_delivery_report", sa.Column("price", sa.Numeric(precision=14, scale=6), nullable=True))
     op.add_column("unmatched_delivery_report", sa.Column("parts", sa.Integer(), nullable=True))
 
 
