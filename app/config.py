@@ -77,6 +77,9 @@ def defaults(instance_path: str) -> dict:
         # New messages: the country a number typed without its country code is read in (ISO
         # 3166, e.g. EE), until an admin picks one in the app; empty: a number needs its code.
         "DEFAULT_REGION": "",
+        # The currency of the Messente account (ISO 4217), which delivery reports' prices are in,
+        # until an admin picks one in the app (app/team/currency.py).
+        "CURRENCY": "EUR",
         # A scheduled message whose time passed more than this many hours ago (the app was not
         # running) is not sent: it is marked missed for a person to send or cancel.
         "SCHEDULED_GRACE_HOURS": 12,
@@ -149,7 +152,7 @@ def from_environment(environ=os.environ) -> dict:
         found["PROXY_COUNT"] = int(environ["PROXY_COUNT"])
     if environ.get("MESSENTE_BLACKLIST_SYNC"):
         found["MESSENTE_BLACKLIST_SYNC"] = environ["MESSENTE_BLACKLIST_SYNC"].lower() in ("1", "true", "yes")
-    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE", "DEFAULT_REGION", "WEBHOOKS_ALLOWED_NETWORKS"):
+    for name in ("BIND", "PUBLIC_URL", "TEAM_TIME_ZONE", "DEFAULT_REGION", "CURRENCY", "WEBHOOKS_ALLOWED_NETWORKS"):
         if environ.get(name):
             found[name] = environ[name]
     if environ.get("TRUSTED_HOSTS"):

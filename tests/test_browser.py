@@ -60,6 +60,8 @@ CSV_HEADER = [
     "assignee",
     "labels",
     "problem",
+    "price",
+    "parts",
     "conversation_id",
 ]
 

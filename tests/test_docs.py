@@ -2,6 +2,7 @@
 
 import json
 import re
+from decimal import Decimal
 from unittest import mock
 
 from app import config
@@ -27,7 +28,9 @@ def test_the_documented_delivery_report_body_is_applied(dlr_app):
     )
     assert response.json == {"status": "applied"}
     with dlr_app.app_context():
-        assert db.session.get(Message, reply_id).delivery == example["status"] == "DELIVRD"
+        reply = db.session.get(Message, reply_id)
+        assert reply.delivery == example["status"] == "DELIVRD"
+        assert (reply.price, reply.parts) == (Decimal(example["price_info"]["total_price"]), 1)
     documented = set(re.findall(r"^\| `([a-z_]+)`", section, re.MULTILINE)) | set(
         re.findall(r"`([a-z_]+)`", re.search(r"^\| `message_id`.*$", section, re.MULTILINE).group(0))
     )

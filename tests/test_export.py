@@ -30,6 +30,8 @@ HEADER = [
     "assignee",
     "labels",
     "problem",
+    "price",
+    "parts",
     "conversation_id",
 ]
 
@@ -72,8 +74,8 @@ def test_columns_times_and_unicode(app, export, deliver):
         "s1",
     ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row[7])
-    assert row[8:15] == ["in", "received", "", "", "", "", ""]
-    assert row[15] == str(conversation_id(app, "+3725550001"))
+    assert row[8:17] == ["in", "received", "", "", "", "", "", "", ""]
+    assert row[17] == str(conversation_id(app, "+3725550001"))
 
 
 def test_replies_are_exported_with_their_direction_and_status(app, export, deliver):
@@ -101,6 +103,7 @@ def test_replies_are_exported_with_their_direction_and_status(app, export, deliv
 
 def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(app, client, export, deliver):
     from datetime import datetime, timedelta
+    from decimal import Decimal
 
     from app import contacts, replies
     from app.replies import delivery
@@ -124,7 +127,8 @@ def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(a
         replies.record(refused, conversation.id, "failed", problem="Invalid data")
         undelivered = replies.queue_reply(conversation, "Kas said?", "sms", None, 1, "c" * 16)
         replies.record(undelivered, conversation.id, "sent", omnimessage_id="omni-3")
-        delivery.apply_report(delivery.Report("omni-1", "DELIVRD", None))
+        reported = datetime(2024, 6, 1, 8, 5)
+        delivery.apply_report(delivery.Report("omni-1", "DELIVRD", None, "sms", None, reported, Decimal("0.0912"), 2))
         delivery.apply_report(delivery.Report("omni-3", "FAILED", "=the number does not exist"))
     csv_header, *csv_rows = export()
     xlsx_header, *xlsx_rows = open_xlsx(download(client, "/export.xlsx")).active.iter_rows(values_only=True)
@@ -140,6 +144,7 @@ def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(a
         ["out", "failed", "Mari", "alice", "alice", "", "Invalid data"],
         ["out", "FAILED", "Mari", "alice", "alice", "", "'=the number does not exist"],
     ]
+    assert [row[where["price"]] + "/" + row[where["parts"]] for row in csv_rows] == ["/", "0.0912/2", "/", "/"]
     assert all(row[-1] for row in csv_rows)  # the last cell is never empty
 
     def comparable(row, from_xlsx: bool) -> list:
@@ -147,6 +152,8 @@ def test_csv_and_xlsx_carry_the_same_columns_and_values_with_agent_and_problem(a
         for name, cell in zip(HEADER, row, strict=True):
             if name in ("time", "received_at"):  # a date cell in the workbook, its ISO text in the CSV
                 cells.append(cell if from_xlsx else datetime.fromisoformat(cell.removesuffix("Z")))
+            elif name in ("price", "parts"):  # a number cell in the workbook
+                cells.append(None if cell in (None, "") else Decimal(str(cell)))
             else:  # text cells hold the text itself: the CSV's formula guard is its own
                 cells.append(safe_cell(cell) if from_xlsx else cell)
         return cells
@@ -283,7 +290,7 @@ def test_the_database_builds_the_very_lines_python_would(app, client, auth, deli
                     utc_iso(row[7], "microseconds"),
                     *row[8:10],
                     *(safe_cell(cell) for cell in row[10:15]),
-                    row[15],
+                    *(cell or "" for cell in row[15:18]),
                 )
             )
             for row in rows
@@ -550,7 +557,7 @@ def test_xlsx_keeps_every_text_as_typed_in_text_cells_and_times_as_dates(app, cl
         sheet = open_xlsx(response.data).active
     rows = list(sheet.iter_rows())
     assert [cell.value for cell in rows[0]] == HEADER
-    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == f"A1:P{len(rows)}"
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == f"A1:R{len(rows)}"
     texts = rows[1 : len(XLSX_TEXTS) + 1]
     # Text cells ('s'), exactly as typed: the `+` kept, no formula ('f'), no number, no link.
     assert [(row[4].value, row[4].data_type) for row in texts] == [(text, "s") for text in XLSX_TEXTS]
@@ -562,7 +569,7 @@ def test_xlsx_keeps_every_text_as_typed_in_text_cells_and_times_as_dates(app, cl
     )
     assert {(row[1].value, row[1].data_type) for row in texts} == {("+37255512345", "s")}
     assert {row[10].value for row in texts} == {"=Mari()"}
-    assert {row[15].value for row in texts} == {str(conversation_id(app, "+37255512345"))}
+    assert {row[17].value for row in texts} == {str(conversation_id(app, "+37255512345"))}
     # Times are date cells in UTC (to the second, as shown).
     assert [(row[0].value.replace(microsecond=0), row[0].data_type) for row in texts[:2]] == [
         (datetime(2024, 6, 1, 8, 0, 0), "d"),

@@ -246,6 +246,8 @@ def test_every_event_kind_arrives_signed_with_its_data(hook_app, receiver, messe
         "author": None,
         "sent_at": "2024-06-01T08:00:00Z",
         "received_at": "2026-03-02T09:00:00Z",
+        "price": None,
+        "parts": None,
     }
     assert bodies[2]["data"]["status"] == "done" and bodies[2]["data"]["changed"] == ["status"]
     assert bodies[4]["data"]["status"] == "open" and bodies[4]["data"]["changed"] == ["status"]

@@ -1,11 +1,12 @@
-"""Admin pages: users and roles, locked logins, the audit trail, retention, the team's time zone,
-erasure, background jobs.
+"""Admin pages: users and roles, locked logins, the audit trail, retention, the team's time zone
+and currency, erasure, background jobs.
 
 Every view here is `admin_required` (tests walk the URL map as an agent to check it).
 """
 
 import csv
 import io
+from decimal import Decimal
 
 from flask import (
     Blueprint,
@@ -33,6 +34,7 @@ from app.extensions import db
 from app.inbox import list_views
 from app.jobs import servers
 from app.privacy import erasure, settings
+from app.team import currency
 from app.web.access import admin_required
 from app.web.request_args import LARGEST_ID, date_arg, id_arg
 from app.webhooks import endpoints as webhook_endpoints
@@ -54,6 +56,10 @@ class RetentionForm(FlaskForm):
 
 class TimeZoneForm(FlaskForm):
     zone = SelectField("The team's time zone")
+
+
+class CurrencyForm(FlaskForm):
+    code = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3)])
 
 
 @bp.context_processor
@@ -343,13 +349,40 @@ def time_zone():
         status = 400
     else:
         form.zone.data = team.time_zone_name()
+    return team_settings_page(form, CurrencyForm(formdata=None, code=currency.currency()), message, status)
+
+
+@bp.post("/currency")
+@admin_required
+def currency_setting():
+    """The account's currency, which prices from delivery reports are shown in (on the time zone page)."""
+    form, message, error = CurrencyForm(), None, None
+    if form.validate_on_submit():
+        try:
+            code = currency.set_currency(form.code.data)
+        except ValueError as refused:
+            error = str(refused)
+        else:
+            message = f"Saved. Prices are shown in {code} now."
+    else:
+        error = "Type a currency's three-letter code (ISO 4217), for example EUR."
+    zone_form = TimeZoneForm(formdata=None, zone=team.time_zone_name())
+    zone_form.zone.choices = team.time_zone_names()
+    return team_settings_page(zone_form, form, message, 400 if error else 200, currency_error=error)
+
+
+def team_settings_page(form, currency_form, message: str | None, status: int, currency_error: str | None = None):
     return (
         render_template(
             "admin/time_zone.html",
             form=form,
+            currency_form=currency_form,
             message=message,
+            currency_error=currency_error,
             server_zone=team.server_time_zone(),
             configured=current_app.config.get("TEAM_TIME_ZONE") or None,
+            configured_currency=current_app.config.get("CURRENCY") or currency.DEFAULT,
+            example=currency.money(Decimal("0.2"), currency.currency()),
             now=clock.now(),
             zone=team.time_zone_name(),
         ),

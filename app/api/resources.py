@@ -21,6 +21,7 @@ from app.extensions import db
 from app.inbox import queries
 from app.inbox.list_views import ListFilter, label_keys
 from app.replies import notes, outreach, scheduled
+from app.team import currency
 from app.webhooks import endpoints
 
 UNCHANGED = object()
@@ -136,6 +137,8 @@ def message_json(row, authors: dict, conversation_id: int) -> dict:
         "delivery": row.delivery,
         "problem": row.problem,
         "author": author,
+        "price": None if row.price is None else currency.price_text(row.price),
+        "parts": row.parts,
     }
 
 

@@ -224,6 +224,18 @@ class MessageSchema(Schema):
         required=True,
         metadata={"description": "a reply's or note's writer: a person, or `API: <token name>`"},
     )
+    price = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "a reply's cost from its delivery reports, a decimal such as 0.2 in the account's "
+            "currency (an admin setting); null until a report priced it",
+            "pattern": r"^[0-9]+(\.[0-9]+)?$",
+        },
+    )
+    parts = fields.Integer(
+        allow_none=True, required=True, metadata={"description": "a priced reply's parts (SMS segments); else null"}
+    )
 
 
 class MessagePageSchema(Schema):

@@ -211,9 +211,26 @@ class Message(Model):
     via: Mapped[str | None] = mapped_column(sa.String(16))
     # A reply sent through the API (app/api/): the token that sent it, shown as "API: <its name>".
     api_token_id: Mapped[int | None] = mapped_column(sa.ForeignKey("api_token.id"))
+    # What a reply cost, from its delivery reports' price_info (app/replies/delivery.py), in the
+    # account's currency (app/team/currency.py): the sum over its legs of each leg's price in that
+    # leg's latest report, and of their parts. None until a report brings a price.
+    price: Mapped[Decimal | None] = mapped_column(sa.Numeric(14, 6))
+    parts: Mapped[int | None]
+    # Each priced leg's latest report, which later reports are compared with (they repeat and come
+    # out of order): {omnimessage_id: {channel: {"at": report time or None, "price": "0.1",
+    # "parts": 1 or None}}}; by omnimessage_id too, as a reply sent again is charged again.
+    price_legs: Mapped[dict | None] = mapped_column(sa.JSON(none_as_null=True))
 
     __table_args__ = (
         sa.Index("ix_message_conversation_id_id", "conversation_id", "id"),
+        # A thread's total cost: only the priced replies, their prices in the index.
+        sa.Index(
+            "ix_message_priced",
+            "conversation_id",
+            "price",
+            sqlite_where=sa.text("price IS NOT NULL"),
+            postgresql_where=sa.text("price IS NOT NULL"),
+        ),
         # A thread's scheduled messages: only the rows that ever were scheduled.
         sa.Index(
             "ix_message_scheduled",
@@ -335,6 +352,13 @@ class UnmatchedDeliveryReport(Model):
     status: Mapped[str] = mapped_column(sa.String(8))
     problem: Mapped[str | None] = mapped_column(sa.String(500))
     received_at: Mapped[datetime] = mapped_column(index=True)
+    # The rest of the report, applied with it once the reply is known: the leg it is about, our
+    # sender, Messente's time of the report, and its price_info (None when it had none, or invalid).
+    channel: Mapped[str | None] = mapped_column(sa.String(CHANNEL_LENGTH))
+    sender: Mapped[str | None] = mapped_column(sa.String(NUMBER_LENGTH))
+    reported_at: Mapped[datetime | None]
+    price: Mapped[Decimal | None] = mapped_column(sa.Numeric(14, 6))
+    parts: Mapped[int | None]
 
 
 class ChangeCounter(Model):

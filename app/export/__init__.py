@@ -23,6 +23,10 @@ from app.inbox.queries import conversation_matches
 # `assignee`: who owns the conversation now (empty: unassigned); `problem`: why a reply failed, or
 # its delivery error. `labels`: the conversation's labels now, their names sorted (case aside) and
 # joined by ", " (a label's name holds no comma), as conversation.label_names keeps them.
+# `price`: what a reply cost, in the account's currency (the setting on the admin's time zone
+# page), as a plain decimal (0.2, 0.0456), from its delivery reports; `parts`: its parts (SMS
+# segments); both empty until a report priced it, and for messages that are not replies. In the
+# XLSX both are number cells.
 # The last column is never empty: LibreOffice, reading the file with `;` as the separator, pairs
 # the quotes of a line that ends in an empty cell the wrong way and evaluates a formula inside a
 # text (tests/test_export.py opens the file in Calc).
@@ -42,11 +46,14 @@ COLUMNS = (
     "assignee",
     "labels",
     "problem",
+    "price",
+    "parts",
     "conversation_id",
 )
 TIME_COLUMNS = ("time", "received_at")
+NUMBER_COLUMNS = ("price", "parts")  # number cells in the XLSX
 # Cells the app writes itself from a few known words or digits: no formula rule needed.
-PLAIN_COLUMNS = ("direction", "status", "conversation_id")
+PLAIN_COLUMNS = ("direction", "status", "price", "parts", "conversation_id")
 # Spreadsheets treat a cell starting with one of these as a formula (OWASP CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 PHONE_NUMBER = re.compile(r"\+[0-9]+")  # ASCII digits, as the SQL below tests
@@ -103,6 +110,7 @@ def export_query(
     )  # inbound messages have neither
     status = sa.case((Message.direction == "note", sa.literal("", sa.String)), else_=sending)  # a note: none
     labels = sa.select(Conversation.label_names).where(Conversation.id == Message.conversation_id).scalar_subquery()
+    dialect = db.session.get_bind().dialect.name
     query = db.select(
         Message.sent_at,
         Message.sender,
@@ -119,6 +127,8 @@ def export_query(
         assignee,
         labels,
         Message.problem,
+        price_text_sql(Message.price, dialect),
+        sa.cast(Message.parts, sa.String),
         sa.cast(Message.conversation_id, sa.String),
     ).order_by(Message.id)
     if conversation_id is not None:
@@ -127,12 +137,20 @@ def export_query(
     if conversations:
         query = query.where(Message.conversation_id.in_(db.select(Conversation.id).where(*conversations)))
     if text:
-        query = query.where(search.text_matches(text, db.session.get_bind().dialect.name))
+        query = query.where(search.text_matches(text, dialect))
     if first_day:
         query = query.where(Message.sent_at >= datetime.combine(first_day, time.min))
     if last_day and last_day < date.max:  # the last day of year 9999 has no next day
         query = query.where(Message.sent_at < datetime.combine(last_day + timedelta(days=1), time.min))
     return query
+
+
+def price_text_sql(price, dialect: str) -> sa.ColumnElement[str]:
+    """currency.price_text in SQL: six decimals (SQLite holds a REAL, PostgreSQL's numeric(14, 6)
+    writes six), trailing zeros and point dropped; NULL stays NULL."""
+    six = sa.func.printf(_sql("'%.6f'"), price) if dialect == "sqlite" else sa.cast(price, sa.String)
+    trimmed = sa.func.rtrim(sa.func.rtrim(six, _sql("'0'")), _sql("'.'"))
+    return sa.case((price.is_(None), sa.null()), else_=trimmed)
 
 
 def csv_chunks(query: sa.Select, on_chunk: Callable[[], None] = lambda: None) -> Iterator[bytes]:
@@ -259,7 +277,8 @@ def xlsx_file(
     number of messages written.
 
     Every text is an inline text cell: `+37255512345` keeps its `+`, `=1+1` is shown as typed,
-    and nothing becomes a formula, a number or a link. Times are date cells (UTC). The header row
+    and nothing becomes a formula, a number or a link. Times are date cells (UTC); a reply's price
+    and parts number cells (the digits the database wrote). The header row
     is frozen and filtered. Each row's XML is written as one string straight into the zip as it
     goes (a workbook is a zip of XML parts), so memory stays flat however many rows; cell by cell
     through a general library cost three times the CPU. One SELECT on one connection: a
@@ -268,6 +287,7 @@ def xlsx_file(
     rows (the export's lease is renewed there).
     """
     times = [COLUMNS.index(name) for name in TIME_COLUMNS]
+    numbers = [COLUMNS.index(name) for name in NUMBER_COLUMNS]
     letters = [_column_letter(column) for column in range(len(COLUMNS))]
     sheets: list[tuple[str, int]] = []  # each sheet's name and its last row
     sheet, row, written = None, rows_per_sheet, 0
@@ -289,6 +309,9 @@ def xlsx_file(
                 cells = []
                 for column, value in enumerate(values):
                     if value is None:
+                        continue
+                    if column in numbers:
+                        cells.append(f'<c r="{letters[column]}{row + 1}"><v>{value}</v></c>')
                         continue
                     if column in times and isinstance(value, datetime):
                         if value >= XLSX_FIRST_DAY:

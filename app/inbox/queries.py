@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
 
 import sqlalchemy as sa
 
@@ -299,7 +300,19 @@ THREAD_COLUMNS = (
     Message.author_id,
     Message.via,  # "away": the away reply (app/hours), shown as its author
     Message.api_token_id,
+    Message.price,  # what it cost (app/replies/delivery.py), once a delivery report said
+    Message.parts,
 )
+
+
+def conversation_cost(conversation_id: int) -> Decimal | None:
+    """What a conversation's replies cost so far (None: nothing priced), from the priced replies'
+    index alone."""
+    return db.session.scalar(
+        sa.select(sa.func.sum(Message.price)).where(
+            Message.conversation_id == conversation_id, Message.price.is_not(None)
+        )
+    )
 
 
 def thread_select():

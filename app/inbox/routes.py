@@ -2,6 +2,7 @@
 fetch, and what the thread's header changes (read state, name and note, done, snooze, opt-out)."""
 
 import hashlib
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
@@ -12,6 +13,7 @@ from app.contacts import labels, optouts, owners, snooze
 from app.inbox import list_polls, presence, queries, read_state, search
 from app.inbox.list_views import OWNER_VIEWS, VIEWS, ListFilter, label_facets, owner_counts, view_facts
 from app.replies import notes, reply_box, saved_replies
+from app.team import currency
 from app.web.htmx import is_htmx, render_varying_on_htmx
 from app.web.request_args import LARGEST_ID, id_arg, parse_id
 
@@ -443,6 +445,19 @@ def snooze_menu() -> dict:
         "zone": team.time_zone_name(),
         "min": team.local(now).strftime("%Y-%m-%dT%H:%M"),
     }
+
+
+@bp.app_template_global()
+def money(amount) -> str:
+    """A price in the account's currency: €0.20, 0.20 SEK (the currency read once a request)."""
+    if "currency" not in g:
+        g.currency = currency.currency()
+    return currency.money(amount, g.currency)
+
+
+@bp.app_template_global()
+def conversation_cost(conversation) -> Decimal | None:
+    return queries.conversation_cost(conversation.id)
 
 
 @bp.app_template_global()

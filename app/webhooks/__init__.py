@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from app import clock
 from app.db.models import Conversation, Message, User, WebhookEndpoint, WebhookEvent
 from app.extensions import db
+from app.team.currency import price_text
 
 # Every event type, with what it reports (the admin page's checkboxes say this).
 EVENT_TYPES = {
@@ -113,6 +114,8 @@ def messages_data(message_ids: Iterable[int]) -> list[dict]:
             Message.problem,
             Message.sent_at,
             Message.received_at,
+            Message.price,
+            Message.parts,
             User.username,
         )
         .outerjoin(User, User.id == Message.author_id)
@@ -134,6 +137,8 @@ def messages_data(message_ids: Iterable[int]) -> list[dict]:
             "author": row.username,
             "sent_at": iso(row.sent_at),
             "received_at": iso(row.received_at),
+            "price": None if row.price is None else price_text(row.price),
+            "parts": row.parts,
         }
         for row in rows
     ]
