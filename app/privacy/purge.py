@@ -132,9 +132,7 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
     only deleted if it is still old, whatever happened between.
     """
     candidates = (
-        db.session.execute(
-            sa.select(Message.id).where(*is_old(result.cutoff)).order_by(Message.id).limit(batch_size)
-        )
+        db.session.execute(sa.select(Message.id).where(*is_old(result.cutoff)).order_by(Message.id).limit(batch_size))
         .scalars()
         .all()
     )
