@@ -131,12 +131,10 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
     reading the whole table: no index on arrival time), then deleted holding it; a message is
     only deleted if it is still old, whatever happened between.
     """
+    assert result.cutoff is not None  # purge() calls this only with days to keep
+    old = is_old(result.cutoff)
     candidates = (
-        db.session.execute(
-            sa.select(Message.id).where(*is_old(result.cutoff)).order_by(Message.id).limit(batch_size)
-        )
-        .scalars()
-        .all()
+        db.session.execute(sa.select(Message.id).where(*old).order_by(Message.id).limit(batch_size)).scalars().all()
     )
     if not candidates:
         return 0
@@ -144,7 +142,7 @@ def _purge_message_batch(result: PurgeResult, batch_size: int) -> int:
         secure_delete()
         rows = session.execute(
             sa.select(Message.id, Message.conversation_id, Message.omnimessage_id).where(
-                Message.id.in_(candidates), *is_old(result.cutoff)
+                Message.id.in_(candidates), *old
             )
         ).all()
         ids = [row.id for row in rows]
