@@ -8,14 +8,17 @@ by Playwright, no network), no console error or CSP violation, and a screenshot 
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from app.callbacks import ingest
 from app.contacts import owners
-from app.db.models import User
+from app.db.models import Conversation, Message, User
+from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
 from browser_helpers import REPORT_CSP_VIOLATIONS, overflow
 from conftest import PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
@@ -75,6 +78,7 @@ def site(tmp_path_factory):
         arrive(now - timedelta(minutes=5), [{"sender": "+3725\u202e5566001", "text": "\u202eright-to-left override"}])
         arrive(now - timedelta(minutes=1), [{"sender": "+37253300002", "text": LONG_TEXT}])
         busy_id = ingest_conversation_id(BUSY)
+        priced_reply(busy_id, now - timedelta(minutes=25))  # its price in the thread and the header
         short_id = ingest_conversation_id("+37256600001")
         # alice's notifications: a conversation bob gave her, and a new message in one she owns.
         add_user("bob", role="agent")
@@ -103,9 +107,43 @@ def site(tmp_path_factory):
     close_app(app)
 
 
-def ingest_conversation_id(sender: str) -> int:
-    from app.db.models import Conversation
+def priced_reply(conversation_id: int, at: datetime) -> None:
+    """A reply Messente delivered and priced (app/replies/delivery.py), as its reports leave it."""
+    at = at.astimezone(UTC).replace(tzinfo=None)
+    with write_transaction() as session:
+        change = change_number()
+        reply_id = session.execute(
+            sa.insert(Message)
+            .values(
+                conversation_id=conversation_id,
+                msg_id="reply-priced",
+                channel="sms",
+                sender="+37250000000",
+                recipient=BUSY,
+                text="Jah, see jõuab homme.",
+                folded_text="jah, see jouab homme.",
+                sent_at=at,
+                received_at=at,
+                raw_body=b"",
+                change_seq=change,
+                direction="out",
+                author_id=1,
+                status="sent",
+                delivery="DELIVRD",
+                legs=[{"channel": "sms", "sender": "+37250000000"}],
+                price=Decimal("0.0912"),
+                parts=2,
+            )
+            .returning(Message.id)
+        ).scalar_one()
+        session.execute(
+            sa.update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(last_message_id=reply_id, message_count=Conversation.message_count + 1, change_seq=change)
+        )
 
+
+def ingest_conversation_id(sender: str) -> int:
     return db.session.scalar(db.select(Conversation.id).where(Conversation.sender == sender))
 
 

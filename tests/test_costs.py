@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app import clock, replies, tallies
 from app.callbacks import signing
-from app.db.models import Message, Tally, UnmatchedDeliveryReport
+from app.db.models import AuditEvent, Message, Tally, UnmatchedDeliveryReport
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
 from app.privacy import erasure, purge
@@ -298,6 +298,11 @@ def test_the_thread_shows_each_price_and_the_conversation_total_in_the_account_c
     assert saved.status_code == 200 and "Prices are shown in SEK now." in saved.text
     page = thread_of(person, dlr_app)
     assert '<span class="price">0.20 SEK · 2 parts</span>' in page and "Cost 0.2456 SEK" in page
+    with dlr_app.app_context():
+        audited = db.session.scalars(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "settings_changed").order_by(AuditEvent.id)
+        ).all()
+    assert [json.loads(details) for details in audited] == [{"currency": "SEK", "was": "EUR"}]
     person.post("/admin/currency", data={"csrf_token": csrf_token(settings), "code": "USD"})
     assert "Cost $0.2456" in thread_of(person, dlr_app)
 

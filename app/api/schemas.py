@@ -254,6 +254,11 @@ class MessageQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=PAGE_LIMIT))
 
 
+# More than spaces, read alike by Python (which checks it) and by JSON Schema's ECMA regexes (which
+# clients and Schemathesis read): Python's \s also takes \x1c-\x1f and \x85, ECMA's \ufeff.
+NOT_BLANK = r"[\s\S]*[^\s\x1c-\x1f\x85\ufeff]"
+
+
 class NewMessageSchema(Strict):
     """A message to add to a conversation. `kind` says which: "reply" (sent to the customer, now
     or at `send_at`) or "note" (private, for the team: never sent; `@username` mentions)."""
@@ -263,7 +268,7 @@ class NewMessageSchema(Strict):
         required=True,
         validate=[
             validate.Length(min=1, max=sms_length.MAX_TEXT),
-            validate.Regexp(r"[\s\S]*\S", error="Type a reply first."),  # more than spaces
+            validate.Regexp(NOT_BLANK, error="Type a reply first."),
         ],
     )
     seen_message_id = message_id(
@@ -292,7 +297,7 @@ class OutboundMessageSchema(Strict):
         required=True,
         validate=[
             validate.Length(min=1, max=sms_length.MAX_TEXT),
-            validate.Regexp(r"[\s\S]*\S", error="Type the message first."),
+            validate.Regexp(NOT_BLANK, error="Type the message first."),
         ],
     )
     channel = fields.String(required=True, validate=validate.OneOf(["sms", "viber"]))

@@ -3,6 +3,7 @@ messages, business hours, reports). People still see times in their browser's zo
 zone is where "tomorrow 09:00" and "Monday" are.
 
 The admin's choice (the `setting` table) wins over TEAM_TIME_ZONE; without either, the server's zone.
+The account's currency, which prices are shown in, is in app/team/currency.py.
 """
 
 import os
