@@ -1,5 +1,6 @@
 """Text search: any part of a message's text, accents and case aside, on SQLite and PostgreSQL."""
 
+import random
 import re
 from html import unescape
 
@@ -8,10 +9,11 @@ import sqlalchemy as sa
 from app import replies
 from app.callbacks import ingest
 from app.db import folding
-from app.db.models import Message
+from app.db.models import NUMBER_PART, Conversation, ConversationNumberPart, Message
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
-from app.inbox import search
+from app.inbox import queries, search
+from app.ops import demo
 from conftest import body_for, close_app, conversation_of, flask_command, make_app
 from helpers import statements_run
 
@@ -316,3 +318,49 @@ def test_upgrading_fills_in_the_search_text_of_messages_already_stored(database_
             with write_transaction() as session:
                 session.execute(sa.text("INSERT INTO message_fts (message_fts, rank) VALUES ('integrity-check', 1)"))
     close_app(app)
+
+
+# --- numbers: conversation_number_part, kept by triggers on conversation ----------------------
+
+
+def number_parts() -> dict[int, set[str]]:
+    parts: dict[int, set[str]] = {}
+    for conversation_id, part in db.session.execute(
+        sa.select(ConversationNumberPart.conversation_id, ConversationNumberPart.part)
+    ):
+        parts.setdefault(conversation_id, set()).add(part)
+    return parts
+
+
+def stretches(key: str) -> set[str]:
+    return {key[n : n + NUMBER_PART] for n in range(len(key) - NUMBER_PART + 1)}
+
+
+def test_number_parts_follow_conversations_made_changed_and_erased(app):
+    from app.privacy import erasure
+
+    with app.app_context():
+        for n, sender in enumerate(("+37255512345", "+447700900123", "+1555", "Bolt", "+37211111111")):
+            ingest.store_messages([ingest.parse_payload(body_for(msg_id=f"m{n}", sender=sender, text="hi"))])
+        keys = dict(db.session.execute(sa.select(Conversation.id, Conversation.sender_key)).all())
+        assert number_parts() == {id_: stretches(key) for id_, key in keys.items() if len(key) >= NUMBER_PART}
+        assert number_parts()[conversation_of("+37211111111").id] == {"372111", "721111", "211111", "111111"}
+        changed = conversation_of("+37255512345").id
+        with write_transaction() as session:  # a key that changes (as a merge of spellings makes it)
+            session.execute(sa.update(Conversation).where(Conversation.id == changed).values(sender_key="37255599999"))
+        assert number_parts()[changed] == stretches("37255599999")
+        erasure.erase_conversation(conversation_of("+447700900123").id)
+        assert set(number_parts()) == {changed, conversation_of("+37211111111").id}
+
+
+def test_six_or_more_digits_find_the_numbers_that_contain_them_from_their_middle_or_ends(app):
+    rng = random.Random(29)
+    with app.app_context():
+        demo.seed(600, 300, rng=rng)  # the bulk path: conversations made with their messages
+        keys = dict(db.session.execute(sa.select(Conversation.id, Conversation.sender_key)).all())
+        assert number_parts() == {id_: stretches(key) for id_, key in keys.items() if len(key) >= NUMBER_PART}
+        for key in rng.sample(sorted(keys.values()), 20):
+            for query in (key[-6:], key[:6], key[3:9], key[2:10], key, "+" + key, key[4:7] + " " + key[7:11]):
+                numbers, _ = queries.few_matching_conversations(query)
+                wanted = queries.searched_number(query)
+                assert sorted(numbers or []) == sorted(id_ for id_, each in keys.items() if wanted in each), query

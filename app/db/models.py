@@ -284,6 +284,82 @@ MESSAGE_FTS = trigram_index(Message.__table__, ["folded_text"])
 CONVERSATION_FTS = trigram_index(Conversation.__table__, ["sender_key", "contact_key"])
 
 
+# Number search (app/inbox/queries.py) for a query of NUMBER_PART characters or more: every
+# NUMBER_PART-character stretch of each conversation's sender_key, one row each (a twelve-digit
+# number has seven). A query's last stretch is then one equality lookup, however many senders
+# share its digits, where a trigram index would intersect lists that grow with the senders
+# ("372" is in most numbers). Kept by triggers on conversation, on both databases: written when
+# a conversation is made, or its key changes, never on the updates every message makes.
+NUMBER_PART = 6
+
+
+class ConversationNumberPart(Model):
+    """One NUMBER_PART-character stretch of a conversation's sender_key (see NUMBER_PART)."""
+
+    part: Mapped[str] = mapped_column(sa.String(NUMBER_PART), primary_key=True)
+    # No foreign key: the triggers that fill it take its rows away with the conversation.
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+def _number_parts(key: str, dialect: str) -> str:
+    """SQL: the distinct NUMBER_PART-character stretches of the text `key` (e.g. new.sender_key),
+    as rows of one column `part`."""
+    if dialect == "sqlite":  # no WITH in a trigger: the positions a key of NUMBER_LENGTH can have
+        positions = " UNION ALL ".join(f"SELECT {n} AS n" for n in range(1, NUMBER_LENGTH - NUMBER_PART + 2))
+        source = f"({positions}) AS position WHERE position.n <= length({key}) - {NUMBER_PART - 1}"
+    else:
+        source = f"generate_series(1, length({key}) - {NUMBER_PART - 1}) AS position(n)"
+    return f"SELECT DISTINCT substr({key}, position.n, {NUMBER_PART}) AS part FROM {source}"
+
+
+def _number_index() -> dict[str, tuple[str, ...]]:
+    """The triggers that keep conversation_number_part, as SQL per dialect (the migration that
+    adds the table runs the same)."""
+    table = "conversation_number_part"
+
+    def insert(row: str, dialect: str) -> str:
+        return f"INSERT INTO {table} (part, conversation_id) SELECT part, {row}.id FROM ({_number_parts(f'{row}.sender_key', dialect)}) AS parts"
+
+    def delete(row: str, dialect: str) -> str:
+        return (
+            f"DELETE FROM {table} WHERE conversation_id = {row}.id "
+            f"AND part IN (SELECT part FROM ({_number_parts(f'{row}.sender_key', dialect)}) AS parts)"
+        )
+
+    sqlite = (
+        f"CREATE TRIGGER {table}_insert AFTER INSERT ON conversation BEGIN {insert('new', 'sqlite')}; END",
+        f"CREATE TRIGGER {table}_delete AFTER DELETE ON conversation BEGIN {delete('old', 'sqlite')}; END",
+        f"CREATE TRIGGER {table}_update AFTER UPDATE OF sender_key ON conversation "
+        f"WHEN old.sender_key IS NOT new.sender_key BEGIN {delete('old', 'sqlite')}; {insert('new', 'sqlite')}; END",
+    )
+    postgresql = (
+        f"CREATE FUNCTION {table}_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF TG_OP <> 'INSERT' THEN {delete('OLD', 'postgresql')}; END IF; "
+        f"IF TG_OP <> 'DELETE' THEN {insert('NEW', 'postgresql')}; END IF; "
+        "RETURN NULL; END $$",
+        f"CREATE TRIGGER {table}_insert_delete AFTER INSERT OR DELETE ON conversation "
+        f"FOR EACH ROW EXECUTE FUNCTION {table}_keep()",
+        f"CREATE TRIGGER {table}_update AFTER UPDATE OF sender_key ON conversation "
+        f"FOR EACH ROW WHEN (OLD.sender_key IS DISTINCT FROM NEW.sender_key) EXECUTE FUNCTION {table}_keep()",
+    )
+    # After every table (the triggers are on conversation, their bodies write the other); dropping
+    # conversation drops its triggers, and on PostgreSQL the function goes after it.
+    for dialect, statements in (("sqlite", sqlite), ("postgresql", postgresql)):
+        for statement in statements:
+            sa.event.listen(Model.metadata, "after_create", sa.DDL(statement).execute_if(dialect=dialect))
+    sa.event.listen(
+        Model.metadata,
+        "after_drop",
+        sa.DDL(f"DROP FUNCTION IF EXISTS {table}_keep()").execute_if(dialect="postgresql"),
+    )
+    return {"sqlite": sqlite, "postgresql": postgresql}
+
+
+NUMBER_INDEX = _number_index()
+
+
 # Delivery statuses by how far they got: a report never moves a reply backwards, and with
 # fallback channels the best leg wins (WhatsApp FAILED, then SMS DELIVRD: delivered).
 DELIVERY_RANK = {

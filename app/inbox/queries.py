@@ -10,7 +10,7 @@ from app import clock
 from app.contacts import labels
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
-from app.db.models import ApiToken, Conversation, DailyCount, Message, User
+from app.db.models import NUMBER_PART, ApiToken, Conversation, ConversationNumberPart, DailyCount, Message, User
 from app.extensions import db
 from app.inbox import search
 from app.inbox.list_views import ListFilter
@@ -74,17 +74,23 @@ def few_matching_conversations(q: str) -> tuple[list[int] | None, list[int] | No
     number, name = searched_number(q), folding.fold(clean_text(q).strip())
     if not (search.searchable(number) and search.searchable(name)):
         return None, None
-    if db.session.get_bind().dialect.name == "sqlite":
+    sqlite = db.session.get_bind().dialect.name == "sqlite"
+    if len(number) >= NUMBER_PART:
+        by_number = numbers_with_part(q, number)
+    elif sqlite:
         fts = _CONVERSATION_FTS
         by_number = sa.select(fts.c.rowid.label("id")).where(
             fts.c.sender_key.op("GLOB")(f"*{search.glob_escape(number)}*")
         )
+    else:
+        # One OR over both keys would make PostgreSQL walk the list instead of either index.
+        by_number = sa.select(Conversation.id).where(sender_matches(q))
+    if sqlite:
+        fts = _CONVERSATION_FTS
         by_name = sa.select(fts.c.rowid.label("id")).where(
             fts.c.contact_key.op("GLOB")(f"*{search.glob_escape(name)}*")
         )
     else:
-        # One OR over both keys would make PostgreSQL walk the list instead of either index.
-        by_number = sa.select(Conversation.id).where(sender_matches(q))
         by_name = sa.select(Conversation.id).where(name_matches(q))
     # One statement; each key's LIMIT stops its index read early when many match.
     parts = [
@@ -96,6 +102,20 @@ def few_matching_conversations(q: str) -> tuple[list[int] | None, list[int] | No
         found[key].append(conversation_id)
     numbers, names = (ids if len(ids) <= FEW_MATCHES else None for ids in found)
     return numbers, names
+
+
+def numbers_with_part(q: str, number: str) -> sa.Select:
+    """The conversations whose number contains `number` (q as searched_number makes it), for one of
+    NUMBER_PART characters or more: those that have its last NUMBER_PART characters, by equality on
+    conversation_number_part's key, each then read by id and its whole key tested. The last
+    stretch rather than the first: a number's end is its subscriber's own digits, its start a
+    country code that many share."""
+    part = ConversationNumberPart
+    return (
+        sa.select(part.conversation_id.label("id"))
+        .join(Conversation, Conversation.id == part.conversation_id)
+        .where(part.part == number[-NUMBER_PART:], sender_matches(q))
+    )
 
 
 def conversations(
@@ -168,8 +188,12 @@ def matching_page_keys(q: str, in_view: list, before: int | None, after: int | N
         )
 
     def by_id(ids: list[int]) -> sa.Select:
+        # Read by their ids, the view tested on each row (inside a CASE, where no index can take
+        # it): SQLite without statistics would rather walk the view's index, every open
+        # conversation, testing each for its id.
+        tested = [sa.case((sa.and_(*in_view), True), else_=False)] if in_view else []
         return in_page_order(
-            db.select(Conversation.last_message_id).where(Conversation.id.in_(sorted(set(ids))), *in_view),
+            db.select(Conversation.last_message_id).where(Conversation.id.in_(sorted(set(ids))), *tested),
             Conversation.last_message_id + 0,
             before,
             after,
