@@ -195,7 +195,7 @@ def _once_per_row(column, cell: Callable) -> sa.ColumnElement[str]:
     a CASE choosing between them): `cell` refers to its value up to eight times (the formula
     rule, the quotes), and a correlated subquery is run again for each reference; inside, they
     are references to a column of the row it found, and the subquery runs once per line."""
-    if isinstance(column, sa.ScalarSelect):
+    if isinstance(column, sa.ScalarSelect) and isinstance(column.element, sa.Select):
         inner = column.element
         (value,) = inner.selected_columns
         built = inner.with_only_columns(cell(value), maintain_column_froms=True).scalar_subquery()
