@@ -1,6 +1,7 @@
 """Demo data in bulk: realistic inbound messages for trying the inbox and for the benchmarks.
 
-The rows go straight into the tables with large executemany INSERTs (COPY on PostgreSQL).
+On SQLite, SQLite builds the message rows itself from two JSON arrays and two small tables
+(`insert_in_sqlite`); on PostgreSQL they are built in Python and go in by COPY.
 Conversation rows, the numbers each customer wrote to and the daily counts are counted in
 Python while the messages are generated: a new sender's conversation is inserted with its final
 counts, one already there is added to with ingest's own functions, so after every commit they
@@ -68,7 +69,8 @@ NUMBER_PLAN_WEIGHTS = [50, 10, 8, 8, 10, 6, 8]
 # Our numbers: each customer writes to one of them.
 RECIPIENTS = ["+37250000000", "+37250000001"]
 # The provider's time is a moment before ours.
-PROVIDER_DELAYS = [timedelta(milliseconds=50 + 61 * n) for n in range(47)]
+PROVIDER_DELAYS = [timedelta(milliseconds=50 + 61 * n) for n in range(47)]  # (SQLITE_MESSAGES: the same)
+UNIX_EPOCH, MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
 # Activity by hour of day (UTC), night to evening.
 HOURLY_WEIGHTS = [1, 1, 1, 1, 1, 2, 4, 7, 9, 10, 10, 10, 9, 9, 10, 10, 9, 8, 7, 6, 5, 4, 3, 2]
 
@@ -208,24 +210,25 @@ class Plan:
             known.update(known_conversations(connection, [numbers[s] for s in new]))
         # What a row needs of its sender, looked up once per sender.
         who = {s: (numbers[s], channels[s], known[numbers[s]], RECIPIENTS[s % len(RECIPIENTS)]) for s in totals}
-        insert, sqlite = message_inserter(connection), connection.dialect.name == "sqlite"
+        if connection.dialect.name == "sqlite":
+            self.insert_in_sqlite(connection, next_id, chunk, times, picks, who, change, progress)
+        else:
+            copy = message_copier(connection)
 
-        def rows(start: int) -> list[tuple]:
-            stop = start + ROWS_PER_INSERT
-            return self.rows(
-                next_id + start, chunk[start:stop], times[start:stop], picks[start:stop], who, change, sqlite
-            )
+            def rows(start: int) -> list[tuple]:
+                stop = start + ROWS_PER_INSERT
+                return self.rows(next_id + start, chunk[start:stop], times[start:stop], picks[start:stop], who, change)
 
-        # The next rows are built while the database stores these: it lets go of the GIL meanwhile.
-        with ThreadPoolExecutor(1) as builder:
-            upcoming = builder.submit(rows, 0)
-            for start in range(0, len(chunk), ROWS_PER_INSERT):
-                batch = upcoming.result()
-                if start + ROWS_PER_INSERT < len(chunk):
-                    upcoming = builder.submit(rows, start + ROWS_PER_INSERT)
-                insert(batch)
-                if progress:
-                    progress(len(batch))
+            # The next rows are built while the database stores these: it lets go of the GIL meanwhile.
+            with ThreadPoolExecutor(1) as builder:
+                upcoming = builder.submit(rows, 0)
+                for start in range(0, len(chunk), ROWS_PER_INSERT):
+                    batch = upcoming.result()
+                    if start + ROWS_PER_INSERT < len(chunk):
+                        upcoming = builder.submit(rows, start + ROWS_PER_INSERT)
+                    copy(batch)
+                    if progress:
+                        progress(len(batch))
         if connection.dialect.name == "postgresql":
             # We chose the ids: move the id sequence past them for the next callback.
             connection.execute(
@@ -239,6 +242,66 @@ class Plan:
             connection, {(conversation_id, recipient) for _, _, conversation_id, recipient in who.values()}
         )
 
+    def insert_in_sqlite(
+        self,
+        connection: sa.Connection,
+        next_id: int,
+        chunk: list[int],
+        times: list[datetime],
+        picks: list[int],
+        who: dict[int, tuple[str, str, int, str]],
+        change: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """The messages built by SQLite itself (SQLITE_MESSAGES), ROWS_PER_INSERT at a time, from
+        what varies: each one's sender and text as one number, and its time in microseconds, two
+        JSON arrays. The senders and the texts are two small temporary tables. Python building
+        each row and the driver binding its 13 values cost three times SQLite's own insert."""
+        driver = connection.connection.driver_connection
+        assert driver is not None  # None only once the connection is closed
+        texts = len(self.texts)
+        for table in ("demo_sender", "demo_text", "demo_arrival"):
+            driver.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        driver.execute(
+            "CREATE TEMP TABLE demo_sender (s INTEGER PRIMARY KEY, conversation_id, sender, channel, recipient)"
+        )
+        driver.executemany(
+            "INSERT INTO temp.demo_sender VALUES (?, ?, ?, ?, ?)",
+            [
+                (s, conversation_id, sender, channel, recipient)
+                for s, (sender, channel, conversation_id, recipient) in who.items()
+            ],
+        )
+        driver.execute("CREATE TEMP TABLE demo_text (pick INTEGER PRIMARY KEY, text, text_json, folded)")
+        driver.executemany(
+            "INSERT INTO temp.demo_text VALUES (?, ?, ?, ?)", [(n, *text) for n, text in enumerate(self.texts)]
+        )
+        driver.execute("CREATE TEMP TABLE demo_arrival (n INTEGER PRIMARY KEY, t INTEGER)")
+        for start in range(0, len(chunk), ROWS_PER_INSERT):
+            stop = start + ROWS_PER_INSERT
+            driver.execute(
+                "INSERT INTO temp.demo_arrival SELECT key, value FROM json_each(?)",
+                (json.dumps([(moment - UNIX_EPOCH) // MICROSECOND for moment in times[start:stop]]),),
+            )
+            driver.execute(
+                SQLITE_MESSAGES,
+                {
+                    "first": next_id + start,
+                    "senders_and_texts": json.dumps(
+                        [s * texts + pick for s, pick in zip(chunk[start:stop], picks[start:stop], strict=True)]
+                    ),
+                    "texts": texts,
+                    "run": self.run,
+                    "sub_msg_id_prefix": self.sub_msg_id_prefix,
+                    "change": change,
+                },
+            )
+            driver.execute("DELETE FROM temp.demo_arrival")
+            if progress:
+                progress(len(chunk[start:stop]))
+        for table in ("demo_sender", "demo_text", "demo_arrival"):
+            driver.execute(f"DROP TABLE temp.{table}")
+
     def rows(
         self,
         next_id: int,
@@ -247,7 +310,6 @@ class Plan:
         picks: list[int],
         who: dict[int, tuple[str, str, int, str]],
         change: int,
-        sqlite: bool,
     ) -> list[tuple]:
         """Message rows in MESSAGE_COLUMNS order, with the body the provider would have sent."""
         rows: list[tuple] = []
@@ -257,49 +319,30 @@ class Plan:
             sender, channel, conversation_id, recipient = who[s]
             text, text_json, folded = texts[pick]
             sent_at = received_at - delays[message_id % 47]
-            sent_iso = sent_at.isoformat(timespec="microseconds")
             msg_id = f"demo-{run}-{message_id:012d}"  # zero-padded: the unique index only appends
             sub_msg_id = f"{sub_prefix}{message_id:012x}"
             raw_body = (
                 f'{{"msg_id": "{msg_id}", "sub_msg_id": "{sub_msg_id}", "channel": "{channel}", '
-                f'"recipient": "{recipient}", "time": "{sent_iso}Z", "text": {text_json}, "sender": "{sender}"}}'
+                f'"recipient": "{recipient}", "time": "{sent_at.isoformat(timespec="microseconds")}Z", '
+                f'"text": {text_json}, "sender": "{sender}"}}'
             ).encode()
-            if sqlite:  # the text SQLAlchemy stores for a DateTime
-                append(
-                    (
-                        message_id,
-                        conversation_id,
-                        msg_id,
-                        sub_msg_id,
-                        channel,
-                        sender,
-                        recipient,
-                        text,
-                        folded,
-                        sent_iso.replace("T", " "),
-                        received_at.isoformat(" ", "microseconds"),
-                        raw_body,
-                        change,
-                    )
+            append(
+                (
+                    message_id,
+                    conversation_id,
+                    msg_id,
+                    sub_msg_id,
+                    channel,
+                    sender,
+                    recipient,
+                    text,
+                    folded,
+                    sent_at,
+                    received_at,
+                    raw_body,
+                    change,
                 )
-            else:
-                append(
-                    (
-                        message_id,
-                        conversation_id,
-                        msg_id,
-                        sub_msg_id,
-                        channel,
-                        sender,
-                        recipient,
-                        text,
-                        folded,
-                        sent_at,
-                        received_at,
-                        raw_body,
-                        change,
-                    )
-                )
+            )
         return rows
 
     def totals(
@@ -353,33 +396,45 @@ MESSAGE_COLUMNS = [
 ]
 
 
-def message_inserter(connection: sa.Connection) -> Callable[[list[tuple]], None]:
-    """A function storing message rows (values in MESSAGE_COLUMNS order, as the driver takes them).
-
-    Straight to the driver: SQLAlchemy's typed executemany converts every value of every row in
-    Python, which costs more than the database's own work. PostgreSQL takes them by COPY.
-    """
+def message_copier(connection: sa.Connection) -> Callable[[list[tuple]], None]:
+    """A function storing message rows (values in MESSAGE_COLUMNS order) on PostgreSQL, by COPY."""
     driver = connection.connection.driver_connection
     assert driver is not None  # None only once the connection is closed
-    if connection.dialect.name == "postgresql":
-        copy_sql = f"COPY message ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN"
+    copy_sql = f"COPY message ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN"
 
-        def copy(rows: list[tuple]) -> None:
-            with driver.cursor() as cursor, cursor.copy(copy_sql) as stream:
-                for row in rows:
-                    stream.write_row(row)
+    def copy(rows: list[tuple]) -> None:
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as stream:
+            for row in rows:
+                stream.write_row(row)
 
-        return copy
-    statement = (
-        sa.insert(sa.table("message", *map(sa.column, MESSAGE_COLUMNS)))
-        .compile(dialect=connection.dialect, column_keys=MESSAGE_COLUMNS)
-        .string
-    )
+    return copy
 
-    def insert(rows: list[tuple]) -> None:
-        driver.executemany(statement, rows)
 
-    return insert
+# On SQLite, a time as SQLAlchemy stores a DateTime ("2024-06-01 08:00:00.123456"), from microseconds.
+_SQLITE_TIME = "strftime('%Y-%m-%d %H:%M:%S', {0} / 1000000, 'unixepoch') || printf('.%06d', {0} % 1000000)"
+# The rows `Plan.rows` builds, built by SQLite from the arrays and tables of `insert_in_sqlite`: the
+# provider's time a PROVIDER_DELAYS delay before ours, the body with the time as ISO 8601 with a Z.
+# (OFFSET 0 keeps the inner query a query of its own: its times are formatted once per row.)
+SQLITE_MESSAGES = f"""
+INSERT INTO message ({", ".join(MESSAGE_COLUMNS)})
+SELECT id, conversation_id, msg_id, sub_msg_id, channel, sender, recipient, text, folded, sent, received,
+    CAST(printf('{{"msg_id": "%s", "sub_msg_id": "%s", "channel": "%s", "recipient": "%s", "time": "%sZ", '
+                || '"text": %s, "sender": "%s"}}',
+                msg_id, sub_msg_id, channel, recipient, replace(sent, ' ', 'T'), text_json, sender) AS BLOB),
+    :change
+FROM (
+    SELECT :first + m.key AS id, w.conversation_id, w.channel, w.sender, w.recipient, x.text, x.text_json, x.folded,
+        printf('demo-%s-%012d', :run, :first + m.key) AS msg_id,
+        printf('%s%012x', :sub_msg_id_prefix, :first + m.key) AS sub_msg_id,
+        {_SQLITE_TIME.format(f"(a.t - (50 + 61 * ((:first + m.key) % {len(PROVIDER_DELAYS)})) * 1000)")} AS sent,
+        {_SQLITE_TIME.format("a.t")} AS received
+    FROM json_each(:senders_and_texts) AS m
+    CROSS JOIN temp.demo_arrival AS a ON a.n = m.key
+    CROSS JOIN temp.demo_sender AS w ON w.s = m.value / :texts
+    CROSS JOIN temp.demo_text AS x ON x.pick = m.value % :texts
+    LIMIT -1 OFFSET 0
+)
+"""
 
 
 @contextmanager
