@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> None:
         "--scheduled", type=int, default=1_000, help="replies scheduled for the same moment (default: %(default)s)"
     )
     parser.add_argument(
+        "--autoassign-burst",
+        type=int,
+        default=autoassign.BURST,
+        help="new conversations at once for auto-assignment to give out (default: %(default)s)",
+    )
+    parser.add_argument(
         "--live-messages", type=int, default=30, help="messages timed from callback to browser (default: %(default)s)"
     )
     parser.add_argument(
@@ -222,8 +228,8 @@ def main(argv: list[str] | None = None) -> None:
             log(f"scheduled sends: {args.scheduled:,} due at the same moment")
             rows += scheduled.measure(workdir, args.scheduled, log)
         if "autoassign" in parts:
-            log(f"auto-assignment: a burst of {autoassign.BURST} new conversations")
-            rows += autoassign.measure(workdir, log)
+            log(f"auto-assignment: a burst of {args.autoassign_burst} new conversations")
+            rows += autoassign.measure(workdir, log, args.autoassign_burst)
         if "live" in parts:
             log(f"live latency: {args.live_messages} messages into an open inbox in Chromium")
             rows += live.measure(workdir, args.live_messages, log)
