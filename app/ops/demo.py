@@ -11,8 +11,9 @@ search text (`folding.fold`).
 Into an empty inbox everything goes in one transaction, and on SQLite the message table's
 secondary indexes and the text search index are built once at its end, from sorted data,
 rather than entry by entry (building an index once is several times cheaper than keeping it
-up to date row by row), the text search index gathered in memory and written out once. A server running meanwhile waits for the write lock until then; its
-callbacks answer 503 and the provider retries them. Into an inbox in use, the messages go in
+up to date row by row), the text search index gathered in memory and written out once. A
+server running meanwhile waits for the write lock until then; its callbacks answer 503 and the
+provider retries them. Into an inbox in use, the messages go in
 transactions of MESSAGES_PER_TRANSACTION, each short enough for a live server's writers.
 
 Seeding waits for the write lock as the server does (the busy timeout), and changes SQLite's
