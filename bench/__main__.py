@@ -15,11 +15,23 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import data, export, ingest, live, purge, reads, replies, slow_clients, watchers, webhooks
+from . import autoassign, data, export, ingest, live, purge, reads, replies, scheduled, slow_clients, watchers, webhooks
 from .report import Row, growth, table, write_json
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ["ingest", "inbox", "inbox-postgresql", "slow-clients", "watchers", "replies", "live", "purge", "webhooks"]
+PARTS = [
+    "ingest",
+    "inbox",
+    "inbox-postgresql",
+    "slow-clients",
+    "watchers",
+    "replies",
+    "scheduled",
+    "autoassign",
+    "live",
+    "purge",
+    "webhooks",
+]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,6 +121,15 @@ def main(argv: list[str] | None = None) -> None:
         "--watch-seconds", type=float, default=20.0, help="how long each watchers run lasts (default: %(default)s)"
     )
     parser.add_argument("--replies", type=int, default=1_000, help="replies queued at once (default: %(default)s)")
+    parser.add_argument(
+        "--scheduled", type=int, default=1_000, help="replies scheduled for the same moment (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--autoassign-burst",
+        type=int,
+        default=autoassign.BURST,
+        help="new conversations at once for auto-assignment to give out (default: %(default)s)",
+    )
     parser.add_argument(
         "--live-messages", type=int, default=30, help="messages timed from callback to browser (default: %(default)s)"
     )
@@ -203,6 +224,12 @@ def main(argv: list[str] | None = None) -> None:
         if "replies" in parts:
             log(f"replies: {args.replies:,} queued at once")
             rows += replies.measure(workdir, args.replies, log)
+        if "scheduled" in parts:
+            log(f"scheduled sends: {args.scheduled:,} due at the same moment")
+            rows += scheduled.measure(workdir, args.scheduled, log)
+        if "autoassign" in parts:
+            log(f"auto-assignment: a burst of {args.autoassign_burst} new conversations")
+            rows += autoassign.measure(workdir, log, args.autoassign_burst)
         if "live" in parts:
             log(f"live latency: {args.live_messages} messages into an open inbox in Chromium")
             rows += live.measure(workdir, args.live_messages, log)

@@ -54,6 +54,12 @@ ELSEWHERE = [
     ("replies: time until all are sent", "20 replies"),
     ("replies: each sent exactly once", "20 replies"),
     ("replies: most API requests in one second", "20 replies"),
+    ("scheduled sends due at once: time until all are sent", "20 scheduled"),
+    ("scheduled sends due at once: each sent exactly once", "20 scheduled"),
+    ("scheduled sends due at once: most API requests in one second", "20 scheduled"),
+    ("auto-assignment of a burst: time until all are assigned", "16 conversations"),
+    ("auto-assignment of a burst: each assigned exactly once", "16 conversations"),
+    ("auto-assignment of a burst: most open conversations of one person", "16 conversations"),
     ("live latency, callback's 200 to the row in the browser: p95", "1 messages"),
     ("repeat visit: static files fetched again (browser)", "1 messages"),
     ("purge: callback delay it adds, p99", "300 msgs"),
@@ -100,6 +106,10 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
             "300",
             "--replies",
             "20",
+            "--scheduled",
+            "20",
+            "--autoassign-burst",
+            "16",
             "--live-messages",
             "1",
             "--purge-messages",
@@ -118,7 +128,7 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=360,  # the webhooks part adds about half a minute
+        timeout=480,  # the webhooks, scheduled and auto-assignment parts add about half a minute each
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     results = json.loads(out.read_text())

@@ -5,6 +5,7 @@ import re
 import zipfile
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from typing import IO
 
 import sqlalchemy as sa
@@ -202,9 +203,27 @@ def csv_line_sql(columns, dialect: str) -> sa.ColumnElement[str]:
             arguments += times(column)
         else:
             formats.append("%s")
-            arguments.append(_cell_sql(column, dialect, safe=name not in PLAIN_COLUMNS))
+            arguments.append(_once_per_row(column, partial(_cell_sql, dialect=dialect, safe=name not in PLAIN_COLUMNS)))
     line = '"' + '","'.join(formats) + '"'
     return sa.type_coerce(function(_sql(f"'{line}' || {crlf}"), *arguments), sa.String)
+
+
+def _once_per_row(column, cell: Callable) -> sa.ColumnElement[str]:
+    """`cell(column)`, with a scalar subquery's cell built inside the subquery (in each branch of
+    a CASE choosing between them): `cell` refers to its value up to eight times (the formula
+    rule, the quotes), and a correlated subquery is run again for each reference; inside, they
+    are references to a column of the row it found, and the subquery runs once per line."""
+    if isinstance(column, sa.ScalarSelect) and isinstance(column.element, sa.Select):
+        inner = column.element
+        (value,) = inner.selected_columns
+        built = inner.with_only_columns(cell(value), maintain_column_froms=True).scalar_subquery()
+        return sa.func.coalesce(built, _sql("''"))  # no row: an empty cell, as cell(NULL) gives
+    if isinstance(column, sa.Case) and column.value is None:
+        return sa.case(
+            *[(condition, _once_per_row(result, cell)) for condition, result in column.whens],
+            else_=None if column.else_ is None else _once_per_row(column.else_, cell),
+        )
+    return cell(column)
 
 
 def _sql(text: str) -> sa.ColumnElement[str]:
