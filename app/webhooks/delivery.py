@@ -85,19 +85,30 @@ def deliver_lease(config) -> timedelta:
 def dispatch(payload: dict, attempt: jobs.Attempt) -> None:
     """Each enabled endpoint behind the newest event gets its deliver job (due once its pause ends)."""
     now = clock.now()
-    with write_transaction() as session:
+    with write_transaction(durable=False) as session:  # lost to a crash: the prune job gives them theirs
         newest = session.scalar(sa.select(sa.func.max(WebhookEvent.id)))
         if newest is None:
             return
-        for endpoint_id, paused_until in session.execute(
+        behind = session.execute(
             sa.select(WebhookEndpoint.id, WebhookEndpoint.paused_until).where(
                 WebhookEndpoint.enabled, WebhookEndpoint.position < newest
             )
-        ).all():
-            schedule(endpoint_id, max(now, paused_until or now))
+        ).all()
+        # In a few statements however many endpoints there are: callbacks wait for this write.
+        jobs.enqueue_once_each(
+            DELIVER,
+            {
+                endpoint_key(endpoint_id): ({"endpoint": endpoint_id}, max(now, paused_until or now))
+                for endpoint_id, paused_until in behind
+            },
+        )
 
 
-@jobs.kind(DELIVER, lease=deliver_lease)
+def deliveries_per_runner(config) -> int:
+    return int(config["WEBHOOK_DELIVERY_THREADS"])
+
+
+@jobs.kind(DELIVER, lease=deliver_lease, per_runner=deliveries_per_runner)
 def deliver(payload: dict, attempt: jobs.Attempt) -> None:
     run(payload["endpoint"])
 
@@ -304,7 +315,9 @@ def record(this: Run) -> None:
     is off now."""
     endpoint_id = this.endpoint.id
     now = clock.now()
-    with write_transaction() as session:
+    # Not flushed to disk on its own (durable=False): a crash that loses it sends those events
+    # again, as a runner stopped before its record does.
+    with write_transaction(durable=False) as session:
         endpoint = session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
         if endpoint is None:
             return
