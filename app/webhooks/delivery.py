@@ -3,8 +3,14 @@
 `webhooks_dispatch` (left due by `emit`, WEBHOOK_DISPATCH_SECONDS later so that a burst of
 changes shares it) gives every enabled endpoint behind the newest event its `webhooks_deliver`
 job, keyed by the endpoint: one endpoint's jobs run one at a time, so a stalled receiver holds
-one job runner thread for one attempt's timeouts, then waits out its backoff holding none, and
-never holds up another endpoint. A deliver job, holding no transaction over the network:
+one job runner thread for one attempt's timeouts, then waits out its backoff holding none. Each
+process runs WEBHOOK_DELIVERY_THREADS deliver jobs at once (1: each run keeps its thread busy with
+Python, which the process's callbacks and pages would wait for), so during those timeouts the
+other endpoints' runs wait for that process's place or go in another process. The dispatch is a
+few statements however many endpoints there are, and a run's claim, record and result commit
+without waiting for the disk (durable=False: lost to a crash, the run is done again): callbacks
+queue for the write lock behind none of them for long. A deliver job, holding no transaction
+over the network:
 
 1. reads what is due: its pending deliveries (retries, "Send again"), then the events after its
    position (in commit order) of the types it takes;
