@@ -71,21 +71,28 @@ def configure_engine(engine: sa.Engine, lock_wait_seconds: float = WRITE_LOCK_WA
         return
 
     @sa.event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, _record):
+    def on_connect(dbapi_connection, record):
         make_private(engine.url.database)
         # We issue BEGIN ourselves (below), so the driver must not.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # an acked message is on disk
+        record.info["synchronous"] = "FULL"
         cursor.execute(f"PRAGMA busy_timeout={int(lock_wait_seconds * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(connection):
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        options = connection.get_execution_options()
+        # FULL unless a write says it need not wait for the disk (write_transaction(durable=False));
+        # set only when it changes, before BEGIN (never allowed inside a transaction)
+        synchronous = options.get("sqlite_synchronous", "FULL")
+        if connection.info.get("synchronous") != synchronous:
+            connection.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
+            connection.info["synchronous"] = synchronous
+        connection.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'DEFERRED')}")
 
 
 def make_private(database: str | None) -> None:

@@ -294,3 +294,45 @@ def test_labels_are_kept_by_admin_tokens_and_put_on_conversations_by_senders(clo
         "labels": [{"id": refund, "name": "Refund", "colour": "grey"}]
     }
     assert client.get(f"/api/v1/conversations/{conversation}", headers=sender).json["labels"] == []
+
+
+def test_an_id_too_large_for_its_integer_column_is_a_404_never_a_database_error(clocked):
+    """Labels and webhook endpoints have INTEGER ids (PostgreSQL refuses 2**31 in a query on them);
+    the document says so too."""
+    admin = token(clocked, "ops", ("read", "send", "admin"))
+    client, conversation, too_large = clocked.test_client(), conversation_id(clocked), 2**31
+    for method, path in [
+        ("put", f"/api/v1/conversations/{conversation}/labels/{too_large}"),
+        ("delete", f"/api/v1/conversations/{conversation}/labels/{too_large}"),
+        ("patch", f"/api/v1/labels/{too_large}"),
+        ("delete", f"/api/v1/labels/{too_large}"),
+        ("get", f"/api/v1/webhooks/{too_large}"),
+        ("delete", f"/api/v1/webhooks/{too_large}"),
+        ("post", f"/api/v1/webhooks/{too_large}/rotate"),
+    ]:
+        answer = getattr(client, method)(path, json={"name": "x"} if method == "patch" else None, headers=admin)
+        assert answer.status_code == 404, (method, path, answer.status_code)
+    document = client.get("/api/v1/openapi.json").json
+    for path in ("/api/v1/labels/{label_id}", "/api/v1/webhooks/{endpoint_id}"):
+        operation = document["paths"][path]
+        parameters = operation.get("parameters", []) + operation["delete"].get("parameters", [])
+        parameter = next(p for p in parameters if p["in"] == "path")
+        assert parameter["schema"]["maximum"] == 2**31 - 1
+
+
+def test_a_nul_or_a_lone_surrogate_in_a_text_is_stored_as_a_replacement_character(clocked, messente):
+    """PostgreSQL text holds no NUL and UTF-8 no lone surrogate: a new message, a reply and a note
+    keep the rest of the text (as a customer's message does), on both databases."""
+    headers = token(clocked)
+    client, conversation = clocked.test_client(), conversation_id(clocked)
+    answers = [
+        client.post(
+            "/api/v1/messages", json={"to": NEW_NUMBER, "text": "\x00a\ud800", "channel": "sms"}, headers=headers
+        ),
+        client.post(f"/api/v1/conversations/{conversation}/messages", json={"text": "b\x00"}, headers=headers),
+        client.post(
+            f"/api/v1/conversations/{conversation}/messages", json={"kind": "note", "text": "\x00c"}, headers=headers
+        ),
+    ]
+    assert [answer.status_code for answer in answers] == [201, 201, 201], [answer.json for answer in answers]
+    assert [answer.json["text"] for answer in answers] == ["\ufffda\ufffd", "b\ufffd", "\ufffdc"]

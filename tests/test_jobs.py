@@ -56,6 +56,24 @@ def hourly(payload, attempt):
     ran.append(("hourly", payload))
 
 
+gate = threading.Event()  # test_single jobs wait for it
+singles = {"now": 0, "most": 0}  # test_single jobs running, and the most at once
+singles_lock = threading.Lock()
+
+
+@jobs.kind("test_single", per_runner=1)
+def single(payload, attempt):
+    with singles_lock:
+        singles["now"] += 1
+        singles["most"] = max(singles["most"], singles["now"])
+    try:
+        ran.append(("single", payload))
+        gate.wait(10)
+    finally:
+        with singles_lock:
+            singles["now"] -= 1
+
+
 @pytest.fixture
 def clock_now():
     return {"moment": START}
@@ -232,6 +250,47 @@ def test_committing_a_job_wakes_the_local_runner_at_once(database_url):
         wait_until(lambda: ("note", {"n": 42}) in ran, "the runner ran the job it was woken for")
     finally:
         close_app(app)
+
+
+def test_a_kind_limited_per_runner_runs_one_at_a_time_while_other_jobs_go_on(database_url):
+    app = make_app(database_url, JOBS_POLL_SECONDS=0.05, JOB_THREADS=3)
+    with app.app_context():
+        db.create_all()
+    ran.clear()
+    gate.clear()
+    singles.update(now=0, most=0)
+    try:
+        runner.start(app)
+        with app.app_context():
+            with write_transaction():
+                for n in range(3):
+                    jobs.enqueue("test_single", {"n": n})
+            wait_until(lambda: singles["now"] == 1, "one of them started")
+            with write_transaction():
+                jobs.enqueue("test_note", {"n": 9})
+        wait_until(lambda: ("note", {"n": 9}) in ran, "another kind ran beside the one that waits")
+        assert singles["most"] == 1  # three threads and three due, still one at a time
+        gate.set()
+        wait_until(lambda: len([entry for entry in ran if entry[0] == "single"]) == 3, "every one ran")
+        assert singles["most"] == 1
+    finally:
+        gate.set()
+        close_app(app)
+
+
+def test_a_write_that_may_be_lost_to_a_crash_does_not_wait_for_the_disk(job_app):
+    """durable=False (jobs' claims and results, webhook runs' records): SQLite commits it with
+    synchronous=NORMAL, PostgreSQL with synchronous_commit off; every other write as before."""
+    with job_app.app_context():
+        sqlite = db.engine.dialect.name == "sqlite"
+        setting = sa.text("PRAGMA synchronous" if sqlite else "SHOW synchronous_commit")
+        with write_transaction(durable=False) as session:
+            lazy = session.execute(setting).scalar()
+        with write_transaction() as session:
+            durable = session.execute(setting).scalar()
+        with write_transaction(durable=False), write_transaction() as inner:  # nested: the outer one's
+            nested = inner.execute(setting).scalar()
+    assert (lazy, durable, nested) == ((1, 2, 1) if sqlite else ("off", "on", "off"))
 
 
 def test_an_idle_runner_moves_no_change_number_and_polls_answer_204(database_url, user_row):

@@ -11,16 +11,19 @@ rows, analysed, stand in for real data, for the two queries that must never grow
 
 import random
 import re
+from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
 
-from app import contacts, export
+from app import contacts, export, jobs
 from app.db.models import Conversation, User
+from app.db.unit_of_work import write_transaction
 from app.extensions import db
 from app.inbox import list_views, queries
 from app.inbox.list_views import ListFilter
 from app.ops import demo
+from app.webhooks import DELIVER
 from helpers import plans_of_requests, postgresql_plan, sqlite_plan, statements_run, text_index_reads, unindexed_reads
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -464,3 +467,25 @@ def test_postgresql_views_by_owner_use_the_owners_index(app, many_senders):
             plan = postgresql_plan(app, statement, parameters)
             assert "ix_conversation_assignee_id_last_message_id" in plan and "Seq Scan" not in plan, plan
             assert "Sort" not in plan, plan
+
+
+@SQLITE
+def test_job_runners_find_due_work_and_the_dispatch_its_jobs_through_indexes(app):
+    """A runner's look for due work, less the kinds at their limit (webhook deliveries), and the
+    webhook dispatch's one read of every endpoint's job rows: through the job table's indexes."""
+    now = datetime(2026, 1, 5, 9, 0)
+    with app.app_context():
+        db.create_all()
+        with write_transaction():
+            for n in range(20):
+                jobs.enqueue(DELIVER, {"endpoint": n}, key=f"webhook:{n}", due_at=now)
+    with statements_run(app) as statements, app.app_context():
+        jobs.find_due(now, limit=4, skip_kinds=[DELIVER])
+        with write_transaction():
+            jobs.enqueue_once_each(DELIVER, {f"webhook:{n}": ({"endpoint": n}, now) for n in range(30)})
+    reads = [(statement, parameters) for statement, parameters in statements if statement.lstrip().startswith("SELECT")]
+    assert len(reads) == 2, reads
+    for statement, parameters in reads:
+        plan = sqlite_plan(app, statement, parameters)
+        assert unindexed_reads(plan) == [], plan
+        assert any("USING INDEX ix_job_" in line or "USING COVERING INDEX ix_job_" in line for line in plan), plan

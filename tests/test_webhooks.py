@@ -766,3 +766,37 @@ def test_a_token_with_admin_subscribes_through_the_api_and_its_secret_verifies(h
     assert off.status_code == 200 and off.json["enabled"] is False
     assert api.delete(f"/api/v1/webhooks/{endpoint}", headers=admin).status_code == 204
     assert api.get(f"/api/v1/webhooks/{endpoint}", headers=admin).status_code == 404
+
+
+def test_a_dispatch_to_many_endpoints_takes_as_few_statements_as_to_one(hook_app, receiver):
+    """Callbacks wait for the dispatch's write: its statements do not grow with the endpoints
+    (with a hundred, one each made it hold the write lock for half a second on a busy machine)."""
+
+    def dispatch_statements() -> int:
+        deliver(hook_app, text="a message")
+        statements: list[str] = []
+        with hook_app.app_context():
+            engine = db.engine
+
+            def count(conn, cursor, statement, *args):
+                statements.append(statement)
+
+            sa.event.listen(engine, "before_cursor_execute", count)
+            try:
+                delivery.dispatch({}, jobs.Attempt(0, 1, hook_app.now(), hook_app.now()))
+            finally:
+                sa.event.remove(engine, "before_cursor_execute", count)
+            db.session.remove()
+        run_jobs(hook_app)
+        return len(statements)
+
+    subscribe(hook_app, receiver.url, ["message.created"])
+    run_jobs(hook_app)
+    alone = dispatch_statements()
+    for n in range(30):
+        subscribe(hook_app, f"{receiver.url}&n={n}", ["message.created"])
+    assert dispatch_statements() == alone + 1  # one INSERT of the 30 new deliver jobs besides
+    assert dispatch_statements() == alone  # all 31 finished rows due again at once
+    with hook_app.app_context():
+        deliver_rows = db.session.scalar(sa.select(sa.func.count()).where(Job.kind == webhooks.DELIVER))
+    assert deliver_rows == 31

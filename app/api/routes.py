@@ -364,7 +364,7 @@ def change_user(changes: dict, user_id: int):
 
 # --- labels ------------------------------------------------------------------------------
 
-LABEL = f"/labels/<int(max={LARGEST_ID}):label_id>"
+LABEL = "/labels/<int:label_id>"  # an INTEGER id
 
 
 @labels_bp.route("/labels", methods=["GET"])
@@ -404,7 +404,7 @@ def delete_label(label_id: int):
     return ""
 
 
-@labels_bp.route(CONVERSATION + "/labels/" + f"<int(max={LARGEST_ID}):label_id>", methods=["PUT"])
+@labels_bp.route(CONVERSATION + "/labels/<int:label_id>", methods=["PUT"])
 @requires(labels_bp, "send")
 @labels_bp.response(204)
 def add_label(conversation_id: int, label_id: int):
@@ -413,7 +413,7 @@ def add_label(conversation_id: int, label_id: int):
     return ""
 
 
-@labels_bp.route(CONVERSATION + "/labels/" + f"<int(max={LARGEST_ID}):label_id>", methods=["DELETE"])
+@labels_bp.route(CONVERSATION + "/labels/<int:label_id>", methods=["DELETE"])
 @requires(labels_bp, "send")
 @labels_bp.response(204)
 def remove_label(conversation_id: int, label_id: int):
@@ -424,7 +424,7 @@ def remove_label(conversation_id: int, label_id: int):
 
 # --- webhooks ----------------------------------------------------------------------------
 
-WEBHOOK = f"/webhooks/<int(max={LARGEST_ID}):endpoint_id>"
+WEBHOOK = "/webhooks/<int:endpoint_id>"  # an INTEGER id
 
 
 @webhooks_bp.route("/webhooks", methods=["GET"])

@@ -10,6 +10,14 @@ OperationalError: pages and callbacks answer 503, and the provider retries).
 Service functions that write open `write_transaction()` themselves; nested, it joins the
 transaction already open, so a caller can put several of them (an action and its audit event)
 in one commit.
+
+`write_transaction(durable=False)` is for bookkeeping that may be lost to a power failure and done
+again: a job's claim and result, a webhook run's record. Its commit waits for no disk flush
+(SQLite `synchronous=NORMAL` in WAL mode, PostgreSQL `synchronous_commit off`), so it holds the
+write lock for its statements only, not an fsync of a few milliseconds: many of them at once no
+longer keep callbacks waiting. A crash may lose the newest of them, never anything before a
+durable commit (that flush writes every earlier transaction too), and never half of one.
+A nested transaction has the outer one's durability.
 """
 
 import fcntl
@@ -36,11 +44,12 @@ WRITE_LOCK_KEY = 0x5D5_1B0C
 
 
 @contextmanager
-def write_transaction() -> Iterator[Session]:
+def write_transaction(durable: bool = True) -> Iterator[Session]:
     """A transaction holding the write lock; commits at the end, rolls back on any error.
 
     Nested use joins the outer transaction, which commits. Reads made before it are ended
     first: a SQLite read snapshot cannot become a write once another writer has committed.
+    `durable=False`: its commit is not flushed to disk before it returns (see above).
     """
     session = db.session()
     if session.info.get("writing"):
@@ -50,7 +59,7 @@ def write_transaction() -> Iterator[Session]:
         session.commit()  # only reads so far
     with _file_lock():
         try:
-            _begin_holding_lock(session)  # may give up waiting: the session is rolled back then too
+            _begin_holding_lock(session, durable=durable)  # may give up waiting: then rolled back too
             session.info["writing"] = True
             yield session
             session.commit()
@@ -99,12 +108,17 @@ def write_lock() -> sa.ColumnElement:
     return sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY, sa.func.hashtext(sa.func.current_schema()))
 
 
-def _begin_holding_lock(session: Session, queue_with_writers: bool = True) -> None:
+def _begin_holding_lock(session: Session, queue_with_writers: bool = True, durable: bool = True) -> None:
     """Begin a write: SQLite's write lock (waiting busy_timeout); on PostgreSQL a lock timeout
-    of `lock_wait_seconds()` and, with `queue_with_writers`, the writers' advisory lock."""
+    of `lock_wait_seconds()` and, with `queue_with_writers`, the writers' advisory lock.
+    Not `durable`: its commit does not wait for the disk."""
     if session.get_bind().dialect.name == "sqlite":
-        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})  # waits busy_timeout
+        # synchronous is set before BEGIN (SQLite refuses to change it inside a transaction)
+        options = {"sqlite_begin": "IMMEDIATE", "sqlite_synchronous": "FULL" if durable else "NORMAL"}
+        session.connection(execution_options=options)  # waits busy_timeout
     else:
+        if not durable:
+            session.execute(sa.text("SET LOCAL synchronous_commit = off"))
         session.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_wait_seconds() * 1000)}ms'"))
         if queue_with_writers:
             session.execute(sa.select(write_lock()))

@@ -34,7 +34,7 @@ a table and a few threads on top of it need no new service to install, watch or 
 import json
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +55,7 @@ BACKOFF_MOST = timedelta(minutes=10)
 DEFAULT_LEASE = timedelta(minutes=5)
 KEEP_DONE = timedelta(days=7)  # finished jobs are deleted after this (the periodic prune_jobs)
 ERROR_CHARS = 500
+KEYS_PER_STATEMENT = 1000  # in one IN (...) list
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,16 @@ class Kind:
     lease: timedelta | Callable[[dict], timedelta] = DEFAULT_LEASE
     on_abandon: Callable[[dict, str], None] | None = None
     every: timedelta | None = None  # periodic
+    # At most this many of the kind run at once in one runner (one process), or None for as many
+    # as it has threads; a callable gets the app's config. Work that keeps its thread busy with
+    # Python (webhook deliveries) then leaves the process's requests their share of the CPU.
+    per_runner: int | Callable[[dict], int] | None = None
 
     def lease_for(self, config) -> timedelta:
         return self.lease(config) if callable(self.lease) else self.lease
+
+    def per_runner_for(self, config) -> int | None:
+        return self.per_runner(config) if callable(self.per_runner) else self.per_runner
 
 
 KINDS: dict[str, Kind] = {}
@@ -113,24 +121,26 @@ def enqueue(
     session = db.session()
     if not session.info.get("writing"):
         raise RuntimeError("jobs.enqueue() is only for use inside write_transaction()")
+    session.execute(sa.insert(Job).values(**_new_job(kind_name, payload or {}, key, due_at)))
+    session.info["wake_jobs"] = True
+
+
+def _new_job(kind_name: str, payload: dict, key: str | None, due_at: datetime | None) -> dict:
+    """A new job row's values, its kind and payload checked."""
     if kind_name not in KINDS:
         raise ValueError(f"no handler for jobs of kind {kind_name!r}")
-    payload = payload or {}
     if not all(_is_id(value) or (isinstance(value, list) and all(map(_is_id, value))) for value in payload.values()):
         raise ValueError("a job's payload holds ids (integers, or lists of them) only")
     now = clock.now()
-    session.execute(
-        sa.insert(Job).values(
-            kind=kind_name,
-            payload=json.dumps(payload),
-            key=key,
-            state="due",
-            due_at=due_at or now,
-            attempts=0,
-            created_at=now,
-        )
-    )
-    session.info["wake_jobs"] = True
+    return {
+        "kind": kind_name,
+        "payload": json.dumps(payload),
+        "key": key,
+        "state": "due",
+        "due_at": due_at or now,
+        "attempts": 0,
+        "created_at": now,
+    }
 
 
 def enqueue_once(kind_name: str, payload: dict, key: str, due_at: datetime) -> None:
@@ -139,35 +149,74 @@ def enqueue_once(kind_name: str, payload: dict, key: str, due_at: datetime) -> N
     row is due again (a key that runs often keeps one row, not one per run); or one is added.
     One running is left to finish: the new one runs after it (jobs sharing a key run one at a
     time, in the order of their ids)."""
+    enqueue_once_each(kind_name, {key: (payload, due_at)})
+
+
+def enqueue_once_each(kind_name: str, wanted: dict[str, tuple[dict, datetime]]) -> None:
+    """`enqueue_once` for many keys ({key: (payload, due_at)}) in a few statements whatever their
+    number: one read of their rows, then one UPDATE or INSERT statement of each sort."""
     session = db.session()
-    rows = session.execute(
-        sa.select(Job.id, Job.state, Job.due_at).where(Job.key == key, Job.state.in_(("due", "running", "done")))
-    ).all()
-    waiting = min((row for row in rows if row.state == "due"), key=lambda row: row.id, default=None)
-    if waiting is not None:
-        if waiting.due_at > due_at:
-            session.execute(sa.update(Job).where(Job.id == waiting.id).values(due_at=due_at))
-            session.info["wake_jobs"] = True
-        return
-    finished = max((row.id for row in rows if row.state == "done"), default=None)
-    if finished is None or any(row.state == "running" for row in rows):
-        enqueue(kind_name, payload, due_at=due_at, key=key)
-        return
-    session.execute(
-        sa.update(Job)
-        .where(Job.id == finished)
-        .values(
-            kind=kind_name,
-            payload=json.dumps(payload),
-            state="due",
-            due_at=due_at,
-            attempts=0,
-            last_error=None,
-            created_at=clock.now(),
-            finished_at=None,
+    if not session.info.get("writing"):
+        raise RuntimeError("jobs.enqueue_once() is only for use inside write_transaction()")
+    by_key: dict[str, list[sa.Row]] = {}
+    keys = list(wanted)
+    for start in range(0, len(keys), KEYS_PER_STATEMENT):
+        for row in session.execute(
+            sa.select(Job.key, Job.id, Job.state, Job.due_at).where(
+                Job.key.in_(keys[start : start + KEYS_PER_STATEMENT]), Job.state.in_(("due", "running", "done"))
+            )
+        ):
+            by_key.setdefault(row.key, []).append(row)
+    earlier, again, added = [], [], []
+    now = clock.now()
+    for key, (payload, due_at) in wanted.items():
+        rows = by_key.get(key, [])
+        waiting = min((row for row in rows if row.state == "due"), key=lambda row: row.id, default=None)
+        if waiting is not None:
+            if waiting.due_at > due_at:
+                earlier.append({"job_id": waiting.id, "new_due_at": due_at})
+            continue
+        finished = max((row.id for row in rows if row.state == "done"), default=None)
+        if finished is None or any(row.state == "running" for row in rows):
+            added.append(_new_job(kind_name, payload, key, due_at))
+            continue
+        again.append(
+            {
+                "job_id": finished,
+                "new_kind": kind_name,
+                "new_payload": json.dumps(payload),
+                "new_due_at": due_at,
+                "new_created_at": now,
+            }
         )
-    )
-    session.info["wake_jobs"] = True
+    connection = session.connection()
+    if earlier:
+        connection.execute(
+            sa.update(Job.__table__)
+            .where(Job.__table__.c.id == sa.bindparam("job_id"))
+            .values(due_at=sa.bindparam("new_due_at")),
+            earlier,
+        )
+    if again:
+        connection.execute(
+            sa.update(Job.__table__)
+            .where(Job.__table__.c.id == sa.bindparam("job_id"))
+            .values(
+                kind=sa.bindparam("new_kind"),
+                payload=sa.bindparam("new_payload"),
+                state="due",
+                due_at=sa.bindparam("new_due_at"),
+                attempts=0,
+                last_error=None,
+                created_at=sa.bindparam("new_created_at"),
+                finished_at=None,
+            ),
+            again,
+        )
+    if added:
+        connection.execute(sa.insert(Job.__table__), added)
+    if earlier or again or added:
+        session.info["wake_jobs"] = True
 
 
 def _is_id(value: Any) -> bool:
@@ -201,11 +250,13 @@ def _claimable(now: datetime):
     return sa.and_(Job.state == "due", Job.due_at <= now, ~blocked)
 
 
-def find_due(now: datetime, limit: int = 20) -> Sequence[sa.Row]:
-    """(id, kind) of jobs that may be claimed now, oldest due first. A read: no lock taken."""
-    rows = db.session.execute(
-        sa.select(Job.id, Job.kind).where(_claimable(now)).order_by(Job.due_at, Job.id).limit(limit)
-    ).all()
+def find_due(now: datetime, limit: int = 20, skip_kinds: Collection[str] = ()) -> Sequence[sa.Row]:
+    """(id, kind) of jobs that may be claimed now, oldest due first, none of `skip_kinds`. A read:
+    no lock taken."""
+    query = sa.select(Job.id, Job.kind).where(_claimable(now))
+    if skip_kinds:
+        query = query.where(Job.kind.not_in(sorted(skip_kinds)))
+    rows = db.session.execute(query.order_by(Job.due_at, Job.id).limit(limit)).all()
     db.session.rollback()  # the read ends here
     return rows
 
@@ -226,11 +277,18 @@ class Claimed:
     holder: str
 
 
+def _durable(found: Kind | None) -> bool:
+    """Whether a claim or a result of this kind must be on disk before the runner goes on: not
+    when it may run again after a crash (durable=False, write_transaction's docstring); an
+    at-most-once kind's must (its send is never repeated)."""
+    return found is None or found.at_most_once
+
+
 def claim(job_id: int, kind_name: str, now: datetime, holder: str, config) -> Claimed | None:
     """Take a due job for `holder` with one conditional UPDATE: None if another runner got it first."""
     found = KINDS.get(kind_name)
     lease = found.lease_for(config) if found else DEFAULT_LEASE
-    with write_transaction() as session:
+    with write_transaction(durable=_durable(found)) as session:
         row = session.execute(
             sa.update(Job)
             .where(Job.id == job_id, _claimable(now))
@@ -319,7 +377,7 @@ def _finish(
         values["attempts"] = 0
     if state in ("done", "dead") or reset:
         values["finished_at"] = clock.now()
-    with write_transaction() as session:
+    with write_transaction(durable=_durable(KINDS.get(job.kind))) as session:
         updated = rows_matched(
             session.execute(
                 sa.update(Job)

@@ -14,6 +14,7 @@ import secrets
 import socket
 import threading
 import weakref
+from collections import Counter
 from datetime import datetime, timedelta
 
 from flask import Flask
@@ -46,6 +47,7 @@ class Runner:
         self.stopping = False
         self.last_heartbeat: datetime | None = None
         self.last_housekeeping = None
+        self.running: Counter[str] = Counter()  # jobs of each kind its threads run now
 
     def start(self) -> "Runner":
         if self.threads:
@@ -103,12 +105,41 @@ class Runner:
             jobs.ensure_periodic(now)
         if self.stopping:
             return False
-        for row in jobs.find_due(now, limit=max(self.thread_count, 1)):
-            job = jobs.claim(row.id, row.kind, now, self.holder, self.app.config)
-            if job is not None:
-                jobs.run(job, now)
-                return True
+        for row in jobs.find_due(now, limit=max(self.thread_count, 1), skip_kinds=self.kinds_at_limit()):
+            if not self.take(row.kind):
+                continue  # another thread took the last place meanwhile
+            try:
+                job = jobs.claim(row.id, row.kind, now, self.holder, self.app.config)
+                if job is not None:
+                    jobs.run(job, now)
+                    return True
+            finally:
+                self.release(row.kind)
         return False
+
+    def limit(self, kind: str) -> int | None:
+        found = jobs.KINDS.get(kind)
+        return found.per_runner_for(self.app.config) if found else None
+
+    def kinds_at_limit(self) -> list[str]:
+        """Kinds whose `per_runner` limit this runner's threads have reached."""
+        with self.condition:
+            limits = {kind: self.limit(kind) for kind in self.running}
+            return [kind for kind, count in self.running.items() if (limits[kind] or count + 1) <= count]
+
+    def take(self, kind: str) -> bool:
+        """A place for one more job of `kind` in this runner, if its limit leaves one."""
+        limit = self.limit(kind)
+        with self.condition:
+            if limit is not None and self.running[kind] >= limit:
+                return False
+            self.running[kind] += 1
+            return True
+
+    def release(self, kind: str) -> None:
+        """(Nobody is woken: the thread that ran it looks for the next job at once.)"""
+        with self.condition:
+            self.running[kind] -= 1
 
     def idle_wait(self) -> float:
         """Seconds until the next job falls due, at most JOBS_POLL_SECONDS (and HEARTBEAT)."""

@@ -32,6 +32,7 @@ from flask import current_app
 from app import audit, clock, jobs, webhooks
 from app.contacts import owners
 from app.db import folding
+from app.db.folding import clean_text
 from app.db.models import DELIVERY_FAILURES, PREVIEW_LENGTH, ApiToken, Conversation, Message, User
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
@@ -109,7 +110,7 @@ def queue_reply(
     A reply sent through the API has `api_token_id` (its token) instead of an author, and never
     makes anyone the conversation's owner.
     """
-    text = text.replace("\r\n", "\n")
+    text = clean_text(text).replace("\r\n", "\n")  # NUL and lone surrogates: storable
     if not text.strip():
         raise ReplyRefused("Type a reply first.")
     if len(text) > sms_length.MAX_TEXT:

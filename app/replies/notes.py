@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from app import audit, clock, notifications, webhooks
 from app.db import folding
+from app.db.folding import clean_text
 from app.db.models import Conversation, Mention, Message, User
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
@@ -41,7 +42,7 @@ def add_note(conversation_id: int, text: str, author_id: int | None, key: str, a
     resubmitted form, a double click) returns the note stored the first time, mentioning and
     notifying nobody again. A note written through the API has `api_token_id` (its token)
     instead of an author. Raises NoteRefused."""
-    text = text.replace("\r\n", "\n")
+    text = clean_text(text).replace("\r\n", "\n")  # NUL and lone surrogates: storable
     if not text.strip():
         raise NoteRefused("Type a note first.")
     if len(text) > MAX_TEXT:

@@ -16,6 +16,7 @@ from flask import current_app
 
 from app import audit, clock, replies, webhooks
 from app.contacts import optouts, outbound, owners
+from app.db.folding import clean_text
 from app.db.models import PREVIEW_LENGTH, Conversation, ConversationRecipient, Message
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
@@ -94,7 +95,7 @@ def send_new(
     audit events; (its conversation's id, its id). NewMessageRefused says why not. The same key
     again (a resubmitted form) returns what the first time stored. One sent through the API has
     `api_token_id` (its token) instead of an author, and makes nobody the owner."""
-    text = text.replace("\r\n", "\n")
+    text = clean_text(text).replace("\r\n", "\n")  # NUL and lone surrogates: storable
     if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", key or ""):
         raise NewMessageRefused("This form is out of date: reload the page.")
     msg_id = f"reply-{key}"

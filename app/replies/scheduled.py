@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit, clock, jobs, notifications, team
+from app.db.folding import clean_text
 from app.db.models import ApiToken, Conversation, Message, User
 from app.db.unit_of_work import change_number, rows_matched, write_transaction
 from app.extensions import db
@@ -194,7 +195,7 @@ def _waiting(conversation_id: int, message_id: int, statuses=WAITING):
 def edit(conversation_id: int, message_id: int, text: str, send_at: datetime) -> bool:
     """Change a waiting message's text and time (a held or missed one is scheduled again):
     one conditional UPDATE; False when it is no longer waiting (sent, on its way, cancelled)."""
-    text = text.replace("\r\n", "\n")
+    text = clean_text(text).replace("\r\n", "\n")  # NUL and lone surrogates: storable
     if not text.strip():
         raise ScheduleRefused("Type the message first.")
     from app.replies import sms_length

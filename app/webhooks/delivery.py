@@ -3,8 +3,14 @@
 `webhooks_dispatch` (left due by `emit`, WEBHOOK_DISPATCH_SECONDS later so that a burst of
 changes shares it) gives every enabled endpoint behind the newest event its `webhooks_deliver`
 job, keyed by the endpoint: one endpoint's jobs run one at a time, so a stalled receiver holds
-one job runner thread for one attempt's timeouts, then waits out its backoff holding none, and
-never holds up another endpoint. A deliver job, holding no transaction over the network:
+one job runner thread for one attempt's timeouts, then waits out its backoff holding none. Each
+process runs WEBHOOK_DELIVERY_THREADS deliver jobs at once (1: each run keeps its thread busy with
+Python, which the process's callbacks and pages would wait for), so during those timeouts the
+other endpoints' runs wait for that process's place or go in another process. The dispatch is a
+few statements however many endpoints there are, and a run's claim, record and result commit
+without waiting for the disk (durable=False: lost to a crash, the run is done again): callbacks
+queue for the write lock behind none of them for long. A deliver job, holding no transaction
+over the network:
 
 1. reads what is due: its pending deliveries (retries, "Send again"), then the events after its
    position (in commit order) of the types it takes;
@@ -85,19 +91,30 @@ def deliver_lease(config) -> timedelta:
 def dispatch(payload: dict, attempt: jobs.Attempt) -> None:
     """Each enabled endpoint behind the newest event gets its deliver job (due once its pause ends)."""
     now = clock.now()
-    with write_transaction() as session:
+    with write_transaction(durable=False) as session:  # lost to a crash: the prune job gives them theirs
         newest = session.scalar(sa.select(sa.func.max(WebhookEvent.id)))
         if newest is None:
             return
-        for endpoint_id, paused_until in session.execute(
+        behind = session.execute(
             sa.select(WebhookEndpoint.id, WebhookEndpoint.paused_until).where(
                 WebhookEndpoint.enabled, WebhookEndpoint.position < newest
             )
-        ).all():
-            schedule(endpoint_id, max(now, paused_until or now))
+        ).all()
+        # In a few statements however many endpoints there are: callbacks wait for this write.
+        jobs.enqueue_once_each(
+            DELIVER,
+            {
+                endpoint_key(endpoint_id): ({"endpoint": endpoint_id}, max(now, paused_until or now))
+                for endpoint_id, paused_until in behind
+            },
+        )
 
 
-@jobs.kind(DELIVER, lease=deliver_lease)
+def deliveries_per_runner(config) -> int:
+    return int(config["WEBHOOK_DELIVERY_THREADS"])
+
+
+@jobs.kind(DELIVER, lease=deliver_lease, per_runner=deliveries_per_runner)
 def deliver(payload: dict, attempt: jobs.Attempt) -> None:
     run(payload["endpoint"])
 
@@ -304,7 +321,9 @@ def record(this: Run) -> None:
     is off now."""
     endpoint_id = this.endpoint.id
     now = clock.now()
-    with write_transaction() as session:
+    # Not flushed to disk on its own (durable=False): a crash that loses it sends those events
+    # again, as a runner stopped before its record does.
+    with write_transaction(durable=False) as session:
         endpoint = session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
         if endpoint is None:
             return

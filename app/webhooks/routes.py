@@ -10,7 +10,7 @@ from app.web.request_args import LARGEST_ID
 from app.webhooks import EVENT_TYPES, endpoints
 
 bp = Blueprint("webhooks", __name__, url_prefix="/admin/webhooks")
-ENDPOINT = f"<int(max={LARGEST_ID}):endpoint_id>"
+ENDPOINT = "<int:endpoint_id>"  # an INTEGER id
 
 
 @bp.context_processor
