@@ -1,7 +1,7 @@
 """number parts: six-character stretches of each sender's key, for number search
 
 Revision ID: n29search001
-Revises: n28tally0001
+Revises: n28costs0001
 Create Date: 2026-12-06 13:00:00
 
 A new table, filled from the stored conversations, then kept by triggers on conversation
@@ -14,7 +14,7 @@ from alembic import op
 from app.db.models import NUMBER_INDEX
 
 revision = "n29search001"
-down_revision = "n28tally0001"
+down_revision = "n28costs0001"
 branch_labels = None
 depends_on = None
 
