@@ -344,11 +344,12 @@ def _number_index() -> dict[str, tuple[str, ...]]:
         f"CREATE TRIGGER {table}_update AFTER UPDATE OF sender_key ON conversation "
         f"FOR EACH ROW WHEN (OLD.sender_key IS DISTINCT FROM NEW.sender_key) EXECUTE FUNCTION {table}_keep()",
     )
-    # After every table (the triggers are on conversation, their bodies write the other); dropping
+    # With the conversation table (the triggers are on it; neither dialect looks for the table
+    # their bodies write before they run), so a second create_all adds nothing; dropping
     # conversation drops its triggers, and on PostgreSQL the function goes after it.
     for dialect, statements in (("sqlite", sqlite), ("postgresql", postgresql)):
         for statement in statements:
-            sa.event.listen(Model.metadata, "after_create", sa.DDL(statement).execute_if(dialect=dialect))
+            sa.event.listen(Conversation.__table__, "after_create", sa.DDL(statement).execute_if(dialect=dialect))
     sa.event.listen(
         Model.metadata,
         "after_drop",
