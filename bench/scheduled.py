@@ -1,7 +1,7 @@
 """Scheduled sends due at once: many replies scheduled for the same moment, sent by the server.
 
 As bench/replies.py (the server as `make run` starts it, the fake Omnichannel API of
-tests/fake_messente.py), but the replies are stored `scheduled` for one moment DUE_IN seconds
+tests/fake_messente.py), but the replies are stored `scheduled` for one moment `due_in` seconds
 after their commit, each with its `send_scheduled` job due then (app/replies/scheduled.py). At
 that moment every job falls due together: each swaps its row for a queued reply, whose send job
 sends it at the configured rate. Figures: the time from the moment they were due until the fake
@@ -15,12 +15,18 @@ from pathlib import Path
 from .replies import WINDOW_LIMIT, burst
 from .report import Row
 
-DUE_IN = 15.0  # seconds from the commit: the 1,000 commit in a few seconds even on a loaded machine
+
+def due_in(count: int) -> float:
+    """Seconds from the commit to their moment: 15 for 1,000, which commit in a few seconds even
+    on a loaded machine."""
+    return 5.0 + count / 100
+
+
 TARGET_SECONDS = 60.0
 
 
 def measure(workdir: Path, count: int, log) -> list[Row]:
-    sent = burst(workdir, "scheduled", count, log, due_in=DUE_IN)
+    sent = burst(workdir, "scheduled", count, log, due_in=due_in(count))
     label = f"{count:,} scheduled"
     after_due = sent.last - sent.due_at
     ceiling = count / WINDOW_LIMIT  # the fastest Messente's rate allows

@@ -128,7 +128,7 @@ def test_bench_runs_every_benchmark_on_tiny_sizes(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=480,  # the webhooks, scheduled and auto-assignment parts add about half a minute each
+        timeout=600,  # the webhooks, scheduled and auto-assignment parts add about half a minute each
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     results = json.loads(out.read_text())

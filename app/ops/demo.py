@@ -189,7 +189,7 @@ class Plan:
         first_unread = bisect.bisect_left(times, self.unread_since)
         totals = self.totals(next_id, chunk, times, picks, first_unread)
         known = known_conversations(connection, [numbers[s] for s in totals])
-        if new := [s for s in totals if numbers[s] not in known]:
+        if new := sorted(s for s in totals if numbers[s] not in known):  # ids in the order of the senders
             connection.execute(
                 sa.insert(Conversation.__table__),
                 [
