@@ -5,18 +5,63 @@ Revises: n28costs0001
 Create Date: 2026-12-06 13:00:00
 
 A new table, filled from the stored conversations, then kept by triggers on conversation
-(app/db/models.py: NUMBER_PART, NUMBER_INDEX).
+(app/db/models.py: NUMBER_PART, NUMBER_INDEX; the SQL as it was then).
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-from app.db.models import NUMBER_INDEX
-
 revision = "n29search001"
 down_revision = "n28costs0001"
 branch_labels = None
 depends_on = None
+
+TABLE = "conversation_number_part"
+
+
+def _parts(key: str, dialect: str) -> str:
+    """As app.db.models._number_parts at the time of writing (six characters, keys of up to 64)."""
+    if dialect == "sqlite":
+        positions = " UNION ALL ".join(f"SELECT {n} AS n" for n in range(1, 60))
+        source = f"({positions}) AS position WHERE position.n <= length({key}) - 5"
+    else:
+        source = f"generate_series(1, length({key}) - 5) AS position(n)"
+    return f"SELECT DISTINCT substr({key}, position.n, 6) AS part FROM {source}"
+
+
+def _insert(row: str, dialect: str) -> str:
+    return (
+        f"INSERT INTO {TABLE} (part, conversation_id) SELECT part, {row}.id "
+        f"FROM ({_parts(f'{row}.sender_key', dialect)}) AS parts"
+    )
+
+
+def _delete(row: str, dialect: str) -> str:
+    return (
+        f"DELETE FROM {TABLE} WHERE conversation_id = {row}.id "
+        f"AND part IN (SELECT part FROM ({_parts(f'{row}.sender_key', dialect)}) AS parts)"
+    )
+
+
+# As app.db.models.NUMBER_INDEX at the time of writing.
+NUMBER_INDEX = {
+    "sqlite": (
+        f"CREATE TRIGGER {TABLE}_insert AFTER INSERT ON conversation BEGIN {_insert('new', 'sqlite')}; END",
+        f"CREATE TRIGGER {TABLE}_delete AFTER DELETE ON conversation BEGIN {_delete('old', 'sqlite')}; END",
+        f"CREATE TRIGGER {TABLE}_update AFTER UPDATE OF sender_key ON conversation "
+        f"WHEN old.sender_key IS NOT new.sender_key BEGIN {_delete('old', 'sqlite')}; {_insert('new', 'sqlite')}; END",
+    ),
+    "postgresql": (
+        f"CREATE FUNCTION {TABLE}_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF TG_OP <> 'INSERT' THEN {_delete('OLD', 'postgresql')}; END IF; "
+        f"IF TG_OP <> 'DELETE' THEN {_insert('NEW', 'postgresql')}; END IF; "
+        "RETURN NULL; END $$",
+        f"CREATE TRIGGER {TABLE}_insert_delete AFTER INSERT OR DELETE ON conversation "
+        f"FOR EACH ROW EXECUTE FUNCTION {TABLE}_keep()",
+        f"CREATE TRIGGER {TABLE}_update AFTER UPDATE OF sender_key ON conversation "
+        f"FOR EACH ROW WHEN (OLD.sender_key IS DISTINCT FROM NEW.sender_key) EXECUTE FUNCTION {TABLE}_keep()",
+    ),
+}
 
 # The stretches of every stored key, as the insert trigger writes them (generate_series on
 # PostgreSQL; on SQLite the positions a key of 64 characters can have).
