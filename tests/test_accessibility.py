@@ -21,7 +21,7 @@ from app.db.models import Conversation, Message, User
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
 from browser_helpers import REPORT_CSP_VIOLATIONS, overflow
-from conftest import PASSWORD, ROOT, Server, add_user, body_for, close_app, make_app
+from conftest import PASSWORD, ROOT, Server, add_user, body_for, close_app, create_tables, make_app
 
 pytestmark = pytest.mark.browser
 
@@ -50,7 +50,7 @@ def site(tmp_path_factory):
     app = make_app(url)
     now = datetime.now(UTC)
     with app.app_context():
-        db.create_all()
+        create_tables()
         add_user()
         # 1,000 messages over ten days, a hundred a day.
         for day in range(10):

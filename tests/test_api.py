@@ -17,7 +17,7 @@ from app.accounts import users as accounts
 from app.api import tokens
 from app.db.models import ApiIdempotency, ApiToken, AuditEvent, Conversation, Message, User
 from app.extensions import db
-from conftest import ONE_DATABASE, AuthActions, close_app, conversation_of, csrf_token, make_app
+from conftest import ONE_DATABASE, AuthActions, close_app, conversation_of, create_tables, csrf_token, make_app
 from helpers import CUSTOMER, OUR_NUMBER, Clock, deliver, replies_in, user_id, wait_for_status
 
 PROBLEM = "application/problem+json"
@@ -41,7 +41,7 @@ def api_app(database_url, clock, user_row):
         MESSENTE_API_URL="http://127.0.0.1:9/v1",
     )
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
         user_row("bob", role="agent")
     deliver(app, text="Tere! Is the shop open?")
@@ -241,7 +241,7 @@ def test_past_the_rate_limit_a_token_gets_429_with_retry_after_until_the_next_mi
     app = make_app(database_url, CLOCK=clock, API_RATE_LIMIT=3)
     try:
         with app.app_context():
-            db.create_all()
+            create_tables()
         first, second = make_token(app, "first"), make_token(app, "second")
         client = app.test_client()
         clock.advance(seconds=15)  # 09:00:15
@@ -261,7 +261,7 @@ def test_the_rate_limit_is_shared_by_processes(database_url, clock):
     apps = [make_app(database_url, CLOCK=clock, API_RATE_LIMIT=4) for _ in range(2)]
     try:
         with apps[0].app_context():
-            db.create_all()
+            create_tables()
         secret = make_token(apps[0])
         answers = [apps[n % 2].test_client().get("/api/v1/me", headers=bearer(secret)).status_code for n in range(6)]
         assert answers == [200, 200, 200, 200, 429, 429]

@@ -11,7 +11,7 @@ from app import jobs
 from app.api import tokens
 from app.db.models import Mention
 from app.extensions import db
-from conftest import AuthActions, close_app, conversation_of, make_app
+from conftest import AuthActions, close_app, conversation_of, create_tables, make_app
 from helpers import CUSTOMER, deliver, replies_in, thread_path, user_id
 
 START = datetime(2026, 3, 2, 10, 0)  # a Monday, 10:00 UTC
@@ -38,7 +38,7 @@ def clocked(database_url, messente, user_row):
     )
     app.now = now
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
         user_row("bob", role="agent")
     deliver(app, text="Is my parcel on its way?")

@@ -17,9 +17,8 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.api import tokens
-from app.extensions import db
 from app.webhooks import endpoints
-from conftest import ONE_DATABASE, close_app, conversation_of, make_app
+from conftest import ONE_DATABASE, close_app, conversation_of, create_tables, make_app
 from helpers import CUSTOMER, deliver, user_id
 
 EXAMPLES = 15  # per operation and kind of request: about a minute for the whole document
@@ -38,7 +37,7 @@ def judged_app(database_url, user_row):
         WEBHOOKS_ALLOWED_NETWORKS="127.0.0.0/8",
     )
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
         user_row("bob", role="agent")
         app.secret = tokens.create_token("schemathesis", list(tokens.SCOPES))[1]

@@ -26,6 +26,7 @@ from conftest import (
     VECTORS,
     body_for,
     conversation_of,
+    create_tables,
     make_app,
     signed_headers,
 )
@@ -152,7 +153,7 @@ def test_uppercase_hex_signature_is_accepted(app, client):
 def test_any_configured_secret_verifies_during_rotation(database_url):
     app = make_app(database_url, MESSENTE_SHARED_SECRET="new-secret, " + SECRET)
     with app.app_context():
-        db.create_all()
+        create_tables()
     client = app.test_client()
     for secret in ("new-secret", SECRET):
         body = body_for()
@@ -166,7 +167,7 @@ def test_any_configured_secret_verifies_during_rotation(database_url):
 def test_no_secret_configured_refuses_everything(database_url, caplog):
     app = make_app(database_url, MESSENTE_SHARED_SECRET="")
     with app.app_context():
-        db.create_all()
+        create_tables()
     body = body_for()
     response = app.test_client().post("/callbacks/inbound", data=body, headers=signed_headers(body, ""))
     assert response.status_code == 503

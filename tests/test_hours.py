@@ -14,7 +14,16 @@ from app import hours, jobs, replies
 from app.contacts import owners
 from app.db.models import AuditEvent, BusinessHours, Conversation, Job, Message
 from app.extensions import db
-from conftest import ONE_DATABASE, AuthActions, body_for, close_app, conversation_of, make_app, signed_headers
+from conftest import (
+    ONE_DATABASE,
+    AuthActions,
+    body_for,
+    close_app,
+    conversation_of,
+    create_tables,
+    make_app,
+    signed_headers,
+)
 from helpers import CUSTOMER, OUR_NUMBER
 
 TALLINN = ZoneInfo("Europe/Tallinn")
@@ -113,7 +122,7 @@ def away_app(database_url, messente, user_row):
     )
     app.now = now
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
         hours.set_away(True, 24)
     yield app

@@ -14,7 +14,7 @@ from app.db.models import AuditEvent, ChangeCounter, Job, Server, Setting
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
 from app.jobs import rate_budget, runner
-from conftest import AuthActions, body_for, close_app, make_app, signed_headers, wait_until
+from conftest import AuthActions, body_for, close_app, create_tables, make_app, signed_headers, wait_until
 
 START = datetime(2026, 1, 5, 9, 0)
 ran: list[tuple[str, dict]] = []  # what the test kinds below were asked to do
@@ -85,7 +85,7 @@ def job_app(database_url, clock_now):
     failures.clear()
     app = make_app(database_url, CLOCK=lambda: clock_now["moment"].replace(tzinfo=UTC))
     with app.app_context():
-        db.create_all()
+        create_tables()
     yield app
     close_app(app)
 
@@ -239,7 +239,7 @@ def test_periodic_work_runs_once_per_period_however_many_runners(job_app, clock_
 def test_committing_a_job_wakes_the_local_runner_at_once(database_url):
     app = make_app(database_url, JOBS_POLL_SECONDS=600, JOB_THREADS=2)
     with app.app_context():
-        db.create_all()
+        create_tables()
     ran.clear()
     try:
         runner.start(app)
@@ -296,7 +296,7 @@ def test_a_write_that_may_be_lost_to_a_crash_does_not_wait_for_the_disk(job_app)
 def test_an_idle_runner_moves_no_change_number_and_polls_answer_204(database_url, user_row):
     app = make_app(database_url, JOBS_POLL_SECONDS=0.05, JOB_THREADS=2)
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
     client = app.test_client()
     assert AuthActions(client).login().status_code == 302

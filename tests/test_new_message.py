@@ -22,7 +22,7 @@ from app.export import export_query
 from app.extensions import db
 from app.replies import scheduled
 from app.webhooks import endpoints
-from conftest import AuthActions, add_user, close_app, conversation_of, make_app
+from conftest import AuthActions, add_user, close_app, conversation_of, create_tables, make_app
 from helpers import CUSTOMER, deliver, replies_in, reply_form, thread_path
 
 START = datetime(2026, 3, 2, 10, 0)  # a Monday, 10:00 UTC (12:00 in Tallinn)
@@ -46,7 +46,7 @@ def clocked(database_url, messente, user_row):
     )
     app.now = now
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
     yield app
     close_app(app)

@@ -29,6 +29,7 @@ from conftest import (
     body_for,
     close_app,
     conversation_of,
+    create_tables,
     flask_process,
     make_app,
     wait_until,
@@ -51,7 +52,7 @@ def clocked_app(database_url, messente, user_row):
     )
     app.now = now
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
     yield app
     close_app(app)
@@ -270,7 +271,7 @@ def test_whatsapp_inside_its_window_with_sms_as_fallback(database_url, messente,
         MESSENTE_WHATSAPP_SENDER="+37250000009",
     )
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
     runner.start(app)  # as every server process does
     try:
@@ -530,7 +531,7 @@ def blacklist_app(database_url, messente, user_row):
         MESSENTE_BLACKLIST_SYNC=True,
     )
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
     runner.start(app)
     yield app
@@ -617,7 +618,7 @@ def test_a_burst_of_replies_from_two_processes_stays_under_one_rate_limit(databa
     )
     app, other = make_app(database_url, **settings), make_app(database_url, **settings)
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
     try:
         senders = [f"+3725551000{n}" for n in range(6)]

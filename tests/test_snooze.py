@@ -26,6 +26,7 @@ from conftest import (
     body_for,
     close_app,
     conversation_of,
+    create_tables,
     csrf_token,
     make_app,
     signed_headers,
@@ -53,7 +54,7 @@ def app(database_url, clock):
     """The app with a clock the test moves; alice (admin) and bob (agent); the team in Tallinn."""
     app = make_app(database_url, CLOCK=clock, **LOGINS_LAST)
     with app.app_context():
-        db.create_all()
+        create_tables()
         add_user("alice")
         add_user("bob", role="agent")
         team.set_time_zone("Europe/Tallinn")

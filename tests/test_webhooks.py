@@ -25,7 +25,7 @@ from app.extensions import db
 from app.privacy import erasure, purge
 from app.replies import delivery as reports
 from app.webhooks import addresses, delivery, endpoints
-from conftest import ONE_DATABASE, ROOT, AuthActions, close_app, conversation_of, make_app
+from conftest import ONE_DATABASE, ROOT, AuthActions, close_app, conversation_of, create_tables, make_app
 from helpers import CUSTOMER, deliver, send_reply
 
 OTHER = "+37255500002"
@@ -120,7 +120,7 @@ def hook_app(database_url, messente, user_row):
 
     app.moved = moved
     with app.app_context():
-        db.create_all()
+        create_tables()
         user_row()
     yield app
     close_app(app)

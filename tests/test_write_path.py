@@ -24,6 +24,7 @@ from conftest import (
     body_for,
     close_app,
     conversation_of,
+    create_tables,
     make_app,
     signed_headers,
     wait_until,
@@ -41,7 +42,7 @@ ANSWER_WITHIN = LOCK_WAIT + 4
 def quick_lock_app(database_url):
     app = make_app(database_url, WRITE_LOCK_WAIT_SECONDS=LOCK_WAIT)
     with app.app_context():
-        db.create_all()
+        create_tables()
     yield app
     close_app(app)
 
@@ -284,7 +285,7 @@ def test_a_reply_and_its_event_commit_together(database_url, failing_audit):
     )
     try:
         with app.app_context():
-            db.create_all()
+            create_tables()
             add_user("alice")
         body = body_for(sender="+37255500002", recipient="+37250000000")
         assert app.test_client().post("/callbacks/inbound", data=body, headers=signed_headers(body)).status_code == 200
