@@ -142,7 +142,7 @@ def high_water_mark_kb(pid: int) -> int:
 
 def export_sql() -> str:
     """The export's own SELECT (every message), as SQLite text."""
-    return str(export_query().compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    return str(export_query(dialect="sqlite").compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
 
 
 def export_child(url: str, timing_file: str, workbook: str | None = None) -> None:

@@ -77,12 +77,13 @@ def export_query(
     last_day: date | None = None,
     list_filter: ListFilter | None = None,
     text: str = "",
+    dialect: str | None = None,
 ) -> sa.Select:
     """Messages to export, in arrival order; days are UTC and inclusive, on the provider's time.
 
     `q` keeps the conversations search finds by number or name; `list_filter` those of a view
     (Open, Done, ...) and its channel and number filters; `text` the messages whose text holds it
-    (as text search finds them).
+    (as text search finds them). `dialect`: the SQL's, when not the app's database's.
     """
     # The name and the author by their primary keys, per row: a join could make the database read
     # conversations first and then sort every message.
@@ -111,7 +112,7 @@ def export_query(
     )  # inbound messages have neither
     status = sa.case((Message.direction == "note", sa.literal("", sa.String)), else_=sending)  # a note: none
     labels = sa.select(Conversation.label_names).where(Conversation.id == Message.conversation_id).scalar_subquery()
-    dialect = db.session.get_bind().dialect.name
+    dialect = dialect or db.session.get_bind().dialect.name
     query = db.select(
         Message.sent_at,
         Message.sender,
