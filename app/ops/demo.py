@@ -33,14 +33,15 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from app import clock
+from app import clock, tallies
 from app.callbacks import ingest
 from app.callbacks.ingest import ConversationTotals, add_to_conversations, add_to_daily_counts, conversation_ids
 from app.db import folding
-from app.db.models import PREVIEW_LENGTH, Message
+from app.db.models import PREVIEW_LENGTH, Conversation, Message
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
 from app.jobs import servers
+from app.tallies import events
 
 # Into an inbox in use: one transaction per this many messages, so each commit leaves the inbox
 # consistent and a server receiving callbacks meanwhile never waits long for the write lock.
@@ -203,6 +204,7 @@ class Plan:
             connection.execute(
                 sa.select(sa.func.setval(sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1))
             )
+        self.report(connection, chunk, times, who)
         first_unread = bisect.bisect_left(times, self.unread_since)
         add_to_conversations(connection, self.totals(next_id, chunk, times, picks, who, first_unread), change)
         add_to_daily_counts(connection, dict(Counter(map(datetime.date, times))))
@@ -210,6 +212,51 @@ class Plan:
             ingest.add_recipients(
                 connection, {(conversation_id, recipient) for _, _, conversation_id, recipient in who.values()}
             )
+
+    def report(
+        self,
+        connection: sa.Connection,
+        chunk: list[int],
+        times: list[datetime],
+        who: dict[int, tuple[str, str, int, str]],
+    ) -> None:
+        """What reports keep (app/tallies), as ingesting the messages would: the "in" tallies, and an
+        opening (with its event) for each conversation this chunk starts or reopens. Before the
+        conversations move on (a new one has no message yet, a done one is still done)."""
+        firsts: dict[int, int] = {}
+        for position, s in enumerate(chunk):
+            if s not in firsts:
+                firsts[s] = position
+        ids = sorted(who[s][2] for s in firsts)
+        states: dict[int, sa.Row] = {}
+        for start in range(0, len(ids), ingest.LOOKUPS_PER_STATEMENT):
+            states.update(
+                (row.id, row)
+                for row in connection.execute(
+                    sa.select(Conversation.id, Conversation.status, Conversation.last_message_id).where(
+                        Conversation.id.in_(ids[start : start + ingest.LOOKUPS_PER_STATEMENT])
+                    )
+                )
+            )
+        openings = []
+        for s, position in firsts.items():
+            _, channel, conversation_id, recipient = who[s]
+            state = states[conversation_id]
+            if state.last_message_id is None or state.status == "done":
+                openings.append(
+                    events.Opening(
+                        conversation_id, times[position], state.last_message_id is not None, channel, recipient
+                    )
+                )
+        arrivals = Counter((tallies.bucket_of(at), who[s][1], who[s][3]) for s, at in zip(chunk, times, strict=True))
+        tallies.add_many(
+            connection,
+            events.opened(connection, openings)
+            + [
+                tallies.Entry(bucket, "in", count, channel, recipient)
+                for (bucket, channel, recipient), count in arrivals.items()
+            ],
+        )
 
     def rows(
         self,

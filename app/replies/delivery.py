@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from app import clock, jobs, webhooks
 from app.db.models import DELIVERY_FAILURES, ID_LENGTH, Conversation, Message, UnmatchedDeliveryReport, better_delivery
 from app.db.unit_of_work import change_number, write_transaction
+from app.tallies import events as report_events
 
 # What people read for each status and error code (Messente's delivery report documentation).
 STATUS_WORDS = {
@@ -132,9 +133,11 @@ def _raise_delivery(connection: sa.Connection, reply, reports: list[Report]) -> 
     if best == reply.delivery:
         return  # a repeat, or a late report of a step already passed
     change = change_number()
+    before = report_events.reply_state(connection, reply.id)
     connection.execute(
         sa.update(Message).where(Message.id == reply.id).values(delivery=best, problem=problem, change_seq=change)
     )
+    report_events.reply_changed(connection, before)
     connection.execute(
         sa.update(Conversation).where(Conversation.id == reply.conversation_id).values(change_seq=change)
     )
