@@ -818,6 +818,11 @@ class Tally(Model):
     user_id: Mapped[int] = mapped_column(primary_key=True)  # 0: no person (the API, an away reply)
     value: Mapped[Decimal] = mapped_column(sa.Numeric(20, 6))
 
+    __table_args__ = (
+        # A report's range read from the index alone (app/reports): its rows hold every column.
+        sa.Index("ix_tally_covering", "bucket", "metric", "channel", "our_number", "user_id", "value"),
+    )
+
 
 # --- reports (app/tallies/events.py, app/reports/) -----------------------------------------
 

@@ -11,14 +11,16 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from app import hours, tallies, team
 from app.db.models import ConversationEvent, ConversationLabel, ConversationOpening, Label, User
 from app.extensions import db
+from app.inbox import list_views
 from app.reports import business
 
 PRESETS = {"this_week": "This week", "last_week": "Last week", "last_30": "Last 30 days", "custom": "Custom"}
@@ -254,8 +256,27 @@ def report(period: Range, filters: Filters, viewer_id: int, is_admin: bool, curr
     if filters.label_id is not None:
         _labelled_events(connection, period, filters, result, person)
 
-    # Openings: first response and time to done; started and reopened with a label.
-    openings = connection.execute(_openings_query(period, filters)).all()
+    # Openings: counted in SQL (started and reopened with a label, not answered); first response
+    # and time to done from the rows that have them.
+    unanswered_column = ConversationOpening.first_response_at.is_(None)
+    counted = _openings_query(period, filters).with_only_columns(
+        ConversationOpening.reopened, unanswered_column, sa.func.count()
+    )
+    for reopened, unanswered, count in connection.execute(
+        counted.group_by(ConversationOpening.reopened, unanswered_column)
+    ):
+        if filters.label_id is not None:
+            if reopened:
+                result.reopened += count
+            else:
+                result.started += count
+        if unanswered:
+            result.unanswered += count
+    openings = connection.execute(
+        _openings_query(period, filters).where(
+            sa.or_(ConversationOpening.first_response_at.is_not(None), ConversationOpening.done_at.is_not(None))
+        )
+    ).all()
     hours_of: dict[str, hours.Hours] = {}
     zone = team.time_zone()
 
@@ -272,18 +293,11 @@ def report(period: Range, filters: Filters, viewer_id: int, is_admin: bool, curr
     days = {day: Day(day) for day in period.days}
     day_first: dict[date, list[float]] = defaultdict(list)
     for row in openings:
-        if filters.label_id is not None:
-            if row.reopened:
-                result.reopened += 1
-            else:
-                result.started += 1
         if row.first_response_at is not None and (chosen is None or row.responder_id == chosen):
             seconds = elapsed(row.opened_at, row.first_response_at, row.our_number)
             first.append(seconds)
             answered[row.responder_id].append(seconds)
-            day_first[team.local(row.opened_at).date()].append(seconds)
-        elif row.first_response_at is None:
-            result.unanswered += 1
+            day_first[_local(row.opened_at, zone).date()].append(seconds)
         if row.done_at is not None:
             done.append(elapsed(row.opened_at, row.done_at, row.our_number))
     result.first_response, result.time_to_done = stats(first), stats(done)
@@ -293,7 +307,7 @@ def report(period: Range, filters: Filters, viewer_id: int, is_admin: bool, curr
 
     # Per day and per hour of the week, in the team's zone.
     for row in tallies.totals(connection, period.start, period.end, ["in", "out"], by=["bucket"], **where):
-        local = team.local(row.bucket)
+        local = _local(row.bucket, zone)
         day = days.get(local.date())
         if day is None:
             continue
@@ -308,7 +322,7 @@ def report(period: Range, filters: Filters, viewer_id: int, is_admin: bool, curr
         for row in tallies.totals(
             connection, period.start, period.end, ["out"], by=["bucket"], user_id=chosen, **where
         ):
-            day_found = days.get(team.local(row.bucket).date())
+            day_found = days.get(_local(row.bucket, zone).date())
             if day_found is not None:
                 day_found.messages_out += int(row.value)
     for opened_on, values in day_first.items():
@@ -324,6 +338,11 @@ def report(period: Range, filters: Filters, viewer_id: int, is_admin: bool, curr
     result.cost_by_channel = sorted((r for r in by_channel.values() if r.cost or r.parts), key=lambda r: r.key)
     result.cost_by_number = sorted((r for r in by_number.values() if r.cost or r.parts), key=lambda r: r.key)
     return result
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> datetime:
+    """A stored time in the team's zone (team.local, without reading the zone's setting each time)."""
+    return moment.replace(tzinfo=UTC).astimezone(zone)
 
 
 def _labelled_events(connection: sa.Connection, period: Range, filters: Filters, result: Report, person) -> None:
@@ -377,10 +396,8 @@ def _openings_query(period: Range, filters: Filters) -> sa.Select:
 
 def choices() -> dict[str, Sequence]:
     """The numbers, channels, people and labels the filters offer."""
-    numbers = sorted(
-        set(db.session.scalars(sa.select(ConversationOpening.our_number).distinct())) - {""} | set(hours.our_numbers())
-    )
-    channels = sorted(set(db.session.scalars(sa.select(ConversationOpening.channel).distinct())) | {"sms"})
+    numbers = hours.our_numbers()
+    channels = list_views.channels()
     people = db.session.execute(sa.select(User.id, User.username).order_by(User.username)).all()
     labels = db.session.execute(sa.select(Label.id, Label.name).order_by(Label.name)).all()
     return {"numbers": numbers, "channels": channels, "people": people, "labels": labels}

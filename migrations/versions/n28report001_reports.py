@@ -4,7 +4,7 @@ Revision ID: n28report001
 Revises: n28tally0001
 Create Date: 2026-12-06 13:00:00
 
-Two new tables; nothing existing changes. `flask rebuild-reports` fills them (and the tallies)
+Two new tables, and an index for reading the tallies by range from the index alone. `flask rebuild-reports` fills them (and the tallies)
 from the messages already stored.
 """
 
@@ -20,6 +20,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade():
+    op.create_index("ix_tally_covering", "tally", ["bucket", "metric", "channel", "our_number", "user_id", "value"])
     op.create_table(
         "conversation_opening",
         sa.Column("id", BigId, nullable=False),
@@ -62,5 +63,6 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_index("ix_tally_covering", table_name="tally")
     op.drop_table("conversation_event")
     op.drop_table("conversation_opening")
