@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from app import hours, tallies, team
+from app import clock, hours, tallies, team
 from app.db.models import ConversationEvent, ConversationLabel, ConversationOpening, Label, User
 from app.extensions import db
 from app.inbox import list_views
@@ -66,7 +66,7 @@ class RangeRefused(ValueError):
 
 def date_range(preset: str, first: date | None = None, last: date | None = None, today: date | None = None) -> Range:
     """The range a preset (or custom days) names, in the team's zone; `today` is the team's."""
-    today = today or team.local(_now()).date()
+    today = today or team.local(clock.now()).date()
     monday = today - timedelta(days=today.weekday())
     if preset == "last_week":
         first, last = monday - timedelta(days=7), monday - timedelta(days=1)
@@ -82,12 +82,6 @@ def date_range(preset: str, first: date | None = None, last: date | None = None,
     else:
         preset, first, last = "this_week", monday, monday + timedelta(days=6)
     return Range(preset, first, last, _utc_midnight(first), _utc_midnight(last + timedelta(days=1)))
-
-
-def _now() -> datetime:
-    from app import clock
-
-    return clock.now()
 
 
 def _utc_midnight(day: date) -> datetime:
