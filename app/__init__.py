@@ -48,11 +48,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app.ops import cli
     from app.privacy import purge  # noqa: F401 (its purge is a kind of job; it has no routes)
     from app.replies import routes as replies
+    from app.reports import routes as reports
     from app.web.request_args import IdConverter
     from app.webhooks import routes as webhooks
 
     app.url_map.converters["int"] = IdConverter  # ids beyond their column's range are 404s
-    for feature in (callbacks, accounts, inbox, notifications, replies, export, admin, webhooks):
+    for feature in (callbacks, accounts, inbox, notifications, replies, export, admin, webhooks, reports):
         app.register_blueprint(feature.bp)
     api.init_app(app)  # /api/v1, its document and its tokens' admin page
     cli.init_app(app)

@@ -257,6 +257,10 @@ def test_every_screen_fits_both_sizes_passes_axe_and_is_photographed(browser, si
                 url + "/export?view=open",
                 lambda: expect(page.get_by_role("status")).to_contain_text("messages with these choices"),
             ),
+            "reports": (
+                url + "/reports?range=last_30",
+                lambda: expect(page.get_by_role("img", name="Busiest hours of the week")).to_be_visible(),
+            ),
             "admin-hours": (
                 url + "/admin/hours",
                 lambda: expect(page.get_by_role("group", name="Monday")).to_be_visible(),

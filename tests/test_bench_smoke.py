@@ -23,6 +23,7 @@ EXPECTED_ROWS = [
     "search, a three-character fragment: server time, p95",
     "thread of 1,000 messages: server time, median",
     "poll, nothing new: server time, median",
+    "reports, last 30 days: server time, median",
     "API: conversations first page: server time, median",
     "API: newest 100 messages of a thread of 1,000: server time, median",
     "inbox page: HTML size for 50 rows",
@@ -37,6 +38,7 @@ EXPECTED_ROWS = [
     "PostgreSQL: search, three common digits: server time, p95",
     "PostgreSQL: thread of 1,000 messages: server time, median",
     "PostgreSQL: poll, nothing new: server time, median",
+    "PostgreSQL: reports, last 30 days: server time, median",
     "PostgreSQL: API: conversations first page: server time, median",
 ]
 WITH_CEILING = [row for row in EXPECTED_ROWS if row.startswith(("seed", "inbox first", "poll", "thread", "CSV", "API"))]

@@ -29,6 +29,7 @@ ACTIONS = {
     "lockout": "Login locked",
     "logout": "Logged out",
     "export": "Exported messages",
+    "events_export": "Exported conversation events",
     "reply": "Sent a reply",
     "note": "Wrote a note",
     "contact_edited": "Edited a contact",

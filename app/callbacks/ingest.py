@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app import clock, hours, notifications, webhooks
+from app import clock, hours, notifications, tallies, webhooks
 from app.contacts import autoassign, optouts, snooze
 from app.db import folding, numbers
 from app.db.folding import clean_text, search_key
@@ -32,6 +32,7 @@ from app.db.models import (
 )
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import dialect_insert
+from app.tallies import events
 
 REQUIRED = ("msg_id", "sender", "text", "time")
 OPTIONAL = ("sub_msg_id", "channel", "recipient")
@@ -167,6 +168,8 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             .all()
         )
 
+        # Before the conversations move on: the ones this batch starts or reopens, for reports.
+        report_entries = events.opened(connection, _openings(connection, conversation_of, keys, new, received_at))
         # Before the conversations move on: which are new or reopened (only while it is on).
         autoassign.after_ingest(connection, set(conversation_of.values()))
         # The customer wrote: snoozed conversations wake (audited, their owners told), in this transaction.
@@ -208,8 +211,45 @@ def store_messages(messages: list[Inbound], received_at: datetime | None = None)
             received_at,
         )
         add_to_daily_counts(connection, {received_at.date(): len(new)})
+        tallies.add_many(
+            connection,
+            report_entries
+            + [tallies.Entry(received_at, "in", 1, message.channel, message.recipient or "") for message in new],
+        )
     stored = {id(message) for message in new}
     return [id(message) in stored for message in messages]
+
+
+def _openings(
+    connection: sa.Connection,
+    conversation_of: dict[str, int],
+    keys: list[str],
+    new: list[Inbound],
+    received_at: datetime,
+) -> list[events.Opening]:
+    """The conversations whose first message this is, or that were done: opened by the batch's
+    first message to each (one statement)."""
+    ids = sorted(set(conversation_of.values()))
+    states = {
+        row.id: row
+        for start in range(0, len(ids), LOOKUPS_PER_STATEMENT)
+        for row in connection.execute(_opening_states(), {"ids": ids[start : start + LOOKUPS_PER_STATEMENT]}).all()
+    }
+    openings: dict[int, events.Opening] = {}
+    for key, message in zip(keys, new, strict=True):
+        conversation_id = conversation_of[key]
+        state = states.get(conversation_id)
+        if state is None or conversation_id in openings:
+            continue
+        if state.last_message_id is None or state.status == "done":
+            openings[conversation_id] = events.Opening(
+                conversation_id,
+                received_at,
+                state.last_message_id is not None,
+                message.channel,
+                message.recipient or "",
+            )
+    return list(openings.values())
 
 
 @dataclass
@@ -344,6 +384,13 @@ def _move_conversations() -> sa.Update:
             status="open",  # the customer wrote again: a conversation put aside comes back
             change_seq=sa.bindparam("change", type_=sa.BigInteger),
         )
+    )
+
+
+@cache
+def _opening_states() -> sa.Select:
+    return sa.select(Conversation.id, Conversation.status, Conversation.last_message_id).where(
+        Conversation.id.in_(sa.bindparam("ids", expanding=True))
     )
 
 

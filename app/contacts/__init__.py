@@ -6,12 +6,13 @@ change number: every open list and thread picks it up at its next poll.
 
 import sqlalchemy as sa
 
-from app import audit, webhooks
+from app import audit, clock, webhooks
 from app.contacts import autoassign
 from app.db.folding import clean_text, fold
 from app.db.models import CONTACT_KEY_LENGTH, CONTACT_NAME_LENGTH, CONTACT_NOTE_LENGTH, Conversation
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
+from app.tallies import events as report_events
 
 STATUSES = ("open", "done")
 
@@ -53,9 +54,10 @@ def set_contact(conversation_id: int, name: str, note: str) -> None:
         audit.record("contact_edited", {"conversation": conversation_id})
 
 
-def set_status(conversation_id: int, status: str) -> bool:
+def set_status(conversation_id: int, status: str, user_id: int | None = None) -> bool:
     """Mark a conversation done (put aside) or open again; False when it was so already. Done,
-    its owner has room for one more: auto-assignment (when on) looks again."""
+    its owner has room for one more: auto-assignment (when on) looks again. `user_id`: who did
+    it (reports count conversations done per person); None: the API or the app."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}")
     with write_transaction() as session:
@@ -67,6 +69,8 @@ def set_status(conversation_id: int, status: str) -> bool:
             .values(**({"snoozed_until": None, "snoozed_until_reply": False} if status == "done" else {}))
             .returning(Conversation.assignee_id)
         ).first()
+        if changed is not None and status == "done":
+            report_events.done(session.connection(), conversation_id, clock.now(), user_id)
         if changed is not None and status == "done" and changed.assignee_id is not None:
             autoassign.sweep_soon()
         if changed is not None:

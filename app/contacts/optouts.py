@@ -19,6 +19,7 @@ from app import audit, clock, jobs, webhooks
 from app.db.models import AuditEvent, Conversation, OptOut, Suppression
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
+from app.tallies import events as report_events
 
 OPT_OUT_WORDS = {
     "stop",
@@ -79,6 +80,8 @@ def record_keywords(connection: sa.Connection, messages: list[tuple[int, int, st
         if state[conversation_id] != wants_out:  # a second STOP changes nothing, and is not an event
             state[conversation_id] = wants_out
             audited.append((conversation_id, message_id, wants_out))
+            if wants_out:
+                report_events.opted_out(connection, conversation_id, at, None)
             webhooks.contact_event(conversation_id, wants_out, "customer", message_id)
     lifted = {
         conversation_id
@@ -157,6 +160,8 @@ def set_opted_out(
             sa.insert(OptOut).values(conversation_id=conversation_id, opted_out=opted_out, user_id=user_id, at=now)
         )
         lifted = _set(connection, conversation_id, opted_out, change_number())
+        if opted_out:
+            report_events.opted_out(connection, conversation_id, now, user_id)
         webhooks.contact_event(conversation_id, opted_out, "user")
         audit.record(
             "opted_out" if opted_out else "opted_in",

@@ -11,10 +11,11 @@ of them that makes room for more work (on shift, unassigned, released) asks it t
 
 import sqlalchemy as sa
 
-from app import audit, notifications, webhooks
+from app import audit, clock, notifications, webhooks
 from app.db.models import Conversation, Setting, User
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
+from app.tallies import events as report_events
 
 # "1" (the default) or "0": replying to an unassigned conversation makes the replier its owner.
 REPLY_TAKES_OWNERSHIP = "reply_takes_ownership"
@@ -103,6 +104,7 @@ def _record(
     **extra,
 ) -> None:
     webhooks.conversation_event("conversation.updated", conversation_id, ["owner"])
+    report_events.record(db.session.connection(), "assigned", conversation_id, clock.now(), user_id)
     by = by_name or username_of(by_user_id)
     details = {"conversation": conversation_id, "by": by or AUTO_ASSIGNMENT, **extra}
     if user_id is not None:

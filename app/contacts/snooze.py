@@ -30,6 +30,7 @@ from app.contacts import autoassign, owners
 from app.db.models import Conversation
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
+from app.tallies import events as report_events
 
 JOB = "snooze_wake"
 UNTIL_REPLY = "reply"  # the choice "until the customer replies", in forms
@@ -105,6 +106,7 @@ def snooze(conversation_id: int, until: datetime | None, until_reply: bool, by_u
             return False
         if until is not None:
             jobs.enqueue(JOB, {"conversation": conversation_id}, due_at=until)
+        report_events.record(session.connection(), "snoozed", conversation_id, now, by_user_id)
         audit.record(
             "snoozed",
             {

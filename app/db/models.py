@@ -918,3 +918,59 @@ class Tally(Model):
     our_number: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH), primary_key=True)  # "" for none
     user_id: Mapped[int] = mapped_column(primary_key=True)  # 0: no person (the API, an away reply)
     value: Mapped[Decimal] = mapped_column(sa.Numeric(20, 6))
+
+    __table_args__ = (
+        # A report's range read from the index alone (app/reports): its rows hold every column.
+        sa.Index("ix_tally_covering", "bucket", "metric", "channel", "our_number", "user_id", "value"),
+    )
+
+
+# --- reports (app/tallies/events.py, app/reports/) -----------------------------------------
+
+EVENT_KINDS = ("opened", "reopened", "assigned", "done", "snoozed", "opted_out")
+
+
+class ConversationOpening(Model):
+    """One customer message that opened a conversation (its first) or reopened it (it was done),
+    and what followed: the first reply a person sent (away replies, API replies and notes aside),
+    and when it was next marked done. Written with each change; no personal data, so an erasure
+    or the purge only lets go of the conversation (`conversation_id` NULL): medians stay right."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int | None] = mapped_column(
+        sa.BigInteger, sa.ForeignKey("conversation.id", ondelete="SET NULL")
+    )
+    opened_at: Mapped[datetime]  # the customer's message's arrival (received_at)
+    reopened: Mapped[bool] = mapped_column(server_default=sa.false())
+    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH))
+    our_number: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH))  # "" when the message named none
+    first_response_at: Mapped[datetime | None]
+    responder_id: Mapped[int | None]  # a user id; no key: it names no one once the account goes
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        sa.Index("ix_conversation_opening_opened_at", "opened_at"),
+        # A conversation's latest opening (a reply or done fills it in).
+        sa.Index("ix_conversation_opening_conversation_id_id", "conversation_id", "id"),
+        ids_never_reused(),
+    )
+
+
+class ConversationEvent(Model):
+    """What happened to a conversation, for reports and the events export: opened, reopened,
+    assigned (user: the new owner, None: unassigned), done, snoozed, opted_out (user: who did
+    it; None: the customer or the app). Deleted with its conversation, and by the retention purge."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(12))
+    at: Mapped[datetime]
+    conversation_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("conversation.id"))
+    user_id: Mapped[int | None]
+    channel: Mapped[str] = mapped_column(sa.String(CHANNEL_LENGTH), server_default="")
+    our_number: Mapped[str] = mapped_column(sa.String(NUMBER_LENGTH), server_default="")
+
+    __table_args__ = (
+        sa.Index("ix_conversation_event_at", "at"),
+        sa.Index("ix_conversation_event_conversation_id", "conversation_id"),
+        ids_never_reused(),
+    )

@@ -3,7 +3,7 @@ XLSX (text cells and real dates, written as XML into a zip on disk in constant m
 
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import IO
@@ -292,6 +292,9 @@ def xlsx_file(
     output: IO[bytes],
     rows_per_sheet: int = XLSX_ROWS_PER_SHEET,
     on_chunk: Callable[[], None] = lambda: None,
+    columns: Sequence[str] = COLUMNS,
+    time_columns: Sequence[str] = TIME_COLUMNS,
+    sheet_name: str = "Messages",
 ) -> int:
     """Write the query's rows (export_query's columns) as an .xlsx workbook into `output`; the
     number of messages written.
@@ -306,9 +309,9 @@ def xlsx_file(
     longer text is cut there (the CSV has it whole). `on_chunk` is called every ROWS_PER_CHUNK
     rows (the export's lease is renewed there).
     """
-    times = [COLUMNS.index(name) for name in TIME_COLUMNS]
-    numbers = [COLUMNS.index(name) for name in NUMBER_COLUMNS]
-    letters = [_column_letter(column) for column in range(len(COLUMNS))]
+    times = [columns.index(name) for name in time_columns]
+    numbers = [columns.index(name) for name in NUMBER_COLUMNS if name in columns]
+    letters = [_column_letter(column) for column in range(len(columns))]
     sheets: list[tuple[str, int]] = []  # each sheet's name and its last row
     sheet, row, written = None, rows_per_sheet, 0
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as package, db.engine.connect() as connection:
@@ -320,10 +323,10 @@ def xlsx_file(
                     if sheet is not None:
                         sheet.write("".join(lines).encode())
                         lines = []
-                        _end_sheet(sheet, row)
+                        _end_sheet(sheet, row, len(columns))
                         sheets[-1] = (sheets[-1][0], row)
-                    sheets.append(("Messages" if not sheets else f"Messages {len(sheets) + 1}", 0))
-                    sheet = _start_sheet(package, len(sheets), letters)
+                    sheets.append((sheet_name if not sheets else f"{sheet_name} {len(sheets) + 1}", 0))
+                    sheet = _start_sheet(package, len(sheets), letters, columns, time_columns)
                     row = 0
                 row += 1
                 cells = []
@@ -348,11 +351,11 @@ def xlsx_file(
             sheet.write("".join(lines).encode())
             on_chunk()
         if sheet is None:
-            sheets.append(("Messages", 0))
-            sheet, row = _start_sheet(package, 1, letters), 0
-        _end_sheet(sheet, row)
+            sheets.append((sheet_name, 0))
+            sheet, row = _start_sheet(package, 1, letters, columns, time_columns), 0
+        _end_sheet(sheet, row, len(columns))
         sheets[-1] = (sheets[-1][0], row)
-        _write_workbook(package, sheets)
+        _write_workbook(package, sheets, len(columns))
     return written
 
 
@@ -380,37 +383,43 @@ def _column_letter(column: int) -> str:
     return letters
 
 
-def _start_sheet(package: zipfile.ZipFile, number: int, letters: list[str]) -> IO[bytes]:
+def _start_sheet(
+    package: zipfile.ZipFile,
+    number: int,
+    letters: list[str],
+    columns: Sequence[str] = COLUMNS,
+    time_columns: Sequence[str] = TIME_COLUMNS,
+) -> IO[bytes]:
     """A worksheet's XML up to its rows: the frozen header row, the column widths, the header."""
     # No Zip64 records (not every spreadsheet app reads them), as xlsxwriter wrote none: a sheet's XML
     # must stay under 2 GiB (a full sheet of 1,048,575 messages averaging under 2,000 bytes each).
     sheet = package.open(f"xl/worksheets/sheet{number}.xml", "w")
     date_style = f' style="{_DATE_STYLE}"'
-    columns = "".join(
+    widths = "".join(
         f'<col min="{column + 1}" max="{column + 1}" width="{XLSX_TEXT_WIDTHS.get(name, 16) + 0.7109375}"'
-        f'{date_style if name in TIME_COLUMNS else ""} customWidth="1"/>'
-        for column, name in enumerate(COLUMNS)
+        f'{date_style if name in time_columns else ""} customWidth="1"/>'
+        for column, name in enumerate(columns)
     )
     selected = ' tabSelected="1"' if number == 1 else ""
-    header = "".join(_text_cell(f"{letters[column]}1", name, _HEADER_STYLE) for column, name in enumerate(COLUMNS))
+    header = "".join(_text_cell(f"{letters[column]}1", name, _HEADER_STYLE) for column, name in enumerate(columns))
     sheet.write(
         (
             f'{_XML_HEAD}<worksheet xmlns="{_MAIN}" xmlns:r="{_RELATIONSHIPS}">'
             f'<sheetViews><sheetView{selected} workbookViewId="0">'
             '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
             '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>'
-            f'<sheetFormatPr defaultRowHeight="15"/><cols>{columns}</cols>'
+            f'<sheetFormatPr defaultRowHeight="15"/><cols>{widths}</cols>'
             f'<sheetData><row r="1">{header}</row>'
         ).encode()
     )
     return sheet
 
 
-def _end_sheet(sheet: IO[bytes], last_row: int) -> None:
+def _end_sheet(sheet: IO[bytes], last_row: int, width: int = len(COLUMNS)) -> None:
     """The rows' end and the header's filter buttons over them."""
     sheet.write(
         (
-            f'</sheetData><autoFilter ref="A1:{_column_letter(len(COLUMNS) - 1)}{last_row + 1}"/>'
+            f'</sheetData><autoFilter ref="A1:{_column_letter(width - 1)}{last_row + 1}"/>'
             '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
             "</worksheet>"
         ).encode()
@@ -434,7 +443,7 @@ _STYLES = (
 )
 
 
-def _write_workbook(package: zipfile.ZipFile, sheets: list[tuple[str, int]]) -> None:
+def _write_workbook(package: zipfile.ZipFile, sheets: list[tuple[str, int]], width: int = len(COLUMNS)) -> None:
     """The parts around the worksheets: the workbook and its sheets' names, styles, relationships."""
     sheet_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
     package.writestr(
@@ -483,7 +492,7 @@ def _write_workbook(package: zipfile.ZipFile, sheets: list[tuple[str, int]]) -> 
             + "</sheets><definedNames>"
             + "".join(
                 f'<definedName name="_xlnm._FilterDatabase" localSheetId="{n}" hidden="1">'
-                f"'{name}'!$A$1:${_column_letter(len(COLUMNS) - 1)}${last_row + 1}</definedName>"
+                f"'{name}'!$A$1:${_column_letter(width - 1)}${last_row + 1}</definedName>"
                 for n, (name, last_row) in enumerate(sheets)
             )
             + "</definedNames></workbook>"

@@ -384,7 +384,7 @@ def set_status(conversation_id: int):
     status = request.form.get("status", "")
     if status not in contacts.STATUSES:
         abort(400, "'status' must be 'open' or 'done'")
-    contacts.set_status(conversation.id, status)
+    contacts.set_status(conversation.id, status, current_user.id)
     if is_htmx():
         conversation = contacts.conversation(conversation.id) or abort(404)
         return (

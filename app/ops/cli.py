@@ -31,6 +31,7 @@ from app.ops import copying, demo
 from app.privacy import purge as retention_purge
 from app.privacy import settings
 from app.replies import delivery
+from app.reports import rebuild
 
 
 def init_app(app: Flask) -> None:
@@ -48,6 +49,7 @@ def init_app(app: Flask) -> None:
         copy_db,
         seed_demo,
         worker,
+        rebuild_reports,
     ):
         app.cli.add_command(command)
 
@@ -382,6 +384,26 @@ def seed_demo(messages: int, senders: int):
     with click.progressbar(length=messages, label="Seeding demo messages") as bar:
         demo.seed(messages, senders, progress=bar.update)
     click.echo(f"Added {messages:,} messages from {min(senders, messages):,} senders.")
+
+
+@click.command("rebuild-reports")
+@with_appcontext
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    default=None,
+    help="Recount from this UTC time on. Default: the oldest stored message or event.",
+)
+@one_line_database_errors
+def rebuild_reports(since):
+    """Recompute the reports' tallies (all but cost and parts) and conversation openings from
+    stored messages and events, in one transaction."""
+    result = rebuild.rebuild(since)
+    if result.since is None:
+        click.echo("Nothing stored to count.")
+        return
+    counted = ", ".join(f"{name} {count:,}" for name, count in sorted(result.counts.items())) or "nothing"
+    click.echo(f"Recounted from {result.since:%Y-%m-%d %H:%M} UTC: {counted}; {result.openings:,} openings.")
 
 
 @click.command("purge")

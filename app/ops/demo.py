@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from app import clock
+from app import clock, tallies
 from app.callbacks import ingest
 from app.callbacks.ingest import LOOKUPS_PER_STATEMENT, ConversationTotals, add_to_conversations, add_to_daily_counts
 from app.db import folding
@@ -45,6 +45,7 @@ from app.db.models import PREVIEW_LENGTH, Conversation, Message
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import WRITE_LOCK_WAIT_SECONDS, db
 from app.jobs import servers
+from app.tallies import events
 
 # Into an inbox in use: one transaction per this many messages, so each commit leaves the inbox
 # consistent and a server receiving callbacks meanwhile never waits long for the write lock.
@@ -236,6 +237,7 @@ class Plan:
                 sa.select(sa.func.setval(sa.func.pg_get_serial_sequence("message", "id"), next_id + len(chunk) - 1))
             )
         new_senders = set(new)
+        self.report(connection, chunk, times, who, new_senders)
         if known_before := {who[s][2]: total for s, total in totals.items() if s not in new_senders}:
             add_to_conversations(connection, known_before, change)
         add_to_daily_counts(connection, dict(Counter(map(datetime.date, times))))
@@ -303,6 +305,49 @@ class Plan:
                 progress(len(chunk[start:stop]))
         for table in ("demo_sender", "demo_text", "demo_arrival"):
             driver.execute(f"DROP TABLE temp.{table}")
+
+    def report(
+        self,
+        connection: sa.Connection,
+        chunk: list[int],
+        times: list[datetime],
+        who: dict[int, tuple[str, str, int, str]],
+        new_senders: set[int],
+    ) -> None:
+        """What reports keep (app/tallies), as ingesting the messages would: the "in" tallies, and an
+        opening (with its event) for each conversation this chunk starts (`new_senders`) or reopens
+        (one marked done). Before the conversations already there move on (a done one is still done)."""
+        firsts: dict[int, int] = {}
+        for position, s in enumerate(chunk):
+            if s not in firsts:
+                firsts[s] = position
+        ids = sorted(who[s][2] for s in firsts if s not in new_senders)
+        done: set[int] = set()
+        for start in range(0, len(ids), ingest.LOOKUPS_PER_STATEMENT):
+            done.update(
+                connection.scalars(
+                    sa.select(Conversation.id).where(
+                        Conversation.id.in_(ids[start : start + ingest.LOOKUPS_PER_STATEMENT]),
+                        Conversation.status == "done",
+                    )
+                )
+            )
+        openings = []
+        for s, position in firsts.items():
+            _, channel, conversation_id, recipient = who[s]
+            if s in new_senders or conversation_id in done:
+                openings.append(
+                    events.Opening(conversation_id, times[position], s not in new_senders, channel, recipient)
+                )
+        arrivals = Counter((tallies.bucket_of(at), who[s][1], who[s][3]) for s, at in zip(chunk, times, strict=True))
+        tallies.add_many(
+            connection,
+            events.opened(connection, openings)
+            + [
+                tallies.Entry(bucket, "in", count, channel, recipient)
+                for (bucket, channel, recipient), count in arrivals.items()
+            ],
+        )
 
     def rows(
         self,

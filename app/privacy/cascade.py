@@ -20,7 +20,12 @@ def referring_columns(table: sa.Table) -> list[sa.Column]:
 
 
 def delete_rows_referring_to(conversation_id: int) -> None:
-    """Every row of another table that belongs to this conversation, its messages aside."""
+    """Every row of another table that belongs to this conversation, its messages aside; a row
+    whose key says ON DELETE SET NULL (a report's conversation opening) stays, without the pointer."""
     for column in referring_columns(Conversation.__table__):
-        if column.table is not Message.__table__:
+        if column.table is Message.__table__:
+            continue
+        if any(key.ondelete == "SET NULL" for key in column.foreign_keys):
+            db.session.execute(sa.update(column.table).where(column == conversation_id).values({column.name: None}))
+        else:
             db.session.execute(sa.delete(column.table).where(column == conversation_id))

@@ -20,6 +20,7 @@ from app import audit, clock, jobs
 from app.db.models import (
     AuditEvent,
     Conversation,
+    ConversationEvent,
     DeadLetter,
     LoginSession,
     LoginThrottle,
@@ -52,6 +53,7 @@ class PurgeResult:
     login_rows: int = 0
     sessions: int = 0
     audit_events: int = 0
+    conversation_events: int = 0  # reports' events (app/tallies/events.py); tallies and openings stay
     dry_run: bool = False
     cutoff: datetime | None = None
     audit_cutoff: datetime | None = None
@@ -96,6 +98,9 @@ def purge(
         if result.cutoff:
             result.messages = count(old_messages(result.cutoff))
             result.dead_letters = count(sa.select(DeadLetter.id).where(DeadLetter.received_at < result.cutoff))
+            result.conversation_events = count(
+                sa.select(ConversationEvent.id).where(ConversationEvent.at < result.cutoff)
+            )
         if result.audit_cutoff:
             result.audit_events = count(sa.select(AuditEvent.id).where(AuditEvent.at < result.audit_cutoff))
         return result
@@ -111,6 +116,9 @@ def purge(
                 break
             let_waiting_writers_in()
         result.dead_letters = _delete_in_batches(DeadLetter, DeadLetter.received_at < result.cutoff, batch_size)
+        result.conversation_events = _delete_in_batches(
+            ConversationEvent, ConversationEvent.at < result.cutoff, batch_size
+        )
     result.login_rows = _delete_in_batches(LoginThrottle, LoginThrottle.expires_at <= now, batch_size)
     result.sessions = _delete_in_batches(LoginSession, LoginSession.created_at < now - lifetime, batch_size)
     if result.audit_cutoff:

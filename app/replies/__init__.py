@@ -45,6 +45,7 @@ from app.replies import (
     scheduled,  # registers its kind of job
     sms_length,
 )
+from app.tallies import events as report_events
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,9 @@ def insert_reply(
     )
     jobs.enqueue(SEND_REPLY, {"reply": reply_id}, key=send_key(conversation_id))
     webhooks.message_event("message.created", reply_id)
+    report_events.replies_written(connection, [(now, legs[0]["channel"], legs[0]["sender"] or "", author_id)])
+    if author_id is not None and via is None and api_token_id is None:
+        report_events.responded(connection, conversation_id, now, author_id)
     return reply_id
 
 
@@ -315,6 +319,7 @@ def can_send_again(status: str | None, delivery: str | None) -> bool:
 def retry(conversation_id: int, reply_id: int) -> bool:
     """Queue a reply again (a person's decision): a new send job; False if it is not one to send again."""
     with write_transaction() as session:
+        before = report_events.reply_state(session.connection(), reply_id)
         updated = rows_matched(
             session.execute(
                 sa.update(Message)
@@ -336,6 +341,7 @@ def retry(conversation_id: int, reply_id: int) -> bool:
             )
         )
         if updated:
+            report_events.reply_changed(session.connection(), before)
             session.execute(
                 sa.update(Conversation).where(Conversation.id == conversation_id).values(change_seq=change_number())
             )
@@ -367,11 +373,13 @@ def abandon_send(payload: dict, reason: str) -> None:
             if row.status == "sending"
             else ("failed", f"not sent: {reason}")
         )
+        before = report_events.reply_state(session.connection(), reply_id)
         session.execute(
             sa.update(Message)
             .where(Message.id == reply_id)
             .values(status=status, problem=problem[:500], change_seq=change_number())
         )
+        report_events.reply_changed(session.connection(), before)
         touch_conversation(session.connection(), row.conversation_id)
         webhooks.message_event("message.updated", reply_id)
 
@@ -438,6 +446,7 @@ def never_reached(outcome: "messente.Refused") -> bool:
 
 def record_unsent(reply_id: int, problem: str) -> None:
     with write_transaction() as session:
+        before = report_events.reply_state(session.connection(), reply_id)
         conversation_id = session.scalar(
             sa.update(Message)
             .where(Message.id == reply_id, Message.status.in_(["queued", "retrying"]))
@@ -445,6 +454,7 @@ def record_unsent(reply_id: int, problem: str) -> None:
             .returning(Message.conversation_id)
         )
         if conversation_id is not None:
+            report_events.reply_changed(session.connection(), before)
             touch_conversation(session.connection(), conversation_id)
             webhooks.message_event("message.updated", reply_id)
 
@@ -455,6 +465,7 @@ def record(
     """A send's outcome (or "retrying"), on the reply and its conversation."""
     with write_transaction() as session:
         connection = session.connection()
+        before = report_events.reply_state(connection, reply_id)
         connection.execute(
             sa.update(Message)
             .where(Message.id == reply_id)
@@ -465,6 +476,7 @@ def record(
                 change_seq=change_number(),
             )
         )
+        report_events.reply_changed(connection, before)  # before the reports that came early move it on
         if omnimessage_id:
             delivery.apply_unmatched(connection, reply_id, omnimessage_id)
         touch_conversation(connection, conversation_id)

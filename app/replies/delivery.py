@@ -28,6 +28,7 @@ from app.db.models import (
     better_delivery,
 )
 from app.db.unit_of_work import change_number, write_transaction
+from app.tallies import events as report_events
 from app.team.currency import SIX_PLACES, price_text
 
 # What people read for each status and error code (Messente's delivery report documentation).
@@ -237,7 +238,9 @@ def _apply(connection: sa.Connection, reply, reports: list[Report]) -> None:
     if not values:
         return  # a repeat, or a late report of a step already passed
     change = change_number()
+    before = report_events.reply_state(connection, reply.id)
     connection.execute(sa.update(Message).where(Message.id == reply.id).values(change_seq=change, **values))
+    report_events.reply_changed(connection, before)
     connection.execute(
         sa.update(Conversation).where(Conversation.id == reply.conversation_id).values(change_seq=change)
     )

@@ -1,7 +1,7 @@
 """number parts: six-character stretches of each sender's key, for number search
 
 Revision ID: n29search001
-Revises: n28costs0001
+Revises: n28report001
 Create Date: 2026-12-06 13:00:00
 
 A new table, filled from the stored conversations, then kept by triggers on conversation
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "n29search001"
-down_revision = "n28costs0001"
+down_revision = "n28report001"
 branch_labels = None
 depends_on = None
 
