@@ -269,7 +269,7 @@ def test_snooze_from_the_header_leaves_open_and_sits_in_snoozed(page, server, ba
 
     page.goto(server.url + "/admin/time-zone")
     page.get_by_label("The team's time zone").select_option("America/New_York")
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Save", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("Saved.")
     expect(page.get_by_label("The team's time zone")).to_have_value("America/New_York")
     assert serious_accessibility_problems(page) == []
