@@ -48,7 +48,7 @@ test: check test-tools
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 # The quick loop while coding: SQLite only, without the browser and the real-server load and crash
-# tests (under 3 minutes on 2 cores). `make test` before a commit runs everything.
+# tests (the aim: under 3 minutes on 2 cores). `make test` before a commit runs everything.
 test-fast: $(VENV)/.installed-test
 	TEST_DATABASES=sqlite $(BIN)/python -m pytest -n auto -m "not slow and not browser" $(PYTEST_ARGS)
 
