@@ -510,6 +510,24 @@ def test_a_reply_typed_in_the_browser_is_sent_once_and_its_delivery_report_shows
     screenshots(page, "thread-opted-out", backend)
 
 
+def test_a_reply_box_a_script_has_sized_is_swapped_without_an_inline_style_the_policy_refuses(
+    messente_env, messente, page, server
+):
+    """Where CSS cannot grow the reply box, composer.js sets its height: an inline style that htmx
+    must not copy onto the fresh box it swaps in (the page watch fails the test on any CSP report)."""
+    deliver(server, sender=CUSTOMER, recipient=OUR_NUMBER, text="Tere!", time="2024-06-01T08:00:00.000000Z")
+    open_thread(page, server)
+    mark_page(page)
+    box = page.locator("#reply-text")
+    box.evaluate("box => { box.style.height = '80px' }")  # as composer.js's grow() does
+    box.fill("Tere, aitäh!")
+    box.press("Control+Enter")
+    expect(page.locator("#messages .message.out .status")).to_have_text("Sent", timeout=LIVE)
+    expect(page.locator("#reply-text")).to_have_value("")
+    expect(page.locator("#reply-text")).not_to_have_attribute("style", re.compile("."))
+    assert_same_page(page)
+
+
 def test_a_refused_reply_says_why_in_the_apis_words_and_retry_sends_it(messente_env, messente, page, server, backend):
     deliver(
         server, sender=CUSTOMER, recipient=OUR_NUMBER, text="Palun saatke arve.", time="2024-06-01T08:00:00.000000Z"
