@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--senders-per-million",
         type=int,
-        default=50_000,
-        help="senders per 1,000,000 messages, scaled to each size (default: %(default)s)",
+        default=100_000,
+        help="senders per 1,000,000 messages, scaled to each size: 10^3 at 10^4, 10^5 at 10^6 (default: %(default)s)",
     )
     parser.add_argument("--samples", type=int, default=50, help="requests per read median (default: %(default)s)")
     parser.add_argument(
