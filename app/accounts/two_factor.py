@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from markupsafe import Markup
 
 from app import clock
-from app.db.models import BackupCode, Setting, User
+from app.db import settings
+from app.db.models import BackupCode, User
 from app.db.unit_of_work import rows_matched, write_transaction
 from app.extensions import db
 
@@ -135,14 +136,10 @@ def backup_codes_left(user: User) -> int:
 
 def required() -> bool:
     """Whether an admin requires two-factor sign-in for everyone."""
-    return db.session.scalar(sa.select(Setting.value).where(Setting.name == REQUIRED_SETTING)) == "1"
+    return settings.stored(REQUIRED_SETTING) == "1"
 
 
 def set_required(value: bool) -> None:
     """In a write transaction (the caller's, if open)."""
     with write_transaction():
-        row = db.session.get(Setting, REQUIRED_SETTING)
-        if row is None:
-            db.session.add(Setting(name=REQUIRED_SETTING, value="1" if value else "0"))
-        else:
-            row.value = "1" if value else "0"
+        settings.save(REQUIRED_SETTING, "1" if value else "0")

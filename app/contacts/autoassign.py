@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from app import audit, jobs
 from app.contacts import owners
+from app.db import settings as stored_settings
 from app.db.models import Conversation, ConversationRecipient, Job, Setting, User
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
@@ -74,11 +75,7 @@ def set_settings(on: bool, cap: int, numbers: Iterable[str]) -> Settings:
             sweep_soon()
             return saved
         for name, value in wanted.items():
-            row = session.get(Setting, name)
-            if row is None:
-                session.add(Setting(name=name, value=value))
-            else:
-                row.value = value
+            stored_settings.save(name, value)
         session.flush()
         sweep_soon()
         audit.record(

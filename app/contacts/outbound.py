@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import audit
-from app.db import numbers
+from app.db import numbers, settings
 from app.db.folding import clean_text, fold, search_key
-from app.db.models import CONTACT_KEY_LENGTH, Conversation, Setting
+from app.db.models import CONTACT_KEY_LENGTH, Conversation
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
 
@@ -43,7 +43,7 @@ def regions() -> list[tuple[str, int]]:
 
 def default_region() -> str:
     """The admin's choice, else DEFAULT_REGION; "" (none): a number needs its country code."""
-    stored = db.session.scalar(sa.select(Setting.value).where(Setting.name == DEFAULT_REGION))
+    stored = settings.stored(DEFAULT_REGION)
     value = stored if stored is not None else (current_app.config.get("DEFAULT_REGION") or "")
     value = value.upper()
     return value if value in phonenumbers.SUPPORTED_REGIONS else ""
@@ -56,13 +56,9 @@ def set_default_region(region: str) -> None:
         raise ValueError(f"{region!r} is not a country code phone numbers know (for example EE).")
     with write_transaction():
         previous = default_region()
-        if region == previous and db.session.get(Setting, DEFAULT_REGION) is not None:
+        if region == previous and settings.stored(DEFAULT_REGION) is not None:
             return
-        row = db.session.get(Setting, DEFAULT_REGION)
-        if row is None:
-            db.session.add(Setting(name=DEFAULT_REGION, value=region))
-        else:
-            row.value = region
+        settings.save(DEFAULT_REGION, region)
         audit.record("settings_changed", {"default_region": region or "none", "was": previous or "none"})
 
 

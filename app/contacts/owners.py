@@ -12,7 +12,8 @@ of them that makes room for more work (on shift, unassigned, released) asks it t
 import sqlalchemy as sa
 
 from app import audit, clock, notifications, webhooks
-from app.db.models import Conversation, Setting, User
+from app.db import settings
+from app.db.models import Conversation, User
 from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
 from app.tallies import events as report_events
@@ -27,7 +28,7 @@ class AssignRefused(ValueError):
 
 
 def reply_takes_ownership() -> bool:
-    return db.session.scalar(sa.select(Setting.value).where(Setting.name == REPLY_TAKES_OWNERSHIP)) != "0"
+    return settings.stored(REPLY_TAKES_OWNERSHIP) != "0"
 
 
 def set_reply_takes_ownership(on: bool) -> None:
@@ -35,11 +36,7 @@ def set_reply_takes_ownership(on: bool) -> None:
     with write_transaction():
         if on == reply_takes_ownership():
             return
-        row = db.session.get(Setting, REPLY_TAKES_OWNERSHIP)
-        if row is None:
-            db.session.add(Setting(name=REPLY_TAKES_OWNERSHIP, value="1" if on else "0"))
-        else:
-            row.value = "1" if on else "0"
+        settings.save(REPLY_TAKES_OWNERSHIP, "1" if on else "0")
         audit.record("settings_changed", {"reply_takes_ownership": "yes" if on else "no"})
 
 

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from app import audit, clock, jobs, replies, team
 from app.contacts import optouts
+from app.db import settings
 from app.db.models import BusinessHours, Conversation, ConversationRecipient, Message, Setting
 from app.db.unit_of_work import rows_matched, write_transaction
 from app.extensions import db
@@ -235,16 +236,12 @@ def set_away(on: bool, window_hours: int) -> None:
     if not 1 <= window_hours <= MOST_WINDOW_HOURS:
         raise HoursRefused(f"The window is a number of hours from 1 to {MOST_WINDOW_HOURS:,}.")
     wanted = {ON: "1" if on else "0", WINDOW: str(window_hours)}
-    with write_transaction() as session:
+    with write_transaction():
         before = away_settings()
         if (before.on, before.window_hours) == (on, window_hours):
             return
         for name, value in wanted.items():
-            row = session.get(Setting, name)
-            if row is None:
-                session.add(Setting(name=name, value=value))
-            else:
-                row.value = value
+            settings.save(name, value)
         audit.record("settings_changed", {"away_reply": "on" if on else "off", "away_window_hours": window_hours})
 
 

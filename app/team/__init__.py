@@ -11,13 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-import sqlalchemy as sa
 from flask import current_app
 
 from app import audit
-from app.db.models import Setting
+from app.db import settings
 from app.db.unit_of_work import write_transaction
-from app.extensions import db
 
 TIME_ZONE = "team_time_zone"
 
@@ -47,7 +45,7 @@ def time_zone_names() -> list[str]:
 
 
 def time_zone_name() -> str:
-    stored = db.session.scalar(sa.select(Setting.value).where(Setting.name == TIME_ZONE))
+    stored = settings.stored(TIME_ZONE)
     if stored and is_time_zone(stored):
         return stored
     configured = current_app.config.get("TEAM_TIME_ZONE") or ""
@@ -64,11 +62,7 @@ def set_time_zone(name: str) -> None:
         raise ValueError(f"{name!r} is not a time zone (for example Europe/Tallinn).")
     with write_transaction():
         previous = time_zone_name()
-        row = db.session.get(Setting, TIME_ZONE)
-        if row is None:
-            db.session.add(Setting(name=TIME_ZONE, value=name))
-        else:
-            row.value = name
+        settings.save(TIME_ZONE, name)
         audit.record("settings_changed", {"team_time_zone": name, "was": previous})
 
 

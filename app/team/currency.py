@@ -7,13 +7,11 @@ either). Changing it relabels every price shown; no amount is converted.
 
 from decimal import ROUND_HALF_UP, Decimal
 
-import sqlalchemy as sa
 from flask import current_app
 
 from app import audit
-from app.db.models import Setting
+from app.db import settings
 from app.db.unit_of_work import write_transaction
-from app.extensions import db
 
 CURRENCY = "currency"
 DEFAULT = "EUR"
@@ -41,7 +39,7 @@ def is_currency(code: str) -> bool:
 
 
 def currency() -> str:
-    stored = db.session.scalar(sa.select(Setting.value).where(Setting.name == CURRENCY))
+    stored = settings.stored(CURRENCY)
     if stored and is_currency(stored):
         return stored
     configured = (current_app.config.get("CURRENCY") or "").upper()
@@ -55,11 +53,7 @@ def set_currency(code: str) -> str:
         raise ValueError(f"{code or 'An empty code'!r} is not a currency code of ISO 4217 (for example EUR, USD, SEK).")
     with write_transaction():
         previous = currency()
-        row = db.session.get(Setting, CURRENCY)
-        if row is None:
-            db.session.add(Setting(name=CURRENCY, value=code))
-        else:
-            row.value = code
+        settings.save(CURRENCY, code)
         audit.record("settings_changed", {"currency": code, "was": previous})
     return code
 
