@@ -13,8 +13,7 @@ from app import audit, clock, notifications
 from app.accounts import passwords, sessions, throttle, two_factor, users
 from app.contacts import owners
 from app.db.models import USERNAME_LENGTH, User
-from app.db.unit_of_work import write_transaction
-from app.extensions import db, login_manager
+from app.extensions import login_manager
 from app.web.access import TOKEN_PATHS, public
 
 bp = Blueprint("auth", __name__)
@@ -206,7 +205,7 @@ def login_code():
     if current_user.is_authenticated:
         return redirect(url_for("inbox.index"))
     pending = session.get("second_step") or {}
-    user = db.session.get(User, pending["user"]) if pending else None
+    user = users.user_by_id(pending["user"]) if pending else None
     if user is None or user.disabled or not user.totp_secret or clock.timestamp() > pending["until"]:
         session.pop("second_step", None)
         return redirect(url_for("auth.login", again="1"))
@@ -233,9 +232,7 @@ def login_code():
 def finish_login(user: User, next_page: str):
     """A full login: a fresh session, and a new device cookie that makes this browser known."""
     session.clear()  # a fresh session at every login
-    with write_transaction():  # the login and its audit event commit together
-        sessions.start_session(user, request.remote_addr, request.user_agent.string)
-        audit.record("login", username=user.username)
+    sessions.start_session(user, request.remote_addr, request.user_agent.string)
     login_user(user)
     session["started"] = session["last_active"] = clock.timestamp()
     if not user.totp_secret and two_factor.required():
@@ -259,9 +256,7 @@ def finish_login(user: User, next_page: str):
 @bp.post("/logout")
 def logout():
     """Ends this session only; "Sign out everywhere" (account pages) ends the others too."""
-    with write_transaction():
-        sessions.end_session(current_user)
-        audit.record("logout")
+    sessions.log_out(current_user)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
@@ -307,17 +302,13 @@ def change_password():
 
 @bp.post(f"/account/sessions/<int(max={2**63 - 1}):session_id>/end")  # a BIGINT id
 def end_session(session_id: int):
-    with write_transaction():
-        sessions.end_session(current_user, session_id)
-        audit.record("sessions_ended", {"user": current_user.username, "sessions": "one"})
+    sessions.end_session(current_user, session_id)
     return redirect(url_for("auth.account"), 303)
 
 
 @bp.post("/account/sessions/end-all")
 def sign_out_everywhere():
-    with write_transaction():
-        sessions.end_sessions(current_user)
-        audit.record("sessions_ended", {"user": current_user.username, "sessions": "all"})
+    sessions.end_sessions(current_user)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"), 303)
@@ -362,10 +353,7 @@ def two_factor_setup():
     key = session.setdefault("new_totp_key", two_factor.new_key())
     form, error = CodeForm(), None
     if form.validate_on_submit():
-        with write_transaction():
-            codes = two_factor.turn_on(current_user, key, form.code.data)
-            if codes is not None:
-                audit.record("two_factor_on", {"user": current_user.username})
+        codes = two_factor.turn_on(current_user, key, form.code.data)
         if codes is not None:
             session.pop("new_totp_key", None)
             session.pop("set_up_two_factor", None)
@@ -404,9 +392,7 @@ def two_factor_off():
     error = confirmed_by_person(ConfirmForm())
     if error is not None:
         return account(error=error, status=400)
-    with write_transaction():
-        two_factor.turn_off(current_user)
-        audit.record("two_factor_off", {"user": current_user.username})
+    two_factor.turn_off(current_user)
     return account(message="Two-factor sign-in is off. Your password alone logs you in.")
 
 
@@ -417,9 +403,7 @@ def new_backup_codes():
     error = confirmed_by_person(ConfirmForm())
     if error is not None:
         return account(error=error, status=400)
-    with write_transaction():
-        codes = two_factor.new_backup_codes(current_user)
-        audit.record("backup_codes_new", {"user": current_user.username})
+    codes = two_factor.new_backup_codes(current_user)
     return render_template("accounts/backup_codes.html", codes=codes, new=False)
 
 

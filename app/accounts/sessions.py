@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from app import clock
+from app import audit, clock
 from app.accounts import passwords
 from app.db.models import ADDRESS_LENGTH, USER_AGENT_LENGTH, LoginSession, User
 from app.db.unit_of_work import write_transaction
@@ -17,7 +17,7 @@ LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 
 
 def start_session(user: User, address: str | None, user_agent: str | None) -> str:
-    """Record a new login; returns the token its cookie carries."""
+    """Record a new login, audited with it; returns the token its cookie carries."""
     token = secrets.token_urlsafe(32)
     now = clock.now()
     with write_transaction():
@@ -31,6 +31,7 @@ def start_session(user: User, address: str | None, user_agent: str | None) -> st
                 user_agent=describe_user_agent(user_agent),
             )
         )
+        audit.record("login", username=user.username)
     user.login_token = token
     return token
 
@@ -71,21 +72,31 @@ def sessions_of(user: User) -> list[LoginSession]:
     )
 
 
-def end_session(user: User, session_row_id: int | None = None) -> None:
-    """End one session of the user's: the given row, or the one this request belongs to."""
-    where = (
-        LoginSession.id == session_row_id
-        if session_row_id is not None
-        else LoginSession.token_hash == passwords.token_hash(user.login_token or "")
-    )
+def log_out(user: User) -> None:
+    """End the session this request belongs to (audited)."""
     with write_transaction():
-        db.session.execute(sa.delete(LoginSession).where(LoginSession.user_id == user.id, where))
+        db.session.execute(
+            sa.delete(LoginSession).where(
+                LoginSession.user_id == user.id, LoginSession.token_hash == passwords.token_hash(user.login_token or "")
+            )
+        )
+        audit.record("logout")
+
+
+def end_session(user: User, session_row_id: int) -> None:
+    """End one of the user's sessions, from the account page's list (audited)."""
+    with write_transaction():
+        db.session.execute(
+            sa.delete(LoginSession).where(LoginSession.user_id == user.id, LoginSession.id == session_row_id)
+        )
+        audit.record("sessions_ended", {"user": user.username, "sessions": "one"})
 
 
 def end_sessions(user: User) -> None:
-    """End every session of the user's, everywhere ("Sign out everywhere")."""
+    """End every session of the user's, everywhere ("Sign out everywhere"; audited)."""
     with write_transaction():
         delete_sessions(user.id)
+        audit.record("sessions_ended", {"user": user.username, "sessions": "all"})
 
 
 def delete_sessions(user_id: int, keep: str | None = None) -> None:

@@ -65,12 +65,12 @@ def locked_logins(now: datetime) -> list[LoginThrottle]:
 
 
 def unlock(throttle_id: int) -> LoginThrottle | None:
-    """Forget one row's failures (in a write transaction, the caller's if open): its name or
-    address may log in now."""
+    """An admin forgets one row's failures (audited): its name or address may log in now."""
     with write_transaction():
         row = db.session.get(LoginThrottle, throttle_id)
         if row is not None:
             db.session.delete(row)
+            audit.record("login_unlocked", {"username": row.username or "(any name)", "from": row.address})
     return row
 
 

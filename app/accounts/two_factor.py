@@ -17,7 +17,7 @@ import segno
 import sqlalchemy as sa
 from markupsafe import Markup
 
-from app import clock
+from app import audit, clock
 from app.db import settings
 from app.db.models import BackupCode, User
 from app.db.unit_of_work import rows_matched, write_transaction
@@ -70,19 +70,33 @@ def turn_on(user: User, key: str, code: str) -> list[str] | None:
         return None
     with write_transaction():
         user.totp_secret, user.totp_last_step = key, step
+        audit.record("two_factor_on", {"user": user.username})
         return _replace_backup_codes(user)
 
 
 def turn_off(user: User) -> None:
-    """The key and backup codes are gone (an admin's reset too), in a write transaction (the
-    caller's, if open)."""
+    """A person's own choice (audited): the key and backup codes are gone."""
     with write_transaction():
-        user.totp_secret = user.totp_last_step = None
-        db.session.execute(sa.delete(BackupCode).where(BackupCode.user_id == user.id))
+        _forget_key(user)
+        audit.record("two_factor_off", {"user": user.username})
+
+
+def reset(user: User) -> None:
+    """An admin's reset for someone who lost their phone (audited where there was a key)."""
+    with write_transaction():
+        if user.totp_secret:
+            _forget_key(user)
+            audit.record("two_factor_reset", {"user": user.username})
+
+
+def _forget_key(user: User) -> None:
+    user.totp_secret = user.totp_last_step = None
+    db.session.execute(sa.delete(BackupCode).where(BackupCode.user_id == user.id))
 
 
 def new_backup_codes(user: User) -> list[str]:
     with write_transaction():
+        audit.record("backup_codes_new", {"user": user.username})
         return _replace_backup_codes(user)
 
 
@@ -140,6 +154,9 @@ def required() -> bool:
 
 
 def set_required(value: bool) -> None:
-    """In a write transaction (the caller's, if open)."""
+    """An admin's choice for everyone, audited where it changes."""
     with write_transaction():
+        if value == required():
+            return
         settings.save(REQUIRED_SETTING, "1" if value else "0")
+        audit.record("two_factor_required", {"required": "yes" if value else "no"})

@@ -38,6 +38,54 @@ def create_user(username: str, password: str | None, admin: bool = False) -> Use
     return user
 
 
+def invite(username: str, role: str) -> tuple[User, str]:
+    """An admin adds someone without a password (audited): the user and the token of the
+    one-time link that lets them set one. ValueError with a message for people."""
+    with write_transaction():
+        user = create_user(username, None, admin=role == "admin")
+        token = issue_reset_link(user, clock.now())
+        audit.record("user_added", {"user": user.username, "role": user.role})
+    return user, token
+
+
+def change_role(user: User, role: str) -> None:
+    """An admin's change of someone's role, audited; ValueError as for `set_role`."""
+    with write_transaction():
+        before = user.role
+        set_role(user, role)
+        audit.record("user_changed", {"user": user.username, "role": role, "was": before})
+
+
+def disable(user: User) -> None:
+    """An admin disables an account (audited); ValueError for the last active admin."""
+    with write_transaction():
+        set_disabled(user, True)
+        audit.record("user_disabled", {"user": user.username})
+
+
+def enable(user: User) -> None:
+    with write_transaction():
+        set_disabled(user, False)
+        audit.record("user_enabled", {"user": user.username})
+
+
+def send_reset_link(user: User) -> str:
+    """An admin's new set-password link for someone (audited); the token for the link."""
+    with write_transaction():
+        token = issue_reset_link(user, clock.now())
+        audit.record("password_reset", {"user": user.username})
+    return token
+
+
+def user_by_id(user_id: int) -> User | None:
+    return db.session.get(User, user_id)
+
+
+def everyone() -> list[User]:
+    """Every account, by username."""
+    return list(db.session.scalars(db.select(User).order_by(User.username)))
+
+
 def user_named(username: str) -> User | None:
     return db.session.scalar(db.select(User).where(User.username == username.strip()))
 

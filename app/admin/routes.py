@@ -26,11 +26,10 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from app import audit, clock, config, hours, jobs, team
 from app.accounts import sessions, throttle, two_factor
 from app.accounts import users as user_accounts  # `users` is the view below
+from app.admin import jobs as admin_jobs
 from app.contacts import autoassign, labels, owners
 from app.db.models import ROLES, USERNAME_LENGTH, User
-from app.db.unit_of_work import write_transaction
 from app.export import safe_cell
-from app.extensions import db
 from app.inbox import list_views
 from app.jobs import servers
 from app.privacy import erasure, settings
@@ -74,7 +73,7 @@ def runner_banner() -> dict:
 
 
 def user_or_404(user_id: int) -> User:
-    return db.session.get(User, user_id) or abort(404)
+    return user_accounts.user_by_id(user_id) or abort(404)
 
 
 @bp.get("/")
@@ -90,7 +89,7 @@ def users(form: AddUserForm | None = None, error: str | None = None, status: int
         "admin/users.html",
         form=form or AddUserForm(formdata=None),
         error=error,
-        users=db.session.scalars(db.select(User).order_by(User.username)).all(),
+        users=user_accounts.everyone(),
         locked=throttle.locked_logins(clock.now()),
         two_factor_required=two_factor.required(),
         reply_takes_ownership=owners.reply_takes_ownership(),
@@ -124,10 +123,7 @@ def auto_assignment():
 @admin_required
 def two_factor_requirement():
     required = request.form.get("required") == "1"
-    with write_transaction():
-        if required != two_factor.required():
-            two_factor.set_required(required)
-            audit.record("two_factor_required", {"required": "yes" if required else "no"})
+    two_factor.set_required(required)
     return redirect(url_for("admin.users"), 303)
 
 
@@ -138,10 +134,7 @@ def add_user():
     if not form.validate_on_submit() or role not in ROLES:
         return users(form, "Give a username of 1 to 80 characters and a role.", 400)
     try:
-        with write_transaction():
-            user = user_accounts.create_user(form.username.data, None, admin=role == "admin")
-            token = user_accounts.issue_reset_link(user, clock.now())
-            audit.record("user_added", {"user": user.username, "role": user.role})
+        user, token = user_accounts.invite(form.username.data, role)
     except ValueError as exc:
         return users(form, str(exc), 400)
     return link_page(user, token, new=True)
@@ -176,10 +169,7 @@ def change_role(user_id: int):
     account = user_or_404(user_id)
     role = request.form.get("role", "")
     try:
-        with write_transaction():
-            before = account.role
-            user_accounts.set_role(account, role)
-            audit.record("user_changed", {"user": account.username, "role": role, "was": before})
+        user_accounts.change_role(account, role)
     except ValueError as exc:
         return user(user_id, str(exc), 400)
     return redirect(url_for("admin.user", user_id=user_id), 303)
@@ -189,9 +179,7 @@ def change_role(user_id: int):
 @admin_required
 def reset_password(user_id: int):
     account = user_or_404(user_id)
-    with write_transaction():
-        token = user_accounts.issue_reset_link(account, clock.now())
-        audit.record("password_reset", {"user": account.username})
+    token = user_accounts.send_reset_link(account)
     return link_page(account, token)
 
 
@@ -201,10 +189,7 @@ def reset_two_factor(user_id: int):
     """For a person who lost their phone and backup codes: their password alone logs them in
     again (or, where two-factor is required, leads them to set it up anew)."""
     account = user_or_404(user_id)
-    with write_transaction():
-        if account.totp_secret:
-            two_factor.turn_off(account)
-            audit.record("two_factor_reset", {"user": account.username})
+    two_factor.reset(account)
     return redirect(url_for("admin.user", user_id=user_id), 303)
 
 
@@ -213,9 +198,7 @@ def reset_two_factor(user_id: int):
 def disable(user_id: int):
     account = user_or_404(user_id)
     try:
-        with write_transaction():
-            user_accounts.set_disabled(account, True)
-            audit.record("user_disabled", {"user": account.username})
+        user_accounts.disable(account)
     except ValueError as exc:
         return user(user_id, str(exc), 400)
     return redirect(url_for("admin.user", user_id=user_id), 303)
@@ -225,19 +208,14 @@ def disable(user_id: int):
 @admin_required
 def enable(user_id: int):
     account = user_or_404(user_id)
-    with write_transaction():
-        user_accounts.set_disabled(account, False)
-        audit.record("user_enabled", {"user": account.username})
+    user_accounts.enable(account)
     return redirect(url_for("admin.user", user_id=user_id), 303)
 
 
 @bp.post("/locked-logins/<int:throttle_id>/unlock")
 @admin_required
 def unlock(throttle_id: int):
-    with write_transaction():
-        row = throttle.unlock(throttle_id)
-        if row is not None:
-            audit.record("login_unlocked", {"username": row.username or "(any name)", "from": row.address})
+    throttle.unlock(throttle_id)
     return redirect(url_for("admin.users"), 303)
 
 
@@ -259,13 +237,12 @@ def audit_filters() -> dict:
 def audit_trail():
     filters = audit_filters()
     before = id_arg("before", required=True)
-    query = audit.events_query(**filters, before_id=before)
-    events = db.session.scalars(query.limit(AUDIT_PAGE_SIZE + 1)).all()
+    events, more = audit.events_page(AUDIT_PAGE_SIZE, **filters, before_id=before)
     filter_args = {name: value for name, value in request.args.items() if name != "before" and value}
     return render_template(
         "admin/audit.html",
-        events=events[:AUDIT_PAGE_SIZE],
-        more=len(events) > AUDIT_PAGE_SIZE,
+        events=events,
+        more=more,
         paged=before is not None,
         filter_args=filter_args,
         filters=filters,
@@ -278,14 +255,14 @@ def audit_trail():
 @bp.get("/audit.csv")
 @admin_required
 def audit_csv():
-    query = audit.events_query(**audit_filters())
+    filters = audit_filters()
 
     def lines():
         buffer = io.StringIO()
         writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
         buffer.write("\ufeff")
         writer.writerow(["time", "user", "address", "action", "details"])
-        for event in db.session.scalars(query.execution_options(yield_per=500)):
+        for event in audit.every_event(**filters):
             writer.writerow(
                 [
                     clock.utc_iso(event.at),
@@ -316,15 +293,7 @@ def audit_csv():
 def retention_settings():
     form, message, status = RetentionForm(), None, 200
     if form.validate_on_submit():
-        with write_transaction():
-            settings.set_days(form.days.data, form.audit_days.data)
-            audit.record(
-                "settings_changed",
-                {
-                    "retention_days": form.days.data or "for ever",
-                    "audit_retention_days": form.audit_days.data or "for ever",
-                },
-            )
+        settings.set_days(form.days.data, form.audit_days.data)
         message = "Saved. The next daily purge follows the new setting."
     elif request.method == "POST":
         status = 400
@@ -537,7 +506,5 @@ def job_list():
 @bp.post(f"/jobs/<int(max={2**63 - 1}):job_id>/retry")
 @admin_required
 def retry_job(job_id: int):
-    with write_transaction():  # the retry and its audit event commit together
-        if jobs.retry_dead(job_id):
-            audit.record("job_retried", {"job": job_id})
+    admin_jobs.retry(job_id)
     return redirect(url_for("admin.job_list"), 303)

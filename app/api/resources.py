@@ -404,10 +404,7 @@ def user(user_id: int) -> User:
 def create_user(username: str, role: str) -> tuple[User, str, datetime]:
     """A new account (audited) and its one-time link's token, and until when the link works."""
     try:
-        with write_transaction():
-            account = accounts.create_user(username, None, admin=role == "admin")
-            token = accounts.issue_reset_link(account, clock.now())
-            audit.record("user_added", {"user": account.username, "role": account.role})
+        account, token = accounts.invite(username, role)
     except ValueError as exc:
         raise refused("username", str(exc)) from None
     assert account.reset_expires_at is not None
@@ -420,12 +417,9 @@ def change_user(user_id: int, changes: dict) -> User:
     try:
         with write_transaction():
             if "role" in changes and changes["role"] != account.role:
-                before = account.role
-                accounts.set_role(account, changes["role"])
-                audit.record("user_changed", {"user": account.username, "role": changes["role"], "was": before})
+                accounts.change_role(account, changes["role"])
             if "disabled" in changes and changes["disabled"] != account.disabled:
-                accounts.set_disabled(account, changes["disabled"])
-                audit.record("user_disabled" if changes["disabled"] else "user_enabled", {"user": account.username})
+                (accounts.disable if changes["disabled"] else accounts.enable)(account)
     except ValueError as exc:
         raise refused("role" if "role" in changes else "disabled", str(exc)) from None
     return user(user_id)

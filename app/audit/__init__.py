@@ -10,6 +10,7 @@ without revealing it.
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -151,6 +152,17 @@ def events_query(
     if last_day:
         query = query.where(AuditEvent.at < datetime.combine(last_day + timedelta(days=1), datetime.min.time()))
     return query
+
+
+def events_page(size: int, **filters) -> tuple[list[AuditEvent], bool]:
+    """A page of the events `events_query` finds, and whether more follow it."""
+    found = db.session.scalars(events_query(**filters).limit(size + 1)).all()
+    return list(found[:size]), len(found) > size
+
+
+def every_event(**filters) -> Iterator[AuditEvent]:
+    """Every event `events_query` finds, fetched 500 at a time (the CSV download)."""
+    yield from db.session.scalars(events_query(**filters).execution_options(yield_per=500))
 
 
 def usernames() -> list[str]:

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from flask import current_app
 
+from app import audit
 from app.db import settings
 from app.db.unit_of_work import write_transaction
 
@@ -33,10 +34,14 @@ def audit_days() -> int | None:
 
 
 def set_days(message_days: int | None, audit_event_days: int | None) -> None:
-    """In a write transaction (the caller's, if open); None (or 0) keeps for ever."""
+    """An admin's choice, audited; None (or 0) keeps for ever."""
     with write_transaction():
         settings.save(RETENTION_DAYS, str(message_days) if message_days else FOREVER)
         settings.save(AUDIT_RETENTION_DAYS, str(audit_event_days) if audit_event_days else FOREVER)
+        audit.record(
+            "settings_changed",
+            {"retention_days": message_days or "for ever", "audit_retention_days": audit_event_days or "for ever"},
+        )
 
 
 def last_purge() -> datetime | None:
