@@ -248,7 +248,10 @@ def test_a_scheduled_reply_is_shown_to_everyone_and_sent_once_at_its_time_by_rac
     assert [e["by"] for e in events(clocked, "scheduled_sent")] == ["schedule"]
 
 
-def test_the_messages_of_one_moment_are_all_released_by_its_one_job_so_their_sends_come_next(clocked, alice, messente):
+def test_the_messages_of_one_moment_are_released_by_its_one_job_their_sends_taken_before_the_next_batch(
+    clocked, alice, messente, monkeypatch
+):
+    monkeypatch.setattr(scheduled, "BATCH", 2, raising=False)  # (the code before had no batches)
     deliver(clocked)
     for n in range(3):
         schedule_reply(alice, clocked, f"At nine {n}", when="tomorrow")
@@ -265,14 +268,15 @@ def test_the_messages_of_one_moment_are_all_released_by_its_one_job_so_their_sen
         claimed = jobs.claim(first.id, first.kind, due, "a-runner", clocked.config)
         assert claimed is not None
         jobs.run(claimed, due)
-        # The first job taken at the moment released every message due then: what a runner
-        # takes next is a send, not another message's release.
-        assert [m.text for m in waiting(clocked)] == []
-        assert scheduled.SEND_SCHEDULED not in {row.kind for row in jobs.find_due(due, limit=50)}
+        # Its first run released a batch: what a runner takes next is the first one's send (the
+        # second waits behind it, one conversation), and only then the moment's job again.
+        assert [m.text for m in waiting(clocked)] == ["At nine 2"]
+        assert [row.kind for row in jobs.find_due(due, limit=50)] == [replies.SEND_REPLY, scheduled.SEND_SCHEDULED]
         db.session.remove()
-    run_at(clocked, due + timedelta(minutes=1))
-    assert sorted(texts_sent(messente)) == [f"At nine {n}" for n in range(3)]  # each once
+    run_at(clocked, due)
+    assert texts_sent(messente) == [f"At nine {n}" for n in range(3)]  # each once, in order
     assert [e["by"] for e in events(clocked, "scheduled_sent")] == ["schedule"] * 3
+    assert waiting(clocked) == []
 
 
 def test_edit_moves_it_and_the_old_time_sends_nothing(clocked, alice, messente):

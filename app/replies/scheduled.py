@@ -15,10 +15,12 @@ Every step is one conditional statement on `status = 'scheduled'` under the writ
 cancel (or an edit) and the job racing at the due time exactly one wins: a cancel that answered
 "cancelled" is never followed by a send, and a cancel after the job took it says it is on its way.
 There is one job per moment (its key): the first message scheduled for a moment adds it, and it
-releases every message still scheduled for that moment, BATCH to a write transaction, so the
-replies' sends start with the first batch instead of after the last. An edit of the time adds (or
-finds) the new moment's job; the old one no longer finds the message. Waiting rows count in their conversation's `scheduled_count` (the list's clock) and are
-not part of the thread's messages (app/inbox/queries.py): the thread shows them after its newest
+releases the messages still scheduled for that moment BATCH at a time, each batch's replies' sends
+taken before the next batch (it runs again, due after them), so the sends start with the first
+batch instead of after the last. An edit of the time adds (or finds) the new moment's job; the
+old one no longer finds the message. Waiting rows count in their conversation's
+`scheduled_count` (the list's clock) and are not part of the thread's messages
+(app/inbox/queries.py): the thread shows them after its newest
 message. Their text is not searchable until sent (`folded_text` empty).
 """
 
@@ -43,8 +45,8 @@ STATES = (*WAITING, "cancelled")  # rows that are not (yet) messages of the thre
 PRESETS = ("in an hour", "tomorrow", "next Monday")
 LONGEST_AHEAD = timedelta(days=366)
 EARLIEST_AHEAD = timedelta(minutes=1)
-# Messages a moment's job swaps for replies in one write transaction: the replies' sends (other
-# runner threads) start after the first of them commit, and the write lock is held briefly.
+# Messages a moment's job swaps for replies in one run (one write transaction): their sends are
+# taken before it runs again for the next ones, and the write lock is held briefly.
 BATCH = 50
 
 
@@ -336,22 +338,25 @@ def _set_waiting_status(connection: sa.Connection, message_id: int, send_at: dat
 
 @jobs.kind(SEND_SCHEDULED)
 def send_scheduled_job(payload: dict, attempt: "jobs.Attempt") -> None:
-    """At a moment: every message scheduled for it is sent (as a reply), or held, or marked missed,
-    BATCH to a write transaction, so that the first replies' sends start while the rest are being
-    swapped. Runs again harmlessly: every outcome is conditional on the row still waiting for this
-    time. (A job enqueued before there was one per moment names its one message.)"""
+    """At a moment: the first BATCH messages still scheduled for it are sent (as replies), or
+    held, or marked missed, in one write transaction; with more left, the same transaction adds
+    the job again, due now, after the sends it just queued (runners take due jobs oldest due
+    first), so the replies go out while the rest are released. Runs again harmlessly: every
+    outcome is conditional on the row still waiting for this time. (A job enqueued before there
+    was one per moment names its one message.)"""
     at = payload["at"]
     moment = datetime.fromtimestamp(at, UTC).replace(tzinfo=None)
     query = sa.select(Message.id).where(Message.send_at == moment, Message.status == "scheduled")
     if "message" in payload:
         query = query.where(Message.id == payload["message"])
-    waiting = list(db.session.scalars(query.order_by(Message.id)))
-    db.session.rollback()  # the read ends here
     grace = timedelta(hours=current_app.config["SCHEDULED_GRACE_HOURS"])
-    for start in range(0, len(waiting), BATCH):
-        with write_transaction() as session:
-            for message_id in waiting[start : start + BATCH]:
-                _send_one(session.connection(), message_id, at, grace)
+    with write_transaction() as session:
+        connection = session.connection()
+        waiting = list(connection.scalars(query.order_by(Message.id).limit(BATCH + 1)))
+        for message_id in waiting[:BATCH]:
+            _send_one(connection, message_id, at, grace)
+        if len(waiting) > BATCH:
+            jobs.enqueue(SEND_SCHEDULED, {"at": at}, key=f"{SEND_SCHEDULED}:{at}")
     return None
 
 
