@@ -252,6 +252,22 @@ def test_committing_a_job_wakes_the_local_runner_at_once(database_url):
         close_app(app)
 
 
+def test_an_idle_runner_wakes_when_the_next_job_falls_due_though_a_due_one_waits_behind_its_key(job_app, clock_now):
+    job_app.config["JOBS_POLL_SECONDS"] = 10.0
+    with job_app.app_context():
+        with write_transaction():
+            jobs.enqueue("test_note", {"n": 1}, key="k")
+            jobs.enqueue("test_note", {"n": 2}, key="k")  # due now, but behind n=1
+            jobs.enqueue("test_note", {"n": 3}, due_at=START + timedelta(seconds=3))  # a moment ahead
+        [first] = jobs.find_due(START)
+        assert jobs.claim(first.id, first.kind, START, "another-runner", job_app.config) is not None
+        assert jobs.find_due(START) == []  # nothing this runner may take now
+        idle = runner.Runner(job_app, threads=0)
+        assert idle.idle_wait() == 3.0  # it looks again at n=3's moment, not a poll later
+        clock_now["moment"] = START + timedelta(seconds=1)
+        assert idle.idle_wait() == 2.0
+
+
 def test_a_kind_limited_per_runner_runs_one_at_a_time_while_other_jobs_go_on(database_url):
     app = make_app(database_url, JOBS_POLL_SECONDS=0.05, JOB_THREADS=3)
     with app.app_context():

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import audit, contacts, jobs, replies
-from app.db.models import AuditEvent, Conversation, Message, Notification, Suppression, WebhookEvent
+from app.db.models import AuditEvent, Conversation, Job, Message, Notification, Suppression, WebhookEvent
 from app.db.unit_of_work import write_transaction
 from app.export import export_query
 from app.extensions import db
@@ -246,6 +246,37 @@ def test_a_scheduled_reply_is_shown_to_everyone_and_sent_once_at_its_time_by_rac
     assert waiting(clocked) == []
     assert "Scheduled for" not in bob.get(thread_path(clocked)).text
     assert [e["by"] for e in events(clocked, "scheduled_sent")] == ["schedule"]
+
+
+def test_the_messages_of_one_moment_are_released_by_its_one_job_their_sends_taken_before_the_next_batch(
+    clocked, alice, messente, monkeypatch
+):
+    monkeypatch.setattr(scheduled, "BATCH", 2, raising=False)  # (the code before had no batches)
+    deliver(clocked)
+    for n in range(3):
+        schedule_reply(alice, clocked, f"At nine {n}", when="tomorrow")
+    due = datetime(2026, 3, 3, 7, 0)
+    with clocked.app_context():
+        kinds = db.session.scalars(sa.select(Job.kind).where(Job.kind == scheduled.SEND_SCHEDULED)).all()
+        assert len(kinds) == 1  # one job for the moment, not one a message
+        db.session.rollback()
+    run_at(clocked, due - timedelta(seconds=1))
+    assert messente.requests == [] and [m.status for m in waiting(clocked)] == ["scheduled"] * 3  # none early
+    clocked.now["moment"] = due
+    with clocked.app_context():
+        first = next(row for row in jobs.find_due(due, limit=50) if row.kind == scheduled.SEND_SCHEDULED)
+        claimed = jobs.claim(first.id, first.kind, due, "a-runner", clocked.config)
+        assert claimed is not None
+        jobs.run(claimed, due)
+        # Its first run released a batch: what a runner takes next is the first one's send (the
+        # second waits behind it, one conversation), and only then the moment's job again.
+        assert [m.text for m in waiting(clocked)] == ["At nine 2"]
+        assert [row.kind for row in jobs.find_due(due, limit=50)] == [replies.SEND_REPLY, scheduled.SEND_SCHEDULED]
+        db.session.remove()
+    run_at(clocked, due)
+    assert texts_sent(messente) == [f"At nine {n}" for n in range(3)]  # each once, in order
+    assert [e["by"] for e in events(clocked, "scheduled_sent")] == ["schedule"] * 3
+    assert waiting(clocked) == []
 
 
 def test_edit_moves_it_and_the_old_time_sends_nothing(clocked, alice, messente):

@@ -239,6 +239,13 @@ class Message(Model):
             sqlite_where=sa.text("send_at IS NOT NULL"),
             postgresql_where=sa.text("send_at IS NOT NULL"),
         ),
+        # The messages scheduled for one moment (its one send job): the same rows, by their time.
+        sa.Index(
+            "ix_message_send_at",
+            "send_at",
+            sqlite_where=sa.text("send_at IS NOT NULL"),
+            postgresql_where=sa.text("send_at IS NOT NULL"),
+        ),
         # A thread's poll: its messages changed after the number the page last saw.
         sa.Index("ix_message_conversation_id_change_seq", "conversation_id", "change_seq"),
         # Text search on PostgreSQL: LIKE '%part%' through pg_trgm (SQLite: MESSAGE_FTS below).

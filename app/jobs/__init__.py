@@ -261,8 +261,13 @@ def find_due(now: datetime, limit: int = 20, skip_kinds: Collection[str] = ()) -
     return rows
 
 
-def next_due_at() -> datetime | None:
-    due = db.session.scalar(sa.select(sa.func.min(Job.due_at)).where(Job.state == "due"))
+def next_due_at(after: datetime | None = None) -> datetime | None:
+    """When the next job falls due (after `after`: one due by then and not yet taken is behind
+    its key or its kind's limit, and whatever frees it wakes the runner)."""
+    query = sa.select(sa.func.min(Job.due_at)).where(Job.state == "due")
+    if after is not None:
+        query = query.where(Job.due_at > after)
+    due = db.session.scalar(query)
     db.session.rollback()
     return due
 

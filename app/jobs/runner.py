@@ -144,11 +144,13 @@ class Runner:
     def idle_wait(self) -> float:
         """Seconds until the next job falls due, at most JOBS_POLL_SECONDS (and HEARTBEAT)."""
         longest = min(float(self.app.config["JOBS_POLL_SECONDS"]), HEARTBEAT.total_seconds())
-        due = jobs.next_due_at()
+        now = clock.now()
+        # Not the jobs due already that it found nothing to take of (behind their key, or their
+        # kind at its limit: woken when freed): a scheduled moment after them wakes it on time.
+        due = jobs.next_due_at(after=now)
         if due is None:
             return longest
-        until = (due - clock.now()).total_seconds()
-        return min(longest, until) if until > 0 else longest  # due but behind its key: woken when free
+        return min(longest, max((due - now).total_seconds(), 0.001))
 
     def heartbeat(self, now) -> None:
         if self.server_id is not None:

@@ -2,7 +2,7 @@
 
 A scheduled message is a message row (direction "out") that waits:
 
-    scheduled (with `send_at`, and a `send_scheduled` job due then, in one commit) ->
+    scheduled (with `send_at`, and its moment's `send_scheduled` job due then, in one commit) ->
         sent: at its time the job swaps the row for a reply, `queued`, at the end of the thread,
               and the reply's own send job takes over (app/replies/__init__.py: once, never twice,
               `unconfirmed` after a crash mid-send) |
@@ -14,9 +14,13 @@ A scheduled message is a message row (direction "out") that waits:
 Every step is one conditional statement on `status = 'scheduled'` under the write lock, so of a
 cancel (or an edit) and the job racing at the due time exactly one wins: a cancel that answered
 "cancelled" is never followed by a send, and a cancel after the job took it says it is on its way.
-An edit of the time enqueues a new job; the old one finds a `send_at` that is not its own and does
-nothing. Waiting rows count in their conversation's `scheduled_count` (the list's clock) and are
-not part of the thread's messages (app/inbox/queries.py): the thread shows them after its newest
+There is one job per moment (its key): the first message scheduled for a moment adds it, and it
+releases the messages still scheduled for that moment BATCH at a time, each batch's replies' sends
+taken before the next batch (it runs again, due after them), so the sends start with the first
+batch instead of after the last. An edit of the time adds (or finds) the new moment's job; the
+old one no longer finds the message. Waiting rows count in their conversation's
+`scheduled_count` (the list's clock) and are not part of the thread's messages
+(app/inbox/queries.py): the thread shows them after its newest
 message. Their text is not searchable until sent (`folded_text` empty).
 """
 
@@ -41,6 +45,9 @@ STATES = (*WAITING, "cancelled")  # rows that are not (yet) messages of the thre
 PRESETS = ("in an hour", "tomorrow", "next Monday")
 LONGEST_AHEAD = timedelta(days=366)
 EARLIEST_AHEAD = timedelta(minutes=1)
+# Messages a moment's job swaps for replies in one run (one write transaction): their sends are
+# taken before it runs again for the next ones, and the write lock is held briefly.
+BATCH = 50
 
 
 class ScheduleRefused(ValueError):
@@ -96,6 +103,13 @@ def at_key(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp())
 
 
+def enqueue_moment(send_at: datetime) -> None:
+    """The one job that sends every message scheduled for `send_at`, due then (added once, in
+    the caller's write transaction: the first message scheduled for a moment adds it)."""
+    at = at_key(send_at)
+    jobs.enqueue_once(SEND_SCHEDULED, {"at": at}, key=f"{SEND_SCHEDULED}:{at}", due_at=send_at)
+
+
 def insert_scheduled(
     connection: sa.Connection,
     conversation_id: int,
@@ -139,7 +153,7 @@ def insert_scheduled(
         .where(Conversation.id == conversation_id)
         .values(scheduled_count=Conversation.scheduled_count + 1, change_seq=change)
     )
-    jobs.enqueue(SEND_SCHEDULED, {"message": scheduled_id, "at": at_key(send_at)}, due_at=send_at)
+    enqueue_moment(send_at)
     return scheduled_id
 
 
@@ -224,7 +238,7 @@ def edit(conversation_id: int, message_id: int, text: str, send_at: datetime) ->
             )
         )
         _touch(session.connection(), conversation_id, change)
-        jobs.enqueue(SEND_SCHEDULED, {"message": message_id, "at": at_key(send_at)}, due_at=send_at)
+        enqueue_moment(send_at)
         audit.record(
             "scheduled_edited",
             {"conversation": conversation_id, "scheduled": message_id, "send_at": send_at, "was": was.send_at}
@@ -324,56 +338,71 @@ def _set_waiting_status(connection: sa.Connection, message_id: int, send_at: dat
 
 @jobs.kind(SEND_SCHEDULED)
 def send_scheduled_job(payload: dict, attempt: "jobs.Attempt") -> None:
-    """At a scheduled message's time: send it (as a reply), or hold it, or mark it missed. Runs
-    again harmlessly: every outcome is conditional on the row still waiting for this time."""
-    message_id, at = payload["message"], payload["at"]
+    """At a moment: the first BATCH messages still scheduled for it are sent (as replies), or
+    held, or marked missed, in one write transaction; with more left, the same transaction adds
+    the job again, due now, after the sends it just queued (runners take due jobs oldest due
+    first), so the replies go out while the rest are released. Runs again harmlessly: every
+    outcome is conditional on the row still waiting for this time. (A job enqueued before there
+    was one per moment names its one message.)"""
+    at = payload["at"]
+    moment = datetime.fromtimestamp(at, UTC).replace(tzinfo=None)
+    query = sa.select(Message.id).where(Message.send_at == moment, Message.status == "scheduled")
+    if "message" in payload:
+        query = query.where(Message.id == payload["message"])
     grace = timedelta(hours=current_app.config["SCHEDULED_GRACE_HOURS"])
     with write_transaction() as session:
         connection = session.connection()
-        row = connection.execute(
-            sa.select(Message.conversation_id, Message.send_at, Message.received_at, Message.status).where(
-                Message.id == message_id
-            )
-        ).first()
-        if row is None or row.status != "scheduled" or row.send_at is None or at_key(row.send_at) != at:
-            return None  # sent, cancelled, or its time changed (a newer job has the new time)
-        conversation = connection.execute(
-            sa.select(Conversation.last_inbound_at).where(Conversation.id == row.conversation_id)
-        ).first()
-        now = clock.now()
-        outcome, problem = None, ""
-        if now - row.send_at > grace:
-            outcome = "missed"
-            problem = f"not sent: the app was not running at its time (more than {_hours(grace)} late)"
-        elif (
-            conversation is not None and conversation.last_inbound_at and conversation.last_inbound_at > row.received_at
-        ):
-            outcome = "held"
-            problem = "not sent: the customer wrote after it was scheduled"
-        if outcome is not None:
-            marked = _set_waiting_status(connection, message_id, row.send_at, outcome, problem)
-            if marked is None:
-                return None
-            _touch(connection, marked.conversation_id, change_number())
-            if marked.author_id is not None:
-                notifications.add_for_writer(marked.conversation_id, marked.author_id, outcome)
-            audit.record(
-                f"scheduled_{outcome}",
-                {"conversation": marked.conversation_id, "scheduled": message_id, "send_at": row.send_at},
-                username=None,
-                address=None,
-            )
-            log.info("scheduled message %d %s", message_id, outcome)
-            return None
-        reply_id = _release(connection, row.conversation_id, message_id, ("scheduled",))
-        if reply_id is not None:
-            audit.record(
-                "scheduled_sent",
-                {"conversation": row.conversation_id, "scheduled": message_id, "reply": reply_id, "by": "schedule"},
-                username=None,
-                address=None,
-            )
+        waiting = list(connection.scalars(query.order_by(Message.id).limit(BATCH + 1)))
+        for message_id in waiting[:BATCH]:
+            _send_one(connection, message_id, at, grace)
+        if len(waiting) > BATCH:
+            jobs.enqueue(SEND_SCHEDULED, {"at": at}, key=f"{SEND_SCHEDULED}:{at}")
     return None
+
+
+def _send_one(connection: sa.Connection, message_id: int, at: int, grace: timedelta) -> None:
+    """Send, hold or mark missed one message scheduled for `at`, in the caller's write transaction."""
+    row = connection.execute(
+        sa.select(Message.conversation_id, Message.send_at, Message.received_at, Message.status).where(
+            Message.id == message_id
+        )
+    ).first()
+    if row is None or row.status != "scheduled" or row.send_at is None or at_key(row.send_at) != at:
+        return  # sent, cancelled, or its time changed (the new time's job has it)
+    conversation = connection.execute(
+        sa.select(Conversation.last_inbound_at).where(Conversation.id == row.conversation_id)
+    ).first()
+    now = clock.now()
+    outcome, problem = None, ""
+    if now - row.send_at > grace:
+        outcome = "missed"
+        problem = f"not sent: the app was not running at its time (more than {_hours(grace)} late)"
+    elif conversation is not None and conversation.last_inbound_at and conversation.last_inbound_at > row.received_at:
+        outcome = "held"
+        problem = "not sent: the customer wrote after it was scheduled"
+    if outcome is not None:
+        marked = _set_waiting_status(connection, message_id, row.send_at, outcome, problem)
+        if marked is None:
+            return
+        _touch(connection, marked.conversation_id, change_number())
+        if marked.author_id is not None:
+            notifications.add_for_writer(marked.conversation_id, marked.author_id, outcome)
+        audit.record(
+            f"scheduled_{outcome}",
+            {"conversation": marked.conversation_id, "scheduled": message_id, "send_at": row.send_at},
+            username=None,
+            address=None,
+        )
+        log.info("scheduled message %d %s", message_id, outcome)
+        return
+    reply_id = _release(connection, row.conversation_id, message_id, ("scheduled",))
+    if reply_id is not None:
+        audit.record(
+            "scheduled_sent",
+            {"conversation": row.conversation_id, "scheduled": message_id, "reply": reply_id, "by": "schedule"},
+            username=None,
+            address=None,
+        )
 
 
 def _hours(delta: timedelta) -> str:
