@@ -249,6 +249,55 @@ def test_a_conversation_with_very_many_matches_does_not_make_a_page_read_them_al
     assert pages[1:-1] == [[]]  # 21 matches, 8 a page: three pages
 
 
+def test_a_busy_conversation_shows_how_many_of_its_newest_messages_match_at_least(app, client, auth, monkeypatch):
+    # Counting reads each text from the message table: a busy conversation's entry counts among
+    # its newest MESSAGES_COUNTED messages from the match shown down, and says "at least" ("7+")
+    # when it has older ones, whatever its older messages hold; a quieter one is counted exactly.
+    monkeypatch.setattr(search, "MESSAGES_COUNTED", 10)
+    monkeypatch.setattr(search, "WALK_BATCH", 4)  # the walk reads 8 matches of 43: not all of them
+    monkeypatch.setattr(search, "WALK_MOST", 8)
+    auth.login()
+    with app.app_context():
+        store({f"old{n}": f"parcel {n}" for n in range(30)}, sender="+37255500001")  # never read
+        store({f"new{n}": "parcel" if n % 3 else "thanks" for n in range(12)}, sender="+37255500001")
+        store({f"quiet{n}": "parcel" if n % 2 else "ok" for n in range(10)}, sender="+37255500002")
+        store({"after": "thanks again"}, sender="+37255500001")  # newer than its newest match
+        found, _ = search.search_conversations("parcel")
+    # The busy one: its newest 10 from its newest match down (new11 ... new2) hold 7 matches.
+    assert [(group.newest.sender, group.matches, group.matches_shown) for group in found] == [
+        ("+37255500002", 5, "5"),
+        ("+37255500001", 7, "7+"),
+    ]
+    assert matches_shown(client.get("/?q=parcel").text) == ["5 messages", "7+ messages"]
+
+
+def test_few_matches_are_counted_exactly_as_the_walk_reads_them_all(app, client, auth, monkeypatch):
+    monkeypatch.setattr(search, "MESSAGES_COUNTED", 10)
+    auth.login()
+    with app.app_context():
+        store({"first": "parcel machine", "second": "the parcel machine"}, sender="+37255500001")
+        store({f"m{n}": "thanks" for n in range(30)}, sender="+37255500001")
+    with statements_run(app) as statements:
+        page = client.get("/?q=parcel+machine").text
+    # Far below its newest 10 messages, and counted all the same: the walk read every match.
+    assert matches_shown(page) == ["2 messages"]
+    assert not [statement for statement, _ in statements if "count(" in statement and "message" in statement]
+
+
+def test_a_later_page_counts_from_its_own_match_down(app, monkeypatch):
+    monkeypatch.setattr(search, "MESSAGES_COUNTED", 4)
+    monkeypatch.setattr(search, "WALK_BATCH", 2)  # the walk never reads every match: counted in each
+    with app.app_context():
+        store({"a1": "parcel a", "a2": "parcel a"}, sender="+37255500001")
+        store({f"b{n}": f"parcel b{n}" for n in range(6)}, sender="+37255500002")
+        store({f"filler{n}": "thanks" for n in range(8)}, sender="+37255500001")  # above its matches
+        first, cursor = search.search_conversations("parcel", limit=1)
+        second, _ = search.search_conversations("parcel", limit=1, before=cursor)
+    assert [(group.newest.sender, group.matches_shown) for group in first] == [("+37255500002", "4+")]
+    # Its matches lie below its newest 4 messages: counted from the match shown, not from the top.
+    assert [(group.newest.sender, group.matches_shown) for group in second] == [("+37255500001", "2")]
+
+
 def test_a_page_counts_the_matches_of_its_own_conversations_only(app):
     with app.app_context():
         for n in range(30):

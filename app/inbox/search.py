@@ -18,12 +18,14 @@ PostgreSQL's index). Code that erases a message's text but keeps the row calls
 `forget_messages` (or `forget_conversation`) in the same transaction.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 from markupsafe import Markup, escape
+from sqlalchemy.orm import aliased
 
 from app.db.folding import fold, folded_query
 from app.db.models import Conversation, Message
@@ -118,6 +120,13 @@ class Found:
 
     newest: Hit
     matches: int
+    # Whether the conversation has older messages than those counted (MESSAGES_COUNTED): then it
+    # holds `matches` or more, shown as "12+".
+    at_least: bool = False
+
+    @property
+    def matches_shown(self) -> str:
+        return f"{self.matches}+" if self.at_least else str(self.matches)
 
 
 # Matching messages read per statement while gathering a page of conversations, and at most this
@@ -125,6 +134,10 @@ class Found:
 # (the page then holds the conversations found so far, and the next goes on from there).
 WALK_BATCH = 200
 WALK_MOST = 2_000
+# A conversation's matches are counted among its newest this many messages from the match shown
+# down: each text is read from the message table, so a busy conversation must not make its entry
+# read all of them, whether a word is in most of its messages or in few ("50+ messages").
+MESSAGES_COUNTED = 50
 
 
 def search_conversations(query: str, limit: int = PAGE, before: int | None = None) -> tuple[list[Found], int | None]:
@@ -135,24 +148,32 @@ def search_conversations(query: str, limit: int = PAGE, before: int | None = Non
     Keyset paged on the message id like search_messages: a page walks the matching messages below
     `before`, newest first, through the text index, and keeps each conversation the first time it
     meets it; a conversation with a match at or above `before` was on an earlier page and is
-    skipped. Each one's matches are then counted in its own messages (its index on
-    (conversation_id, id)), not in the text index. A query with fewer than MIN_QUERY letters or
-    digits finds nothing (and asks no index).
+    skipped. When the walk reads every match below `before` (few match), it counts them itself;
+    otherwise each conversation's matches are counted in its own newest messages from the one
+    shown down (its index on (conversation_id, id)), not in the text index: at most
+    MESSAGES_COUNTED of them, so a busy conversation shows "12+" (see Found). A query
+    with fewer than MIN_QUERY letters or digits finds nothing (and asks no index).
     """
     if not searchable(query):
         return [], None
     folded = folded_query(query)
     newest_of: dict[int, int] = {}  # conversation id: its newest matching message id, in page order
-    counts: dict[int, int] = {}
+    counts: dict[int, tuple[int, bool]] = {}
     skipped: set[int] = set()  # conversations an earlier page showed
     walk_from, walked, exhausted = before, 0, False
+    fetched: Counter[int] = Counter()  # matches read so far, per conversation
+    every_match = False  # whether those are all the matches below `before`: then they are the counts
+    # The first batch reads about what fills a page (each match a message row to test), later ones more.
+    batch_size = min(WALK_BATCH, 2 * (limit + 1))
     while len(newest_of) <= limit and walked < WALK_MOST:
         batch = sorted(
             db.session.execute(
-                _newest_matches(sa.select(Message.id, Message.conversation_id), folded, WALK_BATCH, walk_from)
+                _newest_matches(sa.select(Message.id, Message.conversation_id), folded, batch_size, walk_from)
             ).all(),
             reverse=True,
         )
+        fetched.update(conversation_id for _, conversation_id in batch)
+        every_match = len(batch) < batch_size
         new: dict[int, int] = {}
         examined = 0
         for message_id, conversation_id in batch:
@@ -163,15 +184,21 @@ def search_conversations(query: str, limit: int = PAGE, before: int | None = Non
             if conversation_id not in newest_of and conversation_id not in skipped and conversation_id not in new:
                 new[conversation_id] = message_id
         walked += examined
-        if new:
-            for conversation_id, (matches, newest) in _match_counts(list(new), folded).items():
-                if newest > new[conversation_id]:  # a newer match: shown before this page
+        if new and every_match and before is None:  # few matches: all read, nothing to count
+            newest_of.update(new)
+        elif new:
+            # Below the first page, a conversation met here may have newer matches above the cursor.
+            for conversation_id, (matches, more, newest) in _match_counts(new, folded, before is not None).items():
+                if newest is not None and newest > new[conversation_id]:  # shown on an earlier page
                     skipped.add(conversation_id)
                 else:
-                    newest_of[conversation_id], counts[conversation_id] = new[conversation_id], matches
-        if len(batch) < WALK_BATCH and examined == len(batch):
+                    newest_of[conversation_id], counts[conversation_id] = new[conversation_id], (matches, more)
+        if len(batch) < batch_size and examined == len(batch):
             exhausted = True
             break
+        batch_size = min(WALK_BATCH, batch_size * 4)
+    if every_match:  # a conversation not skipped has no match above `before`: these are all of its
+        counts = {conversation_id: (fetched[conversation_id], False) for conversation_id in newest_of}
     page = sorted(newest_of.items(), key=lambda item: item[1], reverse=True)
     next_cursor: int | None
     if len(page) > limit:
@@ -188,23 +215,61 @@ def search_conversations(query: str, limit: int = PAGE, before: int | None = Non
         else {}
     )
     return [
-        Found(hits[message_id], counts[conversation_id]) for conversation_id, message_id in page if message_id in hits
+        Found(hits[message_id], *counts[conversation_id]) for conversation_id, message_id in page if message_id in hits
     ], next_cursor
 
 
-def _match_counts(conversation_ids: list[int], folded: str) -> dict[int, tuple[int, int]]:
-    """For each conversation, how many of its messages' texts hold `folded`, and the newest one's id.
-    Reads the conversations' messages by their (conversation_id, id) index and tests each text."""
-    if db.session.get_bind().dialect.name == "sqlite":
-        matches = Message.folded_text.op("GLOB")(f"*{glob_escape(folded)}*")
-    else:
-        matches = Message.folded_text.like(f"%{like_escape(folded)}%", escape=LIKE_ESCAPE)
-    rows = db.session.execute(
-        sa.select(Message.conversation_id, sa.func.count(), sa.func.max(Message.id))
-        .where(Message.conversation_id.in_(conversation_ids), matches)
-        .group_by(Message.conversation_id)
+def _match_counts(newest_of: dict[int, int], folded: str, newest: bool) -> dict[int, tuple[int, bool, int | None]]:
+    """For each conversation (with the id of a matching message of it, the one a page shows): how
+    many of its newest MESSAGES_COUNTED messages from that one down hold `folded`, whether it has
+    older messages than those, and with `newest` the id of its newest match (else None).
+
+    One statement from the shown messages' rows: each conversation's messages are read newest
+    first by its (conversation_id, id) index, at most MESSAGES_COUNTED of them (and whether there
+    are more, from the index alone), never every match of a busy conversation."""
+    matches = matches_in(Message.folded_text, folded)
+    shown = aliased(Message, name="shown")
+    its_messages = (
+        sa.select(Message.id, Message.folded_text)
+        .where(Message.conversation_id == shown.conversation_id, Message.id <= shown.id)
+        .order_by(Message.id.desc())
+        .correlate(shown)
     )
-    return {conversation_id: (matches, newest) for conversation_id, matches, newest in rows}
+    counted = _first(its_messages, MESSAGES_COUNTED).subquery()
+    columns = [
+        shown.conversation_id,
+        sa.select(sa.func.count())
+        .select_from(counted)
+        .where(matches_in(counted.c.folded_text, folded))
+        .scalar_subquery(),
+        sa.select(sa.func.count())
+        .select_from(_first(its_messages.with_only_columns(Message.id), MESSAGES_COUNTED + 1).subquery())
+        .scalar_subquery()
+        > sa.literal_column(str(MESSAGES_COUNTED)),
+    ]
+    if newest:
+        its_matches = (
+            sa.select(Message.id)
+            .where(Message.conversation_id == shown.conversation_id, matches)
+            .order_by(Message.id.desc())
+            .correlate(shown)
+        )
+        columns.append(_first(its_matches, 1).scalar_subquery())
+    rows = db.session.execute(sa.select(*columns).where(shown.id.in_(list(newest_of.values()))))
+    return {row[0]: (row[1], bool(row[2]), row[3] if newest else None) for row in rows}
+
+
+def matches_in(column: sa.SQLColumnExpression[str], folded: str) -> sa.ColumnElement[bool]:
+    """`column` (a folded text) holds `folded`: GLOB on SQLite, LIKE on PostgreSQL, wildcards escaped."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return column.op("GLOB")(f"*{glob_escape(folded)}*")
+    return column.like(f"%{like_escape(folded)}%", escape=LIKE_ESCAPE)
+
+
+def _first(select: sa.Select, count: int) -> sa.Select:
+    """`select` limited to its first `count` rows, written into the statement: a constant, not one
+    more parameter per conversation."""
+    return select.limit(sa.literal_column(str(int(count)))).offset(sa.literal_column("0"))
 
 
 def text_matches(query: str, dialect: str) -> sa.ColumnElement[bool]:
