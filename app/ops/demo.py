@@ -11,7 +11,9 @@ search text (`folding.fold`).
 Into an empty inbox everything goes in one transaction, and on SQLite the message table's
 secondary indexes and the text search index are built once at its end, from sorted data,
 rather than entry by entry (building an index once is several times cheaper than keeping it
-up to date row by row), the text search index gathered in memory and written out once. A
+up to date row by row), the text search index gathered in memory and written out once. In
+every transaction, the new conversations' number parts and text index are filled at its end
+too, in one statement each, rather than by their triggers row by row (INSERT_TRIGGERS). A
 server running meanwhile waits for the write lock until then; its callbacks answer 503 and the
 provider retries them. Into an inbox in use, the messages go in
 transactions of MESSAGES_PER_TRANSACTION, each short enough for a live server's writers.
