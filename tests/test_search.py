@@ -413,3 +413,28 @@ def test_six_or_more_digits_find_the_numbers_that_contain_them_from_their_middle
                 numbers, _ = queries.few_matching_conversations(query)
                 wanted = queries.searched_number(query)
                 assert sorted(numbers or []) == sorted(id_ for id_, each in keys.items() if wanted in each), query
+
+
+def test_a_seeded_inbox_finds_numbers_by_a_few_digits_and_new_conversations_after_it(app):
+    """Seeding files its conversations' number parts and text index at its end, not row by row:
+    shorter queries (the conversation text index) find them too, and a conversation ingested
+    after the seeding is filed as before (the triggers are back)."""
+    rng = random.Random(30)
+    with app.app_context():
+        demo.seed(900, 400, rng=rng)
+        ingest.store_messages([ingest.parse_payload(body_for(msg_id="after", sender="+37258812345", text="hi"))])
+        keys = dict(db.session.execute(sa.select(Conversation.id, Conversation.sender_key)).all())
+        assert number_parts() == {id_: stretches(key) for id_, key in keys.items() if len(key) >= NUMBER_PART}
+        later = conversation_of("+37258812345").id
+        for query in ("588123", "5881234", "881", "8812", "58812"):
+            numbers, _ = queries.few_matching_conversations(query)
+            assert later in (numbers or []), query
+        for key in rng.sample(sorted(keys.values()), 20):
+            for query in (key[4:7], key[3:8], key[-4:]):
+                numbers, _ = queries.few_matching_conversations(query)
+                number = queries.searched_number(query)
+                wanted = sorted(id_ for id_, each in keys.items() if number in each)
+                if len(wanted) > queries.FEW_MATCHES:
+                    assert numbers is None, query
+                else:
+                    assert sorted(numbers or []) == wanted, query

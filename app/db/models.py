@@ -368,6 +368,19 @@ def _number_index() -> dict[str, tuple[str, ...]]:
 NUMBER_INDEX = _number_index()
 
 
+# On SQLite, the rows the insert trigger writes, for every conversation whose id is :first_id or
+# more, in one statement: for conversations inserted while that trigger was set aside
+# (app/ops/demo.py). Sorted by the table's key, so each of its pages is written once.
+NUMBER_PARTS_FROM = (
+    "INSERT INTO conversation_number_part (part, conversation_id) "
+    f"SELECT DISTINCT substr(conversation.sender_key, position.n, {NUMBER_PART}), conversation.id "
+    "FROM conversation JOIN ("
+    + " UNION ALL ".join(f"SELECT {n} AS n" for n in range(1, NUMBER_LENGTH - NUMBER_PART + 2))
+    + f") AS position ON position.n <= length(conversation.sender_key) - {NUMBER_PART - 1} "
+    "WHERE conversation.id >= :first_id ORDER BY 1, 2"
+)
+
+
 # Delivery statuses by how far they got: a report never moves a reply backwards, and with
 # fallback channels the best leg wins (WhatsApp FAILED, then SMS DELIVRD: delivered).
 DELIVERY_RANK = {
