@@ -11,12 +11,14 @@ rows, analysed, stand in for real data, for the two queries that must never grow
 
 import random
 import re
+from collections import Counter
 from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
 
 from app import contacts, export, jobs
+from app.contacts import labels
 from app.db.models import Conversation, User
 from app.db.unit_of_work import write_transaction
 from app.extensions import db
@@ -45,6 +47,25 @@ def test_inbox_pages_and_polls_use_indexes_only(app, client, auth, seeded):
         (f"{thread}?since=0&since_id=0", 200),  # ... when something changed: one page
     ]
     assert plans_of_requests(app, client, paths) == {}
+
+
+@SQLITE
+def test_pages_send_no_statement_twice_and_read_the_labels_once(app, client, auth, seeded):
+    """Each page asks the database for each thing once: the team's time zone (a thread's snooze
+    menu, presets and times), the active accounts (its owner menu and the reply box's mentions),
+    the labels (the list's label filter and the header's label menu), whatever the page shows."""
+    auth.login()
+    with app.app_context():
+        labels.create("Refund")
+    thread = f"/conversations/{seeded['conversation']}"
+    for path in ("/", f"/?before={seeded['cursor']}", thread, f"{thread}?before={seeded['newest']}"):
+        client.get(path)  # opening a thread reads its notifications: what a second look does not
+        with statements_run(app) as statements:
+            assert client.get(path).status_code == 200, path
+        sent = Counter((statement, repr(parameters)) for statement, parameters in statements)
+        assert {statement: times for (statement, _), times in sent.items() if times > 1} == {}, path
+        label_reads = [statement for statement, _ in statements if re.search(r"\bFROM label\b(?! JOIN)", statement)]
+        assert len(label_reads) == 1, (path, label_reads)
 
 
 @SQLITE

@@ -10,6 +10,7 @@ of them that makes room for more work (on shift, unassigned, released) asks it t
 """
 
 import sqlalchemy as sa
+from flask import g, has_request_context
 
 from app import audit, clock, notifications, webhooks
 from app.db import settings
@@ -41,7 +42,16 @@ def set_reply_takes_ownership(on: bool) -> None:
 
 
 def teammates() -> list[User]:
-    """The people a conversation can be given to: every account not disabled, by name."""
+    """The people a conversation can be given to (and a note can mention): every account not
+    disabled, by name. Read once a request: a thread's owner menu and its reply box both list them."""
+    if not has_request_context():
+        return _active_people()
+    if "teammates" not in g:
+        g.teammates = _active_people()
+    return g.teammates
+
+
+def _active_people() -> list[User]:
     return list(db.session.scalars(sa.select(User).where(User.disabled.is_(False)).order_by(User.username)))
 
 

@@ -61,6 +61,7 @@ def _parsed(key: str) -> phonenumbers.PhoneNumber | None:
     return number if phonenumbers.is_possible_number(number) else None
 
 
+@lru_cache(maxsize=10_000)  # a list page formats fifty, a thread a hundred more: the same few again
 def readable(key: str) -> str:
     """`+372 5566 4418` for `+37255664418`; a sender name or short code unchanged."""
     number = _parsed(key)
@@ -86,6 +87,7 @@ def sender_kind(sender: str) -> str:
     return "a number that is not a possible phone number"
 
 
+@lru_cache(maxsize=10_000)
 def region(key: str) -> str | None:
     """The number's country as an ISO 3166 code (`EE`), or None for names, short codes and
     numbers whose country code is shared by no one region (`+800`)."""

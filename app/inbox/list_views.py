@@ -15,7 +15,7 @@ looking at the same filters.
 """
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -335,15 +335,13 @@ class LabelFacet:
     chosen: bool
 
 
-def label_facets(list_filter: ListFilter, latest_change: int) -> list[LabelFacet]:
-    """Every label, with how many conversations of the view, under all the list's filters (the
-    labels chosen included), have it: for a chosen label the list's own count, for another how
-    many adding it would leave. The labels are read each time (a few rows: one made, renamed or
-    recoloured shows at once, though no conversation changed); their counts are one grouped query,
-    once per change number and filter."""
-    labels = list(
-        db.session.execute(sa.select(Label.id, Label.name, Label.name_key, Label.colour).order_by(Label.name_key))
-    )
+def label_facets(list_filter: ListFilter, latest_change: int, labels: Sequence[Label]) -> list[LabelFacet]:
+    """Every label (`labels`, by name: app/contacts/labels.py all_labels), with how many
+    conversations of the view, under all the list's filters (the labels chosen included), have it:
+    for a chosen label the list's own count, for another how many adding it would leave. The
+    labels are read for each page (a few rows: one made, renamed or recoloured shows at once,
+    though no conversation changed), once for the list and the header's label menu; their counts
+    are one grouped query, once per change number and filter."""
     if not labels:
         return []
     owner = list_filter.assignee if list_filter.assignee in (None, "none") else list_filter.assignee_id
@@ -352,8 +350,15 @@ def label_facets(list_filter: ListFilter, latest_change: int) -> list[LabelFacet
         key += (list_filter.me,)
     counts = _once_per_change(key, latest_change, lambda: count_labels(list_filter))
     return [
-        LabelFacet(label_id, name, name_key, colour, counts.get(label_id, 0), name_key in list_filter.labels)
-        for label_id, name, name_key, colour in labels
+        LabelFacet(
+            label.id,
+            label.name,
+            label.name_key,
+            label.colour,
+            counts.get(label.id, 0),
+            label.name_key in list_filter.labels,
+        )
+        for label in labels
     ]
 
 

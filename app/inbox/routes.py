@@ -86,7 +86,7 @@ def list_context(before: int | None = None, after: int | None = None) -> dict:
         view_facts=view_facts(list_filter, latest),
         owner_views=OWNER_VIEWS,
         owner_counts=owner_counts(list_filter, latest),
-        label_facets=label_facets(list_filter, latest),
+        label_facets=label_facets(list_filter, latest, all_labels()),
         unread=queries.unread_conversations(),
         callback_url=url_for("callback.inbound", _external=True),
         found=found,
@@ -240,19 +240,31 @@ def thread(conversation_id: int):
     return thread_page(page, text=text)
 
 
-@bp.app_template_global()
 def header_states(conversation) -> dict[str, str]:
     """What the thread header's buttons show. Each one carries its state in a hidden `showing_...`
     input, which the thread's poll sends back."""
-    return {
-        "unread": "1" if conversation.unread_count else "0",
-        "status": conversation.status,
-        "opt_out": ("out" if conversation.opted_out else "in")
-        + ("-retrying" if conversation.blacklist_problem else ""),
-        "owner": str(conversation.assignee_id or ""),
-        "snooze": snooze_state(conversation),
-        "labels": labels_state(conversation_labels(conversation)),
-    }
+    return {name: header_state(conversation, name) for name in HEADER_STATES}
+
+
+HEADER_STATES = ("unread", "status", "opt_out", "owner", "snooze", "labels")
+
+
+@bp.app_template_global()
+def header_state(conversation, name: str) -> str:
+    """One of header_states: each control's template asks for its own alone."""
+    if name == "unread":
+        return "1" if conversation.unread_count else "0"
+    if name == "status":
+        return conversation.status
+    if name == "opt_out":
+        return ("out" if conversation.opted_out else "in") + ("-retrying" if conversation.blacklist_problem else "")
+    if name == "owner":
+        return str(conversation.assignee_id or "")
+    if name == "snooze":
+        return snooze_state(conversation)
+    if name == "labels":
+        return labels_state(conversation_labels(conversation))
+    raise ValueError(f"no header state {name!r}")
 
 
 def snooze_state(conversation) -> str:
@@ -278,7 +290,10 @@ def conversation_labels(conversation) -> list[labels.Chip]:
 
 @bp.app_template_global()
 def all_labels() -> list:
-    return labels.all_labels()
+    """Every label, read once a request: the list's label filter and the header's menu show them."""
+    if "all_labels" not in g:
+        g.all_labels = labels.all_labels()
+    return g.all_labels
 
 
 @bp.app_template_global()

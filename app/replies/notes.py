@@ -19,6 +19,7 @@ import re
 import sqlalchemy as sa
 
 from app import audit, clock, notifications, webhooks
+from app.contacts import owners
 from app.db import folding
 from app.db.folding import clean_text
 from app.db.models import Conversation, Mention, Message, User
@@ -109,8 +110,9 @@ def add_note(conversation_id: int, text: str, author_id: int | None, key: str, a
 
 
 def mentionable() -> list[User]:
-    """Who a note can mention: every active account (all of them see every conversation), by name."""
-    return list(db.session.scalars(sa.select(User).where(User.disabled.is_(False)).order_by(User.username)))
+    """Who a note can mention: every active account (all of them see every conversation), by name:
+    the people a conversation can be given to."""
+    return owners.teammates()
 
 
 def mentioned_in(text: str) -> list[User]:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from flask import current_app
+from flask import current_app, g, has_request_context
 
 from app import audit
 from app.db import settings
@@ -45,6 +45,16 @@ def time_zone_names() -> list[str]:
 
 
 def time_zone_name() -> str:
+    """The team's zone: read once a request (a thread page's snooze menu, times and presets ask
+    for it a dozen times), and each time outside one."""
+    if not has_request_context():
+        return _read_time_zone_name()
+    if "team_time_zone" not in g:
+        g.team_time_zone = _read_time_zone_name()
+    return g.team_time_zone
+
+
+def _read_time_zone_name() -> str:
     stored = settings.stored(TIME_ZONE)
     if stored and is_time_zone(stored):
         return stored
@@ -64,6 +74,8 @@ def set_time_zone(name: str) -> None:
         previous = time_zone_name()
         settings.save(TIME_ZONE, name)
         audit.record("settings_changed", {"team_time_zone": name, "was": previous})
+    if has_request_context():
+        g.pop("team_time_zone", None)  # the request that changed it shows the new zone
 
 
 def local(moment: datetime) -> datetime:

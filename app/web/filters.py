@@ -20,6 +20,26 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(numbers.flag, "flag")
     app.add_template_filter(linkify)
     app.add_template_filter(initials)
+    app.add_template_global(flag_of, "sender_flag")
+    app.add_template_global(who, "who_is")
+
+
+def flag_of(sender: str) -> Markup:
+    """A number's flag for the eye (its +372 says the country to a screen reader), and a space;
+    nothing for names and short codes. In Python rather than a macro: fifty rows a page call it."""
+    region = numbers.region(sender)
+    if not region:
+        return Markup("")
+    return Markup('<span class="flag" title="{0}" aria-hidden="true">{1}</span> ').format(region, numbers.flag(region))
+
+
+def who(conversation) -> Markup:
+    """Who a conversation (or a search hit) is with: the contact's name, else the number as people
+    read it, after its flag (templates/inbox/_who.html)."""
+    sender = conversation.sender
+    return Markup("{0}<bdi>{1}</bdi>").format(
+        flag_of(sender), getattr(conversation, "contact_name", None) or numbers.readable(sender)
+    )
 
 
 def initials(name: str | None) -> str:
