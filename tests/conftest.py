@@ -488,7 +488,11 @@ class Server:
             self.access_log,
         ]
         self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
-        wait_until(self.answers, "the server answers", timeout=30, interval=0.1)
+        try:
+            wait_until(self.answers, "the server answers", timeout=30, interval=0.1)
+        except BaseException:
+            self.stop()  # no server left running (and loading the machine) after the test that failed to start it
+            raise
         return self
 
     def answers(self) -> bool:
