@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
+import argon2
 import jinja2
 import pytest
 import sqlalchemy as sa
@@ -117,9 +118,61 @@ class _SharedTemplateCode(jinja2.BytecodeCache):
 TEMPLATE_CODE = _SharedTemplateCode()
 
 
+REAL_HASHER = passwords.hasher  # Argon2id at OWASP's floor, as the app hashes
+
+
+class _CheapHasher(argon2.PasswordHasher):
+    """Argon2id at its smallest cost, for the tests' own apps (see `password_hashing`).
+
+    A hash at the real hasher's parameters needs no rehash here either: a user a flask command
+    made logs in without the login writing a new hash, as in production.
+    """
+
+    def check_needs_rehash(self, hash: str | bytes) -> bool:
+        return super().check_needs_rehash(hash) and REAL_HASHER.check_needs_rehash(hash)
+
+
+CHEAP_HASHER = _CheapHasher(time_cost=1, memory_cost=8, parallelism=1)
+# What starts a process of the app's own, which hashes as production does (at the real cost).
+_OTHER_PROCESSES = ("Server", "flask_command", "flask_process", "subprocess")
+
+
 @cache
+def _module_starts_processes(module) -> bool:
+    return any(hasattr(module, name) for name in _OTHER_PROCESSES)
+
+
+@pytest.fixture(autouse=True)
+def password_hashing(request, monkeypatch):
+    """The tests' own apps hash passwords with CHEAP_HASHER: every login verifies the stored hash
+    at the cost it was made with, and Argon2 at the real cost (19 MiB, two passes) is tens of
+    milliseconds a login, slow on purpose. Real hashing stays for a test marked
+    `real_password_hashes` (it looks at the hashes or their cost), for the slow and browser tests,
+    and for a module that starts a server or a flask command: those processes hash as production
+    does, and would rehash a cheap hash at a login."""
+    markers = ("real_password_hashes", "slow", "browser")
+    if any(request.node.get_closest_marker(marker) for marker in markers) or _module_starts_processes(request.module):
+        return
+    if {"server", "server_factory"} & set(request.fixturenames):
+        return
+    monkeypatch.setattr(passwords, "hasher", CHEAP_HASHER)
+    monkeypatch.setattr(passwords, "_dummy_hash", _cheap_dummy_hash())
+
+
+@cache
+def _cheap_dummy_hash() -> str:
+    return CHEAP_HASHER.hash(uuid.uuid4().hex)
+
+
+_password_hashes: dict[bool, str] = {}
+
+
 def password_hash() -> str:
-    return passwords.hash_password(PASSWORD)  # once per run: Argon2 is slow on purpose
+    """PASSWORD's hash by the hasher in use: made once per run (and hasher)."""
+    cheap = passwords.hasher is CHEAP_HASHER
+    if cheap not in _password_hashes:
+        _password_hashes[cheap] = passwords.hash_password(PASSWORD)
+    return _password_hashes[cheap]
 
 
 @cache
@@ -435,7 +488,11 @@ class Server:
             self.access_log,
         ]
         self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
-        wait_until(self.answers, "the server answers", timeout=30, interval=0.1)
+        try:
+            wait_until(self.answers, "the server answers", timeout=30, interval=0.1)
+        except BaseException:
+            self.stop()  # no server left running (and loading the machine) after the test that failed to start it
+            raise
         return self
 
     def answers(self) -> bool:

@@ -329,6 +329,7 @@ def test_hsts_when_the_session_cookie_is_secure(database_url, app):
 # --- password hashes for accounts without one --------------------------------------------------
 
 
+@pytest.mark.real_password_hashes
 @pytest.mark.parametrize("username", ["carol", "nobody"])
 def test_an_invited_account_and_an_unknown_name_verify_a_real_hash(app, client, user, clock, monkeypatch, username):
     """An account whose link is unused (no password yet) and an unknown name each cost one Argon2
@@ -493,6 +494,7 @@ def test_the_throttle_purges_by_an_index_on_its_expiry(app):
 # --- password hashing ------------------------------------------------------------------------
 
 
+@pytest.mark.real_password_hashes
 def test_passwords_are_stored_as_argon2id_with_owasp_parameters(app, runner):
     result = runner.invoke(args=["create-user", "bob"], input="s3cret-pass\ns3cret-pass\n")
     assert result.exit_code == 0, result.output
@@ -501,6 +503,7 @@ def test_passwords_are_stored_as_argon2id_with_owasp_parameters(app, runner):
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and "s3cret-pass" not in stored
 
 
+@pytest.mark.real_password_hashes
 def test_older_hashes_are_rehashed_at_the_next_login(app, client, clock):
     old = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4).hash(PASSWORD)
     with app.app_context():
@@ -513,6 +516,7 @@ def test_older_hashes_are_rehashed_at_the_next_login(app, client, clock):
     assert passwords.hasher.verify(stored, PASSWORD)
 
 
+@pytest.mark.real_password_hashes
 @pytest.mark.parametrize("bound", [1, 2])
 def test_concurrent_logins_hash_at_most_the_configured_number_at_once(app, user, clock, bound):
     app.config["PASSWORD_HASH_CONCURRENCY"] = bound
