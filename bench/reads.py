@@ -25,7 +25,7 @@ from app.db.unit_of_work import change_number, write_transaction
 from app.extensions import db
 
 from .app import NOOP_LOGGED_IN
-from .data import bench_app
+from .data import bench_app, settle
 from .report import Row, size_label
 
 PAGE_SIZE = 50
@@ -75,6 +75,7 @@ def measure(url: str, messages: int, samples: int, log) -> list[Row]:
                 connection.exec_driver_sql(
                     "VACUUM ANALYZE conversation, conversation_label, message, mention, notification"
                 )
+            settle(db.engine)
     client = app.test_client()
     log_in(client)
 

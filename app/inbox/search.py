@@ -18,6 +18,7 @@ PostgreSQL's index). Code that erases a message's text but keeps the row calls
 `forget_messages` (or `forget_conversation`) in the same transaction.
 """
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ LIKE_ESCAPE = "\\"
 SNIPPET_LENGTH = 240
 SNIPPET_LEAD = 60
 IDS_PER_STATEMENT = 5_000
+
+# A run of ASCII characters (folded in place), or one other character.
+_ASCII_OR_NOT = re.compile(r"[\x00-\x7f]+|.", re.DOTALL)
 
 _FTS = sa.table("message_fts", sa.column("rowid", sa.Integer), sa.column("folded_text", sa.Text))
 
@@ -304,14 +308,19 @@ def highlight(text: str, query: str, length: int = SNIPPET_LENGTH) -> Markup:
     if text.isascii():  # folding keeps every character in its place
         folded, origin = text.lower(), range(len(text))
     else:
-        # Fold character by character, remembering which character of the text each folded one
-        # came from: folding can change lengths ("ß" is "ss", "é" one character either way).
+        # Fold stretch by stretch, remembering which character of the text each folded one came
+        # from: folding can change lengths ("ß" is "ss", "é" one character either way). A stretch
+        # of ASCII folds in place at once; each other character alone.
         parts: list[str] = []
         positions: list[int] = []
-        for position, char in enumerate(text):
-            part = fold(char)
+        for stretch in _ASCII_OR_NOT.finditer(text):
+            start, end = stretch.span()
+            part = fold(stretch[0])
             parts.append(part)
-            positions.extend([position] * len(part))
+            if end - start > 1:
+                positions.extend(range(start, end))
+            else:
+                positions.extend([start] * len(part))
         folded, origin = "".join(parts), positions
     spans, start = [], folded.find(needle) if needle else -1
     while start >= 0:
