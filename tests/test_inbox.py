@@ -821,3 +821,12 @@ def test_a_conversation_link_is_what_url_for_builds_with_the_lists_search_and_fi
     with app.test_request_context(query):
         for args in ({}, {"around": 77}, {"before": 3, "saved_reply": 2}):
             assert thread_url(12345, **args) == url_for("inbox.thread", conversation_id=12345, **list_params(), **args)
+
+
+def test_a_long_last_message_is_previewed_in_as_much_as_one_row_can_show(client, inbox):
+    # The row is one line (an ellipsis where it overflows): 100 characters fill the widest list
+    # (a phone's, the whole screen up to 48rem); the rest would be bytes nobody sees, 50 times a page.
+    text = "Tere! " + "Kirjutan pikemalt, sest eelmine kord jäi asi pooleli. " * 3
+    inbox(body_for(text=text))
+    preview = re.search(r'<span class="preview" dir="auto"><bdi>([^<]*)</bdi>', client.get("/").text).group(1)
+    assert preview == text[:99] + "…"

@@ -234,21 +234,24 @@ def _match_counts(newest_of: dict[int, int], folded: str, newest: bool) -> dict[
     matches = matches_in(Message.folded_text, folded)
     shown = aliased(Message, name="shown")
     its_messages = (
-        sa.select(Message.id, Message.folded_text)
+        sa.select(Message.id)
         .where(Message.conversation_id == shown.conversation_id, Message.id <= shown.id)
         .order_by(Message.id.desc())
         .correlate(shown)
     )
-    counted = _first(its_messages, MESSAGES_COUNTED).subquery()
+    # The newest ids from the index alone, then their texts by key: asked for the texts at once,
+    # PostgreSQL (expecting a conversation's average few messages) reads a busy one whole and sorts it.
+    counted = aliased(Message, name="counted")
     columns = [
         shown.conversation_id,
         sa.select(sa.func.count())
         .select_from(counted)
-        .where(matches_in(counted.c.folded_text, folded))
+        .where(
+            counted.id.in_(_first(its_messages, MESSAGES_COUNTED).scalar_subquery()),
+            matches_in(counted.folded_text, folded),
+        )
         .scalar_subquery(),
-        sa.select(sa.func.count())
-        .select_from(_first(its_messages.with_only_columns(Message.id), MESSAGES_COUNTED + 1).subquery())
-        .scalar_subquery()
+        sa.select(sa.func.count()).select_from(_first(its_messages, MESSAGES_COUNTED + 1).subquery()).scalar_subquery()
         > sa.literal_column(str(MESSAGES_COUNTED)),
     ]
     if newest:
