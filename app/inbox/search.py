@@ -239,17 +239,20 @@ def _match_counts(newest_of: dict[int, int], folded: str, newest: bool) -> dict[
         .order_by(Message.id.desc())
         .correlate(shown)
     )
-    # The newest ids from the index alone, then their texts by key: asked for the texts at once,
-    # PostgreSQL (expecting a conversation's average few messages) reads a busy one whole and sorts it.
-    counted = aliased(Message, name="counted")
+    # The counted stretch is bounded by ids, its oldest found on the index alone: asked for "the
+    # newest 50 texts", PostgreSQL (expecting a conversation's average few messages) read a busy
+    # conversation's every text and sorted them.
+    oldest_counted = _first(its_messages, 1).offset(sa.literal_column(str(MESSAGES_COUNTED - 1))).scalar_subquery()
     columns = [
         shown.conversation_id,
         sa.select(sa.func.count())
-        .select_from(counted)
         .where(
-            counted.id.in_(_first(its_messages, MESSAGES_COUNTED).scalar_subquery()),
-            matches_in(counted.folded_text, folded),
+            Message.conversation_id == shown.conversation_id,
+            Message.id <= shown.id,
+            Message.id >= sa.func.coalesce(oldest_counted, sa.literal_column("0")),
+            matches,
         )
+        .correlate(shown)
         .scalar_subquery(),
         sa.select(sa.func.count()).select_from(_first(its_messages, MESSAGES_COUNTED + 1).subquery()).scalar_subquery()
         > sa.literal_column(str(MESSAGES_COUNTED)),
