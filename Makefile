@@ -68,7 +68,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Not in CI: the inbox reads and exports at 10^7 messages from 500,000 senders (7.7 GB of disk,
-# about 8 minutes on 2 cores); `make bench` measures 10^4 to 10^6.
+# about 7.5 minutes on 2 cores); `make bench` measures 10^4 to 10^6.
 bench-big: $(VENV)/.installed-test
 	$(BIN)/python -m bench --only inbox --sizes 10000000 --senders-per-million 50000 $(BENCH_ARGS)
 
